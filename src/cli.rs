@@ -1,0 +1,148 @@
+//! Command line: `kaon <subcommand>` in the style of reth and geth. Only subcommands that
+//! work are listed; global flags (`--config`, `--datadir`, `--log`) apply to all of them.
+
+use crate::config::Config;
+use crate::crypto::bls::SecretKey;
+use crate::crypto::hash::sha256_backend;
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use rand::RngCore;
+use std::io::Write;
+use std::path::PathBuf;
+
+/// Kaon: a performance-first node for a two-layer blockchain with servicechains.
+#[derive(Debug, Parser)]
+#[command(name = "kaon", version, about)]
+pub struct Cli {
+    /// TOML configuration file; every key is optional (see `kaon config`).
+    #[arg(long, global = true, env = "KAON_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Data directory (block log and RocksDB); overrides the config file.
+    #[arg(long, global = true, env = "KAON_DATADIR")]
+    pub datadir: Option<PathBuf>,
+    /// Log filter, e.g. `info` or `kaon=debug`; overrides the config file (`RUST_LOG` wins).
+    #[arg(long, global = true)]
+    pub log: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a whole region in this process: CNs agreeing over QUIC on 127.0.0.1, each with its
+    /// own block log and RocksDB, plus a load generator of signed transfers. Ctrl-C stops.
+    Devnet(DevnetArgs),
+    /// Print the effective configuration as TOML (defaults plus overrides).
+    Config,
+    /// Generate a consensus-node BLS key: writes the secret key (mode 0600) and prints the
+    /// public key to put in genesis.
+    Keygen {
+        /// Where to write the secret key (hex); refuses to overwrite an existing file.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+/// Parses the process arguments and runs the chosen subcommand.
+pub fn run() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let config = effective_config(&cli)?;
+    crate::telemetry::init_logging(&config.telemetry.log);
+    tracing::debug!(sha256 = %sha256_backend(), "starting");
+    match cli.command {
+        Command::Config => {
+            print!("{}", config.to_toml());
+            Ok(())
+        }
+        Command::Keygen { out } => keygen(&out),
+        Command::Devnet(args) => devnet(args, &cli.datadir, &config),
+    }
+}
+
+fn effective_config(cli: &Cli) -> anyhow::Result<Config> {
+    let mut config = match &cli.config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    if let Some(datadir) = &cli.datadir {
+        config.datadir = datadir.clone();
+    }
+    if let Some(log) = &cli.log {
+        config.telemetry.log = log.clone();
+    }
+    Ok(config)
+}
+
+fn keygen(out: &PathBuf) -> anyhow::Result<()> {
+    let mut ikm = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut ikm);
+    let sk = SecretKey::from_seed(&ikm)?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode_0600()
+        .open(out)
+        .with_context(|| format!("cannot create key file {}", out.display()))?;
+    writeln!(file, "{}", hex::encode(sk.to_bytes()))
+        .with_context(|| format!("writing {}", out.display()))?;
+    file.sync_all()
+        .with_context(|| format!("syncing {}", out.display()))?;
+    println!("0x{}", hex::encode(sk.public_key().to_bytes().0));
+    Ok(())
+}
+
+/// Owner-only permissions for secret files.
+trait OwnerOnly {
+    fn mode_0600(&mut self) -> &mut Self;
+}
+
+impl OwnerOnly for std::fs::OpenOptions {
+    fn mode_0600(&mut self) -> &mut Self {
+        use std::os::unix::fs::OpenOptionsExt;
+        self.mode(0o600)
+    }
+}
+
+/// `kaon devnet` flags.
+#[derive(Debug, clap::Args)]
+pub struct DevnetArgs {
+    /// Consensus nodes.
+    #[arg(long, default_value_t = 4)]
+    pub cns: usize,
+    /// Servicechains (chain ids 1001, 1002, …).
+    #[arg(long, default_value_t = 2)]
+    pub servicechains: usize,
+    /// Transfers per second offered by the load generator (0 disables it).
+    #[arg(long, default_value_t = 1000)]
+    pub tps: u64,
+    /// Seconds to run; 0 runs until Ctrl-C.
+    #[arg(long, default_value_t = 0)]
+    pub duration: u64,
+    /// Block interval in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    pub round_ms: u64,
+    /// Development accounts sending load.
+    #[arg(long, default_value_t = 64)]
+    pub accounts: usize,
+}
+
+fn devnet(args: DevnetArgs, datadir: &Option<PathBuf>, config: &Config) -> anyhow::Result<()> {
+    let devnet = crate::node::devnet::DevnetConfig {
+        cns: args.cns,
+        servicechains: args.servicechains,
+        tps: args.tps,
+        duration: (args.duration > 0).then(|| std::time::Duration::from_secs(args.duration)),
+        round_ms: args.round_ms,
+        accounts: args.accounts,
+        datadir: datadir.clone(),
+        committee_size: config.consensus.committee_size,
+        until_height: None,
+    };
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let report = crate::node::devnet::run(&devnet, stop, &mut std::io::stdout())?;
+    anyhow::ensure!(
+        report.chains_agree,
+        "CNs committed different blocks at one height"
+    );
+    Ok(())
+}

@@ -1,0 +1,221 @@
+//! Node configuration: a TOML file whose every field has a default, so an empty file (or none)
+//! is a working configuration. Unknown keys are errors: a typo must not silently fall back to a
+//! default.
+
+use crate::consensus::selection::DEFAULT_COMMITTEE_SIZE;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use thiserror::Error;
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: Box<toml::de::Error>,
+    },
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+/// Everything a node reads at startup.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Where the block log and RocksDB live.
+    pub datadir: PathBuf,
+    pub consensus: ConsensusConfig,
+    pub storage: StorageConfig,
+    pub pipeline: PipelineConfig,
+    pub telemetry: TelemetryConfig,
+}
+
+/// Consensus parameters; every node of a region must agree on them (they come with genesis).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConsensusConfig {
+    /// Committee members per round when the CN set is larger than this plus one.
+    pub committee_size: usize,
+    /// Target time between containers.
+    pub round_time_ms: u64,
+    /// Containers between regionchain checkpoints of servicechain heads.
+    pub checkpoint_interval: u64,
+}
+
+/// Which block-log write path to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogBackend {
+    /// io_uring when the kernel allows it, pwrite otherwise (logged at startup).
+    Auto,
+    IoUring,
+    Pwrite,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    pub log_backend: LogBackend,
+    /// Size of each preallocated extent of the block log, so appends never extend the file.
+    pub log_preallocate_mib: u64,
+    /// RocksDB block cache.
+    pub rocksdb_cache_mib: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// Capacity of every link between stages, in batches.
+    pub link_capacity: usize,
+    /// Transactions per signature-verification batch handed to rayon.
+    pub sigverify_batch: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// `tracing` filter, e.g. `info` or `kaon=debug` (overridden by `RUST_LOG`).
+    pub log: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            datadir: PathBuf::from("kaon-data"),
+            consensus: ConsensusConfig::default(),
+            storage: StorageConfig::default(),
+            pipeline: PipelineConfig::default(),
+            telemetry: TelemetryConfig::default(),
+        }
+    }
+}
+
+impl Default for ConsensusConfig {
+    fn default() -> Self {
+        Self {
+            committee_size: DEFAULT_COMMITTEE_SIZE,
+            round_time_ms: 1000,
+            checkpoint_interval: 16,
+        }
+    }
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            log_backend: LogBackend::Auto,
+            log_preallocate_mib: 64,
+            rocksdb_cache_mib: 256,
+        }
+    }
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        // 64 batches of 256 transactions keep both cores busy with a few batches in flight
+        // while bounding a stage's queue to ~16k transactions.
+        Self {
+            link_capacity: 64,
+            sigverify_batch: 256,
+        }
+    }
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self {
+            log: "info".to_string(),
+        }
+    }
+}
+
+impl Config {
+    /// Parses TOML text; `origin` names it in errors.
+    pub fn from_toml(text: &str, origin: &Path) -> Result<Self, ConfigError> {
+        let config: Self = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: origin.to_path_buf(),
+            source: Box::new(e),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads and parses a TOML file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_toml(&text, path)
+    }
+
+    /// The configuration as TOML, every default spelled out.
+    pub fn to_toml(&self) -> String {
+        // Invariant: every field is a plain TOML-representable value.
+        toml::to_string_pretty(self).expect("config serializes to TOML")
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let checks = [
+            (
+                self.consensus.committee_size == 0,
+                "consensus.committee_size must be at least 1",
+            ),
+            (
+                self.consensus.round_time_ms == 0,
+                "consensus.round_time_ms must be positive",
+            ),
+            (
+                self.consensus.checkpoint_interval == 0,
+                "consensus.checkpoint_interval must be positive",
+            ),
+            (
+                self.pipeline.link_capacity == 0,
+                "pipeline.link_capacity must be at least 1",
+            ),
+            (
+                self.pipeline.sigverify_batch == 0,
+                "pipeline.sigverify_batch must be at least 1",
+            ),
+        ];
+        match checks.iter().find(|(bad, _)| *bad) {
+            Some((_, why)) => Err(ConfigError::Invalid((*why).to_string())),
+            None => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_the_default_and_defaults_round_trip() {
+        let origin = Path::new("test.toml");
+        assert_eq!(Config::from_toml("", origin).unwrap(), Config::default());
+        let text = Config::default().to_toml();
+        assert_eq!(Config::from_toml(&text, origin).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn shipped_tuning_profiles_parse() {
+        let text = include_str!("../tuning/cpu-2core.toml");
+        let config = Config::from_toml(text, Path::new("cpu-2core.toml")).unwrap();
+        assert_eq!(config.pipeline.link_capacity, 32);
+    }
+
+    #[test]
+    fn typos_and_nonsense_are_errors() {
+        let origin = Path::new("test.toml");
+        let typo = Config::from_toml("[consensus]\ncomittee_size = 4\n", origin).unwrap_err();
+        assert!(typo.to_string().contains("comittee_size"), "{typo}");
+        let zero = Config::from_toml("[pipeline]\nlink_capacity = 0\n", origin).unwrap_err();
+        assert!(zero.to_string().contains("link_capacity"), "{zero}");
+    }
+}

@@ -1,0 +1,824 @@
+//! The BFT state machine of one consensus node: pure (`step(input) -> outputs`), no I/O, no
+//! clock, so the same code runs in the node and in the deterministic simulation.
+//!
+//! Two voting phases with instant finality (the IBFT 2.0 / PBFT family):
+//!
+//! 1. the round's proposer broadcasts a [`Proposal`] with its selection proof; the proposal is
+//!    also its prepare vote;
+//! 2. committee members that accept it broadcast a prepare vote; a quorum of prepares for a
+//!    block *prepares* it (the node keeps the [`PreparedCertificate`]) and each member then
+//!    broadcasts a commit vote;
+//! 3. a quorum of commit votes is the [`CommitCertificate`] that seals the block: it is final.
+//!
+//! On timeout a node broadcasts a [`RoundChange`] for the next round carrying its highest
+//! prepared certificate. The next proposer needs a quorum of them (the round-change
+//! certificate) and must re-propose the block of the highest prepared certificate in it, if
+//! any; members check that justification before voting. Timeouts double per round. The safety
+//! argument is in `docs/consensus.md`.
+//!
+//! Votes a node casts are emitted as [`Output::Persist`] before the [`Output::Broadcast`] that
+//! sends them; the driver must make each persist durable before sending what follows, so a
+//! restarted node (see [`Machine::restore`]) never votes twice in one round and phase.
+
+use super::certificate::verify_certificate;
+use super::proposal::{self, BlockBody, ProposalError};
+use super::selection::{CnSet, Committee, Role};
+use super::tally::{Recorded, Tally};
+use super::verifier::SigCache;
+use crate::crypto::bls::SecretKey;
+use crate::types::{
+    Block, BlockHash, ChainId, CnIndex, CommitCertificate, ConsensusMessage, Height,
+    PreparedCertificate, Proposal, Round, RoundChange, SelectionProof, Vote, VoteKind,
+};
+use alloy_primitives::B256;
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+
+/// Rounds ahead of the current one for which votes and round changes are kept; bounds memory
+/// against a peer flooding far-future rounds.
+const MAX_ROUNDS_AHEAD: u32 = 16;
+/// Messages for the next height kept while this one finishes (others commit a little earlier).
+const MAX_NEXT_HEIGHT_MESSAGES: usize = 1024;
+/// Decided blocks above the next height kept while catching up.
+const MAX_FUTURE_BLOCKS: usize = 64;
+
+/// Consensus parameters; identical on every CN of a region.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Params {
+    pub region: ChainId,
+    pub committee_size: usize,
+    /// Wait between the previous block and the next proposal (the block interval).
+    pub block_interval_ms: u64,
+    /// Round timeout at round 0; doubles each round up to `max_timeout_ms`.
+    pub base_timeout_ms: u64,
+    pub max_timeout_ms: u64,
+}
+
+impl Params {
+    /// Timeout of round `r`: grows until it exceeds any post-GST message delay.
+    pub fn timeout(&self, r: Round) -> u64 {
+        let doubled = self.base_timeout_ms.saturating_mul(1u64 << r.0.min(20));
+        self.block_interval_ms + doubled.min(self.max_timeout_ms)
+    }
+}
+
+/// The committed head the next height builds on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tip {
+    pub height: Height,
+    pub hash: BlockHash,
+    /// `mix(height)`: seeds selection at `height + 1`.
+    pub mix: B256,
+    pub timestamp_ms: u64,
+}
+
+impl Tip {
+    /// The tip a block leaves behind once committed.
+    pub fn of(block: &Block) -> Self {
+        let h = block.header();
+        Self {
+            height: h.height,
+            hash: block.hash(),
+            mix: h.mix,
+            timestamp_ms: h.timestamp_ms,
+        }
+    }
+}
+
+/// What the node's application (mempool + execution) does for consensus.
+pub trait Application {
+    /// Contents of a new block on top of `parent`.
+    fn build(&mut self, height: Height, parent: &Tip) -> BlockBody;
+    /// Whether a proposed block's segments are valid on top of `parent` (re-execution).
+    fn validate(&mut self, block: &Block, parent: &Tip) -> Result<(), String>;
+}
+
+/// What the machine reacts to.
+#[derive(Debug, Clone)]
+pub enum Input {
+    /// Begin working on the height after the tip.
+    Start,
+    /// The block interval elapsed: the proposer of `(height, round)` may propose.
+    ProposalDue { height: Height, round: Round },
+    /// The round timer of `(height, round)` fired.
+    Timeout { height: Height, round: Round },
+    /// A message from another CN (authenticity is checked inside, not assumed).
+    Message(ConsensusMessage),
+}
+
+/// Something the machine wants done, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    /// Make durable before performing any later output.
+    Persist(WalEntry),
+    Broadcast(ConsensusMessage),
+    ScheduleProposal {
+        height: Height,
+        round: Round,
+        after_ms: u64,
+    },
+    ScheduleTimeout {
+        height: Height,
+        round: Round,
+        after_ms: u64,
+    },
+    /// A sealed block is final.
+    Committed(Box<Block>),
+    /// A CN misbehaved provably.
+    Misbehavior(Misbehavior),
+    /// Messages show the chain is ahead of this node: fetch decided blocks from `from` on.
+    SyncNeeded {
+        from: Height,
+    },
+    /// A peer is still working on an already decided height: send it that decided block.
+    PeerBehind {
+        peer: CnIndex,
+        height: Height,
+    },
+}
+
+/// A durable record of what this node said, replayed by [`Machine::restore`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WalEntry {
+    Voted {
+        height: Height,
+        round: Round,
+        kind: VoteKind,
+        hash: BlockHash,
+    },
+    Prepared {
+        height: Height,
+        certificate: PreparedCertificate,
+        block: Box<Block>,
+    },
+}
+
+/// Provable misbehaviour seen by this node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Misbehavior {
+    ConflictingProposals {
+        height: Height,
+        round: Round,
+        proposer: CnIndex,
+    },
+    DoubleVote {
+        height: Height,
+        round: Round,
+        kind: VoteKind,
+        voter: CnIndex,
+    },
+}
+
+/// Counters of refused input, by reason (for metrics and tests).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Rejections {
+    pub stale: u64,
+    pub invalid_proposal: u64,
+    pub bad_vote: u64,
+    pub bad_round_change: u64,
+    pub bad_decided: u64,
+}
+
+/// One CN's consensus state.
+pub struct Machine {
+    params: Params,
+    me: CnIndex,
+    key: SecretKey,
+    set: Arc<CnSet>,
+    sigs: Arc<SigCache>,
+    tip: Tip,
+    round: Round,
+    /// Committee of the current height (fixed across rounds; the proposer is per round).
+    committee: Committee,
+    blocks: HashMap<BlockHash, Block>,
+    accepted: BTreeMap<Round, BlockHash>,
+    tally: Tally,
+    my_votes: HashMap<(VoteKind, Round), BlockHash>,
+    my_proofs: HashMap<Round, SelectionProof>,
+    prepared: Option<(PreparedCertificate, Block)>,
+    round_changes: BTreeMap<Round, BTreeMap<CnIndex, RoundChange>>,
+    proposed: Option<Round>,
+    next_height: Vec<ConsensusMessage>,
+    replay: VecDeque<ConsensusMessage>,
+    future_blocks: BTreeMap<Height, Block>,
+    sync_requested: Option<Height>,
+    /// Peers already told about a decided height (bounded: cleared every height).
+    peers_behind: HashSet<(CnIndex, Height)>,
+    rejections: Rejections,
+}
+
+impl Machine {
+    /// A machine for CN `me` that will work on the height after `tip`.
+    pub fn new(
+        params: Params,
+        me: CnIndex,
+        key: SecretKey,
+        set: Arc<CnSet>,
+        sigs: Arc<SigCache>,
+        tip: Tip,
+    ) -> Self {
+        let committee = set.committee(tip.mix, tip.height.next(), Round(0), params.committee_size);
+        Self {
+            params,
+            me,
+            key,
+            set,
+            sigs,
+            tip,
+            round: Round(0),
+            committee,
+            blocks: HashMap::new(),
+            accepted: BTreeMap::new(),
+            tally: Tally::default(),
+            my_votes: HashMap::new(),
+            my_proofs: HashMap::new(),
+            prepared: None,
+            round_changes: BTreeMap::new(),
+            proposed: None,
+            next_height: Vec::new(),
+            replay: VecDeque::new(),
+            future_blocks: BTreeMap::new(),
+            sync_requested: None,
+            peers_behind: HashSet::new(),
+            rejections: Rejections::default(),
+        }
+    }
+
+    /// Re-applies this node's write-ahead log after a restart, so it never casts a vote that
+    /// conflicts with one it cast before the crash. Entries for other heights are ignored.
+    pub fn restore(&mut self, wal: &[WalEntry]) {
+        let height = self.height();
+        for entry in wal {
+            match entry {
+                WalEntry::Voted {
+                    height: h,
+                    round,
+                    kind,
+                    hash,
+                } if *h == height => {
+                    self.my_votes.insert((*kind, *round), *hash);
+                    self.round = self.round.max(*round);
+                }
+                WalEntry::Prepared {
+                    height: h,
+                    certificate,
+                    block,
+                } if *h == height => {
+                    self.blocks
+                        .insert(certificate.block_hash, (**block).clone());
+                    self.prepared = Some((certificate.clone(), (**block).clone()));
+                }
+                _ => {}
+            }
+        }
+    }
+
+    pub fn height(&self) -> Height {
+        self.tip.height.next()
+    }
+
+    pub fn round(&self) -> Round {
+        self.round
+    }
+
+    pub fn tip(&self) -> &Tip {
+        &self.tip
+    }
+
+    pub fn rejections(&self) -> &Rejections {
+        &self.rejections
+    }
+
+    /// Advances the machine by one input.
+    pub fn step(&mut self, input: Input, app: &mut dyn Application) -> Vec<Output> {
+        let mut out = Vec::new();
+        match input {
+            Input::Start => self.enter_round(self.round, &mut out),
+            Input::ProposalDue { height, round }
+                if height == self.height() && round == self.round =>
+            {
+                self.propose(app, &mut out)
+            }
+            Input::Timeout { height, round } if height == self.height() && round == self.round => {
+                self.on_timeout(&mut out)
+            }
+            Input::ProposalDue { .. } | Input::Timeout { .. } => {}
+            Input::Message(msg) => self.on_message(msg, app, &mut out),
+        }
+        while let Some(msg) = self.replay.pop_front() {
+            self.on_message(msg, app, &mut out);
+        }
+        out
+    }
+
+    fn proposer_of(&self, round: Round) -> CnIndex {
+        self.set
+            .committee(
+                self.tip.mix,
+                self.height(),
+                round,
+                self.params.committee_size,
+            )
+            .proposer
+    }
+
+    fn committee_at(&self, round: Round) -> Committee {
+        let mut c = self.committee.clone();
+        c.round = round;
+        c.proposer = self.proposer_of(round);
+        c
+    }
+
+    fn enter_round(&mut self, round: Round, out: &mut Vec<Output>) {
+        let height = self.height();
+        self.round = round;
+        self.committee = self.committee_at(round);
+        out.push(Output::ScheduleTimeout {
+            height,
+            round,
+            after_ms: self.params.timeout(round),
+        });
+        if self.committee.proposer == self.me {
+            let after_ms = if round.0 == 0 {
+                self.params.block_interval_ms
+            } else {
+                0
+            };
+            out.push(Output::ScheduleProposal {
+                height,
+                round,
+                after_ms,
+            });
+        }
+    }
+
+    fn propose(&mut self, app: &mut dyn Application, out: &mut Vec<Output>) {
+        if self.committee.proposer != self.me || self.proposed == Some(self.round) {
+            return;
+        }
+        let round = self.round;
+        let justification: Vec<RoundChange> = match round.0 {
+            0 => Vec::new(),
+            _ => match self.round_changes.get(&round) {
+                Some(rcs) if rcs.len() >= self.committee.quorum() => {
+                    rcs.values().cloned().collect()
+                }
+                // Not justified yet: the quorum of round changes will trigger the proposal.
+                _ => return,
+            },
+        };
+        let block = match proposal::highest_prepared(&justification) {
+            Some((_, block)) => block.clone(),
+            None => {
+                let body = app.build(self.height(), &self.tip);
+                proposal::build_block(
+                    &self.params,
+                    &self.key,
+                    self.me,
+                    &self.set,
+                    &self.tip,
+                    round,
+                    body,
+                )
+            }
+        };
+        let hash = block.hash();
+        let signature = self
+            .key
+            .sign(&Vote::signing_message(
+                VoteKind::Prepare,
+                self.height(),
+                round,
+                hash,
+            ))
+            .to_bytes();
+        let p = Proposal {
+            round,
+            proposer: self.me,
+            proof: self.committee.prove(&self.key, Role::Proposer),
+            signature,
+            block,
+            justification,
+        };
+        self.proposed = Some(round);
+        self.persist_vote(VoteKind::Prepare, round, hash, out);
+        self.accept(&p);
+        out.push(Output::Broadcast(ConsensusMessage::Proposal(Box::new(p))));
+        self.check_thresholds(round, hash, out);
+    }
+
+    fn on_timeout(&mut self, out: &mut Vec<Output>) {
+        self.sync_requested = None;
+        let next = self.round.next();
+        self.send_round_change(next, out);
+        self.enter_round(next, out);
+        self.try_justified_proposal(out);
+    }
+
+    fn send_round_change(&mut self, round: Round, out: &mut Vec<Output>) {
+        let (prepared, prepared_block) = match &self.prepared {
+            Some((pc, block)) => (vec![pc.clone()], vec![block.clone()]),
+            None => (Vec::new(), Vec::new()),
+        };
+        let msg = RoundChange::signing_message(self.height(), round, prepared.first());
+        let rc = RoundChange {
+            height: self.height(),
+            round,
+            sender: self.me,
+            prepared,
+            prepared_block,
+            signature: self.key.sign(&msg).to_bytes(),
+        };
+        self.round_changes
+            .entry(round)
+            .or_default()
+            .insert(self.me, rc.clone());
+        out.push(Output::Broadcast(ConsensusMessage::RoundChange(Box::new(
+            rc,
+        ))));
+    }
+
+    /// After round changes arrive: propose if this node leads the current round and the
+    /// round-change quorum is complete. (Proposals at round > 0 need no block interval.)
+    fn try_justified_proposal(&mut self, out: &mut Vec<Output>) {
+        if self.round.0 > 0
+            && self.committee.proposer == self.me
+            && self.proposed != Some(self.round)
+        {
+            let ready = self
+                .round_changes
+                .get(&self.round)
+                .is_some_and(|r| r.len() >= self.committee.quorum());
+            if ready {
+                out.push(Output::ScheduleProposal {
+                    height: self.height(),
+                    round: self.round,
+                    after_ms: 0,
+                });
+            }
+        }
+    }
+
+    fn on_message(
+        &mut self,
+        msg: ConsensusMessage,
+        app: &mut dyn Application,
+        out: &mut Vec<Output>,
+    ) {
+        if matches!(msg, ConsensusMessage::SyncRequest(_)) {
+            return; // the node serves these from its store
+        }
+        let height = msg.height();
+        if height > self.height() {
+            // The chain has moved on without this node: keep what helps and ask for blocks.
+            if let ConsensusMessage::Decided(block) = msg {
+                self.buffer_future_block(*block);
+            } else if height == self.height().next()
+                && self.next_height.len() < MAX_NEXT_HEIGHT_MESSAGES
+            {
+                self.next_height.push(msg);
+            }
+            self.request_sync(out);
+            return;
+        }
+        if height < self.height() {
+            self.rejections.stale += 1;
+            // A round change for a decided height means its sender timed out there: it missed
+            // the decision. (Late votes are normal and say nothing.)
+            if let ConsensusMessage::RoundChange(rc) = &msg {
+                if self.peers_behind.insert((rc.sender, height)) {
+                    out.push(Output::PeerBehind {
+                        peer: rc.sender,
+                        height,
+                    });
+                }
+            }
+            return;
+        }
+        match msg {
+            ConsensusMessage::Proposal(p) => self.on_proposal(*p, app, out),
+            ConsensusMessage::Vote(v) => self.on_vote(*v, out),
+            ConsensusMessage::RoundChange(rc) => self.on_round_change(*rc, out),
+            ConsensusMessage::Decided(block) => self.on_decided(*block, app, out),
+            // Served by the node from its store; consensus state does not change.
+            ConsensusMessage::SyncRequest(_) => {}
+        }
+    }
+
+    fn on_proposal(&mut self, p: Proposal, app: &mut dyn Application, out: &mut Vec<Output>) {
+        if p.round < self.round || p.round.0 > self.round.0 + MAX_ROUNDS_AHEAD {
+            self.rejections.stale += 1;
+            return;
+        }
+        let committee = self.committee_at(p.round);
+        let checked = proposal::check_proposal(
+            &self.params,
+            &self.set,
+            &self.sigs,
+            &committee,
+            &self.tip,
+            &p,
+            |round| self.proposer_of(round),
+        );
+        if let Err(e) = checked.and_then(|()| {
+            app.validate(&p.block, &self.tip)
+                .map_err(ProposalError::Application)
+        }) {
+            tracing::debug!(height = %self.height(), round = %p.round, error = %e, "proposal refused");
+            self.rejections.invalid_proposal += 1;
+            return;
+        }
+        let hash = p.block.hash();
+        if let Some(&earlier) = self.accepted.get(&p.round) {
+            if earlier != hash {
+                out.push(Output::Misbehavior(Misbehavior::ConflictingProposals {
+                    height: self.height(),
+                    round: p.round,
+                    proposer: p.proposer,
+                }));
+            }
+            return;
+        }
+        if p.round > self.round {
+            // A valid justification proves a quorum moved to this round: follow it.
+            self.enter_round(p.round, out);
+        }
+        self.accept(&p);
+        if !self.my_votes.contains_key(&(VoteKind::Prepare, p.round)) {
+            self.cast(VoteKind::Prepare, p.round, hash, out);
+        }
+        self.check_thresholds(p.round, hash, out);
+    }
+
+    /// Records an accepted proposal and the proposer's vote that it carries.
+    fn accept(&mut self, p: &Proposal) {
+        let hash = p.block.hash();
+        self.blocks.insert(hash, p.block.clone());
+        self.accepted.insert(p.round, hash);
+        self.tally
+            .record(VoteKind::Prepare, p.round, p.proposer, hash, p.signature);
+    }
+
+    fn persist_vote(
+        &mut self,
+        kind: VoteKind,
+        round: Round,
+        hash: BlockHash,
+        out: &mut Vec<Output>,
+    ) {
+        self.my_votes.insert((kind, round), hash);
+        out.push(Output::Persist(WalEntry::Voted {
+            height: self.height(),
+            round,
+            kind,
+            hash,
+        }));
+    }
+
+    fn cast(&mut self, kind: VoteKind, round: Round, hash: BlockHash, out: &mut Vec<Output>) {
+        if self.committee.position(self.me).is_none() {
+            return;
+        }
+        self.persist_vote(kind, round, hash, out);
+        let height = self.height();
+        let vote = Vote {
+            kind,
+            height,
+            round,
+            block_hash: hash,
+            voter: self.me,
+            selection_proof: self.committee_proof(round),
+            signature: self
+                .key
+                .sign(&Vote::signing_message(kind, height, round, hash))
+                .to_bytes(),
+        };
+        self.tally
+            .record(kind, round, self.me, hash, vote.signature);
+        out.push(Output::Broadcast(ConsensusMessage::Vote(Box::new(vote))));
+    }
+
+    /// This node's committee selection proof for `round`, signed once per round.
+    fn committee_proof(&mut self, round: Round) -> SelectionProof {
+        if let Some(proof) = self.my_proofs.get(&round) {
+            return *proof;
+        }
+        let proof = self.committee_at(round).prove(&self.key, Role::Committee);
+        self.my_proofs.insert(round, proof);
+        proof
+    }
+
+    fn on_vote(&mut self, v: Vote, out: &mut Vec<Output>) {
+        if v.round.0 > self.round.0 + MAX_ROUNDS_AHEAD {
+            self.rejections.stale += 1;
+            return;
+        }
+        let committee = self.committee_at(v.round);
+        let authentic = committee.position(v.voter).is_some()
+            && self.sigs.verify(
+                &self.set,
+                v.voter,
+                &committee.proof_message(Role::Committee),
+                &v.selection_proof.0,
+            )
+            && self.sigs.verify(
+                &self.set,
+                v.voter,
+                &Vote::signing_message(v.kind, v.height, v.round, v.block_hash),
+                &v.signature,
+            );
+        if !authentic {
+            self.rejections.bad_vote += 1;
+            return;
+        }
+        match self
+            .tally
+            .record(v.kind, v.round, v.voter, v.block_hash, v.signature)
+        {
+            Recorded::New => self.check_thresholds(v.round, v.block_hash, out),
+            Recorded::Duplicate => {}
+            Recorded::Conflicting { .. } => {
+                out.push(Output::Misbehavior(Misbehavior::DoubleVote {
+                    height: v.height,
+                    round: v.round,
+                    kind: v.kind,
+                    voter: v.voter,
+                }))
+            }
+        }
+    }
+
+    /// Acts on quorums for `hash` at `round`: prepare → commit vote, commit → decide.
+    fn check_thresholds(&mut self, round: Round, hash: BlockHash, out: &mut Vec<Output>) {
+        let validated = self.accepted.get(&round) == Some(&hash);
+        let committee = self.committee_at(round);
+        let newer = self
+            .prepared
+            .as_ref()
+            .is_none_or(|(pc, _)| pc.round < round);
+        if validated && newer {
+            if let Some(pc) = self.tally.prepared(&committee, round, hash) {
+                let block = self.blocks[&hash].clone();
+                out.push(Output::Persist(WalEntry::Prepared {
+                    height: self.height(),
+                    certificate: pc.clone(),
+                    block: Box::new(block.clone()),
+                }));
+                self.prepared = Some((pc, block));
+            }
+        }
+        let prepared_here = self
+            .prepared
+            .as_ref()
+            .is_some_and(|(pc, _)| pc.round == round && pc.block_hash == hash);
+        if prepared_here
+            && round == self.round
+            && !self.my_votes.contains_key(&(VoteKind::Commit, round))
+        {
+            self.cast(VoteKind::Commit, round, hash, out);
+        }
+        let accepted_anywhere = self.accepted.values().any(|h| *h == hash);
+        if accepted_anywhere {
+            if let Some((signers, aggregate)) =
+                self.tally
+                    .certify(&committee, VoteKind::Commit, round, hash)
+            {
+                let mut block = self.blocks[&hash].clone();
+                block.sealed.seal = CommitCertificate {
+                    round,
+                    signers,
+                    aggregate,
+                };
+                out.push(Output::Broadcast(ConsensusMessage::Decided(Box::new(
+                    block.clone(),
+                ))));
+                self.commit(block, out);
+            }
+        }
+    }
+
+    fn on_round_change(&mut self, rc: RoundChange, out: &mut Vec<Output>) {
+        // Round 0 needs no change; rounds already left are noise.
+        if rc.round < self.round || rc.round.0 == 0 || rc.round.0 > self.round.0 + MAX_ROUNDS_AHEAD
+        {
+            self.rejections.stale += 1;
+            return;
+        }
+        let committee = self.committee_at(rc.round);
+        if let Err(e) =
+            proposal::check_round_change(&self.set, &self.sigs, &committee, self.height(), &rc)
+        {
+            tracing::debug!(error = %e, sender = %rc.sender, "round change refused");
+            self.rejections.bad_round_change += 1;
+            return;
+        }
+        let round = rc.round;
+        self.round_changes
+            .entry(round)
+            .or_default()
+            .insert(rc.sender, rc);
+        self.maybe_skip_rounds(out);
+        self.try_justified_proposal(out);
+    }
+
+    /// f + 1 members asking for rounds above ours means at least one honest node timed out
+    /// there: join the highest round that f + 1 of them reached.
+    fn maybe_skip_rounds(&mut self, out: &mut Vec<Output>) {
+        let f = (self.committee.size() - 1) / 3;
+        let mut highest: BTreeMap<CnIndex, Round> = BTreeMap::new();
+        for (round, senders) in self.round_changes.range(self.round.next()..) {
+            for sender in senders.keys() {
+                highest.insert(*sender, *round);
+            }
+        }
+        let mut rounds: Vec<Round> = highest.into_values().collect();
+        if rounds.len() <= f {
+            return;
+        }
+        rounds.sort_unstable_by(|a, b| b.cmp(a));
+        let target = rounds[f];
+        if target > self.round {
+            self.send_round_change(target, out);
+            self.enter_round(target, out);
+        }
+    }
+
+    fn on_decided(&mut self, block: Block, app: &mut dyn Application, out: &mut Vec<Output>) {
+        if let Err(e) = self.check_decided(&block, app) {
+            tracing::debug!(error = %e, "decided block refused");
+            self.rejections.bad_decided += 1;
+            return;
+        }
+        self.commit(block, out);
+    }
+
+    fn check_decided(&self, block: &Block, app: &mut dyn Application) -> Result<(), ProposalError> {
+        let header = block.header();
+        proposal::check_header(
+            &self.params,
+            &self.set,
+            &self.sigs,
+            &self.tip,
+            header,
+            |r| self.proposer_of(r),
+        )?;
+        let committee = self.committee_at(block.sealed.seal.round);
+        verify_certificate(&self.set, &committee, block.hash(), &block.sealed.seal)?;
+        if !self.accepted.values().any(|h| *h == block.hash()) {
+            app.validate(block, &self.tip)
+                .map_err(ProposalError::Application)?;
+        }
+        Ok(())
+    }
+
+    fn buffer_future_block(&mut self, block: Block) {
+        self.future_blocks.insert(block.header().height, block);
+        // Keep the lowest heights: they are the ones needed next.
+        while self.future_blocks.len() > MAX_FUTURE_BLOCKS {
+            self.future_blocks.pop_last();
+        }
+    }
+
+    /// Asks the driver for decided blocks, once per height until the next timeout re-arms it.
+    fn request_sync(&mut self, out: &mut Vec<Output>) {
+        if self.sync_requested != Some(self.height()) {
+            self.sync_requested = Some(self.height());
+            out.push(Output::SyncNeeded {
+                from: self.height(),
+            });
+        }
+    }
+
+    fn commit(&mut self, block: Block, out: &mut Vec<Output>) {
+        self.tip = Tip::of(&block);
+        out.push(Output::Committed(Box::new(block)));
+        self.reset_height();
+        self.enter_round(Round(0), out);
+        // Messages that arrived early, and blocks decided further ahead, are re-fed by `step`.
+        self.replay.extend(std::mem::take(&mut self.next_height));
+        if let Some(block) = self.future_blocks.remove(&self.height()) {
+            self.replay
+                .push_back(ConsensusMessage::Decided(Box::new(block)));
+        }
+    }
+
+    fn reset_height(&mut self) {
+        self.round = Round(0);
+        self.committee = self.set.committee(
+            self.tip.mix,
+            self.height(),
+            Round(0),
+            self.params.committee_size,
+        );
+        self.blocks.clear();
+        self.accepted.clear();
+        self.tally = Tally::default();
+        self.my_votes.clear();
+        self.my_proofs.clear();
+        self.prepared = None;
+        self.round_changes.clear();
+        self.proposed = None;
+        self.sync_requested = None;
+        self.peers_behind.clear();
+    }
+}

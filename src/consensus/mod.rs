@@ -1,0 +1,20 @@
+//! Consensus: who may propose and vote at each height and round, and how their signatures
+//! are checked.
+//!
+//! - [`selection`]: the RANDAO-style randomness mix, public ranks, the fixed committee of a
+//!   height and round, its proposer, and the selection proofs that proposals and votes carry.
+//! - [`certificate`]: building and verifying commit certificates (aggregate BLS signature of a
+//!   quorum of the committee), one at a time or many at once.
+//! - [`machine`]: the pure BFT state machine (`step(input) -> outputs`); [`proposal`] holds the
+//!   checks it applies to proposals, headers and round changes, [`tally`] its vote books,
+//!   [`verifier`] the signature cache, [`wal`] the encoding of its write-ahead log.
+
+pub mod certificate;
+pub mod machine;
+pub mod proposal;
+pub mod selection;
+pub mod tally;
+pub mod verifier;
+pub mod wal;
+
+pub use selection::{CnSet, Committee, Role, SelectionError};

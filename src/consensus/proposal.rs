@@ -1,0 +1,265 @@
+//! Building proposals and checking everything a CN or RN must check about a proposed or
+//! decided block before trusting it: the header chain (parent, height, mix, random reveal,
+//! proposer), the body against the header's commitments, the proposer's selection proof and
+//! signature, and the round-change justification of proposals after round 0.
+
+use super::certificate::{CertificateError, QuorumSignature};
+use super::machine::{Params, Tip};
+use super::selection::{next_mix, reveal, reveal_message, CnSet, Committee, Role};
+use super::verifier::SigCache;
+use crate::crypto::bls::{SecretKey, SignatureBytes};
+use crate::types::block::HEADER_VERSION;
+use crate::types::{
+    Block, CnIndex, CommitCertificate, Header, PreparedCertificate, Proposal, Round, RoundChange,
+    SealedHeader, Segment, SegmentCommitment, SignerBitmap, Vote, VoteKind,
+};
+use thiserror::Error;
+
+/// What the application puts in a new block.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BlockBody {
+    /// The proposer's clock; raised to parent + 1 ms if it is not ahead of the parent.
+    pub timestamp_ms: u64,
+    pub segments: Vec<Segment>,
+    /// One per segment, in order.
+    pub commitments: Vec<SegmentCommitment>,
+}
+
+/// Why a proposal, round change or decided block was refused.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum ProposalError {
+    #[error("header field {0} is wrong")]
+    Header(&'static str),
+    #[error("block body does not match the header: {0}")]
+    Body(&'static str),
+    #[error("CN {0} is not the proposer of this round")]
+    NotProposer(CnIndex),
+    #[error("bad signature: {0}")]
+    Signature(&'static str),
+    #[error("bad justification: {0}")]
+    Justification(&'static str),
+    #[error("certificate: {0}")]
+    Certificate(#[from] CertificateError),
+    #[error("application refused the block: {0}")]
+    Application(String),
+}
+
+/// Assembles an unsealed block for `round` on top of `tip`.
+pub fn build_block(
+    params: &Params,
+    key: &SecretKey,
+    me: CnIndex,
+    set: &CnSet,
+    tip: &Tip,
+    round: Round,
+    body: BlockBody,
+) -> Block {
+    let height = tip.height.next();
+    let random_reveal = reveal(key, height);
+    let header = Header {
+        version: HEADER_VERSION,
+        region: params.region,
+        height,
+        round,
+        parent: tip.hash,
+        timestamp_ms: body.timestamp_ms.max(tip.timestamp_ms + 1),
+        proposer: me,
+        random_reveal: random_reveal.0,
+        mix: next_mix(tip.mix, &random_reveal),
+        cn_set_root: set.root(),
+        next_cn_set: Vec::new(),
+        segments: body.commitments,
+    };
+    let seal = CommitCertificate {
+        round,
+        signers: SignerBitmap::default(),
+        aggregate: SignatureBytes::default(),
+    };
+    Block {
+        sealed: SealedHeader { header, seal },
+        segments: body.segments,
+    }
+}
+
+/// Checks a header against the committed tip: chain linkage, version, CN set, the proposer of
+/// its round, the random reveal and the mix it implies.
+pub fn check_header(
+    params: &Params,
+    set: &CnSet,
+    sigs: &SigCache,
+    tip: &Tip,
+    header: &Header,
+    proposer_of: impl Fn(Round) -> CnIndex,
+) -> Result<(), ProposalError> {
+    let checks = [
+        (header.version == HEADER_VERSION, "version"),
+        (header.region == params.region, "region"),
+        (header.height == tip.height.next(), "height"),
+        (header.parent == tip.hash, "parent"),
+        (header.timestamp_ms > tip.timestamp_ms, "timestamp"),
+        (header.cn_set_root == set.root(), "cn_set_root"),
+        (header.next_cn_set.is_empty(), "next_cn_set"),
+        (header.proposer == proposer_of(header.round), "proposer"),
+    ];
+    if let Some((_, field)) = checks.iter().find(|(ok, _)| !ok) {
+        return Err(ProposalError::Header(field));
+    }
+    if !sigs.verify(
+        set,
+        header.proposer,
+        &reveal_message(header.height),
+        &header.random_reveal,
+    ) {
+        return Err(ProposalError::Signature("random reveal"));
+    }
+    if header.mix != next_mix(tip.mix, &crate::types::RandomReveal(header.random_reveal)) {
+        return Err(ProposalError::Header("mix"));
+    }
+    Ok(())
+}
+
+/// Checks that a block's segments are the ones its header commits to (chain ids, counts,
+/// transaction roots). Receipts and state roots are the application's to check.
+pub fn check_body(block: &Block) -> Result<(), ProposalError> {
+    let commitments = &block.header().segments;
+    if commitments.len() != block.segments.len() {
+        return Err(ProposalError::Body("segment count"));
+    }
+    for (segment, c) in block.segments.iter().zip(commitments) {
+        if segment.chain_id != c.chain_id || segment.txs.len() != c.tx_count as usize {
+            return Err(ProposalError::Body("segment chain id or transaction count"));
+        }
+        if segment.tx_root() != c.tx_root {
+            return Err(ProposalError::Body("transaction root"));
+        }
+    }
+    Ok(())
+}
+
+/// Everything about a proposal except application validity.
+pub fn check_proposal(
+    params: &Params,
+    set: &CnSet,
+    sigs: &SigCache,
+    committee: &Committee,
+    tip: &Tip,
+    p: &Proposal,
+    proposer_of: impl Fn(Round) -> CnIndex,
+) -> Result<(), ProposalError> {
+    if p.proposer != committee.proposer {
+        return Err(ProposalError::NotProposer(p.proposer));
+    }
+    if !sigs.verify(
+        set,
+        p.proposer,
+        &committee.proof_message(Role::Proposer),
+        &p.proof.0,
+    ) {
+        return Err(ProposalError::Signature("selection proof"));
+    }
+    let header = p.block.header();
+    if header.round > p.round {
+        return Err(ProposalError::Header("round"));
+    }
+    check_header(params, set, sigs, tip, header, proposer_of)?;
+    check_body(&p.block)?;
+    let hash = p.block.hash();
+    let vote = Vote::signing_message(VoteKind::Prepare, header.height, p.round, hash);
+    if !sigs.verify(set, p.proposer, &vote, &p.signature) {
+        return Err(ProposalError::Signature("proposer's prepare vote"));
+    }
+    check_justification(set, sigs, committee, p)
+}
+
+/// Round 0 needs none; later rounds need a quorum of valid round changes for this round, and
+/// the proposal must be the block of their highest prepared certificate, if any.
+fn check_justification(
+    set: &CnSet,
+    sigs: &SigCache,
+    committee: &Committee,
+    p: &Proposal,
+) -> Result<(), ProposalError> {
+    let header = p.block.header();
+    if p.round.0 == 0 {
+        return match (p.justification.is_empty(), header.round.0) {
+            (true, 0) => Ok(()),
+            _ => Err(ProposalError::Justification(
+                "round 0 takes no justification",
+            )),
+        };
+    }
+    let mut senders: Vec<CnIndex> = p.justification.iter().map(|rc| rc.sender).collect();
+    senders.sort_unstable();
+    senders.dedup();
+    if senders.len() != p.justification.len() || senders.len() < committee.quorum() {
+        return Err(ProposalError::Justification(
+            "needs a quorum of distinct round changes",
+        ));
+    }
+    for rc in &p.justification {
+        if rc.round != p.round {
+            return Err(ProposalError::Justification(
+                "round change for another round",
+            ));
+        }
+        check_round_change(set, sigs, committee, header.height, rc)?;
+    }
+    match highest_prepared(&p.justification) {
+        Some((pc, _)) if pc.block_hash != p.block.hash() => Err(ProposalError::Justification(
+            "must re-propose the highest prepared block",
+        )),
+        None if header.round != p.round => Err(ProposalError::Justification(
+            "fresh block must carry this round",
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Checks one round change: sender on the committee, signature, and the prepared certificate
+/// (a quorum of prepare votes for the block it carries) when present.
+pub fn check_round_change(
+    set: &CnSet,
+    sigs: &SigCache,
+    committee: &Committee,
+    height: crate::types::Height,
+    rc: &RoundChange,
+) -> Result<(), ProposalError> {
+    if rc.height != height || committee.position(rc.sender).is_none() {
+        return Err(ProposalError::Justification(
+            "round change from outside the committee",
+        ));
+    }
+    if rc.prepared.len() > 1 || rc.prepared_block.len() != rc.prepared.len() {
+        return Err(ProposalError::Justification(
+            "malformed prepared certificate",
+        ));
+    }
+    let msg = RoundChange::signing_message(height, rc.round, rc.prepared.first());
+    if !sigs.verify(set, rc.sender, &msg, &rc.signature) {
+        return Err(ProposalError::Signature("round change"));
+    }
+    if let (Some(pc), Some(block)) = (rc.prepared.first(), rc.prepared_block.first()) {
+        if pc.round >= rc.round || block.hash() != pc.block_hash || block.header().height != height
+        {
+            return Err(ProposalError::Justification(
+                "prepared certificate does not fit",
+            ));
+        }
+        QuorumSignature {
+            kind: VoteKind::Prepare,
+            round: pc.round,
+            block_hash: pc.block_hash,
+            signers: &pc.signers,
+            aggregate: &pc.aggregate,
+        }
+        .verify(set, committee)?;
+    }
+    Ok(())
+}
+
+/// The highest-round prepared certificate among round changes, with its block.
+pub fn highest_prepared(rcs: &[RoundChange]) -> Option<(&PreparedCertificate, &Block)> {
+    rcs.iter()
+        .filter_map(|rc| Some((rc.prepared.first()?, rc.prepared_block.first()?)))
+        .max_by_key(|(pc, _)| pc.round)
+}

@@ -1,0 +1,299 @@
+//! Randomness and selection: public, verifiable, and identical on every honest node.
+//!
+//! - The proposer of height `h` reveals `random_reveal = BLS_sign(sk, "reveal" ‖ h)`. BLS
+//!   signatures are unique, so the proposer cannot choose among values; the chain's mix is
+//!   `mix(h) = mix(h-1) XOR sha256(random_reveal)`.
+//! - Each CN's rank for height `h`, round `r` and a role is
+//!   `sha256(mix(h-1) ‖ h ‖ r ‖ role ‖ cn_pubkey)`; lower ranks win.
+//! - The committee is every CN while the set has at most `committee_size + 1` members,
+//!   otherwise the `committee_size` lowest committee ranks; the proposer is the member with the
+//!   lowest proposer rank. Committees are ordered by CN index (the signer bitmap's order).
+//! - Committee ranks are computed at round 0 ([`COMMITTEE_ROUND`]): the committee is fixed for
+//!   the whole height and only the proposer changes with the round. A committee redrawn every
+//!   round would break safety across rounds — a block committed by round r's committee is
+//!   invisible to a disjoint committee at round r+2 (see `docs/consensus.md`).
+//! - Quorum is `floor(2N/3) + 1` of the committee's N members: strictly more than two thirds.
+//! - A selection proof is `BLS_sign(sk, "select" ‖ mix(h-1) ‖ h ‖ r ‖ role)`; anyone holding
+//!   the CN set verifies it, and recomputes the rank from public data.
+
+use crate::crypto::bls::{BlsError, PublicKey, PublicKeyBytes, SecretKey, Signature};
+use crate::crypto::hash::{sha256, sha256_concat};
+use crate::types::{CnIndex, Height, RandomReveal, Round, SelectionProof};
+use alloy_primitives::B256;
+use thiserror::Error;
+
+/// Committee size when the configuration says nothing: large enough that a third of it being
+/// Byzantine is unlikely for any reasonable CN population, small enough that a certificate's
+/// bitmap and key aggregation stay cheap.
+pub const DEFAULT_COMMITTEE_SIZE: usize = 100;
+
+/// The round whose committee ranks pick the committee of every round of a height.
+pub const COMMITTEE_ROUND: Round = Round(0);
+
+/// Domain tag of random reveals.
+const REVEAL_DOMAIN: &[u8] = b"KAON/reveal/v1";
+/// Domain tag of selection proofs.
+const SELECT_DOMAIN: &[u8] = b"KAON/select/v1";
+
+/// The role a rank or a selection proof is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Role {
+    Committee = 0,
+    Proposer = 1,
+}
+
+/// Why a reveal, proof or claim of selection was refused.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum SelectionError {
+    #[error("the CN set is empty")]
+    EmptyCnSet,
+    #[error("CN index {0} is outside the CN set")]
+    UnknownCn(CnIndex),
+    #[error("CN {0} is not on the committee of this height and round")]
+    NotOnCommittee(CnIndex),
+    #[error("CN {claimed} claims to propose but the proposer is CN {expected}")]
+    NotProposer { claimed: CnIndex, expected: CnIndex },
+    #[error("random reveal of CN {0} does not verify")]
+    BadReveal(CnIndex),
+    #[error("selection proof of CN {0} does not verify")]
+    BadProof(CnIndex),
+    #[error("malformed BLS point: {0}")]
+    Bls(#[from] BlsError),
+}
+
+/// The CN set in force at a height: validated public keys in CN-index order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CnSet {
+    keys: Vec<PublicKey>,
+    /// Compressed keys, kept because every rank hashes one (compression costs an inversion).
+    compressed: Vec<PublicKeyBytes>,
+}
+
+impl CnSet {
+    /// A set from validated keys.
+    pub fn new(keys: Vec<PublicKey>) -> Result<Self, SelectionError> {
+        if keys.is_empty() {
+            return Err(SelectionError::EmptyCnSet);
+        }
+        let compressed = keys.iter().map(PublicKey::to_bytes).collect();
+        Ok(Self { keys, compressed })
+    }
+
+    /// A set from wire bytes (e.g. a header's `next_cn_set`), validating every key.
+    pub fn from_bytes(keys: &[PublicKeyBytes]) -> Result<Self, SelectionError> {
+        let keys = keys
+            .iter()
+            .map(PublicKey::try_from)
+            .collect::<Result<Vec<_>, _>>()?;
+        Self::new(keys)
+    }
+
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    pub fn key(&self, cn: CnIndex) -> Result<&PublicKey, SelectionError> {
+        self.keys
+            .get(cn.0 as usize)
+            .ok_or(SelectionError::UnknownCn(cn))
+    }
+
+    /// The compressed form of CN `cn`'s key.
+    pub fn key_bytes(&self, cn: CnIndex) -> Result<&PublicKeyBytes, SelectionError> {
+        self.compressed
+            .get(cn.0 as usize)
+            .ok_or(SelectionError::UnknownCn(cn))
+    }
+
+    pub fn keys(&self) -> &[PublicKey] {
+        &self.keys
+    }
+
+    /// Hash committed in headers (`cn_set_root`): SHA-256 over the compressed keys in order.
+    pub fn root(&self) -> B256 {
+        let bytes: Vec<[u8; 48]> = self.compressed.iter().map(|k| k.0).collect();
+        sha256(bytes.as_flattened())
+    }
+
+    /// The public rank of CN `cn` for a role at height `h`, round `r`, given `mix(h-1)`.
+    pub fn rank(
+        &self,
+        mix: B256,
+        h: Height,
+        r: Round,
+        role: Role,
+        cn: CnIndex,
+    ) -> Result<B256, SelectionError> {
+        let key = self
+            .compressed
+            .get(cn.0 as usize)
+            .ok_or(SelectionError::UnknownCn(cn))?;
+        Ok(sha256_concat(&[
+            mix.as_slice(),
+            &h.to_be_bytes(),
+            &r.to_be_bytes(),
+            &[role as u8],
+            &key.0,
+        ]))
+    }
+
+    /// The committee and proposer of height `h`, round `r`.
+    pub fn committee(&self, mix: B256, h: Height, r: Round, committee_size: usize) -> Committee {
+        let ranked = |role, round| {
+            let mut ranks: Vec<(B256, CnIndex)> = (0..self.keys.len() as u32)
+                .map(CnIndex)
+                // Invariant: every index is inside the set, so rank cannot fail.
+                .map(|cn| {
+                    (
+                        self.rank(mix, h, round, role, cn)
+                            .expect("index within set"),
+                        cn,
+                    )
+                })
+                .collect();
+            ranks.sort_unstable();
+            ranks
+        };
+        let mut members: Vec<CnIndex> = if self.keys.len() <= committee_size + 1 {
+            (0..self.keys.len() as u32).map(CnIndex).collect()
+        } else {
+            ranked(Role::Committee, COMMITTEE_ROUND)
+                .into_iter()
+                .take(committee_size.max(1))
+                .map(|(_, cn)| cn)
+                .collect()
+        };
+        members.sort_unstable();
+        let proposer = ranked(Role::Proposer, r)
+            .into_iter()
+            .map(|(_, cn)| cn)
+            .find(|cn| members.binary_search(cn).is_ok())
+            // Invariant: members is a non-empty subset of the set, so some member ranks.
+            .expect("committee is non-empty");
+        Committee {
+            height: h,
+            round: r,
+            mix,
+            members,
+            proposer,
+        }
+    }
+}
+
+/// The fixed committee of one height and round.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Committee {
+    pub height: Height,
+    pub round: Round,
+    /// `mix(h-1)`, the randomness the committee was drawn from.
+    pub mix: B256,
+    /// Members, ascending by CN index; position in this list is the signer-bitmap bit.
+    pub members: Vec<CnIndex>,
+    pub proposer: CnIndex,
+}
+
+impl Committee {
+    pub fn size(&self) -> usize {
+        self.members.len()
+    }
+
+    /// Signatures needed: strictly more than two thirds of the members.
+    pub fn quorum(&self) -> usize {
+        quorum(self.members.len())
+    }
+
+    /// Bitmap position of `cn`, if it is a member.
+    pub fn position(&self, cn: CnIndex) -> Option<usize> {
+        self.members.binary_search(&cn).ok()
+    }
+
+    /// The message a selection proof for `role` signs.
+    pub fn proof_message(&self, role: Role) -> Vec<u8> {
+        proof_message(self.mix, self.height, self.round, role)
+    }
+
+    /// Signs this CN's selection proof for `role`.
+    pub fn prove(&self, sk: &SecretKey, role: Role) -> SelectionProof {
+        SelectionProof(sk.sign(&self.proof_message(role)).to_bytes())
+    }
+
+    /// Checks that `cn` holds `role` in this committee and that `proof` is its signature.
+    pub fn verify_proof(
+        &self,
+        set: &CnSet,
+        cn: CnIndex,
+        role: Role,
+        proof: &SelectionProof,
+    ) -> Result<(), SelectionError> {
+        match role {
+            Role::Proposer if cn != self.proposer => {
+                return Err(SelectionError::NotProposer {
+                    claimed: cn,
+                    expected: self.proposer,
+                })
+            }
+            Role::Committee if self.position(cn).is_none() => {
+                return Err(SelectionError::NotOnCommittee(cn))
+            }
+            _ => {}
+        }
+        let sig = Signature::try_from(&proof.0)?;
+        if sig.verify(set.key(cn)?, &self.proof_message(role)) {
+            Ok(())
+        } else {
+            Err(SelectionError::BadProof(cn))
+        }
+    }
+}
+
+/// Strictly more than two thirds of `n`: `floor(2n/3) + 1`.
+pub const fn quorum(n: usize) -> usize {
+    2 * n / 3 + 1
+}
+
+/// The message of a selection proof.
+pub fn proof_message(mix: B256, h: Height, r: Round, role: Role) -> Vec<u8> {
+    [
+        SELECT_DOMAIN,
+        mix.as_slice(),
+        &h.to_be_bytes(),
+        &r.to_be_bytes(),
+        &[role as u8],
+    ]
+    .concat()
+}
+
+/// The message a random reveal signs for height `h`.
+pub fn reveal_message(h: Height) -> Vec<u8> {
+    [REVEAL_DOMAIN, &h.to_be_bytes()[..]].concat()
+}
+
+/// The proposer's random reveal for height `h`.
+pub fn reveal(sk: &SecretKey, h: Height) -> RandomReveal {
+    RandomReveal(sk.sign(&reveal_message(h)).to_bytes())
+}
+
+/// Checks that `reveal` is CN `cn`'s reveal for height `h`.
+pub fn verify_reveal(
+    set: &CnSet,
+    cn: CnIndex,
+    h: Height,
+    reveal: &RandomReveal,
+) -> Result<(), SelectionError> {
+    let sig = Signature::try_from(&reveal.0)?;
+    if sig.verify(set.key(cn)?, &reveal_message(h)) {
+        Ok(())
+    } else {
+        Err(SelectionError::BadReveal(cn))
+    }
+}
+
+/// `mix(h) = mix(h-1) XOR sha256(random_reveal(h))`.
+pub fn next_mix(previous: B256, reveal: &RandomReveal) -> B256 {
+    previous ^ sha256(&reveal.0 .0)
+}

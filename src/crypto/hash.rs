@@ -1,0 +1,109 @@
+//! Hashing: SHA-256 for everything Kaon defines (block hashes, ranks, the randomness mix, PoR
+//! shares) and Keccak-256 where Ethereum compatibility demands it (transaction hashes,
+//! addresses).
+//!
+//! SHA-256 goes through `sha2` built with its `asm` feature, which uses the CPU's SHA
+//! extensions when present. [`sha256_backend`] says which path the running CPU takes, so a
+//! node can log it at startup rather than silently run ~10× slower in software.
+
+use alloy_primitives::B256;
+use sha2::{Digest, Sha256};
+
+pub use alloy_primitives::keccak256;
+
+/// SHA-256 of one contiguous byte string.
+pub fn sha256(data: &[u8]) -> B256 {
+    B256::from(<[u8; 32]>::from(Sha256::digest(data)))
+}
+
+/// SHA-256 of the concatenation of `parts`, without building the concatenation.
+pub fn sha256_concat(parts: &[&[u8]]) -> B256 {
+    let mut hasher = Sha256::new();
+    for part in parts {
+        hasher.update(part);
+    }
+    B256::from(<[u8; 32]>::from(hasher.finalize()))
+}
+
+/// Root of a binary SHA-256 Merkle tree over `leaves` (an odd node is paired with itself;
+/// the empty tree's root is zero). Inner nodes hash `0x01 ‖ left ‖ right` and leaves enter as
+/// given, so an inner node can never be passed off as a leaf.
+pub fn merkle_root(leaves: &[B256]) -> B256 {
+    if leaves.is_empty() {
+        return B256::ZERO;
+    }
+    let mut level: Vec<B256> = leaves.to_vec();
+    while level.len() > 1 {
+        level = level
+            .chunks(2)
+            .map(|pair| {
+                let right = pair.get(1).unwrap_or(&pair[0]);
+                sha256_concat(&[&[1u8], pair[0].as_slice(), right.as_slice()])
+            })
+            .collect();
+    }
+    level[0]
+}
+
+/// The SHA-256 implementation the running CPU gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sha256Backend {
+    /// x86 SHA extensions (SHA-NI): tens of millions of blocks per second per core.
+    ShaNi,
+    /// Portable code: roughly an order of magnitude slower.
+    Software,
+}
+
+impl std::fmt::Display for Sha256Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::ShaNi => "sha-ni",
+            Self::Software => "software",
+        })
+    }
+}
+
+/// Detects the SHA-256 backend of this CPU.
+pub fn sha256_backend() -> Sha256Backend {
+    #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+    {
+        if std::arch::is_x86_feature_detected!("sha")
+            && std::arch::is_x86_feature_detected!("sse4.1")
+        {
+            return Sha256Backend::ShaNi;
+        }
+    }
+    Sha256Backend::Software
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sha256_matches_fips_180_example() {
+        // FIPS 180-2, appendix B.1: SHA-256("abc").
+        let expected = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+        assert_eq!(hex::encode(sha256(b"abc")), expected);
+        assert_eq!(hex::encode(sha256_concat(&[b"a", b"", b"bc"])), expected);
+    }
+
+    #[test]
+    fn merkle_root_commits_to_order_and_content() {
+        let leaves: Vec<B256> = (0u8..5).map(|i| sha256(&[i])).collect();
+        let root = merkle_root(&leaves);
+        assert_ne!(root, B256::ZERO);
+        assert_eq!(merkle_root(&leaves[..1]), leaves[0]);
+        let mut swapped = leaves.clone();
+        swapped.swap(1, 2);
+        assert_ne!(merkle_root(&swapped), root);
+        assert_ne!(merkle_root(&leaves[..4]), root);
+        assert_eq!(merkle_root(&[]), B256::ZERO);
+    }
+
+    #[test]
+    fn keccak_matches_empty_string_hash() {
+        let expected = "c5d2460186f7233c927e7db2dcc703c0e500b653ca82273b7bfad8045d85a470";
+        assert_eq!(hex::encode(keccak256([])), expected);
+    }
+}

@@ -1,0 +1,412 @@
+//! `kaon devnet`: a whole region in one process — CNs talking BFT over QUIC on 127.0.0.1, each
+//! with its own block log and RocksDB, a load generator of signed transfers, and a status line
+//! per second (height, round, transactions per second, finality latency).
+
+use super::loadgen::{dev_account, percentile, DevAccount, FinalityTracker, LoadGen};
+use crate::consensus::machine::{Params, Tip};
+use crate::consensus::selection::CnSet;
+use crate::crypto::bls::SecretKey;
+use crate::crypto::hash::{keccak256, sha256};
+use crate::net::NetConfig;
+use crate::pipeline::topology::{BoundCn, CnNode, CnSpec};
+use crate::types::{BlockHash, ChainId, CnIndex, Height};
+use alloy_primitives::U256;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The regionchain's chain id on a devnet; servicechains follow it (1001, 1002, …).
+pub const DEVNET_REGION: ChainId = ChainId(1000);
+/// Balance of every development account on every servicechain: 10^6 ether.
+pub const DEV_BALANCE_WEI: u128 = 1_000_000 * 1_000_000_000_000_000_000;
+
+/// What `kaon devnet` runs.
+#[derive(Debug, Clone)]
+pub struct DevnetConfig {
+    pub cns: usize,
+    pub servicechains: usize,
+    /// Transfers per second offered by the load generator (0: none).
+    pub tps: u64,
+    /// Stop after this long; `None` runs until Ctrl-C.
+    pub duration: Option<Duration>,
+    pub round_ms: u64,
+    pub accounts: usize,
+    /// Where node data goes; a fresh temporary directory (removed at exit) when `None`.
+    pub datadir: Option<PathBuf>,
+    pub committee_size: usize,
+    /// Stop once every CN has committed this height (tests and benchmarks).
+    pub until_height: Option<u64>,
+}
+
+impl Default for DevnetConfig {
+    fn default() -> Self {
+        Self {
+            cns: 4,
+            servicechains: 2,
+            tps: 1_000,
+            duration: None,
+            round_ms: 1_000,
+            accounts: 64,
+            datadir: None,
+            committee_size: crate::consensus::selection::DEFAULT_COMMITTEE_SIZE,
+            until_height: None,
+        }
+    }
+}
+
+/// What a devnet run achieved.
+#[derive(Debug, Clone, Default)]
+pub struct DevnetReport {
+    /// Lowest committed height across CNs at the end.
+    pub min_height: u64,
+    pub max_height: u64,
+    /// Transactions committed by CN 0.
+    pub committed_txs: u64,
+    pub elapsed: Duration,
+    pub finality_p50_ms: Option<u64>,
+    pub finality_p99_ms: Option<u64>,
+    /// Every CN committed the same block at every height they share (checked at the end).
+    pub chains_agree: bool,
+    pub misbehavior: u64,
+}
+
+/// The `i`-th devnet CN key: `sha256("kaon-devnet-cn-" ‖ i)` as BLS key material.
+pub fn devnet_cn_key(i: usize) -> SecretKey {
+    // Invariant: a 32-byte seed is always accepted.
+    SecretKey::from_seed(sha256(format!("kaon-devnet-cn-{i}").as_bytes()).as_slice())
+        .expect("32-byte seed")
+}
+
+/// Runs a devnet until `config.duration` elapses or `stop` is set; writes progress to `out`.
+pub fn run(
+    config: &DevnetConfig,
+    stop: Arc<AtomicBool>,
+    out: &mut dyn Write,
+) -> anyhow::Result<DevnetReport> {
+    anyhow::ensure!(config.cns >= 1, "a devnet needs at least one CN");
+    let (datadir, temporary) = match &config.datadir {
+        Some(d) => (d.clone(), false),
+        None => (
+            std::env::temp_dir().join(format!(
+                "kaon-devnet-{}-{}",
+                std::process::id(),
+                super::app::now_ms()
+            )),
+            true,
+        ),
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    spawn_signal_watch(&rt, Arc::clone(&stop));
+    let chains: Vec<ChainId> = (1..=config.servicechains as u64)
+        .map(|k| ChainId(DEVNET_REGION.0 + k))
+        .collect();
+    let accounts: Vec<DevAccount> = (0..config.accounts).map(dev_account).collect();
+    print_banner(out, config, &chains, &accounts, &datadir)?;
+    let tracker = Arc::new(FinalityTracker::default());
+    let nodes = start_nodes(&rt, config, &chains, &accounts, &datadir, &tracker)?;
+    let loadgen = spawn_loadgen(config, &chains, &accounts, &nodes, &tracker, &stop)?;
+    let started = Instant::now();
+    let mut all_latencies = Vec::new();
+    let mut last_txs = 0u64;
+    while !stop.load(Ordering::Relaxed) && config.duration.is_none_or(|d| started.elapsed() < d) {
+        std::thread::sleep(Duration::from_secs(1));
+        let lat = tracker.take_latencies();
+        let txs = nodes[0].consensus.committed_txs.load(Ordering::Relaxed);
+        writeln!(
+            out,
+            "{}",
+            status_line(started.elapsed(), &nodes, txs - last_txs, &lat)
+        )?;
+        last_txs = txs;
+        all_latencies.extend(lat);
+        let lowest = nodes.iter().map(committed_height).min().unwrap_or(0);
+        if config.until_height.is_some_and(|h| lowest >= h) {
+            break;
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    if let Some(handle) = loadgen {
+        let _ = handle.join();
+    }
+    let report = finish(nodes, started.elapsed(), all_latencies)?;
+    if temporary {
+        let _ = std::fs::remove_dir_all(&datadir);
+    }
+    writeln!(
+        out,
+        "summary: heights {}..{}, {} transfers committed in {:.1} s ({:.0}/s), finality p50 {} p99 {}, chains agree: {}",
+        report.min_height,
+        report.max_height,
+        report.committed_txs,
+        report.elapsed.as_secs_f64(),
+        report.committed_txs as f64 / report.elapsed.as_secs_f64().max(1e-9),
+        fmt_ms(report.finality_p50_ms),
+        fmt_ms(report.finality_p99_ms),
+        report.chains_agree,
+    )?;
+    Ok(report)
+}
+
+fn fmt_ms(v: Option<u64>) -> String {
+    v.map_or("-".to_string(), |ms| format!("{ms} ms"))
+}
+
+fn spawn_signal_watch(rt: &tokio::runtime::Runtime, stop: Arc<AtomicBool>) {
+    rt.spawn(async move {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return,
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        stop.store(true, Ordering::Relaxed);
+    });
+}
+
+fn print_banner(
+    out: &mut dyn Write,
+    config: &DevnetConfig,
+    chains: &[ChainId],
+    accounts: &[DevAccount],
+    datadir: &std::path::Path,
+) -> anyhow::Result<()> {
+    writeln!(
+        out,
+        "kaon devnet: {} CNs over QUIC on 127.0.0.1, {} ms rounds, datadir {}",
+        config.cns,
+        config.round_ms,
+        datadir.display()
+    )?;
+    let ids: Vec<String> = chains.iter().map(|c| c.to_string()).collect();
+    writeln!(
+        out,
+        "regionchain id {DEVNET_REGION}; servicechain ids {}",
+        ids.join(", ")
+    )?;
+    writeln!(
+        out,
+        "development accounts (key = sha256(\"kaon-devnet-account-<i>\"), {} ether each on every servicechain):",
+        DEV_BALANCE_WEI / 1_000_000_000_000_000_000
+    )?;
+    for (i, a) in accounts.iter().take(4).enumerate() {
+        writeln!(
+            out,
+            "  [{i}] {}  key 0x{}",
+            a.address,
+            hex::encode(a.secret)
+        )?;
+    }
+    if accounts.len() > 4 {
+        writeln!(
+            out,
+            "  … {} more; the load generator sends {} transfers/s from them",
+            accounts.len() - 4,
+            config.tps
+        )?;
+    }
+    Ok(())
+}
+
+fn start_nodes(
+    rt: &tokio::runtime::Runtime,
+    config: &DevnetConfig,
+    chains: &[ChainId],
+    accounts: &[DevAccount],
+    datadir: &std::path::Path,
+    tracker: &Arc<FinalityTracker>,
+) -> anyhow::Result<Vec<CnNode>> {
+    let keys: Vec<SecretKey> = (0..config.cns).map(devnet_cn_key).collect();
+    let set = Arc::new(CnSet::new(
+        keys.iter().map(SecretKey::public_key).collect(),
+    )?);
+    let params = Params {
+        region: DEVNET_REGION,
+        committee_size: config.committee_size,
+        block_interval_ms: config.round_ms,
+        base_timeout_ms: config.round_ms.max(500),
+        max_timeout_ms: 30_000,
+    };
+    let genesis = Tip {
+        height: Height(0),
+        hash: BlockHash(sha256(b"kaon-devnet-genesis")),
+        mix: sha256(b"kaon-devnet-mix"),
+        timestamp_ms: super::app::now_ms(),
+    };
+    let allocations: Vec<_> = chains
+        .iter()
+        .flat_map(|&c| {
+            accounts
+                .iter()
+                .map(move |a| (c, a.address, U256::from(DEV_BALANCE_WEI)))
+        })
+        .collect();
+    let bound = keys
+        .iter()
+        .enumerate()
+        .map(|(i, key)| {
+            let spec = CnSpec {
+                me: CnIndex(i as u32),
+                key: key.clone(),
+                set: Arc::clone(&set),
+                params: params.clone(),
+                genesis,
+                chains: chains.to_vec(),
+                allocations: allocations.clone(),
+                datadir: datadir.join(format!("cn{i}")),
+                net: NetConfig::new("127.0.0.1:0".parse()?),
+                pipeline: crate::config::PipelineConfig::default(),
+                max_txs_per_segment: 10_000,
+            };
+            BoundCn::bind(rt.handle(), spec)
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let addrs: Vec<(CnIndex, std::net::SocketAddr)> = bound
+        .iter()
+        .enumerate()
+        .map(|(i, b)| Ok((CnIndex(i as u32), b.local_addr()?)))
+        .collect::<anyhow::Result<_>>()?;
+    bound
+        .into_iter()
+        .enumerate()
+        .map(|(i, b)| {
+            let peers: Vec<_> = addrs
+                .iter()
+                .filter(|(cn, _)| cn.0 as usize != i)
+                .copied()
+                .collect();
+            let tracker = Arc::clone(tracker);
+            let on_persisted: crate::pipeline::persist::OnPersisted = if i == 0 {
+                Box::new(move |block| {
+                    tracker.finalized(
+                        block
+                            .segments
+                            .iter()
+                            .flat_map(|s| s.txs.iter().map(keccak256)),
+                    )
+                })
+            } else {
+                Box::new(|_| {})
+            };
+            b.start(rt.handle(), &peers, on_persisted)
+        })
+        .collect()
+}
+
+fn spawn_loadgen(
+    config: &DevnetConfig,
+    chains: &[ChainId],
+    accounts: &[DevAccount],
+    nodes: &[CnNode],
+    tracker: &Arc<FinalityTracker>,
+    stop: &Arc<AtomicBool>,
+) -> anyhow::Result<Option<std::thread::JoinHandle<()>>> {
+    if config.tps == 0 || chains.is_empty() {
+        return Ok(None);
+    }
+    const TICK: Duration = Duration::from_millis(50);
+    let per_tick = (config.tps as usize * TICK.as_millis() as usize / 1000).max(1);
+    let mut gen = LoadGen::new(accounts, chains);
+    let targets: Vec<_> = nodes
+        .iter()
+        .map(|n| (n.submitter(), Arc::clone(&n.shared.state)))
+        .collect();
+    let (tracker, stop) = (Arc::clone(tracker), Arc::clone(stop));
+    let handle = std::thread::Builder::new()
+        .name("loadgen".into())
+        .spawn(move || {
+            let mut next = Instant::now();
+            let mut rr = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                let batch = {
+                    let state = targets[0].1.read().unwrap_or_else(|e| e.into_inner());
+                    gen.next_batch(per_tick, &*state)
+                };
+                tracker.submitted(batch.iter().map(keccak256));
+                let (submit, _) = &targets[rr % targets.len()];
+                rr += 1;
+                if !batch.is_empty() && submit.submit(batch).is_err() {
+                    return;
+                }
+                next += TICK;
+                std::thread::sleep(next.saturating_duration_since(Instant::now()));
+            }
+        })?;
+    Ok(Some(handle))
+}
+
+fn status_line(elapsed: Duration, nodes: &[CnNode], txs: u64, latencies: &[u64]) -> String {
+    let heights: Vec<u64> = nodes.iter().map(committed_height).collect();
+    let round = nodes[0].consensus.round.load(Ordering::Relaxed);
+    let pool = nodes[0].shared.pool.lock().map_or(0, |p| p.len());
+    let misbehavior: u64 = nodes
+        .iter()
+        .map(|n| n.consensus.misbehavior.load(Ordering::Relaxed))
+        .sum();
+    format!(
+        "[{:>4}s] height {} (CNs {:?}) round {} | {} tx/s | finality p50 {} p99 {} | pool {} | misbehaviour {}",
+        elapsed.as_secs(),
+        heights.iter().max().copied().unwrap_or(0),
+        heights,
+        round,
+        txs,
+        fmt_ms(percentile(latencies, 50)),
+        fmt_ms(percentile(latencies, 99)),
+        pool,
+        misbehavior,
+    )
+}
+
+fn finish(
+    nodes: Vec<CnNode>,
+    elapsed: Duration,
+    mut latencies: Vec<u64>,
+) -> anyhow::Result<DevnetReport> {
+    latencies.sort_unstable();
+    let heights: Vec<u64> = nodes.iter().map(committed_height).collect();
+    let committed_txs = nodes[0].consensus.committed_txs.load(Ordering::Relaxed);
+    let misbehavior = nodes
+        .iter()
+        .map(|n| n.consensus.misbehavior.load(Ordering::Relaxed))
+        .sum();
+    let chains_agree = chains_agree(&nodes);
+    for node in nodes {
+        node.shutdown()?;
+    }
+    Ok(DevnetReport {
+        min_height: heights.iter().min().copied().unwrap_or(0),
+        max_height: heights.iter().max().copied().unwrap_or(0),
+        committed_txs,
+        elapsed,
+        finality_p50_ms: percentile(&latencies, 50),
+        finality_p99_ms: percentile(&latencies, 99),
+        chains_agree,
+        misbehavior,
+    })
+}
+
+/// Whether every pair of CNs committed the same block at every height both still remember.
+fn chains_agree(nodes: &[CnNode]) -> bool {
+    let chains: Vec<_> = nodes.iter().map(|n| n.consensus.recent_hashes()).collect();
+    chains.iter().all(|a| {
+        chains.iter().all(|b| {
+            a.iter()
+                .all(|(h, hash)| b.get(h).is_none_or(|other| other == hash))
+        })
+    })
+}
+
+/// Highest height a CN has committed (it works on the next one).
+fn committed_height(node: &CnNode) -> u64 {
+    node.consensus
+        .height
+        .load(Ordering::Relaxed)
+        .saturating_sub(1)
+}

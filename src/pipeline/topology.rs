@@ -1,0 +1,314 @@
+//! The one place where stages and links are created: reading this file shows the node.
+//!
+//! ```text
+//!  ingress ──ingress_sigverify──► sigverify (rayon) ──sigverify_mempool──► mempool
+//! ```
+//!
+//! Later stages (consensus, execution, persistence) join here as they land; each link is named
+//! `producer_consumer` and sized from [`PipelineConfig`].
+
+use super::link::{link, LinkReceiver, LinkSender, LinkSnapshot, LinkStats};
+use super::sigverify::{RawTxBatch, SigVerify, SigVerifyStats};
+use super::stage::{spawn_stage, StageHandle, StageReport};
+use crate::config::PipelineConfig;
+use crate::crypto::tx::{DecodeRules, RecoveredTx};
+use std::sync::Arc;
+
+/// The running front half of the node: raw transactions in, verified transactions out.
+pub struct IngressTopology {
+    /// Where RPC and peer gossip put raw transaction batches.
+    pub ingress: LinkSender<RawTxBatch>,
+    pub sigverify_stats: Arc<SigVerifyStats>,
+    stages: Vec<StageHandle>,
+    links: Vec<Arc<LinkStats>>,
+}
+
+impl IngressTopology {
+    /// Creates the links, starts the stages, and hands back the receiver of verified
+    /// transactions for the next stage (the mempool).
+    pub fn start(
+        config: &PipelineConfig,
+        rules: DecodeRules,
+    ) -> std::io::Result<(Self, LinkReceiver<Vec<RecoveredTx>>)> {
+        let (ingress, ingress_sigverify) = link("ingress_sigverify", config.link_capacity);
+        let (sigverify_out, sigverify_mempool) = link("sigverify_mempool", config.link_capacity);
+        let links = vec![
+            Arc::clone(ingress.stats()),
+            Arc::clone(sigverify_out.stats()),
+        ];
+        let sigverify_stats = Arc::new(SigVerifyStats::default());
+        let stages = vec![spawn_stage(
+            SigVerify::new(rules, sigverify_out, Arc::clone(&sigverify_stats)),
+            ingress_sigverify,
+        )?];
+        Ok((
+            Self {
+                ingress,
+                sigverify_stats,
+                stages,
+                links,
+            },
+            sigverify_mempool,
+        ))
+    }
+
+    /// Counters of every link, in pipeline order.
+    pub fn links(&self) -> Vec<LinkSnapshot> {
+        self.links.iter().map(|l| l.snapshot()).collect()
+    }
+
+    /// Closes the ingress and waits for every stage to drain and stop, in pipeline order.
+    pub fn shutdown(self) -> anyhow::Result<Vec<StageReport>> {
+        drop(self.ingress);
+        self.stages.into_iter().map(StageHandle::join).collect()
+    }
+}
+
+/// Everything one consensus node needs to start.
+pub struct CnSpec {
+    pub me: crate::types::CnIndex,
+    pub key: crate::crypto::bls::SecretKey,
+    pub set: Arc<crate::consensus::selection::CnSet>,
+    pub params: crate::consensus::machine::Params,
+    pub genesis: crate::consensus::machine::Tip,
+    /// Servicechains this region runs (the regionchain is `params.region`).
+    pub chains: Vec<crate::types::ChainId>,
+    /// Genesis balances: (chain, address, wei).
+    pub allocations: Vec<(
+        crate::types::ChainId,
+        alloy_primitives::Address,
+        alloy_primitives::U256,
+    )>,
+    pub datadir: std::path::PathBuf,
+    pub net: crate::net::NetConfig,
+    pub pipeline: PipelineConfig,
+    pub max_txs_per_segment: usize,
+}
+
+/// A running consensus node:
+///
+/// ```text
+///  submit/RPC ─┬─► net (gossip TxBatch) ─────────────────────────────────────┐
+///              └─► ingress_sigverify ─► sigverify ─► sigverify_pool ─► pool   │
+///  net inbound ─► router ─┬─ consensus msgs ─► net_consensus ─► consensus ─► consensus_persist ─► persist
+///                         └─ TxBatch ────────► ingress_sigverify ◄──────────┘
+/// ```
+pub struct CnNode {
+    pub me: crate::types::CnIndex,
+    ingress: LinkSender<RawTxBatch>,
+    pub net: Arc<crate::net::Network>,
+    pub consensus: Arc<super::consensus::ConsensusStatus>,
+    pub sigverify: Arc<SigVerifyStats>,
+    pub pool: Arc<super::pool::PoolStats>,
+    pub shared: crate::node::app::CnState,
+    pub dropped_inbound: Arc<std::sync::atomic::AtomicU64>,
+    links: Vec<Arc<LinkStats>>,
+    stages: Vec<StageHandle>,
+    threads: Vec<std::thread::JoinHandle<anyhow::Result<()>>>,
+}
+
+/// A node whose network is bound but not yet connected (ports are known, peers are dialled
+/// once every node of a devnet is bound).
+pub struct BoundCn {
+    spec: CnSpec,
+    net: crate::net::Network,
+    net_inbound: LinkReceiver<(crate::types::CnIndex, crate::net::Inbound)>,
+}
+
+impl BoundCn {
+    pub fn bind(rt: &tokio::runtime::Handle, spec: CnSpec) -> anyhow::Result<Self> {
+        let (net_tx, net_inbound) = link("net_router", spec.pipeline.link_capacity * 16);
+        let net = crate::net::Network::bind(
+            rt,
+            spec.net.clone(),
+            spec.me,
+            spec.key.clone(),
+            Arc::clone(&spec.set),
+            net_tx,
+        )?;
+        Ok(Self {
+            spec,
+            net,
+            net_inbound,
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.net.local_addr()
+    }
+
+    /// Dials the peers and starts every stage.
+    pub fn start(
+        mut self,
+        rt: &tokio::runtime::Handle,
+        peers: &[(crate::types::CnIndex, std::net::SocketAddr)],
+        on_persisted: super::persist::OnPersisted,
+    ) -> anyhow::Result<CnNode> {
+        use crate::storage::blocklog::{BlockLog, BlockLogOptions};
+        let spec = self.spec;
+        self.net.connect(rt, peers);
+        let net = Arc::new(self.net);
+        std::fs::create_dir_all(&spec.datadir)?;
+        let mut state = crate::exec::MemoryState::default();
+        for (chain, address, balance) in &spec.allocations {
+            state.fund(*chain, *address, *balance);
+        }
+        let mut all_chains = spec.chains.clone();
+        all_chains.push(spec.params.region);
+        let shared = crate::node::app::CnState {
+            pool: Arc::new(std::sync::Mutex::new(crate::mempool::Mempool::new(
+                Default::default(),
+                all_chains,
+            ))),
+            state: Arc::new(std::sync::RwLock::new(state)),
+        };
+        let cap = spec.pipeline.link_capacity;
+        let (ingress, ingress_sigverify) = link("ingress_sigverify", cap);
+        let (sigverify_out, sigverify_pool) = link("sigverify_pool", cap);
+        let (consensus_tx, net_consensus) = link("net_consensus", cap * 16);
+        let (committed, consensus_persist) = link("consensus_persist", cap);
+        let links = vec![
+            Arc::clone(ingress.stats()),
+            Arc::clone(sigverify_out.stats()),
+            Arc::clone(consensus_tx.stats()),
+            Arc::clone(committed.stats()),
+        ];
+        let sigverify = Arc::new(SigVerifyStats::default());
+        let pool = Arc::new(super::pool::PoolStats::default());
+        let status = Arc::new(super::consensus::ConsensusStatus::default());
+        let dropped_inbound = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (wal, _) = BlockLog::open(
+            spec.datadir.join("consensus.wal"),
+            BlockLogOptions::default(),
+        )?;
+        let (log, _) = BlockLog::open(spec.datadir.join("blocks.log"), BlockLogOptions::default())?;
+        let store = crate::storage::store::Store::open(spec.datadir.join("db"))?;
+        let stages = vec![
+            spawn_stage(
+                SigVerify::new(
+                    DecodeRules::default(),
+                    sigverify_out,
+                    Arc::clone(&sigverify),
+                ),
+                ingress_sigverify,
+            )?,
+            spawn_stage(
+                super::pool::PoolInsert {
+                    shared: shared.clone(),
+                    stats: Arc::clone(&pool),
+                },
+                sigverify_pool,
+            )?,
+            spawn_stage(
+                super::persist::Persist {
+                    log,
+                    store,
+                    on_persisted,
+                },
+                consensus_persist,
+            )?,
+        ];
+        let machine = crate::consensus::machine::Machine::new(
+            spec.params.clone(),
+            spec.me,
+            spec.key.clone(),
+            Arc::clone(&spec.set),
+            Arc::new(crate::consensus::verifier::SigCache::new()),
+            spec.genesis,
+        );
+        let consensus = super::consensus::ConsensusStage {
+            machine,
+            app: crate::node::app::CnApp::new(
+                spec.params.region,
+                shared.clone(),
+                spec.max_txs_per_segment,
+            ),
+            net: Arc::clone(&net),
+            wal,
+            inbound: net_consensus,
+            committed,
+            status: Arc::clone(&status),
+        };
+        let router_ingress = ingress.clone();
+        let router_dropped = Arc::clone(&dropped_inbound);
+        let net_inbound = self.net_inbound;
+        let threads = vec![
+            std::thread::Builder::new()
+                .name("consensus".into())
+                .spawn(move || consensus.run())?,
+            std::thread::Builder::new()
+                .name("net_router".into())
+                .spawn(move || {
+                    super::consensus::route_inbound(
+                        net_inbound,
+                        consensus_tx,
+                        router_ingress,
+                        router_dropped,
+                    );
+                    Ok(())
+                })?,
+        ];
+        Ok(CnNode {
+            me: spec.me,
+            ingress,
+            net,
+            consensus: status,
+            sigverify,
+            pool,
+            shared,
+            dropped_inbound,
+            links,
+            stages,
+            threads,
+        })
+    }
+}
+
+/// Where clients' transactions enter a CN; clone it for each client thread (drop every clone
+/// before shutting the node down).
+#[derive(Clone)]
+pub struct Submitter {
+    ingress: LinkSender<RawTxBatch>,
+    net: Arc<crate::net::Network>,
+}
+
+impl Submitter {
+    /// Takes a client's raw transactions: gossips them to the other CNs (the global pool) and
+    /// verifies them locally. Waits if this node's ingress is full (backpressure).
+    pub fn submit(&self, txs: Vec<alloy_primitives::Bytes>) -> anyhow::Result<()> {
+        let batch = crate::types::TxBatch { txs };
+        self.net
+            .broadcast(Arc::new(crate::types::codec::encode_frame(&batch)));
+        self.ingress.send(batch.txs)?;
+        Ok(())
+    }
+}
+
+impl CnNode {
+    pub fn submitter(&self) -> Submitter {
+        Submitter {
+            ingress: self.ingress.clone(),
+            net: Arc::clone(&self.net),
+        }
+    }
+
+    pub fn links(&self) -> Vec<LinkSnapshot> {
+        self.links.iter().map(|l| l.snapshot()).collect()
+    }
+
+    /// Closes the network, then lets every stage drain and stop in pipeline order.
+    pub fn shutdown(self) -> anyhow::Result<()> {
+        self.net.close();
+        drop(self.ingress);
+        for thread in self.threads {
+            match thread.join() {
+                Ok(result) => result?,
+                Err(_) => anyhow::bail!("CN {} thread panicked", self.me),
+            }
+        }
+        for stage in self.stages {
+            stage.join()?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,318 @@
+//! Messages of consensus and of proof-of-participation: votes, random reveals, selection
+//! proofs, PoR shares and equivocation evidence.
+
+use super::codec::{Kind, WireMessage};
+use super::primitives::{BlockHash, CnIndex, Height, Round};
+use super::SealedHeader;
+use crate::crypto::bls::SignatureBytes;
+use alloy_primitives::Address;
+use alloy_rlp::{
+    Decodable, Encodable, RlpDecodable, RlpDecodableWrapper, RlpEncodable, RlpEncodableWrapper,
+};
+
+/// A proposer's BLS signature over the height; its hash feeds the randomness mix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, RlpEncodableWrapper, RlpDecodableWrapper)]
+pub struct RandomReveal(pub SignatureBytes);
+
+/// A CN's BLS signature over `(mix, height, round, role)`: shows anyone that its public rank
+/// put it in that role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, RlpEncodableWrapper, RlpDecodableWrapper)]
+pub struct SelectionProof(pub SignatureBytes);
+
+/// The two voting phases of the BFT protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum VoteKind {
+    /// First phase: "this proposal is valid and I am not locked on anything else".
+    Prepare = 0,
+    /// Second phase: "a quorum prepared it; I lock and commit". Commit votes form the seal.
+    Commit = 1,
+}
+
+impl Encodable for VoteKind {
+    fn encode(&self, out: &mut dyn alloy_rlp::BufMut) {
+        (*self as u8).encode(out)
+    }
+
+    fn length(&self) -> usize {
+        (*self as u8).length()
+    }
+}
+
+impl Decodable for VoteKind {
+    fn decode(buf: &mut &[u8]) -> alloy_rlp::Result<Self> {
+        match u8::decode(buf)? {
+            0 => Ok(Self::Prepare),
+            1 => Ok(Self::Commit),
+            _ => Err(alloy_rlp::Error::Custom("unknown vote kind")),
+        }
+    }
+}
+
+/// A committee member's vote for a block at a height and round.
+#[derive(Debug, Clone, PartialEq, Eq, RlpEncodable, RlpDecodable)]
+pub struct Vote {
+    pub kind: VoteKind,
+    pub height: Height,
+    pub round: Round,
+    pub block_hash: BlockHash,
+    pub voter: CnIndex,
+    /// The voter's proof that it sits on this round's committee.
+    pub selection_proof: SelectionProof,
+    /// BLS signature over [`Vote::signing_message`].
+    pub signature: SignatureBytes,
+}
+
+/// Domain tag of vote signatures, so a vote can never be replayed as another kind of message.
+pub const VOTE_DOMAIN: &[u8] = b"KAON/vote/v1";
+
+impl Vote {
+    /// The bytes a vote of this kind for this block signs; identical for every voter, so a
+    /// quorum of commit votes aggregates into one certificate.
+    pub fn signing_message(
+        kind: VoteKind,
+        height: Height,
+        round: Round,
+        block_hash: BlockHash,
+    ) -> Vec<u8> {
+        let mut msg = Vec::with_capacity(VOTE_DOMAIN.len() + 1 + 8 + 4 + 32);
+        msg.extend_from_slice(VOTE_DOMAIN);
+        msg.push(kind as u8);
+        msg.extend_from_slice(&height.to_be_bytes());
+        msg.extend_from_slice(&round.to_be_bytes());
+        msg.extend_from_slice(block_hash.0.as_slice());
+        msg
+    }
+}
+
+impl WireMessage for Vote {
+    const KIND: Kind = Kind::Vote;
+    const MAX_PAYLOAD: usize = 512;
+}
+
+/// A proof-of-replication share `(h, x)`: the nonce `x` is the miner's reward address followed
+/// by a 64-bit counter, so a share found by one RN cannot be claimed by another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, RlpEncodable, RlpDecodable)]
+pub struct PorShare {
+    pub height: Height,
+    pub miner: Address,
+    pub nonce: u64,
+}
+
+impl WireMessage for PorShare {
+    const KIND: Kind = Kind::PorShare;
+    const MAX_PAYLOAD: usize = 128;
+}
+
+/// Two sealed headers for one height with different hashes: proof that CNs equivocated.
+#[derive(Debug, Clone, PartialEq, Eq, RlpEncodable, RlpDecodable)]
+pub struct EquivocationEvidence {
+    pub first: SealedHeader,
+    pub second: SealedHeader,
+}
+
+impl EquivocationEvidence {
+    /// Builds evidence from two headers, refusing pairs that are not a conflict.
+    pub fn new(first: SealedHeader, second: SealedHeader) -> Option<Self> {
+        let evidence = Self { first, second };
+        evidence.is_conflict().then_some(evidence)
+    }
+
+    /// Whether the pair really is two different headers at one height (peer input is checked
+    /// with this before anything else).
+    pub fn is_conflict(&self) -> bool {
+        self.first.header.height == self.second.header.height
+            && self.first.hash() != self.second.hash()
+    }
+
+    pub fn height(&self) -> Height {
+        self.first.header.height
+    }
+}
+
+impl WireMessage for EquivocationEvidence {
+    const KIND: Kind = Kind::Evidence;
+    // Two maximal headers plus the list header around them.
+    const MAX_PAYLOAD: usize = 2 * super::block::MAX_HEADER_BYTES + 16;
+}
+
+/// Proof that a quorum of one round's committee prepared a block: the aggregate of their
+/// prepare votes. Carried in round changes so the next proposer re-proposes the block that may
+/// have been committed.
+#[derive(Debug, Clone, PartialEq, Eq, RlpEncodable, RlpDecodable)]
+pub struct PreparedCertificate {
+    pub round: Round,
+    pub block_hash: BlockHash,
+    pub signers: super::SignerBitmap,
+    pub aggregate: SignatureBytes,
+}
+
+/// A proposal for height `h`, round `round`: the block (unsealed), the proposer's selection
+/// proof, its prepare vote (the proposal counts as the proposer's vote), and — from round 1
+/// on — the quorum of round changes that justifies it.
+#[derive(Debug, Clone, PartialEq, Eq, RlpEncodable, RlpDecodable)]
+pub struct Proposal {
+    pub round: Round,
+    pub proposer: CnIndex,
+    pub proof: SelectionProof,
+    /// The proposer's prepare-vote signature over `(h, round, block hash)`.
+    pub signature: SignatureBytes,
+    pub block: super::Block,
+    pub justification: Vec<RoundChange>,
+}
+
+/// "Round `round` of height `height` should start": sent on timeout, carrying the sender's
+/// highest prepared certificate and that block.
+#[derive(Debug, Clone, PartialEq, Eq, RlpEncodable, RlpDecodable)]
+pub struct RoundChange {
+    pub height: Height,
+    pub round: Round,
+    pub sender: CnIndex,
+    /// Empty, or exactly one prepared certificate (RLP has no optional fields).
+    pub prepared: Vec<PreparedCertificate>,
+    /// The prepared block, when `prepared` is not empty.
+    pub prepared_block: Vec<super::Block>,
+    /// BLS signature over [`RoundChange::signing_message`].
+    pub signature: SignatureBytes,
+}
+
+/// Domain tag of round-change signatures.
+pub const ROUND_CHANGE_DOMAIN: &[u8] = b"KAON/round-change/v1";
+
+impl RoundChange {
+    /// What a round change signs: target height and round, and the prepared round and hash it
+    /// reports (zeroes when none), so a relay cannot strip or swap the certificate.
+    pub fn signing_message(
+        height: Height,
+        round: Round,
+        prepared: Option<&PreparedCertificate>,
+    ) -> Vec<u8> {
+        let (p_round, p_hash) = prepared.map_or((Round(0), BlockHash::default()), |p| {
+            (p.round, p.block_hash)
+        });
+        [
+            ROUND_CHANGE_DOMAIN,
+            &height.to_be_bytes(),
+            &round.to_be_bytes(),
+            &[u8::from(prepared.is_some())],
+            &p_round.to_be_bytes(),
+            p_hash.0.as_slice(),
+        ]
+        .concat()
+    }
+}
+
+/// Everything CNs say to each other about consensus.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConsensusMessage {
+    Proposal(Box<Proposal>),
+    Vote(Box<Vote>),
+    RoundChange(Box<RoundChange>),
+    /// A committed, sealed block, for nodes that missed the votes.
+    Decided(Box<super::Block>),
+    /// "Send me the decided blocks from this height on" (served by the node, not consensus).
+    SyncRequest(Height),
+}
+
+impl ConsensusMessage {
+    const TAG_PROPOSAL: u8 = 0;
+    const TAG_VOTE: u8 = 1;
+    const TAG_ROUND_CHANGE: u8 = 2;
+    const TAG_DECIDED: u8 = 3;
+    const TAG_SYNC_REQUEST: u8 = 4;
+
+    fn tag(&self) -> u8 {
+        match self {
+            Self::Proposal(_) => Self::TAG_PROPOSAL,
+            Self::Vote(_) => Self::TAG_VOTE,
+            Self::RoundChange(_) => Self::TAG_ROUND_CHANGE,
+            Self::Decided(_) => Self::TAG_DECIDED,
+            Self::SyncRequest(_) => Self::TAG_SYNC_REQUEST,
+        }
+    }
+
+    fn body(&self) -> &dyn Encodable {
+        match self {
+            Self::Proposal(p) => p.as_ref(),
+            Self::Vote(v) => v.as_ref(),
+            Self::RoundChange(rc) => rc.as_ref(),
+            Self::Decided(b) => b.as_ref(),
+            Self::SyncRequest(h) => h,
+        }
+    }
+
+    /// The CN that signed the message, when it names one (a decided block is anyone's).
+    pub fn sender(&self) -> Option<CnIndex> {
+        match self {
+            Self::Proposal(p) => Some(p.proposer),
+            Self::Vote(v) => Some(v.voter),
+            Self::RoundChange(rc) => Some(rc.sender),
+            Self::Decided(_) | Self::SyncRequest(_) => None,
+        }
+    }
+
+    /// The height the message is about.
+    pub fn height(&self) -> Height {
+        match self {
+            Self::Proposal(p) => p.block.header().height,
+            Self::Vote(v) => v.height,
+            Self::RoundChange(rc) => rc.height,
+            Self::Decided(b) => b.header().height,
+            Self::SyncRequest(h) => *h,
+        }
+    }
+}
+
+// Encoded as an RLP list `[tag, body]`.
+impl Encodable for ConsensusMessage {
+    fn encode(&self, out: &mut dyn alloy_rlp::BufMut) {
+        let body = self.body();
+        alloy_rlp::Header {
+            list: true,
+            payload_length: 1 + body.length(),
+        }
+        .encode(out);
+        self.tag().encode(out);
+        body.encode(out);
+    }
+
+    fn length(&self) -> usize {
+        let payload = 1 + self.body().length();
+        payload + alloy_rlp::length_of_length(payload)
+    }
+}
+
+impl Decodable for ConsensusMessage {
+    fn decode(buf: &mut &[u8]) -> alloy_rlp::Result<Self> {
+        let header = alloy_rlp::Header::decode(buf)?;
+        if !header.list {
+            return Err(alloy_rlp::Error::UnexpectedString);
+        }
+        if buf.len() < header.payload_length {
+            return Err(alloy_rlp::Error::InputTooShort);
+        }
+        let mut body = &buf[..header.payload_length];
+        let message = match u8::decode(&mut body)? {
+            Self::TAG_PROPOSAL => Self::Proposal(Box::new(Proposal::decode(&mut body)?)),
+            Self::TAG_VOTE => Self::Vote(Box::new(Vote::decode(&mut body)?)),
+            Self::TAG_ROUND_CHANGE => Self::RoundChange(Box::new(RoundChange::decode(&mut body)?)),
+            Self::TAG_DECIDED => Self::Decided(Box::new(super::Block::decode(&mut body)?)),
+            Self::TAG_SYNC_REQUEST => Self::SyncRequest(Height::decode(&mut body)?),
+            _ => return Err(alloy_rlp::Error::Custom("unknown consensus message tag")),
+        };
+        if !body.is_empty() {
+            return Err(alloy_rlp::Error::ListLengthMismatch {
+                expected: header.payload_length,
+                got: header.payload_length - body.len(),
+            });
+        }
+        *buf = &buf[header.payload_length..];
+        Ok(message)
+    }
+}
+
+impl WireMessage for ConsensusMessage {
+    const KIND: Kind = Kind::Consensus;
+    // A proposal carries a whole block plus a quorum of round changes.
+    const MAX_PAYLOAD: usize = 2 * super::block::MAX_BLOCK_BYTES;
+}

@@ -1,0 +1,822 @@
+//! Deterministic simulation of the BFT state machine: a seeded network with latency,
+//! reordering, loss and a partition before GST, and Byzantine CNs (silent, equivocating
+//! proposer, double voter, voter for invalid blocks, replayer of old messages).
+//!
+//! Invariants checked on every seed: no two honest nodes commit different blocks at one height
+//! (so every honest chain is a prefix of another), and every honest node reaches the target
+//! height after the network heals. A failing seed prints itself; rerun it alone with
+//! `KAON_SIM_SEED=<seed> cargo test --test it consensus_sim -- --nocapture`.
+//! `KAON_SIM_SEEDS=<n>` runs more seeds (the soak).
+
+use alloy_primitives::{Bytes, B256};
+use kaon::consensus::machine::{Application, Input, Machine, Output, Params, Tip};
+use kaon::consensus::proposal::BlockBody;
+use kaon::consensus::selection::CnSet;
+use kaon::consensus::verifier::SigCache;
+use kaon::crypto::bls::SecretKey;
+use kaon::crypto::hash::sha256;
+use kaon::types::{
+    Block, BlockHash, ChainId, CnIndex, ConsensusMessage, Height, Proposal, Segment,
+    SegmentCommitment, Vote, VoteKind,
+};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use rayon::prelude::*;
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
+use std::sync::Arc;
+
+/// Servicechain id whose presence makes a block invalid for honest applications.
+const POISON_CHAIN: ChainId = ChainId(0xbad);
+/// Round-0 timeout of the simulated nodes.
+const BASE_TIMEOUT_MS: u64 = 300;
+/// Heights every honest node must reach.
+const TARGET_HEIGHT: u64 = 3;
+/// Virtual time after GST within which the target must be reached.
+const LIVENESS_WINDOW_MS: u64 = 60_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Behavior {
+    Honest,
+    Silent,
+    EquivocatingProposer,
+    DoubleVoter,
+    InvalidVoter,
+    Replayer,
+}
+
+const BYZANTINE: [Behavior; 5] = [
+    Behavior::Silent,
+    Behavior::EquivocatingProposer,
+    Behavior::DoubleVoter,
+    Behavior::InvalidVoter,
+    Behavior::Replayer,
+];
+
+struct SimApp {
+    now: u64,
+    accept_anything: bool,
+    poison: bool,
+}
+
+impl Application for SimApp {
+    fn build(&mut self, height: Height, parent: &Tip) -> BlockBody {
+        let chain_id = if self.poison {
+            POISON_CHAIN
+        } else {
+            ChainId(1)
+        };
+        let tx = Bytes::from(
+            sha256(&[&height.to_be_bytes()[..], parent.hash.0.as_slice()].concat()).to_vec(),
+        );
+        let segment = Segment {
+            chain_id,
+            txs: vec![tx],
+        };
+        let commitment = SegmentCommitment {
+            chain_id,
+            tx_count: 1,
+            tx_root: segment.tx_root(),
+            receipts_root: B256::ZERO,
+            state_root: B256::ZERO,
+        };
+        BlockBody {
+            timestamp_ms: self.now,
+            segments: vec![segment],
+            commitments: vec![commitment],
+        }
+    }
+
+    fn validate(&mut self, block: &Block, _parent: &Tip) -> Result<(), String> {
+        let poisoned = block.segments.iter().any(|s| s.chain_id == POISON_CHAIN);
+        if poisoned && !self.accept_anything {
+            return Err("poisoned segment".into());
+        }
+        Ok(())
+    }
+}
+
+struct Node {
+    machine: Machine,
+    app: SimApp,
+    behavior: Behavior,
+    key: SecretKey,
+    chain: Vec<Block>,
+}
+
+enum Event {
+    Deliver { to: usize, msg: ConsensusMessage },
+    Input { to: usize, input: Input },
+    Sync { to: usize, from: Height },
+}
+
+/// The scenario a seed draws.
+#[derive(Debug, Clone)]
+struct Scenario {
+    n: usize,
+    behaviors: Vec<Behavior>,
+    max_latency_ms: u64,
+    /// Share of messages delayed by up to several timeouts before GST.
+    stragglers: f64,
+    loss: f64,
+    gst_ms: u64,
+    /// Nodes cut off from the rest until GST.
+    partition: Vec<usize>,
+}
+
+impl Scenario {
+    fn draw(n: usize, f: usize, rng: &mut StdRng) -> Self {
+        let mut behaviors = vec![Behavior::Honest; n];
+        for _ in 0..f {
+            let victim = rng.gen_range(0..n);
+            behaviors[victim] = BYZANTINE[rng.gen_range(0..BYZANTINE.len())];
+        }
+        let partition = if rng.gen_bool(0.5) {
+            (0..n).filter(|_| rng.gen_bool(0.4)).collect()
+        } else {
+            Vec::new()
+        };
+        Self {
+            n,
+            behaviors,
+            max_latency_ms: rng.gen_range(1..60),
+            stragglers: if rng.gen_bool(0.5) {
+                rng.gen_range(0.0..0.4)
+            } else {
+                0.0
+            },
+            loss: if rng.gen_bool(0.5) {
+                rng.gen_range(0.0..0.3)
+            } else {
+                0.0
+            },
+            gst_ms: rng.gen_range(0..3_000),
+            partition,
+        }
+    }
+}
+
+struct Sim {
+    rng: StdRng,
+    now: u64,
+    seq: u64,
+    queue: BinaryHeap<Reverse<(u64, u64, usize)>>,
+    events: BTreeMap<usize, Event>,
+    nodes: Vec<Node>,
+    scenario: Scenario,
+    /// Every message sent so far, for the replayer.
+    sent: Vec<ConsensusMessage>,
+    stats: SimStats,
+}
+
+/// What happened in a run, so the suite can check its adversaries actually did something.
+#[derive(Debug, Default, Clone, Copy)]
+struct SimStats {
+    misbehavior_reports: u64,
+    round_changes: u64,
+    syncs: u64,
+}
+
+fn params() -> Params {
+    Params {
+        region: ChainId(1000),
+        committee_size: 100,
+        block_interval_ms: 10,
+        base_timeout_ms: BASE_TIMEOUT_MS,
+        max_timeout_ms: 5_000,
+    }
+}
+
+fn genesis() -> Tip {
+    Tip {
+        height: Height(0),
+        hash: BlockHash(sha256(b"genesis")),
+        mix: sha256(b"mix"),
+        timestamp_ms: 0,
+    }
+}
+
+fn keys(n: usize) -> Vec<SecretKey> {
+    (0..n)
+        .map(|i| SecretKey::from_seed(sha256(format!("sim-cn-{i}").as_bytes()).as_slice()).unwrap())
+        .collect()
+}
+
+impl Sim {
+    fn new(seed: u64, scenario: Scenario, keys: &[SecretKey], sigs: &Arc<SigCache>) -> Self {
+        let set = Arc::new(CnSet::new(keys.iter().map(SecretKey::public_key).collect()).unwrap());
+        let (params, genesis) = (params(), genesis());
+        let nodes = (0..scenario.n)
+            .map(|i| {
+                let behavior = scenario.behaviors[i];
+                Node {
+                    machine: Machine::new(
+                        params.clone(),
+                        CnIndex(i as u32),
+                        keys[i].clone(),
+                        Arc::clone(&set),
+                        Arc::clone(sigs),
+                        genesis,
+                    ),
+                    app: SimApp {
+                        now: 0,
+                        accept_anything: behavior == Behavior::InvalidVoter,
+                        poison: behavior == Behavior::InvalidVoter,
+                    },
+                    behavior,
+                    key: keys[i].clone(),
+                    chain: Vec::new(),
+                }
+            })
+            .collect();
+        let mut sim = Self {
+            rng: StdRng::seed_from_u64(seed),
+            now: 0,
+            seq: 0,
+            queue: BinaryHeap::new(),
+            events: BTreeMap::new(),
+            nodes,
+            scenario,
+            sent: Vec::new(),
+            stats: SimStats::default(),
+        };
+        for i in 0..sim.nodes.len() {
+            sim.schedule(
+                0,
+                Event::Input {
+                    to: i,
+                    input: Input::Start,
+                },
+            );
+        }
+        sim
+    }
+
+    fn schedule(&mut self, after_ms: u64, event: Event) {
+        self.seq += 1;
+        self.queue
+            .push(Reverse((self.now + after_ms, self.seq, self.seq as usize)));
+        self.events.insert(self.seq as usize, event);
+    }
+
+    fn honest(&self) -> impl Iterator<Item = &Node> {
+        self.nodes.iter().filter(|n| n.behavior == Behavior::Honest)
+    }
+
+    fn link_up(&self, from: usize, to: usize) -> bool {
+        self.now >= self.scenario.gst_ms
+            || self.scenario.partition.contains(&from) == self.scenario.partition.contains(&to)
+    }
+
+    fn send(&mut self, from: usize, to: usize, msg: ConsensusMessage) {
+        if !self.link_up(from, to) {
+            return;
+        }
+        if self.now < self.scenario.gst_ms && self.rng.gen_bool(self.scenario.loss) {
+            return;
+        }
+        let mut latency = self.rng.gen_range(1..=self.scenario.max_latency_ms);
+        // Before GST some messages straggle for up to several round timeouts: decisions reach
+        // some nodes and not others, which is what round changes must survive.
+        if self.now < self.scenario.gst_ms && self.rng.gen_bool(self.scenario.stragglers) {
+            latency += self.rng.gen_range(0..4 * BASE_TIMEOUT_MS);
+        }
+        self.schedule(latency, Event::Deliver { to, msg });
+    }
+
+    fn broadcast(&mut self, from: usize, msg: ConsensusMessage) {
+        if self.sent.len() < 4096 {
+            self.sent.push(msg.clone());
+        }
+        for to in (0..self.nodes.len()).filter(|&to| to != from) {
+            self.send(from, to, msg.clone());
+        }
+    }
+
+    fn run(&mut self) -> Result<(), String> {
+        let deadline = self.scenario.gst_ms + LIVENESS_WINDOW_MS;
+        while let Some(Reverse((at, _, id))) = self.queue.pop() {
+            self.now = at;
+            if self.now > deadline || self.honest().all(|n| n.chain.len() as u64 >= TARGET_HEIGHT) {
+                break;
+            }
+            // Invariant: every queued id has its event stored.
+            let event = self.events.remove(&id).expect("scheduled event");
+            let (to, input) = match event {
+                Event::Deliver { to, msg } => (to, Input::Message(msg)),
+                Event::Input { to, input } => (to, input),
+                Event::Sync { to, from } => {
+                    self.serve_sync(to, from);
+                    continue;
+                }
+            };
+            let node = &mut self.nodes[to];
+            node.app.now = self.now;
+            let outputs = node.machine.step(input, &mut node.app);
+            self.handle(to, outputs)?;
+        }
+        self.check_safety()?;
+        for (i, node) in self
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| n.behavior == Behavior::Honest)
+        {
+            if (node.chain.len() as u64) < TARGET_HEIGHT {
+                return Err(format!(
+                    "liveness: honest node {i} reached only height {}",
+                    node.chain.len()
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn handle(&mut self, from: usize, outputs: Vec<Output>) -> Result<(), String> {
+        let behavior = self.nodes[from].behavior;
+        for output in outputs {
+            match output {
+                Output::Persist(_) => {}
+                Output::Misbehavior(_) => self.stats.misbehavior_reports += 1,
+                Output::Broadcast(msg @ ConsensusMessage::RoundChange(_)) => {
+                    self.stats.round_changes += 1;
+                    self.byzantine_broadcast(from, behavior, msg)
+                }
+                Output::Broadcast(msg) => self.byzantine_broadcast(from, behavior, msg),
+                Output::ScheduleProposal {
+                    height,
+                    round,
+                    after_ms,
+                } => self.schedule(
+                    after_ms,
+                    Event::Input {
+                        to: from,
+                        input: Input::ProposalDue { height, round },
+                    },
+                ),
+                Output::ScheduleTimeout {
+                    height,
+                    round,
+                    after_ms,
+                } => self.schedule(
+                    after_ms,
+                    Event::Input {
+                        to: from,
+                        input: Input::Timeout { height, round },
+                    },
+                ),
+                Output::Committed(block) => {
+                    let chain = &mut self.nodes[from].chain;
+                    if block.header().height.0 != chain.len() as u64 + 1 {
+                        return Err(format!(
+                            "node {from} committed height {} after {}",
+                            block.header().height,
+                            chain.len()
+                        ));
+                    }
+                    chain.push(*block);
+                }
+                Output::PeerBehind { peer, height } => {
+                    if let Some(block) = self.nodes[from].chain.get(height.0 as usize - 1).cloned()
+                    {
+                        self.send(
+                            from,
+                            peer.0 as usize,
+                            ConsensusMessage::Decided(Box::new(block)),
+                        );
+                    }
+                }
+                Output::SyncNeeded { from: height } => {
+                    self.stats.syncs += 1;
+                    let latency = self.rng.gen_range(1..=self.scenario.max_latency_ms);
+                    self.schedule(
+                        latency,
+                        Event::Sync {
+                            to: from,
+                            from: height,
+                        },
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A sync request answered by a random peer whose link is up: its decided blocks from
+    /// `from` on.
+    fn serve_sync(&mut self, to: usize, from: Height) {
+        let peer = self.rng.gen_range(0..self.nodes.len());
+        if peer == to || !self.link_up(peer, to) {
+            return;
+        }
+        let blocks: Vec<Block> = self.nodes[peer]
+            .chain
+            .iter()
+            .skip(from.0 as usize - 1)
+            .take(8)
+            .cloned()
+            .collect();
+        for block in blocks {
+            self.send(peer, to, ConsensusMessage::Decided(Box::new(block)));
+        }
+    }
+
+    fn byzantine_broadcast(&mut self, from: usize, behavior: Behavior, msg: ConsensusMessage) {
+        match (behavior, msg) {
+            (Behavior::Silent, _) => {}
+            (Behavior::EquivocatingProposer, ConsensusMessage::Proposal(p)) => {
+                let twin = self.twin_proposal(from, &p);
+                for to in (0..self.nodes.len()).filter(|&to| to != from) {
+                    let pick = if to % 2 == 0 {
+                        p.clone()
+                    } else {
+                        Box::new(twin.clone())
+                    };
+                    self.send(from, to, ConsensusMessage::Proposal(pick));
+                }
+            }
+            (Behavior::DoubleVoter, ConsensusMessage::Vote(v)) => {
+                let mut other = (*v).clone();
+                other.block_hash = BlockHash(sha256(v.block_hash.0.as_slice()));
+                other.signature = self.nodes[from]
+                    .key
+                    .sign(&Vote::signing_message(
+                        other.kind,
+                        other.height,
+                        other.round,
+                        other.block_hash,
+                    ))
+                    .to_bytes();
+                self.broadcast(from, ConsensusMessage::Vote(v));
+                self.broadcast(from, ConsensusMessage::Vote(Box::new(other)));
+            }
+            (Behavior::Replayer, msg) => {
+                self.broadcast(from, msg);
+                if !self.sent.is_empty() {
+                    let old = self.sent[self.rng.gen_range(0..self.sent.len())].clone();
+                    let to = self.rng.gen_range(0..self.nodes.len());
+                    if to != from {
+                        self.send(from, to, old);
+                    }
+                }
+            }
+            (_, msg) => self.broadcast(from, msg),
+        }
+    }
+
+    /// The same proposal with a different block (timestamp + 1), properly re-signed.
+    fn twin_proposal(&self, from: usize, p: &Proposal) -> Proposal {
+        let mut twin = p.clone();
+        twin.block.sealed.header.timestamp_ms += 1;
+        let h = twin.block.header().height;
+        twin.signature = self.nodes[from]
+            .key
+            .sign(&Vote::signing_message(
+                VoteKind::Prepare,
+                h,
+                twin.round,
+                twin.block.hash(),
+            ))
+            .to_bytes();
+        twin
+    }
+
+    fn check_safety(&self) -> Result<(), String> {
+        let mut by_height: BTreeMap<u64, (usize, BlockHash)> = BTreeMap::new();
+        for (i, node) in self
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| n.behavior == Behavior::Honest)
+        {
+            for block in &node.chain {
+                let h = block.header().height.0;
+                match by_height.get(&h) {
+                    Some((j, hash)) if *hash != block.hash() => {
+                        return Err(format!(
+                            "safety: nodes {j} and {i} committed different blocks at height {h}"
+                        ))
+                    }
+                    Some(_) => {}
+                    None => {
+                        by_height.insert(h, (i, block.hash()));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn run_seed(
+    n: usize,
+    f: usize,
+    seed: u64,
+    keys: &[SecretKey],
+    sigs: &Arc<SigCache>,
+) -> Result<SimStats, String> {
+    let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed);
+    let scenario = Scenario::draw(n, f, &mut rng);
+    let mut sim = Sim::new(seed, scenario.clone(), keys, sigs);
+    sim.run()
+        .map_err(|e| format!("n={n} f={f} seed={seed}: {e}\n  scenario: {scenario:?}"))?;
+    Ok(sim.stats)
+}
+
+fn seeds() -> Vec<u64> {
+    if let Some(seed) = std::env::var("KAON_SIM_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
+        return vec![seed];
+    }
+    let count = std::env::var("KAON_SIM_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1_000);
+    (0..count).collect()
+}
+
+fn run_all(n: usize, f: usize) {
+    let keys = keys(n);
+    // One cache for the whole run: every node would verify each signature once anyway, and
+    // the cache is keyed by (key, message, signature), so sharing it changes no outcome.
+    let sigs = Arc::new(SigCache::new());
+    let seeds = seeds();
+    let results: Vec<Result<SimStats, String>> = seeds
+        .par_iter()
+        .map(|&seed| run_seed(n, f, seed, &keys, &sigs))
+        .collect();
+    let failures: Vec<&str> = results
+        .iter()
+        .filter_map(|r| r.as_ref().err().map(String::as_str))
+        .collect();
+    assert!(
+        failures.is_empty(),
+        "{} failing seeds:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    if seeds.len() >= 100 {
+        // Over many seeds the adversaries must have bitten: equivocations and double votes
+        // detected, rounds changed, lagging nodes synced.
+        let total = results
+            .iter()
+            .flatten()
+            .fold(SimStats::default(), |a, s| SimStats {
+                misbehavior_reports: a.misbehavior_reports + s.misbehavior_reports,
+                round_changes: a.round_changes + s.round_changes,
+                syncs: a.syncs + s.syncs,
+            });
+        assert!(
+            total.misbehavior_reports > 0,
+            "no misbehaviour detected: {total:?}"
+        );
+        assert!(total.round_changes > 0, "no round ever changed: {total:?}");
+        assert!(total.syncs > 0, "no node ever had to sync: {total:?}");
+        eprintln!("n={n} f={f}: {} seeds, {total:?}", seeds.len());
+    }
+}
+
+#[test]
+fn n4_f1_byzantine_lossy_partitioned_network_stays_safe_and_live() {
+    run_all(4, 1);
+}
+
+#[test]
+fn n7_f2_byzantine_lossy_partitioned_network_stays_safe_and_live() {
+    run_all(7, 2);
+}
+
+/// A hand-driven network of honest machines for targeted scenarios.
+struct Manual {
+    nodes: Vec<Node>,
+}
+
+impl Manual {
+    fn new(n: usize) -> Self {
+        let keys = keys(n);
+        let scenario = Scenario {
+            n,
+            behaviors: vec![Behavior::Honest; n],
+            max_latency_ms: 1,
+            stragglers: 0.0,
+            loss: 0.0,
+            gst_ms: 0,
+            partition: Vec::new(),
+        };
+        let sim = Sim::new(0, scenario, &keys, &Arc::new(SigCache::new()));
+        Self { nodes: sim.nodes }
+    }
+
+    fn step(&mut self, to: usize, input: Input) -> Vec<Output> {
+        let node = &mut self.nodes[to];
+        let outputs = node.machine.step(input, &mut node.app);
+        for o in &outputs {
+            if let Output::Committed(block) = o {
+                node.chain.push((**block).clone());
+            }
+        }
+        outputs
+    }
+
+    /// Delivers every broadcast in `outputs` from `from` to each node in `to`; returns the
+    /// outputs of the receivers.
+    fn deliver(
+        &mut self,
+        from: usize,
+        outputs: &[Output],
+        to: &[usize],
+    ) -> Vec<(usize, Vec<Output>)> {
+        let mut produced = Vec::new();
+        for msg in broadcasts(outputs) {
+            for &t in to.iter().filter(|&&t| t != from) {
+                let out = self.step(t, Input::Message(msg.clone()));
+                produced.push((t, out));
+            }
+        }
+        produced
+    }
+}
+
+fn broadcasts(outputs: &[Output]) -> Vec<ConsensusMessage> {
+    outputs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Broadcast(m) => Some(m.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn votes_of(outputs: &[(usize, Vec<Output>)], kind: VoteKind) -> Vec<(usize, Vec<Output>)> {
+    outputs
+        .iter()
+        .map(|(from, outs)| {
+            let only: Vec<Output> = outs
+                .iter()
+                .filter(
+                    |o| matches!(o, Output::Broadcast(ConsensusMessage::Vote(v)) if v.kind == kind),
+                )
+                .cloned()
+                .collect();
+            (*from, only)
+        })
+        .filter(|(_, outs)| !outs.is_empty())
+        .collect()
+}
+
+/// Round 0 prepares block B everywhere, but only one node sees the commit votes and commits.
+/// The others time out; the round-1 proposer must re-propose B (the highest prepared block in
+/// its round-change certificate), and a round-1 proposal of any other block — even with a valid
+/// justification attached — must be refused. Everyone ends up with B.
+#[test]
+fn n4_prepared_block_is_reproposed_after_a_partial_commit() {
+    let mut net = Manual::new(4);
+    let all = [0, 1, 2, 3];
+    let starts: Vec<Vec<Output>> = all.iter().map(|&i| net.step(i, Input::Start)).collect();
+    let proposer0 = (0..4)
+        .find(|&i| {
+            starts[i]
+                .iter()
+                .any(|o| matches!(o, Output::ScheduleProposal { .. }))
+        })
+        .unwrap();
+    let h = Height(1);
+    let proposal_out = net.step(
+        proposer0,
+        Input::ProposalDue {
+            height: h,
+            round: kaon::types::Round(0),
+        },
+    );
+    let block_b = match &broadcasts(&proposal_out)[0] {
+        ConsensusMessage::Proposal(p) => p.block.hash(),
+        other => panic!("expected a proposal, got {other:?}"),
+    };
+    let prepares = net.deliver(proposer0, &proposal_out, &all);
+    // Every prepare reaches everyone: each node sends its commit vote.
+    let mut commits = Vec::new();
+    for (from, outs) in votes_of(&prepares, VoteKind::Prepare) {
+        commits.extend(net.deliver(from, &outs, &all));
+    }
+    let commit_votes = votes_of(&commits, VoteKind::Commit);
+    assert!(commit_votes.len() >= 3, "a quorum must have commit-voted");
+    // Commit votes reach only `lucky`, which is neither proposer of round 0 nor of round 1.
+    let lucky = (0..4).find(|&i| i != proposer0).unwrap();
+    for (from, outs) in &commit_votes {
+        net.deliver(*from, outs, &[lucky]);
+    }
+    assert_eq!(
+        net.nodes[lucky].chain.len(),
+        1,
+        "the lucky node committed B"
+    );
+    assert_eq!(net.nodes[lucky].chain[0].hash(), block_b);
+    // The others time out in round 0 and exchange round changes carrying PC(0, B).
+    let others: Vec<usize> = (0..4).filter(|&i| i != lucky).collect();
+    let mut rc_outputs = Vec::new();
+    for &i in &others {
+        rc_outputs.push((
+            i,
+            net.step(
+                i,
+                Input::Timeout {
+                    height: h,
+                    round: kaon::types::Round(0),
+                },
+            ),
+        ));
+    }
+    let mut after_rc = Vec::new();
+    for (from, outs) in &rc_outputs {
+        after_rc.extend(net.deliver(*from, outs, &others));
+    }
+    // Whoever leads round 1 now proposes; it must be B again.
+    let due: Vec<usize> = after_rc
+        .iter()
+        .chain(rc_outputs.iter())
+        .filter(|(_, outs)| {
+            outs.iter()
+                .any(|o| matches!(o, Output::ScheduleProposal { round, .. } if round.0 == 1))
+        })
+        .map(|(i, _)| *i)
+        .collect();
+    let leader = *due
+        .first()
+        .expect("some node leads round 1 with a full round-change quorum");
+    let proposal1 = net.step(
+        leader,
+        Input::ProposalDue {
+            height: h,
+            round: kaon::types::Round(1),
+        },
+    );
+    let reproposed = match &broadcasts(&proposal1)[0] {
+        ConsensusMessage::Proposal(p) => p.clone(),
+        other => panic!("expected a proposal, got {other:?}"),
+    };
+    assert_eq!(
+        reproposed.block.hash(),
+        block_b,
+        "round 1 must re-propose the prepared block"
+    );
+
+    // A round-1 proposal of a fresh, well-formed block by the rightful leader, with the same
+    // (valid) justification: it ignores PC(0, B), so it must be refused.
+    let mut forged = (*reproposed).clone();
+    let leader_key = net.nodes[leader].key.clone();
+    let set = CnSet::new(keys(4).iter().map(SecretKey::public_key).collect()).unwrap();
+    let body = SimApp {
+        now: 50,
+        accept_anything: false,
+        poison: false,
+    }
+    .build(h, &genesis());
+    forged.block = kaon::consensus::proposal::build_block(
+        &params(),
+        &leader_key,
+        CnIndex(leader as u32),
+        &set,
+        &genesis(),
+        kaon::types::Round(1),
+        body,
+    );
+    assert_ne!(forged.block.hash(), block_b);
+    forged.signature = net.nodes[leader]
+        .key
+        .sign(&Vote::signing_message(
+            VoteKind::Prepare,
+            h,
+            forged.round,
+            forged.block.hash(),
+        ))
+        .to_bytes();
+    let victim = *others.iter().find(|&&i| i != leader).unwrap();
+    let refused = net.step(
+        victim,
+        Input::Message(ConsensusMessage::Proposal(Box::new(forged))),
+    );
+    assert!(
+        votes_of(&[(victim, refused)], VoteKind::Prepare).is_empty(),
+        "a proposal that ignores the highest prepared certificate must not get a vote"
+    );
+
+    // Round 1 completes with B on the others as well.
+    let prepares = net.deliver(leader, &proposal1, &others);
+    let mut commits = Vec::new();
+    for (from, outs) in votes_of(&prepares, VoteKind::Prepare) {
+        commits.extend(net.deliver(from, &outs, &others));
+    }
+    for (from, outs) in votes_of(&commits, VoteKind::Commit) {
+        net.deliver(from, &outs, &others);
+    }
+    for i in all {
+        assert_eq!(net.nodes[i].chain.len(), 1, "node {i} committed height 1");
+        assert_eq!(
+            net.nodes[i].chain[0].hash(),
+            block_b,
+            "node {i} committed B"
+        );
+    }
+}

@@ -1,0 +1,11 @@
+//! Kaon's one integration-test binary; modules by feature.
+
+mod bls_vectors;
+mod certificate;
+mod consensus_sim;
+mod devnet;
+mod pipeline;
+mod selection;
+mod storage;
+mod tx;
+mod types_codec;
