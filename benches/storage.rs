@@ -4,7 +4,8 @@
 //! References (measured here, not assumed):
 //! - `fsync_per_record/*`: one 4 KiB record per fdatasync, the rate group commit must beat 10×;
 //! - `disk_best/*`: 4 KiB records written straight to a preallocated file with O_DIRECT io_uring
-//!   in batches of 32, one fdatasync per batch, no framing or checksums — the ceiling.
+//!   in batches of 32 or 256, one data sync per batch, no framing or checksums — the ceiling
+//!   (three ways of submitting; the best of them is the reference).
 //!
 //! `KAON_STORAGE_PAIRED=2000 cargo bench --bench storage` runs a paired comparison instead (see
 //! `paired`), for machines whose disk is shared and whose rate drifts between benchmarks.

@@ -32,6 +32,11 @@ pub enum Command {
     /// Run a whole region in this process: CNs agreeing over QUIC on 127.0.0.1, each with its
     /// own block log and RocksDB, plus a load generator of signed transfers. Ctrl-C stops.
     Devnet(DevnetArgs),
+    /// Write genesis.json, CN keys and one config per CN for a network of separate processes.
+    Init(InitArgs),
+    /// Run one consensus node (`--config <dir>/cn<i>/config.toml` from `kaon init`); resumes
+    /// from its datadir after a restart. SIGINT/SIGTERM stop it cleanly.
+    Cn,
     /// Print the effective configuration as TOML (defaults plus overrides).
     Config,
     /// Generate a consensus-node BLS key: writes the secret key (mode 0600) and prints the
@@ -56,6 +61,18 @@ pub fn run() -> anyhow::Result<()> {
         }
         Command::Keygen { out } => keygen(&out),
         Command::Devnet(args) => devnet(args, &cli.datadir, &config),
+        Command::Init(args) => crate::node::cn::init(&args.into_spec(&config)),
+        Command::Cn => {
+            let path = cli
+                .config
+                .as_deref()
+                .context("kaon cn needs --config <dir>/cn<i>/config.toml")?;
+            crate::node::cn::run_cn(
+                &config,
+                path,
+                std::sync::Arc::new(std::sync::Mutex::new(std::io::stdout())),
+            )
+        }
     }
 }
 
@@ -73,22 +90,26 @@ fn effective_config(cli: &Cli) -> anyhow::Result<Config> {
     Ok(config)
 }
 
-fn keygen(out: &PathBuf) -> anyhow::Result<()> {
+fn keygen(out: &std::path::Path) -> anyhow::Result<()> {
     let mut ikm = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut ikm);
     let sk = SecretKey::from_seed(&ikm)?;
+    write_secret(out, &hex::encode(sk.to_bytes()))?;
+    println!("0x{}", hex::encode(sk.public_key().to_bytes().0));
+    Ok(())
+}
+
+/// Writes a secret to a new file readable by its owner only, durably; never overwrites.
+pub fn write_secret(path: &std::path::Path, secret: &str) -> anyhow::Result<()> {
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode_0600()
-        .open(out)
-        .with_context(|| format!("cannot create key file {}", out.display()))?;
-    writeln!(file, "{}", hex::encode(sk.to_bytes()))
-        .with_context(|| format!("writing {}", out.display()))?;
+        .open(path)
+        .with_context(|| format!("cannot create key file {}", path.display()))?;
+    writeln!(file, "{secret}").with_context(|| format!("writing {}", path.display()))?;
     file.sync_all()
-        .with_context(|| format!("syncing {}", out.display()))?;
-    println!("0x{}", hex::encode(sk.public_key().to_bytes().0));
-    Ok(())
+        .with_context(|| format!("syncing {}", path.display()))
 }
 
 /// Owner-only permissions for secret files.
@@ -145,4 +166,42 @@ fn devnet(args: DevnetArgs, datadir: &Option<PathBuf>, config: &Config) -> anyho
         "CNs committed different blocks at one height"
     );
     Ok(())
+}
+
+/// `kaon init` flags.
+#[derive(Debug, clap::Args)]
+pub struct InitArgs {
+    /// Directory to write genesis.json and cn<i>/ into.
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long, default_value_t = 4)]
+    pub cns: usize,
+    #[arg(long, default_value_t = 2)]
+    pub servicechains: usize,
+    /// Development accounts funded on every servicechain.
+    #[arg(long, default_value_t = 16)]
+    pub accounts: usize,
+    /// Regionchain id; servicechains take the following ids.
+    #[arg(long, default_value_t = 1000)]
+    pub region: u64,
+    /// CN i listens on 127.0.0.1:(base_port + i).
+    #[arg(long, default_value_t = 30300)]
+    pub base_port: u16,
+    #[arg(long, default_value_t = 1000)]
+    pub round_ms: u64,
+}
+
+impl InitArgs {
+    fn into_spec(self, config: &Config) -> crate::node::cn::InitSpec {
+        crate::node::cn::InitSpec {
+            out: self.out,
+            cns: self.cns,
+            servicechains: self.servicechains,
+            accounts: self.accounts,
+            region: crate::types::ChainId(self.region),
+            base_port: self.base_port,
+            round_ms: self.round_ms,
+            committee_size: config.consensus.committee_size,
+        }
+    }
 }

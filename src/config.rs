@@ -34,6 +34,24 @@ pub struct Config {
     pub storage: StorageConfig,
     pub pipeline: PipelineConfig,
     pub telemetry: TelemetryConfig,
+    /// Present on a consensus node's config (written by `kaon init`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cn: Option<CnConfig>,
+}
+
+/// Identity and peers of one consensus node. Relative paths are relative to the config file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CnConfig {
+    /// This node's index in the genesis CN set.
+    pub index: u32,
+    /// File holding this CN's BLS secret key (hex, as `kaon keygen` writes it).
+    pub key_file: PathBuf,
+    pub genesis: PathBuf,
+    /// UDP address of this node's QUIC endpoint.
+    pub listen: String,
+    /// The other CNs, as `index@host:port`.
+    pub peers: Vec<String>,
 }
 
 /// Consensus parameters; every node of a region must agree on them (they come with genesis).
@@ -92,6 +110,7 @@ impl Default for Config {
             storage: StorageConfig::default(),
             pipeline: PipelineConfig::default(),
             telemetry: TelemetryConfig::default(),
+            cn: None,
         }
     }
 }

@@ -202,6 +202,8 @@ pub struct Machine {
     replay: VecDeque<ConsensusMessage>,
     future_blocks: BTreeMap<Height, Block>,
     sync_requested: Option<Height>,
+    /// WAL entries of heights not reached yet (after a restart behind the chain).
+    restored: BTreeMap<Height, Vec<WalEntry>>,
     /// Peers already told about a decided height (bounded: cleared every height).
     peers_behind: HashSet<(CnIndex, Height)>,
     rejections: Rejections,
@@ -239,6 +241,7 @@ impl Machine {
             replay: VecDeque::new(),
             future_blocks: BTreeMap::new(),
             sync_requested: None,
+            restored: BTreeMap::new(),
             peers_behind: HashSet::new(),
             rejections: Rejections::default(),
         }
@@ -247,28 +250,36 @@ impl Machine {
     /// Re-applies this node's write-ahead log after a restart, so it never casts a vote that
     /// conflicts with one it cast before the crash. Entries for other heights are ignored.
     pub fn restore(&mut self, wal: &[WalEntry]) {
-        let height = self.height();
         for entry in wal {
+            let height = match entry {
+                WalEntry::Voted { height, .. } | WalEntry::Prepared { height, .. } => *height,
+            };
+            if height >= self.height() {
+                self.restored.entry(height).or_default().push(entry.clone());
+            }
+        }
+        self.apply_restored();
+    }
+
+    /// Re-applies WAL entries of the height now being worked on (entries of later heights wait:
+    /// a node restarted behind the chain may reach them again while catching up).
+    fn apply_restored(&mut self) {
+        let height = self.height();
+        self.restored = self.restored.split_off(&height);
+        for entry in self.restored.remove(&height).unwrap_or_default() {
             match entry {
                 WalEntry::Voted {
-                    height: h,
-                    round,
-                    kind,
-                    hash,
-                } if *h == height => {
-                    self.my_votes.insert((*kind, *round), *hash);
-                    self.round = self.round.max(*round);
+                    round, kind, hash, ..
+                } => {
+                    self.my_votes.insert((kind, round), hash);
+                    self.round = self.round.max(round);
                 }
                 WalEntry::Prepared {
-                    height: h,
-                    certificate,
-                    block,
-                } if *h == height => {
-                    self.blocks
-                        .insert(certificate.block_hash, (**block).clone());
-                    self.prepared = Some((certificate.clone(), (**block).clone()));
+                    certificate, block, ..
+                } => {
+                    self.blocks.insert(certificate.block_hash, (*block).clone());
+                    self.prepared = Some((certificate, *block));
                 }
-                _ => {}
             }
         }
     }
@@ -353,7 +364,12 @@ impl Machine {
     }
 
     fn propose(&mut self, app: &mut dyn Application, out: &mut Vec<Output>) {
-        if self.committee.proposer != self.me || self.proposed == Some(self.round) {
+        // A prepare vote already cast in this round (possibly before a restart) forbids
+        // proposing: the new proposal would be a second, conflicting vote.
+        if self.committee.proposer != self.me
+            || self.proposed == Some(self.round)
+            || self.my_votes.contains_key(&(VoteKind::Prepare, self.round))
+        {
             return;
         }
         let round = self.round;
@@ -820,5 +836,6 @@ impl Machine {
         self.proposed = None;
         self.sync_requested = None;
         self.peers_behind.clear();
+        self.apply_restored();
     }
 }

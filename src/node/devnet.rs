@@ -2,14 +2,13 @@
 //! with its own block log and RocksDB, a load generator of signed transfers, and a status line
 //! per second (height, round, transactions per second, finality latency).
 
+use super::genesis::Genesis;
 use super::loadgen::{dev_account, percentile, DevAccount, FinalityTracker, LoadGen};
-use crate::consensus::machine::{Params, Tip};
-use crate::consensus::selection::CnSet;
 use crate::crypto::bls::SecretKey;
 use crate::crypto::hash::{keccak256, sha256};
 use crate::net::NetConfig;
-use crate::pipeline::topology::{BoundCn, CnNode, CnSpec};
-use crate::types::{BlockHash, ChainId, CnIndex, Height};
+use crate::pipeline::topology::{BoundCn, CnNode};
+use crate::types::{ChainId, CnIndex};
 use alloy_primitives::U256;
 use std::io::Write;
 use std::path::PathBuf;
@@ -156,7 +155,7 @@ fn fmt_ms(v: Option<u64>) -> String {
     v.map_or("-".to_string(), |ms| format!("{ms} ms"))
 }
 
-fn spawn_signal_watch(rt: &tokio::runtime::Runtime, stop: Arc<AtomicBool>) {
+pub(crate) fn spawn_signal_watch(rt: &tokio::runtime::Runtime, stop: Arc<AtomicBool>) {
     rt.spawn(async move {
         let mut term =
             match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
@@ -224,47 +223,27 @@ fn start_nodes(
     tracker: &Arc<FinalityTracker>,
 ) -> anyhow::Result<Vec<CnNode>> {
     let keys: Vec<SecretKey> = (0..config.cns).map(devnet_cn_key).collect();
-    let set = Arc::new(CnSet::new(
-        keys.iter().map(SecretKey::public_key).collect(),
-    )?);
-    let params = Params {
-        region: DEVNET_REGION,
-        committee_size: config.committee_size,
-        block_interval_ms: config.round_ms,
-        base_timeout_ms: config.round_ms.max(500),
-        max_timeout_ms: 30_000,
-    };
-    let genesis = Tip {
-        height: Height(0),
-        hash: BlockHash(sha256(b"kaon-devnet-genesis")),
-        mix: sha256(b"kaon-devnet-mix"),
-        timestamp_ms: super::app::now_ms(),
-    };
-    let allocations: Vec<_> = chains
-        .iter()
-        .flat_map(|&c| {
-            accounts
-                .iter()
-                .map(move |a| (c, a.address, U256::from(DEV_BALANCE_WEI)))
-        })
-        .collect();
+    let public: Vec<_> = keys.iter().map(SecretKey::public_key).collect();
+    let genesis = Genesis::new(
+        DEVNET_REGION,
+        &public,
+        chains.len(),
+        accounts,
+        U256::from(DEV_BALANCE_WEI),
+        config.round_ms,
+        config.committee_size,
+    );
     let bound = keys
         .iter()
         .enumerate()
         .map(|(i, key)| {
-            let spec = CnSpec {
-                me: CnIndex(i as u32),
-                key: key.clone(),
-                set: Arc::clone(&set),
-                params: params.clone(),
-                genesis,
-                chains: chains.to_vec(),
-                allocations: allocations.clone(),
-                datadir: datadir.join(format!("cn{i}")),
-                net: NetConfig::new("127.0.0.1:0".parse()?),
-                pipeline: crate::config::PipelineConfig::default(),
-                max_txs_per_segment: 10_000,
-            };
+            let net = NetConfig::new("127.0.0.1:0".parse()?);
+            let spec = genesis.cn_spec(
+                CnIndex(i as u32),
+                key.clone(),
+                datadir.join(format!("cn{i}")),
+                net,
+            )?;
             BoundCn::bind(rt.handle(), spec)
         })
         .collect::<anyhow::Result<Vec<_>>>()?;

@@ -2,5 +2,8 @@
 //! and its load generator.
 
 pub mod app;
+pub mod cn;
 pub mod devnet;
+pub mod genesis;
 pub mod loadgen;
+pub mod recovery;

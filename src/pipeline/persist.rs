@@ -4,7 +4,7 @@
 
 use super::stage::Stage;
 use crate::storage::blocklog::BlockLog;
-use crate::storage::store::{BlockIndex, Store};
+use crate::storage::store::Store;
 use crate::types::codec::encode_frame;
 use crate::types::Block;
 use std::sync::Arc;
@@ -28,22 +28,7 @@ impl Stage for Persist {
     fn handle(&mut self, block: Arc<Block>) -> anyhow::Result<()> {
         let frame = encode_frame(block.as_ref());
         let offset = self.log.append(&frame)?;
-        let txs: Vec<([u8; 32], u32, u32)> = block
-            .segments
-            .iter()
-            .enumerate()
-            .flat_map(|(seg, s)| {
-                s.txs.iter().enumerate().map(move |(i, raw)| {
-                    (crate::crypto::hash::keccak256(raw).0, seg as u32, i as u32)
-                })
-            })
-            .collect();
-        self.store.index_block(&BlockIndex {
-            height: block.header().height.0,
-            hash: block.hash().0 .0,
-            log_offset: offset.0,
-            txs: &txs,
-        })?;
+        crate::node::recovery::index(&self.store, &block, offset.0)?;
         (self.on_persisted)(&block);
         Ok(())
     }

@@ -183,6 +183,19 @@ impl BoundCn {
         )?;
         let (log, _) = BlockLog::open(spec.datadir.join("blocks.log"), BlockLogOptions::default())?;
         let store = crate::storage::store::Store::open(spec.datadir.join("db"))?;
+        let mut app = crate::node::app::CnApp::new(
+            spec.params.region,
+            shared.clone(),
+            spec.max_txs_per_segment,
+        );
+        let recovered = crate::node::recovery::replay(&log, &store, &wal, &mut app, spec.genesis)?;
+        if recovered.blocks > 0 {
+            tracing::info!(cn = %spec.me, height = %recovered.tip.height, reindexed = recovered.reindexed, wal = recovered.wal.len(), "recovered from disk");
+        }
+        status.height.store(
+            recovered.tip.height.0 + 1,
+            std::sync::atomic::Ordering::Relaxed,
+        );
         let stages = vec![
             spawn_stage(
                 SigVerify::new(
@@ -208,21 +221,18 @@ impl BoundCn {
                 consensus_persist,
             )?,
         ];
-        let machine = crate::consensus::machine::Machine::new(
+        let mut machine = crate::consensus::machine::Machine::new(
             spec.params.clone(),
             spec.me,
             spec.key.clone(),
             Arc::clone(&spec.set),
             Arc::new(crate::consensus::verifier::SigCache::new()),
-            spec.genesis,
+            recovered.tip,
         );
+        machine.restore(&recovered.wal);
         let consensus = super::consensus::ConsensusStage {
             machine,
-            app: crate::node::app::CnApp::new(
-                spec.params.region,
-                shared.clone(),
-                spec.max_txs_per_segment,
-            ),
+            app,
             net: Arc::clone(&net),
             wal,
             inbound: net_consensus,

@@ -330,7 +330,7 @@ impl BlockLog {
         Ok((log, report))
     }
 
-    /// Appends `records` and returns their offsets once they are durable: one fdatasync for
+    /// Appends `records` and returns their offsets once they are durable: one data sync for
     /// the whole batch (a batch of more than about 65 MiB is split into frames, each made
     /// durable in turn). A record's bytes are opaque to the log.
     ///

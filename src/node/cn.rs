@@ -1,0 +1,175 @@
+//! `kaon init` (genesis, keys and per-node configs for a real network, like Klaytn's homi) and
+//! `kaon cn` (one consensus node per process, resuming from its datadir after a restart).
+
+use super::genesis::Genesis;
+use super::loadgen::dev_account;
+use crate::config::{CnConfig, Config};
+use crate::crypto::bls::SecretKey;
+use crate::net::NetConfig;
+use crate::pipeline::topology::BoundCn;
+use crate::types::{ChainId, CnIndex};
+use alloy_primitives::U256;
+use anyhow::Context;
+use rand::RngCore;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// What `kaon init` writes.
+#[derive(Debug, Clone)]
+pub struct InitSpec {
+    pub out: PathBuf,
+    pub cns: usize,
+    pub servicechains: usize,
+    pub accounts: usize,
+    pub region: ChainId,
+    pub base_port: u16,
+    pub round_ms: u64,
+    pub committee_size: usize,
+}
+
+/// Writes `genesis.json` and, per CN, `cn<i>/cn.key` (mode 0600) and `cn<i>/config.toml`.
+pub fn init(spec: &InitSpec) -> anyhow::Result<()> {
+    anyhow::ensure!(spec.cns >= 1, "a network needs at least one CN");
+    anyhow::ensure!(
+        !spec.out.join("genesis.json").exists(),
+        "{} already holds a genesis.json",
+        spec.out.display()
+    );
+    std::fs::create_dir_all(&spec.out)
+        .with_context(|| format!("creating {}", spec.out.display()))?;
+    let keys: Vec<SecretKey> = (0..spec.cns)
+        .map(|_| {
+            let mut ikm = [0u8; 32];
+            rand::rngs::OsRng.fill_bytes(&mut ikm);
+            SecretKey::from_seed(&ikm)
+        })
+        .collect::<Result<_, _>>()?;
+    let accounts: Vec<_> = (0..spec.accounts).map(dev_account).collect();
+    let public: Vec<_> = keys.iter().map(SecretKey::public_key).collect();
+    let balance = U256::from(super::devnet::DEV_BALANCE_WEI);
+    let genesis = Genesis::new(
+        spec.region,
+        &public,
+        spec.servicechains,
+        &accounts,
+        balance,
+        spec.round_ms,
+        spec.committee_size,
+    );
+    genesis.save(&spec.out.join("genesis.json"))?;
+    let addr = |i: usize| format!("127.0.0.1:{}", spec.base_port as usize + i);
+    for (i, key) in keys.iter().enumerate() {
+        let dir = spec.out.join(format!("cn{i}"));
+        std::fs::create_dir_all(&dir)?;
+        crate::cli::write_secret(&dir.join("cn.key"), &hex::encode(key.to_bytes()))?;
+        let config = Config {
+            datadir: PathBuf::from("data"),
+            cn: Some(CnConfig {
+                index: i as u32,
+                key_file: PathBuf::from("cn.key"),
+                genesis: PathBuf::from("../genesis.json"),
+                listen: addr(i),
+                peers: (0..spec.cns)
+                    .filter(|&j| j != i)
+                    .map(|j| format!("{j}@{}", addr(j)))
+                    .collect(),
+            }),
+            ..Config::default()
+        };
+        std::fs::write(dir.join("config.toml"), config.to_toml())?;
+    }
+    Ok(())
+}
+
+/// Resolves `path` against the directory of the config file.
+fn resolve(config_dir: &Path, path: &Path) -> PathBuf {
+    if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        config_dir.join(path)
+    }
+}
+
+fn parse_peer(s: &str) -> anyhow::Result<(CnIndex, SocketAddr)> {
+    let (index, addr) = s
+        .split_once('@')
+        .with_context(|| format!("peer {s:?} is not index@host:port"))?;
+    Ok((
+        CnIndex(
+            index
+                .parse()
+                .with_context(|| format!("peer {s:?}: bad index"))?,
+        ),
+        addr.parse()
+            .with_context(|| format!("peer {s:?}: bad address"))?,
+    ))
+}
+
+fn read_key(path: &Path) -> anyhow::Result<SecretKey> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading key {}", path.display()))?;
+    let bytes = hex::decode(text.trim().trim_start_matches("0x"))
+        .with_context(|| format!("key {} is not hex", path.display()))?;
+    let bytes: [u8; 32] = bytes
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("key {} is not 32 bytes", path.display()))?;
+    Ok(SecretKey::from_bytes(&bytes)?)
+}
+
+/// Runs one CN until SIGINT/SIGTERM; prints a line per committed block to `out`.
+pub fn run_cn(
+    config: &Config,
+    config_path: &Path,
+    out: Arc<std::sync::Mutex<dyn Write + Send>>,
+) -> anyhow::Result<()> {
+    let cn = config
+        .cn
+        .as_ref()
+        .context("this config has no [cn] section (write one with `kaon init`)")?;
+    let dir = config_path.parent().unwrap_or(Path::new("."));
+    let genesis = Genesis::load(&resolve(dir, &cn.genesis))?;
+    let key = read_key(&resolve(dir, &cn.key_file))?;
+    let listen: SocketAddr = cn
+        .listen
+        .parse()
+        .with_context(|| format!("listen address {:?}", cn.listen))?;
+    let peers = cn
+        .peers
+        .iter()
+        .map(|p| parse_peer(p))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let datadir = resolve(dir, &config.datadir);
+    let spec = genesis.cn_spec(CnIndex(cn.index), key, datadir, NetConfig::new(listen))?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let stop = Arc::new(AtomicBool::new(false));
+    super::devnet::spawn_signal_watch(&rt, Arc::clone(&stop));
+    let printer = Arc::clone(&out);
+    let node = BoundCn::bind(rt.handle(), spec)?.start(
+        rt.handle(),
+        &peers,
+        Box::new(move |block| {
+            let txs: usize = block.segments.iter().map(|s| s.txs.len()).sum();
+            let mut out = printer.lock().unwrap_or_else(|e| e.into_inner());
+            let _ = writeln!(
+                out,
+                "committed height {} hash {} txs {}",
+                block.header().height,
+                block.hash(),
+                txs
+            );
+            let _ = out.flush();
+        }),
+    )?;
+    tracing::info!(cn = cn.index, %listen, "consensus node running");
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    tracing::info!("shutting down");
+    node.shutdown()
+}

@@ -1,0 +1,130 @@
+//! `kaon init` + four `kaon cn` processes on 127.0.0.1: they finalize blocks; one is killed
+//! with SIGKILL and restarted, resumes from its datadir, catches up, and agrees with the others
+//! at every height; SIGTERM stops them all cleanly.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const KAON: &str = env!("CARGO_BIN_EXE_kaon");
+/// Generous bound for any wait below; reaching it is a failure, not the expected path.
+const DEADLINE: Duration = Duration::from_secs(90);
+
+/// Committed (height → hash) per node, filled by threads reading each process's stdout.
+type Chains = Arc<Mutex<Vec<BTreeMap<u64, String>>>>;
+
+fn spawn_cn(dir: &std::path::Path, i: usize, chains: &Chains) -> Child {
+    let mut child = Command::new(KAON)
+        .args(["--log", "warn", "--config"])
+        .arg(dir.join(format!("cn{i}/config.toml")))
+        .arg("cn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start kaon cn");
+    let stdout = child.stdout.take().unwrap();
+    let chains = Arc::clone(chains);
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            if let ["committed", "height", h, "hash", hash, ..] = words[..] {
+                chains.lock().unwrap()[i].insert(h.parse().unwrap(), hash.to_string());
+            }
+        }
+    });
+    child
+}
+
+fn height(chains: &Chains, i: usize) -> u64 {
+    chains.lock().unwrap()[i]
+        .keys()
+        .next_back()
+        .copied()
+        .unwrap_or(0)
+}
+
+/// Polls `cond` until it holds or the deadline passes.
+fn wait_for(what: &str, chains: &Chains, cond: impl Fn(&Chains) -> bool) {
+    let start = Instant::now();
+    while !cond(chains) {
+        assert!(
+            start.elapsed() < DEADLINE,
+            "timed out waiting for {what}: {:?}",
+            heights(chains)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn heights(chains: &Chains) -> Vec<u64> {
+    (0..4).map(|i| height(chains, i)).collect()
+}
+
+#[test]
+fn four_processes_finalize_and_a_killed_cn_resumes_and_agrees() {
+    let dir = tempfile::tempdir().unwrap();
+    // A port range unlikely to be taken; the test owns it for its duration.
+    let base = 20_000 + (std::process::id() % 20_000) as u16;
+    let init = Command::new(KAON)
+        .args([
+            "init",
+            "--cns",
+            "4",
+            "--round-ms",
+            "200",
+            "--base-port",
+            &base.to_string(),
+            "--out",
+        ])
+        .arg(dir.path())
+        .status()
+        .unwrap();
+    assert!(init.success(), "kaon init failed");
+    let chains: Chains = Arc::new(Mutex::new(vec![BTreeMap::new(); 4]));
+    let mut children: Vec<Child> = (0..4).map(|i| spawn_cn(dir.path(), i, &chains)).collect();
+    wait_for("all four CNs at height 3", &chains, |c| {
+        (0..4).all(|i| height(c, i) >= 3)
+    });
+
+    // SIGKILL CN 3; the other three are a quorum of four and keep going.
+    children[3].kill().unwrap();
+    children[3].wait().unwrap();
+    let at_kill = height(&chains, 3);
+    wait_for("three CNs to move on", &chains, |c| {
+        (0..3).all(|i| height(c, i) >= at_kill + 3)
+    });
+
+    // Restart: it resumes from disk and catches up from its peers.
+    let target = height(&chains, 0) + 2;
+    children[3] = spawn_cn(dir.path(), 3, &chains);
+    wait_for("the restarted CN to catch up", &chains, |c| {
+        height(c, 3) >= target
+    });
+
+    let all = chains.lock().unwrap().clone();
+    for (h, hash) in &all[3] {
+        for (i, other) in all.iter().enumerate().take(3) {
+            if let Some(theirs) = other.get(h) {
+                assert_eq!(theirs, hash, "CN {i} and CN 3 disagree at height {h}");
+            }
+        }
+    }
+    assert!(
+        all[3].keys().any(|h| *h > at_kill),
+        "CN 3 committed new heights after its restart"
+    );
+
+    for child in &children {
+        // SAFETY: kill(2) on our own child's pid with a valid signal has no memory effects.
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    }
+    for (i, child) in children.iter_mut().enumerate() {
+        let status = child.wait().unwrap();
+        assert!(
+            status.success(),
+            "CN {i} did not exit cleanly on SIGTERM: {status}"
+        );
+    }
+}
