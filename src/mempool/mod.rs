@@ -17,6 +17,13 @@ use thiserror::Error;
 /// be used to spam the network for free.
 pub const REPLACEMENT_BUMP_PERCENT: u128 = 10;
 
+/// The lowest fee cap that may replace one of `fee`: at least 10 % and at least 1 more; `None`
+/// when that does not fit in a `u128` (nothing can replace it).
+fn replacement_floor(fee: u128) -> Option<u128> {
+    let bump = fee / 100 * REPLACEMENT_BUMP_PERCENT + fee % 100 * REPLACEMENT_BUMP_PERCENT / 100;
+    fee.checked_add(bump.max(1))
+}
+
 /// Pool limits.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MempoolConfig {
@@ -117,83 +124,75 @@ impl Mempool {
         self.len == 0
     }
 
-    /// Pools `tx`; `account_nonce` is the sender's next nonce in committed state.
+    /// Pools `tx`; `account_nonce` is the sender's next nonce in committed state. A refused
+    /// transaction leaves the pool exactly as it was.
     pub fn insert(&mut self, tx: RecoveredTx, account_nonce: u64) -> Result<(), MempoolError> {
         let chain = tx.tx().chain_id().ok_or(MempoolError::MissingChainId)?;
-        let pool = self
-            .chains
-            .get_mut(&chain)
-            .ok_or(MempoolError::UnknownChain(chain))?;
+        let pool = self.chains.get(&chain).ok_or(MempoolError::UnknownChain(chain))?;
         let (sender, nonce) = (tx.sender(), tx.tx().nonce());
         let expected = account_nonce.max(pool.account_nonce.get(&sender).copied().unwrap_or(0));
         if nonce < expected {
-            return Err(MempoolError::NonceTooLow {
-                expected,
-                got: nonce,
-            });
+            return Err(MempoolError::NonceTooLow { expected, got: nonce });
         }
-        if nonce > expected + self.config.max_nonce_gap {
-            return Err(MempoolError::NonceTooHigh {
-                expected,
-                got: nonce,
-            });
+        if nonce > expected.saturating_add(self.config.max_nonce_gap) {
+            return Err(MempoolError::NonceTooHigh { expected, got: nonce });
         }
         let fee = tx.tx().tx().max_fee_per_gas();
-        let queue = pool.senders.entry(sender).or_default();
-        if let Some(existing) = queue.get(&nonce) {
+        let queue = pool.senders.get(&sender);
+        if let Some(existing) = queue.and_then(|q| q.get(&nonce)) {
             if existing.hash() == tx.tx().hash() {
                 return Err(MempoolError::AlreadyKnown);
             }
-            let needed = existing.fee + existing.fee * REPLACEMENT_BUMP_PERCENT / 100;
-            if fee < needed.max(existing.fee + 1) {
-                return Err(MempoolError::ReplacementUnderpriced {
-                    needed: needed.max(existing.fee + 1),
-                });
+            let needed = replacement_floor(existing.fee);
+            if needed.is_none_or(|needed| fee < needed) {
+                return Err(MempoolError::ReplacementUnderpriced { needed: needed.unwrap_or(u128::MAX) });
             }
-            let hash = tx.tx().hash();
-            if let Some(old) = queue.insert(nonce, PooledTx { tx, fee }) {
-                self.by_hash.remove(&old.hash());
-            }
-            self.by_hash.insert(hash, (chain, sender, nonce));
+            self.put(chain, sender, expected, PooledTx { tx, fee });
             return Ok(());
         }
-        if queue.len() >= self.config.max_per_account {
-            return Err(MempoolError::AccountFull(queue.len()));
+        let queued = queue.map_or(0, BTreeMap::len);
+        if queued >= self.config.max_per_account {
+            return Err(MempoolError::AccountFull(queued));
         }
-        pool.account_nonce.insert(sender, expected);
-        if self.len >= self.config.max_txs && !self.evict_cheaper_than(fee) {
+        if self.len >= self.config.max_txs && !self.evict_cheaper_than(fee, chain, sender) {
             return Err(MempoolError::PoolFull);
         }
-        // Invariant: the chain exists (checked above) and eviction never removes chains.
-        let queue = self
-            .chains
-            .get_mut(&chain)
-            .expect("chain")
-            .senders
-            .entry(sender)
-            .or_default();
-        self.by_hash.insert(tx.tx().hash(), (chain, sender, nonce));
-        queue.insert(nonce, PooledTx { tx, fee });
-        self.len += 1;
+        self.put(chain, sender, expected, PooledTx { tx, fee });
         Ok(())
     }
 
-    /// Drops the cheapest sender's highest-nonce transaction if it pays less than `fee`.
-    fn evict_cheaper_than(&mut self, fee: u128) -> bool {
+    /// Stores a checked transaction (new, or replacing the one at its nonce).
+    fn put(&mut self, chain: ChainId, sender: Address, account_nonce: u64, tx: PooledTx) {
+        // Invariant: callers checked that the chain exists; chains are never removed.
+        let pool = self.chains.get_mut(&chain).expect("known chain");
+        pool.account_nonce.insert(sender, account_nonce);
+        let (hash, nonce) = (tx.hash(), tx.nonce());
+        match pool.senders.entry(sender).or_default().insert(nonce, tx) {
+            Some(old) => {
+                self.by_hash.remove(&old.hash());
+            }
+            None => self.len += 1,
+        }
+        self.by_hash.insert(hash, (chain, sender, nonce));
+    }
+
+    /// Drops the cheapest pooled transaction (a sender's highest nonce, so no gap opens) if it
+    /// pays less than `fee`. The incoming sender's own queue on its chain is never the
+    /// victim: evicting its lower nonce would strand the incoming one behind a gap.
+    fn evict_cheaper_than(&mut self, fee: u128, chain: ChainId, sender: Address) -> bool {
         let victim = self
             .chains
             .iter()
-            .flat_map(|(chain, pool)| {
-                pool.senders.iter().filter_map(move |(sender, q)| {
-                    q.iter()
-                        .next_back()
-                        .map(|(n, t)| (t.fee, *chain, *sender, *n))
-                })
+            .flat_map(|(c, pool)| {
+                pool.senders
+                    .iter()
+                    .filter(move |(s, _)| (*c, **s) != (chain, sender))
+                    .filter_map(move |(s, q)| q.iter().next_back().map(|(n, t)| (t.fee, *c, *s, *n)))
             })
             .min();
         match victim {
-            Some((victim_fee, chain, sender, nonce)) if victim_fee < fee => {
-                self.remove(chain, sender, nonce);
+            Some((victim_fee, c, s, n)) if victim_fee < fee => {
+                self.remove(c, s, n);
                 true
             }
             _ => false,
@@ -209,6 +208,7 @@ impl Mempool {
                 }
                 if queue.is_empty() {
                     pool.senders.remove(&sender);
+                    pool.account_nonce.remove(&sender);
                 }
             }
         }
@@ -246,21 +246,20 @@ impl Mempool {
     /// A block committed: `sender` of `chain` now has next nonce `next_nonce`; pooled
     /// transactions below it are gone for good.
     pub fn committed(&mut self, chain: ChainId, sender: Address, next_nonce: u64) {
-        let Some(pool) = self.chains.get_mut(&chain) else {
-            return;
-        };
-        pool.account_nonce.insert(sender, next_nonce);
-        if let Some(queue) = pool.senders.get_mut(&sender) {
-            let keep = queue.split_off(&next_nonce);
-            self.len -= queue.len();
-            for gone in queue.values() {
-                self.by_hash.remove(&gone.hash());
-            }
-            *queue = keep;
-            if queue.is_empty() {
-                pool.senders.remove(&sender);
-                pool.account_nonce.remove(&sender);
-            }
+        let Some(pool) = self.chains.get_mut(&chain) else { return };
+        // Only senders with queued transactions are tracked: the map stays as small as the pool.
+        let Some(queue) = pool.senders.get_mut(&sender) else { return };
+        let keep = queue.split_off(&next_nonce);
+        self.len -= queue.len();
+        for gone in queue.values() {
+            self.by_hash.remove(&gone.hash());
+        }
+        *queue = keep;
+        if queue.is_empty() {
+            pool.senders.remove(&sender);
+            pool.account_nonce.remove(&sender);
+        } else {
+            pool.account_nonce.insert(sender, next_nonce);
         }
     }
 

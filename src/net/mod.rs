@@ -43,7 +43,9 @@ impl NetConfig {
     pub fn new(listen: SocketAddr) -> Self {
         Self {
             listen,
-            max_frame_bytes: 16 << 20,
+            // The largest consensus message (a proposal with its justification) must fit.
+            max_frame_bytes: <ConsensusMessage as crate::types::WireMessage>::MAX_PAYLOAD
+                + crate::types::codec::FRAME_OVERHEAD,
             queue_depth: 1024,
             handshake_timeout: Duration::from_secs(5),
             frame_timeout: Duration::from_secs(5),
@@ -216,7 +218,7 @@ async fn serve_connection(
     };
     let mut bad = 0u32;
     loop {
-        let frame = match read_frame(&mut stream, &config).await? {
+        let frame = match read_frame(&mut stream, &config, stats).await? {
             Some(frame) => frame,
             None => return Ok(()),
         };
@@ -248,10 +250,12 @@ pub fn decode_inbound(frame: &[u8]) -> Result<Inbound, crate::types::CodecError>
     }
 }
 
-/// Reads one length-prefixed frame; `None` at a clean end of stream.
+/// Reads one length-prefixed frame; `None` at a clean end of stream. Oversize and stalled
+/// frames end the connection and count as bad frames.
 async fn read_frame(
     stream: &mut quinn::RecvStream,
     config: &NetConfig,
+    stats: &NetStats,
 ) -> anyhow::Result<Option<Vec<u8>>> {
     let mut len = [0u8; 4];
     // Waiting for the next frame has no deadline (keep-alives detect dead peers); once a
@@ -262,13 +266,18 @@ async fn read_frame(
         Err(e) => return Err(e.into()),
     }
     let len = u32::from_le_bytes(len) as usize;
-    anyhow::ensure!(
-        len <= config.max_frame_bytes,
-        "frame of {len} bytes over the {} limit",
-        config.max_frame_bytes
-    );
+    if len > config.max_frame_bytes {
+        stats.bad_frames.fetch_add(1, Ordering::Relaxed);
+        anyhow::bail!("frame of {len} bytes over the {} limit", config.max_frame_bytes);
+    }
     let mut frame = vec![0u8; len];
-    tokio::time::timeout(config.frame_timeout, stream.read_exact(&mut frame)).await??;
+    match tokio::time::timeout(config.frame_timeout, stream.read_exact(&mut frame)).await {
+        Ok(read) => read?,
+        Err(elapsed) => {
+            stats.bad_frames.fetch_add(1, Ordering::Relaxed);
+            return Err(elapsed.into());
+        }
+    }
     Ok(Some(frame))
 }
 

@@ -51,6 +51,14 @@ pub fn replay(
         tip = Tip::of(&block);
         blocks += 1;
     }
+    if let Some(head) = store.head()? {
+        anyhow::ensure!(
+            head.height <= tip.height.0,
+            "the index's head is height {} but the block log ends at height {}: the log lost acknowledged blocks",
+            head.height,
+            tip.height
+        );
+    }
     let wal = wal_log
         .iter()
         .map(|record| {

@@ -152,6 +152,6 @@ pub struct TxBatch {
 
 impl WireMessage for TxBatch {
     const KIND: Kind = Kind::TxBatch;
-    // Room for a few hundred maximal (128 KiB) transactions.
-    const MAX_PAYLOAD: usize = 32 << 20;
+    // Room for 64 maximal (128 KiB) transactions or thousands of transfers.
+    const MAX_PAYLOAD: usize = 8 << 20;
 }
