@@ -24,7 +24,9 @@ const SENDERS: usize = 250;
 const CHAIN: ChainId = ChainId(1001);
 
 fn signed_transfers() -> (Vec<Bytes>, Vec<Address>) {
-    let secrets: Vec<[u8; 32]> = (0..SENDERS).map(|i| sha256(&(i as u64).to_be_bytes()).0).collect();
+    let secrets: Vec<[u8; 32]> = (0..SENDERS)
+        .map(|i| sha256(&(i as u64).to_be_bytes()).0)
+        .collect();
     let raws = (0..TXS)
         .map(|i| {
             let tx = Transaction::Eip1559(Eip1559Tx {
@@ -41,7 +43,10 @@ fn signed_transfers() -> (Vec<Bytes>, Vec<Address>) {
             tx.sign(&secrets[i % SENDERS]).unwrap().raw().clone()
         })
         .collect();
-    let senders = secrets.iter().map(|s| kaon::crypto::tx::address_of(s).unwrap()).collect();
+    let senders = secrets
+        .iter()
+        .map(|s| kaon::crypto::tx::address_of(s).unwrap())
+        .collect();
     (raws, senders)
 }
 
@@ -52,18 +57,32 @@ fn pipeline(c: &mut Criterion) {
         state.fund(CHAIN, *s, U256::from(10u128.pow(24)));
     }
     let dir = tempfile::tempdir_in("/var/tmp").unwrap();
-    let (mut log, _) = BlockLog::open(dir.path().join("blocks.log"), BlockLogOptions::default()).unwrap();
+    let (mut log, _) =
+        BlockLog::open(dir.path().join("blocks.log"), BlockLogOptions::default()).unwrap();
     let store = Store::open(dir.path().join("db")).unwrap();
     let key = SecretKey::from_seed(&[7; 32]).unwrap();
     let set = CnSet::new(vec![key.public_key()]).unwrap();
-    let params = Params { region: ChainId(1000), committee_size: 1, block_interval_ms: 0, base_timeout_ms: 1, max_timeout_ms: 1 };
-    let tip = Tip { height: Height(0), hash: BlockHash(sha256(b"g")), mix: sha256(b"m"), timestamp_ms: 0 };
+    let params = Params {
+        region: ChainId(1000),
+        committee_size: 1,
+        block_interval_ms: 0,
+        base_timeout_ms: 1,
+        max_timeout_ms: 1,
+    };
+    let tip = Tip {
+        height: Height(0),
+        hash: BlockHash(sha256(b"g")),
+        mix: sha256(b"m"),
+        timestamp_ms: 0,
+    };
     let rules = DecodeRules::default();
 
     let mut g = c.benchmark_group("cn_pipeline_10k_transfers");
     g.sample_size(10);
     g.throughput(Throughput::Elements(TXS as u64));
-    g.bench_function("ecrecover_ceiling", |b| b.iter(|| decode_recover_batch(&raws, &rules)));
+    g.bench_function("ecrecover_ceiling", |b| {
+        b.iter(|| decode_recover_batch(&raws, &rules))
+    });
     g.bench_function("verify_order_execute_persist", |b| {
         b.iter(|| {
             let verified = decode_recover_batch(&raws, &rules);
@@ -72,11 +91,21 @@ fn pipeline(c: &mut Criterion) {
                 pool.insert(tx, 0).unwrap();
             }
             let ready = pool.ready(CHAIN, TXS);
-            let segment = Segment { chain_id: CHAIN, txs: ready.iter().map(|t| t.tx().raw().clone()).collect() };
+            let segment = Segment {
+                chain_id: CHAIN,
+                txs: ready.iter().map(|t| t.tx().raw().clone()).collect(),
+            };
             let txs: Vec<_> = ready.into_iter().map(Some).collect();
             let execution = TransferExecutor.execute_segment(&state, &segment, &txs);
-            assert!(execution.outcomes.iter().all(|o| matches!(o, kaon::exec::TxOutcome::Success { .. })));
-            let body = BlockBody { timestamp_ms: 1, segments: vec![segment], commitments: vec![execution.commitment] };
+            assert!(execution
+                .outcomes
+                .iter()
+                .all(|o| matches!(o, kaon::exec::TxOutcome::Success { .. })));
+            let body = BlockBody {
+                timestamp_ms: 1,
+                segments: vec![segment],
+                commitments: vec![execution.commitment],
+            };
             let block = build_block(&params, &key, CnIndex(0), &set, &tip, Round(0), body);
             let offset = log.append(&encode_frame(&block)).unwrap();
             index(&store, &block, offset.0).unwrap();

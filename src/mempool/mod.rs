@@ -128,14 +128,23 @@ impl Mempool {
     /// transaction leaves the pool exactly as it was.
     pub fn insert(&mut self, tx: RecoveredTx, account_nonce: u64) -> Result<(), MempoolError> {
         let chain = tx.tx().chain_id().ok_or(MempoolError::MissingChainId)?;
-        let pool = self.chains.get(&chain).ok_or(MempoolError::UnknownChain(chain))?;
+        let pool = self
+            .chains
+            .get(&chain)
+            .ok_or(MempoolError::UnknownChain(chain))?;
         let (sender, nonce) = (tx.sender(), tx.tx().nonce());
         let expected = account_nonce.max(pool.account_nonce.get(&sender).copied().unwrap_or(0));
         if nonce < expected {
-            return Err(MempoolError::NonceTooLow { expected, got: nonce });
+            return Err(MempoolError::NonceTooLow {
+                expected,
+                got: nonce,
+            });
         }
         if nonce > expected.saturating_add(self.config.max_nonce_gap) {
-            return Err(MempoolError::NonceTooHigh { expected, got: nonce });
+            return Err(MempoolError::NonceTooHigh {
+                expected,
+                got: nonce,
+            });
         }
         let fee = tx.tx().tx().max_fee_per_gas();
         let queue = pool.senders.get(&sender);
@@ -145,7 +154,9 @@ impl Mempool {
             }
             let needed = replacement_floor(existing.fee);
             if needed.is_none_or(|needed| fee < needed) {
-                return Err(MempoolError::ReplacementUnderpriced { needed: needed.unwrap_or(u128::MAX) });
+                return Err(MempoolError::ReplacementUnderpriced {
+                    needed: needed.unwrap_or(u128::MAX),
+                });
             }
             self.put(chain, sender, expected, PooledTx { tx, fee });
             return Ok(());
@@ -187,7 +198,9 @@ impl Mempool {
                 pool.senders
                     .iter()
                     .filter(move |(s, _)| (*c, **s) != (chain, sender))
-                    .filter_map(move |(s, q)| q.iter().next_back().map(|(n, t)| (t.fee, *c, *s, *n)))
+                    .filter_map(move |(s, q)| {
+                        q.iter().next_back().map(|(n, t)| (t.fee, *c, *s, *n))
+                    })
             })
             .min();
         match victim {
@@ -246,9 +259,13 @@ impl Mempool {
     /// A block committed: `sender` of `chain` now has next nonce `next_nonce`; pooled
     /// transactions below it are gone for good.
     pub fn committed(&mut self, chain: ChainId, sender: Address, next_nonce: u64) {
-        let Some(pool) = self.chains.get_mut(&chain) else { return };
+        let Some(pool) = self.chains.get_mut(&chain) else {
+            return;
+        };
         // Only senders with queued transactions are tracked: the map stays as small as the pool.
-        let Some(queue) = pool.senders.get_mut(&sender) else { return };
+        let Some(queue) = pool.senders.get_mut(&sender) else {
+            return;
+        };
         let keep = queue.split_off(&next_nonce);
         self.len -= queue.len();
         for gone in queue.values() {

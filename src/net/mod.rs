@@ -268,7 +268,10 @@ async fn read_frame(
     let len = u32::from_le_bytes(len) as usize;
     if len > config.max_frame_bytes {
         stats.bad_frames.fetch_add(1, Ordering::Relaxed);
-        anyhow::bail!("frame of {len} bytes over the {} limit", config.max_frame_bytes);
+        anyhow::bail!(
+            "frame of {len} bytes over the {} limit",
+            config.max_frame_bytes
+        );
     }
     let mut frame = vec![0u8; len];
     match tokio::time::timeout(config.frame_timeout, stream.read_exact(&mut frame)).await {
