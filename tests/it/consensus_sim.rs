@@ -820,3 +820,91 @@ fn n4_prepared_block_is_reproposed_after_a_partial_commit() {
         );
     }
 }
+
+/// A CN that voted, crashed and restarted from its WAL must not vote for a conflicting
+/// proposal in the same round (the equivocation a crash could otherwise cause).
+#[test]
+fn n4_restarted_node_never_votes_twice_in_a_round() {
+    let mut net = Manual::new(4);
+    let starts: Vec<Vec<Output>> = (0..4).map(|i| net.step(i, Input::Start)).collect();
+    let proposer = (0..4)
+        .find(|&i| {
+            starts[i]
+                .iter()
+                .any(|o| matches!(o, Output::ScheduleProposal { .. }))
+        })
+        .unwrap();
+    let h = Height(1);
+    let round0 = kaon::types::Round(0);
+    let proposal_out = net.step(
+        proposer,
+        Input::ProposalDue {
+            height: h,
+            round: round0,
+        },
+    );
+    let ConsensusMessage::Proposal(original) = broadcasts(&proposal_out)[0].clone() else {
+        panic!("expected a proposal")
+    };
+    let voter = (0..4).find(|&i| i != proposer).unwrap();
+    let out = net.step(
+        voter,
+        Input::Message(ConsensusMessage::Proposal(original.clone())),
+    );
+    assert_eq!(
+        votes_of(&[(voter, out.clone())], VoteKind::Prepare).len(),
+        1,
+        "the voter prepared"
+    );
+    // What the driver would have made durable, through the real WAL encoding.
+    let wal: Vec<_> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Persist(e) => {
+                Some(kaon::consensus::wal::decode(&kaon::consensus::wal::encode(e)).unwrap())
+            }
+            _ => None,
+        })
+        .collect();
+    assert!(!wal.is_empty(), "the vote was persisted before it was sent");
+
+    // Crash and restart from the WAL.
+    let ks = keys(4);
+    let set = Arc::new(CnSet::new(ks.iter().map(SecretKey::public_key).collect()).unwrap());
+    let mut restarted = Machine::new(
+        params(),
+        CnIndex(voter as u32),
+        ks[voter].clone(),
+        set,
+        Arc::new(SigCache::new()),
+        genesis(),
+    );
+    restarted.restore(&wal);
+    let mut app = SimApp {
+        now: 5,
+        accept_anything: false,
+        poison: false,
+    };
+    restarted.step(Input::Start, &mut app);
+
+    // The proposer equivocates: another valid block for the same round.
+    let mut twin = (*original).clone();
+    twin.block.sealed.header.timestamp_ms += 1;
+    twin.signature = net.nodes[proposer]
+        .key
+        .sign(&Vote::signing_message(
+            VoteKind::Prepare,
+            h,
+            round0,
+            twin.block.hash(),
+        ))
+        .to_bytes();
+    let out = restarted.step(
+        Input::Message(ConsensusMessage::Proposal(Box::new(twin))),
+        &mut app,
+    );
+    assert!(
+        votes_of(&[(voter, out)], VoteKind::Prepare).is_empty(),
+        "a restarted node must not prepare a second block in a round it already voted in"
+    );
+}
