@@ -36,7 +36,11 @@ pub enum Command {
     Init(InitArgs),
     /// Run one consensus node (`--config <dir>/cn<i>/config.toml` from `kaon init`); resumes
     /// from its datadir after a restart. SIGINT/SIGTERM stop it cleanly.
-    Cn,
+    Cn {
+        /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9100).
+        #[arg(long)]
+        metrics: Option<std::net::SocketAddr>,
+    },
     /// Print the effective configuration as TOML (defaults plus overrides).
     Config,
     /// Generate a consensus-node BLS key: writes the secret key (mode 0600) and prints the
@@ -62,16 +66,13 @@ pub fn run() -> anyhow::Result<()> {
         Command::Keygen { out } => keygen(&out),
         Command::Devnet(args) => devnet(args, &cli.datadir, &config),
         Command::Init(args) => crate::node::cn::init(&args.into_spec(&config)),
-        Command::Cn => {
+        Command::Cn { metrics } => {
             let path = cli
                 .config
                 .as_deref()
                 .context("kaon cn needs --config <dir>/cn<i>/config.toml")?;
-            crate::node::cn::run_cn(
-                &config,
-                path,
-                std::sync::Arc::new(std::sync::Mutex::new(std::io::stdout())),
-            )
+            let out = std::sync::Arc::new(std::sync::Mutex::new(std::io::stdout()));
+            crate::node::cn::run_cn(&config, path, metrics, out)
         }
     }
 }
@@ -145,6 +146,9 @@ pub struct DevnetArgs {
     /// Development accounts sending load.
     #[arg(long, default_value_t = 64)]
     pub accounts: usize,
+    /// Serve Prometheus metrics of every CN on this address (e.g. 127.0.0.1:9100).
+    #[arg(long)]
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 fn devnet(args: DevnetArgs, datadir: &Option<PathBuf>, config: &Config) -> anyhow::Result<()> {
@@ -158,6 +162,7 @@ fn devnet(args: DevnetArgs, datadir: &Option<PathBuf>, config: &Config) -> anyho
         datadir: datadir.clone(),
         committee_size: config.consensus.committee_size,
         until_height: None,
+        metrics: args.metrics,
     };
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let report = crate::node::devnet::run(&devnet, stop, &mut std::io::stdout())?;

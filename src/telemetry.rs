@@ -1,9 +1,10 @@
 //! Logging and operator-facing counters.
 //!
 //! Logs go through `tracing` (one span per pipeline stage); `RUST_LOG` overrides the configured
-//! filter. [`render_links`] turns link counters into the one-line-per-link table that
-//! `kaon` prints, so an operator sees which stage is the bottleneck (a full link with growing
-//! backpressure sits in front of it).
+//! filter. [`Metrics`] renders counters in the Prometheus text format and [`serve_metrics`]
+//! serves them (`--metrics ADDR`): chain height and round, committed transactions, rejections by
+//! reason, network drops, and every pipeline link's depth and backpressure — a full link with
+//! growing backpressure sits in front of the bottleneck stage.
 
 use crate::pipeline::LinkSnapshot;
 use tracing_subscriber::EnvFilter;
@@ -19,17 +20,178 @@ pub fn init_logging(default_filter: &str) {
         .try_init();
 }
 
-/// A table of link counters, one line per link.
-pub fn render_links(links: &[LinkSnapshot]) -> String {
-    let mut out = format!(
-        "{:<24} {:>9} {:>12} {:>12} {:>12}\n",
-        "link", "depth", "sent", "received", "backpressure"
-    );
-    for l in links {
-        out += &format!(
-            "{:<24} {:>4}/{:<4} {:>12} {:>12} {:>12}\n",
-            l.name, l.depth, l.capacity, l.sent, l.received, l.backpressure
-        );
+/// Prometheus text exposition (version 0.0.4), grouped by metric family.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    families: std::collections::BTreeMap<&'static str, Family>,
+}
+
+#[derive(Debug)]
+struct Family {
+    kind: &'static str,
+    help: &'static str,
+    samples: Vec<(String, f64)>,
+}
+
+impl Metrics {
+    /// A monotonically increasing count.
+    pub fn counter(
+        &mut self,
+        name: &'static str,
+        help: &'static str,
+        labels: &[(&str, &str)],
+        value: u64,
+    ) {
+        self.sample(name, "counter", help, labels, value as f64);
     }
-    out
+
+    /// A value that goes up and down.
+    pub fn gauge(
+        &mut self,
+        name: &'static str,
+        help: &'static str,
+        labels: &[(&str, &str)],
+        value: f64,
+    ) {
+        self.sample(name, "gauge", help, labels, value);
+    }
+
+    fn sample(
+        &mut self,
+        name: &'static str,
+        kind: &'static str,
+        help: &'static str,
+        labels: &[(&str, &str)],
+        value: f64,
+    ) {
+        let labels = if labels.is_empty() {
+            String::new()
+        } else {
+            let pairs: Vec<String> = labels
+                .iter()
+                .map(|(k, v)| format!("{k}=\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\"")))
+                .collect();
+            format!("{{{}}}", pairs.join(","))
+        };
+        self.families
+            .entry(name)
+            .or_insert_with(|| Family {
+                kind,
+                help,
+                samples: Vec::new(),
+            })
+            .samples
+            .push((labels, value));
+    }
+
+    /// Link counters of a pipeline, labelled by link name.
+    pub fn links(&mut self, links: &[LinkSnapshot], labels: &[(&str, &str)]) {
+        for l in links {
+            let mut with_link = labels.to_vec();
+            with_link.push(("link", l.name));
+            self.gauge(
+                "kaon_link_depth",
+                "Items queued in a pipeline link",
+                &with_link,
+                l.depth as f64,
+            );
+            self.gauge(
+                "kaon_link_capacity",
+                "Capacity of a pipeline link",
+                &with_link,
+                l.capacity as f64,
+            );
+            self.counter(
+                "kaon_link_sent_total",
+                "Items sent into a link",
+                &with_link,
+                l.sent,
+            );
+            self.counter(
+                "kaon_link_received_total",
+                "Items taken from a link",
+                &with_link,
+                l.received,
+            );
+            self.counter(
+                "kaon_link_backpressure_total",
+                "Sends that found the link full and waited",
+                &with_link,
+                l.backpressure,
+            );
+        }
+    }
+
+    /// The exposition text.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        for (name, f) in &self.families {
+            out += &format!("# HELP {name} {}\n# TYPE {name} {}\n", f.help, f.kind);
+            for (labels, value) in &f.samples {
+                out += &format!("{name}{labels} {value}\n");
+            }
+        }
+        out
+    }
+}
+
+/// Longest request head read from a metrics client, and how long it may take.
+const MAX_REQUEST_BYTES: usize = 8 * 1024;
+const REQUEST_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
+/// Scrapes served at once; more wait for a slot.
+const MAX_CONNECTIONS: usize = 16;
+
+/// Serves `GET /metrics` on `addr` (Prometheus), rendering with `render` per request. Returns
+/// the bound address. Bad or slow clients are cut off; nothing they send can grow memory.
+pub fn serve_metrics(
+    rt: &tokio::runtime::Handle,
+    addr: std::net::SocketAddr,
+    render: std::sync::Arc<dyn Fn() -> String + Send + Sync>,
+) -> std::io::Result<std::net::SocketAddr> {
+    let std_listener = std::net::TcpListener::bind(addr)?;
+    std_listener.set_nonblocking(true)?;
+    let bound = std_listener.local_addr()?;
+    let _guard = rt.enter();
+    let listener = tokio::net::TcpListener::from_std(std_listener)?;
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    rt.spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let Ok(permit) = std::sync::Arc::clone(&slots).acquire_owned().await else {
+                return;
+            };
+            let render = std::sync::Arc::clone(&render);
+            tokio::spawn(async move {
+                let _ = tokio::time::timeout(REQUEST_DEADLINE, answer(stream, render)).await;
+                drop(permit);
+            });
+        }
+    });
+    Ok(bound)
+}
+
+async fn answer(
+    mut stream: tokio::net::TcpStream,
+    render: std::sync::Arc<dyn Fn() -> String + Send + Sync>,
+) -> std::io::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut head = Vec::with_capacity(1024);
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = stream.read(&mut buf).await?;
+        if n == 0 || head.len() + n > MAX_REQUEST_BYTES {
+            return Ok(());
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    let response = if head.starts_with(b"GET /metrics ") {
+        let body = render();
+        format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    } else {
+        "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_string()
+    };
+    stream.write_all(response.as_bytes()).await?;
+    stream.shutdown().await
 }

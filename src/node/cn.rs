@@ -123,6 +123,7 @@ fn read_key(path: &Path) -> anyhow::Result<SecretKey> {
 pub fn run_cn(
     config: &Config,
     config_path: &Path,
+    metrics: Option<SocketAddr>,
     out: Arc<std::sync::Mutex<dyn Write + Send>>,
 ) -> anyhow::Result<()> {
     let cn = config
@@ -166,6 +167,19 @@ pub fn run_cn(
             let _ = out.flush();
         }),
     )?;
+    if let Some(addr) = metrics {
+        let source = node.metrics_source();
+        let bound = crate::telemetry::serve_metrics(
+            rt.handle(),
+            addr,
+            Arc::new(move || {
+                let mut m = crate::telemetry::Metrics::default();
+                source.metrics(&mut m, &[]);
+                m.render()
+            }),
+        )?;
+        tracing::info!(%bound, "serving metrics");
+    }
     tracing::info!(cn = cn.index, %listen, "consensus node running");
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(std::time::Duration::from_millis(100));

@@ -37,6 +37,8 @@ pub struct DevnetConfig {
     pub committee_size: usize,
     /// Stop once every CN has committed this height (tests and benchmarks).
     pub until_height: Option<u64>,
+    /// Serve Prometheus metrics of every CN (label `cn`) here.
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 impl Default for DevnetConfig {
@@ -51,6 +53,7 @@ impl Default for DevnetConfig {
             datadir: None,
             committee_size: crate::consensus::selection::DEFAULT_COMMITTEE_SIZE,
             until_height: None,
+            metrics: None,
         }
     }
 }
@@ -69,6 +72,8 @@ pub struct DevnetReport {
     /// Every CN committed the same block at every height they share (checked at the end).
     pub chains_agree: bool,
     pub misbehavior: u64,
+    /// Every CN's counters at the end, in the Prometheus text format.
+    pub metrics: String,
 }
 
 /// The `i`-th devnet CN key: `sha256("kaon-devnet-cn-" ‖ i)` as BLS key material.
@@ -108,6 +113,21 @@ pub fn run(
     print_banner(out, config, &chains, &accounts, &datadir)?;
     let tracker = Arc::new(FinalityTracker::default());
     let nodes = start_nodes(&rt, config, &chains, &accounts, &datadir, &tracker)?;
+    if let Some(addr) = config.metrics {
+        let sources: Vec<_> = nodes.iter().map(CnNode::metrics_source).collect();
+        let bound = crate::telemetry::serve_metrics(
+            rt.handle(),
+            addr,
+            Arc::new(move || {
+                let mut m = crate::telemetry::Metrics::default();
+                for (i, source) in sources.iter().enumerate() {
+                    source.metrics(&mut m, &[("cn", &i.to_string())]);
+                }
+                m.render()
+            }),
+        )?;
+        writeln!(out, "metrics: http://{bound}/metrics")?;
+    }
     let loadgen = spawn_loadgen(config, &chains, &accounts, &nodes, &tracker, &stop)?;
     let started = Instant::now();
     let mut all_latencies = Vec::new();
@@ -356,6 +376,11 @@ fn finish(
         .map(|n| n.consensus.misbehavior.load(Ordering::Relaxed))
         .sum();
     let chains_agree = chains_agree(&nodes);
+    let mut metrics = crate::telemetry::Metrics::default();
+    for (i, node) in nodes.iter().enumerate() {
+        node.metrics_source()
+            .metrics(&mut metrics, &[("cn", &i.to_string())]);
+    }
     for node in nodes {
         node.shutdown()?;
     }
@@ -368,6 +393,7 @@ fn finish(
         finality_p99_ms: percentile(&latencies, 99),
         chains_agree,
         misbehavior,
+        metrics: metrics.render(),
     })
 }
 

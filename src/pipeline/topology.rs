@@ -306,6 +306,19 @@ impl CnNode {
         self.links.iter().map(|l| l.snapshot()).collect()
     }
 
+    /// The counters of this node, for a metrics endpoint that outlives no stage.
+    pub fn metrics_source(&self) -> CnMetrics {
+        CnMetrics {
+            consensus: Arc::clone(&self.consensus),
+            sigverify: Arc::clone(&self.sigverify),
+            pool: Arc::clone(&self.pool),
+            shared: self.shared.clone(),
+            net: Arc::clone(&self.net),
+            dropped_inbound: Arc::clone(&self.dropped_inbound),
+            links: self.links.clone(),
+        }
+    }
+
     /// Closes the network, then lets every stage drain and stop in pipeline order.
     pub fn shutdown(self) -> anyhow::Result<()> {
         self.net.close();
@@ -320,5 +333,155 @@ impl CnNode {
             stage.join()?;
         }
         Ok(())
+    }
+}
+
+/// Shared handles on one CN's counters (cheap to clone, safe to read from any thread).
+#[derive(Clone)]
+pub struct CnMetrics {
+    consensus: Arc<super::consensus::ConsensusStatus>,
+    sigverify: Arc<SigVerifyStats>,
+    pool: Arc<super::pool::PoolStats>,
+    shared: crate::node::app::CnState,
+    net: Arc<crate::net::Network>,
+    dropped_inbound: Arc<std::sync::atomic::AtomicU64>,
+    links: Vec<Arc<LinkStats>>,
+}
+
+impl CnMetrics {
+    /// This node's counters for the Prometheus endpoint, with `labels` on every sample.
+    pub fn metrics(&self, m: &mut crate::telemetry::Metrics, labels: &[(&str, &str)]) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let c = &self.consensus;
+        m.gauge(
+            "kaon_height",
+            "Height being decided (last committed + 1)",
+            labels,
+            c.height.load(Relaxed) as f64,
+        );
+        m.gauge(
+            "kaon_round",
+            "Consensus round at the current height",
+            labels,
+            c.round.load(Relaxed) as f64,
+        );
+        m.counter(
+            "kaon_committed_txs_total",
+            "Transactions in committed blocks",
+            labels,
+            c.committed_txs.load(Relaxed),
+        );
+        m.counter(
+            "kaon_misbehavior_total",
+            "Provable CN misbehaviour observed",
+            labels,
+            c.misbehavior.load(Relaxed),
+        );
+        m.counter(
+            "kaon_wal_records_total",
+            "Consensus WAL records made durable",
+            labels,
+            c.wal_records.load(Relaxed),
+        );
+        let (verified, bad_sig, bad_enc) = self.sigverify.totals();
+        let with = |reason: &'static str| {
+            let mut l = labels.to_vec();
+            l.push(("reason", reason));
+            l
+        };
+        m.counter(
+            "kaon_sigverify_verified_total",
+            "Transactions whose sender was recovered",
+            labels,
+            verified,
+        );
+        m.counter(
+            "kaon_sigverify_rejected_total",
+            "Transactions refused by sigverify",
+            &with("signature"),
+            bad_sig,
+        );
+        m.counter(
+            "kaon_sigverify_rejected_total",
+            "Transactions refused by sigverify",
+            &with("encoding"),
+            bad_enc,
+        );
+        m.counter(
+            "kaon_pool_accepted_total",
+            "Transactions pooled",
+            labels,
+            self.pool.accepted.load(Relaxed),
+        );
+        m.counter(
+            "kaon_pool_rejected_total",
+            "Transactions refused by the pool",
+            &with("refused"),
+            self.pool.rejected.load(Relaxed),
+        );
+        m.counter(
+            "kaon_pool_rejected_total",
+            "Transactions refused by the pool",
+            &with("known"),
+            self.pool.known.load(Relaxed),
+        );
+        let pooled = self.shared.pool.lock().map_or(0, |p| p.len());
+        m.gauge(
+            "kaon_pool_size",
+            "Transactions waiting in the pool",
+            labels,
+            pooled as f64,
+        );
+        let n = self.net.stats();
+        m.counter(
+            "kaon_net_frames_sent_total",
+            "Frames written to peers",
+            labels,
+            n.frames_sent.load(Relaxed),
+        );
+        m.counter(
+            "kaon_net_frames_received_total",
+            "Frames read from peers",
+            labels,
+            n.frames_received.load(Relaxed),
+        );
+        m.counter(
+            "kaon_net_dropped_total",
+            "Frames dropped",
+            &with("peer_queue_full"),
+            n.dropped_queue_full.load(Relaxed),
+        );
+        m.counter(
+            "kaon_net_dropped_total",
+            "Frames dropped",
+            &with("inbound_full"),
+            n.dropped_inbound_full.load(Relaxed),
+        );
+        m.counter(
+            "kaon_net_dropped_total",
+            "Frames dropped",
+            &with("router_full"),
+            self.dropped_inbound.load(Relaxed),
+        );
+        m.counter(
+            "kaon_net_bad_frames_total",
+            "Malformed, oversize or stalled frames",
+            labels,
+            n.bad_frames.load(Relaxed),
+        );
+        m.counter(
+            "kaon_net_rejected_handshakes_total",
+            "Peers that failed authentication",
+            labels,
+            n.rejected_handshakes.load(Relaxed),
+        );
+        m.counter(
+            "kaon_net_connects_total",
+            "Outbound connections established",
+            labels,
+            n.connects.load(Relaxed),
+        );
+        let links: Vec<LinkSnapshot> = self.links.iter().map(|l| l.snapshot()).collect();
+        m.links(&links, labels);
     }
 }

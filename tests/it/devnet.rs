@@ -49,6 +49,25 @@ fn four_cns_commit_the_same_blocks_with_load_over_quic() {
         "honest CNs must not report misbehaviour"
     );
     assert!(printed.contains("summary: heights"), "{printed}");
+    // The operator's view agrees with the report.
+    for cn in 0..4 {
+        let height = format!("kaon_height{{cn=\"{cn}\"}} ");
+        assert!(
+            report.metrics.contains(&height),
+            "no {height} in\n{}",
+            report.metrics
+        );
+    }
+    assert!(report
+        .metrics
+        .contains("# TYPE kaon_committed_txs_total counter"));
+    assert!(report
+        .metrics
+        .contains("kaon_link_depth{cn=\"0\",link=\"ingress_sigverify\"}"));
+    assert!(report.metrics.contains(&format!(
+        "kaon_committed_txs_total{{cn=\"0\"}} {}",
+        report.committed_txs
+    )));
     // Every CN persisted a linked chain in its block log, indexed in RocksDB.
     for cn in 0..4 {
         let cn_dir = dir.path().join(format!("cn{cn}"));

@@ -10,5 +10,6 @@ mod net;
 mod pipeline;
 mod selection;
 mod storage;
+mod telemetry;
 mod tx;
 mod types_codec;
