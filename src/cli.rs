@@ -34,6 +34,9 @@ pub enum Command {
     Devnet(DevnetArgs),
     /// Write genesis.json, CN keys and one config per CN for a network of separate processes.
     Init(InitArgs),
+    /// Proof-of-replication mining. `--bench SECONDS` mines a synthetic segment without a
+    /// network and prints the hash rate (H/s) as its last line.
+    Mine(MineArgs),
     /// Run one consensus node (`--config <dir>/cn<i>/config.toml` from `kaon init`); resumes
     /// from its datadir after a restart. SIGINT/SIGTERM stop it cleanly.
     Cn {
@@ -65,6 +68,7 @@ pub fn run() -> anyhow::Result<()> {
         }
         Command::Keygen { out } => keygen(&out),
         Command::Devnet(args) => devnet(args, &cli.datadir, &config),
+        Command::Mine(args) => mine(&args),
         Command::Init(args) => crate::node::cn::init(&args.into_spec(&config)),
         Command::Cn { metrics } => {
             let path = cli
@@ -209,4 +213,67 @@ impl InitArgs {
             committee_size: config.consensus.committee_size,
         }
     }
+}
+
+/// `kaon mine` flags.
+#[derive(Debug, clap::Args)]
+pub struct MineArgs {
+    /// Where to hash: `cpu` (SHA-NI on every core).
+    #[arg(long, default_value = "cpu", value_parser = ["cpu"])]
+    pub device: String,
+    /// Mine a synthetic segment for this many seconds and report the rate (required until
+    /// shares can be submitted to a CN).
+    #[arg(long, required = true)]
+    pub bench: u64,
+    /// Segment bytes.
+    #[arg(long, default_value_t = crate::por::DEFAULT_SEGMENT_LEN)]
+    pub segment_len: usize,
+    /// Difficulty as leading zero bits of the share hash.
+    #[arg(long, default_value_t = 24)]
+    pub bits: u32,
+}
+
+fn mine(args: &MineArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.segment_len >= crate::por::STRIP_LEN,
+        "segment must hold at least one strip"
+    );
+    let segment = crate::por::synthetic_segment(args.segment_len, 1);
+    let miner = alloy_primitives::Address::repeat_byte(0x42);
+    let target = crate::por::target_for_bits(args.bits);
+    println!(
+        "device cpu (sha256 backend {}), segment {} bytes, difficulty 2^-{}",
+        sha256_backend(),
+        args.segment_len,
+        args.bits
+    );
+    let report = crate::por::cpu::bench(
+        &segment,
+        miner,
+        &target,
+        std::time::Duration::from_secs(args.bench),
+    );
+    println!(
+        "reference: {:.1} M raw SHA-256 compressions/s per core x {} threads / {} per nonce = ceiling {:.1} M H/s",
+        report.raw_per_core / 1e6,
+        report.threads,
+        crate::por::cpu::COMPRESSIONS_PER_NONCE,
+        report.ceiling() / 1e6
+    );
+    println!(
+        "all {} threads compressing at once: {:.1} M/s = {:.1} M H/s",
+        report.threads,
+        report.raw_all_cores / 1e6,
+        report.raw_all_cores / 3e6
+    );
+    println!(
+        "mined {} nonces in {:.2} s, {} shares: {:.1} % of the per-core ceiling, {:.1} % of the all-threads rate",
+        report.nonces,
+        report.seconds,
+        report.shares,
+        100.0 * report.hashes_per_sec() / report.ceiling(),
+        100.0 * report.hashes_per_sec() * 3.0 / report.raw_all_cores
+    );
+    println!("{:.0} H/s", report.hashes_per_sec());
+    Ok(())
 }

@@ -23,6 +23,7 @@ pub mod mempool;
 pub mod net;
 pub mod node;
 pub mod pipeline;
+pub mod por;
 pub mod storage;
 pub mod telemetry;
 pub mod types;

@@ -8,6 +8,7 @@ mod mempool;
 mod multiprocess;
 mod net;
 mod pipeline;
+mod por;
 mod selection;
 mod storage;
 mod telemetry;

@@ -1,0 +1,196 @@
+//! The CPU miner: the PoR rule computed with raw SHA-256 compressions (SHA-NI through
+//! `sha2::compress256`), three per nonce — one for `sha256(x)` (which picks the strip), two for
+//! `sha256(strip ‖ x)` — hand-padded, no digest buffering; nonce ranges split over rayon.
+
+use super::{meets, nonce_bytes, strip_positions, NONCE_LEN, STRIP_LEN};
+use alloy_primitives::{Address, B256};
+use rayon::prelude::*;
+use sha2::digest::generic_array::GenericArray;
+
+/// SHA-256 initial state (FIPS 180-4, 5.3.3).
+const H0: [u32; 8] = [
+    0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19,
+];
+/// SHA-256 compressions per nonce.
+pub const COMPRESSIONS_PER_NONCE: u64 = 3;
+/// Nonces one rayon task tries before checking for others' results.
+const CHUNK: u64 = 1 << 14;
+
+type Block = GenericArray<u8, sha2::digest::consts::U64>;
+
+/// A found share.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Found {
+    pub counter: u64,
+    pub hash: B256,
+}
+
+/// Precomputed padding blocks for one miner address.
+struct Pads {
+    /// `x ‖ 0x80 ‖ 0… ‖ bitlen(28 bytes)`: the single block of `sha256(x)`.
+    nonce_block: [u8; 64],
+    /// `x ‖ 0x80 ‖ 0… ‖ bitlen(92 bytes)`: the second block of `sha256(strip ‖ x)`.
+    share_block: [u8; 64],
+}
+
+impl Pads {
+    fn new(miner: Address) -> Self {
+        let x = nonce_bytes(miner, 0);
+        let mut nonce_block = [0u8; 64];
+        nonce_block[..NONCE_LEN].copy_from_slice(&x);
+        nonce_block[NONCE_LEN] = 0x80;
+        nonce_block[56..].copy_from_slice(&((NONCE_LEN as u64) * 8).to_be_bytes());
+        let mut share_block = nonce_block;
+        share_block[56..].copy_from_slice(&(((STRIP_LEN + NONCE_LEN) as u64) * 8).to_be_bytes());
+        Self {
+            nonce_block,
+            share_block,
+        }
+    }
+
+    fn set_counter(&mut self, counter: u64) {
+        let c = counter.to_be_bytes();
+        self.nonce_block[20..28].copy_from_slice(&c);
+        self.share_block[20..28].copy_from_slice(&c);
+    }
+}
+
+fn compress(state: &mut [u32; 8], block: &[u8; 64]) {
+    sha2::compress256(state, std::slice::from_ref(Block::from_slice(block)));
+}
+
+fn to_bytes(state: &[u32; 8]) -> B256 {
+    let mut out = [0u8; 32];
+    for (chunk, word) in out.chunks_exact_mut(4).zip(state) {
+        chunk.copy_from_slice(&word.to_be_bytes());
+    }
+    B256::from(out)
+}
+
+/// The share hash for one counter, computed the fast way (tested equal to
+/// [`super::share_hash`]).
+fn hash_counter(segment: &[u8], positions: u64, pads: &mut Pads, counter: u64) -> B256 {
+    pads.set_counter(counter);
+    let mut pick = H0;
+    compress(&mut pick, &pads.nonce_block);
+    let at = super::strip_index(u64::from(pick[0]) << 32 | u64::from(pick[1]), positions) * 4;
+    let mut state = H0;
+    // Invariant: `at + STRIP_LEN <= segment.len()` by the choice of `positions`.
+    let strip: &[u8; 64] = segment[at..at + STRIP_LEN]
+        .try_into()
+        .expect("strip inside segment");
+    compress(&mut state, strip);
+    compress(&mut state, &pads.share_block);
+    to_bytes(&state)
+}
+
+/// The share hash of `counter` for `miner` over `segment` (the fast path, for tests).
+pub fn share_hash_fast(segment: &[u8], miner: Address, counter: u64) -> B256 {
+    hash_counter(
+        segment,
+        strip_positions(segment.len()),
+        &mut Pads::new(miner),
+        counter,
+    )
+}
+
+/// Tries counters `start .. start + count` on every core; returns every share under `target`,
+/// in counter order.
+pub fn mine(segment: &[u8], miner: Address, target: &B256, start: u64, count: u64) -> Vec<Found> {
+    assert!(segment.len() >= STRIP_LEN, "segment shorter than a strip");
+    let positions = strip_positions(segment.len());
+    let chunks = count.div_ceil(CHUNK);
+    let mut found: Vec<Found> = (0..chunks)
+        .into_par_iter()
+        .flat_map_iter(|chunk| {
+            let mut pads = Pads::new(miner);
+            let from = start + chunk * CHUNK;
+            let to = (from + CHUNK).min(start + count);
+            (from..to)
+                .filter_map(move |counter| {
+                    let hash = hash_counter(segment, positions, &mut pads, counter);
+                    meets(&hash, target).then_some(Found { counter, hash })
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    found.sort_unstable_by_key(|f| f.counter);
+    found
+}
+
+/// Raw compressions per second on one core, measured for `duration` (the miner's reference).
+pub fn raw_compressions_per_sec(duration: std::time::Duration) -> f64 {
+    let block = [0x5au8; 64];
+    let mut state = H0;
+    let start = std::time::Instant::now();
+    let mut n = 0u64;
+    while start.elapsed() < duration {
+        for _ in 0..4096 {
+            compress(&mut state, std::hint::black_box(&block));
+        }
+        n += 4096;
+    }
+    std::hint::black_box(state);
+    n as f64 / start.elapsed().as_secs_f64()
+}
+
+/// Raw compressions per second with every rayon thread compressing at once.
+pub fn raw_compressions_per_sec_all_cores(duration: std::time::Duration) -> f64 {
+    let threads = rayon::current_num_threads();
+    (0..threads)
+        .into_par_iter()
+        .map(|_| raw_compressions_per_sec(duration))
+        .sum()
+}
+
+/// What a timed mining run achieved.
+#[derive(Debug, Clone)]
+pub struct BenchReport {
+    pub nonces: u64,
+    pub shares: usize,
+    pub seconds: f64,
+    pub threads: usize,
+    /// Raw compressions per second of one core, measured just before.
+    pub raw_per_core: f64,
+    /// Raw compressions per second of all threads at once (SMT siblings share a SHA unit).
+    pub raw_all_cores: f64,
+}
+
+impl BenchReport {
+    pub fn hashes_per_sec(&self) -> f64 {
+        self.nonces as f64 / self.seconds
+    }
+
+    /// The rate a perfect miner would reach: raw compressions × cores ÷ compressions per nonce.
+    pub fn ceiling(&self) -> f64 {
+        self.raw_per_core * self.threads as f64 / COMPRESSIONS_PER_NONCE as f64
+    }
+}
+
+/// Mines `segment` for `duration` on every core (no network): the operator's and
+/// benchmarker's hash rate.
+pub fn bench(
+    segment: &[u8],
+    miner: Address,
+    target: &B256,
+    duration: std::time::Duration,
+) -> BenchReport {
+    let raw_per_core = raw_compressions_per_sec(std::time::Duration::from_millis(500));
+    let raw_all_cores = raw_compressions_per_sec_all_cores(std::time::Duration::from_millis(500));
+    let threads = rayon::current_num_threads();
+    let batch = CHUNK * threads as u64 * 8;
+    let (mut nonces, mut shares) = (0u64, 0usize);
+    let start = std::time::Instant::now();
+    while start.elapsed() < duration {
+        shares += mine(segment, miner, target, nonces, batch).len();
+        nonces += batch;
+    }
+    BenchReport {
+        nonces,
+        shares,
+        seconds: start.elapsed().as_secs_f64(),
+        threads,
+        raw_per_core,
+        raw_all_cores,
+    }
+}
