@@ -7,6 +7,8 @@ export CARGO_TARGET_DIR ?= /var/tmp/kaon-target
 # Link RocksDB from Debian's librocksdb-dev instead of compiling its C++ (~25 min on 2 cores).
 MULTIARCH := $(shell gcc -print-multiarch 2>/dev/null || echo x86_64-linux-gnu)
 export ROCKSDB_LIB_DIR ?= /usr/lib/$(MULTIARCH)
+# Silences a harmless Mesa device-select layer message when wgpu enumerates lavapipe.
+export NODEVICE_SELECT ?= 1
 # clang/libclang: bindgen for librocksdb-sys; librocksdb-dev: the database itself;
 # mesa-vulkan-drivers: a CPU Vulkan device (lavapipe) for the GPU kernels' tests.
 APT_PACKAGES := clang libclang-dev librocksdb-dev mesa-vulkan-drivers

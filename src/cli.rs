@@ -218,9 +218,15 @@ impl InitArgs {
 /// `kaon mine` flags.
 #[derive(Debug, clap::Args)]
 pub struct MineArgs {
-    /// Where to hash: `cpu` (SHA-NI on every core).
-    #[arg(long, default_value = "cpu", value_parser = ["cpu"])]
+    /// Where to hash: `cpu` (SHA-NI on every core) or `gpu` (the WGSL kernel on Vulkan).
+    #[arg(long, default_value = "cpu", value_parser = ["cpu", "gpu"])]
     pub device: String,
+    /// GPU invocations per workgroup (see tuning/).
+    #[arg(long, default_value_t = crate::por::gpu::DEFAULT_WORKGROUP_SIZE)]
+    pub workgroup_size: u32,
+    /// GPU counters per dispatch (see tuning/).
+    #[arg(long, default_value_t = 1 << 22)]
+    pub batch: u32,
     /// Mine a synthetic segment for this many seconds and report the rate (required until
     /// shares can be submitted to a CN).
     #[arg(long, required = true)]
@@ -241,18 +247,17 @@ fn mine(args: &MineArgs) -> anyhow::Result<()> {
     let segment = crate::por::synthetic_segment(args.segment_len, 1);
     let miner = alloy_primitives::Address::repeat_byte(0x42);
     let target = crate::por::target_for_bits(args.bits);
+    let duration = std::time::Duration::from_secs(args.bench);
+    if args.device == "gpu" {
+        return mine_gpu(args, &segment, miner, &target, duration);
+    }
     println!(
         "device cpu (sha256 backend {}), segment {} bytes, difficulty 2^-{}",
         sha256_backend(),
         args.segment_len,
         args.bits
     );
-    let report = crate::por::cpu::bench(
-        &segment,
-        miner,
-        &target,
-        std::time::Duration::from_secs(args.bench),
-    );
+    let report = crate::por::cpu::bench(&segment, miner, &target, duration);
     println!(
         "reference: {:.1} M raw SHA-256 compressions/s per core x {} threads / {} per nonce = ceiling {:.1} M H/s",
         report.raw_per_core / 1e6,
@@ -275,5 +280,33 @@ fn mine(args: &MineArgs) -> anyhow::Result<()> {
         100.0 * report.hashes_per_sec() * 3.0 / report.raw_all_cores
     );
     println!("{:.0} H/s", report.hashes_per_sec());
+    Ok(())
+}
+
+fn mine_gpu(
+    args: &MineArgs,
+    segment: &[u8],
+    miner: alloy_primitives::Address,
+    target: &alloy_primitives::B256,
+    duration: std::time::Duration,
+) -> anyhow::Result<()> {
+    let gpu = crate::por::gpu::GpuMiner::new(segment, args.workgroup_size)?;
+    println!(
+        "device gpu {}, workgroup {}, batch {}, segment {} bytes, difficulty 2^-{}",
+        gpu.adapter(),
+        args.workgroup_size,
+        args.batch,
+        args.segment_len,
+        args.bits
+    );
+    let start = std::time::Instant::now();
+    let (mut nonces, mut shares) = (0u64, 0usize);
+    while start.elapsed() < duration {
+        shares += gpu.mine(miner, target, nonces, args.batch)?.len();
+        nonces += u64::from(args.batch);
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    println!("mined {nonces} nonces in {seconds:.2} s, {shares} shares");
+    println!("{:.0} H/s", nonces as f64 / seconds);
     Ok(())
 }

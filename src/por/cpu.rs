@@ -105,7 +105,7 @@ pub fn mine(segment: &[u8], miner: Address, target: &B256, start: u64, count: u6
         .flat_map_iter(|chunk| {
             let mut pads = Pads::new(miner);
             let from = start + chunk * CHUNK;
-            let to = (from + CHUNK).min(start + count);
+            let to = from.saturating_add(CHUNK).min(start.saturating_add(count));
             (from..to)
                 .filter_map(move |counter| {
                     let hash = hash_counter(segment, positions, &mut pads, counter);

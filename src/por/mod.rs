@@ -19,6 +19,7 @@
 //! function faster and are tested against it.
 
 pub mod cpu;
+pub mod gpu;
 
 use crate::crypto::hash::{sha256, sha256_concat};
 use alloy_primitives::{Address, B256};

@@ -9,6 +9,7 @@ mod multiprocess;
 mod net;
 mod pipeline;
 mod por;
+mod por_gpu;
 mod selection;
 mod storage;
 mod telemetry;

@@ -1,0 +1,298 @@
+//! The GPU miner: `kernels/por.wgsl` on wgpu (Vulkan), the only module that imports `wgpu`.
+//!
+//! The segment is uploaded once (as big-endian words); each dispatch tries `count` counters,
+//! one per invocation, and shares come back through a small buffer. The SHA-256 compression is
+//! generated here — 64 unrolled rounds with literal constants — and spliced into the kernel.
+//! Every share the GPU reports is re-checked on the CPU with the rule before it is returned.
+
+use super::{nonce_bytes, share_hash, strip_positions, STRIP_LEN};
+use alloy_primitives::{Address, B256};
+use thiserror::Error;
+use wgpu::util::DeviceExt;
+
+/// The kernel template.
+const KERNEL: &str = include_str!("../../kernels/por.wgsl");
+/// Shares one dispatch can report; more are counted and the dispatch is reported as
+/// overflowing (raise the difficulty).
+pub const SHARE_CAPACITY: u32 = 1024;
+/// Default invocations per workgroup (tuning/ overrides it per device class).
+pub const DEFAULT_WORKGROUP_SIZE: u32 = 256;
+
+/// SHA-256 round constants (FIPS 180-4, 4.2.2).
+const K: [u32; 64] = [
+    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
+    0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
+    0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
+    0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
+    0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
+    0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
+    0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
+    0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2,
+];
+
+/// Why the GPU path is unavailable or failed.
+#[derive(Debug, Error)]
+pub enum GpuError {
+    #[error(
+        "no GPU adapter (install a Vulkan driver; in CI, mesa-vulkan-drivers gives lavapipe): {0}"
+    )]
+    NoAdapter(String),
+    #[error("device request failed: {0}")]
+    Device(String),
+    #[error("segment must hold at least one strip and fit the device ({0} bytes)")]
+    Segment(usize),
+    #[error("GPU readback failed: {0}")]
+    Readback(String),
+    #[error("a dispatch found {0} shares, more than it can report: raise the difficulty")]
+    Overflow(u32),
+}
+
+/// The generated body of `fn compress(state, w) -> state`.
+pub fn compress_wgsl() -> String {
+    let mut s = String::from(
+        "fn compress(state: array<u32, 8>, block: array<u32, 16>) -> array<u32, 8> {\n    var w = block;\n",
+    );
+    s += "    var a = state[0]; var b = state[1]; var c = state[2]; var d = state[3];\n";
+    s += "    var e = state[4]; var f = state[5]; var g = state[6]; var h = state[7];\n";
+    s += "    var t1: u32; var t2: u32;\n";
+    for (t, k) in K.iter().enumerate() {
+        let wt = t % 16;
+        if t >= 16 {
+            let (w2, w7, w15) = ((t - 2) % 16, (t - 7) % 16, (t - 15) % 16);
+            s += &format!(
+                "    w[{wt}] = w[{wt}] + (rotr(w[{w2}], 17u) ^ rotr(w[{w2}], 19u) ^ (w[{w2}] >> 10u)) + w[{w7}] + (rotr(w[{w15}], 7u) ^ rotr(w[{w15}], 18u) ^ (w[{w15}] >> 3u));\n"
+            );
+        }
+        s += &format!(
+            "    t1 = h + (rotr(e, 6u) ^ rotr(e, 11u) ^ rotr(e, 25u)) + ((e & f) ^ (~e & g)) + 0x{k:08x}u + w[{wt}];\n"
+        );
+        s += "    t2 = (rotr(a, 2u) ^ rotr(a, 13u) ^ rotr(a, 22u)) + ((a & b) ^ (a & c) ^ (b & c));\n";
+        s += "    h = g; g = f; f = e; e = d + t1; d = c; c = b; b = a; a = t1 + t2;\n";
+    }
+    s += "    return array<u32, 8>(state[0] + a, state[1] + b, state[2] + c, state[3] + d,\n";
+    s += "                         state[4] + e, state[5] + f, state[6] + g, state[7] + h);\n}\n";
+    s
+}
+
+/// The kernel source for a workgroup size.
+pub fn kernel_source(workgroup_size: u32) -> String {
+    KERNEL
+        .replace("//{{COMPRESS}}", &compress_wgsl())
+        .replace("WORKGROUP_SIZE", &workgroup_size.to_string())
+}
+
+/// A GPU ready to mine one segment.
+pub struct GpuMiner {
+    device: wgpu::Device,
+    queue: wgpu::Queue,
+    pipeline: wgpu::ComputePipeline,
+    layout: wgpu::BindGroupLayout,
+    segment: wgpu::Buffer,
+    out: wgpu::Buffer,
+    readback: wgpu::Buffer,
+    positions: u32,
+    segment_bytes: Vec<u8>,
+    workgroup_size: u32,
+    adapter: String,
+}
+
+impl GpuMiner {
+    /// Picks the best adapter, compiles the kernel and uploads `segment`.
+    pub fn new(segment: &[u8], workgroup_size: u32) -> Result<Self, GpuError> {
+        let positions = u32::try_from(strip_positions(segment.len()))
+            .map_err(|_| GpuError::Segment(segment.len()))?;
+        if segment.len() < STRIP_LEN || segment.len() % 4 != 0 {
+            return Err(GpuError::Segment(segment.len()));
+        }
+        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
+            backends: wgpu::Backends::VULKAN,
+            ..wgpu::InstanceDescriptor::new_without_display_handle()
+        });
+        let adapter = pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions {
+            power_preference: wgpu::PowerPreference::HighPerformance,
+            ..Default::default()
+        }))
+        .map_err(|e| GpuError::NoAdapter(e.to_string()))?;
+        let info = adapter.get_info();
+        let adapter_name = format!("{} ({:?}, {})", info.name, info.device_type, info.driver);
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("kaon-por"),
+            required_limits: adapter.limits(),
+            ..Default::default()
+        }))
+        .map_err(|e| GpuError::Device(e.to_string()))?;
+        // Shader and pipeline errors come back as values, not wgpu's default panic.
+        let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some("por.wgsl"),
+            source: wgpu::ShaderSource::Wgsl(kernel_source(workgroup_size).into()),
+        });
+        let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some("por"),
+            layout: None,
+            module: &module,
+            entry_point: Some("main"),
+            compilation_options: Default::default(),
+            cache: None,
+        });
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(GpuError::Device(format!("kernel does not compile: {e}")));
+        }
+        let layout = pipeline.get_bind_group_layout(0);
+        let words: Vec<u8> = segment
+            .chunks_exact(4)
+            .flat_map(|w| u32::from_be_bytes([w[0], w[1], w[2], w[3]]).to_le_bytes())
+            .collect();
+        let segment_buf = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some("segment"),
+            contents: &words,
+            usage: wgpu::BufferUsages::STORAGE,
+        });
+        let out_size = u64::from(4 * (1 + 2 * SHARE_CAPACITY));
+        let out = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("shares"),
+            size: out_size,
+            usage: wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_SRC
+                | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let readback = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("shares-readback"),
+            size: out_size,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        tracing::info!(adapter = %adapter_name, workgroup_size, "GPU miner ready");
+        Ok(Self {
+            device,
+            queue,
+            pipeline,
+            layout,
+            segment: segment_buf,
+            out,
+            readback,
+            positions,
+            segment_bytes: segment.to_vec(),
+            workgroup_size,
+            adapter: adapter_name,
+        })
+    }
+
+    /// The adapter in use (name, type, driver).
+    pub fn adapter(&self) -> &str {
+        &self.adapter
+    }
+
+    /// Tries counters `start .. start + count` for `miner`; returns the shares under `target`
+    /// (re-checked with the rule), in counter order.
+    pub fn mine(
+        &self,
+        miner: Address,
+        target: &B256,
+        start: u64,
+        count: u32,
+    ) -> Result<Vec<super::cpu::Found>, GpuError> {
+        let mut params: Vec<u32> = miner
+            .as_slice()
+            .chunks_exact(4)
+            .map(|w| u32::from_be_bytes([w[0], w[1], w[2], w[3]]))
+            .collect();
+        params.extend([
+            (start >> 32) as u32,
+            start as u32,
+            count,
+            self.positions,
+            SHARE_CAPACITY,
+        ]);
+        params.extend(
+            target
+                .chunks_exact(4)
+                .map(|w| u32::from_be_bytes([w[0], w[1], w[2], w[3]])),
+        );
+        let params_bytes: Vec<u8> = params.iter().flat_map(|w| w.to_le_bytes()).collect();
+        let params_buf = self
+            .device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some("params"),
+                contents: &params_bytes,
+                usage: wgpu::BufferUsages::STORAGE,
+            });
+        let bind = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some("por"),
+            layout: &self.layout,
+            entries: &[
+                wgpu::BindGroupEntry {
+                    binding: 0,
+                    resource: self.segment.as_entire_binding(),
+                },
+                wgpu::BindGroupEntry {
+                    binding: 1,
+                    resource: params_buf.as_entire_binding(),
+                },
+                wgpu::BindGroupEntry {
+                    binding: 2,
+                    resource: self.out.as_entire_binding(),
+                },
+            ],
+        });
+        self.queue.write_buffer(&self.out, 0, &[0u8; 4]);
+        let mut encoder = self
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("por") });
+        {
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("por"),
+                timestamp_writes: None,
+            });
+            pass.set_pipeline(&self.pipeline);
+            pass.set_bind_group(0, &bind, &[]);
+            pass.dispatch_workgroups(count.div_ceil(self.workgroup_size), 1, 1);
+        }
+        encoder.copy_buffer_to_buffer(&self.out, 0, &self.readback, 0, None);
+        self.queue.submit([encoder.finish()]);
+        let words = self.read_back()?;
+        let found = words[0];
+        if found > SHARE_CAPACITY {
+            return Err(GpuError::Overflow(found));
+        }
+        let mut shares: Vec<super::cpu::Found> = (0..found as usize)
+            .map(|i| u64::from(words[1 + 2 * i]) << 32 | u64::from(words[2 + 2 * i]))
+            .map(|counter| super::cpu::Found {
+                counter,
+                hash: share_hash(&self.segment_bytes, &nonce_bytes(miner, counter)),
+            })
+            // The CPU has the last word: a share the rule rejects is a kernel bug, dropped.
+            .filter(|f| super::meets(&f.hash, target))
+            .collect();
+        shares.sort_unstable_by_key(|f| f.counter);
+        Ok(shares)
+    }
+
+    fn read_back(&self) -> Result<Vec<u32>, GpuError> {
+        let slice = self.readback.slice(..);
+        let (tx, rx) = std::sync::mpsc::channel();
+        slice.map_async(wgpu::MapMode::Read, move |r| {
+            let _ = tx.send(r);
+        });
+        self.device
+            .poll(wgpu::PollType::Wait {
+                submission_index: None,
+                timeout: None,
+            })
+            .map_err(|e| GpuError::Readback(e.to_string()))?;
+        rx.recv()
+            .map_err(|e| GpuError::Readback(e.to_string()))?
+            .map_err(|e| GpuError::Readback(e.to_string()))?;
+        let words = {
+            let view = slice
+                .get_mapped_range()
+                .map_err(|e| GpuError::Readback(e.to_string()))?;
+            view.chunks_exact(4)
+                .map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]))
+                .collect()
+        };
+        self.readback.unmap();
+        Ok(words)
+    }
+}
