@@ -105,6 +105,7 @@ fn pipeline(c: &mut Criterion) {
                 timestamp_ms: 1,
                 segments: vec![segment],
                 commitments: vec![execution.commitment],
+                next_cn_set: Vec::new(),
             };
             let block = build_block(&params, &key, CnIndex(0), &set, &tip, Round(0), body);
             let offset = log.append(&encode_frame(&block)).unwrap();

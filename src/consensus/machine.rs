@@ -34,6 +34,18 @@ use alloy_primitives::B256;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
+/// The index of a node outside the CN set: never a committee member, never a proposer.
+pub const NOT_A_MEMBER: CnIndex = CnIndex(u32::MAX);
+
+/// The index of `key` in `set`, or [`NOT_A_MEMBER`].
+pub fn locate(set: &CnSet, key: &SecretKey) -> CnIndex {
+    let mine = key.public_key();
+    set.keys()
+        .iter()
+        .position(|k| *k == mine)
+        .map_or(NOT_A_MEMBER, |i| CnIndex(i as u32))
+}
+
 /// Rounds ahead of the current one for which votes and round changes are kept; bounds memory
 /// against a peer flooding far-future rounds.
 const MAX_ROUNDS_AHEAD: u32 = 16;
@@ -290,6 +302,11 @@ impl Machine {
 
     pub fn round(&self) -> Round {
         self.round
+    }
+
+    /// The CN set in force at the height being decided.
+    pub fn cn_set(&self) -> &Arc<CnSet> {
+        &self.set
     }
 
     pub fn tip(&self) -> &Tip {
@@ -807,6 +824,10 @@ impl Machine {
 
     fn commit(&mut self, block: Block, out: &mut Vec<Output>) {
         self.tip = Tip::of(&block);
+        let announced = &block.header().next_cn_set;
+        if !announced.is_empty() {
+            self.switch_cn_set(announced);
+        }
         out.push(Output::Committed(Box::new(block)));
         self.reset_height();
         self.enter_round(Round(0), out);
@@ -815,6 +836,21 @@ impl Machine {
         if let Some(block) = self.future_blocks.remove(&self.height()) {
             self.replay
                 .push_back(ConsensusMessage::Decided(Box::new(block)));
+        }
+    }
+
+    /// Moves to the CN set a committed header announced; this node's index is found by its
+    /// key ([`NOT_A_MEMBER`] when the new set leaves it out: it then only follows the chain).
+    fn switch_cn_set(&mut self, keys: &[crate::crypto::bls::PublicKeyBytes]) {
+        match CnSet::from_bytes(keys) {
+            Ok(set) => {
+                self.me = locate(&set, &self.key);
+                self.set = Arc::new(set);
+            }
+            // Invariant: the application checked the announcement against a verified change.
+            Err(e) => {
+                tracing::error!(error = %e, "announced CN set does not parse; keeping the old one")
+            }
         }
     }
 

@@ -10,6 +10,7 @@
 //!   [`verifier`] the signature cache, [`wal`] the encoding of its write-ahead log.
 
 pub mod certificate;
+pub mod governance;
 pub mod machine;
 pub mod proposal;
 pub mod selection;

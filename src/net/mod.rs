@@ -86,10 +86,29 @@ pub struct Network {
 struct Identity {
     me: CnIndex,
     key: SecretKey,
-    set: Arc<CnSet>,
+    /// Every CN set this node has known (genesis and each committed change).
+    sets: Arc<std::sync::RwLock<Vec<Arc<CnSet>>>>,
+}
+
+impl Identity {
+    fn known_sets(&self) -> Vec<Arc<CnSet>> {
+        self.sets.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
 }
 
 impl Network {
+    /// Accepts peers of `set` from now on (a CN-set change committed).
+    pub fn learn_set(&self, set: Arc<CnSet>) {
+        let mut sets = self
+            .identity
+            .sets
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        if !sets.iter().any(|s| s.root() == set.root()) {
+            sets.push(set);
+        }
+    }
+
     /// Binds the listener and starts accepting authenticated peers on `rt`.
     pub fn bind(
         rt: &tokio::runtime::Handle,
@@ -103,7 +122,11 @@ impl Network {
         let mut endpoint = quinn::Endpoint::server(tls::server_config()?, config.listen)?;
         endpoint.set_default_client_config(tls::client_config()?);
         let stats = Arc::new(NetStats::default());
-        let identity = Identity { me, key, set };
+        let identity = Identity {
+            me,
+            key,
+            sets: Arc::new(std::sync::RwLock::new(vec![set])),
+        };
         let queue_depth = config.queue_depth;
         rt.spawn(accept_loop(
             endpoint.clone(),
@@ -205,7 +228,7 @@ async fn serve_connection(
     let mut stream = tokio::time::timeout(config.handshake_timeout, conn.accept_uni()).await??;
     let peer = match tokio::time::timeout(
         config.handshake_timeout,
-        handshake::accept(&conn, &mut stream, &identity.set),
+        handshake::accept(&conn, &mut stream, &identity.known_sets()),
     )
     .await?
     {

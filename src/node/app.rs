@@ -1,38 +1,73 @@
-//! The CN's application for consensus: builds proposals from the mempool, re-executes
-//! proposals from others, and applies committed blocks to state and pool.
+//! The CN's application for consensus: builds proposals from the pools, re-executes proposals
+//! from others, and applies committed blocks to state and pools.
 //!
-//! Execution results are kept by the header commitments they produced, so a block this node
-//! built or validated is applied at commit without executing it again.
+//! Segment 0 is the regionchain's (system transactions, [`super::region`]); the others are one
+//! per active servicechain and execute in parallel. Execution results are kept by the header
+//! commitments they produced, so a block this node built or validated is applied at commit
+//! without executing it again.
 
+use super::region::{RegionExecution, RegionState};
+use crate::consensus::governance::SYSTEM_TX_PREFIX;
 use crate::consensus::machine::{Application, Tip};
 use crate::consensus::proposal::BlockBody;
+use crate::consensus::selection::CnSet;
 use crate::crypto::hash::{keccak256, sha256};
 use crate::crypto::tx::{decode_recover_batch, DecodeRules, RecoveredTx};
 use crate::exec::{Executor, MemoryState, SegmentExecution, TransferExecutor};
 use crate::mempool::Mempool;
 use crate::types::codec::canonical;
 use crate::types::{Block, ChainId, Height, Segment, SegmentCommitment};
-use alloy_primitives::B256;
+use alloy_primitives::{Bytes, B256};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 
 /// Executions kept for blocks not yet committed (a few rounds' worth of proposals).
 const MAX_PENDING_EXECUTIONS: usize = 64;
+/// System transactions waiting for segment 0 (governance is rare; a flood is dropped).
+pub const MAX_SYSTEM_TXS: usize = 64;
 
-/// Shared handles of one CN's state and pool.
+/// Shared handles of one CN's state and pools.
 #[derive(Clone)]
 pub struct CnState {
     pub pool: Arc<Mutex<Mempool>>,
     pub state: Arc<RwLock<MemoryState>>,
+    /// Regionchain system transactions waiting for a proposal.
+    pub system: Arc<Mutex<Vec<Bytes>>>,
 }
 
-/// Mempool + executor behind [`Application`].
+impl CnState {
+    /// Queues a system transaction once; false if the queue is full.
+    pub fn add_system_tx(&self, raw: Bytes) -> bool {
+        let mut system = self.system.lock().unwrap_or_else(|e| e.into_inner());
+        if system.contains(&raw) {
+            return true;
+        }
+        if system.len() >= MAX_SYSTEM_TXS {
+            return false;
+        }
+        system.push(raw);
+        true
+    }
+}
+
+/// Whether raw bytes are a regionchain system transaction rather than an Ethereum one.
+pub fn is_system_tx(raw: &[u8]) -> bool {
+    raw.first() == Some(&SYSTEM_TX_PREFIX)
+}
+
+/// Everything executing one block produced.
+struct BlockExecution {
+    region: RegionExecution,
+    chains: Vec<SegmentExecution>,
+}
+
+/// Pools + executors behind [`Application`].
 pub struct CnApp {
-    region: ChainId,
     shared: CnState,
+    region: RegionState,
     executor: TransferExecutor,
     max_txs_per_segment: usize,
-    executed: HashMap<B256, Vec<SegmentExecution>>,
+    executed: HashMap<B256, BlockExecution>,
 }
 
 /// Wall clock in milliseconds since the Unix epoch.
@@ -47,40 +82,65 @@ fn commitments_key(commitments: &[SegmentCommitment]) -> B256 {
 }
 
 impl CnApp {
-    pub fn new(region: ChainId, shared: CnState, max_txs_per_segment: usize) -> Self {
+    pub fn new(
+        region: ChainId,
+        set: Arc<CnSet>,
+        shared: CnState,
+        max_txs_per_segment: usize,
+    ) -> Self {
         Self {
-            region,
             shared,
+            region: RegionState::new(region, set),
             executor: TransferExecutor,
             max_txs_per_segment,
             executed: HashMap::new(),
         }
     }
 
-    fn execute(&self, segments: &[(Segment, Vec<Option<RecoveredTx>>)]) -> Vec<SegmentExecution> {
-        let state = self.shared.state.read().unwrap_or_else(|e| e.into_inner());
-        self.executor.execute_block(&*state, segments)
+    /// The CN set in force for the next height to be decided.
+    pub fn cn_set(&self) -> &Arc<CnSet> {
+        &self.region.set
     }
 
-    fn remember(&mut self, key: B256, executions: Vec<SegmentExecution>) {
+    fn execute(
+        &self,
+        height: Height,
+        segments: &[(Segment, Vec<Option<RecoveredTx>>)],
+    ) -> BlockExecution {
+        let region = self.region.execute(height, &segments[0].0);
+        let state = self.shared.state.read().unwrap_or_else(|e| e.into_inner());
+        let chains = self.executor.execute_block(&*state, &segments[1..]);
+        BlockExecution { region, chains }
+    }
+
+    fn commitments(execution: &BlockExecution) -> Vec<SegmentCommitment> {
+        std::iter::once(execution.region.commitment.clone())
+            .chain(execution.chains.iter().map(|e| e.commitment.clone()))
+            .collect()
+    }
+
+    fn remember(&mut self, key: B256, execution: BlockExecution) {
         if self.executed.len() >= MAX_PENDING_EXECUTIONS {
             self.executed.clear();
         }
-        self.executed.insert(key, executions);
+        self.executed.insert(key, execution);
     }
 
-    /// Senders of a received block's transactions: from the pool when this node has seen the
-    /// transaction (already verified at ingress), else recovered now in a rayon batch.
+    /// Senders of a received block's servicechain transactions: from the pool when this node
+    /// has seen the transaction (already verified at ingress), else recovered now on rayon.
     fn senders(&self, block: &Block) -> Vec<(Segment, Vec<Option<RecoveredTx>>)> {
         let pool = self.shared.pool.lock().unwrap_or_else(|e| e.into_inner());
         let known: Vec<Vec<Option<RecoveredTx>>> = block
             .segments
             .iter()
-            .map(|s| {
-                s.txs
+            .enumerate()
+            .map(|(k, s)| match k {
+                0 => Vec::new(),
+                _ => s
+                    .txs
                     .iter()
                     .map(|raw| pool.get(&keccak256(raw)).cloned())
-                    .collect()
+                    .collect(),
             })
             .collect();
         drop(pool);
@@ -103,33 +163,45 @@ impl CnApp {
             .collect()
     }
 
-    /// Applies a committed block: state writes, pool nonces. Re-executes only if this node
-    /// never executed the block (e.g. it arrived through sync).
+    /// Applies a committed block: regionchain state (and a CN-set switch it announces),
+    /// servicechain state, pool nonces. Re-executes only a block this node never executed.
     pub fn commit(&mut self, block: &Block) {
-        let key = commitments_key(&block.header().segments);
-        let executions = match self.executed.remove(&key) {
+        let header = block.header();
+        let key = commitments_key(&header.segments);
+        let execution = match self.executed.remove(&key) {
             Some(e) => e,
-            None => self.execute(&self.senders(block)),
+            None => self.execute(header.height, &self.senders(block)),
         };
         self.executed.clear();
+        self.region.apply(&execution.region, &header.next_cn_set);
         let mut state = self.shared.state.write().unwrap_or_else(|e| e.into_inner());
         let mut pool = self.shared.pool.lock().unwrap_or_else(|e| e.into_inner());
-        for e in &executions {
+        for e in &execution.chains {
             state.apply(&e.diff);
             for (sender, next_nonce) in &e.nonces {
                 pool.committed(e.diff.chain_id, *sender, *next_nonce);
             }
         }
+        if let Some(s0) = block.segments.first() {
+            let mut system = self.shared.system.lock().unwrap_or_else(|e| e.into_inner());
+            system.retain(|tx| !s0.txs.contains(tx));
+        }
     }
 }
 
 impl Application for CnApp {
-    fn build(&mut self, _height: Height, _parent: &Tip) -> BlockBody {
+    fn build(&mut self, height: Height, _parent: &Tip) -> BlockBody {
+        let system = self
+            .shared
+            .system
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         let pool = self.shared.pool.lock().unwrap_or_else(|e| e.into_inner());
         let mut segments = vec![(
             Segment {
-                chain_id: self.region,
-                txs: Vec::new(),
+                chain_id: self.region.region,
+                txs: system,
             },
             Vec::new(),
         )];
@@ -145,37 +217,50 @@ impl Application for CnApp {
             ));
         }
         drop(pool);
-        let executions = self.execute(&segments);
-        let commitments: Vec<SegmentCommitment> =
-            executions.iter().map(|e| e.commitment.clone()).collect();
-        self.remember(commitments_key(&commitments), executions);
+        let execution = self.execute(height, &segments);
+        let commitments = Self::commitments(&execution);
+        self.remember(commitments_key(&commitments), execution);
         BlockBody {
             timestamp_ms: now_ms(),
             segments: segments.into_iter().map(|(s, _)| s).collect(),
             commitments,
+            next_cn_set: self.region.expected_next_set(height),
         }
     }
 
     fn validate(&mut self, block: &Block, _parent: &Tip) -> Result<(), String> {
         let header = block.header();
+        if header.next_cn_set != self.region.expected_next_set(header.height) {
+            return Err("header announces a CN set other than the approved change".into());
+        }
         let key = commitments_key(&header.segments);
         if self.executed.contains_key(&key) {
             return Ok(());
         }
         match block.segments.first() {
-            Some(s0) if s0.chain_id == self.region => {}
+            Some(s0) if s0.chain_id == self.region.region => {}
             _ => return Err("segment 0 must be the regionchain's".into()),
         }
-        let executions = self.execute(&self.senders(block));
-        for (k, (e, c)) in executions.iter().zip(&header.segments).enumerate() {
-            if e.commitment != *c {
+        if block.segments[1..]
+            .iter()
+            .any(|s| s.chain_id == self.region.region)
+        {
+            return Err("the regionchain has exactly one segment, segment 0".into());
+        }
+        let execution = self.execute(header.height, &self.senders(block));
+        for (k, (mine, theirs)) in Self::commitments(&execution)
+            .iter()
+            .zip(&header.segments)
+            .enumerate()
+        {
+            if mine != theirs {
                 return Err(format!(
                     "segment {k} (chain {}): re-execution disagrees with the header",
-                    c.chain_id
+                    theirs.chain_id
                 ));
             }
         }
-        self.remember(key, executions);
+        self.remember(key, execution);
         Ok(())
     }
 }

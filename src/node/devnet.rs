@@ -7,7 +7,7 @@ use super::loadgen::{dev_account, percentile, DevAccount, FinalityTracker, LoadG
 use crate::crypto::bls::SecretKey;
 use crate::crypto::hash::{keccak256, sha256};
 use crate::net::NetConfig;
-use crate::pipeline::topology::{BoundCn, CnNode};
+use crate::pipeline::topology::{start_cluster, CnNode};
 use crate::types::{ChainId, CnIndex};
 use alloy_primitives::U256;
 use std::io::Write;
@@ -253,50 +253,39 @@ fn start_nodes(
         config.round_ms,
         config.committee_size,
     );
-    let bound = keys
+    let specs = keys
         .iter()
         .enumerate()
         .map(|(i, key)| {
             let net = NetConfig::new("127.0.0.1:0".parse()?);
-            let spec = genesis.cn_spec(
+            genesis.cn_spec(
                 CnIndex(i as u32),
                 key.clone(),
                 datadir.join(format!("cn{i}")),
                 net,
-            )?;
-            BoundCn::bind(rt.handle(), spec)
+            )
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let addrs: Vec<(CnIndex, std::net::SocketAddr)> = bound
-        .iter()
-        .enumerate()
-        .map(|(i, b)| Ok((CnIndex(i as u32), b.local_addr()?)))
-        .collect::<anyhow::Result<_>>()?;
-    bound
-        .into_iter()
-        .enumerate()
-        .map(|(i, b)| {
-            let peers: Vec<_> = addrs
-                .iter()
-                .filter(|(cn, _)| cn.0 as usize != i)
-                .copied()
-                .collect();
-            let tracker = Arc::clone(tracker);
-            let on_persisted: crate::pipeline::persist::OnPersisted = if i == 0 {
-                Box::new(move |block| {
+    let tracker = Arc::clone(tracker);
+    start_cluster(
+        rt.handle(),
+        specs,
+        move |i| -> crate::pipeline::persist::OnPersisted {
+            let tracker = Arc::clone(&tracker);
+            match i {
+                // CN 0 reports finality: a transfer is final once CN 0 has persisted its block.
+                0 => Box::new(move |block| {
                     tracker.finalized(
                         block
                             .segments
                             .iter()
                             .flat_map(|s| s.txs.iter().map(keccak256)),
                     )
-                })
-            } else {
-                Box::new(|_| {})
-            };
-            b.start(rt.handle(), &peers, on_persisted)
-        })
-        .collect()
+                }),
+                _ => Box::new(|_| {}),
+            }
+        },
+    )
 }
 
 fn spawn_loadgen(

@@ -7,3 +7,4 @@ pub mod devnet;
 pub mod genesis;
 pub mod loadgen;
 pub mod recovery;
+pub mod region;

@@ -30,6 +30,8 @@ pub struct ConsensusStatus {
     pub committed_txs: AtomicU64,
     pub misbehavior: AtomicU64,
     pub wal_records: AtomicU64,
+    /// Votes this node cast (prepare and commit).
+    pub votes_cast: AtomicU64,
     /// Hashes of the last committed blocks, for agreement checks across nodes.
     recent: std::sync::Mutex<BTreeMap<Height, crate::types::BlockHash>>,
 }
@@ -156,6 +158,18 @@ impl ConsensusStage {
         if !records.is_empty() {
             let refs: Vec<&[u8]> = records.iter().map(Vec::as_slice).collect();
             self.wal.append_batch(&refs)?;
+            let votes = outputs
+                .iter()
+                .filter(|o| {
+                    matches!(
+                        o,
+                        Output::Persist(crate::consensus::machine::WalEntry::Voted { .. })
+                    )
+                })
+                .count();
+            self.status
+                .votes_cast
+                .fetch_add(votes as u64, Ordering::Relaxed);
             self.status
                 .wal_records
                 .fetch_add(records.len() as u64, Ordering::Relaxed);
@@ -197,6 +211,10 @@ impl ConsensusStage {
         recent: &mut BTreeMap<Height, Arc<Block>>,
     ) -> anyhow::Result<()> {
         self.app.commit(&block);
+        if !block.header().next_cn_set.is_empty() {
+            // Peers of the new set may now connect (a joining CN dials us).
+            self.net.learn_set(Arc::clone(self.machine.cn_set()));
+        }
         let txs: usize = block.segments.iter().map(|s| s.txs.len()).sum();
         self.status
             .committed_txs

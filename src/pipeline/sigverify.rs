@@ -46,6 +46,7 @@ pub struct SigVerify {
     rules: DecodeRules,
     output: LinkSender<Vec<RecoveredTx>>,
     stats: Arc<SigVerifyStats>,
+    system: Option<crate::node::app::CnState>,
 }
 
 impl SigVerify {
@@ -58,7 +59,15 @@ impl SigVerify {
             rules,
             output,
             stats,
+            system: None,
         }
+    }
+
+    /// Hands regionchain system transactions (which carry their own BLS approvals, checked
+    /// at execution) to the node's system queue instead of secp256k1 recovery.
+    pub fn with_system_queue(mut self, shared: crate::node::app::CnState) -> Self {
+        self.system = Some(shared);
+        self
     }
 }
 
@@ -69,9 +78,18 @@ impl Stage for SigVerify {
         "sigverify"
     }
 
-    fn handle(&mut self, batch: RawTxBatch) -> anyhow::Result<()> {
+    fn handle(&mut self, mut batch: RawTxBatch) -> anyhow::Result<()> {
         let span = tracing::trace_span!("sigverify_batch", txs = batch.len());
         let _entered = span.enter();
+        if let Some(shared) = &self.system {
+            batch.retain(|raw| {
+                let system = crate::node::app::is_system_tx(raw);
+                if system && !shared.add_system_tx(raw.clone()) {
+                    self.stats.rejected_encoding.fetch_add(1, Ordering::Relaxed);
+                }
+                !system
+            });
+        }
         let mut verified = Vec::with_capacity(batch.len());
         for result in decode_recover_batch(&batch, &self.rules) {
             match result {

@@ -161,6 +161,7 @@ impl BoundCn {
                 all_chains,
             ))),
             state: Arc::new(std::sync::RwLock::new(state)),
+            system: Arc::default(),
         };
         let cap = spec.pipeline.link_capacity;
         let (ingress, ingress_sigverify) = link("ingress_sigverify", cap);
@@ -185,6 +186,7 @@ impl BoundCn {
         let store = crate::storage::store::Store::open(spec.datadir.join("db"))?;
         let mut app = crate::node::app::CnApp::new(
             spec.params.region,
+            Arc::clone(&spec.set),
             shared.clone(),
             spec.max_txs_per_segment,
         );
@@ -202,7 +204,8 @@ impl BoundCn {
                     DecodeRules::default(),
                     sigverify_out,
                     Arc::clone(&sigverify),
-                ),
+                )
+                .with_system_queue(shared.clone()),
                 ingress_sigverify,
             )?,
             spawn_stage(
@@ -221,11 +224,14 @@ impl BoundCn {
                 consensus_persist,
             )?,
         ];
+        // After recovery the set in force may differ from genesis (a committed change).
+        let set = Arc::clone(app.cn_set());
+        net.learn_set(Arc::clone(&set));
         let mut machine = crate::consensus::machine::Machine::new(
             spec.params.clone(),
-            spec.me,
+            crate::consensus::machine::locate(&set, &spec.key),
             spec.key.clone(),
-            Arc::clone(&spec.set),
+            set,
             Arc::new(crate::consensus::verifier::SigCache::new()),
             recovered.tip,
         );
@@ -272,6 +278,35 @@ impl BoundCn {
             threads,
         })
     }
+}
+
+/// Binds every CN of `specs` (so all addresses are known), then starts each with all the others
+/// as peers; `on_persisted(i)` gives CN `i`'s observer of durable blocks.
+pub fn start_cluster(
+    rt: &tokio::runtime::Handle,
+    specs: Vec<CnSpec>,
+    mut on_persisted: impl FnMut(usize) -> super::persist::OnPersisted,
+) -> anyhow::Result<Vec<CnNode>> {
+    let bound = specs
+        .into_iter()
+        .map(|spec| BoundCn::bind(rt, spec))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let addrs: Vec<(crate::types::CnIndex, std::net::SocketAddr)> = bound
+        .iter()
+        .map(|b| Ok((b.spec.me, b.local_addr()?)))
+        .collect::<anyhow::Result<_>>()?;
+    bound
+        .into_iter()
+        .enumerate()
+        .map(|(i, b)| {
+            let peers: Vec<_> = addrs
+                .iter()
+                .filter(|(cn, _)| *cn != b.spec.me)
+                .copied()
+                .collect();
+            b.start(rt, &peers, on_persisted(i))
+        })
+        .collect()
 }
 
 /// Where clients' transactions enter a CN; clone it for each client thread (drop every clone
@@ -352,135 +387,148 @@ impl CnMetrics {
     /// This node's counters for the Prometheus endpoint, with `labels` on every sample.
     pub fn metrics(&self, m: &mut crate::telemetry::Metrics, labels: &[(&str, &str)]) {
         use std::sync::atomic::Ordering::Relaxed;
-        let c = &self.consensus;
-        m.gauge(
-            "kaon_height",
-            "Height being decided (last committed + 1)",
-            labels,
-            c.height.load(Relaxed) as f64,
-        );
-        m.gauge(
-            "kaon_round",
-            "Consensus round at the current height",
-            labels,
-            c.round.load(Relaxed) as f64,
-        );
-        m.counter(
-            "kaon_committed_txs_total",
-            "Transactions in committed blocks",
-            labels,
-            c.committed_txs.load(Relaxed),
-        );
-        m.counter(
-            "kaon_misbehavior_total",
-            "Provable CN misbehaviour observed",
-            labels,
-            c.misbehavior.load(Relaxed),
-        );
-        m.counter(
-            "kaon_wal_records_total",
-            "Consensus WAL records made durable",
-            labels,
-            c.wal_records.load(Relaxed),
-        );
-        let (verified, bad_sig, bad_enc) = self.sigverify.totals();
+        let (c, n) = (&self.consensus, self.net.stats());
         let with = |reason: &'static str| {
             let mut l = labels.to_vec();
             l.push(("reason", reason));
             l
         };
-        m.counter(
-            "kaon_sigverify_verified_total",
-            "Transactions whose sender was recovered",
-            labels,
-            verified,
-        );
-        m.counter(
-            "kaon_sigverify_rejected_total",
-            "Transactions refused by sigverify",
-            &with("signature"),
-            bad_sig,
-        );
-        m.counter(
-            "kaon_sigverify_rejected_total",
-            "Transactions refused by sigverify",
-            &with("encoding"),
-            bad_enc,
-        );
-        m.counter(
-            "kaon_pool_accepted_total",
-            "Transactions pooled",
-            labels,
-            self.pool.accepted.load(Relaxed),
-        );
-        m.counter(
-            "kaon_pool_rejected_total",
-            "Transactions refused by the pool",
-            &with("refused"),
-            self.pool.rejected.load(Relaxed),
-        );
-        m.counter(
-            "kaon_pool_rejected_total",
-            "Transactions refused by the pool",
-            &with("known"),
-            self.pool.known.load(Relaxed),
-        );
+        let plain = labels.to_vec();
         let pooled = self.shared.pool.lock().map_or(0, |p| p.len());
-        m.gauge(
-            "kaon_pool_size",
-            "Transactions waiting in the pool",
-            labels,
-            pooled as f64,
-        );
-        let n = self.net.stats();
-        m.counter(
-            "kaon_net_frames_sent_total",
-            "Frames written to peers",
-            labels,
-            n.frames_sent.load(Relaxed),
-        );
-        m.counter(
-            "kaon_net_frames_received_total",
-            "Frames read from peers",
-            labels,
-            n.frames_received.load(Relaxed),
-        );
-        m.counter(
-            "kaon_net_dropped_total",
-            "Frames dropped",
-            &with("peer_queue_full"),
-            n.dropped_queue_full.load(Relaxed),
-        );
-        m.counter(
-            "kaon_net_dropped_total",
-            "Frames dropped",
-            &with("inbound_full"),
-            n.dropped_inbound_full.load(Relaxed),
-        );
-        m.counter(
-            "kaon_net_dropped_total",
-            "Frames dropped",
-            &with("router_full"),
-            self.dropped_inbound.load(Relaxed),
-        );
-        m.counter(
-            "kaon_net_bad_frames_total",
-            "Malformed, oversize or stalled frames",
-            labels,
-            n.bad_frames.load(Relaxed),
-        );
-        m.counter(
-            "kaon_net_rejected_handshakes_total",
-            "Peers that failed authentication",
-            labels,
-            n.rejected_handshakes.load(Relaxed),
-        );
-        m.counter(
-            "kaon_net_connects_total",
-            "Outbound connections established",
-            labels,
-            n.connects.load(Relaxed),
-        );
+        let gauges = [
+            (
+                "kaon_height",
+                "Height being decided (last committed + 1)",
+                c.height.load(Relaxed),
+            ),
+            (
+                "kaon_round",
+                "Consensus round at the current height",
+                c.round.load(Relaxed),
+            ),
+            (
+                "kaon_pool_size",
+                "Transactions waiting in the pool",
+                pooled as u64,
+            ),
+        ];
+        for (name, help, value) in gauges {
+            m.gauge(name, help, labels, value as f64);
+        }
+        let (verified, bad_sig, bad_enc) = self.sigverify.totals();
+        let counters = [
+            (
+                "kaon_committed_txs_total",
+                "Transactions in committed blocks",
+                &plain,
+                c.committed_txs.load(Relaxed),
+            ),
+            (
+                "kaon_misbehavior_total",
+                "Provable CN misbehaviour observed",
+                &plain,
+                c.misbehavior.load(Relaxed),
+            ),
+            (
+                "kaon_wal_records_total",
+                "Consensus WAL records made durable",
+                &plain,
+                c.wal_records.load(Relaxed),
+            ),
+            (
+                "kaon_votes_cast_total",
+                "Votes this CN cast",
+                &plain,
+                c.votes_cast.load(Relaxed),
+            ),
+            (
+                "kaon_sigverify_verified_total",
+                "Transactions whose sender was recovered",
+                &plain,
+                verified,
+            ),
+            (
+                "kaon_sigverify_rejected_total",
+                "Transactions refused by sigverify",
+                &with("signature"),
+                bad_sig,
+            ),
+            (
+                "kaon_sigverify_rejected_total",
+                "Transactions refused by sigverify",
+                &with("encoding"),
+                bad_enc,
+            ),
+            (
+                "kaon_pool_accepted_total",
+                "Transactions pooled",
+                &plain,
+                self.pool.accepted.load(Relaxed),
+            ),
+            (
+                "kaon_pool_rejected_total",
+                "Transactions refused by the pool",
+                &with("refused"),
+                self.pool.rejected.load(Relaxed),
+            ),
+            (
+                "kaon_pool_rejected_total",
+                "Transactions refused by the pool",
+                &with("known"),
+                self.pool.known.load(Relaxed),
+            ),
+            (
+                "kaon_net_frames_sent_total",
+                "Frames written to peers",
+                &plain,
+                n.frames_sent.load(Relaxed),
+            ),
+            (
+                "kaon_net_frames_received_total",
+                "Frames read from peers",
+                &plain,
+                n.frames_received.load(Relaxed),
+            ),
+            (
+                "kaon_net_dropped_total",
+                "Frames dropped",
+                &with("peer_queue_full"),
+                n.dropped_queue_full.load(Relaxed),
+            ),
+            (
+                "kaon_net_dropped_total",
+                "Frames dropped",
+                &with("inbound_full"),
+                n.dropped_inbound_full.load(Relaxed),
+            ),
+            (
+                "kaon_net_dropped_total",
+                "Frames dropped",
+                &with("router_full"),
+                self.dropped_inbound.load(Relaxed),
+            ),
+            (
+                "kaon_net_bad_frames_total",
+                "Malformed, oversize or stalled frames",
+                &plain,
+                n.bad_frames.load(Relaxed),
+            ),
+            (
+                "kaon_net_rejected_handshakes_total",
+                "Peers that failed authentication",
+                &plain,
+                n.rejected_handshakes.load(Relaxed),
+            ),
+            (
+                "kaon_net_connects_total",
+                "Outbound connections established",
+                &plain,
+                n.connects.load(Relaxed),
+            ),
+        ];
+        for (name, help, labels, value) in counters {
+            m.counter(name, help, labels, value);
+        }
         let links: Vec<LinkSnapshot> = self.links.iter().map(|l| l.snapshot()).collect();
         m.links(&links, labels);
     }

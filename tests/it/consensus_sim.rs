@@ -84,6 +84,7 @@ impl Application for SimApp {
             timestamp_ms: self.now,
             segments: vec![segment],
             commitments: vec![commitment],
+            next_cn_set: Vec::new(),
         }
     }
 

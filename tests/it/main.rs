@@ -4,6 +4,7 @@ mod bls_vectors;
 mod certificate;
 mod consensus_sim;
 mod devnet;
+mod governance;
 mod mempool;
 mod multiprocess;
 mod net;
