@@ -32,6 +32,8 @@ pub struct ConsensusStatus {
     pub wal_records: AtomicU64,
     /// Votes this node cast (prepare and commit).
     pub votes_cast: AtomicU64,
+    /// Peer messages the state machine refused, by reason.
+    pub rejections: std::sync::Mutex<crate::consensus::machine::Rejections>,
     /// Hashes of the last committed blocks, for agreement checks across nodes.
     recent: std::sync::Mutex<BTreeMap<Height, crate::types::BlockHash>>,
 }
@@ -202,6 +204,11 @@ impl ConsensusStage {
         self.status
             .round
             .store(u64::from(self.machine.round().0), Ordering::Relaxed);
+        *self
+            .status
+            .rejections
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = self.machine.rejections().clone();
         Ok(())
     }
 

@@ -529,6 +529,22 @@ impl CnMetrics {
         for (name, help, labels, value) in counters {
             m.counter(name, help, labels, value);
         }
+        let r = c.rejections.lock().map(|r| r.clone()).unwrap_or_default();
+        let refused = [
+            ("stale", r.stale),
+            ("invalid_proposal", r.invalid_proposal),
+            ("bad_vote", r.bad_vote),
+            ("bad_round_change", r.bad_round_change),
+            ("bad_decided", r.bad_decided),
+        ];
+        for (reason, value) in refused {
+            m.counter(
+                "kaon_consensus_refused_total",
+                "Peer consensus messages refused",
+                &with(reason),
+                value,
+            );
+        }
         let links: Vec<LinkSnapshot> = self.links.iter().map(|l| l.snapshot()).collect();
         m.links(&links, labels);
     }

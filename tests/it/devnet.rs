@@ -63,6 +63,9 @@ fn four_cns_commit_the_same_blocks_with_load_over_quic() {
         .contains("# TYPE kaon_committed_txs_total counter"));
     assert!(report
         .metrics
+        .contains("kaon_consensus_refused_total{cn=\"0\",reason=\"bad_vote\"} 0"));
+    assert!(report
+        .metrics
         .contains("kaon_link_depth{cn=\"0\",link=\"ingress_sigverify\"}"));
     assert!(report.metrics.contains(&format!(
         "kaon_committed_txs_total{{cn=\"0\"}} {}",
