@@ -21,16 +21,18 @@
 //! restarted node (see [`Machine::restore`]) never votes twice in one round and phase.
 
 use super::certificate::verify_certificate;
-use super::proposal::{self, BlockBody, ProposalError};
+pub use super::interface::{
+    Application, Input, Misbehavior, Output, Params, Rejections, Tip, WalEntry,
+};
+use super::proposal::{self, ProposalError};
 use super::selection::{CnSet, Committee, Role};
 use super::tally::{Recorded, Tally};
 use super::verifier::SigCache;
 use crate::crypto::bls::SecretKey;
 use crate::types::{
-    Block, BlockHash, ChainId, CnIndex, CommitCertificate, ConsensusMessage, Height,
-    PreparedCertificate, Proposal, Round, RoundChange, SelectionProof, Vote, VoteKind,
+    Block, BlockHash, CnIndex, CommitCertificate, ConsensusMessage, Height, PreparedCertificate,
+    Proposal, Round, RoundChange, SelectionProof, Vote, VoteKind,
 };
-use alloy_primitives::B256;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
@@ -53,143 +55,6 @@ const MAX_ROUNDS_AHEAD: u32 = 16;
 const MAX_NEXT_HEIGHT_MESSAGES: usize = 1024;
 /// Decided blocks above the next height kept while catching up.
 const MAX_FUTURE_BLOCKS: usize = 64;
-
-/// Consensus parameters; identical on every CN of a region.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Params {
-    pub region: ChainId,
-    pub committee_size: usize,
-    /// Wait between the previous block and the next proposal (the block interval).
-    pub block_interval_ms: u64,
-    /// Round timeout at round 0; doubles each round up to `max_timeout_ms`.
-    pub base_timeout_ms: u64,
-    pub max_timeout_ms: u64,
-}
-
-impl Params {
-    /// Timeout of round `r`: grows until it exceeds any post-GST message delay.
-    pub fn timeout(&self, r: Round) -> u64 {
-        let doubled = self.base_timeout_ms.saturating_mul(1u64 << r.0.min(20));
-        self.block_interval_ms + doubled.min(self.max_timeout_ms)
-    }
-}
-
-/// The committed head the next height builds on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Tip {
-    pub height: Height,
-    pub hash: BlockHash,
-    /// `mix(height)`: seeds selection at `height + 1`.
-    pub mix: B256,
-    pub timestamp_ms: u64,
-}
-
-impl Tip {
-    /// The tip a block leaves behind once committed.
-    pub fn of(block: &Block) -> Self {
-        let h = block.header();
-        Self {
-            height: h.height,
-            hash: block.hash(),
-            mix: h.mix,
-            timestamp_ms: h.timestamp_ms,
-        }
-    }
-}
-
-/// What the node's application (mempool + execution) does for consensus.
-pub trait Application {
-    /// Contents of a new block on top of `parent`.
-    fn build(&mut self, height: Height, parent: &Tip) -> BlockBody;
-    /// Whether a proposed block's segments are valid on top of `parent` (re-execution).
-    fn validate(&mut self, block: &Block, parent: &Tip) -> Result<(), String>;
-}
-
-/// What the machine reacts to.
-#[derive(Debug, Clone)]
-pub enum Input {
-    /// Begin working on the height after the tip.
-    Start,
-    /// The block interval elapsed: the proposer of `(height, round)` may propose.
-    ProposalDue { height: Height, round: Round },
-    /// The round timer of `(height, round)` fired.
-    Timeout { height: Height, round: Round },
-    /// A message from another CN (authenticity is checked inside, not assumed).
-    Message(ConsensusMessage),
-}
-
-/// Something the machine wants done, in order.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Output {
-    /// Make durable before performing any later output.
-    Persist(WalEntry),
-    Broadcast(ConsensusMessage),
-    ScheduleProposal {
-        height: Height,
-        round: Round,
-        after_ms: u64,
-    },
-    ScheduleTimeout {
-        height: Height,
-        round: Round,
-        after_ms: u64,
-    },
-    /// A sealed block is final.
-    Committed(Box<Block>),
-    /// A CN misbehaved provably.
-    Misbehavior(Misbehavior),
-    /// Messages show the chain is ahead of this node: fetch decided blocks from `from` on.
-    SyncNeeded {
-        from: Height,
-    },
-    /// A peer is still working on an already decided height: send it that decided block.
-    PeerBehind {
-        peer: CnIndex,
-        height: Height,
-    },
-}
-
-/// A durable record of what this node said, replayed by [`Machine::restore`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum WalEntry {
-    Voted {
-        height: Height,
-        round: Round,
-        kind: VoteKind,
-        hash: BlockHash,
-    },
-    Prepared {
-        height: Height,
-        certificate: PreparedCertificate,
-        block: Box<Block>,
-    },
-}
-
-/// Provable misbehaviour seen by this node.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Misbehavior {
-    ConflictingProposals {
-        height: Height,
-        round: Round,
-        proposer: CnIndex,
-    },
-    DoubleVote {
-        height: Height,
-        round: Round,
-        kind: VoteKind,
-        voter: CnIndex,
-    },
-}
-
-/// Counters of refused input, by reason (for metrics and tests).
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Rejections {
-    pub stale: u64,
-    pub invalid_proposal: u64,
-    pub bad_vote: u64,
-    pub bad_round_change: u64,
-    pub bad_decided: u64,
-}
 
 /// One CN's consensus state.
 pub struct Machine {

@@ -11,6 +11,7 @@
 
 pub mod certificate;
 pub mod governance;
+pub mod interface;
 pub mod machine;
 pub mod proposal;
 pub mod selection;
