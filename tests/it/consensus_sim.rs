@@ -610,6 +610,20 @@ impl Manual {
         Self { nodes: sim.nodes }
     }
 
+    /// Starts every node; returns the one that schedules the first proposal.
+    fn start_all(&mut self) -> usize {
+        let starts: Vec<Vec<Output>> = (0..self.nodes.len())
+            .map(|i| self.step(i, Input::Start))
+            .collect();
+        starts
+            .iter()
+            .position(|outs| {
+                outs.iter()
+                    .any(|o| matches!(o, Output::ScheduleProposal { .. }))
+            })
+            .expect("some node proposes at round 0")
+    }
+
     fn step(&mut self, to: usize, input: Input) -> Vec<Output> {
         let node = &mut self.nodes[to];
         let outputs = node.machine.step(input, &mut node.app);
@@ -675,14 +689,7 @@ fn votes_of(outputs: &[(usize, Vec<Output>)], kind: VoteKind) -> Vec<(usize, Vec
 fn n4_prepared_block_is_reproposed_after_a_partial_commit() {
     let mut net = Manual::new(4);
     let all = [0, 1, 2, 3];
-    let starts: Vec<Vec<Output>> = all.iter().map(|&i| net.step(i, Input::Start)).collect();
-    let proposer0 = (0..4)
-        .find(|&i| {
-            starts[i]
-                .iter()
-                .any(|o| matches!(o, Output::ScheduleProposal { .. }))
-        })
-        .unwrap();
+    let proposer0 = net.start_all();
     let h = Height(1);
     let proposal_out = net.step(
         proposer0,
@@ -827,14 +834,7 @@ fn n4_prepared_block_is_reproposed_after_a_partial_commit() {
 #[test]
 fn n4_restarted_node_never_votes_twice_in_a_round() {
     let mut net = Manual::new(4);
-    let starts: Vec<Vec<Output>> = (0..4).map(|i| net.step(i, Input::Start)).collect();
-    let proposer = (0..4)
-        .find(|&i| {
-            starts[i]
-                .iter()
-                .any(|o| matches!(o, Output::ScheduleProposal { .. }))
-        })
-        .unwrap();
+    let proposer = net.start_all();
     let h = Height(1);
     let round0 = kaon::types::Round(0);
     let proposal_out = net.step(
