@@ -13,7 +13,7 @@ export NODEVICE_SELECT ?= 1
 # mesa-vulkan-drivers: a CPU Vulkan device (lavapipe) for the GPU kernels' tests.
 APT_PACKAGES := clang libclang-dev librocksdb-dev mesa-vulkan-drivers
 
-.PHONY: deps devnet test lint unit bench
+.PHONY: deps build devnet test lint unit bench
 
 deps:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
@@ -23,6 +23,9 @@ deps:
 		$$sudo apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq $$missing; \
 	fi
+
+build: deps
+	cargo build --release --bin kaon
 
 devnet: deps
 	cargo run --release --bin kaon -- devnet $(ARGS)
