@@ -60,7 +60,7 @@ pub fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let config = effective_config(&cli)?;
     crate::telemetry::init_logging(&config.telemetry.log);
-    tracing::debug!(sha256 = %sha256_backend(), "starting");
+    tracing::info!(sha256 = %sha256_backend(), "SHA-256 backend");
     match cli.command {
         Command::Config => {
             print!("{}", config.to_toml());
