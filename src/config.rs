@@ -58,12 +58,9 @@ pub struct CnConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ConsensusConfig {
-    /// Committee members per round when the CN set is larger than this plus one.
+    /// Committee members per round when the CN set is larger than this plus one (written into
+    /// genesis by `kaon init` and used by `kaon devnet`).
     pub committee_size: usize,
-    /// Target time between containers.
-    pub round_time_ms: u64,
-    /// Containers between regionchain checkpoints of servicechain heads.
-    pub checkpoint_interval: u64,
 }
 
 /// Which block-log write path to use.
@@ -91,8 +88,6 @@ pub struct StorageConfig {
 pub struct PipelineConfig {
     /// Capacity of every link between stages, in batches.
     pub link_capacity: usize,
-    /// Transactions per signature-verification batch handed to rayon.
-    pub sigverify_batch: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -119,8 +114,6 @@ impl Default for ConsensusConfig {
     fn default() -> Self {
         Self {
             committee_size: DEFAULT_COMMITTEE_SIZE,
-            round_time_ms: 1000,
-            checkpoint_interval: 16,
         }
     }
 }
@@ -137,12 +130,9 @@ impl Default for StorageConfig {
 
 impl Default for PipelineConfig {
     fn default() -> Self {
-        // 64 batches of 256 transactions keep both cores busy with a few batches in flight
-        // while bounding a stage's queue to ~16k transactions.
-        Self {
-            link_capacity: 64,
-            sigverify_batch: 256,
-        }
+        // 64 batches keep both cores busy with a few batches in flight while bounding a
+        // stage's queue.
+        Self { link_capacity: 64 }
     }
 }
 
@@ -187,20 +177,8 @@ impl Config {
                 "consensus.committee_size must be at least 1",
             ),
             (
-                self.consensus.round_time_ms == 0,
-                "consensus.round_time_ms must be positive",
-            ),
-            (
-                self.consensus.checkpoint_interval == 0,
-                "consensus.checkpoint_interval must be positive",
-            ),
-            (
                 self.pipeline.link_capacity == 0,
                 "pipeline.link_capacity must be at least 1",
-            ),
-            (
-                self.pipeline.sigverify_batch == 0,
-                "pipeline.sigverify_batch must be at least 1",
             ),
         ];
         match checks.iter().find(|(bad, _)| *bad) {

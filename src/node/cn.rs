@@ -143,7 +143,9 @@ pub fn run_cn(
         .map(|p| parse_peer(p))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let datadir = resolve(dir, &config.datadir);
-    let spec = genesis.cn_spec(CnIndex(cn.index), key, datadir, NetConfig::new(listen))?;
+    let mut spec = genesis.cn_spec(CnIndex(cn.index), key, datadir, NetConfig::new(listen))?;
+    spec.pipeline = config.pipeline.clone();
+    spec.storage = config.storage.clone();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -200,6 +200,7 @@ impl Genesis {
             datadir,
             net,
             pipeline: crate::config::PipelineConfig::default(),
+            storage: crate::config::StorageConfig::default(),
             max_txs_per_segment: 10_000,
         })
     }

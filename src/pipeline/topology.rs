@@ -82,6 +82,7 @@ pub struct CnSpec {
     pub datadir: std::path::PathBuf,
     pub net: crate::net::NetConfig,
     pub pipeline: PipelineConfig,
+    pub storage: crate::config::StorageConfig,
     pub max_txs_per_segment: usize,
 }
 
@@ -144,7 +145,7 @@ impl BoundCn {
         peers: &[(crate::types::CnIndex, std::net::SocketAddr)],
         on_persisted: super::persist::OnPersisted,
     ) -> anyhow::Result<CnNode> {
-        use crate::storage::blocklog::{BlockLog, BlockLogOptions};
+        use crate::storage::blocklog::BlockLog;
         let spec = self.spec;
         self.net.connect(rt, peers);
         let net = Arc::new(self.net);
@@ -178,12 +179,16 @@ impl BoundCn {
         let pool = Arc::new(super::pool::PoolStats::default());
         let status = Arc::new(super::consensus::ConsensusStatus::default());
         let dropped_inbound = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let (wal, _) = BlockLog::open(
-            spec.datadir.join("consensus.wal"),
-            BlockLogOptions::default(),
+        let log_options = log_options(&spec.storage);
+        let (wal, _) = BlockLog::open(spec.datadir.join("consensus.wal"), log_options.clone())?;
+        let (log, _) = BlockLog::open(spec.datadir.join("blocks.log"), log_options)?;
+        let store = crate::storage::store::Store::open_with(
+            spec.datadir.join("db"),
+            crate::storage::store::StoreOptions {
+                block_cache_bytes: spec.storage.rocksdb_cache_mib << 20,
+                ..Default::default()
+            },
         )?;
-        let (log, _) = BlockLog::open(spec.datadir.join("blocks.log"), BlockLogOptions::default())?;
-        let store = crate::storage::store::Store::open(spec.datadir.join("db"))?;
         let mut app = crate::node::app::CnApp::new(
             spec.params.region,
             Arc::clone(&spec.set),
@@ -277,6 +282,23 @@ impl BoundCn {
             stages,
             threads,
         })
+    }
+}
+
+/// Block-log options from the operator's storage settings.
+fn log_options(
+    storage: &crate::config::StorageConfig,
+) -> crate::storage::blocklog::BlockLogOptions {
+    use crate::config::LogBackend;
+    use crate::storage::blocklog::Backend;
+    crate::storage::blocklog::BlockLogOptions {
+        backend: match storage.log_backend {
+            LogBackend::Auto => Backend::Auto,
+            LogBackend::IoUring => Backend::IoUring,
+            LogBackend::Pwrite => Backend::Pwrite,
+        },
+        preallocate_bytes: storage.log_preallocate_mib << 20,
+        ..Default::default()
     }
 }
 
