@@ -81,6 +81,8 @@ pub struct Machine {
     sync_requested: Option<Height>,
     /// WAL entries of heights not reached yet (after a restart behind the chain).
     restored: BTreeMap<Height, Vec<WalEntry>>,
+    /// Proposers of the current height's rounds (bounded by the rounds seen).
+    proposers: std::cell::RefCell<HashMap<Round, CnIndex>>,
     /// Peers already told about a decided height (bounded: cleared every height).
     peers_behind: HashSet<(CnIndex, Height)>,
     rejections: Rejections,
@@ -119,6 +121,7 @@ impl Machine {
             future_blocks: BTreeMap::new(),
             sync_requested: None,
             restored: BTreeMap::new(),
+            proposers: Default::default(),
             peers_behind: HashSet::new(),
             rejections: Rejections::default(),
         }
@@ -204,15 +207,23 @@ impl Machine {
         out
     }
 
+    /// The proposer of `round` at the current height. Ranking the whole CN set is O(n log n)
+    /// and every vote, proposal and round change asks, so answers are kept for the height.
     fn proposer_of(&self, round: Round) -> CnIndex {
-        self.set
+        if let Some(p) = self.proposers.borrow().get(&round) {
+            return *p;
+        }
+        let proposer = self
+            .set
             .committee(
                 self.tip.mix,
                 self.height(),
                 round,
                 self.params.committee_size,
             )
-            .proposer
+            .proposer;
+        self.proposers.borrow_mut().insert(round, proposer);
+        proposer
     }
 
     fn committee_at(&self, round: Round) -> Committee {
@@ -721,6 +732,7 @@ impl Machine {
 
     fn reset_height(&mut self) {
         self.round = Round(0);
+        self.proposers.get_mut().clear();
         self.committee = self.set.committee(
             self.tip.mix,
             self.height(),
