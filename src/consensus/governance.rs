@@ -11,15 +11,13 @@
 use super::selection::{quorum, CnSet};
 use crate::crypto::bls::{self, PublicKey, PublicKeyBytes, SecretKey, Signature, SignatureBytes};
 use crate::crypto::hash::sha256_concat;
-use crate::types::codec::decode_exact;
+use crate::types::system::{self, SystemKind, SystemTxError};
 use crate::types::{ChainId, CnIndex, Height, SignerBitmap};
 use alloy_primitives::Bytes;
 use alloy_rlp::{RlpDecodable, RlpEncodable};
 use thiserror::Error;
 
-/// First byte of a system transaction in segment 0: not a valid Ethereum envelope start
-/// (typed envelopes use 0x00–0x7f, legacy ones ≥ 0xc0), so the two can never be confused.
-pub const SYSTEM_TX_PREFIX: u8 = 0xfe;
+pub use crate::types::system::SYSTEM_TX_PREFIX;
 /// Heights between the block that carries a change and the change taking effect (at least the
 /// announcing block must sit in between).
 pub const MIN_CHANGE_DELAY: u64 = 2;
@@ -119,21 +117,17 @@ pub fn approve(
 }
 
 impl CnSetChange {
-    /// The system transaction's bytes: prefix ‖ RLP.
+    /// The system transaction's bytes ([`crate::types::system`] framing).
     pub fn to_system_tx(&self) -> Bytes {
-        let mut out = vec![SYSTEM_TX_PREFIX];
-        alloy_rlp::Encodable::encode(self, &mut out);
-        Bytes::from(out)
+        system::encode(SystemKind::CnSetChange, self)
     }
 
     /// Parses a system transaction.
     pub fn from_system_tx(raw: &[u8]) -> Result<Self, GovernanceError> {
-        match raw.split_first() {
-            Some((&SYSTEM_TX_PREFIX, rlp)) => {
-                decode_exact(rlp).map_err(|e| GovernanceError::Malformed(e.to_string()))
-            }
-            _ => Err(GovernanceError::NotSystem),
-        }
+        system::decode(raw, SystemKind::CnSetChange).map_err(|e| match e {
+            SystemTxError::NotSystem => GovernanceError::NotSystem,
+            other => GovernanceError::Malformed(other.to_string()),
+        })
     }
 
     /// Checks the change against the set in force at `height`, where it is being executed.

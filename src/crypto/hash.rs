@@ -36,13 +36,70 @@ pub fn merkle_root(leaves: &[B256]) -> B256 {
     while level.len() > 1 {
         level = level
             .chunks(2)
-            .map(|pair| {
-                let right = pair.get(1).unwrap_or(&pair[0]);
-                sha256_concat(&[&[1u8], pair[0].as_slice(), right.as_slice()])
-            })
+            .map(|pair| merkle_parent(&pair[0], pair.get(1).unwrap_or(&pair[0])))
             .collect();
     }
     level[0]
+}
+
+fn merkle_parent(left: &B256, right: &B256) -> B256 {
+    sha256_concat(&[&[1u8], left.as_slice(), right.as_slice()])
+}
+
+/// The siblings from leaf `index` up to the root of [`merkle_root`]`(leaves)`, bottom first;
+/// `None` when `index` is out of range.
+pub fn merkle_proof(leaves: &[B256], mut index: usize) -> Option<Vec<B256>> {
+    if index >= leaves.len() {
+        return None;
+    }
+    let mut path = Vec::new();
+    let mut level: Vec<B256> = leaves.to_vec();
+    while level.len() > 1 {
+        let sibling = index ^ 1;
+        path.push(*level.get(sibling).unwrap_or(&level[index]));
+        level = level
+            .chunks(2)
+            .map(|pair| merkle_parent(&pair[0], pair.get(1).unwrap_or(&pair[0])))
+            .collect();
+        index /= 2;
+    }
+    Some(path)
+}
+
+/// The root that `path` ([`merkle_proof`]) leads to from `leaf` at `index` of a tree of
+/// `leaf_count` leaves; `None` when the index or the path length does not fit such a tree.
+pub fn merkle_root_from_path(
+    leaf: B256,
+    mut index: usize,
+    leaf_count: usize,
+    path: &[B256],
+) -> Option<B256> {
+    if index >= leaf_count {
+        return None;
+    }
+    let depth = usize::BITS - (leaf_count - 1).leading_zeros();
+    if path.len() != depth as usize {
+        return None;
+    }
+    Some(path.iter().fold(leaf, |node, sibling| {
+        let parent = match index % 2 {
+            0 => merkle_parent(&node, sibling),
+            _ => merkle_parent(sibling, &node),
+        };
+        index /= 2;
+        parent
+    }))
+}
+
+/// Whether `path` proves `leaf` at `index` of a `leaf_count`-leaf tree with root `root`.
+pub fn verify_merkle_proof(
+    leaf: B256,
+    index: usize,
+    leaf_count: usize,
+    path: &[B256],
+    root: B256,
+) -> bool {
+    merkle_root_from_path(leaf, index, leaf_count, path) == Some(root)
 }
 
 /// The SHA-256 implementation the running CPU gets.
@@ -99,6 +156,24 @@ mod tests {
         assert_ne!(merkle_root(&swapped), root);
         assert_ne!(merkle_root(&leaves[..4]), root);
         assert_eq!(merkle_root(&[]), B256::ZERO);
+    }
+
+    #[test]
+    fn merkle_proofs_verify_every_leaf_and_nothing_else() {
+        for n in 1..=9usize {
+            let leaves: Vec<B256> = (0..n as u8).map(|i| sha256(&[i])).collect();
+            let root = merkle_root(&leaves);
+            for (i, leaf) in leaves.iter().enumerate() {
+                let path = merkle_proof(&leaves, i).unwrap();
+                assert!(verify_merkle_proof(*leaf, i, n, &path, root), "n={n} i={i}");
+                assert!(!verify_merkle_proof(sha256(b"x"), i, n, &path, root));
+                assert!(!verify_merkle_proof(*leaf, i, n + 8, &path, root));
+                if n > 1 {
+                    assert!(!verify_merkle_proof(*leaf, (i + 1) % n, n, &path, root));
+                }
+            }
+            assert!(merkle_proof(&leaves, n).is_none());
+        }
     }
 
     #[test]

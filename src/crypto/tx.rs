@@ -32,7 +32,8 @@ mod transaction;
 
 pub use envelope::{DecodeRules, Signature, SignedTransaction};
 pub use recover::{
-    address_of, decode_recover_batch, recover_all, recover_batch, RecoveredTx, RECOVER_MIN_BATCH,
+    address_of, decode_recover_batch, recover_all, recover_batch, recover_digest, sign_digest,
+    RecoveredTx, RECOVER_MIN_BATCH,
 };
 pub use transaction::{
     AccessList, AccessListItem, Eip1559Tx, Eip2930Tx, LegacyTx, Transaction, TxKind, TxType,

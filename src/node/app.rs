@@ -7,6 +7,7 @@
 //! without executing it again.
 
 use super::region::{RegionExecution, RegionState};
+use super::servicechain::DEFAULT_CHECKPOINT_INTERVAL;
 use crate::consensus::governance::SYSTEM_TX_PREFIX;
 use crate::consensus::machine::{Application, Tip};
 use crate::consensus::proposal::BlockBody;
@@ -90,7 +91,7 @@ impl CnApp {
     ) -> Self {
         Self {
             shared,
-            region: RegionState::new(region, set),
+            region: RegionState::new(region, set, DEFAULT_CHECKPOINT_INTERVAL),
             executor: TransferExecutor,
             max_txs_per_segment,
             executed: HashMap::new(),
@@ -173,7 +174,7 @@ impl CnApp {
             None => self.execute(header.height, &self.senders(block)),
         };
         self.executed.clear();
-        self.region.apply(&execution.region, &header.next_cn_set);
+        self.region.apply(&execution.region, header);
         let mut state = self.shared.state.write().unwrap_or_else(|e| e.into_inner());
         let mut pool = self.shared.pool.lock().unwrap_or_else(|e| e.into_inner());
         for e in &execution.chains {

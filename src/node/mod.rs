@@ -8,3 +8,4 @@ pub mod genesis;
 pub mod loadgen;
 pub mod recovery;
 pub mod region;
+pub mod servicechain;

@@ -1,18 +1,31 @@
-//! Segment 0: the regionchain's own system transactions. Today that is CN-set governance
-//! ([`crate::consensus::governance`]): a valid change becomes pending, the block before its
-//! effective height announces the new keys in `next_cn_set`, and the set switches there.
+//! Segment 0: the regionchain's own system transactions ([`crate::types::system`]).
+//!
+//! - CN-set governance ([`crate::consensus::governance`]): a valid change becomes pending, the
+//!   block before its effective height announces the new keys in `next_cn_set`, and the set
+//!   switches there.
+//! - Servicechain registration ([`super::servicechain`]): a verified registration adds the
+//!   chain to the registry when its container commits.
+//! - Checkpoints: at every `checkpoint_interval`-th height, segment 0 records the latest
+//!   segment of every servicechain that moved since the previous checkpoint.
+//!
+//! The segment's state root is [`region_state_root`] over the three parts.
 
-use crate::consensus::governance::CnSetChange;
+use super::servicechain::{
+    region_state_root, ChainEntry, Checkpoint, Checkpoints, GenesisAlloc, Registration, Registry,
+    RegistryError,
+};
+use crate::consensus::governance::{CnSetChange, GovernanceError};
 use crate::consensus::selection::CnSet;
 use crate::crypto::bls::PublicKeyBytes;
 use crate::crypto::hash::{merkle_root, sha256_concat};
 use crate::exec::InvalidReason;
 use crate::types::codec::canonical;
-use crate::types::{ChainId, Height, Segment, SegmentCommitment};
+use crate::types::system::{self, SystemKind};
+use crate::types::{ChainId, Header, Height, Segment, SegmentCommitment};
 use alloy_primitives::B256;
 use std::sync::Arc;
 
-/// The regionchain state that consensus depends on.
+/// The regionchain state that consensus and the servicechains depend on.
 #[derive(Debug, Clone)]
 pub struct RegionState {
     pub region: ChainId,
@@ -20,7 +33,18 @@ pub struct RegionState {
     pub set: Arc<CnSet>,
     /// An approved change not yet in force: (effective height, new keys).
     pub pending: Option<(Height, Vec<PublicKeyBytes>)>,
-    pub root: B256,
+    /// Commitment to every governance change so far.
+    pub governance_root: B256,
+    pub registry: Registry,
+    pub checkpoints: Checkpoints,
+}
+
+/// A servicechain registered by a segment, with its genesis allocations.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewChain {
+    pub chain_id: ChainId,
+    pub entry: ChainEntry,
+    pub alloc: Vec<GenesisAlloc>,
 }
 
 /// The outcome of executing segment 0 of one block.
@@ -29,17 +53,107 @@ pub struct RegionExecution {
     pub commitment: SegmentCommitment,
     /// The pending change after this segment.
     pub pending: Option<(Height, Vec<PublicKeyBytes>)>,
-    pub root: B256,
+    pub governance_root: B256,
+    pub registered: Vec<NewChain>,
+    pub registry_root: B256,
+    pub checkpoint: Option<Checkpoint>,
+}
+
+/// Why a system transaction was marked invalid.
+#[derive(Debug, thiserror::Error)]
+enum SystemTxRefusal {
+    #[error(transparent)]
+    Framing(#[from] system::SystemTxError),
+    #[error(transparent)]
+    Governance(#[from] GovernanceError),
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+}
+
+/// Segment-0 state being built by one execution.
+struct Draft<'a> {
+    base: &'a RegionState,
+    height: Height,
+    pending: Option<(Height, Vec<PublicKeyBytes>)>,
+    governance_root: B256,
+    registered: Vec<NewChain>,
+    registry_root: B256,
+}
+
+impl Draft<'_> {
+    fn apply(&mut self, raw: &[u8]) -> Result<(), SystemTxRefusal> {
+        match system::split(raw)?.0 {
+            SystemKind::CnSetChange => self.change_set(CnSetChange::from_system_tx(raw)?),
+            SystemKind::RegisterServicechain => self.register(Registration::from_system_tx(raw)?),
+        }
+    }
+
+    fn change_set(&mut self, change: CnSetChange) -> Result<(), SystemTxRefusal> {
+        if self.pending.is_some() {
+            return Err(GovernanceError::AlreadyPending.into());
+        }
+        change.verify(self.base.region, &self.base.set, self.height)?;
+        self.governance_root =
+            sha256_concat(&[self.governance_root.as_slice(), &canonical(&change)]);
+        self.pending = Some((change.effective, change.new_set));
+        Ok(())
+    }
+
+    fn register(&mut self, registration: Registration) -> Result<(), SystemTxRefusal> {
+        registration.verify(self.base.region)?;
+        let spec = registration.spec;
+        let taken = self.base.registry.contains(spec.chain_id)
+            || self.registered.iter().any(|c| c.chain_id == spec.chain_id);
+        if taken {
+            return Err(RegistryError::AlreadyRegistered(spec.chain_id).into());
+        }
+        let entry = ChainEntry {
+            owner: spec.owner,
+            registered_at: self.height,
+        };
+        self.registry_root = Registry::fold(self.registry_root, spec.chain_id, &entry);
+        self.registered.push(NewChain {
+            chain_id: spec.chain_id,
+            entry,
+            alloc: spec.alloc,
+        });
+        Ok(())
+    }
 }
 
 impl RegionState {
-    pub fn new(region: ChainId, set: Arc<CnSet>) -> Self {
+    pub fn new(region: ChainId, set: Arc<CnSet>, checkpoint_interval: u64) -> Self {
         Self {
             region,
             set,
             pending: None,
-            root: B256::ZERO,
+            governance_root: B256::ZERO,
+            registry: Registry::default(),
+            checkpoints: Checkpoints::new(checkpoint_interval),
         }
+    }
+
+    /// Registers the genesis servicechains (owner: nobody).
+    pub fn with_genesis_chains(mut self, chains: &[ChainId]) -> Self {
+        for chain in chains {
+            self.registry.insert(
+                *chain,
+                ChainEntry {
+                    owner: Default::default(),
+                    registered_at: Height(0),
+                },
+            );
+        }
+        self
+    }
+
+    /// The regionchain's state root now.
+    pub fn root(&self) -> B256 {
+        region_state_root(
+            self.governance_root,
+            self.registry.root(),
+            self.checkpoints.head(),
+        )
     }
 
     /// Keys block `height`'s header must announce: the pending set when it takes effect at
@@ -53,58 +167,84 @@ impl RegionState {
 
     /// Executes segment 0 of block `height` without changing this state.
     pub fn execute(&self, height: Height, segment: &Segment) -> RegionExecution {
-        let mut pending = self.pending.clone();
-        let mut root = self.root;
+        let mut draft = Draft {
+            base: self,
+            height,
+            pending: self.pending.clone(),
+            governance_root: self.governance_root,
+            registered: Vec::new(),
+            registry_root: self.registry.root(),
+        };
         let receipts: Vec<B256> = segment
             .txs
             .iter()
-            .map(|raw| {
-                let outcome = CnSetChange::from_system_tx(raw).and_then(|change| {
-                    if pending.is_some() {
-                        return Err(crate::consensus::governance::GovernanceError::AlreadyPending);
-                    }
-                    change.verify(self.region, &self.set, height)?;
-                    root = sha256_concat(&[root.as_slice(), &canonical(&change)]);
-                    pending = Some((change.effective, change.new_set));
-                    Ok(())
-                });
-                match outcome {
-                    Ok(()) => sha256_concat(&[&[1u8]]),
-                    Err(e) => {
-                        tracing::debug!(error = %e, %height, "system transaction marked invalid");
-                        sha256_concat(&[&[0u8, InvalidReason::Unsupported as u8]])
-                    }
+            .map(|raw| match draft.apply(raw) {
+                Ok(()) => sha256_concat(&[&[1u8]]),
+                Err(e) => {
+                    tracing::debug!(error = %e, %height, "system transaction marked invalid");
+                    sha256_concat(&[&[0u8, InvalidReason::Unsupported as u8]])
                 }
             })
             .collect();
+        let checkpoint = self.checkpoints.due(height);
+        let checkpoint_head = checkpoint
+            .as_ref()
+            .map_or(self.checkpoints.head(), Checkpoint::chain_head);
         RegionExecution {
             commitment: SegmentCommitment {
                 chain_id: self.region,
                 tx_count: segment.txs.len() as u32,
                 tx_root: segment.tx_root(),
                 receipts_root: merkle_root(&receipts),
-                state_root: root,
+                state_root: region_state_root(
+                    draft.governance_root,
+                    draft.registry_root,
+                    checkpoint_head,
+                ),
             },
-            pending,
-            root,
+            pending: draft.pending,
+            governance_root: draft.governance_root,
+            registered: draft.registered,
+            registry_root: draft.registry_root,
+            checkpoint,
         }
     }
 
-    /// Applies a committed block's segment 0 and header announcement.
-    pub fn apply(&mut self, execution: &RegionExecution, announced: &[PublicKeyBytes]) {
-        self.root = execution.root;
+    /// Applies a committed block's segment 0 and the header's announcement, and notes the
+    /// block's servicechain segments for the next checkpoint.
+    pub fn apply(&mut self, execution: &RegionExecution, header: &Header) {
+        self.governance_root = execution.governance_root;
         self.pending = execution.pending.clone();
-        if !announced.is_empty() {
-            match CnSet::from_bytes(announced) {
-                Ok(set) => {
-                    tracing::info!(cns = set.len(), "CN set changes at the next height");
-                    self.set = Arc::new(set);
-                    self.pending = None;
-                }
-                // Invariant: validation compared the announcement with the verified pending
-                // change, whose keys were validated; a failure here is a bug worth seeing.
-                Err(e) => tracing::error!(error = %e, "announced CN set does not parse"),
+        for chain in &execution.registered {
+            self.registry.insert(chain.chain_id, chain.entry);
+        }
+        debug_assert_eq!(self.registry.root(), execution.registry_root);
+        if let Some(checkpoint) = &execution.checkpoint {
+            self.checkpoints.commit(
+                checkpoint.clone(),
+                execution.governance_root,
+                execution.registry_root,
+            );
+        }
+        let chains: Vec<ChainId> = header.segments.iter().skip(1).map(|s| s.chain_id).collect();
+        self.checkpoints
+            .record_segments(header.height, &header.hash(), &chains);
+        self.switch_set(&header.next_cn_set);
+    }
+
+    fn switch_set(&mut self, announced: &[PublicKeyBytes]) {
+        if announced.is_empty() {
+            return;
+        }
+        match CnSet::from_bytes(announced) {
+            Ok(set) => {
+                tracing::info!(cns = set.len(), "CN set changes at the next height");
+                self.set = Arc::new(set);
+                self.pending = None;
             }
+            // Invariant: validation compared the announcement with the verified pending
+            // change, whose keys were validated; a failure here is a bug worth seeing.
+            Err(e) => tracing::error!(error = %e, "announced CN set does not parse"),
         }
     }
 }

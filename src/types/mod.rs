@@ -9,6 +9,7 @@ pub mod block;
 pub mod codec;
 pub mod consensus;
 pub mod primitives;
+pub mod system;
 
 pub use block::{
     Block, CommitCertificate, Header, SealedHeader, Segment, SegmentCommitment, TxBatch,

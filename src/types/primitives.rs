@@ -10,8 +10,9 @@ macro_rules! integer_newtype {
         $(#[$doc])*
         #[derive(
             Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash,
-            RlpEncodableWrapper, RlpDecodableWrapper,
+            RlpEncodableWrapper, RlpDecodableWrapper, serde::Serialize, serde::Deserialize,
         )]
+        #[serde(transparent)]
         pub struct $name(pub $inner);
 
         impl $name {

@@ -12,6 +12,7 @@ mod pipeline;
 mod por;
 mod por_gpu;
 mod selection;
+mod servicechain;
 mod storage;
 mod telemetry;
 mod tx;

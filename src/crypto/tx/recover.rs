@@ -59,25 +59,35 @@ impl SignedTransaction {
 impl Transaction {
     /// Signs with `secret` (RFC 6979 deterministic nonce, low `s`) and encodes the envelope.
     pub fn sign(&self, secret: &[u8; 32]) -> Result<SignedTransaction, TxError> {
-        let key = SecretKey::from_slice(secret).map_err(|_| TxError::InvalidSecretKey)?;
-        let message = Message::from_digest(self.signing_hash().0);
-        let (recovery_id, compact) = SECP256K1
-            .sign_ecdsa_recoverable(&message, &key)
-            .serialize_compact();
-        let y_parity = match recovery_id.to_i32() {
-            0 => false,
-            1 => true,
-            // 2 and 3 mean r overflowed the group order (probability ~2^-127); Ethereum
-            // signatures cannot express that.
-            _ => return Err(TxError::InvalidSignature),
-        };
-        let signature = Signature {
-            r: U256::from_be_slice(&compact[..32]),
-            s: U256::from_be_slice(&compact[32..]),
-            y_parity,
-        };
-        SignedTransaction::new(self.clone(), signature)
+        SignedTransaction::new(self.clone(), sign_digest(secret, self.signing_hash())?)
     }
+}
+
+/// Signs a 32-byte digest with `secret` (RFC 6979 deterministic nonce, low `s`), as Ethereum
+/// signatures are made: transactions, and Kaon's owner-signed system transactions.
+pub fn sign_digest(secret: &[u8; 32], digest: B256) -> Result<Signature, TxError> {
+    let key = SecretKey::from_slice(secret).map_err(|_| TxError::InvalidSecretKey)?;
+    let (recovery_id, compact) = SECP256K1
+        .sign_ecdsa_recoverable(&Message::from_digest(digest.0), &key)
+        .serialize_compact();
+    let y_parity = match recovery_id.to_i32() {
+        0 => false,
+        1 => true,
+        // 2 and 3 mean r overflowed the group order (probability ~2^-127); Ethereum
+        // signatures cannot express that.
+        _ => return Err(TxError::InvalidSignature),
+    };
+    Ok(Signature {
+        r: U256::from_be_slice(&compact[..32]),
+        s: U256::from_be_slice(&compact[32..]),
+        y_parity,
+    })
+}
+
+/// The address whose key made `signature` over `digest` (ecrecover).
+pub fn recover_digest(digest: B256, signature: &Signature) -> Result<Address, TxError> {
+    signature.check()?;
+    recover_address(digest, signature)
 }
 
 /// The Ethereum address of a secret key (keccak-256 of the public key, last 20 bytes).

@@ -1,0 +1,93 @@
+//! Framing of regionchain system transactions (segment 0): `0xfe ‖ kind ‖ RLP(payload)`.
+//!
+//! `0xfe` is not a valid start of an Ethereum envelope (typed envelopes use 0x00–0x7f, legacy
+//! ones ≥ 0xc0), so a system transaction can never be confused with a user transaction. The
+//! kind byte says which payload follows; each payload type decodes and verifies itself.
+
+use alloy_primitives::Bytes;
+use thiserror::Error;
+
+/// First byte of every system transaction.
+pub const SYSTEM_TX_PREFIX: u8 = 0xfe;
+
+/// Largest system transaction accepted anywhere (pool, segment 0, RPC): a CN-set change for
+/// the largest set, or a registration with its maximum allocations, fits with room to spare.
+pub const MAX_SYSTEM_TX_BYTES: usize = 256 << 10;
+
+/// What a system transaction carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum SystemKind {
+    /// Replacement of the CN set ([`crate::consensus::governance::CnSetChange`]).
+    CnSetChange = 1,
+    /// Registration of a servicechain ([`crate::node::servicechain::Registration`]).
+    RegisterServicechain = 2,
+}
+
+impl SystemKind {
+    fn from_byte(byte: u8) -> Option<Self> {
+        match byte {
+            1 => Some(Self::CnSetChange),
+            2 => Some(Self::RegisterServicechain),
+            _ => None,
+        }
+    }
+}
+
+/// Why bytes are not a well-formed system transaction.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum SystemTxError {
+    #[error("not a system transaction")]
+    NotSystem,
+    #[error("system transaction of {0} bytes exceeds the {MAX_SYSTEM_TX_BYTES}-byte limit")]
+    TooLarge(usize),
+    #[error("unknown system transaction kind {0}")]
+    UnknownKind(u8),
+    #[error("system transaction is a {got:?}, expected a {expected:?}")]
+    WrongKind {
+        got: SystemKind,
+        expected: SystemKind,
+    },
+    #[error("malformed {kind:?} payload: {reason}")]
+    Malformed { kind: SystemKind, reason: String },
+}
+
+/// Whether raw bytes are a system transaction rather than an Ethereum one.
+pub fn is_system_tx(raw: &[u8]) -> bool {
+    raw.first() == Some(&SYSTEM_TX_PREFIX)
+}
+
+/// `payload` framed as a system transaction of `kind`.
+pub fn encode<T: alloy_rlp::Encodable>(kind: SystemKind, payload: &T) -> Bytes {
+    let mut out = vec![SYSTEM_TX_PREFIX, kind as u8];
+    payload.encode(&mut out);
+    Bytes::from(out)
+}
+
+/// The kind of a framed system transaction and its payload bytes.
+pub fn split(raw: &[u8]) -> Result<(SystemKind, &[u8]), SystemTxError> {
+    if raw.len() > MAX_SYSTEM_TX_BYTES {
+        return Err(SystemTxError::TooLarge(raw.len()));
+    }
+    match raw {
+        [SYSTEM_TX_PREFIX, kind, payload @ ..] => SystemKind::from_byte(*kind)
+            .map(|k| (k, payload))
+            .ok_or(SystemTxError::UnknownKind(*kind)),
+        _ => Err(SystemTxError::NotSystem),
+    }
+}
+
+/// Decodes a system transaction that must be of `expected` kind.
+pub fn decode<T: alloy_rlp::Decodable>(
+    raw: &[u8],
+    expected: SystemKind,
+) -> Result<T, SystemTxError> {
+    let (got, payload) = split(raw)?;
+    if got != expected {
+        return Err(SystemTxError::WrongKind { got, expected });
+    }
+    super::codec::decode_exact(payload).map_err(|e| SystemTxError::Malformed {
+        kind: expected,
+        reason: e.to_string(),
+    })
+}

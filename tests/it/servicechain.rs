@@ -1,0 +1,219 @@
+//! Servicechain registration, the registry, and checkpoints with their proofs, executed through
+//! the regionchain's segment 0 exactly as CNs and RNs run it.
+
+use alloy_primitives::{B256, U256};
+use kaon::consensus::selection::CnSet;
+use kaon::crypto::bls::{SecretKey, SignatureBytes};
+use kaon::crypto::hash::sha256;
+use kaon::node::loadgen::dev_account;
+use kaon::node::region::{RegionExecution, RegionState};
+use kaon::node::servicechain::{
+    segment_hash, GenesisAlloc, Registration, RegistryError, ServicechainSpec, MAX_ALLOCATIONS,
+    MAX_CHAIN_ID,
+};
+use kaon::types::{BlockHash, ChainId, CnIndex, Header, Height, Round, Segment};
+use std::sync::Arc;
+
+const REGION: ChainId = ChainId(1000);
+
+fn region_state(interval: u64) -> RegionState {
+    let keys = (0..4u8)
+        .map(|i| SecretKey::from_seed(&sha256(&[i]).0).unwrap().public_key())
+        .collect();
+    RegionState::new(REGION, Arc::new(CnSet::new(keys).unwrap()), interval)
+        .with_genesis_chains(&[ChainId(1001)])
+}
+
+fn spec(chain: u64, owner: usize) -> ServicechainSpec {
+    ServicechainSpec {
+        region: REGION,
+        chain_id: ChainId(chain),
+        owner: dev_account(owner).address,
+        alloc: vec![GenesisAlloc {
+            address: dev_account(7).address,
+            balance: U256::from(10u64).pow(U256::from(21u64)),
+        }],
+    }
+}
+
+fn registration(chain: u64, owner: usize) -> Registration {
+    Registration::sign(spec(chain, owner), &dev_account(owner).secret).unwrap()
+}
+
+/// A header for `height` whose segments 1.. are `chains` (only what `apply` reads matters).
+fn header(height: u64, execution: &RegionExecution, chains: &[u64]) -> Header {
+    let mut segments = vec![execution.commitment.clone()];
+    segments.extend(chains.iter().map(|c| kaon::types::SegmentCommitment {
+        chain_id: ChainId(*c),
+        tx_count: 0,
+        tx_root: B256::ZERO,
+        receipts_root: B256::ZERO,
+        state_root: sha256(&c.to_be_bytes()),
+    }));
+    Header {
+        version: 1,
+        region: REGION,
+        height: Height(height),
+        round: Round(0),
+        parent: BlockHash(sha256(&height.to_be_bytes())),
+        timestamp_ms: height,
+        proposer: CnIndex(0),
+        random_reveal: SignatureBytes::default(),
+        mix: B256::ZERO,
+        cn_set_root: B256::ZERO,
+        next_cn_set: Vec::new(),
+        segments,
+    }
+}
+
+/// Executes and applies one block carrying `system` in segment 0 and segments of `chains`.
+fn commit(
+    state: &mut RegionState,
+    height: u64,
+    system: Vec<alloy_primitives::Bytes>,
+    chains: &[u64],
+) -> (RegionExecution, Header) {
+    let segment = Segment {
+        chain_id: REGION,
+        txs: system,
+    };
+    let execution = state.execute(Height(height), &segment);
+    let header = header(height, &execution, chains);
+    state.apply(&execution, &header);
+    assert_eq!(state.root(), execution.commitment.state_root);
+    (execution, header)
+}
+
+#[test]
+fn a_signed_registration_adds_the_chain_and_a_bad_one_changes_nothing() {
+    let mut state = region_state(16);
+    let good = registration(2001, 1);
+    let root_before = state.root();
+    let (execution, _) = commit(&mut state, 1, vec![good.to_system_tx()], &[]);
+    assert_eq!(execution.registered.len(), 1);
+    assert_eq!(execution.registered[0].alloc, good.spec.alloc);
+    assert_ne!(state.root(), root_before);
+    let entry = state.registry.get(ChainId(2001)).unwrap();
+    assert_eq!(entry.owner, dev_account(1).address);
+    assert_eq!(entry.registered_at, Height(1));
+    assert_eq!(state.registry.len(), 2);
+
+    // Each refused registration is marked invalid and leaves the root untouched.
+    let mut forged = registration(2002, 1);
+    forged.spec.owner = dev_account(2).address;
+    let mut too_many = spec(2003, 1);
+    too_many.alloc = vec![too_many.alloc[0].clone(); MAX_ALLOCATIONS + 1];
+    let refused = [
+        registration(2001, 3).to_system_tx(),     // id taken
+        registration(1001, 3).to_system_tx(),     // genesis chain
+        registration(REGION.0, 3).to_system_tx(), // the regionchain's own id
+        registration(MAX_CHAIN_ID + 1, 3).to_system_tx(),
+        forged.to_system_tx(),
+        Registration::sign(too_many, &dev_account(1).secret)
+            .unwrap()
+            .to_system_tx(),
+        alloy_primitives::Bytes::from_static(&[0xfe, 0x02, 0xc0]),
+        alloy_primitives::Bytes::from_static(&[0xfe, 0x63]),
+    ];
+    let root = state.root();
+    let (execution, _) = commit(&mut state, 2, refused.to_vec(), &[]);
+    assert!(execution.registered.is_empty());
+    assert_eq!(state.root(), root);
+    assert_eq!(state.registry.len(), 2);
+
+    // Reasons, checked one by one.
+    assert_eq!(
+        registration(2001, 3).verify(ChainId(999)),
+        Err(RegistryError::WrongRegion {
+            got: REGION,
+            expected: ChainId(999)
+        })
+    );
+    assert_eq!(forged.verify(REGION), Err(RegistryError::NotOwner));
+    assert_eq!(
+        registration(0, 1).verify(REGION),
+        Err(RegistryError::BadChainId(ChainId(0)))
+    );
+}
+
+#[test]
+fn two_registrations_of_one_id_in_a_block_admit_only_the_first() {
+    let mut state = region_state(16);
+    let (execution, _) = commit(
+        &mut state,
+        1,
+        vec![
+            registration(3001, 1).to_system_tx(),
+            registration(3001, 2).to_system_tx(),
+        ],
+        &[],
+    );
+    assert_eq!(execution.registered.len(), 1);
+    assert_eq!(
+        state.registry.get(ChainId(3001)).unwrap().owner,
+        dev_account(1).address
+    );
+}
+
+#[test]
+fn checkpoints_record_moved_chains_and_their_proofs_verify_against_the_region_root() {
+    let mut state = region_state(4);
+    let regs: Vec<_> = (0..3)
+        .map(|k| registration(4000 + k, 1).to_system_tx())
+        .collect();
+    commit(&mut state, 1, regs, &[]);
+    // Chain 4000 moves at heights 2 and 3, chain 4001 at height 3; 4002 stays idle.
+    let (_, h2) = commit(&mut state, 2, vec![], &[4000]);
+    let (_, h3) = commit(&mut state, 3, vec![], &[4000, 4001]);
+    let (cp, _) = commit(&mut state, 4, vec![], &[]);
+    let checkpoint = cp
+        .checkpoint
+        .clone()
+        .expect("height 4 is a checkpoint height");
+    let chains: Vec<u64> = checkpoint.entries.iter().map(|e| e.chain_id.0).collect();
+    assert_eq!(chains, vec![4000, 4001], "idle chains are not checkpointed");
+    let latest = segment_hash(&h3.hash(), ChainId(4000));
+    assert_eq!(checkpoint.entries[0].segment_hash, latest);
+    assert_eq!(checkpoint.entries[0].height, Height(3));
+
+    let proof = state
+        .checkpoints
+        .prove(&latest)
+        .expect("latest segment is provable");
+    assert!(proof.verify(cp.commitment.state_root));
+    // A proof is bound to the root, the entry and its position.
+    assert!(!proof.verify(B256::ZERO));
+    let mut wrong = proof.clone();
+    wrong.entry.height = Height(2);
+    assert!(!wrong.verify(cp.commitment.state_root));
+    let mut wrong = proof.clone();
+    wrong.index ^= 1;
+    assert!(!wrong.verify(cp.commitment.state_root));
+    // The superseded segment of chain 4000 (height 2) was never the latest at a checkpoint.
+    assert!(state
+        .checkpoints
+        .prove(&segment_hash(&h2.hash(), ChainId(4000)))
+        .is_none());
+
+    // Nothing moved since: the next checkpoint height records nothing and the head stays.
+    for h in 5..=8 {
+        let (e, _) = commit(&mut state, h, vec![], &[]);
+        assert!(e.checkpoint.is_none());
+    }
+    assert_eq!(state.root(), cp.commitment.state_root);
+}
+
+#[test]
+fn a_hundred_thousand_registered_chains_cost_nothing_per_idle_block() {
+    let chains: Vec<ChainId> = (1..=100_000u64).map(|k| ChainId(REGION.0 + k)).collect();
+    let mut state = region_state(16).with_genesis_chains(&chains);
+    assert_eq!(state.registry.len(), 100_000);
+    // 1 000 of them move in one container; the next checkpoint lists exactly those.
+    let active: Vec<u64> = (0..1000u64).map(|k| REGION.0 + 1 + k * 100).collect();
+    commit(&mut state, 15, vec![], &active);
+    let (cp, _) = commit(&mut state, 16, vec![], &[]);
+    let checkpoint = cp.checkpoint.unwrap();
+    assert_eq!(checkpoint.entries.len(), 1000);
+    let listed: Vec<u64> = checkpoint.entries.iter().map(|e| e.chain_id.0).collect();
+    assert_eq!(listed, active);
+}
