@@ -27,6 +27,7 @@
 //! (see the `recover` submodule).
 
 mod envelope;
+pub mod hd;
 mod recover;
 mod transaction;
 

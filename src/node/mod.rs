@@ -1,6 +1,7 @@
 //! Node assembly above the pipeline: the CN's consensus application, the development network
 //! and its load generator.
 
+pub mod accounts;
 pub mod app;
 pub mod cn;
 pub mod devnet;
