@@ -124,7 +124,7 @@ fn scale(c: &mut Criterion) {
     let mut g = c.benchmark_group("servicechains");
     g.sample_size(50);
     // Checkpoint heights are skipped so both sides do the same work.
-    let mut next = |h: &mut u64| {
+    let next = |h: &mut u64| {
         *h += 1;
         if *h % INTERVAL == 0 {
             *h += 1;

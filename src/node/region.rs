@@ -7,11 +7,14 @@
 //!   chain to the registry when its container commits.
 //! - Checkpoints: at every `checkpoint_interval`-th height, segment 0 records the latest
 //!   segment of every servicechain that moved since the previous checkpoint.
+//! - Proof of Participation ([`super::pop`]): PoR shares verified against the node's block
+//!   log, epoch payouts from the RN reward reserve.
 //!
-//! The segment's state root is [`region_state_root`] over the three parts.
+//! The segment's state root is [`RegionRoots::state_root`] over the four parts.
 
+use super::pop::{NoSegments, PopDelta, PopState, SegmentSource, ShareError, ShareSubmission};
 use super::servicechain::{
-    region_state_root, ChainEntry, Checkpoint, Checkpoints, GenesisAlloc, Registration, Registry,
+    ChainEntry, Checkpoint, Checkpoints, GenesisAlloc, RegionRoots, Registration, Registry,
     RegistryError,
 };
 use crate::consensus::governance::{CnSetChange, GovernanceError};
@@ -37,6 +40,9 @@ pub struct RegionState {
     pub governance_root: B256,
     pub registry: Registry,
     pub checkpoints: Checkpoints,
+    pub pop: PopState,
+    /// Where share verification reads `C(h)`.
+    pub segments: Arc<dyn SegmentSource>,
 }
 
 /// A servicechain registered by a segment, with its genesis allocations.
@@ -57,6 +63,7 @@ pub struct RegionExecution {
     pub registered: Vec<NewChain>,
     pub registry_root: B256,
     pub checkpoint: Option<Checkpoint>,
+    pub pop: PopDelta,
 }
 
 /// Why a system transaction was marked invalid.
@@ -68,6 +75,8 @@ enum SystemTxRefusal {
     Governance(#[from] GovernanceError),
     #[error(transparent)]
     Registry(#[from] RegistryError),
+    #[error(transparent)]
+    Share(#[from] ShareError),
 }
 
 /// Segment-0 state being built by one execution.
@@ -78,6 +87,7 @@ struct Draft<'a> {
     governance_root: B256,
     registered: Vec<NewChain>,
     registry_root: B256,
+    shares: Vec<ShareSubmission>,
 }
 
 impl Draft<'_> {
@@ -85,7 +95,16 @@ impl Draft<'_> {
         match system::split(raw)?.0 {
             SystemKind::CnSetChange => self.change_set(CnSetChange::from_system_tx(raw)?),
             SystemKind::RegisterServicechain => self.register(Registration::from_system_tx(raw)?),
+            SystemKind::PorShare => self.share(ShareSubmission::from_system_tx(raw)?),
         }
+    }
+
+    fn share(&mut self, share: ShareSubmission) -> Result<(), SystemTxRefusal> {
+        let base = self.base;
+        base.pop
+            .check_share(&share, self.height, &self.shares, &*base.segments)?;
+        self.shares.push(share);
+        Ok(())
     }
 
     fn change_set(&mut self, change: CnSetChange) -> Result<(), SystemTxRefusal> {
@@ -130,7 +149,21 @@ impl RegionState {
             governance_root: B256::ZERO,
             registry: Registry::default(),
             checkpoints: Checkpoints::new(checkpoint_interval),
+            pop: PopState::new(Default::default()),
+            segments: Arc::new(NoSegments),
         }
+    }
+
+    /// Starts the PoP state with `params` (genesis settings).
+    pub fn with_pop(mut self, params: super::pop::PopParams) -> Self {
+        self.pop = PopState::new(params);
+        self
+    }
+
+    /// Verifies shares against `segments` (the node's block log) from now on.
+    pub fn with_segments(mut self, segments: Arc<dyn SegmentSource>) -> Self {
+        self.segments = segments;
+        self
     }
 
     /// Registers the genesis servicechains (owner: nobody).
@@ -147,13 +180,19 @@ impl RegionState {
         self
     }
 
+    /// The regionchain's state parts now.
+    pub fn roots(&self) -> RegionRoots {
+        RegionRoots {
+            governance: self.governance_root,
+            registry: self.registry.root(),
+            checkpoints: self.checkpoints.head(),
+            pop: self.pop.root,
+        }
+    }
+
     /// The regionchain's state root now.
     pub fn root(&self) -> B256 {
-        region_state_root(
-            self.governance_root,
-            self.registry.root(),
-            self.checkpoints.head(),
-        )
+        self.roots().state_root()
     }
 
     /// Keys block `height`'s header must announce: the pending set when it takes effect at
@@ -174,6 +213,7 @@ impl RegionState {
             governance_root: self.governance_root,
             registered: Vec::new(),
             registry_root: self.registry.root(),
+            shares: Vec::new(),
         };
         let receipts: Vec<B256> = segment
             .txs
@@ -187,26 +227,31 @@ impl RegionState {
             })
             .collect();
         let checkpoint = self.checkpoints.due(height);
-        let checkpoint_head = checkpoint
-            .as_ref()
-            .map_or(self.checkpoints.head(), Checkpoint::chain_head);
+        let roots = RegionRoots {
+            governance: draft.governance_root,
+            registry: draft.registry_root,
+            checkpoints: checkpoint
+                .as_ref()
+                .map_or(self.checkpoints.head(), Checkpoint::chain_head),
+            pop: self.pop.next_root(height, &draft.shares),
+        };
         RegionExecution {
             commitment: SegmentCommitment {
                 chain_id: self.region,
                 tx_count: segment.txs.len() as u32,
                 tx_root: segment.tx_root(),
                 receipts_root: merkle_root(&receipts),
-                state_root: region_state_root(
-                    draft.governance_root,
-                    draft.registry_root,
-                    checkpoint_head,
-                ),
+                state_root: roots.state_root(),
             },
             pending: draft.pending,
             governance_root: draft.governance_root,
             registered: draft.registered,
             registry_root: draft.registry_root,
             checkpoint,
+            pop: PopDelta {
+                shares: draft.shares,
+                root: roots.pop,
+            },
         }
     }
 
@@ -219,12 +264,13 @@ impl RegionState {
             self.registry.insert(chain.chain_id, chain.entry);
         }
         debug_assert_eq!(self.registry.root(), execution.registry_root);
+        self.pop.apply(header.height, &execution.pop);
         if let Some(checkpoint) = &execution.checkpoint {
-            self.checkpoints.commit(
-                checkpoint.clone(),
-                execution.governance_root,
-                execution.registry_root,
-            );
+            let roots = RegionRoots {
+                checkpoints: checkpoint.chain_head(),
+                ..self.roots()
+            };
+            self.checkpoints.commit(checkpoint.clone(), roots);
         }
         let chains: Vec<ChainId> = header.segments.iter().skip(1).map(|s| s.chain_id).collect();
         self.checkpoints

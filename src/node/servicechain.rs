@@ -266,14 +266,27 @@ fn chain_checkpoint(previous: B256, height: Height, root: B256) -> B256 {
     ])
 }
 
-/// The regionchain's state root: one hash over its three parts, so a proof about one part
-/// carries the other two as opaque hashes.
-pub fn region_state_root(governance: B256, registry: B256, checkpoints: B256) -> B256 {
-    sha256_concat(&[
-        governance.as_slice(),
-        registry.as_slice(),
-        checkpoints.as_slice(),
-    ])
+/// The parts of the regionchain's state, each a running commitment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RegionRoots {
+    pub governance: B256,
+    pub registry: B256,
+    pub checkpoints: B256,
+    pub pop: B256,
+}
+
+impl RegionRoots {
+    /// The regionchain's state root: one hash over its parts, so a proof about one part
+    /// carries the others as opaque hashes.
+    pub fn state_root(&self) -> B256 {
+        sha256_concat(&[
+            self.governance.as_slice(),
+            self.registry.as_slice(),
+            self.checkpoints.as_slice(),
+            self.pop.as_slice(),
+        ])
+    }
 }
 
 /// Proof that `entry` was checkpointed: verifiable against segment 0's `state_root` in the
@@ -287,8 +300,8 @@ pub struct CheckpointProof {
     pub leaf_count: u32,
     pub path: Vec<B256>,
     pub previous_checkpoint_head: B256,
-    pub governance_root: B256,
-    pub registry_root: B256,
+    /// The regionchain roots after the checkpoint's container (`checkpoints` is recomputed).
+    pub roots: RegionRoots,
 }
 
 impl CheckpointProof {
@@ -300,12 +313,15 @@ impl CheckpointProof {
             self.leaf_count as usize,
             &self.path,
         )?;
-        let head = chain_checkpoint(self.previous_checkpoint_head, self.checkpoint_height, root);
-        Some(region_state_root(
-            self.governance_root,
-            self.registry_root,
-            head,
-        ))
+        let checkpoints =
+            chain_checkpoint(self.previous_checkpoint_head, self.checkpoint_height, root);
+        Some(
+            RegionRoots {
+                checkpoints,
+                ..self.roots
+            }
+            .state_root(),
+        )
     }
 
     /// Whether the proof holds against segment 0's state root at the checkpoint's height.
@@ -314,12 +330,11 @@ impl CheckpointProof {
     }
 }
 
-/// A committed checkpoint with the other parts of the regionchain root after its container.
+/// A committed checkpoint with the regionchain roots after its container.
 #[derive(Debug, Clone)]
 struct Anchored {
     checkpoint: Checkpoint,
-    governance_root: B256,
-    registry_root: B256,
+    roots: RegionRoots,
 }
 
 /// Checkpoint bookkeeping: which chains moved since the last checkpoint, the chain head, and
@@ -368,18 +383,14 @@ impl Checkpoints {
     }
 
     /// Records a committed checkpoint with the regionchain roots after its container.
-    pub fn commit(&mut self, checkpoint: Checkpoint, governance_root: B256, registry_root: B256) {
+    pub fn commit(&mut self, checkpoint: Checkpoint, roots: RegionRoots) {
         self.head = checkpoint.chain_head();
         self.dirty.clear();
         for entry in &checkpoint.entries {
             self.by_segment
                 .insert(entry.segment_hash, checkpoint.height);
         }
-        self.recent.push_back(Anchored {
-            checkpoint,
-            governance_root,
-            registry_root,
-        });
+        self.recent.push_back(Anchored { checkpoint, roots });
         if self.recent.len() > RECENT_CHECKPOINTS {
             if let Some(old) = self.recent.pop_front() {
                 for entry in &old.checkpoint.entries {
@@ -427,8 +438,7 @@ impl Checkpoints {
             leaf_count: leaves.len() as u32,
             path: merkle_proof(&leaves, index)?,
             previous_checkpoint_head: checkpoint.previous,
-            governance_root: anchored.governance_root,
-            registry_root: anchored.registry_root,
+            roots: anchored.roots,
         })
     }
 }

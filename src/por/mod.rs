@@ -20,6 +20,7 @@
 
 pub mod cpu;
 pub mod gpu;
+pub mod source;
 
 use crate::crypto::hash::{sha256, sha256_concat};
 use alloy_primitives::{Address, B256};
@@ -42,6 +43,10 @@ pub enum PorError {
     LogTooShort(u64),
     #[error("share hash does not meet the difficulty")]
     AboveTarget,
+    #[error("height {0} is not in the canonical log yet")]
+    UnknownHeight(u64),
+    #[error("block {0} read back with a different canonical length than it committed with")]
+    LengthMismatch(u64),
 }
 
 /// The nonce `x` of a share.

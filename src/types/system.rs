@@ -22,6 +22,8 @@ pub enum SystemKind {
     CnSetChange = 1,
     /// Registration of a servicechain ([`crate::node::servicechain::Registration`]).
     RegisterServicechain = 2,
+    /// A proof-of-replication share ([`crate::node::pop::ShareSubmission`]).
+    PorShare = 3,
 }
 
 impl SystemKind {
@@ -29,6 +31,7 @@ impl SystemKind {
         match byte {
             1 => Some(Self::CnSetChange),
             2 => Some(Self::RegisterServicechain),
+            3 => Some(Self::PorShare),
             _ => None,
         }
     }

@@ -9,6 +9,7 @@ mod mempool;
 mod multiprocess;
 mod net;
 mod pipeline;
+mod pop;
 mod por;
 mod por_gpu;
 mod selection;
