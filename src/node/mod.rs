@@ -10,4 +10,5 @@ pub mod loadgen;
 pub mod pop;
 pub mod recovery;
 pub mod region;
+pub mod segments;
 pub mod servicechain;
