@@ -13,7 +13,10 @@ export NODEVICE_SELECT ?= 1
 # mesa-vulkan-drivers: a CPU Vulkan device (lavapipe) for the GPU kernels' tests.
 APT_PACKAGES := clang libclang-dev librocksdb-dev mesa-vulkan-drivers
 
-.PHONY: deps build devnet test lint unit bench
+# The end-to-end test drives the devnet's JSON-RPC with ethers v6 and solc-js (Node.js).
+E2E_DIR := tests/e2e
+
+.PHONY: deps e2e-deps build devnet test lint unit bench
 
 deps:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
@@ -23,6 +26,15 @@ deps:
 		$$sudo apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq $$missing; \
 	fi
+
+e2e-deps:
+	@if ! command -v npm >/dev/null 2>&1; then \
+		sudo=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		echo "installing: nodejs npm"; \
+		$$sudo apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq nodejs npm; \
+	fi
+	@[ -d $(E2E_DIR)/node_modules/ethers ] || npm ci --prefix $(E2E_DIR) --no-audit --no-fund
 
 build: deps
 	cargo build --release --bin kaon
@@ -34,7 +46,7 @@ lint: deps
 	cargo fmt --all -- --check
 	cargo clippy --all-targets -- -D warnings
 
-unit: deps
+unit: deps e2e-deps
 	cargo test --all-targets
 
 test: lint unit

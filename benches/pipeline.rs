@@ -1,7 +1,8 @@
 //! One CN's transaction pipeline on this machine's cores — verify (decode + ecrecover on
-//! rayon) → order (mempool insert + ready) → execute (segment) → persist (block log + RocksDB
-//! index) — for a block of 10 000 transfers, against the ecrecover ceiling measured in the
-//! same run (recovering the same transactions on rayon and nothing else).
+//! rayon) → order (mempool insert + ready) → execute (EVM segment) → persist (block log +
+//! one RocksDB batch: index, state diff, receipts) — for a block of 10 000 transfers, against
+//! the ecrecover ceiling measured in the same run (recovering the same transactions on rayon
+//! and nothing else).
 
 use alloy_primitives::{Address, Bytes, U256};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
@@ -11,13 +12,15 @@ use kaon::consensus::selection::CnSet;
 use kaon::crypto::bls::SecretKey;
 use kaon::crypto::hash::sha256;
 use kaon::crypto::tx::{decode_recover_batch, DecodeRules, Eip1559Tx, Transaction, TxKind};
-use kaon::exec::{Executor, MemoryState, TransferExecutor};
+use kaon::exec::{BlockContext, EvmExecutor, Executor, MemoryState};
 use kaon::mempool::{Mempool, MempoolConfig};
-use kaon::node::recovery::index;
+use kaon::node::recovery::persist;
 use kaon::storage::blocklog::{BlockLog, BlockLogOptions};
+use kaon::storage::state::{CommittedState, PendingBlock};
 use kaon::storage::store::Store;
 use kaon::types::codec::encode_frame;
 use kaon::types::{BlockHash, ChainId, CnIndex, Height, Round, Segment};
+use std::sync::Arc;
 
 const TXS: usize = 10_000;
 const SENDERS: usize = 250;
@@ -59,7 +62,9 @@ fn pipeline(c: &mut Criterion) {
     let dir = tempfile::tempdir_in("/var/tmp").unwrap();
     let (mut log, _) =
         BlockLog::open(dir.path().join("blocks.log"), BlockLogOptions::default()).unwrap();
-    let store = Store::open(dir.path().join("db")).unwrap();
+    let store = Arc::new(Store::open(dir.path().join("db")).unwrap());
+    let committed = CommittedState::open(store, &[]).unwrap();
+    let ctx = BlockContext::new(Height(1), 1_000, sha256(b"m"));
     let key = SecretKey::from_seed(&[7; 32]).unwrap();
     let set = CnSet::new(vec![key.public_key()]).unwrap();
     let params = Params {
@@ -96,20 +101,26 @@ fn pipeline(c: &mut Criterion) {
                 txs: ready.iter().map(|t| t.tx().raw().clone()).collect(),
             };
             let txs: Vec<_> = ready.into_iter().map(Some).collect();
-            let execution = TransferExecutor.execute_segment(&state, &segment, &txs);
-            assert!(execution
-                .outcomes
-                .iter()
-                .all(|o| matches!(o, kaon::exec::TxOutcome::Success { .. })));
+            let execution = EvmExecutor
+                .execute_segment(&state, &ctx, &segment, &txs)
+                .unwrap();
+            assert!(execution.receipts.iter().all(|r| r.outcome.status()));
             let body = BlockBody {
                 timestamp_ms: 1,
                 segments: vec![segment],
-                commitments: vec![execution.commitment],
+                commitments: vec![execution.commitment.clone()],
                 next_cn_set: Vec::new(),
             };
             let block = build_block(&params, &key, CnIndex(0), &set, &tip, Round(0), body);
+            let header = block.header();
+            committed.committed(PendingBlock::new(
+                header.height,
+                block.hash(),
+                Vec::new(),
+                vec![(0, execution)],
+            ));
             let offset = log.append(&encode_frame(&block)).unwrap();
-            index(&store, &block, offset.0).unwrap();
+            persist(&committed, &block, offset.0).unwrap();
         })
     });
     g.finish();

@@ -126,7 +126,7 @@ fn scale(c: &mut Criterion) {
     // Checkpoint heights are skipped so both sides do the same work.
     let next = |h: &mut u64| {
         *h += 1;
-        if *h % INTERVAL == 0 {
+        if h.is_multiple_of(INTERVAL) {
             *h += 1;
         }
         *h

@@ -153,6 +153,15 @@ pub struct DevnetArgs {
     /// Serve Prometheus metrics of every CN on this address (e.g. 127.0.0.1:9100).
     #[arg(long)]
     pub metrics: Option<std::net::SocketAddr>,
+    /// Ranger nodes syncing and auditing the chain (0: none, and no JSON-RPC).
+    #[arg(long, default_value_t = 2)]
+    pub rns: usize,
+    /// JSON-RPC (HTTP and WebSocket) of the first ranger node.
+    #[arg(long, default_value = "127.0.0.1:8545")]
+    pub rpc: std::net::SocketAddr,
+    /// Do not serve JSON-RPC.
+    #[arg(long)]
+    pub no_rpc: bool,
 }
 
 fn devnet(args: DevnetArgs, datadir: &Option<PathBuf>, config: &Config) -> anyhow::Result<()> {
@@ -167,6 +176,8 @@ fn devnet(args: DevnetArgs, datadir: &Option<PathBuf>, config: &Config) -> anyho
         committee_size: config.consensus.committee_size,
         until_height: None,
         metrics: args.metrics,
+        rns: args.rns,
+        rpc: (!args.no_rpc).then_some(args.rpc),
     };
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let report = crate::node::devnet::run(&devnet, stop, &mut std::io::stdout())?;

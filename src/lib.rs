@@ -24,6 +24,8 @@ pub mod net;
 pub mod node;
 pub mod pipeline;
 pub mod por;
+pub mod rn;
+pub mod rpc;
 pub mod storage;
 pub mod telemetry;
 pub mod types;

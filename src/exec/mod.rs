@@ -1,275 +1,217 @@
-//! Segment execution. Segments of different servicechains touch disjoint state, so a block's
-//! segments execute in parallel on rayon; within a segment, transactions run in the proposer's
-//! order. A transaction that cannot execute (wrong chain, bad nonce, unaffordable, unsupported)
-//! stays in its segment with an invalid receipt and changes nothing.
+//! Segment execution: the EVM ([`EvmExecutor`], revm) over each servicechain's isolated state.
 //!
-//! [`TransferExecutor`] is the value-transfer executor that the consensus pipeline runs until
-//! the EVM executor lands behind the same [`Executor`] trait: accounts with nonces and
-//! balances, intrinsic gas of 21 000 charged at the effective gas price, and a state commitment
-//! updated in time proportional to what a segment changed.
+//! ```text
+//! committed block ─► segments 1..n ─► execute_block (rayon, one task per segment)
+//!                                        │ receipts, state diffs, commitments
+//!                                        ▼
+//!                     block log + RocksDB (storage::state, one WriteBatch per block)
+//! ```
+//!
+//! Segments of different servicechains touch disjoint state, so a block's segments execute in
+//! parallel and the result equals sequential execution; within a segment, transactions run in
+//! the proposer's order. A transaction that cannot execute (undecodable, bad signature, wrong
+//! chain, bad nonce, unaffordable, gas limit over what the segment has left, ...) stays in its
+//! segment with an invalid receipt and changes nothing. Semantics, fees and the state
+//! commitment are described in `docs/execution.md`.
 
-use crate::crypto::hash::{merkle_root, sha256_concat};
-use crate::crypto::tx::{RecoveredTx, SignedTransaction, TxKind};
-use crate::types::{ChainId, Segment, SegmentCommitment};
-use alloy_primitives::{Address, B256, U256};
+mod call;
+mod commitment;
+mod evm;
+mod receipt;
+mod state;
+
+pub use call::{CallOutcome, CallRequest, EstimateError};
+pub use commitment::next_state_root;
+pub use evm::{EvmExecutor, SPEC};
+pub use receipt::{
+    logs_bloom, receipts_root, Halt, InvalidReason, Log, LogFilter, Receipt, TxOutcome,
+};
+pub use state::{
+    genesis_diff, genesis_diffs, Account, MemoryState, SegmentDiff, StateError, StateRead,
+    EMPTY_CODE_HASH,
+};
+
+use crate::crypto::hash::{keccak256, merkle_root};
+use crate::crypto::tx::RecoveredTx;
+use crate::types::{ChainId, Height, Segment, SegmentCommitment};
+use alloy_primitives::{address, Address, Bloom, B256};
 use rayon::prelude::*;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::VecDeque;
+use std::sync::Arc;
 
 /// Gas of a plain value transfer.
 pub const TRANSFER_GAS: u64 = 21_000;
 
-/// One account of one chain.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Account {
-    pub nonce: u64,
-    pub balance: U256,
-}
+/// Gas one segment may use, and the most one transaction may ask for: 10× an Ethereum block,
+/// room for 14 000 transfers, while bounding the time a validator spends re-executing one
+/// segment.
+pub const SEGMENT_GAS_LIMIT: u64 = 300_000_000;
 
-/// Outcome of one transaction, as recorded in its receipt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TxOutcome {
-    Success {
-        gas_used: u64,
-    },
-    /// Marked invalid and kept in the segment; no state change.
-    Invalid(InvalidReason),
-}
+/// Base fee per gas of every servicechain (1 gwei), constant; it is burned.
+pub const BASE_FEE_WEI: u64 = 1_000_000_000;
 
-/// Why a transaction was marked invalid.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub enum InvalidReason {
-    Undecodable = 1,
-    BadSignature = 2,
-    WrongChain = 3,
-    BadNonce = 4,
-    InsufficientFunds = 5,
-    IntrinsicGas = 6,
-    Unsupported = 7,
-}
+/// Receives the priority fees (`COINBASE` in the EVM) on every servicechain.
+pub const FEE_COLLECTOR: Address = address!("0x000000000000000000000000000000000000fee0");
 
-/// The state writes of one segment, applied only when its block commits.
+/// Container hashes BLOCKHASH can return: the EVM's window of 256 blocks.
+pub const BLOCK_HASH_WINDOW: usize = 256;
+
+/// Hashes of the most recent containers, oldest first, for the EVM's BLOCKHASH.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SegmentDiff {
-    pub chain_id: ChainId,
-    pub accounts: BTreeMap<Address, Account>,
-    pub state_root: B256,
+pub struct RecentHashes {
+    /// Height of `hashes[0]`.
+    first: u64,
+    hashes: VecDeque<B256>,
+}
+
+impl RecentHashes {
+    /// Records the hash of the container at `height`, which must follow the last one recorded
+    /// (a gap starts the window afresh).
+    pub fn push(&mut self, height: Height, hash: B256) {
+        if self.hashes.is_empty() || height.0 != self.first + self.hashes.len() as u64 {
+            self.hashes.clear();
+            self.first = height.0;
+        }
+        self.hashes.push_back(hash);
+        if self.hashes.len() > BLOCK_HASH_WINDOW {
+            self.hashes.pop_front();
+            self.first += 1;
+        }
+    }
+
+    /// The hash of the container at `height`, if it is in the window.
+    pub fn get(&self, height: u64) -> Option<B256> {
+        let i = height.checked_sub(self.first)?;
+        self.hashes.get(usize::try_from(i).ok()?).copied()
+    }
+}
+
+/// What the EVM sees of the block being executed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockContext {
+    /// `NUMBER`: the container height.
+    pub height: Height,
+    /// The header's timestamp; `TIMESTAMP` is this in whole seconds.
+    pub timestamp_ms: u64,
+    /// `PREVRANDAO`: the randomness mix of the parent container, `mix(h-1)`.
+    pub prevrandao: B256,
+    /// `COINBASE`: receives priority fees.
+    pub coinbase: Address,
+    /// `BASEFEE`, burned.
+    pub base_fee: u64,
+    /// Gas available to each segment (`GASLIMIT`).
+    pub gas_limit: u64,
+    /// Hashes for `BLOCKHASH`; heights outside them read as zero.
+    pub block_hashes: Arc<RecentHashes>,
+}
+
+impl BlockContext {
+    /// The context of container `height` with the chain-wide fee settings and no known block
+    /// hashes.
+    pub fn new(height: Height, timestamp_ms: u64, prevrandao: B256) -> Self {
+        Self {
+            height,
+            timestamp_ms,
+            prevrandao,
+            coinbase: FEE_COLLECTOR,
+            base_fee: BASE_FEE_WEI,
+            gas_limit: SEGMENT_GAS_LIMIT,
+            block_hashes: Arc::default(),
+        }
+    }
+
+    /// The same context with `hashes` for BLOCKHASH.
+    pub fn with_block_hashes(mut self, hashes: Arc<RecentHashes>) -> Self {
+        self.block_hashes = hashes;
+        self
+    }
 }
 
 /// Result of executing one segment.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SegmentExecution {
     pub commitment: SegmentCommitment,
-    pub outcomes: Vec<TxOutcome>,
+    /// One per transaction, in segment order.
+    pub receipts: Vec<Receipt>,
+    /// Bloom over every log of the segment.
+    pub bloom: Bloom,
     pub diff: SegmentDiff,
-    /// Senders of valid transactions with their next nonce, for the mempool.
-    pub nonces: Vec<(Address, u64)>,
+    /// Senders of the segment's transactions with their next nonce, for the mempool.
+    pub nonces: Vec<(alloy_primitives::Address, u64)>,
 }
 
-/// Read access to committed state, as executors need it.
-pub trait StateRead: Sync {
-    fn account(&self, chain: ChainId, address: &Address) -> Account;
-    fn state_root(&self, chain: ChainId) -> B256;
-}
+/// A segment and the senders of its transactions (`None`: undecodable or bad signature).
+pub type SegmentInput = (Segment, Vec<Option<RecoveredTx>>);
 
 /// Executes segments against committed state without changing it.
 pub trait Executor: Send + Sync {
     fn execute_segment(
         &self,
         state: &dyn StateRead,
+        ctx: &BlockContext,
         segment: &Segment,
         senders: &[Option<RecoveredTx>],
-    ) -> SegmentExecution;
+    ) -> Result<SegmentExecution, StateError>;
 
-    /// Executes every segment of a block in parallel.
+    /// Executes every segment of a block in parallel; equal to executing them one by one.
     fn execute_block(
         &self,
         state: &dyn StateRead,
-        segments: &[(Segment, Vec<Option<RecoveredTx>>)],
-    ) -> Vec<SegmentExecution> {
+        ctx: &BlockContext,
+        segments: &[SegmentInput],
+    ) -> Result<Vec<SegmentExecution>, StateError> {
         segments
             .par_iter()
-            .map(|(segment, txs)| self.execute_segment(state, segment, txs))
+            .map(|(segment, txs)| self.execute_segment(state, ctx, segment, txs))
             .collect()
     }
 }
 
-/// Value transfers only (no contract code).
-#[derive(Debug, Default, Clone, Copy)]
-pub struct TransferExecutor;
-
-impl TransferExecutor {
-    fn apply(
-        &self,
-        chain: ChainId,
-        tx: &SignedTransaction,
-        sender: Address,
-        accounts: &mut AccountCache<'_>,
-    ) -> TxOutcome {
-        use InvalidReason::*;
-        if tx.chain_id() != Some(chain) {
-            return TxOutcome::Invalid(WrongChain);
-        }
-        let (TxKind::Call(to), true) = (tx.tx().kind(), tx.input().is_empty()) else {
-            return TxOutcome::Invalid(Unsupported);
-        };
-        if tx.gas_limit() < TRANSFER_GAS {
-            return TxOutcome::Invalid(IntrinsicGas);
-        }
-        let from = accounts.get(sender);
-        if from.nonce != tx.nonce() {
-            return TxOutcome::Invalid(BadNonce);
-        }
-        let fee = U256::from(tx.tx().effective_gas_price(Some(0))) * U256::from(TRANSFER_GAS);
-        let Some(total) = tx.value().checked_add(fee).filter(|t| *t <= from.balance) else {
-            return TxOutcome::Invalid(InsufficientFunds);
-        };
-        accounts.set(
-            sender,
-            Account {
-                nonce: from.nonce + 1,
-                balance: from.balance - total,
-            },
-        );
-        let to_account = accounts.get(to);
-        accounts.set(
-            to,
-            Account {
-                balance: to_account.balance.saturating_add(tx.value()),
-                ..to_account
-            },
-        );
-        TxOutcome::Success {
-            gas_used: TRANSFER_GAS,
-        }
-    }
-}
-
-/// Accounts read from state and overwritten by a segment.
-struct AccountCache<'a> {
+/// The commitment of a segment that ran on `chain` with `receipts`, leaving `diff`. The
+/// transaction root is [`Segment::tx_root`], taking the hashes recovered transactions already
+/// carry instead of hashing their bytes again.
+fn segment_commitment(
     chain: ChainId,
-    state: &'a dyn StateRead,
-    written: BTreeMap<Address, Account>,
-}
-
-impl AccountCache<'_> {
-    fn get(&self, address: Address) -> Account {
-        self.written
-            .get(&address)
-            .copied()
-            .unwrap_or_else(|| self.state.account(self.chain, &address))
-    }
-
-    fn set(&mut self, address: Address, account: Account) {
-        self.written.insert(address, account);
-    }
-}
-
-impl Executor for TransferExecutor {
-    fn execute_segment(
-        &self,
-        state: &dyn StateRead,
-        segment: &Segment,
-        senders: &[Option<RecoveredTx>],
-    ) -> SegmentExecution {
-        let chain = segment.chain_id;
-        let mut accounts = AccountCache {
-            chain,
-            state,
-            written: BTreeMap::new(),
-        };
-        let outcomes: Vec<TxOutcome> = senders
-            .iter()
-            .map(|tx| match tx {
-                Some(tx) => self.apply(chain, tx.tx(), tx.sender(), &mut accounts),
-                None => TxOutcome::Invalid(InvalidReason::BadSignature),
-            })
-            .collect();
-        let state_root = next_state_root(state.state_root(chain), &accounts.written);
-        let nonces = accounts
-            .written
-            .iter()
-            .map(|(a, acc)| (*a, acc.nonce))
-            .collect();
-        SegmentExecution {
-            commitment: SegmentCommitment {
-                chain_id: chain,
-                tx_count: segment.txs.len() as u32,
-                tx_root: segment.tx_root(),
-                receipts_root: receipts_root(&outcomes),
-                state_root,
-            },
-            outcomes,
-            diff: SegmentDiff {
-                chain_id: chain,
-                accounts: accounts.written,
-                state_root,
-            },
-            nonces,
-        }
-    }
-}
-
-/// Commitment after a segment: `sha256(previous ‖ changed accounts in address order)`. Costs
-/// O(changes), is identical on every node, and chains every earlier state. (The EVM executor
-/// replaces it with an authenticated trie so single accounts can be proven.)
-pub fn next_state_root(previous: B256, written: &BTreeMap<Address, Account>) -> B256 {
-    if written.is_empty() {
-        return previous;
-    }
-    let mut bytes = Vec::with_capacity(written.len() * (20 + 8 + 32));
-    for (address, account) in written {
-        bytes.extend_from_slice(address.as_slice());
-        bytes.extend_from_slice(&account.nonce.to_be_bytes());
-        bytes.extend_from_slice(&account.balance.to_be_bytes::<32>());
-    }
-    sha256_concat(&[previous.as_slice(), &bytes])
-}
-
-/// Merkle root over the receipts (status byte, reason, gas used).
-pub fn receipts_root(outcomes: &[TxOutcome]) -> B256 {
-    let leaves: Vec<B256> = outcomes
+    segment: &Segment,
+    senders: &[Option<RecoveredTx>],
+    receipts: &[Receipt],
+    diff: &SegmentDiff,
+) -> SegmentCommitment {
+    let leaves: Vec<B256> = segment
+        .txs
         .iter()
-        .map(|o| match o {
-            TxOutcome::Success { gas_used } => sha256_concat(&[&[1u8], &gas_used.to_be_bytes()]),
-            TxOutcome::Invalid(reason) => sha256_concat(&[&[0u8, *reason as u8]]),
+        .enumerate()
+        .map(|(i, raw)| match senders.get(i).and_then(Option::as_ref) {
+            // Invariant of `SignedTransaction`: its hash is the keccak-256 of its raw bytes.
+            Some(tx) if tx.tx().raw() == raw => tx.tx().hash(),
+            _ => keccak256(raw),
         })
         .collect();
-    merkle_root(&leaves)
-}
-
-/// Committed account state of every chain, in memory (persisted by the node's store).
-#[derive(Debug, Default)]
-pub struct MemoryState {
-    accounts: HashMap<(ChainId, Address), Account>,
-    roots: HashMap<ChainId, B256>,
-}
-
-impl MemoryState {
-    /// Funds `address` on `chain` (genesis allocations).
-    pub fn fund(&mut self, chain: ChainId, address: Address, balance: U256) {
-        self.accounts
-            .insert((chain, address), Account { nonce: 0, balance });
+    SegmentCommitment {
+        chain_id: chain,
+        tx_count: segment.txs.len() as u32,
+        tx_root: merkle_root(&leaves),
+        receipts_root: receipts_root(receipts),
+        state_root: diff.state_root,
     }
+}
 
-    /// Applies a committed segment's writes.
-    pub fn apply(&mut self, diff: &SegmentDiff) {
-        for (address, account) in &diff.accounts {
-            self.accounts.insert((diff.chain_id, *address), *account);
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recent_hashes_keep_a_window_and_restart_on_gaps() {
+        let mut r = RecentHashes::default();
+        for h in 1..=300u64 {
+            r.push(Height(h), B256::with_last_byte(h as u8));
         }
-        self.roots.insert(diff.chain_id, diff.state_root);
-    }
-}
-
-impl StateRead for MemoryState {
-    fn account(&self, chain: ChainId, address: &Address) -> Account {
-        self.accounts
-            .get(&(chain, *address))
-            .copied()
-            .unwrap_or_default()
-    }
-
-    fn state_root(&self, chain: ChainId) -> B256 {
-        self.roots.get(&chain).copied().unwrap_or_default()
+        assert_eq!(r.get(300), Some(B256::with_last_byte(44)));
+        assert_eq!(r.get(45), Some(B256::with_last_byte(45)));
+        assert_eq!(r.get(44), None);
+        assert_eq!(r.get(301), None);
+        r.push(Height(400), B256::repeat_byte(1));
+        assert_eq!(r.get(300), None);
+        assert_eq!(r.get(400), Some(B256::repeat_byte(1)));
     }
 }

@@ -116,6 +116,11 @@ impl Mempool {
         }
     }
 
+    /// Starts accepting transactions for `chain` (a servicechain registered at runtime).
+    pub fn add_chain(&mut self, chain: ChainId) {
+        self.chains.entry(chain).or_default();
+    }
+
     pub fn len(&self) -> usize {
         self.len
     }

@@ -1,6 +1,6 @@
-//! CN-to-CN networking over QUIC (quinn), the only module that imports `quinn`.
+//! Node networking over QUIC (quinn), the only module that imports `quinn`.
 //!
-//! Each node listens on one UDP socket and dials every peer. A dialled connection carries one
+//! Each CN listens on one UDP socket and dials every peer. A dialled connection carries one
 //! long-lived unidirectional stream of frames from the dialler; the listener authenticates the
 //! dialler by its CN key before reading anything else ([`handshake`]). Per peer, outbound frames
 //! wait in a bounded queue (a full queue drops and counts — consensus retransmits through round
@@ -8,8 +8,15 @@
 //! frames are length-prefixed and refused above `max_frame_bytes`, a started frame must finish
 //! within `frame_timeout`, and the handshake within `handshake_timeout`. Bad frames are counted
 //! against the peer, which is disconnected after a few.
+//!
+//! Ranger nodes dial CNs too, authenticated by their own node key: a CN admits at most
+//! `max_rn_peers` of them, answers their block requests ([`sync`]) from its block log, and
+//! takes their forwarded transactions — nothing they send reaches consensus. The RN side, and
+//! the RN-to-RN gossip network, is [`rn`].
 
 pub mod handshake;
+pub mod rn;
+pub mod sync;
 pub mod tls;
 
 use crate::consensus::selection::CnSet;
@@ -17,14 +24,19 @@ use crate::crypto::bls::SecretKey;
 use crate::pipeline::LinkSender;
 use crate::types::codec::{decode_frame, Kind};
 use crate::types::{CnIndex, ConsensusMessage, TxBatch};
+use handshake::{Credential, Peer, Side};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
 /// Bad frames from one connection before it is closed.
-const MAX_BAD_FRAMES: u32 = 8;
+pub const MAX_BAD_FRAMES: u32 = 8;
+
+/// Ranger nodes a CN serves at once by default: each costs a connection and, at most, one
+/// block request in progress.
+pub const DEFAULT_MAX_RN_PEERS: usize = 64;
 
 /// Network settings of one node.
 #[derive(Debug, Clone)]
@@ -36,6 +48,8 @@ pub struct NetConfig {
     pub queue_depth: usize,
     pub handshake_timeout: Duration,
     pub frame_timeout: Duration,
+    /// Ranger nodes admitted at once; more are refused at the handshake.
+    pub max_rn_peers: usize,
 }
 
 impl NetConfig {
@@ -49,6 +63,7 @@ impl NetConfig {
             queue_depth: 1024,
             handshake_timeout: Duration::from_secs(5),
             frame_timeout: Duration::from_secs(5),
+            max_rn_peers: DEFAULT_MAX_RN_PEERS,
         }
     }
 }
@@ -70,6 +85,41 @@ pub struct NetStats {
     pub bad_frames: AtomicU64,
     pub rejected_handshakes: AtomicU64,
     pub connects: AtomicU64,
+    /// Block requests answered, sent, and sent without a usable answer.
+    pub requests_served: AtomicU64,
+    pub requests_sent: AtomicU64,
+    pub request_failures: AtomicU64,
+    /// Ranger nodes connected now (a gauge).
+    pub rn_peers: AtomicU64,
+}
+
+/// Misbehaviour count of one connection; at [`MAX_BAD_FRAMES`] the connection is closed.
+pub(crate) struct PeerScore {
+    pub peer: Peer,
+    conn: quinn::Connection,
+    bad: AtomicU32,
+}
+
+impl PeerScore {
+    pub fn new(peer: Peer, conn: quinn::Connection) -> Arc<Self> {
+        Arc::new(Self {
+            peer,
+            conn,
+            bad: AtomicU32::new(0),
+        })
+    }
+
+    /// Counts one bad frame (or bad block, or bad request); true once the peer is cut off.
+    pub fn strike(&self, stats: &NetStats) -> bool {
+        stats.bad_frames.fetch_add(1, Ordering::Relaxed);
+        let bad = self.bad.fetch_add(1, Ordering::Relaxed) + 1;
+        if bad >= MAX_BAD_FRAMES {
+            tracing::info!(peer = %self.peer, bad, "disconnecting a misbehaving peer");
+            self.conn.close(2u32.into(), b"bad frames");
+            return true;
+        }
+        false
+    }
 }
 
 /// A running node network.
@@ -81,13 +131,15 @@ pub struct Network {
     stats: Arc<NetStats>,
 }
 
-/// Who we are, for the handshake.
+/// Who we are, for the handshake, and what we offer ranger nodes.
 #[derive(Clone)]
 struct Identity {
     me: CnIndex,
     key: SecretKey,
     /// Every CN set this node has known (genesis and each committed change).
     sets: Arc<std::sync::RwLock<Vec<Arc<CnSet>>>>,
+    /// Where RN block requests are answered from (set once storage is open).
+    blocks: sync::ServerSlot,
 }
 
 impl Identity {
@@ -109,6 +161,13 @@ impl Network {
         }
     }
 
+    /// Answers ranger nodes' block requests from `server` from now on.
+    pub fn serve_blocks(&self, server: Arc<sync::BlockServer>) {
+        if self.identity.blocks.set(server).is_err() {
+            tracing::warn!("block server already set; keeping the first");
+        }
+    }
+
     /// Binds the listener and starts accepting authenticated peers on `rt`.
     pub fn bind(
         rt: &tokio::runtime::Handle,
@@ -126,6 +185,7 @@ impl Network {
             me,
             key,
             sets: Arc::new(std::sync::RwLock::new(vec![set])),
+            blocks: Arc::default(),
         };
         let queue_depth = config.queue_depth;
         rt.spawn(accept_loop(
@@ -222,13 +282,13 @@ async fn serve_connection(
     identity: Identity,
     config: Arc<NetConfig>,
     inbound: LinkSender<(CnIndex, Inbound)>,
-    stats: &NetStats,
+    stats: &Arc<NetStats>,
 ) -> anyhow::Result<()> {
     let conn = incoming.await?;
     let mut stream = tokio::time::timeout(config.handshake_timeout, conn.accept_uni()).await??;
     let peer = match tokio::time::timeout(
         config.handshake_timeout,
-        handshake::accept(&conn, &mut stream, &identity.known_sets()),
+        handshake::accept_peer(&conn, &mut stream, &identity.known_sets()),
     )
     .await?
     {
@@ -239,6 +299,10 @@ async fn serve_connection(
             return Err(e);
         }
     };
+    let cn = match peer {
+        Peer::Cn(cn) => cn,
+        Peer::Rn(_) => return serve_rn(conn, stream, peer, identity, config, inbound, stats).await,
+    };
     let mut bad = 0u32;
     loop {
         let frame = match read_frame(&mut stream, &config, stats).await? {
@@ -248,21 +312,82 @@ async fn serve_connection(
         stats.frames_received.fetch_add(1, Ordering::Relaxed);
         match decode_inbound(&frame) {
             Ok(msg) => {
-                if inbound.try_send((peer, msg)).is_err() {
+                if inbound.try_send((cn, msg)).is_err() {
                     stats.dropped_inbound_full.fetch_add(1, Ordering::Relaxed);
                 }
             }
             Err(e) => {
                 stats.bad_frames.fetch_add(1, Ordering::Relaxed);
                 bad += 1;
-                tracing::debug!(peer = %peer, error = %e, "bad frame");
+                tracing::debug!(peer = %cn, error = %e, "bad frame");
                 if bad >= MAX_BAD_FRAMES {
                     conn.close(2u32.into(), b"bad frames");
-                    anyhow::bail!("peer {peer} sent {bad} bad frames");
+                    anyhow::bail!("peer {cn} sent {bad} bad frames");
                 }
             }
         }
     }
+}
+
+/// Decrements the RN count when an RN connection ends, however it ends.
+struct RnSlot(Arc<NetStats>);
+
+impl Drop for RnSlot {
+    fn drop(&mut self) {
+        self.0.rn_peers.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A ranger node on a CN: answered with this CN's hello, its block requests served, its
+/// transaction batches taken to ingress (under [`crate::consensus::machine::NOT_A_MEMBER`]);
+/// any other frame is a strike.
+async fn serve_rn(
+    conn: quinn::Connection,
+    mut stream: quinn::RecvStream,
+    peer: Peer,
+    identity: Identity,
+    config: Arc<NetConfig>,
+    inbound: LinkSender<(CnIndex, Inbound)>,
+    stats: &Arc<NetStats>,
+) -> anyhow::Result<()> {
+    let _slot = RnSlot(Arc::clone(stats));
+    if stats.rn_peers.fetch_add(1, Ordering::Relaxed) >= config.max_rn_peers as u64 {
+        conn.close(3u32.into(), b"too many ranger nodes");
+        anyhow::bail!("{peer} refused: {} RNs connected", config.max_rn_peers);
+    }
+    let mut reply = conn.open_uni().await?;
+    let credential = Credential::Cn(identity.me, &identity.key);
+    tokio::time::timeout(
+        config.handshake_timeout,
+        handshake::say_hello(&conn, &mut reply, credential, Side::Listener),
+    )
+    .await??;
+    let score = PeerScore::new(peer, conn.clone());
+    tokio::spawn(sync::serve_requests(
+        conn.clone(),
+        Arc::clone(&identity.blocks),
+        config.frame_timeout,
+        Arc::clone(&score),
+        Arc::clone(stats),
+    ));
+    while let Some(frame) = read_frame(&mut stream, &config, stats).await? {
+        stats.frames_received.fetch_add(1, Ordering::Relaxed);
+        match decode_frame::<TxBatch>(&frame) {
+            Ok(batch) => {
+                let from = crate::consensus::machine::NOT_A_MEMBER;
+                if inbound.try_send((from, Inbound::Txs(batch))).is_err() {
+                    stats.dropped_inbound_full.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "bad frame from a ranger node");
+                if score.strike(stats) {
+                    anyhow::bail!("{peer} sent {MAX_BAD_FRAMES} bad frames");
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Decodes a frame by the kind it names.
@@ -280,31 +405,100 @@ async fn read_frame(
     config: &NetConfig,
     stats: &NetStats,
 ) -> anyhow::Result<Option<Vec<u8>>> {
+    read_next_frame(stream, config.max_frame_bytes, config.frame_timeout, stats).await
+}
+
+/// [`read_frame`] with explicit limits: waiting for the next frame has no deadline
+/// (keep-alives detect dead peers); once a frame has started, it must finish in time.
+pub(crate) async fn read_next_frame(
+    stream: &mut quinn::RecvStream,
+    max_frame_bytes: usize,
+    frame_timeout: Duration,
+    stats: &NetStats,
+) -> anyhow::Result<Option<Vec<u8>>> {
     let mut len = [0u8; 4];
-    // Waiting for the next frame has no deadline (keep-alives detect dead peers); once a
-    // frame has started, it must finish in time.
     match stream.read_exact(&mut len).await {
         Ok(()) => {}
         Err(quinn::ReadExactError::FinishedEarly(0)) => return Ok(None),
         Err(e) => return Err(e.into()),
     }
+    read_body(stream, len, max_frame_bytes, frame_timeout, stats)
+        .await
+        .map(Some)
+}
+
+/// Reads one length-prefixed frame that must arrive whole within `timeout`.
+pub(crate) async fn read_frame_within(
+    stream: &mut quinn::RecvStream,
+    max_frame_bytes: usize,
+    timeout: Duration,
+    stats: &NetStats,
+) -> anyhow::Result<Vec<u8>> {
+    let started = tokio::time::Instant::now();
+    let mut len = [0u8; 4];
+    tokio::time::timeout(timeout, stream.read_exact(&mut len))
+        .await
+        .map_err(|_| anyhow::anyhow!("no frame within {timeout:?}"))??;
+    let left = timeout.saturating_sub(started.elapsed());
+    read_body(stream, len, max_frame_bytes, left, stats).await
+}
+
+async fn read_body(
+    stream: &mut quinn::RecvStream,
+    len: [u8; 4],
+    max_frame_bytes: usize,
+    frame_timeout: Duration,
+    stats: &NetStats,
+) -> anyhow::Result<Vec<u8>> {
     let len = u32::from_le_bytes(len) as usize;
-    if len > config.max_frame_bytes {
+    if len > max_frame_bytes {
         stats.bad_frames.fetch_add(1, Ordering::Relaxed);
-        anyhow::bail!(
-            "frame of {len} bytes over the {} limit",
-            config.max_frame_bytes
-        );
+        anyhow::bail!("frame of {len} bytes over the {max_frame_bytes} limit");
     }
     let mut frame = vec![0u8; len];
-    match tokio::time::timeout(config.frame_timeout, stream.read_exact(&mut frame)).await {
+    match tokio::time::timeout(frame_timeout, stream.read_exact(&mut frame)).await {
         Ok(read) => read?,
         Err(elapsed) => {
             stats.bad_frames.fetch_add(1, Ordering::Relaxed);
             return Err(elapsed.into());
         }
     }
-    Ok(Some(frame))
+    Ok(frame)
+}
+
+/// Writes one length-prefixed frame.
+pub(crate) async fn write_frame(
+    stream: &mut quinn::SendStream,
+    frame: &[u8],
+) -> anyhow::Result<()> {
+    let len = u32::try_from(frame.len())
+        .map_err(|_| anyhow::anyhow!("frame of {} bytes is too large to send", frame.len()))?;
+    stream.write_all(&len.to_le_bytes()).await?;
+    stream.write_all(frame).await?;
+    Ok(())
+}
+
+/// Sends queued frames on `stream` until the queue closes or the connection ends; `true` when
+/// the queue closed (the node is shutting down).
+pub(crate) async fn pump(
+    conn: &quinn::Connection,
+    stream: &mut quinn::SendStream,
+    queue: &mut mpsc::Receiver<Arc<Vec<u8>>>,
+    stats: &NetStats,
+) -> bool {
+    loop {
+        let frame = tokio::select! {
+            frame = queue.recv() => frame,
+            _ = conn.closed() => return false,
+        };
+        let Some(frame) = frame else {
+            return true;
+        };
+        if write_frame(stream, &frame).await.is_err() {
+            return false;
+        }
+        stats.frames_sent.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 async fn dial_loop(
@@ -317,19 +511,10 @@ async fn dial_loop(
     let mut backoff = Duration::from_millis(50);
     loop {
         match connect(&endpoint, &identity, addr).await {
-            Ok((_conn, mut stream)) => {
+            Ok((conn, mut stream)) => {
                 stats.connects.fetch_add(1, Ordering::Relaxed);
                 backoff = Duration::from_millis(50);
-                while let Some(frame) = queue.recv().await {
-                    let len = (frame.len() as u32).to_le_bytes();
-                    if stream.write_all(&len).await.is_err()
-                        || stream.write_all(&frame).await.is_err()
-                    {
-                        break;
-                    }
-                    stats.frames_sent.fetch_add(1, Ordering::Relaxed);
-                }
-                if queue.is_closed() {
+                if pump(&conn, &mut stream, &mut queue, &stats).await {
                     return;
                 }
             }

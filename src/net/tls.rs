@@ -53,9 +53,14 @@ pub fn client_config() -> anyhow::Result<quinn::ClientConfig> {
     Ok(config)
 }
 
+/// Bidirectional streams (block requests) a peer may have open at once on one connection;
+/// they are answered one at a time, so more would only queue.
+const MAX_OPEN_REQUESTS: u32 = 8;
+
 /// Keep-alives every 2 s and a 10 s idle timeout: a dead peer is noticed within seconds.
 fn transport() -> quinn::TransportConfig {
     let mut t = quinn::TransportConfig::default();
+    t.max_concurrent_bidi_streams(MAX_OPEN_REQUESTS.into());
     t.keep_alive_interval(Some(std::time::Duration::from_secs(2)));
     // Invariant: 10 s fits quinn's VarInt range.
     t.max_idle_timeout(Some(

@@ -2,9 +2,11 @@
 //! from others, and applies committed blocks to state and pools.
 //!
 //! Segment 0 is the regionchain's (system transactions, [`super::region`]); the others are one
-//! per active servicechain and execute in parallel. Execution results are kept by the header
-//! commitments they produced, so a block this node built or validated is applied at commit
-//! without executing it again.
+//! per active servicechain, in ascending chain order, and execute in parallel on the EVM
+//! ([`crate::exec`]). Execution results are kept by the header commitments they produced, so a
+//! block this node built or validated is applied at commit without executing it again. A
+//! committed block's execution is handed to [`CommittedState`], which serves it to readers
+//! until the persist stage has written it to RocksDB after the block log.
 
 use super::region::{RegionExecution, RegionState};
 use super::servicechain::DEFAULT_CHECKPOINT_INTERVAL;
@@ -14,12 +16,16 @@ use crate::consensus::proposal::BlockBody;
 use crate::consensus::selection::CnSet;
 use crate::crypto::hash::{keccak256, sha256};
 use crate::crypto::tx::{decode_recover_batch, DecodeRules, RecoveredTx};
-use crate::exec::{Executor, MemoryState, SegmentExecution, TransferExecutor};
+use crate::exec::{
+    genesis_diff, BlockContext, EvmExecutor, Executor, RecentHashes, SegmentDiff, SegmentExecution,
+    SegmentInput, StateError, StateRead, BASE_FEE_WEI, SEGMENT_GAS_LIMIT,
+};
 use crate::mempool::Mempool;
+use crate::storage::state::{CommittedState, PendingBlock};
 use crate::types::codec::canonical;
 use crate::types::{Block, ChainId, Height, Segment, SegmentCommitment};
 use alloy_primitives::{Bytes, B256};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 
 /// Executions kept for blocks not yet committed (a few rounds' worth of proposals).
@@ -31,7 +37,8 @@ pub const MAX_SYSTEM_TXS: usize = 64;
 #[derive(Clone)]
 pub struct CnState {
     pub pool: Arc<Mutex<Mempool>>,
-    pub state: Arc<RwLock<MemoryState>>,
+    /// Committed servicechain state (RocksDB plus committed blocks not yet persisted).
+    pub state: Arc<CommittedState>,
     /// Regionchain system transactions waiting for a proposal.
     pub system: Arc<Mutex<Vec<Bytes>>>,
 }
@@ -65,10 +72,17 @@ struct BlockExecution {
 /// Pools + executors behind [`Application`].
 pub struct CnApp {
     shared: CnState,
-    region: RegionState,
-    executor: TransferExecutor,
+    /// Regionchain state, shared with readers (the RPC) that lock it briefly.
+    region: Arc<RwLock<RegionState>>,
+    /// The CN set in force (a copy of the region's, readable without the lock).
+    set: Arc<CnSet>,
+    executor: EvmExecutor,
     max_txs_per_segment: usize,
     executed: HashMap<B256, BlockExecution>,
+    /// The last committed container: its mix is the next block's PREVRANDAO.
+    tip: Tip,
+    /// Hashes of the last committed containers, for BLOCKHASH.
+    hashes: Arc<RecentHashes>,
 }
 
 /// Wall clock in milliseconds since the Unix epoch.
@@ -83,35 +97,97 @@ fn commitments_key(commitments: &[SegmentCommitment]) -> B256 {
 }
 
 impl CnApp {
+    /// An application whose last committed block is `tip` (genesis, until blocks replay).
     pub fn new(
         region: ChainId,
         set: Arc<CnSet>,
         shared: CnState,
         max_txs_per_segment: usize,
+        tip: Tip,
     ) -> Self {
         Self {
             shared,
-            region: RegionState::new(region, set, DEFAULT_CHECKPOINT_INTERVAL),
-            executor: TransferExecutor,
+            region: Arc::new(RwLock::new(RegionState::new(
+                region,
+                Arc::clone(&set),
+                DEFAULT_CHECKPOINT_INTERVAL,
+            ))),
+            set,
+            executor: EvmExecutor,
             max_txs_per_segment,
             executed: HashMap::new(),
+            tip,
+            hashes: Arc::default(),
         }
     }
 
     /// The CN set in force for the next height to be decided.
     pub fn cn_set(&self) -> &Arc<CnSet> {
-        &self.region.set
+        &self.set
     }
 
+    /// The regionchain state, for readers outside consensus (registry, checkpoints, PoP).
+    pub fn region_handle(&self) -> Arc<RwLock<RegionState>> {
+        Arc::clone(&self.region)
+    }
+
+    /// Changes the regionchain state before any block is applied (genesis registrations,
+    /// PoP settings, the node's segment source).
+    pub fn configure_region(&mut self, f: impl FnOnce(RegionState) -> RegionState) {
+        let mut region = self.region_write();
+        let current = std::mem::replace(
+            &mut *region,
+            RegionState::new(ChainId(0), Arc::clone(&self.set), 1),
+        );
+        *region = f(current);
+    }
+
+    fn region_read(&self) -> std::sync::RwLockReadGuard<'_, RegionState> {
+        self.region.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn region_write(&self) -> std::sync::RwLockWriteGuard<'_, RegionState> {
+        self.region.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Applies segment 0's execution and the header's CN-set announcement.
+    fn apply_region(&mut self, execution: &RegionExecution, header: &crate::types::Header) {
+        let mut region = self.region_write();
+        region.apply(execution, header);
+        let set = Arc::clone(&region.set);
+        drop(region);
+        self.set = set;
+    }
+
+    /// The EVM's view of block `height` stamped `timestamp_ms` on a parent with `parent_mix`.
+    fn context(&self, height: Height, timestamp_ms: u64, parent_mix: B256) -> BlockContext {
+        BlockContext::new(height, timestamp_ms, parent_mix)
+            .with_block_hashes(Arc::clone(&self.hashes))
+    }
+
+    /// Executes a block's segments: 0 on the regionchain, the rest on the EVM in parallel.
     fn execute(
         &self,
-        height: Height,
-        segments: &[(Segment, Vec<Option<RecoveredTx>>)],
-    ) -> BlockExecution {
-        let region = self.region.execute(height, &segments[0].0);
-        let state = self.shared.state.read().unwrap_or_else(|e| e.into_inner());
-        let chains = self.executor.execute_block(&*state, &segments[1..]);
-        BlockExecution { region, chains }
+        ctx: &BlockContext,
+        segments: &[SegmentInput],
+    ) -> Result<BlockExecution, StateError> {
+        let region = self.execute_region(ctx.height, segments.first().map(|(s, _)| s));
+        let chains = self.executor.execute_block(
+            &*self.shared.state,
+            ctx,
+            segments.get(1..).unwrap_or_default(),
+        )?;
+        Ok(BlockExecution { region, chains })
+    }
+
+    /// Segment 0 (an empty one if a committed block lacks it).
+    fn execute_region(&self, height: Height, segment: Option<&Segment>) -> RegionExecution {
+        let region = self.region_read();
+        let empty = Segment {
+            chain_id: region.region,
+            txs: Vec::new(),
+        };
+        region.execute(height, segment.unwrap_or(&empty))
     }
 
     fn commitments(execution: &BlockExecution) -> Vec<SegmentCommitment> {
@@ -129,7 +205,7 @@ impl CnApp {
 
     /// Senders of a received block's servicechain transactions: from the pool when this node
     /// has seen the transaction (already verified at ingress), else recovered now on rayon.
-    fn senders(&self, block: &Block) -> Vec<(Segment, Vec<Option<RecoveredTx>>)> {
+    fn senders(&self, block: &Block) -> Vec<SegmentInput> {
         let pool = self.shared.pool.lock().unwrap_or_else(|e| e.into_inner());
         let known: Vec<Vec<Option<RecoveredTx>>> = block
             .segments
@@ -165,33 +241,109 @@ impl CnApp {
     }
 
     /// Applies a committed block: regionchain state (and a CN-set switch it announces),
-    /// servicechain state, pool nonces. Re-executes only a block this node never executed.
-    pub fn commit(&mut self, block: &Block) {
+    /// servicechain state (held by [`CommittedState`] until persisted), pool nonces.
+    /// Re-executes only a block this node never executed; fails only when state cannot be read.
+    pub fn commit(&mut self, block: &Block) -> Result<(), StateError> {
         let header = block.header();
         let key = commitments_key(&header.segments);
         let execution = match self.executed.remove(&key) {
             Some(e) => e,
-            None => self.execute(header.height, &self.senders(block)),
+            None => {
+                let ctx = self.context(header.height, header.timestamp_ms, self.tip.mix);
+                self.execute(&ctx, &self.senders(block))?
+            }
         };
         self.executed.clear();
-        self.region.apply(&execution.region, header);
-        let mut state = self.shared.state.write().unwrap_or_else(|e| e.into_inner());
-        let mut pool = self.shared.pool.lock().unwrap_or_else(|e| e.into_inner());
-        for e in &execution.chains {
-            state.apply(&e.diff);
-            for (sender, next_nonce) in &e.nonces {
-                pool.committed(e.diff.chain_id, *sender, *next_nonce);
+        let genesis = self.registered_genesis(&execution)?;
+        self.apply_region(&execution.region, header);
+        {
+            let mut pool = self.shared.pool.lock().unwrap_or_else(|e| e.into_inner());
+            for chain in &execution.region.registered {
+                pool.add_chain(chain.chain_id);
+            }
+            for e in &execution.chains {
+                for (sender, next_nonce) in &e.nonces {
+                    pool.committed(e.diff.chain_id, *sender, *next_nonce);
+                }
             }
         }
+        let segments = (1u32..).zip(execution.chains).collect();
+        self.shared.state.committed(PendingBlock::new(
+            header.height,
+            block.hash(),
+            genesis,
+            segments,
+        ));
         if let Some(s0) = block.segments.first() {
             let mut system = self.shared.system.lock().unwrap_or_else(|e| e.into_inner());
             system.retain(|tx| !s0.txs.contains(tx));
         }
+        self.advance(block);
+        Ok(())
+    }
+
+    /// Genesis allocations of the servicechains segment 0 registered, as state diffs that
+    /// follow each chain's current commitment (applied before the block's segments).
+    fn registered_genesis(
+        &self,
+        execution: &BlockExecution,
+    ) -> Result<Vec<SegmentDiff>, StateError> {
+        execution
+            .region
+            .registered
+            .iter()
+            .map(|chain| {
+                let allocs: Vec<_> = chain.alloc.iter().map(|a| (a.address, a.balance)).collect();
+                let previous = self.shared.state.state_root(chain.chain_id)?;
+                Ok(genesis_diff(chain.chain_id, &allocs, previous))
+            })
+            .collect()
+    }
+
+    /// Replays a committed block whose servicechain state is already applied (restart): only
+    /// what lives in memory — regionchain state, the tip, recent hashes.
+    pub fn replay_applied(&mut self, block: &Block) {
+        let header = block.header();
+        let region = self.execute_region(header.height, block.segments.first());
+        self.apply_region(&region, header);
+        self.advance(block);
+    }
+
+    fn advance(&mut self, block: &Block) {
+        self.tip = Tip::of(block);
+        Arc::make_mut(&mut self.hashes).push(self.tip.height, self.tip.hash.0);
+    }
+
+    /// Ready transactions of `chain` for a proposal: at most `max_txs_per_segment`, no more gas
+    /// than a segment has (a prefix, so each sender's nonces stay contiguous), and nothing from a
+    /// sender past a transaction whose fee cap is below the base fee (it could only be marked
+    /// invalid, and its successors with it).
+    fn segment_txs(&self, pool: &Mempool, chain: ChainId) -> Vec<RecoveredTx> {
+        let mut gas = 0u64;
+        let mut underpriced = HashSet::new();
+        let mut out = Vec::new();
+        for tx in pool.ready(chain, self.max_txs_per_segment) {
+            if underpriced.contains(&tx.sender()) {
+                continue;
+            }
+            if tx.tx().tx().max_fee_per_gas() < u128::from(BASE_FEE_WEI) {
+                underpriced.insert(tx.sender());
+                continue;
+            }
+            gas = gas.saturating_add(tx.tx().gas_limit());
+            if gas > SEGMENT_GAS_LIMIT {
+                break;
+            }
+            out.push(tx);
+        }
+        out
     }
 }
 
 impl Application for CnApp {
-    fn build(&mut self, height: Height, _parent: &Tip) -> BlockBody {
+    fn build(&mut self, height: Height, parent: &Tip) -> BlockBody {
+        // The same timestamp `build_block` puts in the header, so execution sees it.
+        let timestamp_ms = now_ms().max(parent.timestamp_ms + 1);
         let system = self
             .shared
             .system
@@ -199,15 +351,26 @@ impl Application for CnApp {
             .unwrap_or_else(|e| e.into_inner())
             .clone();
         let pool = self.shared.pool.lock().unwrap_or_else(|e| e.into_inner());
+        let (region_id, next_cn_set) = {
+            let region = self.region_read();
+            (region.region, region.expected_next_set(height))
+        };
         let mut segments = vec![(
             Segment {
-                chain_id: self.region.region,
+                chain_id: region_id,
                 txs: system,
             },
             Vec::new(),
         )];
-        for chain in pool.active_chains() {
-            let txs = pool.ready(chain, self.max_txs_per_segment);
+        let registered: Vec<ChainId> = {
+            let region = self.region_read();
+            pool.active_chains()
+                .into_iter()
+                .filter(|c| region.registry.contains(*c))
+                .collect()
+        };
+        for chain in registered {
+            let txs = self.segment_txs(&pool, chain);
             let raw = txs.iter().map(|t| t.tx().raw().clone()).collect();
             segments.push((
                 Segment {
@@ -218,20 +381,35 @@ impl Application for CnApp {
             ));
         }
         drop(pool);
-        let execution = self.execute(height, &segments);
+        let ctx = self.context(height, timestamp_ms, parent.mix);
+        let execution = match self.execute(&ctx, &segments) {
+            Ok(execution) => execution,
+            Err(e) => {
+                tracing::error!(error = %e, %height, "cannot execute servicechain segments; proposing segment 0 only");
+                segments.truncate(1);
+                BlockExecution {
+                    region: self.execute_region(height, segments.first().map(|(s, _)| s)),
+                    chains: Vec::new(),
+                }
+            }
+        };
         let commitments = Self::commitments(&execution);
         self.remember(commitments_key(&commitments), execution);
         BlockBody {
-            timestamp_ms: now_ms(),
+            timestamp_ms,
             segments: segments.into_iter().map(|(s, _)| s).collect(),
             commitments,
-            next_cn_set: self.region.expected_next_set(height),
+            next_cn_set,
         }
     }
 
-    fn validate(&mut self, block: &Block, _parent: &Tip) -> Result<(), String> {
+    fn validate(&mut self, block: &Block, parent: &Tip) -> Result<(), String> {
         let header = block.header();
-        if header.next_cn_set != self.region.expected_next_set(header.height) {
+        let (region_id, expected_set) = {
+            let region = self.region_read();
+            (region.region, region.expected_next_set(header.height))
+        };
+        if header.next_cn_set != expected_set {
             return Err("header announces a CN set other than the approved change".into());
         }
         let key = commitments_key(&header.segments);
@@ -239,16 +417,33 @@ impl Application for CnApp {
             return Ok(());
         }
         match block.segments.first() {
-            Some(s0) if s0.chain_id == self.region.region => {}
+            Some(s0) if s0.chain_id == region_id => {}
             _ => return Err("segment 0 must be the regionchain's".into()),
         }
-        if block.segments[1..]
-            .iter()
-            .any(|s| s.chain_id == self.region.region)
-        {
+        if block.segments[1..].iter().any(|s| s.chain_id == region_id) {
             return Err("the regionchain has exactly one segment, segment 0".into());
         }
-        let execution = self.execute(header.height, &self.senders(block));
+        if block.segments[1..]
+            .windows(2)
+            .any(|w| w[0].chain_id >= w[1].chain_id)
+        {
+            return Err(
+                "servicechain segments must be in ascending chain order, one per chain".into(),
+            );
+        }
+        if let Some(s) = block.segments[1..]
+            .iter()
+            .find(|s| !self.region_read().registry.contains(s.chain_id))
+        {
+            return Err(format!(
+                "segment of unregistered servicechain {}",
+                s.chain_id
+            ));
+        }
+        let ctx = self.context(header.height, header.timestamp_ms, parent.mix);
+        let execution = self
+            .execute(&ctx, &self.senders(block))
+            .map_err(|e| format!("cannot execute the block: {e}"))?;
         for (k, (mine, theirs)) in Self::commitments(&execution)
             .iter()
             .zip(&header.segments)

@@ -1,13 +1,17 @@
 //! `kaon devnet`: a whole region in one process — CNs talking BFT over QUIC on 127.0.0.1, each
-//! with its own block log and RocksDB, a load generator of signed transfers, and a status line
-//! per second (height, round, transactions per second, finality latency).
+//! with its own block log and RocksDB; ranger nodes that sync and audit the chain from them, the
+//! first serving Ethereum JSON-RPC (default 127.0.0.1:8545); development accounts from the
+//! published mnemonic; a load generator of signed transfers; and a status line per second
+//! (height, round, transactions per second, finality latency).
 
+use super::accounts::{developer_accounts, DEV_ACCOUNTS, DEV_MNEMONIC};
 use super::genesis::Genesis;
 use super::loadgen::{dev_account, percentile, DevAccount, FinalityTracker, LoadGen};
 use crate::crypto::bls::SecretKey;
 use crate::crypto::hash::{keccak256, sha256};
 use crate::net::NetConfig;
 use crate::pipeline::topology::{start_cluster, CnNode};
+use crate::rn::{CnPeer, RnConfig, RnHandle, RnNode};
 use crate::types::{ChainId, CnIndex};
 use alloy_primitives::U256;
 use std::io::Write;
@@ -39,6 +43,10 @@ pub struct DevnetConfig {
     pub until_height: Option<u64>,
     /// Serve Prometheus metrics of every CN (label `cn`) here.
     pub metrics: Option<std::net::SocketAddr>,
+    /// Ranger nodes (0: none, and no RPC).
+    pub rns: usize,
+    /// JSON-RPC of the first RN (`None`: not served).
+    pub rpc: Option<std::net::SocketAddr>,
 }
 
 impl Default for DevnetConfig {
@@ -54,6 +62,8 @@ impl Default for DevnetConfig {
             committee_size: crate::consensus::selection::DEFAULT_COMMITTEE_SIZE,
             until_height: None,
             metrics: None,
+            rns: 2,
+            rpc: Some(std::net::SocketAddr::from(([127, 0, 0, 1], 8545))),
         }
     }
 }
@@ -110,9 +120,20 @@ pub fn run(
         .map(|k| ChainId(DEVNET_REGION.0 + k))
         .collect();
     let accounts: Vec<DevAccount> = (0..config.accounts).map(dev_account).collect();
+    let developers = developer_accounts(DEV_ACCOUNTS);
+    let genesis = devnet_genesis(config, &chains, &developers, &accounts);
     print_banner(out, config, &chains, &accounts, &datadir)?;
     let tracker = Arc::new(FinalityTracker::default());
-    let nodes = start_nodes(&rt, config, &chains, &accounts, &datadir, &tracker)?;
+    let nodes = start_nodes(&rt, config, &genesis, &datadir, &tracker)?;
+    let rns = start_rns(config, &genesis, &nodes, &datadir)?;
+    let rpc = match (config.rpc, rns.first()) {
+        (Some(addr), Some(rn)) => {
+            let served = super::rpc::serve(rt.handle(), addr, &genesis, rn.view(), &stop)?;
+            print_rpc(out, &served, &chains, &developers)?;
+            Some(served)
+        }
+        _ => None,
+    };
     if let Some(addr) = config.metrics {
         let sources: Vec<_> = nodes.iter().map(CnNode::metrics_source).collect();
         let bound = crate::telemetry::serve_metrics(
@@ -151,6 +172,12 @@ pub fn run(
     stop.store(true, Ordering::Relaxed);
     if let Some(handle) = loadgen {
         let _ = handle.join();
+    }
+    if let Some(rpc) = rpc {
+        rpc.shutdown();
+    }
+    for rn in rns {
+        rn.shutdown()?;
     }
     let report = finish(nodes, started.elapsed(), all_latencies)?;
     if temporary {
@@ -212,23 +239,94 @@ fn print_banner(
     )?;
     writeln!(
         out,
-        "development accounts (key = sha256(\"kaon-devnet-account-<i>\"), {} ether each on every servicechain):",
+        "load generator: {} transfers/s from {} accounts of its own (key = sha256(\"kaon-devnet-account-<i>\"))",
+        config.tps,
+        accounts.len()
+    )?;
+    Ok(())
+}
+
+/// The devnet's genesis: its CN keys, servicechains, and every development and load account
+/// funded on every servicechain.
+fn devnet_genesis(
+    config: &DevnetConfig,
+    chains: &[ChainId],
+    developers: &[DevAccount],
+    load: &[DevAccount],
+) -> Genesis {
+    let public: Vec<_> = (0..config.cns)
+        .map(|i| devnet_cn_key(i).public_key())
+        .collect();
+    let funded: Vec<DevAccount> = developers.iter().chain(load).cloned().collect();
+    Genesis::new(
+        DEVNET_REGION,
+        &public,
+        chains.len(),
+        &funded,
+        U256::from(DEV_BALANCE_WEI),
+        config.round_ms,
+        config.committee_size,
+    )
+}
+
+/// Starts `config.rns` ranger nodes syncing from every CN; RN `i > 0` also dials RN 0.
+fn start_rns(
+    config: &DevnetConfig,
+    genesis: &Genesis,
+    nodes: &[CnNode],
+    datadir: &std::path::Path,
+) -> anyhow::Result<Vec<RnHandle>> {
+    let addrs = nodes
+        .iter()
+        .map(|n| Ok((n.me, n.net.local_addr()?)))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let cn_peers = CnPeer::from_genesis(genesis, &addrs)?;
+    let mut rns: Vec<RnHandle> = Vec::with_capacity(config.rns);
+    for i in 0..config.rns {
+        let key =
+            SecretKey::from_seed(sha256(format!("kaon-devnet-rn-{i}").as_bytes()).as_slice())?;
+        let mut rn = RnConfig::new(
+            datadir.join(format!("rn{i}")),
+            genesis.clone(),
+            key,
+            "127.0.0.1:0".parse()?,
+        );
+        rn.cn_peers = cn_peers.clone();
+        rn.rn_peers = rns.first().map(|r| r.listen_addr()).into_iter().collect();
+        rns.push(RnNode::start(rn)?);
+    }
+    Ok(rns)
+}
+
+fn print_rpc(
+    out: &mut dyn Write,
+    rpc: &super::rpc::ServedRpc,
+    chains: &[ChainId],
+    developers: &[DevAccount],
+) -> anyhow::Result<()> {
+    let addr = rpc.local_addr();
+    writeln!(out, "JSON-RPC (HTTP and WebSocket) on ranger node 0:")?;
+    writeln!(
+        out,
+        "  regionchain  {DEVNET_REGION}: http://{addr}/chain/{DEVNET_REGION}"
+    )?;
+    for chain in chains {
+        writeln!(out, "  servicechain {chain}: http://{addr}/chain/{chain}")?;
+    }
+    if let Some(first) = chains.first() {
+        writeln!(out, "  (http://{addr}/ is servicechain {first})")?;
+    }
+    writeln!(
+        out,
+        "development accounts, {} ether each on every servicechain; mnemonic \"{DEV_MNEMONIC}\":",
         DEV_BALANCE_WEI / 1_000_000_000_000_000_000
     )?;
-    for (i, a) in accounts.iter().take(4).enumerate() {
+    for (i, a) in developers.iter().enumerate() {
         writeln!(
             out,
-            "  [{i}] {}  key 0x{}",
+            "  ({i}) {}  key 0x{}",
             a.address,
             hex::encode(a.secret)
-        )?;
-    }
-    if accounts.len() > 4 {
-        writeln!(
-            out,
-            "  … {} more; the load generator sends {} transfers/s from them",
-            accounts.len() - 4,
-            config.tps
         )?;
     }
     Ok(())
@@ -237,22 +335,11 @@ fn print_banner(
 fn start_nodes(
     rt: &tokio::runtime::Runtime,
     config: &DevnetConfig,
-    chains: &[ChainId],
-    accounts: &[DevAccount],
+    genesis: &Genesis,
     datadir: &std::path::Path,
     tracker: &Arc<FinalityTracker>,
 ) -> anyhow::Result<Vec<CnNode>> {
     let keys: Vec<SecretKey> = (0..config.cns).map(devnet_cn_key).collect();
-    let public: Vec<_> = keys.iter().map(SecretKey::public_key).collect();
-    let genesis = Genesis::new(
-        DEVNET_REGION,
-        &public,
-        chains.len(),
-        accounts,
-        U256::from(DEV_BALANCE_WEI),
-        config.round_ms,
-        config.committee_size,
-    );
     let specs = keys
         .iter()
         .enumerate()
@@ -313,10 +400,7 @@ fn spawn_loadgen(
             let mut next = Instant::now();
             let mut rr = 0usize;
             while !stop.load(Ordering::Relaxed) {
-                let batch = {
-                    let state = targets[0].1.read().unwrap_or_else(|e| e.into_inner());
-                    gen.next_batch(per_tick, &*state)
-                };
+                let batch = gen.next_batch(per_tick, &*targets[0].1);
                 tracker.submitted(batch.iter().map(keccak256));
                 let (submit, _) = &targets[rr % targets.len()];
                 rr += 1;

@@ -168,6 +168,14 @@ impl Genesis {
         std::fs::write(path, text).with_context(|| format!("writing genesis {}", path.display()))
     }
 
+    /// The initial balances as (chain, address, wei).
+    pub fn allocations(&self) -> Vec<(ChainId, Address, U256)> {
+        self.alloc
+            .iter()
+            .map(|a| (ChainId(a.chain), a.address, a.balance))
+            .collect()
+    }
+
     /// Everything CN `me` needs to start on this genesis.
     pub fn cn_spec(
         &self,
@@ -192,11 +200,7 @@ impl Genesis {
             params: self.params(),
             genesis: self.tip(),
             chains: self.servicechains.iter().map(|&c| ChainId(c)).collect(),
-            allocations: self
-                .alloc
-                .iter()
-                .map(|a| (ChainId(a.chain), a.address, a.balance))
-                .collect(),
+            allocations: self.allocations(),
             datadir,
             net,
             pipeline: crate::config::PipelineConfig::default(),

@@ -123,7 +123,13 @@ impl LoadGen {
     /// `state` is committed state, used to learn what committed and to resend lost nonces.
     pub fn next_batch(&mut self, count: usize, state: &dyn StateRead) -> Vec<Bytes> {
         for s in &mut self.senders {
-            let committed = state.account(s.chain, &s.account.address).nonce;
+            let committed = match state.nonce(s.chain, &s.account.address) {
+                Ok(nonce) => nonce,
+                Err(e) => {
+                    tracing::warn!(error = %e, "load generator cannot read committed nonces");
+                    s.committed_nonce
+                }
+            };
             if committed > s.committed_nonce {
                 s.committed_nonce = committed;
                 s.last_progress = Instant::now();

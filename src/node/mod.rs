@@ -10,5 +10,6 @@ pub mod loadgen;
 pub mod pop;
 pub mod recovery;
 pub mod region;
+pub mod rpc;
 pub mod segments;
 pub mod servicechain;

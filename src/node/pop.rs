@@ -290,7 +290,7 @@ impl PopState {
 
 /// Whether the container at `height` closes a reward epoch.
 pub fn is_epoch_end(height: Height) -> bool {
-    height.0 > 0 && height.0 % EPOCH_LEN == 0
+    height.0 > 0 && height.0.is_multiple_of(EPOCH_LEN)
 }
 
 /// One bit harder when an epoch brought more than twice the target, one easier under half.

@@ -1,13 +1,15 @@
-//! Restart: rebuilds a CN's state from what it persisted. Committed blocks are replayed from
-//! the block log (re-executed into state, re-indexed where the index lags the log after a
-//! crash), the tip is the last block, and the consensus WAL tells the state machine what this
-//! node already voted so it never contradicts itself.
+//! Restart: rebuilds a CN's state from what it persisted. RocksDB holds servicechain state,
+//! receipts and indexes up to its `state_height` (each block written in one batch after its
+//! block-log append); the block log is the authority above that. Every block of the log is
+//! replayed into the in-memory parts (regionchain state, tip, recent hashes), blocks above
+//! `state_height` are re-executed and written, the tip is the last block, and the consensus
+//! WAL tells the state machine what this node already voted so it never contradicts itself.
 
 use super::app::CnApp;
 use crate::consensus::machine::{Tip, WalEntry};
 use crate::consensus::wal;
 use crate::storage::blocklog::BlockLog;
-use crate::storage::store::{BlockIndex, Store};
+use crate::storage::state::CommittedState;
 use crate::types::codec::decode_frame;
 use crate::types::Block;
 use anyhow::Context;
@@ -16,49 +18,31 @@ use anyhow::Context;
 #[derive(Debug)]
 pub struct Recovered {
     pub tip: Tip,
+    /// Blocks in the block log.
     pub blocks: u64,
-    pub reindexed: u64,
+    /// Blocks above the state's applied height, executed and written again.
+    pub reexecuted: u64,
     pub wal: Vec<WalEntry>,
 }
 
-/// Replays `log` into `app` on top of `genesis`, repairs `store`'s index, and reads `wal_log`.
+/// What replaying a block log did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Replayed {
+    pub tip: Tip,
+    pub blocks: u64,
+    pub reexecuted: u64,
+}
+
+/// Replays `log` into `app` on top of `genesis`, brings `state` up to the log's last block,
+/// and reads `wal_log`.
 pub fn replay(
     log: &BlockLog,
-    store: &Store,
+    state: &CommittedState,
     wal_log: &BlockLog,
     app: &mut CnApp,
     genesis: Tip,
 ) -> anyhow::Result<Recovered> {
-    let mut tip = genesis;
-    let (mut blocks, mut reindexed) = (0u64, 0u64);
-    for record in log.iter() {
-        let (offset, frame) = record?;
-        let block: Block = decode_frame(&frame)
-            .with_context(|| format!("block log record at offset {} does not decode", offset.0))?;
-        let header = block.header();
-        anyhow::ensure!(
-            header.height == tip.height.next() && header.parent == tip.hash,
-            "block log record at offset {} (height {}) does not extend height {}",
-            offset.0,
-            header.height,
-            tip.height
-        );
-        app.commit(&block);
-        if store.log_offset(header.height.0)? != Some(offset.0) {
-            index(store, &block, offset.0)?;
-            reindexed += 1;
-        }
-        tip = Tip::of(&block);
-        blocks += 1;
-    }
-    if let Some(head) = store.head()? {
-        anyhow::ensure!(
-            head.height <= tip.height.0,
-            "the index's head is height {} but the block log ends at height {}: the log lost acknowledged blocks",
-            head.height,
-            tip.height
-        );
-    }
+    let replayed = replay_log(log, state, app, genesis, |_, _| {})?;
     let wal = wal_log
         .iter()
         .map(|record| {
@@ -72,31 +56,69 @@ pub fn replay(
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     Ok(Recovered {
-        tip,
-        blocks,
-        reindexed,
+        tip: replayed.tip,
+        blocks: replayed.blocks,
+        reexecuted: replayed.reexecuted,
         wal,
     })
 }
 
-/// Indexes one block (height → log offset, hash → height, tx hash → location).
-pub fn index(store: &Store, block: &Block, log_offset: u64) -> anyhow::Result<()> {
-    let txs: Vec<([u8; 32], u32, u32)> = block
-        .segments
-        .iter()
-        .enumerate()
-        .flat_map(|(seg, s)| {
-            s.txs
-                .iter()
-                .enumerate()
-                .map(move |(i, raw)| (crate::crypto::hash::keccak256(raw).0, seg as u32, i as u32))
-        })
-        .collect();
-    store.index_block(&BlockIndex {
-        height: block.header().height.0,
-        hash: block.hash().0 .0,
-        log_offset,
-        txs: &txs,
-    })?;
-    Ok(())
+/// Replays every block of `log` into `app` (calling `on_block` after each) on top of
+/// `genesis`; blocks above the state's applied height are re-executed and written to `state`.
+pub fn replay_log(
+    log: &BlockLog,
+    state: &CommittedState,
+    app: &mut CnApp,
+    genesis: Tip,
+    mut on_block: impl FnMut(&CnApp, &Block),
+) -> anyhow::Result<Replayed> {
+    let store = state.store();
+    let applied = store
+        .state_height()?
+        .context("the state was never initialised (open it with its genesis first)")?;
+    let mut tip = genesis;
+    let (mut blocks, mut reexecuted) = (0u64, 0u64);
+    for record in log.iter() {
+        let (offset, frame) = record?;
+        let block: Block = decode_frame(&frame)
+            .with_context(|| format!("block log record at offset {} does not decode", offset.0))?;
+        let header = block.header();
+        anyhow::ensure!(
+            header.height == tip.height.next() && header.parent == tip.hash,
+            "block log record at offset {} (height {}) does not extend height {}",
+            offset.0,
+            header.height,
+            tip.height
+        );
+        if header.height.0 <= applied {
+            app.replay_applied(&block);
+        } else {
+            app.commit(&block)
+                .with_context(|| format!("re-executing block {}", header.height))?;
+            persist(state, &block, offset.0)?;
+            reexecuted += 1;
+        }
+        on_block(app, &block);
+        tip = Tip::of(&block);
+        blocks += 1;
+    }
+    anyhow::ensure!(
+        applied <= tip.height.0,
+        "the state is applied up to height {applied} but the block log ends at height {}: the log lost acknowledged blocks",
+        tip.height
+    );
+    Ok(Replayed {
+        tip,
+        blocks,
+        reexecuted,
+    })
+}
+
+/// Writes a committed block, durable in the block log at `log_offset`, to RocksDB: indexes
+/// (height → log offset, hash → height, tx hash → location), state, receipts, logs bloom and
+/// the state's applied height, in one batch.
+pub fn persist(state: &CommittedState, block: &Block, log_offset: u64) -> anyhow::Result<()> {
+    state
+        .persist(block, log_offset)
+        .with_context(|| format!("persisting block {}", block.header().height))
 }

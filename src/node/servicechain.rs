@@ -367,7 +367,7 @@ impl Checkpoints {
 
     /// The checkpoint the container at `height` records, if any (not yet applied).
     pub fn due(&self, height: Height) -> Option<Checkpoint> {
-        if height.0 % self.interval != 0 || self.dirty.is_empty() {
+        if !height.0.is_multiple_of(self.interval) || self.dirty.is_empty() {
             return None;
         }
         let entries = self

@@ -217,7 +217,7 @@ impl ConsensusStage {
         block: Block,
         recent: &mut BTreeMap<Height, Arc<Block>>,
     ) -> anyhow::Result<()> {
-        self.app.commit(&block);
+        self.app.commit(&block)?;
         if !block.header().next_cn_set.is_empty() {
             // Peers of the new set may now connect (a joining CN dials us).
             self.net.learn_set(Arc::clone(self.machine.cn_set()));

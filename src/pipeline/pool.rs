@@ -30,16 +30,14 @@ impl Stage for PoolInsert {
     }
 
     fn handle(&mut self, batch: Vec<RecoveredTx>) -> anyhow::Result<()> {
-        let state = self.shared.state.read().unwrap_or_else(|e| e.into_inner());
-        let nonces: Vec<u64> = batch
+        let state = &self.shared.state;
+        let nonces = batch
             .iter()
-            .map(|tx| {
-                tx.tx()
-                    .chain_id()
-                    .map_or(0, |c| state.account(c, &tx.sender()).nonce)
+            .map(|tx| match tx.tx().chain_id() {
+                Some(chain) => state.nonce(chain, &tx.sender()),
+                None => Ok(0),
             })
-            .collect();
-        drop(state);
+            .collect::<Result<Vec<u64>, _>>()?;
         let mut pool = self.shared.pool.lock().unwrap_or_else(|e| e.into_inner());
         for (tx, nonce) in batch.into_iter().zip(nonces) {
             let counter = match pool.insert(tx, nonce) {

@@ -150,10 +150,15 @@ impl BoundCn {
         self.net.connect(rt, peers);
         let net = Arc::new(self.net);
         std::fs::create_dir_all(&spec.datadir)?;
-        let mut state = crate::exec::MemoryState::default();
-        for (chain, address, balance) in &spec.allocations {
-            state.fund(*chain, *address, *balance);
-        }
+        let store = Arc::new(crate::storage::store::Store::open_with(
+            spec.datadir.join("db"),
+            crate::storage::store::StoreOptions {
+                block_cache_bytes: spec.storage.rocksdb_cache_mib << 20,
+                ..Default::default()
+            },
+        )?);
+        let state =
+            crate::storage::state::CommittedState::open(Arc::clone(&store), &spec.allocations)?;
         let mut all_chains = spec.chains.clone();
         all_chains.push(spec.params.region);
         let shared = crate::node::app::CnState {
@@ -161,7 +166,7 @@ impl BoundCn {
                 Default::default(),
                 all_chains,
             ))),
-            state: Arc::new(std::sync::RwLock::new(state)),
+            state: Arc::new(state),
             system: Arc::default(),
         };
         let cap = spec.pipeline.link_capacity;
@@ -182,27 +187,28 @@ impl BoundCn {
         let log_options = log_options(&spec.storage);
         let (wal, _) = BlockLog::open(spec.datadir.join("consensus.wal"), log_options.clone())?;
         let (log, _) = BlockLog::open(spec.datadir.join("blocks.log"), log_options)?;
-        let store = crate::storage::store::Store::open_with(
-            spec.datadir.join("db"),
-            crate::storage::store::StoreOptions {
-                block_cache_bytes: spec.storage.rocksdb_cache_mib << 20,
-                ..Default::default()
-            },
-        )?;
         let mut app = crate::node::app::CnApp::new(
             spec.params.region,
             Arc::clone(&spec.set),
             shared.clone(),
             spec.max_txs_per_segment,
+            spec.genesis,
         );
-        let recovered = crate::node::recovery::replay(&log, &store, &wal, &mut app, spec.genesis)?;
+        app.configure_region(|r| r.with_genesis_chains(&spec.chains));
+        let recovered =
+            crate::node::recovery::replay(&log, &shared.state, &wal, &mut app, spec.genesis)?;
         if recovered.blocks > 0 {
-            tracing::info!(cn = %spec.me, height = %recovered.tip.height, reindexed = recovered.reindexed, wal = recovered.wal.len(), "recovered from disk");
+            tracing::info!(cn = %spec.me, height = %recovered.tip.height, reexecuted = recovered.reexecuted, wal = recovered.wal.len(), "recovered from disk");
         }
         status.height.store(
             recovered.tip.height.0 + 1,
             std::sync::atomic::Ordering::Relaxed,
         );
+        // Ranger nodes' block requests are served from the log through the index.
+        let chain = crate::net::sync::ChainReader::new(log.reader(), Arc::clone(&store));
+        let block_server = crate::net::sync::BlockServer::new(chain)?;
+        net.serve_blocks(Arc::clone(&block_server));
+        let on_persisted = crate::net::sync::notify_after(block_server, on_persisted);
         let stages = vec![
             spawn_stage(
                 SigVerify::new(
@@ -223,7 +229,7 @@ impl BoundCn {
             spawn_stage(
                 super::persist::Persist {
                     log,
-                    store,
+                    state: Arc::clone(&shared.state),
                     on_persisted,
                 },
                 consensus_persist,
@@ -286,7 +292,7 @@ impl BoundCn {
 }
 
 /// Block-log options from the operator's storage settings.
-fn log_options(
+pub fn log_options(
     storage: &crate::config::StorageConfig,
 ) -> crate::storage::blocklog::BlockLogOptions {
     use crate::config::LogBackend;

@@ -101,7 +101,7 @@ impl GpuMiner {
     pub fn new(segment: &[u8], workgroup_size: u32) -> Result<Self, GpuError> {
         let positions = u32::try_from(strip_positions(segment.len()))
             .map_err(|_| GpuError::Segment(segment.len()))?;
-        if segment.len() < STRIP_LEN || segment.len() % 4 != 0 {
+        if segment.len() < STRIP_LEN || !segment.len().is_multiple_of(4) {
             return Err(GpuError::Segment(segment.len()));
         }
         let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {

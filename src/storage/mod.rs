@@ -1,4 +1,6 @@
-//! Persistence: the append-only block log and the RocksDB store for state and indexes.
+//! Persistence: the append-only block log and the RocksDB store for state, receipts and
+//! indexes.
 
 pub mod blocklog;
+pub mod state;
 pub mod store;

@@ -8,10 +8,11 @@
 //! log is the authority) but never leads it. This is the only module of the crate that uses
 //! the `rocksdb` crate.
 //!
-//! Column families: `meta` (small named values, the indexed head), `height_index`,
-//! `hash_index`, `tx_index`, `state`. Integers in keys are big-endian so that RocksDB's
-//! byte order is numeric order; state keys are prefixed with the servicechain id (big-endian
-//! u64) so each chain's state is one contiguous key range.
+//! Column families: `meta` (small named values, the indexed head, the state-applied height),
+//! `height_index`, `hash_index`, `tx_index`, `state`, `receipts` and `chain_segments` (the
+//! last three are laid out by [`super::state`]). Integers in keys are big-endian so that
+//! RocksDB's byte order is numeric order; state keys are prefixed with the servicechain id
+//! (big-endian u64) so each chain's state is one contiguous key range.
 
 use rocksdb::{
     BlockBasedOptions, Cache, ColumnFamilyDescriptor, DBCompressionType, Options, WriteBatch,
@@ -19,17 +20,29 @@ use rocksdb::{
 };
 use std::path::{Path, PathBuf};
 
-const CF_META: &str = "meta";
+pub(super) const CF_META: &str = "meta";
 const CF_HEIGHT: &str = "height_index";
 const CF_HASH: &str = "hash_index";
 const CF_TX: &str = "tx_index";
-const CF_STATE: &str = "state";
-const COLUMN_FAMILIES: [&str; 5] = [CF_META, CF_HEIGHT, CF_HASH, CF_TX, CF_STATE];
+pub(super) const CF_STATE: &str = "state";
+pub(super) const CF_RECEIPTS: &str = "receipts";
+pub(super) const CF_CHAIN_SEGMENTS: &str = "chain_segments";
+const COLUMN_FAMILIES: [&str; 7] = [
+    CF_META,
+    CF_HEIGHT,
+    CF_HASH,
+    CF_TX,
+    CF_STATE,
+    CF_RECEIPTS,
+    CF_CHAIN_SEGMENTS,
+];
 
 /// `meta` key of the last indexed block: height ‖ hash ‖ log offset. Internal `meta` keys
 /// start with 0x00; keys set through `put_meta` are stored under a 0x01 prefix, so callers
 /// can never overwrite the head.
 const META_HEAD: &[u8] = b"\x00head";
+/// `meta` key of the height up to which servicechain state is applied (see [`super::state`]).
+pub(super) const META_STATE_HEIGHT: &[u8] = b"\x00state_height";
 const META_USER_PREFIX: u8 = 0x01;
 
 /// Longest state key accepted (after the chain-id prefix). Storage slots and account keys are
@@ -90,6 +103,13 @@ pub enum StoreError {
     },
     #[error("state key of {len} bytes is over MAX_STATE_KEY_LEN ({MAX_STATE_KEY_LEN})")]
     KeyTooLarge { len: usize },
+    /// A stored value has the right size but does not decode.
+    #[error("store {path}: malformed value in {cf}: {detail}")]
+    Undecodable {
+        path: PathBuf,
+        cf: &'static str,
+        detail: String,
+    },
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -149,8 +169,8 @@ impl Head {
 /// Writes that commit atomically (one RocksDB WriteBatch): a block's indexes and the state
 /// changes it caused go in together.
 pub struct StoreBatch<'s> {
-    store: &'s Store,
-    batch: WriteBatch,
+    pub(super) store: &'s Store,
+    pub(super) batch: WriteBatch,
 }
 
 impl StoreBatch<'_> {
@@ -214,14 +234,14 @@ impl StoreBatch<'_> {
 }
 
 /// Big-endian u64 from exactly 8 bytes (callers slice fixed-size arrays).
-fn be_u64(b: &[u8]) -> u64 {
+pub(super) fn be_u64(b: &[u8]) -> u64 {
     let mut a = [0u8; 8];
     a.copy_from_slice(b);
     u64::from_be_bytes(a)
 }
 
 /// Big-endian u32 from exactly 4 bytes (callers slice fixed-size arrays).
-fn be_u32(b: &[u8]) -> u32 {
+pub(super) fn be_u32(b: &[u8]) -> u32 {
     let mut a = [0u8; 4];
     a.copy_from_slice(b);
     u32::from_be_bytes(a)
@@ -234,7 +254,7 @@ fn meta_key(key: &[u8]) -> Vec<u8> {
     k
 }
 
-fn state_key(chain_id: u64, key: &[u8]) -> Result<Vec<u8>> {
+pub(super) fn state_key(chain_id: u64, key: &[u8]) -> Result<Vec<u8>> {
     if key.len() > MAX_STATE_KEY_LEN {
         return Err(StoreError::KeyTooLarge { len: key.len() });
     }
@@ -246,7 +266,7 @@ fn state_key(chain_id: u64, key: &[u8]) -> Result<Vec<u8>> {
 
 /// The RocksDB store. Thread-safe: reads and batches may come from any thread.
 pub struct Store {
-    db: DB,
+    pub(super) db: DB,
     path: PathBuf,
     write_opts: WriteOptions,
 }
@@ -281,7 +301,7 @@ impl Store {
         let cf_opts = |name: &str| {
             let mut o = Options::default();
             o.set_block_based_table_factory(&table(&cache));
-            if name != CF_STATE && name != CF_META {
+            if ![CF_STATE, CF_META, CF_RECEIPTS].contains(&name) {
                 // Keys and values of the indexes are hashes and integers: incompressible.
                 o.set_compression_type(DBCompressionType::None);
             }
@@ -299,26 +319,30 @@ impl Store {
         let db = DB::open_cf_descriptors(&db_opts, &path, cfs).map_err(open_err)?;
         let mut write_opts = WriteOptions::default();
         write_opts.set_sync(opts.sync_writes);
-        tracing::info!(path = %path.display(), sync = opts.sync_writes, "store opened");
-        Ok(Store {
+        let store = Store {
             db,
             path,
             write_opts,
-        })
+        };
+        // A marker that does not decode means a corrupt database: refuse it rather than start
+        // from genesis over it.
+        store.state_height()?;
+        tracing::info!(path = %store.path.display(), sync = opts.sync_writes, "store opened");
+        Ok(store)
     }
 
     pub fn path(&self) -> &Path {
         &self.path
     }
 
-    fn cf(&self, name: &'static str) -> &rocksdb::ColumnFamily {
+    pub(super) fn cf(&self, name: &'static str) -> &rocksdb::ColumnFamily {
         // Every name in COLUMN_FAMILIES is created at open (create_missing_column_families).
         self.db
             .cf_handle(name)
             .expect("column family created at open")
     }
 
-    fn db_err(&self, op: &'static str, source: rocksdb::Error) -> StoreError {
+    pub(super) fn db_err(&self, op: &'static str, source: rocksdb::Error) -> StoreError {
         StoreError::Db {
             path: self.path.clone(),
             op,
@@ -326,13 +350,17 @@ impl Store {
         }
     }
 
-    fn get(&self, cf: &'static str, key: &[u8]) -> Result<Option<Vec<u8>>> {
+    pub(super) fn get(&self, cf: &'static str, key: &[u8]) -> Result<Option<Vec<u8>>> {
         self.db
             .get_cf(self.cf(cf), key)
             .map_err(|e| self.db_err("get", e))
     }
 
-    fn get_fixed<const N: usize>(&self, cf: &'static str, key: &[u8]) -> Result<Option<[u8; N]>> {
+    pub(super) fn get_fixed<const N: usize>(
+        &self,
+        cf: &'static str,
+        key: &[u8],
+    ) -> Result<Option<[u8; N]>> {
         let Some(v) = self.get(cf, key)? else {
             return Ok(None);
         };
@@ -427,5 +455,23 @@ impl Store {
                 .map_err(|e| self.db_err("flush", e))?;
         }
         Ok(())
+    }
+}
+
+impl Store {
+    /// Named values of `meta` whose names start with `prefix`, in name order, at most `limit`
+    /// (names are returned as given to [`Store::put_meta`]).
+    pub fn meta_with_prefix(&self, prefix: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let start = meta_key(prefix);
+        let mode = rocksdb::IteratorMode::From(&start, rocksdb::Direction::Forward);
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(self.cf(CF_META), mode) {
+            let (key, value) = item.map_err(|e| self.db_err("iterate meta", e))?;
+            if out.len() >= limit || !key.starts_with(&start) {
+                break;
+            }
+            out.push((key[1..].to_vec(), value.into_vec()));
+        }
+        Ok(out)
     }
 }

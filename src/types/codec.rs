@@ -40,6 +40,10 @@ pub enum Kind {
     Consensus = 7,
     /// Raw signed transactions gossiped between CNs to form the global pool.
     TxBatch = 8,
+    /// A request for committed blocks by height range (sync).
+    BlockRequest = 9,
+    /// The blocks answering a [`Kind::BlockRequest`].
+    BlockResponse = 10,
 }
 
 impl Kind {
@@ -54,6 +58,8 @@ impl Kind {
             Self::Evidence,
             Self::Consensus,
             Self::TxBatch,
+            Self::BlockRequest,
+            Self::BlockResponse,
         ]
         .into_iter()
         .find(|k| frame.get(1) == Some(&(*k as u8)))

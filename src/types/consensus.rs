@@ -128,6 +128,14 @@ impl EquivocationEvidence {
     pub fn height(&self) -> Height {
         self.first.header.height
     }
+
+    /// Identity of the conflict, whichever header comes first: SHA-256 over the two header
+    /// hashes in ascending order. Nodes deduplicate evidence by it.
+    pub fn id(&self) -> alloy_primitives::B256 {
+        let (a, b) = (self.first.hash(), self.second.hash());
+        let (low, high) = if a <= b { (a, b) } else { (b, a) };
+        crate::crypto::hash::sha256_concat(&[low.0.as_slice(), high.0.as_slice()])
+    }
 }
 
 impl WireMessage for EquivocationEvidence {

@@ -9,6 +9,7 @@ pub mod block;
 pub mod codec;
 pub mod consensus;
 pub mod primitives;
+pub mod sync;
 pub mod system;
 
 pub use block::{

@@ -102,9 +102,14 @@ step("token transfer, receipt logs and eth_getLogs agree");
 
 // 3. A revert: eth_call / estimateGas carry the reason.
 await expectRejected(
-  token.transfer.staticCall(root.address, 1n, { from: fresh }),
+  token.transfer.staticCall(fresh, parseEther("2000000")),
   /insufficient balance/,
   "reverting call",
+);
+await expectRejected(
+  token.transfer.estimateGas(fresh, parseEther("2000000")),
+  /insufficient balance/,
+  "reverting gas estimate",
 );
 
 // 4. Bad transactions are refused with clear errors.

@@ -23,6 +23,8 @@ fn four_cns_commit_the_same_blocks_with_load_over_quic() {
         until_height: Some(5),
         // A safety net, not the expected path: the run stops at height 5 long before this.
         duration: Some(Duration::from_secs(120)),
+        rns: 2,
+        rpc: Some("127.0.0.1:0".parse().unwrap()),
         ..DevnetConfig::default()
     };
     let mut out = Vec::new();
@@ -49,6 +51,12 @@ fn four_cns_commit_the_same_blocks_with_load_over_quic() {
         "honest CNs must not report misbehaviour"
     );
     assert!(printed.contains("summary: heights"), "{printed}");
+    // What a DApp developer needs is printed: RPC URLs per chain and the mnemonic's accounts.
+    assert!(printed.contains("/chain/1001"), "{printed}");
+    assert!(
+        printed.contains("0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"),
+        "{printed}"
+    );
     // The operator's view agrees with the report.
     for cn in 0..4 {
         let height = format!("kaon_height{{cn=\"{cn}\"}} ");

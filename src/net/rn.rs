@@ -1,0 +1,576 @@
+//! The ranger node's network: links to CNs (block requests, forwarded transactions) and the
+//! RN network (gossip of audited blocks and equivocation evidence, block requests between RNs).
+//!
+//! ```text
+//!  RN ──dial──► CN      RN hello → CN hello back; uni stream RN→CN: TxBatch frames;
+//!                       bi streams: block requests (the CN serves them from its block log)
+//!  RN ◄──dial──► RN     RN hellos both ways; one uni stream each way: Block / Evidence gossip;
+//!                       bi streams both ways: block requests
+//! ```
+//!
+//! Anyone may join the RN network by dialling any RN: an RN admits any peer that proves a node
+//! key (up to `max_peers`), because everything gossiped is checked by the receiver (blocks are
+//! audited, evidence verified) before it is kept or relayed. Gossip goes to at most `fanout`
+//! peers chosen at random, never back to where it came from; the receiver deduplicates.
+//! Per peer: a bounded outbound queue (full → dropped and counted), frames with a size limit
+//! and a deadline, and a strike per bad frame, bad request or bad block reported by the node
+//! ([`RnNetwork::penalize`]) — eight strikes close the connection.
+
+use super::handshake::{self, Credential, Hello, Peer, Side};
+use super::sync::{self, BlockServer, ServerSlot};
+use super::{pump, read_next_frame, tls, NetStats, PeerScore};
+use crate::crypto::bls::{PublicKey, PublicKeyBytes, SecretKey};
+use crate::pipeline::LinkSender;
+use crate::types::codec::{decode_frame, encode_frame, Kind, FRAME_OVERHEAD};
+use crate::types::sync::{BlockRangeRequest, BlockRangeResponse};
+use crate::types::{Block, CodecError, EquivocationEvidence, TxBatch, WireMessage};
+use rand::seq::SliceRandom;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// Settings of an RN's network.
+#[derive(Debug, Clone)]
+pub struct RnNetConfig {
+    pub listen: SocketAddr,
+    /// Largest gossip frame accepted (a whole block).
+    pub max_frame_bytes: usize,
+    /// Frames queued per peer before new ones are dropped.
+    pub queue_depth: usize,
+    pub handshake_timeout: Duration,
+    pub frame_timeout: Duration,
+    /// Deadline of one block request, beyond the time it lets the server wait.
+    pub request_timeout: Duration,
+    /// RN peers connected at once (dialled and accepted).
+    pub max_peers: usize,
+    /// RN peers each gossiped item is sent to.
+    pub fanout: usize,
+}
+
+impl RnNetConfig {
+    /// Defaults for an RN listening on `listen`.
+    pub fn new(listen: SocketAddr) -> Self {
+        Self {
+            listen,
+            max_frame_bytes: Block::MAX_PAYLOAD + FRAME_OVERHEAD,
+            queue_depth: 256,
+            handshake_timeout: Duration::from_secs(5),
+            frame_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(10),
+            max_peers: 64,
+            fanout: 8,
+        }
+    }
+}
+
+/// What RNs gossip.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Gossip {
+    Block(Box<Block>),
+    Evidence(Box<EquivocationEvidence>),
+}
+
+/// Decodes a gossip frame by the kind it names; any other kind is an error.
+pub fn decode_gossip(frame: &[u8]) -> Result<Gossip, CodecError> {
+    match Kind::of_frame(frame) {
+        Some(Kind::Evidence) => decode_frame(frame).map(|e| Gossip::Evidence(Box::new(e))),
+        _ => decode_frame(frame).map(|b| Gossip::Block(Box::new(b))),
+    }
+}
+
+/// A connection's number, for as long as it lives.
+pub type PeerId = u64;
+
+/// A connected peer that can answer block requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Source {
+    pub id: PeerId,
+    pub peer: Peer,
+}
+
+struct Entry {
+    conn: quinn::Connection,
+    score: Arc<PeerScore>,
+    /// Gossip queue (RN peers only).
+    gossip: Option<mpsc::Sender<Arc<Vec<u8>>>>,
+}
+
+/// Frames every new RN peer is sent first (what the node wants each peer to have, such as the
+/// evidence it holds).
+pub type Welcome = Box<dyn Fn() -> Vec<Arc<Vec<u8>>> + Send + Sync>;
+
+struct Shared {
+    key: SecretKey,
+    me: PublicKeyBytes,
+    config: RnNetConfig,
+    stats: Arc<NetStats>,
+    peers: Mutex<BTreeMap<PeerId, Entry>>,
+    next_id: AtomicU64,
+    blocks: ServerSlot,
+    inbound: LinkSender<(PeerId, Gossip)>,
+    closed: AtomicBool,
+    welcome: std::sync::OnceLock<Welcome>,
+}
+
+impl Shared {
+    fn peers(&self) -> std::sync::MutexGuard<'_, BTreeMap<PeerId, Entry>> {
+        // Single map operations under the lock: a poisoned map is still consistent.
+        self.peers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adds a connection; `None` when the RN peer limit is reached.
+    fn register(
+        &self,
+        peer: Peer,
+        conn: &quinn::Connection,
+        gossip: Option<mpsc::Sender<Arc<Vec<u8>>>>,
+    ) -> Option<(PeerId, Arc<PeerScore>)> {
+        let mut peers = self.peers();
+        let rns = peers.values().filter(|e| e.gossip.is_some()).count();
+        if gossip.is_some() && rns >= self.config.max_peers {
+            return None;
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let score = PeerScore::new(peer, conn.clone());
+        peers.insert(
+            id,
+            Entry {
+                conn: conn.clone(),
+                score: Arc::clone(&score),
+                gossip,
+            },
+        );
+        self.count_rns(&peers);
+        Some((id, score))
+    }
+
+    fn unregister(&self, id: PeerId) {
+        let mut peers = self.peers();
+        peers.remove(&id);
+        self.count_rns(&peers);
+    }
+
+    fn count_rns(&self, peers: &BTreeMap<PeerId, Entry>) {
+        let rns = peers.values().filter(|e| e.gossip.is_some()).count();
+        self.stats.rn_peers.store(rns as u64, Ordering::Relaxed);
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Relaxed)
+    }
+}
+
+/// A ranger node's endpoint.
+pub struct RnNetwork {
+    endpoint: quinn::Endpoint,
+    shared: Arc<Shared>,
+    /// Transaction queues of the CN links (kept across reconnects).
+    cn_queues: Mutex<Vec<mpsc::Sender<Arc<Vec<u8>>>>>,
+    rt: tokio::runtime::Handle,
+}
+
+impl RnNetwork {
+    /// Binds the listener on `rt` and starts admitting RN peers; their gossip goes to
+    /// `inbound` (dropped and counted when full).
+    pub fn bind(
+        rt: &tokio::runtime::Handle,
+        config: RnNetConfig,
+        key: SecretKey,
+        inbound: LinkSender<(PeerId, Gossip)>,
+    ) -> anyhow::Result<Self> {
+        let _guard = rt.enter();
+        let mut endpoint = quinn::Endpoint::server(tls::server_config()?, config.listen)?;
+        endpoint.set_default_client_config(tls::client_config()?);
+        let shared = Arc::new(Shared {
+            me: key.public_key().to_bytes(),
+            key,
+            config,
+            stats: Arc::default(),
+            peers: Mutex::default(),
+            next_id: AtomicU64::new(1),
+            blocks: Arc::default(),
+            inbound,
+            closed: AtomicBool::new(false),
+            welcome: std::sync::OnceLock::new(),
+        });
+        rt.spawn(accept_loop(endpoint.clone(), Arc::clone(&shared)));
+        Ok(Self {
+            endpoint,
+            shared,
+            cn_queues: Mutex::default(),
+            rt: rt.clone(),
+        })
+    }
+
+    /// Answers peers' block requests from `server` from now on.
+    pub fn serve_blocks(&self, server: Arc<BlockServer>) {
+        if self.shared.blocks.set(server).is_err() {
+            tracing::warn!("block server already set; keeping the first");
+        }
+    }
+
+    /// Sets what every RN peer is sent as soon as it connects (bounded by its queue).
+    pub fn welcome_with(&self, welcome: Welcome) {
+        if self.shared.welcome.set(welcome).is_err() {
+            tracing::warn!("welcome already set; keeping the first");
+        }
+    }
+
+    /// Keeps a link to the CN at `addr` whose key is `key` (reconnecting with backoff).
+    pub fn connect_cn(&self, addr: SocketAddr, key: PublicKey) {
+        let (tx, rx) = mpsc::channel(self.shared.config.queue_depth);
+        self.cn_queues
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(tx);
+        self.rt.spawn(cn_link(
+            self.endpoint.clone(),
+            Arc::clone(&self.shared),
+            addr,
+            key,
+            rx,
+        ));
+    }
+
+    /// Keeps a link to the RN at `addr` (reconnecting with backoff).
+    pub fn connect_rn(&self, addr: SocketAddr) {
+        self.rt.spawn(rn_link(
+            self.endpoint.clone(),
+            Arc::clone(&self.shared),
+            addr,
+        ));
+    }
+
+    /// The bound address (useful when listening on port 0).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.endpoint.local_addr()
+    }
+
+    /// This node's public key (its identity on the RN network).
+    pub fn public_key(&self) -> PublicKeyBytes {
+        self.shared.me
+    }
+
+    pub fn stats(&self) -> &Arc<NetStats> {
+        &self.shared.stats
+    }
+
+    /// Connected peers that answer block requests: CNs first, then RNs.
+    pub fn sources(&self) -> Vec<Source> {
+        let mut sources: Vec<Source> = self
+            .shared
+            .peers()
+            .iter()
+            .map(|(id, e)| Source {
+                id: *id,
+                peer: e.score.peer,
+            })
+            .collect();
+        sources.sort_by_key(|s| matches!(s.peer, Peer::Rn(_)));
+        sources
+    }
+
+    /// Connected peers (CNs and RNs).
+    pub fn peer_count(&self) -> usize {
+        self.shared.peers().len()
+    }
+
+    /// Asks peer `id` for a block range (see [`sync::request_blocks`]).
+    pub async fn request_blocks(
+        &self,
+        id: PeerId,
+        request: &BlockRangeRequest,
+    ) -> anyhow::Result<BlockRangeResponse> {
+        let conn = self
+            .shared
+            .peers()
+            .get(&id)
+            .map(|e| e.conn.clone())
+            .ok_or_else(|| anyhow::anyhow!("peer {id} is gone"))?;
+        let timeout = self.shared.config.request_timeout;
+        sync::request_blocks(&conn, request, timeout, &self.shared.stats).await
+    }
+
+    /// Queues raw transactions for every CN link; the number of CNs they were queued for.
+    /// A batch over the frame limit a CN accepts is refused whole.
+    pub fn forward(&self, batch: &TxBatch) -> anyhow::Result<usize> {
+        let frame = Arc::new(encode_frame(batch));
+        anyhow::ensure!(
+            frame.len() <= TxBatch::MAX_PAYLOAD + FRAME_OVERHEAD,
+            "a batch of {} bytes is over the {}-byte limit; send fewer transactions at once",
+            frame.len(),
+            TxBatch::MAX_PAYLOAD
+        );
+        let queues = self.cn_queues.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(queues
+            .iter()
+            .filter(|q| self.enqueue(q, Arc::clone(&frame)))
+            .count())
+    }
+
+    /// Sends a gossip frame to at most `fanout` random RN peers other than `except`; the
+    /// number it was queued for.
+    pub fn gossip(&self, frame: Arc<Vec<u8>>, except: Option<PeerId>) -> usize {
+        let mut targets: Vec<mpsc::Sender<Arc<Vec<u8>>>> = self
+            .shared
+            .peers()
+            .iter()
+            .filter(|(id, _)| Some(**id) != except)
+            .filter_map(|(_, e)| e.gossip.clone())
+            .collect();
+        targets.shuffle(&mut rand::thread_rng());
+        targets.truncate(self.shared.config.fanout);
+        targets
+            .iter()
+            .filter(|q| self.enqueue(q, Arc::clone(&frame)))
+            .count()
+    }
+
+    fn enqueue(&self, queue: &mpsc::Sender<Arc<Vec<u8>>>, frame: Arc<Vec<u8>>) -> bool {
+        let sent = queue.try_send(frame).is_ok();
+        if !sent {
+            self.shared
+                .stats
+                .dropped_queue_full
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        sent
+    }
+
+    /// Counts a strike against peer `id` (it sent a block or evidence that failed checks).
+    pub fn penalize(&self, id: PeerId) {
+        let score = self.shared.peers().get(&id).map(|e| Arc::clone(&e.score));
+        if let Some(score) = score {
+            score.strike(&self.shared.stats);
+        }
+    }
+
+    /// Closes every connection and stops reconnecting.
+    pub fn close(&self) {
+        self.shared.closed.store(true, Ordering::Relaxed);
+        self.cn_queues
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        self.endpoint.close(0u32.into(), b"shutdown");
+    }
+}
+
+/// Dials `addr` and exchanges hellos: ours as an RN dialler, theirs as the listener.
+async fn dial(
+    endpoint: &quinn::Endpoint,
+    shared: &Shared,
+    addr: SocketAddr,
+) -> anyhow::Result<(
+    quinn::Connection,
+    quinn::SendStream,
+    quinn::RecvStream,
+    Hello,
+)> {
+    let limit = shared.config.handshake_timeout;
+    let conn = tokio::time::timeout(limit, endpoint.connect(addr, tls::SERVER_NAME)?).await??;
+    let mut send = conn.open_uni().await?;
+    let credential = Credential::Rn(&shared.key);
+    handshake::say_hello(&conn, &mut send, credential, Side::Dialler).await?;
+    let mut recv = tokio::time::timeout(limit, conn.accept_uni()).await??;
+    let hello = tokio::time::timeout(
+        limit,
+        handshake::read_hello(&conn, &mut recv, Side::Listener),
+    )
+    .await??;
+    Ok((conn, send, recv, hello))
+}
+
+/// Exponential backoff between reconnects, capped.
+struct Backoff(Duration);
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_millis(50);
+    const MAX: Duration = Duration::from_secs(5);
+
+    async fn wait(&mut self) {
+        tokio::time::sleep(self.0).await;
+        self.0 = (self.0 * 2).min(Self::MAX);
+    }
+}
+
+async fn cn_link(
+    endpoint: quinn::Endpoint,
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    key: PublicKey,
+    mut queue: mpsc::Receiver<Arc<Vec<u8>>>,
+) {
+    let mut backoff = Backoff(Backoff::FIRST);
+    while !shared.is_closed() {
+        match dial(&endpoint, &shared, addr).await {
+            Ok((conn, mut send, _recv, hello)) if hello.verify_cn(&key) => {
+                backoff = Backoff(Backoff::FIRST);
+                shared.stats.connects.fetch_add(1, Ordering::Relaxed);
+                let Some((id, _)) = shared.register(hello.peer, &conn, None) else {
+                    return;
+                };
+                tracing::debug!(%addr, peer = %hello.peer, "connected to CN");
+                let done = pump(&conn, &mut send, &mut queue, &shared.stats).await;
+                shared.unregister(id);
+                if done {
+                    return;
+                }
+            }
+            Ok((conn, ..)) => {
+                shared
+                    .stats
+                    .rejected_handshakes
+                    .fetch_add(1, Ordering::Relaxed);
+                conn.close(1u32.into(), b"handshake");
+                tracing::warn!(%addr, "the node at this address is not the configured CN");
+            }
+            Err(e) => tracing::trace!(%addr, error = %e, "dial failed"),
+        }
+        if queue.is_closed() {
+            return;
+        }
+        backoff.wait().await;
+    }
+}
+
+async fn rn_link(endpoint: quinn::Endpoint, shared: Arc<Shared>, addr: SocketAddr) {
+    let mut backoff = Backoff(Backoff::FIRST);
+    while !shared.is_closed() {
+        match dial(&endpoint, &shared, addr).await {
+            Ok((conn, _, _, hello)) if hello.peer == Peer::Rn(shared.me) => {
+                conn.close(0u32.into(), b"self");
+                tracing::warn!(%addr, "this address is the node itself; not dialling it");
+                return;
+            }
+            Ok((conn, send, recv, hello)) if hello.verify_rn() => {
+                backoff = Backoff(Backoff::FIRST);
+                shared.stats.connects.fetch_add(1, Ordering::Relaxed);
+                run_rn_peer(&shared, conn, send, recv, hello.peer).await;
+            }
+            Ok((conn, ..)) => {
+                shared
+                    .stats
+                    .rejected_handshakes
+                    .fetch_add(1, Ordering::Relaxed);
+                conn.close(1u32.into(), b"handshake");
+            }
+            Err(e) => tracing::trace!(%addr, error = %e, "dial failed"),
+        }
+        backoff.wait().await;
+    }
+}
+
+async fn accept_loop(endpoint: quinn::Endpoint, shared: Arc<Shared>) {
+    while let Some(incoming) = endpoint.accept().await {
+        let shared = Arc::clone(&shared);
+        tokio::spawn(async move {
+            if let Err(e) = accept_one(incoming, &shared).await {
+                tracing::debug!(error = %e, "inbound RN connection ended");
+            }
+        });
+    }
+}
+
+async fn accept_one(incoming: quinn::Incoming, shared: &Arc<Shared>) -> anyhow::Result<()> {
+    let conn = incoming.await?;
+    let limit = shared.config.handshake_timeout;
+    let hello = async {
+        let mut recv = tokio::time::timeout(limit, conn.accept_uni()).await??;
+        let hello = tokio::time::timeout(
+            limit,
+            handshake::read_hello(&conn, &mut recv, Side::Dialler),
+        )
+        .await??;
+        anyhow::ensure!(
+            hello.verify_rn() && hello.peer != Peer::Rn(shared.me),
+            "{} is not an authenticated RN",
+            hello.peer
+        );
+        Ok((recv, hello))
+    };
+    let (recv, hello) = match hello.await {
+        Ok(ok) => ok,
+        Err(e) => {
+            shared
+                .stats
+                .rejected_handshakes
+                .fetch_add(1, Ordering::Relaxed);
+            conn.close(1u32.into(), b"handshake");
+            return Err(e);
+        }
+    };
+    let mut send = conn.open_uni().await?;
+    let credential = Credential::Rn(&shared.key);
+    tokio::time::timeout(
+        limit,
+        handshake::say_hello(&conn, &mut send, credential, Side::Listener),
+    )
+    .await??;
+    run_rn_peer(shared, conn, send, recv, hello.peer).await;
+    Ok(())
+}
+
+/// Runs one RN connection until it ends: gossip out, gossip in, block requests in.
+async fn run_rn_peer(
+    shared: &Arc<Shared>,
+    conn: quinn::Connection,
+    mut send: quinn::SendStream,
+    recv: quinn::RecvStream,
+    peer: Peer,
+) {
+    let (tx, mut rx) = mpsc::channel(shared.config.queue_depth);
+    if let Some(welcome) = shared.welcome.get() {
+        for frame in welcome() {
+            if tx.try_send(frame).is_err() {
+                break;
+            }
+        }
+    }
+    let Some((id, score)) = shared.register(peer, &conn, Some(tx)) else {
+        conn.close(3u32.into(), b"too many peers");
+        return;
+    };
+    tracing::debug!(%peer, id, "RN peer connected");
+    let serve = sync::serve_requests(
+        conn.clone(),
+        Arc::clone(&shared.blocks),
+        shared.config.frame_timeout,
+        Arc::clone(&score),
+        Arc::clone(&shared.stats),
+    );
+    tokio::select! {
+        _ = serve => {}
+        _ = read_gossip(shared, id, &score, recv) => {}
+        _ = pump(&conn, &mut send, &mut rx, &shared.stats) => {}
+    }
+    shared.unregister(id);
+    conn.close(0u32.into(), b"done");
+    tracing::debug!(%peer, id, "RN peer disconnected");
+}
+
+async fn read_gossip(shared: &Shared, id: PeerId, score: &PeerScore, mut recv: quinn::RecvStream) {
+    let (max, timeout) = (shared.config.max_frame_bytes, shared.config.frame_timeout);
+    while let Ok(Some(frame)) = read_next_frame(&mut recv, max, timeout, &shared.stats).await {
+        shared.stats.frames_received.fetch_add(1, Ordering::Relaxed);
+        match decode_gossip(&frame) {
+            Ok(gossip) => {
+                if shared.inbound.try_send((id, gossip)).is_err() {
+                    shared
+                        .stats
+                        .dropped_inbound_full
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Err(e) => {
+                tracing::debug!(peer = %score.peer, error = %e, "bad gossip frame");
+                if score.strike(&shared.stats) {
+                    return;
+                }
+            }
+        }
+    }
+}

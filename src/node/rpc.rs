@@ -1,0 +1,888 @@
+//! The node's chain data as the JSON-RPC server sees it ([`crate::rpc::RpcBackend`]).
+//!
+//! Servicechain `k`'s block `n` is container `n` seen from chain `k`: its segment's
+//! transactions and receipts (none when the chain was idle in that container), the container's
+//! hash, parent hash, timestamp and mix. The block hash is the container hash on every chain;
+//! the checkpoint entry of chain `k` at `n` is `segment_hash(container hash, k)`
+//! (`docs/servicechains.md`). The regionchain's own endpoint has no EVM: it serves heads, the
+//! `kaon_*` methods, and `eth_call` against the RN reward reserve's native contract.
+//!
+//! State reads are against the latest committed state only; older block tags answer
+//! "historical state not available". Writes are checked against that state (nonce, funds,
+//! gas, fee) before they are forwarded to a CN, so a client sees geth's error messages.
+
+use super::pop::{PopState, RESERVE_ADDRESS};
+use super::region::RegionState;
+use super::servicechain::segment_hash;
+use crate::consensus::machine::Tip;
+use crate::crypto::hash::keccak256;
+use crate::crypto::tx::{AccessList, AccessListItem, RecoveredTx, SignedTransaction};
+use crate::exec::{
+    self, BlockContext, EvmExecutor, StateRead, TxOutcome, BASE_FEE_WEI, FEE_COLLECTOR,
+    SEGMENT_GAS_LIMIT, TRANSFER_GAS,
+};
+use crate::net::sync::ChainReader;
+use crate::rpc::{
+    BackendError, BlockTransactions, CallRequest, LogQuery, RpcBackend, RpcBlock, RpcFeeHistory,
+    RpcLog, RpcReceipt, RpcTransaction, StateAt, SubmitError, SyncProgress, TxLocation,
+};
+use crate::storage::state::CommittedState;
+use crate::types::{Block, BlockHash, ChainId, Height};
+use alloy_primitives::{Address, Bloom, Bytes, B256, U256};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+
+/// Priority fee the node suggests (1 gwei): tips go to the fee collector.
+pub const SUGGESTED_TIP_WEI: u128 = 1_000_000_000;
+/// Senders whose forwarded nonces are remembered for `pending` reads.
+const MAX_TRACKED_SENDERS: usize = 65_536;
+
+/// What the RPC needs from the node around it, beyond its stored chain.
+pub trait NodeLink: Send + Sync {
+    /// Sends raw transactions towards the CNs.
+    fn forward(&self, txs: Vec<Bytes>) -> Result<(), String>;
+    /// Equivocation evidence at or above `from_height`, at most `limit`, as JSON.
+    fn evidence(&self, from_height: u64, limit: usize) -> Vec<Value>;
+    /// Catch-up progress, `None` when following the head.
+    fn syncing(&self) -> Option<SyncProgress> {
+        None
+    }
+    fn peers(&self) -> u64 {
+        0
+    }
+}
+
+/// [`RpcBackend`] over a node's block log, RocksDB and regionchain state.
+pub struct ChainRpc {
+    region: ChainId,
+    genesis: Tip,
+    state: Arc<CommittedState>,
+    chain: ChainReader,
+    regionchain: Arc<RwLock<RegionState>>,
+    link: Arc<dyn NodeLink>,
+    executor: EvmExecutor,
+    /// Next nonce per sender after what this node forwarded (for `pending`).
+    forwarded: Mutex<HashMap<(ChainId, Address), u64>>,
+}
+
+fn internal(e: impl std::fmt::Display) -> BackendError {
+    BackendError::Internal(e.to_string())
+}
+
+impl ChainRpc {
+    pub fn new(
+        region: ChainId,
+        genesis: Tip,
+        state: Arc<CommittedState>,
+        chain: ChainReader,
+        regionchain: Arc<RwLock<RegionState>>,
+        link: Arc<dyn NodeLink>,
+    ) -> Self {
+        Self {
+            region,
+            genesis,
+            state,
+            chain,
+            regionchain,
+            link,
+            executor: EvmExecutor,
+            forwarded: Mutex::default(),
+        }
+    }
+
+    fn head_height(&self) -> Result<u64, BackendError> {
+        Ok(self
+            .state
+            .store()
+            .head()
+            .map_err(internal)?
+            .map_or(0, |h| h.height))
+    }
+
+    /// Container `height` from the block log (`None` above the head).
+    pub fn container(&self, height: u64) -> Result<Option<Block>, BackendError> {
+        self.chain.block_at(Height(height)).map_err(internal)
+    }
+
+    fn check_latest(&self, at: StateAt) -> Result<(), BackendError> {
+        match at {
+            StateAt::Historical(n) if n < self.head_height()? => Err(BackendError::HistoricalState),
+            _ => Ok(()),
+        }
+    }
+
+    /// The EVM context of the block after the head.
+    fn next_context(&self) -> Result<BlockContext, BackendError> {
+        let head = self.head_height()?;
+        let mix = match self.container(head)? {
+            Some(b) => b.header().mix,
+            None => self.genesis.mix,
+        };
+        Ok(BlockContext::new(
+            Height(head + 1),
+            super::app::now_ms(),
+            mix,
+        ))
+    }
+
+    fn rpc_block(
+        &self,
+        chain: ChainId,
+        block: &Block,
+        full: bool,
+    ) -> Result<RpcBlock, BackendError> {
+        let header = block.header();
+        let position = header.segments.iter().position(|s| s.chain_id == chain);
+        let commitment = position.map(|i| &header.segments[i]);
+        let receipts = match position {
+            Some(i) if chain != self.region => self
+                .state
+                .store()
+                .segment_receipts(header.height.0, i as u32)
+                .map_err(internal)?
+                .map(|r| r.receipts)
+                .unwrap_or_default(),
+            _ => Vec::new(),
+        };
+        let txs: Vec<&Bytes> = match position {
+            Some(i) if chain != self.region => block.segments[i].txs.iter().collect(),
+            _ => Vec::new(),
+        };
+        let transactions = if full {
+            let location = |index| TxLocation {
+                block_hash: block.hash().0,
+                block_number: header.height.0,
+                index,
+                base_fee_per_gas: Some(BASE_FEE_WEI),
+            };
+            BlockTransactions::Full(
+                txs.iter()
+                    .enumerate()
+                    .filter_map(|(i, raw)| rpc_tx(raw, Some(location(i as u64))))
+                    .collect(),
+            )
+        } else {
+            BlockTransactions::Hashes(txs.iter().map(keccak256).collect())
+        };
+        Ok(RpcBlock {
+            number: header.height.0,
+            hash: block.hash().0,
+            parent_hash: header.parent.0,
+            timestamp: header.timestamp_ms / 1000,
+            gas_used: receipts.last().map_or(0, |r| r.cumulative_gas_used),
+            gas_limit: SEGMENT_GAS_LIMIT,
+            base_fee_per_gas: Some(BASE_FEE_WEI),
+            state_root: commitment.map_or(B256::ZERO, |c| c.state_root),
+            transactions_root: commitment.map_or(B256::ZERO, |c| c.tx_root),
+            receipts_root: commitment.map_or(B256::ZERO, |c| c.receipts_root),
+            logs_bloom: exec::logs_bloom(&receipts),
+            miner: FEE_COLLECTOR,
+            mix_hash: header.mix,
+            extra_data: Bytes::new(),
+            size: alloy_rlp::Encodable::length(block) as u64,
+            transactions,
+        })
+    }
+
+    fn genesis_block(&self) -> RpcBlock {
+        RpcBlock {
+            number: 0,
+            hash: self.genesis.hash.0,
+            parent_hash: B256::ZERO,
+            timestamp: self.genesis.timestamp_ms / 1000,
+            gas_used: 0,
+            gas_limit: SEGMENT_GAS_LIMIT,
+            base_fee_per_gas: Some(BASE_FEE_WEI),
+            state_root: B256::ZERO,
+            transactions_root: B256::ZERO,
+            receipts_root: B256::ZERO,
+            logs_bloom: Bloom::ZERO,
+            miner: FEE_COLLECTOR,
+            mix_hash: self.genesis.mix,
+            extra_data: Bytes::new(),
+            size: 0,
+            transactions: BlockTransactions::Hashes(Vec::new()),
+        }
+    }
+
+    fn pending_nonce(&self, chain: ChainId, address: Address) -> Result<u64, BackendError> {
+        let committed = self.state.nonce(chain, &address).map_err(internal)?;
+        let forwarded = self
+            .forwarded
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&(chain, address))
+            .copied()
+            .unwrap_or(0);
+        Ok(committed.max(forwarded))
+    }
+
+    fn remember_forwarded(&self, chain: ChainId, sender: Address, next: u64) {
+        let mut map = self.forwarded.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() >= MAX_TRACKED_SENDERS {
+            map.clear();
+        }
+        let entry = map.entry((chain, sender)).or_default();
+        *entry = (*entry).max(next);
+    }
+
+    fn to_exec_request(request: &CallRequest) -> exec::CallRequest {
+        exec::CallRequest {
+            from: request.from,
+            to: request.to,
+            gas: Some(request.gas),
+            gas_price: request.gas_price,
+            max_fee_per_gas: request.max_fee_per_gas,
+            max_priority_fee_per_gas: request.max_priority_fee_per_gas,
+            value: Some(request.value),
+            input: request.input.clone(),
+            nonce: request.nonce,
+            access_list: AccessList(
+                request
+                    .access_list
+                    .iter()
+                    .map(|e| AccessListItem {
+                        address: e.address,
+                        storage_keys: e.storage_keys.clone(),
+                    })
+                    .collect(),
+            ),
+        }
+    }
+
+    fn check_submission(&self, chain: ChainId, tx: &RecoveredTx) -> Result<(), SubmitError> {
+        let signed = tx.tx();
+        let sender = tx.sender();
+        let unavailable = |e: exec::StateError| SubmitError::Unavailable(e.to_string());
+        let committed = self.state.nonce(chain, &sender).map_err(unavailable)?;
+        if signed.nonce() < committed {
+            return Err(SubmitError::NonceTooLow {
+                next: committed,
+                got: signed.nonce(),
+            });
+        }
+        if signed.gas_limit() > SEGMENT_GAS_LIMIT {
+            return Err(SubmitError::GasLimit);
+        }
+        if signed.gas_limit() < TRANSFER_GAS {
+            return Err(SubmitError::IntrinsicGas {
+                got: signed.gas_limit(),
+                needed: TRANSFER_GAS,
+            });
+        }
+        let max_fee = signed.tx().max_fee_per_gas();
+        if max_fee < u128::from(BASE_FEE_WEI) {
+            return Err(SubmitError::Underpriced {
+                needed: u128::from(BASE_FEE_WEI),
+                got: max_fee,
+            });
+        }
+        let have = self
+            .state
+            .account(chain, &sender)
+            .map_err(unavailable)?
+            .map_or(U256::ZERO, |a| a.balance);
+        let want = signed.tx().max_cost();
+        if want > have {
+            return Err(SubmitError::InsufficientFunds { have, want });
+        }
+        Ok(())
+    }
+
+    /// `eth_call` on the regionchain: the RN reward reserve's read-only functions.
+    fn reserve_call(&self, request: &CallRequest) -> Result<Bytes, BackendError> {
+        if request.to != Some(RESERVE_ADDRESS) {
+            return Err(BackendError::Execution(
+                "the regionchain has no EVM: only the reward reserve answers eth_call".into(),
+            ));
+        }
+        let region = self.regionchain.read().unwrap_or_else(|e| e.into_inner());
+        reserve_answer(&region.pop, &request.input)
+            .map(|v| Bytes::from(v.to_be_bytes::<32>().to_vec()))
+            .ok_or_else(|| BackendError::Reverted {
+                output: Bytes::new(),
+            })
+    }
+}
+
+/// The reserve's ABI: `reserve()`, `difficultyBits()`, and per RN `sharesOf(address)`,
+/// `lockedOf(address)`, `unlockedOf(address)`, `penaltiesOf(address)`, each returning one
+/// `uint256`.
+pub fn reserve_answer(pop: &PopState, input: &[u8]) -> Option<U256> {
+    let selector = |sig: &str| keccak256(sig.as_bytes())[..4].to_vec();
+    let (head, args) = input.split_at_checked(4)?;
+    let rn = || -> Option<Address> {
+        let word = args.get(..32)?;
+        word[..12]
+            .iter()
+            .all(|b| *b == 0)
+            .then(|| Address::from_slice(&word[12..]))
+    };
+    let account = |a: Address| pop.rns.get(&a).cloned().unwrap_or_default();
+    let head = head.to_vec();
+    if head == selector("reserve()") {
+        Some(pop.reserve)
+    } else if head == selector("difficultyBits()") {
+        Some(U256::from(pop.bits))
+    } else if head == selector("sharesOf(address)") {
+        Some(U256::from(account(rn()?).shares))
+    } else if head == selector("lockedOf(address)") {
+        Some(account(rn()?).locked_total())
+    } else if head == selector("unlockedOf(address)") {
+        Some(account(rn()?).unlocked)
+    } else if head == selector("penaltiesOf(address)") {
+        Some(U256::from(account(rn()?).penalties))
+    } else {
+        None
+    }
+}
+
+/// A raw servicechain transaction as the RPC shows it (`None` if it does not decode or
+/// recover: such a transaction is marked invalid in its segment and has no sender).
+fn rpc_tx(raw: &Bytes, location: Option<TxLocation>) -> Option<RpcTransaction> {
+    let signed = SignedTransaction::decode(raw).ok()?;
+    let recovered = RecoveredTx::recover(signed).ok()?;
+    let (tx, from) = recovered.into_parts();
+    Some(RpcTransaction { tx, from, location })
+}
+
+impl RpcBackend for ChainRpc {
+    fn has_chain(&self, chain: ChainId) -> bool {
+        chain == self.region
+            || self
+                .regionchain
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .registry
+                .contains(chain)
+    }
+
+    fn head(&self, _chain: ChainId) -> Result<u64, BackendError> {
+        self.head_height()
+    }
+
+    fn block_by_number(
+        &self,
+        chain: ChainId,
+        number: u64,
+        full: bool,
+    ) -> Result<Option<RpcBlock>, BackendError> {
+        if number == 0 {
+            return Ok(Some(self.genesis_block()));
+        }
+        match self.container(number)? {
+            Some(block) => self.rpc_block(chain, &block, full).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn block_by_hash(
+        &self,
+        chain: ChainId,
+        hash: B256,
+        full: bool,
+    ) -> Result<Option<RpcBlock>, BackendError> {
+        if hash == self.genesis.hash.0 {
+            return Ok(Some(self.genesis_block()));
+        }
+        match self.state.store().height_of(&hash.0).map_err(internal)? {
+            Some(height) => self.block_by_number(chain, height, full),
+            None => Ok(None),
+        }
+    }
+
+    fn transaction(
+        &self,
+        chain: ChainId,
+        hash: B256,
+    ) -> Result<Option<RpcTransaction>, BackendError> {
+        let store = self.state.store();
+        let Some(at) = store.tx_location(&hash.0).map_err(internal)? else {
+            return Ok(None);
+        };
+        let Some(block) = self.container(at.height)? else {
+            return Ok(None);
+        };
+        let Some(segment) = block.segments.get(at.segment as usize) else {
+            return Ok(None);
+        };
+        if segment.chain_id != chain || chain == self.region {
+            return Ok(None);
+        }
+        let location = TxLocation {
+            block_hash: block.hash().0,
+            block_number: at.height,
+            index: u64::from(at.index),
+            base_fee_per_gas: Some(BASE_FEE_WEI),
+        };
+        Ok(segment
+            .txs
+            .get(at.index as usize)
+            .and_then(|raw| rpc_tx(raw, Some(location))))
+    }
+
+    fn receipt(&self, chain: ChainId, hash: B256) -> Result<Option<RpcReceipt>, BackendError> {
+        let Some(found) = self.state.store().receipt(&hash).map_err(internal)? else {
+            return Ok(None);
+        };
+        if found.chain_id != chain {
+            return Ok(None);
+        }
+        let Some(tx) = self.transaction(chain, hash)? else {
+            return Ok(None);
+        };
+        let location = tx.location.unwrap_or(TxLocation {
+            block_hash: B256::ZERO,
+            block_number: found.location.height,
+            index: u64::from(found.location.index),
+            base_fee_per_gas: Some(BASE_FEE_WEI),
+        });
+        let receipt = found.receipt;
+        let logs = receipt
+            .logs
+            .iter()
+            .enumerate()
+            .map(|(i, log)| RpcLog {
+                address: log.address,
+                topics: log.topics.clone(),
+                data: log.data.clone(),
+                block_number: location.block_number,
+                block_hash: location.block_hash,
+                transaction_hash: hash,
+                transaction_index: location.index,
+                log_index: (found.first_log_index + i) as u64,
+                removed: false,
+            })
+            .collect();
+        Ok(Some(RpcReceipt {
+            transaction_hash: hash,
+            transaction_index: location.index,
+            block_hash: location.block_hash,
+            block_number: location.block_number,
+            from: tx.from,
+            to: tx.tx.to(),
+            tx_type: tx.tx.tx_type() as u8,
+            status: receipt.outcome == TxOutcome::Success,
+            gas_used: receipt.gas_used,
+            cumulative_gas_used: receipt.cumulative_gas_used,
+            effective_gas_price: receipt.effective_gas_price,
+            contract_address: receipt.contract_address,
+            logs,
+        }))
+    }
+
+    fn balance(&self, chain: ChainId, address: Address, at: StateAt) -> Result<U256, BackendError> {
+        self.check_latest(at)?;
+        Ok(self
+            .state
+            .account(chain, &address)
+            .map_err(internal)?
+            .map_or(U256::ZERO, |a| a.balance))
+    }
+
+    fn nonce(&self, chain: ChainId, address: Address, at: StateAt) -> Result<u64, BackendError> {
+        self.check_latest(at)?;
+        match at {
+            StateAt::Pending => self.pending_nonce(chain, address),
+            _ => self.state.nonce(chain, &address).map_err(internal),
+        }
+    }
+
+    fn code(&self, chain: ChainId, address: Address, at: StateAt) -> Result<Bytes, BackendError> {
+        self.check_latest(at)?;
+        let Some(account) = self.state.account(chain, &address).map_err(internal)? else {
+            return Ok(Bytes::new());
+        };
+        if !account.has_code() {
+            return Ok(Bytes::new());
+        }
+        Ok(self
+            .state
+            .code(chain, &account.code_hash)
+            .map_err(internal)?
+            .unwrap_or_default())
+    }
+
+    fn storage(
+        &self,
+        chain: ChainId,
+        address: Address,
+        slot: B256,
+        at: StateAt,
+    ) -> Result<B256, BackendError> {
+        self.check_latest(at)?;
+        let value = self
+            .state
+            .storage(chain, &address, &U256::from_be_bytes(slot.0))
+            .map_err(internal)?;
+        Ok(B256::from(value.to_be_bytes::<32>()))
+    }
+
+    fn call(
+        &self,
+        chain: ChainId,
+        request: &CallRequest,
+        at: StateAt,
+    ) -> Result<Bytes, BackendError> {
+        self.check_latest(at)?;
+        if chain == self.region {
+            return self.reserve_call(request);
+        }
+        let ctx = self.next_context()?;
+        let outcome = self
+            .executor
+            .call(&*self.state, &ctx, chain, &Self::to_exec_request(request))
+            .map_err(internal)?;
+        match outcome.outcome {
+            TxOutcome::Success => Ok(outcome.output),
+            TxOutcome::Reverted => Err(BackendError::Reverted {
+                output: outcome.output,
+            }),
+            _ => Err(BackendError::Execution(
+                outcome.reason.unwrap_or_else(|| "execution failed".into()),
+            )),
+        }
+    }
+
+    fn estimate_gas(
+        &self,
+        chain: ChainId,
+        request: &CallRequest,
+        at: StateAt,
+    ) -> Result<u64, BackendError> {
+        self.check_latest(at)?;
+        if chain == self.region {
+            return Err(BackendError::Execution(
+                "the regionchain has no EVM: nothing to estimate".into(),
+            ));
+        }
+        let ctx = self.next_context()?;
+        self.executor
+            .estimate_gas(&*self.state, &ctx, chain, &Self::to_exec_request(request))
+            .map_err(|e| match e {
+                exec::EstimateError::Reverted { output, .. } => BackendError::Reverted { output },
+                exec::EstimateError::State(s) => internal(s),
+                other => BackendError::Execution(other.to_string()),
+            })
+    }
+
+    fn send_raw_transaction(
+        &self,
+        chain: ChainId,
+        tx: SignedTransaction,
+    ) -> Result<B256, SubmitError> {
+        if chain == self.region {
+            return Err(SubmitError::Rejected(
+                "the regionchain takes system transactions only; send to a servicechain".into(),
+            ));
+        }
+        let hash = tx.hash();
+        let raw = tx.raw().clone();
+        let recovered = RecoveredTx::recover(tx)
+            .map_err(|e| SubmitError::Rejected(format!("invalid sender: {e}")))?;
+        self.check_submission(chain, &recovered)?;
+        self.link
+            .forward(vec![raw])
+            .map_err(SubmitError::Unavailable)?;
+        self.remember_forwarded(chain, recovered.sender(), recovered.tx().nonce() + 1);
+        Ok(hash)
+    }
+
+    fn logs(&self, chain: ChainId, query: &LogQuery) -> Result<Vec<RpcLog>, BackendError> {
+        let filter = exec::LogFilter {
+            addresses: query.filter.addresses.clone(),
+            topics: query.filter.topics.clone(),
+        };
+        let events = self
+            .state
+            .store()
+            .logs(
+                chain,
+                query.from_block,
+                query.to_block,
+                &filter,
+                query.limit,
+            )
+            .map_err(internal)?;
+        let mut hashes: HashMap<u64, B256> = HashMap::new();
+        let mut out = Vec::with_capacity(events.len());
+        for e in events {
+            let block_hash = match hashes.get(&e.height) {
+                Some(h) => *h,
+                None => {
+                    let h = self.container(e.height)?.map_or(B256::ZERO, |b| b.hash().0);
+                    hashes.insert(e.height, h);
+                    h
+                }
+            };
+            out.push(RpcLog {
+                address: e.log.address,
+                topics: e.log.topics,
+                data: e.log.data,
+                block_number: e.height,
+                block_hash,
+                transaction_hash: e.tx_hash,
+                transaction_index: u64::from(e.tx_index),
+                log_index: u64::from(e.log_index),
+                removed: false,
+            });
+        }
+        Ok(out)
+    }
+
+    fn gas_price(&self, _chain: ChainId) -> Result<u128, BackendError> {
+        Ok(u128::from(BASE_FEE_WEI) + SUGGESTED_TIP_WEI)
+    }
+
+    fn max_priority_fee(&self, _chain: ChainId) -> Result<u128, BackendError> {
+        Ok(SUGGESTED_TIP_WEI)
+    }
+
+    fn fee_history(
+        &self,
+        chain: ChainId,
+        block_count: u64,
+        newest: u64,
+        percentiles: &[f64],
+    ) -> Result<RpcFeeHistory, BackendError> {
+        let oldest = newest + 1 - block_count;
+        let mut ratios = Vec::with_capacity(block_count as usize);
+        for n in oldest..=newest {
+            let used = self
+                .state
+                .store()
+                .receipts_of(n, chain)
+                .map_err(internal)?
+                .and_then(|r| r.receipts.last().map(|l| l.cumulative_gas_used))
+                .unwrap_or(0);
+            ratios.push(used as f64 / SEGMENT_GAS_LIMIT as f64);
+        }
+        Ok(RpcFeeHistory {
+            oldest_block: oldest,
+            base_fee_per_gas: vec![u128::from(BASE_FEE_WEI); block_count as usize + 1],
+            gas_used_ratio: ratios,
+            reward: (!percentiles.is_empty())
+                .then(|| vec![vec![SUGGESTED_TIP_WEI; percentiles.len()]; block_count as usize]),
+        })
+    }
+
+    fn syncing(&self, _chain: ChainId) -> Result<Option<SyncProgress>, BackendError> {
+        Ok(self.link.syncing())
+    }
+
+    fn peer_count(&self) -> u64 {
+        self.link.peers()
+    }
+
+    fn servicechains(&self) -> Result<Value, BackendError> {
+        let region = self.regionchain.read().unwrap_or_else(|e| e.into_inner());
+        let chains: Vec<Value> = region
+            .registry
+            .list()
+            .into_iter()
+            .map(|(chain, entry)| {
+                json!({
+                    "chainId": chain.0,
+                    "owner": entry.owner,
+                    "registeredAt": entry.registered_at.0,
+                })
+            })
+            .collect();
+        Ok(json!({
+            "region": self.region.0,
+            "count": chains.len(),
+            "checkpointInterval": region.checkpoints.interval,
+            "servicechains": chains,
+        }))
+    }
+
+    fn checkpoint_proof(
+        &self,
+        chain: ChainId,
+        block_hash: B256,
+    ) -> Result<Option<Value>, BackendError> {
+        let region = self.regionchain.read().unwrap_or_else(|e| e.into_inner());
+        let segment = segment_hash(&BlockHash(block_hash), chain);
+        Ok(region
+            .checkpoints
+            .prove(&segment)
+            .map(|proof| json!({ "segmentHash": segment, "proof": proof })))
+    }
+
+    fn evidence(&self, from_height: u64, limit: usize) -> Result<Value, BackendError> {
+        Ok(Value::Array(self.link.evidence(from_height, limit)))
+    }
+
+    fn pop_state(&self, rn: Option<Address>) -> Result<Value, BackendError> {
+        let region = self.regionchain.read().unwrap_or_else(|e| e.into_inner());
+        let pop = &region.pop;
+        let rns: serde_json::Map<String, Value> = pop
+            .rns
+            .iter()
+            .filter(|(a, _)| rn.is_none_or(|want| want == **a))
+            .map(|(a, r)| {
+                (
+                    a.to_checksum(None),
+                    json!({
+                        "shares": r.shares,
+                        "epochShares": r.epoch_shares,
+                        "locked": r.locked_total(),
+                        "unlocked": r.unlocked,
+                        "penalties": r.penalties,
+                    }),
+                )
+            })
+            .collect();
+        Ok(json!({
+            "reserveAddress": RESERVE_ADDRESS,
+            "reserve": pop.reserve,
+            "difficultyBits": pop.bits,
+            "rns": rns,
+        }))
+    }
+}
+
+impl NodeLink for crate::rn::RnView {
+    fn forward(&self, txs: Vec<Bytes>) -> Result<(), String> {
+        self.forward_txs(txs).map(|_| ()).map_err(|e| e.to_string())
+    }
+
+    fn evidence(&self, from_height: u64, limit: usize) -> Vec<Value> {
+        self.evidence_from(Height(from_height), limit)
+            .iter()
+            .map(|r| r.to_json())
+            .collect()
+    }
+
+    fn syncing(&self) -> Option<SyncProgress> {
+        let status = self.sync_status();
+        (status.phase == crate::rn::SyncPhase::CatchingUp).then_some(SyncProgress {
+            starting_block: status.started_at.0,
+            current_block: status.head.0,
+            highest_block: status.highest_known.0,
+        })
+    }
+
+    fn peers(&self) -> u64 {
+        self.peer_count() as u64
+    }
+}
+
+/// A JSON-RPC server over an RN, with the thread that pushes its new heads and logs to
+/// subscribers.
+pub struct ServedRpc {
+    server: Arc<crate::rpc::RpcServer>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    notifier: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ServedRpc {
+    pub fn local_addr(&self) -> std::net::SocketAddr {
+        self.server.local_addr()
+    }
+
+    pub fn server(&self) -> &crate::rpc::RpcServer {
+        &self.server
+    }
+
+    /// Stops the notifier and the server.
+    pub fn shutdown(mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.notifier.take() {
+            let _ = t.join();
+        }
+        self.server.shutdown();
+    }
+}
+
+/// Serves `rn`'s chain on `addr`: every servicechain of `genesis` and the regionchain, the
+/// first servicechain at `/`. Stops with `stop` or [`ServedRpc::shutdown`].
+pub fn serve(
+    rt: &tokio::runtime::Handle,
+    addr: std::net::SocketAddr,
+    genesis: &super::genesis::Genesis,
+    rn: crate::rn::RnView,
+    stop: &Arc<std::sync::atomic::AtomicBool>,
+) -> anyhow::Result<ServedRpc> {
+    let region = ChainId(genesis.region);
+    let backend = Arc::new(ChainRpc::new(
+        region,
+        genesis.tip(),
+        Arc::clone(&rn.state().state),
+        rn.chain().clone(),
+        Arc::clone(rn.region()),
+        Arc::new(rn.clone()),
+    ));
+    let config = crate::rpc::RpcConfig {
+        default_chain: genesis
+            .servicechains
+            .first()
+            .map_or(region, |c| ChainId(*c)),
+        ..Default::default()
+    };
+    let server = Arc::new(
+        crate::rpc::RpcServer::start(rt, addr, config, backend.clone())
+            .map_err(|e| anyhow::anyhow!("JSON-RPC cannot listen on {addr}: {e}"))?,
+    );
+    let stop = Arc::clone(stop);
+    let notifier = {
+        let (server, stop) = (Arc::clone(&server), Arc::clone(&stop));
+        std::thread::Builder::new()
+            .name("rpc-heads".into())
+            .spawn(move || push_heads(&backend, &server, &rn, &stop))?
+    };
+    Ok(ServedRpc {
+        server,
+        stop,
+        notifier: Some(notifier),
+    })
+}
+
+/// Pushes every new audited block of every chain with subscribers, until `stop`.
+fn push_heads(
+    backend: &ChainRpc,
+    server: &crate::rpc::RpcServer,
+    rn: &crate::rn::RnView,
+    stop: &std::sync::atomic::AtomicBool,
+) {
+    let mut last = rn.head().0 .0;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let head = rn.head().0 .0;
+        for height in last + 1..=head {
+            let mut chains: Vec<ChainId> = backend
+                .regionchain
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .registry
+                .list()
+                .into_iter()
+                .map(|(c, _)| c)
+                .filter(|c| server.has_subscribers(*c))
+                .collect();
+            if server.has_subscribers(backend.region) {
+                chains.push(backend.region);
+            }
+            for chain in chains {
+                notify(backend, server, chain, height);
+            }
+        }
+        last = head;
+    }
+}
+
+fn notify(backend: &ChainRpc, server: &crate::rpc::RpcServer, chain: ChainId, height: u64) {
+    if let Ok(Some(block)) = backend.block_by_number(chain, height, false) {
+        server.notify_head(chain, &block);
+    }
+    let query = LogQuery {
+        from_block: height,
+        to_block: height,
+        filter: Default::default(),
+        limit: 10_000,
+    };
+    if let Ok(logs) = backend.logs(chain, &query) {
+        server.notify_logs(chain, &logs);
+    }
+}

@@ -1,0 +1,165 @@
+//! What a running ranger node reports: its head, how far the chain is known to go, counters,
+//! and the bounded list of blocks it rejected (with reasons). Shared between the auditor (the
+//! only writer of the head), the sync driver and readers such as the RPC.
+
+use super::audit::AuditError;
+use crate::types::{BlockHash, Height};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+/// Rejected blocks remembered for readers; older ones are forgotten first.
+pub const MAX_REJECTED: usize = 256;
+
+/// Whether the node is replaying history or at the head of the chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncPhase {
+    /// More than a few blocks behind the highest height a peer reported.
+    CatchingUp,
+    /// At (or within a block of) the highest height any peer reported.
+    Following,
+}
+
+/// A snapshot of sync progress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SyncStatus {
+    pub phase: SyncPhase,
+    /// Height the node had when it started (after replaying its own log).
+    pub started_at: Height,
+    /// Last audited and stored height, and its hash.
+    pub head: Height,
+    pub head_hash: BlockHash,
+    /// Highest height a peer reported having.
+    pub highest_known: Height,
+    /// Lowest height this run fetched from a peer (`None`: nothing fetched yet).
+    pub first_fetched: Option<Height>,
+    /// Blocks fetched through block requests in this run.
+    pub blocks_fetched: u64,
+}
+
+/// A block the node refused, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    pub height: Height,
+    pub hash: BlockHash,
+    /// The failure class (see [`AuditError::kind`]).
+    pub kind: &'static str,
+    pub reason: String,
+    /// Who sent it (a peer description).
+    pub from: String,
+    pub at_ms: u64,
+}
+
+/// Blocks within this many heights of the highest known one count as following.
+const FOLLOWING_SLACK: u64 = 2;
+
+/// The shared status of one RN.
+#[derive(Debug)]
+pub struct RnStatus {
+    pub head: AtomicU64,
+    head_hash: Mutex<BlockHash>,
+    pub started_at: AtomicU64,
+    pub highest_known: AtomicU64,
+    /// `u64::MAX` until something is fetched.
+    pub first_fetched: AtomicU64,
+    pub blocks_fetched: AtomicU64,
+    pub blocks_audited: AtomicU64,
+    pub txs_audited: AtomicU64,
+    pub blocks_from_gossip: AtomicU64,
+    pub blocks_relayed: AtomicU64,
+    pub evidence_accepted: AtomicU64,
+    pub evidence_refused: AtomicU64,
+    /// Bumped on every rejection, so the sync driver knows to re-fetch from the head.
+    pub rejection_epoch: AtomicU64,
+    rejected_by_kind: [AtomicU64; AuditError::KINDS.len()],
+    rejected: Mutex<VecDeque<Rejection>>,
+}
+
+impl RnStatus {
+    pub fn new(head: Height, head_hash: BlockHash) -> Self {
+        Self {
+            head: AtomicU64::new(head.0),
+            head_hash: Mutex::new(head_hash),
+            started_at: AtomicU64::new(head.0),
+            highest_known: AtomicU64::new(head.0),
+            first_fetched: AtomicU64::new(u64::MAX),
+            blocks_fetched: AtomicU64::new(0),
+            blocks_audited: AtomicU64::new(0),
+            txs_audited: AtomicU64::new(0),
+            blocks_from_gossip: AtomicU64::new(0),
+            blocks_relayed: AtomicU64::new(0),
+            evidence_accepted: AtomicU64::new(0),
+            evidence_refused: AtomicU64::new(0),
+            rejection_epoch: AtomicU64::new(0),
+            rejected_by_kind: Default::default(),
+            rejected: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    /// Moves the head (the auditor does, after the blocks are durable).
+    pub fn set_head(&self, height: Height, hash: BlockHash) {
+        *self.head_hash.lock().unwrap_or_else(|e| e.into_inner()) = hash;
+        self.head.store(height.0, Ordering::Release);
+        self.highest_known.fetch_max(height.0, Ordering::Relaxed);
+    }
+
+    pub fn head(&self) -> (Height, BlockHash) {
+        let hash = *self.head_hash.lock().unwrap_or_else(|e| e.into_inner());
+        (Height(self.head.load(Ordering::Acquire)), hash)
+    }
+
+    pub fn phase(&self) -> SyncPhase {
+        let head = self.head.load(Ordering::Acquire);
+        if self.highest_known.load(Ordering::Relaxed) > head + FOLLOWING_SLACK {
+            SyncPhase::CatchingUp
+        } else {
+            SyncPhase::Following
+        }
+    }
+
+    pub fn snapshot(&self) -> SyncStatus {
+        let (head, head_hash) = self.head();
+        let first = self.first_fetched.load(Ordering::Relaxed);
+        SyncStatus {
+            phase: self.phase(),
+            started_at: Height(self.started_at.load(Ordering::Relaxed)),
+            head,
+            head_hash,
+            highest_known: Height(self.highest_known.load(Ordering::Relaxed)),
+            first_fetched: (first != u64::MAX).then_some(Height(first)),
+            blocks_fetched: self.blocks_fetched.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Records a rejection (bounded list, counter per class, epoch bump).
+    pub fn reject(&self, rejection: Rejection) {
+        if let Some(i) = AuditError::KINDS.iter().position(|k| *k == rejection.kind) {
+            self.rejected_by_kind[i].fetch_add(1, Ordering::Relaxed);
+        }
+        let mut list = self.rejected.lock().unwrap_or_else(|e| e.into_inner());
+        if list.len() >= MAX_REJECTED {
+            list.pop_front();
+        }
+        list.push_back(rejection);
+        self.rejection_epoch.fetch_add(1, Ordering::Release);
+    }
+
+    /// The remembered rejections, oldest first.
+    pub fn rejected(&self) -> Vec<Rejection> {
+        self.rejected
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
+            .collect()
+    }
+
+    /// Rejections per failure class, in [`AuditError::KINDS`] order.
+    pub fn rejected_by_kind(&self) -> Vec<(&'static str, u64)> {
+        AuditError::KINDS
+            .iter()
+            .zip(&self.rejected_by_kind)
+            .map(|(k, n)| (*k, n.load(Ordering::Relaxed)))
+            .collect()
+    }
+}

@@ -1,0 +1,272 @@
+//! What the node provides to the RPC server: [`RpcBackend`], one object for every chain it
+//! serves, and the query types the server hands it after parsing and bounding the request.
+//!
+//! Contract for implementors: methods are synchronous. Reads (`head`, blocks, transactions,
+//! receipts, account state, fees) run inline on the server's async threads and must be quick
+//! (memory or point lookups); the expensive ones (`call`, `estimate_gas`, `logs`,
+//! `send_raw_transaction`, `fee_history`, the `kaon_*` ones) run on a bounded pool of
+//! blocking threads.
+
+use super::types::{RpcBlock, RpcFeeHistory, RpcLog, RpcReceipt, RpcTransaction, SyncProgress};
+use crate::crypto::tx::SignedTransaction;
+use crate::types::ChainId;
+use alloy_primitives::{Address, Bytes, B256, U256};
+
+/// Which state a read is against, after the server resolved the block tag against the head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StateAt {
+    /// The newest committed block (`latest`, `safe`, `finalized`, or the head's number:
+    /// finality is instant).
+    Latest,
+    /// Committed state plus what the pool holds: for nonces, the sender's next nonce after its
+    /// pooled transactions; for other reads, `Latest` is a fine answer.
+    Pending,
+    /// An older block. A backend that keeps only the latest state answers
+    /// [`BackendError::HistoricalState`].
+    Historical(u64),
+}
+
+/// An `eth_call` / `eth_estimateGas` request. `gas` is already capped by the server.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CallRequest {
+    pub from: Option<Address>,
+    /// `None`: contract creation with `input` as init code.
+    pub to: Option<Address>,
+    pub gas: u64,
+    pub gas_price: Option<u128>,
+    pub max_fee_per_gas: Option<u128>,
+    pub max_priority_fee_per_gas: Option<u128>,
+    pub value: U256,
+    pub input: Bytes,
+    pub nonce: Option<u64>,
+    pub access_list: Vec<AccessListEntry>,
+}
+
+/// One EIP-2930 access-list entry of a [`CallRequest`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AccessListEntry {
+    pub address: Address,
+    pub storage_keys: Vec<B256>,
+}
+
+/// Which logs match: the `address` and `topics` of an `eth_getLogs` filter or a `logs`
+/// subscription, with geth's semantics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogFilter {
+    /// Empty: any address; otherwise the log's address must be one of these.
+    pub addresses: Vec<Address>,
+    /// Position `i`: `None` (or an empty list) matches anything, otherwise the log's topic `i`
+    /// must be one of the list (OR). A log with fewer topics than positions does not match.
+    pub topics: Vec<Option<Vec<B256>>>,
+}
+
+impl LogFilter {
+    /// Whether `log` passes this filter.
+    pub fn matches(&self, log: &RpcLog) -> bool {
+        if !self.addresses.is_empty() && !self.addresses.contains(&log.address) {
+            return false;
+        }
+        if self.topics.len() > log.topics.len() {
+            return false;
+        }
+        self.topics
+            .iter()
+            .zip(&log.topics)
+            .all(|(wanted, topic)| match wanted {
+                Some(list) if !list.is_empty() => list.contains(topic),
+                _ => true,
+            })
+    }
+}
+
+/// An `eth_getLogs` query, with the block range resolved and checked against the server's cap.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogQuery {
+    pub from_block: u64,
+    /// Inclusive; never above the head.
+    pub to_block: u64,
+    pub filter: LogFilter,
+    /// Return at most this many logs, in chain order. The server asks for one more than it
+    /// serves, so returning exactly `limit` tells it the answer was cut.
+    pub limit: usize,
+}
+
+/// A failed read or execution, mapped to JSON-RPC codes by the server.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BackendError {
+    /// State of an older block was asked and this node keeps only the latest (-32000).
+    #[error("historical state not available")]
+    HistoricalState,
+    /// The block a read names does not exist (-32000, geth's "header not found").
+    #[error("header not found")]
+    UnknownBlock,
+    /// The call reverted; `output` is the revert data (error code 3, data = output).
+    #[error("execution reverted")]
+    Reverted { output: Bytes },
+    /// The call could not execute or halted, e.g. "out of gas", "insufficient funds for gas *
+    /// price + value", "gas required exceeds allowance (30000000)" (-32000, message as given).
+    #[error("{0}")]
+    Execution(String),
+    /// The request is well-formed JSON but makes no sense to the backend (-32602).
+    #[error("{0}")]
+    InvalidParams(String),
+    /// The answer would exceed a backend limit (-32005).
+    #[error("{0}")]
+    LimitExceeded(String),
+    /// Storage failure or a bug (-32603).
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// Why a raw transaction was refused. Messages are geth's, which the tools match on (ethers
+/// maps "nonce too low", "insufficient funds", "replacement transaction underpriced").
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SubmitError {
+    #[error("already known")]
+    AlreadyKnown,
+    #[error("nonce too low: next nonce {next}, tx nonce {got}")]
+    NonceTooLow { next: u64, got: u64 },
+    #[error("insufficient funds for gas * price + value: have {have} want {want}")]
+    InsufficientFunds { have: U256, want: U256 },
+    #[error("transaction underpriced: tip needed {needed}, tip permitted {got}")]
+    Underpriced { needed: u128, got: u128 },
+    #[error("replacement transaction underpriced")]
+    ReplacementUnderpriced,
+    #[error("intrinsic gas too low: gas {got}, minimum needed {needed}")]
+    IntrinsicGas { got: u64, needed: u64 },
+    #[error("exceeds block gas limit")]
+    GasLimit,
+    #[error("txpool is full")]
+    PoolFull,
+    /// Any other refusal, message as given.
+    #[error("{0}")]
+    Rejected(String),
+    /// The node cannot take transactions now (no route to a CN, shutting down).
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// The node, as the RPC server sees it. One object serves every chain; each chain-scoped
+/// method gets the chain id the request was routed to (already checked with
+/// [`Self::has_chain`]).
+pub trait RpcBackend: Send + Sync + 'static {
+    /// Whether this node serves `chain` (the regionchain or a servicechain).
+    fn has_chain(&self, chain: ChainId) -> bool;
+
+    /// Number of the newest committed block of `chain`.
+    fn head(&self, chain: ChainId) -> Result<u64, BackendError>;
+
+    /// Block `number` of `chain`; `full` asks for transaction objects instead of hashes.
+    fn block_by_number(
+        &self,
+        chain: ChainId,
+        number: u64,
+        full: bool,
+    ) -> Result<Option<RpcBlock>, BackendError>;
+
+    /// The block of `chain` with this hash.
+    fn block_by_hash(
+        &self,
+        chain: ChainId,
+        hash: B256,
+        full: bool,
+    ) -> Result<Option<RpcBlock>, BackendError>;
+
+    /// A committed transaction (with its location) or a pooled one (location `None`).
+    fn transaction(
+        &self,
+        chain: ChainId,
+        hash: B256,
+    ) -> Result<Option<RpcTransaction>, BackendError>;
+
+    /// The receipt of a committed transaction.
+    fn receipt(&self, chain: ChainId, hash: B256) -> Result<Option<RpcReceipt>, BackendError>;
+
+    fn balance(&self, chain: ChainId, address: Address, at: StateAt) -> Result<U256, BackendError>;
+
+    /// The account nonce; at [`StateAt::Pending`], the next nonce counting pooled transactions.
+    fn nonce(&self, chain: ChainId, address: Address, at: StateAt) -> Result<u64, BackendError>;
+
+    fn code(&self, chain: ChainId, address: Address, at: StateAt) -> Result<Bytes, BackendError>;
+
+    fn storage(
+        &self,
+        chain: ChainId,
+        address: Address,
+        slot: B256,
+        at: StateAt,
+    ) -> Result<B256, BackendError>;
+
+    /// Executes `request` without committing; returns the output.
+    fn call(
+        &self,
+        chain: ChainId,
+        request: &CallRequest,
+        at: StateAt,
+    ) -> Result<Bytes, BackendError>;
+
+    /// Gas `request` needs to succeed (at most `request.gas`).
+    fn estimate_gas(
+        &self,
+        chain: ChainId,
+        request: &CallRequest,
+        at: StateAt,
+    ) -> Result<u64, BackendError>;
+
+    /// Submits a decoded transaction whose chain id is `chain` (the server checked both).
+    /// Returns its hash once the node accepted it into its pool (or forwarded it to a CN).
+    fn send_raw_transaction(
+        &self,
+        chain: ChainId,
+        tx: SignedTransaction,
+    ) -> Result<B256, SubmitError>;
+
+    /// Logs of `chain` in the query's block range that pass its filter, at most `query.limit`.
+    fn logs(&self, chain: ChainId, query: &LogQuery) -> Result<Vec<RpcLog>, BackendError>;
+
+    /// Suggested legacy gas price (base fee + suggested tip).
+    fn gas_price(&self, chain: ChainId) -> Result<u128, BackendError>;
+
+    /// Suggested EIP-1559 tip.
+    fn max_priority_fee(&self, chain: ChainId) -> Result<u128, BackendError>;
+
+    /// Fee history of `block_count` blocks ending at `newest` (both already clamped to the
+    /// chain: `block_count >= 1`, `block_count <= newest + 1`); `percentiles` are checked to
+    /// be non-decreasing within `[0, 100]`; empty means no rewards.
+    fn fee_history(
+        &self,
+        chain: ChainId,
+        block_count: u64,
+        newest: u64,
+        percentiles: &[f64],
+    ) -> Result<RpcFeeHistory, BackendError>;
+
+    /// Catch-up progress; `None` when in sync.
+    fn syncing(&self, _chain: ChainId) -> Result<Option<SyncProgress>, BackendError> {
+        Ok(None)
+    }
+
+    /// Connected peers, for `net_peerCount`.
+    fn peer_count(&self) -> u64 {
+        0
+    }
+
+    /// `kaon_servicechains`: the registered servicechains of the region.
+    fn servicechains(&self) -> Result<serde_json::Value, BackendError>;
+
+    /// `kaon_getCheckpointProof`: proof that block `block_hash` of `chain` is anchored in a
+    /// regionchain checkpoint; `None` if it is not (yet).
+    fn checkpoint_proof(
+        &self,
+        chain: ChainId,
+        block_hash: B256,
+    ) -> Result<Option<serde_json::Value>, BackendError>;
+
+    /// `kaon_getEvidence`: equivocation evidence recorded at or after `from_height`, at most
+    /// `limit` items.
+    fn evidence(&self, from_height: u64, limit: usize) -> Result<serde_json::Value, BackendError>;
+
+    /// `kaon_popState`: proof-of-participation (PoR shares, PoSC penalties, rewards) of one
+    /// RN, or of all RNs when `rn` is `None`.
+    fn pop_state(&self, rn: Option<Address>) -> Result<serde_json::Value, BackendError>;
+}

@@ -1,0 +1,129 @@
+//! Ethereum JSON-RPC over HTTP and WebSocket: how wallets, DApps and tools (ethers, web3.py,
+//! viem, Hardhat scripts) read a servicechain and submit transactions to it.
+//!
+//! ```text
+//! client ─► HTTP POST /chain/<id> or WebSocket ─► limits (connections, body, batch, deadline)
+//!        ─► JSON-RPC framing ─► method handler ─► RpcBackend (the node) ─► JSON in geth's encoding
+//! node commits a block ─► RpcServer::notify_head / notify_logs ─► bounded broadcast ─► eth_subscribe
+//! ```
+//!
+//! Every chain of the region is served by one listener: `POST /` answers for the configured
+//! default chain and `POST /chain/<chain_id>` for chain `<chain_id>` (WebSocket upgrades on the
+//! same paths). What the node must provide is the [`RpcBackend`] trait, in the RPC's own types
+//! ([`RpcBlock`], [`RpcTransaction`], [`RpcReceipt`], [`RpcLog`], …), so this module depends on
+//! no executor or storage type. The server is hyper with its own dispatcher (`docs/rpc.md` says
+//! why); every input is bounded: connections, request bodies, batches, WebSocket messages,
+//! subscriptions, queued notifications, `eth_getLogs` ranges and results, and each request has
+//! a deadline.
+
+mod backend;
+mod error;
+mod hub;
+mod io;
+mod json;
+mod jsonrpc;
+mod methods;
+mod metrics;
+mod params;
+mod server;
+mod types;
+mod ws;
+
+pub use backend::{
+    AccessListEntry, BackendError, CallRequest, LogFilter, LogQuery, RpcBackend, StateAt,
+    SubmitError,
+};
+pub use error::RpcError;
+pub use metrics::RpcMetrics;
+pub use server::RpcServer;
+pub use types::{
+    BlockTransactions, RpcBlock, RpcFeeHistory, RpcLog, RpcReceipt, RpcTransaction, SyncProgress,
+    TxLocation,
+};
+
+use crate::types::ChainId;
+use std::time::Duration;
+
+/// Where devnet serves JSON-RPC (the port every Ethereum tool tries first).
+pub const DEFAULT_RPC_ADDR: &str = "127.0.0.1:8545";
+
+/// Limits and defaults of the RPC server. `Default` gives geth-like values.
+#[derive(Debug, Clone)]
+pub struct RpcConfig {
+    /// The chain `POST /` serves.
+    pub default_chain: ChainId,
+    /// `web3_clientVersion`.
+    pub client_version: String,
+    /// Largest HTTP body or WebSocket message (geth: 5 MiB).
+    pub max_body_bytes: usize,
+    /// Largest response to one HTTP request or WebSocket message; the rest of a batch gets
+    /// "response too large" errors (geth: 25 MiB).
+    pub max_response_bytes: usize,
+    /// Most calls in one batch (geth: 1 000; 100 is what providers allow).
+    pub max_batch_len: usize,
+    /// Open connections (HTTP and WebSocket); further ones get 503 and are closed.
+    pub max_connections: usize,
+    /// Subscriptions one WebSocket connection may hold.
+    pub max_subscriptions_per_connection: usize,
+    /// Messages queued towards one WebSocket client; a client that lets it fill is
+    /// disconnected instead of growing memory.
+    pub ws_queue_len: usize,
+    /// Events buffered per chain for subscribers; a subscriber further behind is disconnected.
+    pub notify_capacity: usize,
+    /// Time to answer one HTTP request or WebSocket message, batches included.
+    pub request_deadline: Duration,
+    /// Time for a client to send a request head and body; also the keep-alive idle limit.
+    pub read_deadline: Duration,
+    /// Time a write to a client may stay blocked (a client that does not read is cut off).
+    pub write_deadline: Duration,
+    /// Calls that execute or scan (`eth_call`, `eth_estimateGas`, `eth_getLogs`,
+    /// `eth_sendRawTransaction`, `eth_feeHistory`, `kaon_*`) run on blocking threads, at most
+    /// this many at once; the others wait (within their deadline).
+    pub max_blocking_calls: usize,
+    /// Gas given to `eth_call`/`eth_estimateGas` when the request names none or more (geth: 50 M).
+    pub gas_cap: u64,
+    /// Widest `eth_getLogs` block range.
+    pub max_log_block_range: u64,
+    /// Most logs one `eth_getLogs` returns.
+    pub max_logs: usize,
+    /// Installed polling filters (`eth_newFilter`, `eth_newBlockFilter`), all clients together.
+    pub max_filters: usize,
+    /// A filter not polled for this long is removed (geth: 5 minutes).
+    pub filter_timeout: Duration,
+    /// Most blocks one `eth_feeHistory` covers (geth: 1 024).
+    pub max_fee_history_blocks: u64,
+    /// `Access-Control-Allow-Origin` sent to browsers; `None` sends no CORS headers.
+    pub cors_allow_origin: Option<String>,
+}
+
+impl Default for RpcConfig {
+    fn default() -> Self {
+        Self {
+            default_chain: ChainId(1),
+            client_version: format!(
+                "kaon/v{}/{}-{}/rust",
+                env!("CARGO_PKG_VERSION"),
+                std::env::consts::OS,
+                std::env::consts::ARCH
+            ),
+            max_body_bytes: 5 << 20,
+            max_response_bytes: 25 << 20,
+            max_batch_len: 100,
+            max_connections: 1024,
+            max_subscriptions_per_connection: 64,
+            ws_queue_len: 256,
+            notify_capacity: 256,
+            request_deadline: Duration::from_secs(30),
+            read_deadline: Duration::from_secs(30),
+            write_deadline: Duration::from_secs(10),
+            max_blocking_calls: 64,
+            gas_cap: 50_000_000,
+            max_log_block_range: 10_000,
+            max_logs: 10_000,
+            max_filters: 1024,
+            filter_timeout: Duration::from_secs(300),
+            max_fee_history_blocks: 1024,
+            cors_allow_origin: Some("*".to_string()),
+        }
+    }
+}

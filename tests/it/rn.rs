@@ -1,0 +1,922 @@
+//! Ranger nodes: the consensus audit and evidence rules on crafted chains, then real nodes —
+//! four CNs and several RNs over QUIC on 127.0.0.1, RocksDB and block logs in temporary
+//! directories. RNs catch up, follow, relay evidence along a line, resume after a restart, and
+//! refuse forged certificates and garbage. Every wait is bounded.
+
+use alloy_primitives::{Address, Bytes, U256};
+use kaon::consensus::certificate::aggregate_commit_votes;
+use kaon::consensus::machine::{Params, Tip};
+use kaon::consensus::proposal::{build_block, BlockBody};
+use kaon::consensus::selection::CnSet;
+use kaon::crypto::bls::SecretKey;
+use kaon::crypto::hash::{keccak256, sha256};
+use kaon::crypto::tx::{Eip1559Tx, Transaction, TxKind};
+use kaon::net::handshake::{self, Credential, Side};
+use kaon::net::rn::{decode_gossip, Gossip};
+use kaon::net::rn::{RnNetConfig, RnNetwork, Source};
+use kaon::net::{tls, NetConfig};
+use kaon::node::genesis::Genesis;
+use kaon::node::loadgen::dev_account;
+use kaon::pipeline::link;
+use kaon::pipeline::topology::{start_cluster, CnNode};
+use kaon::rn::audit::{audit_consensus, AuditError, AuditOutcome, ChainState};
+use kaon::rn::evidence::{check_evidence, EvidenceError};
+use kaon::rn::{CnPeer, RnConfig, RnHandle, RnNode};
+use kaon::types::codec::decode_frame;
+use kaon::types::codec::encode_frame;
+use kaon::types::sync::{BlockRangeRequest, BlockRangeResponse};
+use kaon::types::{
+    Block, BlockHash, ChainId, CnIndex, EquivocationEvidence, Height, Round, SignerBitmap, Vote,
+    VoteKind,
+};
+use proptest::prelude::*;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::runtime::Runtime;
+
+/// Longest any one wait may take before the test fails.
+const DEADLINE: Duration = Duration::from_secs(90);
+const REGION: ChainId = ChainId(1000);
+/// Committee size of every chain here: all four CNs sit on every committee.
+const COMMITTEE: usize = 100;
+
+fn cn_key(i: usize) -> SecretKey {
+    SecretKey::from_seed(sha256(format!("rn-test-cn-{i}").as_bytes()).as_slice()).unwrap()
+}
+
+fn node_key(name: &str) -> SecretKey {
+    SecretKey::from_seed(sha256(format!("rn-test-node-{name}").as_bytes()).as_slice()).unwrap()
+}
+
+fn localhost() -> SocketAddr {
+    "127.0.0.1:0".parse().unwrap()
+}
+
+fn runtime() -> Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn wait_until(what: &str, cond: impl FnMut() -> bool) {
+    wait_or_explain(what, cond, String::new);
+}
+
+/// Waits for `cond`; on timeout fails with `explain()`'s account of the state.
+fn wait_or_explain(what: &str, mut cond: impl FnMut() -> bool, explain: impl Fn() -> String) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(
+            start.elapsed() < DEADLINE,
+            "timed out waiting for {what}: {}",
+            explain()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Heights, evidence, rejections and counters of RNs, for failure messages.
+fn describe(rns: &[&RnHandle]) -> String {
+    rns.iter()
+        .enumerate()
+        .map(|(i, rn)| {
+            let mut m = kaon::telemetry::Metrics::default();
+            rn.metrics(&mut m, &[]);
+            format!(
+                "RN {}: {:?}, evidence {}, rejected {:?}, peers {}\n{}",
+                i + 1,
+                rn.sync_status(),
+                rn.evidence().len(),
+                rn.rejected(),
+                rn.peer_count(),
+                m.render()
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+// ---------------------------------------------------------------- crafted chains, no network
+
+fn params() -> Params {
+    Params {
+        region: REGION,
+        committee_size: COMMITTEE,
+        block_interval_ms: 100,
+        base_timeout_ms: 500,
+        max_timeout_ms: 5_000,
+    }
+}
+
+fn crafted_genesis() -> Tip {
+    Tip {
+        height: Height(0),
+        hash: BlockHash(sha256(b"rn-test-genesis")),
+        mix: sha256(b"rn-test-mix"),
+        timestamp_ms: 1_000,
+    }
+}
+
+/// Seals `block` with commit votes of the committee members at `signers` (bitmap positions),
+/// each signing `hash`'s commit message (`hash` may differ from the block's: a forgery).
+fn seal(
+    block: &mut Block,
+    set: &CnSet,
+    keys: &[SecretKey],
+    mix: alloy_primitives::B256,
+    signers: &[usize],
+) {
+    let header = block.header().clone();
+    let round = block.sealed.seal.round;
+    let committee = set.committee(mix, header.height, round, COMMITTEE);
+    let msg = Vote::signing_message(VoteKind::Commit, header.height, round, header.hash());
+    let votes: Vec<_> = signers
+        .iter()
+        .map(|&pos| {
+            let cn = committee.members[pos];
+            (cn, keys[cn.0 as usize].sign(&msg))
+        })
+        .collect();
+    let mut bitmap = SignerBitmap::with_members(committee.size());
+    let mut sigs = Vec::new();
+    for (pos, (_, sig)) in signers.iter().zip(&votes) {
+        bitmap.set(*pos);
+        sigs.push(sig);
+    }
+    block.sealed.seal.signers = bitmap;
+    block.sealed.seal.aggregate = kaon::crypto::bls::aggregate_signatures(sigs)
+        .unwrap()
+        .to_bytes();
+}
+
+/// `n` empty blocks on `genesis`, each proposed by its round-0 proposer and sealed by
+/// `quorum` members.
+fn crafted_chain(keys: &[SecretKey], set: &CnSet, genesis: Tip, n: usize) -> Vec<Block> {
+    let mut tip = genesis;
+    let mut blocks = Vec::new();
+    for _ in 0..n {
+        let committee = set.committee(tip.mix, tip.height.next(), Round(0), COMMITTEE);
+        let proposer = committee.proposer;
+        let body = BlockBody {
+            timestamp_ms: tip.timestamp_ms + 100,
+            ..BlockBody::default()
+        };
+        let mut block = build_block(
+            &params(),
+            &keys[proposer.0 as usize],
+            proposer,
+            set,
+            &tip,
+            Round(0),
+            body,
+        );
+        let votes: Vec<_> = committee.members[..committee.quorum()]
+            .iter()
+            .map(|cn| {
+                let msg = Vote::signing_message(
+                    VoteKind::Commit,
+                    tip.height.next(),
+                    Round(0),
+                    block.hash(),
+                );
+                (*cn, keys[cn.0 as usize].sign(&msg))
+            })
+            .collect();
+        block.sealed.seal = aggregate_commit_votes(&committee, &votes).unwrap();
+        tip = Tip::of(&block);
+        blocks.push(block);
+    }
+    blocks
+}
+
+fn four_cns() -> (Vec<SecretKey>, Arc<CnSet>) {
+    let keys: Vec<SecretKey> = (0..4).map(cn_key).collect();
+    let set = CnSet::new(keys.iter().map(SecretKey::public_key).collect()).unwrap();
+    (keys, Arc::new(set))
+}
+
+fn audit(set: &Arc<CnSet>, blocks: &[Block]) -> AuditOutcome {
+    let state = ChainState {
+        tip: crafted_genesis(),
+        set: Arc::clone(set),
+    };
+    audit_consensus(&params(), &state, blocks)
+}
+
+#[test]
+fn the_audit_passes_a_valid_chain_and_stops_at_the_first_bad_block() {
+    let (keys, set) = four_cns();
+    let chain = crafted_chain(&keys, &set, crafted_genesis(), 6);
+    assert_eq!(
+        audit(&set, &chain),
+        AuditOutcome {
+            passed: 6,
+            failure: None
+        }
+    );
+
+    // A forged seal (a quorum that signed another hash) in the middle of a batch: the batch
+    // check fails, bisection names block 3, blocks 0..3 still pass.
+    let mut forged = chain.clone();
+    let mix = forged[2].header().mix;
+    let mut other = forged[3].clone();
+    other.sealed.header.timestamp_ms += 1;
+    seal(&mut other, &set, &keys, mix, &[0, 1, 2]);
+    forged[3].sealed.seal = other.sealed.seal;
+    let outcome = audit(&set, &forged);
+    assert_eq!(outcome.passed, 3);
+    assert!(
+        matches!(outcome.failure, Some((3, AuditError::Certificate(_)))),
+        "{outcome:?}"
+    );
+
+    // A seal short of the quorum (2 of 4 signers).
+    let mut short = chain.clone();
+    let mix = short[1].header().mix;
+    seal(&mut short[2], &set, &keys, mix, &[0, 1]);
+    let outcome = audit(&set, &short);
+    assert_eq!(outcome.passed, 2);
+    match outcome.failure {
+        Some((2, AuditError::Certificate(e))) => {
+            assert!(e.to_string().contains("short of the quorum"), "{e}")
+        }
+        other => panic!("expected a short certificate at block 2, got {other:?}"),
+    }
+
+    // A reveal by another CN, with the mix and the seal made consistent with it: only the
+    // batch signature check can tell.
+    let mut wrong_reveal = chain.clone();
+    let last = &mut wrong_reveal[5];
+    let proposer = last.header().proposer.0 as usize;
+    let reveal =
+        kaon::consensus::selection::reveal(&keys[(proposer + 1) % 4], last.header().height);
+    let mix_before = chain[4].header().mix;
+    last.sealed.header.random_reveal = reveal.0;
+    last.sealed.header.mix = kaon::consensus::selection::next_mix(mix_before, &reveal);
+    seal(last, &set, &keys, mix_before, &[0, 1, 2]);
+    assert_eq!(
+        audit(&set, &wrong_reveal),
+        AuditOutcome {
+            passed: 5,
+            failure: Some((5, AuditError::Reveal))
+        }
+    );
+
+    // A reveal that is not a signature over the height at all.
+    let mut bad_reveal = chain.clone();
+    let proposer = bad_reveal[4].header().proposer.0 as usize;
+    bad_reveal[4].sealed.header.random_reveal =
+        keys[(proposer + 1) % 4].sign(b"not a reveal").to_bytes();
+    let outcome = audit(&set, &bad_reveal);
+    assert_eq!(outcome.passed, 4);
+    // The mix no longer matches the reveal: caught by the header walk before any signature.
+    assert_eq!(outcome.failure, Some((4, AuditError::Header("mix"))));
+
+    // A broken link.
+    let mut unlinked = chain.clone();
+    unlinked[1].sealed.header.parent = BlockHash(sha256(b"elsewhere"));
+    let outcome = audit(&set, &unlinked);
+    assert_eq!(outcome.passed, 1);
+    assert_eq!(outcome.failure, Some((1, AuditError::Header("parent"))));
+}
+
+#[test]
+fn evidence_needs_two_quorums_or_a_double_vote_in_one_round() {
+    let (keys, set) = four_cns();
+    let genesis = crafted_genesis();
+    let chain = crafted_chain(&keys, &set, genesis, 1);
+    let canonical = &chain[0];
+    let twin_of = |signers: &[usize], round: u32| {
+        let mut twin = canonical.clone();
+        twin.sealed.header.timestamp_ms += 1;
+        twin.sealed.seal.round = Round(round);
+        seal(&mut twin, &set, &keys, genesis.mix, signers);
+        EquivocationEvidence::new(canonical.sealed.clone(), twin.sealed).unwrap()
+    };
+
+    // CN at position 1 signs a second block in the same round: provable alone.
+    let double = check_evidence(&params(), &set, genesis.mix, &twin_of(&[1], 0)).unwrap();
+    assert!(double.same_round && !double.conflicting_quorums);
+    assert_eq!(double.in_both, vec![CnIndex(1)]);
+
+    // Two full quorums in different rounds: two final blocks at one height.
+    let finality = check_evidence(&params(), &set, genesis.mix, &twin_of(&[1, 2, 3], 1)).unwrap();
+    assert!(finality.conflicting_quorums && !finality.same_round);
+
+    // A lone vote in another round proves nothing.
+    assert_eq!(
+        check_evidence(&params(), &set, genesis.mix, &twin_of(&[3], 1)),
+        Err(EvidenceError::NothingProven)
+    );
+
+    // A seal that does not verify is no evidence, whoever it names.
+    let mut forged = twin_of(&[1], 0);
+    forged.second.seal.aggregate = keys[1].sign(b"something else").to_bytes();
+    assert!(matches!(
+        check_evidence(&params(), &set, genesis.mix, &forged),
+        Err(EvidenceError::Seal {
+            which: "second",
+            ..
+        })
+    ));
+}
+
+/// Re-seals `body` (version, kind, payload) with a valid checksum, so decoders must parse it.
+fn sealed(body: &[u8]) -> Vec<u8> {
+    let mut frame = body.to_vec();
+    frame.extend_from_slice(&crc32c::crc32c(body).to_le_bytes());
+    frame
+}
+
+/// One valid frame of every kind an RN reads from peers (built once).
+fn rn_frames() -> &'static [Vec<u8>] {
+    static FRAMES: std::sync::OnceLock<Vec<Vec<u8>>> = std::sync::OnceLock::new();
+    FRAMES.get_or_init(build_rn_frames)
+}
+
+fn build_rn_frames() -> Vec<Vec<u8>> {
+    let (keys, set) = four_cns();
+    let chain = crafted_chain(&keys, &set, crafted_genesis(), 1);
+    let mut twin = chain[0].clone();
+    twin.sealed.header.timestamp_ms += 1;
+    let evidence = EquivocationEvidence::new(chain[0].sealed.clone(), twin.sealed).unwrap();
+    let request = BlockRangeRequest {
+        from: Height(1),
+        max_blocks: 8,
+        max_bytes: 1 << 20,
+        wait_ms: 0,
+    };
+    let response = BlockRangeResponse {
+        head: Height(1),
+        blocks: chain.clone(),
+    };
+    vec![
+        encode_frame(&chain[0]),
+        encode_frame(&evidence),
+        encode_frame(&request),
+        encode_frame(&response),
+    ]
+}
+
+#[test]
+fn sync_messages_round_trip_and_responses_must_fit_their_request() {
+    let (keys, set) = four_cns();
+    let chain = crafted_chain(&keys, &set, crafted_genesis(), 3);
+    let request = BlockRangeRequest {
+        from: Height(1),
+        max_blocks: 2,
+        max_bytes: 1 << 20,
+        wait_ms: 100,
+    };
+    assert_eq!(
+        decode_frame::<BlockRangeRequest>(&encode_frame(&request)),
+        Ok(request)
+    );
+    let fitting = BlockRangeResponse {
+        head: Height(3),
+        blocks: chain[..2].to_vec(),
+    };
+    assert_eq!(
+        decode_frame::<BlockRangeResponse>(&encode_frame(&fitting)).as_ref(),
+        Ok(&fitting)
+    );
+    assert!(fitting.fits(&request));
+    let too_many = BlockRangeResponse {
+        head: Height(3),
+        blocks: chain.clone(),
+    };
+    assert!(!too_many.fits(&request));
+    let skipping = BlockRangeResponse {
+        head: Height(3),
+        blocks: vec![chain[0].clone(), chain[2].clone()],
+    };
+    assert!(!skipping.fits(&request));
+    // Gossip decodes blocks and evidence, and nothing else.
+    assert!(matches!(
+        decode_gossip(&encode_frame(&chain[0])),
+        Ok(Gossip::Block(_))
+    ));
+    assert!(decode_gossip(&encode_frame(&request)).is_err());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn rn_decoders_never_panic_on_edited_frames(
+        which in 0usize..4,
+        edits in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>(), 0u8..3), 1..6),
+    ) {
+        let frame = &rn_frames()[which];
+        let mut body = frame[..frame.len() - 4].to_vec();
+        for (at, byte, op) in edits {
+            let i = at.index(body.len());
+            match op {
+                0 => body[i] = byte,
+                1 => body.insert(i, byte),
+                _ => body.truncate(i.max(2)),
+            }
+        }
+        let frame = sealed(&body);
+        let _ = decode_gossip(&frame);
+        let _ = decode_frame::<BlockRangeRequest>(&frame);
+        if let Ok(response) = decode_frame::<BlockRangeResponse>(&frame) {
+            // Whatever decodes re-encodes to the same response.
+            prop_assert_eq!(decode_frame::<BlockRangeResponse>(&encode_frame(&response)), Ok(response));
+        }
+    }
+}
+
+// ---------------------------------------------------------------- real nodes over QUIC
+
+struct Cluster {
+    rt: Runtime,
+    cns: Vec<CnNode>,
+    genesis: Genesis,
+    keys: Vec<SecretKey>,
+}
+
+impl Cluster {
+    /// Four CNs with one funded development account on one servicechain.
+    fn start(dir: &Path) -> Self {
+        let keys: Vec<SecretKey> = (0..4).map(cn_key).collect();
+        let public: Vec<_> = keys.iter().map(SecretKey::public_key).collect();
+        let accounts = [dev_account(0)];
+        let genesis = Genesis::new(
+            REGION,
+            &public,
+            1,
+            &accounts,
+            U256::from(10u64).pow(U256::from(24u64)),
+            150,
+            COMMITTEE,
+        );
+        let rt = runtime();
+        let specs = (0..4)
+            .map(|i| {
+                let net = NetConfig::new(localhost());
+                genesis
+                    .cn_spec(
+                        CnIndex(i as u32),
+                        keys[i].clone(),
+                        dir.join(format!("cn{i}")),
+                        net,
+                    )
+                    .unwrap()
+            })
+            .collect();
+        let cns = start_cluster(rt.handle(), specs, |_| Box::new(|_| {})).unwrap();
+        Self {
+            rt,
+            cns,
+            genesis,
+            keys,
+        }
+    }
+
+    /// The lowest committed height across CNs.
+    fn height(&self) -> u64 {
+        self.cns
+            .iter()
+            .map(|n| n.consensus.height.load(Relaxed).saturating_sub(1))
+            .min()
+            .unwrap_or(0)
+    }
+
+    fn peers(&self) -> Vec<CnPeer> {
+        let addrs: Vec<_> = self
+            .cns
+            .iter()
+            .map(|n| (n.me, n.net.local_addr().unwrap()))
+            .collect();
+        CnPeer::from_genesis(&self.genesis, &addrs).unwrap()
+    }
+
+    fn rn_config(
+        &self,
+        dir: &Path,
+        name: &str,
+        cns: Vec<CnPeer>,
+        rns: Vec<SocketAddr>,
+    ) -> RnConfig {
+        let mut config = RnConfig::new(
+            dir.join(name),
+            self.genesis.clone(),
+            node_key(name),
+            localhost(),
+        );
+        config.cn_peers = cns;
+        config.rn_peers = rns;
+        config
+    }
+
+    fn shutdown(self) {
+        for cn in self.cns {
+            cn.shutdown().unwrap();
+        }
+        drop(self.rt);
+    }
+}
+
+fn head(rn: &RnHandle) -> u64 {
+    rn.head().0 .0
+}
+
+/// An RN endpoint driven by the test: it gossips whatever the test hands it.
+fn puppet(rt: &Runtime, name: &str) -> RnNetwork {
+    let (tx, _rx) = link("puppet_inbox", 64);
+    // The inbox is dropped: whatever the puppet receives is discarded.
+    RnNetwork::bind(
+        rt.handle(),
+        RnNetConfig::new(localhost()),
+        node_key(name),
+        tx,
+    )
+    .unwrap()
+}
+
+fn transfer(nonce: u64) -> Bytes {
+    let tx = Transaction::Eip1559(Eip1559Tx {
+        chain_id: ChainId(REGION.0 + 1),
+        nonce,
+        max_priority_fee_per_gas: 1,
+        max_fee_per_gas: 1_000_000_000,
+        gas_limit: 21_000,
+        to: TxKind::Call(Address::repeat_byte(0x5a)),
+        value: U256::from(7u64),
+        input: Bytes::new(),
+        access_list: Default::default(),
+    });
+    tx.sign(&dev_account(0).secret).unwrap().raw().clone()
+}
+
+/// A second block at `canonical`'s height and seal round, signed by the CN at committee
+/// position `pos` alone: that CN equivocated.
+fn equivocate(canonical: &Block, keys: &[SecretKey], pos: usize) -> Block {
+    let mut twin = canonical.clone();
+    twin.sealed.header.timestamp_ms += 1;
+    let (height, round) = (twin.header().height, twin.sealed.seal.round);
+    let msg = Vote::signing_message(VoteKind::Commit, height, round, twin.hash());
+    let mut signers = SignerBitmap::with_members(keys.len());
+    signers.set(pos);
+    twin.sealed.seal.signers = signers;
+    // With four CNs every CN is on the committee, at the position of its index.
+    twin.sealed.seal.aggregate = keys[pos].sign(&msg).to_bytes();
+    twin
+}
+
+#[test]
+fn three_rns_in_a_line_catch_up_follow_relay_evidence_and_resume_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::start(dir.path());
+    wait_until("the CNs at height 4", || cluster.height() >= 4);
+
+    // RN1 and RN2 fetch from the CNs; RN3 only knows RN2: CN → RN1 — RN2 — RN3.
+    let rn1 = RnNode::start(cluster.rn_config(dir.path(), "rn1", cluster.peers(), vec![])).unwrap();
+    let rn2 = RnNode::start(cluster.rn_config(
+        dir.path(),
+        "rn2",
+        cluster.peers(),
+        vec![rn1.listen_addr()],
+    ))
+    .unwrap();
+    let rn3_config = cluster.rn_config(dir.path(), "rn3", vec![], vec![rn2.listen_addr()]);
+    let rn3 = RnNode::start(rn3_config.clone()).unwrap();
+    let target = cluster.height() + 2;
+    let rns = [&rn1, &rn2, &rn3];
+    wait_or_explain(
+        "every RN past the CNs' height at start",
+        || rns.iter().all(|rn| head(rn) >= target),
+        || describe(&rns),
+    );
+
+    // Every RN holds the CNs' blocks, all audited, none refused.
+    let decided = cluster.cns[0].consensus.recent_hashes();
+    for (i, rn) in rns.iter().enumerate() {
+        for (height, hash) in decided.range(..=Height(head(rn))) {
+            let block = rn.block_by_height(*height).unwrap().expect("stored block");
+            assert_eq!(block.hash(), *hash, "RN {} at height {height}", i + 1);
+            assert_eq!(
+                rn.block_by_hash(hash).unwrap().map(|b| b.header().height),
+                Some(*height)
+            );
+        }
+        assert!(
+            rn.rejected().is_empty(),
+            "RN {}: {:?}",
+            i + 1,
+            rn.rejected()
+        );
+        let status = rn.sync_status();
+        assert_eq!(status.started_at, Height(0));
+        assert!(status.head.0 >= target);
+    }
+    // RN3's only peer is RN2: everything it holds came through the RN network.
+    assert_eq!(rn3.peer_count(), 1);
+
+    // A transaction forwarded by RN1 reaches a CN, is committed, and is indexed by RN3.
+    let tx = transfer(0);
+    assert!(
+        rn3.forward_txs(vec![tx.clone()]).is_err(),
+        "RN3 has no CN link"
+    );
+    assert!(rn1.forward_txs(vec![tx.clone()]).unwrap() >= 1);
+    let tx_hash = keccak256(&tx).0;
+    wait_until("the forwarded transaction in RN3's index", || {
+        rn3.store().tx_location(&tx_hash).unwrap().is_some()
+    });
+
+    // A CN that sealed block 2 signs a second block at height 2 in the seal's round; a puppet
+    // RN hands it to RN1 only. RN1 turns it into evidence and the line relays it to RN3.
+    let canonical = rn1.block_by_height(Height(2)).unwrap().unwrap();
+    let equivocator = canonical.sealed.seal.signers.signers().next().unwrap();
+    let twin = equivocate(&canonical, &cluster.keys, equivocator);
+    let attacker = puppet(&cluster.rt, "attacker");
+    attacker.connect_rn(rn1.listen_addr());
+    wait_until("the puppet connected to RN1", || attacker.peer_count() == 1);
+    assert_eq!(attacker.gossip(Arc::new(encode_frame(&twin)), None), 1);
+    wait_or_explain(
+        "the evidence at every RN",
+        || rns.iter().all(|rn| rn.evidence().len() == 1),
+        || describe(&rns),
+    );
+    let expected =
+        EquivocationEvidence::new(canonical.sealed.clone(), twin.sealed.clone()).unwrap();
+    for rn in rns {
+        let held = &rn.evidence()[0];
+        assert_eq!(held.id(), expected.id());
+        assert_eq!(held.height(), Height(2));
+        assert!(held.finding.same_round);
+        assert_eq!(held.finding.in_both, vec![CnIndex(equivocator as u32)]);
+        assert_eq!(held.to_json()["inBoth"], serde_json::json!([equivocator]));
+    }
+    // An RN that joins later, through RN3 only, is handed the evidence when it connects.
+    let rn4 = RnNode::start(cluster.rn_config(dir.path(), "rn4", vec![], vec![rn3.listen_addr()]))
+        .unwrap();
+    wait_or_explain(
+        "the evidence at the late RN",
+        || rn4.evidence().len() == 1,
+        || describe(&[&rn4]),
+    );
+    assert_eq!(rn4.evidence()[0].id(), expected.id());
+    rn4.shutdown().unwrap();
+
+    // The twin was not stored in place of the canonical block.
+    assert_eq!(
+        rn2.block_by_height(Height(2)).unwrap().unwrap().hash(),
+        canonical.hash()
+    );
+
+    // RN3 stops and restarts on its datadir: it resumes from its height, keeps the evidence,
+    // and never downloads a block it already had.
+    // (It may store one more block between this read and the shutdown.)
+    let stopped_at = head(&rn3);
+    rn3.shutdown().unwrap();
+    let rn3 = RnNode::start(rn3_config).unwrap();
+    let started_at = rn3.sync_status().started_at;
+    assert!(
+        started_at == Height(stopped_at) || started_at == Height(stopped_at + 1),
+        "resumed at {started_at}, stopped at {stopped_at}"
+    );
+    let stopped_at = started_at.0;
+    assert_eq!(rn3.evidence().len(), 1, "evidence survives a restart");
+    wait_until("the restarted RN3 two blocks further", || {
+        head(&rn3) >= stopped_at + 2
+    });
+    let status = rn3.sync_status();
+    assert!(
+        status.first_fetched.is_none_or(|h| h.0 > stopped_at),
+        "re-downloaded from {:?} after stopping at {stopped_at}",
+        status.first_fetched
+    );
+
+    attacker.close();
+    for rn in [rn1, rn2, rn3] {
+        rn.shutdown().unwrap();
+    }
+    cluster.shutdown();
+}
+
+/// A raw authenticated RN connection to `to` with its open stream (hello already sent).
+async fn raw_rn(
+    to: SocketAddr,
+    key: &SecretKey,
+) -> (quinn::Endpoint, quinn::Connection, quinn::SendStream) {
+    let endpoint = quinn::Endpoint::client(localhost()).unwrap();
+    let conn = endpoint
+        .connect_with(tls::client_config().unwrap(), to, tls::SERVER_NAME)
+        .unwrap()
+        .await
+        .unwrap();
+    let mut stream = conn.open_uni().await.unwrap();
+    let hello = handshake::hello(&conn, Credential::Rn(key), Side::Dialler).unwrap();
+    stream.write_all(&hello).await.unwrap();
+    (endpoint, conn, stream)
+}
+
+async fn write_frame(stream: &mut quinn::SendStream, frame: &[u8]) {
+    stream
+        .write_all(&(frame.len() as u32).to_le_bytes())
+        .await
+        .unwrap();
+    stream.write_all(frame).await.unwrap();
+}
+
+fn closed_code(rt: &Runtime, conn: &quinn::Connection) -> u64 {
+    match rt.block_on(async { tokio::time::timeout(DEADLINE, conn.closed()).await }) {
+        Ok(quinn::ConnectionError::ApplicationClosed(close)) => close.error_code.into_inner(),
+        other => panic!("expected the RN to close the connection, got {other:?}"),
+    }
+}
+
+fn cn_source(net: &RnNetwork) -> Source {
+    *net.sources().first().expect("a connected CN")
+}
+
+#[test]
+fn forged_and_short_certificates_are_rejected_and_garbage_costs_the_peer_its_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::start(dir.path());
+    wait_until("the CNs at height 3", || cluster.height() >= 3);
+
+    // The CNs' block server, through a puppet RN: bounded ranges from the block log.
+    let puppet = puppet(&cluster.rt, "puppet");
+    let cn0 = cluster.peers()[0];
+    puppet.connect_cn(
+        cn0.addr,
+        kaon::crypto::bls::PublicKey::try_from(&cn0.key).unwrap(),
+    );
+    wait_until("the puppet connected to CN 0", || {
+        puppet.sources().len() == 1
+    });
+    let source = cn_source(&puppet);
+    let ask = |from: u64, max_blocks: u32, max_bytes: u32, wait_ms: u32| {
+        let request = BlockRangeRequest {
+            from: Height(from),
+            max_blocks,
+            max_bytes,
+            wait_ms,
+        };
+        cluster
+            .rt
+            .block_on(puppet.request_blocks(source.id, &request))
+            .unwrap()
+    };
+    let two = ask(1, 2, 1 << 20, 0);
+    let heights: Vec<u64> = two.blocks.iter().map(|b| b.header().height.0).collect();
+    assert_eq!(heights, vec![1, 2]);
+    assert!(two.head.0 >= 3);
+    assert_eq!(
+        ask(1, 100, 1, 0).blocks.len(),
+        1,
+        "the first block always fits"
+    );
+    assert!(
+        ask(0, 10, 1 << 20, 0).blocks.is_empty(),
+        "genesis is not served"
+    );
+    let next = two.head.0 + 1;
+    let waited = ask(next, 1, 1 << 20, 5_000);
+    assert_eq!(
+        waited.blocks.first().map(|b| b.header().height.0),
+        Some(next),
+        "long poll"
+    );
+    let (block1, block2) = (two.blocks[0].clone(), two.blocks[1].clone());
+
+    // An RN with no CN: only the puppet feeds it.
+    let victim = RnNode::start(cluster.rn_config(dir.path(), "victim", vec![], vec![])).unwrap();
+    puppet.connect_rn(victim.listen_addr());
+    wait_until("the puppet connected to the victim", || {
+        puppet.sources().len() == 2
+    });
+    let feed = |block: &Block| assert_eq!(puppet.gossip(Arc::new(encode_frame(block)), None), 1);
+
+    // Short: two of four signers.
+    let mut short = block1.clone();
+    seal(
+        &mut short,
+        &CnSet::from_bytes(&cluster_keys(&cluster)).unwrap(),
+        &cluster.keys,
+        cluster.genesis.mix,
+        &[0, 1],
+    );
+    feed(&short);
+    wait_until("the short certificate rejected", || {
+        victim.rejected().len() == 1
+    });
+    // Forged: a quorum of real keys, but over another block's hash.
+    let mut forged = block1.clone();
+    let mut other = block1.clone();
+    other.sealed.header.timestamp_ms += 1;
+    seal(
+        &mut other,
+        &CnSet::from_bytes(&cluster_keys(&cluster)).unwrap(),
+        &cluster.keys,
+        cluster.genesis.mix,
+        &[0, 1, 2],
+    );
+    forged.sealed.seal = other.sealed.seal;
+    feed(&forged);
+    wait_until("the forged certificate rejected", || {
+        victim.rejected().len() == 2
+    });
+    let rejected = victim.rejected();
+    assert!(
+        rejected
+            .iter()
+            .all(|r| r.kind == "certificate" && r.height == Height(1)),
+        "{rejected:?}"
+    );
+    assert!(
+        rejected[0].reason.contains("short of the quorum"),
+        "{}",
+        rejected[0].reason
+    );
+    assert!(
+        rejected[1].reason.contains("does not verify"),
+        "{}",
+        rejected[1].reason
+    );
+    assert_eq!(head(&victim), 0, "nothing of a rejected block is stored");
+    assert!(victim.block_by_height(Height(1)).unwrap().is_none());
+    assert!(victim.block_by_hash(&block1.hash()).unwrap().is_none());
+
+    // Garbage from an authenticated RN: eight bad frames and the connection is closed.
+    let garbage_key = node_key("garbage");
+    let (_endpoint, conn, mut stream) = cluster
+        .rt
+        .block_on(raw_rn(victim.listen_addr(), &garbage_key));
+    cluster.rt.block_on(async {
+        for i in 0..8u8 {
+            write_frame(&mut stream, &[i; 64]).await;
+        }
+    });
+    assert_eq!(closed_code(&cluster.rt, &conn), 2, "closed for bad frames");
+    // A bad block request is a strike too (on a fresh connection).
+    let (_endpoint2, conn2, _stream2) = cluster
+        .rt
+        .block_on(raw_rn(victim.listen_addr(), &garbage_key));
+    cluster.rt.block_on(async {
+        for _ in 0..8 {
+            if let Ok((mut send, _recv)) = conn2.open_bi().await {
+                let _ = send.write_all(&[0xff; 32]).await;
+                let _ = send.finish();
+            }
+        }
+    });
+    assert_eq!(
+        closed_code(&cluster.rt, &conn2),
+        2,
+        "closed for bad requests"
+    );
+    // No hello at all.
+    let stranger = cluster.rt.block_on(async {
+        let endpoint = quinn::Endpoint::client(localhost()).unwrap();
+        let conn = endpoint
+            .connect_with(
+                tls::client_config().unwrap(),
+                victim.listen_addr(),
+                tls::SERVER_NAME,
+            )
+            .unwrap()
+            .await
+            .unwrap();
+        let mut stream = conn.open_uni().await.unwrap();
+        stream.write_all(&[0xff; 200]).await.unwrap();
+        (endpoint, conn, stream)
+    });
+    assert_eq!(
+        closed_code(&cluster.rt, &stranger.1),
+        1,
+        "closed at the handshake"
+    );
+
+    // The victim still audits and stores the real blocks.
+    feed(&block1);
+    wait_until("the real block 1 stored", || head(&victim) == 1);
+    feed(&block2);
+    wait_until("the real block 2 stored", || head(&victim) == 2);
+    assert_eq!(
+        victim.block_by_height(Height(1)).unwrap().unwrap().hash(),
+        block1.hash()
+    );
+    assert_eq!(victim.rejected().len(), 2);
+
+    puppet.close();
+    victim.shutdown().unwrap();
+    cluster.shutdown();
+}
+
+fn cluster_keys(cluster: &Cluster) -> Vec<kaon::crypto::bls::PublicKeyBytes> {
+    cluster
+        .keys
+        .iter()
+        .map(|k| k.public_key().to_bytes())
+        .collect()
+}
