@@ -178,6 +178,7 @@ fn devnet(args: DevnetArgs, datadir: &Option<PathBuf>, config: &Config) -> anyho
         metrics: args.metrics,
         rns: args.rns,
         rpc: (!args.no_rpc).then_some(args.rpc),
+        ..Default::default()
     };
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let report = crate::node::devnet::run(&devnet, stop, &mut std::io::stdout())?;
@@ -238,10 +239,20 @@ pub struct MineArgs {
     /// GPU counters per dispatch (see tuning/).
     #[arg(long, default_value_t = 1 << 22)]
     pub batch: u32,
-    /// Mine a synthetic segment for this many seconds and report the rate (required until
-    /// shares can be submitted to a CN).
-    #[arg(long, required = true)]
-    pub bench: u64,
+    /// Mine a synthetic segment for this many seconds without a network and report the rate
+    /// (H/s on the last line).
+    #[arg(long, required_unless_present = "rpc", conflicts_with = "rpc")]
+    pub bench: Option<u64>,
+    /// Mine for the network: the JSON-RPC of this operator's RN on the regionchain
+    /// (e.g. http://127.0.0.1:8545/chain/1000); shares go to the CNs through it.
+    #[arg(long, requires = "address")]
+    pub rpc: Option<String>,
+    /// Reward address the shares pay (it is part of every nonce).
+    #[arg(long)]
+    pub address: Option<alloy_primitives::Address>,
+    /// Stop network mining after this many seconds (0: until Ctrl-C).
+    #[arg(long, default_value_t = 0)]
+    pub duration: u64,
     /// Segment bytes.
     #[arg(long, default_value_t = crate::por::DEFAULT_SEGMENT_LEN)]
     pub segment_len: usize,
@@ -251,6 +262,9 @@ pub struct MineArgs {
 }
 
 fn mine(args: &MineArgs) -> anyhow::Result<()> {
+    if let (Some(rpc), Some(address)) = (&args.rpc, args.address) {
+        return mine_network(args, rpc, address);
+    }
     anyhow::ensure!(
         args.segment_len >= crate::por::STRIP_LEN,
         "segment must hold at least one strip"
@@ -258,7 +272,7 @@ fn mine(args: &MineArgs) -> anyhow::Result<()> {
     let segment = crate::por::synthetic_segment(args.segment_len, 1);
     let miner = alloy_primitives::Address::repeat_byte(0x42);
     let target = crate::por::target_for_bits(args.bits);
-    let duration = std::time::Duration::from_secs(args.bench);
+    let duration = std::time::Duration::from_secs(args.bench.unwrap_or(5));
     if args.device == "gpu" {
         return mine_gpu(args, &segment, miner, &target, duration);
     }
@@ -291,6 +305,48 @@ fn mine(args: &MineArgs) -> anyhow::Result<()> {
         100.0 * report.hashes_per_sec() * 3.0 / report.raw_all_cores
     );
     println!("{:.0} H/s", report.hashes_per_sec());
+    Ok(())
+}
+
+fn mine_network(
+    args: &MineArgs,
+    rpc: &str,
+    address: alloy_primitives::Address,
+) -> anyhow::Result<()> {
+    use crate::node::miner::{run, Hasher, RnClient};
+    let mut hasher = match args.device.as_str() {
+        "gpu" => Hasher::Gpu {
+            workgroup_size: args.workgroup_size,
+            batch: args.batch,
+            miner: None,
+        },
+        _ => Hasher::Cpu,
+    };
+    println!("mining for {address} on {} via {rpc}", args.device);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    crate::node::devnet::spawn_signal_watch(&rt, std::sync::Arc::clone(&stop));
+    let duration = (args.duration > 0).then(|| std::time::Duration::from_secs(args.duration));
+    let report = std::thread::scope(|s| {
+        let options = crate::node::miner::MineOptions {
+            duration,
+            pace: None,
+            verbose: true,
+        };
+        let worker =
+            s.spawn(move || run(&RnClient::new(rpc), &mut hasher, address, options, &stop));
+        while !worker.is_finished() {
+            rt.block_on(tokio::time::sleep(std::time::Duration::from_millis(100)));
+        }
+        worker.join()
+    })
+    .map_err(|_| anyhow::anyhow!("the mining thread panicked"))??;
+    println!(
+        "mined {} hashes, {} shares found, {} accepted by the RN",
+        report.hashes, report.found, report.accepted
+    );
     Ok(())
 }
 

@@ -310,6 +310,8 @@ impl CnApp {
     }
 
     fn advance(&mut self, block: &Block) {
+        let segments = Arc::clone(&self.region_read().segments);
+        segments.record(block);
         self.tip = Tip::of(block);
         Arc::make_mut(&mut self.hashes).push(self.tip.height, self.tip.hash.0);
     }

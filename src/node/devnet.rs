@@ -47,6 +47,10 @@ pub struct DevnetConfig {
     pub rns: usize,
     /// JSON-RPC of the first RN (`None`: not served).
     pub rpc: Option<std::net::SocketAddr>,
+    /// Starting PoR difficulty in bits (low, so the built-in miner finds shares quickly).
+    pub por_bits: u32,
+    /// Hashes per second of the built-in CPU miner (0: no miner; needs the RPC).
+    pub miner_pace: u64,
 }
 
 impl Default for DevnetConfig {
@@ -64,6 +68,8 @@ impl Default for DevnetConfig {
             metrics: None,
             rns: 2,
             rpc: Some(std::net::SocketAddr::from(([127, 0, 0, 1], 8545))),
+            por_bits: 14,
+            miner_pace: 1 << 16,
         }
     }
 }
@@ -130,6 +136,14 @@ pub fn run(
         (Some(addr), Some(rn)) => {
             let served = super::rpc::serve(rt.handle(), addr, &genesis, rn.view(), &stop)?;
             print_rpc(out, &served, &chains, &developers)?;
+            if config.miner_pace > 0 {
+                writeln!(
+                    out,
+                    "PoR miner: CPU, {} hashes/s, rewards to development account (9) {}; see kaon_popState",
+                    config.miner_pace,
+                    devnet_miner_address()
+                )?;
+            }
             Some(served)
         }
         _ => None,
@@ -150,6 +164,10 @@ pub fn run(
         writeln!(out, "metrics: http://{bound}/metrics")?;
     }
     let loadgen = spawn_loadgen(config, &chains, &accounts, &nodes, &tracker, &stop)?;
+    let miner = match &rpc {
+        Some(rpc) => spawn_miner(config, rpc, &stop)?,
+        None => None,
+    };
     let started = Instant::now();
     let mut all_latencies = Vec::new();
     let mut last_txs = 0u64;
@@ -171,6 +189,9 @@ pub fn run(
     }
     stop.store(true, Ordering::Relaxed);
     if let Some(handle) = loadgen {
+        let _ = handle.join();
+    }
+    if let Some(handle) = miner {
         let _ = handle.join();
     }
     if let Some(rpc) = rpc {
@@ -258,15 +279,53 @@ fn devnet_genesis(
         .map(|i| devnet_cn_key(i).public_key())
         .collect();
     let funded: Vec<DevAccount> = developers.iter().chain(load).cloned().collect();
-    Genesis::new(
-        DEVNET_REGION,
-        &public,
-        chains.len(),
-        &funded,
-        U256::from(DEV_BALANCE_WEI),
-        config.round_ms,
-        config.committee_size,
-    )
+    Genesis {
+        por_bits: config.por_bits,
+        ..Genesis::new(
+            DEVNET_REGION,
+            &public,
+            chains.len(),
+            &funded,
+            U256::from(DEV_BALANCE_WEI),
+            config.round_ms,
+            config.committee_size,
+        )
+    }
+}
+
+/// Reward address of the devnet's built-in miner: development account 9.
+pub fn devnet_miner_address() -> alloy_primitives::Address {
+    developer_accounts(DEV_ACCOUNTS)[DEV_ACCOUNTS - 1].address
+}
+
+/// The built-in PoR miner: CPU, paced, against the regionchain endpoint of RN 0's RPC.
+fn spawn_miner(
+    config: &DevnetConfig,
+    rpc: &super::rpc::ServedRpc,
+    stop: &Arc<AtomicBool>,
+) -> anyhow::Result<Option<std::thread::JoinHandle<()>>> {
+    if config.miner_pace == 0 {
+        return Ok(None);
+    }
+    let url = format!("http://{}/chain/{DEVNET_REGION}", rpc.local_addr());
+    let options = super::miner::MineOptions {
+        duration: None,
+        pace: Some(config.miner_pace),
+        verbose: false,
+    };
+    let stop = Arc::clone(stop);
+    let handle = std::thread::Builder::new()
+        .name("por-miner".into())
+        .spawn(move || {
+            let client = super::miner::RnClient::new(&url);
+            let mut hasher = super::miner::Hasher::Cpu;
+            if let Err(e) =
+                super::miner::run(&client, &mut hasher, devnet_miner_address(), options, &stop)
+            {
+                tracing::warn!(error = %e, "devnet miner stopped");
+            }
+        })?;
+    Ok(Some(handle))
 }
 
 /// Starts `config.rns` ranger nodes syncing from every CN; RN `i > 0` also dials RN 0.

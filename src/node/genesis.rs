@@ -39,6 +39,13 @@ pub struct Genesis {
     /// CN BLS public keys (compressed, hex), in CN-index order.
     pub cns: Vec<String>,
     pub alloc: Vec<Allocation>,
+    /// Starting PoR difficulty (leading zero bits of a share hash); retargets every epoch.
+    #[serde(default = "default_por_bits")]
+    pub por_bits: u32,
+}
+
+fn default_por_bits() -> u32 {
+    crate::node::pop::PopParams::default().initial_bits
 }
 
 /// An initial balance.
@@ -88,6 +95,15 @@ impl Genesis {
                 .map(|k| hex::encode(k.to_bytes().0))
                 .collect(),
             alloc,
+            por_bits: default_por_bits(),
+        }
+    }
+
+    /// The PoP settings this genesis fixes.
+    pub fn pop_params(&self) -> crate::node::pop::PopParams {
+        crate::node::pop::PopParams {
+            initial_bits: self.por_bits,
+            ..Default::default()
         }
     }
 
@@ -206,6 +222,7 @@ impl Genesis {
             pipeline: crate::config::PipelineConfig::default(),
             storage: crate::config::StorageConfig::default(),
             max_txs_per_segment: 10_000,
+            pop: self.pop_params(),
         })
     }
 }

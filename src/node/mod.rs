@@ -7,6 +7,7 @@ pub mod cn;
 pub mod devnet;
 pub mod genesis;
 pub mod loadgen;
+pub mod miner;
 pub mod pop;
 pub mod recovery;
 pub mod region;

@@ -78,6 +78,9 @@ pub enum ShareError {
 
 /// `C(h)` as the node reads it from its block log.
 pub trait SegmentSource: Send + Sync + std::fmt::Debug {
+    /// Notes a committed block (in height order, from height 1).
+    fn record(&self, _block: &crate::types::Block) {}
+    /// `C(height)`: the segment shares with seed height `height` are hashed over.
     fn segment(&self, height: Height) -> Result<Arc<Vec<u8>>, String>;
 }
 

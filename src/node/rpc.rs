@@ -741,6 +741,47 @@ impl RpcBackend for ChainRpc {
             "rns": rns,
         }))
     }
+
+    fn por_work(&self) -> Result<Value, BackendError> {
+        let height = self.head_height()?;
+        let region = self.regionchain.read().unwrap_or_else(|e| e.into_inner());
+        let segment = region
+            .segments
+            .segment(Height(height))
+            .map_err(BackendError::Execution)?;
+        Ok(json!({
+            "seedHeight": height,
+            "bits": region.pop.bits,
+            "target": region.pop.target(),
+            "expiresAfter": height + super::pop::SHARE_EXPIRY,
+            "segment": Bytes::from(segment.to_vec()),
+        }))
+    }
+
+    fn submit_share(
+        &self,
+        height: u64,
+        miner: Address,
+        counter: u64,
+    ) -> Result<Value, BackendError> {
+        let share = super::pop::ShareSubmission {
+            height: Height(height),
+            miner,
+            counter,
+        };
+        let next = Height(self.head_height()? + 1);
+        {
+            let region = self.regionchain.read().unwrap_or_else(|e| e.into_inner());
+            region
+                .pop
+                .check_share(&share, next, &[], &*region.segments)
+                .map_err(|e| BackendError::InvalidParams(format!("share refused: {e}")))?;
+        }
+        self.link
+            .forward(vec![share.to_system_tx()])
+            .map_err(BackendError::Execution)?;
+        Ok(json!({ "accepted": true, "seedHeight": height }))
+    }
 }
 
 impl NodeLink for crate::rn::RnView {

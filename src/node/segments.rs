@@ -1,26 +1,29 @@
-//! `C(h)` for share verification, read from this node's own block log: the canonical length
-//! and mix of every committed block are kept in memory (40 bytes per block), and a segment
-//! reads only the blocks it overlaps. Recent segments are cached, since every share of one
-//! seed height needs the same one.
+//! `C(h)` for share verification, read from this node's own chain. The canonical log is the
+//! concatenation of every block's [`Block::agreed_bytes`] (header and segments, not the seal,
+//! which differs between nodes). Its length and the mix of every committed block are kept in
+//! memory (40 bytes per block), and a segment reads
+//! only the blocks it overlaps. Recent blocks are kept whole, because a block is committed (and
+//! the next container executed) before the persist stage has written it: shares are verified
+//! against exactly the same bytes on every node, whatever its persist lag. Recent segments are
+//! cached, since every share of one seed height needs the same one.
 
-use super::pop::SegmentSource;
+use super::pop::{SegmentSource, SHARE_EXPIRY};
+use crate::net::sync::ChainReader;
 use crate::por::source::CanonicalLog;
 use crate::por::PorError;
-use crate::storage::blocklog::{BlockLogReader, RecordOffset};
-use crate::storage::store::Store;
-use crate::types::codec::FRAME_OVERHEAD;
 use crate::types::{Block, Height};
 use alloy_primitives::B256;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
-/// Segments kept (one per seed height in the share-expiry window is plenty).
+/// Segments kept (one per seed height in use is plenty).
 const CACHED_SEGMENTS: usize = 8;
+/// Whole blocks kept in memory: the share-expiry window plus a margin for the persist lag.
+const RECENT_BLOCKS: usize = SHARE_EXPIRY as usize + 8;
 
-/// Reads `C(h)` from a block log indexed by a [`Store`].
+/// Reads `C(h)` from a node's chain.
 pub struct LogSegments {
-    reader: BlockLogReader,
-    store: Arc<Store>,
+    chain: ChainReader,
     segment_len: usize,
     inner: Mutex<Inner>,
 }
@@ -30,6 +33,8 @@ struct Inner {
     log: CanonicalLog,
     /// `mixes[i]`: the mix of height `i + 1`, the seed of shares for that height.
     mixes: Vec<B256>,
+    /// Canonical bytes of the most recent blocks, oldest first: (height, bytes).
+    recent: VecDeque<(u64, Arc<Vec<u8>>)>,
     cache: VecDeque<(Height, Arc<Vec<u8>>)>,
 }
 
@@ -42,45 +47,48 @@ impl std::fmt::Debug for LogSegments {
 }
 
 impl LogSegments {
-    pub fn new(reader: BlockLogReader, store: Arc<Store>, segment_len: usize) -> Self {
+    pub fn new(chain: ChainReader, segment_len: usize) -> Self {
         Self {
-            reader,
-            store,
+            chain,
             segment_len,
             inner: Mutex::default(),
         }
     }
 
-    /// Records a committed block (in height order, from height 1).
-    pub fn record(&self, block: &Block) {
-        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        if block.header().height.0 != inner.log.blocks() + 1 {
-            return;
+    /// The canonical encoding of block `height`: from memory if recent, else from the log.
+    fn read_block(
+        &self,
+        recent: &VecDeque<(u64, Arc<Vec<u8>>)>,
+        height: u64,
+    ) -> Result<Vec<u8>, String> {
+        if let Some((_, bytes)) = recent.iter().find(|(h, _)| *h == height) {
+            return Ok(bytes.to_vec());
         }
-        inner.log.push(alloy_rlp::Encodable::length(block) as u64);
-        inner.mixes.push(block.header().mix);
-    }
-
-    /// The canonical encoding of block `height`, from the log.
-    fn read_block(&self, height: u64) -> Result<Vec<u8>, String> {
-        let offset = self
-            .store
-            .log_offset(height)
+        let block = self
+            .chain
+            .block_at(Height(height))
             .map_err(|e| e.to_string())?
-            .ok_or_else(|| format!("block {height} is not indexed"))?;
-        let frame = self
-            .reader
-            .read(RecordOffset(offset))
-            .map_err(|e| e.to_string())?;
-        // The frame is version | kind | RLP | crc32c: the RLP is the canonical encoding.
-        frame
-            .get(2..frame.len().saturating_sub(FRAME_OVERHEAD - 2))
-            .map(<[u8]>::to_vec)
-            .ok_or_else(|| format!("block {height}: truncated record"))
+            .ok_or_else(|| format!("block {height} is not stored"))?;
+        Ok(block.agreed_bytes())
     }
 }
 
 impl SegmentSource for LogSegments {
+    fn record(&self, block: &Block) {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let height = block.header().height.0;
+        if height != inner.log.blocks() + 1 {
+            return;
+        }
+        let bytes = block.agreed_bytes();
+        inner.log.push(bytes.len() as u64);
+        inner.mixes.push(block.header().mix);
+        inner.recent.push_back((height, Arc::new(bytes)));
+        if inner.recent.len() > RECENT_BLOCKS {
+            inner.recent.pop_front();
+        }
+    }
+
     fn segment(&self, height: Height) -> Result<Arc<Vec<u8>>, String> {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((_, hit)) = inner.cache.iter().find(|(h, _)| *h == height) {
@@ -91,10 +99,11 @@ impl SegmentSource for LogSegments {
             .checked_sub(1)
             .and_then(|i| inner.mixes.get(i as usize))
             .ok_or_else(|| PorError::UnknownHeight(height.0).to_string())?;
+        let recent = &inner.recent;
         let segment = inner
             .log
             .segment(height.0, seed, self.segment_len, |h| {
-                self.read_block(h).map_err(SegmentReadError::Read)
+                self.read_block(recent, h).map_err(SegmentReadError::Read)
             })
             .map_err(|e| e.to_string())?;
         let segment = Arc::new(segment);

@@ -84,6 +84,8 @@ pub struct CnSpec {
     pub pipeline: PipelineConfig,
     pub storage: crate::config::StorageConfig,
     pub max_txs_per_segment: usize,
+    /// Proof-of-participation settings from genesis.
+    pub pop: crate::node::pop::PopParams,
 }
 
 /// A running consensus node:
@@ -194,7 +196,16 @@ impl BoundCn {
             spec.max_txs_per_segment,
             spec.genesis,
         );
-        app.configure_region(|r| r.with_genesis_chains(&spec.chains));
+        let chain = crate::net::sync::ChainReader::new(log.reader(), Arc::clone(&store));
+        let segments = Arc::new(crate::node::segments::LogSegments::new(
+            chain.clone(),
+            crate::por::DEFAULT_SEGMENT_LEN,
+        ));
+        app.configure_region(|r| {
+            r.with_genesis_chains(&spec.chains)
+                .with_pop(spec.pop)
+                .with_segments(segments)
+        });
         let recovered =
             crate::node::recovery::replay(&log, &shared.state, &wal, &mut app, spec.genesis)?;
         if recovered.blocks > 0 {
@@ -205,7 +216,6 @@ impl BoundCn {
             std::sync::atomic::Ordering::Relaxed,
         );
         // Ranger nodes' block requests are served from the log through the index.
-        let chain = crate::net::sync::ChainReader::new(log.reader(), Arc::clone(&store));
         let block_server = crate::net::sync::BlockServer::new(chain)?;
         net.serve_blocks(Arc::clone(&block_server));
         let on_persisted = crate::net::sync::notify_after(block_server, on_persisted);

@@ -207,7 +207,7 @@ impl Disk {
         let genesis = &config.genesis;
         let ledger = Ledger::open(&config.datadir, &config.storage, &genesis.allocations())?;
         let evidence = Arc::new(EvidenceBook::open(Arc::clone(ledger.chain().store()))?);
-        let (mut app, state) = audit_app(genesis, Arc::clone(ledger.state()))?;
+        let (mut app, state) = audit_app(genesis, Arc::clone(ledger.state()), ledger.chain())?;
         let mut sets = SetHistory::new(Arc::clone(app.cn_set()));
         let tip = ledger.replay(genesis.tip(), &mut app, |app, block| {
             if !block.header().next_cn_set.is_empty() {
@@ -258,6 +258,7 @@ fn start_network(
 fn audit_app(
     genesis: &Genesis,
     state: Arc<crate::storage::state::CommittedState>,
+    chain: &ChainReader,
 ) -> anyhow::Result<(CnApp, CnState)> {
     let region = ChainId(genesis.region);
     let chains = genesis
@@ -279,7 +280,15 @@ fn audit_app(
         genesis.tip(),
     );
     let servicechains: Vec<ChainId> = genesis.servicechains.iter().map(|&c| ChainId(c)).collect();
-    app.configure_region(|r| r.with_genesis_chains(&servicechains));
+    let segments = Arc::new(crate::node::segments::LogSegments::new(
+        chain.clone(),
+        crate::por::DEFAULT_SEGMENT_LEN,
+    ));
+    app.configure_region(|r| {
+        r.with_genesis_chains(&servicechains)
+            .with_pop(genesis.pop_params())
+            .with_segments(segments)
+    });
     Ok((app, shared))
 }
 

@@ -269,4 +269,25 @@ pub trait RpcBackend: Send + Sync + 'static {
     /// `kaon_popState`: proof-of-participation (PoR shares, PoSC penalties, rewards) of one
     /// RN, or of all RNs when `rn` is `None`.
     fn pop_state(&self, rn: Option<Address>) -> Result<serde_json::Value, BackendError>;
+
+    /// `kaon_getWork`: what a PoR miner needs now — seed height, difficulty bits, target and
+    /// the segment `C(h)` (hex).
+    fn por_work(&self) -> Result<serde_json::Value, BackendError> {
+        Err(BackendError::Execution(
+            "this node does not serve PoR work".into(),
+        ))
+    }
+
+    /// `kaon_submitShare`: checks a share `(height, miner, counter)` and forwards it to the
+    /// CNs as a regionchain system transaction.
+    fn submit_share(
+        &self,
+        _height: u64,
+        _miner: Address,
+        _counter: u64,
+    ) -> Result<serde_json::Value, BackendError> {
+        Err(BackendError::Execution(
+            "this node does not take PoR shares".into(),
+        ))
+    }
 }

@@ -126,6 +126,15 @@ impl Block {
     pub fn hash(&self) -> BlockHash {
         self.sealed.hash()
     }
+
+    /// The bytes of this block that are identical on every node: the canonical header followed
+    /// by the canonical segments. The seal is left out: each node may hold a different (equally
+    /// valid) commit certificate for the same block. The PoR canonical log is made of these.
+    pub fn agreed_bytes(&self) -> Vec<u8> {
+        let mut out = canonical(self.header());
+        alloy_rlp::Encodable::encode(&self.segments, &mut out);
+        out
+    }
 }
 
 impl WireMessage for Block {

@@ -91,6 +91,7 @@ fn ethers_and_solc_against_the_devnet_rpc() {
         .env("KAON_E2E_TIMEOUT_MS", "180000")
         .output()
         .expect("node runs (install Node.js)");
+    let shares = pop_shares_on_chain(&url.replace("/chain/1001", "/chain/1000"));
     stop.store(true, Ordering::Relaxed);
     let report = devnet.join().unwrap().unwrap();
     let stdout = String::from_utf8_lossy(&script.stdout);
@@ -102,4 +103,56 @@ fn ethers_and_solc_against_the_devnet_rpc() {
         out.text()
     );
     assert!(report.chains_agree, "{report:?}");
+    let (state, reserve_view) = shares.expect("the devnet miner's shares reach the regionchain");
+    assert!(
+        reserve_view >= 1,
+        "reserve sharesOf = {reserve_view}, popState = {state}"
+    );
+}
+
+/// Waits (bounded) until the built-in miner's shares are recorded on the regionchain; returns
+/// `kaon_popState` and the reserve contract's `sharesOf(miner)` read with `eth_call`.
+fn pop_shares_on_chain(region_url: &str) -> Result<(serde_json::Value, u64), String> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .into();
+    let call = |method: &str, params: serde_json::Value| -> Result<serde_json::Value, String> {
+        let body =
+            serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
+        let text = agent
+            .post(region_url)
+            .header("content-type", "application/json")
+            .send(body.to_string())
+            .map_err(|e| e.to_string())?
+            .body_mut()
+            .read_to_string()
+            .map_err(|e| e.to_string())?;
+        let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+        Ok(v["result"].clone())
+    };
+    let miner = kaon::node::devnet::devnet_miner_address();
+    let selector = &kaon::crypto::hash::keccak256(b"sharesOf(address)")[..4];
+    let data = format!("0x{}{:0>64}", hex::encode(selector), hex::encode(miner));
+    let started = Instant::now();
+    loop {
+        let state = call("kaon_popState", serde_json::json!([miner]))?;
+        let answer = call(
+            "eth_call",
+            serde_json::json!([{"to": kaon::node::pop::RESERVE_ADDRESS, "data": data}, "latest"]),
+        )?;
+        let shares = answer
+            .as_str()
+            .and_then(|h| {
+                u64::from_str_radix(h.trim_start_matches("0x").trim_start_matches('0'), 16).ok()
+            })
+            .unwrap_or(0);
+        if shares > 0 {
+            return Ok((state, shares));
+        }
+        if started.elapsed() > Duration::from_secs(90) {
+            return Err(format!("no shares recorded after 90 s: {state}"));
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
 }

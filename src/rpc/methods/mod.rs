@@ -97,6 +97,8 @@ methods! {
     KaonGetCheckpointProof = "kaon_getCheckpointProof", Blocking, 1;
     KaonGetEvidence = "kaon_getEvidence", Blocking, 2;
     KaonPopState = "kaon_popState", Blocking, 1;
+    KaonGetWork = "kaon_getWork", Blocking, 0;
+    KaonSubmitShare = "kaon_submitShare", Blocking, 3;
 }
 
 /// Most evidence items one `kaon_getEvidence` returns.
@@ -224,5 +226,12 @@ fn run(cx: &Cx<'_>, method: Method, params: Option<&RawValue>) -> MethodResult {
             to_raw(&cx.shared.backend.evidence(from, limit)?)
         }
         KaonPopState => to_raw(&cx.shared.backend.pop_state(p.optional(0)?)?),
+        KaonGetWork => to_raw(&cx.shared.backend.por_work()?),
+        KaonSubmitShare => {
+            let height = p.required::<super::params::CountArg>(0)?.0;
+            let miner = p.required(1)?;
+            let counter = p.required::<super::params::CountArg>(2)?.0;
+            to_raw(&cx.shared.backend.submit_share(height, miner, counter)?)
+        }
     }
 }

@@ -1,0 +1,239 @@
+//! `kaon mine --rpc URL --address ADDR`: a PoR miner against a live network. It asks its RN
+//! for work (`kaon_getWork`: seed height, difficulty, the segment `C(h)`), hashes on the CPU or
+//! the GPU, submits every share (`kaon_submitShare`; the RN checks it and forwards it to the
+//! CNs, which verify it again in segment 0), shows its hash rate and shares, refreshes work when
+//! a new block arrives, and retries with backoff when the RN is unreachable.
+
+use crate::por::cpu::Found;
+use alloy_primitives::{Address, Bytes, B256};
+use anyhow::Context;
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+/// How long one mining slice runs before the miner looks for new work.
+const SLICE: Duration = Duration::from_millis(1500);
+/// Longest wait between reconnection attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// Largest response accepted from the RN (a segment is 256 KiB, twice that in hex).
+const MAX_RESPONSE_BYTES: u64 = 4 << 20;
+
+/// The work an RN hands out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Work {
+    pub seed_height: u64,
+    pub bits: u32,
+    pub target: B256,
+    pub segment: Vec<u8>,
+}
+
+/// Where hashes are computed.
+pub enum Hasher {
+    Cpu,
+    Gpu {
+        workgroup_size: u32,
+        batch: u32,
+        miner: Option<(u64, crate::por::gpu::GpuMiner)>,
+    },
+}
+
+impl Hasher {
+    /// Shares in `start .. start + count` over `work` (the GPU re-uploads only on a new seed).
+    fn mine(
+        &mut self,
+        work: &Work,
+        miner: Address,
+        start: u64,
+        count: u64,
+    ) -> anyhow::Result<Vec<Found>> {
+        match self {
+            Self::Cpu => Ok(crate::por::cpu::mine(
+                &work.segment,
+                miner,
+                &work.target,
+                start,
+                count,
+            )),
+            Self::Gpu {
+                workgroup_size,
+                batch,
+                miner: loaded,
+            } => {
+                if loaded.as_ref().is_none_or(|(h, _)| *h != work.seed_height) {
+                    let gpu = crate::por::gpu::GpuMiner::new(&work.segment, *workgroup_size)?;
+                    *loaded = Some((work.seed_height, gpu));
+                }
+                let Some((_, gpu)) = loaded.as_ref() else {
+                    return Ok(Vec::new());
+                };
+                let mut found = Vec::new();
+                let mut at = start;
+                while at < start + count {
+                    found.extend(gpu.mine(miner, &work.target, at, *batch)?);
+                    at += u64::from(*batch);
+                }
+                Ok(found)
+            }
+        }
+    }
+}
+
+/// A JSON-RPC client of one RN endpoint.
+pub struct RnClient {
+    url: String,
+    agent: ureq::Agent,
+}
+
+impl RnClient {
+    pub fn new(url: &str) -> Self {
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(10)))
+            .build()
+            .into();
+        Self {
+            url: url.to_string(),
+            agent,
+        }
+    }
+
+    fn call(&self, method: &str, params: Value) -> anyhow::Result<Value> {
+        let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
+        let mut response = self
+            .agent
+            .post(&self.url)
+            .header("content-type", "application/json")
+            .send(body.to_string())
+            .with_context(|| format!("{method} to {}", self.url))?;
+        let text = response
+            .body_mut()
+            .with_config()
+            .limit(MAX_RESPONSE_BYTES)
+            .read_to_string()
+            .with_context(|| format!("reading the answer to {method}"))?;
+        let mut reply: Value = serde_json::from_str(&text)
+            .with_context(|| format!("{method}: the answer is not JSON"))?;
+        if let Some(error) = reply.get("error") {
+            anyhow::bail!("{method}: {}", error["message"].as_str().unwrap_or("error"));
+        }
+        Ok(reply["result"].take())
+    }
+
+    /// `kaon_getWork`.
+    pub fn work(&self) -> anyhow::Result<Work> {
+        let v = self.call("kaon_getWork", json!([]))?;
+        let field = |name: &str| {
+            v.get(name)
+                .with_context(|| format!("kaon_getWork lacks {name}"))
+        };
+        let segment: Bytes = serde_json::from_value(field("segment")?.clone())?;
+        Ok(Work {
+            seed_height: field("seedHeight")?.as_u64().context("seedHeight")?,
+            bits: field("bits")?.as_u64().context("bits")? as u32,
+            target: serde_json::from_value(field("target")?.clone())?,
+            segment: segment.to_vec(),
+        })
+    }
+
+    /// `kaon_submitShare`; `Ok(false)` when the RN refused the share.
+    pub fn submit(&self, height: u64, miner: Address, counter: u64) -> anyhow::Result<bool> {
+        match self.call("kaon_submitShare", json!([height, miner, counter])) {
+            Ok(_) => Ok(true),
+            Err(e) if e.to_string().contains("share refused") => {
+                tracing::warn!(error = %e, "share refused");
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// What a mining run did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MineReport {
+    pub hashes: u64,
+    pub found: u64,
+    pub accepted: u64,
+}
+
+/// How a mining run goes.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MineOptions {
+    /// Stop after this long (`None`: until `stop`).
+    pub duration: Option<Duration>,
+    /// At most this many hashes per second (`None`: as fast as the device goes); the devnet's
+    /// built-in miner is paced so it leaves the CPU to the nodes.
+    pub pace: Option<u64>,
+    /// Print a status line every few seconds.
+    pub verbose: bool,
+}
+
+/// Mines for `miner` against `client` until `options.duration` elapses or `stop` is set.
+pub fn run(
+    client: &RnClient,
+    hasher: &mut Hasher,
+    miner: Address,
+    options: MineOptions,
+    stop: &std::sync::atomic::AtomicBool,
+) -> anyhow::Result<MineReport> {
+    let duration = options.duration;
+    let started = Instant::now();
+    let mut report = MineReport::default();
+    let mut backoff = Duration::from_millis(250);
+    let mut counter = 0u64;
+    let mut chunk = options.pace.map_or(1 << 20, |p| (p / 4).max(1));
+    let mut last_print = Instant::now();
+    let mut seed = None;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed)
+        && duration.is_none_or(|d| started.elapsed() < d)
+    {
+        let work = match client.work() {
+            Ok(w) => {
+                backoff = Duration::from_millis(250);
+                w
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in = ?backoff, "no work from the RN");
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                continue;
+            }
+        };
+        if seed != Some(work.seed_height) {
+            seed = Some(work.seed_height);
+            counter = 0;
+        }
+        let slice = Instant::now();
+        while slice.elapsed() < SLICE {
+            let t = Instant::now();
+            let found = hasher.mine(&work, miner, counter, chunk)?;
+            counter += chunk;
+            report.hashes += chunk;
+            // Aim each chunk at ~250 ms so work refreshes promptly.
+            let secs = t.elapsed().as_secs_f64().max(1e-3);
+            chunk = ((chunk as f64 * 0.25 / secs) as u64).clamp(1 << 14, 1 << 28);
+            if let Some(pace) = options.pace {
+                chunk = (pace / 4).max(1);
+                std::thread::sleep(Duration::from_millis(250).saturating_sub(t.elapsed()));
+            }
+            for share in found {
+                report.found += 1;
+                if client.submit(work.seed_height, miner, share.counter)? {
+                    report.accepted += 1;
+                }
+            }
+        }
+        if options.verbose && last_print.elapsed() >= Duration::from_secs(5) {
+            last_print = Instant::now();
+            println!(
+                "[{:>4}s] seed height {} difficulty 2^-{} | {:.2} M H/s | shares found {} accepted {}",
+                started.elapsed().as_secs(),
+                work.seed_height,
+                work.bits,
+                report.hashes as f64 / started.elapsed().as_secs_f64() / 1e6,
+                report.found,
+                report.accepted
+            );
+        }
+    }
+    Ok(report)
+}
