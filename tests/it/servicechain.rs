@@ -217,3 +217,101 @@ fn a_hundred_thousand_registered_chains_cost_nothing_per_idle_block() {
     let listed: Vec<u64> = checkpoint.entries.iter().map(|e| e.chain_id.0).collect();
     assert_eq!(listed, active);
 }
+
+/// Over a running 4-CN cluster (QUIC, RocksDB): a registration submitted as a system
+/// transaction creates the chain with its allocations on every CN, and a transaction with the
+/// new chain id is then routed to it and committed; a transaction for an unregistered chain id
+/// never is.
+#[test]
+fn a_registered_servicechain_takes_transactions_on_a_running_cluster() {
+    use alloy_primitives::Address;
+    use kaon::crypto::tx::{Eip1559Tx, Transaction, TxKind};
+    use kaon::exec::StateRead;
+    use kaon::net::NetConfig;
+    use kaon::node::genesis::Genesis;
+    use kaon::pipeline::topology::{start_cluster, CnNode};
+    use std::time::{Duration, Instant};
+
+    let dir = tempfile::tempdir().unwrap();
+    let keys: Vec<SecretKey> = (0..4u8)
+        .map(|i| SecretKey::from_seed(&sha256(&[b'r', i]).0).unwrap())
+        .collect();
+    let public: Vec<_> = keys.iter().map(SecretKey::public_key).collect();
+    let genesis = Genesis::new(REGION, &public, 1, &[], U256::ZERO, 150, 100);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let specs = (0..4)
+        .map(|i| {
+            let net = NetConfig::new("127.0.0.1:0".parse().unwrap());
+            genesis
+                .cn_spec(
+                    CnIndex(i as u32),
+                    keys[i].clone(),
+                    dir.path().join(format!("cn{i}")),
+                    net,
+                )
+                .unwrap()
+        })
+        .collect();
+    let nodes = start_cluster(rt.handle(), specs, |_| Box::new(|_| {})).unwrap();
+    let wait = |what: &str, cond: &dyn Fn(&[CnNode]) -> bool| {
+        let start = Instant::now();
+        while !cond(&nodes) {
+            assert!(
+                start.elapsed() < Duration::from_secs(90),
+                "timed out: {what}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let balance = |n: &CnNode, chain: u64, who: Address| {
+        n.shared
+            .state
+            .account(ChainId(chain), &who)
+            .unwrap()
+            .map_or(U256::ZERO, |a| a.balance)
+    };
+    let funded = dev_account(7);
+    nodes[0]
+        .submitter()
+        .submit(vec![registration(5000, 1).to_system_tx()])
+        .unwrap();
+    wait("the registration's allocation on every CN", &|n| {
+        n.iter()
+            .all(|n| balance(n, 5000, funded.address) > U256::ZERO)
+    });
+
+    let transfer = |chain: u64, to: Address| {
+        Transaction::Eip1559(Eip1559Tx {
+            chain_id: ChainId(chain),
+            nonce: 0,
+            max_priority_fee_per_gas: 1_000_000_000,
+            max_fee_per_gas: 3_000_000_000,
+            gas_limit: 21_000,
+            to: TxKind::Call(to),
+            value: U256::from(12345u64),
+            input: Default::default(),
+            access_list: Default::default(),
+        })
+        .sign(&funded.secret)
+        .unwrap()
+        .raw()
+        .clone()
+    };
+    let (to, stranger) = (Address::repeat_byte(0x51), Address::repeat_byte(0x52));
+    nodes[1]
+        .submitter()
+        .submit(vec![transfer(5000, to), transfer(6000, stranger)])
+        .unwrap();
+    wait("the transfer on the new chain", &|n| {
+        n.iter()
+            .all(|n| balance(n, 5000, to) == U256::from(12345u64))
+    });
+    assert_eq!(balance(&nodes[0], 6000, stranger), U256::ZERO);
+    for node in nodes {
+        node.shutdown().unwrap();
+    }
+}
