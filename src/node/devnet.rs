@@ -150,6 +150,8 @@ pub fn run(
     };
     if let Some(addr) = config.metrics {
         let sources: Vec<_> = nodes.iter().map(CnNode::metrics_source).collect();
+        let rn_views: Vec<_> = rns.iter().map(|r| r.view()).collect();
+        let rpc_metrics = rpc.as_ref().map(|r| r.server().metrics_source());
         let bound = crate::telemetry::serve_metrics(
             rt.handle(),
             addr,
@@ -157,6 +159,12 @@ pub fn run(
                 let mut m = crate::telemetry::Metrics::default();
                 for (i, source) in sources.iter().enumerate() {
                     source.metrics(&mut m, &[("cn", &i.to_string())]);
+                }
+                for (i, rn) in rn_views.iter().enumerate() {
+                    rn.metrics(&mut m, &[("rn", &i.to_string())]);
+                }
+                if let Some(rpc) = &rpc_metrics {
+                    rpc.metrics(&mut m, &[("rn", "0")]);
                 }
                 m.render()
             }),
