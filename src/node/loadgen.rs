@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 /// Transactions an account may have in flight before it waits for commits.
 const MAX_IN_FLIGHT: u64 = 64;
 /// In-flight transactions not committed for this long are presumed lost and resent.
-const RESYNC_AFTER: Duration = Duration::from_secs(10);
+const RESYNC_AFTER: Duration = Duration::from_secs(3);
 
 /// A development account: deterministic key, documented derivation.
 #[derive(Debug, Clone)]

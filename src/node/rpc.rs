@@ -64,6 +64,8 @@ pub struct ChainRpc {
     executor: EvmExecutor,
     /// Next nonce per sender after what this node forwarded (for `pending`).
     forwarded: Mutex<HashMap<(ChainId, Address), u64>>,
+    /// The head's height and mix, for calls' PREVRANDAO.
+    head_mix: Mutex<Option<(u64, B256)>>,
 }
 
 fn internal(e: impl std::fmt::Display) -> BackendError {
@@ -88,6 +90,7 @@ impl ChainRpc {
             link,
             executor: EvmExecutor,
             forwarded: Mutex::default(),
+            head_mix: Mutex::default(),
         }
     }
 
@@ -112,12 +115,20 @@ impl ChainRpc {
         }
     }
 
-    /// The EVM context of the block after the head.
+    /// The EVM context of the block after the head (the head's mix is read once per head).
     fn next_context(&self) -> Result<BlockContext, BackendError> {
         let head = self.head_height()?;
-        let mix = match self.container(head)? {
-            Some(b) => b.header().mix,
-            None => self.genesis.mix,
+        let cached = *self.head_mix.lock().unwrap_or_else(|e| e.into_inner());
+        let mix = match cached {
+            Some((height, mix)) if height == head => mix,
+            _ => {
+                let mix = match self.container(head)? {
+                    Some(b) => b.header().mix,
+                    None => self.genesis.mix,
+                };
+                *self.head_mix.lock().unwrap_or_else(|e| e.into_inner()) = Some((head, mix));
+                mix
+            }
         };
         Ok(BlockContext::new(
             Height(head + 1),
