@@ -12,12 +12,12 @@ use alloy_primitives::Bytes;
 use alloy_primitives::B256;
 use criterion::{criterion_group, criterion_main, Criterion};
 use kaon::consensus::selection::CnSet;
-use kaon::crypto::bls::{SecretKey, SignatureBytes};
+use kaon::crypto::bls::SecretKey;
 use kaon::crypto::hash::sha256;
 use kaon::node::loadgen::dev_account;
-use kaon::node::region::RegionState;
+use kaon::node::region::{Committed, RegionState};
 use kaon::node::servicechain::{Registration, ServicechainSpec};
-use kaon::types::{BlockHash, ChainId, CnIndex, Header, Height, Round, Segment, SegmentCommitment};
+use kaon::types::{BlockHash, ChainId, Height, Segment};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -33,31 +33,6 @@ fn empty_state() -> RegionState {
     RegionState::new(REGION, Arc::new(CnSet::new(keys).unwrap()), INTERVAL)
 }
 
-fn header(height: u64, segment0: SegmentCommitment, chains: &[ChainId]) -> Header {
-    let mut segments = vec![segment0];
-    segments.extend(chains.iter().map(|c| SegmentCommitment {
-        chain_id: *c,
-        tx_count: 10,
-        tx_root: B256::ZERO,
-        receipts_root: B256::ZERO,
-        state_root: B256::ZERO,
-    }));
-    Header {
-        version: 1,
-        region: REGION,
-        height: Height(height),
-        round: Round(0),
-        parent: BlockHash(B256::ZERO),
-        timestamp_ms: height,
-        proposer: CnIndex(0),
-        random_reveal: SignatureBytes::default(),
-        mix: B256::ZERO,
-        cn_set_root: B256::ZERO,
-        next_cn_set: Vec::new(),
-        segments,
-    }
-}
-
 /// Executes and applies one container; returns nothing, the state moves on.
 fn process(state: &mut RegionState, height: u64, system: Vec<Bytes>, chains: &[ChainId]) {
     let execution = state.execute(
@@ -67,8 +42,15 @@ fn process(state: &mut RegionState, height: u64, system: Vec<Bytes>, chains: &[C
             txs: system,
         },
     );
-    let header = header(height, execution.commitment.clone(), chains);
-    state.apply(&execution, &header);
+    state.apply(
+        &execution,
+        &Committed {
+            height: Height(height),
+            hash: BlockHash(B256::with_last_byte(height as u8)),
+            servicechains: chains.to_vec(),
+            next_cn_set: &[],
+        },
+    );
 }
 
 fn resident_bytes() -> u64 {

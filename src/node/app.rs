@@ -153,7 +153,7 @@ impl CnApp {
     /// Applies segment 0's execution and the header's CN-set announcement.
     fn apply_region(&mut self, execution: &RegionExecution, header: &crate::types::Header) {
         let mut region = self.region_write();
-        region.apply(execution, header);
+        region.apply(execution, &super::region::Committed::of(header));
         let set = Arc::clone(&region.set);
         drop(region);
         self.set = set;

@@ -24,7 +24,7 @@ use crate::crypto::hash::{merkle_root, sha256_concat};
 use crate::exec::InvalidReason;
 use crate::types::codec::canonical;
 use crate::types::system::{self, SystemKind};
-use crate::types::{ChainId, Header, Height, Segment, SegmentCommitment};
+use crate::types::{BlockHash, ChainId, Header, Height, Segment, SegmentCommitment};
 use alloy_primitives::B256;
 use std::sync::Arc;
 
@@ -64,6 +64,28 @@ pub struct RegionExecution {
     pub registry_root: B256,
     pub checkpoint: Option<Checkpoint>,
     pub pop: PopDelta,
+}
+
+/// What applying segment 0 needs to know of its committed container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Committed<'a> {
+    pub height: Height,
+    pub hash: BlockHash,
+    /// Chains of the servicechain segments (1..), in order.
+    pub servicechains: Vec<ChainId>,
+    /// The header's CN-set announcement.
+    pub next_cn_set: &'a [PublicKeyBytes],
+}
+
+impl<'a> Committed<'a> {
+    pub fn of(header: &'a Header) -> Self {
+        Self {
+            height: header.height,
+            hash: header.hash(),
+            servicechains: header.segments.iter().skip(1).map(|s| s.chain_id).collect(),
+            next_cn_set: &header.next_cn_set,
+        }
+    }
 }
 
 /// Why a system transaction was marked invalid.
@@ -257,14 +279,14 @@ impl RegionState {
 
     /// Applies a committed block's segment 0 and the header's announcement, and notes the
     /// block's servicechain segments for the next checkpoint.
-    pub fn apply(&mut self, execution: &RegionExecution, header: &Header) {
+    pub fn apply(&mut self, execution: &RegionExecution, container: &Committed<'_>) {
         self.governance_root = execution.governance_root;
         self.pending = execution.pending.clone();
         for chain in &execution.registered {
             self.registry.insert(chain.chain_id, chain.entry);
         }
         debug_assert_eq!(self.registry.root(), execution.registry_root);
-        self.pop.apply(header.height, &execution.pop);
+        self.pop.apply(container.height, &execution.pop);
         if let Some(checkpoint) = &execution.checkpoint {
             let roots = RegionRoots {
                 checkpoints: checkpoint.chain_head(),
@@ -272,10 +294,12 @@ impl RegionState {
             };
             self.checkpoints.commit(checkpoint.clone(), roots);
         }
-        let chains: Vec<ChainId> = header.segments.iter().skip(1).map(|s| s.chain_id).collect();
-        self.checkpoints
-            .record_segments(header.height, &header.hash(), &chains);
-        self.switch_set(&header.next_cn_set);
+        self.checkpoints.record_segments(
+            container.height,
+            &container.hash,
+            &container.servicechains,
+        );
+        self.switch_set(container.next_cn_set);
     }
 
     fn switch_set(&mut self, announced: &[PublicKeyBytes]) {

@@ -4,15 +4,15 @@
 
 use alloy_primitives::{Address, Bytes, B256, U256};
 use kaon::consensus::selection::CnSet;
-use kaon::crypto::bls::{SecretKey, SignatureBytes};
+use kaon::crypto::bls::SecretKey;
 use kaon::crypto::hash::sha256;
 use kaon::node::pop::{
     PopParams, SegmentSource, ShareSubmission, EPOCH_LEN, LOCKUP_EPOCHS, REWARD_PER_EPOCH,
     SHARE_EXPIRY,
 };
-use kaon::node::region::{RegionExecution, RegionState};
+use kaon::node::region::{Committed, RegionExecution, RegionState};
 use kaon::por::{synthetic_segment, verify_share};
-use kaon::types::{BlockHash, ChainId, CnIndex, Header, Height, Round, Segment};
+use kaon::types::{BlockHash, ChainId, Height, Segment};
 use std::sync::Arc;
 
 const REGION: ChainId = ChainId(1000);
@@ -41,23 +41,6 @@ fn state(target_shares_per_epoch: u64) -> RegionState {
         .with_segments(Arc::new(FakeLog))
 }
 
-fn header(height: u64, execution: &RegionExecution) -> Header {
-    Header {
-        version: 1,
-        region: REGION,
-        height: Height(height),
-        round: Round(0),
-        parent: BlockHash(B256::ZERO),
-        timestamp_ms: height,
-        proposer: CnIndex(0),
-        random_reveal: SignatureBytes::default(),
-        mix: B256::ZERO,
-        cn_set_root: B256::ZERO,
-        next_cn_set: Vec::new(),
-        segments: vec![execution.commitment.clone()],
-    }
-}
-
 fn commit(state: &mut RegionState, height: u64, txs: Vec<Bytes>) -> RegionExecution {
     let execution = state.execute(
         Height(height),
@@ -66,7 +49,15 @@ fn commit(state: &mut RegionState, height: u64, txs: Vec<Bytes>) -> RegionExecut
             txs,
         },
     );
-    state.apply(&execution, &header(height, &execution));
+    state.apply(
+        &execution,
+        &Committed {
+            height: Height(height),
+            hash: BlockHash(B256::with_last_byte(height as u8)),
+            servicechains: Vec::new(),
+            next_cn_set: &[],
+        },
+    );
     assert_eq!(state.root(), execution.commitment.state_root);
     execution
 }

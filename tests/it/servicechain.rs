@@ -3,15 +3,15 @@
 
 use alloy_primitives::{B256, U256};
 use kaon::consensus::selection::CnSet;
-use kaon::crypto::bls::{SecretKey, SignatureBytes};
+use kaon::crypto::bls::SecretKey;
 use kaon::crypto::hash::sha256;
 use kaon::node::loadgen::dev_account;
-use kaon::node::region::{RegionExecution, RegionState};
+use kaon::node::region::{Committed, RegionExecution, RegionState};
 use kaon::node::servicechain::{
     segment_hash, GenesisAlloc, Registration, RegistryError, ServicechainSpec, MAX_ALLOCATIONS,
     MAX_CHAIN_ID,
 };
-use kaon::types::{BlockHash, ChainId, CnIndex, Header, Height, Round, Segment};
+use kaon::types::{BlockHash, ChainId, CnIndex, Height, Segment};
 use std::sync::Arc;
 
 const REGION: ChainId = ChainId(1000);
@@ -40,48 +40,30 @@ fn registration(chain: u64, owner: usize) -> Registration {
     Registration::sign(spec(chain, owner), &dev_account(owner).secret).unwrap()
 }
 
-/// A header for `height` whose segments 1.. are `chains` (only what `apply` reads matters).
-fn header(height: u64, execution: &RegionExecution, chains: &[u64]) -> Header {
-    let mut segments = vec![execution.commitment.clone()];
-    segments.extend(chains.iter().map(|c| kaon::types::SegmentCommitment {
-        chain_id: ChainId(*c),
-        tx_count: 0,
-        tx_root: B256::ZERO,
-        receipts_root: B256::ZERO,
-        state_root: sha256(&c.to_be_bytes()),
-    }));
-    Header {
-        version: 1,
-        region: REGION,
-        height: Height(height),
-        round: Round(0),
-        parent: BlockHash(sha256(&height.to_be_bytes())),
-        timestamp_ms: height,
-        proposer: CnIndex(0),
-        random_reveal: SignatureBytes::default(),
-        mix: B256::ZERO,
-        cn_set_root: B256::ZERO,
-        next_cn_set: Vec::new(),
-        segments,
-    }
-}
-
 /// Executes and applies one block carrying `system` in segment 0 and segments of `chains`.
 fn commit(
     state: &mut RegionState,
     height: u64,
     system: Vec<alloy_primitives::Bytes>,
     chains: &[u64],
-) -> (RegionExecution, Header) {
+) -> (RegionExecution, BlockHash) {
     let segment = Segment {
         chain_id: REGION,
         txs: system,
     };
     let execution = state.execute(Height(height), &segment);
-    let header = header(height, &execution, chains);
-    state.apply(&execution, &header);
+    let hash = BlockHash(sha256(&height.to_be_bytes()));
+    state.apply(
+        &execution,
+        &Committed {
+            height: Height(height),
+            hash,
+            servicechains: chains.iter().map(|c| ChainId(*c)).collect(),
+            next_cn_set: &[],
+        },
+    );
     assert_eq!(state.root(), execution.commitment.state_root);
-    (execution, header)
+    (execution, hash)
 }
 
 #[test]
@@ -172,7 +154,7 @@ fn checkpoints_record_moved_chains_and_their_proofs_verify_against_the_region_ro
         .expect("height 4 is a checkpoint height");
     let chains: Vec<u64> = checkpoint.entries.iter().map(|e| e.chain_id.0).collect();
     assert_eq!(chains, vec![4000, 4001], "idle chains are not checkpointed");
-    let latest = segment_hash(&h3.hash(), ChainId(4000));
+    let latest = segment_hash(&h3, ChainId(4000));
     assert_eq!(checkpoint.entries[0].segment_hash, latest);
     assert_eq!(checkpoint.entries[0].height, Height(3));
 
@@ -192,7 +174,7 @@ fn checkpoints_record_moved_chains_and_their_proofs_verify_against_the_region_ro
     // The superseded segment of chain 4000 (height 2) was never the latest at a checkpoint.
     assert!(state
         .checkpoints
-        .prove(&segment_hash(&h2.hash(), ChainId(4000)))
+        .prove(&segment_hash(&h2, ChainId(4000)))
         .is_none());
 
     // Nothing moved since: the next checkpoint height records nothing and the head stays.
