@@ -116,6 +116,14 @@ impl Mempool {
         }
     }
 
+    /// Drops the pooled transaction with this hash, if any (one that was marked invalid in a
+    /// committed block). The sender's later nonces wait for a replacement.
+    pub fn remove_by_hash(&mut self, hash: &B256) {
+        if let Some((chain, sender, nonce)) = self.by_hash.get(hash).copied() {
+            self.remove(chain, sender, nonce);
+        }
+    }
+
     /// Starts accepting transactions for `chain` (a servicechain registered at runtime).
     pub fn add_chain(&mut self, chain: ChainId) {
         self.chains.entry(chain).or_default();

@@ -261,9 +261,15 @@ impl CnApp {
             for chain in &execution.region.registered {
                 pool.add_chain(chain.chain_id);
             }
-            for e in &execution.chains {
+            for (e, segment) in execution.chains.iter().zip(block.segments.iter().skip(1)) {
                 for (sender, next_nonce) in &e.nonces {
                     pool.committed(e.diff.chain_id, *sender, *next_nonce);
+                }
+                // A transaction marked invalid would only be proposed and marked again.
+                for (raw, receipt) in segment.txs.iter().zip(&e.receipts) {
+                    if matches!(receipt.outcome, crate::exec::TxOutcome::Invalid(_)) {
+                        pool.remove_by_hash(&keccak256(raw));
+                    }
                 }
             }
         }

@@ -413,6 +413,24 @@ fn get_finds_pooled_transactions_only() {
 }
 
 #[test]
+fn remove_by_hash_drops_one_transaction_and_leaves_the_rest_waiting() {
+    let mut pool = pool();
+    let (a0, a1, b0) = (tx(1, 0, 10), tx(1, 1, 10), tx(2, 0, 10));
+    for t in [&a0, &a1, &b0] {
+        pool.insert(t.clone(), 0).unwrap();
+    }
+    pool.remove_by_hash(&hash(&a0));
+    pool.remove_by_hash(&B256::repeat_byte(0xab));
+    assert_eq!(pool.len(), 2);
+    assert!(pool.get(&hash(&a0)).is_none());
+    // a1 waits behind the gap; b0 is ready.
+    assert_eq!(hashes(&pool.ready(CHAIN, 10)), vec![hash(&b0)]);
+    // The same nonce can come back.
+    pool.insert(a0.clone(), 0).unwrap();
+    assert_eq!(pool.ready(CHAIN, 10).len(), 3);
+}
+
+#[test]
 fn active_chains_lists_only_chains_with_transactions() {
     let third = ChainId(1003);
     let mut pool = Mempool::new(MempoolConfig::default(), [third, OTHER_CHAIN, CHAIN]);

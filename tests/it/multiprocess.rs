@@ -65,8 +65,9 @@ fn heights(chains: &Chains) -> Vec<u64> {
 #[test]
 fn four_processes_finalize_and_a_killed_cn_resumes_and_agrees() {
     let dir = tempfile::tempdir().unwrap();
-    // A port range unlikely to be taken; the test owns it for its duration.
-    let base = 20_000 + (std::process::id() % 20_000) as u16;
+    // A port range unlikely to be taken, below Linux's ephemeral range (32768–60999) that
+    // every other test's 127.0.0.1:0 sockets draw from; the test owns it for its duration.
+    let base = 20_000 + (std::process::id() % 12_000) as u16;
     let init = Command::new(KAON)
         .args([
             "init",
