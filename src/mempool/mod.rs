@@ -140,6 +140,10 @@ impl Mempool {
     /// Pools `tx`; `account_nonce` is the sender's next nonce in committed state. A refused
     /// transaction leaves the pool exactly as it was.
     pub fn insert(&mut self, tx: RecoveredTx, account_nonce: u64) -> Result<(), MempoolError> {
+        // Known first, as clients expect ("already known"), whatever has committed since.
+        if self.by_hash.contains_key(&tx.tx().hash()) {
+            return Err(MempoolError::AlreadyKnown);
+        }
         let chain = tx.tx().chain_id().ok_or(MempoolError::MissingChainId)?;
         let pool = self
             .chains
