@@ -43,6 +43,13 @@ impl Hub {
             .subscribe()
     }
 
+    /// Chains with at least one subscriber (channels whose subscribers all left are dropped).
+    pub(crate) fn subscribed_chains(&self) -> Vec<ChainId> {
+        let mut chains = self.chains.lock().unwrap_or_else(|e| e.into_inner());
+        chains.retain(|_, sender| sender.receiver_count() > 0);
+        chains.keys().copied().collect()
+    }
+
     /// Sends the event `make` builds, if anyone listens to `chain` (nothing is built
     /// otherwise). A channel whose last subscriber left is dropped here.
     pub(crate) fn publish(&self, chain: ChainId, make: impl FnOnce() -> Option<ChainEvent>) {

@@ -107,6 +107,11 @@ impl RpcServer {
         any
     }
 
+    /// Chains any WebSocket client subscribed to: what the node builds heads and logs for.
+    pub fn subscribed_chains(&self) -> Vec<ChainId> {
+        self.shared.hub.subscribed_chains()
+    }
+
     /// Tells `newHeads` subscribers of `chain` about a new head. Never blocks; costs nothing
     /// without subscribers.
     pub fn notify_head(&self, chain: ChainId, head: &RpcBlock) {
