@@ -47,6 +47,7 @@ fn process(state: &mut RegionState, height: u64, system: Vec<Bytes>, chains: &[C
         &Committed {
             height: Height(height),
             hash: BlockHash(B256::with_last_byte(height as u8)),
+            mix: B256::with_last_byte(height as u8),
             servicechains: chains.to_vec(),
             next_cn_set: &[],
         },

@@ -15,6 +15,7 @@
 //! the RN-to-RN gossip network, is [`rn`].
 
 pub mod handshake;
+pub mod probe;
 pub mod rn;
 pub mod sync;
 pub mod tls;

@@ -15,6 +15,11 @@
 //! Per peer: a bounded outbound queue (full → dropped and counted), frames with a size limit
 //! and a deadline, and a strike per bad frame, bad request or bad block reported by the node
 //! ([`RnNetwork::penalize`]) — eight strikes close the connection.
+//!
+//! A CN that dials with its CN hello is a PoSC prober ([`super::probe`]): it gets the RN's
+//! hello back and its block requests answered, nothing else (no gossip), for at most
+//! [`PROBE_CONNECTION_LIFETIME`]; at most [`MAX_PROBE_CONNECTIONS`] at once. Probers are not
+//! authenticated: they can only read what any RN peer may read.
 
 use super::handshake::{self, Credential, Hello, Peer, Side};
 use super::sync::{self, BlockServer, ServerSlot};
@@ -31,6 +36,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
+
+/// Probe connections served at once; more are refused.
+pub const MAX_PROBE_CONNECTIONS: usize = 32;
+/// Longest a probe connection is kept open.
+pub const PROBE_CONNECTION_LIFETIME: Duration = Duration::from_secs(30);
 
 /// Settings of an RN's network.
 #[derive(Debug, Clone)]
@@ -113,6 +123,8 @@ struct Shared {
     inbound: LinkSender<(PeerId, Gossip)>,
     closed: AtomicBool,
     welcome: std::sync::OnceLock<Welcome>,
+    /// Probe connections open now.
+    probes: std::sync::atomic::AtomicUsize,
 }
 
 impl Shared {
@@ -195,6 +207,7 @@ impl RnNetwork {
             inbound,
             closed: AtomicBool::new(false),
             welcome: std::sync::OnceLock::new(),
+            probes: std::sync::atomic::AtomicUsize::new(0),
         });
         rt.spawn(accept_loop(endpoint.clone(), Arc::clone(&shared)));
         Ok(Self {
@@ -486,7 +499,8 @@ async fn accept_one(incoming: quinn::Incoming, shared: &Arc<Shared>) -> anyhow::
         )
         .await??;
         anyhow::ensure!(
-            hello.verify_rn() && hello.peer != Peer::Rn(shared.me),
+            matches!(hello.peer, Peer::Cn(_))
+                || (hello.verify_rn() && hello.peer != Peer::Rn(shared.me)),
             "{} is not an authenticated RN",
             hello.peer
         );
@@ -510,8 +524,29 @@ async fn accept_one(incoming: quinn::Incoming, shared: &Arc<Shared>) -> anyhow::
         handshake::say_hello(&conn, &mut send, credential, Side::Listener),
     )
     .await??;
-    run_rn_peer(shared, conn, send, recv, hello.peer).await;
+    if let Peer::Cn(_) = hello.peer {
+        answer_probe(shared, conn, hello.peer).await;
+    } else {
+        run_rn_peer(shared, conn, send, recv, hello.peer).await;
+    }
     Ok(())
+}
+
+/// Serves a PoSC prober's block requests until it hangs up or its time is up.
+async fn answer_probe(shared: &Arc<Shared>, conn: quinn::Connection, peer: Peer) {
+    let open = shared.probes.fetch_add(1, Ordering::Relaxed);
+    if open < MAX_PROBE_CONNECTIONS {
+        let serve = sync::serve_requests(
+            conn.clone(),
+            Arc::clone(&shared.blocks),
+            shared.config.frame_timeout,
+            PeerScore::new(peer, conn.clone()),
+            Arc::clone(&shared.stats),
+        );
+        let _ = tokio::time::timeout(PROBE_CONNECTION_LIFETIME, serve).await;
+    }
+    shared.probes.fetch_sub(1, Ordering::Relaxed);
+    conn.close(0u32.into(), b"probe done");
 }
 
 /// Runs one RN connection until it ends: gossip out, gossip in, block requests in.

@@ -8,6 +8,7 @@
 //! committed block's execution is handed to [`CommittedState`], which serves it to readers
 //! until the persist stage has written it to RocksDB after the block log.
 
+use super::posc::{Penalty, ProbeAttestation};
 use super::region::{RegionExecution, RegionState};
 use super::servicechain::DEFAULT_CHECKPOINT_INTERVAL;
 use crate::consensus::governance::SYSTEM_TX_PREFIX;
@@ -23,6 +24,7 @@ use crate::exec::{
 use crate::mempool::Mempool;
 use crate::storage::state::{CommittedState, PendingBlock};
 use crate::types::codec::canonical;
+use crate::types::system::{self, SystemKind};
 use crate::types::{Block, ChainId, Height, Segment, SegmentCommitment};
 use alloy_primitives::{Bytes, B256};
 use std::collections::{HashMap, HashSet};
@@ -30,8 +32,13 @@ use std::sync::{Arc, Mutex, RwLock};
 
 /// Executions kept for blocks not yet committed (a few rounds' worth of proposals).
 const MAX_PENDING_EXECUTIONS: usize = 64;
-/// System transactions waiting for segment 0 (governance is rare; a flood is dropped).
-pub const MAX_SYSTEM_TXS: usize = 64;
+/// System transactions waiting for segment 0 (shares, PoSC attestations, governance); a
+/// flood beyond this is dropped.
+pub const MAX_SYSTEM_TXS: usize = 1024;
+/// Bytes of system transactions waiting for segment 0.
+pub const MAX_SYSTEM_BYTES: usize = 16 << 20;
+/// System transactions one proposal carries (the rest wait for the next).
+pub const MAX_SYSTEM_TXS_PER_BLOCK: usize = 256;
 
 /// Shared handles of one CN's state and pools.
 #[derive(Clone)]
@@ -50,7 +57,8 @@ impl CnState {
         if system.contains(&raw) {
             return true;
         }
-        if system.len() >= MAX_SYSTEM_TXS {
+        let bytes: usize = system.iter().map(|tx| tx.len()).sum();
+        if system.len() >= MAX_SYSTEM_TXS || bytes + raw.len() > MAX_SYSTEM_BYTES {
             return false;
         }
         system.push(raw);
@@ -281,8 +289,14 @@ impl CnApp {
             segments,
         ));
         if let Some(s0) = block.segments.first() {
+            let region = self.region_read();
             let mut system = self.shared.system.lock().unwrap_or_else(|e| e.into_inner());
-            system.retain(|tx| !s0.txs.contains(tx));
+            system.retain(|tx| {
+                !s0.txs.contains(tx)
+                    && ProbeAttestation::from_system_tx(tx).map_or(true, |a| {
+                        region.pop.posc.attestation_live(&a, header.height)
+                    })
+            });
         }
         self.advance(block);
         Ok(())
@@ -348,16 +362,42 @@ impl CnApp {
     }
 }
 
-impl Application for CnApp {
-    fn build(&mut self, height: Height, parent: &Tip) -> BlockBody {
-        // The same timestamp `build_block` puts in the header, so execution sees it.
-        let timestamp_ms = now_ms().max(parent.timestamp_ms + 1);
-        let system = self
+impl CnApp {
+    /// Segment 0 of a proposal at `height`: queued system transactions, with the queued PoSC
+    /// attestations folded into penalties wherever a quorum attests.
+    fn system_txs(&self, height: Height) -> Vec<Bytes> {
+        let queued = self
             .shared
             .system
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
+        let (attestations, mut txs): (Vec<_>, Vec<_>) = queued.into_iter().partition(|tx| {
+            system::split(tx).is_ok_and(|(k, _)| k == SystemKind::ProbeAttestation)
+        });
+        txs.truncate(MAX_SYSTEM_TXS_PER_BLOCK);
+        let attestations: Vec<ProbeAttestation> = attestations
+            .iter()
+            .filter_map(|tx| ProbeAttestation::from_system_tx(tx).ok())
+            .collect();
+        if !attestations.is_empty() {
+            let region = self.region_read();
+            let penalties =
+                region
+                    .pop
+                    .posc
+                    .assemble(&attestations, height, region.region, &region.set);
+            txs.extend(penalties.iter().map(Penalty::to_system_tx));
+        }
+        txs
+    }
+}
+
+impl Application for CnApp {
+    fn build(&mut self, height: Height, parent: &Tip) -> BlockBody {
+        // The same timestamp `build_block` puts in the header, so execution sees it.
+        let timestamp_ms = now_ms().max(parent.timestamp_ms + 1);
+        let system = self.system_txs(height);
         let pool = self.shared.pool.lock().unwrap_or_else(|e| e.into_inner());
         let (region_id, next_cn_set) = {
             let region = self.region_read();

@@ -301,9 +301,14 @@ fn devnet_genesis(
     }
 }
 
-/// Reward address of the devnet's built-in miner: development account 9.
+/// Reward account of devnet RN `i`: development account `9 - i` (RN 0's is the miner's).
+pub fn devnet_rn_reward(i: usize) -> DevAccount {
+    developer_accounts(DEV_ACCOUNTS).swap_remove(DEV_ACCOUNTS - 1 - i % DEV_ACCOUNTS)
+}
+
+/// Reward address of the devnet's built-in miner: development account 9, RN 0's.
 pub fn devnet_miner_address() -> alloy_primitives::Address {
-    developer_accounts(DEV_ACCOUNTS)[DEV_ACCOUNTS - 1].address
+    devnet_rn_reward(0).address
 }
 
 /// The built-in PoR miner: CPU, paced, against the regionchain endpoint of RN 0's RPC.
@@ -360,6 +365,7 @@ fn start_rns(
         );
         rn.cn_peers = cn_peers.clone();
         rn.rn_peers = rns.first().map(|r| r.listen_addr()).into_iter().collect();
+        rn.reward_key = Some(crate::rn::register::RewardKey(devnet_rn_reward(i).secret));
         rns.push(RnNode::start(rn)?);
     }
     Ok(rns)

@@ -42,6 +42,9 @@ pub struct Genesis {
     /// Starting PoR difficulty (leading zero bits of a share hash); retargets every epoch.
     #[serde(default = "default_por_bits")]
     pub por_bits: u32,
+    /// PoSC: RNs probed per container, penalties tolerated before slashing, probe deadline.
+    #[serde(default)]
+    pub posc: crate::node::posc::PoscParams,
 }
 
 fn default_por_bits() -> u32 {
@@ -96,6 +99,7 @@ impl Genesis {
                 .collect(),
             alloc,
             por_bits: default_por_bits(),
+            posc: Default::default(),
         }
     }
 
@@ -103,6 +107,7 @@ impl Genesis {
     pub fn pop_params(&self) -> crate::node::pop::PopParams {
         crate::node::pop::PopParams {
             initial_bits: self.por_bits,
+            posc: self.posc,
             ..Default::default()
         }
     }

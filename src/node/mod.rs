@@ -9,6 +9,8 @@ pub mod genesis;
 pub mod loadgen;
 pub mod miner;
 pub mod pop;
+pub mod posc;
+pub mod prober;
 pub mod recovery;
 pub mod region;
 pub mod rpc;

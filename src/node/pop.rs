@@ -9,7 +9,12 @@
 //! `REWARD_PER_EPOCH` (or what is left) in proportion to the epoch's shares; each payment is
 //! locked for `LOCKUP_EPOCHS` epochs, then withdrawable; the difficulty moves one bit toward
 //! `target_shares_per_epoch`. All epoch work is O(miners of the epoch).
+//!
+//! Only registered RNs earn ([`super::posc`]): a share names a reward address that a
+//! `RegisterRn` transaction committed before, so every paid address can be probed and, after
+//! `penalty_limit` failed probes, slashed.
 
+use super::posc::{Penalty, PoscParams, PoscState, RnRegistration};
 use crate::crypto::hash::sha256_concat;
 use crate::por::{target_for_bits, verify_share, PorError};
 use crate::types::codec::canonical;
@@ -66,6 +71,8 @@ pub enum ShareError {
     FutureHeight { share: Height, container: Height },
     #[error("share for height {share} expired (container {container}, expiry {SHARE_EXPIRY})")]
     Expired { share: Height, container: Height },
+    #[error("miner {0} is not a registered RN reward address")]
+    Unregistered(Address),
     #[error("share already accepted")]
     Duplicate,
     #[error("container already holds {MAX_SHARES_PER_CONTAINER} shares")]
@@ -100,6 +107,7 @@ pub struct PopParams {
     pub initial_bits: u32,
     pub target_shares_per_epoch: u64,
     pub reserve: U256,
+    pub posc: PoscParams,
 }
 
 impl Default for PopParams {
@@ -108,6 +116,7 @@ impl Default for PopParams {
             initial_bits: 24,
             target_shares_per_epoch: 64,
             reserve: REWARD_PER_EPOCH * U256::from(10_000u64),
+            posc: PoscParams::default(),
         }
     }
 }
@@ -152,6 +161,8 @@ pub struct PopState {
     pub rns: BTreeMap<Address, RnRewards>,
     /// Accepted shares by seed height, for duplicate detection within the expiry window.
     seen: BTreeMap<Height, HashSet<(Address, u64)>>,
+    /// Registered RNs, probe selections and penalties.
+    pub posc: PoscState,
     pub root: B256,
 }
 
@@ -159,6 +170,8 @@ pub struct PopState {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PopDelta {
     pub shares: Vec<ShareSubmission>,
+    pub registrations: Vec<RnRegistration>,
+    pub penalties: Vec<Penalty>,
     pub root: B256,
 }
 
@@ -170,6 +183,7 @@ impl PopState {
             params,
             rns: BTreeMap::new(),
             seen: BTreeMap::new(),
+            posc: PoscState::new(params.posc),
             root: B256::ZERO,
         }
     }
@@ -202,6 +216,9 @@ impl PopState {
         if earlier.len() >= MAX_SHARES_PER_CONTAINER {
             return Err(ShareError::ContainerFull);
         }
+        if !self.posc.rns.contains_key(&share.miner) {
+            return Err(ShareError::Unregistered(share.miner));
+        }
         let key = (share.miner, share.counter);
         let seen = self
             .seen
@@ -218,11 +235,20 @@ impl PopState {
         Ok(())
     }
 
-    /// The root after accepting `shares` at `container` (and paying the epoch if it ends).
-    pub fn next_root(&self, container: Height, shares: &[ShareSubmission]) -> B256 {
+    /// The root after accepting `delta`'s transactions at `container` (and paying the epoch
+    /// if it ends).
+    pub fn next_root(&self, container: Height, delta: &PopDelta) -> B256 {
         let mut root = self.root;
-        if !shares.is_empty() {
-            root = sha256_concat(&[POP_DOMAIN, root.as_slice(), &canonical(&shares.to_vec())]);
+        if !delta.shares.is_empty() {
+            root = sha256_concat(&[POP_DOMAIN, root.as_slice(), &canonical(&delta.shares)]);
+        }
+        if !delta.registrations.is_empty() || !delta.penalties.is_empty() {
+            root = sha256_concat(&[
+                POP_DOMAIN,
+                root.as_slice(),
+                &canonical(&delta.registrations),
+                &canonical(&delta.penalties),
+            ]);
         }
         if is_epoch_end(container) {
             root = sha256_concat(&[POP_DOMAIN, root.as_slice(), &container.0.to_be_bytes()]);
@@ -230,8 +256,16 @@ impl PopState {
         root
     }
 
-    /// Applies a committed container's accepted shares, then the epoch's payout if it ends.
-    pub fn apply(&mut self, container: Height, delta: &PopDelta) {
+    /// Applies a committed container (its `mix` seeds the next probe selection): accepted
+    /// shares, RN registrations and penalties (slashing beyond the limit), then the epoch's
+    /// payout if it ends.
+    pub fn apply(&mut self, container: Height, mix: B256, delta: &PopDelta) {
+        let penalized = self
+            .posc
+            .apply(container, mix, &delta.registrations, &delta.penalties);
+        for rn in penalized {
+            self.penalize(rn);
+        }
         for share in &delta.shares {
             self.seen
                 .entry(share.height)
@@ -275,6 +309,19 @@ impl PopState {
         }
         self.reserve -= paid;
         self.bits = retarget(self.bits, total, self.params.target_shares_per_epoch);
+    }
+
+    /// Counts one penalty; beyond the limit, slashes.
+    fn penalize(&mut self, rn: Address) {
+        let account = self.rns.entry(rn).or_default();
+        account.penalties += 1;
+        let penalties = account.penalties;
+        if penalties > self.params.posc.penalty_limit {
+            let amount = self.slash(&rn);
+            tracing::info!(%rn, penalties, %amount, "RN slashed: rewards returned to the reserve");
+        } else {
+            tracing::info!(%rn, penalties, "RN penalized for a failed probe");
+        }
     }
 
     /// Slashes an RN's accumulated rewards back into the reserve and resets its penalties.

@@ -9,10 +9,13 @@
 //!   segment of every servicechain that moved since the previous checkpoint.
 //! - Proof of Participation ([`super::pop`]): PoR shares verified against the node's block
 //!   log, epoch payouts from the RN reward reserve.
+//! - PoSC ([`super::posc`]): RN registrations, and penalties of RNs a quorum of CNs found
+//!   unresponsive (slashing beyond the limit).
 //!
 //! The segment's state root is [`RegionRoots::state_root`] over the four parts.
 
 use super::pop::{NoSegments, PopDelta, PopState, SegmentSource, ShareError, ShareSubmission};
+use super::posc::{Penalty, PoscError, ProbeAttestation, RnRegistration};
 use super::servicechain::{
     ChainEntry, Checkpoint, Checkpoints, GenesisAlloc, RegionRoots, Registration, Registry,
     RegistryError,
@@ -71,6 +74,8 @@ pub struct RegionExecution {
 pub struct Committed<'a> {
     pub height: Height,
     pub hash: BlockHash,
+    /// `mix(height)`: seeds the PoSC probe selection after this container.
+    pub mix: B256,
     /// Chains of the servicechain segments (1..), in order.
     pub servicechains: Vec<ChainId>,
     /// The header's CN-set announcement.
@@ -82,6 +87,7 @@ impl<'a> Committed<'a> {
         Self {
             height: header.height,
             hash: header.hash(),
+            mix: header.mix,
             servicechains: header.segments.iter().skip(1).map(|s| s.chain_id).collect(),
             next_cn_set: &header.next_cn_set,
         }
@@ -99,6 +105,8 @@ enum SystemTxRefusal {
     Registry(#[from] RegistryError),
     #[error(transparent)]
     Share(#[from] ShareError),
+    #[error(transparent)]
+    Posc(#[from] PoscError),
 }
 
 /// Segment-0 state being built by one execution.
@@ -110,6 +118,8 @@ struct Draft<'a> {
     registered: Vec<NewChain>,
     registry_root: B256,
     shares: Vec<ShareSubmission>,
+    registrations: Vec<RnRegistration>,
+    penalties: Vec<Penalty>,
 }
 
 impl Draft<'_> {
@@ -118,7 +128,35 @@ impl Draft<'_> {
             SystemKind::CnSetChange => self.change_set(CnSetChange::from_system_tx(raw)?),
             SystemKind::RegisterServicechain => self.register(Registration::from_system_tx(raw)?),
             SystemKind::PorShare => self.share(ShareSubmission::from_system_tx(raw)?),
+            SystemKind::RegisterRn => self.register_rn(RnRegistration::from_system_tx(raw)?),
+            SystemKind::Penalty => self.penalize(Penalty::from_system_tx(raw)?),
+            SystemKind::ProbeAttestation => {
+                ProbeAttestation::from_system_tx(raw)?;
+                Err(PoscError::BareAttestation.into())
+            }
         }
+    }
+
+    fn register_rn(&mut self, registration: RnRegistration) -> Result<(), SystemTxRefusal> {
+        let base = self.base;
+        base.pop
+            .posc
+            .check_registration(&registration, base.region, &self.registrations)?;
+        self.registrations.push(registration);
+        Ok(())
+    }
+
+    fn penalize(&mut self, penalty: Penalty) -> Result<(), SystemTxRefusal> {
+        let base = self.base;
+        base.pop.posc.check_penalty(
+            &penalty,
+            self.height,
+            base.region,
+            &base.set,
+            &self.penalties,
+        )?;
+        self.penalties.push(penalty);
+        Ok(())
     }
 
     fn share(&mut self, share: ShareSubmission) -> Result<(), SystemTxRefusal> {
@@ -236,6 +274,8 @@ impl RegionState {
             registered: Vec::new(),
             registry_root: self.registry.root(),
             shares: Vec::new(),
+            registrations: Vec::new(),
+            penalties: Vec::new(),
         };
         let receipts: Vec<B256> = segment
             .txs
@@ -249,13 +289,20 @@ impl RegionState {
             })
             .collect();
         let checkpoint = self.checkpoints.due(height);
+        let mut pop = PopDelta {
+            shares: draft.shares,
+            registrations: draft.registrations,
+            penalties: draft.penalties,
+            root: B256::ZERO,
+        };
+        pop.root = self.pop.next_root(height, &pop);
         let roots = RegionRoots {
             governance: draft.governance_root,
             registry: draft.registry_root,
             checkpoints: checkpoint
                 .as_ref()
                 .map_or(self.checkpoints.head(), Checkpoint::chain_head),
-            pop: self.pop.next_root(height, &draft.shares),
+            pop: pop.root,
         };
         RegionExecution {
             commitment: SegmentCommitment {
@@ -270,10 +317,7 @@ impl RegionState {
             registered: draft.registered,
             registry_root: draft.registry_root,
             checkpoint,
-            pop: PopDelta {
-                shares: draft.shares,
-                root: roots.pop,
-            },
+            pop,
         }
     }
 
@@ -286,7 +330,8 @@ impl RegionState {
             self.registry.insert(chain.chain_id, chain.entry);
         }
         debug_assert_eq!(self.registry.root(), execution.registry_root);
-        self.pop.apply(container.height, &execution.pop);
+        self.pop
+            .apply(container.height, container.mix, &execution.pop);
         if let Some(checkpoint) = &execution.checkpoint {
             let roots = RegionRoots {
                 checkpoints: checkpoint.chain_head(),

@@ -728,11 +728,21 @@ impl RpcBackend for ChainRpc {
     fn pop_state(&self, rn: Option<Address>) -> Result<Value, BackendError> {
         let region = self.regionchain.read().unwrap_or_else(|e| e.into_inner());
         let pop = &region.pop;
-        let rns: serde_json::Map<String, Value> = pop
-            .rns
-            .iter()
-            .filter(|(a, _)| rn.is_none_or(|want| want == **a))
-            .map(|(a, r)| {
+        let addresses: std::collections::BTreeSet<&Address> =
+            pop.rns.keys().chain(pop.posc.rns.keys()).collect();
+        let rns: serde_json::Map<String, Value> = addresses
+            .into_iter()
+            .filter(|a| rn.is_none_or(|want| want == **a))
+            .map(|a| {
+                let r = pop.rns.get(a).cloned().unwrap_or_default();
+                let registration = pop.posc.rns.get(a).map(|e| {
+                    json!({
+                        "endpoint": e.endpoint.to_string(),
+                        "nodeKey": Bytes::copy_from_slice(&e.node_key.0),
+                        "sequence": e.sequence,
+                        "registeredAt": e.registered_at.0,
+                    })
+                });
                 (
                     a.to_checksum(None),
                     json!({
@@ -741,14 +751,19 @@ impl RpcBackend for ChainRpc {
                         "locked": r.locked_total(),
                         "unlocked": r.unlocked,
                         "penalties": r.penalties,
+                        "registration": registration,
                     }),
                 )
             })
             .collect();
+        let posc = pop.posc.params;
         Ok(json!({
             "reserveAddress": RESERVE_ADDRESS,
             "reserve": pop.reserve,
             "difficultyBits": pop.bits,
+            "probesPerRound": posc.probes_per_round,
+            "penaltyLimit": posc.penalty_limit,
+            "probeDeadlineMs": posc.probe_deadline_ms,
             "rns": rns,
         }))
     }

@@ -105,6 +105,9 @@ pub struct CnNode {
     pub pool: Arc<super::pool::PoolStats>,
     pub shared: crate::node::app::CnState,
     pub dropped_inbound: Arc<std::sync::atomic::AtomicU64>,
+    /// PoSC probing: rounds in, counters out; aborted first at shutdown.
+    pub probes: crate::node::prober::ProbeRounds,
+    prober: tokio::task::AbortHandle,
     links: Vec<Arc<LinkStats>>,
     stages: Vec<StageHandle>,
     threads: Vec<std::thread::JoinHandle<anyhow::Result<()>>>,
@@ -218,7 +221,28 @@ impl BoundCn {
         // Ranger nodes' block requests are served from the log through the index.
         let block_server = crate::net::sync::BlockServer::new(chain)?;
         net.serve_blocks(Arc::clone(&block_server));
-        let on_persisted = crate::net::sync::notify_after(block_server, on_persisted);
+        let mut on_persisted = crate::net::sync::notify_after(block_server, on_persisted);
+        let (probe_rounds, prober) = crate::node::prober::ProberDuty {
+            prober: crate::net::probe::Prober::bind(
+                rt,
+                std::net::SocketAddr::new(spec.net.listen.ip(), 0),
+                spec.me,
+                spec.key.clone(),
+            )?,
+            key: spec.key.clone(),
+            region: app.region_handle(),
+            submitter: Submitter {
+                ingress: ingress.clone(),
+                net: Arc::clone(&net),
+            },
+            deadline: std::time::Duration::from_millis(spec.pop.posc.probe_deadline_ms),
+        }
+        .spawn(rt);
+        let rounds = probe_rounds.clone();
+        let on_persisted: super::persist::OnPersisted = Box::new(move |block| {
+            on_persisted(block);
+            rounds.committed(block.header().height, block.hash());
+        });
         let stages = vec![
             spawn_stage(
                 SigVerify::new(
@@ -294,6 +318,8 @@ impl BoundCn {
             pool,
             shared,
             dropped_inbound,
+            probes: probe_rounds,
+            prober,
             links,
             stages,
             threads,
@@ -394,6 +420,7 @@ impl CnNode {
 
     /// Closes the network, then lets every stage drain and stop in pipeline order.
     pub fn shutdown(self) -> anyhow::Result<()> {
+        self.prober.abort();
         self.net.close();
         drop(self.ingress);
         for thread in self.threads {

@@ -22,6 +22,7 @@ pub mod audit;
 pub mod auditor;
 pub mod evidence;
 pub mod ledger;
+pub mod register;
 pub mod status;
 pub mod sync;
 
@@ -101,6 +102,9 @@ pub struct RnConfig {
     pub rn_peers: Vec<SocketAddr>,
     pub storage: StorageConfig,
     pub sync: SyncConfig,
+    /// Secret key of the reward address: with one, the RN registers itself for PoSC probes
+    /// and PoR rewards ([`register`]).
+    pub reward_key: Option<register::RewardKey>,
 }
 
 impl RnConfig {
@@ -115,6 +119,7 @@ impl RnConfig {
             rn_peers: Vec::new(),
             storage: StorageConfig::default(),
             sync: SyncConfig::default(),
+            reward_key: None,
         }
     }
 }
@@ -163,6 +168,14 @@ impl RnNode {
             gossip: gossip_rx,
         };
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        if let Some(reward_key) = config.reward_key.clone() {
+            let registrant = register::Registrant {
+                view: view.clone(),
+                region: ChainId(config.genesis.region),
+                reward_key,
+            };
+            rt.spawn(registrant.run(stop_rx.clone()));
+        }
         let driver = sync::SyncDriver {
             net,
             rt: rt.handle().clone(),

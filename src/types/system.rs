@@ -24,6 +24,14 @@ pub enum SystemKind {
     RegisterServicechain = 2,
     /// A proof-of-replication share ([`crate::node::pop::ShareSubmission`]).
     PorShare = 3,
+    /// Registration of a ranger node for PoSC probes and rewards
+    /// ([`crate::node::posc::RnRegistration`]).
+    RegisterRn = 4,
+    /// A CN's attestation of a failed probe, gossiped between CNs only
+    /// ([`crate::node::posc::ProbeAttestation`]).
+    ProbeAttestation = 5,
+    /// A quorum's penalty of an RN that failed its probe ([`crate::node::posc::Penalty`]).
+    Penalty = 6,
 }
 
 impl SystemKind {
@@ -32,6 +40,9 @@ impl SystemKind {
             1 => Some(Self::CnSetChange),
             2 => Some(Self::RegisterServicechain),
             3 => Some(Self::PorShare),
+            4 => Some(Self::RegisterRn),
+            5 => Some(Self::ProbeAttestation),
+            6 => Some(Self::Penalty),
             _ => None,
         }
     }

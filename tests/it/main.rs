@@ -14,6 +14,7 @@ mod pipeline;
 mod pop;
 mod por;
 mod por_gpu;
+mod posc;
 mod rn;
 mod rpc;
 mod selection;

@@ -47,15 +47,15 @@ fn cn_key(i: usize) -> SecretKey {
     SecretKey::from_seed(sha256(format!("rn-test-cn-{i}").as_bytes()).as_slice()).unwrap()
 }
 
-fn node_key(name: &str) -> SecretKey {
+pub(crate) fn node_key(name: &str) -> SecretKey {
     SecretKey::from_seed(sha256(format!("rn-test-node-{name}").as_bytes()).as_slice()).unwrap()
 }
 
-fn localhost() -> SocketAddr {
+pub(crate) fn localhost() -> SocketAddr {
     "127.0.0.1:0".parse().unwrap()
 }
 
-fn runtime() -> Runtime {
+pub(crate) fn runtime() -> Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -63,12 +63,16 @@ fn runtime() -> Runtime {
         .unwrap()
 }
 
-fn wait_until(what: &str, cond: impl FnMut() -> bool) {
+pub(crate) fn wait_until(what: &str, cond: impl FnMut() -> bool) {
     wait_or_explain(what, cond, String::new);
 }
 
 /// Waits for `cond`; on timeout fails with `explain()`'s account of the state.
-fn wait_or_explain(what: &str, mut cond: impl FnMut() -> bool, explain: impl Fn() -> String) {
+pub(crate) fn wait_or_explain(
+    what: &str,
+    mut cond: impl FnMut() -> bool,
+    explain: impl Fn() -> String,
+) {
     let start = Instant::now();
     while !cond() {
         assert!(
@@ -81,7 +85,7 @@ fn wait_or_explain(what: &str, mut cond: impl FnMut() -> bool, explain: impl Fn(
 }
 
 /// Heights, evidence, rejections and counters of RNs, for failure messages.
-fn describe(rns: &[&RnHandle]) -> String {
+pub(crate) fn describe(rns: &[&RnHandle]) -> String {
     rns.iter()
         .enumerate()
         .map(|(i, rn)| {
@@ -434,20 +438,25 @@ proptest! {
 
 // ---------------------------------------------------------------- real nodes over QUIC
 
-struct Cluster {
-    rt: Runtime,
-    cns: Vec<CnNode>,
-    genesis: Genesis,
-    keys: Vec<SecretKey>,
+pub(crate) struct Cluster {
+    pub(crate) rt: Runtime,
+    pub(crate) cns: Vec<CnNode>,
+    pub(crate) genesis: Genesis,
+    pub(crate) keys: Vec<SecretKey>,
 }
 
 impl Cluster {
     /// Four CNs with one funded development account on one servicechain.
-    fn start(dir: &Path) -> Self {
+    pub(crate) fn start(dir: &Path) -> Self {
+        Self::start_with(dir, |_| {})
+    }
+
+    /// [`Cluster::start`] with genesis settings changed by `tweak`.
+    pub(crate) fn start_with(dir: &Path, tweak: impl FnOnce(&mut Genesis)) -> Self {
         let keys: Vec<SecretKey> = (0..4).map(cn_key).collect();
         let public: Vec<_> = keys.iter().map(SecretKey::public_key).collect();
         let accounts = [dev_account(0)];
-        let genesis = Genesis::new(
+        let mut genesis = Genesis::new(
             REGION,
             &public,
             1,
@@ -456,6 +465,7 @@ impl Cluster {
             150,
             COMMITTEE,
         );
+        tweak(&mut genesis);
         let rt = runtime();
         let specs = (0..4)
             .map(|i| {
@@ -480,7 +490,7 @@ impl Cluster {
     }
 
     /// The lowest committed height across CNs.
-    fn height(&self) -> u64 {
+    pub(crate) fn height(&self) -> u64 {
         self.cns
             .iter()
             .map(|n| n.consensus.height.load(Relaxed).saturating_sub(1))
@@ -488,7 +498,7 @@ impl Cluster {
             .unwrap_or(0)
     }
 
-    fn peers(&self) -> Vec<CnPeer> {
+    pub(crate) fn peers(&self) -> Vec<CnPeer> {
         let addrs: Vec<_> = self
             .cns
             .iter()
@@ -497,7 +507,7 @@ impl Cluster {
         CnPeer::from_genesis(&self.genesis, &addrs).unwrap()
     }
 
-    fn rn_config(
+    pub(crate) fn rn_config(
         &self,
         dir: &Path,
         name: &str,
@@ -515,7 +525,7 @@ impl Cluster {
         config
     }
 
-    fn shutdown(self) {
+    pub(crate) fn shutdown(self) {
         for cn in self.cns {
             cn.shutdown().unwrap();
         }
@@ -523,7 +533,7 @@ impl Cluster {
     }
 }
 
-fn head(rn: &RnHandle) -> u64 {
+pub(crate) fn head(rn: &RnHandle) -> u64 {
     rn.head().0 .0
 }
 

@@ -58,6 +58,7 @@ fn commit(
         &Committed {
             height: Height(height),
             hash,
+            mix: hash.0,
             servicechains: chains.iter().map(|c| ChainId(*c)).collect(),
             next_cn_set: &[],
         },

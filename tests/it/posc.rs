@@ -1,0 +1,150 @@
+//! PoSC over real nodes: four CNs and two RNs over QUIC on 127.0.0.1. Both RNs register
+//! themselves with their reward keys, earn PoR rewards, and are probed every round; one stops
+//! answering, and the regionchain records penalties against it (quorums of CN attestations)
+//! and then slashes it, while the RN that answers keeps its rewards and is never penalized.
+
+use super::rn::{describe, head, wait_or_explain, Cluster};
+use alloy_primitives::{Address, U256};
+use kaon::node::loadgen::dev_account;
+use kaon::node::pop::ShareSubmission;
+use kaon::node::posc::{Penalty, PoscParams};
+use kaon::rn::register::RewardKey;
+use kaon::rn::{RnHandle, RnNode};
+use kaon::types::system::{self, SystemKind};
+use kaon::types::Height;
+use std::sync::atomic::Ordering::Relaxed;
+
+/// Submits a few shares for `miner` over `rn`'s current head (the difficulty is tiny here).
+fn mine_some(rn: &RnHandle, miner: Address, from: u64) -> u64 {
+    let h = head(rn);
+    let (segment, target) = {
+        let region = rn.region().read().unwrap();
+        (region.segments.segment(Height(h)), region.pop.target())
+    };
+    let Ok(segment) = segment else {
+        return from;
+    };
+    let counters: Vec<u64> = (from..from + 4096)
+        .filter(|c| kaon::por::verify_share(&segment, miner, *c, &target).is_ok())
+        .take(4)
+        .collect();
+    let txs = counters
+        .iter()
+        .map(|&counter| {
+            ShareSubmission {
+                height: Height(h),
+                miner,
+                counter,
+            }
+            .to_system_tx()
+        })
+        .collect();
+    let _ = rn.forward_txs(txs);
+    from + 4096
+}
+
+/// (shares, locked + unlocked rewards, penalties) of `rn_address` as `view` audited it.
+fn rewards(view: &RnHandle, rn_address: Address) -> (u64, U256, u32) {
+    let region = view.region().read().unwrap();
+    let r = region.pop.rns.get(&rn_address).cloned().unwrap_or_default();
+    (r.shares, r.locked_total() + r.unlocked, r.penalties)
+}
+
+/// Every penalty committed in blocks `1..=head` of `view`'s chain.
+fn committed_penalties(view: &RnHandle) -> Vec<Penalty> {
+    (1..=head(view))
+        .filter_map(|h| view.block_by_height(Height(h)).unwrap())
+        .flat_map(|b| b.segments[0].txs.clone())
+        .filter(|tx| system::split(tx).is_ok_and(|(k, _)| k == SystemKind::Penalty))
+        .map(|tx| Penalty::from_system_tx(&tx).unwrap())
+        .collect()
+}
+
+#[test]
+fn an_rn_that_stops_answering_is_penalized_then_slashed_while_a_healthy_one_keeps_its_rewards() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::start_with(dir.path(), |g| {
+        g.por_bits = 2;
+        g.posc = PoscParams {
+            probes_per_round: 2,
+            penalty_limit: 1,
+            ..PoscParams::default()
+        };
+    });
+    let (good_key, bad_key) = (dev_account(200), dev_account(201));
+    let start = |name: &str, key: &kaon::node::loadgen::DevAccount| {
+        let mut config = cluster.rn_config(dir.path(), name, cluster.peers(), vec![]);
+        config.reward_key = Some(RewardKey(key.secret));
+        RnNode::start(config).unwrap()
+    };
+    let good = start("good", &good_key);
+    let bad = start("bad", &bad_key);
+    let (g, b) = (good_key.address, bad_key.address);
+    let registered = |a: Address| good.region().read().unwrap().pop.posc.rns.contains_key(&a);
+    wait_or_explain(
+        "both RNs registered on the regionchain",
+        || registered(g) && registered(b),
+        || describe(&[&good, &bad]),
+    );
+
+    // Both mine until the reserve has paid each of them (an epoch closes every 16 blocks).
+    let (mut next_g, mut next_b) = (0, 0);
+    wait_or_explain(
+        "epoch rewards for both RNs",
+        || {
+            next_g = mine_some(&good, g, next_g);
+            next_b = mine_some(&bad, b, next_b);
+            rewards(&good, g).1 > U256::ZERO && rewards(&good, b).1 > U256::ZERO
+        },
+        || format!("{:?} {:?}", rewards(&good, g), rewards(&good, b)),
+    );
+    let earned_b = rewards(&good, b);
+    assert!(
+        committed_penalties(&good).is_empty(),
+        "both answer their probes"
+    );
+
+    // The bad RN goes away; every round probes both; the CNs attest, proposers fold a quorum
+    // into penalties, and the second penalty (limit 1) slashes.
+    bad.shutdown().unwrap();
+    wait_or_explain(
+        "the silent RN slashed",
+        || {
+            let (_, rewarded, _) = rewards(&good, b);
+            rewarded == U256::ZERO && committed_penalties(&good).len() >= 2
+        },
+        || {
+            let probes = &cluster.cns[0].probes.stats;
+            format!(
+                "bad {:?}, good {:?}, CN 0 probes {} failures {} attestations {}\n{}",
+                rewards(&good, b),
+                rewards(&good, g),
+                probes.probes.load(Relaxed),
+                probes.failures.load(Relaxed),
+                probes.attestations.load(Relaxed),
+                describe(&[&good])
+            )
+        },
+    );
+    let penalties = committed_penalties(&good);
+    assert!(
+        penalties.iter().all(|p| p.rn == b),
+        "only the silent RN is penalized: {penalties:?}"
+    );
+    let set = cluster.cns.len();
+    assert!(penalties.iter().all(|p| p.signers.count() > 2 * set / 3));
+    assert!(earned_b.1 > U256::ZERO);
+
+    // The healthy RN keeps its rewards and has no penalty.
+    let (shares, rewarded, penalized) = rewards(&good, g);
+    assert!(shares > 0 && rewarded > U256::ZERO, "{shares} {rewarded}");
+    assert_eq!(penalized, 0);
+    let failures: u64 = cluster
+        .cns
+        .iter()
+        .map(|cn| cn.probes.stats.failures.load(Relaxed))
+        .sum();
+    assert!(failures >= 3, "the CNs saw the failures ({failures})");
+    good.shutdown().unwrap();
+    cluster.shutdown();
+}
