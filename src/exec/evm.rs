@@ -78,6 +78,14 @@ impl<'a> SegmentDb<'a> {
         Ok(account)
     }
 
+    /// Adds `amount` to `address`'s balance (a reward withdrawal), creating the account.
+    fn credit(&mut self, address: Address, amount: U256) -> Result<(), StateError> {
+        let mut account = self.account(address)?.unwrap_or_default();
+        account.balance = account.balance.saturating_add(amount);
+        self.write_account(address, Some(account));
+        Ok(())
+    }
+
     fn write_account(&mut self, address: Address, account: Option<Account>) {
         self.accounts.insert(address, account);
         self.written_accounts.insert(address, account);
@@ -442,7 +450,10 @@ impl Executor for EvmExecutor {
         let chain = segment.chain_id;
         let _span =
             tracing::trace_span!("execute_segment", %chain, txs = segment.txs.len()).entered();
-        let db = SegmentDb::new(chain, state, &ctx.block_hashes);
+        let mut db = SegmentDb::new(chain, state, &ctx.block_hashes);
+        for (to, amount) in ctx.credits.get(&chain).into_iter().flatten() {
+            db.credit(*to, *amount)?;
+        }
         let mut evm = build_evm(db, chain, block_env(ctx));
         let mut receipts = Vec::with_capacity(segment.txs.len());
         let mut senders_seen = BTreeSet::new();

@@ -103,6 +103,9 @@ pub struct BlockContext {
     pub gas_limit: u64,
     /// Hashes for `BLOCKHASH`; heights outside them read as zero.
     pub block_hashes: Arc<RecentHashes>,
+    /// Reward withdrawals credited before each servicechain's transactions
+    /// ([`crate::node::withdrawal`]).
+    pub credits: Arc<crate::node::withdrawal::Credits>,
 }
 
 impl BlockContext {
@@ -117,7 +120,14 @@ impl BlockContext {
             base_fee: BASE_FEE_WEI,
             gas_limit: SEGMENT_GAS_LIMIT,
             block_hashes: Arc::default(),
+            credits: Arc::default(),
         }
+    }
+
+    /// The same context with `credits` applied before the segments' transactions.
+    pub fn with_credits(mut self, credits: Arc<crate::node::withdrawal::Credits>) -> Self {
+        self.credits = credits;
+        self
     }
 
     /// The same context with `hashes` for BLOCKHASH.

@@ -169,8 +169,10 @@ impl CnApp {
 
     /// The EVM's view of block `height` stamped `timestamp_ms` on a parent with `parent_mix`.
     fn context(&self, height: Height, timestamp_ms: u64, parent_mix: B256) -> BlockContext {
+        let credits = Arc::clone(&self.region_read().pop.credits);
         BlockContext::new(height, timestamp_ms, parent_mix)
             .with_block_hashes(Arc::clone(&self.hashes))
+            .with_credits(credits)
     }
 
     /// Executes a block's segments: 0 on the regionchain, the rest on the EVM in parallel.
@@ -410,9 +412,14 @@ impl Application for CnApp {
             },
             Vec::new(),
         )];
+        // Chains with transactions, and chains owed withdrawn rewards (an empty segment
+        // applies them), in ascending order.
         let registered: Vec<ChainId> = {
             let region = self.region_read();
-            pool.active_chains()
+            let owed = region.pop.credits.keys().copied();
+            let chains: std::collections::BTreeSet<ChainId> =
+                pool.active_chains().into_iter().chain(owed).collect();
+            chains
                 .into_iter()
                 .filter(|c| region.registry.contains(*c))
                 .collect()

@@ -16,3 +16,4 @@ pub mod region;
 pub mod rpc;
 pub mod segments;
 pub mod servicechain;
+pub mod withdrawal;

@@ -15,10 +15,12 @@
 //! `penalty_limit` failed probes, slashed.
 
 use super::posc::{Penalty, PoscParams, PoscState, RnRegistration};
+use super::withdrawal::{Credits, Withdrawal, WithdrawalError, MAX_WITHDRAWALS_PER_CONTAINER};
 use crate::crypto::hash::sha256_concat;
 use crate::por::{target_for_bits, verify_share, PorError};
 use crate::types::codec::canonical;
 use crate::types::system::{self, SystemKind, SystemTxError};
+use crate::types::ChainId;
 use crate::types::Height;
 use alloy_primitives::{address, Address, Bytes, B256, U256};
 use alloy_rlp::{RlpDecodable, RlpEncodable};
@@ -142,6 +144,10 @@ pub struct RnRewards {
     pub unlocked: U256,
     /// PoSC penalties since the last slashing.
     pub penalties: u32,
+    /// Withdrawn to servicechain accounts so far.
+    pub withdrawn: U256,
+    /// Withdrawals so far (the next withdrawal's nonce).
+    pub withdrawals: u64,
 }
 
 impl RnRewards {
@@ -163,6 +169,8 @@ pub struct PopState {
     seen: BTreeMap<Height, HashSet<(Address, u64)>>,
     /// Registered RNs, probe selections and penalties.
     pub posc: PoscState,
+    /// Withdrawn rewards waiting for the next segment of their servicechain.
+    pub credits: Arc<Credits>,
     pub root: B256,
 }
 
@@ -172,6 +180,7 @@ pub struct PopDelta {
     pub shares: Vec<ShareSubmission>,
     pub registrations: Vec<RnRegistration>,
     pub penalties: Vec<Penalty>,
+    pub withdrawals: Vec<Withdrawal>,
     pub root: B256,
 }
 
@@ -184,6 +193,7 @@ impl PopState {
             rns: BTreeMap::new(),
             seen: BTreeMap::new(),
             posc: PoscState::new(params.posc),
+            credits: Arc::default(),
             root: B256::ZERO,
         }
     }
@@ -235,6 +245,47 @@ impl PopState {
         Ok(())
     }
 
+    /// Checks a withdrawal for the next container, given the ones it accepted before;
+    /// `registered` says whether the target servicechain exists.
+    pub fn check_withdrawal(
+        &self,
+        w: &Withdrawal,
+        region: ChainId,
+        registered: bool,
+        earlier: &[Withdrawal],
+    ) -> Result<(), WithdrawalError> {
+        if earlier.len() >= MAX_WITHDRAWALS_PER_CONTAINER {
+            return Err(WithdrawalError::ContainerFull);
+        }
+        w.verify(region)?;
+        let spec = &w.spec;
+        if !registered || spec.chain == region {
+            return Err(WithdrawalError::UnknownChain(spec.chain));
+        }
+        let account = self.rns.get(&spec.rn).cloned().unwrap_or_default();
+        let (count, spent) = earlier
+            .iter()
+            .filter(|e| e.spec.rn == spec.rn)
+            .fold((0u64, U256::ZERO), |(n, sum), e| {
+                (n + 1, sum + e.spec.amount)
+            });
+        let expected = account.withdrawals + count;
+        if spec.nonce != expected {
+            return Err(WithdrawalError::BadNonce {
+                got: spec.nonce,
+                expected,
+            });
+        }
+        let unlocked = account.unlocked.saturating_sub(spent);
+        if spec.amount > unlocked {
+            return Err(WithdrawalError::Insufficient {
+                requested: spec.amount,
+                unlocked,
+            });
+        }
+        Ok(())
+    }
+
     /// The root after accepting `delta`'s transactions at `container` (and paying the epoch
     /// if it ends).
     pub fn next_root(&self, container: Height, delta: &PopDelta) -> B256 {
@@ -242,12 +293,16 @@ impl PopState {
         if !delta.shares.is_empty() {
             root = sha256_concat(&[POP_DOMAIN, root.as_slice(), &canonical(&delta.shares)]);
         }
-        if !delta.registrations.is_empty() || !delta.penalties.is_empty() {
+        if !delta.registrations.is_empty()
+            || !delta.penalties.is_empty()
+            || !delta.withdrawals.is_empty()
+        {
             root = sha256_concat(&[
                 POP_DOMAIN,
                 root.as_slice(),
                 &canonical(&delta.registrations),
                 &canonical(&delta.penalties),
+                &canonical(&delta.withdrawals),
             ]);
         }
         if is_epoch_end(container) {
@@ -259,12 +314,33 @@ impl PopState {
     /// Applies a committed container (its `mix` seeds the next probe selection): accepted
     /// shares, RN registrations and penalties (slashing beyond the limit), then the epoch's
     /// payout if it ends.
-    pub fn apply(&mut self, container: Height, mix: B256, delta: &PopDelta) {
+    ///
+    /// `moved` are the container's servicechain segments: their queued credits were applied
+    /// by those segments and leave the queue; this container's withdrawals queue new ones.
+    pub fn apply(&mut self, container: Height, mix: B256, moved: &[ChainId], delta: &PopDelta) {
+        if moved.iter().any(|c| self.credits.contains_key(c)) {
+            let credits = Arc::make_mut(&mut self.credits);
+            for chain in moved {
+                credits.remove(chain);
+            }
+        }
         let penalized = self
             .posc
             .apply(container, mix, &delta.registrations, &delta.penalties);
         for rn in penalized {
             self.penalize(rn);
+        }
+        for w in &delta.withdrawals {
+            let spec = &w.spec;
+            let account = self.rns.entry(spec.rn).or_default();
+            // Checked against `unlocked` before it was accepted.
+            account.unlocked = account.unlocked.saturating_sub(spec.amount);
+            account.withdrawn += spec.amount;
+            account.withdrawals += 1;
+            Arc::make_mut(&mut self.credits)
+                .entry(spec.chain)
+                .or_default()
+                .push((spec.to, spec.amount));
         }
         for share in &delta.shares {
             self.seen

@@ -20,6 +20,7 @@ use super::servicechain::{
     ChainEntry, Checkpoint, Checkpoints, GenesisAlloc, RegionRoots, Registration, Registry,
     RegistryError,
 };
+use super::withdrawal::{Withdrawal, WithdrawalError};
 use crate::consensus::governance::{CnSetChange, GovernanceError};
 use crate::consensus::selection::CnSet;
 use crate::crypto::bls::PublicKeyBytes;
@@ -67,6 +68,8 @@ pub struct RegionExecution {
     pub registry_root: B256,
     pub checkpoint: Option<Checkpoint>,
     pub pop: PopDelta,
+    /// Per transaction: why it was marked invalid, `None` when accepted.
+    pub refusals: Vec<Option<String>>,
 }
 
 /// What applying segment 0 needs to know of its committed container.
@@ -107,6 +110,8 @@ enum SystemTxRefusal {
     Share(#[from] ShareError),
     #[error(transparent)]
     Posc(#[from] PoscError),
+    #[error(transparent)]
+    Withdrawal(#[from] WithdrawalError),
 }
 
 /// Segment-0 state being built by one execution.
@@ -120,6 +125,7 @@ struct Draft<'a> {
     shares: Vec<ShareSubmission>,
     registrations: Vec<RnRegistration>,
     penalties: Vec<Penalty>,
+    withdrawals: Vec<Withdrawal>,
 }
 
 impl Draft<'_> {
@@ -130,6 +136,7 @@ impl Draft<'_> {
             SystemKind::PorShare => self.share(ShareSubmission::from_system_tx(raw)?),
             SystemKind::RegisterRn => self.register_rn(RnRegistration::from_system_tx(raw)?),
             SystemKind::Penalty => self.penalize(Penalty::from_system_tx(raw)?),
+            SystemKind::Withdrawal => self.withdraw(Withdrawal::from_system_tx(raw)?),
             SystemKind::ProbeAttestation => {
                 ProbeAttestation::from_system_tx(raw)?;
                 Err(PoscError::BareAttestation.into())
@@ -143,6 +150,15 @@ impl Draft<'_> {
             .posc
             .check_registration(&registration, base.region, &self.registrations)?;
         self.registrations.push(registration);
+        Ok(())
+    }
+
+    fn withdraw(&mut self, withdrawal: Withdrawal) -> Result<(), SystemTxRefusal> {
+        let base = self.base;
+        let registered = base.registry.contains(withdrawal.spec.chain);
+        base.pop
+            .check_withdrawal(&withdrawal, base.region, registered, &self.withdrawals)?;
+        self.withdrawals.push(withdrawal);
         Ok(())
     }
 
@@ -276,16 +292,23 @@ impl RegionState {
             shares: Vec::new(),
             registrations: Vec::new(),
             penalties: Vec::new(),
+            withdrawals: Vec::new(),
         };
-        let receipts: Vec<B256> = segment
+        let refusals: Vec<Option<String>> = segment
             .txs
             .iter()
-            .map(|raw| match draft.apply(raw) {
-                Ok(()) => sha256_concat(&[&[1u8]]),
-                Err(e) => {
+            .map(|raw| {
+                draft.apply(raw).err().map(|e| {
                     tracing::debug!(error = %e, %height, "system transaction marked invalid");
-                    sha256_concat(&[&[0u8, InvalidReason::Unsupported as u8]])
-                }
+                    e.to_string()
+                })
+            })
+            .collect();
+        let receipts: Vec<B256> = refusals
+            .iter()
+            .map(|refusal| match refusal {
+                None => sha256_concat(&[&[1u8]]),
+                Some(_) => sha256_concat(&[&[0u8, InvalidReason::Unsupported as u8]]),
             })
             .collect();
         let checkpoint = self.checkpoints.due(height);
@@ -293,6 +316,7 @@ impl RegionState {
             shares: draft.shares,
             registrations: draft.registrations,
             penalties: draft.penalties,
+            withdrawals: draft.withdrawals,
             root: B256::ZERO,
         };
         pop.root = self.pop.next_root(height, &pop);
@@ -318,6 +342,7 @@ impl RegionState {
             registry_root: draft.registry_root,
             checkpoint,
             pop,
+            refusals,
         }
     }
 
@@ -330,8 +355,12 @@ impl RegionState {
             self.registry.insert(chain.chain_id, chain.entry);
         }
         debug_assert_eq!(self.registry.root(), execution.registry_root);
-        self.pop
-            .apply(container.height, container.mix, &execution.pop);
+        self.pop.apply(
+            container.height,
+            container.mix,
+            &container.servicechains,
+            &execution.pop,
+        );
         if let Some(checkpoint) = &execution.checkpoint {
             let roots = RegionRoots {
                 checkpoints: checkpoint.chain_head(),

@@ -27,7 +27,7 @@ use crate::rpc::{
     RpcLog, RpcReceipt, RpcTransaction, StateAt, SubmitError, SyncProgress, TxLocation,
 };
 use crate::storage::state::CommittedState;
-use crate::types::{Block, BlockHash, ChainId, Height};
+use crate::types::{Block, BlockHash, ChainId, Height, Segment};
 use alloy_primitives::{Address, Bloom, Bytes, B256, U256};
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -318,8 +318,8 @@ impl ChainRpc {
 }
 
 /// The reserve's ABI: `reserve()`, `difficultyBits()`, and per RN `sharesOf(address)`,
-/// `lockedOf(address)`, `unlockedOf(address)`, `penaltiesOf(address)`, each returning one
-/// `uint256`.
+/// `lockedOf(address)`, `unlockedOf(address)`, `penaltiesOf(address)`, `withdrawnOf(address)`,
+/// `withdrawalNonceOf(address)`, each returning one `uint256`.
 pub fn reserve_answer(pop: &PopState, input: &[u8]) -> Option<U256> {
     let selector = |sig: &str| keccak256(sig.as_bytes())[..4].to_vec();
     let (head, args) = input.split_at_checked(4)?;
@@ -344,6 +344,10 @@ pub fn reserve_answer(pop: &PopState, input: &[u8]) -> Option<U256> {
         Some(account(rn()?).unlocked)
     } else if head == selector("penaltiesOf(address)") {
         Some(U256::from(account(rn()?).penalties))
+    } else if head == selector("withdrawnOf(address)") {
+        Some(account(rn()?).withdrawn)
+    } else if head == selector("withdrawalNonceOf(address)") {
+        Some(U256::from(account(rn()?).withdrawals))
     } else {
         None
     }
@@ -751,6 +755,8 @@ impl RpcBackend for ChainRpc {
                         "locked": r.locked_total(),
                         "unlocked": r.unlocked,
                         "penalties": r.penalties,
+                        "withdrawn": r.withdrawn,
+                        "withdrawalNonce": r.withdrawals,
                         "registration": registration,
                     }),
                 )
@@ -807,6 +813,39 @@ impl RpcBackend for ChainRpc {
             .forward(vec![share.to_system_tx()])
             .map_err(BackendError::Execution)?;
         Ok(json!({ "accepted": true, "seedHeight": height }))
+    }
+
+    fn send_system_transaction(&self, raw: Bytes) -> Result<Value, BackendError> {
+        use crate::types::system::{split, SystemKind};
+        let kind = split(&raw)
+            .map_err(|e| BackendError::InvalidParams(e.to_string()))?
+            .0;
+        if !matches!(
+            kind,
+            SystemKind::RegisterRn | SystemKind::Withdrawal | SystemKind::RegisterServicechain
+        ) {
+            return Err(BackendError::InvalidParams(format!(
+                "{kind:?} is not submitted by clients"
+            )));
+        }
+        let next = Height(self.head_height()? + 1);
+        let refusal = {
+            let region = self.regionchain.read().unwrap_or_else(|e| e.into_inner());
+            let segment = Segment {
+                chain_id: region.region,
+                txs: vec![raw.clone()],
+            };
+            region.execute(next, &segment).refusals.remove(0)
+        };
+        if let Some(reason) = refusal {
+            return Err(BackendError::InvalidParams(format!(
+                "{kind:?} refused: {reason}"
+            )));
+        }
+        self.link
+            .forward(vec![raw.clone()])
+            .map_err(BackendError::Execution)?;
+        Ok(json!({ "hash": keccak256(&raw) }))
     }
 }
 

@@ -414,6 +414,7 @@ impl CnNode {
             shared: self.shared.clone(),
             net: Arc::clone(&self.net),
             dropped_inbound: Arc::clone(&self.dropped_inbound),
+            probes: Arc::clone(&self.probes.stats),
             links: self.links.clone(),
         }
     }
@@ -445,6 +446,7 @@ pub struct CnMetrics {
     shared: crate::node::app::CnState,
     net: Arc<crate::net::Network>,
     dropped_inbound: Arc<std::sync::atomic::AtomicU64>,
+    probes: Arc<crate::node::prober::ProbeStats>,
     links: Vec<Arc<LinkStats>>,
 }
 
@@ -481,7 +483,32 @@ impl CnMetrics {
             m.gauge(name, help, labels, value as f64);
         }
         let (verified, bad_sig, bad_enc) = self.sigverify.totals();
+        let p = &self.probes;
         let counters = [
+            (
+                "kaon_posc_probes_total",
+                "PoSC probes of selected RNs",
+                &plain,
+                p.probes.load(Relaxed),
+            ),
+            (
+                "kaon_posc_probe_failures_total",
+                "PoSC probes the RN failed (deadline, wrong key, wrong block, too far behind)",
+                &plain,
+                p.failures.load(Relaxed),
+            ),
+            (
+                "kaon_posc_attestations_total",
+                "Failed-probe attestations gossiped to the CNs",
+                &plain,
+                p.attestations.load(Relaxed),
+            ),
+            (
+                "kaon_posc_skipped_rounds_total",
+                "Rounds not probed because too many probes were in flight",
+                &plain,
+                p.skipped_rounds.load(Relaxed),
+            ),
             (
                 "kaon_committed_txs_total",
                 "Transactions in committed blocks",

@@ -290,4 +290,16 @@ pub trait RpcBackend: Send + Sync + 'static {
             "this node does not take PoR shares".into(),
         ))
     }
+
+    /// `kaon_sendSystemTransaction`: checks a regionchain system transaction (RN registration,
+    /// reward withdrawal, servicechain registration) against the current state and forwards it
+    /// to the CNs; its hash.
+    fn send_system_transaction(
+        &self,
+        _raw: alloy_primitives::Bytes,
+    ) -> Result<serde_json::Value, BackendError> {
+        Err(BackendError::Execution(
+            "this node does not take system transactions".into(),
+        ))
+    }
 }

@@ -32,6 +32,9 @@ pub enum SystemKind {
     ProbeAttestation = 5,
     /// A quorum's penalty of an RN that failed its probe ([`crate::node::posc::Penalty`]).
     Penalty = 6,
+    /// Withdrawal of unlocked rewards to a servicechain account
+    /// ([`crate::node::withdrawal::Withdrawal`]).
+    Withdrawal = 7,
 }
 
 impl SystemKind {
@@ -43,6 +46,7 @@ impl SystemKind {
             4 => Some(Self::RegisterRn),
             5 => Some(Self::ProbeAttestation),
             6 => Some(Self::Penalty),
+            7 => Some(Self::Withdrawal),
             _ => None,
         }
     }

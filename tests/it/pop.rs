@@ -17,6 +17,7 @@ use kaon::node::posc::{
     PROBE_GRACE,
 };
 use kaon::node::region::{Committed, RegionExecution, RegionState};
+use kaon::node::withdrawal::{Withdrawal, WithdrawalSpec};
 use kaon::por::{synthetic_segment, verify_share};
 use kaon::types::{BlockHash, ChainId, Height, Segment};
 use std::sync::Arc;
@@ -480,4 +481,126 @@ fn proposers_fold_a_quorum_of_attestations_and_a_byzantine_minority_penalizes_no
     let e = commit(&mut s, round + 2, vec![penalties[0].to_system_tx()]);
     assert_eq!(e.pop.penalties.len(), 1);
     assert_eq!(s.pop.rns[&a].penalties, 1);
+}
+
+const SERVICECHAIN: ChainId = ChainId(1001);
+
+fn withdrawal(i: usize, amount: U256, nonce: u64) -> WithdrawalSpec {
+    WithdrawalSpec {
+        region: REGION,
+        rn: rn(i).address,
+        amount,
+        chain: SERVICECHAIN,
+        to: Address::repeat_byte(0x70 + i as u8),
+        nonce,
+    }
+}
+
+fn signed(spec: WithdrawalSpec, signer: usize) -> Bytes {
+    Withdrawal::sign(spec, &rn(signer).secret)
+        .unwrap()
+        .to_system_tx()
+}
+
+#[test]
+fn unlocked_rewards_are_withdrawn_once_to_a_servicechain_account() {
+    let mut s = state(64).with_genesis_chains(&[SERVICECHAIN]);
+    let a = rn(0).address;
+    commit(&mut s, 1, vec![registration(0, 1)]);
+    commit(&mut s, 2, shares(a, 1, &counters(a, 1, 1, true)));
+    // Locked: nothing to withdraw yet.
+    for h in 3..=EPOCH_LEN {
+        commit(&mut s, h, Vec::new());
+    }
+    let paid = s.pop.rns[&a].locked_total();
+    assert_eq!(paid, REWARD_PER_EPOCH);
+    let e = commit(
+        &mut s,
+        EPOCH_LEN + 1,
+        vec![signed(withdrawal(0, U256::from(1u64), 0), 0)],
+    );
+    assert!(
+        e.pop.withdrawals.is_empty(),
+        "locked rewards cannot be withdrawn"
+    );
+    let unlock = EPOCH_LEN * (1 + LOCKUP_EPOCHS);
+    for h in EPOCH_LEN + 2..=unlock {
+        commit(&mut s, h, Vec::new());
+    }
+    assert_eq!(s.pop.rns[&a].unlocked, paid);
+
+    let third = paid / U256::from(3u64);
+    let root = s.root();
+    let refused = vec![
+        signed(
+            WithdrawalSpec {
+                region: ChainId(9),
+                ..withdrawal(0, third, 0)
+            },
+            0,
+        ),
+        signed(withdrawal(0, third, 0), 1), // not the reward key
+        signed(
+            WithdrawalSpec {
+                chain: ChainId(4242),
+                ..withdrawal(0, third, 0)
+            },
+            0,
+        ),
+        signed(
+            WithdrawalSpec {
+                chain: REGION,
+                ..withdrawal(0, third, 0)
+            },
+            0,
+        ),
+        signed(withdrawal(0, U256::ZERO, 0), 0),
+        signed(withdrawal(0, paid + U256::from(1u64), 0), 0),
+        signed(withdrawal(0, third, 1), 0), // nonce ahead
+        Bytes::from_static(&[0xfe, 0x07, 0xc1, 0x80]),
+    ];
+    let e = commit(&mut s, unlock + 1, refused);
+    assert!(e.pop.withdrawals.is_empty(), "{:?}", e.pop.withdrawals);
+    assert_eq!(s.root(), root);
+    assert!(s.pop.credits.is_empty());
+
+    // Two in one container, nonces 0 and 1; a third would overdraw.
+    let e = commit(
+        &mut s,
+        unlock + 2,
+        vec![
+            signed(withdrawal(0, third, 0), 0),
+            signed(withdrawal(0, third, 1), 0),
+            signed(withdrawal(0, paid - third, 2), 0),
+        ],
+    );
+    assert_eq!(e.pop.withdrawals.len(), 2);
+    let account = &s.pop.rns[&a];
+    assert_eq!(account.unlocked, paid - third - third);
+    assert_eq!((account.withdrawn, account.withdrawals), (third + third, 2));
+    let to = Address::repeat_byte(0x70);
+    assert_eq!(s.pop.credits[&SERVICECHAIN], vec![(to, third), (to, third)]);
+    // A replayed withdrawal is refused by its nonce.
+    let e = commit(&mut s, unlock + 3, vec![signed(withdrawal(0, third, 0), 0)]);
+    assert!(e.pop.withdrawals.is_empty());
+
+    // The container that carries a segment of the servicechain applied the credits.
+    let execution = s.execute(
+        Height(unlock + 4),
+        &Segment {
+            chain_id: REGION,
+            txs: Vec::new(),
+        },
+    );
+    s.apply(
+        &execution,
+        &Committed {
+            height: Height(unlock + 4),
+            hash: BlockHash(B256::with_last_byte(4)),
+            mix: mix(unlock + 4),
+            servicechains: vec![SERVICECHAIN],
+            next_cn_set: &[],
+        },
+    );
+    assert!(s.pop.credits.is_empty());
 }

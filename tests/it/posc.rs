@@ -1,13 +1,15 @@
 //! PoSC over real nodes: four CNs and two RNs over QUIC on 127.0.0.1. Both RNs register
 //! themselves with their reward keys, earn PoR rewards, and are probed every round; one stops
 //! answering, and the regionchain records penalties against it (quorums of CN attestations)
-//! and then slashes it, while the RN that answers keeps its rewards and is never penalized.
+//! and then slashes it, while the RN that answers keeps its rewards, is never penalized, and
+//! withdraws them to a servicechain account once they unlock.
 
 use super::rn::{describe, head, wait_or_explain, Cluster};
 use alloy_primitives::{Address, U256};
 use kaon::node::loadgen::dev_account;
 use kaon::node::pop::ShareSubmission;
 use kaon::node::posc::{Penalty, PoscParams};
+use kaon::node::withdrawal::{Withdrawal, WithdrawalSpec};
 use kaon::rn::register::RewardKey;
 use kaon::rn::{RnHandle, RnNode};
 use kaon::types::system::{self, SystemKind};
@@ -139,6 +141,52 @@ fn an_rn_that_stops_answering_is_penalized_then_slashed_while_a_healthy_one_keep
     let (shares, rewarded, penalized) = rewards(&good, g);
     assert!(shares > 0 && rewarded > U256::ZERO, "{shares} {rewarded}");
     assert_eq!(penalized, 0);
+
+    // Once unlocked, the healthy RN withdraws to an account on the servicechain: the credit
+    // lands with the chain's next segment (an empty one if nobody transacts).
+    let unlocked = || {
+        let region = good.region().read().unwrap();
+        region.pop.rns.get(&g).map_or(U256::ZERO, |r| r.unlocked)
+    };
+    wait_or_explain(
+        "the healthy RN's first rewards unlocked",
+        || unlocked() > U256::ZERO,
+        || format!("{:?}", rewards(&good, g)),
+    );
+    let amount = unlocked();
+    let chain = kaon::types::ChainId(cluster.genesis.servicechains[0]);
+    let to = Address::repeat_byte(0x7e);
+    let spec = WithdrawalSpec {
+        region: kaon::types::ChainId(cluster.genesis.region),
+        rn: g,
+        amount,
+        chain,
+        to,
+        nonce: 0,
+    };
+    let tx = Withdrawal::sign(spec, &good_key.secret)
+        .unwrap()
+        .to_system_tx();
+    good.forward_txs(vec![tx]).unwrap();
+    let balance = || {
+        use kaon::exec::StateRead;
+        good.state()
+            .state
+            .account(chain, &to)
+            .unwrap()
+            .map_or(U256::ZERO, |a| a.balance)
+    };
+    wait_or_explain(
+        "the withdrawal credited on the servicechain",
+        || balance() == amount,
+        || format!("balance {} of {amount}; {:?}", balance(), rewards(&good, g)),
+    );
+    let region = good.region().read().unwrap();
+    let account = &region.pop.rns[&g];
+    assert_eq!((account.withdrawn, account.withdrawals), (amount, 1));
+    assert!(region.pop.credits.is_empty());
+    drop(region);
+
     let failures: u64 = cluster
         .cns
         .iter()

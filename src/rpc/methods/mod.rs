@@ -99,6 +99,7 @@ methods! {
     KaonPopState = "kaon_popState", Blocking, 1;
     KaonGetWork = "kaon_getWork", Blocking, 0;
     KaonSubmitShare = "kaon_submitShare", Blocking, 3;
+    KaonSendSystemTransaction = "kaon_sendSystemTransaction", Blocking, 1;
 }
 
 /// Most evidence items one `kaon_getEvidence` returns.
@@ -232,6 +233,10 @@ fn run(cx: &Cx<'_>, method: Method, params: Option<&RawValue>) -> MethodResult {
             let miner = p.required(1)?;
             let counter = p.required::<super::params::CountArg>(2)?.0;
             to_raw(&cx.shared.backend.submit_share(height, miner, counter)?)
+        }
+        KaonSendSystemTransaction => {
+            let raw: alloy_primitives::Bytes = p.required(0)?;
+            to_raw(&cx.shared.backend.send_system_transaction(raw)?)
         }
     }
 }
