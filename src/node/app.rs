@@ -61,6 +61,13 @@ impl CnState {
         if system.len() >= MAX_SYSTEM_TXS || bytes + raw.len() > MAX_SYSTEM_BYTES {
             return false;
         }
+        let attestation =
+            |tx: &[u8]| system::split(tx).is_ok_and(|(k, _)| k == SystemKind::ProbeAttestation);
+        if attestation(&raw)
+            && system.iter().filter(|tx| attestation(tx)).count() >= MAX_QUEUED_ATTESTATIONS
+        {
+            return false;
+        }
         system.push(raw);
         true
     }
@@ -91,7 +98,15 @@ pub struct CnApp {
     tip: Tip,
     /// Hashes of the last committed containers, for BLOCKHASH.
     hashes: Arc<RecentHashes>,
+    /// Verdicts on queued PoSC attestations (by transaction hash), so each is verified once
+    /// however many proposals it waits through.
+    attestation_verdicts: HashMap<B256, bool>,
 }
+
+/// Attestation verdicts remembered before the cache is cleared.
+const MAX_ATTESTATION_VERDICTS: usize = 4096;
+/// Attestations waiting in the system queue at once (a flood cannot crowd out shares).
+pub const MAX_QUEUED_ATTESTATIONS: usize = 256;
 
 /// Wall clock in milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
@@ -124,6 +139,7 @@ impl CnApp {
             executor: EvmExecutor,
             max_txs_per_segment,
             executed: HashMap::new(),
+            attestation_verdicts: HashMap::new(),
             tip,
             hashes: Arc::default(),
         }
@@ -367,7 +383,7 @@ impl CnApp {
 impl CnApp {
     /// Segment 0 of a proposal at `height`: queued system transactions, with the queued PoSC
     /// attestations folded into penalties wherever a quorum attests.
-    fn system_txs(&self, height: Height) -> Vec<Bytes> {
+    fn system_txs(&mut self, height: Height) -> Vec<Bytes> {
         let queued = self
             .shared
             .system
@@ -378,9 +394,20 @@ impl CnApp {
             system::split(tx).is_ok_and(|(k, _)| k == SystemKind::ProbeAttestation)
         });
         txs.truncate(MAX_SYSTEM_TXS_PER_BLOCK);
+        if self.attestation_verdicts.len() > MAX_ATTESTATION_VERDICTS {
+            self.attestation_verdicts.clear();
+        }
+        let (region_id, set) = (self.region_read().region, Arc::clone(&self.set));
+        let verdicts = &mut self.attestation_verdicts;
         let attestations: Vec<ProbeAttestation> = attestations
             .iter()
-            .filter_map(|tx| ProbeAttestation::from_system_tx(tx).ok())
+            .filter_map(|tx| {
+                let a = ProbeAttestation::from_system_tx(tx).ok()?;
+                let valid = *verdicts
+                    .entry(keccak256(tx))
+                    .or_insert_with(|| a.verify(region_id, &set));
+                valid.then_some(a)
+            })
             .collect();
         if !attestations.is_empty() {
             let region = self.region_read();
