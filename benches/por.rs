@@ -44,7 +44,10 @@ fn posc(c: &mut Criterion) {
     use kaon::types::{ChainId, CnIndex, Height};
     let region = ChainId(1000);
     let mut state = PoscState::new(PoscParams::default());
-    let node_key = SecretKey::from_seed(&[7u8; 32]).unwrap().public_key().to_bytes();
+    let node_key = SecretKey::from_seed(&[7u8; 32])
+        .unwrap()
+        .public_key()
+        .to_bytes();
     for i in 0..10_000u32 {
         state.rns.insert(
             Address::from_slice(&sha256(&i.to_be_bytes())[..20]),

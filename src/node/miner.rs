@@ -96,7 +96,7 @@ impl RnClient {
         }
     }
 
-    fn call(&self, method: &str, params: Value) -> anyhow::Result<Value> {
+    pub(crate) fn call(&self, method: &str, params: Value) -> anyhow::Result<Value> {
         let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
         let mut response = self
             .agent

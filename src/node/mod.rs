@@ -13,6 +13,7 @@ pub mod posc;
 pub mod prober;
 pub mod recovery;
 pub mod region;
+pub mod rewards;
 pub mod rpc;
 pub mod segments;
 pub mod servicechain;

@@ -9,12 +9,14 @@ use alloy_primitives::{Address, U256};
 use kaon::node::loadgen::dev_account;
 use kaon::node::pop::ShareSubmission;
 use kaon::node::posc::{Penalty, PoscParams};
-use kaon::node::withdrawal::{Withdrawal, WithdrawalSpec};
+use kaon::node::rewards::{withdraw, WithdrawRequest};
 use kaon::rn::register::RewardKey;
 use kaon::rn::{RnHandle, RnNode};
 use kaon::types::system::{self, SystemKind};
 use kaon::types::Height;
+use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
 
 /// Submits a few shares for `miner` over `rn`'s current head (the difficulty is tiny here).
 fn mine_some(rn: &RnHandle, miner: Address, from: u64) -> u64 {
@@ -153,21 +155,39 @@ fn an_rn_that_stops_answering_is_penalized_then_slashed_while_a_healthy_one_keep
         || unlocked() > U256::ZERO,
         || format!("{:?}", rewards(&good, g)),
     );
-    let amount = unlocked();
+    // Through the healthy RN's JSON-RPC, as `kaon withdraw` does it.
+    let stop = Arc::new(AtomicBool::new(false));
+    let rpc = kaon::node::rpc::serve(
+        cluster.rt.handle(),
+        "127.0.0.1:0".parse().unwrap(),
+        &cluster.genesis,
+        good.view(),
+        &stop,
+    )
+    .unwrap();
     let chain = kaon::types::ChainId(cluster.genesis.servicechains[0]);
     let to = Address::repeat_byte(0x7e);
-    let spec = WithdrawalSpec {
-        region: kaon::types::ChainId(cluster.genesis.region),
-        rn: g,
+    let request = |chain, amount| WithdrawRequest {
+        rpc: format!(
+            "http://{}/chain/{}",
+            rpc.local_addr(),
+            cluster.genesis.region
+        ),
+        reward_secret: good_key.secret,
         amount,
         chain,
         to,
-        nonce: 0,
     };
-    let tx = Withdrawal::sign(spec, &good_key.secret)
-        .unwrap()
-        .to_system_tx();
-    good.forward_txs(vec![tx]).unwrap();
+    let amount = unlocked();
+    let refused = withdraw(&request(kaon::types::ChainId(4242), None)).unwrap_err();
+    assert!(
+        format!("{refused:#}").contains("servicechain 4242 is not registered"),
+        "{refused:#}"
+    );
+    let too_much = withdraw(&request(chain, Some(amount + U256::from(1u64)))).unwrap_err();
+    assert!(format!("{too_much:#}").contains("exceeds"), "{too_much:#}");
+    let receipt = withdraw(&request(chain, None)).unwrap();
+    assert_eq!((receipt.amount, receipt.nonce), (amount, 0));
     let balance = || {
         use kaon::exec::StateRead;
         good.state()
@@ -186,6 +206,7 @@ fn an_rn_that_stops_answering_is_penalized_then_slashed_while_a_healthy_one_keep
     assert_eq!((account.withdrawn, account.withdrawals), (amount, 1));
     assert!(region.pop.credits.is_empty());
     drop(region);
+    rpc.shutdown();
 
     let failures: u64 = cluster
         .cns
