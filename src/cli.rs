@@ -233,12 +233,20 @@ pub struct MineArgs {
     /// Where to hash: `cpu` (SHA-NI on every core) or `gpu` (the WGSL kernel on Vulkan).
     #[arg(long, default_value = "cpu", value_parser = ["cpu", "gpu"])]
     pub device: String,
-    /// GPU invocations per workgroup (see tuning/).
-    #[arg(long, default_value_t = crate::por::gpu::DEFAULT_WORKGROUP_SIZE)]
-    pub workgroup_size: u32,
-    /// GPU counters per dispatch (see tuning/).
-    #[arg(long, default_value_t = 1 << 22)]
-    pub batch: u32,
+    /// Mining profile (TOML, see tuning/): read if it exists; otherwise the device is
+    /// autotuned and the result written here. Default: $XDG_CONFIG_HOME/kaon/mine-CLASS.toml
+    /// (or ~/.config/kaon/…), CLASS one of cpu, lavapipe, h100, consumer-gpu.
+    #[arg(long)]
+    pub profile: Option<PathBuf>,
+    /// Autotune even if the profile exists, and overwrite it.
+    #[arg(long)]
+    pub retune: bool,
+    /// GPU invocations per workgroup; overrides the profile.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub workgroup_size: Option<u32>,
+    /// GPU counters per dispatch; overrides the profile.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub batch: Option<u32>,
     /// Mine a synthetic segment for this many seconds without a network and report the rate
     /// (H/s on the last line).
     #[arg(long, required_unless_present = "rpc", conflicts_with = "rpc")]
@@ -262,27 +270,29 @@ pub struct MineArgs {
 }
 
 fn mine(args: &MineArgs) -> anyhow::Result<()> {
-    if let (Some(rpc), Some(address)) = (&args.rpc, args.address) {
-        return mine_network(args, rpc, address);
-    }
     anyhow::ensure!(
         args.segment_len >= crate::por::STRIP_LEN,
         "segment must hold at least one strip"
     );
+    let profile = mining_profile(args)?;
+    if let (Some(rpc), Some(address)) = (&args.rpc, args.address) {
+        return mine_network(args, &profile, rpc, address);
+    }
     let segment = crate::por::synthetic_segment(args.segment_len, 1);
     let miner = alloy_primitives::Address::repeat_byte(0x42);
     let target = crate::por::target_for_bits(args.bits);
     let duration = std::time::Duration::from_secs(args.bench.unwrap_or(5));
-    if args.device == "gpu" {
-        return mine_gpu(args, &segment, miner, &target, duration);
+    if profile.device == crate::por::tune::DeviceKind::Gpu {
+        return mine_gpu(args, &profile, &segment, miner, &target, duration);
     }
     println!(
-        "device cpu (sha256 backend {}), segment {} bytes, difficulty 2^-{}",
+        "device cpu (sha256 backend {}), chunk {}, segment {} bytes, difficulty 2^-{}",
         sha256_backend(),
+        profile.chunk(),
         args.segment_len,
         args.bits
     );
-    let report = crate::por::cpu::bench(&segment, miner, &target, duration);
+    let report = crate::por::cpu::bench(&segment, miner, &target, duration, profile.chunk());
     println!(
         "reference: {:.1} M raw SHA-256 compressions/s per core x {} threads / {} per nonce = ceiling {:.1} M H/s",
         report.raw_per_core / 1e6,
@@ -308,21 +318,132 @@ fn mine(args: &MineArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The knobs `kaon mine` runs with: the profile at `--profile` (or the device class's default
+/// path), autotuned and written when missing or with `--retune`, then the explicit flags on top.
+fn mining_profile(args: &MineArgs) -> anyhow::Result<crate::por::tune::MiningProfile> {
+    use crate::por::tune::{self, DeviceKind, MiningProfile};
+    let kind: DeviceKind = args.device.parse().map_err(anyhow::Error::msg)?;
+    let adapter = match kind {
+        DeviceKind::Gpu => crate::por::gpu::adapter_name()?,
+        DeviceKind::Cpu => String::new(),
+    };
+    let class = tune::device_class(kind, &adapter);
+    let explicit = kind == DeviceKind::Gpu && args.workgroup_size.is_some() && args.batch.is_some();
+    let mut profile = if explicit && !args.retune {
+        // Every knob is given: no file is read, tuned or written.
+        MiningProfile {
+            class: class.to_string(),
+            device: kind,
+            adapter,
+            segment_len: args.segment_len,
+            workgroup_size: args.workgroup_size,
+            batch: args.batch,
+            chunk: None,
+            threads: None,
+            hashes_per_sec: None,
+        }
+    } else {
+        let path = args
+            .profile
+            .clone()
+            .unwrap_or_else(|| tune::default_profile_path(class));
+        let loaded = if args.retune {
+            None
+        } else {
+            match MiningProfile::load(&path) {
+                Ok(p) => Some(p),
+                Err(e) if e.is_not_found() => None,
+                Err(e) => anyhow::bail!("{e} (fix or delete it, or pass --retune to overwrite it)"),
+            }
+        };
+        match loaded {
+            Some(p) => {
+                anyhow::ensure!(
+                    p.device == kind,
+                    "profile {} is for --device {}, not {kind}",
+                    path.display(),
+                    p.device
+                );
+                let measured = p.hashes_per_sec.map_or_else(
+                    || "unmeasured starting values".to_string(),
+                    |r| format!("{:.1} M H/s on {}", r as f64 / 1e6, p.adapter),
+                );
+                println!("profile {}: {} ({measured})", path.display(), p.knobs());
+                if p.class != class {
+                    println!(
+                        "  (a {} profile; this adapter is {class}: {adapter}; --retune measures it)",
+                        p.class
+                    );
+                } else if kind == DeviceKind::Gpu
+                    && p.hashes_per_sec.is_some()
+                    && p.adapter != adapter
+                {
+                    println!(
+                        "  (measured on {}; this adapter is {adapter}; --retune measures it)",
+                        p.adapter
+                    );
+                }
+                p
+            }
+            None => autotune(kind, args, &path)?,
+        }
+    };
+    if let Some(n) = args.workgroup_size.filter(|_| kind == DeviceKind::Gpu) {
+        profile.workgroup_size = Some(n);
+    }
+    if let Some(n) = args.batch.filter(|_| kind == DeviceKind::Gpu) {
+        profile.batch = Some(n);
+    }
+    Ok(profile)
+}
+
+/// Tunes the device on a synthetic segment of `--segment-len` bytes and writes the profile.
+fn autotune(
+    kind: crate::por::tune::DeviceKind,
+    args: &MineArgs,
+    path: &std::path::Path,
+) -> anyhow::Result<crate::por::tune::MiningProfile> {
+    use crate::por::tune::{self, DeviceKind, TuneBudget};
+    let budget = TuneBudget::default();
+    println!(
+        "autotuning the {kind} miner (at most ~{} s of trials) for {}",
+        budget.total.as_secs(),
+        path.display()
+    );
+    let segment = crate::por::synthetic_segment(args.segment_len, 1);
+    let tuned = match kind {
+        DeviceKind::Gpu => tune::autotune_gpu(&segment, budget)?,
+        DeviceKind::Cpu => tune::autotune_cpu(&segment, budget),
+    };
+    for (i, trial) in tuned.trials.iter().enumerate() {
+        let probe = i == 0 && kind == DeviceKind::Gpu;
+        println!("  {trial}{}", if probe { " (probe)" } else { "" });
+    }
+    let p = tuned.profile;
+    println!(
+        "chose {} on {} ({:.1} M H/s)",
+        p.knobs(),
+        p.adapter,
+        p.hashes_per_sec.unwrap_or(0) as f64 / 1e6
+    );
+    p.save(path)?;
+    println!("wrote profile {}", path.display());
+    Ok(p)
+}
+
 fn mine_network(
     args: &MineArgs,
+    profile: &crate::por::tune::MiningProfile,
     rpc: &str,
     address: alloy_primitives::Address,
 ) -> anyhow::Result<()> {
     use crate::node::miner::{run, Hasher, RnClient};
-    let mut hasher = match args.device.as_str() {
-        "gpu" => Hasher::Gpu {
-            workgroup_size: args.workgroup_size,
-            batch: args.batch,
-            miner: None,
-        },
-        _ => Hasher::Cpu,
-    };
-    println!("mining for {address} on {} via {rpc}", args.device);
+    let mut hasher = Hasher::from_profile(profile);
+    println!(
+        "mining for {address} on {} ({}) via {rpc}",
+        profile.device,
+        profile.knobs()
+    );
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -352,25 +473,25 @@ fn mine_network(
 
 fn mine_gpu(
     args: &MineArgs,
+    profile: &crate::por::tune::MiningProfile,
     segment: &[u8],
     miner: alloy_primitives::Address,
     target: &alloy_primitives::B256,
     duration: std::time::Duration,
 ) -> anyhow::Result<()> {
-    let gpu = crate::por::gpu::GpuMiner::new(segment, args.workgroup_size)?;
+    let (workgroup_size, batch) = (profile.workgroup_size(), profile.batch());
+    let gpu = crate::por::gpu::GpuMiner::new(segment, workgroup_size)?;
     println!(
-        "device gpu {}, workgroup {}, batch {}, segment {} bytes, difficulty 2^-{}",
+        "device gpu {}, workgroup {workgroup_size}, batch {batch}, segment {} bytes, difficulty 2^-{}",
         gpu.adapter(),
-        args.workgroup_size,
-        args.batch,
         args.segment_len,
         args.bits
     );
     let start = std::time::Instant::now();
     let (mut nonces, mut shares) = (0u64, 0usize);
     while start.elapsed() < duration {
-        shares += gpu.mine(miner, target, nonces, args.batch)?.len();
-        nonces += u64::from(args.batch);
+        shares += gpu.mine(miner, target, nonces, batch)?.len();
+        nonces += u64::from(batch);
     }
     let seconds = start.elapsed().as_secs_f64();
     println!("mined {nonces} nonces in {seconds:.2} s, {shares} shares");

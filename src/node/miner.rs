@@ -28,7 +28,12 @@ pub struct Work {
 
 /// Where hashes are computed.
 pub enum Hasher {
+    /// Every core, the default counters per rayon task.
     Cpu,
+    /// Every core, `chunk` counters per rayon task (from a tuning profile).
+    CpuChunked { chunk: u64 },
+    /// The GPU kernel: `workgroup_size` invocations per workgroup, at most `batch` counters per
+    /// dispatch; the miner is built on the first work and rebuilt per seed.
     Gpu {
         workgroup_size: u32,
         batch: u32,
@@ -37,6 +42,20 @@ pub enum Hasher {
 }
 
 impl Hasher {
+    /// The hasher a mining profile describes (`kaon mine` loads or autotunes one).
+    pub fn from_profile(profile: &crate::por::tune::MiningProfile) -> Self {
+        match profile.device {
+            crate::por::tune::DeviceKind::Cpu => Self::CpuChunked {
+                chunk: profile.chunk(),
+            },
+            crate::por::tune::DeviceKind::Gpu => Self::Gpu {
+                workgroup_size: profile.workgroup_size(),
+                batch: profile.batch(),
+                miner: None,
+            },
+        }
+    }
+
     /// Shares in `start .. start + count` over `work` (the GPU re-uploads only on a new seed).
     fn mine(
         &mut self,
@@ -53,6 +72,14 @@ impl Hasher {
                 start,
                 count,
             )),
+            Self::CpuChunked { chunk } => Ok(crate::por::cpu::mine_chunked(
+                &work.segment,
+                miner,
+                &work.target,
+                start,
+                count,
+                *chunk,
+            )),
             Self::Gpu {
                 workgroup_size,
                 batch,
@@ -66,10 +93,14 @@ impl Hasher {
                     return Ok(Vec::new());
                 };
                 let mut found = Vec::new();
+                let end = start.saturating_add(count);
                 let mut at = start;
-                while at < start + count {
-                    found.extend(gpu.mine(miner, &work.target, at, *batch)?);
-                    at += u64::from(*batch);
+                while at < end {
+                    // The last dispatch stops at `end`: the caller's next range starts there,
+                    // and a counter mined twice would be a duplicate share.
+                    let n = (end - at).min(u64::from((*batch).max(1))) as u32;
+                    found.extend(gpu.mine(miner, &work.target, at, n)?);
+                    at += u64::from(n);
                 }
                 Ok(found)
             }

@@ -13,8 +13,10 @@ const H0: [u32; 8] = [
 ];
 /// SHA-256 compressions per nonce.
 pub const COMPRESSIONS_PER_NONCE: u64 = 3;
-/// Nonces one rayon task tries before checking for others' results.
-const CHUNK: u64 = 1 << 14;
+/// Counters one rayon task tries (the unit of work stealing); a tuning profile may pick
+/// another (`tune::CHUNK_CANDIDATES`). At ~7 M H/s per core a task lasts ~2 ms: long enough
+/// that scheduling costs nothing, short enough to balance the cores.
+pub const DEFAULT_CHUNK: u64 = 1 << 14;
 
 type Block = GenericArray<u8, sha2::digest::consts::U64>;
 
@@ -97,15 +99,28 @@ pub fn share_hash_fast(segment: &[u8], miner: Address, counter: u64) -> B256 {
 /// Tries counters `start .. start + count` on every core; returns every share under `target`,
 /// in counter order.
 pub fn mine(segment: &[u8], miner: Address, target: &B256, start: u64, count: u64) -> Vec<Found> {
+    mine_chunked(segment, miner, target, start, count, DEFAULT_CHUNK)
+}
+
+/// [`mine`] with `chunk` counters per rayon task (at least 1).
+pub fn mine_chunked(
+    segment: &[u8],
+    miner: Address,
+    target: &B256,
+    start: u64,
+    count: u64,
+    chunk: u64,
+) -> Vec<Found> {
     assert!(segment.len() >= STRIP_LEN, "segment shorter than a strip");
     let positions = strip_positions(segment.len());
-    let chunks = count.div_ceil(CHUNK);
+    let size = chunk.max(1);
+    let chunks = count.div_ceil(size);
     let mut found: Vec<Found> = (0..chunks)
         .into_par_iter()
         .flat_map_iter(|chunk| {
             let mut pads = Pads::new(miner);
-            let from = start + chunk * CHUNK;
-            let to = from.saturating_add(CHUNK).min(start.saturating_add(count));
+            let from = start + chunk * size;
+            let to = from.saturating_add(size).min(start.saturating_add(count));
             (from..to)
                 .filter_map(move |counter| {
                     let hash = hash_counter(segment, positions, &mut pads, counter);
@@ -167,22 +182,23 @@ impl BenchReport {
     }
 }
 
-/// Mines `segment` for `duration` on every core (no network): the operator's and
-/// benchmarker's hash rate.
+/// Mines `segment` for `duration` on every core (no network), `chunk` counters per rayon
+/// task: the operator's and benchmarker's hash rate.
 pub fn bench(
     segment: &[u8],
     miner: Address,
     target: &B256,
     duration: std::time::Duration,
+    chunk: u64,
 ) -> BenchReport {
     let raw_per_core = raw_compressions_per_sec(std::time::Duration::from_millis(500));
     let raw_all_cores = raw_compressions_per_sec_all_cores(std::time::Duration::from_millis(500));
     let threads = rayon::current_num_threads();
-    let batch = CHUNK * threads as u64 * 8;
+    let batch = call_counters(chunk, threads);
     let (mut nonces, mut shares) = (0u64, 0usize);
     let start = std::time::Instant::now();
     while start.elapsed() < duration {
-        shares += mine(segment, miner, target, nonces, batch).len();
+        shares += mine_chunked(segment, miner, target, nonces, batch, chunk).len();
         nonces += batch;
     }
     BenchReport {
@@ -193,4 +209,11 @@ pub fn bench(
         raw_per_core,
         raw_all_cores,
     }
+}
+
+/// Counters per `mine_chunked` call in a timed run: the same for every chunk up to 2^16, so
+/// chunk sizes compare at equal per-call overhead (~40 ms of work per call), and at least four
+/// tasks per thread for larger chunks.
+pub fn call_counters(chunk: u64, threads: usize) -> u64 {
+    chunk.max(1 << 16).saturating_mul(threads.max(1) as u64 * 4)
 }

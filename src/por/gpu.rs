@@ -45,6 +45,14 @@ pub enum GpuError {
     Readback(String),
     #[error("a dispatch found {0} shares, more than it can report: raise the difficulty")]
     Overflow(u32),
+    #[error("workgroup size {size} is outside 1..={max} on this adapter")]
+    WorkgroupSize { size: u32, max: u32 },
+    #[error("a dispatch of {count} counters needs more than {max_groups} workgroups of {workgroup_size} on this adapter: lower the batch")]
+    Batch {
+        count: u32,
+        workgroup_size: u32,
+        max_groups: u32,
+    },
 }
 
 /// The generated body of `fn compress(state, w) -> state`.
@@ -93,52 +101,90 @@ pub struct GpuMiner {
     positions: u32,
     segment_bytes: Vec<u8>,
     workgroup_size: u32,
+    /// Largest workgroup the device runs (size x and invocations per workgroup).
+    max_workgroup_size: u32,
+    /// Most workgroups one dispatch may name along x.
+    max_workgroups: u32,
     adapter: String,
+}
+
+/// The adapter `GpuMiner::new` would pick: `HighPerformance` on Vulkan.
+fn request_adapter() -> Result<wgpu::Adapter, GpuError> {
+    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
+        backends: wgpu::Backends::VULKAN,
+        ..wgpu::InstanceDescriptor::new_without_display_handle()
+    });
+    pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions {
+        power_preference: wgpu::PowerPreference::HighPerformance,
+        ..Default::default()
+    }))
+    .map_err(|e| GpuError::NoAdapter(e.to_string()))
+}
+
+fn describe(adapter: &wgpu::Adapter) -> String {
+    let info = adapter.get_info();
+    format!("{} ({:?}, {})", info.name, info.device_type, info.driver)
+}
+
+/// The name `GpuMiner::adapter` would report, without opening a device (to pick a tuning
+/// profile before mining).
+pub fn adapter_name() -> Result<String, GpuError> {
+    request_adapter().map(|a| describe(&a))
+}
+
+/// Compiles the kernel for `workgroup_size`; shader and pipeline errors come back as values,
+/// not wgpu's default panic.
+fn compile(
+    device: &wgpu::Device,
+    workgroup_size: u32,
+) -> Result<(wgpu::ComputePipeline, wgpu::BindGroupLayout), GpuError> {
+    let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
+    let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+        label: Some("por.wgsl"),
+        source: wgpu::ShaderSource::Wgsl(kernel_source(workgroup_size).into()),
+    });
+    let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+        label: Some("por"),
+        layout: None,
+        module: &module,
+        entry_point: Some("main"),
+        compilation_options: Default::default(),
+        cache: None,
+    });
+    if let Some(e) = pollster::block_on(scope.pop()) {
+        return Err(GpuError::Device(format!("kernel does not compile: {e}")));
+    }
+    let layout = pipeline.get_bind_group_layout(0);
+    Ok((pipeline, layout))
 }
 
 impl GpuMiner {
     /// Picks the best adapter, compiles the kernel and uploads `segment`.
     pub fn new(segment: &[u8], workgroup_size: u32) -> Result<Self, GpuError> {
-        let positions = u32::try_from(strip_positions(segment.len()))
-            .map_err(|_| GpuError::Segment(segment.len()))?;
         if segment.len() < STRIP_LEN || !segment.len().is_multiple_of(4) {
             return Err(GpuError::Segment(segment.len()));
         }
-        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
-            backends: wgpu::Backends::VULKAN,
-            ..wgpu::InstanceDescriptor::new_without_display_handle()
-        });
-        let adapter = pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions {
-            power_preference: wgpu::PowerPreference::HighPerformance,
-            ..Default::default()
-        }))
-        .map_err(|e| GpuError::NoAdapter(e.to_string()))?;
-        let info = adapter.get_info();
-        let adapter_name = format!("{} ({:?}, {})", info.name, info.device_type, info.driver);
+        let positions = u32::try_from(strip_positions(segment.len()))
+            .map_err(|_| GpuError::Segment(segment.len()))?;
+        let adapter = request_adapter()?;
+        let adapter_name = describe(&adapter);
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("kaon-por"),
             required_limits: adapter.limits(),
             ..Default::default()
         }))
         .map_err(|e| GpuError::Device(e.to_string()))?;
-        // Shader and pipeline errors come back as values, not wgpu's default panic.
-        let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-            label: Some("por.wgsl"),
-            source: wgpu::ShaderSource::Wgsl(kernel_source(workgroup_size).into()),
-        });
-        let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-            label: Some("por"),
-            layout: None,
-            module: &module,
-            entry_point: Some("main"),
-            compilation_options: Default::default(),
-            cache: None,
-        });
-        if let Some(e) = pollster::block_on(scope.pop()) {
-            return Err(GpuError::Device(format!("kernel does not compile: {e}")));
+        let limits = device.limits();
+        let max_workgroup_size = limits
+            .max_compute_workgroup_size_x
+            .min(limits.max_compute_invocations_per_workgroup);
+        if workgroup_size == 0 || workgroup_size > max_workgroup_size {
+            return Err(GpuError::WorkgroupSize {
+                size: workgroup_size,
+                max: max_workgroup_size,
+            });
         }
-        let layout = pipeline.get_bind_group_layout(0);
+        let (pipeline, layout) = compile(&device, workgroup_size)?;
         let words: Vec<u8> = segment
             .chunks_exact(4)
             .flat_map(|w| u32::from_be_bytes([w[0], w[1], w[2], w[3]]).to_le_bytes())
@@ -175,6 +221,8 @@ impl GpuMiner {
             positions,
             segment_bytes: segment.to_vec(),
             workgroup_size,
+            max_workgroup_size,
+            max_workgroups: limits.max_compute_workgroups_per_dimension,
             adapter: adapter_name,
         })
     }
@@ -182,6 +230,42 @@ impl GpuMiner {
     /// The adapter in use (name, type, driver).
     pub fn adapter(&self) -> &str {
         &self.adapter
+    }
+
+    /// Invocations per workgroup of the compiled kernel.
+    pub fn workgroup_size(&self) -> u32 {
+        self.workgroup_size
+    }
+
+    /// The largest workgroup size this device accepts.
+    pub fn max_workgroup_size(&self) -> u32 {
+        self.max_workgroup_size
+    }
+
+    /// The most workgroups one dispatch may name.
+    pub fn max_workgroups(&self) -> u32 {
+        self.max_workgroups
+    }
+
+    /// The most counters one dispatch may try at the current workgroup size.
+    pub fn max_batch(&self) -> u32 {
+        self.max_workgroups.saturating_mul(self.workgroup_size)
+    }
+
+    /// Recompiles the kernel for another workgroup size on the same device and segment (the
+    /// autotuner's trials; cheaper than a new device and upload).
+    pub fn set_workgroup_size(&mut self, workgroup_size: u32) -> Result<(), GpuError> {
+        if workgroup_size == 0 || workgroup_size > self.max_workgroup_size {
+            return Err(GpuError::WorkgroupSize {
+                size: workgroup_size,
+                max: self.max_workgroup_size,
+            });
+        }
+        let (pipeline, layout) = compile(&self.device, workgroup_size)?;
+        self.pipeline = pipeline;
+        self.layout = layout;
+        self.workgroup_size = workgroup_size;
+        Ok(())
     }
 
     /// Tries counters `start .. start + count` for `miner`; returns the shares under `target`
@@ -193,6 +277,15 @@ impl GpuMiner {
         start: u64,
         count: u32,
     ) -> Result<Vec<super::cpu::Found>, GpuError> {
+        let groups = count.div_ceil(self.workgroup_size);
+        if groups > self.max_workgroups {
+            // wgpu would reject the dispatch with a panic; say which knob to lower instead.
+            return Err(GpuError::Batch {
+                count,
+                workgroup_size: self.workgroup_size,
+                max_groups: self.max_workgroups,
+            });
+        }
         let mut params: Vec<u32> = miner
             .as_slice()
             .chunks_exact(4)
@@ -247,7 +340,7 @@ impl GpuMiner {
             });
             pass.set_pipeline(&self.pipeline);
             pass.set_bind_group(0, &bind, &[]);
-            pass.dispatch_workgroups(count.div_ceil(self.workgroup_size), 1, 1);
+            pass.dispatch_workgroups(groups, 1, 1);
         }
         encoder.copy_buffer_to_buffer(&self.out, 0, &self.readback, 0, None);
         self.queue.submit([encoder.finish()]);

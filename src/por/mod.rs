@@ -21,6 +21,7 @@
 pub mod cpu;
 pub mod gpu;
 pub mod source;
+pub mod tune;
 
 use crate::crypto::hash::{sha256, sha256_concat};
 use alloy_primitives::{Address, B256};

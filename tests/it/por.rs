@@ -2,7 +2,7 @@
 //! under the target, and the rule's edges (boundary, address binding, short logs) hold.
 
 use alloy_primitives::{Address, B256};
-use kaon::por::cpu::{mine, share_hash_fast};
+use kaon::por::cpu::{mine, mine_chunked, share_hash_fast};
 use kaon::por::{
     nonce_bytes, segment_of, segment_window, share_hash, strip_offset, synthetic_segment,
     target_for_bits, verify_share, PorError, STRIP_LEN,
@@ -114,6 +114,61 @@ fn segments_come_from_the_canonical_log_across_block_boundaries() {
     let a = segment_window(B256::repeat_byte(1), 1 << 30, 1 << 20).unwrap();
     let b = segment_window(B256::repeat_byte(2), 1 << 30, 1 << 20).unwrap();
     assert_ne!(a.0, b.0, "the seed moves the segment");
+}
+
+#[test]
+fn every_chunk_size_finds_the_same_shares() {
+    let segment = synthetic_segment(1 << 14, 11);
+    let miner = Address::repeat_byte(0x21);
+    let target = target_for_bits(5);
+    let expected = mine(&segment, miner, &target, 77, 20_000);
+    assert!(!expected.is_empty());
+    for chunk in kaon::por::tune::CHUNK_CANDIDATES
+        .into_iter()
+        .chain([0, 1, 7, 19_999, 1 << 20])
+    {
+        assert_eq!(
+            mine_chunked(&segment, miner, &target, 77, 20_000, chunk),
+            expected,
+            "chunk {chunk}"
+        );
+    }
+}
+
+#[test]
+fn cpu_autotune_picks_a_candidate_and_writes_a_loadable_profile() {
+    use kaon::por::tune::{autotune_cpu, DeviceKind, MiningProfile, TuneBudget, CHUNK_CANDIDATES};
+    use std::time::Duration;
+    let segment = synthetic_segment(1 << 16, 4);
+    // A spent budget still measures the default once; a short one tries every candidate.
+    let budgets = [
+        (Duration::ZERO, 1),
+        (
+            Duration::from_secs(30),
+            CHUNK_CANDIDATES.len() * kaon::por::tune::CPU_ROUNDS,
+        ),
+    ];
+    for (total, trials) in budgets {
+        let budget = TuneBudget {
+            total,
+            trial: Duration::from_millis(10),
+        };
+        let tuned = autotune_cpu(&segment, budget);
+        assert_eq!(tuned.trials.len(), trials);
+        let profile = tuned.profile;
+        assert_eq!(
+            (profile.device, profile.class.as_str()),
+            (DeviceKind::Cpu, "cpu")
+        );
+        assert!(CHUNK_CANDIDATES.contains(&profile.chunk()), "{profile:?}");
+        assert_eq!(profile.threads, Some(rayon::current_num_threads()));
+        assert_eq!(profile.segment_len, segment.len());
+        assert!(profile.hashes_per_sec.is_some_and(|r| r > 0));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kaon/mine-cpu.toml");
+        profile.save(&path).unwrap();
+        assert_eq!(MiningProfile::load(&path).unwrap(), profile);
+    }
 }
 
 proptest! {
