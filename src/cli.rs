@@ -37,6 +37,9 @@ pub enum Command {
     /// Proof-of-replication mining. `--bench SECONDS` mines a synthetic segment without a
     /// network and prints the hash rate (H/s) as its last line.
     Mine(MineArgs),
+    /// Withdraw an RN's unlocked PoR rewards to an account on a servicechain, through an RN's
+    /// JSON-RPC; the credit lands with that servicechain's next segment.
+    Withdraw(WithdrawArgs),
     /// Run one consensus node (`--config <dir>/cn<i>/config.toml` from `kaon init`); resumes
     /// from its datadir after a restart. SIGINT/SIGTERM stop it cleanly.
     Cn {
@@ -69,6 +72,7 @@ pub fn run() -> anyhow::Result<()> {
         Command::Keygen { out } => keygen(&out),
         Command::Devnet(args) => devnet(args, &cli.datadir, &config),
         Command::Mine(args) => mine(&args),
+        Command::Withdraw(args) => withdraw(&args),
         Command::Init(args) => crate::node::cn::init(&args.into_spec(&config)),
         Command::Cn { metrics } => {
             let path = cli
@@ -225,6 +229,47 @@ impl InitArgs {
             committee_size: config.consensus.committee_size,
         }
     }
+}
+
+/// `kaon withdraw` flags.
+#[derive(Debug, clap::Args)]
+pub struct WithdrawArgs {
+    /// The regionchain endpoint of an RN's JSON-RPC, e.g. http://127.0.0.1:8545/chain/1000.
+    #[arg(long)]
+    pub rpc: String,
+    /// File holding the reward address's secp256k1 secret key (hex).
+    #[arg(long)]
+    pub key_file: PathBuf,
+    /// Servicechain to credit.
+    #[arg(long)]
+    pub chain: u64,
+    /// Account credited on that servicechain.
+    #[arg(long)]
+    pub to: alloy_primitives::Address,
+    /// Amount in wei (default: everything unlocked).
+    #[arg(long)]
+    pub amount: Option<alloy_primitives::U256>,
+}
+
+fn withdraw(args: &WithdrawArgs) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(&args.key_file)
+        .with_context(|| format!("reading {}", args.key_file.display()))?;
+    let secret: [u8; 32] = hex::decode(text.trim().trim_start_matches("0x"))
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .with_context(|| format!("{} is not a 32-byte hex key", args.key_file.display()))?;
+    let receipt = crate::node::rewards::withdraw(&crate::node::rewards::WithdrawRequest {
+        rpc: args.rpc.clone(),
+        reward_secret: secret,
+        amount: args.amount,
+        chain: crate::types::ChainId(args.chain),
+        to: args.to,
+    })?;
+    println!(
+        "withdrawal {} of {} wei (nonce {}) forwarded; {} is credited on chain {} with its next segment",
+        receipt.hash, receipt.amount, receipt.nonce, args.to, args.chain
+    );
+    Ok(())
 }
 
 /// `kaon mine` flags.

@@ -136,6 +136,14 @@ pub fn run(
         (Some(addr), Some(rn)) => {
             let served = super::rpc::serve(rt.handle(), addr, &genesis, rn.view(), &stop)?;
             print_rpc(out, &served, &chains, &developers)?;
+            for i in 0..config.rns {
+                writeln!(
+                    out,
+                    "RN {i}: registers for PoSC probes and rewards with development account ({}) {}",
+                    DEV_ACCOUNTS - 1 - i % DEV_ACCOUNTS,
+                    devnet_rn_reward(i).address
+                )?;
+            }
             if config.miner_pace > 0 {
                 writeln!(
                     out,
