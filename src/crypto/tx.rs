@@ -29,6 +29,7 @@
 mod envelope;
 pub mod hd;
 mod recover;
+mod signed;
 mod transaction;
 
 pub use envelope::{DecodeRules, Signature, SignedTransaction};
@@ -36,6 +37,7 @@ pub use recover::{
     address_of, decode_recover_batch, recover_all, recover_batch, recover_digest, sign_digest,
     RecoveredTx, RECOVER_MIN_BATCH,
 };
+pub use signed::{AccountSigned, Signable};
 pub use transaction::{
     AccessList, AccessListItem, Eip1559Tx, Eip2930Tx, LegacyTx, Transaction, TxKind, TxType,
 };

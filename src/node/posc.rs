@@ -19,11 +19,11 @@
 use crate::consensus::selection::{quorum, CnSet};
 use crate::crypto::bls::{self, PublicKeyBytes, SecretKey, Signature, SignatureBytes};
 use crate::crypto::hash::sha256_concat;
-use crate::crypto::tx::{recover_digest, sign_digest};
+use crate::crypto::tx::{AccountSigned, Signable};
 use crate::types::codec::canonical;
 use crate::types::system::{self, SystemKind, SystemTxError};
 use crate::types::{ChainId, CnIndex, Height, SignerBitmap};
-use alloy_primitives::{keccak256, Address, Bytes, B256, U256};
+use alloy_primitives::{keccak256, Address, Bytes, B256};
 use alloy_rlp::{RlpDecodable, RlpEncodable};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -83,21 +83,15 @@ pub struct RnSpec {
     pub sequence: u64,
 }
 
-impl RnSpec {
+impl Signable for RnSpec {
     /// The digest the reward key signs.
-    pub fn digest(&self) -> B256 {
+    fn digest(&self) -> B256 {
         keccak256([REGISTRATION_DOMAIN, &canonical(self)].concat())
     }
 }
 
 /// An RN registration signed with its reward address's key.
-#[derive(Debug, Clone, PartialEq, Eq, RlpEncodable, RlpDecodable)]
-pub struct RnRegistration {
-    pub spec: RnSpec,
-    pub r: U256,
-    pub s: U256,
-    pub y_parity: bool,
-}
+pub type RnRegistration = AccountSigned<RnSpec>;
 
 /// "CN `signer` probed the RN selected at `round` and it did not answer." Gossiped between CNs
 /// as a system transaction; never committed itself, only folded into a [`Penalty`].
@@ -156,23 +150,9 @@ pub enum PoscError {
     BadSignature,
     #[error("probe attestations travel between CNs; only a penalty is a transaction")]
     BareAttestation,
-    #[error("signing failed: {0}")]
-    Signing(String),
 }
 
 impl RnRegistration {
-    /// `spec` signed with the reward address's secret key.
-    pub fn sign(spec: RnSpec, reward_secret: &[u8; 32]) -> Result<Self, PoscError> {
-        let sig = sign_digest(reward_secret, spec.digest())
-            .map_err(|e| PoscError::Signing(e.to_string()))?;
-        Ok(Self {
-            spec,
-            r: sig.r,
-            s: sig.s,
-            y_parity: sig.y_parity,
-        })
-    }
-
     pub fn to_system_tx(&self) -> Bytes {
         system::encode(SystemKind::RegisterRn, self)
     }
@@ -204,14 +184,10 @@ impl RnRegistration {
         }
         self.endpoint()?;
         bls::PublicKey::try_from(&spec.node_key).map_err(|_| PoscError::BadNodeKey)?;
-        let signature = crate::crypto::tx::Signature {
-            r: self.r,
-            s: self.s,
-            y_parity: self.y_parity,
-        };
-        match recover_digest(spec.digest(), &signature) {
-            Ok(signer) if signer == spec.reward => Ok(()),
-            _ => Err(PoscError::NotRewardOwner),
+        if self.is_signed_by(spec.reward) {
+            Ok(())
+        } else {
+            Err(PoscError::NotRewardOwner)
         }
     }
 }

@@ -14,7 +14,7 @@
 use crate::crypto::hash::{
     keccak256, merkle_proof, merkle_root, merkle_root_from_path, sha256_concat,
 };
-use crate::crypto::tx::{recover_digest, sign_digest, Signature};
+use crate::crypto::tx::{AccountSigned, Signable};
 use crate::types::codec::canonical;
 use crate::types::system::{self, SystemKind, SystemTxError};
 use crate::types::{BlockHash, ChainId, Height};
@@ -67,13 +67,7 @@ pub struct ServicechainSpec {
 }
 
 /// A servicechain registration signed by its owner.
-#[derive(Debug, Clone, PartialEq, Eq, RlpEncodable, RlpDecodable)]
-pub struct Registration {
-    pub spec: ServicechainSpec,
-    pub r: U256,
-    pub s: U256,
-    pub y_parity: bool,
-}
+pub type Registration = AccountSigned<ServicechainSpec>;
 
 /// Why a registration was refused (its system transaction is then marked invalid).
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
@@ -90,30 +84,16 @@ pub enum RegistryError {
     TooManyAllocations(usize),
     #[error("signature is not the owner's")]
     NotOwner,
-    #[error("signing failed: {0}")]
-    Signing(String),
 }
 
-impl ServicechainSpec {
+impl Signable for ServicechainSpec {
     /// The digest the owner signs.
-    pub fn digest(&self) -> B256 {
+    fn digest(&self) -> B256 {
         keccak256([REGISTRATION_DOMAIN, &canonical(self)].concat())
     }
 }
 
 impl Registration {
-    /// `spec` signed with the owner's secret key.
-    pub fn sign(spec: ServicechainSpec, owner_secret: &[u8; 32]) -> Result<Self, RegistryError> {
-        let sig = sign_digest(owner_secret, spec.digest())
-            .map_err(|e| RegistryError::Signing(e.to_string()))?;
-        Ok(Self {
-            spec,
-            r: sig.r,
-            s: sig.s,
-            y_parity: sig.y_parity,
-        })
-    }
-
     pub fn to_system_tx(&self) -> Bytes {
         system::encode(SystemKind::RegisterServicechain, self)
     }
@@ -138,14 +118,10 @@ impl Registration {
         if spec.alloc.len() > MAX_ALLOCATIONS {
             return Err(RegistryError::TooManyAllocations(spec.alloc.len()));
         }
-        let signature = Signature {
-            r: self.r,
-            s: self.s,
-            y_parity: self.y_parity,
-        };
-        match recover_digest(spec.digest(), &signature) {
-            Ok(signer) if signer == spec.owner => Ok(()),
-            _ => Err(RegistryError::NotOwner),
+        if self.is_signed_by(spec.owner) {
+            Ok(())
+        } else {
+            Err(RegistryError::NotOwner)
         }
     }
 }

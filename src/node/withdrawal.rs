@@ -13,7 +13,7 @@
 //! state diff and commitment like any balance change; segment 0 never writes servicechain
 //! state, and segments stay independent within a container.
 
-use crate::crypto::tx::{recover_digest, sign_digest};
+use crate::crypto::tx::{AccountSigned, Signable};
 use crate::types::codec::canonical;
 use crate::types::system::{self, SystemKind, SystemTxError};
 use crate::types::ChainId;
@@ -44,21 +44,15 @@ pub struct WithdrawalSpec {
     pub nonce: u64,
 }
 
-impl WithdrawalSpec {
+impl Signable for WithdrawalSpec {
     /// The digest the reward key signs.
-    pub fn digest(&self) -> B256 {
+    fn digest(&self) -> B256 {
         keccak256([WITHDRAWAL_DOMAIN, &canonical(self)].concat())
     }
 }
 
 /// A withdrawal signed by the reward address's key.
-#[derive(Debug, Clone, PartialEq, Eq, RlpEncodable, RlpDecodable)]
-pub struct Withdrawal {
-    pub spec: WithdrawalSpec,
-    pub r: U256,
-    pub s: U256,
-    pub y_parity: bool,
-}
+pub type Withdrawal = AccountSigned<WithdrawalSpec>;
 
 /// Why a withdrawal was refused (it is then marked invalid and changes nothing).
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
@@ -79,23 +73,9 @@ pub enum WithdrawalError {
     BadNonce { got: u64, expected: u64 },
     #[error("container already holds {MAX_WITHDRAWALS_PER_CONTAINER} withdrawals")]
     ContainerFull,
-    #[error("signing failed: {0}")]
-    Signing(String),
 }
 
 impl Withdrawal {
-    /// `spec` signed with the reward address's secret key.
-    pub fn sign(spec: WithdrawalSpec, reward_secret: &[u8; 32]) -> Result<Self, WithdrawalError> {
-        let sig = sign_digest(reward_secret, spec.digest())
-            .map_err(|e| WithdrawalError::Signing(e.to_string()))?;
-        Ok(Self {
-            spec,
-            r: sig.r,
-            s: sig.s,
-            y_parity: sig.y_parity,
-        })
-    }
-
     pub fn to_system_tx(&self) -> Bytes {
         system::encode(SystemKind::Withdrawal, self)
     }
@@ -116,14 +96,10 @@ impl Withdrawal {
         if spec.amount.is_zero() {
             return Err(WithdrawalError::Zero);
         }
-        let signature = crate::crypto::tx::Signature {
-            r: self.r,
-            s: self.s,
-            y_parity: self.y_parity,
-        };
-        match recover_digest(spec.digest(), &signature) {
-            Ok(signer) if signer == spec.rn => Ok(()),
-            _ => Err(WithdrawalError::NotRewardOwner),
+        if self.is_signed_by(spec.rn) {
+            Ok(())
+        } else {
+            Err(WithdrawalError::NotRewardOwner)
         }
     }
 }

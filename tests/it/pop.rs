@@ -118,7 +118,8 @@ fn counters(miner: Address, h: u64, n: usize, valid: bool) -> Vec<u64> {
         .collect()
 }
 
-fn shares(miner: Address, h: u64, cs: &[u64]) -> Vec<Bytes> {
+/// Share transactions of `miner` for seed height `h` with counters `cs`.
+pub(crate) fn shares(miner: Address, h: u64, cs: &[u64]) -> Vec<Bytes> {
     cs.iter()
         .map(|&counter| {
             ShareSubmission {

@@ -4,10 +4,10 @@
 //! and then slashes it, while the RN that answers keeps its rewards, is never penalized, and
 //! withdraws them to a servicechain account once they unlock.
 
+use super::pop::shares;
 use super::rn::{describe, head, wait_or_explain, Cluster};
 use alloy_primitives::{Address, U256};
 use kaon::node::loadgen::dev_account;
-use kaon::node::pop::ShareSubmission;
 use kaon::node::posc::{Penalty, PoscParams};
 use kaon::node::rewards::{withdraw, WithdrawRequest};
 use kaon::rn::register::RewardKey;
@@ -32,17 +32,7 @@ fn mine_some(rn: &RnHandle, miner: Address, from: u64) -> u64 {
         .filter(|c| kaon::por::verify_share(&segment, miner, *c, &target).is_ok())
         .take(4)
         .collect();
-    let txs = counters
-        .iter()
-        .map(|&counter| {
-            ShareSubmission {
-                height: Height(h),
-                miner,
-                counter,
-            }
-            .to_system_tx()
-        })
-        .collect();
+    let txs = shares(miner, h, &counters);
     let _ = rn.forward_txs(txs);
     from + 4096
 }
