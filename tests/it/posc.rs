@@ -7,6 +7,7 @@
 use super::pop::shares;
 use super::rn::{describe, head, wait_or_explain, Cluster};
 use alloy_primitives::{Address, U256};
+use kaon::net::probe::{Probe, ProbeFailure, Prober};
 use kaon::node::loadgen::dev_account;
 use kaon::node::posc::{Penalty, PoscParams};
 use kaon::node::rewards::{withdraw, WithdrawRequest};
@@ -17,6 +18,7 @@ use kaon::types::Height;
 use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Submits a few shares for `miner` over `rn`'s current head (the difficulty is tiny here).
 fn mine_some(rn: &RnHandle, miner: Address, from: u64) -> u64 {
@@ -97,6 +99,55 @@ fn an_rn_that_stops_answering_is_penalized_then_slashed_while_a_healthy_one_keep
         committed_penalties(&good).is_empty(),
         "both answer their probes"
     );
+
+    // A probe by hand: the registered key and the committed block pass; another key, another
+    // hash, or nobody at the endpoint fail, each with its reason.
+    let prober = Prober::bind(
+        cluster.rt.handle(),
+        "127.0.0.1:0".parse().unwrap(),
+        kaon::types::CnIndex(0),
+        cluster.keys[0].clone(),
+    )
+    .unwrap();
+    let round = Height(head(&good));
+    let probe = Probe {
+        endpoint: good.listen_addr(),
+        node_key: good.public_key(),
+        round,
+        hash: good.block_by_height(round).unwrap().unwrap().hash(),
+    };
+    let deadline = Duration::from_secs(5);
+    let run = |p: &Probe| cluster.rt.block_on(prober.probe(p, deadline));
+    assert!(run(&probe).unwrap() >= round);
+    let other_key = Probe {
+        node_key: bad.public_key(),
+        ..probe.clone()
+    };
+    assert_eq!(run(&other_key), Err(ProbeFailure::WrongKey));
+    let other_hash = Probe {
+        hash: kaon::types::BlockHash(alloy_primitives::B256::repeat_byte(9)),
+        ..probe.clone()
+    };
+    assert!(matches!(
+        run(&other_hash),
+        Err(ProbeFailure::WrongBlock { .. })
+    ));
+    let nobody = Probe {
+        endpoint: std::net::UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap(),
+        ..probe.clone()
+    };
+    let short = |p: &Probe| {
+        cluster
+            .rt
+            .block_on(prober.probe(p, Duration::from_millis(300)))
+    };
+    assert!(matches!(
+        short(&nobody),
+        Err(ProbeFailure::Timeout(_) | ProbeFailure::Unreachable(_))
+    ));
 
     // The bad RN goes away; every round probes both; the CNs attest, proposers fold a quorum
     // into penalties, and the second penalty (limit 1) slashes.
