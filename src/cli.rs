@@ -37,6 +37,10 @@ pub enum Command {
     /// Proof-of-replication mining. `--bench SECONDS` mines a synthetic segment without a
     /// network and prints the hash rate (H/s) as its last line.
     Mine(MineArgs),
+    /// Run one ranger node: sync and audit from the CNs, join the RN network, serve JSON-RPC,
+    /// and (with a reward key) register for PoSC probes and PoR rewards. Resumes from its
+    /// datadir; SIGINT/SIGTERM stop it.
+    Rn(RnArgs),
     /// Withdraw an RN's unlocked PoR rewards to an account on a servicechain, through an RN's
     /// JSON-RPC; the credit lands with that servicechain's next segment.
     Withdraw(WithdrawArgs),
@@ -73,6 +77,10 @@ pub fn run() -> anyhow::Result<()> {
         Command::Devnet(args) => devnet(args, &cli.datadir, &config),
         Command::Mine(args) => mine(&args),
         Command::Withdraw(args) => withdraw(&args),
+        Command::Rn(args) => {
+            let spec = args.into_spec(&cli.datadir, &config)?;
+            crate::node::ranger::run_rn(&spec, &mut std::io::stdout())
+        }
         Command::Init(args) => crate::node::cn::init(&args.into_spec(&config)),
         Command::Cn { metrics } => {
             let path = cli
@@ -231,6 +239,61 @@ impl InitArgs {
     }
 }
 
+/// `kaon rn` flags.
+#[derive(Debug, clap::Args)]
+pub struct RnArgs {
+    /// The region's genesis.json (from `kaon init`).
+    #[arg(long)]
+    pub genesis: PathBuf,
+    /// This RN's BLS node key (hex; `kaon keygen --out FILE` writes one).
+    #[arg(long)]
+    pub key_file: PathBuf,
+    /// The reward address's secp256k1 key (hex): the RN registers for PoSC probes and rewards.
+    #[arg(long)]
+    pub reward_key_file: Option<PathBuf>,
+    /// RN-network address (CNs probe it; other RNs dial it).
+    #[arg(long, default_value = "127.0.0.1:30400")]
+    pub listen: std::net::SocketAddr,
+    /// A CN to sync from, `index@host:port` (repeat for each).
+    #[arg(long = "cn", required = true)]
+    pub cns: Vec<String>,
+    /// Another RN to dial (repeat for each).
+    #[arg(long = "rn")]
+    pub rns: Vec<std::net::SocketAddr>,
+    /// Serve JSON-RPC (HTTP and WebSocket) here.
+    #[arg(long)]
+    pub rpc: Option<std::net::SocketAddr>,
+    /// Serve Prometheus metrics here.
+    #[arg(long)]
+    pub metrics: Option<std::net::SocketAddr>,
+}
+
+impl RnArgs {
+    fn into_spec(
+        self,
+        datadir: &Option<PathBuf>,
+        config: &crate::config::Config,
+    ) -> anyhow::Result<crate::node::ranger::RnSpec> {
+        let cns = self
+            .cns
+            .iter()
+            .map(|p| crate::node::cn::parse_peer(p))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(crate::node::ranger::RnSpec {
+            genesis: self.genesis,
+            datadir: datadir.clone().unwrap_or_else(|| config.datadir.clone()),
+            key_file: self.key_file,
+            reward_key_file: self.reward_key_file,
+            listen: self.listen,
+            cns,
+            rns: self.rns,
+            rpc: self.rpc,
+            metrics: self.metrics,
+            storage: config.storage.clone(),
+        })
+    }
+}
+
 /// `kaon withdraw` flags.
 #[derive(Debug, clap::Args)]
 pub struct WithdrawArgs {
@@ -252,12 +315,7 @@ pub struct WithdrawArgs {
 }
 
 fn withdraw(args: &WithdrawArgs) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(&args.key_file)
-        .with_context(|| format!("reading {}", args.key_file.display()))?;
-    let secret: [u8; 32] = hex::decode(text.trim().trim_start_matches("0x"))
-        .ok()
-        .and_then(|b| b.try_into().ok())
-        .with_context(|| format!("{} is not a 32-byte hex key", args.key_file.display()))?;
+    let secret = crate::node::ranger::read_secret(&args.key_file)?;
     let receipt = crate::node::rewards::withdraw(&crate::node::rewards::WithdrawRequest {
         rpc: args.rpc.clone(),
         reward_secret: secret,

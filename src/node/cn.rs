@@ -93,7 +93,8 @@ fn resolve(config_dir: &Path, path: &Path) -> PathBuf {
     }
 }
 
-fn parse_peer(s: &str) -> anyhow::Result<(CnIndex, SocketAddr)> {
+/// `index@host:port`.
+pub fn parse_peer(s: &str) -> anyhow::Result<(CnIndex, SocketAddr)> {
     let (index, addr) = s
         .split_once('@')
         .with_context(|| format!("peer {s:?} is not index@host:port"))?;
@@ -109,14 +110,7 @@ fn parse_peer(s: &str) -> anyhow::Result<(CnIndex, SocketAddr)> {
 }
 
 fn read_key(path: &Path) -> anyhow::Result<SecretKey> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading key {}", path.display()))?;
-    let bytes = hex::decode(text.trim().trim_start_matches("0x"))
-        .with_context(|| format!("key {} is not hex", path.display()))?;
-    let bytes: [u8; 32] = bytes
-        .try_into()
-        .map_err(|_| anyhow::anyhow!("key {} is not 32 bytes", path.display()))?;
-    Ok(SecretKey::from_bytes(&bytes)?)
+    Ok(SecretKey::from_bytes(&super::ranger::read_secret(path)?)?)
 }
 
 /// Runs one CN until SIGINT/SIGTERM; prints a line per committed block to `out`.

@@ -1,6 +1,7 @@
 //! `kaon init` + four `kaon cn` processes on 127.0.0.1: they finalize blocks; one is killed
 //! with SIGKILL and restarted, resumes from its datadir, catches up, and agrees with the others
-//! at every height; SIGTERM stops them all cleanly.
+//! at every height; a `kaon rn` process syncs from them, serves JSON-RPC and registers
+//! itself for PoSC; SIGTERM stops them all cleanly.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -88,6 +89,7 @@ fn four_processes_finalize_and_a_killed_cn_resumes_and_agrees() {
     wait_for("all four CNs at height 3", &chains, |c| {
         (0..4).all(|i| height(c, i) >= 3)
     });
+    let rn = spawn_rn(dir.path(), base);
 
     // SIGKILL CN 3; the other three are a quorum of four and keep going.
     children[3].kill().unwrap();
@@ -117,6 +119,38 @@ fn four_processes_finalize_and_a_killed_cn_resumes_and_agrees() {
         "CN 3 committed new heights after its restart"
     );
 
+    // The RN serves the chain over JSON-RPC and registered itself on the regionchain.
+    let region = serde_json::from_str::<serde_json::Value>(
+        &std::fs::read_to_string(dir.path().join("genesis.json")).unwrap(),
+    )
+    .unwrap()["region"]
+        .as_u64()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{}/chain/{region}", base + 11);
+    let reward = kaon::node::loadgen::dev_account(300).address;
+    let start = Instant::now();
+    loop {
+        let head = rpc(&url, "eth_blockNumber", serde_json::json!([])).and_then(|v| {
+            v.as_str()
+                .map(|h| u64::from_str_radix(&h[2..], 16).unwrap())
+        });
+        let state = rpc(&url, "kaon_popState", serde_json::json!([reward]));
+        let registered = state.as_ref().and_then(|s| {
+            s["rns"][reward.to_checksum(None)]["registration"]["endpoint"]
+                .as_str()
+                .map(str::to_owned)
+        });
+        if head.is_some_and(|h| h >= 3) && registered == Some(format!("127.0.0.1:{}", base + 10)) {
+            break;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "kaon rn: head {head:?}, registration {registered:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    children.push(rn);
+
     for child in &children {
         // SAFETY: kill(2) on our own child's pid with a valid signal has no memory effects.
         unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
@@ -125,7 +159,59 @@ fn four_processes_finalize_and_a_killed_cn_resumes_and_agrees() {
         let status = child.wait().unwrap();
         assert!(
             status.success(),
-            "CN {i} did not exit cleanly on SIGTERM: {status}"
+            "process {i} (0-3 CNs, 4 the RN) did not exit cleanly on SIGTERM: {status}"
         );
     }
+}
+
+/// `kaon keygen` + `kaon rn` syncing from the four CNs, RN network on `base + 10`, JSON-RPC on
+/// `base + 11`, registering development account 300 as its reward address.
+fn spawn_rn(dir: &std::path::Path, base: u16) -> Child {
+    let key = dir.join("rn.key");
+    let keygen = Command::new(KAON)
+        .args(["--log", "warn", "keygen", "--out"])
+        .arg(&key)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(keygen.success(), "kaon keygen failed");
+    let reward = dir.join("reward.key");
+    std::fs::write(
+        &reward,
+        hex::encode(kaon::node::loadgen::dev_account(300).secret),
+    )
+    .unwrap();
+    let mut command = Command::new(KAON);
+    command
+        .args(["--log", "warn", "--datadir"])
+        .arg(dir.join("rn"))
+        .arg("rn")
+        .arg("--genesis")
+        .arg(dir.join("genesis.json"))
+        .arg("--key-file")
+        .arg(&key)
+        .arg("--reward-key-file")
+        .arg(&reward)
+        .args(["--listen", &format!("127.0.0.1:{}", base + 10)])
+        .args(["--rpc", &format!("127.0.0.1:{}", base + 11)]);
+    for i in 0..4u16 {
+        command.args(["--cn", &format!("{i}@127.0.0.1:{}", base + i)]);
+    }
+    command
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start kaon rn")
+}
+
+/// One JSON-RPC call; `None` while the server is not up or answers an error.
+fn rpc(url: &str, method: &str, params: serde_json::Value) -> Option<serde_json::Value> {
+    let body = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
+    let mut response = ureq::post(url)
+        .header("content-type", "application/json")
+        .send(body.to_string())
+        .ok()?;
+    let reply: serde_json::Value =
+        serde_json::from_str(&response.body_mut().read_to_string().ok()?).ok()?;
+    Some(reply.get("result")?.clone())
 }
