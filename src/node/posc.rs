@@ -284,7 +284,7 @@ pub struct RnEntry {
     pub endpoint: SocketAddr,
     pub node_key: PublicKeyBytes,
     pub sequence: u64,
-    /// Height of the container that (last) registered it.
+    /// Height of the container that first registered it (probes start after a grace).
     pub registered_at: Height,
 }
 
@@ -446,13 +446,19 @@ impl PoscState {
             // Verified before it was accepted; the endpoint parses.
             if let Ok(endpoint) = registration.endpoint() {
                 let spec = &registration.spec;
+                // The grace runs from the first registration: re-registering (a new endpoint
+                // or key) must not buy another grace away from probes.
+                let registered_at = self
+                    .rns
+                    .get(&spec.reward)
+                    .map_or(round, |e| e.registered_at);
                 self.rns.insert(
                     spec.reward,
                     RnEntry {
                         endpoint,
                         node_key: spec.node_key,
                         sequence: spec.sequence,
-                        registered_at: round,
+                        registered_at,
                     },
                 );
             }

@@ -289,6 +289,11 @@ fn rn_registrations_are_signed_by_the_reward_key_and_sequenced() {
         (entry.endpoint.to_string().as_str(), entry.sequence),
         ("127.0.0.1:9999", 2)
     );
+    assert_eq!(
+        entry.registered_at,
+        Height(2),
+        "re-registering buys no new grace from probes"
+    );
 }
 
 /// CN `signers`' attestations of `rn` failing round `round`, folded.
