@@ -551,7 +551,7 @@ fn mine_network(
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    crate::node::devnet::spawn_signal_watch(&rt, std::sync::Arc::clone(&stop));
+    crate::node::process::spawn_signal_watch(&rt, std::sync::Arc::clone(&stop));
     let duration = (args.duration > 0).then(|| std::time::Duration::from_secs(args.duration));
     let report = std::thread::scope(|s| {
         let options = crate::node::miner::MineOptions {

@@ -14,7 +14,6 @@ use rand::RngCore;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 /// What `kaon init` writes.
@@ -140,12 +139,8 @@ pub fn run_cn(
     let mut spec = genesis.cn_spec(CnIndex(cn.index), key, datadir, NetConfig::new(listen))?;
     spec.pipeline = config.pipeline.clone();
     spec.storage = config.storage.clone();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-    let stop = Arc::new(AtomicBool::new(false));
-    super::devnet::spawn_signal_watch(&rt, Arc::clone(&stop));
+    let process = super::process::Process::start()?;
+    let rt = &process.rt;
     let printer = Arc::clone(&out);
     let node = BoundCn::bind(rt.handle(), spec)?.start(
         rt.handle(),
@@ -177,9 +172,6 @@ pub fn run_cn(
         tracing::info!(%bound, "serving metrics");
     }
     tracing::info!(cn = cn.index, %listen, "consensus node running");
-    while !stop.load(Ordering::Relaxed) {
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    tracing::info!("shutting down");
+    process.wait();
     node.shutdown()
 }

@@ -121,7 +121,7 @@ pub fn run(
         .worker_threads(2)
         .enable_all()
         .build()?;
-    spawn_signal_watch(&rt, Arc::clone(&stop));
+    super::process::spawn_signal_watch(&rt, Arc::clone(&stop));
     let chains: Vec<ChainId> = (1..=config.servicechains as u64)
         .map(|k| ChainId(DEVNET_REGION.0 + k))
         .collect();
@@ -237,21 +237,6 @@ pub fn run(
 
 fn fmt_ms(v: Option<u64>) -> String {
     v.map_or("-".to_string(), |ms| format!("{ms} ms"))
-}
-
-pub(crate) fn spawn_signal_watch(rt: &tokio::runtime::Runtime, stop: Arc<AtomicBool>) {
-    rt.spawn(async move {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => return,
-            };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-        stop.store(true, Ordering::Relaxed);
-    });
 }
 
 fn print_banner(

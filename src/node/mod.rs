@@ -11,6 +11,7 @@ pub mod miner;
 pub mod pop;
 pub mod posc;
 pub mod prober;
+pub mod process;
 pub mod ranger;
 pub mod recovery;
 pub mod region;

@@ -10,7 +10,6 @@ use anyhow::Context;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 /// What `kaon rn` runs.
@@ -56,16 +55,12 @@ pub fn run_rn(spec: &RnSpec, out: &mut dyn Write) -> anyhow::Result<()> {
         .transpose()?
         .map(RewardKey);
     let rn = RnNode::start(config)?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-    let stop = Arc::new(AtomicBool::new(false));
-    super::devnet::spawn_signal_watch(&rt, Arc::clone(&stop));
+    let process = super::process::Process::start()?;
+    let (rt, stop) = (&process.rt, &process.stop);
     writeln!(out, "ranger node on the RN network at {}", rn.listen_addr())?;
     let rpc = spec
         .rpc
-        .map(|addr| super::rpc::serve(rt.handle(), addr, &genesis, rn.view(), &stop))
+        .map(|addr| super::rpc::serve(rt.handle(), addr, &genesis, rn.view(), stop))
         .transpose()?;
     if let Some(rpc) = &rpc {
         let addr = rpc.local_addr();
@@ -96,10 +91,7 @@ pub fn run_rn(spec: &RnSpec, out: &mut dyn Write) -> anyhow::Result<()> {
         writeln!(out, "metrics: http://{bound}/metrics")?;
     }
     out.flush()?;
-    while !stop.load(Ordering::Relaxed) {
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    tracing::info!("shutting down");
+    process.wait();
     if let Some(rpc) = rpc {
         rpc.shutdown();
     }
