@@ -58,16 +58,14 @@ pub struct Probe {
 pub struct Prober {
     endpoint: quinn::Endpoint,
     key: SecretKey,
-    me: CnIndex,
     stats: Arc<NetStats>,
 }
 
 impl Prober {
-    /// A client endpoint on `bind` (port 0 picks one) that says hello as CN `me`.
+    /// A client endpoint on `bind` (port 0 picks one) that signs its hellos with `key`.
     pub fn bind(
         rt: &tokio::runtime::Handle,
         bind: SocketAddr,
-        me: CnIndex,
         key: SecretKey,
     ) -> anyhow::Result<Self> {
         let _guard = rt.enter();
@@ -76,20 +74,30 @@ impl Prober {
         Ok(Self {
             endpoint,
             key,
-            me,
             stats: Arc::default(),
         })
     }
 
-    /// Probes one RN; the head it reported on success.
-    pub async fn probe(&self, probe: &Probe, deadline: Duration) -> Result<Height, ProbeFailure> {
-        match tokio::time::timeout(deadline, self.exchange(probe, deadline / 2)).await {
+    /// Probes one RN as CN `me` (its index in the set in force); the head it reported on
+    /// success.
+    pub async fn probe(
+        &self,
+        me: CnIndex,
+        probe: &Probe,
+        deadline: Duration,
+    ) -> Result<Height, ProbeFailure> {
+        match tokio::time::timeout(deadline, self.exchange(me, probe, deadline / 2)).await {
             Ok(result) => result,
             Err(_) => Err(ProbeFailure::Timeout(deadline)),
         }
     }
 
-    async fn exchange(&self, probe: &Probe, wait: Duration) -> Result<Height, ProbeFailure> {
+    async fn exchange(
+        &self,
+        me: CnIndex,
+        probe: &Probe,
+        wait: Duration,
+    ) -> Result<Height, ProbeFailure> {
         let unreachable = |e: &dyn std::fmt::Display| ProbeFailure::Unreachable(e.to_string());
         let conn = self
             .endpoint
@@ -97,7 +105,7 @@ impl Prober {
             .map_err(|e| unreachable(&e))?
             .await
             .map_err(|e| unreachable(&e))?;
-        let result = self.ask(&conn, probe, wait).await;
+        let result = self.ask(&conn, me, probe, wait).await;
         conn.close(0u32.into(), b"probe done");
         result
     }
@@ -105,12 +113,13 @@ impl Prober {
     async fn ask(
         &self,
         conn: &quinn::Connection,
+        me: CnIndex,
         probe: &Probe,
         wait: Duration,
     ) -> Result<Height, ProbeFailure> {
         let unreachable = |e: anyhow::Error| ProbeFailure::Unreachable(format!("{e:#}"));
         let mut send = conn.open_uni().await.map_err(|e| unreachable(e.into()))?;
-        let credential = Credential::Cn(self.me, &self.key);
+        let credential = Credential::Cn(me, &self.key);
         handshake::say_hello(conn, &mut send, credential, Side::Dialler)
             .await
             .map_err(unreachable)?;

@@ -16,10 +16,11 @@
 //! and a deadline, and a strike per bad frame, bad request or bad block reported by the node
 //! ([`RnNetwork::penalize`]) — eight strikes close the connection.
 //!
-//! A CN that dials with its CN hello is a PoSC prober ([`super::probe`]): it gets the RN's
+//! A CN that dials with its CN hello is a PoSC prober ([`super::probe`]): its hello must
+//! verify under its key in the CN set the node knows ([`RnNetwork::allow_probers`]) — else
+//! anyone could hold the probe slots and make the RN fail honest CNs' probes. It gets the RN's
 //! hello back and its block requests answered, nothing else (no gossip), for at most
-//! [`PROBE_CONNECTION_LIFETIME`]; at most [`MAX_PROBE_CONNECTIONS`] at once. Probers are not
-//! authenticated: they can only read what any RN peer may read.
+//! [`PROBE_CONNECTION_LIFETIME`], at most [`MAX_PROBES_PER_CN`] at once per CN.
 
 use super::handshake::{self, Credential, Hello, Peer, Side};
 use super::sync::{self, BlockServer, ServerSlot};
@@ -37,8 +38,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
-/// Probe connections served at once; more are refused.
-pub const MAX_PROBE_CONNECTIONS: usize = 32;
+/// Probe connections one CN may hold open at once (its rounds overlap); more are refused.
+pub const MAX_PROBES_PER_CN: usize = 4;
 /// Longest a probe connection is kept open.
 pub const PROBE_CONNECTION_LIFETIME: Duration = Duration::from_secs(30);
 
@@ -123,8 +124,10 @@ struct Shared {
     inbound: LinkSender<(PeerId, Gossip)>,
     closed: AtomicBool,
     welcome: std::sync::OnceLock<Welcome>,
-    /// Probe connections open now.
-    probes: std::sync::atomic::AtomicUsize,
+    /// Keys of the CNs allowed to probe, by CN index.
+    probers: std::sync::RwLock<Vec<PublicKey>>,
+    /// Probe connections open now, by CN index.
+    probes: Mutex<BTreeMap<u32, usize>>,
 }
 
 impl Shared {
@@ -207,7 +210,8 @@ impl RnNetwork {
             inbound,
             closed: AtomicBool::new(false),
             welcome: std::sync::OnceLock::new(),
-            probes: std::sync::atomic::AtomicUsize::new(0),
+            probers: std::sync::RwLock::default(),
+            probes: Mutex::default(),
         });
         rt.spawn(accept_loop(endpoint.clone(), Arc::clone(&shared)));
         Ok(Self {
@@ -223,6 +227,16 @@ impl RnNetwork {
         if self.shared.blocks.set(server).is_err() {
             tracing::warn!("block server already set; keeping the first");
         }
+    }
+
+    /// The CN set whose members may probe this RN (PoSC), keys by CN index; call again when
+    /// the set changes.
+    pub fn allow_probers(&self, keys: Vec<PublicKey>) {
+        *self
+            .shared
+            .probers
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = keys;
     }
 
     /// Sets what every RN peer is sent as soon as it connects (bounded by its queue).
@@ -498,12 +512,16 @@ async fn accept_one(incoming: quinn::Incoming, shared: &Arc<Shared>) -> anyhow::
             handshake::read_hello(&conn, &mut recv, Side::Dialler),
         )
         .await??;
-        anyhow::ensure!(
-            matches!(hello.peer, Peer::Cn(_))
-                || (hello.verify_rn() && hello.peer != Peer::Rn(shared.me)),
-            "{} is not an authenticated RN",
-            hello.peer
-        );
+        let admitted = match hello.peer {
+            Peer::Cn(cn) => shared
+                .probers
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(cn.0 as usize)
+                .is_some_and(|key| hello.verify_cn(key)),
+            Peer::Rn(_) => hello.verify_rn() && hello.peer != Peer::Rn(shared.me),
+        };
+        anyhow::ensure!(admitted, "{} is not an authenticated RN or CN", hello.peer);
         Ok((recv, hello))
     };
     let (recv, hello) = match hello.await {
@@ -524,8 +542,8 @@ async fn accept_one(incoming: quinn::Incoming, shared: &Arc<Shared>) -> anyhow::
         handshake::say_hello(&conn, &mut send, credential, Side::Listener),
     )
     .await??;
-    if let Peer::Cn(_) = hello.peer {
-        answer_probe(shared, conn, hello.peer).await;
+    if let Peer::Cn(cn) = hello.peer {
+        answer_probe(shared, conn, cn.0, hello.peer).await;
     } else {
         run_rn_peer(shared, conn, send, recv, hello.peer).await;
     }
@@ -533,9 +551,14 @@ async fn accept_one(incoming: quinn::Incoming, shared: &Arc<Shared>) -> anyhow::
 }
 
 /// Serves a PoSC prober's block requests until it hangs up or its time is up.
-async fn answer_probe(shared: &Arc<Shared>, conn: quinn::Connection, peer: Peer) {
-    let open = shared.probes.fetch_add(1, Ordering::Relaxed);
-    if open < MAX_PROBE_CONNECTIONS {
+async fn answer_probe(shared: &Arc<Shared>, conn: quinn::Connection, cn: u32, peer: Peer) {
+    let admitted = {
+        let mut probes = shared.probes.lock().unwrap_or_else(|e| e.into_inner());
+        let open = probes.entry(cn).or_default();
+        *open += 1;
+        *open <= MAX_PROBES_PER_CN
+    };
+    if admitted {
         let serve = sync::serve_requests(
             conn.clone(),
             Arc::clone(&shared.blocks),
@@ -545,7 +568,13 @@ async fn answer_probe(shared: &Arc<Shared>, conn: quinn::Connection, peer: Peer)
         );
         let _ = tokio::time::timeout(PROBE_CONNECTION_LIFETIME, serve).await;
     }
-    shared.probes.fetch_sub(1, Ordering::Relaxed);
+    let mut probes = shared.probes.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(open) = probes.get_mut(&cn) {
+        *open -= 1;
+        if *open == 0 {
+            probes.remove(&cn);
+        }
+    }
     conn.close(0u32.into(), b"probe done");
 }
 

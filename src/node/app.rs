@@ -180,6 +180,10 @@ impl CnApp {
         region.apply(execution, &super::region::Committed::of(header));
         let set = Arc::clone(&region.set);
         drop(region);
+        if !Arc::ptr_eq(&set, &self.set) {
+            // Verdicts were against the old set's keys.
+            self.attestation_verdicts.clear();
+        }
         self.set = set;
     }
 
@@ -392,6 +396,23 @@ impl CnApp {
             .clone();
         let (attestations, mut txs): (Vec<_>, Vec<_>) = queued.into_iter().partition(|tx| {
             system::split(tx).is_ok_and(|(k, _)| k == SystemKind::ProbeAttestation)
+        });
+        // What a container accepts of each kind; the rest waits in the queue for the next.
+        let limit = |kind: SystemKind| match kind {
+            SystemKind::PorShare => super::pop::MAX_SHARES_PER_CONTAINER,
+            SystemKind::RegisterRn => super::posc::MAX_REGISTRATIONS_PER_CONTAINER,
+            SystemKind::Withdrawal => super::withdrawal::MAX_WITHDRAWALS_PER_CONTAINER,
+            _ => MAX_SYSTEM_TXS_PER_BLOCK,
+        };
+        let mut taken: HashMap<u8, usize> = HashMap::new();
+        txs.retain(|tx| match system::split(tx) {
+            Ok((kind, _)) => {
+                let n = taken.entry(kind as u8).or_default();
+                *n += 1;
+                *n <= limit(kind)
+            }
+            // Malformed: proposed once, marked invalid, and dropped from the queue.
+            Err(_) => true,
         });
         txs.truncate(MAX_SYSTEM_TXS_PER_BLOCK);
         if self.attestation_verdicts.len() > MAX_ATTESTATION_VERDICTS {

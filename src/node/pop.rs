@@ -324,12 +324,8 @@ impl PopState {
                 credits.remove(chain);
             }
         }
-        let penalized = self
-            .posc
-            .apply(container, mix, &delta.registrations, &delta.penalties);
-        for rn in penalized {
-            self.penalize(rn);
-        }
+        // Withdrawals first: they were checked against the unlocked rewards before this
+        // container, which a slashing below may then take back.
         for w in &delta.withdrawals {
             let spec = &w.spec;
             let account = self.rns.entry(spec.rn).or_default();
@@ -341,6 +337,12 @@ impl PopState {
                 .entry(spec.chain)
                 .or_default()
                 .push((spec.to, spec.amount));
+        }
+        let penalized = self
+            .posc
+            .apply(container, mix, &delta.registrations, &delta.penalties);
+        for rn in penalized {
+            self.penalize(rn);
         }
         for share in &delta.shares {
             self.seen

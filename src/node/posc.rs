@@ -167,9 +167,11 @@ impl RnRegistration {
         if endpoint.len() > MAX_ENDPOINT_LEN {
             return Err(PoscError::BadEndpoint(endpoint.chars().take(16).collect()));
         }
-        endpoint
-            .parse()
-            .map_err(|_| PoscError::BadEndpoint(endpoint.clone()))
+        match endpoint.parse::<SocketAddr>() {
+            // CNs must be able to dial it.
+            Ok(addr) if !addr.ip().is_unspecified() && addr.port() != 0 => Ok(addr),
+            _ => Err(PoscError::BadEndpoint(endpoint.clone())),
+        }
     }
 
     /// Everything that does not depend on the registered set: region, endpoint, node key, and
@@ -520,7 +522,8 @@ impl PoscState {
 
     /// Whether an attestation can still become (part of) a penalty.
     pub fn attestation_live(&self, a: &ProbeAttestation, container: Height) -> bool {
-        container.0.saturating_sub(a.round.0) <= PENALTY_WINDOW
+        a.round <= container
+            && container.0 - a.round.0 <= PENALTY_WINDOW
             && !self.penalized.contains(&(a.round, a.rn))
     }
 }

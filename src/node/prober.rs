@@ -118,7 +118,7 @@ async fn probe_one(
         round: target.round,
         hash,
     };
-    let failure = match duty.prober.probe(&probe, duty.deadline).await {
+    let failure = match duty.prober.probe(me, &probe, duty.deadline).await {
         Ok(head) => {
             tracing::debug!(%head, "RN answered its probe");
             return;

@@ -226,7 +226,6 @@ impl BoundCn {
             prober: crate::net::probe::Prober::bind(
                 rt,
                 std::net::SocketAddr::new(spec.net.listen.ip(), 0),
-                spec.me,
                 spec.key.clone(),
             )?,
             key: spec.key.clone(),

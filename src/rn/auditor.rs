@@ -237,6 +237,7 @@ impl Auditor {
         if !block.header().next_cn_set.is_empty() {
             self.sets
                 .switch(self.tip.height.next(), Arc::clone(self.app.cn_set()));
+            self.net.allow_probers(self.app.cn_set().keys().to_vec());
         }
     }
 

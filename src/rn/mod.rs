@@ -142,6 +142,7 @@ impl RnNode {
         let (fetched_tx, fetched_rx) = link("sync_audit", FETCHED_LINK);
         let server = BlockServer::new(disk.ledger.chain().clone())?;
         let net = start_network(&rt, &config, gossip_tx, &server, &disk.evidence)?;
+        net.allow_probers(disk.app.cn_set().keys().to_vec());
         let listen = net.local_addr()?;
         tracing::info!(%listen, height = %disk.tip.height, cns = config.cn_peers.len(), rns = config.rn_peers.len(), "ranger node running");
         let view = RnView {

@@ -610,3 +610,34 @@ fn unlocked_rewards_are_withdrawn_once_to_a_servicechain_account() {
     );
     assert!(s.pop.credits.is_empty());
 }
+
+#[test]
+fn a_withdrawal_and_a_slashing_in_one_container_pay_out_once() {
+    let mut s = state(64);
+    let a = rn(0).address;
+    let unlocked = U256::from(1_000u64);
+    let account = s.pop.rns.entry(a).or_default();
+    account.unlocked = unlocked;
+    account.penalties = 1; // at the limit: the next penalty slashes
+    let reserve = s.pop.reserve;
+    let w = Withdrawal::sign(withdrawal(0, unlocked, 0), &rn(0).secret).unwrap();
+    let penalty = Penalty {
+        round: Height(1),
+        rn: a,
+        signers: kaon::types::SignerBitmap::with_members(4),
+        aggregate: Default::default(),
+    };
+    let delta = kaon::node::pop::PopDelta {
+        withdrawals: vec![w],
+        penalties: vec![penalty],
+        ..Default::default()
+    };
+    s.pop.apply(Height(2), mix(2), &[], &delta);
+    let credited: U256 = s.pop.credits[&SERVICECHAIN].iter().map(|(_, v)| *v).sum();
+    assert_eq!(credited, unlocked, "the withdrawal is paid");
+    assert_eq!(s.pop.rns[&a].penalties, 0, "slashed and reset");
+    assert_eq!(
+        s.pop.reserve, reserve,
+        "the slashing found nothing left: no coin is paid twice"
+    );
+}

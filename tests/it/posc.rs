@@ -14,7 +14,7 @@ use kaon::node::rewards::{withdraw, WithdrawRequest};
 use kaon::rn::register::RewardKey;
 use kaon::rn::{RnHandle, RnNode};
 use kaon::types::system::{self, SystemKind};
-use kaon::types::Height;
+use kaon::types::{CnIndex, Height};
 use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -105,7 +105,6 @@ fn an_rn_that_stops_answering_is_penalized_then_slashed_while_a_healthy_one_keep
     let prober = Prober::bind(
         cluster.rt.handle(),
         "127.0.0.1:0".parse().unwrap(),
-        kaon::types::CnIndex(0),
         cluster.keys[0].clone(),
     )
     .unwrap();
@@ -117,8 +116,23 @@ fn an_rn_that_stops_answering_is_penalized_then_slashed_while_a_healthy_one_keep
         hash: good.block_by_height(round).unwrap().unwrap().hash(),
     };
     let deadline = Duration::from_secs(5);
-    let run = |p: &Probe| cluster.rt.block_on(prober.probe(p, deadline));
+    let run = |p: &Probe| cluster.rt.block_on(prober.probe(CnIndex(0), p, deadline));
     assert!(run(&probe).unwrap() >= round);
+    // Only CNs probe: a hello claiming CN 0 without CN 0's key is turned away, so strangers
+    // cannot hold the probe slots.
+    let stranger = Prober::bind(
+        cluster.rt.handle(),
+        "127.0.0.1:0".parse().unwrap(),
+        super::rn::node_key("stranger"),
+    )
+    .unwrap();
+    let refused = cluster
+        .rt
+        .block_on(stranger.probe(CnIndex(0), &probe, deadline));
+    assert!(
+        matches!(refused, Err(ProbeFailure::Unreachable(_))),
+        "{refused:?}"
+    );
     let other_key = Probe {
         node_key: bad.public_key(),
         ..probe.clone()
@@ -142,7 +156,7 @@ fn an_rn_that_stops_answering_is_penalized_then_slashed_while_a_healthy_one_keep
     let short = |p: &Probe| {
         cluster
             .rt
-            .block_on(prober.probe(p, Duration::from_millis(300)))
+            .block_on(prober.probe(CnIndex(0), p, Duration::from_millis(300)))
     };
     assert!(matches!(
         short(&nobody),
