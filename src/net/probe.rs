@@ -1,16 +1,16 @@
-//! PoSC probes: a CN reads the latest block from a registered ranger node over QUIC, with a
-//! deadline on the whole exchange.
+//! PoSC probes: a CN reads a block from a registered ranger node over QUIC, with a deadline
+//! on the whole exchange.
 //!
 //! ```text
 //!  CN ──dial──► RN endpoint     CN hello (as a CN dialler) → RN hello back, which must be the
-//!                               registered node key; one bi stream: BlockRangeRequest{from: h,
-//!                               1 block, wait ≤ half the deadline} → BlockRangeResponse
+//!                               registered node key; one bi stream: BlockRangeRequest{from: r,
+//!                               1 block, no wait} → BlockRangeResponse
 //! ```
 //!
-//! The RN answered iff, before the deadline, it proved the registered node key and either
-//! served block `h` with the committed hash, or had not stored `h` yet but reported a head at
-//! most [`MAX_PROBE_LAG`] behind. A wrong block, a wrong key, a head further behind, or no
-//! answer in time are failures.
+//! The block read, `r` = [`read_height`], is drawn from the probe round and the RN, at least
+//! [`MAX_PROBE_LAG`] blocks below the round: an RN that follows the chain has it, and one that
+//! keeps nothing cannot answer by reporting a head. The RN answered iff, before the deadline,
+//! it proved the registered node key and served block `r` with the hash the CN committed.
 
 use super::handshake::{self, Credential, Peer, Side};
 use super::{sync, tls, NetStats};
@@ -22,8 +22,28 @@ use std::sync::Arc;
 use std::time::Duration;
 use thiserror::Error;
 
-/// Blocks an RN may lag behind the probed height and still pass.
+/// Blocks an RN may lag behind the probe round and still pass (the block read is at least
+/// this far below the round).
 pub const MAX_PROBE_LAG: u64 = 32;
+
+/// The height a probe of round `round` reads from `rn`: uniform over `1 ..= round − lag`
+/// (height 1 while the chain is shorter), unpredictable before `round`'s container.
+pub fn read_height(
+    round: Height,
+    rn: &alloy_primitives::Address,
+    mix: alloy_primitives::B256,
+) -> Height {
+    let span = round.0.saturating_sub(MAX_PROBE_LAG).max(1);
+    let seed = crate::crypto::hash::sha256_concat(&[
+        b"KAON/posc/read/v1",
+        mix.as_slice(),
+        &round.0.to_be_bytes(),
+        rn.as_slice(),
+    ]);
+    let mut word = [0u8; 8];
+    word.copy_from_slice(&seed[..8]);
+    Height(1 + u64::from_be_bytes(word) % span)
+}
 
 /// Why a probe failed.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
@@ -40,8 +60,8 @@ pub enum ProbeFailure {
         got: BlockHash,
         expected: BlockHash,
     },
-    #[error("head {head} is more than {MAX_PROBE_LAG} blocks behind {round}")]
-    Behind { head: Height, round: Height },
+    #[error("did not serve block {read} (head {head})")]
+    Missing { read: Height, head: Height },
 }
 
 /// What a probe asks of one RN.
@@ -49,8 +69,8 @@ pub enum ProbeFailure {
 pub struct Probe {
     pub endpoint: SocketAddr,
     pub node_key: PublicKeyBytes,
-    /// The committed container probed for, and its hash.
-    pub round: Height,
+    /// The block read ([`read_height`]) and the hash this CN committed for it.
+    pub read: Height,
     pub hash: BlockHash,
 }
 
@@ -96,7 +116,7 @@ impl Prober {
         &self,
         me: CnIndex,
         probe: &Probe,
-        wait: Duration,
+        timeout: Duration,
     ) -> Result<Height, ProbeFailure> {
         let unreachable = |e: &dyn std::fmt::Display| ProbeFailure::Unreachable(e.to_string());
         let conn = self
@@ -105,7 +125,7 @@ impl Prober {
             .map_err(|e| unreachable(&e))?
             .await
             .map_err(|e| unreachable(&e))?;
-        let result = self.ask(&conn, me, probe, wait).await;
+        let result = self.ask(&conn, me, probe, timeout).await;
         conn.close(0u32.into(), b"probe done");
         result
     }
@@ -115,7 +135,7 @@ impl Prober {
         conn: &quinn::Connection,
         me: CnIndex,
         probe: &Probe,
-        wait: Duration,
+        timeout: Duration,
     ) -> Result<Height, ProbeFailure> {
         let unreachable = |e: anyhow::Error| ProbeFailure::Unreachable(format!("{e:#}"));
         let mut send = conn.open_uni().await.map_err(|e| unreachable(e.into()))?;
@@ -131,12 +151,12 @@ impl Prober {
             return Err(ProbeFailure::WrongKey);
         }
         let request = BlockRangeRequest {
-            from: probe.round,
+            from: probe.read,
             max_blocks: 1,
             max_bytes: 1,
-            wait_ms: wait.as_millis().min(u128::from(u32::MAX)) as u32,
+            wait_ms: 0,
         };
-        let response = sync::request_blocks(conn, &request, wait, &self.stats)
+        let response = sync::request_blocks(conn, &request, timeout, &self.stats)
             .await
             .map_err(unreachable)?;
         judge(
@@ -147,7 +167,7 @@ impl Prober {
     }
 }
 
-/// The verdict on an answer: the head reported and the hash of block `round` if served.
+/// The verdict on an answer: the head reported and the hash of the block read, if served.
 pub fn judge(
     probe: &Probe,
     head: Height,
@@ -156,14 +176,13 @@ pub fn judge(
     match served {
         Some(got) if got == probe.hash => Ok(head),
         Some(got) => Err(ProbeFailure::WrongBlock {
-            height: probe.round,
+            height: probe.read,
             got,
             expected: probe.hash,
         }),
-        None if head.0 + MAX_PROBE_LAG >= probe.round.0 => Ok(head),
-        None => Err(ProbeFailure::Behind {
+        None => Err(ProbeFailure::Missing {
+            read: probe.read,
             head,
-            round: probe.round,
         }),
     }
 }

@@ -10,9 +10,11 @@
 use super::posc::{ProbeAttestation, ProbeTarget};
 use super::region::RegionState;
 use crate::crypto::bls::SecretKey;
-use crate::net::probe::{Probe, Prober};
+use crate::net::probe::{read_height, Probe, Prober};
+use crate::net::sync::ChainReader;
 use crate::pipeline::topology::Submitter;
-use crate::types::{BlockHash, CnIndex, Height};
+use crate::types::{CnIndex, Height};
+use alloy_primitives::B256;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -36,14 +38,14 @@ pub struct ProbeStats {
 /// Hands committed rounds to the probing task.
 #[derive(Clone)]
 pub struct ProbeRounds {
-    queue: mpsc::Sender<(Height, BlockHash)>,
+    queue: mpsc::Sender<(Height, B256)>,
     pub stats: Arc<ProbeStats>,
 }
 
 impl ProbeRounds {
-    /// Notes that container `height` with `hash` is durable (never blocks).
-    pub fn committed(&self, height: Height, hash: BlockHash) {
-        if self.queue.try_send((height, hash)).is_err() {
+    /// Notes that container `height` with mix `mix` is durable (never blocks).
+    pub fn committed(&self, height: Height, mix: B256) {
+        if self.queue.try_send((height, mix)).is_err() {
             self.stats.skipped_rounds.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -56,6 +58,8 @@ pub struct ProberDuty {
     pub region: Arc<RwLock<RegionState>>,
     pub submitter: Submitter,
     pub deadline: Duration,
+    /// This CN's chain: the hash of each block a probe reads.
+    pub chain: ChainReader,
 }
 
 impl ProberDuty {
@@ -79,13 +83,13 @@ impl ProberDuty {
 
 async fn run(
     duty: Arc<ProberDuty>,
-    mut rounds: mpsc::Receiver<(Height, BlockHash)>,
+    mut rounds: mpsc::Receiver<(Height, B256)>,
     stats: Arc<ProbeStats>,
 ) {
     // Rounds overlap (a dead RN holds its probe for the whole deadline); dropped, and every
     // probe aborted, with this task.
     let mut probes = tokio::task::JoinSet::new();
-    while let Some((round, hash)) = rounds.recv().await {
+    while let Some((round, mix)) = rounds.recv().await {
         while probes.try_join_next().is_some() {}
         let Some((me, targets)) = duty.round(round) else {
             continue;
@@ -98,7 +102,7 @@ async fn run(
             let span = tracing::debug_span!("posc_probe", %round, rn = %target.rn);
             let (duty, stats) = (Arc::clone(&duty), Arc::clone(&stats));
             probes.spawn(
-                async move { probe_one(&duty, &stats, me, target, hash).await }.instrument(span),
+                async move { probe_one(&duty, &stats, me, target, mix).await }.instrument(span),
             );
         }
     }
@@ -109,13 +113,22 @@ async fn probe_one(
     stats: &ProbeStats,
     me: CnIndex,
     target: ProbeTarget,
-    hash: BlockHash,
+    mix: B256,
 ) {
+    let read = read_height(target.round, &target.rn, mix);
+    let chain = duty.chain.clone();
+    let hash = match tokio::task::spawn_blocking(move || chain.block_at(read)).await {
+        Ok(Ok(Some(block))) => block.hash(),
+        other => {
+            tracing::warn!(%read, ?other, "cannot read the probed block from this CN's chain; not probing");
+            return;
+        }
+    };
     stats.probes.fetch_add(1, Ordering::Relaxed);
     let probe = Probe {
         endpoint: target.endpoint,
         node_key: target.node_key,
-        round: target.round,
+        read,
         hash,
     };
     let failure = match duty.prober.probe(me, &probe, duty.deadline).await {

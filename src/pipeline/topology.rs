@@ -219,7 +219,7 @@ impl BoundCn {
             std::sync::atomic::Ordering::Relaxed,
         );
         // Ranger nodes' block requests are served from the log through the index.
-        let block_server = crate::net::sync::BlockServer::new(chain)?;
+        let block_server = crate::net::sync::BlockServer::new(chain.clone())?;
         net.serve_blocks(Arc::clone(&block_server));
         let mut on_persisted = crate::net::sync::notify_after(block_server, on_persisted);
         let (probe_rounds, prober) = crate::node::prober::ProberDuty {
@@ -235,12 +235,13 @@ impl BoundCn {
                 net: Arc::clone(&net),
             },
             deadline: std::time::Duration::from_millis(spec.pop.posc.probe_deadline_ms),
+            chain: chain.clone(),
         }
         .spawn(rt);
         let rounds = probe_rounds.clone();
         let on_persisted: super::persist::OnPersisted = Box::new(move |block| {
             on_persisted(block);
-            rounds.committed(block.header().height, block.hash());
+            rounds.committed(block.header().height, block.header().mix);
         });
         let stages = vec![
             spawn_stage(

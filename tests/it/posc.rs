@@ -109,15 +109,23 @@ fn an_rn_that_stops_answering_is_penalized_then_slashed_while_a_healthy_one_keep
     )
     .unwrap();
     let round = Height(head(&good));
+    let read = kaon::net::probe::read_height(round, &g, alloy_primitives::B256::repeat_byte(3));
+    assert!(read.0 >= 1 && read.0 + kaon::net::probe::MAX_PROBE_LAG <= round.0.max(33));
     let probe = Probe {
         endpoint: good.listen_addr(),
         node_key: good.public_key(),
-        round,
-        hash: good.block_by_height(round).unwrap().unwrap().hash(),
+        read,
+        hash: good.block_by_height(read).unwrap().unwrap().hash(),
     };
     let deadline = Duration::from_secs(5);
     let run = |p: &Probe| cluster.rt.block_on(prober.probe(CnIndex(0), p, deadline));
     assert!(run(&probe).unwrap() >= round);
+    // A block the RN does not have (beyond its head) is a failure, whatever head it reports.
+    let ahead = Probe {
+        read: Height(round.0 + 1_000),
+        ..probe.clone()
+    };
+    assert!(matches!(run(&ahead), Err(ProbeFailure::Missing { .. })));
     // Only CNs probe: a hello claiming CN 0 without CN 0's key is turned away, so strangers
     // cannot hold the probe slots.
     let stranger = Prober::bind(
