@@ -43,6 +43,7 @@ pub const MAX_PENALTIES_PER_CONTAINER: usize = 64;
 const REGISTRATION_DOMAIN: &[u8] = b"KAON/rn-registration/v1";
 const ATTESTATION_DOMAIN: &[u8] = b"KAON/posc/attestation/v1";
 const RANK_DOMAIN: &[u8] = b"posc";
+const NODE_PROOF_DOMAIN: &[u8] = b"KAON/rn-node-key/v1";
 
 /// Settings fixed at genesis.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -81,6 +82,31 @@ pub struct RnSpec {
     /// Strictly increasing per reward address: a newer registration replaces the older one,
     /// and an old one cannot be replayed over it.
     pub sequence: u64,
+    /// The node key's BLS signature over [`RnSpec::node_message`]: the registrant holds the
+    /// key, so nobody registers another RN's endpoint and key to be answered for.
+    pub node_proof: SignatureBytes,
+}
+
+impl RnSpec {
+    /// What the node key signs: every field but the proof itself.
+    pub fn node_message(&self) -> Vec<u8> {
+        [
+            NODE_PROOF_DOMAIN,
+            &self.region.0.to_be_bytes(),
+            self.reward.as_slice(),
+            self.endpoint.as_bytes(),
+            &self.node_key.0,
+            &self.sequence.to_be_bytes(),
+        ]
+        .concat()
+    }
+
+    /// Sets the proof with the node's secret key.
+    pub fn prove_node_key(mut self, node_key: &SecretKey) -> Self {
+        self.node_key = node_key.public_key().to_bytes();
+        self.node_proof = node_key.sign(&self.node_message()).to_bytes();
+        self
+    }
 }
 
 impl Signable for RnSpec {
@@ -124,8 +150,10 @@ pub enum PoscError {
         "endpoint {0:?} is not a host:port socket address of at most {MAX_ENDPOINT_LEN} bytes"
     )]
     BadEndpoint(String),
-    #[error("node key is not a valid BLS public key")]
+    #[error("node key is not a valid BLS public key, or its proof does not verify")]
     BadNodeKey,
+    #[error("node key already registered by {0}")]
+    NodeKeyTaken(Address),
     #[error("signature is not the reward address's")]
     NotRewardOwner,
     #[error("sequence {got} does not exceed the registered {registered}")]
@@ -185,7 +213,13 @@ impl RnRegistration {
             });
         }
         self.endpoint()?;
-        bls::PublicKey::try_from(&spec.node_key).map_err(|_| PoscError::BadNodeKey)?;
+        let node_key =
+            bls::PublicKey::try_from(&spec.node_key).map_err(|_| PoscError::BadNodeKey)?;
+        let proven = Signature::try_from(&spec.node_proof)
+            .is_ok_and(|sig| sig.verify(&node_key, &spec.node_message()));
+        if !proven {
+            return Err(PoscError::BadNodeKey);
+        }
         if self.is_signed_by(spec.reward) {
             Ok(())
         } else {
@@ -384,12 +418,21 @@ impl PoscState {
             .find(|r| r.spec.reward == spec.reward)
             .map(|r| r.spec.sequence)
             .or_else(|| self.rns.get(&spec.reward).map(|e| e.sequence));
-        match registered {
-            Some(registered) if spec.sequence <= registered => Err(PoscError::StaleSequence {
+        if let Some(registered) = registered.filter(|r| spec.sequence <= *r) {
+            return Err(PoscError::StaleSequence {
                 got: spec.sequence,
                 registered,
-            }),
-            _ => Ok(()),
+            });
+        }
+        let taken = self
+            .rns
+            .iter()
+            .map(|(a, e)| (*a, e.node_key))
+            .chain(earlier.iter().map(|r| (r.spec.reward, r.spec.node_key)))
+            .find(|(a, key)| *key == spec.node_key && *a != spec.reward);
+        match taken {
+            Some((owner, _)) => Err(PoscError::NodeKeyTaken(owner)),
+            None => Ok(()),
         }
     }
 

@@ -174,6 +174,7 @@ impl RnNode {
                 view: view.clone(),
                 region: ChainId(config.genesis.region),
                 reward_key,
+                node_key: config.key.clone(),
             };
             rt.spawn(registrant.run(stop_rx.clone()));
         }

@@ -28,6 +28,8 @@ pub struct Registrant {
     pub view: RnView,
     pub region: ChainId,
     pub reward_key: RewardKey,
+    /// The node key, to prove it in the registration.
+    pub node_key: crate::crypto::bls::SecretKey,
 }
 
 impl Registrant {
@@ -57,7 +59,9 @@ impl Registrant {
             endpoint: endpoint.to_string(),
             node_key,
             sequence: registered.map_or(1, |e| e.sequence + 1),
-        };
+            node_proof: Default::default(),
+        }
+        .prove_node_key(&self.node_key);
         Ok(Some(RnRegistration::sign(spec, &self.reward_key.0)?))
     }
 

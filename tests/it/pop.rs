@@ -63,17 +63,22 @@ fn rn(i: usize) -> DevAccount {
     dev_account(100 + i)
 }
 
+/// RN `i`'s BLS node key.
+fn node_secret(i: usize) -> SecretKey {
+    SecretKey::from_seed(&sha256(&[0xee, i as u8]).0).unwrap()
+}
+
+/// RN `i`'s registration spec, with its node key proven.
 fn rn_spec(i: usize, sequence: u64) -> RnSpec {
     RnSpec {
         region: REGION,
         reward: rn(i).address,
         endpoint: format!("127.0.0.1:{}", 7000 + i),
-        node_key: SecretKey::from_seed(&sha256(&[0xee, i as u8]).0)
-            .unwrap()
-            .public_key()
-            .to_bytes(),
+        node_key: node_secret(i).public_key().to_bytes(),
         sequence,
+        node_proof: Default::default(),
     }
+    .prove_node_key(&node_secret(i))
 }
 
 fn registration(i: usize, sequence: u64) -> Bytes {
@@ -282,8 +287,22 @@ fn rn_registrations_are_signed_by_the_reward_key_and_sequenced() {
     let moved = RnSpec {
         endpoint: "127.0.0.1:9999".into(),
         ..rn_spec(0, 2)
+    }
+    .prove_node_key(&node_secret(0));
+    // RN 1 cannot claim RN 0's node key: without the secret its proof fails, and with it
+    // (one operator, two reward addresses) the key is taken.
+    let stolen = RnSpec {
+        node_key: node_secret(0).public_key().to_bytes(),
+        ..rn_spec(1, 1)
     };
-    commit(&mut s, 4, vec![sign(moved, 0)]);
+    let shared = rn_spec(1, 1).prove_node_key(&node_secret(0));
+    let e = commit(&mut s, 4, vec![sign(stolen, 1), sign(shared, 1)]);
+    assert!(e.pop.registrations.is_empty(), "{:?}", e.refusals);
+    assert!(e.refusals.iter().all(Option::is_some));
+    assert!(e.refusals[1]
+        .as_deref()
+        .is_some_and(|r| r.contains("already registered")));
+    commit(&mut s, 5, vec![sign(moved, 0)]);
     let entry = &s.pop.posc.rns[&rn(0).address];
     assert_eq!(
         (entry.endpoint.to_string().as_str(), entry.sequence),
