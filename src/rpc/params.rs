@@ -65,23 +65,26 @@ impl<'a> Params<'a> {
 /// Parses a hex quantity: `0x` followed by at least one hex digit (leading zeros tolerated,
 /// since some tools send them), at most 32 significant digits.
 fn parse_quantity(s: &str) -> Result<u128, String> {
+    u128::from_str_radix(significant_hex(s, 128)?, 16)
+        .map_err(|_| format!("invalid hex number {s:?}"))
+}
+
+/// The significant hex digits of a quantity of at most `bits` bits (`"0"` for zero): `0x`
+/// followed by at least one digit, leading zeros tolerated.
+fn significant_hex(s: &str, bits: usize) -> Result<&str, String> {
     let digits = hex_digits(s)?;
     if digits.is_empty() {
         return Err("hex string \"0x\"".to_string());
     }
     let significant = digits.trim_start_matches('0');
-    if significant.len() > 32 {
-        return Err("hex number > 128 bits".to_string());
+    if significant.len() > bits / 4 {
+        return Err(format!("hex number > {bits} bits"));
     }
-    u128::from_str_radix(
-        if significant.is_empty() {
-            "0"
-        } else {
-            significant
-        },
-        16,
-    )
-    .map_err(|_| format!("invalid hex number {s:?}"))
+    Ok(if significant.is_empty() {
+        "0"
+    } else {
+        significant
+    })
 }
 
 fn hex_digits(s: &str) -> Result<&str, String> {
@@ -127,23 +130,8 @@ impl<'de> Deserialize<'de> for U256Arg {
 }
 
 fn parse_u256(s: &str) -> Result<U256, String> {
-    let digits = hex_digits(s)?;
-    if digits.is_empty() {
-        return Err("hex string \"0x\"".to_string());
-    }
-    let significant = digits.trim_start_matches('0');
-    if significant.len() > 64 {
-        return Err("hex number > 256 bits".to_string());
-    }
-    U256::from_str_radix(
-        if significant.is_empty() {
-            "0"
-        } else {
-            significant
-        },
-        16,
-    )
-    .map_err(|_| format!("invalid hex number {s:?}"))
+    U256::from_str_radix(significant_hex(s, 256)?, 16)
+        .map_err(|_| format!("invalid hex number {s:?}"))
 }
 
 /// A count that tools send either as a hex quantity or as a JSON number (web3.py sends
