@@ -106,12 +106,11 @@ fn pipeline(c: &mut Criterion) {
                 .unwrap();
             assert!(execution.receipts.iter().all(|r| r.outcome.status()));
             let body = BlockBody {
-                timestamp_ms: 1,
                 segments: vec![segment],
                 commitments: vec![execution.commitment.clone()],
                 next_cn_set: Vec::new(),
             };
-            let block = build_block(&params, &key, CnIndex(0), &set, &tip, Round(0), body);
+            let block = build_block(&params, &key, CnIndex(0), &set, &tip, Round(0), 1, body);
             let header = block.header();
             committed.committed(PendingBlock::new(
                 header.height,

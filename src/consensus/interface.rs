@@ -52,10 +52,25 @@ impl Tip {
     }
 }
 
+/// How far ahead of a validator's own clock a proposal's timestamp may be. Honest clocks are
+/// assumed within this of each other; a proposer stamping further ahead is refused, so it
+/// cannot push the chain's time (and every later block's) out of reach.
+pub const MAX_CLOCK_DRIFT_MS: u64 = 5_000;
+
+/// The timestamp a proposer gives a block at wall-clock `now_ms` on top of `parent`: its
+/// clock, or parent + 1 ms when its clock is not ahead (saturating, so no parent timestamp can
+/// make the next block impossible).
+pub fn proposal_timestamp(now_ms: u64, parent: &Tip) -> u64 {
+    now_ms.max(parent.timestamp_ms.saturating_add(1))
+}
+
 /// What the node's application (mempool + execution) does for consensus.
+///
+/// Both calls happen only while the application has applied exactly `parent` (the machine
+/// waits for [`Input::Applied`] after each commit before it builds or validates again).
 pub trait Application {
-    /// Contents of a new block on top of `parent`.
-    fn build(&mut self, height: Height, parent: &Tip) -> BlockBody;
+    /// Contents of a new block at `height` on top of `parent`, stamped `timestamp_ms`.
+    fn build(&mut self, height: Height, parent: &Tip, timestamp_ms: u64) -> BlockBody;
     /// Whether a proposed block's segments are valid on top of `parent` (re-execution).
     fn validate(&mut self, block: &Block, parent: &Tip) -> Result<(), String>;
 }
@@ -65,6 +80,11 @@ pub trait Application {
 pub enum Input {
     /// Begin working on the height after the tip.
     Start,
+    /// The application has applied the block the machine last output as
+    /// [`Output::Committed`] (at `height`): work on the next height may begin. Until then the
+    /// machine builds, validates and votes on nothing, so no block is checked against state
+    /// that is not its parent's.
+    Applied { height: Height },
     /// The block interval elapsed: the proposer of `(height, round)` may propose.
     ProposalDue { height: Height, round: Round },
     /// The round timer of `(height, round)` fired.
@@ -89,7 +109,8 @@ pub enum Output {
         round: Round,
         after_ms: u64,
     },
-    /// A sealed block is final.
+    /// A sealed block is final. The driver applies it, then answers [`Input::Applied`] (or
+    /// halts the node if applying fails: its state would diverge from the header).
     Committed(Box<Block>),
     /// A CN misbehaved provably.
     Misbehavior(Misbehavior),

@@ -22,7 +22,8 @@
 
 use super::certificate::verify_certificate;
 pub use super::interface::{
-    Application, Input, Misbehavior, Output, Params, Rejections, Tip, WalEntry,
+    proposal_timestamp, Application, Input, Misbehavior, Output, Params, Rejections, Tip, WalEntry,
+    MAX_CLOCK_DRIFT_MS,
 };
 use super::proposal::{self, ProposalError};
 use super::selection::{CnSet, Committee, Role};
@@ -48,13 +49,22 @@ pub fn locate(set: &CnSet, key: &SecretKey) -> CnIndex {
         .map_or(NOT_A_MEMBER, |i| CnIndex(i as u32))
 }
 
-/// Rounds ahead of the current one for which votes and round changes are kept; bounds memory
-/// against a peer flooding far-future rounds.
+/// Rounds ahead of the current one for which votes, proposals and round changes are kept in
+/// full; bounds memory against a peer flooding far-future rounds. Round changes beyond it
+/// still count towards a round jump (each member's highest one is kept), so nodes any number
+/// of rounds apart converge.
 const MAX_ROUNDS_AHEAD: u32 = 16;
 /// Messages for the next height kept while this one finishes (others commit a little earlier).
 const MAX_NEXT_HEIGHT_MESSAGES: usize = 1024;
-/// Decided blocks above the next height kept while catching up.
+/// Bytes of messages for the next height kept (a proposal can carry a large block).
+const MAX_NEXT_HEIGHT_BYTES: usize = 64 << 20;
+/// Decided blocks above the next height kept while catching up, and how far ahead they may be.
 const MAX_FUTURE_BLOCKS: usize = 64;
+/// Bytes of unverified decided blocks kept ahead of the next height.
+const MAX_FUTURE_BLOCK_BYTES: usize = 256 << 20;
+/// Recent heights whose parent hash is remembered, to check round changes of peers that are
+/// still working on a height this node has decided.
+const RECENT_PARENTS: usize = 16;
 
 /// One CN's consensus state.
 pub struct Machine {
@@ -76,8 +86,18 @@ pub struct Machine {
     round_changes: BTreeMap<Round, BTreeMap<CnIndex, RoundChange>>,
     proposed: Option<Round>,
     next_height: Vec<ConsensusMessage>,
+    next_height_bytes: usize,
     replay: VecDeque<ConsensusMessage>,
     future_blocks: BTreeMap<Height, Block>,
+    future_block_bytes: usize,
+    /// Each committee member's highest verified round change beyond [`MAX_ROUNDS_AHEAD`].
+    far_round_changes: BTreeMap<CnIndex, RoundChange>,
+    /// Parent hashes of recently decided heights (bounded by [`RECENT_PARENTS`]).
+    recent_parents: BTreeMap<Height, BlockHash>,
+    /// The clock as the driver last gave it (milliseconds since the Unix epoch).
+    now_ms: u64,
+    /// A block was output as committed and the driver has not yet said it is applied.
+    awaiting_applied: bool,
     sync_requested: Option<Height>,
     /// WAL entries of heights not reached yet (after a restart behind the chain).
     restored: BTreeMap<Height, Vec<WalEntry>>,
@@ -117,8 +137,14 @@ impl Machine {
             round_changes: BTreeMap::new(),
             proposed: None,
             next_height: Vec::new(),
+            next_height_bytes: 0,
             replay: VecDeque::new(),
             future_blocks: BTreeMap::new(),
+            future_block_bytes: 0,
+            far_round_changes: BTreeMap::new(),
+            recent_parents: BTreeMap::new(),
+            now_ms: 0,
+            awaiting_applied: false,
             sync_requested: None,
             restored: BTreeMap::new(),
             proposers: Default::default(),
@@ -185,10 +211,22 @@ impl Machine {
         &self.rejections
     }
 
-    /// Advances the machine by one input.
-    pub fn step(&mut self, input: Input, app: &mut dyn Application) -> Vec<Output> {
+    /// Whether a committed block awaits the driver's [`Input::Applied`].
+    pub fn awaiting_applied(&self) -> bool {
+        self.awaiting_applied
+    }
+
+    /// Advances the machine by one input, at wall-clock `now_ms` (the machine never reads a
+    /// clock: time is an input like any other).
+    pub fn step(&mut self, input: Input, now_ms: u64, app: &mut dyn Application) -> Vec<Output> {
+        self.now_ms = now_ms;
         let mut out = Vec::new();
         match input {
+            Input::Applied { height } if self.awaiting_applied && height == self.tip.height => {
+                self.resume(&mut out)
+            }
+            Input::Message(msg) if self.awaiting_applied => self.hold_for_next_height(msg),
+            _ if self.awaiting_applied => {}
             Input::Start => self.enter_round(self.round, &mut out),
             Input::ProposalDue { height, round }
                 if height == self.height() && round == self.round =>
@@ -198,17 +236,38 @@ impl Machine {
             Input::Timeout { height, round } if height == self.height() && round == self.round => {
                 self.on_timeout(&mut out)
             }
-            Input::ProposalDue { .. } | Input::Timeout { .. } => {}
+            Input::Applied { .. } | Input::ProposalDue { .. } | Input::Timeout { .. } => {}
             Input::Message(msg) => self.on_message(msg, app, &mut out),
         }
-        while let Some(msg) = self.replay.pop_front() {
+        // After a commit, what was held back waits for the driver's `Applied`.
+        while !self.awaiting_applied {
+            let Some(msg) = self.replay.pop_front() else {
+                break;
+            };
             self.on_message(msg, app, &mut out);
         }
         out
     }
 
+    /// Keeps a message for the next height, bounded by count and bytes.
+    fn hold_for_next_height(&mut self, msg: ConsensusMessage) {
+        let size = message_size(&msg);
+        if self.next_height.len() < MAX_NEXT_HEIGHT_MESSAGES
+            && self.next_height_bytes.saturating_add(size) <= MAX_NEXT_HEIGHT_BYTES
+        {
+            self.next_height_bytes += size;
+            self.next_height.push(msg);
+        }
+    }
+
+    /// Rounds this far ahead are kept in full (votes, proposals, round changes).
+    fn within_window(&self, round: Round) -> bool {
+        round.0 <= self.round.0.saturating_add(MAX_ROUNDS_AHEAD)
+    }
+
     /// The proposer of `round` at the current height. Ranking the whole CN set is O(n log n)
     /// and every vote, proposal and round change asks, so answers are kept for the height.
+    /// Only rounds within the window are remembered, so peer-chosen rounds cannot grow it.
     fn proposer_of(&self, round: Round) -> CnIndex {
         if let Some(p) = self.proposers.borrow().get(&round) {
             return *p;
@@ -222,14 +281,23 @@ impl Machine {
                 self.params.committee_size,
             )
             .proposer;
-        self.proposers.borrow_mut().insert(round, proposer);
+        if self.within_window(round) {
+            self.proposers.borrow_mut().insert(round, proposer);
+        }
         proposer
     }
 
     fn committee_at(&self, round: Round) -> Committee {
+        let mut c = self.members_at(round);
+        c.proposer = self.proposer_of(round);
+        c
+    }
+
+    /// The committee of `round` for checking signatures: the members are the same at every
+    /// round of a height, so this computes no ranking (the proposer field is not meaningful).
+    fn members_at(&self, round: Round) -> Committee {
         let mut c = self.committee.clone();
         c.round = round;
-        c.proposer = self.proposer_of(round);
         c
     }
 
@@ -279,7 +347,8 @@ impl Machine {
         let block = match proposal::highest_prepared(&justification) {
             Some((_, block)) => block.clone(),
             None => {
-                let body = app.build(self.height(), &self.tip);
+                let timestamp_ms = proposal_timestamp(self.now_ms, &self.tip);
+                let body = app.build(self.height(), &self.tip, timestamp_ms);
                 proposal::build_block(
                     &self.params,
                     &self.key,
@@ -287,6 +356,7 @@ impl Machine {
                     &self.set,
                     &self.tip,
                     round,
+                    timestamp_ms,
                     body,
                 )
             }
@@ -329,7 +399,13 @@ impl Machine {
             Some((pc, block)) => (vec![pc.clone()], vec![block.clone()]),
             None => (Vec::new(), Vec::new()),
         };
-        let msg = RoundChange::signing_message(self.height(), round, prepared.first());
+        let msg = RoundChange::signing_message(
+            self.params.region,
+            self.height(),
+            self.tip.hash,
+            round,
+            prepared.first(),
+        );
         let rc = RoundChange {
             height: self.height(),
             round,
@@ -382,10 +458,8 @@ impl Machine {
             // The chain has moved on without this node: keep what helps and ask for blocks.
             if let ConsensusMessage::Decided(block) = msg {
                 self.buffer_future_block(*block);
-            } else if height == self.height().next()
-                && self.next_height.len() < MAX_NEXT_HEIGHT_MESSAGES
-            {
-                self.next_height.push(msg);
+            } else if height == self.height().next() {
+                self.hold_for_next_height(msg);
             }
             self.request_sync(out);
             return;
@@ -393,9 +467,12 @@ impl Machine {
         if height < self.height() {
             self.rejections.stale += 1;
             // A round change for a decided height means its sender timed out there: it missed
-            // the decision. (Late votes are normal and say nothing.)
+            // the decision. (Late votes are normal and say nothing.) Only a verified one is
+            // answered, so nobody can make this node send blocks on another's behalf.
             if let ConsensusMessage::RoundChange(rc) = &msg {
-                if self.peers_behind.insert((rc.sender, height)) {
+                if self.is_signed_round_change_of_the_past(rc)
+                    && self.peers_behind.insert((rc.sender, height))
+                {
                     out.push(Output::PeerBehind {
                         peer: rc.sender,
                         height,
@@ -414,8 +491,23 @@ impl Machine {
         }
     }
 
+    /// Whether `rc`, for a height this node has decided recently, is signed by its sender.
+    fn is_signed_round_change_of_the_past(&self, rc: &RoundChange) -> bool {
+        let Some(parent) = self.recent_parents.get(&rc.height) else {
+            return false;
+        };
+        let msg = RoundChange::signing_message(
+            self.params.region,
+            rc.height,
+            *parent,
+            rc.round,
+            rc.prepared.first(),
+        );
+        self.sigs.verify(&self.set, rc.sender, &msg, &rc.signature)
+    }
+
     fn on_proposal(&mut self, p: Proposal, app: &mut dyn Application, out: &mut Vec<Output>) {
-        if p.round < self.round || p.round.0 > self.round.0 + MAX_ROUNDS_AHEAD {
+        if p.round < self.round || !self.within_window(p.round) {
             self.rejections.stale += 1;
             return;
         }
@@ -426,6 +518,7 @@ impl Machine {
             &self.sigs,
             &committee,
             &self.tip,
+            self.now_ms,
             &p,
             |round| self.proposer_of(round),
         );
@@ -518,7 +611,7 @@ impl Machine {
     }
 
     fn on_vote(&mut self, v: Vote, out: &mut Vec<Output>) {
-        if v.round.0 > self.round.0 + MAX_ROUNDS_AHEAD {
+        if !self.within_window(v.round) {
             self.rejections.stale += 1;
             return;
         }
@@ -608,30 +701,45 @@ impl Machine {
 
     fn on_round_change(&mut self, rc: RoundChange, out: &mut Vec<Output>) {
         // Round 0 needs no change; rounds already left are noise.
-        if rc.round < self.round || rc.round.0 == 0 || rc.round.0 > self.round.0 + MAX_ROUNDS_AHEAD
-        {
+        if rc.round < self.round || rc.round.0 == 0 {
             self.rejections.stale += 1;
             return;
         }
-        let committee = self.committee_at(rc.round);
-        if let Err(e) =
-            proposal::check_round_change(&self.set, &self.sigs, &committee, self.height(), &rc)
-        {
+        // Verified before anything is kept or computed for its round.
+        let committee = self.members_at(rc.round);
+        if let Err(e) = proposal::check_round_change(
+            &self.params,
+            &self.set,
+            &self.sigs,
+            &committee,
+            &self.tip,
+            &rc,
+        ) {
             tracing::debug!(error = %e, sender = %rc.sender, "round change refused");
             self.rejections.bad_round_change += 1;
             return;
         }
-        let round = rc.round;
-        self.round_changes
-            .entry(round)
-            .or_default()
-            .insert(rc.sender, rc);
+        if self.within_window(rc.round) {
+            self.round_changes
+                .entry(rc.round)
+                .or_default()
+                .insert(rc.sender, rc);
+        } else if self
+            .far_round_changes
+            .get(&rc.sender)
+            .is_none_or(|kept| kept.round < rc.round)
+        {
+            // Beyond the window only each member's highest counts: memory stays one round
+            // change per member however far apart the nodes are.
+            self.far_round_changes.insert(rc.sender, rc);
+        }
         self.maybe_skip_rounds(out);
         self.try_justified_proposal(out);
     }
 
     /// f + 1 members asking for rounds above ours means at least one honest node timed out
-    /// there: join the highest round that f + 1 of them reached.
+    /// there: join the highest round that f + 1 of them reached, at any distance (so nodes
+    /// that drifted apart during an asynchronous period converge once messages flow).
     fn maybe_skip_rounds(&mut self, out: &mut Vec<Output>) {
         let f = (self.committee.size() - 1) / 3;
         let mut highest: BTreeMap<CnIndex, Round> = BTreeMap::new();
@@ -639,6 +747,10 @@ impl Machine {
             for sender in senders.keys() {
                 highest.insert(*sender, *round);
             }
+        }
+        for (sender, rc) in &self.far_round_changes {
+            let round = highest.entry(*sender).or_insert(rc.round);
+            *round = (*round).max(rc.round);
         }
         let mut rounds: Vec<Round> = highest.into_values().collect();
         if rounds.len() <= f {
@@ -649,19 +761,46 @@ impl Machine {
         if target > self.round {
             self.send_round_change(target, out);
             self.enter_round(target, out);
+            self.admit_far_round_changes();
+        }
+    }
+
+    /// Moves the far round changes that the window now covers into the round books.
+    fn admit_far_round_changes(&mut self) {
+        let (round, window_end) = (self.round, self.round.0.saturating_add(MAX_ROUNDS_AHEAD));
+        let far = std::mem::take(&mut self.far_round_changes);
+        for (sender, rc) in far {
+            if rc.round.0 > window_end {
+                self.far_round_changes.insert(sender, rc);
+            } else if rc.round >= round {
+                self.round_changes
+                    .entry(rc.round)
+                    .or_default()
+                    .insert(sender, rc);
+            }
         }
     }
 
     fn on_decided(&mut self, block: Block, app: &mut dyn Application, out: &mut Vec<Output>) {
-        if let Err(e) = self.check_decided(&block, app) {
-            tracing::debug!(error = %e, "decided block refused");
-            self.rejections.bad_decided += 1;
-            return;
+        match self.check_decided(block, app) {
+            Ok(block) => self.commit(block, out),
+            Err(e) => {
+                tracing::debug!(error = %e, "decided block refused");
+                self.rejections.bad_decided += 1;
+            }
         }
-        self.commit(block, out);
     }
 
-    fn check_decided(&self, block: &Block, app: &mut dyn Application) -> Result<(), ProposalError> {
+    /// The block to commit for a decided message: its header and certificate verified, and a
+    /// body that matches the header — the one this node already validated for that header, or
+    /// the received one once it matches the header's commitments and re-executes to them. (The
+    /// block hash covers only the header, so a sender could otherwise pair a real header and
+    /// certificate with another body.)
+    fn check_decided(
+        &mut self,
+        block: Block,
+        app: &mut dyn Application,
+    ) -> Result<Block, ProposalError> {
         let header = block.header();
         proposal::check_header(
             &self.params,
@@ -671,21 +810,49 @@ impl Machine {
             header,
             |r| self.proposer_of(r),
         )?;
-        let committee = self.committee_at(block.sealed.seal.round);
-        verify_certificate(&self.set, &committee, block.hash(), &block.sealed.seal)?;
-        if !self.accepted.values().any(|h| *h == block.hash()) {
-            app.validate(block, &self.tip)
-                .map_err(ProposalError::Application)?;
+        let committee = self.members_at(block.sealed.seal.round);
+        let hash = block.hash();
+        verify_certificate(&self.set, &committee, hash, &block.sealed.seal)?;
+        if self.accepted.values().any(|h| *h == hash) {
+            if let Some(mut ours) = self.blocks.remove(&hash) {
+                ours.sealed.seal = block.sealed.seal;
+                return Ok(ours);
+            }
         }
-        Ok(())
+        proposal::check_body(&block)?;
+        app.validate(&block, &self.tip)
+            .map_err(ProposalError::Application)?;
+        Ok(block)
     }
 
+    /// Keeps a decided block of a later height for when this node gets there. It cannot be
+    /// verified yet (its committee depends on blocks not held), so the buffer is bounded by
+    /// count, bytes and distance, and a height already held is not overwritten; each block is
+    /// fully checked when its height comes.
     fn buffer_future_block(&mut self, block: Block) {
-        self.future_blocks.insert(block.header().height, block);
-        // Keep the lowest heights: they are the ones needed next.
-        while self.future_blocks.len() > MAX_FUTURE_BLOCKS {
-            self.future_blocks.pop_last();
+        let height = block.header().height;
+        let distance = height.0.saturating_sub(self.height().0);
+        if block.header().region != self.params.region
+            || distance > MAX_FUTURE_BLOCKS as u64
+            || self.future_blocks.contains_key(&height)
+        {
+            return;
         }
+        let size = alloy_rlp::Encodable::length(&block);
+        if self.future_block_bytes.saturating_add(size) > MAX_FUTURE_BLOCK_BYTES {
+            return;
+        }
+        self.future_block_bytes += size;
+        self.future_blocks.insert(height, block);
+    }
+
+    /// Takes the buffered decided block of `height`, if any.
+    fn take_future_block(&mut self, height: Height) -> Option<Block> {
+        let block = self.future_blocks.remove(&height)?;
+        self.future_block_bytes = self
+            .future_block_bytes
+            .saturating_sub(alloy_rlp::Encodable::length(&block));
+        Some(block)
     }
 
     /// Asks the driver for decided blocks, once per height until the next timeout re-arms it.
@@ -698,7 +865,13 @@ impl Machine {
         }
     }
 
+    /// Outputs a final block and waits for the driver to apply it ([`Input::Applied`]).
     fn commit(&mut self, block: Block, out: &mut Vec<Output>) {
+        let header = block.header();
+        self.recent_parents.insert(header.height, header.parent);
+        while self.recent_parents.len() > RECENT_PARENTS {
+            self.recent_parents.pop_first();
+        }
         self.tip = Tip::of(&block);
         let announced = &block.header().next_cn_set;
         if !announced.is_empty() {
@@ -706,10 +879,17 @@ impl Machine {
         }
         out.push(Output::Committed(Box::new(block)));
         self.reset_height();
+        self.awaiting_applied = true;
+    }
+
+    /// The committed block is applied: start the next height, and re-feed (through `step`)
+    /// the messages that arrived early and the block decided next, if held.
+    fn resume(&mut self, out: &mut Vec<Output>) {
+        self.awaiting_applied = false;
         self.enter_round(Round(0), out);
-        // Messages that arrived early, and blocks decided further ahead, are re-fed by `step`.
         self.replay.extend(std::mem::take(&mut self.next_height));
-        if let Some(block) = self.future_blocks.remove(&self.height()) {
+        self.next_height_bytes = 0;
+        if let Some(block) = self.take_future_block(self.height()) {
             self.replay
                 .push_back(ConsensusMessage::Decided(Box::new(block)));
         }
@@ -746,9 +926,36 @@ impl Machine {
         self.my_proofs.clear();
         self.prepared = None;
         self.round_changes.clear();
+        self.far_round_changes.clear();
         self.proposed = None;
         self.sync_requested = None;
         self.peers_behind.clear();
         self.apply_restored();
+    }
+}
+
+/// Approximate bytes a buffered message holds (its blocks dominate).
+fn message_size(msg: &ConsensusMessage) -> usize {
+    use alloy_rlp::Encodable;
+    const SMALL: usize = 256;
+    match msg {
+        ConsensusMessage::Proposal(p) => {
+            p.block.length()
+                + p.justification
+                    .iter()
+                    .flat_map(|rc| &rc.prepared_block)
+                    .map(Encodable::length)
+                    .sum::<usize>()
+                + SMALL
+        }
+        ConsensusMessage::Decided(block) => block.length(),
+        ConsensusMessage::RoundChange(rc) => {
+            rc.prepared_block
+                .iter()
+                .map(Encodable::length)
+                .sum::<usize>()
+                + SMALL
+        }
+        ConsensusMessage::Vote(_) | ConsensusMessage::SyncRequest(_) => SMALL,
     }
 }

@@ -4,6 +4,7 @@
 //! signature, and the round-change justification of proposals after round 0.
 
 use super::certificate::{CertificateError, QuorumSignature};
+use super::interface::MAX_CLOCK_DRIFT_MS;
 use super::machine::{Params, Tip};
 use super::selection::{next_mix, reveal, reveal_message, CnSet, Committee, Role};
 use super::verifier::SigCache;
@@ -18,8 +19,6 @@ use thiserror::Error;
 /// What the application puts in a new block.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BlockBody {
-    /// The proposer's clock; raised to parent + 1 ms if it is not ahead of the parent.
-    pub timestamp_ms: u64,
     pub segments: Vec<Segment>,
     /// One per segment, in order.
     pub commitments: Vec<SegmentCommitment>,
@@ -46,7 +45,9 @@ pub enum ProposalError {
     Application(String),
 }
 
-/// Assembles an unsealed block for `round` on top of `tip`.
+/// Assembles an unsealed block for `round` on top of `tip`, stamped `timestamp_ms` (see
+/// [`super::interface::proposal_timestamp`]).
+#[allow(clippy::too_many_arguments)] // every argument is a distinct header field's source
 pub fn build_block(
     params: &Params,
     key: &SecretKey,
@@ -54,6 +55,7 @@ pub fn build_block(
     set: &CnSet,
     tip: &Tip,
     round: Round,
+    timestamp_ms: u64,
     body: BlockBody,
 ) -> Block {
     let height = tip.height.next();
@@ -64,7 +66,7 @@ pub fn build_block(
         height,
         round,
         parent: tip.hash,
-        timestamp_ms: body.timestamp_ms.max(tip.timestamp_ms + 1),
+        timestamp_ms,
         proposer: me,
         random_reveal: random_reveal.0,
         mix: next_mix(tip.mix, &random_reveal),
@@ -137,13 +139,16 @@ pub fn check_body(block: &Block) -> Result<(), ProposalError> {
     Ok(())
 }
 
-/// Everything about a proposal except application validity.
+/// Everything about a proposal except application validity, judged by a validator whose clock
+/// reads `now_ms` (a timestamp beyond it by more than [`MAX_CLOCK_DRIFT_MS`] is refused).
+#[allow(clippy::too_many_arguments)] // the inputs of one check, none derivable from another
 pub fn check_proposal(
     params: &Params,
     set: &CnSet,
     sigs: &SigCache,
     committee: &Committee,
     tip: &Tip,
+    now_ms: u64,
     p: &Proposal,
     proposer_of: impl Fn(Round) -> CnIndex,
 ) -> Result<(), ProposalError> {
@@ -162,6 +167,11 @@ pub fn check_proposal(
     if header.round > p.round {
         return Err(ProposalError::Header("round"));
     }
+    if header.timestamp_ms > now_ms.saturating_add(MAX_CLOCK_DRIFT_MS) {
+        return Err(ProposalError::Header(
+            "timestamp too far ahead of this node's clock",
+        ));
+    }
     check_header(params, set, sigs, tip, header, proposer_of)?;
     check_body(&p.block)?;
     let hash = p.block.hash();
@@ -169,15 +179,17 @@ pub fn check_proposal(
     if !sigs.verify(set, p.proposer, &vote, &p.signature) {
         return Err(ProposalError::Signature("proposer's prepare vote"));
     }
-    check_justification(set, sigs, committee, p)
+    check_justification(params, set, sigs, committee, tip, p)
 }
 
 /// Round 0 needs none; later rounds need a quorum of valid round changes for this round, and
 /// the proposal must be the block of their highest prepared certificate, if any.
 fn check_justification(
+    params: &Params,
     set: &CnSet,
     sigs: &SigCache,
     committee: &Committee,
+    tip: &Tip,
     p: &Proposal,
 ) -> Result<(), ProposalError> {
     let header = p.block.header();
@@ -203,7 +215,7 @@ fn check_justification(
                 "round change for another round",
             ));
         }
-        check_round_change(set, sigs, committee, header.height, rc)?;
+        check_round_change(params, set, sigs, committee, tip, rc)?;
     }
     match highest_prepared(&p.justification) {
         Some((pc, _)) if pc.block_hash != p.block.hash() => Err(ProposalError::Justification(
@@ -216,15 +228,19 @@ fn check_justification(
     }
 }
 
-/// Checks one round change: sender on the committee, signature, and the prepared certificate
-/// (a quorum of prepare votes for the block it carries) when present.
+/// Checks one round change for the height after `tip`: sender on the committee (which is the
+/// same at every round of a height, so no round-dependent state is computed before the
+/// signature is checked), signature over region, height, parent and round, and the prepared
+/// certificate (a quorum of prepare votes for the block it carries) when present.
 pub fn check_round_change(
+    params: &Params,
     set: &CnSet,
     sigs: &SigCache,
     committee: &Committee,
-    height: crate::types::Height,
+    tip: &Tip,
     rc: &RoundChange,
 ) -> Result<(), ProposalError> {
+    let height = tip.height.next();
     if rc.height != height || committee.position(rc.sender).is_none() {
         return Err(ProposalError::Justification(
             "round change from outside the committee",
@@ -235,7 +251,13 @@ pub fn check_round_change(
             "malformed prepared certificate",
         ));
     }
-    let msg = RoundChange::signing_message(height, rc.round, rc.prepared.first());
+    let msg = RoundChange::signing_message(
+        params.region,
+        height,
+        tip.hash,
+        rc.round,
+        rc.prepared.first(),
+    );
     if !sigs.verify(set, rc.sender, &msg, &rc.signature) {
         return Err(ProposalError::Signature("round change"));
     }

@@ -3,8 +3,10 @@
 //!
 //! Segment 0 is the regionchain's (system transactions, [`super::region`]); the others are one
 //! per active servicechain, in ascending chain order, and execute in parallel on the EVM
-//! ([`crate::exec`]). Execution results are kept by the header commitments they produced, so a
-//! block this node built or validated is applied at commit without executing it again. A
+//! ([`crate::exec`]). Execution results are kept by everything execution depends on (parent,
+//! height, timestamp, randomness and the segments' commitments), so a block this node built or
+//! validated is applied at commit without executing it again, and a block executed at commit
+//! must reproduce its header's commitments or it is refused. A
 //! committed block's execution is handed to [`CommittedState`], which serves it to readers
 //! until the persist stage has written it to RocksDB after the block log.
 
@@ -108,15 +110,82 @@ const MAX_ATTESTATION_VERDICTS: usize = 4096;
 /// Attestations waiting in the system queue at once (a flood cannot crowd out shares).
 pub const MAX_QUEUED_ATTESTATIONS: usize = 256;
 
-/// Wall clock in milliseconds since the Unix epoch.
+/// Wall clock in milliseconds since the Unix epoch (read by drivers, never by the consensus
+/// state machine or this application: they are given the time).
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-fn commitments_key(commitments: &[SegmentCommitment]) -> B256 {
-    sha256(&canonical(&commitments.to_vec()))
+/// The key of an execution: everything its results depend on — the parent it ran on (state
+/// and PREVRANDAO), the height and timestamp the EVM saw, and the segments (by their
+/// commitments, which include the transaction roots). A re-proposal of the same segments at
+/// another timestamp or on another parent is another execution.
+fn execution_key(
+    parent: &Tip,
+    height: Height,
+    timestamp_ms: u64,
+    commitments: &[SegmentCommitment],
+) -> B256 {
+    sha256(
+        &[
+            parent.hash.0.as_slice(),
+            parent.mix.as_slice(),
+            &height.to_be_bytes(),
+            &timestamp_ms.to_be_bytes(),
+            &canonical(&commitments.to_vec()),
+        ]
+        .concat(),
+    )
+}
+
+/// Why a committed block could not be applied. Either stops the node: going on would store
+/// state other than what the certificate sealed.
+#[derive(Debug, thiserror::Error)]
+pub enum CommitError {
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("block {height} does not extend the applied tip: parent {got}, expected {expected}")]
+    NotOnTip {
+        height: Height,
+        got: crate::types::BlockHash,
+        expected: crate::types::BlockHash,
+    },
+    #[error(
+        "block {height}: executing segment {segment} gives {got:?}, the header says {expected:?}"
+    )]
+    Diverged {
+        height: Height,
+        segment: usize,
+        got: Box<SegmentCommitment>,
+        expected: Box<SegmentCommitment>,
+    },
+}
+
+/// The first segment whose execution differs from the header's commitment (a count mismatch
+/// shows as the first missing index).
+fn first_divergence(
+    mine: &[SegmentCommitment],
+    header: &[SegmentCommitment],
+) -> Option<(usize, SegmentCommitment, SegmentCommitment)> {
+    let empty = || SegmentCommitment {
+        chain_id: ChainId(0),
+        tx_count: 0,
+        tx_root: B256::ZERO,
+        receipts_root: B256::ZERO,
+        state_root: B256::ZERO,
+    };
+    (0..mine.len().max(header.len())).find_map(|k| {
+        let (got, expected) = (mine.get(k), header.get(k));
+        (got != expected).then(|| {
+            (
+                k,
+                got.cloned().unwrap_or_else(empty),
+                expected.cloned().unwrap_or_else(empty),
+            )
+        })
+    })
 }
 
 impl CnApp {
@@ -272,15 +341,39 @@ impl CnApp {
 
     /// Applies a committed block: regionchain state (and a CN-set switch it announces),
     /// servicechain state (held by [`CommittedState`] until persisted), pool nonces.
-    /// Re-executes only a block this node never executed; fails only when state cannot be read.
-    pub fn commit(&mut self, block: &Block) -> Result<(), StateError> {
+    /// Re-executes only a block this node never executed, and then refuses it unless the
+    /// execution reproduces the header's commitments; fails too when state cannot be read.
+    pub fn commit(&mut self, block: &Block) -> Result<(), CommitError> {
         let header = block.header();
-        let key = commitments_key(&header.segments);
+        if header.parent != self.tip.hash {
+            return Err(CommitError::NotOnTip {
+                height: header.height,
+                got: header.parent,
+                expected: self.tip.hash,
+            });
+        }
+        let key = execution_key(
+            &self.tip,
+            header.height,
+            header.timestamp_ms,
+            &header.segments,
+        );
         let execution = match self.executed.remove(&key) {
             Some(e) => e,
             None => {
                 let ctx = self.context(header.height, header.timestamp_ms, self.tip.mix);
-                self.execute(&ctx, &self.senders(block))?
+                let execution = self.execute(&ctx, &self.senders(block))?;
+                if let Some((segment, got, expected)) =
+                    first_divergence(&Self::commitments(&execution), &header.segments)
+                {
+                    return Err(CommitError::Diverged {
+                        height: header.height,
+                        segment,
+                        got: Box::new(got),
+                        expected: Box::new(expected),
+                    });
+                }
+                execution
             }
         };
         self.executed.clear();
@@ -444,9 +537,7 @@ impl CnApp {
 }
 
 impl Application for CnApp {
-    fn build(&mut self, height: Height, parent: &Tip) -> BlockBody {
-        // The same timestamp `build_block` puts in the header, so execution sees it.
-        let timestamp_ms = now_ms().max(parent.timestamp_ms + 1);
+    fn build(&mut self, height: Height, parent: &Tip, timestamp_ms: u64) -> BlockBody {
         let system = self.system_txs(height);
         let pool = self.shared.pool.lock().unwrap_or_else(|e| e.into_inner());
         let (region_id, next_cn_set) = {
@@ -497,9 +588,11 @@ impl Application for CnApp {
             }
         };
         let commitments = Self::commitments(&execution);
-        self.remember(commitments_key(&commitments), execution);
+        self.remember(
+            execution_key(parent, height, timestamp_ms, &commitments),
+            execution,
+        );
         BlockBody {
-            timestamp_ms,
             segments: segments.into_iter().map(|(s, _)| s).collect(),
             commitments,
             next_cn_set,
@@ -508,6 +601,13 @@ impl Application for CnApp {
 
     fn validate(&mut self, block: &Block, parent: &Tip) -> Result<(), String> {
         let header = block.header();
+        // Execution reads the applied state: it must be exactly the parent's.
+        if parent.hash != self.tip.hash || header.parent != self.tip.hash {
+            return Err(format!(
+                "block {} builds on {}, but this node has applied {}",
+                header.height, header.parent, self.tip.hash
+            ));
+        }
         let (region_id, expected_set) = {
             let region = self.region_read();
             (region.region, region.expected_next_set(header.height))
@@ -515,7 +615,7 @@ impl Application for CnApp {
         if header.next_cn_set != expected_set {
             return Err("header announces a CN set other than the approved change".into());
         }
-        let key = commitments_key(&header.segments);
+        let key = execution_key(parent, header.height, header.timestamp_ms, &header.segments);
         if self.executed.contains_key(&key) {
             return Ok(());
         }
@@ -547,17 +647,13 @@ impl Application for CnApp {
         let execution = self
             .execute(&ctx, &self.senders(block))
             .map_err(|e| format!("cannot execute the block: {e}"))?;
-        for (k, (mine, theirs)) in Self::commitments(&execution)
-            .iter()
-            .zip(&header.segments)
-            .enumerate()
+        if let Some((k, _, expected)) =
+            first_divergence(&Self::commitments(&execution), &header.segments)
         {
-            if mine != theirs {
-                return Err(format!(
-                    "segment {k} (chain {}): re-execution disagrees with the header",
-                    theirs.chain_id
-                ));
-            }
+            return Err(format!(
+                "segment {k} (chain {}): re-execution disagrees with the header",
+                expected.chain_id
+            ));
         }
         self.remember(key, execution);
         Ok(())

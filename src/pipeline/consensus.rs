@@ -1,16 +1,24 @@
-//! The consensus stage: owns one CN's [`Machine`], feeds it peer messages and timers, and
-//! carries out its outputs in order — WAL records made durable (one group commit per step)
-//! before the broadcasts that follow them, committed blocks applied to state and handed to the
-//! persist stage, sync requests served from recent blocks.
+//! The consensus stage: owns one CN's [`Machine`], feeds it peer messages, timers and the
+//! clock, and carries out its outputs in order — WAL records made durable (one group commit
+//! per step) before the broadcasts that follow them, committed blocks applied to state (then
+//! [`Input::Applied`]) and handed to the persist stage, sync requests served from recent
+//! blocks in memory or, further back, from the block log — so a CN that was down for any
+//! length of time catches up from its peers.
+//!
+//! Applying a committed block fails only when the node's state cannot be read or diverges
+//! from the header's commitments; the stage then stops with the error and the node halts
+//! loudly rather than store divergent state.
 
 use super::link::{LinkReceiver, LinkSender};
 use crate::consensus::machine::{Input, Machine, Misbehavior, Output};
 use crate::consensus::wal;
+use crate::net::sync::ChainReader;
 use crate::net::{Inbound, Network};
-use crate::node::app::CnApp;
+use crate::node::app::{now_ms, CnApp};
 use crate::storage::blocklog::BlockLog;
 use crate::types::codec::encode_frame;
 use crate::types::{Block, CnIndex, ConsensusMessage, Height};
+use anyhow::Context;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,6 +29,15 @@ use std::time::{Duration, Instant};
 const RECENT_BLOCKS: usize = 256;
 /// Decided blocks sent per sync request.
 const SYNC_BATCH: u64 = 16;
+/// The same peer's sync request for the same height is answered at most this often (a peer
+/// cannot make this thread read the log in a loop).
+const SYNC_REPEAT_MS: u64 = 250;
+
+/// The heights a sync request from `from` is answered with (saturating: a peer's `from` is
+/// any number).
+pub fn sync_range(from: Height) -> std::ops::Range<Height> {
+    from..Height(from.0.saturating_add(SYNC_BATCH))
+}
 
 /// Counters of one CN's consensus, read by the status line and metrics.
 #[derive(Debug, Default)]
@@ -65,6 +82,15 @@ pub struct ConsensusStage {
     pub inbound: LinkReceiver<(CnIndex, ConsensusMessage)>,
     pub committed: LinkSender<Arc<Block>>,
     pub status: Arc<ConsensusStatus>,
+    /// The committed chain on disk: sync requests beyond the recent blocks are served from it.
+    pub chain: ChainReader,
+}
+
+/// Blocks a sync request is answered from: the recent ones in memory, older ones from disk.
+struct Served {
+    recent: BTreeMap<Height, Arc<Block>>,
+    /// Last request answered per peer (height and when), to refuse tight repeats.
+    last: std::collections::HashMap<CnIndex, (Height, Instant)>,
 }
 
 struct Timers {
@@ -111,7 +137,10 @@ impl ConsensusStage {
             queue: BinaryHeap::new(),
             seq: 0,
         };
-        let mut recent: BTreeMap<Height, Arc<Block>> = BTreeMap::new();
+        let mut recent = Served {
+            recent: BTreeMap::new(),
+            last: Default::default(),
+        };
         self.step(Input::Start, &mut timers, &mut recent)?;
         loop {
             while let Some(due) = timers.pop_due() {
@@ -133,7 +162,9 @@ impl ConsensusStage {
                     d.saturating_duration_since(Instant::now())
                 });
             match self.inbound.recv_timeout(wait) {
-                Ok((peer, ConsensusMessage::SyncRequest(from))) => self.serve(peer, from, &recent),
+                Ok((peer, ConsensusMessage::SyncRequest(from))) => {
+                    self.serve(peer, from, &mut recent)
+                }
                 Ok((_, msg)) => self.step(Input::Message(msg), &mut timers, &mut recent)?,
                 Err(true) => return Ok(()),
                 Err(false) => {}
@@ -141,13 +172,43 @@ impl ConsensusStage {
         }
     }
 
+    /// Feeds one input, carries out the outputs, and — after each committed block is applied —
+    /// tells the machine so (which may commit the next buffered block, and so on).
     fn step(
         &mut self,
         input: Input,
         timers: &mut Timers,
-        recent: &mut BTreeMap<Height, Arc<Block>>,
+        recent: &mut Served,
     ) -> anyhow::Result<()> {
-        let outputs = self.machine.step(input, &mut self.app);
+        let mut next = Some(input);
+        while let Some(input) = next.take() {
+            if let Some(height) = self.step_once(input, timers, recent)? {
+                next = Some(Input::Applied { height });
+            }
+        }
+        self.status
+            .height
+            .store(self.machine.height().0, Ordering::Relaxed);
+        self.status
+            .round
+            .store(u64::from(self.machine.round().0), Ordering::Relaxed);
+        *self
+            .status
+            .rejections
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = self.machine.rejections().clone();
+        Ok(())
+    }
+
+    /// One machine step; returns the height of the block it committed and this node applied.
+    fn step_once(
+        &mut self,
+        input: Input,
+        timers: &mut Timers,
+        recent: &mut Served,
+    ) -> anyhow::Result<Option<Height>> {
+        let outputs = self.machine.step(input, now_ms(), &mut self.app);
+        let mut applied = None;
         // Group commit: every WAL record of this step in one durable batch, before any
         // message of this step leaves the node.
         let records: Vec<Vec<u8>> = outputs
@@ -190,7 +251,10 @@ impl ConsensusStage {
                     round,
                     after_ms,
                 } => timers.push(after_ms, TimerInput::Timeout(height, round.0)),
-                Output::Committed(block) => self.on_committed(*block, recent)?,
+                Output::Committed(block) => {
+                    applied = Some(block.header().height);
+                    self.on_committed(*block, &mut recent.recent)?
+                }
                 Output::Misbehavior(m) => self.on_misbehavior(m),
                 Output::SyncNeeded { from } => self
                     .net
@@ -198,18 +262,7 @@ impl ConsensusStage {
                 Output::PeerBehind { peer, height } => self.serve(peer, height, recent),
             }
         }
-        self.status
-            .height
-            .store(self.machine.height().0, Ordering::Relaxed);
-        self.status
-            .round
-            .store(u64::from(self.machine.round().0), Ordering::Relaxed);
-        *self
-            .status
-            .rejections
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = self.machine.rejections().clone();
-        Ok(())
+        Ok(applied)
     }
 
     fn on_committed(
@@ -217,7 +270,10 @@ impl ConsensusStage {
         block: Block,
         recent: &mut BTreeMap<Height, Arc<Block>>,
     ) -> anyhow::Result<()> {
-        self.app.commit(&block)?;
+        let height = block.header().height;
+        self.app
+            .commit(&block)
+            .with_context(|| format!("applying committed block {height}: halting this node"))?;
         if !block.header().next_cn_set.is_empty() {
             // Peers of the new set may now connect (a joining CN dials us).
             self.net.learn_set(Arc::clone(self.machine.cn_set()));
@@ -242,13 +298,33 @@ impl ConsensusStage {
         tracing::warn!(?m, "CN misbehaviour observed");
     }
 
-    /// Sends `peer` the decided blocks from `from` on that this node still holds.
-    fn serve(&self, peer: CnIndex, from: Height, recent: &BTreeMap<Height, Arc<Block>>) {
-        for block in recent
-            .range(from..Height(from.0 + SYNC_BATCH))
-            .map(|(_, b)| b)
-        {
-            let msg = ConsensusMessage::Decided(Box::new((**block).clone()));
+    /// Sends `peer` the decided blocks from `from` on: from memory when recent, else from the
+    /// block log (a peer that was down for long catches up from any distance).
+    fn serve(&self, peer: CnIndex, from: Height, served: &mut Served) {
+        let now = Instant::now();
+        if let Some((height, at)) = served.last.get(&peer) {
+            if *height == from && now.duration_since(*at) < Duration::from_millis(SYNC_REPEAT_MS) {
+                return;
+            }
+        }
+        served.last.insert(peer, (from, now));
+        for height in (from.0..sync_range(from).end.0).map(Height) {
+            if height >= self.machine.height() {
+                break;
+            }
+            let block = match served.recent.get(&height) {
+                Some(block) => Arc::clone(block),
+                None => match self.chain.block_at(height) {
+                    Ok(Some(block)) => Arc::new(block),
+                    // Committed but not yet persisted (or pruned): nothing more to send.
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::warn!(%height, error = %e, "cannot read a block to serve");
+                        break;
+                    }
+                },
+            };
+            let msg = ConsensusMessage::Decided(Box::new((*block).clone()));
             self.net.send(peer, Arc::new(encode_frame(&msg)));
         }
     }

@@ -16,4 +16,7 @@ pub mod stage;
 pub mod topology;
 
 pub use link::{link, LinkReceiver, LinkSender, LinkSnapshot, LinkStats};
-pub use stage::{spawn_stage, Stage, StageHandle, StageReport};
+pub use stage::{
+    spawn_critical, spawn_critical_stage, spawn_stage, Stage, StageHandle, StageReport,
+    EXIT_STAGE_DIED,
+};

@@ -39,27 +39,75 @@ pub struct StageHandle {
     thread: JoinHandle<anyhow::Result<StageReport>>,
 }
 
-/// Starts `stage` on its own thread, consuming `input`.
+/// Exit status of a node process one of whose critical threads died.
+pub const EXIT_STAGE_DIED: i32 = 70;
+
+/// Starts `stage` on its own thread, consuming `input`; its error comes back from
+/// [`StageHandle::join`].
 pub fn spawn_stage<S: Stage>(
-    mut stage: S,
+    stage: S,
     input: LinkReceiver<S::Input>,
 ) -> std::io::Result<StageHandle> {
     let name = stage.name();
     let thread = std::thread::Builder::new()
         .name(name.to_string())
-        .spawn(move || {
-            let span = tracing::info_span!("stage", name);
-            let _entered = span.enter();
-            let mut items = 0u64;
-            while let Some(input) = input.recv() {
-                stage.handle(input)?;
-                items += 1;
-            }
-            stage.finish()?;
-            tracing::debug!(items, "stage stopped");
-            Ok(StageReport { name, items })
-        })?;
+        .spawn(move || run_stage(stage, input))?;
     Ok(StageHandle { name, thread })
+}
+
+/// Starts `stage` as a critical part of a running node: if it fails or panics, the process
+/// exits (see [`spawn_critical`]). Stopping after its input closes is a normal end.
+pub fn spawn_critical_stage<S: Stage>(
+    stage: S,
+    input: LinkReceiver<S::Input>,
+) -> std::io::Result<StageHandle> {
+    let name = stage.name();
+    let thread = spawn_critical(name, move || run_stage(stage, input))?;
+    Ok(StageHandle { name, thread })
+}
+
+fn run_stage<S: Stage>(mut stage: S, input: LinkReceiver<S::Input>) -> anyhow::Result<StageReport> {
+    let name = stage.name();
+    let span = tracing::info_span!("stage", name);
+    let _entered = span.enter();
+    let mut items = 0u64;
+    while let Some(input) = input.recv() {
+        stage.handle(input)?;
+        items += 1;
+    }
+    stage.finish()?;
+    tracing::debug!(items, "stage stopped");
+    Ok(StageReport { name, items })
+}
+
+/// Runs `body` on a thread named `name` as a critical part of a running node. If it returns
+/// an error or panics, the error is logged and the process exits with [`EXIT_STAGE_DIED`]: a
+/// node missing a stage would otherwise keep its sockets open and look alive while doing
+/// nothing (a remote crash that goes unnoticed).
+pub fn spawn_critical<T: Send + 'static>(
+    name: &'static str,
+    body: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
+) -> std::io::Result<JoinHandle<anyhow::Result<T>>> {
+    std::thread::Builder::new().name(name.to_string()).spawn(
+        move || match std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)) {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => die(name, &format!("{e:#}")),
+            Err(panic) => {
+                let why = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "panic".into());
+                die(name, &format!("panicked: {why}"))
+            }
+        },
+    )
+}
+
+fn die(name: &str, why: &str) -> ! {
+    tracing::error!(stage = name, error = why, "stage died; stopping the node");
+    eprintln!("kaon: stage {name} died: {why}; stopping the node");
+    std::process::exit(EXIT_STAGE_DIED)
 }
 
 impl StageHandle {

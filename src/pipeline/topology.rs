@@ -9,7 +9,7 @@
 
 use super::link::{link, LinkReceiver, LinkSender, LinkSnapshot, LinkStats};
 use super::sigverify::{RawTxBatch, SigVerify, SigVerifyStats};
-use super::stage::{spawn_stage, StageHandle, StageReport};
+use super::stage::{spawn_critical, spawn_critical_stage, spawn_stage, StageHandle, StageReport};
 use crate::config::PipelineConfig;
 use crate::crypto::tx::{DecodeRules, RecoveredTx};
 use std::sync::Arc;
@@ -244,7 +244,7 @@ impl BoundCn {
             rounds.committed(block.header().height, block.header().mix);
         });
         let stages = vec![
-            spawn_stage(
+            spawn_critical_stage(
                 SigVerify::new(
                     DecodeRules::default(),
                     sigverify_out,
@@ -253,14 +253,14 @@ impl BoundCn {
                 .with_system_queue(shared.clone()),
                 ingress_sigverify,
             )?,
-            spawn_stage(
+            spawn_critical_stage(
                 super::pool::PoolInsert {
                     shared: shared.clone(),
                     stats: Arc::clone(&pool),
                 },
                 sigverify_pool,
             )?,
-            spawn_stage(
+            spawn_critical_stage(
                 super::persist::Persist {
                     log,
                     state: Arc::clone(&shared.state),
@@ -289,25 +289,23 @@ impl BoundCn {
             inbound: net_consensus,
             committed,
             status: Arc::clone(&status),
+            chain: chain.clone(),
         };
         let router_ingress = ingress.clone();
         let router_dropped = Arc::clone(&dropped_inbound);
         let net_inbound = self.net_inbound;
+        // A node without its consensus or router thread must not keep running as if healthy.
         let threads = vec![
-            std::thread::Builder::new()
-                .name("consensus".into())
-                .spawn(move || consensus.run())?,
-            std::thread::Builder::new()
-                .name("net_router".into())
-                .spawn(move || {
-                    super::consensus::route_inbound(
-                        net_inbound,
-                        consensus_tx,
-                        router_ingress,
-                        router_dropped,
-                    );
-                    Ok(())
-                })?,
+            spawn_critical("consensus", move || consensus.run())?,
+            spawn_critical("net_router", move || {
+                super::consensus::route_inbound(
+                    net_inbound,
+                    consensus_tx,
+                    router_ingress,
+                    router_dropped,
+                );
+                Ok(())
+            })?,
         ];
         Ok(CnNode {
             me: spec.me,

@@ -184,14 +184,18 @@ pub struct RoundChange {
     pub signature: SignatureBytes,
 }
 
-/// Domain tag of round-change signatures.
-pub const ROUND_CHANGE_DOMAIN: &[u8] = b"KAON/round-change/v1";
+/// Domain tag of round-change signatures (v2: names the region and the parent).
+pub const ROUND_CHANGE_DOMAIN: &[u8] = b"KAON/round-change/v2";
 
 impl RoundChange {
-    /// What a round change signs: target height and round, and the prepared round and hash it
-    /// reports (zeroes when none), so a relay cannot strip or swap the certificate.
+    /// What a round change signs: the region, the target height and the parent it builds on,
+    /// the round, and the prepared round and hash it reports (zeroes when none) — so a relay
+    /// cannot strip or swap the certificate, and a signature cannot be replayed in another
+    /// region or on another fork.
     pub fn signing_message(
+        region: super::ChainId,
         height: Height,
+        parent: BlockHash,
         round: Round,
         prepared: Option<&PreparedCertificate>,
     ) -> Vec<u8> {
@@ -200,7 +204,9 @@ impl RoundChange {
         });
         [
             ROUND_CHANGE_DOMAIN,
+            &region.to_be_bytes(),
             &height.to_be_bytes(),
+            parent.0.as_slice(),
             &round.to_be_bytes(),
             &[u8::from(prepared.is_some())],
             &p_round.to_be_bytes(),

@@ -63,16 +63,16 @@ integer_newtype!(
 );
 
 impl Height {
-    /// The next height.
+    /// The next height (saturating: a peer-supplied height never overflows).
     pub const fn next(self) -> Self {
-        Self(self.0 + 1)
+        Self(self.0.saturating_add(1))
     }
 }
 
 impl Round {
-    /// The next round.
+    /// The next round (saturating: a peer-supplied round never overflows).
     pub const fn next(self) -> Self {
-        Self(self.0 + 1)
+        Self(self.0.saturating_add(1))
     }
 }
 

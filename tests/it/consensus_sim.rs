@@ -1,15 +1,21 @@
 //! Deterministic simulation of the BFT state machine: a seeded network with latency,
-//! reordering, loss and a partition before GST, and Byzantine CNs (silent, equivocating
-//! proposer, double voter, voter for invalid blocks, replayer of old messages).
+//! reordering, loss and a partition before GST; Byzantine CNs (silent, equivocating
+//! proposer, double voter, voter for invalid blocks, replayer of old messages, sender of
+//! decided blocks with forged bodies, proposer stamping far-future timestamps); and honest
+//! nodes that crash and restart from their encoded WAL.
 //!
-//! Invariants checked on every seed: no two honest nodes commit different blocks at one height
-//! (so every honest chain is a prefix of another), and every honest node reaches the target
-//! height after the network heals. A failing seed prints itself; rerun it alone with
+//! The application checks what a real one does: a block is validated only on the parent it
+//! has applied, and a committed block's body must match its header. Invariants checked on
+//! every seed: no two honest nodes commit different blocks at one height (so every honest
+//! chain is a prefix of another), every honest node applies only bodies that match their
+//! headers, every honest node reaches the target height after the network heals, and a
+//! seed run twice gives the same digest of everything the nodes output. A failing seed
+//! prints itself; rerun it alone with
 //! `KAON_SIM_SEED=<seed> cargo test --test it consensus_sim -- --nocapture`.
 //! `KAON_SIM_SEEDS=<n>` runs more seeds (the soak).
 
 use alloy_primitives::{Bytes, B256};
-use kaon::consensus::machine::{Application, Input, Machine, Output, Params, Tip};
+use kaon::consensus::machine::{Application, Input, Machine, Output, Params, Tip, WalEntry};
 use kaon::consensus::proposal::BlockBody;
 use kaon::consensus::selection::CnSet;
 use kaon::consensus::verifier::SigCache;
@@ -43,24 +49,63 @@ enum Behavior {
     DoubleVoter,
     InvalidVoter,
     Replayer,
+    /// Sends every decided block it relays with another body under the real header and seal.
+    BodyForger,
+    /// Stamps its proposals at the end of time.
+    FutureStamper,
 }
 
-const BYZANTINE: [Behavior; 5] = [
+const BYZANTINE: [Behavior; 7] = [
     Behavior::Silent,
     Behavior::EquivocatingProposer,
     Behavior::DoubleVoter,
     Behavior::InvalidVoter,
     Behavior::Replayer,
+    Behavior::BodyForger,
+    Behavior::FutureStamper,
 ];
 
+/// The simulated application: builds one-transaction blocks, refuses poisoned ones, and checks
+/// what a real application relies on — validation happens only on the applied parent, and a
+/// committed block extends the applied tip with a body matching its header.
 struct SimApp {
-    now: u64,
     accept_anything: bool,
     poison: bool,
+    /// The last block applied (genesis at first).
+    tip: Tip,
+}
+
+impl SimApp {
+    fn new(behavior: Behavior, tip: Tip) -> Self {
+        Self {
+            accept_anything: behavior == Behavior::InvalidVoter,
+            poison: behavior == Behavior::InvalidVoter,
+            tip,
+        }
+    }
+
+    /// Applies a committed block, refusing one the machine should never have committed.
+    fn commit(&mut self, block: &Block) -> Result<(), String> {
+        let header = block.header();
+        if header.parent != self.tip.hash {
+            return Err(format!(
+                "applied block {} on the wrong parent",
+                header.height
+            ));
+        }
+        kaon::consensus::proposal::check_body(block).map_err(|e| {
+            format!(
+                "committed block {} whose body does not match its header: {e}",
+                header.height
+            )
+        })?;
+        self.tip = Tip::of(block);
+        Ok(())
+    }
 }
 
 impl Application for SimApp {
-    fn build(&mut self, height: Height, parent: &Tip) -> BlockBody {
+    fn build(&mut self, height: Height, parent: &Tip, _timestamp_ms: u64) -> BlockBody {
         let chain_id = if self.poison {
             POISON_CHAIN
         } else {
@@ -81,14 +126,16 @@ impl Application for SimApp {
             state_root: B256::ZERO,
         };
         BlockBody {
-            timestamp_ms: self.now,
             segments: vec![segment],
             commitments: vec![commitment],
             next_cn_set: Vec::new(),
         }
     }
 
-    fn validate(&mut self, block: &Block, _parent: &Tip) -> Result<(), String> {
+    fn validate(&mut self, block: &Block, parent: &Tip) -> Result<(), String> {
+        if parent.hash != self.tip.hash {
+            return Err("validation asked on a parent that is not applied".into());
+        }
         let poisoned = block.segments.iter().any(|s| s.chain_id == POISON_CHAIN);
         if poisoned && !self.accept_anything {
             return Err("poisoned segment".into());
@@ -103,12 +150,18 @@ struct Node {
     behavior: Behavior,
     key: SecretKey,
     chain: Vec<Block>,
+    /// What the node made durable, through the real WAL encoding.
+    wal: Vec<Vec<u8>>,
+    /// Crashed and not yet restarted: everything sent to it is lost.
+    down: bool,
 }
 
 enum Event {
     Deliver { to: usize, msg: ConsensusMessage },
     Input { to: usize, input: Input },
     Sync { to: usize, from: Height },
+    Crash { to: usize },
+    Restart { to: usize },
 }
 
 /// The scenario a seed draws.
@@ -123,6 +176,15 @@ struct Scenario {
     gst_ms: u64,
     /// Nodes cut off from the rest until GST.
     partition: Vec<usize>,
+    /// An honest node that crashes at `at` ms and restarts `down_ms` later from its WAL.
+    crash: Option<Crash>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Crash {
+    node: usize,
+    at: u64,
+    down_ms: u64,
 }
 
 impl Scenario {
@@ -137,6 +199,15 @@ impl Scenario {
         } else {
             Vec::new()
         };
+        let gst_ms = rng.gen_range(0..3_000);
+        let honest: Vec<usize> = (0..n)
+            .filter(|&i| behaviors[i] == Behavior::Honest)
+            .collect();
+        let crash = rng.gen_bool(0.5).then(|| Crash {
+            node: honest[rng.gen_range(0..honest.len())],
+            at: rng.gen_range(0..gst_ms + 1_000),
+            down_ms: rng.gen_range(1..4 * BASE_TIMEOUT_MS),
+        });
         Self {
             n,
             behaviors,
@@ -151,8 +222,9 @@ impl Scenario {
             } else {
                 0.0
             },
-            gst_ms: rng.gen_range(0..3_000),
+            gst_ms,
             partition,
+            crash,
         }
     }
 }
@@ -168,14 +240,23 @@ struct Sim {
     /// Every message sent so far, for the replayer.
     sent: Vec<ConsensusMessage>,
     stats: SimStats,
+    keys: Vec<SecretKey>,
+    sigs: Arc<SigCache>,
+    /// Digest of every output of every node, in order (the determinism check).
+    digest: sha2::Sha256,
 }
 
 /// What happened in a run, so the suite can check its adversaries actually did something.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 struct SimStats {
     misbehavior_reports: u64,
     round_changes: u64,
     syncs: u64,
+    restarts: u64,
+    forged_bodies: u64,
+    future_stamps: u64,
+    /// Digest of all outputs of the run.
+    digest: [u8; 32],
 }
 
 fn params() -> Params {
@@ -219,14 +300,12 @@ impl Sim {
                         Arc::clone(sigs),
                         genesis,
                     ),
-                    app: SimApp {
-                        now: 0,
-                        accept_anything: behavior == Behavior::InvalidVoter,
-                        poison: behavior == Behavior::InvalidVoter,
-                    },
+                    app: SimApp::new(behavior, genesis),
                     behavior,
                     key: keys[i].clone(),
                     chain: Vec::new(),
+                    wal: Vec::new(),
+                    down: false,
                 }
             })
             .collect();
@@ -240,6 +319,9 @@ impl Sim {
             scenario,
             sent: Vec::new(),
             stats: SimStats::default(),
+            keys: keys.to_vec(),
+            sigs: Arc::clone(sigs),
+            digest: sha2::Digest::new(),
         };
         for i in 0..sim.nodes.len() {
             sim.schedule(
@@ -250,7 +332,52 @@ impl Sim {
                 },
             );
         }
+        if let Some(crash) = sim.scenario.crash {
+            sim.schedule(crash.at, Event::Crash { to: crash.node });
+            sim.schedule(crash.at + crash.down_ms, Event::Restart { to: crash.node });
+        }
         sim
+    }
+
+    /// Brings a crashed node back the way a CN restarts: a fresh machine on its last
+    /// committed block, its WAL decoded and restored.
+    fn restart(&mut self, i: usize) -> Result<(), String> {
+        self.stats.restarts += 1;
+        let node = &mut self.nodes[i];
+        let tip = node.chain.last().map_or_else(genesis, Tip::of);
+        let set =
+            Arc::new(CnSet::new(self.keys.iter().map(SecretKey::public_key).collect()).unwrap());
+        let wal: Vec<WalEntry> = node
+            .wal
+            .iter()
+            .map(|r| kaon::consensus::wal::decode(r).map_err(|e| format!("WAL record: {e}")))
+            .collect::<Result<_, _>>()?;
+        node.machine = Machine::new(
+            params(),
+            CnIndex(i as u32),
+            node.key.clone(),
+            set,
+            Arc::clone(&self.sigs),
+            tip,
+        );
+        node.machine.restore(&wal);
+        node.app.tip = tip;
+        node.down = false;
+        self.input(i, Input::Start)
+    }
+
+    /// Steps node `to` with `input` at the current time and carries out the outputs; after
+    /// each commit the application applies the block and the machine is told.
+    fn input(&mut self, to: usize, input: Input) -> Result<(), String> {
+        let mut next = Some(input);
+        while let Some(input) = next.take() {
+            let node = &mut self.nodes[to];
+            let outputs = node.machine.step(input, self.now, &mut node.app);
+            next = self
+                .handle(to, outputs)?
+                .map(|height| Input::Applied { height });
+        }
+        Ok(())
     }
 
     fn schedule(&mut self, after_ms: u64, event: Event) {
@@ -310,12 +437,21 @@ impl Sim {
                     self.serve_sync(to, from);
                     continue;
                 }
+                Event::Crash { to } => {
+                    self.nodes[to].down = true;
+                    continue;
+                }
+                Event::Restart { to } => {
+                    self.restart(to)?;
+                    continue;
+                }
             };
-            let node = &mut self.nodes[to];
-            node.app.now = self.now;
-            let outputs = node.machine.step(input, &mut node.app);
-            self.handle(to, outputs)?;
+            if self.nodes[to].down {
+                continue;
+            }
+            self.input(to, input)?;
         }
+        self.stats.digest = sha2::Digest::finalize(self.digest.clone()).into();
         self.check_safety()?;
         for (i, node) in self
             .nodes
@@ -333,11 +469,16 @@ impl Sim {
         Ok(())
     }
 
-    fn handle(&mut self, from: usize, outputs: Vec<Output>) -> Result<(), String> {
+    /// Carries out `outputs` of node `from`; returns the height it committed and applied.
+    fn handle(&mut self, from: usize, outputs: Vec<Output>) -> Result<Option<Height>, String> {
         let behavior = self.nodes[from].behavior;
+        let mut applied = None;
         for output in outputs {
+            self.digest_output(from, &output);
             match output {
-                Output::Persist(_) => {}
+                Output::Persist(entry) => self.nodes[from]
+                    .wal
+                    .push(kaon::consensus::wal::encode(&entry)),
                 Output::Misbehavior(_) => self.stats.misbehavior_reports += 1,
                 Output::Broadcast(msg @ ConsensusMessage::RoundChange(_)) => {
                     self.stats.round_changes += 1;
@@ -367,15 +508,23 @@ impl Sim {
                     },
                 ),
                 Output::Committed(block) => {
-                    let chain = &mut self.nodes[from].chain;
-                    if block.header().height.0 != chain.len() as u64 + 1 {
+                    let node = &mut self.nodes[from];
+                    if block.header().height.0 != node.chain.len() as u64 + 1 {
                         return Err(format!(
                             "node {from} committed height {} after {}",
                             block.header().height,
-                            chain.len()
+                            node.chain.len()
                         ));
                     }
-                    chain.push(*block);
+                    if node.behavior == Behavior::Honest {
+                        node.app
+                            .commit(&block)
+                            .map_err(|e| format!("node {from}: {e}"))?;
+                    } else {
+                        node.app.tip = Tip::of(&block);
+                    }
+                    applied = Some(block.header().height);
+                    node.chain.push(*block);
                 }
                 Output::PeerBehind { peer, height } => {
                     if let Some(block) = self.nodes[from].chain.get(height.0 as usize - 1).cloned()
@@ -400,7 +549,21 @@ impl Sim {
                 }
             }
         }
-        Ok(())
+        Ok(applied)
+    }
+
+    /// Folds an output into the run's digest: messages by their wire encoding, WAL entries
+    /// by theirs, the rest by what identifies them.
+    fn digest_output(&mut self, from: usize, output: &Output) {
+        use sha2::Digest;
+        self.digest.update((from as u64).to_be_bytes());
+        self.digest.update(self.now.to_be_bytes());
+        match output {
+            Output::Persist(entry) => self.digest.update(kaon::consensus::wal::encode(entry)),
+            Output::Broadcast(msg) => self.digest.update(kaon::types::codec::encode_frame(msg)),
+            Output::Committed(block) => self.digest.update(block.hash().0),
+            other => self.digest.update(format!("{other:?}")),
+        }
     }
 
     /// A sync request answered by a random peer whose link is up: its decided blocks from
@@ -408,6 +571,9 @@ impl Sim {
     fn serve_sync(&mut self, to: usize, from: Height) {
         let peer = self.rng.gen_range(0..self.nodes.len());
         if peer == to || !self.link_up(peer, to) {
+            return;
+        }
+        if self.nodes[peer].down {
             return;
         }
         let blocks: Vec<Block> = self.nodes[peer]
@@ -418,13 +584,34 @@ impl Sim {
             .cloned()
             .collect();
         for block in blocks {
+            let block = self.maybe_forge_body(peer, block);
             self.send(peer, to, ConsensusMessage::Decided(Box::new(block)));
         }
+    }
+
+    /// A body forger's decided block: the real header and seal over another body.
+    fn maybe_forge_body(&mut self, from: usize, mut block: Block) -> Block {
+        if self.nodes[from].behavior == Behavior::BodyForger {
+            self.stats.forged_bodies += 1;
+            for segment in &mut block.segments {
+                segment.txs = vec![Bytes::from(sha256(b"forged").to_vec())];
+            }
+        }
+        block
     }
 
     fn byzantine_broadcast(&mut self, from: usize, behavior: Behavior, msg: ConsensusMessage) {
         match (behavior, msg) {
             (Behavior::Silent, _) => {}
+            (Behavior::BodyForger, ConsensusMessage::Decided(block)) => {
+                let forged = self.maybe_forge_body(from, *block);
+                self.broadcast(from, ConsensusMessage::Decided(Box::new(forged)));
+            }
+            (Behavior::FutureStamper, ConsensusMessage::Proposal(p)) => {
+                self.stats.future_stamps += 1;
+                let stamped = self.restamped(from, &p, u64::MAX);
+                self.broadcast(from, ConsensusMessage::Proposal(Box::new(stamped)));
+            }
             (Behavior::EquivocatingProposer, ConsensusMessage::Proposal(p)) => {
                 let twin = self.twin_proposal(from, &p);
                 for to in (0..self.nodes.len()).filter(|&to| to != from) {
@@ -467,19 +654,13 @@ impl Sim {
 
     /// The same proposal with a different block (timestamp + 1), properly re-signed.
     fn twin_proposal(&self, from: usize, p: &Proposal) -> Proposal {
-        let mut twin = p.clone();
-        twin.block.sealed.header.timestamp_ms += 1;
-        let h = twin.block.header().height;
-        twin.signature = self.nodes[from]
-            .key
-            .sign(&Vote::signing_message(
-                VoteKind::Prepare,
-                h,
-                twin.round,
-                twin.block.hash(),
-            ))
-            .to_bytes();
-        twin
+        let timestamp_ms = p.block.header().timestamp_ms.saturating_add(1);
+        self.restamped(from, p, timestamp_ms)
+    }
+
+    /// The proposal's block stamped `timestamp_ms`, the proposer's vote re-signed.
+    fn restamped(&self, from: usize, p: &Proposal, timestamp_ms: u64) -> Proposal {
+        restamp(&self.nodes[from].key, p, timestamp_ms)
     }
 
     fn check_safety(&self) -> Result<(), String> {
@@ -521,8 +702,23 @@ fn run_seed(
     let mut sim = Sim::new(seed, scenario.clone(), keys, sigs);
     sim.run()
         .map_err(|e| format!("n={n} f={f} seed={seed}: {e}\n  scenario: {scenario:?}"))?;
+    if seed.is_multiple_of(DETERMINISM_EVERY) {
+        let mut again = Sim::new(seed, scenario.clone(), keys, sigs);
+        again
+            .run()
+            .map_err(|e| format!("n={n} f={f} seed={seed} (rerun): {e}"))?;
+        if again.stats != sim.stats {
+            return Err(format!(
+                "n={n} f={f} seed={seed}: not deterministic: {:?} then {:?}",
+                sim.stats, again.stats
+            ));
+        }
+    }
     Ok(sim.stats)
 }
+
+/// Every this many seeds, a seed runs twice and both runs must output exactly the same.
+const DETERMINISM_EVERY: u64 = 10;
 
 fn seeds() -> Vec<u64> {
     if let Some(seed) = std::env::var("KAON_SIM_SEED")
@@ -568,6 +764,10 @@ fn run_all(n: usize, f: usize) {
                 misbehavior_reports: a.misbehavior_reports + s.misbehavior_reports,
                 round_changes: a.round_changes + s.round_changes,
                 syncs: a.syncs + s.syncs,
+                restarts: a.restarts + s.restarts,
+                forged_bodies: a.forged_bodies + s.forged_bodies,
+                future_stamps: a.future_stamps + s.future_stamps,
+                digest: [0; 32],
             });
         assert!(
             total.misbehavior_reports > 0,
@@ -575,6 +775,15 @@ fn run_all(n: usize, f: usize) {
         );
         assert!(total.round_changes > 0, "no round ever changed: {total:?}");
         assert!(total.syncs > 0, "no node ever had to sync: {total:?}");
+        assert!(total.restarts > 0, "no node ever restarted: {total:?}");
+        assert!(
+            total.forged_bodies > 0,
+            "no body was ever forged: {total:?}"
+        );
+        assert!(
+            total.future_stamps > 0,
+            "no far-future stamp was sent: {total:?}"
+        );
         eprintln!("n={n} f={f}: {} seeds, {total:?}", seeds.len());
     }
 }
@@ -588,6 +797,9 @@ fn n4_f1_byzantine_lossy_partitioned_network_stays_safe_and_live() {
 fn n7_f2_byzantine_lossy_partitioned_network_stays_safe_and_live() {
     run_all(7, 2);
 }
+
+/// The clock of hand-driven networks.
+const MANUAL_NOW_MS: u64 = 1_000;
 
 /// A hand-driven network of honest machines for targeted scenarios.
 struct Manual {
@@ -605,6 +817,7 @@ impl Manual {
             loss: 0.0,
             gst_ms: 0,
             partition: Vec::new(),
+            crash: None,
         };
         let sim = Sim::new(0, scenario, &keys, &Arc::new(SigCache::new()));
         Self { nodes: sim.nodes }
@@ -624,15 +837,26 @@ impl Manual {
             .expect("some node proposes at round 0")
     }
 
+    /// Steps node `to` (clock at 1 s); applies each committed block and tells the machine,
+    /// returning every output.
     fn step(&mut self, to: usize, input: Input) -> Vec<Output> {
         let node = &mut self.nodes[to];
-        let outputs = node.machine.step(input, &mut node.app);
-        for o in &outputs {
-            if let Output::Committed(block) = o {
-                node.chain.push((**block).clone());
+        let mut all = Vec::new();
+        let mut next = Some(input);
+        while let Some(input) = next.take() {
+            let outputs = node.machine.step(input, MANUAL_NOW_MS, &mut node.app);
+            for o in &outputs {
+                if let Output::Committed(block) = o {
+                    node.app.commit(block).unwrap();
+                    node.chain.push((**block).clone());
+                    next = Some(Input::Applied {
+                        height: block.header().height,
+                    });
+                }
             }
+            all.extend(outputs);
         }
-        outputs
+        all
     }
 
     /// Delivers every broadcast in `outputs` from `from` to each node in `to`; returns the
@@ -775,12 +999,7 @@ fn n4_prepared_block_is_reproposed_after_a_partial_commit() {
     let mut forged = (*reproposed).clone();
     let leader_key = net.nodes[leader].key.clone();
     let set = CnSet::new(keys(4).iter().map(SecretKey::public_key).collect()).unwrap();
-    let body = SimApp {
-        now: 50,
-        accept_anything: false,
-        poison: false,
-    }
-    .build(h, &genesis());
+    let body = SimApp::new(Behavior::Honest, genesis()).build(h, &genesis(), 50);
     forged.block = kaon::consensus::proposal::build_block(
         &params(),
         &leader_key,
@@ -788,6 +1007,7 @@ fn n4_prepared_block_is_reproposed_after_a_partial_commit() {
         &set,
         &genesis(),
         kaon::types::Round(1),
+        50,
         body,
     );
     assert_ne!(forged.block.hash(), block_b);
@@ -881,12 +1101,8 @@ fn n4_restarted_node_never_votes_twice_in_a_round() {
         genesis(),
     );
     restarted.restore(&wal);
-    let mut app = SimApp {
-        now: 5,
-        accept_anything: false,
-        poison: false,
-    };
-    restarted.step(Input::Start, &mut app);
+    let mut app = SimApp::new(Behavior::Honest, genesis());
+    restarted.step(Input::Start, MANUAL_NOW_MS, &mut app);
 
     // The proposer equivocates: another valid block for the same round.
     let mut twin = (*original).clone();
@@ -902,10 +1118,342 @@ fn n4_restarted_node_never_votes_twice_in_a_round() {
         .to_bytes();
     let out = restarted.step(
         Input::Message(ConsensusMessage::Proposal(Box::new(twin))),
+        MANUAL_NOW_MS,
         &mut app,
     );
     assert!(
         votes_of(&[(voter, out)], VoteKind::Prepare).is_empty(),
         "a restarted node must not prepare a second block in a round it already voted in"
+    );
+}
+
+/// `p` with its block stamped `timestamp_ms` and the proposer's vote re-signed with `key`.
+fn restamp(key: &SecretKey, p: &Proposal, timestamp_ms: u64) -> Proposal {
+    let mut twin = p.clone();
+    twin.block.sealed.header.timestamp_ms = timestamp_ms;
+    let h = twin.block.header().height;
+    twin.signature = key
+        .sign(&Vote::signing_message(
+            VoteKind::Prepare,
+            h,
+            twin.round,
+            twin.block.hash(),
+        ))
+        .to_bytes();
+    twin
+}
+
+fn round(r: u32) -> kaon::types::Round {
+    kaon::types::Round(r)
+}
+
+impl Manual {
+    /// Delivers every broadcast in `pending` to every other node, and makes each proposal a
+    /// node schedules at once (up to height `last`), until nothing more is sent.
+    fn flood(&mut self, pending: Vec<(usize, Vec<Output>)>, last: Height) {
+        let mut pending: std::collections::VecDeque<_> = pending.into();
+        let n = self.nodes.len();
+        let mut steps = 0;
+        while let Some((from, outs)) = pending.pop_front() {
+            steps += 1;
+            assert!(steps < 100_000, "the network does not settle");
+            for o in &outs {
+                if let Output::ScheduleProposal { height, round, .. } = o {
+                    if *height <= last {
+                        let input = Input::ProposalDue {
+                            height: *height,
+                            round: *round,
+                        };
+                        let out = self.step(from, input);
+                        pending.push_back((from, out));
+                    }
+                }
+            }
+            for msg in broadcasts(&outs) {
+                for to in (0..n).filter(|&t| t != from) {
+                    let out = self.step(to, Input::Message(msg.clone()));
+                    pending.push_back((to, out));
+                }
+            }
+        }
+    }
+
+    /// Starts every node and floods until height `last` is decided everywhere.
+    fn decide_up_to(&mut self, last: Height) {
+        let starts = (0..self.nodes.len())
+            .map(|i| (i, self.step(i, Input::Start)))
+            .collect();
+        self.flood(starts, last);
+        for (i, node) in self.nodes.iter().enumerate() {
+            assert_eq!(
+                node.chain.len() as u64,
+                last.0,
+                "node {i} decided up to {last}"
+            );
+        }
+    }
+}
+
+/// A committee member relays a decided block with the real header and seal over another body
+/// (the block hash covers only the header). A node that validated the real proposal commits
+/// the body it validated; a node that never saw it refuses the forged body and takes the real
+/// one. Kills the rule "a decided block's body must match its header" (hole 2).
+#[test]
+fn n4_decided_block_with_a_forged_body_is_never_committed() {
+    let mut net = Manual::new(4);
+    let proposer = net.start_all();
+    let out = net.step(
+        proposer,
+        Input::ProposalDue {
+            height: Height(1),
+            round: round(0),
+        },
+    );
+    // `late` sees the proposal and the prepares, not the commit votes.
+    let late = (0..4).find(|&i| i != proposer).unwrap();
+    let all = [0, 1, 2, 3];
+    let deciders: Vec<usize> = all.iter().copied().filter(|&i| i != late).collect();
+    let prepares = net.deliver(proposer, &out, &all);
+    let mut commits = Vec::new();
+    for (from, outs) in votes_of(&prepares, VoteKind::Prepare) {
+        commits.extend(net.deliver(from, &outs, &all));
+    }
+    for (from, outs) in votes_of(&commits, VoteKind::Commit) {
+        net.deliver(from, &outs, &deciders);
+    }
+    let real = net.nodes[proposer].chain[0].clone();
+    let mut forged = real.clone();
+    forged.segments[0].txs = vec![Bytes::from_static(b"forged")];
+    assert_eq!(forged.hash(), real.hash(), "same header, same seal");
+    assert_ne!(forged, real);
+
+    net.step(
+        late,
+        Input::Message(ConsensusMessage::Decided(Box::new(forged.clone()))),
+    );
+    assert_eq!(
+        net.nodes[late].chain,
+        vec![real.clone()],
+        "late commits what it validated"
+    );
+
+    // A node of the same chain that saw nothing of height 1.
+    let mut fresh = Manual::new(4);
+    fresh.start_all();
+    fresh.step(
+        0,
+        Input::Message(ConsensusMessage::Decided(Box::new(forged))),
+    );
+    assert!(fresh.nodes[0].chain.is_empty(), "a forged body is refused");
+    assert_eq!(fresh.nodes[0].machine.rejections().bad_decided, 1);
+    fresh.step(
+        0,
+        Input::Message(ConsensusMessage::Decided(Box::new(real.clone()))),
+    );
+    assert_eq!(fresh.nodes[0].chain, vec![real]);
+}
+
+/// A proposal stamped beyond the validator's clock plus the allowed drift gets no vote (a
+/// proposer stamping `u64::MAX` would otherwise end the chain: no later timestamp exists); one
+/// at the limit does. Kills the rule "timestamp ≤ now + drift" (hole 3).
+#[test]
+fn n4_proposal_stamped_beyond_the_clock_drift_gets_no_vote() {
+    use kaon::consensus::machine::MAX_CLOCK_DRIFT_MS;
+    let mut net = Manual::new(4);
+    let proposer = net.start_all();
+    let out = net.step(
+        proposer,
+        Input::ProposalDue {
+            height: Height(1),
+            round: round(0),
+        },
+    );
+    let ConsensusMessage::Proposal(p) = broadcasts(&out)[0].clone() else {
+        panic!("expected a proposal")
+    };
+    let key = net.nodes[proposer].key.clone();
+    let voters: Vec<usize> = (0..4).filter(|&i| i != proposer).collect();
+    for (voter, stamp, votes) in [
+        (voters[0], u64::MAX, 0),
+        (voters[1], MANUAL_NOW_MS + MAX_CLOCK_DRIFT_MS + 1, 0),
+        (voters[2], MANUAL_NOW_MS + MAX_CLOCK_DRIFT_MS, 1),
+    ] {
+        let stamped = restamp(&key, &p, stamp);
+        let out = net.step(
+            voter,
+            Input::Message(ConsensusMessage::Proposal(Box::new(stamped))),
+        );
+        assert_eq!(
+            votes_of(&[(voter, out)], VoteKind::Prepare).len(),
+            votes,
+            "stamp {stamp} at clock {MANUAL_NOW_MS}"
+        );
+    }
+    // After a parent at the end of time the next timestamp saturates instead of overflowing.
+    let mut tip = genesis();
+    tip.timestamp_ms = u64::MAX;
+    assert_eq!(
+        kaon::consensus::machine::proposal_timestamp(0, &tip),
+        u64::MAX
+    );
+}
+
+/// Two CNs time out for 40 rounds while the other two stay in round 0 (a long asynchronous
+/// period). Once round changes flow, the laggards jump to the round f + 1 members reached —
+/// however far — and all four decide. Kills "round changes count at any distance" (hole 4).
+#[test]
+fn n4_nodes_forty_rounds_apart_converge_and_decide() {
+    let mut net = Manual::new(4);
+    net.start_all();
+    let h = Height(1);
+    let mut last = vec![Vec::new(); 2];
+    for (i, out) in last.iter_mut().enumerate() {
+        for r in 0..40 {
+            *out = net.step(
+                i,
+                Input::Timeout {
+                    height: h,
+                    round: round(r),
+                },
+            );
+        }
+        assert_eq!(net.nodes[i].machine.round(), round(40));
+    }
+    let mut jumped = Vec::new();
+    for (from, outs) in last.iter().enumerate() {
+        jumped.extend(net.deliver(from, outs, &[2, 3]));
+    }
+    for i in 2..4 {
+        assert_eq!(net.nodes[i].machine.round(), round(40), "node {i} jumped");
+    }
+    let mut pending: Vec<(usize, Vec<Output>)> = last.into_iter().enumerate().collect();
+    pending.extend(jumped);
+    net.flood(pending, h);
+    for (i, node) in net.nodes.iter().enumerate() {
+        assert_eq!(node.chain.len(), 1, "node {i} decided height 1");
+    }
+}
+
+/// A proposal for the next height that arrives while the committed block is not yet applied
+/// is validated only once it is (on its real parent), and then voted on. Kills "validate only
+/// against the applied parent" (hole 6).
+#[test]
+fn n4_next_proposal_waits_until_the_commit_is_applied() {
+    let mut net = Manual::new(4);
+    net.decide_up_to(Height(1));
+    let proposer_of = |net: &Manual, mix, height| {
+        net.nodes[0]
+            .machine
+            .cn_set()
+            .committee(mix, height, round(0), params().committee_size)
+            .proposer
+            .0 as usize
+    };
+    let proposer2 = proposer_of(&net, net.nodes[0].machine.tip().mix, Height(2));
+    let out = net.step(
+        proposer2,
+        Input::ProposalDue {
+            height: Height(2),
+            round: round(0),
+        },
+    );
+    let ConsensusMessage::Proposal(p2) = broadcasts(&out)[0].clone() else {
+        panic!("expected a proposal")
+    };
+    let proposer3 = proposer_of(&net, p2.block.header().mix, Height(3));
+    // `slow` neither proposes height 2 nor height 3; the others decide height 2.
+    let slow = (0..4).find(|&i| i != proposer2 && i != proposer3).unwrap();
+    let others: Vec<usize> = (0..4).filter(|&i| i != slow).collect();
+    let prepares = net.deliver(proposer2, &out, &others);
+    let mut commits = Vec::new();
+    for (from, outs) in votes_of(&prepares, VoteKind::Prepare) {
+        commits.extend(net.deliver(from, &outs, &others));
+    }
+    for (from, outs) in votes_of(&commits, VoteKind::Commit) {
+        net.deliver(from, &outs, &others);
+    }
+    let block2 = net.nodes[proposer2].chain[1].clone();
+    let out = net.step(
+        proposer3,
+        Input::ProposalDue {
+            height: Height(3),
+            round: round(0),
+        },
+    );
+    let proposal3 = broadcasts(&out)[0].clone();
+    // `slow` learns height 2 is decided but has not applied it yet.
+    let node = &mut net.nodes[slow];
+    let out = node.machine.step(
+        Input::Message(ConsensusMessage::Decided(Box::new(block2.clone()))),
+        MANUAL_NOW_MS,
+        &mut node.app,
+    );
+    assert!(out.iter().any(|o| matches!(o, Output::Committed(_))));
+    let early = node
+        .machine
+        .step(Input::Message(proposal3), MANUAL_NOW_MS, &mut node.app);
+    assert!(
+        votes_of(&[(slow, early)], VoteKind::Prepare).is_empty(),
+        "no vote on a proposal before its parent is applied"
+    );
+    node.app.commit(&block2).unwrap();
+    let applied = node.machine.step(
+        Input::Applied { height: Height(2) },
+        MANUAL_NOW_MS,
+        &mut node.app,
+    );
+    assert_eq!(
+        votes_of(&[(slow, applied)], VoteKind::Prepare).len(),
+        1,
+        "the held proposal is validated on the applied parent and voted on"
+    );
+}
+
+/// Round changes are answered with decided blocks only when signed by their sender for that
+/// height's parent and region; a forged one (or one signed for another region) makes the node
+/// send nothing. Kills "verify before acting" for past round changes (hole 10) and the
+/// region/parent binding of round-change signatures (hole 11).
+#[test]
+fn n4_round_changes_are_bound_to_region_and_parent_and_verified_before_use() {
+    use kaon::types::RoundChange;
+    let mut net = Manual::new(4);
+    net.decide_up_to(Height(1));
+    let parent = net.nodes[0].chain[0].header().parent;
+    let key = net.nodes[1].key.clone();
+    let rc = |region: ChainId, parent: BlockHash| {
+        let msg = RoundChange::signing_message(region, Height(1), parent, round(1), None);
+        RoundChange {
+            height: Height(1),
+            round: round(1),
+            sender: CnIndex(1),
+            prepared: Vec::new(),
+            prepared_block: Vec::new(),
+            signature: key.sign(&msg).to_bytes(),
+        }
+    };
+    let behind = |out: &[Output]| {
+        out.iter()
+            .filter(|o| matches!(o, Output::PeerBehind { .. }))
+            .count()
+    };
+    let region = params().region;
+    for (what, forged) in [
+        ("another region", rc(ChainId(region.0 + 1), parent)),
+        ("another parent", rc(region, BlockHash(sha256(b"other")))),
+    ] {
+        let out = net.step(
+            0,
+            Input::Message(ConsensusMessage::RoundChange(Box::new(forged))),
+        );
+        assert_eq!(behind(&out), 0, "round change signed for {what}");
+    }
+    let out = net.step(
+        0,
+        Input::Message(ConsensusMessage::RoundChange(Box::new(rc(region, parent)))),
+    );
+    assert_eq!(
+        behind(&out),
+        1,
+        "a genuine round change of a peer left behind"
     );
 }

@@ -1012,7 +1012,8 @@ fn restart_reexecutes_only_the_blocks_above_the_applied_height() {
             ),
         );
         shared.pool.lock().unwrap().insert(tx, height - 1).unwrap();
-        let body = app.build(Height(height), &tip);
+        let timestamp_ms = kaon::consensus::machine::proposal_timestamp(0, &tip);
+        let body = app.build(Height(height), &tip, timestamp_ms);
         let set = app.cn_set().clone();
         let block = kaon::consensus::proposal::build_block(
             &params,
@@ -1021,6 +1022,7 @@ fn restart_reexecutes_only_the_blocks_above_the_applied_height() {
             &set,
             &tip,
             Round(0),
+            timestamp_ms,
             body,
         );
         app.commit(&block).unwrap();
@@ -1068,4 +1070,130 @@ fn restart_reexecutes_only_the_blocks_above_the_applied_height() {
             .outcome,
         TxOutcome::Success
     );
+}
+
+/// One CN's application over a fresh state in `dir`, with genesis, its key and parameters.
+struct AppFixture {
+    app: kaon::node::app::CnApp,
+    shared: kaon::node::app::CnState,
+    key: kaon::crypto::bls::SecretKey,
+    params: kaon::consensus::machine::Params,
+    genesis: kaon::consensus::machine::Tip,
+}
+
+impl AppFixture {
+    fn new(dir: &std::path::Path) -> Self {
+        let key = kaon::crypto::bls::SecretKey::from_seed(&[9; 32]).unwrap();
+        let genesis = kaon::consensus::machine::Tip {
+            height: Height(0),
+            hash: BlockHash(sha256(b"genesis")),
+            mix: sha256(b"mix"),
+            timestamp_ms: 1,
+        };
+        let store = Arc::new(Store::open(dir.join("db")).unwrap());
+        let state = Arc::new(CommittedState::open(store, &funded(&[1], &[CHAIN])).unwrap());
+        let (app, shared) = app_on(state, &key, genesis);
+        Self {
+            app,
+            shared,
+            key,
+            params: kaon::consensus::machine::Params {
+                region: ChainId(1000),
+                committee_size: 1,
+                block_interval_ms: 0,
+                base_timeout_ms: 1,
+                max_timeout_ms: 1,
+            },
+            genesis,
+        }
+    }
+
+    /// An unsealed block on `parent` with `body`, stamped `timestamp_ms`.
+    fn block(
+        &self,
+        parent: &kaon::consensus::machine::Tip,
+        timestamp_ms: u64,
+        body: kaon::consensus::proposal::BlockBody,
+    ) -> Block {
+        let set = self.app.cn_set().clone();
+        kaon::consensus::proposal::build_block(
+            &self.params,
+            &self.key,
+            CnIndex(0),
+            &set,
+            parent,
+            Round(0),
+            timestamp_ms,
+            body,
+        )
+    }
+}
+
+/// An execution is reused only for exactly what it ran on. The same segments re-proposed at
+/// another timestamp are executed again — and refused when the header carries the first
+/// execution's commitments (a contract here stores the block's timestamp). Executions used to
+/// be keyed by the commitments alone (issue: hole 7).
+#[test]
+fn an_execution_is_reused_only_for_the_same_parent_timestamp_and_segments() {
+    use kaon::consensus::machine::Application;
+    let dir = tempfile::tempdir().unwrap();
+    let mut fx = AppFixture::new(dir.path());
+    // Constructor: TIMESTAMP PUSH1 0 SSTORE STOP.
+    let init = Bytes::from_static(&[0x42, 0x60, 0x00, 0x55, 0x00]);
+    let tx = signed(1, tx1559(CHAIN, 0, 100_000, TxKind::Create, 0, init));
+    fx.shared.pool.lock().unwrap().insert(tx, 0).unwrap();
+    let genesis = fx.genesis;
+    let body = fx.app.build(Height(1), &genesis, 1_000);
+    let first = fx.block(&genesis, 1_000, body.clone());
+    let restamped = fx.block(&genesis, 2_000, body);
+    assert_eq!(first.segments, restamped.segments);
+    fx.app.validate(&first, &genesis).unwrap();
+    let refused = fx.app.validate(&restamped, &genesis).unwrap_err();
+    assert!(refused.contains("re-execution disagrees"), "{refused}");
+    let err = fx.app.commit(&restamped).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            kaon::node::app::CommitError::Diverged { segment: 1, .. }
+        ),
+        "{err}"
+    );
+    fx.app.commit(&first).unwrap();
+}
+
+/// The application validates only on the block it has applied, and a committed block whose
+/// execution does not reproduce its header's commitments is refused (the node halts) instead
+/// of being stored (issue: hole 6).
+#[test]
+fn the_application_refuses_blocks_off_its_tip_and_divergent_commits() {
+    use kaon::consensus::machine::{Application, Tip};
+    let dir = tempfile::tempdir().unwrap();
+    let mut fx = AppFixture::new(dir.path());
+    let genesis = fx.genesis;
+    let body = fx.app.build(Height(1), &genesis, 10);
+    let block1 = fx.block(&genesis, 10, body);
+    fx.app.commit(&block1).unwrap();
+    let tip1 = Tip::of(&block1);
+
+    // Another block on genesis, asked after block 1 is applied.
+    let body = fx.app.build(Height(1), &genesis, 11);
+    let other = fx.block(&genesis, 11, body);
+    let refused = fx.app.validate(&other, &genesis).unwrap_err();
+    assert!(refused.contains("has applied"), "{refused}");
+    assert!(matches!(
+        fx.app.commit(&other).unwrap_err(),
+        kaon::node::app::CommitError::NotOnTip { .. }
+    ));
+
+    // Block 2 whose header claims a state other than its execution's.
+    let mut body = fx.app.build(Height(2), &tip1, 20);
+    body.commitments[0].state_root = sha256(b"not the state");
+    let block2 = fx.block(&tip1, 20, body);
+    assert!(matches!(
+        fx.app.commit(&block2).unwrap_err(),
+        kaon::node::app::CommitError::Diverged { segment: 0, .. }
+    ));
+    let body = fx.app.build(Height(2), &tip1, 21);
+    let honest = fx.block(&tip1, 21, body);
+    fx.app.commit(&honest).unwrap();
 }

@@ -75,3 +75,80 @@ fn sigverify_passes_good_transactions_and_counts_bad_ones() {
     );
     assert_eq!(seen.len() as u64, verified);
 }
+
+/// Set in the child process that the critical-thread tests start.
+const CRITICAL_CHILD: &str = "KAON_CRITICAL_CHILD";
+
+/// Runs this test binary again with only `test` selected and [`CRITICAL_CHILD`] set to
+/// `mode`; returns the child's exit status and standard error.
+fn run_child(test: &str, mode: &str) -> (Option<i32>, String) {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", test, "--nocapture", "--test-threads=1"])
+        .env(CRITICAL_CHILD, mode)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+/// A node's critical thread that fails or panics takes the whole process down with a logged
+/// reason and a distinct exit status, instead of leaving a node that looks alive and does
+/// nothing (issue: a remote crash of the consensus thread went unnoticed).
+#[test]
+fn a_critical_thread_that_fails_or_panics_takes_the_process_down() {
+    const TEST: &str = "pipeline::a_critical_thread_that_fails_or_panics_takes_the_process_down";
+    match std::env::var(CRITICAL_CHILD).as_deref() {
+        Ok("error") => {
+            let thread = kaon::pipeline::spawn_critical("doomed", || -> anyhow::Result<()> {
+                anyhow::bail!("disk on fire")
+            })
+            .unwrap();
+            let _ = thread.join();
+            std::thread::sleep(std::time::Duration::from_secs(5));
+            return; // not reached: the process exits first (a 0 status fails the parent)
+        }
+        Ok("panic") => {
+            let thread = kaon::pipeline::spawn_critical("doomed", || -> anyhow::Result<()> {
+                panic!("range start is greater than range end")
+            })
+            .unwrap();
+            let _ = thread.join();
+            std::thread::sleep(std::time::Duration::from_secs(5));
+            return;
+        }
+        _ => {}
+    }
+    for (mode, why) in [
+        ("error", "disk on fire"),
+        ("panic", "panicked: range start is greater than range end"),
+    ] {
+        let (status, stderr) = run_child(TEST, mode);
+        assert_eq!(
+            status,
+            Some(kaon::pipeline::EXIT_STAGE_DIED),
+            "{mode}: {stderr}"
+        );
+        assert!(
+            stderr.contains(&format!("stage doomed died: {why}")),
+            "{mode}: {stderr}"
+        );
+    }
+    // A critical thread that ends normally ends nothing else.
+    let ok = kaon::pipeline::spawn_critical("fine", || Ok(7)).unwrap();
+    assert_eq!(ok.join().unwrap().unwrap(), 7);
+}
+
+/// A sync request names any height a peer likes: the range answered is computed without
+/// overflow (at `u64::MAX` it is empty, where `from + 16` used to panic the consensus thread).
+#[test]
+fn sync_ranges_never_overflow() {
+    use kaon::pipeline::consensus::sync_range;
+    use kaon::types::Height;
+    assert!(sync_range(Height(u64::MAX)).is_empty());
+    let held: std::collections::BTreeMap<Height, ()> = (1..40).map(|h| (Height(h), ())).collect();
+    assert_eq!(held.range(sync_range(Height(u64::MAX))).count(), 0);
+    assert_eq!(held.range(sync_range(Height(u64::MAX - 3))).count(), 0);
+    assert_eq!(held.range(sync_range(Height(3))).count(), 16);
+}

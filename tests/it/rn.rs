@@ -166,10 +166,6 @@ fn crafted_chain(keys: &[SecretKey], set: &CnSet, genesis: Tip, n: usize) -> Vec
     for _ in 0..n {
         let committee = set.committee(tip.mix, tip.height.next(), Round(0), COMMITTEE);
         let proposer = committee.proposer;
-        let body = BlockBody {
-            timestamp_ms: tip.timestamp_ms + 100,
-            ..BlockBody::default()
-        };
         let mut block = build_block(
             &params(),
             &keys[proposer.0 as usize],
@@ -177,7 +173,8 @@ fn crafted_chain(keys: &[SecretKey], set: &CnSet, genesis: Tip, n: usize) -> Vec
             set,
             &tip,
             Round(0),
-            body,
+            tip.timestamp_ms + 100,
+            BlockBody::default(),
         );
         let votes: Vec<_> = committee.members[..committee.quorum()]
             .iter()
