@@ -454,11 +454,10 @@ impl Cluster {
     /// [`Cluster::start`] with genesis settings changed by `tweak`.
     pub(crate) fn start_with(dir: &Path, tweak: impl FnOnce(&mut Genesis)) -> Self {
         let keys: Vec<SecretKey> = (0..4).map(cn_key).collect();
-        let public: Vec<_> = keys.iter().map(SecretKey::public_key).collect();
         let accounts = [dev_account(0)];
         let mut genesis = Genesis::new(
             REGION,
-            &public,
+            &keys,
             1,
             &accounts,
             U256::from(10u64).pow(U256::from(24u64)),
