@@ -51,10 +51,9 @@ fn cn_key(i: usize) -> SecretKey {
 /// Runs four CNs under load until they committed `BLOCKS`, then stops them.
 fn build_chain(dir: &Path) -> Genesis {
     let keys: Vec<SecretKey> = (0..4).map(cn_key).collect();
-    let public: Vec<_> = keys.iter().map(SecretKey::public_key).collect();
     let accounts: Vec<DevAccount> = (0..ACCOUNTS).map(dev_account).collect();
     let balance = U256::from(10u64).pow(U256::from(24u64));
-    let genesis = Genesis::new(REGION, &public, 2, &accounts, balance, ROUND_MS, 100);
+    let genesis = Genesis::new(REGION, &keys, 2, &accounts, balance, ROUND_MS, 100);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

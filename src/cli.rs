@@ -54,7 +54,8 @@ pub enum Command {
     /// Print the effective configuration as TOML (defaults plus overrides).
     Config,
     /// Generate a consensus-node BLS key: writes the secret key (mode 0600) and prints the
-    /// public key to put in genesis.
+    /// public key, then its proof of possession, one per line, for genesis's `cns` and
+    /// `cn_pops`.
     Keygen {
         /// Where to write the secret key (hex); refuses to overwrite an existing file.
         #[arg(long)]
@@ -112,7 +113,9 @@ fn keygen(out: &std::path::Path) -> anyhow::Result<()> {
     rand::rngs::OsRng.fill_bytes(&mut ikm);
     let sk = SecretKey::from_seed(&ikm)?;
     write_secret(out, &hex::encode(sk.to_bytes()))?;
+    // The public key stays the first line, as scripts read it.
     println!("0x{}", hex::encode(sk.public_key().to_bytes().0));
+    println!("0x{}", hex::encode(sk.prove_possession().to_bytes().0));
     Ok(())
 }
 

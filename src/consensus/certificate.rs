@@ -5,6 +5,10 @@
 //! CN set, and costs about one signature check whatever the committee size: the signers' keys
 //! are summed and the aggregate signature is verified once. Many certificates (an RN catching
 //! up) go through [`verify_certificates`], one randomized batch for all of them.
+//!
+//! A signer bit names a committee position, hence one CN index, hence one key: a [`CnSet`]
+//! holds distinct keys, each admitted with a proof of possession, so the key sum cannot hide a
+//! rogue key and no key counts twice toward a quorum.
 
 use super::selection::{CnSet, Committee, SelectionError};
 use crate::crypto::bls::{self, BatchFailure, BlsError, Signature, SignatureBytes, SignedMessage};

@@ -25,7 +25,6 @@ pub const MIN_CHANGE_DELAY: u64 = 2;
 pub const MAX_CN_SET: usize = 1024;
 
 const APPROVAL_DOMAIN: &[u8] = b"KAON/cn-set-change/v1";
-const POP_DOMAIN: &[u8] = b"KAON/proof-of-possession/v1";
 
 /// A proposed replacement of the CN set, approved by the current set.
 #[derive(Debug, Clone, PartialEq, Eq, RlpEncodable, RlpDecodable)]
@@ -80,10 +79,9 @@ pub fn approval_message(region: ChainId, effective: Height, new_set: &[PublicKey
     .concat()
 }
 
-/// `key`'s proof of possession.
+/// `key`'s proof of possession, as a change carries it.
 pub fn proof_of_possession(key: &SecretKey) -> SignatureBytes {
-    key.sign(&[POP_DOMAIN, &key.public_key().to_bytes().0[..]].concat())
-        .to_bytes()
+    key.prove_possession().to_bytes()
 }
 
 /// Builds a change approved by `approvers` (index in the current set, key).
@@ -155,11 +153,11 @@ impl CnSetChange {
         {
             return Err(GovernanceError::BadSet);
         }
+        // `CnSet` refuses duplicate keys, so each key of the new set has one index.
         let new_set = CnSet::from_bytes(&self.new_set)
             .map_err(|e| GovernanceError::Malformed(e.to_string()))?;
         for (i, (key, pop)) in new_set.keys().iter().zip(&self.pops).enumerate() {
-            let msg = [POP_DOMAIN, &key.to_bytes().0[..]].concat();
-            if !Signature::try_from(pop).is_ok_and(|s| s.verify(key, &msg)) {
+            if !Signature::try_from(pop).is_ok_and(|s| key.verify_possession(&s)) {
                 return Err(GovernanceError::BadPop(i));
             }
         }

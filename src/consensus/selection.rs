@@ -58,11 +58,18 @@ pub enum SelectionError {
     BadReveal(CnIndex),
     #[error("selection proof of CN {0} does not verify")]
     BadProof(CnIndex),
+    #[error("CN {second}'s key is CN {first}'s key again")]
+    DuplicateKey { first: CnIndex, second: CnIndex },
     #[error("malformed BLS point: {0}")]
     Bls(#[from] BlsError),
 }
 
-/// The CN set in force at a height: validated public keys in CN-index order.
+/// The CN set in force at a height: validated, distinct public keys in CN-index order.
+///
+/// Distinct keys make the signer index and the key interchangeable: a vote or a certificate bit
+/// for CN `i` names exactly one key, and one key cannot count twice toward a quorum. Whether
+/// each key's holder knows its secret key (no rogue keys) is checked where keys enter a set —
+/// genesis and CN-set changes — by their proofs of possession.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CnSet {
     keys: Vec<PublicKey>,
@@ -71,12 +78,22 @@ pub struct CnSet {
 }
 
 impl CnSet {
-    /// A set from validated keys.
+    /// A set from validated keys; a key listed twice is refused.
     pub fn new(keys: Vec<PublicKey>) -> Result<Self, SelectionError> {
         if keys.is_empty() {
             return Err(SelectionError::EmptyCnSet);
         }
-        let compressed = keys.iter().map(PublicKey::to_bytes).collect();
+        let compressed: Vec<PublicKeyBytes> = keys.iter().map(PublicKey::to_bytes).collect();
+        let mut seen = std::collections::HashMap::with_capacity(compressed.len());
+        for (i, key) in compressed.iter().enumerate() {
+            // Compression is canonical for validated points: equal keys have equal bytes.
+            if let Some(first) = seen.insert(key, i) {
+                return Err(SelectionError::DuplicateKey {
+                    first: CnIndex(first as u32),
+                    second: CnIndex(i as u32),
+                });
+            }
+        }
         Ok(Self { keys, compressed })
     }
 

@@ -11,6 +11,13 @@
 //!   messages, with random 64-bit scalars, so a syncing RN checks many blocks' certificates for
 //!   about half the pairings; on failure, bisection names the bad items.
 //!
+//! Aggregating public keys is only sound when every key's holder knows its secret key: a key
+//! registered as `pk_x - pk_honest` would make the sum of a set answer to `pk_x` alone (the
+//! rogue-key attack). Every key that enters a CN set therefore carries a proof of possession
+//! ([`SecretKey::prove_possession`], [`PublicKey::verify_possession`]): a signature over the
+//! key itself under the ciphersuite's separate `POP_` tag, so no ordinary signature can pass for
+//! one and no proof for an ordinary signature.
+//!
 //! Points are group-checked once, when bytes become a [`PublicKey`] or [`Signature`], and never
 //! again when aggregating or verifying (the check costs ~59 µs per signature).
 
@@ -23,6 +30,10 @@ use thiserror::Error;
 
 /// Domain separation tag of Ethereum's proof-of-possession ciphersuite.
 pub const DST: &[u8] = b"BLS_SIG_BLS12381G2_XMD:SHA-256_SSWU_RO_POP_";
+
+/// Domain separation tag of proofs of possession (the ciphersuite's `PopProve`): distinct from
+/// [`DST`], so a proof is never a signature over some message and vice versa.
+pub const POP_DST: &[u8] = b"BLS_POP_BLS12381G2_XMD:SHA-256_SSWU_RO_POP_";
 
 /// Bytes of a compressed public key.
 pub const PUBLIC_KEY_LEN: usize = 48;
@@ -114,6 +125,13 @@ impl SecretKey {
     pub fn sign(&self, msg: &[u8]) -> Signature {
         Signature(self.0.sign(msg, DST, &[]))
     }
+
+    /// Proof that the holder of this key's public key knows the secret key: the public key's
+    /// compressed bytes signed under [`POP_DST`].
+    pub fn prove_possession(&self) -> Signature {
+        let pk = self.public_key().to_bytes();
+        Signature(self.0.sign(&pk.0, POP_DST, &[]))
+    }
 }
 
 /// A public key that passed decompression, the subgroup check and the not-infinity check.
@@ -136,6 +154,13 @@ impl PublicKey {
 
     pub fn to_bytes(&self) -> PublicKeyBytes {
         PublicKeyBytes(self.0.compress())
+    }
+
+    /// Whether `proof` is this key's proof of possession ([`SecretKey::prove_possession`]).
+    pub fn verify_possession(&self, proof: &Signature) -> bool {
+        let pk = self.to_bytes();
+        // Both points were validated when they were decoded.
+        proof.0.verify(false, &pk.0, POP_DST, &[], &self.0, false) == BLST_ERROR::BLST_SUCCESS
     }
 }
 
@@ -313,6 +338,18 @@ mod tests {
         assert!(sig.verify(&sk.public_key(), b"hello"));
         assert!(!sig.verify(&sk.public_key(), b"hellp"));
         assert!(!sig.verify(&key(2).public_key(), b"hello"));
+    }
+
+    #[test]
+    fn proof_of_possession_is_bound_to_its_key_and_tag() {
+        let (a, b) = (key(4), key(5));
+        let proof = a.prove_possession();
+        assert!(a.public_key().verify_possession(&proof));
+        assert!(!b.public_key().verify_possession(&proof));
+        // An ordinary signature over the key's bytes is not a proof: the tags differ.
+        let plain = a.sign(&a.public_key().to_bytes().0);
+        assert!(!a.public_key().verify_possession(&plain));
+        assert!(!proof.verify(&a.public_key(), &a.public_key().to_bytes().0));
     }
 
     #[test]

@@ -47,11 +47,10 @@ pub fn init(spec: &InitSpec) -> anyhow::Result<()> {
         })
         .collect::<Result<_, _>>()?;
     let accounts: Vec<_> = (0..spec.accounts).map(dev_account).collect();
-    let public: Vec<_> = keys.iter().map(SecretKey::public_key).collect();
     let balance = U256::from(super::devnet::DEV_BALANCE_WEI);
     let genesis = Genesis::new(
         spec.region,
-        &public,
+        &keys,
         spec.servicechains,
         &accounts,
         balance,

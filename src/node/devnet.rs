@@ -276,15 +276,13 @@ fn devnet_genesis(
     developers: &[DevAccount],
     load: &[DevAccount],
 ) -> Genesis {
-    let public: Vec<_> = (0..config.cns)
-        .map(|i| devnet_cn_key(i).public_key())
-        .collect();
+    let keys: Vec<_> = (0..config.cns).map(devnet_cn_key).collect();
     let funded: Vec<DevAccount> = developers.iter().chain(load).cloned().collect();
     Genesis {
         por_bits: config.por_bits,
         ..Genesis::new(
             DEVNET_REGION,
-            &public,
+            &keys,
             chains.len(),
             &funded,
             U256::from(DEV_BALANCE_WEI),

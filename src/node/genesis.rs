@@ -3,11 +3,16 @@
 //! `genesis.json`; `kaon devnet` builds the same structure in memory. The genesis hash (the
 //! parent of block 1) is SHA-256 of the file's canonical JSON, so any difference between two
 //! nodes' files makes their first blocks incompatible instead of silently diverging.
+//!
+//! Every CN key comes with its proof of possession (`cn_pops`, from `kaon keygen` or `kaon
+//! init`), and no key may appear twice: commit certificates add the signers' keys up, so a key
+//! whose holder does not know its secret key (`pk_x - pk_honest`) would let one CN sign for
+//! others. Loading refuses such a genesis and names the entry.
 
 use super::loadgen::DevAccount;
 use crate::consensus::machine::{Params, Tip};
-use crate::consensus::selection::CnSet;
-use crate::crypto::bls::{PublicKey, SecretKey};
+use crate::consensus::selection::{CnSet, SelectionError};
+use crate::crypto::bls::{PublicKey, SecretKey, Signature};
 use crate::crypto::hash::sha256;
 use crate::net::NetConfig;
 use crate::pipeline::topology::CnSpec;
@@ -17,6 +22,7 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use thiserror::Error;
 
 /// Largest genesis file read: bounds memory on a wrong or hostile path.
 const MAX_GENESIS_BYTES: u64 = 64 << 20;
@@ -38,6 +44,10 @@ pub struct Genesis {
     pub max_timeout_ms: u64,
     /// CN BLS public keys (compressed, hex), in CN-index order.
     pub cns: Vec<String>,
+    /// Each CN key's proof of possession (compressed signature, hex), in the order of `cns`.
+    /// Absent in a file only so that loading can name the CN that lacks one.
+    #[serde(default)]
+    pub cn_pops: Vec<String>,
     pub alloc: Vec<Allocation>,
     /// Starting PoR difficulty (leading zero bits of a share hash); retargets every epoch.
     #[serde(default = "default_por_bits")]
@@ -51,6 +61,38 @@ fn default_por_bits() -> u32 {
     crate::node::pop::PopParams::default().initial_bits
 }
 
+/// Why genesis's CN list was refused; every variant names the entry at fault.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum GenesisCnError {
+    #[error("CN {index} key {key} is not a valid BLS public key: {reason}")]
+    BadKey {
+        index: usize,
+        key: String,
+        reason: String,
+    },
+    #[error(
+        "CN {index} key {key} has no proof of possession in cn_pops (`kaon keygen` prints it)"
+    )]
+    MissingProof { index: usize, key: String },
+    #[error("CN {index} key {key}: proof of possession is not a valid BLS signature: {reason}")]
+    BadProofEncoding {
+        index: usize,
+        key: String,
+        reason: String,
+    },
+    #[error("CN {index} key {key}: proof of possession does not verify")]
+    BadProof { index: usize, key: String },
+    #[error("cn_pops has {proofs} entries for {keys} CN keys")]
+    ExtraProofs { keys: usize, proofs: usize },
+    #[error("CN set: {0}")]
+    Set(#[from] SelectionError),
+}
+
+/// Hex of one genesis entry, with or without `0x`.
+fn unhex(text: &str) -> Result<Vec<u8>, String> {
+    hex::decode(text.trim_start_matches("0x")).map_err(|e| e.to_string())
+}
+
 /// An initial balance.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -61,11 +103,12 @@ pub struct Allocation {
 }
 
 impl Genesis {
-    /// A region of `cn_keys`, `servicechains` servicechains after `region`, and `accounts`
-    /// funded with `balance` on every servicechain.
+    /// A region of the CNs holding `cn_keys` (genesis gets their public keys and proofs of
+    /// possession, never the secrets), `servicechains` servicechains after `region`, and
+    /// `accounts` funded with `balance` on every servicechain.
     pub fn new(
         region: ChainId,
-        cn_keys: &[PublicKey],
+        cn_keys: &[SecretKey],
         servicechains: usize,
         accounts: &[DevAccount],
         balance: U256,
@@ -95,7 +138,11 @@ impl Genesis {
             max_timeout_ms: 30_000,
             cns: cn_keys
                 .iter()
-                .map(|k| hex::encode(k.to_bytes().0))
+                .map(|k| hex::encode(k.public_key().to_bytes().0))
+                .collect(),
+            cn_pops: cn_keys
+                .iter()
+                .map(|k| hex::encode(k.prove_possession().to_bytes().0))
                 .collect(),
             alloc,
             por_bits: default_por_bits(),
@@ -142,19 +189,47 @@ impl Genesis {
         }
     }
 
-    /// The CN set, every key validated.
-    pub fn cn_set(&self) -> anyhow::Result<CnSet> {
+    /// The CN set: every key valid, proven by its holder, and listed once.
+    pub fn cn_set(&self) -> Result<CnSet, GenesisCnError> {
+        if self.cn_pops.len() > self.cns.len() {
+            return Err(GenesisCnError::ExtraProofs {
+                keys: self.cns.len(),
+                proofs: self.cn_pops.len(),
+            });
+        }
         let keys = self
             .cns
             .iter()
             .enumerate()
-            .map(|(i, k)| {
-                let bytes = hex::decode(k.trim_start_matches("0x"))
-                    .with_context(|| format!("CN {i} key is not hex"))?;
-                PublicKey::from_bytes(&bytes)
-                    .with_context(|| format!("CN {i} key is not a valid BLS key"))
+            .map(|(index, text)| {
+                let key = text.clone();
+                let pk = unhex(text)
+                    .and_then(|b| PublicKey::from_bytes(&b).map_err(|e| e.to_string()))
+                    .map_err(|reason| GenesisCnError::BadKey {
+                        index,
+                        key: key.clone(),
+                        reason,
+                    })?;
+                let proof =
+                    self.cn_pops
+                        .get(index)
+                        .ok_or_else(|| GenesisCnError::MissingProof {
+                            index,
+                            key: key.clone(),
+                        })?;
+                let proof = unhex(proof)
+                    .and_then(|b| Signature::from_bytes(&b).map_err(|e| e.to_string()))
+                    .map_err(|reason| GenesisCnError::BadProofEncoding {
+                        index,
+                        key: key.clone(),
+                        reason,
+                    })?;
+                if !pk.verify_possession(&proof) {
+                    return Err(GenesisCnError::BadProof { index, key });
+                }
+                Ok(pk)
             })
-            .collect::<anyhow::Result<Vec<_>>>()?;
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(CnSet::new(keys)?)
     }
 

@@ -8,10 +8,14 @@
 //! A block at a height already stored with a different hash is checked as equivocation
 //! evidence against the stored one; so is evidence gossiped by other RNs. Evidence that
 //! verifies is persisted, kept for readers and relayed; evidence for heights the node has not
-//! reached yet waits (bounded) until it gets there.
+//! reached yet waits (in a short height window, bounded in items and bytes) until it gets
+//! there. Gossiped evidence is remembered by its full digest (seals included) and only after a
+//! verdict, so a forged copy of a real conflict sent first cannot get the real one ignored.
 
 use super::audit::{audit_consensus, AuditError, ChainState};
-use super::evidence::{check_evidence, EvidenceBook, EvidenceError, EvidenceRecord, Finding};
+use super::evidence::{
+    check_evidence, Deferral, EvidenceBook, EvidenceError, EvidenceRecord, Finding, PendingEvidence,
+};
 use super::ledger::{Ledger, SetHistory};
 use super::status::{Rejection, RnStatus, SyncPhase};
 use crate::consensus::machine::{Application, Params, Tip};
@@ -35,8 +39,6 @@ const POLL: Duration = Duration::from_millis(20);
 const RECENT_HASHES: usize = 1024;
 /// Gossip items remembered for deduplication.
 const SEEN: usize = 16_384;
-/// Evidence items waiting for the node to reach their height.
-const MAX_PENDING_EVIDENCE: usize = 64;
 /// Blocks this close to the highest known height are relayed to RN peers when stored.
 const RELAY_WINDOW: u64 = 2;
 /// Interval of the catch-up progress line.
@@ -76,6 +78,10 @@ impl Seen {
             set: HashSet::new(),
             order: VecDeque::new(),
         }
+    }
+
+    fn contains(&self, key: &B256) -> bool {
+        self.set.contains(key)
     }
 
     /// False if `key` was already there.
@@ -126,7 +132,7 @@ pub struct Auditor {
 struct Memory {
     seen: Seen,
     recent: BTreeMap<Height, BlockHash>,
-    pending: BTreeMap<Height, Vec<(PeerId, EquivocationEvidence)>>,
+    pending: PendingEvidence,
     progress: Progress,
 }
 
@@ -138,7 +144,7 @@ impl Auditor {
         let mut memory = Memory {
             seen: Seen::new(),
             recent: BTreeMap::new(),
-            pending: BTreeMap::new(),
+            pending: PendingEvidence::new(),
             progress: Progress {
                 at: Instant::now(),
                 height: self.tip.height.0,
@@ -331,32 +337,59 @@ impl Auditor {
         peer: PeerId,
         evidence: EquivocationEvidence,
     ) -> anyhow::Result<()> {
-        let (id, height) = (evidence.id(), evidence.height());
-        if self.evidence.contains(id, height) || !memory.seen.insert(id) {
+        // The digest covers the seals: junk on the real headers has a digest of its own. The
+        // conflict id is trusted only for what the book holds, which was verified.
+        let (digest, height) = (evidence.digest(), evidence.height());
+        if memory.seen.contains(&digest) || self.evidence.contains(evidence.id(), height) {
             return Ok(());
         }
         if height.0 == 0 || !evidence.is_conflict() {
+            memory.seen.insert(digest);
             self.refuse_evidence(peer, height, &EvidenceError::NotAConflict);
             return Ok(());
         }
-        if height > self.tip.height.next() {
-            let waiting: usize = memory.pending.values().map(Vec::len).sum();
-            if waiting < MAX_PENDING_EVIDENCE {
-                memory
-                    .pending
-                    .entry(height)
-                    .or_default()
-                    .push((peer, evidence));
+        let next = self.tip.height.next();
+        if height > next {
+            // Not marked seen: a dropped item may come again when the node is closer.
+            match memory.pending.offer(next, peer, evidence) {
+                Deferral::Queued => {}
+                Deferral::TooFar => {
+                    tracing::debug!(%height, %next, %peer, "evidence too far ahead; dropped")
+                }
+                Deferral::Full => tracing::debug!(%height, %peer, "evidence queue full; dropped"),
             }
+            self.note_pending(memory);
             return Ok(());
         }
-        match self.verify(&evidence) {
+        self.check_gossiped(memory, peer, evidence)
+    }
+
+    /// Verifies gossiped evidence at a checkable height and remembers the verdict by digest.
+    fn check_gossiped(
+        &mut self,
+        memory: &mut Memory,
+        peer: PeerId,
+        evidence: EquivocationEvidence,
+    ) -> anyhow::Result<()> {
+        if self.evidence.contains(evidence.id(), evidence.height()) {
+            return Ok(());
+        }
+        let height = evidence.height();
+        let verdict = self.verify(&evidence);
+        memory.seen.insert(evidence.digest());
+        match verdict {
             Ok(finding) => self.accept_evidence(memory, evidence, finding, Some(peer)),
             Err(e) => {
                 self.refuse_evidence(peer, height, &e);
                 Ok(())
             }
         }
+    }
+
+    fn note_pending(&self, memory: &Memory) {
+        self.status
+            .evidence_pending
+            .store(memory.pending.len() as u64, Ordering::Relaxed);
     }
 
     fn refuse_evidence(&self, peer: PeerId, height: Height, error: &EvidenceError) {
@@ -393,7 +426,7 @@ impl Auditor {
         finding: Finding,
         from: Option<PeerId>,
     ) -> anyhow::Result<()> {
-        memory.seen.insert(evidence.id());
+        memory.seen.insert(evidence.digest());
         let record = EvidenceRecord { evidence, finding };
         if !self.evidence.insert(record.clone())? {
             return Ok(());
@@ -430,18 +463,12 @@ impl Auditor {
 
     /// Periodic work: evidence that became checkable, the progress line.
     fn tick(&mut self, memory: &mut Memory) -> anyhow::Result<()> {
-        let ready = memory
-            .pending
-            .range(..=self.tip.height.next())
-            .next()
-            .map(|(h, _)| *h);
-        if let Some(height) = ready {
-            for (peer, evidence) in memory.pending.remove(&height).unwrap_or_default() {
-                match self.verify(&evidence) {
-                    Ok(finding) => self.accept_evidence(memory, evidence, finding, Some(peer))?,
-                    Err(e) => self.refuse_evidence(peer, height, &e),
-                }
-            }
+        let ready = memory.pending.take_ready(self.tip.height.next());
+        if !ready.is_empty() {
+            self.note_pending(memory);
+        }
+        for (peer, evidence) in ready {
+            self.check_gossiped(memory, peer, evidence)?;
         }
         self.progress(&mut memory.progress);
         Ok(())

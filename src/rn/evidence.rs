@@ -11,11 +11,17 @@
 //! Anything else (say, a lone commit vote for another block in another round) proves nothing
 //! and is refused. Accepted evidence is kept in the RocksDB `meta` column family under
 //! `rn/evidence/<height><id>`, deduplicated by [`EquivocationEvidence::id`], bounded in count.
+//!
+//! Nothing unverified may shadow real evidence: gossip is deduplicated by the full
+//! [`EquivocationEvidence::digest`] (seals included) and only once a verdict exists, and
+//! evidence for heights the node has not reached waits in [`PendingEvidence`] — a short window
+//! above the node's next height, bounded in items and bytes.
 
 use crate::consensus::certificate::CertificateError;
 use crate::consensus::machine::Params;
 use crate::consensus::selection::CnSet;
 use crate::crypto::bls::{aggregate_public_keys, Signature, SignedMessage};
+use crate::net::rn::PeerId;
 use crate::storage::store::Store;
 use crate::types::codec::{canonical, decode_exact};
 use crate::types::{CnIndex, EquivocationEvidence, Height, Round, SealedHeader, Vote, VoteKind};
@@ -28,6 +34,16 @@ use thiserror::Error;
 /// Most evidence items kept; equivocation is rare, so reaching this means an attack on the
 /// node's storage, which then keeps the first ones.
 pub const MAX_EVIDENCE: usize = 4096;
+
+/// Heights above the node's next one within which evidence may wait to be checked. A node
+/// further behind is catching up and gets conflicting blocks from sync; farther items would pin
+/// unverified bytes in memory for as long as the catch-up takes.
+pub const PENDING_EVIDENCE_WINDOW: u64 = 64;
+/// Evidence items waiting for the node to reach their height.
+pub const MAX_PENDING_EVIDENCE: usize = 64;
+/// Bytes of evidence waiting: one item may be two 4 MiB headers, so the count alone would let
+/// unverified gossip hold half a gigabyte.
+pub const MAX_PENDING_EVIDENCE_BYTES: usize = 16 << 20;
 
 /// `meta` prefix of stored evidence.
 const KEY_PREFIX: &[u8] = b"rn/evidence/";
@@ -257,5 +273,123 @@ impl EvidenceBook {
     fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<(Height, B256), EvidenceRecord>> {
         // Inserts are single map operations; a poisoned lock still holds a consistent map.
         self.records.read().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// What [`PendingEvidence::offer`] did with an item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deferral {
+    /// Waiting for its height (or already waiting).
+    Queued,
+    /// Above the window: dropped, and may be offered again once the node is closer.
+    TooFar,
+    /// Over the item or byte bound, with nothing lower to make room: dropped.
+    Full,
+}
+
+/// One waiting item: who sent it, its digest and size.
+#[derive(Debug)]
+struct Waiting {
+    peer: PeerId,
+    digest: B256,
+    bytes: usize,
+    evidence: EquivocationEvidence,
+}
+
+/// Unverified evidence for heights a little above the node's next one, bounded in height,
+/// items and bytes. When full, an item closer to being checked displaces the highest one.
+#[derive(Debug, Default)]
+pub struct PendingEvidence {
+    by_height: BTreeMap<Height, Vec<Waiting>>,
+    items: usize,
+    bytes: usize,
+}
+
+impl PendingEvidence {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Offers evidence from `peer` while the node's next height is `next`. Items at or below
+    /// `next` are the caller's to check now.
+    pub fn offer(
+        &mut self,
+        next: Height,
+        peer: PeerId,
+        evidence: EquivocationEvidence,
+    ) -> Deferral {
+        let height = evidence.height();
+        if height.0 > next.0.saturating_add(PENDING_EVIDENCE_WINDOW) {
+            return Deferral::TooFar;
+        }
+        let digest = evidence.digest();
+        if self
+            .by_height
+            .get(&height)
+            .is_some_and(|w| w.iter().any(|i| i.digest == digest))
+        {
+            return Deferral::Queued;
+        }
+        let bytes = alloy_rlp::Encodable::length(&evidence);
+        if bytes > MAX_PENDING_EVIDENCE_BYTES {
+            return Deferral::Full;
+        }
+        while self.items >= MAX_PENDING_EVIDENCE || self.bytes + bytes > MAX_PENDING_EVIDENCE_BYTES
+        {
+            if !self.evict_above(height) {
+                return Deferral::Full;
+            }
+        }
+        self.items += 1;
+        self.bytes += bytes;
+        self.by_height.entry(height).or_default().push(Waiting {
+            peer,
+            digest,
+            bytes,
+            evidence,
+        });
+        Deferral::Queued
+    }
+
+    /// Drops one item of the highest height if that height is above `height`.
+    fn evict_above(&mut self, height: Height) -> bool {
+        let Some(mut highest) = self.by_height.last_entry() else {
+            return false;
+        };
+        if *highest.key() <= height {
+            return false;
+        }
+        if let Some(dropped) = highest.get_mut().pop() {
+            self.items -= 1;
+            self.bytes -= dropped.bytes;
+        }
+        if highest.get().is_empty() {
+            highest.remove();
+        }
+        true
+    }
+
+    /// Removes and returns the items at heights up to `next` (now checkable), lowest first.
+    pub fn take_ready(&mut self, next: Height) -> Vec<(PeerId, EquivocationEvidence)> {
+        let later = self.by_height.split_off(&Height(next.0.saturating_add(1)));
+        let ready = std::mem::replace(&mut self.by_height, later);
+        let ready: Vec<Waiting> = ready.into_values().flatten().collect();
+        self.items -= ready.len();
+        self.bytes -= ready.iter().map(|w| w.bytes).sum::<usize>();
+        ready.into_iter().map(|w| (w.peer, w.evidence)).collect()
+    }
+
+    /// Items waiting.
+    pub fn len(&self) -> usize {
+        self.items
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items == 0
+    }
+
+    /// Bytes waiting.
+    pub fn bytes(&self) -> usize {
+        self.bytes
     }
 }

@@ -374,6 +374,11 @@ impl RnView {
         self.status.snapshot()
     }
 
+    /// Gossiped evidence accepted, refused and waiting.
+    pub fn evidence_counts(&self) -> status::EvidenceCounts {
+        self.status.evidence_counts()
+    }
+
     /// Forwards raw signed transactions to every connected CN (as a `TxBatch`); the number
     /// of CNs they were queued for. Fails when no CN link exists.
     pub fn forward_txs(&self, txs: Vec<Bytes>) -> anyhow::Result<usize> {
@@ -421,6 +426,11 @@ impl RnView {
                 "kaon_rn_evidence",
                 "Equivocation evidence held",
                 self.evidence.len() as u64,
+            ),
+            (
+                "kaon_rn_evidence_pending",
+                "Gossiped evidence waiting for the node to reach its height",
+                load(&s.evidence_pending),
             ),
         ];
         for (name, help, value) in gauges {

@@ -37,6 +37,17 @@ pub struct SyncStatus {
     pub blocks_fetched: u64,
 }
 
+/// Counters of gossiped equivocation evidence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EvidenceCounts {
+    /// Verified and kept (new records).
+    pub accepted: u64,
+    /// Refused after checks (the sender was penalized).
+    pub refused: u64,
+    /// Waiting for the node to reach their height.
+    pub pending: u64,
+}
+
 /// A block the node refused, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rejection {
@@ -69,6 +80,8 @@ pub struct RnStatus {
     pub blocks_relayed: AtomicU64,
     pub evidence_accepted: AtomicU64,
     pub evidence_refused: AtomicU64,
+    /// Evidence items waiting for the node to reach their height.
+    pub evidence_pending: AtomicU64,
     /// Bumped on every rejection, so the sync driver knows to re-fetch from the head.
     pub rejection_epoch: AtomicU64,
     rejected_by_kind: [AtomicU64; AuditError::KINDS.len()],
@@ -90,6 +103,7 @@ impl RnStatus {
             blocks_relayed: AtomicU64::new(0),
             evidence_accepted: AtomicU64::new(0),
             evidence_refused: AtomicU64::new(0),
+            evidence_pending: AtomicU64::new(0),
             rejection_epoch: AtomicU64::new(0),
             rejected_by_kind: Default::default(),
             rejected: Mutex::new(VecDeque::new()),
@@ -128,6 +142,14 @@ impl RnStatus {
             highest_known: Height(self.highest_known.load(Ordering::Relaxed)),
             first_fetched: (first != u64::MAX).then_some(Height(first)),
             blocks_fetched: self.blocks_fetched.load(Ordering::Relaxed),
+        }
+    }
+
+    pub fn evidence_counts(&self) -> EvidenceCounts {
+        EvidenceCounts {
+            accepted: self.evidence_accepted.load(Ordering::Relaxed),
+            refused: self.evidence_refused.load(Ordering::Relaxed),
+            pending: self.evidence_pending.load(Ordering::Relaxed),
         }
     }
 

@@ -104,6 +104,9 @@ impl WireMessage for PorShare {
     const MAX_PAYLOAD: usize = 128;
 }
 
+/// Domain tag of [`EquivocationEvidence::digest`] (the digest shares dedup sets with block keys).
+const EVIDENCE_DIGEST_DOMAIN: &[u8] = b"KAON/evidence/v1";
+
 /// Two sealed headers for one height with different hashes: proof that CNs equivocated.
 #[derive(Debug, Clone, PartialEq, Eq, RlpEncodable, RlpDecodable)]
 pub struct EquivocationEvidence {
@@ -130,11 +133,31 @@ impl EquivocationEvidence {
     }
 
     /// Identity of the conflict, whichever header comes first: SHA-256 over the two header
-    /// hashes in ascending order. Nodes deduplicate evidence by it.
+    /// hashes in ascending order. Seals are outside header hashes, so junk seals on the real
+    /// headers share it: nodes key *verified* evidence by it (one record per conflict), and
+    /// deduplicate unverified gossip by [`Self::digest`] instead.
     pub fn id(&self) -> alloy_primitives::B256 {
         let (a, b) = (self.first.hash(), self.second.hash());
         let (low, high) = if a <= b { (a, b) } else { (b, a) };
         crate::crypto::hash::sha256_concat(&[low.0.as_slice(), high.0.as_slice()])
+    }
+
+    /// Identity of this exact piece of evidence, whichever header comes first: SHA-256 over
+    /// both sealed headers, seals included — everything its validity depends on besides the
+    /// chain. Two items with one digest get one verdict.
+    pub fn digest(&self) -> alloy_primitives::B256 {
+        let (a, b) = (
+            super::codec::canonical(&self.first),
+            super::codec::canonical(&self.second),
+        );
+        let (low, high) = if a <= b { (a, b) } else { (b, a) };
+        // Lengths keep the two encodings from sliding into each other.
+        crate::crypto::hash::sha256_concat(&[
+            EVIDENCE_DIGEST_DOMAIN,
+            &(low.len() as u64).to_be_bytes(),
+            &low,
+            &high,
+        ])
     }
 }
 

@@ -45,7 +45,7 @@ fn a_fifth_cn_joins_through_an_approved_change_and_votes() {
     let keys: Vec<SecretKey> = (0..5).map(key).collect();
     let region = ChainId(1000);
     let genesis_keys: Vec<_> = keys[..4].iter().map(SecretKey::public_key).collect();
-    let genesis = Genesis::new(region, &genesis_keys, 1, &[], U256::ZERO, 150, 100);
+    let genesis = Genesis::new(region, &keys[..4], 1, &[], U256::ZERO, 150, 100);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -2,6 +2,7 @@
 
 mod bls_vectors;
 mod certificate;
+mod cn_keys;
 mod consensus_sim;
 mod devnet;
 mod e2e;

@@ -20,7 +20,10 @@ use kaon::node::loadgen::dev_account;
 use kaon::pipeline::link;
 use kaon::pipeline::topology::{start_cluster, CnNode};
 use kaon::rn::audit::{audit_consensus, AuditError, AuditOutcome, ChainState};
-use kaon::rn::evidence::{check_evidence, EvidenceError};
+use kaon::rn::evidence::{
+    check_evidence, Deferral, EvidenceError, PendingEvidence, MAX_PENDING_EVIDENCE,
+    MAX_PENDING_EVIDENCE_BYTES, PENDING_EVIDENCE_WINDOW,
+};
 use kaon::rn::{CnPeer, RnConfig, RnHandle, RnNode};
 use kaon::types::codec::decode_frame;
 use kaon::types::codec::encode_frame;
@@ -327,6 +330,60 @@ fn evidence_needs_two_quorums_or_a_double_vote_in_one_round() {
     ));
 }
 
+#[test]
+fn far_future_evidence_is_not_queued_and_waiting_evidence_is_bounded() {
+    let (keys, set) = four_cns();
+    let block = crafted_chain(&keys, &set, crafted_genesis(), 1).remove(0);
+    // A conflicting pair at `height` (never verified here; the queue must not need it to be),
+    // its second header padded with `pad` announced keys.
+    let at = |height: u64, salt: u64, pad: usize| {
+        let (mut a, mut b) = (block.sealed.clone(), block.sealed.clone());
+        a.header.height = Height(height);
+        b.header.height = Height(height);
+        b.header.timestamp_ms += 1 + salt;
+        b.header.next_cn_set = vec![kaon::crypto::bls::PublicKeyBytes([7; 48]); pad];
+        EquivocationEvidence::new(a, b).unwrap()
+    };
+    let next = Height(10);
+    let edge = next.0 + PENDING_EVIDENCE_WINDOW;
+    let mut pending = PendingEvidence::new();
+    assert_eq!(pending.offer(next, 1, at(edge + 1, 0, 0)), Deferral::TooFar);
+    assert_eq!(pending.offer(next, 1, at(u64::MAX, 0, 0)), Deferral::TooFar);
+    assert!(pending.is_empty());
+    assert_eq!(pending.offer(next, 1, at(edge, 0, 0)), Deferral::Queued);
+    // The same item again takes no second slot.
+    assert_eq!(pending.offer(next, 1, at(edge, 0, 0)), Deferral::Queued);
+    assert_eq!(pending.len(), 1);
+    for salt in 1..MAX_PENDING_EVIDENCE as u64 {
+        assert_eq!(pending.offer(next, 1, at(edge, salt, 0)), Deferral::Queued);
+    }
+    assert_eq!(pending.offer(next, 1, at(edge, 999, 0)), Deferral::Full);
+    // An item closer to being checked displaces one at the window's edge.
+    assert_eq!(
+        pending.offer(next, 2, at(next.0 + 1, 0, 0)),
+        Deferral::Queued
+    );
+    assert_eq!(pending.len(), MAX_PENDING_EVIDENCE);
+    assert!(pending.take_ready(next).is_empty());
+    let ready = pending.take_ready(next.next());
+    assert_eq!(ready.len(), 1);
+    assert_eq!((ready[0].0, ready[0].1.height()), (2, next.next()));
+    assert_eq!(pending.len(), MAX_PENDING_EVIDENCE - 1);
+
+    // Big items hit the byte bound long before the count bound.
+    let mut pending = PendingEvidence::new();
+    let mut salt = 0;
+    while pending.offer(next, 1, at(edge, salt, 20_000)) == Deferral::Queued {
+        salt += 1;
+    }
+    assert!(
+        pending.len() < MAX_PENDING_EVIDENCE / 2,
+        "{}",
+        pending.len()
+    );
+    assert!(pending.bytes() <= MAX_PENDING_EVIDENCE_BYTES);
+}
+
 /// Re-seals `body` (version, kind, payload) with a valid checksum, so decoders must parse it.
 fn sealed(body: &[u8]) -> Vec<u8> {
     let mut frame = body.to_vec();
@@ -451,11 +508,10 @@ impl Cluster {
     /// [`Cluster::start`] with genesis settings changed by `tweak`.
     pub(crate) fn start_with(dir: &Path, tweak: impl FnOnce(&mut Genesis)) -> Self {
         let keys: Vec<SecretKey> = (0..4).map(cn_key).collect();
-        let public: Vec<_> = keys.iter().map(SecretKey::public_key).collect();
         let accounts = [dev_account(0)];
         let mut genesis = Genesis::new(
             REGION,
-            &public,
+            &keys,
             1,
             &accounts,
             U256::from(10u64).pow(U256::from(24u64)),
@@ -532,6 +588,64 @@ impl Cluster {
 
 pub(crate) fn head(rn: &RnHandle) -> u64 {
     rn.head().0 .0
+}
+
+#[test]
+fn forged_evidence_sent_first_does_not_get_the_real_evidence_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::start(dir.path());
+    wait_until("the CNs at height 3", || cluster.height() >= 3);
+    let rn = RnNode::start(cluster.rn_config(dir.path(), "rn", cluster.peers(), vec![])).unwrap();
+    wait_or_explain("the RN at height 2", || head(&rn) >= 2, || describe(&[&rn]));
+
+    let canonical = rn.block_by_height(Height(2)).unwrap().unwrap();
+    let equivocator = canonical.sealed.seal.signers.signers().next().unwrap();
+    let twin = equivocate(&canonical, &cluster.keys, equivocator);
+    let real = EquivocationEvidence::new(canonical.sealed.clone(), twin.sealed.clone()).unwrap();
+    // The real headers under a seal that does not verify: the same conflict id.
+    let mut junk = real.clone();
+    junk.second.seal.aggregate = cluster.keys[equivocator].sign(b"junk").to_bytes();
+    assert_eq!(junk.id(), real.id());
+    assert_ne!(junk.digest(), real.digest());
+    // A conflict far above anything the RN can check.
+    let mut far = real.clone();
+    let far_height = Height(head(&rn) + 1_000_000);
+    far.first.header.height = far_height;
+    far.second.header.height = far_height;
+
+    let attacker = puppet(&cluster.rt, "attacker");
+    attacker.connect_rn(rn.listen_addr());
+    wait_until("the puppet connected to the RN", || {
+        attacker.peer_count() == 1
+    });
+    // One stream per peer keeps the order: far, then junk, then the real evidence.
+    assert_eq!(attacker.gossip(Arc::new(encode_frame(&far)), None), 1);
+    assert_eq!(attacker.gossip(Arc::new(encode_frame(&junk)), None), 1);
+    wait_or_explain(
+        "the junk refused",
+        || rn.evidence_counts().refused >= 1,
+        || describe(&[&rn]),
+    );
+    assert_eq!(
+        rn.evidence_counts().pending,
+        0,
+        "far-future evidence queued"
+    );
+    assert!(rn.evidence().is_empty());
+
+    assert_eq!(attacker.gossip(Arc::new(encode_frame(&real)), None), 1);
+    wait_or_explain(
+        "the real evidence accepted after the junk",
+        || rn.evidence().len() == 1,
+        || describe(&[&rn]),
+    );
+    let held = &rn.evidence()[0];
+    assert_eq!(held.evidence.digest(), real.digest());
+    assert_eq!(held.finding.in_both, vec![CnIndex(equivocator as u32)]);
+
+    attacker.close();
+    rn.shutdown().unwrap();
+    cluster.shutdown();
 }
 
 /// An RN endpoint driven by the test: it gossips whatever the test hands it.

@@ -219,8 +219,7 @@ fn a_registered_servicechain_takes_transactions_on_a_running_cluster() {
     let keys: Vec<SecretKey> = (0..4u8)
         .map(|i| SecretKey::from_seed(&sha256(&[b'r', i]).0).unwrap())
         .collect();
-    let public: Vec<_> = keys.iter().map(SecretKey::public_key).collect();
-    let genesis = Genesis::new(REGION, &public, 1, &[], U256::ZERO, 150, 100);
+    let genesis = Genesis::new(REGION, &keys, 1, &[], U256::ZERO, 150, 100);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
