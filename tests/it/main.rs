@@ -1,6 +1,7 @@
 //! Kaon's one integration-test binary; modules by feature.
 
 mod bls_vectors;
+mod burst;
 mod certificate;
 mod cn_keys;
 mod consensus_sim;
