@@ -2,10 +2,16 @@
 //! transactions whose senders are already recovered, drained by the proposer into segments.
 //!
 //! Per sender, transactions wait in nonce order; across senders the proposer takes the best
-//! paying ready transaction first. Limits bound memory (global and per account); a transaction
-//! for a nonce already pooled replaces it only if it pays at least [`REPLACEMENT_BUMP_PERCENT`]
-//! more; when the pool is full, a better paying transaction evicts the worst paying one's
-//! highest nonce. Every refusal is a [`MempoolError`] with a reason a client can act on.
+//! paying ready transaction first. A sender's transactions from its account nonce on without
+//! a gap are *pending* (ready); those beyond a gap are *queued* as geth queues them, and are
+//! promoted when the gap fills. Limits bound memory by count and bytes (global, per account,
+//! queued per account and queued globally); a transaction for a nonce already pooled replaces
+//! it only if it pays at least [`REPLACEMENT_BUMP_PERCENT`] more; when the pool is full, a
+//! better paying transaction evicts the worst paying one's highest nonce. Every refusal is a
+//! [`MempoolError`] whose message starts with geth's wording, so clients recognise it.
+//!
+//! The same pool, with the same rules, is kept by a ranger node for the transactions its RPC
+//! accepted (`docs/transactions.md`): the refusal a client sees there is the one a CN would give.
 
 use crate::crypto::tx::RecoveredTx;
 use crate::types::ChainId;
@@ -24,23 +30,43 @@ fn replacement_floor(fee: u128) -> Option<u128> {
     fee.checked_add(bump.max(1))
 }
 
+/// Transactions across every servicechain: a few full segments of every chain.
+pub const DEFAULT_MAX_TXS: usize = 200_000;
+/// Raw bytes across every servicechain, so large transactions cannot exhaust memory.
+pub const DEFAULT_MAX_BYTES: usize = 256 << 20;
+/// Transactions of one sender on one chain, pending and queued.
+pub const DEFAULT_MAX_PER_ACCOUNT: usize = 4_096;
+/// How far beyond its pending run a sender's nonce may be queued. geth queues 64; a client
+/// that signs 1 000 transfers and sends them at once (ethers: ten batches of 100 in flight,
+/// arriving in any order) needs the whole burst queued, so the window is 1 024.
+pub const DEFAULT_MAX_QUEUED_PER_ACCOUNT: u64 = 1_024;
+/// Queued (not yet executable) transactions across every sender: they cost their sender
+/// nothing until the gap fills, so they get a global bound of their own.
+pub const DEFAULT_MAX_QUEUED: usize = 16_384;
+
 /// Pool limits.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MempoolConfig {
     /// Transactions across every servicechain.
     pub max_txs: usize,
+    /// Raw transaction bytes across every servicechain.
+    pub max_bytes: usize,
     /// Transactions of one sender on one chain.
     pub max_per_account: usize,
-    /// Nonces beyond the account's next nonce that are accepted (bounds gaps).
-    pub max_nonce_gap: u64,
+    /// A nonce at or beyond the end of the sender's pending run plus this is "nonce too high".
+    pub max_queued_per_account: u64,
+    /// Queued transactions across every sender and chain.
+    pub max_queued: usize,
 }
 
 impl Default for MempoolConfig {
     fn default() -> Self {
         Self {
-            max_txs: 200_000,
-            max_per_account: 1_024,
-            max_nonce_gap: 1_024,
+            max_txs: DEFAULT_MAX_TXS,
+            max_bytes: DEFAULT_MAX_BYTES,
+            max_per_account: DEFAULT_MAX_PER_ACCOUNT,
+            max_queued_per_account: DEFAULT_MAX_QUEUED_PER_ACCOUNT,
+            max_queued: DEFAULT_MAX_QUEUED,
         }
     }
 }
@@ -52,17 +78,18 @@ pub enum MempoolError {
     UnknownChain(ChainId),
     #[error("transaction has no chain id")]
     MissingChainId,
-    #[error("nonce too low: account nonce is {expected}, transaction has {got}")]
+    #[error("nonce too low: next nonce {expected}, tx nonce {got}")]
     NonceTooLow { expected: u64, got: u64 },
-    #[error("nonce too high: account nonce is {expected}, transaction has {got}")]
-    NonceTooHigh { expected: u64, got: u64 },
+    /// `expected` is the end of the sender's pending run (its next gap-free nonce).
+    #[error("nonce too high: next nonce {expected}, tx nonce {got}, at most {limit} queued beyond it")]
+    NonceTooHigh { expected: u64, got: u64, limit: u64 },
     #[error("replacement transaction underpriced: needs a fee cap of at least {needed}")]
     ReplacementUnderpriced { needed: u128 },
     #[error("already known")]
     AlreadyKnown,
-    #[error("sender has {0} pending transactions, the limit")]
+    #[error("account limit exceeded: sender has {0} pooled transactions")]
     AccountFull(usize),
-    #[error("transaction pool is full and this transaction pays too little to evict another")]
+    #[error("txpool is full")]
     PoolFull,
 }
 
@@ -72,6 +99,23 @@ pub struct PooledTx {
     pub tx: RecoveredTx,
     /// Fee cap per gas, the ordering key.
     pub fee: u128,
+}
+
+/// The next nonce after the gap-free run of `queue` that starts at `from`.
+fn run_end(queue: Option<&BTreeMap<u64, PooledTx>>, from: u64) -> u64 {
+    let mut next = from;
+    if let Some(queue) = queue {
+        for nonce in queue.range(from..).map(|(n, _)| *n) {
+            if nonce != next {
+                break;
+            }
+            match next.checked_add(1) {
+                Some(n) => next = n,
+                None => break,
+            }
+        }
+    }
+    next
 }
 
 impl PooledTx {
@@ -99,6 +143,10 @@ pub struct Mempool {
     /// Where each pooled transaction sits, for validators looking up proposals' senders.
     by_hash: HashMap<B256, (ChainId, Address, u64)>,
     len: usize,
+    /// Raw bytes of every pooled transaction.
+    bytes: usize,
+    /// Pooled transactions beyond their sender's pending run.
+    queued: usize,
 }
 
 impl Mempool {
@@ -113,6 +161,8 @@ impl Mempool {
             chains,
             by_hash: HashMap::new(),
             len: 0,
+            bytes: 0,
+            queued: 0,
         }
     }
 
@@ -137,8 +187,62 @@ impl Mempool {
         self.len == 0
     }
 
+    /// Raw bytes of every pooled transaction.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Pooled transactions waiting behind a nonce gap.
+    pub fn queued(&self) -> usize {
+        self.queued
+    }
+
+    /// The sender's next nonce counting what is pooled without a gap from `account_nonce` (its
+    /// committed next nonce) on: what a client should sign next (`pending`).
+    pub fn pending_nonce(&self, chain: ChainId, sender: Address, account_nonce: u64) -> u64 {
+        let Some(pool) = self.chains.get(&chain) else {
+            return account_nonce;
+        };
+        let from = account_nonce.max(pool.account_nonce.get(&sender).copied().unwrap_or(0));
+        run_end(pool.senders.get(&sender), from)
+    }
+
+    /// Every (chain, sender) with pooled transactions, for callers that re-check them against
+    /// committed state.
+    pub fn senders(&self) -> Vec<(ChainId, Address)> {
+        self.chains
+            .iter()
+            .flat_map(|(c, pool)| pool.senders.keys().map(move |s| (*c, *s)))
+            .collect()
+    }
+
+    /// Queued transactions of `sender` (beyond its pending run).
+    fn queued_of(&self, chain: ChainId, sender: Address) -> usize {
+        let Some(pool) = self.chains.get(&chain) else {
+            return 0;
+        };
+        let queue = pool.senders.get(&sender);
+        let next = pool.account_nonce.get(&sender).copied().unwrap_or(0);
+        let end = run_end(queue, next);
+        queue.map_or(0, |q| q.range(end..).count())
+    }
+
+    /// Runs `change` on `sender`'s transactions, keeping the global queued count right.
+    fn touching<R>(
+        &mut self,
+        chain: ChainId,
+        sender: Address,
+        change: impl FnOnce(&mut Self) -> R,
+    ) -> R {
+        let before = self.queued_of(chain, sender);
+        let out = change(self);
+        self.queued = self.queued - before + self.queued_of(chain, sender);
+        out
+    }
+
     /// Pools `tx`; `account_nonce` is the sender's next nonce in committed state. A refused
-    /// transaction leaves the pool exactly as it was.
+    /// transaction leaves the pool as it was, except that when the pool is full by bytes a
+    /// better paying transaction may have evicted some before it was refused.
     pub fn insert(&mut self, tx: RecoveredTx, account_nonce: u64) -> Result<(), MempoolError> {
         // Known first, as clients expect ("already known"), whatever has committed since.
         if self.by_hash.contains_key(&tx.tx().hash()) {
@@ -157,13 +261,8 @@ impl Mempool {
                 got: nonce,
             });
         }
-        if nonce > expected.saturating_add(self.config.max_nonce_gap) {
-            return Err(MempoolError::NonceTooHigh {
-                expected,
-                got: nonce,
-            });
-        }
         let fee = tx.tx().tx().max_fee_per_gas();
+        let size = tx.tx().raw().len();
         let queue = pool.senders.get(&sender);
         if let Some(existing) = queue.and_then(|q| q.get(&nonce)) {
             if existing.hash() == tx.tx().hash() {
@@ -175,15 +274,35 @@ impl Mempool {
                     needed: needed.unwrap_or(u128::MAX),
                 });
             }
+            let grows = size.saturating_sub(existing.tx.tx().raw().len());
+            if self.bytes.saturating_add(grows) > self.config.max_bytes {
+                return Err(MempoolError::PoolFull);
+            }
             self.put(chain, sender, expected, PooledTx { tx, fee });
             return Ok(());
         }
-        let queued = queue.map_or(0, BTreeMap::len);
-        if queued >= self.config.max_per_account {
-            return Err(MempoolError::AccountFull(queued));
+        let pending_end = run_end(queue, expected);
+        let limit = self.config.max_queued_per_account;
+        if pending_end.checked_add(limit).is_some_and(|bound| nonce >= bound) {
+            return Err(MempoolError::NonceTooHigh {
+                expected: pending_end,
+                got: nonce,
+                limit,
+            });
         }
-        if self.len >= self.config.max_txs && !self.evict_cheaper_than(fee, chain, sender) {
+        let pooled = queue.map_or(0, BTreeMap::len);
+        if pooled >= self.config.max_per_account {
+            return Err(MempoolError::AccountFull(pooled));
+        }
+        if nonce > pending_end && self.queued >= self.config.max_queued {
             return Err(MempoolError::PoolFull);
+        }
+        while self.len >= self.config.max_txs
+            || self.bytes.saturating_add(size) > self.config.max_bytes
+        {
+            if !self.evict_cheaper_than(fee, chain, sender) {
+                return Err(MempoolError::PoolFull);
+            }
         }
         self.put(chain, sender, expected, PooledTx { tx, fee });
         Ok(())
@@ -191,17 +310,21 @@ impl Mempool {
 
     /// Stores a checked transaction (new, or replacing the one at its nonce).
     fn put(&mut self, chain: ChainId, sender: Address, account_nonce: u64, tx: PooledTx) {
-        // Invariant: callers checked that the chain exists; chains are never removed.
-        let pool = self.chains.get_mut(&chain).expect("known chain");
-        pool.account_nonce.insert(sender, account_nonce);
-        let (hash, nonce) = (tx.hash(), tx.nonce());
-        match pool.senders.entry(sender).or_default().insert(nonce, tx) {
-            Some(old) => {
-                self.by_hash.remove(&old.hash());
+        self.touching(chain, sender, |this| {
+            // Invariant: callers checked that the chain exists; chains are never removed.
+            let pool = this.chains.get_mut(&chain).expect("known chain");
+            pool.account_nonce.insert(sender, account_nonce);
+            let (hash, nonce, size) = (tx.hash(), tx.nonce(), tx.tx.tx().raw().len());
+            this.bytes += size;
+            match pool.senders.entry(sender).or_default().insert(nonce, tx) {
+                Some(old) => {
+                    this.bytes -= old.tx.tx().raw().len();
+                    this.by_hash.remove(&old.hash());
+                }
+                None => this.len += 1,
             }
-            None => self.len += 1,
-        }
-        self.by_hash.insert(hash, (chain, sender, nonce));
+            this.by_hash.insert(hash, (chain, sender, nonce));
+        });
     }
 
     /// Drops the cheapest pooled transaction (a sender's highest nonce, so no gap opens) if it
@@ -230,18 +353,21 @@ impl Mempool {
     }
 
     fn remove(&mut self, chain: ChainId, sender: Address, nonce: u64) {
-        if let Some(pool) = self.chains.get_mut(&chain) {
-            if let Some(queue) = pool.senders.get_mut(&sender) {
-                if let Some(old) = queue.remove(&nonce) {
-                    self.by_hash.remove(&old.hash());
-                    self.len -= 1;
-                }
-                if queue.is_empty() {
-                    pool.senders.remove(&sender);
-                    pool.account_nonce.remove(&sender);
+        self.touching(chain, sender, |this| {
+            if let Some(pool) = this.chains.get_mut(&chain) {
+                if let Some(queue) = pool.senders.get_mut(&sender) {
+                    if let Some(old) = queue.remove(&nonce) {
+                        this.by_hash.remove(&old.hash());
+                        this.len -= 1;
+                        this.bytes -= old.tx.tx().raw().len();
+                    }
+                    if queue.is_empty() {
+                        pool.senders.remove(&sender);
+                        pool.account_nonce.remove(&sender);
+                    }
                 }
             }
-        }
+        });
     }
 
     /// Up to `max` ready transactions of `chain` for a proposal: contiguous nonces from each
@@ -266,8 +392,11 @@ impl Mempool {
             }
             let queue = &pool.senders[&sender];
             out.push(queue[&nonce].tx.clone());
-            if let Some(next) = queue.get(&(nonce + 1)) {
-                heads.push((next.fee, sender, nonce + 1));
+            let Some(after) = nonce.checked_add(1) else {
+                continue;
+            };
+            if let Some(next) = queue.get(&after) {
+                heads.push((next.fee, sender, after));
             }
         }
         out
@@ -276,24 +405,41 @@ impl Mempool {
     /// A block committed: `sender` of `chain` now has next nonce `next_nonce`; pooled
     /// transactions below it are gone for good.
     pub fn committed(&mut self, chain: ChainId, sender: Address, next_nonce: u64) {
-        let Some(pool) = self.chains.get_mut(&chain) else {
-            return;
-        };
-        // Only senders with queued transactions are tracked: the map stays as small as the pool.
-        let Some(queue) = pool.senders.get_mut(&sender) else {
-            return;
-        };
-        let keep = queue.split_off(&next_nonce);
-        self.len -= queue.len();
-        for gone in queue.values() {
-            self.by_hash.remove(&gone.hash());
-        }
-        *queue = keep;
-        if queue.is_empty() {
-            pool.senders.remove(&sender);
-            pool.account_nonce.remove(&sender);
-        } else {
-            pool.account_nonce.insert(sender, next_nonce);
+        self.touching(chain, sender, |this| {
+            let Some(pool) = this.chains.get_mut(&chain) else {
+                return;
+            };
+            // Only senders with pooled transactions are tracked: the map stays as small as
+            // the pool.
+            let Some(queue) = pool.senders.get_mut(&sender) else {
+                return;
+            };
+            let keep = queue.split_off(&next_nonce);
+            this.len -= queue.len();
+            for gone in queue.values() {
+                this.bytes -= gone.tx.tx().raw().len();
+                this.by_hash.remove(&gone.hash());
+            }
+            *queue = keep;
+            if queue.is_empty() {
+                pool.senders.remove(&sender);
+                pool.account_nonce.remove(&sender);
+            } else {
+                pool.account_nonce.insert(sender, next_nonce);
+            }
+        });
+    }
+
+    /// Committed state says `sender`'s next nonce is `next_nonce`: forgets what is below it,
+    /// like [`Mempool::committed`], but never moves the pool's account nonce back (state read
+    /// elsewhere may lag the commits the pool has seen).
+    pub fn caught_up(&mut self, chain: ChainId, sender: Address, next_nonce: u64) {
+        let known = self
+            .chains
+            .get(&chain)
+            .and_then(|p| p.account_nonce.get(&sender).copied());
+        if known.is_some_and(|known| known < next_nonce) {
+            self.committed(chain, sender, next_nonce);
         }
     }
 

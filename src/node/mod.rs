@@ -8,6 +8,7 @@ pub mod devnet;
 pub mod genesis;
 pub mod loadgen;
 pub mod miner;
+pub mod outbox;
 pub mod pop;
 pub mod posc;
 pub mod prober;

@@ -9,7 +9,9 @@
 //!
 //! State reads are against the latest committed state only; older block tags answer
 //! "historical state not available". Writes are checked against that state (nonce, funds,
-//! gas, fee) before they are forwarded to a CN, so a client sees geth's error messages.
+//! gas, fee) and then against the pool rules ([`super::outbox`]) before the hash is answered,
+//! so a client sees geth's error messages and a hash means the RN holds the transaction until
+//! it is included; `pending` nonces count only what the RN holds without a gap.
 
 use super::pop::{PopState, RESERVE_ADDRESS};
 use super::region::RegionState;
@@ -35,8 +37,6 @@ use std::sync::{Arc, Mutex, RwLock};
 
 /// Priority fee the node suggests (1 gwei): tips go to the fee collector.
 pub const SUGGESTED_TIP_WEI: u128 = 1_000_000_000;
-/// Senders whose forwarded nonces are remembered for `pending` reads.
-const MAX_TRACKED_SENDERS: usize = 65_536;
 
 /// What the RPC needs from the node around it, beyond its stored chain.
 pub trait NodeLink: Send + Sync {
@@ -62,8 +62,8 @@ pub struct ChainRpc {
     regionchain: Arc<RwLock<RegionState>>,
     link: Arc<dyn NodeLink>,
     executor: EvmExecutor,
-    /// Next nonce per sender after what this node forwarded (for `pending`).
-    forwarded: Mutex<HashMap<(ChainId, Address), u64>>,
+    /// The transactions this node accepted, until they are included.
+    outbox: Arc<super::outbox::Outbox>,
     /// The head's height and mix, for calls' PREVRANDAO.
     head_mix: Mutex<Option<(u64, B256)>>,
 }
@@ -80,6 +80,7 @@ impl ChainRpc {
         chain: ChainReader,
         regionchain: Arc<RwLock<RegionState>>,
         link: Arc<dyn NodeLink>,
+        outbox: Arc<super::outbox::Outbox>,
     ) -> Self {
         Self {
             region,
@@ -89,7 +90,7 @@ impl ChainRpc {
             regionchain,
             link,
             executor: EvmExecutor,
-            forwarded: Mutex::default(),
+            outbox,
             head_mix: Mutex::default(),
         }
     }
@@ -219,23 +220,7 @@ impl ChainRpc {
 
     fn pending_nonce(&self, chain: ChainId, address: Address) -> Result<u64, BackendError> {
         let committed = self.state.nonce(chain, &address).map_err(internal)?;
-        let forwarded = self
-            .forwarded
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&(chain, address))
-            .copied()
-            .unwrap_or(0);
-        Ok(committed.max(forwarded))
-    }
-
-    fn remember_forwarded(&self, chain: ChainId, sender: Address, next: u64) {
-        let mut map = self.forwarded.lock().unwrap_or_else(|e| e.into_inner());
-        if map.len() >= MAX_TRACKED_SENDERS {
-            map.clear();
-        }
-        let entry = map.entry((chain, sender)).or_default();
-        *entry = (*entry).max(next);
+        Ok(self.outbox.pending_nonce(chain, address, committed))
     }
 
     fn to_exec_request(request: &CallRequest) -> exec::CallRequest {
@@ -262,7 +247,8 @@ impl ChainRpc {
         }
     }
 
-    fn check_submission(&self, chain: ChainId, tx: &RecoveredTx) -> Result<(), SubmitError> {
+    /// Checks `tx` against committed state; the sender's committed next nonce.
+    fn check_submission(&self, chain: ChainId, tx: &RecoveredTx) -> Result<u64, SubmitError> {
         let signed = tx.tx();
         let sender = tx.sender();
         let unavailable = |e: exec::StateError| SubmitError::Unavailable(e.to_string());
@@ -272,6 +258,10 @@ impl ChainRpc {
                 next: committed,
                 got: signed.nonce(),
             });
+        }
+        // EIP-2681: no account can ever use this nonce (its successor would overflow).
+        if signed.nonce() == u64::MAX {
+            return Err(SubmitError::Rejected("nonce has max value".into()));
         }
         if signed.gas_limit() > SEGMENT_GAS_LIMIT {
             return Err(SubmitError::GasLimit);
@@ -298,7 +288,7 @@ impl ChainRpc {
         if want > have {
             return Err(SubmitError::InsufficientFunds { have, want });
         }
-        Ok(())
+        Ok(committed)
     }
 
     /// `eth_call` on the regionchain: the RN reward reserve's read-only functions.
@@ -314,6 +304,20 @@ impl ChainRpc {
             .ok_or_else(|| BackendError::Reverted {
                 output: Bytes::new(),
             })
+    }
+}
+
+/// The pool's refusal as the client sees it (geth's wording first).
+fn pool_refusal(e: crate::mempool::MempoolError) -> SubmitError {
+    use crate::mempool::MempoolError;
+    match e {
+        MempoolError::AlreadyKnown => SubmitError::AlreadyKnown,
+        MempoolError::PoolFull => SubmitError::PoolFull,
+        MempoolError::NonceTooLow { expected, got } => SubmitError::NonceTooLow {
+            next: expected,
+            got,
+        },
+        other => SubmitError::Rejected(other.to_string()),
     }
 }
 
@@ -593,14 +597,12 @@ impl RpcBackend for ChainRpc {
             ));
         }
         let hash = tx.hash();
-        let raw = tx.raw().clone();
         let recovered = RecoveredTx::recover(tx)
             .map_err(|e| SubmitError::Rejected(format!("invalid sender: {e}")))?;
-        self.check_submission(chain, &recovered)?;
-        self.link
-            .forward(vec![raw])
-            .map_err(SubmitError::Unavailable)?;
-        self.remember_forwarded(chain, recovered.sender(), recovered.tx().nonce() + 1);
+        let committed = self.check_submission(chain, &recovered)?;
+        self.outbox
+            .submit(recovered, committed)
+            .map_err(pool_refusal)?;
         Ok(hash)
     }
 
@@ -881,6 +883,8 @@ pub struct ServedRpc {
     server: Arc<crate::rpc::RpcServer>,
     stop: Arc<std::sync::atomic::AtomicBool>,
     notifier: Option<std::thread::JoinHandle<()>>,
+    /// Forwards accepted transactions to the CNs ([`super::outbox`]).
+    forwarder: Option<std::thread::JoinHandle<()>>,
 }
 
 impl ServedRpc {
@@ -895,8 +899,11 @@ impl ServedRpc {
     /// Stops the notifier and the server.
     pub fn shutdown(mut self) {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        if let Some(t) = self.notifier.take() {
-            let _ = t.join();
+        for thread in [self.notifier.take(), self.forwarder.take()]
+            .into_iter()
+            .flatten()
+        {
+            let _ = thread.join();
         }
         self.server.shutdown();
     }
@@ -912,6 +919,7 @@ pub fn serve(
     stop: &Arc<std::sync::atomic::AtomicBool>,
 ) -> anyhow::Result<ServedRpc> {
     let region = ChainId(genesis.region);
+    let outbox = Arc::new(super::outbox::Outbox::new(Arc::clone(&rn.state().pool)));
     let backend = Arc::new(ChainRpc::new(
         region,
         genesis.tip(),
@@ -919,6 +927,7 @@ pub fn serve(
         rn.chain().clone(),
         Arc::clone(rn.region()),
         Arc::new(rn.clone()),
+        Arc::clone(&outbox),
     ));
     let config = crate::rpc::RpcConfig {
         default_chain: genesis
@@ -932,6 +941,15 @@ pub fn serve(
             .map_err(|e| anyhow::anyhow!("JSON-RPC cannot listen on {addr}: {e}"))?,
     );
     let stop = Arc::clone(stop);
+    let forwarder = {
+        let (link, state) = (rn.clone(), Arc::clone(&rn.state().state));
+        super::outbox::spawn(
+            outbox,
+            Box::new(move |txs| NodeLink::forward(&link, txs)),
+            Box::new(move |chain, sender| state.nonce(chain, &sender).ok()),
+            Arc::clone(&stop),
+        )?
+    };
     let notifier = {
         let (server, stop) = (Arc::clone(&server), Arc::clone(&stop));
         std::thread::Builder::new()
@@ -942,6 +960,7 @@ pub fn serve(
         server,
         stop,
         notifier: Some(notifier),
+        forwarder: Some(forwarder),
     })
 }
 

@@ -268,8 +268,9 @@ fn start_network(
     Ok(Arc::new(net))
 }
 
-/// The application an RN re-executes blocks with: a [`CnApp`] on `state` whose pools stay
-/// empty (an RN never proposes).
+/// The application an RN re-executes blocks with: a [`CnApp`] on `state`. An RN never
+/// proposes; its pool holds the transactions its RPC accepted ([`crate::node::outbox`]), which
+/// the application's commits clear as they are included.
 fn audit_app(
     genesis: &Genesis,
     state: Arc<crate::storage::state::CommittedState>,
@@ -345,7 +346,8 @@ impl RnView {
         &self.chain
     }
 
-    /// The re-executed state (the application's shared handles; the pool stays empty).
+    /// The re-executed state (the application's shared handles; the pool holds what the RPC
+    /// accepted, until it is included).
     pub fn state(&self) -> &CnState {
         &self.state
     }

@@ -139,7 +139,8 @@ fn refusals_name_their_reason() {
     let mut pool = pool_with(MempoolConfig {
         max_txs: 100,
         max_per_account: 2,
-        max_nonce_gap: 4,
+        max_queued_per_account: 5,
+        ..MempoolConfig::default()
     });
     assert_eq!(
         pool.insert(tx(1, 2, 10), 3),
@@ -152,10 +153,11 @@ fn refusals_name_their_reason() {
         pool.insert(tx(1, 8, 10), 3),
         Err(MempoolError::NonceTooHigh {
             expected: 3,
-            got: 8
+            got: 8,
+            limit: 5
         })
     );
-    // The gap limit is inclusive: account nonce + max_nonce_gap is accepted.
+    // Nonces up to the pending run's end + max_queued_per_account - 1 are queued.
     pool.insert(tx(1, 7, 10), 3).unwrap();
     // The pool remembers the account nonce it learned, even if a caller passes an older one.
     assert_eq!(
@@ -526,7 +528,12 @@ proptest! {
 
     #[test]
     fn bookkeeping_matches_a_model(ops in prop::collection::vec(op(), 1..40)) {
-        let config = MempoolConfig { max_txs: 8, max_per_account: 4, max_nonce_gap: 4 };
+        let config = MempoolConfig {
+            max_txs: 8,
+            max_per_account: 4,
+            max_queued_per_account: 5,
+            ..MempoolConfig::default()
+        };
         let mut pool = pool_with(config.clone());
         let mut model = Model::new();
         let mut inserted: HashSet<B256> = HashSet::new();
@@ -601,5 +608,126 @@ proptest! {
             check_ready(&pool, &model, 3)?;
             check_ready(&pool, &model, 100)?;
         }
+    }
+}
+
+#[test]
+fn future_nonces_are_queued_and_promoted_when_the_gap_fills() {
+    let mut pool = pool();
+    let s = sender(1);
+    pool.insert(tx(1, 3, 10), 0).unwrap();
+    pool.insert(tx(1, 2, 10), 0).unwrap();
+    assert_eq!((pool.queued(), pool.pending_nonce(CHAIN, s, 0)), (2, 0));
+    assert!(pool.ready(CHAIN, 10).is_empty(), "nothing executable yet");
+    pool.insert(tx(1, 0, 10), 0).unwrap();
+    assert_eq!((pool.queued(), pool.pending_nonce(CHAIN, s, 0)), (2, 1));
+    pool.insert(tx(1, 1, 10), 0).unwrap();
+    assert_eq!((pool.queued(), pool.pending_nonce(CHAIN, s, 0)), (0, 4));
+    let nonces: Vec<u64> = pool.ready(CHAIN, 10).iter().map(|t| t.tx().nonce()).collect();
+    assert_eq!(nonces, [0, 1, 2, 3]);
+    // Commits move the run; a later gap queues again.
+    pool.committed(CHAIN, s, 2);
+    pool.insert(tx(1, 6, 10), 2).unwrap();
+    assert_eq!((pool.queued(), pool.pending_nonce(CHAIN, s, 2)), (1, 4));
+    assert_eq!(pool.len(), 3);
+}
+
+#[test]
+fn nonce_too_high_beyond_the_per_account_queue() {
+    let mut pool = pool_with(MempoolConfig {
+        max_queued_per_account: 4,
+        ..MempoolConfig::default()
+    });
+    let refused = pool.insert(tx(1, 4, 10), 0).unwrap_err();
+    assert_eq!(
+        refused,
+        MempoolError::NonceTooHigh {
+            expected: 0,
+            got: 4,
+            limit: 4
+        }
+    );
+    assert!(refused.to_string().starts_with("nonce too high"), "{refused}");
+    pool.insert(tx(1, 3, 10), 0).unwrap();
+    // The window follows the end of the pending run, not the committed nonce.
+    for n in 0..3 {
+        pool.insert(tx(1, n, 10), 0).unwrap();
+    }
+    assert_eq!(pool.pending_nonce(CHAIN, sender(1), 0), 4);
+    pool.insert(tx(1, 7, 10), 0).unwrap();
+    assert!(matches!(
+        pool.insert(tx(1, 8, 10), 0),
+        Err(MempoolError::NonceTooHigh {
+            expected: 4,
+            got: 8,
+            ..
+        })
+    ));
+    // The bound is per account.
+    pool.insert(tx(2, 3, 10), 0).unwrap();
+    // A nonce at u64::MAX is judged without overflow.
+    assert!(matches!(
+        pool.insert(tx(3, u64::MAX, 10), u64::MAX - 1),
+        Err(MempoolError::NonceTooHigh { .. }) | Ok(())
+    ));
+}
+
+#[test]
+fn txpool_is_full_when_the_global_queue_or_bytes_bound_is_reached() {
+    let mut pool = pool_with(MempoolConfig {
+        max_queued: 2,
+        ..MempoolConfig::default()
+    });
+    pool.insert(tx(1, 5, 10), 0).unwrap();
+    pool.insert(tx(2, 5, 10), 0).unwrap();
+    let refused = pool.insert(tx(3, 5, 10), 0).unwrap_err();
+    assert_eq!(refused, MempoolError::PoolFull);
+    assert_eq!(refused.to_string(), "txpool is full");
+    // Executable transactions are not held back by the queued bound.
+    pool.insert(tx(3, 0, 10), 0).unwrap();
+    assert_eq!((pool.len(), pool.queued()), (3, 2));
+
+    let size = tx(1, 0, 10).tx().raw().len();
+    let mut pool = pool_with(MempoolConfig {
+        max_bytes: 2 * size,
+        ..MempoolConfig::default()
+    });
+    pool.insert(tx(1, 0, 10), 0).unwrap();
+    pool.insert(tx(2, 0, 10), 0).unwrap();
+    assert_eq!(pool.bytes(), 2 * size);
+    assert_eq!(pool.insert(tx(3, 0, 10), 0), Err(MempoolError::PoolFull));
+    // A better paying one evicts the cheapest; the bytes stay within the bound.
+    pool.insert(tx(3, 0, 20), 0).unwrap();
+    assert_eq!((pool.len(), pool.bytes()), (2, 2 * size));
+}
+
+#[test]
+fn refusals_start_with_geths_wording() {
+    let cases = [
+        (
+            MempoolError::NonceTooLow {
+                expected: 3,
+                got: 1,
+            },
+            "nonce too low",
+        ),
+        (
+            MempoolError::NonceTooHigh {
+                expected: 3,
+                got: 9_999,
+                limit: 1_024,
+            },
+            "nonce too high",
+        ),
+        (MempoolError::AlreadyKnown, "already known"),
+        (
+            MempoolError::ReplacementUnderpriced { needed: 11 },
+            "replacement transaction underpriced",
+        ),
+        (MempoolError::PoolFull, "txpool is full"),
+        (MempoolError::AccountFull(4_096), "account limit exceeded"),
+    ];
+    for (error, prefix) in cases {
+        assert!(error.to_string().starts_with(prefix), "{error}");
     }
 }

@@ -1,0 +1,178 @@
+//! A ranger node's hold on the transactions its JSON-RPC accepted, from the hash it answered
+//! until they are included, replaced, or dropped by a pool rule (`docs/transactions.md`).
+//!
+//! ```text
+//!  eth_sendRawTransaction ─► pool (the CN's rules: refusals answered to the client)
+//!                              │  └─ fresh ─► forwarder ─► TxBatch frames ─► every CN
+//!  audited blocks ─► CnApp::commit ─► pool.committed (included transactions leave)
+//!  every RESEND_INTERVAL ─► transactions ready for two ticks in a row are forwarded again
+//! ```
+//!
+//! The pool is the audit application's (its `committed` calls keep it current) and the truth:
+//! the path to the CNs may drop frames under load (full queues never block the network), a CN
+//! may restart, so whatever is still ready and not included after a tick is sent again, and a
+//! CN answers a copy it holds with "already known". Transactions from one burst travel
+//! together, in frames of up to [`FORWARD_BATCH_BYTES`].
+
+use crate::crypto::tx::RecoveredTx;
+use crate::mempool::{Mempool, MempoolError};
+use crate::types::ChainId;
+use alloy_primitives::{Address, Bytes, B256};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Accepted transactions waiting for the forwarder; beyond this the resend tick carries them
+/// (the pool holds them either way).
+const FRESH_CAPACITY: usize = 16_384;
+/// Bytes of one forwarded frame: far below a CN's `TxBatch` limit, and small enough that one
+/// frame never holds the CN's ingress long.
+pub const FORWARD_BATCH_BYTES: usize = 1 << 20;
+/// How often transactions still ready and not included are forwarded again.
+pub const RESEND_INTERVAL: Duration = Duration::from_secs(1);
+/// Transactions forwarded again per chain and tick (a few full segments), so a large pool
+/// cannot flood the CNs with copies.
+const RESEND_MAX: usize = 8_192;
+/// Longest the forwarder waits before it looks at its stop flag again.
+const POLL: Duration = Duration::from_millis(100);
+
+/// Where forwarded transactions go (the RN's links to the CNs).
+pub type Forward = dyn Fn(Vec<Bytes>) -> Result<(), String> + Send + Sync;
+/// A sender's committed next nonce, `None` when it cannot be read now.
+pub type CommittedNonce = dyn Fn(ChainId, Address) -> Option<u64> + Send + Sync;
+
+/// The accepted transactions of an RN and the queue towards its forwarder.
+pub struct Outbox {
+    pool: Arc<Mutex<Mempool>>,
+    fresh: Sender<Bytes>,
+    fresh_rx: Receiver<Bytes>,
+}
+
+impl Outbox {
+    /// An outbox over `pool` (the RN's audit application's pool).
+    pub fn new(pool: Arc<Mutex<Mempool>>) -> Self {
+        let (fresh, fresh_rx) = crossbeam_channel::bounded(FRESH_CAPACITY);
+        Self {
+            pool,
+            fresh,
+            fresh_rx,
+        }
+    }
+
+    /// Holds `tx` (whose sender's committed next nonce is `account_nonce`) and queues it for
+    /// the CNs; a refusal leaves nothing held.
+    pub fn submit(&self, tx: RecoveredTx, account_nonce: u64) -> Result<(), MempoolError> {
+        let raw = tx.tx().raw().clone();
+        self.lock().insert(tx, account_nonce)?;
+        // When the forwarder is behind (full) the resend tick forwards it from the pool.
+        let _ = self.fresh.try_send(raw);
+        Ok(())
+    }
+
+    /// The sender's next nonce counting the gap-free run this RN holds (`pending`).
+    pub fn pending_nonce(&self, chain: ChainId, sender: Address, account_nonce: u64) -> u64 {
+        self.lock().pending_nonce(chain, sender, account_nonce)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Mempool> {
+        self.pool.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Forwards fresh transactions in frames and resends what stays ready, until `stop`.
+    pub fn run(&self, forward: &Forward, committed: &CommittedNonce, stop: &AtomicBool) {
+        let mut previous: HashSet<B256> = HashSet::new();
+        let mut next_tick = Instant::now() + RESEND_INTERVAL;
+        while !stop.load(Ordering::Relaxed) {
+            let wait = next_tick.saturating_duration_since(Instant::now()).min(POLL);
+            match self.fresh_rx.recv_timeout(wait) {
+                Ok(first) => {
+                    let mut batch = vec![first];
+                    let mut bytes = batch[0].len();
+                    while bytes < FORWARD_BATCH_BYTES {
+                        match self.fresh_rx.try_recv() {
+                            Ok(raw) => {
+                                bytes += raw.len();
+                                batch.push(raw);
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    send(forward, batch);
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+            if Instant::now() >= next_tick {
+                previous = self.resend(forward, committed, &previous);
+                next_tick = Instant::now() + RESEND_INTERVAL;
+            }
+        }
+    }
+
+    /// Forgets what committed state says is included, forwards again whatever was ready at
+    /// the last tick and still is, and returns what is ready now.
+    fn resend(
+        &self,
+        forward: &Forward,
+        committed: &CommittedNonce,
+        previous: &HashSet<B256>,
+    ) -> HashSet<B256> {
+        // A block may have committed between the RPC's nonce read and its insert: the pool
+        // would hold included transactions that no later commit of the sender clears.
+        let senders = self.lock().senders();
+        let nonces: Vec<(ChainId, Address, u64)> = senders
+            .into_iter()
+            .filter_map(|(c, s)| committed(c, s).map(|n| (c, s, n)))
+            .collect();
+        let ready: Vec<(B256, Bytes)> = {
+            let mut pool = self.lock();
+            for (chain, sender, next) in nonces {
+                pool.caught_up(chain, sender, next);
+            }
+            pool.active_chains()
+                .into_iter()
+                .flat_map(|chain| pool.ready(chain, RESEND_MAX))
+                .map(|tx| (tx.tx().hash(), tx.tx().raw().clone()))
+                .collect()
+        };
+        let mut batch = Vec::new();
+        let mut bytes = 0;
+        for (hash, raw) in &ready {
+            if !previous.contains(hash) {
+                continue;
+            }
+            bytes += raw.len();
+            batch.push(raw.clone());
+            if bytes >= FORWARD_BATCH_BYTES {
+                send(forward, std::mem::take(&mut batch));
+                bytes = 0;
+            }
+        }
+        if !batch.is_empty() {
+            send(forward, batch);
+        }
+        ready.into_iter().map(|(hash, _)| hash).collect()
+    }
+}
+
+fn send(forward: &Forward, batch: Vec<Bytes>) {
+    let count = batch.len();
+    if let Err(e) = forward(batch) {
+        // Held in the pool: the next tick tries again.
+        tracing::debug!(count, error = %e, "transactions not forwarded yet");
+    }
+}
+
+/// Runs the forwarder of `outbox` on its own thread until `stop`.
+pub fn spawn(
+    outbox: Arc<Outbox>,
+    forward: Box<Forward>,
+    committed: Box<CommittedNonce>,
+    stop: Arc<AtomicBool>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("rn-outbox".into())
+        .spawn(move || outbox.run(&*forward, &*committed, &stop))
+}
