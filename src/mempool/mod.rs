@@ -81,7 +81,9 @@ pub enum MempoolError {
     #[error("nonce too low: next nonce {expected}, tx nonce {got}")]
     NonceTooLow { expected: u64, got: u64 },
     /// `expected` is the end of the sender's pending run (its next gap-free nonce).
-    #[error("nonce too high: next nonce {expected}, tx nonce {got}, at most {limit} queued beyond it")]
+    #[error(
+        "nonce too high: next nonce {expected}, tx nonce {got}, at most {limit} queued beyond it"
+    )]
     NonceTooHigh { expected: u64, got: u64, limit: u64 },
     #[error("replacement transaction underpriced: needs a fee cap of at least {needed}")]
     ReplacementUnderpriced { needed: u128 },
@@ -283,7 +285,10 @@ impl Mempool {
         }
         let pending_end = run_end(queue, expected);
         let limit = self.config.max_queued_per_account;
-        if pending_end.checked_add(limit).is_some_and(|bound| nonce >= bound) {
+        if pending_end
+            .checked_add(limit)
+            .is_some_and(|bound| nonce >= bound)
+        {
             return Err(MempoolError::NonceTooHigh {
                 expected: pending_end,
                 got: nonce,

@@ -85,7 +85,9 @@ impl Outbox {
         let mut previous: HashSet<B256> = HashSet::new();
         let mut next_tick = Instant::now() + RESEND_INTERVAL;
         while !stop.load(Ordering::Relaxed) {
-            let wait = next_tick.saturating_duration_since(Instant::now()).min(POLL);
+            let wait = next_tick
+                .saturating_duration_since(Instant::now())
+                .min(POLL);
             match self.fresh_rx.recv_timeout(wait) {
                 Ok(first) => {
                     let mut batch = vec![first];

@@ -250,8 +250,8 @@ fn burst_of_1000_shuffled_nonces_in_batches_is_all_included() {
     }
 
     let effective_price = U256::from(u128::from(BASE_FEE_WEI) + TIP);
-    let spent = U256::from(BURST)
-        * (U256::from(VALUE_WEI) + U256::from(TRANSFER_GAS) * effective_price);
+    let spent =
+        U256::from(BURST) * (U256::from(VALUE_WEI) + U256::from(TRANSFER_GAS) * effective_price);
     assert_eq!(
         client.quantity("eth_getBalance", json!([RECIPIENT, "latest"])),
         U256::from(BURST * VALUE_WEI)

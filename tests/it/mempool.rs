@@ -623,7 +623,11 @@ fn future_nonces_are_queued_and_promoted_when_the_gap_fills() {
     assert_eq!((pool.queued(), pool.pending_nonce(CHAIN, s, 0)), (2, 1));
     pool.insert(tx(1, 1, 10), 0).unwrap();
     assert_eq!((pool.queued(), pool.pending_nonce(CHAIN, s, 0)), (0, 4));
-    let nonces: Vec<u64> = pool.ready(CHAIN, 10).iter().map(|t| t.tx().nonce()).collect();
+    let nonces: Vec<u64> = pool
+        .ready(CHAIN, 10)
+        .iter()
+        .map(|t| t.tx().nonce())
+        .collect();
     assert_eq!(nonces, [0, 1, 2, 3]);
     // Commits move the run; a later gap queues again.
     pool.committed(CHAIN, s, 2);
@@ -647,7 +651,10 @@ fn nonce_too_high_beyond_the_per_account_queue() {
             limit: 4
         }
     );
-    assert!(refused.to_string().starts_with("nonce too high"), "{refused}");
+    assert!(
+        refused.to_string().starts_with("nonce too high"),
+        "{refused}"
+    );
     pool.insert(tx(1, 3, 10), 0).unwrap();
     // The window follows the end of the pending run, not the committed nonce.
     for n in 0..3 {
