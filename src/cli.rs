@@ -223,8 +223,13 @@ pub struct InitArgs {
     /// CN i listens on 127.0.0.1:(base_port + i).
     #[arg(long, default_value_t = 30300)]
     pub base_port: u16,
+    /// Block interval in milliseconds.
     #[arg(long, default_value_t = 1000)]
     pub round_ms: u64,
+    /// Round-0 timeout in milliseconds (doubling per round); default max(round_ms, 500). A
+    /// short one makes a dead proposer cost less on a fast local network.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub timeout_ms: Option<u64>,
 }
 
 impl InitArgs {
@@ -237,6 +242,7 @@ impl InitArgs {
             region: crate::types::ChainId(self.region),
             base_port: self.base_port,
             round_ms: self.round_ms,
+            timeout_ms: self.timeout_ms,
             committee_size: config.consensus.committee_size,
         }
     }

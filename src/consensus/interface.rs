@@ -139,6 +139,9 @@ pub enum WalEntry {
         certificate: PreparedCertificate,
         block: Box<Block>,
     },
+    /// This node asked for `round` (its round change): a restarted node resumes there rather
+    /// than in a round the others have left, where it would wait alone.
+    RoundChanged { height: Height, round: Round },
 }
 
 /// Provable misbehaviour seen by this node.

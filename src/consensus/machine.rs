@@ -96,6 +96,8 @@ pub struct Machine {
     recent_parents: BTreeMap<Height, BlockHash>,
     /// The clock as the driver last gave it (milliseconds since the Unix epoch).
     now_ms: u64,
+    /// The highest round this node has asked for at this height (persisted when raised).
+    asked_round: Round,
     /// A block was output as committed and the driver has not yet said it is applied.
     awaiting_applied: bool,
     sync_requested: Option<Height>,
@@ -144,6 +146,7 @@ impl Machine {
             far_round_changes: BTreeMap::new(),
             recent_parents: BTreeMap::new(),
             now_ms: 0,
+            asked_round: Round(0),
             awaiting_applied: false,
             sync_requested: None,
             restored: BTreeMap::new(),
@@ -158,7 +161,9 @@ impl Machine {
     pub fn restore(&mut self, wal: &[WalEntry]) {
         for entry in wal {
             let height = match entry {
-                WalEntry::Voted { height, .. } | WalEntry::Prepared { height, .. } => *height,
+                WalEntry::Voted { height, .. }
+                | WalEntry::Prepared { height, .. }
+                | WalEntry::RoundChanged { height, .. } => *height,
             };
             if height >= self.height() {
                 self.restored.entry(height).or_default().push(entry.clone());
@@ -185,6 +190,10 @@ impl Machine {
                 } => {
                     self.blocks.insert(certificate.block_hash, (*block).clone());
                     self.prepared = Some((certificate, *block));
+                }
+                WalEntry::RoundChanged { round, .. } => {
+                    self.round = self.round.max(round);
+                    self.asked_round = self.asked_round.max(round);
                 }
             }
         }
@@ -386,12 +395,56 @@ impl Machine {
         self.check_thresholds(round, hash, out);
     }
 
+    /// A round timed out. The node moves on only from a round that a quorum is known to have
+    /// reached (round 0, a quorum of round changes, or a justified proposal); otherwise it
+    /// repeats its round change for this round and waits again. So no honest node runs more
+    /// than one round ahead of a quorum, and after any asynchronous period the honest nodes
+    /// meet (the f + 1 jump brings laggards up) instead of timing out in step, rounds apart,
+    /// for ever once timeouts reach their cap.
     fn on_timeout(&mut self, out: &mut Vec<Output>) {
         self.sync_requested = None;
+        self.repeat_previous_round_change(out);
+        if !self.quorum_reached(self.round) {
+            let round = self.round;
+            self.send_round_change(round, out);
+            out.push(Output::ScheduleTimeout {
+                height: self.height(),
+                round,
+                after_ms: self.params.timeout(round),
+            });
+            return;
+        }
         let next = self.round.next();
         self.send_round_change(next, out);
         self.enter_round(next, out);
         self.try_justified_proposal(out);
+    }
+
+    /// Sends again this node's round change for the round it left last. A node that left
+    /// round `r` saw a quorum of round changes for `r`; one still in `r` may have lost some of
+    /// them before GST, and the senders that moved on never repeat them otherwise. Every
+    /// honest member repeating its own is enough: honest members are at least a quorum.
+    fn repeat_previous_round_change(&self, out: &mut Vec<Output>) {
+        let mine = self
+            .round_changes
+            .range(..self.round)
+            .rev()
+            .find_map(|(_, rcs)| rcs.get(&self.me));
+        if let Some(rc) = mine {
+            out.push(Output::Broadcast(ConsensusMessage::RoundChange(Box::new(
+                rc.clone(),
+            ))));
+        }
+    }
+
+    /// Whether a quorum of the committee is known to have reached `round`.
+    fn quorum_reached(&self, round: Round) -> bool {
+        round.0 == 0
+            || self.accepted.contains_key(&round)
+            || self
+                .round_changes
+                .get(&round)
+                .is_some_and(|rcs| rcs.len() >= self.committee.quorum())
     }
 
     fn send_round_change(&mut self, round: Round, out: &mut Vec<Output>) {
@@ -399,6 +452,13 @@ impl Machine {
             Some((pc, block)) => (vec![pc.clone()], vec![block.clone()]),
             None => (Vec::new(), Vec::new()),
         };
+        if round > self.asked_round {
+            self.asked_round = round;
+            out.push(Output::Persist(WalEntry::RoundChanged {
+                height: self.height(),
+                round,
+            }));
+        }
         let msg = RoundChange::signing_message(
             self.params.region,
             self.height(),
@@ -470,9 +530,10 @@ impl Machine {
             // the decision. (Late votes are normal and say nothing.) Only a verified one is
             // answered, so nobody can make this node send blocks on another's behalf.
             if let ConsensusMessage::RoundChange(rc) = &msg {
-                if self.is_signed_round_change_of_the_past(rc)
-                    && self.peers_behind.insert((rc.sender, height))
+                if !self.peers_behind.contains(&(rc.sender, height))
+                    && self.is_signed_round_change_of_the_past(rc)
                 {
+                    self.peers_behind.insert((rc.sender, height));
                     out.push(Output::PeerBehind {
                         peer: rc.sender,
                         height,
@@ -927,6 +988,7 @@ impl Machine {
         self.prepared = None;
         self.round_changes.clear();
         self.far_round_changes.clear();
+        self.asked_round = Round(0);
         self.proposed = None;
         self.sync_requested = None;
         self.peers_behind.clear();

@@ -1,5 +1,6 @@
-//! The consensus write-ahead log: what this CN voted and prepared, made durable before the
-//! vote leaves the node, so a restarted CN never contradicts itself. Records are RLP lists
+//! The consensus write-ahead log: what this CN voted and prepared, and the rounds it asked
+//! for, made durable before the message leaves the node, so a restarted CN never contradicts
+//! itself and resumes in the round it had reached. Records are RLP lists
 //! `[tag, …]` written as block-log records (checksummed, group-committed).
 
 use super::machine::WalEntry;
@@ -9,6 +10,7 @@ use alloy_rlp::{Decodable, Encodable, Header};
 
 const TAG_VOTED: u8 = 0;
 const TAG_PREPARED: u8 = 1;
+const TAG_ROUND_CHANGED: u8 = 2;
 
 /// Encodes one WAL entry.
 pub fn encode(entry: &WalEntry) -> Vec<u8> {
@@ -35,6 +37,11 @@ pub fn encode(entry: &WalEntry) -> Vec<u8> {
             height.encode(&mut payload);
             certificate.encode(&mut payload);
             block.encode(&mut payload);
+        }
+        WalEntry::RoundChanged { height, round } => {
+            TAG_ROUND_CHANGED.encode(&mut payload);
+            height.encode(&mut payload);
+            round.encode(&mut payload);
         }
     }
     let mut out = Vec::with_capacity(payload.len() + 9);
@@ -74,6 +81,10 @@ impl Decodable for Record {
                 height: Height::decode(&mut body)?,
                 certificate: PreparedCertificate::decode(&mut body)?,
                 block: Box::new(Block::decode(&mut body)?),
+            },
+            TAG_ROUND_CHANGED => WalEntry::RoundChanged {
+                height: Height::decode(&mut body)?,
+                round: Round::decode(&mut body)?,
             },
             _ => return Err(alloy_rlp::Error::Custom("unknown WAL record tag")),
         };

@@ -26,6 +26,8 @@ pub struct InitSpec {
     pub region: ChainId,
     pub base_port: u16,
     pub round_ms: u64,
+    /// Round-0 timeout; `None` keeps genesis's default.
+    pub timeout_ms: Option<u64>,
     pub committee_size: usize,
 }
 
@@ -48,7 +50,7 @@ pub fn init(spec: &InitSpec) -> anyhow::Result<()> {
         .collect::<Result<_, _>>()?;
     let accounts: Vec<_> = (0..spec.accounts).map(dev_account).collect();
     let balance = U256::from(super::devnet::DEV_BALANCE_WEI);
-    let genesis = Genesis::new(
+    let mut genesis = Genesis::new(
         spec.region,
         &keys,
         spec.servicechains,
@@ -57,6 +59,9 @@ pub fn init(spec: &InitSpec) -> anyhow::Result<()> {
         spec.round_ms,
         spec.committee_size,
     );
+    if let Some(timeout_ms) = spec.timeout_ms {
+        genesis.base_timeout_ms = timeout_ms;
+    }
     genesis.save(&spec.out.join("genesis.json"))?;
     let addr = |i: usize| format!("127.0.0.1:{}", spec.base_port as usize + i);
     for (i, key) in keys.iter().enumerate() {

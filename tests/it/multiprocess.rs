@@ -1,6 +1,9 @@
 //! `kaon init` + four `kaon cn` processes on 127.0.0.1: they finalize blocks; one is killed
-//! with SIGKILL and restarted, resumes from its datadir, catches up, and agrees with the others
-//! at every height; a `kaon rn` process syncs from them, serves JSON-RPC and registers
+//! with SIGKILL while the other three commit more blocks than any CN keeps in memory (so the
+//! restarted one must catch up from its peers' block logs); meanwhile a hostile peer holding
+//! the dead CN's key asks a live CN for blocks from height `u64::MAX`, which must not stop it.
+//! The restarted CN resumes from its datadir, catches up, votes again and agrees with the
+//! others at every height; a `kaon rn` process syncs from them, serves JSON-RPC and registers
 //! itself for PoSC; SIGTERM stops them all cleanly.
 
 use std::collections::BTreeMap;
@@ -12,6 +15,14 @@ use std::time::{Duration, Instant};
 const KAON: &str = env!("CARGO_BIN_EXE_kaon");
 /// Generous bound for any wait below; reaching it is a failure, not the expected path.
 const DEADLINE: Duration = Duration::from_secs(90);
+/// Blocks the three live CNs commit while the fourth is down: more than the 256 a CN serves
+/// from memory, so catching up reads peers' block logs. `KAON_REJOIN_BLOCKS` raises it (the
+/// soak: thousands).
+const REJOIN_BLOCKS: u64 = 400;
+/// Block interval of the test network: short, so hundreds of blocks pass in seconds.
+const ROUND_MS: &str = "20";
+/// Round-0 timeout: the dead CN's turns as proposer cost this each.
+const TIMEOUT_MS: &str = "100";
 
 /// Committed (height → hash) per node, filled by threads reading each process's stdout.
 type Chains = Arc<Mutex<Vec<BTreeMap<u64, String>>>>;
@@ -46,16 +57,96 @@ fn height(chains: &Chains, i: usize) -> u64 {
         .unwrap_or(0)
 }
 
-/// Polls `cond` until it holds or the deadline passes.
+/// Polls `cond` until it holds or [`DEADLINE`] passes.
 fn wait_for(what: &str, chains: &Chains, cond: impl Fn(&Chains) -> bool) {
+    wait_until(what, chains, cond, DEADLINE)
+}
+
+/// Polls `cond` until it holds or `deadline` passes.
+fn wait_until(what: &str, chains: &Chains, cond: impl Fn(&Chains) -> bool, deadline: Duration) {
     let start = Instant::now();
     while !cond(chains) {
         assert!(
-            start.elapsed() < DEADLINE,
+            start.elapsed() < deadline,
             "timed out waiting for {what}: {:?}",
             heights(chains)
         );
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Impersonates the stopped CN 3 (its key, its index) towards CN 0 and asks for blocks from
+/// height `u64::MAX` — once a panic of CN 0's consensus thread. CN 0 must answer a normal
+/// request afterwards, keep committing, and stay up.
+fn hostile_sync_request(dir: &std::path::Path, base: u16, cn0: &mut Child) {
+    use kaon::types::codec::encode_frame;
+    use kaon::types::{CnIndex, ConsensusMessage, Height};
+    let genesis = kaon::node::genesis::Genesis::load(&dir.join("genesis.json")).unwrap();
+    let set = Arc::new(genesis.cn_set().unwrap());
+    let key = kaon::crypto::bls::SecretKey::from_bytes(
+        &kaon::node::ranger::read_secret(&dir.join("cn3/cn.key")).unwrap(),
+    )
+    .unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (tx, inbox) = kaon::pipeline::link("net_consensus", 1024);
+    let mut net = kaon::net::Network::bind(
+        rt.handle(),
+        // CN 3's own address: CN 0 sends to CN 3 over the connection it dials there.
+        kaon::net::NetConfig::new(std::net::SocketAddr::from(([127, 0, 0, 1], base + 3))),
+        CnIndex(3),
+        key,
+        set,
+        tx,
+    )
+    .unwrap();
+    let cn0_addr = std::net::SocketAddr::from(([127, 0, 0, 1], base));
+    net.connect(rt.handle(), &[(CnIndex(0), cn0_addr)]);
+    let hostile = Arc::new(encode_frame(&ConsensusMessage::SyncRequest(Height(
+        u64::MAX,
+    ))));
+    let honest = Arc::new(encode_frame(&ConsensusMessage::SyncRequest(Height(1))));
+    // Until CN 0 answers, the connection may not be up: send both each time. Then the hostile
+    // request again, and a last honest one that must still be answered.
+    answered(&inbox, &|| {
+        net.send(CnIndex(0), Arc::clone(&hostile));
+        net.send(CnIndex(0), Arc::clone(&honest));
+    });
+    for _ in 0..3 {
+        net.send(CnIndex(0), Arc::clone(&hostile));
+    }
+    answered(&inbox, &|| net.send(CnIndex(0), Arc::clone(&honest)));
+    net.close();
+    rt.shutdown_timeout(Duration::from_secs(2));
+    assert!(
+        cn0.try_wait().unwrap().is_none(),
+        "CN 0 exited after a sync request from u64::MAX"
+    );
+}
+
+/// Calls `send` until CN 0 answers with the decided block of height 1.
+fn answered(
+    inbox: &kaon::pipeline::LinkReceiver<(kaon::types::CnIndex, kaon::net::Inbound)>,
+    send: &dyn Fn(),
+) {
+    use kaon::types::{ConsensusMessage, Height};
+    let start = Instant::now();
+    loop {
+        assert!(
+            start.elapsed() < DEADLINE,
+            "CN 0 stopped answering sync requests"
+        );
+        send();
+        while let Ok((_, msg)) = inbox.recv_timeout(Duration::from_millis(400)) {
+            if let kaon::net::Inbound::Consensus(ConsensusMessage::Decided(block)) = msg {
+                if block.header().height == Height(1) {
+                    return;
+                }
+            }
+        }
     }
 }
 
@@ -75,7 +166,9 @@ fn four_processes_finalize_and_a_killed_cn_resumes_and_agrees() {
             "--cns",
             "4",
             "--round-ms",
-            "200",
+            ROUND_MS,
+            "--timeout-ms",
+            TIMEOUT_MS,
             "--base-port",
             &base.to_string(),
             "--out",
@@ -95,15 +188,44 @@ fn four_processes_finalize_and_a_killed_cn_resumes_and_agrees() {
     children[3].kill().unwrap();
     children[3].wait().unwrap();
     let at_kill = height(&chains, 3);
-    wait_for("three CNs to move on", &chains, |c| {
-        (0..3).all(|i| height(c, i) >= at_kill + 3)
-    });
+    hostile_sync_request(dir.path(), base, &mut children[0]);
+    let gap: u64 = std::env::var("KAON_REJOIN_BLOCKS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(REJOIN_BLOCKS);
+    let down_since = Instant::now();
+    wait_until(
+        "three CNs to commit the gap",
+        &chains,
+        |c| (0..3).all(|i| height(c, i) >= at_kill + gap),
+        Duration::from_secs(30) + Duration::from_millis(gap * 100),
+    );
+    let down_for = down_since.elapsed();
 
-    // Restart: it resumes from disk and catches up from its peers.
+    // Restart: it resumes from disk and catches up from its peers' logs, then votes again.
     let target = height(&chains, 0) + 2;
+    let restarted = Instant::now();
     children[3] = spawn_cn(dir.path(), 3, &chains);
-    wait_for("the restarted CN to catch up", &chains, |c| {
-        height(c, 3) >= target
+    wait_until(
+        "the restarted CN to catch up",
+        &chains,
+        |c| height(c, 3) >= target,
+        DEADLINE + Duration::from_millis(gap * 100),
+    );
+    let caught_up_in = restarted.elapsed();
+    eprintln!(
+        "rejoin: {} blocks behind after {:.1} s down; caught up {} blocks in {:.1} s ({:.0} blocks/s)",
+        target - at_kill,
+        down_for.as_secs_f64(),
+        target - at_kill,
+        caught_up_in.as_secs_f64(),
+        (target - at_kill) as f64 / caught_up_in.as_secs_f64()
+    );
+    // It votes again: with one of four down the other three need it no more, so the check is
+    // that it keeps committing with them at the head.
+    let head = height(&chains, 0);
+    wait_for("the restarted CN to follow the head", &chains, |c| {
+        height(c, 3) >= head + 3
     });
 
     let all = chains.lock().unwrap().clone();

@@ -55,13 +55,15 @@ impl std::str::FromStr for DeviceKind {
 
 /// The device class a profile is kept per: `cpu`, or for a GPU adapter (as
 /// [`crate::por::gpu::GpuMiner::adapter`] names it) `lavapipe` (Mesa's CPU Vulkan device,
-/// which calls itself llvmpipe), `h100`, or `consumer-gpu` for any other adapter.
+/// which calls itself llvmpipe), `h100`, `h200` (the same GH100 chip with more memory; kept
+/// apart so each profile says what it was measured on), or `consumer-gpu` for any other.
 pub fn device_class(kind: DeviceKind, adapter: &str) -> &'static str {
     let name = adapter.to_ascii_lowercase();
     match kind {
         DeviceKind::Cpu => "cpu",
         DeviceKind::Gpu if name.contains("llvmpipe") || name.contains("lavapipe") => "lavapipe",
         DeviceKind::Gpu if name.contains("h100") => "h100",
+        DeviceKind::Gpu if name.contains("h200") => "h200",
         DeviceKind::Gpu => "consumer-gpu",
     }
 }
@@ -379,6 +381,7 @@ mod tests {
         assert_eq!(gpu("Lavapipe"), "lavapipe");
         assert_eq!(gpu("NVIDIA H100 80GB HBM3 (DiscreteGpu, NVIDIA)"), "h100");
         assert_eq!(gpu("NVIDIA H100 PCIe"), "h100");
+        assert_eq!(gpu("NVIDIA H200 (DiscreteGpu, NVIDIA)"), "h200");
         assert_eq!(
             gpu("NVIDIA GeForce RTX 4090 (DiscreteGpu, NVIDIA)"),
             "consumer-gpu"
