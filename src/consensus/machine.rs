@@ -60,6 +60,9 @@ const MAX_NEXT_HEIGHT_MESSAGES: usize = 1024;
 const MAX_NEXT_HEIGHT_BYTES: usize = 64 << 20;
 /// Decided blocks above the next height kept while catching up, and how far ahead they may be.
 const MAX_FUTURE_BLOCKS: usize = 64;
+/// Candidate decided blocks kept per later height: a peer sending junk first cannot keep the
+/// real block out.
+const FUTURE_CANDIDATES: usize = 4;
 /// Bytes of unverified decided blocks kept ahead of the next height.
 const MAX_FUTURE_BLOCK_BYTES: usize = 256 << 20;
 /// Recent heights whose parent hash is remembered, to check round changes of peers that are
@@ -88,7 +91,9 @@ pub struct Machine {
     next_height: Vec<ConsensusMessage>,
     next_height_bytes: usize,
     replay: VecDeque<ConsensusMessage>,
-    future_blocks: BTreeMap<Height, Block>,
+    /// Up to [`FUTURE_CANDIDATES`] decided blocks per later height (first come; each is
+    /// checked when its height comes, so junk cannot keep the real one out).
+    future_blocks: BTreeMap<Height, Vec<Block>>,
     future_block_bytes: usize,
     /// Each committee member's highest verified round change beyond [`MAX_ROUNDS_AHEAD`].
     far_round_changes: BTreeMap<CnIndex, RoundChange>,
@@ -438,17 +443,39 @@ impl Machine {
     }
 
     /// Whether a quorum of the committee is known to have reached `round`.
+    /// Evidence: round 0; a justified proposal of `round`; a prepared certificate of `round` or
+    /// later (a quorum voted there); or round changes for `round` or later from a quorum of
+    /// distinct members (a member asking for a later round has left this one).
     fn quorum_reached(&self, round: Round) -> bool {
-        round.0 == 0
+        if round.0 == 0
             || self.accepted.contains_key(&round)
             || self
-                .round_changes
-                .get(&round)
-                .is_some_and(|rcs| rcs.len() >= self.committee.quorum())
+                .prepared
+                .as_ref()
+                .is_some_and(|(pc, _)| pc.round >= round)
+        {
+            return true;
+        }
+        let mut senders: HashSet<CnIndex> = self
+            .round_changes
+            .range(round..)
+            .flat_map(|(_, rcs)| rcs.keys().copied())
+            .collect();
+        senders.extend(
+            self.far_round_changes
+                .iter()
+                .filter(|(_, rc)| rc.round >= round)
+                .map(|(sender, _)| *sender),
+        );
+        senders.len() >= self.committee.quorum()
     }
 
     fn send_round_change(&mut self, round: Round, out: &mut Vec<Output>) {
+        // A certificate of `round` or later cannot be reported in it (peers refuse such a
+        // round change); holding one, the node has evidence to move on instead (see
+        // `quorum_reached`), so this only happens if asked to repeat an older round.
         let (prepared, prepared_block) = match &self.prepared {
+            Some((pc, _)) if pc.round >= round => return,
             Some((pc, block)) => (vec![pc.clone()], vec![block.clone()]),
             None => (Vec::new(), Vec::new()),
         };
@@ -766,6 +793,17 @@ impl Machine {
             self.rejections.stale += 1;
             return;
         }
+        // Beyond the window only a member's new highest counts: refuse anything else before
+        // paying for its signatures.
+        if !self.within_window(rc.round)
+            && self
+                .far_round_changes
+                .get(&rc.sender)
+                .is_some_and(|kept| kept.round >= rc.round)
+        {
+            self.rejections.stale += 1;
+            return;
+        }
         // Verified before anything is kept or computed for its round.
         let committee = self.members_at(rc.round);
         if let Err(e) = proposal::check_round_change(
@@ -893,9 +931,14 @@ impl Machine {
     fn buffer_future_block(&mut self, block: Block) {
         let height = block.header().height;
         let distance = height.0.saturating_sub(self.height().0);
+        let held = self
+            .future_blocks
+            .get(&height)
+            .map_or(&[][..], Vec::as_slice);
         if block.header().region != self.params.region
             || distance > MAX_FUTURE_BLOCKS as u64
-            || self.future_blocks.contains_key(&height)
+            || held.len() >= FUTURE_CANDIDATES
+            || held.contains(&block)
         {
             return;
         }
@@ -904,16 +947,16 @@ impl Machine {
             return;
         }
         self.future_block_bytes += size;
-        self.future_blocks.insert(height, block);
+        self.future_blocks.entry(height).or_default().push(block);
     }
 
-    /// Takes the buffered decided block of `height`, if any.
-    fn take_future_block(&mut self, height: Height) -> Option<Block> {
-        let block = self.future_blocks.remove(&height)?;
-        self.future_block_bytes = self
-            .future_block_bytes
-            .saturating_sub(alloy_rlp::Encodable::length(&block));
-        Some(block)
+    /// Takes the buffered decided blocks of `height` (the first valid one commits; the others
+    /// are then stale).
+    fn take_future_blocks(&mut self, height: Height) -> Vec<Block> {
+        let blocks = self.future_blocks.remove(&height).unwrap_or_default();
+        let size: usize = blocks.iter().map(alloy_rlp::Encodable::length).sum();
+        self.future_block_bytes = self.future_block_bytes.saturating_sub(size);
+        blocks
     }
 
     /// Asks the driver for decided blocks, once per height until the next timeout re-arms it.
@@ -947,10 +990,12 @@ impl Machine {
     /// the messages that arrived early and the block decided next, if held.
     fn resume(&mut self, out: &mut Vec<Output>) {
         self.awaiting_applied = false;
-        self.enter_round(Round(0), out);
+        // Round 0, or the round the WAL says this node had reached at this height (a node
+        // restarted behind its own WAL must not vote again in rounds it has left).
+        self.enter_round(self.round, out);
         self.replay.extend(std::mem::take(&mut self.next_height));
         self.next_height_bytes = 0;
-        if let Some(block) = self.take_future_block(self.height()) {
+        for block in self.take_future_blocks(self.height()) {
             self.replay
                 .push_back(ConsensusMessage::Decided(Box::new(block)));
         }
@@ -996,28 +1041,17 @@ impl Machine {
     }
 }
 
-/// Approximate bytes a buffered message holds (its blocks dominate).
+/// Bytes a buffered message holds: the encoded length of everything it carries (blocks,
+/// round changes with their certificates and bitmaps), plus a constant for the rest.
 fn message_size(msg: &ConsensusMessage) -> usize {
     use alloy_rlp::Encodable;
     const SMALL: usize = 256;
     match msg {
         ConsensusMessage::Proposal(p) => {
-            p.block.length()
-                + p.justification
-                    .iter()
-                    .flat_map(|rc| &rc.prepared_block)
-                    .map(Encodable::length)
-                    .sum::<usize>()
-                + SMALL
+            p.block.length() + p.justification.iter().map(Encodable::length).sum::<usize>() + SMALL
         }
         ConsensusMessage::Decided(block) => block.length(),
-        ConsensusMessage::RoundChange(rc) => {
-            rc.prepared_block
-                .iter()
-                .map(Encodable::length)
-                .sum::<usize>()
-                + SMALL
-        }
+        ConsensusMessage::RoundChange(rc) => rc.length() + SMALL,
         ConsensusMessage::Vote(_) | ConsensusMessage::SyncRequest(_) => SMALL,
     }
 }

@@ -167,14 +167,17 @@ fn send(forward: &Forward, batch: Vec<Bytes>) {
     }
 }
 
-/// Runs the forwarder of `outbox` on its own thread until `stop`.
+/// Runs the forwarder of `outbox` on its own thread until `stop`. It is critical: if it
+/// died, the RPC would keep returning hashes for transactions nobody forwards, so a panic
+/// stops the process (see [`crate::pipeline::spawn_critical`]).
 pub fn spawn(
     outbox: Arc<Outbox>,
     forward: Box<Forward>,
     committed: Box<CommittedNonce>,
     stop: Arc<AtomicBool>,
-) -> std::io::Result<std::thread::JoinHandle<()>> {
-    std::thread::Builder::new()
-        .name("rn-outbox".into())
-        .spawn(move || outbox.run(&*forward, &*committed, &stop))
+) -> std::io::Result<std::thread::JoinHandle<anyhow::Result<()>>> {
+    crate::pipeline::spawn_critical("rn-outbox", move || {
+        outbox.run(&*forward, &*committed, &stop);
+        Ok(())
+    })
 }

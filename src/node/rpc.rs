@@ -884,7 +884,7 @@ pub struct ServedRpc {
     stop: Arc<std::sync::atomic::AtomicBool>,
     notifier: Option<std::thread::JoinHandle<()>>,
     /// Forwards accepted transactions to the CNs ([`super::outbox`]).
-    forwarder: Option<std::thread::JoinHandle<()>>,
+    forwarder: Option<std::thread::JoinHandle<anyhow::Result<()>>>,
 }
 
 impl ServedRpc {
@@ -899,10 +899,10 @@ impl ServedRpc {
     /// Stops the notifier and the server.
     pub fn shutdown(mut self) {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        for thread in [self.notifier.take(), self.forwarder.take()]
-            .into_iter()
-            .flatten()
-        {
+        if let Some(thread) = self.notifier.take() {
+            let _ = thread.join();
+        }
+        if let Some(thread) = self.forwarder.take() {
             let _ = thread.join();
         }
         self.server.shutdown();

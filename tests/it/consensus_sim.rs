@@ -818,7 +818,7 @@ fn run_seed(
 /// Every this many seeds, a seed runs twice and both runs must output exactly the same.
 const DETERMINISM_EVERY: u64 = 10;
 
-fn seeds() -> Vec<u64> {
+fn seeds(default: u64) -> Vec<u64> {
     if let Some(seed) = std::env::var("KAON_SIM_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -829,16 +829,19 @@ fn seeds() -> Vec<u64> {
     let spec = std::env::var("KAON_SIM_SEEDS").unwrap_or_default();
     match spec.split_once("..") {
         Some((a, b)) => (a.parse().unwrap_or(0)..b.parse().unwrap_or(1_000)).collect(),
-        None => (0..spec.parse().unwrap_or(1_000)).collect(),
+        None => (0..spec.parse().unwrap_or(default)).collect(),
     }
 }
 
-fn run_all(n: usize, f: usize, committee_size: usize) {
+/// Seeds CI runs per configuration unless `KAON_SIM_SEEDS` says otherwise.
+const CI_SEEDS: u64 = 1_000;
+
+fn run_all(n: usize, f: usize, committee_size: usize, default_seeds: u64) {
     let keys = keys(n);
     // One cache for the whole run: every node would verify each signature once anyway, and
     // the cache is keyed by (key, message, signature), so sharing it changes no outcome.
     let sigs = Arc::new(SigCache::new());
-    let seeds = seeds();
+    let seeds = seeds(default_seeds);
     // A pool of its own: seeds run for seconds each, and on rayon's global pool they would
     // starve tests running beside them whose nodes execute blocks on it (the in-process
     // devnet's CNs stalled behind them).
@@ -906,18 +909,19 @@ fn run_all(n: usize, f: usize, committee_size: usize) {
 
 #[test]
 fn n4_f1_byzantine_lossy_partitioned_network_stays_safe_and_live() {
-    run_all(4, 1, 100);
+    run_all(4, 1, 100, CI_SEEDS);
 }
 
 #[test]
 fn n7_f2_byzantine_lossy_partitioned_network_stays_safe_and_live() {
-    run_all(7, 2, 100);
+    run_all(7, 2, 100, CI_SEEDS);
 }
 
-/// More CNs than the committee: 13 CNs, committees of 7 drawn per height, 2 Byzantine.
+/// More CNs than the committee: 13 CNs, committees of 7 drawn per height, 2 Byzantine. Each
+/// seed costs about twice an n = 7 seed, so CI runs 300 (the soak runs 10 000).
 #[test]
 fn n13_committee7_f2_byzantine_network_stays_safe_and_live() {
-    run_all(13, 2, 7);
+    run_all(13, 2, 7, 300);
 }
 
 /// The clock of hand-driven networks.
@@ -1619,4 +1623,64 @@ fn n4_round_changes_are_bound_to_region_and_parent_and_verified_before_use() {
         1,
         "a genuine round change of a peer left behind"
     );
+}
+
+/// A CN restarted behind its own WAL (the block log lost its tail while the next height's
+/// round change was durable) resumes that height, once it has caught up to it, in the round it
+/// had asked for — not round 0, where it could vote again in rounds it has left.
+#[test]
+fn n4_restarted_behind_its_wal_resumes_in_the_round_it_asked_for() {
+    let mut net = Manual::new(4);
+    net.decide_up_to(Height(1));
+    let block1 = net.nodes[0].chain[0].clone();
+    let ks = keys(4);
+    let set = Arc::new(CnSet::new(ks.iter().map(SecretKey::public_key).collect()).unwrap());
+    let mut restarted = Machine::new(
+        params(),
+        CnIndex(3),
+        ks[3].clone(),
+        set,
+        Arc::new(SigCache::new()),
+        genesis(),
+    );
+    restarted.restore(&[WalEntry::RoundChanged {
+        height: Height(2),
+        round: round(5),
+    }]);
+    let mut app = SimApp::new(Behavior::Honest, genesis());
+    restarted.step(Input::Start, MANUAL_NOW_MS, &mut app);
+    let out = restarted.step(
+        Input::Message(ConsensusMessage::Decided(Box::new(block1.clone()))),
+        MANUAL_NOW_MS,
+        &mut app,
+    );
+    assert!(out.iter().any(|o| matches!(o, Output::Committed(_))));
+    app.commit(&block1).unwrap();
+    restarted.step(
+        Input::Applied { height: Height(1) },
+        MANUAL_NOW_MS,
+        &mut app,
+    );
+    assert_eq!(restarted.height(), Height(2));
+    assert_eq!(restarted.round(), round(5));
+}
+
+/// Decided blocks of later heights are kept unverified while a node catches up; a peer that
+/// sends a junk one first (real header and seal, another body) must not keep the real one out.
+#[test]
+fn n4_junk_decided_block_sent_first_does_not_keep_the_real_one_out() {
+    let mut net = Manual::new(4);
+    net.decide_up_to(Height(2));
+    let (block1, block2) = (net.nodes[0].chain[0].clone(), net.nodes[0].chain[1].clone());
+    let mut junk = block2.clone();
+    junk.segments[0].txs = vec![Bytes::from_static(b"junk")];
+    let mut fresh = Manual::new(4);
+    fresh.start_all();
+    for block in [junk, block2.clone(), block1.clone()] {
+        fresh.step(
+            0,
+            Input::Message(ConsensusMessage::Decided(Box::new(block))),
+        );
+    }
+    assert_eq!(fresh.nodes[0].chain, vec![block1, block2]);
 }
