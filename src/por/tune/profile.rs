@@ -429,6 +429,7 @@ mod tests {
                 include_str!("../../../tuning/consumer-gpu.toml"),
             ),
             ("h100.toml", include_str!("../../../tuning/h100.toml")),
+            ("h200.toml", include_str!("../../../tuning/h200.toml")),
             ("cpu.toml", include_str!("../../../tuning/cpu.toml")),
         ];
         for (name, text) in shipped {
