@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 const KAON: &str = env!("CARGO_BIN_EXE_kaon");
 /// Generous bound for any wait below; reaching it is a failure, not the expected path.
 const DEADLINE: Duration = Duration::from_secs(90);
+/// Longest the chain (or a catching-up CN) may go without a new block in the long waits.
+const STALL: Duration = Duration::from_secs(45);
 /// Blocks the three live CNs commit while the fourth is down: more than the 256 a CN serves
 /// from memory, so catching up reads peers' block logs. `KAON_REJOIN_BLOCKS` raises it (the
 /// soak: thousands).
@@ -59,16 +61,30 @@ fn height(chains: &Chains, i: usize) -> u64 {
 
 /// Polls `cond` until it holds or [`DEADLINE`] passes.
 fn wait_for(what: &str, chains: &Chains, cond: impl Fn(&Chains) -> bool) {
-    wait_until(what, chains, cond, DEADLINE)
-}
-
-/// Polls `cond` until it holds or `deadline` passes.
-fn wait_until(what: &str, chains: &Chains, cond: impl Fn(&Chains) -> bool, deadline: Duration) {
     let start = Instant::now();
     while !cond(chains) {
         assert!(
-            start.elapsed() < deadline,
+            start.elapsed() < DEADLINE,
             "timed out waiting for {what}: {:?}",
+            heights(chains)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Polls `cond` until it holds; fails when the lowest height of `nodes` has not moved for
+/// [`STALL`] (a long wait on a loaded machine is fine, a stuck chain is not).
+fn wait_progressing(what: &str, chains: &Chains, nodes: &[usize], cond: impl Fn(&Chains) -> bool) {
+    let lowest = || nodes.iter().map(|&i| height(chains, i)).min().unwrap_or(0);
+    let (mut last, mut since) = (lowest(), Instant::now());
+    while !cond(chains) {
+        let now = lowest();
+        if now != last {
+            (last, since) = (now, Instant::now());
+        }
+        assert!(
+            since.elapsed() < STALL,
+            "no progress for {STALL:?} waiting for {what}: {:?}",
             heights(chains)
         );
         std::thread::sleep(Duration::from_millis(50));
@@ -194,24 +210,18 @@ fn four_processes_finalize_and_a_killed_cn_resumes_and_agrees() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(REJOIN_BLOCKS);
     let down_since = Instant::now();
-    wait_until(
-        "three CNs to commit the gap",
-        &chains,
-        |c| (0..3).all(|i| height(c, i) >= at_kill + gap),
-        Duration::from_secs(30) + Duration::from_millis(gap * 100),
-    );
+    wait_progressing("three CNs to commit the gap", &chains, &[0, 1, 2], |c| {
+        (0..3).all(|i| height(c, i) >= at_kill + gap)
+    });
     let down_for = down_since.elapsed();
 
     // Restart: it resumes from disk and catches up from its peers' logs, then votes again.
     let target = height(&chains, 0) + 2;
     let restarted = Instant::now();
     children[3] = spawn_cn(dir.path(), 3, &chains);
-    wait_until(
-        "the restarted CN to catch up",
-        &chains,
-        |c| height(c, 3) >= target,
-        DEADLINE + Duration::from_millis(gap * 100),
-    );
+    wait_progressing("the restarted CN to catch up", &chains, &[3], |c| {
+        height(c, 3) >= target
+    });
     let caught_up_in = restarted.elapsed();
     eprintln!(
         "rejoin: {} blocks behind after {:.1} s down; caught up {} blocks in {:.1} s ({:.0} blocks/s)",
