@@ -302,6 +302,11 @@ impl ConsensusStage {
     /// Sends `peer` the decided blocks from `from` on: from memory when recent, else from the
     /// block log (a peer that was down for long catches up from any distance).
     fn serve(&self, peer: CnIndex, from: Height, served: &mut Served) {
+        // A request for heights this node has not decided costs nothing: answered by silence,
+        // and it does not use up the peer's turn.
+        if from >= self.machine.height() {
+            return;
+        }
         let now = Instant::now();
         if let Some((_, at)) = served.last.get(&peer) {
             if now.duration_since(*at) < Duration::from_millis(SYNC_REPEAT_MS) {

@@ -194,11 +194,11 @@ fn four_processes_finalize_and_a_killed_cn_resumes_and_agrees() {
         .unwrap();
     assert!(init.success(), "kaon init failed");
     let chains: Chains = Arc::new(Mutex::new(vec![BTreeMap::new(); 4]));
-    let mut children: Vec<Child> = (0..4).map(|i| spawn_cn(dir.path(), i, &chains)).collect();
+    let mut children = KillOnDrop((0..4).map(|i| spawn_cn(dir.path(), i, &chains)).collect());
     wait_for("all four CNs at height 3", &chains, |c| {
         (0..4).all(|i| height(c, i) >= 3)
     });
-    let rn = spawn_rn(dir.path(), base);
+    children.push(spawn_rn(dir.path(), base));
 
     // SIGKILL CN 3; the other three are a quorum of four and keep going.
     children[3].kill().unwrap();
@@ -219,6 +219,7 @@ fn four_processes_finalize_and_a_killed_cn_resumes_and_agrees() {
     let target = height(&chains, 0) + 2;
     let restarted = Instant::now();
     children[3] = spawn_cn(dir.path(), 3, &chains);
+    // (The killed CN 3's `Child` was reaped above; replacing it drops nothing running.)
     wait_progressing("the restarted CN to catch up", &chains, &[3], |c| {
         height(c, 3) >= target
     });
@@ -281,9 +282,8 @@ fn four_processes_finalize_and_a_killed_cn_resumes_and_agrees() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    children.push(rn);
 
-    for child in &children {
+    for child in children.iter() {
         // SAFETY: kill(2) on our own child's pid with a valid signal has no memory effects.
         unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
     }
@@ -346,4 +346,32 @@ fn rpc(url: &str, method: &str, params: serde_json::Value) -> Option<serde_json:
     let reply: serde_json::Value =
         serde_json::from_str(&response.body_mut().read_to_string().ok()?).ok()?;
     Some(reply.get("result")?.clone())
+}
+
+/// The test's processes, killed (SIGKILL) and reaped if the test ends early: a failed
+/// assertion must not leave CNs and RNs running after it.
+struct KillOnDrop(Vec<Child>);
+
+impl std::ops::Deref for KillOnDrop {
+    type Target = Vec<Child>;
+    fn deref(&self) -> &Vec<Child> {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for KillOnDrop {
+    fn deref_mut(&mut self) -> &mut Vec<Child> {
+        &mut self.0
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            if matches!(child.try_wait(), Ok(None)) {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
 }
