@@ -986,6 +986,30 @@ impl Manual {
         all
     }
 
+    /// Node `node`'s proposal for `height` and `round` (its outputs).
+    fn propose(&mut self, node: usize, height: Height, round: kaon::types::Round) -> Vec<Output> {
+        self.step(node, Input::ProposalDue { height, round })
+    }
+
+    /// Runs a proposal through both voting phases: it and the prepare votes reach `voters`,
+    /// the commit votes reach `deciders`.
+    fn vote_through(
+        &mut self,
+        proposer: usize,
+        proposal: &[Output],
+        voters: &[usize],
+        deciders: &[usize],
+    ) {
+        let prepares = self.deliver(proposer, proposal, voters);
+        let mut commits = Vec::new();
+        for (from, outs) in votes_of(&prepares, VoteKind::Prepare) {
+            commits.extend(self.deliver(from, &outs, voters));
+        }
+        for (from, outs) in votes_of(&commits, VoteKind::Commit) {
+            self.deliver(from, &outs, deciders);
+        }
+    }
+
     /// Delivers every broadcast in `outputs` from `from` to each node in `to`; returns the
     /// outputs of the receivers.
     fn deliver(
@@ -1042,13 +1066,7 @@ fn n4_prepared_block_is_reproposed_after_a_partial_commit() {
     let all = [0, 1, 2, 3];
     let proposer0 = net.start_all();
     let h = Height(1);
-    let proposal_out = net.step(
-        proposer0,
-        Input::ProposalDue {
-            height: h,
-            round: kaon::types::Round(0),
-        },
-    );
+    let proposal_out = net.propose(proposer0, h, kaon::types::Round(0));
     let block_b = match &broadcasts(&proposal_out)[0] {
         ConsensusMessage::Proposal(p) => p.block.hash(),
         other => panic!("expected a proposal, got {other:?}"),
@@ -1104,13 +1122,7 @@ fn n4_prepared_block_is_reproposed_after_a_partial_commit() {
     let leader = *due
         .first()
         .expect("some node leads round 1 with a full round-change quorum");
-    let proposal1 = net.step(
-        leader,
-        Input::ProposalDue {
-            height: h,
-            round: kaon::types::Round(1),
-        },
-    );
+    let proposal1 = net.propose(leader, h, kaon::types::Round(1));
     let reproposed = match &broadcasts(&proposal1)[0] {
         ConsensusMessage::Proposal(p) => p.clone(),
         other => panic!("expected a proposal, got {other:?}"),
@@ -1158,14 +1170,7 @@ fn n4_prepared_block_is_reproposed_after_a_partial_commit() {
     );
 
     // Round 1 completes with B on the others as well.
-    let prepares = net.deliver(leader, &proposal1, &others);
-    let mut commits = Vec::new();
-    for (from, outs) in votes_of(&prepares, VoteKind::Prepare) {
-        commits.extend(net.deliver(from, &outs, &others));
-    }
-    for (from, outs) in votes_of(&commits, VoteKind::Commit) {
-        net.deliver(from, &outs, &others);
-    }
+    net.vote_through(leader, &proposal1, &others, &others);
     for i in all {
         assert_eq!(net.nodes[i].chain.len(), 1, "node {i} committed height 1");
         assert_eq!(
@@ -1184,13 +1189,7 @@ fn n4_restarted_node_never_votes_twice_in_a_round() {
     let proposer = net.start_all();
     let h = Height(1);
     let round0 = kaon::types::Round(0);
-    let proposal_out = net.step(
-        proposer,
-        Input::ProposalDue {
-            height: h,
-            round: round0,
-        },
-    );
+    let proposal_out = net.propose(proposer, h, round0);
     let ConsensusMessage::Proposal(original) = broadcasts(&proposal_out)[0].clone() else {
         panic!("expected a proposal")
     };
@@ -1329,25 +1328,12 @@ impl Manual {
 fn n4_decided_block_with_a_forged_body_is_never_committed() {
     let mut net = Manual::new(4);
     let proposer = net.start_all();
-    let out = net.step(
-        proposer,
-        Input::ProposalDue {
-            height: Height(1),
-            round: round(0),
-        },
-    );
+    let out = net.propose(proposer, Height(1), round(0));
     // `late` sees the proposal and the prepares, not the commit votes.
     let late = (0..4).find(|&i| i != proposer).unwrap();
     let all = [0, 1, 2, 3];
     let deciders: Vec<usize> = all.iter().copied().filter(|&i| i != late).collect();
-    let prepares = net.deliver(proposer, &out, &all);
-    let mut commits = Vec::new();
-    for (from, outs) in votes_of(&prepares, VoteKind::Prepare) {
-        commits.extend(net.deliver(from, &outs, &all));
-    }
-    for (from, outs) in votes_of(&commits, VoteKind::Commit) {
-        net.deliver(from, &outs, &deciders);
-    }
+    net.vote_through(proposer, &out, &all, &deciders);
     let real = net.nodes[proposer].chain[0].clone();
     let mut forged = real.clone();
     forged.segments[0].txs = vec![Bytes::from_static(b"forged")];
@@ -1388,13 +1374,7 @@ fn n4_proposal_stamped_beyond_the_clock_drift_gets_no_vote() {
     use kaon::consensus::machine::MAX_CLOCK_DRIFT_MS;
     let mut net = Manual::new(4);
     let proposer = net.start_all();
-    let out = net.step(
-        proposer,
-        Input::ProposalDue {
-            height: Height(1),
-            round: round(0),
-        },
-    );
+    let out = net.propose(proposer, Height(1), round(0));
     let ConsensusMessage::Proposal(p) = broadcasts(&out)[0].clone() else {
         panic!("expected a proposal")
     };
@@ -1517,13 +1497,7 @@ fn n4_next_proposal_waits_until_the_commit_is_applied() {
             .0 as usize
     };
     let proposer2 = proposer_of(&net, net.nodes[0].machine.tip().mix, Height(2));
-    let out = net.step(
-        proposer2,
-        Input::ProposalDue {
-            height: Height(2),
-            round: round(0),
-        },
-    );
+    let out = net.propose(proposer2, Height(2), round(0));
     let ConsensusMessage::Proposal(p2) = broadcasts(&out)[0].clone() else {
         panic!("expected a proposal")
     };
@@ -1531,22 +1505,9 @@ fn n4_next_proposal_waits_until_the_commit_is_applied() {
     // `slow` neither proposes height 2 nor height 3; the others decide height 2.
     let slow = (0..4).find(|&i| i != proposer2 && i != proposer3).unwrap();
     let others: Vec<usize> = (0..4).filter(|&i| i != slow).collect();
-    let prepares = net.deliver(proposer2, &out, &others);
-    let mut commits = Vec::new();
-    for (from, outs) in votes_of(&prepares, VoteKind::Prepare) {
-        commits.extend(net.deliver(from, &outs, &others));
-    }
-    for (from, outs) in votes_of(&commits, VoteKind::Commit) {
-        net.deliver(from, &outs, &others);
-    }
+    net.vote_through(proposer2, &out, &others, &others);
     let block2 = net.nodes[proposer2].chain[1].clone();
-    let out = net.step(
-        proposer3,
-        Input::ProposalDue {
-            height: Height(3),
-            round: round(0),
-        },
-    );
+    let out = net.propose(proposer3, Height(3), round(0));
     let proposal3 = broadcasts(&out)[0].clone();
     // `slow` learns height 2 is decided but has not applied it yet.
     let node = &mut net.nodes[slow];
