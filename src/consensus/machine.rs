@@ -54,6 +54,10 @@ pub fn locate(set: &CnSet, key: &SecretKey) -> CnIndex {
 /// still count towards a round jump (each member's highest one is kept), so nodes any number
 /// of rounds apart converge.
 const MAX_ROUNDS_AHEAD: u32 = 16;
+/// Rounds behind the current one whose votes and accepted proposals are still kept (a late
+/// commit quorum there still decides); older ones are dropped, so a long asynchronous period
+/// costs no memory per round it went through.
+const ROUNDS_KEPT_BEHIND: u32 = 16;
 /// Messages for the next height kept while this one finishes (others commit a little earlier).
 const MAX_NEXT_HEIGHT_MESSAGES: usize = 1024;
 /// Bytes of messages for the next height kept (a proposal can carry a large block).
@@ -65,9 +69,16 @@ const MAX_FUTURE_BLOCKS: usize = 64;
 const FUTURE_CANDIDATES: usize = 4;
 /// Bytes of unverified decided blocks kept ahead of the next height.
 const MAX_FUTURE_BLOCK_BYTES: usize = 256 << 20;
-/// Recent heights whose parent hash is remembered, to check round changes of peers that are
-/// still working on a height this node has decided.
-const RECENT_PARENTS: usize = 16;
+/// Recent heights whose parent hash and CN set are remembered, to check round changes of
+/// peers that are still working on a height this node has decided.
+const RECENT_HEIGHTS: usize = 16;
+
+/// What a round change of a decided height is checked against: that height's parent and the
+/// CN set that voted there (a CN-set change renumbers the members).
+struct DecidedHeight {
+    parent: BlockHash,
+    set: Arc<CnSet>,
+}
 
 /// One CN's consensus state.
 pub struct Machine {
@@ -80,13 +91,20 @@ pub struct Machine {
     round: Round,
     /// Committee of the current height (fixed across rounds; the proposer is per round).
     committee: Committee,
+    /// Blocks of accepted proposals and of verified prepared certificates, by hash: each held
+    /// once however many messages carry it (pruned with the rounds that name them).
     blocks: HashMap<BlockHash, Block>,
     accepted: BTreeMap<Round, BlockHash>,
     tally: Tally,
     my_votes: HashMap<(VoteKind, Round), BlockHash>,
     my_proofs: HashMap<Round, SelectionProof>,
     prepared: Option<(PreparedCertificate, Block)>,
+    /// Verified round changes of the current and later rounds in the window, without their
+    /// blocks (those are in `blocks`).
     round_changes: BTreeMap<Round, BTreeMap<CnIndex, RoundChange>>,
+    /// This node's own round changes as sent (with their blocks): the one of the latest round
+    /// it left, repeated on timeouts, and the current one.
+    my_round_changes: BTreeMap<Round, RoundChange>,
     proposed: Option<Round>,
     next_height: Vec<ConsensusMessage>,
     next_height_bytes: usize,
@@ -95,10 +113,11 @@ pub struct Machine {
     /// checked when its height comes, so junk cannot keep the real one out).
     future_blocks: BTreeMap<Height, Vec<Block>>,
     future_block_bytes: usize,
-    /// Each committee member's highest verified round change beyond [`MAX_ROUNDS_AHEAD`].
+    /// Each committee member's highest verified round change beyond [`MAX_ROUNDS_AHEAD`]
+    /// (without its block).
     far_round_changes: BTreeMap<CnIndex, RoundChange>,
-    /// Parent hashes of recently decided heights (bounded by [`RECENT_PARENTS`]).
-    recent_parents: BTreeMap<Height, BlockHash>,
+    /// Recently decided heights (bounded by [`RECENT_HEIGHTS`]).
+    recent: BTreeMap<Height, DecidedHeight>,
     /// The clock as the driver last gave it (milliseconds since the Unix epoch).
     now_ms: u64,
     /// The highest round this node has asked for at this height (persisted when raised).
@@ -142,6 +161,7 @@ impl Machine {
             my_proofs: HashMap::new(),
             prepared: None,
             round_changes: BTreeMap::new(),
+            my_round_changes: BTreeMap::new(),
             proposed: None,
             next_height: Vec::new(),
             next_height_bytes: 0,
@@ -149,7 +169,7 @@ impl Machine {
             future_blocks: BTreeMap::new(),
             future_block_bytes: 0,
             far_round_changes: BTreeMap::new(),
-            recent_parents: BTreeMap::new(),
+            recent: BTreeMap::new(),
             now_ms: 0,
             asked_round: Round(0),
             awaiting_applied: false,
@@ -225,6 +245,28 @@ impl Machine {
         &self.rejections
     }
 
+    /// Bytes of peer-supplied data held for the current and next heights: blocks (each
+    /// once), the prepared block, round changes, messages for the next height and decided
+    /// blocks ahead. It walks everything held: for tests and diagnostics, not every step.
+    pub fn held_bytes(&self) -> usize {
+        use alloy_rlp::Encodable;
+        let blocks = self
+            .blocks
+            .values()
+            .chain(self.prepared.iter().map(|(_, b)| b))
+            .map(Encodable::length);
+        let round_changes = self
+            .round_changes
+            .values()
+            .flat_map(BTreeMap::values)
+            .chain(self.far_round_changes.values())
+            .chain(self.my_round_changes.values())
+            .map(Encodable::length);
+        blocks.chain(round_changes).sum::<usize>()
+            + self.next_height_bytes
+            + self.future_block_bytes
+    }
+
     /// Whether a committed block awaits the driver's [`Input::Applied`].
     pub fn awaiting_applied(&self) -> bool {
         self.awaiting_applied
@@ -279,6 +321,11 @@ impl Machine {
         round.0 <= self.round.0.saturating_add(MAX_ROUNDS_AHEAD)
     }
 
+    /// Rounds this far behind still count votes (see [`ROUNDS_KEPT_BEHIND`]).
+    fn still_kept(&self, round: Round) -> bool {
+        round.0.saturating_add(ROUNDS_KEPT_BEHIND) >= self.round.0
+    }
+
     /// The proposer of `round` at the current height. Ranking the whole CN set is O(n log n)
     /// and every vote, proposal and round change asks, so answers are kept for the height.
     /// Only rounds within the window are remembered, so peer-chosen rounds cannot grow it.
@@ -319,6 +366,8 @@ impl Machine {
         let height = self.height();
         self.round = round;
         self.committee = self.committee_at(round);
+        self.forget_old_rounds();
+        self.admit_far_round_changes();
         out.push(Output::ScheduleTimeout {
             height,
             round,
@@ -359,7 +408,15 @@ impl Machine {
             },
         };
         let block = match proposal::highest_prepared(&justification) {
-            Some((_, block)) => block.clone(),
+            Some(pc) => match self.blocks.get(&pc.block_hash) {
+                Some(block) => block.clone(),
+                // Invariant: a verified round change's block is filed when it arrives and kept
+                // while the round change is.
+                None => {
+                    tracing::error!(round = %round, "prepared block of the justification is not held");
+                    return;
+                }
+            },
             None => {
                 let timestamp_ms = proposal_timestamp(self.now_ms, &self.tip);
                 let body = app.build(self.height(), &self.tip, timestamp_ms);
@@ -430,12 +487,7 @@ impl Machine {
     /// them before GST, and the senders that moved on never repeat them otherwise. Every
     /// honest member repeating its own is enough: honest members are at least a quorum.
     fn repeat_previous_round_change(&self, out: &mut Vec<Output>) {
-        let mine = self
-            .round_changes
-            .range(..self.round)
-            .rev()
-            .find_map(|(_, rcs)| rcs.get(&self.me));
-        if let Some(rc) = mine {
+        if let Some((_, rc)) = self.my_round_changes.range(..self.round).next_back() {
             out.push(Output::Broadcast(ConsensusMessage::RoundChange(Box::new(
                 rc.clone(),
             ))));
@@ -501,10 +553,12 @@ impl Machine {
             prepared_block,
             signature: self.key.sign(&msg).to_bytes(),
         };
+        self.my_round_changes.insert(round, rc.clone());
+        let filed = self.file_block_of(rc.clone());
         self.round_changes
             .entry(round)
             .or_default()
-            .insert(self.me, rc.clone());
+            .insert(self.me, filed);
         out.push(Output::Broadcast(ConsensusMessage::RoundChange(Box::new(
             rc,
         ))));
@@ -557,14 +611,8 @@ impl Machine {
             // the decision. (Late votes are normal and say nothing.) Only a verified one is
             // answered, so nobody can make this node send blocks on another's behalf.
             if let ConsensusMessage::RoundChange(rc) = &msg {
-                if !self.peers_behind.contains(&(rc.sender, height))
-                    && self.is_signed_round_change_of_the_past(rc)
-                {
-                    self.peers_behind.insert((rc.sender, height));
-                    out.push(Output::PeerBehind {
-                        peer: rc.sender,
-                        height,
-                    });
+                if let Some(peer) = self.peer_behind(rc) {
+                    out.push(Output::PeerBehind { peer, height });
                 }
             }
             return;
@@ -579,19 +627,37 @@ impl Machine {
         }
     }
 
-    /// Whether `rc`, for a height this node has decided recently, is signed by its sender.
-    fn is_signed_round_change_of_the_past(&self, rc: &RoundChange) -> bool {
-        let Some(parent) = self.recent_parents.get(&rc.height) else {
-            return false;
-        };
+    /// The peer to send the decided block of `rc`'s height to, numbered in the current CN
+    /// set: once per peer and height, and only for a round change signed by its sender in the
+    /// set of that height (a CN-set change renumbers members; one that left gets nothing).
+    fn peer_behind(&mut self, rc: &RoundChange) -> Option<CnIndex> {
+        let decided = self.recent.get(&rc.height)?;
+        let key = decided.set.keys().get(rc.sender.0 as usize)?;
+        let peer = CnIndex(self.set.keys().iter().position(|k| k == key)? as u32);
+        if self.peers_behind.contains(&(peer, rc.height))
+            || !self.is_signed_round_change_of_the_past(rc, decided)
+        {
+            return None;
+        }
+        self.peers_behind.insert((peer, rc.height));
+        Some(peer)
+    }
+
+    /// Whether `rc` is signed by its sender for the decided height it names.
+    fn is_signed_round_change_of_the_past(
+        &self,
+        rc: &RoundChange,
+        decided: &DecidedHeight,
+    ) -> bool {
         let msg = RoundChange::signing_message(
             self.params.region,
             rc.height,
-            *parent,
+            decided.parent,
             rc.round,
             rc.prepared.first(),
         );
-        self.sigs.verify(&self.set, rc.sender, &msg, &rc.signature)
+        self.sigs
+            .verify(&decided.set, rc.sender, &msg, &rc.signature)
     }
 
     fn on_proposal(&mut self, p: Proposal, app: &mut dyn Application, out: &mut Vec<Output>) {
@@ -610,16 +676,10 @@ impl Machine {
             &p,
             |round| self.proposer_of(round),
         );
-        if let Err(e) = checked.and_then(|()| {
-            app.validate(&p.block, &self.tip)
-                .map_err(ProposalError::Application)
-        }) {
-            tracing::debug!(height = %self.height(), round = %p.round, error = %e, "proposal refused");
-            self.rejections.invalid_proposal += 1;
-            return;
-        }
+        // Signed by the round's proposer: a second block for a round is equivocation whatever
+        // its content, found before paying for its execution.
         let hash = p.block.hash();
-        if let Some(&earlier) = self.accepted.get(&p.round) {
+        if let (Ok(()), Some(&earlier)) = (&checked, self.accepted.get(&p.round)) {
             if earlier != hash {
                 out.push(Output::Misbehavior(Misbehavior::ConflictingProposals {
                     height: self.height(),
@@ -627,6 +687,14 @@ impl Machine {
                     proposer: p.proposer,
                 }));
             }
+            return;
+        }
+        if let Err(e) = checked.and_then(|()| {
+            app.validate(&p.block, &self.tip)
+                .map_err(ProposalError::Application)
+        }) {
+            tracing::debug!(height = %self.height(), round = %p.round, error = %e, "proposal refused");
+            self.rejections.invalid_proposal += 1;
             return;
         }
         if p.round > self.round {
@@ -699,7 +767,7 @@ impl Machine {
     }
 
     fn on_vote(&mut self, v: Vote, out: &mut Vec<Output>) {
-        if !self.within_window(v.round) {
+        if !self.within_window(v.round) || !self.still_kept(v.round) {
             self.rejections.stale += 1;
             return;
         }
@@ -813,11 +881,13 @@ impl Machine {
             &committee,
             &self.tip,
             &rc,
+            proposal::Carried::Block,
         ) {
             tracing::debug!(error = %e, sender = %rc.sender, "round change refused");
             self.rejections.bad_round_change += 1;
             return;
         }
+        let rc = self.file_block_of(rc);
         if self.within_window(rc.round) {
             self.round_changes
                 .entry(rc.round)
@@ -860,8 +930,49 @@ impl Machine {
         if target > self.round {
             self.send_round_change(target, out);
             self.enter_round(target, out);
-            self.admit_far_round_changes();
         }
+    }
+
+    /// Takes the block out of a verified round change into `blocks` (once per hash, however
+    /// many round changes carry it) and returns the round change without it.
+    fn file_block_of(&mut self, mut rc: RoundChange) -> RoundChange {
+        if let Some(block) = rc.prepared_block.pop() {
+            self.blocks.entry(block.hash()).or_insert(block);
+        }
+        rc
+    }
+
+    /// Drops what rounds left behind no longer need: round changes below the current round
+    /// (but this node's latest one, which it repeats), votes and accepted proposals more than
+    /// [`ROUNDS_KEPT_BEHIND`] rounds back, and blocks nothing kept names any more.
+    fn forget_old_rounds(&mut self) {
+        let round = self.round;
+        self.round_changes = self.round_changes.split_off(&round);
+        if let Some(&left) = self
+            .my_round_changes
+            .range(..round)
+            .next_back()
+            .map(|(r, _)| r)
+        {
+            self.my_round_changes = self.my_round_changes.split_off(&left);
+        }
+        let oldest = Round(round.0.saturating_sub(ROUNDS_KEPT_BEHIND));
+        self.accepted = self.accepted.split_off(&oldest);
+        self.tally.forget_before(oldest);
+        let named: HashSet<BlockHash> = self
+            .accepted
+            .values()
+            .copied()
+            .chain(self.prepared.iter().map(|(pc, _)| pc.block_hash))
+            .chain(
+                self.round_changes
+                    .values()
+                    .flat_map(BTreeMap::values)
+                    .chain(self.far_round_changes.values())
+                    .filter_map(|rc| rc.prepared.first().map(|pc| pc.block_hash)),
+            )
+            .collect();
+        self.blocks.retain(|hash, _| named.contains(hash));
     }
 
     /// Moves the far round changes that the window now covers into the round books.
@@ -972,9 +1083,15 @@ impl Machine {
     /// Outputs a final block and waits for the driver to apply it ([`Input::Applied`]).
     fn commit(&mut self, block: Block, out: &mut Vec<Output>) {
         let header = block.header();
-        self.recent_parents.insert(header.height, header.parent);
-        while self.recent_parents.len() > RECENT_PARENTS {
-            self.recent_parents.pop_first();
+        self.recent.insert(
+            header.height,
+            DecidedHeight {
+                parent: header.parent,
+                set: Arc::clone(&self.set),
+            },
+        );
+        while self.recent.len() > RECENT_HEIGHTS {
+            self.recent.pop_first();
         }
         self.tip = Tip::of(&block);
         let announced = &block.header().next_cn_set;
@@ -1032,6 +1149,7 @@ impl Machine {
         self.my_proofs.clear();
         self.prepared = None;
         self.round_changes.clear();
+        self.my_round_changes.clear();
         self.far_round_changes.clear();
         self.asked_round = Round(0);
         self.proposed = None;

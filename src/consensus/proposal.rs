@@ -218,10 +218,18 @@ fn check_justification(
                 "round change for another round",
             ));
         }
-        check_round_change(params, set, sigs, committee, tip, rc)?;
+        check_round_change(
+            params,
+            set,
+            sigs,
+            committee,
+            tip,
+            rc,
+            Carried::CertificateOnly,
+        )?;
     }
     match highest_prepared(&p.justification) {
-        Some((pc, _)) if pc.block_hash != p.block.hash() => Err(ProposalError::Justification(
+        Some(pc) if pc.block_hash != p.block.hash() => Err(ProposalError::Justification(
             "must re-propose the highest prepared block",
         )),
         None if header.round != p.round => Err(ProposalError::Justification(
@@ -231,10 +239,23 @@ fn check_justification(
     }
 }
 
+/// What a round change carries besides its prepared certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Carried {
+    /// Sent on its own: it carries the block it reports prepared, so the next proposer can
+    /// re-propose it.
+    Block,
+    /// Inside a proposal's justification: the proposal's block is the highest prepared one,
+    /// so the round changes carry certificates only (a proposal never holds a quorum of copies
+    /// of one block).
+    CertificateOnly,
+}
+
 /// Checks one round change for the height after `tip`: sender on the committee (which is the
 /// same at every round of a height, so no round-dependent state is computed before the
 /// signature is checked), signature over region, height, parent and round, and the prepared
-/// certificate (a quorum of prepare votes for the block it carries) when present.
+/// certificate (a quorum of prepare votes for the block it names) when present, with that
+/// block attached exactly when `carried` says so.
 pub fn check_round_change(
     params: &Params,
     set: &CnSet,
@@ -242,6 +263,7 @@ pub fn check_round_change(
     committee: &Committee,
     tip: &Tip,
     rc: &RoundChange,
+    carried: Carried,
 ) -> Result<(), ProposalError> {
     let height = tip.height.next();
     if rc.height != height || committee.position(rc.sender).is_none() {
@@ -249,7 +271,11 @@ pub fn check_round_change(
             "round change from outside the committee",
         ));
     }
-    if rc.prepared.len() > 1 || rc.prepared_block.len() != rc.prepared.len() {
+    let blocks = match carried {
+        Carried::Block => rc.prepared.len(),
+        Carried::CertificateOnly => 0,
+    };
+    if rc.prepared.len() > 1 || rc.prepared_block.len() != blocks {
         return Err(ProposalError::Justification(
             "malformed prepared certificate",
         ));
@@ -264,9 +290,12 @@ pub fn check_round_change(
     if !sigs.verify(set, rc.sender, &msg, &rc.signature) {
         return Err(ProposalError::Signature("round change"));
     }
-    if let (Some(pc), Some(block)) = (rc.prepared.first(), rc.prepared_block.first()) {
-        if pc.round >= rc.round || block.hash() != pc.block_hash || block.header().height != height
-        {
+    if let Some(pc) = rc.prepared.first() {
+        let block_fits = rc
+            .prepared_block
+            .first()
+            .is_none_or(|b| b.hash() == pc.block_hash && b.header().height == height);
+        if pc.round >= rc.round || !block_fits {
             return Err(ProposalError::Justification(
                 "prepared certificate does not fit",
             ));
@@ -283,9 +312,11 @@ pub fn check_round_change(
     Ok(())
 }
 
-/// The highest-round prepared certificate among round changes, with its block.
-pub fn highest_prepared(rcs: &[RoundChange]) -> Option<(&PreparedCertificate, &Block)> {
-    rcs.iter()
-        .filter_map(|rc| Some((rc.prepared.first()?, rc.prepared_block.first()?)))
-        .max_by_key(|(pc, _)| pc.round)
+/// The highest-round prepared certificate among round changes.
+pub fn highest_prepared<'a>(
+    rcs: impl IntoIterator<Item = &'a RoundChange>,
+) -> Option<&'a PreparedCertificate> {
+    rcs.into_iter()
+        .filter_map(|rc| rc.prepared.first())
+        .max_by_key(|pc| pc.round)
 }

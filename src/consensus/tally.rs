@@ -44,6 +44,11 @@ impl Tally {
         }
     }
 
+    /// Drops the votes of rounds before `round`.
+    pub fn forget_before(&mut self, round: Round) {
+        self.votes.retain(|(_, r), _| *r >= round);
+    }
+
     /// Votes for `hash` in this round and phase.
     pub fn count(&self, kind: VoteKind, round: Round, hash: BlockHash) -> usize {
         self.votes

@@ -15,11 +15,13 @@
 //! `KAON_SIM_SEEDS=<n>` runs seeds 0..n (the soak), `KAON_SIM_SEEDS=<a>..<b>` a range.
 
 use alloy_primitives::{Bytes, B256};
-use kaon::consensus::machine::{Application, Input, Machine, Output, Params, Tip, WalEntry};
+use kaon::consensus::machine::{
+    locate, Application, Input, Machine, Output, Params, Tip, WalEntry,
+};
 use kaon::consensus::proposal::BlockBody;
 use kaon::consensus::selection::CnSet;
 use kaon::consensus::verifier::SigCache;
-use kaon::crypto::bls::SecretKey;
+use kaon::crypto::bls::{PublicKeyBytes, SecretKey};
 use kaon::crypto::hash::sha256;
 use kaon::types::{
     Block, BlockHash, ChainId, CnIndex, ConsensusMessage, Height, Proposal, Segment,
@@ -83,15 +85,53 @@ struct SimApp {
     poison: bool,
     /// The last block applied (genesis at first).
     tip: Tip,
+    /// The CN set in force after `tip`.
+    set: Vec<PublicKeyBytes>,
+    /// The height whose block announces a renumbered CN set (every member moves down one
+    /// place), taking effect at the next height.
+    set_change_at: Option<Height>,
+    /// Bytes of padding in each built transaction (large blocks for memory tests).
+    pad: usize,
+    /// Blocks validated: each one an execution in a real application.
+    validations: u64,
 }
 
 impl SimApp {
-    fn new(behavior: Behavior, tip: Tip) -> Self {
+    fn new(behavior: Behavior, tip: Tip, set: &CnSet, set_change_at: Option<Height>) -> Self {
         Self {
             accept_anything: behavior == Behavior::InvalidVoter,
             poison: behavior == Behavior::InvalidVoter,
             tip,
+            set: set.keys().iter().map(|k| k.to_bytes()).collect(),
+            set_change_at,
+            pad: 0,
+            validations: 0,
         }
+    }
+
+    /// An honest application at genesis of an `n`-CN network that never changes its CN set.
+    fn honest(n: usize) -> Self {
+        let set = CnSet::new(keys(n).iter().map(SecretKey::public_key).collect()).unwrap();
+        Self::new(Behavior::Honest, genesis(), &set, None)
+    }
+
+    /// The CN set the block of `height` must announce (empty: none).
+    fn announcement(&self, height: Height) -> Vec<PublicKeyBytes> {
+        if self.set_change_at != Some(height) {
+            return Vec::new();
+        }
+        let mut renumbered = self.set.clone();
+        renumbered.rotate_left(1);
+        renumbered
+    }
+
+    /// Moves the tip (and the CN set, when the block announces one) to `block`.
+    fn follow(&mut self, block: &Block) {
+        let announced = &block.header().next_cn_set;
+        if !announced.is_empty() {
+            self.set = announced.clone();
+        }
+        self.tip = Tip::of(block);
     }
 
     /// Applies a committed block, refusing one the machine should never have committed.
@@ -109,7 +149,7 @@ impl SimApp {
                 header.height
             )
         })?;
-        self.tip = Tip::of(block);
+        self.follow(block);
         Ok(())
     }
 }
@@ -121,9 +161,10 @@ impl Application for SimApp {
         } else {
             ChainId(1)
         };
-        let tx = Bytes::from(
-            sha256(&[&height.to_be_bytes()[..], parent.hash.0.as_slice()].concat()).to_vec(),
-        );
+        let mut tx =
+            sha256(&[&height.to_be_bytes()[..], parent.hash.0.as_slice()].concat()).to_vec();
+        tx.resize(tx.len() + self.pad, 0);
+        let tx = Bytes::from(tx);
         let segment = Segment {
             chain_id,
             txs: vec![tx],
@@ -138,17 +179,23 @@ impl Application for SimApp {
         BlockBody {
             segments: vec![segment],
             commitments: vec![commitment],
-            next_cn_set: Vec::new(),
+            next_cn_set: self.announcement(height),
         }
     }
 
     fn validate(&mut self, block: &Block, parent: &Tip) -> Result<(), String> {
+        self.validations += 1;
         if parent.hash != self.tip.hash {
             return Err("validation asked on a parent that is not applied".into());
         }
-        let poisoned = block.segments.iter().any(|s| s.chain_id == POISON_CHAIN);
-        if poisoned && !self.accept_anything {
+        if self.accept_anything {
+            return Ok(());
+        }
+        if block.segments.iter().any(|s| s.chain_id == POISON_CHAIN) {
             return Err("poisoned segment".into());
+        }
+        if block.header().next_cn_set != self.announcement(block.header().height) {
+            return Err("wrong CN set announcement".into());
         }
         Ok(())
     }
@@ -189,6 +236,8 @@ struct Scenario {
     /// Honest nodes that crash at `at` ms and restart `down_ms` later from their WAL.
     crashes: Vec<Crash>,
     committee_size: usize,
+    /// The height whose block renumbers the CN set, if any.
+    set_change_at: Option<Height>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -248,6 +297,9 @@ impl Scenario {
             partition,
             crashes,
             committee_size,
+            set_change_at: rng
+                .gen_bool(0.5)
+                .then(|| Height(rng.gen_range(1..TARGET_HEIGHT))),
         }
     }
 }
@@ -263,8 +315,9 @@ struct Sim {
     /// Every message sent so far, for the replayer.
     sent: Vec<ConsensusMessage>,
     stats: SimStats,
-    keys: Vec<SecretKey>,
     sigs: Arc<SigCache>,
+    /// Blocks proposed at each height and round so far (the double voter's second choices).
+    proposed: BTreeMap<(Height, kaon::types::Round), Vec<BlockHash>>,
     /// Digest of every output of every node, in order (the determinism check).
     digest: sha2::Sha256,
 }
@@ -280,6 +333,10 @@ struct SimStats {
     future_stamps: u64,
     /// Round changes or proposals that lied about a lock.
     lock_lies: u64,
+    /// Second votes for a real competing block of the same round.
+    competing_votes: u64,
+    /// Blocks committed by honest nodes that renumbered the CN set.
+    set_changes: u64,
     /// Digest of all outputs of the run.
     digest: [u8; 32],
 }
@@ -329,7 +386,7 @@ impl Sim {
                         Arc::clone(sigs),
                         genesis,
                     ),
-                    app: SimApp::new(behavior, genesis),
+                    app: SimApp::new(behavior, genesis, &set, scenario.set_change_at),
                     behavior,
                     key: keys[i].clone(),
                     chain: Vec::new(),
@@ -348,8 +405,8 @@ impl Sim {
             scenario,
             sent: Vec::new(),
             stats: SimStats::default(),
-            keys: keys.to_vec(),
             sigs: Arc::clone(sigs),
+            proposed: BTreeMap::new(),
             digest: sha2::Digest::new(),
         };
         for i in 0..sim.nodes.len() {
@@ -374,8 +431,8 @@ impl Sim {
         self.stats.restarts += 1;
         let node = &mut self.nodes[i];
         let tip = node.chain.last().map_or_else(genesis, Tip::of);
-        let set =
-            Arc::new(CnSet::new(self.keys.iter().map(SecretKey::public_key).collect()).unwrap());
+        // The application is durable: its CN set is the one of its last applied block.
+        let set = Arc::new(CnSet::from_bytes(&node.app.set).map_err(|e| e.to_string())?);
         let wal: Vec<WalEntry> = node
             .wal
             .iter()
@@ -383,7 +440,7 @@ impl Sim {
             .collect::<Result<_, _>>()?;
         node.machine = Machine::new(
             params_for(self.scenario.committee_size),
-            CnIndex(i as u32),
+            locate(&set, &node.key),
             node.key.clone(),
             set,
             Arc::clone(&self.sigs),
@@ -426,6 +483,16 @@ impl Sim {
     }
 
     fn send(&mut self, from: usize, to: usize, msg: ConsensusMessage) {
+        if let ConsensusMessage::Proposal(p) = &msg {
+            let seen = self
+                .proposed
+                .entry((p.block.header().height, p.round))
+                .or_default();
+            let hash = p.block.hash();
+            if !seen.contains(&hash) && seen.len() < 4 {
+                seen.push(hash);
+            }
+        }
         if !self.link_up(from, to) {
             return;
         }
@@ -557,20 +624,17 @@ impl Sim {
                         node.app
                             .commit(&block)
                             .map_err(|e| format!("node {from}: {e}"))?;
+                        self.stats.set_changes += u64::from(!block.header().next_cn_set.is_empty());
                     } else {
-                        node.app.tip = Tip::of(&block);
+                        node.app.follow(&block);
                     }
                     applied = Some(block.header().height);
                     node.chain.push(*block);
                 }
                 Output::PeerBehind { peer, height } => {
-                    if let Some(block) = self.nodes[from].chain.get(height.0 as usize - 1).cloned()
-                    {
-                        self.send(
-                            from,
-                            peer.0 as usize,
-                            ConsensusMessage::Decided(Box::new(block)),
-                        );
+                    let block = self.nodes[from].chain.get(height.0 as usize - 1).cloned();
+                    if let (Some(block), Some(to)) = (block, self.node_of(from, peer)) {
+                        self.send(from, to, ConsensusMessage::Decided(Box::new(block)));
                     }
                 }
                 Output::SyncNeeded { from: height } => {
@@ -587,6 +651,16 @@ impl Sim {
             }
         }
         Ok(applied)
+    }
+
+    /// The node that CN `peer` of node `from`'s current CN set is (found by its key).
+    fn node_of(&self, from: usize, peer: CnIndex) -> Option<usize> {
+        let key = self.nodes[from]
+            .machine
+            .cn_set()
+            .keys()
+            .get(peer.0 as usize)?;
+        self.nodes.iter().position(|n| n.key.public_key() == *key)
     }
 
     /// Folds an output into the run's digest: messages by their wire encoding, WAL entries
@@ -673,20 +747,30 @@ impl Sim {
                 let stamped = self.restamped(from, &p, u64::MAX);
                 self.broadcast(from, ConsensusMessage::Proposal(Box::new(stamped)));
             }
-            (Behavior::EquivocatingProposer, ConsensusMessage::Proposal(p)) => {
+            (
+                Behavior::EquivocatingProposer | Behavior::DoubleVoter,
+                ConsensusMessage::Proposal(p),
+            ) => {
                 let twin = self.twin_proposal(from, &p);
-                for to in (0..self.nodes.len()).filter(|&to| to != from) {
-                    let pick = if to % 2 == 0 {
-                        p.clone()
-                    } else {
-                        Box::new(twin.clone())
-                    };
-                    self.send(from, to, ConsensusMessage::Proposal(pick));
-                }
+                self.split(
+                    from,
+                    ConsensusMessage::Proposal(p),
+                    ConsensusMessage::Proposal(Box::new(twin)),
+                );
             }
             (Behavior::DoubleVoter, ConsensusMessage::Vote(v)) => {
+                // The second vote goes to a real competing block of that round when one was
+                // proposed (its own twin as proposer, or another equivocator's), so it can
+                // complete a quorum there; otherwise to a block nobody proposed.
+                let real = self
+                    .proposed
+                    .get(&(v.height, v.round))
+                    .and_then(|seen| seen.iter().find(|h| **h != v.block_hash).copied());
+                self.stats.competing_votes += u64::from(real.is_some());
+                let competing =
+                    real.unwrap_or_else(|| BlockHash(sha256(v.block_hash.0.as_slice())));
                 let mut other = (*v).clone();
-                other.block_hash = BlockHash(sha256(v.block_hash.0.as_slice()));
+                other.block_hash = competing;
                 other.signature = self.nodes[from]
                     .key
                     .sign(&Vote::signing_message(
@@ -696,8 +780,12 @@ impl Sim {
                         other.block_hash,
                     ))
                     .to_bytes();
+                // Everyone gets the first vote; half the network also gets the second, which
+                // counts wherever it arrives first.
                 self.broadcast(from, ConsensusMessage::Vote(v));
-                self.broadcast(from, ConsensusMessage::Vote(Box::new(other)));
+                for to in (1..self.nodes.len()).step_by(2).filter(|&to| to != from) {
+                    self.send(from, to, ConsensusMessage::Vote(Box::new(other.clone())));
+                }
             }
             (Behavior::Replayer, msg) => {
                 self.broadcast(from, msg);
@@ -710,6 +798,19 @@ impl Sim {
                 }
             }
             (_, msg) => self.broadcast(from, msg),
+        }
+    }
+
+    /// Sends `even` to the nodes of even index and `odd` to the others: two halves of the
+    /// network hear two different things from `from`.
+    fn split(&mut self, from: usize, even: ConsensusMessage, odd: ConsensusMessage) {
+        for to in (0..self.nodes.len()).filter(|&to| to != from) {
+            let msg = if to % 2 == 0 {
+                even.clone()
+            } else {
+                odd.clone()
+            };
+            self.send(from, to, msg);
         }
     }
 
@@ -752,7 +853,7 @@ impl Sim {
         fresh.block = kaon::consensus::proposal::build_block(
             &params,
             &node.key,
-            CnIndex(from as u32),
+            locate(node.machine.cn_set(), &node.key),
             node.machine.cn_set(),
             &tip,
             p.round,
@@ -879,6 +980,8 @@ fn run_all(n: usize, f: usize, committee_size: usize, default_seeds: u64) {
                 forged_bodies: a.forged_bodies + s.forged_bodies,
                 future_stamps: a.future_stamps + s.future_stamps,
                 lock_lies: a.lock_lies + s.lock_lies,
+                competing_votes: a.competing_votes + s.competing_votes,
+                set_changes: a.set_changes + s.set_changes,
                 digest: [0; 32],
             });
         assert!(
@@ -900,6 +1003,11 @@ fn run_all(n: usize, f: usize, committee_size: usize, default_seeds: u64) {
             total.lock_lies > 0,
             "no lock was ever lied about: {total:?}"
         );
+        assert!(
+            total.competing_votes > 0,
+            "no second vote ever went to a real competing block: {total:?}"
+        );
+        assert!(total.set_changes > 0, "no CN set ever changed: {total:?}");
         eprintln!(
             "n={n} f={f} committee={committee_size}: {} seeds, {total:?}",
             seeds.len()
@@ -945,6 +1053,7 @@ impl Manual {
             partition: Vec::new(),
             crashes: Vec::new(),
             committee_size: params().committee_size,
+            set_change_at: None,
         };
         let sim = Sim::new(0, scenario, &keys, &Arc::new(SigCache::new()));
         Self { nodes: sim.nodes }
@@ -1138,7 +1247,7 @@ fn n4_prepared_block_is_reproposed_after_a_partial_commit() {
     let mut forged = (*reproposed).clone();
     let leader_key = net.nodes[leader].key.clone();
     let set = CnSet::new(keys(4).iter().map(SecretKey::public_key).collect()).unwrap();
-    let body = SimApp::new(Behavior::Honest, genesis()).build(h, &genesis(), 50);
+    let body = SimApp::honest(4).build(h, &genesis(), 50);
     forged.block = kaon::consensus::proposal::build_block(
         &params(),
         &leader_key,
@@ -1227,7 +1336,7 @@ fn n4_restarted_node_never_votes_twice_in_a_round() {
         genesis(),
     );
     restarted.restore(&wal);
-    let mut app = SimApp::new(Behavior::Honest, genesis());
+    let mut app = SimApp::honest(4);
     restarted.step(Input::Start, MANUAL_NOW_MS, &mut app);
 
     // The proposer equivocates: another valid block for the same round.
@@ -1608,7 +1717,7 @@ fn n4_restarted_behind_its_wal_resumes_in_the_round_it_asked_for() {
         height: Height(2),
         round: round(5),
     }]);
-    let mut app = SimApp::new(Behavior::Honest, genesis());
+    let mut app = SimApp::honest(4);
     restarted.step(Input::Start, MANUAL_NOW_MS, &mut app);
     let out = restarted.step(
         Input::Message(ConsensusMessage::Decided(Box::new(block1.clone()))),
@@ -1644,4 +1753,175 @@ fn n4_junk_decided_block_sent_first_does_not_keep_the_real_one_out() {
         );
     }
     assert_eq!(fresh.nodes[0].chain, vec![block1, block2]);
+}
+
+/// The first round change carried by node `from`'s outputs.
+fn round_change_of(outputs: &[Output]) -> kaon::types::RoundChange {
+    broadcasts(outputs)
+        .into_iter()
+        .find_map(|m| match m {
+            ConsensusMessage::RoundChange(rc) => Some(*rc),
+            _ => None,
+        })
+        .expect("a round change")
+}
+
+/// A member sends its round change with the same 64 KiB prepared block for every round of
+/// the window: the receiver holds the block once, not once per round change. Kills "round
+/// changes are kept without their blocks, each block once by hash" (the round-change book
+/// was bounded by count, not bytes: 16 rounds × members × a block each).
+#[test]
+fn n4_a_prepared_block_is_held_once_however_many_round_changes_carry_it() {
+    let mut net = Manual::new(4);
+    for node in &mut net.nodes {
+        node.app.pad = 64 << 10;
+    }
+    let all = [0, 1, 2, 3];
+    let proposer = net.start_all();
+    let h = Height(1);
+    let proposal = net.propose(proposer, h, round(0));
+    // Every prepare vote reaches everyone, so every node prepares the block; the commit votes
+    // are lost.
+    let prepares = net.deliver(proposer, &proposal, &all);
+    for (from, outs) in votes_of(&prepares, VoteKind::Prepare) {
+        net.deliver(from, &outs, &all);
+    }
+    let sender = (0..4).find(|&i| i != proposer).unwrap();
+    let target = (0..4).find(|&i| i != proposer && i != sender).unwrap();
+    let timeout = Input::Timeout {
+        height: h,
+        round: round(0),
+    };
+    let rc = round_change_of(&net.step(sender, timeout));
+    assert_eq!(rc.prepared_block.len(), 1, "it carries the prepared block");
+    let block_len = alloy_rlp::Encodable::length(&rc.prepared_block[0]);
+    let key = net.nodes[sender].key.clone();
+    let before = net.nodes[target].machine.held_bytes();
+    for r in 1..=16 {
+        let mut copy = rc.clone();
+        copy.round = round(r);
+        let msg = kaon::types::RoundChange::signing_message(
+            params().region,
+            h,
+            genesis().hash,
+            copy.round,
+            copy.prepared.first(),
+        );
+        copy.signature = key.sign(&msg).to_bytes();
+        net.step(
+            target,
+            Input::Message(ConsensusMessage::RoundChange(Box::new(copy))),
+        );
+    }
+    assert_eq!(net.nodes[target].machine.round(), round(0), "no jump");
+    assert_eq!(net.nodes[target].machine.rejections().bad_round_change, 0);
+    let grown = net.nodes[target].machine.held_bytes() - before;
+    assert!(
+        grown < block_len,
+        "16 round changes naming one {block_len}-byte block made the node hold {grown} more bytes"
+    );
+}
+
+/// A proposer signs ten more blocks for a round it already proposed in: the node executes
+/// the first only, and reports each other one as equivocation. Kills "conflicting proposals
+/// are found before the block is executed" (each twin cost an execution).
+#[test]
+fn n4_an_equivocating_proposer_costs_one_execution_per_round() {
+    use kaon::consensus::machine::Misbehavior;
+    let mut net = Manual::new(4);
+    let proposer = net.start_all();
+    let out = net.propose(proposer, Height(1), round(0));
+    let p = match &broadcasts(&out)[0] {
+        ConsensusMessage::Proposal(p) => p.clone(),
+        other => panic!("expected a proposal, got {other:?}"),
+    };
+    let target = (0..4).find(|&i| i != proposer).unwrap();
+    let validations = net.nodes[target].app.validations;
+    net.step(
+        target,
+        Input::Message(ConsensusMessage::Proposal(p.clone())),
+    );
+    assert_eq!(net.nodes[target].app.validations, validations + 1);
+    let key = net.nodes[proposer].key.clone();
+    let mut reports = 0;
+    for k in 1..=10 {
+        let twin = restamp(&key, &p, p.block.header().timestamp_ms + k);
+        let out = net.step(
+            target,
+            Input::Message(ConsensusMessage::Proposal(Box::new(twin))),
+        );
+        reports += out
+            .iter()
+            .filter(|o| {
+                matches!(
+                    o,
+                    Output::Misbehavior(Misbehavior::ConflictingProposals { .. })
+                )
+            })
+            .count();
+    }
+    assert_eq!(
+        net.nodes[target].app.validations,
+        validations + 1,
+        "twins were executed"
+    );
+    assert_eq!(reports, 10, "each twin is reported");
+}
+
+/// Height 1 renumbers the CN set (every member moves down one place); the network goes on
+/// deciding. A round change for height 1 is then checked against the set of height 1, and the
+/// peer to help is named in the current set. Kills "past round changes are verified against
+/// the CN set of their height" (they were verified against the current one).
+#[test]
+fn n4_after_a_cn_set_change_past_round_changes_are_checked_in_the_set_of_their_height() {
+    let mut net = Manual::new(4);
+    for node in &mut net.nodes {
+        node.app.set_change_at = Some(Height(1));
+    }
+    net.decide_up_to(Height(2));
+    let keys = keys(4);
+    assert_eq!(
+        net.nodes[0].machine.cn_set().keys()[0],
+        keys[1].public_key(),
+        "the set was renumbered"
+    );
+    // CN 1 of height 1's set is CN 0 of the current one.
+    let old_rc = |sender: u32| {
+        let msg = kaon::types::RoundChange::signing_message(
+            params().region,
+            Height(1),
+            genesis().hash,
+            round(1),
+            None,
+        );
+        kaon::types::RoundChange {
+            height: Height(1),
+            round: round(1),
+            sender: CnIndex(sender),
+            prepared: Vec::new(),
+            prepared_block: Vec::new(),
+            signature: keys[1].sign(&msg).to_bytes(),
+        }
+    };
+    let behind = |out: &[Output]| -> Vec<CnIndex> {
+        out.iter()
+            .filter_map(|o| match o {
+                Output::PeerBehind { peer, .. } => Some(*peer),
+                _ => None,
+            })
+            .collect()
+    };
+    let wrong = net.step(
+        2,
+        Input::Message(ConsensusMessage::RoundChange(Box::new(old_rc(0)))),
+    );
+    assert!(
+        behind(&wrong).is_empty(),
+        "signed by CN 1, not CN 0, at height 1"
+    );
+    let right = net.step(
+        2,
+        Input::Message(ConsensusMessage::RoundChange(Box::new(old_rc(1)))),
+    );
+    assert_eq!(behind(&right), vec![CnIndex(0)], "CN 1 then is CN 0 now");
 }
