@@ -1517,7 +1517,8 @@ fn n4_proposal_stamped_beyond_the_clock_drift_gets_no_vote() {
 /// Three CNs go through 40 rounds together (round changes among themselves, no proposal)
 /// while the fourth is cut off in round 0 — a long outage. Once their round changes reach it,
 /// it jumps to the round f + 1 members reached — 40 rounds away, far beyond the window kept in
-/// full — and all four decide. Kills "round changes count at any distance" (hole 4).
+/// full — and all four decide. Kills "round changes count at any distance" (hole 4) and
+/// "rounds left behind are forgotten" (memory held must not grow with the rounds gone through).
 #[test]
 fn n4_a_node_forty_rounds_behind_converges_and_decides() {
     let mut net = Manual::new(4);
@@ -1525,7 +1526,11 @@ fn n4_a_node_forty_rounds_behind_converges_and_decides() {
     let h = Height(1);
     let group = [0, 1, 2];
     let mut last = Vec::new();
+    let mut held_at_round_2 = 0;
     for r in 0..40 {
+        if r == 2 {
+            held_at_round_2 = net.nodes[0].machine.held_bytes();
+        }
         let timed_out: Vec<(usize, Vec<Output>)> = group
             .iter()
             .map(|&i| {
@@ -1544,6 +1549,12 @@ fn n4_a_node_forty_rounds_behind_converges_and_decides() {
     for i in group {
         assert_eq!(net.nodes[i].machine.round(), round(40), "node {i}");
     }
+    // Rounds left behind cost nothing: what a node holds does not grow with the rounds.
+    let held = net.nodes[0].machine.held_bytes();
+    assert!(
+        held < 2 * held_at_round_2,
+        "held {held} bytes at round 40, {held_at_round_2} at round 2"
+    );
     assert_eq!(net.nodes[3].machine.round(), round(0));
     let mut pending = Vec::new();
     for (from, outs) in &last {
