@@ -193,6 +193,7 @@ fn devnet(args: DevnetArgs, datadir: &Option<PathBuf>, config: &Config) -> anyho
         metrics: args.metrics,
         rns: args.rns,
         rpc: (!args.no_rpc).then_some(args.rpc),
+        rpc_limits: config.rpc.clone(),
         ..Default::default()
     };
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -299,6 +300,7 @@ impl RnArgs {
             rpc: self.rpc,
             metrics: self.metrics,
             storage: config.storage.clone(),
+            rpc_limits: config.rpc.clone(),
         })
     }
 }

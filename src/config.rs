@@ -34,6 +34,8 @@ pub struct Config {
     pub storage: StorageConfig,
     pub pipeline: PipelineConfig,
     pub telemetry: TelemetryConfig,
+    /// JSON-RPC limits of the node's server (`kaon rn --rpc`, `kaon devnet`).
+    pub rpc: crate::rpc::RpcConfig,
     /// Present on a consensus node's config (written by `kaon init`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cn: Option<CnConfig>,
@@ -105,6 +107,7 @@ impl Default for Config {
             storage: StorageConfig::default(),
             pipeline: PipelineConfig::default(),
             telemetry: TelemetryConfig::default(),
+            rpc: crate::rpc::RpcConfig::default(),
             cn: None,
         }
     }
@@ -183,7 +186,7 @@ impl Config {
         ];
         match checks.iter().find(|(bad, _)| *bad) {
             Some((_, why)) => Err(ConfigError::Invalid((*why).to_string())),
-            None => Ok(()),
+            None => self.rpc.check().map_err(ConfigError::Invalid),
         }
     }
 }
@@ -214,5 +217,29 @@ mod tests {
         assert!(typo.to_string().contains("comittee_size"), "{typo}");
         let zero = Config::from_toml("[pipeline]\nlink_capacity = 0\n", origin).unwrap_err();
         assert!(zero.to_string().contains("link_capacity"), "{zero}");
+        let rpc = Config::from_toml("[rpc]\nmax_batch_len = 0\n", origin).unwrap_err();
+        assert!(rpc.to_string().contains("rpc.max_batch_len"), "{rpc}");
+        let unknown = Config::from_toml("[rpc]\ndefault_chain = 7\n", origin).unwrap_err();
+        assert!(unknown.to_string().contains("default_chain"), "{unknown}");
+    }
+
+    #[test]
+    fn rpc_limits_are_configuration() {
+        let origin = Path::new("test.toml");
+        let text = "[rpc]\nmax_batch_len = 7\nrequest_deadline = 3\ncors_allow_origin = \"https://app.example\"\n";
+        let config = Config::from_toml(text, origin).unwrap();
+        assert_eq!(config.rpc.max_batch_len, 7);
+        assert_eq!(
+            config.rpc.request_deadline,
+            std::time::Duration::from_secs(3)
+        );
+        assert_eq!(
+            config.rpc.cors_allow_origin.as_deref(),
+            Some("https://app.example")
+        );
+        assert_eq!(
+            config.rpc.max_logs,
+            crate::rpc::RpcConfig::default().max_logs
+        );
     }
 }

@@ -47,6 +47,8 @@ pub struct DevnetConfig {
     pub rns: usize,
     /// JSON-RPC of the first RN (`None`: not served).
     pub rpc: Option<std::net::SocketAddr>,
+    /// Limits of the JSON-RPC server (the config's `[rpc]` section).
+    pub rpc_limits: crate::rpc::RpcConfig,
     /// Starting PoR difficulty in bits (low, so the built-in miner finds shares quickly).
     pub por_bits: u32,
     /// Hashes per second of the built-in CPU miner (0: no miner; needs the RPC).
@@ -68,6 +70,7 @@ impl Default for DevnetConfig {
             metrics: None,
             rns: 2,
             rpc: Some(std::net::SocketAddr::from(([127, 0, 0, 1], 8545))),
+            rpc_limits: crate::rpc::RpcConfig::default(),
             por_bits: 14,
             miner_pace: 1 << 16,
         }
@@ -134,7 +137,8 @@ pub fn run(
     let rns = start_rns(config, &genesis, &nodes, &datadir)?;
     let rpc = match (config.rpc, rns.first()) {
         (Some(addr), Some(rn)) => {
-            let served = super::rpc::serve(rt.handle(), addr, &genesis, rn.view(), &stop)?;
+            let limits = config.rpc_limits.clone();
+            let served = super::rpc::serve(rt.handle(), addr, limits, &genesis, rn.view(), &stop)?;
             print_rpc(out, &served, &chains, &developers)?;
             for i in 0..config.rns {
                 writeln!(

@@ -28,6 +28,8 @@ pub struct RnSpec {
     pub rpc: Option<SocketAddr>,
     pub metrics: Option<SocketAddr>,
     pub storage: crate::config::StorageConfig,
+    /// Limits of the JSON-RPC server (the config's `[rpc]` section).
+    pub rpc_limits: crate::rpc::RpcConfig,
 }
 
 /// Reads a 32-byte hex secret (`0x` optional, surrounding whitespace ignored).
@@ -60,7 +62,10 @@ pub fn run_rn(spec: &RnSpec, out: &mut dyn Write) -> anyhow::Result<()> {
     writeln!(out, "ranger node on the RN network at {}", rn.listen_addr())?;
     let rpc = spec
         .rpc
-        .map(|addr| super::rpc::serve(rt.handle(), addr, &genesis, rn.view(), stop))
+        .map(|addr| {
+            let limits = spec.rpc_limits.clone();
+            super::rpc::serve(rt.handle(), addr, limits, &genesis, rn.view(), stop)
+        })
         .transpose()?;
     if let Some(rpc) = &rpc {
         let addr = rpc.local_addr();

@@ -24,6 +24,7 @@ use crate::exec::{
     SEGMENT_GAS_LIMIT, TRANSFER_GAS,
 };
 use crate::net::sync::ChainReader;
+use crate::rpc::fee_oracle::{self, GasPriceOracle, PaidTip};
 use crate::rpc::{
     BackendError, BlockTransactions, CallRequest, LogQuery, RpcBackend, RpcBlock, RpcFeeHistory,
     RpcLog, RpcReceipt, RpcTransaction, StateAt, SubmitError, SyncProgress, TxLocation,
@@ -35,8 +36,8 @@ use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 
-/// Priority fee the node suggests (1 gwei): tips go to the fee collector.
-pub const SUGGESTED_TIP_WEI: u128 = 1_000_000_000;
+/// Chains whose suggested tip is remembered for their current head.
+const MAX_CACHED_SUGGESTIONS: usize = 4096;
 
 /// What the RPC needs from the node around it, beyond its stored chain.
 pub trait NodeLink: Send + Sync {
@@ -66,6 +67,8 @@ pub struct ChainRpc {
     outbox: Arc<super::outbox::Outbox>,
     /// The head's height and mix, for calls' PREVRANDAO.
     head_mix: Mutex<Option<(u64, B256)>>,
+    /// The oracle's suggested tip per chain, with the head it was computed at.
+    suggested_tips: Mutex<HashMap<ChainId, (u64, u128)>>,
 }
 
 fn internal(e: impl std::fmt::Display) -> BackendError {
@@ -92,7 +95,61 @@ impl ChainRpc {
             executor: EvmExecutor,
             outbox,
             head_mix: Mutex::default(),
+            suggested_tips: Mutex::default(),
         }
+    }
+
+    /// What the transactions of `chain` in block `height` paid above the base fee (those
+    /// marked invalid paid nothing and are left out).
+    fn paid_tips(&self, chain: ChainId, height: u64) -> Result<Vec<PaidTip>, BackendError> {
+        let receipts = self
+            .state
+            .store()
+            .receipts_of(height, chain)
+            .map_err(internal)?
+            .map(|r| r.receipts)
+            .unwrap_or_default();
+        Ok(receipts
+            .iter()
+            .filter(|r| !matches!(r.outcome, exec::TxOutcome::Invalid(_)))
+            .map(|r| PaidTip {
+                tip: r
+                    .effective_gas_price
+                    .saturating_sub(u128::from(BASE_FEE_WEI)),
+                gas_used: r.gas_used,
+            })
+            .collect())
+    }
+
+    /// The gas price oracle's tip for `chain` at its head, computed once per head.
+    fn suggested_tip(&self, chain: ChainId) -> Result<u128, BackendError> {
+        let head = self.head_height()?;
+        let cached = self
+            .suggested_tips
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&chain)
+            .copied();
+        if let Some((_, tip)) = cached.filter(|(at, _)| *at == head) {
+            return Ok(tip);
+        }
+        let oracle = GasPriceOracle::default();
+        let oldest = head.saturating_sub(oracle.blocks.saturating_sub(1)).max(1);
+        let blocks = (oldest..=head)
+            .map(|n| self.paid_tips(chain, n))
+            .collect::<Result<Vec<_>, _>>()?;
+        let tip = oracle.suggest(blocks.iter().map(Vec::as_slice));
+        let mut cache = self
+            .suggested_tips
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if cache.len() >= MAX_CACHED_SUGGESTIONS && !cache.contains_key(&chain) {
+            if let Some(evicted) = cache.keys().next().copied() {
+                cache.remove(&evicted);
+            }
+        }
+        cache.insert(chain, (head, tip));
+        Ok(tip)
     }
 
     fn head_height(&self) -> Result<u64, BackendError> {
@@ -359,6 +416,48 @@ pub fn reserve_answer(pop: &PopState, input: &[u8]) -> Option<U256> {
 
 /// A raw servicechain transaction as the RPC shows it (`None` if it does not decode or
 /// recover: such a transaction is marked invalid in its segment and has no sender).
+/// The RPC receipt of transaction `hash` (`tx`, at `location`), whose first log is the block's
+/// log number `first_log_index`.
+fn rpc_receipt(
+    hash: B256,
+    tx: &RpcTransaction,
+    location: &TxLocation,
+    receipt: &exec::Receipt,
+    first_log_index: usize,
+) -> RpcReceipt {
+    let logs = receipt
+        .logs
+        .iter()
+        .enumerate()
+        .map(|(i, log)| RpcLog {
+            address: log.address,
+            topics: log.topics.clone(),
+            data: log.data.clone(),
+            block_number: location.block_number,
+            block_hash: location.block_hash,
+            transaction_hash: hash,
+            transaction_index: location.index,
+            log_index: first_log_index.saturating_add(i) as u64,
+            removed: false,
+        })
+        .collect();
+    RpcReceipt {
+        transaction_hash: hash,
+        transaction_index: location.index,
+        block_hash: location.block_hash,
+        block_number: location.block_number,
+        from: tx.from,
+        to: tx.tx.to(),
+        tx_type: tx.tx.tx_type() as u8,
+        status: receipt.outcome == TxOutcome::Success,
+        gas_used: receipt.gas_used,
+        cumulative_gas_used: receipt.cumulative_gas_used,
+        effective_gas_price: receipt.effective_gas_price,
+        contract_address: receipt.contract_address,
+        logs,
+    }
+}
+
 fn rpc_tx(raw: &Bytes, location: Option<TxLocation>) -> Option<RpcTransaction> {
     let signed = SignedTransaction::decode(raw).ok()?;
     let recovered = RecoveredTx::recover(signed).ok()?;
@@ -457,38 +556,13 @@ impl RpcBackend for ChainRpc {
             index: u64::from(found.location.index),
             base_fee_per_gas: Some(BASE_FEE_WEI),
         });
-        let receipt = found.receipt;
-        let logs = receipt
-            .logs
-            .iter()
-            .enumerate()
-            .map(|(i, log)| RpcLog {
-                address: log.address,
-                topics: log.topics.clone(),
-                data: log.data.clone(),
-                block_number: location.block_number,
-                block_hash: location.block_hash,
-                transaction_hash: hash,
-                transaction_index: location.index,
-                log_index: (found.first_log_index + i) as u64,
-                removed: false,
-            })
-            .collect();
-        Ok(Some(RpcReceipt {
-            transaction_hash: hash,
-            transaction_index: location.index,
-            block_hash: location.block_hash,
-            block_number: location.block_number,
-            from: tx.from,
-            to: tx.tx.to(),
-            tx_type: tx.tx.tx_type() as u8,
-            status: receipt.outcome == TxOutcome::Success,
-            gas_used: receipt.gas_used,
-            cumulative_gas_used: receipt.cumulative_gas_used,
-            effective_gas_price: receipt.effective_gas_price,
-            contract_address: receipt.contract_address,
-            logs,
-        }))
+        Ok(Some(rpc_receipt(
+            hash,
+            &tx,
+            &location,
+            &found.receipt,
+            found.first_log_index,
+        )))
     }
 
     fn balance(&self, chain: ChainId, address: Address, at: StateAt) -> Result<U256, BackendError> {
@@ -648,12 +722,12 @@ impl RpcBackend for ChainRpc {
         Ok(out)
     }
 
-    fn gas_price(&self, _chain: ChainId) -> Result<u128, BackendError> {
-        Ok(u128::from(BASE_FEE_WEI) + SUGGESTED_TIP_WEI)
+    fn gas_price(&self, chain: ChainId) -> Result<u128, BackendError> {
+        Ok(u128::from(BASE_FEE_WEI).saturating_add(self.suggested_tip(chain)?))
     }
 
-    fn max_priority_fee(&self, _chain: ChainId) -> Result<u128, BackendError> {
-        Ok(SUGGESTED_TIP_WEI)
+    fn max_priority_fee(&self, chain: ChainId) -> Result<u128, BackendError> {
+        self.suggested_tip(chain)
     }
 
     fn fee_history(
@@ -663,8 +737,10 @@ impl RpcBackend for ChainRpc {
         newest: u64,
         percentiles: &[f64],
     ) -> Result<RpcFeeHistory, BackendError> {
-        let oldest = newest + 1 - block_count;
+        // The method clamps the count to the blocks that exist up to `newest`.
+        let oldest = newest.saturating_add(1).saturating_sub(block_count);
         let mut ratios = Vec::with_capacity(block_count as usize);
+        let mut rewards = Vec::with_capacity(block_count as usize);
         for n in oldest..=newest {
             let used = self
                 .state
@@ -674,14 +750,71 @@ impl RpcBackend for ChainRpc {
                 .and_then(|r| r.receipts.last().map(|l| l.cumulative_gas_used))
                 .unwrap_or(0);
             ratios.push(used as f64 / SEGMENT_GAS_LIMIT as f64);
+            if !percentiles.is_empty() {
+                rewards.push(fee_oracle::rewards(&self.paid_tips(chain, n)?, percentiles));
+            }
         }
         Ok(RpcFeeHistory {
             oldest_block: oldest,
             base_fee_per_gas: vec![u128::from(BASE_FEE_WEI); block_count as usize + 1],
             gas_used_ratio: ratios,
-            reward: (!percentiles.is_empty())
-                .then(|| vec![vec![SUGGESTED_TIP_WEI; percentiles.len()]; block_count as usize]),
+            reward: (!percentiles.is_empty()).then_some(rewards),
         })
+    }
+
+    /// One container read, one receipts read and one sender recovery per transaction for the
+    /// whole block (asking per transaction would decode the container once per transaction).
+    fn block_receipts(
+        &self,
+        chain: ChainId,
+        number: u64,
+    ) -> Result<Option<Vec<RpcReceipt>>, BackendError> {
+        if number == 0 || chain == self.region {
+            return Ok((number <= self.head_height()?).then(Vec::new));
+        }
+        let Some(block) = self.container(number)? else {
+            return Ok(None);
+        };
+        let Some(position) = block.segments.iter().position(|s| s.chain_id == chain) else {
+            return Ok(Some(Vec::new()));
+        };
+        let receipts = self
+            .state
+            .store()
+            .segment_receipts(number, position as u32)
+            .map_err(internal)?
+            .map(|r| r.receipts)
+            .unwrap_or_default();
+        let txs = &block.segments[position].txs;
+        if receipts.len() != txs.len() {
+            return Err(internal(format!(
+                "block {number}: {} receipts for {} transactions",
+                receipts.len(),
+                txs.len()
+            )));
+        }
+        let block_hash = block.hash().0;
+        let mut first_log_index = 0usize;
+        let mut out = Vec::with_capacity(txs.len());
+        for (i, (raw, receipt)) in txs.iter().zip(&receipts).enumerate() {
+            let location = TxLocation {
+                block_hash,
+                block_number: number,
+                index: i as u64,
+                base_fee_per_gas: Some(BASE_FEE_WEI),
+            };
+            let tx = rpc_tx(raw, Some(location))
+                .ok_or_else(|| internal(format!("block {number}: transaction {i} unreadable")))?;
+            out.push(rpc_receipt(
+                keccak256(raw),
+                &tx,
+                &location,
+                receipt,
+                first_log_index,
+            ));
+            first_log_index = first_log_index.saturating_add(receipt.logs.len());
+        }
+        Ok(Some(out))
     }
 
     fn syncing(&self, _chain: ChainId) -> Result<Option<SyncProgress>, BackendError> {
@@ -909,11 +1042,12 @@ impl ServedRpc {
     }
 }
 
-/// Serves `rn`'s chain on `addr`: every servicechain of `genesis` and the regionchain, the
-/// first servicechain at `/`. Stops with `stop` or [`ServedRpc::shutdown`].
+/// Serves `rn`'s chain on `addr` within `limits`: every servicechain of `genesis` and the
+/// regionchain, the first servicechain at `/`. Stops with `stop` or [`ServedRpc::shutdown`].
 pub fn serve(
     rt: &tokio::runtime::Handle,
     addr: std::net::SocketAddr,
+    limits: crate::rpc::RpcConfig,
     genesis: &super::genesis::Genesis,
     rn: crate::rn::RnView,
     stop: &Arc<std::sync::atomic::AtomicBool>,
@@ -934,7 +1068,7 @@ pub fn serve(
             .servicechains
             .first()
             .map_or(region, |c| ChainId(*c)),
-        ..Default::default()
+        ..limits
     };
     let server = Arc::new(
         crate::rpc::RpcServer::start(rt, addr, config, backend.clone())

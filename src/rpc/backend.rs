@@ -182,6 +182,31 @@ pub trait RpcBackend: Send + Sync + 'static {
     /// The receipt of a committed transaction.
     fn receipt(&self, chain: ChainId, hash: B256) -> Result<Option<RpcReceipt>, BackendError>;
 
+    /// The receipts of every transaction of `chain` in block `number`, in order (`None`: no
+    /// such block). The default asks per transaction; a backend should read the block once.
+    fn block_receipts(
+        &self,
+        chain: ChainId,
+        number: u64,
+    ) -> Result<Option<Vec<RpcReceipt>>, BackendError> {
+        let Some(block) = self.block_by_number(chain, number, false)? else {
+            return Ok(None);
+        };
+        let hashes = match block.transactions {
+            super::BlockTransactions::Hashes(hashes) => hashes,
+            super::BlockTransactions::Full(txs) => txs.iter().map(|t| t.tx.hash()).collect(),
+        };
+        hashes
+            .into_iter()
+            .map(|hash| {
+                self.receipt(chain, hash)?.ok_or_else(|| {
+                    BackendError::Internal(format!("no receipt for {hash} in block {number}"))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some)
+    }
+
     fn balance(&self, chain: ChainId, address: Address, at: StateAt) -> Result<U256, BackendError>;
 
     /// The account nonce; at [`StateAt::Pending`], the next nonce counting pooled transactions.

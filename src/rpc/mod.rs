@@ -18,6 +18,7 @@
 
 mod backend;
 mod error;
+pub mod fee_oracle;
 mod hub;
 mod io;
 mod json;
@@ -47,12 +48,17 @@ use std::time::Duration;
 /// Where devnet serves JSON-RPC (the port every Ethereum tool tries first).
 pub const DEFAULT_RPC_ADDR: &str = "127.0.0.1:8545";
 
-/// Limits and defaults of the RPC server. `Default` gives geth-like values.
-#[derive(Debug, Clone)]
+/// Limits and defaults of the RPC server. `Default` gives geth-like values. The limits are the
+/// `[rpc]` section of the node's TOML configuration (durations in whole seconds); the chain
+/// served at `/` and the client version are the node's to set.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct RpcConfig {
     /// The chain `POST /` serves.
+    #[serde(skip)]
     pub default_chain: ChainId,
     /// `web3_clientVersion`.
+    #[serde(skip)]
     pub client_version: String,
     /// Largest HTTP body or WebSocket message (geth: 5 MiB).
     pub max_body_bytes: usize,
@@ -71,14 +77,18 @@ pub struct RpcConfig {
     /// Events buffered per chain for subscribers; a subscriber further behind is disconnected.
     pub notify_capacity: usize,
     /// Time to answer one HTTP request or WebSocket message, batches included.
+    #[serde(with = "whole_seconds")]
     pub request_deadline: Duration,
     /// Time for a client to send a request head and body; also the keep-alive idle limit.
+    #[serde(with = "whole_seconds")]
     pub read_deadline: Duration,
     /// Time a write to a client may stay blocked (a client that does not read is cut off).
+    #[serde(with = "whole_seconds")]
     pub write_deadline: Duration,
-    /// Calls that execute or scan (`eth_call`, `eth_estimateGas`, `eth_getLogs`,
-    /// `eth_sendRawTransaction`, `eth_feeHistory`, `kaon_*`) run on blocking threads, at most
-    /// this many at once; the others wait (within their deadline).
+    /// Calls that execute, scan, decode blocks or recover senders (blocks, transactions,
+    /// receipts, logs, `eth_call`, `eth_estimateGas`, fees, `eth_sendRawTransaction`,
+    /// `kaon_*`) run on blocking threads, at most this many at once; the others wait (within
+    /// their deadline).
     pub max_blocking_calls: usize,
     /// Gas given to `eth_call`/`eth_estimateGas` when the request names none or more (geth: 50 M).
     pub gas_cap: u64,
@@ -89,11 +99,50 @@ pub struct RpcConfig {
     /// Installed polling filters (`eth_newFilter`, `eth_newBlockFilter`), all clients together.
     pub max_filters: usize,
     /// A filter not polled for this long is removed (geth: 5 minutes).
+    #[serde(with = "whole_seconds")]
     pub filter_timeout: Duration,
     /// Most blocks one `eth_feeHistory` covers (geth: 1 024).
     pub max_fee_history_blocks: u64,
-    /// `Access-Control-Allow-Origin` sent to browsers; `None` sends no CORS headers.
+    /// `Access-Control-Allow-Origin` sent to browsers; `None` or `""` sends no CORS headers.
     pub cors_allow_origin: Option<String>,
+}
+
+impl RpcConfig {
+    /// Why this configuration cannot serve, if it cannot (a zero limit refuses everything).
+    pub fn check(&self) -> Result<(), String> {
+        let zero = [
+            ("max_body_bytes", self.max_body_bytes == 0),
+            ("max_response_bytes", self.max_response_bytes == 0),
+            ("max_batch_len", self.max_batch_len == 0),
+            ("max_connections", self.max_connections == 0),
+            ("ws_queue_len", self.ws_queue_len == 0),
+            ("notify_capacity", self.notify_capacity == 0),
+            ("max_blocking_calls", self.max_blocking_calls == 0),
+            ("request_deadline", self.request_deadline.is_zero()),
+            ("read_deadline", self.read_deadline.is_zero()),
+            ("write_deadline", self.write_deadline.is_zero()),
+            ("max_log_block_range", self.max_log_block_range == 0),
+            ("max_fee_history_blocks", self.max_fee_history_blocks == 0),
+        ];
+        match zero.iter().find(|(_, is_zero)| *is_zero) {
+            Some((name, _)) => Err(format!("rpc.{name} must be at least 1")),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Durations written as whole seconds in TOML.
+mod whole_seconds {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_secs())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_secs)
+    }
 }
 
 impl Default for RpcConfig {

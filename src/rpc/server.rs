@@ -345,6 +345,7 @@ fn add_cors(shared: &Shared, r: &mut Response<Full<Bytes>>) {
         .config
         .cors_allow_origin
         .as_deref()
+        .filter(|o| !o.is_empty())
         .and_then(|o| HeaderValue::from_str(o).ok())
     {
         r.headers_mut()

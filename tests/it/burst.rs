@@ -23,7 +23,6 @@ const BURST: u64 = 1_000;
 /// ethers v6's `batchMaxCount`.
 const BATCH: usize = 100;
 const GWEI: u128 = 1_000_000_000;
-const TIP: u128 = GWEI;
 const VALUE_WEI: u64 = 1_000;
 const RECIPIENT: Address = Address::repeat_byte(0xb7);
 /// Longest the devnet may take to print its RPC address.
@@ -61,11 +60,17 @@ impl Output {
     }
 }
 
+/// The tip a transfer offers: 1.2 to 1.8 gwei by nonce, so blocks pay a spread of tips (and
+/// none of them is the 1 gwei an idle chain suggests).
+fn tip(nonce: u64) -> u128 {
+    GWEI + u128::from(2 + nonce % 7) * GWEI / 10
+}
+
 fn transfer(key: &[u8; 32], nonce: u64, value: u64) -> SignedTransaction {
     Transaction::from(Eip1559Tx {
         chain_id: CHAIN,
         nonce,
-        max_priority_fee_per_gas: TIP,
+        max_priority_fee_per_gas: tip(nonce),
         max_fee_per_gas: 3 * GWEI,
         gas_limit: TRANSFER_GAS,
         to: TxKind::Call(RECIPIENT),
@@ -250,10 +255,15 @@ fn burst_of_1000_shuffled_nonces_in_batches_is_all_included() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+    // While the burst's blocks are among the last 20, the oracle samples them.
+    the_suggested_tip_is_the_oracle_over_recent_receipts(&client);
 
-    let effective_price = U256::from(u128::from(BASE_FEE_WEI) + TIP);
-    let spent =
-        U256::from(BURST) * (U256::from(VALUE_WEI) + U256::from(TRANSFER_GAS) * effective_price);
+    let spent: U256 = (0..BURST)
+        .map(|n| {
+            let effective_price = U256::from(u128::from(BASE_FEE_WEI) + tip(n));
+            U256::from(VALUE_WEI) + U256::from(TRANSFER_GAS) * effective_price
+        })
+        .sum();
     assert_eq!(
         client.quantity("eth_getBalance", json!([RECIPIENT, "latest"])),
         U256::from(BURST * VALUE_WEI)
@@ -284,4 +294,97 @@ fn burst_of_1000_shuffled_nonces_in_batches_is_all_included() {
     let reply = client.call("eth_sendRawTransaction", json!([raw_hex(&too_far)]));
     let message = reply["error"]["message"].as_str().unwrap_or_default();
     assert!(message.starts_with("nonce too high"), "{reply}");
+
+    fee_history_rewards_are_the_tips_paid(&client);
+}
+
+/// A quantity field of a JSON-RPC answer.
+fn quantity_of(v: &Value) -> u128 {
+    u128::from_str_radix(v.as_str().unwrap().trim_start_matches("0x"), 16).unwrap()
+}
+
+/// The tips the transactions of block `number` paid, from its receipts.
+fn tips_paid(client: &Client, number: u64) -> Vec<u128> {
+    let receipts = client.ok("eth_getBlockReceipts", json!([format!("{number:#x}")]));
+    receipts
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| quantity_of(&r["effectiveGasPrice"]) - u128::from(BASE_FEE_WEI))
+        .collect()
+}
+
+/// `eth_feeHistory` rewards are the tips the burst's blocks paid: the lowest at the 0th
+/// percentile, the highest at the 100th; empty blocks reward 0.
+fn fee_history_rewards_are_the_tips_paid(client: &Client) {
+    let head = client.quantity("eth_blockNumber", json!([])).to::<u64>();
+    let history = client.ok(
+        "eth_feeHistory",
+        json!([head, "latest", [0.0, 50.0, 100.0]]),
+    );
+    let oldest = quantity_of(&history["oldestBlock"]) as u64;
+    let rewards = history["reward"].as_array().unwrap();
+    let mut paying_blocks = 0;
+    for (i, reward) in rewards.iter().enumerate() {
+        let tips = tips_paid(client, oldest + i as u64);
+        let reward: Vec<u128> = reward.as_array().unwrap().iter().map(quantity_of).collect();
+        match (tips.iter().min(), tips.iter().max()) {
+            (Some(&low), Some(&high)) => {
+                paying_blocks += 1;
+                assert_eq!(
+                    (reward[0], reward[2]),
+                    (low, high),
+                    "block {}",
+                    oldest + i as u64
+                );
+                assert!(low <= reward[1] && reward[1] <= high, "{reward:?}");
+            }
+            _ => assert_eq!(reward, vec![0, 0, 0], "empty block {}", oldest + i as u64),
+        }
+    }
+    assert!(
+        paying_blocks > 0,
+        "no block of the burst paid a tip: {history}"
+    );
+}
+
+/// `eth_maxPriorityFeePerGas` is geth's oracle over the last 20 blocks' receipts, and
+/// `eth_gasPrice` adds the base fee. The suggestion is read in one batch between two reads
+/// of the head (a batch runs in order), so the blocks it was computed from are known; the
+/// expected value is then recomputed from those blocks' receipts.
+fn the_suggested_tip_is_the_oracle_over_recent_receipts(client: &Client) {
+    let call =
+        |method: &str| json!({"jsonrpc": "2.0", "id": method, "method": method, "params": []});
+    for _ in 0..20 {
+        let batch = json!([
+            call("eth_blockNumber"),
+            call("eth_maxPriorityFeePerGas"),
+            call("eth_gasPrice"),
+            call("eth_blockNumber")
+        ]);
+        let answers = client.post(&batch);
+        let results: Vec<u128> = answers
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| quantity_of(&a["result"]))
+            .collect();
+        let (head, suggested, price) = (results[0] as u64, results[1], results[2]);
+        if results[3] as u64 != head {
+            continue;
+        }
+        let mut samples: Vec<u128> = Vec::new();
+        for number in head.saturating_sub(19).max(1)..=head {
+            let mut tips = tips_paid(client, number);
+            tips.sort_unstable();
+            samples.extend(tips.into_iter().filter(|&t| t >= 2).take(3));
+        }
+        assert!(!samples.is_empty(), "no paid tip in blocks up to {head}");
+        samples.sort_unstable();
+        let expected = samples[(samples.len() - 1) * 60 / 100];
+        assert_eq!(suggested, expected, "samples {samples:?}");
+        assert_eq!(price, expected + u128::from(BASE_FEE_WEI));
+        return;
+    }
+    panic!("the head moved during every one of 20 attempts");
 }

@@ -223,6 +223,7 @@ fn an_rn_that_stops_answering_is_penalized_then_slashed_while_a_healthy_one_keep
     let rpc = kaon::node::rpc::serve(
         cluster.rt.handle(),
         "127.0.0.1:0".parse().unwrap(),
+        kaon::rpc::RpcConfig::default(),
         &cluster.genesis,
         good.view(),
         &stop,

@@ -785,6 +785,104 @@ fn rpc_transactions_and_receipts_are_encoded_like_geth() {
     );
 }
 
+/// The lookups by block and index, block receipts and uncle answers, shaped as geth's:
+/// each agrees with the single-item lookups, and unknown blocks or indexes are `null`.
+#[test]
+fn rpc_lookups_by_block_and_index_and_block_receipts() {
+    let h = Harness::default();
+    let tx = signed(CHAIN, 0);
+    let by_hash = h.ok(
+        "eth_getTransactionByHash",
+        json!([hex(tx.hash().as_slice())]),
+    );
+    let block_hash = hex(&[0x41; 32]);
+    assert_eq!(
+        h.ok(
+            "eth_getTransactionByBlockNumberAndIndex",
+            json!(["0x1", "0x0"])
+        ),
+        by_hash
+    );
+    assert_eq!(
+        h.ok(
+            "eth_getTransactionByBlockHashAndIndex",
+            json!([block_hash, "0x0"])
+        ),
+        by_hash
+    );
+    for (method, block) in [
+        ("eth_getTransactionByBlockNumberAndIndex", json!("0x1")),
+        ("eth_getTransactionByBlockNumberAndIndex", json!("0x63")),
+        (
+            "eth_getTransactionByBlockHashAndIndex",
+            json!(hex(&[0x77; 32])),
+        ),
+    ] {
+        let index = if block == json!("0x1") { "0x1" } else { "0x0" };
+        assert_eq!(h.ok(method, json!([block, index])), Value::Null, "{method}");
+    }
+    let huge = h.call(
+        "eth_getTransactionByBlockNumberAndIndex",
+        json!(["0x1", "0x10000000000000000"]),
+    );
+    assert_eq!(huge["error"]["code"], -32602, "{huge}");
+
+    let receipt = h.ok(
+        "eth_getTransactionReceipt",
+        json!([hex(tx.hash().as_slice())]),
+    );
+    for id in [
+        json!("0x1"),
+        json!({ "blockHash": block_hash }),
+        json!({ "blockNumber": "0x1" }),
+    ] {
+        assert_eq!(
+            h.ok("eth_getBlockReceipts", json!([id])),
+            json!([receipt.clone()]),
+            "{id}"
+        );
+    }
+    assert_eq!(h.ok("eth_getBlockReceipts", json!(["0x2"])), json!([]));
+    assert_eq!(h.ok("eth_getBlockReceipts", json!(["0x63"])), Value::Null);
+
+    assert_eq!(
+        h.ok("eth_getUncleCountByBlockNumber", json!(["0x1"])),
+        "0x0"
+    );
+    assert_eq!(
+        h.ok("eth_getUncleCountByBlockHash", json!([block_hash])),
+        "0x0"
+    );
+    assert_eq!(
+        h.ok("eth_getUncleCountByBlockNumber", json!(["0x63"])),
+        Value::Null
+    );
+    assert_eq!(
+        h.ok("eth_getUncleByBlockNumberAndIndex", json!(["0x1", "0x0"])),
+        Value::Null
+    );
+    assert_eq!(
+        h.ok(
+            "eth_getUncleByBlockHashAndIndex",
+            json!([block_hash, "0x0"])
+        ),
+        Value::Null
+    );
+    // Methods the node deliberately does not answer say so as unknown methods.
+    for method in [
+        "eth_sendTransaction",
+        "eth_sign",
+        "eth_getProof",
+        "eth_coinbase",
+    ] {
+        assert_eq!(
+            h.call(method, json!([]))["error"]["code"],
+            -32601,
+            "{method}"
+        );
+    }
+}
+
 #[test]
 fn rpc_account_state_reads() {
     let h = Harness::default();

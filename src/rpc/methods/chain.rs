@@ -5,8 +5,8 @@ use crate::rpc::backend::{LogFilter, LogQuery};
 use crate::rpc::error::{RpcError, LIMIT_EXCEEDED};
 use crate::rpc::json::{self, Quantity};
 use crate::rpc::jsonrpc::to_raw;
-use crate::rpc::params::{BlockTag, FilterArgs, Params};
-use crate::rpc::types::RpcBlock;
+use crate::rpc::params::{BlockId, BlockTag, FilterArgs, Params, U64Arg};
+use crate::rpc::types::{BlockTransactions, RpcBlock};
 use alloy_primitives::B256;
 
 /// The newest block number of the routed chain.
@@ -77,6 +77,85 @@ pub(super) fn tx_count_by_number(cx: &Cx<'_>, p: &Params<'_>) -> MethodResult {
 
 pub(super) fn tx_count_by_hash(cx: &Cx<'_>, p: &Params<'_>) -> MethodResult {
     tx_count(by_hash(cx, p, false)?)
+}
+
+/// The block an EIP-1898 id names (a number, a tag or a hash).
+fn by_id(cx: &Cx<'_>, id: BlockId, full: bool) -> Result<Option<RpcBlock>, RpcError> {
+    Ok(match id {
+        BlockId::Tag(tag) => {
+            let number = tag_number(cx, tag)?;
+            cx.shared.backend.block_by_number(cx.chain, number, full)?
+        }
+        BlockId::Hash(hash) => cx.shared.backend.block_by_hash(cx.chain, hash, full)?,
+    })
+}
+
+/// The transaction at argument 1's index of `block` (`null` for an unknown block or index):
+/// found by its hash, so only that transaction's sender is recovered.
+fn transaction_at(cx: &Cx<'_>, block: Option<RpcBlock>, p: &Params<'_>) -> MethodResult {
+    let U64Arg(index) = p.required(1)?;
+    let hash = match block.map(|b| b.transactions) {
+        Some(BlockTransactions::Hashes(hashes)) => usize::try_from(index)
+            .ok()
+            .and_then(|i| hashes.get(i).copied()),
+        Some(BlockTransactions::Full(txs)) => usize::try_from(index)
+            .ok()
+            .and_then(|i| txs.get(i).map(|t| t.tx.hash())),
+        None => None,
+    };
+    match hash {
+        Some(hash) => match cx.shared.backend.transaction(cx.chain, hash)? {
+            Some(t) => to_raw(&json::transaction(&t)),
+            None => to_raw(&()),
+        },
+        None => to_raw(&()),
+    }
+}
+
+pub(super) fn transaction_by_number_and_index(cx: &Cx<'_>, p: &Params<'_>) -> MethodResult {
+    transaction_at(cx, by_number(cx, p, false)?, p)
+}
+
+pub(super) fn transaction_by_hash_and_index(cx: &Cx<'_>, p: &Params<'_>) -> MethodResult {
+    transaction_at(cx, by_hash(cx, p, false)?, p)
+}
+
+/// `eth_getBlockReceipts(blockId)`: every receipt of the block in order, `null` for an
+/// unknown block.
+pub(super) fn block_receipts(cx: &Cx<'_>, p: &Params<'_>) -> MethodResult {
+    let Some(block) = by_id(cx, p.required(0)?, false)? else {
+        return to_raw(&());
+    };
+    match cx.shared.backend.block_receipts(cx.chain, block.number)? {
+        Some(receipts) => {
+            let encoded: Vec<_> = receipts.iter().map(json::receipt).collect();
+            to_raw(&encoded)
+        }
+        None => to_raw(&()),
+    }
+}
+
+/// Kaon blocks have no uncles: 0 for a known block, `null` for an unknown one (as geth).
+fn uncle_count(block: Option<RpcBlock>) -> MethodResult {
+    match block {
+        Some(_) => to_raw(&Quantity(0)),
+        None => to_raw(&()),
+    }
+}
+
+pub(super) fn uncle_count_by_number(cx: &Cx<'_>, p: &Params<'_>) -> MethodResult {
+    uncle_count(by_number(cx, p, false)?)
+}
+
+pub(super) fn uncle_count_by_hash(cx: &Cx<'_>, p: &Params<'_>) -> MethodResult {
+    uncle_count(by_hash(cx, p, false)?)
+}
+
+/// There is never an uncle at any index: `null`, once the arguments parse.
+pub(super) fn uncle(p: &Params<'_>) -> MethodResult {
+    let _: serde_json::Value = p.required(0)?;
+    let U64Arg(_) = p.required(1)?;
+    to_raw(&())
 }
 
 pub(super) fn transaction(cx: &Cx<'_>, p: &Params<'_>) -> MethodResult {

@@ -23,7 +23,9 @@ use std::time::Instant;
 enum Cost {
     /// Answered on the async thread (memory or point reads).
     Inline,
-    /// Executes, scans or verifies signatures: runs on the bounded blocking pool.
+    /// Executes, scans, decodes blocks or recovers senders: runs on the bounded blocking pool,
+    /// so one large request cannot hold an async worker (every HTTP and WebSocket client
+    /// shares them).
     Blocking,
 }
 
@@ -69,20 +71,27 @@ methods! {
     EthBlockNumber = "eth_blockNumber", Inline, 0;
     EthSyncing = "eth_syncing", Inline, 0;
     EthAccounts = "eth_accounts", Inline, 0;
-    EthGetBlockByNumber = "eth_getBlockByNumber", Inline, 2;
-    EthGetBlockByHash = "eth_getBlockByHash", Inline, 2;
-    EthGetBlockTransactionCountByNumber = "eth_getBlockTransactionCountByNumber", Inline, 1;
-    EthGetBlockTransactionCountByHash = "eth_getBlockTransactionCountByHash", Inline, 1;
-    EthGetTransactionByHash = "eth_getTransactionByHash", Inline, 1;
-    EthGetTransactionReceipt = "eth_getTransactionReceipt", Inline, 1;
+    EthGetBlockByNumber = "eth_getBlockByNumber", Blocking, 2;
+    EthGetBlockByHash = "eth_getBlockByHash", Blocking, 2;
+    EthGetBlockTransactionCountByNumber = "eth_getBlockTransactionCountByNumber", Blocking, 1;
+    EthGetBlockTransactionCountByHash = "eth_getBlockTransactionCountByHash", Blocking, 1;
+    EthGetTransactionByHash = "eth_getTransactionByHash", Blocking, 1;
+    EthGetTransactionByBlockNumberAndIndex = "eth_getTransactionByBlockNumberAndIndex", Blocking, 2;
+    EthGetTransactionByBlockHashAndIndex = "eth_getTransactionByBlockHashAndIndex", Blocking, 2;
+    EthGetTransactionReceipt = "eth_getTransactionReceipt", Blocking, 1;
+    EthGetBlockReceipts = "eth_getBlockReceipts", Blocking, 1;
+    EthGetUncleCountByBlockNumber = "eth_getUncleCountByBlockNumber", Blocking, 1;
+    EthGetUncleCountByBlockHash = "eth_getUncleCountByBlockHash", Blocking, 1;
+    EthGetUncleByBlockNumberAndIndex = "eth_getUncleByBlockNumberAndIndex", Inline, 2;
+    EthGetUncleByBlockHashAndIndex = "eth_getUncleByBlockHashAndIndex", Inline, 2;
     EthGetBalance = "eth_getBalance", Inline, 2;
     EthGetTransactionCount = "eth_getTransactionCount", Inline, 2;
     EthGetCode = "eth_getCode", Inline, 2;
     EthGetStorageAt = "eth_getStorageAt", Inline, 3;
     EthCall = "eth_call", Blocking, 3;
     EthEstimateGas = "eth_estimateGas", Blocking, 3;
-    EthGasPrice = "eth_gasPrice", Inline, 0;
-    EthMaxPriorityFeePerGas = "eth_maxPriorityFeePerGas", Inline, 0;
+    EthGasPrice = "eth_gasPrice", Blocking, 0;
+    EthMaxPriorityFeePerGas = "eth_maxPriorityFeePerGas", Blocking, 0;
     EthFeeHistory = "eth_feeHistory", Blocking, 3;
     EthSendRawTransaction = "eth_sendRawTransaction", Blocking, 1;
     EthGetLogs = "eth_getLogs", Blocking, 1;
@@ -195,7 +204,13 @@ fn run(cx: &Cx<'_>, method: Method, params: Option<&RawValue>) -> MethodResult {
         EthGetBlockTransactionCountByNumber => chain::tx_count_by_number(cx, &p),
         EthGetBlockTransactionCountByHash => chain::tx_count_by_hash(cx, &p),
         EthGetTransactionByHash => chain::transaction(cx, &p),
+        EthGetTransactionByBlockNumberAndIndex => chain::transaction_by_number_and_index(cx, &p),
+        EthGetTransactionByBlockHashAndIndex => chain::transaction_by_hash_and_index(cx, &p),
         EthGetTransactionReceipt => chain::receipt(cx, &p),
+        EthGetBlockReceipts => chain::block_receipts(cx, &p),
+        EthGetUncleCountByBlockNumber => chain::uncle_count_by_number(cx, &p),
+        EthGetUncleCountByBlockHash => chain::uncle_count_by_hash(cx, &p),
+        EthGetUncleByBlockNumberAndIndex | EthGetUncleByBlockHashAndIndex => chain::uncle(&p),
         EthGetLogs => chain::logs(cx, &p),
         EthNewFilter => filters::new_filter(cx, &p),
         EthNewBlockFilter => filters::new_block_filter(cx),
