@@ -3,8 +3,8 @@
 //!
 //! Two voting phases with instant finality (the IBFT 2.0 / PBFT family):
 //!
-//! 1. the round's proposer broadcasts a [`Proposal`] with its selection proof; the proposal is
-//!    also its prepare vote;
+//! 1. the round's proposer (recomputed by every receiver from public ranks) broadcasts a
+//!    [`Proposal`]; the proposal is also its prepare vote;
 //! 2. committee members that accept it broadcast a prepare vote; a quorum of prepares for a
 //!    block *prepares* it (the node keeps the [`PreparedCertificate`]) and each member then
 //!    broadcasts a commit vote;
@@ -26,13 +26,13 @@ pub use super::interface::{
     MAX_CLOCK_DRIFT_MS,
 };
 use super::proposal::{self, ProposalError};
-use super::selection::{CnSet, Committee, Role};
+use super::selection::{CnSet, Committee};
 use super::tally::{Recorded, Tally};
 use super::verifier::SigCache;
 use crate::crypto::bls::SecretKey;
 use crate::types::{
     Block, BlockHash, CnIndex, CommitCertificate, ConsensusMessage, Height, PreparedCertificate,
-    Proposal, Round, RoundChange, SelectionProof, Vote, VoteKind,
+    Proposal, Round, RoundChange, Vote, VoteKind,
 };
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -97,7 +97,6 @@ pub struct Machine {
     accepted: BTreeMap<Round, BlockHash>,
     tally: Tally,
     my_votes: HashMap<(VoteKind, Round), BlockHash>,
-    my_proofs: HashMap<Round, SelectionProof>,
     prepared: Option<(PreparedCertificate, Block)>,
     /// Verified round changes of the current and later rounds in the window, without their
     /// blocks (those are in `blocks`).
@@ -158,7 +157,6 @@ impl Machine {
             accepted: BTreeMap::new(),
             tally: Tally::default(),
             my_votes: HashMap::new(),
-            my_proofs: HashMap::new(),
             prepared: None,
             round_changes: BTreeMap::new(),
             my_round_changes: BTreeMap::new(),
@@ -445,7 +443,6 @@ impl Machine {
         let p = Proposal {
             round,
             proposer: self.me,
-            proof: self.committee.prove(&self.key, Role::Proposer),
             signature,
             block,
             justification,
@@ -745,7 +742,6 @@ impl Machine {
             round,
             block_hash: hash,
             voter: self.me,
-            selection_proof: self.committee_proof(round),
             signature: self
                 .key
                 .sign(&Vote::signing_message(kind, height, round, hash))
@@ -756,29 +752,14 @@ impl Machine {
         out.push(Output::Broadcast(ConsensusMessage::Vote(Box::new(vote))));
     }
 
-    /// This node's committee selection proof for `round`, signed once per round.
-    fn committee_proof(&mut self, round: Round) -> SelectionProof {
-        if let Some(proof) = self.my_proofs.get(&round) {
-            return *proof;
-        }
-        let proof = self.committee_at(round).prove(&self.key, Role::Committee);
-        self.my_proofs.insert(round, proof);
-        proof
-    }
-
     fn on_vote(&mut self, v: Vote, out: &mut Vec<Output>) {
         if !self.within_window(v.round) || !self.still_kept(v.round) {
             self.rejections.stale += 1;
             return;
         }
-        let committee = self.committee_at(v.round);
+        // Membership is the same at every round of a height: no proposer ranking needed.
+        let committee = self.members_at(v.round);
         let authentic = committee.position(v.voter).is_some()
-            && self.sigs.verify(
-                &self.set,
-                v.voter,
-                &committee.proof_message(Role::Committee),
-                &v.selection_proof.0,
-            )
             && self.sigs.verify(
                 &self.set,
                 v.voter,
@@ -1146,7 +1127,6 @@ impl Machine {
         self.accepted.clear();
         self.tally = Tally::default();
         self.my_votes.clear();
-        self.my_proofs.clear();
         self.prepared = None;
         self.round_changes.clear();
         self.my_round_changes.clear();

@@ -2,7 +2,7 @@
 //! are checked.
 //!
 //! - [`selection`]: the RANDAO-style randomness mix, public ranks, the fixed committee of a
-//!   height and round, its proposer, and the selection proofs that proposals and votes carry.
+//!   height and round, and its proposer, all recomputed by every receiver from public data.
 //! - [`certificate`]: building and verifying commit certificates (aggregate BLS signature of a
 //!   quorum of the committee), one at a time or many at once.
 //! - [`machine`]: the pure BFT state machine (`step(input) -> outputs`); [`proposal`] holds the

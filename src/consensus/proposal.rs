@@ -1,12 +1,11 @@
 //! Building proposals and checking everything a CN or RN must check about a proposed or
 //! decided block before trusting it: the header chain (parent, height, mix, random reveal,
-//! proposer), the body against the header's commitments, the proposer's selection proof and
-//! signature, and the round-change justification of proposals after round 0.
+//! proposer), the body against the header's commitments, the proposer's signature, and the round-change justification of proposals after round 0.
 
 use super::certificate::{CertificateError, QuorumSignature};
 use super::interface::MAX_CLOCK_DRIFT_MS;
 use super::machine::{Params, Tip};
-use super::selection::{next_mix, reveal, reveal_message, CnSet, Committee, Role};
+use super::selection::{next_mix, reveal, reveal_message, CnSet, Committee};
 use super::verifier::SigCache;
 use crate::crypto::bls::{SecretKey, SignatureBytes};
 use crate::types::block::HEADER_VERSION;
@@ -157,14 +156,6 @@ pub fn check_proposal(
 ) -> Result<(), ProposalError> {
     if p.proposer != committee.proposer {
         return Err(ProposalError::NotProposer(p.proposer));
-    }
-    if !sigs.verify(
-        set,
-        p.proposer,
-        &committee.proof_message(Role::Proposer),
-        &p.proof.0,
-    ) {
-        return Err(ProposalError::Signature("selection proof"));
     }
     let header = p.block.header();
     if header.round > p.round {

@@ -13,12 +13,13 @@
 //!   round would break safety across rounds — a block committed by round r's committee is
 //!   invisible to a disjoint committee at round r+2 (see `docs/consensus.md`).
 //! - Quorum is `floor(2N/3) + 1` of the committee's N members: strictly more than two thirds.
-//! - A selection proof is `BLS_sign(sk, "select" ‖ mix(h-1) ‖ h ‖ r ‖ role)`; anyone holding
-//!   the CN set verifies it, and recomputes the rank from public data.
+//! - Ranks are public: every receiver recomputes who is on the committee and who proposes from
+//!   the header chain, so proposals and votes carry no proof of selection (a signature over
+//!   public data would prove nothing and cost a pairing per message).
 
 use crate::crypto::bls::{BlsError, PublicKey, PublicKeyBytes, SecretKey, Signature};
 use crate::crypto::hash::{sha256, sha256_concat};
-use crate::types::{CnIndex, Height, RandomReveal, Round, SelectionProof};
+use crate::types::{CnIndex, Height, RandomReveal, Round};
 use alloy_primitives::B256;
 use thiserror::Error;
 
@@ -32,10 +33,7 @@ pub const COMMITTEE_ROUND: Round = Round(0);
 
 /// Domain tag of random reveals.
 const REVEAL_DOMAIN: &[u8] = b"KAON/reveal/v1";
-/// Domain tag of selection proofs.
-const SELECT_DOMAIN: &[u8] = b"KAON/select/v1";
-
-/// The role a rank or a selection proof is for.
+/// The role a rank is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum Role {
@@ -43,21 +41,15 @@ pub enum Role {
     Proposer = 1,
 }
 
-/// Why a reveal, proof or claim of selection was refused.
+/// Why a CN set or a random reveal was refused.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum SelectionError {
     #[error("the CN set is empty")]
     EmptyCnSet,
     #[error("CN index {0} is outside the CN set")]
     UnknownCn(CnIndex),
-    #[error("CN {0} is not on the committee of this height and round")]
-    NotOnCommittee(CnIndex),
-    #[error("CN {claimed} claims to propose but the proposer is CN {expected}")]
-    NotProposer { claimed: CnIndex, expected: CnIndex },
     #[error("random reveal of CN {0} does not verify")]
     BadReveal(CnIndex),
-    #[error("selection proof of CN {0} does not verify")]
-    BadProof(CnIndex),
     #[error("CN {second}'s key is CN {first}'s key again")]
     DuplicateKey { first: CnIndex, second: CnIndex },
     #[error("malformed BLS point: {0}")]
@@ -228,61 +220,11 @@ impl Committee {
     pub fn position(&self, cn: CnIndex) -> Option<usize> {
         self.members.binary_search(&cn).ok()
     }
-
-    /// The message a selection proof for `role` signs.
-    pub fn proof_message(&self, role: Role) -> Vec<u8> {
-        proof_message(self.mix, self.height, self.round, role)
-    }
-
-    /// Signs this CN's selection proof for `role`.
-    pub fn prove(&self, sk: &SecretKey, role: Role) -> SelectionProof {
-        SelectionProof(sk.sign(&self.proof_message(role)).to_bytes())
-    }
-
-    /// Checks that `cn` holds `role` in this committee and that `proof` is its signature.
-    pub fn verify_proof(
-        &self,
-        set: &CnSet,
-        cn: CnIndex,
-        role: Role,
-        proof: &SelectionProof,
-    ) -> Result<(), SelectionError> {
-        match role {
-            Role::Proposer if cn != self.proposer => {
-                return Err(SelectionError::NotProposer {
-                    claimed: cn,
-                    expected: self.proposer,
-                })
-            }
-            Role::Committee if self.position(cn).is_none() => {
-                return Err(SelectionError::NotOnCommittee(cn))
-            }
-            _ => {}
-        }
-        let sig = Signature::try_from(&proof.0)?;
-        if sig.verify(set.key(cn)?, &self.proof_message(role)) {
-            Ok(())
-        } else {
-            Err(SelectionError::BadProof(cn))
-        }
-    }
 }
 
 /// Strictly more than two thirds of `n`: `floor(2n/3) + 1`.
 pub const fn quorum(n: usize) -> usize {
     2 * n / 3 + 1
-}
-
-/// The message of a selection proof.
-pub fn proof_message(mix: B256, h: Height, r: Round, role: Role) -> Vec<u8> {
-    [
-        SELECT_DOMAIN,
-        mix.as_slice(),
-        &h.to_be_bytes(),
-        &r.to_be_bytes(),
-        &[role as u8],
-    ]
-    .concat()
 }
 
 /// The message a random reveal signs for height `h`.

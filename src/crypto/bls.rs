@@ -1,7 +1,7 @@
 //! BLS12-381 signatures (the `min_pk` variant: 48-byte public keys, 96-byte signatures), the
 //! only module that touches `blst`.
 //!
-//! Consensus votes, commit certificates, random reveals and selection proofs are all BLS
+//! Consensus votes, commit certificates and random reveals are all BLS
 //! signatures under the Ethereum proof-of-possession ciphersuite. The hot paths are:
 //!
 //! - **certificate verification**: the signers' public keys are added up (cheap G1 additions)

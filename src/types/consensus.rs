@@ -14,11 +14,6 @@ use alloy_rlp::{
 #[derive(Debug, Clone, Copy, PartialEq, Eq, RlpEncodableWrapper, RlpDecodableWrapper)]
 pub struct RandomReveal(pub SignatureBytes);
 
-/// A CN's BLS signature over `(mix, height, round, role)`: shows anyone that its public rank
-/// put it in that role.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, RlpEncodableWrapper, RlpDecodableWrapper)]
-pub struct SelectionProof(pub SignatureBytes);
-
 /// The two voting phases of the BFT protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]
@@ -56,9 +51,9 @@ pub struct Vote {
     pub height: Height,
     pub round: Round,
     pub block_hash: BlockHash,
+    /// A member of the round's committee: ranks are public (`docs/consensus.md`,
+    /// "Selection"), so membership is recomputed by the receiver, not proven by the sender.
     pub voter: CnIndex,
-    /// The voter's proof that it sits on this round's committee.
-    pub selection_proof: SelectionProof,
     /// BLS signature over [`Vote::signing_message`].
     pub signature: SignatureBytes,
 }
@@ -178,14 +173,14 @@ pub struct PreparedCertificate {
     pub aggregate: SignatureBytes,
 }
 
-/// A proposal for height `h`, round `round`: the block (unsealed), the proposer's selection
-/// proof, its prepare vote (the proposal counts as the proposer's vote), and — from round 1
-/// on — the quorum of round changes that justifies it.
+/// A proposal for height `h`, round `round`: the block (unsealed), the proposer's prepare vote
+/// (the proposal counts as the proposer's vote), and — from round 1 on — the quorum of round
+/// changes that justifies it. Who proposes is public (the lowest proposer rank of the round's
+/// committee), so the receiver recomputes it; nothing is signed to prove it.
 #[derive(Debug, Clone, PartialEq, Eq, RlpEncodable, RlpDecodable)]
 pub struct Proposal {
     pub round: Round,
     pub proposer: CnIndex,
-    pub proof: SelectionProof,
     /// The proposer's prepare-vote signature over `(h, round, block hash)`.
     pub signature: SignatureBytes,
     pub block: super::Block,

@@ -18,6 +18,6 @@ pub use block::{
 pub use codec::{CodecError, WireMessage};
 pub use consensus::{
     ConsensusMessage, EquivocationEvidence, PorShare, PreparedCertificate, Proposal, RandomReveal,
-    RoundChange, SelectionProof, Vote, VoteKind,
+    RoundChange, Vote, VoteKind,
 };
 pub use primitives::{BlockHash, ChainId, CnIndex, Height, Round, SegmentId, SignerBitmap};

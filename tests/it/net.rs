@@ -8,9 +8,7 @@ use kaon::crypto::bls::SecretKey;
 use kaon::net::{decode_inbound, handshake, tls, Inbound, NetConfig, Network};
 use kaon::pipeline::{link, LinkReceiver};
 use kaon::types::codec::encode_frame;
-use kaon::types::{
-    BlockHash, CnIndex, ConsensusMessage, Height, Round, SelectionProof, TxBatch, Vote, VoteKind,
-};
+use kaon::types::{BlockHash, CnIndex, ConsensusMessage, Height, Round, TxBatch, Vote, VoteKind};
 use proptest::prelude::*;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -416,7 +414,6 @@ fn sample_vote() -> Vote {
         round: Round(2),
         block_hash,
         voter: CnIndex(0),
-        selection_proof: SelectionProof(key(1).sign(b"proof").to_bytes()),
         signature: key(1).sign(&signing).to_bytes(),
     }
 }

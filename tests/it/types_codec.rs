@@ -13,8 +13,8 @@ use kaon::types::codec::{
 };
 use kaon::types::{
     Block, BlockHash, ChainId, CnIndex, CodecError, CommitCertificate, EquivocationEvidence,
-    Header, Height, PorShare, Round, SealedHeader, Segment, SegmentCommitment, SelectionProof,
-    SignerBitmap, Vote, VoteKind, WireMessage,
+    Header, Height, PorShare, Round, SealedHeader, Segment, SegmentCommitment, SignerBitmap, Vote,
+    VoteKind, WireMessage,
 };
 use proptest::collection::vec;
 use proptest::prelude::*;
@@ -159,26 +159,16 @@ fn vote_kind() -> impl Strategy<Value = VoteKind> {
 }
 
 fn vote() -> impl Strategy<Value = Vote> {
-    (
-        vote_kind(),
-        u64s(),
-        u32s(),
-        b256(),
-        u32s(),
-        signature(),
-        signature(),
+    (vote_kind(), u64s(), u32s(), b256(), u32s(), signature()).prop_map(
+        |(kind, height, round, block_hash, voter, signature)| Vote {
+            kind,
+            height: Height(height),
+            round: Round(round),
+            block_hash: BlockHash(block_hash),
+            voter: CnIndex(voter),
+            signature,
+        },
     )
-        .prop_map(
-            |(kind, height, round, block_hash, voter, proof, signature)| Vote {
-                kind,
-                height: Height(height),
-                round: Round(round),
-                block_hash: BlockHash(block_hash),
-                voter: CnIndex(voter),
-                selection_proof: SelectionProof(proof),
-                signature,
-            },
-        )
 }
 
 fn por_share() -> impl Strategy<Value = PorShare> {
@@ -573,7 +563,6 @@ fn sample_vote(kind: VoteKind) -> Vote {
         round: Round(3),
         block_hash: sample_header().hash(),
         voter: CnIndex(9),
-        selection_proof: SelectionProof(SignatureBytes([0xaa; SIGNATURE_LEN])),
         signature: SignatureBytes([0xbb; SIGNATURE_LEN]),
     }
 }
