@@ -159,7 +159,8 @@ pub struct DevnetArgs {
     /// Seconds to run; 0 runs until Ctrl-C.
     #[arg(long, default_value_t = 0)]
     pub duration: u64,
-    /// Block interval in milliseconds.
+    /// Interval of empty blocks when no transaction waits, in milliseconds (a waiting
+    /// transaction is proposed within `pipeline.proposal_batch_ms`).
     #[arg(long, default_value_t = 1000)]
     pub round_ms: u64,
     /// Development accounts sending load.
@@ -224,7 +225,7 @@ pub struct InitArgs {
     /// CN i listens on 127.0.0.1:(base_port + i).
     #[arg(long, default_value_t = 30300)]
     pub base_port: u16,
-    /// Block interval in milliseconds.
+    /// Interval of empty blocks when no transaction waits, in milliseconds.
     #[arg(long, default_value_t = 1000)]
     pub round_ms: u64,
     /// Round-0 timeout in milliseconds (doubling per round); default max(round_ms, 500). A

@@ -90,6 +90,10 @@ pub struct StorageConfig {
 pub struct PipelineConfig {
     /// Capacity of every link between stages, in batches.
     pub link_capacity: usize,
+    /// How long a proposer waits, once the previous block is committed and transactions are
+    /// waiting, before it proposes (so a burst goes into one block). Without waiting
+    /// transactions it proposes after the genesis round interval (empty blocks at that pace).
+    pub proposal_batch_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -135,7 +139,10 @@ impl Default for PipelineConfig {
     fn default() -> Self {
         // 64 batches keep both cores busy with a few batches in flight while bounding a
         // stage's queue.
-        Self { link_capacity: 64 }
+        Self {
+            link_capacity: 64,
+            proposal_batch_ms: 10,
+        }
     }
 }
 

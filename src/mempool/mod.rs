@@ -454,6 +454,16 @@ impl Mempool {
         Some(&self.chains.get(chain)?.senders.get(sender)?.get(nonce)?.tx)
     }
 
+    /// Whether some transaction could go into the next block: a sender's next nonce is pooled.
+    pub fn has_ready(&self) -> bool {
+        self.chains.values().any(|pool| {
+            pool.senders.iter().any(|(sender, queue)| {
+                let next = pool.account_nonce.get(sender).copied().unwrap_or(0);
+                queue.contains_key(&next)
+            })
+        })
+    }
+
     /// Servicechains with ready transactions.
     pub fn active_chains(&self) -> Vec<ChainId> {
         let mut chains: Vec<ChainId> = self

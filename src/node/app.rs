@@ -536,6 +536,26 @@ impl CnApp {
     }
 }
 
+impl CnApp {
+    /// Whether a block proposed now would carry something: a ready servicechain transaction
+    /// or a regionchain system transaction.
+    pub fn has_work(&self) -> bool {
+        let system = !self
+            .shared
+            .system
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty();
+        system
+            || self
+                .shared
+                .pool
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .has_ready()
+    }
+}
+
 impl Application for CnApp {
     fn build(&mut self, height: Height, parent: &Tip, timestamp_ms: u64) -> BlockBody {
         let system = self.system_txs(height);

@@ -85,6 +85,9 @@ pub struct ConsensusStage {
     pub status: Arc<ConsensusStatus>,
     /// The committed chain on disk: sync requests beyond the recent blocks are served from it.
     pub chain: ChainReader,
+    /// How long this node, as the next proposer, lets transactions gather once some are
+    /// waiting (see [`ConsensusStage::bring_proposal_forward`]).
+    pub proposal_batch: Duration,
 }
 
 /// Blocks a sync request is answered from: the recent ones in memory, older ones from disk.
@@ -143,7 +146,10 @@ impl ConsensusStage {
             last: Default::default(),
         };
         self.step(Input::Start, &mut timers, &mut recent)?;
+        // The height whose round-0 proposal was brought forward (once per height).
+        let mut brought_forward = None;
         loop {
+            let idle = self.bring_proposal_forward(&mut timers, &mut brought_forward);
             while let Some(due) = timers.pop_due() {
                 let input = match due {
                     TimerInput::Proposal(height, r) => Input::ProposalDue {
@@ -157,11 +163,15 @@ impl ConsensusStage {
                 };
                 self.step(input, &mut timers, &mut recent)?;
             }
-            let wait = timers
+            let mut wait = timers
                 .next_deadline()
                 .map_or(Duration::from_millis(100), |d| {
                     d.saturating_duration_since(Instant::now())
                 });
+            if idle {
+                // Look at the pool again within a batching window.
+                wait = wait.min(self.proposal_batch.max(Duration::from_millis(1)));
+            }
             match self.inbound.recv_timeout(wait) {
                 Ok((peer, ConsensusMessage::SyncRequest(from))) => {
                     self.serve(peer, from, &mut recent)
@@ -171,6 +181,37 @@ impl ConsensusStage {
                 Err(false) => {}
             }
         }
+    }
+
+    /// Responsive proposing. The machine asks for this node's round-0 proposal after the block
+    /// interval, the pace of an idle chain; once transactions are waiting, the proposal is
+    /// delivered after the batching window instead. Only the driver's timing changes — an
+    /// early `ProposalDue` is the same input — so safety and validity do not depend on it
+    /// (timestamps stay above the parent's and within the drift bound). Returns whether a
+    /// round-0 proposal is still waiting idle (the pool is then looked at again soon).
+    fn bring_proposal_forward(
+        &self,
+        timers: &mut Timers,
+        brought_forward: &mut Option<Height>,
+    ) -> bool {
+        let height = self.machine.height();
+        let soon = Instant::now() + self.proposal_batch;
+        let waiting_idle = timers
+            .queue
+            .iter()
+            .any(|Reverse((at, _, input))| *input == TimerInput::Proposal(height, 0) && *at > soon);
+        if !waiting_idle || *brought_forward == Some(height) {
+            return false;
+        }
+        if !self.app.has_work() {
+            return true;
+        }
+        *brought_forward = Some(height);
+        timers.push(
+            self.proposal_batch.as_millis() as u64,
+            TimerInput::Proposal(height, 0),
+        );
+        false
     }
 
     /// Feeds one input, carries out the outputs, and — after each committed block is applied —

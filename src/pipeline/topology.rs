@@ -290,6 +290,7 @@ impl BoundCn {
             committed,
             status: Arc::clone(&status),
             chain: chain.clone(),
+            proposal_batch: std::time::Duration::from_millis(spec.pipeline.proposal_batch_ms),
         };
         let router_ingress = ingress.clone();
         let router_dropped = Arc::clone(&dropped_inbound);

@@ -143,11 +143,16 @@ struct Devnet {
 
 impl Devnet {
     fn start(dir: &std::path::Path) -> Self {
+        Self::start_with_interval(dir, 200)
+    }
+
+    /// A devnet whose idle chain makes a block every `round_ms`.
+    fn start_with_interval(dir: &std::path::Path, round_ms: u64) -> Self {
         let config = DevnetConfig {
             cns: 4,
             servicechains: 1,
             tps: 0,
-            round_ms: 200,
+            round_ms,
             accounts: 1,
             datadir: Some(dir.to_path_buf()),
             // A safety net: the test stops the devnet itself.
@@ -387,4 +392,48 @@ fn the_suggested_tip_is_the_oracle_over_recent_receipts(client: &Client) {
         return;
     }
     panic!("the head moved during every one of 20 attempts");
+}
+
+/// Responsive proposing: the devnet's idle interval is 60 s, yet a transaction sent once the
+/// RPC is up is in a block well before it, because the proposer proposes as soon as
+/// transactions wait (after its batching window). The receipt is awaited for 50 s at most, and
+/// the block's timestamp is less than 60 s after its parent's.
+#[test]
+fn a_waiting_transaction_is_proposed_without_waiting_for_the_idle_interval() {
+    const IDLE_MS: u64 = 60_000;
+    let dir = tempfile::tempdir().unwrap();
+    let devnet = Devnet::start_with_interval(dir.path(), IDLE_MS);
+    let client = Client::new(devnet.url());
+    let sender = developer_accounts(DEV_ACCOUNTS).swap_remove(0);
+    let tx = transfer(&sender.secret, 0, VALUE_WEI);
+    assert_eq!(
+        client.ok("eth_sendRawTransaction", json!([raw_hex(&tx)])),
+        json!(tx.hash())
+    );
+    let started = Instant::now();
+    let receipt = loop {
+        let receipt = client.ok("eth_getTransactionReceipt", json!([tx.hash()]));
+        if !receipt.is_null() {
+            break receipt;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(50),
+            "no receipt after 50 s: the proposer waited for its idle interval"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let number = quantity_of(&receipt["blockNumber"]) as u64;
+    let block = client.ok(
+        "eth_getBlockByNumber",
+        json!([format!("{number:#x}"), false]),
+    );
+    let parent = client.ok(
+        "eth_getBlockByNumber",
+        json!([format!("{:#x}", number - 1), false]),
+    );
+    let gap_s = quantity_of(&block["timestamp"]) - quantity_of(&parent["timestamp"]);
+    assert!(
+        u128::from(IDLE_MS / 1000) > gap_s,
+        "block {number} came {gap_s} s after its parent"
+    );
 }

@@ -23,7 +23,10 @@ fn transfer(secret: &[u8; 32], nonce: u64) -> Bytes {
 
 #[test]
 fn sigverify_passes_good_transactions_and_counts_bad_ones() {
-    let config = PipelineConfig { link_capacity: 2 };
+    let config = PipelineConfig {
+        link_capacity: 2,
+        ..PipelineConfig::default()
+    };
     let (topology, verified) = IngressTopology::start(&config, DecodeRules::default()).unwrap();
     let secret = [7u8; 32];
     let sender = address_of(&secret).unwrap();
