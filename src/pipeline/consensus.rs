@@ -88,6 +88,45 @@ pub struct ConsensusStage {
     /// How long this node, as the next proposer, lets transactions gather once some are
     /// waiting (see [`ConsensusStage::bring_proposal_forward`]).
     pub proposal_batch: Duration,
+    pub catch_up: CatchUpLog,
+}
+
+/// Blocks whose timestamp is older than this are being caught up on, not followed.
+const BEHIND_MS: u64 = 10_000;
+/// How often catching up is reported.
+const CATCH_UP_LOG_EVERY: Duration = Duration::from_secs(5);
+
+/// Reports progress while this node commits blocks far older than its clock (after an outage):
+/// height, how far behind, and the rate since the last report.
+#[derive(Debug, Default)]
+pub struct CatchUpLog {
+    /// When and at which height the last report (or the start of catching up) was.
+    last: Option<(Instant, Height)>,
+}
+
+impl CatchUpLog {
+    fn committed(&mut self, header: &crate::types::Header) {
+        let behind_ms = now_ms().saturating_sub(header.timestamp_ms);
+        if behind_ms < BEHIND_MS {
+            if self.last.take().is_some() {
+                tracing::info!(height = %header.height, "caught up: following the head");
+            }
+            return;
+        }
+        let now = Instant::now();
+        let (since, from) = *self.last.get_or_insert((now, header.height));
+        let elapsed = now.duration_since(since);
+        if elapsed >= CATCH_UP_LOG_EVERY {
+            let blocks = header.height.0.saturating_sub(from.0);
+            tracing::info!(
+                height = %header.height,
+                behind_s = behind_ms / 1000,
+                blocks_per_s = (blocks as f64 / elapsed.as_secs_f64()).round(),
+                "catching up"
+            );
+            self.last = Some((now, header.height));
+        }
+    }
 }
 
 /// Blocks a sync request is answered from: the recent ones in memory, older ones from disk.
@@ -326,6 +365,7 @@ impl ConsensusStage {
             .fetch_add(txs as u64, Ordering::Relaxed);
         self.status
             .record_commit(block.header().height, block.hash());
+        self.catch_up.committed(block.header());
         let block = Arc::new(block);
         recent.insert(block.header().height, Arc::clone(&block));
         while recent.len() > RECENT_BLOCKS {

@@ -291,6 +291,7 @@ impl BoundCn {
             status: Arc::clone(&status),
             chain: chain.clone(),
             proposal_batch: std::time::Duration::from_millis(spec.pipeline.proposal_batch_ms),
+            catch_up: Default::default(),
         };
         let router_ingress = ingress.clone();
         let router_dropped = Arc::clone(&dropped_inbound);
