@@ -249,7 +249,11 @@ impl ChainRpc {
             miner: FEE_COLLECTOR,
             mix_hash: header.mix,
             extra_data: Bytes::new(),
-            size: alloy_rlp::Encodable::length(block) as u64,
+            // The chain's own block: the sealed header and this chain's segment (the other
+            // chains' segments are not part of what this chain's clients see).
+            size: (alloy_rlp::Encodable::length(&block.sealed)
+                + position.map_or(0, |i| alloy_rlp::Encodable::length(&block.segments[i])))
+                as u64,
             transactions,
         })
     }
