@@ -19,7 +19,9 @@ use kaon::node::genesis::Genesis;
 use kaon::node::loadgen::dev_account;
 use kaon::pipeline::link;
 use kaon::pipeline::topology::{start_cluster, CnNode};
-use kaon::rn::audit::{audit_consensus, AuditError, AuditOutcome, ChainState};
+use kaon::rn::audit::{
+    audit_consensus, verify_head, AuditError, AuditOutcome, ChainState, HeadClaimError,
+};
 use kaon::rn::evidence::{
     check_evidence, Deferral, EvidenceError, PendingEvidence, MAX_PENDING_EVIDENCE,
     MAX_PENDING_EVIDENCE_BYTES, PENDING_EVIDENCE_WINDOW,
@@ -35,7 +37,7 @@ use kaon::types::{
 use proptest::prelude::*;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::runtime::Runtime;
@@ -287,6 +289,45 @@ fn the_audit_passes_a_valid_chain_and_stops_at_the_first_bad_block() {
     let outcome = audit(&set, &unlinked);
     assert_eq!(outcome.passed, 1);
     assert_eq!(outcome.failure, Some((1, AuditError::Header("parent"))));
+}
+
+#[test]
+fn a_claimed_head_is_believed_only_with_its_certificate() {
+    let (keys, set) = four_cns();
+    let chain = crafted_chain(&keys, &set, crafted_genesis(), 6);
+    let (parent, block) = (&chain[4], &chain[5]);
+    assert_eq!(verify_head(&params(), &set, parent, block), Ok(()));
+
+    // A quorum that signed another hash.
+    let mut forged = block.clone();
+    let mut other = block.clone();
+    other.sealed.header.timestamp_ms += 1;
+    seal(&mut other, &set, &keys, parent.header().mix, &[0, 1, 2]);
+    forged.sealed.seal = other.sealed.seal;
+    let refused = verify_head(&params(), &set, parent, &forged).unwrap_err();
+    assert!(matches!(refused, HeadClaimError::Certificate(_)), "{refused}");
+    assert!(refused.blames_peer());
+
+    // Two of four signers.
+    let mut short = block.clone();
+    seal(&mut short, &set, &keys, parent.header().mix, &[0, 1]);
+    assert!(matches!(
+        verify_head(&params(), &set, parent, &short),
+        Err(HeadClaimError::Certificate(_))
+    ));
+
+    // A "parent" that is not the block's: the committee would be drawn from the wrong mix.
+    assert_eq!(
+        verify_head(&params(), &set, &chain[3], block),
+        Err(HeadClaimError::NotParent)
+    );
+
+    // Certified by a set this node does not know: not trusted, but no lie either.
+    let strangers: Vec<SecretKey> = (10..14).map(cn_key).collect();
+    let other_set = CnSet::new(strangers.iter().map(SecretKey::public_key).collect()).unwrap();
+    let unknown = verify_head(&params(), &other_set, parent, block).unwrap_err();
+    assert_eq!(unknown, HeadClaimError::OtherSet);
+    assert!(!unknown.blames_peer());
 }
 
 #[test]
@@ -1040,4 +1081,65 @@ fn cluster_keys(cluster: &Cluster) -> Vec<kaon::crypto::bls::PublicKeyBytes> {
         .iter()
         .map(|k| k.public_key().to_bytes())
         .collect()
+}
+
+/// A raw RN peer that answers every block request with `head` and no blocks (a peer lying
+/// about how far the chain goes); the number of requests it answered.
+fn serve_claims(rt: &Runtime, conn: quinn::Connection, head: Height) -> Arc<AtomicU64> {
+    let answered = Arc::new(AtomicU64::new(0));
+    let count = Arc::clone(&answered);
+    rt.spawn(async move {
+        while let Ok((mut send, mut recv)) = conn.accept_bi().await {
+            let mut len = [0u8; 4];
+            if recv.read_exact(&mut len).await.is_err() {
+                continue;
+            }
+            let mut request = vec![0u8; u32::from_le_bytes(len) as usize];
+            if recv.read_exact(&mut request).await.is_err() {
+                continue;
+            }
+            let claim = BlockRangeResponse {
+                head,
+                blocks: vec![],
+            };
+            write_frame(&mut send, &encode_frame(&claim)).await;
+            let _ = send.finish();
+            count.fetch_add(1, Relaxed);
+        }
+    });
+    answered
+}
+
+#[test]
+fn a_peer_claiming_an_unbacked_head_does_not_hold_the_rn_in_catch_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::start(dir.path());
+    wait_until("the CNs at height 2", || cluster.height() >= 2);
+    let rn = RnNode::start(cluster.rn_config(dir.path(), "rn", cluster.peers(), vec![])).unwrap();
+    let (_endpoint, liar, _stream) = cluster
+        .rt
+        .block_on(raw_rn(rn.listen_addr(), &node_key("liar")));
+    let answered = serve_claims(&cluster.rt, liar.clone(), Height(u64::MAX));
+    wait_until("the RN asked the liar", || answered.load(Relaxed) >= 1);
+
+    // The claim is never trusted: the RN follows the real chain and says so.
+    let target = cluster.height() + 3;
+    wait_or_explain(
+        "the RN following past the CNs' height",
+        || head(&rn) >= target,
+        || describe(&[&rn]),
+    );
+    let status = rn.sync_status();
+    assert!(
+        status.highest_known.0 <= cluster.height() + 1,
+        "an unbacked claim moved the sync target: {status:?}"
+    );
+    assert_eq!(status.phase, kaon::rn::SyncPhase::Following);
+    // Claims it cannot back with a certified block are strikes: the liar is cut off.
+    assert_eq!(closed_code(&cluster.rt, &liar), 2, "closed for unbacked claims");
+    let later = head(&rn) + 2;
+    wait_until("the RN still following", || head(&rn) >= later);
+
+    rn.shutdown().unwrap();
+    cluster.shutdown();
 }
