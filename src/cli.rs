@@ -299,6 +299,7 @@ impl RnArgs {
             rpc: self.rpc,
             metrics: self.metrics,
             storage: config.storage.clone(),
+            net: config.net.clone(),
         })
     }
 }

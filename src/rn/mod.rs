@@ -405,6 +405,11 @@ impl RnView {
         self.net.public_key()
     }
 
+    /// The network's counters (connects, refusals, bad frames, …).
+    pub fn net_stats(&self) -> &Arc<crate::net::NetStats> {
+        self.net.stats()
+    }
+
     /// Connected peers (CNs and RNs).
     pub fn peer_count(&self) -> usize {
         self.net.peer_count()

@@ -548,6 +548,19 @@ impl Cluster {
 
     /// [`Cluster::start`] with genesis settings changed by `tweak`.
     pub(crate) fn start_with(dir: &Path, tweak: impl FnOnce(&mut Genesis)) -> Self {
+        Self::start_custom(dir, tweak, |_| {})
+    }
+
+    /// [`Cluster::start`] with every CN's network settings changed by `tweak_net`.
+    pub(crate) fn start_net(dir: &Path, tweak_net: impl Fn(&mut NetConfig)) -> Self {
+        Self::start_custom(dir, |_| {}, tweak_net)
+    }
+
+    fn start_custom(
+        dir: &Path,
+        tweak: impl FnOnce(&mut Genesis),
+        tweak_net: impl Fn(&mut NetConfig),
+    ) -> Self {
         let keys: Vec<SecretKey> = (0..4).map(cn_key).collect();
         let accounts = [dev_account(0)];
         let mut genesis = Genesis::new(
@@ -563,7 +576,8 @@ impl Cluster {
         let rt = runtime();
         let specs = (0..4)
             .map(|i| {
-                let net = NetConfig::new(localhost());
+                let mut net = NetConfig::new(localhost());
+                tweak_net(&mut net);
                 genesis
                     .cn_spec(
                         CnIndex(i as u32),
@@ -1141,5 +1155,151 @@ fn a_peer_claiming_an_unbacked_head_does_not_hold_the_rn_in_catch_up() {
     wait_until("the RN still following", || head(&rn) >= later);
 
     rn.shutdown().unwrap();
+    cluster.shutdown();
+}
+
+/// An authenticated RN connection to `to` from `local` (another loopback address is another
+/// host to the listener).
+async fn raw_rn_from(
+    local: &str,
+    to: SocketAddr,
+    key: &SecretKey,
+) -> (quinn::Endpoint, quinn::Connection, quinn::SendStream) {
+    let endpoint = quinn::Endpoint::client(local.parse().unwrap()).unwrap();
+    let conn = endpoint
+        .connect_with(tls::client_config().unwrap(), to, tls::SERVER_NAME)
+        .unwrap()
+        .await
+        .unwrap();
+    let mut stream = conn.open_uni().await.unwrap();
+    let hello = handshake::hello(&conn, Credential::Rn(key), Side::Dialler).unwrap();
+    stream.write_all(&hello).await.unwrap();
+    (endpoint, conn, stream)
+}
+
+#[test]
+fn a_cn_bounds_rn_slots_per_key_and_per_address_and_cuts_off_idle_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let idle = Duration::from_secs(3);
+    let cluster = Cluster::start_net(dir.path(), |net| {
+        net.max_rn_per_address = 3;
+        net.rn_idle_timeout = idle;
+    });
+    wait_until("the CNs at height 2", || cluster.height() >= 2);
+    let cn0 = cluster.peers().remove(0);
+    let honest = RnNode::start(cluster.rn_config(dir.path(), "honest", vec![cn0], vec![])).unwrap();
+    wait_until("the honest RN syncing", || head(&honest) >= 1);
+    // A quiet RN link (no sync driver: it never asks for blocks) lives on its heartbeats.
+    let (tx, _rx) = link("quiet_inbox", 64);
+    let mut quiet_config = RnNetConfig::new(localhost());
+    quiet_config.cn_heartbeat = Duration::from_millis(200);
+    let quiet = RnNetwork::bind(cluster.rt.handle(), quiet_config, node_key("quiet"), tx).unwrap();
+    quiet.connect_cn(
+        cn0.addr,
+        kaon::crypto::bls::PublicKey::try_from(&cn0.key).unwrap(),
+    );
+    wait_until("the quiet link up", || quiet.sources().len() == 1);
+
+    // One self-made key from another host: two connections, the third refused.
+    let (to, rt) = (cn0.addr, &cluster.rt);
+    let key = node_key("slot-holder");
+    let first = rt.block_on(raw_rn_from("127.0.0.2:0", to, &key));
+    let second = rt.block_on(raw_rn_from("127.0.0.2:0", to, &key));
+    let third = rt.block_on(raw_rn_from("127.0.0.2:0", to, &key));
+    assert_eq!(closed_code(rt, &third.1), 3, "a third connection of one key");
+    // Fresh keys from the same host: one more fits the per-address bound, then none.
+    let other = rt.block_on(raw_rn_from("127.0.0.2:0", to, &node_key("sybil-1")));
+    let over = rt.block_on(raw_rn_from("127.0.0.2:0", to, &node_key("sybil-2")));
+    assert_eq!(closed_code(rt, &over.1), 3, "a fourth connection from one address");
+
+    // The admitted ones never use their slots: cut off once idle, code 4.
+    for (_, conn, _) in [&first, &second, &other] {
+        assert_eq!(closed_code(rt, conn), 4, "an idle RN connection");
+    }
+    // The honest RN and the quiet link (connected before the idle ones, so idle at least as
+    // long) kept their connections throughout.
+    let later = head(&honest) + 3;
+    wait_until("the honest RN still following", || head(&honest) >= later);
+    assert_eq!(honest.net_stats().connects.load(Relaxed), 1, "never reconnected");
+    assert_eq!(quiet.stats().connects.load(Relaxed), 1, "heartbeats kept it");
+    let cn_stats = cluster.cns[0].net.stats();
+    wait_until("only the honest RNs hold slots", || {
+        cn_stats.rn_peers.load(Relaxed) == 2
+    });
+
+    quiet.close();
+    honest.shutdown().unwrap();
+    cluster.shutdown();
+}
+
+#[test]
+fn strangers_filling_every_rn_slot_do_not_eclipse_the_configured_peers() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::start(dir.path());
+    wait_until("the CNs at height 2", || cluster.height() >= 2);
+    // The configured peer's address, taken before it runs.
+    let reserved = std::net::UdpSocket::bind(localhost()).unwrap();
+    let peer_addr = reserved.local_addr().unwrap();
+    drop(reserved);
+    let mut config = cluster.rn_config(dir.path(), "victim", vec![], vec![peer_addr]);
+    config.net.max_peers = 2;
+    let victim = RnNode::start(config).unwrap();
+
+    // Two strangers take both slots (from another host, each with its own key); a third is
+    // refused.
+    let rt = &cluster.rt;
+    let to = victim.listen_addr();
+    let _a = rt.block_on(raw_rn_from("127.0.0.2:0", to, &node_key("eclipse-a")));
+    let _b = rt.block_on(raw_rn_from("127.0.0.3:0", to, &node_key("eclipse-b")));
+    wait_until("both strangers admitted", || victim.peer_count() == 2);
+    let c = rt.block_on(raw_rn_from("127.0.0.4:0", to, &node_key("eclipse-c")));
+    assert_eq!(closed_code(rt, &c.1), 3, "no slot left for strangers");
+
+    // The configured peer comes up: the victim reaches it anyway and syncs through it.
+    let mut peer_config = cluster.rn_config(dir.path(), "peer", cluster.peers(), vec![]);
+    peer_config.net.listen = peer_addr;
+    let peer = RnNode::start(peer_config).unwrap();
+    let target = cluster.height() + 2;
+    wait_or_explain(
+        "the victim syncing through its configured peer",
+        || head(&victim) >= target,
+        || describe(&[&victim, &peer]),
+    );
+
+    victim.shutdown().unwrap();
+    peer.shutdown().unwrap();
+    cluster.shutdown();
+}
+
+#[test]
+fn a_cn_reads_rn_frames_with_the_transaction_batch_limit_not_the_consensus_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::start(dir.path());
+    wait_until("the CNs at height 2", || cluster.height() >= 2);
+    let cn0 = cluster.peers().remove(0);
+    let honest = RnNode::start(cluster.rn_config(dir.path(), "honest", vec![cn0], vec![])).unwrap();
+    wait_until("the honest RN syncing", || head(&honest) >= 1);
+
+    // One frame just over the 8 MiB `TxBatch` limit (far under the consensus limit): a single
+    // such frame costs the connection, where one undecodable frame would be one strike of eight.
+    let (_endpoint, conn, mut stream) =
+        cluster
+            .rt
+            .block_on(raw_rn_from("127.0.0.2:0", cn0.addr, &node_key("big-frames")));
+    let oversize = vec![0u8; kaon::net::RN_FRAME_LIMIT + 1];
+    cluster.rt.block_on(async {
+        let _ = tokio::time::timeout(DEADLINE, async {
+            stream
+                .write_all(&(oversize.len() as u32).to_le_bytes())
+                .await?;
+            stream.write_all(&oversize).await
+        })
+        .await;
+    });
+    assert_eq!(closed_code(&cluster.rt, &conn), 2, "closed for an oversize frame");
+    let later = head(&honest) + 2;
+    wait_until("the honest RN still following", || head(&honest) >= later);
+
+    honest.shutdown().unwrap();
     cluster.shutdown();
 }
