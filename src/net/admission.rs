@@ -131,7 +131,7 @@ mod tests {
     #[test]
     fn each_bound_refuses_on_its_own_and_a_dropped_slot_is_free_again() {
         let admission = Admission::new(Limits {
-            total: 4,
+            total: 5,
             per_key: 2,
             per_address: 3,
         });
@@ -142,10 +142,11 @@ mod tests {
         let _third = admission.admit(key(2), a).unwrap();
         let _fourth = admission.admit(key(3), a).unwrap();
         assert_eq!(admission.admit(key(4), a).unwrap_err(), Refusal::Address(3));
-        assert_eq!(admission.admit(key(4), b).unwrap_err(), Refusal::Full(4));
-        assert_eq!(admission.held(), 4, "refusals take nothing");
+        let _fifth = admission.admit(key(4), b).unwrap();
+        assert_eq!(admission.admit(key(5), b).unwrap_err(), Refusal::Full(5));
+        assert_eq!(admission.held(), 5, "refusals take nothing");
         drop(first);
-        assert_eq!(admission.held(), 3);
+        assert_eq!(admission.held(), 4);
         let _again = admission.admit(key(1), a).unwrap();
     }
 }
