@@ -108,6 +108,9 @@ pub struct NetLimitsConfig {
     pub max_rn_network_peers: usize,
     /// RN: seconds of silence towards a CN after which a heartbeat is sent.
     pub cn_heartbeat_s: u64,
+    /// CN and RN: hellos of unauthenticated peers checked at once (BLS, on the blocking pool);
+    /// a connection arriving when all are busy is refused.
+    pub max_hello_checks: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -166,6 +169,7 @@ impl Default for NetLimitsConfig {
             rn_idle_timeout_s: crate::net::DEFAULT_RN_IDLE_TIMEOUT.as_secs(),
             max_rn_network_peers: crate::net::rn::DEFAULT_MAX_RN_NETWORK_PEERS,
             cn_heartbeat_s: crate::net::rn::DEFAULT_CN_HEARTBEAT.as_secs(),
+            max_hello_checks: crate::net::hello_checks::DEFAULT_MAX_HELLO_CHECKS,
         }
     }
 }
@@ -177,6 +181,7 @@ impl NetLimitsConfig {
         net.max_rn_per_key = self.max_per_key;
         net.max_rn_per_address = self.max_per_address;
         net.rn_idle_timeout = std::time::Duration::from_secs(self.rn_idle_timeout_s);
+        net.max_hello_checks = self.max_hello_checks;
     }
 
     /// An RN's network settings with these bounds.
@@ -185,6 +190,7 @@ impl NetLimitsConfig {
         net.max_per_key = self.max_per_key;
         net.max_per_address = self.max_per_address;
         net.cn_heartbeat = std::time::Duration::from_secs(self.cn_heartbeat_s);
+        net.max_hello_checks = self.max_hello_checks;
     }
 }
 
@@ -233,8 +239,10 @@ impl Config {
                 "pipeline.link_capacity must be at least 1",
             ),
             (
-                self.net.max_per_key == 0 || self.net.max_per_address == 0,
-                "net.max_per_key and net.max_per_address must be at least 1",
+                self.net.max_per_key == 0
+                    || self.net.max_per_address == 0
+                    || self.net.max_hello_checks == 0,
+                "net.max_per_key, net.max_per_address and net.max_hello_checks must be at least 1",
             ),
             (
                 self.net.cn_heartbeat_s == 0 || self.net.cn_heartbeat_s >= self.net.rn_idle_timeout_s,

@@ -20,6 +20,7 @@
 
 pub mod admission;
 pub mod handshake;
+pub mod hello_checks;
 pub mod probe;
 pub mod rn;
 pub mod sync;
@@ -67,6 +68,8 @@ pub struct NetConfig {
     pub max_rn_per_address: usize,
     /// An RN silent this long (no frame, no block request) is disconnected.
     pub rn_idle_timeout: Duration,
+    /// Hellos of unauthenticated peers checked at once; more are refused.
+    pub max_hello_checks: usize,
 }
 
 impl NetConfig {
@@ -84,6 +87,7 @@ impl NetConfig {
             max_rn_per_key: admission::DEFAULT_MAX_PER_KEY,
             max_rn_per_address: admission::DEFAULT_MAX_PER_ADDRESS,
             rn_idle_timeout: DEFAULT_RN_IDLE_TIMEOUT,
+            max_hello_checks: hello_checks::DEFAULT_MAX_HELLO_CHECKS,
         }
     }
 
@@ -201,6 +205,8 @@ struct Identity {
     blocks: sync::ServerSlot,
     /// Slots of connected ranger nodes.
     rns: Arc<admission::Admission>,
+    /// The bounded pool inbound hellos are checked on.
+    hello_checks: Arc<hello_checks::HelloChecks>,
 }
 
 impl Identity {
@@ -248,6 +254,7 @@ impl Network {
             sets: Arc::new(std::sync::RwLock::new(vec![set])),
             blocks: Arc::default(),
             rns: admission::Admission::new(config.rn_limits()),
+            hello_checks: Arc::new(hello_checks::HelloChecks::new(config.max_hello_checks)),
         };
         let queue_depth = config.queue_depth;
         rt.spawn(accept_loop(
@@ -348,16 +355,16 @@ async fn serve_connection(
 ) -> anyhow::Result<()> {
     let conn = incoming.await?;
     let mut stream = tokio::time::timeout(config.handshake_timeout, conn.accept_uni()).await??;
-    let peer = match tokio::time::timeout(
-        config.handshake_timeout,
-        handshake::accept_peer(&conn, &mut stream, &identity.known_sets()),
-    )
-    .await?
-    {
+    let hello = handshake::accept_peer(
+        &conn,
+        &mut stream,
+        identity.known_sets(),
+        &identity.hello_checks,
+    );
+    let peer = match tokio::time::timeout(config.handshake_timeout, hello).await? {
         Ok(peer) => peer,
         Err(e) => {
-            stats.rejected_handshakes.fetch_add(1, Ordering::Relaxed);
-            conn.close(1u32.into(), b"handshake");
+            refuse_handshake(&conn, &e, stats);
             return Err(e);
         }
     };
@@ -388,6 +395,17 @@ async fn serve_connection(
                 }
             }
         }
+    }
+}
+
+/// Closes a connection whose hello was not admitted: code 5 when the check pool was busy (try
+/// again later), 1 when the hello was bad.
+pub(crate) fn refuse_handshake(conn: &quinn::Connection, error: &anyhow::Error, stats: &NetStats) {
+    stats.rejected_handshakes.fetch_add(1, Ordering::Relaxed);
+    if error.downcast_ref::<hello_checks::Busy>().is_some() {
+        conn.close(5u32.into(), b"busy");
+    } else {
+        conn.close(1u32.into(), b"handshake");
     }
 }
 

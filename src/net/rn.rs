@@ -27,6 +27,7 @@
 
 use super::admission::{Admission, Limits, Refusal, Slot};
 use super::handshake::{self, Credential, Hello, Peer, Side};
+use super::hello_checks::HelloChecks;
 use super::sync::{self, BlockServer, ServerSlot};
 use super::{pump, read_next_frame, tls, Heartbeat, NetStats, PeerScore};
 use crate::crypto::bls::{PublicKey, PublicKeyBytes, SecretKey};
@@ -74,6 +75,8 @@ pub struct RnNetConfig {
     pub fanout: usize,
     /// Silence after which an empty frame is sent to each CN (see [`DEFAULT_CN_HEARTBEAT`]).
     pub cn_heartbeat: Duration,
+    /// Hellos of unauthenticated peers checked at once; more are refused.
+    pub max_hello_checks: usize,
 }
 
 impl RnNetConfig {
@@ -91,6 +94,7 @@ impl RnNetConfig {
             max_per_address: super::admission::DEFAULT_MAX_PER_ADDRESS,
             fanout: 8,
             cn_heartbeat: DEFAULT_CN_HEARTBEAT,
+            max_hello_checks: super::hello_checks::DEFAULT_MAX_HELLO_CHECKS,
         }
     }
 }
@@ -153,6 +157,8 @@ struct Shared {
     strangers: Arc<Admission>,
     /// Addresses of the configured RN peers.
     configured: Mutex<HashSet<SocketAddr>>,
+    /// The bounded pool inbound hellos are checked on.
+    hello_checks: HelloChecks,
 }
 
 impl Shared {
@@ -248,6 +254,7 @@ impl RnNetwork {
                 per_address: config.max_per_address,
             }),
             configured: Mutex::default(),
+            hello_checks: HelloChecks::new(config.max_hello_checks),
             config,
         });
         rt.spawn(accept_loop(endpoint.clone(), Arc::clone(&shared)));
@@ -557,26 +564,36 @@ async fn accept_one(incoming: quinn::Incoming, shared: &Arc<Shared>) -> anyhow::
             handshake::read_hello(&conn, &mut recv, Side::Dialler),
         )
         .await??;
-        let admitted = match hello.peer {
-            Peer::Cn(cn) => shared
-                .probers
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .get(cn.0 as usize)
-                .is_some_and(|key| hello.verify_cn(key)),
-            Peer::Rn(_) => hello.verify_rn() && hello.peer != Peer::Rn(shared.me),
+        let prober = match hello.peer {
+            Peer::Cn(cn) => Some(
+                shared
+                    .probers
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get(cn.0 as usize)
+                    .cloned(),
+            ),
+            Peer::Rn(_) => None,
         };
+        let me = shared.me;
+        let (hello, admitted) = shared
+            .hello_checks
+            .run(move || {
+                let admitted = match (hello.peer, prober) {
+                    (Peer::Cn(_), Some(key)) => key.is_some_and(|key| hello.verify_cn(&key)),
+                    (Peer::Rn(_), _) => hello.verify_rn() && hello.peer != Peer::Rn(me),
+                    (Peer::Cn(_), None) => false,
+                };
+                (hello, admitted)
+            })
+            .await?;
         anyhow::ensure!(admitted, "{} is not an authenticated RN or CN", hello.peer);
         Ok((recv, hello))
     };
     let (recv, hello) = match hello.await {
         Ok(ok) => ok,
         Err(e) => {
-            shared
-                .stats
-                .rejected_handshakes
-                .fetch_add(1, Ordering::Relaxed);
-            conn.close(1u32.into(), b"handshake");
+            super::refuse_handshake(&conn, &e, &shared.stats);
             return Err(e);
         }
     };

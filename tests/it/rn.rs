@@ -1303,3 +1303,27 @@ fn a_cn_reads_rn_frames_with_the_transaction_batch_limit_not_the_consensus_one()
     honest.shutdown().unwrap();
     cluster.shutdown();
 }
+
+#[test]
+fn a_hello_arriving_when_every_check_slot_is_busy_is_refused_not_queued() {
+    let rt = runtime();
+    // No check slot at all: every stranger's hello finds the pool busy.
+    let (tx, _rx) = link("busy_inbox", 64);
+    let mut config = RnNetConfig::new(localhost());
+    config.max_hello_checks = 0;
+    let busy = RnNetwork::bind(rt.handle(), config, node_key("busy"), tx).unwrap();
+    let (_endpoint, conn, _stream) = rt.block_on(raw_rn(busy.local_addr().unwrap(), &node_key("caller")));
+    assert_eq!(closed_code(&rt, &conn), 5, "refused as busy");
+    assert_eq!(busy.stats().rejected_handshakes.load(Relaxed), 1);
+    assert_eq!(busy.peer_count(), 0);
+
+    // With a slot, the same hello is checked (off the async workers) and admitted.
+    let (tx, _rx) = link("open_inbox", 64);
+    let open = RnNetwork::bind(rt.handle(), RnNetConfig::new(localhost()), node_key("open"), tx)
+        .unwrap();
+    let (_endpoint2, _conn2, _stream2) =
+        rt.block_on(raw_rn(open.local_addr().unwrap(), &node_key("caller")));
+    wait_until("the caller admitted", || open.peer_count() == 1);
+    busy.close();
+    open.close();
+}
