@@ -245,7 +245,8 @@ impl Config {
                 "net.max_per_key, net.max_per_address and net.max_hello_checks must be at least 1",
             ),
             (
-                self.net.cn_heartbeat_s == 0 || self.net.cn_heartbeat_s >= self.net.rn_idle_timeout_s,
+                self.net.cn_heartbeat_s == 0
+                    || self.net.cn_heartbeat_s >= self.net.rn_idle_timeout_s,
                 "net.cn_heartbeat_s must be at least 1 and below net.rn_idle_timeout_s",
             ),
         ];

@@ -84,7 +84,11 @@ mod tests {
                 .await
             });
             started_rx.await.unwrap();
-            assert_eq!(checks.run(|| ()).await, Err(Busy(1)), "the one slot is held");
+            assert_eq!(
+                checks.run(|| ()).await,
+                Err(Busy(1)),
+                "the one slot is held"
+            );
             hold_tx.send(()).unwrap();
             let ran_on = first.await.unwrap().unwrap();
             assert_ne!(ran_on, worker, "the check ran on the blocking pool");

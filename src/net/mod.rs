@@ -48,7 +48,8 @@ pub const DEFAULT_MAX_RN_PEERS: usize = 64;
 /// a heartbeat every [`rn::DEFAULT_CN_HEARTBEAT`], well within it).
 pub const DEFAULT_RN_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Largest frame an RN may send a CN: the only RN frame is a transaction batch.
-pub const RN_FRAME_LIMIT: usize = <TxBatch as crate::types::WireMessage>::MAX_PAYLOAD + crate::types::codec::FRAME_OVERHEAD;
+pub const RN_FRAME_LIMIT: usize =
+    <TxBatch as crate::types::WireMessage>::MAX_PAYLOAD + crate::types::codec::FRAME_OVERHEAD;
 
 /// Network settings of one node.
 #[derive(Debug, Clone)]

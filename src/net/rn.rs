@@ -493,7 +493,14 @@ async fn cn_link(
                     every: shared.config.cn_heartbeat,
                     frame: Arc::new(encode_frame(&TxBatch { txs: Vec::new() })),
                 };
-                let done = pump(&conn, &mut send, &mut queue, &shared.stats, Some(&heartbeat)).await;
+                let done = pump(
+                    &conn,
+                    &mut send,
+                    &mut queue,
+                    &shared.stats,
+                    Some(&heartbeat),
+                )
+                .await;
                 shared.unregister(id);
                 if done {
                     return;

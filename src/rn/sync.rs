@@ -175,8 +175,7 @@ impl SyncDriver {
     /// certified block; `None` if the node stopped meanwhile.
     fn check_claim(&mut self, source: Source, claimed: Height, live: &[Source]) -> Option<()> {
         let known = self.status.highest_known.load(Ordering::Relaxed);
-        if claimed.0 <= known.saturating_add(FOLLOWING_SLACK) || !self.claims.due(source.id, live)
-        {
+        if claimed.0 <= known.saturating_add(FOLLOWING_SLACK) || !self.claims.due(source.id, live) {
             return Some(());
         }
         // Invariant: claimed > known + FOLLOWING_SLACK >= 2, so the parent height is >= 1.

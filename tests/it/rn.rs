@@ -305,7 +305,10 @@ fn a_claimed_head_is_believed_only_with_its_certificate() {
     seal(&mut other, &set, &keys, parent.header().mix, &[0, 1, 2]);
     forged.sealed.seal = other.sealed.seal;
     let refused = verify_head(&params(), &set, parent, &forged).unwrap_err();
-    assert!(matches!(refused, HeadClaimError::Certificate(_)), "{refused}");
+    assert!(
+        matches!(refused, HeadClaimError::Certificate(_)),
+        "{refused}"
+    );
     assert!(refused.blames_peer());
 
     // Two of four signers.
@@ -1150,7 +1153,11 @@ fn a_peer_claiming_an_unbacked_head_does_not_hold_the_rn_in_catch_up() {
     );
     assert_eq!(status.phase, kaon::rn::SyncPhase::Following);
     // Claims it cannot back with a certified block are strikes: the liar is cut off.
-    assert_eq!(closed_code(&cluster.rt, &liar), 2, "closed for unbacked claims");
+    assert_eq!(
+        closed_code(&cluster.rt, &liar),
+        2,
+        "closed for unbacked claims"
+    );
     let later = head(&rn) + 2;
     wait_until("the RN still following", || head(&rn) >= later);
 
@@ -1206,11 +1213,19 @@ fn a_cn_bounds_rn_slots_per_key_and_per_address_and_cuts_off_idle_ones() {
     let first = rt.block_on(raw_rn_from("127.0.0.2:0", to, &key));
     let second = rt.block_on(raw_rn_from("127.0.0.2:0", to, &key));
     let third = rt.block_on(raw_rn_from("127.0.0.2:0", to, &key));
-    assert_eq!(closed_code(rt, &third.1), 3, "a third connection of one key");
+    assert_eq!(
+        closed_code(rt, &third.1),
+        3,
+        "a third connection of one key"
+    );
     // Fresh keys from the same host: one more fits the per-address bound, then none.
     let other = rt.block_on(raw_rn_from("127.0.0.2:0", to, &node_key("sybil-1")));
     let over = rt.block_on(raw_rn_from("127.0.0.2:0", to, &node_key("sybil-2")));
-    assert_eq!(closed_code(rt, &over.1), 3, "a fourth connection from one address");
+    assert_eq!(
+        closed_code(rt, &over.1),
+        3,
+        "a fourth connection from one address"
+    );
 
     // The admitted ones never use their slots: cut off once idle, code 4.
     for (_, conn, _) in [&first, &second, &other] {
@@ -1220,8 +1235,16 @@ fn a_cn_bounds_rn_slots_per_key_and_per_address_and_cuts_off_idle_ones() {
     // long) kept their connections throughout.
     let later = head(&honest) + 3;
     wait_until("the honest RN still following", || head(&honest) >= later);
-    assert_eq!(honest.net_stats().connects.load(Relaxed), 1, "never reconnected");
-    assert_eq!(quiet.stats().connects.load(Relaxed), 1, "heartbeats kept it");
+    assert_eq!(
+        honest.net_stats().connects.load(Relaxed),
+        1,
+        "never reconnected"
+    );
+    assert_eq!(
+        quiet.stats().connects.load(Relaxed),
+        1,
+        "heartbeats kept it"
+    );
     let cn_stats = cluster.cns[0].net.stats();
     wait_until("only the honest RNs hold slots", || {
         cn_stats.rn_peers.load(Relaxed) == 2
@@ -1282,10 +1305,11 @@ fn a_cn_reads_rn_frames_with_the_transaction_batch_limit_not_the_consensus_one()
 
     // One frame just over the 8 MiB `TxBatch` limit (far under the consensus limit): a single
     // such frame costs the connection, where one undecodable frame would be one strike of eight.
-    let (_endpoint, conn, mut stream) =
-        cluster
-            .rt
-            .block_on(raw_rn_from("127.0.0.2:0", cn0.addr, &node_key("big-frames")));
+    let (_endpoint, conn, mut stream) = cluster.rt.block_on(raw_rn_from(
+        "127.0.0.2:0",
+        cn0.addr,
+        &node_key("big-frames"),
+    ));
     let oversize = vec![0u8; kaon::net::RN_FRAME_LIMIT + 1];
     cluster.rt.block_on(async {
         let _ = tokio::time::timeout(DEADLINE, async {
@@ -1296,7 +1320,11 @@ fn a_cn_reads_rn_frames_with_the_transaction_batch_limit_not_the_consensus_one()
         })
         .await;
     });
-    assert_eq!(closed_code(&cluster.rt, &conn), 2, "closed for an oversize frame");
+    assert_eq!(
+        closed_code(&cluster.rt, &conn),
+        2,
+        "closed for an oversize frame"
+    );
     let later = head(&honest) + 2;
     wait_until("the honest RN still following", || head(&honest) >= later);
 
@@ -1312,15 +1340,21 @@ fn a_hello_arriving_when_every_check_slot_is_busy_is_refused_not_queued() {
     let mut config = RnNetConfig::new(localhost());
     config.max_hello_checks = 0;
     let busy = RnNetwork::bind(rt.handle(), config, node_key("busy"), tx).unwrap();
-    let (_endpoint, conn, _stream) = rt.block_on(raw_rn(busy.local_addr().unwrap(), &node_key("caller")));
+    let (_endpoint, conn, _stream) =
+        rt.block_on(raw_rn(busy.local_addr().unwrap(), &node_key("caller")));
     assert_eq!(closed_code(&rt, &conn), 5, "refused as busy");
     assert_eq!(busy.stats().rejected_handshakes.load(Relaxed), 1);
     assert_eq!(busy.peer_count(), 0);
 
     // With a slot, the same hello is checked (off the async workers) and admitted.
     let (tx, _rx) = link("open_inbox", 64);
-    let open = RnNetwork::bind(rt.handle(), RnNetConfig::new(localhost()), node_key("open"), tx)
-        .unwrap();
+    let open = RnNetwork::bind(
+        rt.handle(),
+        RnNetConfig::new(localhost()),
+        node_key("open"),
+        tx,
+    )
+    .unwrap();
     let (_endpoint2, _conn2, _stream2) =
         rt.block_on(raw_rn(open.local_addr().unwrap(), &node_key("caller")));
     wait_until("the caller admitted", || open.peer_count() == 1);
