@@ -1187,7 +1187,7 @@ async fn raw_rn_from(
 #[test]
 fn a_cn_bounds_rn_slots_per_key_and_per_address_and_cuts_off_idle_ones() {
     let dir = tempfile::tempdir().unwrap();
-    let idle = Duration::from_secs(3);
+    let idle = Duration::from_secs(5);
     let cluster = Cluster::start_net(dir.path(), |net| {
         net.max_rn_per_address = 3;
         net.rn_idle_timeout = idle;
@@ -1210,8 +1210,12 @@ fn a_cn_bounds_rn_slots_per_key_and_per_address_and_cuts_off_idle_ones() {
     // One self-made key from another host: two connections, the third refused.
     let (to, rt) = (cn0.addr, &cluster.rt);
     let key = node_key("slot-holder");
+    let cn_stats = cluster.cns[0].net.stats();
+    let held = |n: u64| wait_until("the CN's RN slots", || cn_stats.rn_peers.load(Relaxed) == n);
+    held(2);
     let first = rt.block_on(raw_rn_from("127.0.0.2:0", to, &key));
     let second = rt.block_on(raw_rn_from("127.0.0.2:0", to, &key));
+    held(4);
     let third = rt.block_on(raw_rn_from("127.0.0.2:0", to, &key));
     assert_eq!(
         closed_code(rt, &third.1),
@@ -1220,6 +1224,7 @@ fn a_cn_bounds_rn_slots_per_key_and_per_address_and_cuts_off_idle_ones() {
     );
     // Fresh keys from the same host: one more fits the per-address bound, then none.
     let other = rt.block_on(raw_rn_from("127.0.0.2:0", to, &node_key("sybil-1")));
+    held(5);
     let over = rt.block_on(raw_rn_from("127.0.0.2:0", to, &node_key("sybil-2")));
     assert_eq!(
         closed_code(rt, &over.1),
