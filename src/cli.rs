@@ -302,6 +302,7 @@ impl RnArgs {
             metrics: self.metrics,
             storage: config.storage.clone(),
             rpc_limits: config.rpc.clone(),
+            net: config.net.clone(),
         })
     }
 }

@@ -36,6 +36,7 @@ pub struct Config {
     pub telemetry: TelemetryConfig,
     /// JSON-RPC limits of the node's server (`kaon rn --rpc`, `kaon devnet`).
     pub rpc: crate::rpc::RpcConfig,
+    pub net: NetLimitsConfig,
     /// Present on a consensus node's config (written by `kaon init`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cn: Option<CnConfig>,
@@ -96,6 +97,28 @@ pub struct PipelineConfig {
     pub proposal_batch_ms: u64,
 }
 
+/// Bounds on the connections anyone may open (`docs/ranger.md`, "Slots"): ranger nodes on a
+/// CN, RN peers on an RN.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NetLimitsConfig {
+    /// CN: ranger nodes served at once.
+    pub max_rn_peers: usize,
+    /// CN: connections one RN key may hold; RN: the same for one peer key.
+    pub max_per_key: usize,
+    /// CN: RN connections from one IP address; RN: the same for peers not configured.
+    pub max_per_address: usize,
+    /// CN: seconds an RN may stay silent (no frame, no block request) before it is cut off.
+    pub rn_idle_timeout_s: u64,
+    /// RN: peers admitted besides the configured ones.
+    pub max_rn_network_peers: usize,
+    /// RN: seconds of silence towards a CN after which a heartbeat is sent.
+    pub cn_heartbeat_s: u64,
+    /// CN and RN: hellos of unauthenticated peers checked at once (BLS, on the blocking pool);
+    /// a connection arriving when all are busy is refused.
+    pub max_hello_checks: usize,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TelemetryConfig {
@@ -112,6 +135,7 @@ impl Default for Config {
             pipeline: PipelineConfig::default(),
             telemetry: TelemetryConfig::default(),
             rpc: crate::rpc::RpcConfig::default(),
+            net: NetLimitsConfig::default(),
             cn: None,
         }
     }
@@ -143,6 +167,40 @@ impl Default for PipelineConfig {
             link_capacity: 64,
             proposal_batch_ms: 10,
         }
+    }
+}
+
+impl Default for NetLimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_rn_peers: crate::net::DEFAULT_MAX_RN_PEERS,
+            max_per_key: crate::net::admission::DEFAULT_MAX_PER_KEY,
+            max_per_address: crate::net::admission::DEFAULT_MAX_PER_ADDRESS,
+            rn_idle_timeout_s: crate::net::DEFAULT_RN_IDLE_TIMEOUT.as_secs(),
+            max_rn_network_peers: crate::net::rn::DEFAULT_MAX_RN_NETWORK_PEERS,
+            cn_heartbeat_s: crate::net::rn::DEFAULT_CN_HEARTBEAT.as_secs(),
+            max_hello_checks: crate::net::hello_checks::DEFAULT_MAX_HELLO_CHECKS,
+        }
+    }
+}
+
+impl NetLimitsConfig {
+    /// A CN's network settings with these bounds.
+    pub fn apply_cn(&self, net: &mut crate::net::NetConfig) {
+        net.max_rn_peers = self.max_rn_peers;
+        net.max_rn_per_key = self.max_per_key;
+        net.max_rn_per_address = self.max_per_address;
+        net.rn_idle_timeout = std::time::Duration::from_secs(self.rn_idle_timeout_s);
+        net.max_hello_checks = self.max_hello_checks;
+    }
+
+    /// An RN's network settings with these bounds.
+    pub fn apply_rn(&self, net: &mut crate::net::rn::RnNetConfig) {
+        net.max_peers = self.max_rn_network_peers;
+        net.max_per_key = self.max_per_key;
+        net.max_per_address = self.max_per_address;
+        net.cn_heartbeat = std::time::Duration::from_secs(self.cn_heartbeat_s);
+        net.max_hello_checks = self.max_hello_checks;
     }
 }
 
@@ -189,6 +247,17 @@ impl Config {
             (
                 self.pipeline.link_capacity == 0,
                 "pipeline.link_capacity must be at least 1",
+            ),
+            (
+                self.net.max_per_key == 0
+                    || self.net.max_per_address == 0
+                    || self.net.max_hello_checks == 0,
+                "net.max_per_key, net.max_per_address and net.max_hello_checks must be at least 1",
+            ),
+            (
+                self.net.cn_heartbeat_s == 0
+                    || self.net.cn_heartbeat_s >= self.net.rn_idle_timeout_s,
+                "net.cn_heartbeat_s must be at least 1 and below net.rn_idle_timeout_s",
             ),
         ];
         match checks.iter().find(|(bad, _)| *bad) {

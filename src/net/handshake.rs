@@ -18,6 +18,7 @@
 //! knows whom it reached. The signed message says which side and which kind of hello it is,
 //! so no hello is ever valid as another.
 
+use super::hello_checks::HelloChecks;
 use crate::consensus::selection::CnSet;
 use crate::crypto::bls::{
     PublicKey, PublicKeyBytes, SecretKey, Signature, PUBLIC_KEY_LEN, SIGNATURE_LEN,
@@ -128,27 +129,34 @@ pub async fn say_hello(
 }
 
 /// A hello read off the wire; nothing is trusted until one of its `verify` methods agrees.
+/// Reading it costs nothing: the key and signature are parsed (point decompression, subgroup
+/// checks) only when verified, which a listener does on its bounded pool
+/// ([`super::hello_checks`]).
 pub struct Hello {
     /// Who the peer claims to be.
     pub peer: Peer,
-    /// The RN's key, validated as a point (RN hellos only).
-    rn_key: Option<PublicKey>,
-    sig: Signature,
+    /// The signature as sent.
+    sig: [u8; SIGNATURE_LEN],
     /// What the signature must cover on this connection.
     msg: Vec<u8>,
 }
 
 impl Hello {
+    fn signed_by(&self, key: &PublicKey) -> bool {
+        Signature::from_bytes(&self.sig).is_ok_and(|sig| sig.verify(key, &self.msg))
+    }
+
     /// A CN hello whose signature verifies under `key`.
     pub fn verify_cn(&self, key: &PublicKey) -> bool {
-        matches!(self.peer, Peer::Cn(_)) && self.sig.verify(key, &self.msg)
+        matches!(self.peer, Peer::Cn(_)) && self.signed_by(key)
     }
 
     /// An RN hello whose signature verifies under the key it presents.
     pub fn verify_rn(&self) -> bool {
-        self.rn_key
-            .as_ref()
-            .is_some_and(|key| self.sig.verify(key, &self.msg))
+        match &self.peer {
+            Peer::Rn(key) => PublicKey::try_from(key).is_ok_and(|key| self.signed_by(&key)),
+            Peer::Cn(_) => false,
+        }
     }
 
     /// An RN hello that verifies, or a CN hello whose claimed index has a key in one of
@@ -173,44 +181,33 @@ pub async fn read_hello(
     let mut index = [0u8; INDEX_LEN];
     stream.read_exact(&mut index).await?;
     let index = u32::from_be_bytes(index);
-    let (peer, rn_key) = if index == RN_MARKER {
+    let peer = if index == RN_MARKER {
         let mut key = [0u8; PUBLIC_KEY_LEN];
         stream.read_exact(&mut key).await?;
-        let key = PublicKey::from_bytes(&key)?;
-        (Peer::Rn(key.to_bytes()), Some(key))
+        Peer::Rn(PublicKeyBytes(key))
     } else {
-        (Peer::Cn(CnIndex(index)), None)
+        Peer::Cn(CnIndex(index))
     };
     let mut sig = [0u8; SIGNATURE_LEN];
     stream.read_exact(&mut sig).await?;
     Ok(Hello {
+        msg: hello_message(conn, matches!(peer, Peer::Rn(_)), side)?,
         peer,
-        msg: hello_message(conn, rn_key.is_some(), side)?,
-        rn_key,
-        sig: Signature::from_bytes(&sig)?,
+        sig,
     })
 }
 
-/// Reads a dialler's hello and admits it if it verifies (see [`Hello::verify`]).
+/// Reads a dialler's hello and admits it if it verifies (see [`Hello::verify`]), the check
+/// run on `checks` (refused at once when every slot is busy).
 pub async fn accept_peer(
     conn: &quinn::Connection,
     stream: &mut quinn::RecvStream,
-    sets: &[Arc<CnSet>],
+    sets: Vec<Arc<CnSet>>,
+    checks: &HelloChecks,
 ) -> anyhow::Result<Peer> {
     let hello = read_hello(conn, stream, Side::Dialler).await?;
-    anyhow::ensure!(hello.verify(sets), "{} failed authentication", hello.peer);
-    Ok(hello.peer)
-}
-
-/// Listener side of CN-to-CN: reads the hello and checks it against the CN sets; RNs are
-/// refused here (a node that admits RNs uses [`accept_peer`]).
-pub async fn accept(
-    conn: &quinn::Connection,
-    stream: &mut quinn::RecvStream,
-    sets: &[Arc<CnSet>],
-) -> anyhow::Result<CnIndex> {
-    match accept_peer(conn, stream, sets).await? {
-        Peer::Cn(cn) => Ok(cn),
-        Peer::Rn(_) => anyhow::bail!("an RN is not admitted here"),
-    }
+    let peer = hello.peer;
+    let verified = checks.run(move || hello.verify(&sets)).await?;
+    anyhow::ensure!(verified, "{peer} failed authentication");
+    Ok(peer)
 }

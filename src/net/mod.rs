@@ -10,11 +10,17 @@
 //! against the peer, which is disconnected after a few.
 //!
 //! Ranger nodes dial CNs too, authenticated by their own node key: a CN admits at most
-//! `max_rn_peers` of them, answers their block requests ([`sync`]) from its block log, and
-//! takes their forwarded transactions — nothing they send reaches consensus. The RN side, and
-//! the RN-to-RN gossip network, is [`rn`].
+//! `max_rn_peers` of them, at most `max_rn_per_key` per key and `max_rn_per_address` per IP
+//! address ([`admission`]), answers their block requests ([`sync`]) from its block log, and
+//! takes their forwarded transactions — nothing they send reaches consensus. Their frames are
+//! read with the `TxBatch` limit (8 MiB), not the consensus one, and an RN that sends nothing
+//! (no frame, no request) for `rn_idle_timeout` loses its slot; RNs send an empty `TxBatch` as a
+//! heartbeat when they have nothing else to say. The RN side, and the RN-to-RN gossip network,
+//! is [`rn`].
 
+pub mod admission;
 pub mod handshake;
+pub mod hello_checks;
 pub mod probe;
 pub mod rn;
 pub mod sync;
@@ -29,7 +35,7 @@ use handshake::{Credential, Peer, Side};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 /// Bad frames from one connection before it is closed.
@@ -38,6 +44,12 @@ pub const MAX_BAD_FRAMES: u32 = 8;
 /// Ranger nodes a CN serves at once by default: each costs a connection and, at most, one
 /// block request in progress.
 pub const DEFAULT_MAX_RN_PEERS: usize = 64;
+/// How long an RN may hold a slot on a CN without sending a frame or a block request (RNs send
+/// a heartbeat every [`rn::DEFAULT_CN_HEARTBEAT`], well within it).
+pub const DEFAULT_RN_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Largest frame an RN may send a CN: the only RN frame is a transaction batch.
+pub const RN_FRAME_LIMIT: usize =
+    <TxBatch as crate::types::WireMessage>::MAX_PAYLOAD + crate::types::codec::FRAME_OVERHEAD;
 
 /// Network settings of one node.
 #[derive(Debug, Clone)]
@@ -51,6 +63,14 @@ pub struct NetConfig {
     pub frame_timeout: Duration,
     /// Ranger nodes admitted at once; more are refused at the handshake.
     pub max_rn_peers: usize,
+    /// Ranger-node connections one node key may hold.
+    pub max_rn_per_key: usize,
+    /// Ranger-node connections one IP address may hold.
+    pub max_rn_per_address: usize,
+    /// An RN silent this long (no frame, no block request) is disconnected.
+    pub rn_idle_timeout: Duration,
+    /// Hellos of unauthenticated peers checked at once; more are refused.
+    pub max_hello_checks: usize,
 }
 
 impl NetConfig {
@@ -65,6 +85,18 @@ impl NetConfig {
             handshake_timeout: Duration::from_secs(5),
             frame_timeout: Duration::from_secs(5),
             max_rn_peers: DEFAULT_MAX_RN_PEERS,
+            max_rn_per_key: admission::DEFAULT_MAX_PER_KEY,
+            max_rn_per_address: admission::DEFAULT_MAX_PER_ADDRESS,
+            rn_idle_timeout: DEFAULT_RN_IDLE_TIMEOUT,
+            max_hello_checks: hello_checks::DEFAULT_MAX_HELLO_CHECKS,
+        }
+    }
+
+    fn rn_limits(&self) -> admission::Limits {
+        admission::Limits {
+            total: self.max_rn_peers,
+            per_key: self.max_rn_per_key,
+            per_address: self.max_rn_per_address,
         }
     }
 }
@@ -94,11 +126,15 @@ pub struct NetStats {
     pub rn_peers: AtomicU64,
 }
 
-/// Misbehaviour count of one connection; at [`MAX_BAD_FRAMES`] the connection is closed.
+/// Misbehaviour count of one connection (at [`MAX_BAD_FRAMES`] the connection is closed),
+/// and when it was last used.
 pub(crate) struct PeerScore {
     pub peer: Peer,
     conn: quinn::Connection,
     bad: AtomicU32,
+    opened: Instant,
+    /// Milliseconds after `opened` of the last frame or request.
+    active_ms: AtomicU64,
 }
 
 impl PeerScore {
@@ -107,7 +143,34 @@ impl PeerScore {
             peer,
             conn,
             bad: AtomicU32::new(0),
+            opened: Instant::now(),
+            active_ms: AtomicU64::new(0),
         })
+    }
+
+    /// Records that the peer used its connection now.
+    pub fn touch(&self) {
+        let now = self.opened.elapsed().as_millis() as u64;
+        self.active_ms.fetch_max(now, Ordering::Relaxed);
+    }
+
+    /// How long the peer has not used its connection.
+    pub fn idle_for(&self) -> Duration {
+        let last = Duration::from_millis(self.active_ms.load(Ordering::Relaxed));
+        self.opened.elapsed().saturating_sub(last)
+    }
+
+    /// Returns once the peer has been idle for `limit`, having closed its connection.
+    pub async fn close_when_idle(&self, limit: Duration) {
+        loop {
+            let idle = self.idle_for();
+            if idle >= limit {
+                tracing::debug!(peer = %self.peer, ?idle, "disconnecting an idle peer");
+                self.conn.close(4u32.into(), b"idle");
+                return;
+            }
+            tokio::time::sleep(limit - idle).await;
+        }
     }
 
     /// Counts one bad frame (or bad block, or bad request); true once the peer is cut off.
@@ -141,6 +204,10 @@ struct Identity {
     sets: Arc<std::sync::RwLock<Vec<Arc<CnSet>>>>,
     /// Where RN block requests are answered from (set once storage is open).
     blocks: sync::ServerSlot,
+    /// Slots of connected ranger nodes.
+    rns: Arc<admission::Admission>,
+    /// The bounded pool inbound hellos are checked on.
+    hello_checks: Arc<hello_checks::HelloChecks>,
 }
 
 impl Identity {
@@ -187,6 +254,8 @@ impl Network {
             key,
             sets: Arc::new(std::sync::RwLock::new(vec![set])),
             blocks: Arc::default(),
+            rns: admission::Admission::new(config.rn_limits()),
+            hello_checks: Arc::new(hello_checks::HelloChecks::new(config.max_hello_checks)),
         };
         let queue_depth = config.queue_depth;
         rt.spawn(accept_loop(
@@ -287,16 +356,16 @@ async fn serve_connection(
 ) -> anyhow::Result<()> {
     let conn = incoming.await?;
     let mut stream = tokio::time::timeout(config.handshake_timeout, conn.accept_uni()).await??;
-    let peer = match tokio::time::timeout(
-        config.handshake_timeout,
-        handshake::accept_peer(&conn, &mut stream, &identity.known_sets()),
-    )
-    .await?
-    {
+    let hello = handshake::accept_peer(
+        &conn,
+        &mut stream,
+        identity.known_sets(),
+        &identity.hello_checks,
+    );
+    let peer = match tokio::time::timeout(config.handshake_timeout, hello).await? {
         Ok(peer) => peer,
         Err(e) => {
-            stats.rejected_handshakes.fetch_add(1, Ordering::Relaxed);
-            conn.close(1u32.into(), b"handshake");
+            refuse_handshake(&conn, &e, stats);
             return Err(e);
         }
     };
@@ -330,32 +399,63 @@ async fn serve_connection(
     }
 }
 
-/// Decrements the RN count when an RN connection ends, however it ends.
-struct RnSlot(Arc<NetStats>);
-
-impl Drop for RnSlot {
-    fn drop(&mut self) {
-        self.0.rn_peers.fetch_sub(1, Ordering::Relaxed);
+/// Closes a connection whose hello was not admitted: code 5 when the check pool was busy (try
+/// again later), 1 when the hello was bad.
+pub(crate) fn refuse_handshake(conn: &quinn::Connection, error: &anyhow::Error, stats: &NetStats) {
+    stats.rejected_handshakes.fetch_add(1, Ordering::Relaxed);
+    if error.downcast_ref::<hello_checks::Busy>().is_some() {
+        conn.close(5u32.into(), b"busy");
+    } else {
+        conn.close(1u32.into(), b"handshake");
     }
 }
 
-/// A ranger node on a CN: answered with this CN's hello, its block requests served, its
-/// transaction batches taken to ingress (under [`crate::consensus::machine::NOT_A_MEMBER`]);
-/// any other frame is a strike.
+/// An admitted RN's slot; the RN gauge follows it, however the connection ends.
+struct RnSlot {
+    _slot: admission::Slot,
+    stats: Arc<NetStats>,
+}
+
+impl RnSlot {
+    fn new(slot: admission::Slot, stats: &Arc<NetStats>) -> Self {
+        stats.rn_peers.fetch_add(1, Ordering::Relaxed);
+        Self {
+            _slot: slot,
+            stats: Arc::clone(stats),
+        }
+    }
+}
+
+impl Drop for RnSlot {
+    fn drop(&mut self) {
+        self.stats.rn_peers.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A ranger node on a CN: admitted within the per-key and per-address bounds, answered with
+/// this CN's hello, its block requests served, its transaction batches taken to ingress (under
+/// [`crate::consensus::machine::NOT_A_MEMBER`]); any other frame is a strike, and a silent RN
+/// is cut off after `rn_idle_timeout`.
 async fn serve_rn(
     conn: quinn::Connection,
-    mut stream: quinn::RecvStream,
+    stream: quinn::RecvStream,
     peer: Peer,
     identity: Identity,
     config: Arc<NetConfig>,
     inbound: LinkSender<(CnIndex, Inbound)>,
     stats: &Arc<NetStats>,
 ) -> anyhow::Result<()> {
-    let _slot = RnSlot(Arc::clone(stats));
-    if stats.rn_peers.fetch_add(1, Ordering::Relaxed) >= config.max_rn_peers as u64 {
-        conn.close(3u32.into(), b"too many ranger nodes");
-        anyhow::bail!("{peer} refused: {} RNs connected", config.max_rn_peers);
-    }
+    let Peer::Rn(key) = peer else {
+        anyhow::bail!("{peer} is not a ranger node");
+    };
+    let _slot = match identity.rns.admit(key, conn.remote_address().ip()) {
+        Ok(slot) => RnSlot::new(slot, stats),
+        Err(refusal) => {
+            stats.rejected_handshakes.fetch_add(1, Ordering::Relaxed);
+            conn.close(3u32.into(), b"too many ranger nodes");
+            anyhow::bail!("{peer} refused: {refusal}");
+        }
+    };
     let mut reply = conn.open_uni().await?;
     let credential = Credential::Cn(identity.me, &identity.key);
     tokio::time::timeout(
@@ -364,17 +464,45 @@ async fn serve_rn(
     )
     .await??;
     let score = PeerScore::new(peer, conn.clone());
-    tokio::spawn(sync::serve_requests(
+    let serve = sync::serve_requests(
         conn.clone(),
         Arc::clone(&identity.blocks),
         config.frame_timeout,
         Arc::clone(&score),
         Arc::clone(stats),
-    ));
-    while let Some(frame) = read_frame(&mut stream, &config, stats).await? {
+    );
+    let read = read_rn_frames(stream, &score, &config, &inbound, stats);
+    let result = tokio::select! {
+        result = read => result,
+        _ = serve => Ok(()),
+        _ = score.close_when_idle(config.rn_idle_timeout) => Ok(()),
+    };
+    if result.is_err() {
+        conn.close(2u32.into(), b"bad frames");
+    }
+    result
+}
+
+/// Reads an RN's transaction batches into ingress until the stream ends; an empty batch is a
+/// heartbeat.
+async fn read_rn_frames(
+    mut stream: quinn::RecvStream,
+    score: &PeerScore,
+    config: &NetConfig,
+    inbound: &LinkSender<(CnIndex, Inbound)>,
+    stats: &NetStats,
+) -> anyhow::Result<()> {
+    let peer = score.peer;
+    while let Some(frame) =
+        read_next_frame(&mut stream, RN_FRAME_LIMIT, config.frame_timeout, stats).await?
+    {
         stats.frames_received.fetch_add(1, Ordering::Relaxed);
         match decode_frame::<TxBatch>(&frame) {
             Ok(batch) => {
+                score.touch();
+                if batch.txs.is_empty() {
+                    continue;
+                }
                 let from = crate::consensus::machine::NOT_A_MEMBER;
                 if inbound.try_send((from, Inbound::Txs(batch))).is_err() {
                     stats.dropped_inbound_full.fetch_add(1, Ordering::Relaxed);
@@ -479,26 +607,48 @@ pub(crate) async fn write_frame(
     Ok(())
 }
 
+/// A frame sent when a link has had nothing to send for `every` (so the receiver's idle
+/// deadline sees a live peer).
+pub(crate) struct Heartbeat {
+    pub every: Duration,
+    pub frame: Arc<Vec<u8>>,
+}
+
 /// Sends queued frames on `stream` until the queue closes or the connection ends; `true` when
-/// the queue closed (the node is shutting down).
+/// the queue closed (the node is shutting down). With a `heartbeat`, its frame fills silences.
 pub(crate) async fn pump(
     conn: &quinn::Connection,
     stream: &mut quinn::SendStream,
     queue: &mut mpsc::Receiver<Arc<Vec<u8>>>,
     stats: &NetStats,
+    heartbeat: Option<&Heartbeat>,
 ) -> bool {
+    // Without a heartbeat the silence timer never fires.
+    let every = heartbeat.map_or(Duration::MAX, |h| h.every);
     loop {
         let frame = tokio::select! {
-            frame = queue.recv() => frame,
+            frame = queue.recv() => match frame {
+                Some(frame) => frame,
+                None => return true,
+            },
             _ = conn.closed() => return false,
-        };
-        let Some(frame) = frame else {
-            return true;
+            _ = sleep_for(every) => match heartbeat {
+                Some(h) => Arc::clone(&h.frame),
+                None => continue,
+            },
         };
         if write_frame(stream, &frame).await.is_err() {
             return false;
         }
         stats.frames_sent.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Sleeps `duration`, or forever when it is too long to represent as a deadline.
+async fn sleep_for(duration: Duration) {
+    match tokio::time::Instant::now().checked_add(duration) {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -515,7 +665,7 @@ async fn dial_loop(
             Ok((conn, mut stream)) => {
                 stats.connects.fetch_add(1, Ordering::Relaxed);
                 backoff = Duration::from_millis(50);
-                if pump(&conn, &mut stream, &mut queue, &stats).await {
+                if pump(&conn, &mut stream, &mut queue, &stats, None).await {
                     return;
                 }
             }

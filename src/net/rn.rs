@@ -9,8 +9,11 @@
 //! ```
 //!
 //! Anyone may join the RN network by dialling any RN: an RN admits any peer that proves a node
-//! key (up to `max_peers`), because everything gossiped is checked by the receiver (blocks are
-//! audited, evidence verified) before it is kept or relayed. Gossip goes to at most `fanout`
+//! key, because everything gossiped is checked by the receiver (blocks are audited, evidence
+//! verified) before it is kept or relayed. Admitted peers are bounded in total (`max_peers`),
+//! per key and per IP address ([`super::admission`]); the peers the operator configured are
+//! outside those bounds (the ones this node dials, and those that dial it from a configured
+//! address), so strangers filling every slot cannot eclipse the node. Gossip goes to at most `fanout`
 //! peers chosen at random, never back to where it came from; the receiver deduplicates.
 //! Per peer: a bounded outbound queue (full → dropped and counted), frames with a size limit
 //! and a deadline, and a strike per bad frame, bad request or bad block reported by the node
@@ -22,16 +25,18 @@
 //! hello back and its block requests answered, nothing else (no gossip), for at most
 //! [`PROBE_CONNECTION_LIFETIME`], at most [`MAX_PROBES_PER_CN`] at once per CN.
 
+use super::admission::{Admission, Limits, Refusal, Slot};
 use super::handshake::{self, Credential, Hello, Peer, Side};
+use super::hello_checks::HelloChecks;
 use super::sync::{self, BlockServer, ServerSlot};
-use super::{pump, read_next_frame, tls, NetStats, PeerScore};
+use super::{pump, read_next_frame, tls, Heartbeat, NetStats, PeerScore};
 use crate::crypto::bls::{PublicKey, PublicKeyBytes, SecretKey};
 use crate::pipeline::LinkSender;
 use crate::types::codec::{decode_frame, encode_frame, Kind, FRAME_OVERHEAD};
 use crate::types::sync::{BlockRangeRequest, BlockRangeResponse};
 use crate::types::{Block, CodecError, EquivocationEvidence, TxBatch, WireMessage};
 use rand::seq::SliceRandom;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -42,6 +47,11 @@ use tokio::sync::mpsc;
 pub const MAX_PROBES_PER_CN: usize = 4;
 /// Longest a probe connection is kept open.
 pub const PROBE_CONNECTION_LIFETIME: Duration = Duration::from_secs(30);
+/// RN peers admitted besides the configured ones.
+pub const DEFAULT_MAX_RN_NETWORK_PEERS: usize = 64;
+/// How often an RN with nothing to forward tells a CN it is alive (an empty `TxBatch`); a
+/// quarter of the CN's default idle deadline ([`super::DEFAULT_RN_IDLE_TIMEOUT`]).
+pub const DEFAULT_CN_HEARTBEAT: Duration = Duration::from_secs(15);
 
 /// Settings of an RN's network.
 #[derive(Debug, Clone)]
@@ -55,10 +65,18 @@ pub struct RnNetConfig {
     pub frame_timeout: Duration,
     /// Deadline of one block request, beyond the time it lets the server wait.
     pub request_timeout: Duration,
-    /// RN peers connected at once (dialled and accepted).
+    /// RN peers admitted at once, besides the configured ones (which always get in).
     pub max_peers: usize,
+    /// Admitted RN connections one node key may hold.
+    pub max_per_key: usize,
+    /// Admitted RN connections one IP address may hold.
+    pub max_per_address: usize,
     /// RN peers each gossiped item is sent to.
     pub fanout: usize,
+    /// Silence after which an empty frame is sent to each CN (see [`DEFAULT_CN_HEARTBEAT`]).
+    pub cn_heartbeat: Duration,
+    /// Hellos of unauthenticated peers checked at once; more are refused.
+    pub max_hello_checks: usize,
 }
 
 impl RnNetConfig {
@@ -71,8 +89,12 @@ impl RnNetConfig {
             handshake_timeout: Duration::from_secs(5),
             frame_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(10),
-            max_peers: 64,
+            max_peers: DEFAULT_MAX_RN_NETWORK_PEERS,
+            max_per_key: super::admission::DEFAULT_MAX_PER_KEY,
+            max_per_address: super::admission::DEFAULT_MAX_PER_ADDRESS,
             fanout: 8,
+            cn_heartbeat: DEFAULT_CN_HEARTBEAT,
+            max_hello_checks: super::hello_checks::DEFAULT_MAX_HELLO_CHECKS,
         }
     }
 }
@@ -107,6 +129,9 @@ struct Entry {
     score: Arc<PeerScore>,
     /// Gossip queue (RN peers only).
     gossip: Option<mpsc::Sender<Arc<Vec<u8>>>>,
+    /// The admission slot of a stranger (`None` for CNs and configured peers); freed with the
+    /// entry.
+    _slot: Option<Slot>,
 }
 
 /// Frames every new RN peer is sent first (what the node wants each peer to have, such as the
@@ -128,6 +153,12 @@ struct Shared {
     probers: std::sync::RwLock<Vec<PublicKey>>,
     /// Probe connections open now, by CN index.
     probes: Mutex<BTreeMap<u32, usize>>,
+    /// Slots of RN peers that are not configured.
+    strangers: Arc<Admission>,
+    /// Addresses of the configured RN peers.
+    configured: Mutex<HashSet<SocketAddr>>,
+    /// The bounded pool inbound hellos are checked on.
+    hello_checks: HelloChecks,
 }
 
 impl Shared {
@@ -136,18 +167,23 @@ impl Shared {
         self.peers.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Adds a connection; `None` when the RN peer limit is reached.
+    /// Whether an accepted connection comes from a configured peer's address.
+    fn is_configured(&self, addr: SocketAddr) -> bool {
+        self.configured
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&addr)
+    }
+
+    /// Adds a connection (holding `slot`, if a stranger's).
     fn register(
         &self,
         peer: Peer,
         conn: &quinn::Connection,
         gossip: Option<mpsc::Sender<Arc<Vec<u8>>>>,
-    ) -> Option<(PeerId, Arc<PeerScore>)> {
+        slot: Option<Slot>,
+    ) -> (PeerId, Arc<PeerScore>) {
         let mut peers = self.peers();
-        let rns = peers.values().filter(|e| e.gossip.is_some()).count();
-        if gossip.is_some() && rns >= self.config.max_peers {
-            return None;
-        }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let score = PeerScore::new(peer, conn.clone());
         peers.insert(
@@ -156,10 +192,11 @@ impl Shared {
                 conn: conn.clone(),
                 score: Arc::clone(&score),
                 gossip,
+                _slot: slot,
             },
         );
         self.count_rns(&peers);
-        Some((id, score))
+        (id, score)
     }
 
     fn unregister(&self, id: PeerId) {
@@ -202,7 +239,6 @@ impl RnNetwork {
         let shared = Arc::new(Shared {
             me: key.public_key().to_bytes(),
             key,
-            config,
             stats: Arc::default(),
             peers: Mutex::default(),
             next_id: AtomicU64::new(1),
@@ -212,6 +248,14 @@ impl RnNetwork {
             welcome: std::sync::OnceLock::new(),
             probers: std::sync::RwLock::default(),
             probes: Mutex::default(),
+            strangers: Admission::new(Limits {
+                total: config.max_peers,
+                per_key: config.max_per_key,
+                per_address: config.max_per_address,
+            }),
+            configured: Mutex::default(),
+            hello_checks: HelloChecks::new(config.max_hello_checks),
+            config,
         });
         rt.spawn(accept_loop(endpoint.clone(), Arc::clone(&shared)));
         Ok(Self {
@@ -262,8 +306,14 @@ impl RnNetwork {
         ));
     }
 
-    /// Keeps a link to the RN at `addr` (reconnecting with backoff).
+    /// Keeps a link to the RN at `addr` (reconnecting with backoff); a configured peer, outside
+    /// the bounds on strangers in both directions.
     pub fn connect_rn(&self, addr: SocketAddr) {
+        self.shared
+            .configured
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(addr);
         self.rt.spawn(rn_link(
             self.endpoint.clone(),
             Arc::clone(&self.shared),
@@ -437,11 +487,20 @@ async fn cn_link(
             Ok((conn, mut send, _recv, hello)) if hello.verify_cn(&key) => {
                 backoff = Backoff(Backoff::FIRST);
                 shared.stats.connects.fetch_add(1, Ordering::Relaxed);
-                let Some((id, _)) = shared.register(hello.peer, &conn, None) else {
-                    return;
-                };
+                let (id, _) = shared.register(hello.peer, &conn, None, None);
                 tracing::debug!(%addr, peer = %hello.peer, "connected to CN");
-                let done = pump(&conn, &mut send, &mut queue, &shared.stats).await;
+                let heartbeat = Heartbeat {
+                    every: shared.config.cn_heartbeat,
+                    frame: Arc::new(encode_frame(&TxBatch { txs: Vec::new() })),
+                };
+                let done = pump(
+                    &conn,
+                    &mut send,
+                    &mut queue,
+                    &shared.stats,
+                    Some(&heartbeat),
+                )
+                .await;
                 shared.unregister(id);
                 if done {
                     return;
@@ -476,7 +535,7 @@ async fn rn_link(endpoint: quinn::Endpoint, shared: Arc<Shared>, addr: SocketAdd
             Ok((conn, send, recv, hello)) if hello.verify_rn() => {
                 backoff = Backoff(Backoff::FIRST);
                 shared.stats.connects.fetch_add(1, Ordering::Relaxed);
-                run_rn_peer(&shared, conn, send, recv, hello.peer).await;
+                run_rn_peer(&shared, conn, send, recv, hello.peer, Origin::Configured).await;
             }
             Ok((conn, ..)) => {
                 shared
@@ -512,26 +571,36 @@ async fn accept_one(incoming: quinn::Incoming, shared: &Arc<Shared>) -> anyhow::
             handshake::read_hello(&conn, &mut recv, Side::Dialler),
         )
         .await??;
-        let admitted = match hello.peer {
-            Peer::Cn(cn) => shared
-                .probers
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .get(cn.0 as usize)
-                .is_some_and(|key| hello.verify_cn(key)),
-            Peer::Rn(_) => hello.verify_rn() && hello.peer != Peer::Rn(shared.me),
+        let prober = match hello.peer {
+            Peer::Cn(cn) => Some(
+                shared
+                    .probers
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get(cn.0 as usize)
+                    .cloned(),
+            ),
+            Peer::Rn(_) => None,
         };
+        let me = shared.me;
+        let (hello, admitted) = shared
+            .hello_checks
+            .run(move || {
+                let admitted = match (hello.peer, prober) {
+                    (Peer::Cn(_), Some(key)) => key.is_some_and(|key| hello.verify_cn(&key)),
+                    (Peer::Rn(_), _) => hello.verify_rn() && hello.peer != Peer::Rn(me),
+                    (Peer::Cn(_), None) => false,
+                };
+                (hello, admitted)
+            })
+            .await?;
         anyhow::ensure!(admitted, "{} is not an authenticated RN or CN", hello.peer);
         Ok((recv, hello))
     };
     let (recv, hello) = match hello.await {
         Ok(ok) => ok,
         Err(e) => {
-            shared
-                .stats
-                .rejected_handshakes
-                .fetch_add(1, Ordering::Relaxed);
-            conn.close(1u32.into(), b"handshake");
+            super::refuse_handshake(&conn, &e, &shared.stats);
             return Err(e);
         }
     };
@@ -545,7 +614,12 @@ async fn accept_one(incoming: quinn::Incoming, shared: &Arc<Shared>) -> anyhow::
     if let Peer::Cn(cn) = hello.peer {
         answer_probe(shared, conn, cn.0, hello.peer).await;
     } else {
-        run_rn_peer(shared, conn, send, recv, hello.peer).await;
+        let origin = if shared.is_configured(conn.remote_address()) {
+            Origin::Configured
+        } else {
+            Origin::Stranger
+        };
+        run_rn_peer(shared, conn, send, recv, hello.peer, origin).await;
     }
     Ok(())
 }
@@ -578,6 +652,31 @@ async fn answer_probe(shared: &Arc<Shared>, conn: quinn::Connection, cn: u32, pe
     conn.close(0u32.into(), b"probe done");
 }
 
+/// Whether an RN peer is one the operator configured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    /// Dialled by this node, or dialling from a configured address: always admitted.
+    Configured,
+    /// Anyone else: admitted within the bounds on strangers.
+    Stranger,
+}
+
+/// A stranger's slot (`Ok(None)` for a configured peer), or why it gets none.
+fn admit(
+    shared: &Shared,
+    conn: &quinn::Connection,
+    peer: Peer,
+    origin: Origin,
+) -> Result<Option<Slot>, Refusal> {
+    match (origin, peer) {
+        (Origin::Stranger, Peer::Rn(key)) => shared
+            .strangers
+            .admit(key, conn.remote_address().ip())
+            .map(Some),
+        _ => Ok(None),
+    }
+}
+
 /// Runs one RN connection until it ends: gossip out, gossip in, block requests in.
 async fn run_rn_peer(
     shared: &Arc<Shared>,
@@ -585,7 +684,20 @@ async fn run_rn_peer(
     mut send: quinn::SendStream,
     recv: quinn::RecvStream,
     peer: Peer,
+    origin: Origin,
 ) {
+    let slot = match admit(shared, &conn, peer, origin) {
+        Ok(slot) => slot,
+        Err(refusal) => {
+            tracing::debug!(%peer, %refusal, "RN peer refused");
+            shared
+                .stats
+                .rejected_handshakes
+                .fetch_add(1, Ordering::Relaxed);
+            conn.close(3u32.into(), b"too many peers");
+            return;
+        }
+    };
     let (tx, mut rx) = mpsc::channel(shared.config.queue_depth);
     if let Some(welcome) = shared.welcome.get() {
         for frame in welcome() {
@@ -594,10 +706,7 @@ async fn run_rn_peer(
             }
         }
     }
-    let Some((id, score)) = shared.register(peer, &conn, Some(tx)) else {
-        conn.close(3u32.into(), b"too many peers");
-        return;
-    };
+    let (id, score) = shared.register(peer, &conn, Some(tx), slot);
     tracing::debug!(%peer, id, "RN peer connected");
     let serve = sync::serve_requests(
         conn.clone(),
@@ -609,7 +718,7 @@ async fn run_rn_peer(
     tokio::select! {
         _ = serve => {}
         _ = read_gossip(shared, id, &score, recv) => {}
-        _ = pump(&conn, &mut send, &mut rx, &shared.stats) => {}
+        _ = pump(&conn, &mut send, &mut rx, &shared.stats, None) => {}
     }
     shared.unregister(id);
     conn.close(0u32.into(), b"done");

@@ -196,6 +196,7 @@ pub(crate) async fn serve_requests(
     stats: Arc<NetStats>,
 ) {
     while let Ok((mut send, mut recv)) = conn.accept_bi().await {
+        score.touch();
         let request = match read_request(&mut recv, frame_timeout, &stats).await {
             Ok(request) => request,
             Err(e) => {
@@ -229,6 +230,8 @@ pub(crate) async fn serve_requests(
         if matches!(sent, Ok(Ok(()))) {
             stats.requests_served.fetch_add(1, Ordering::Relaxed);
         }
+        // A long poll ends here: the peer was busy with this connection the whole time.
+        score.touch();
     }
 }
 

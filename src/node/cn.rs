@@ -140,7 +140,9 @@ pub fn run_cn(
         .map(|p| parse_peer(p))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let datadir = resolve(dir, &config.datadir);
-    let mut spec = genesis.cn_spec(CnIndex(cn.index), key, datadir, NetConfig::new(listen))?;
+    let mut net = NetConfig::new(listen);
+    config.net.apply_cn(&mut net);
+    let mut spec = genesis.cn_spec(CnIndex(cn.index), key, datadir, net)?;
     spec.pipeline = config.pipeline.clone();
     spec.storage = config.storage.clone();
     let process = super::process::Process::start()?;

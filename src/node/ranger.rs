@@ -30,6 +30,7 @@ pub struct RnSpec {
     pub storage: crate::config::StorageConfig,
     /// Limits of the JSON-RPC server (the config's `[rpc]` section).
     pub rpc_limits: crate::rpc::RpcConfig,
+    pub net: crate::config::NetLimitsConfig,
 }
 
 /// Reads a 32-byte hex secret (`0x` optional, surrounding whitespace ignored).
@@ -50,6 +51,7 @@ pub fn run_rn(spec: &RnSpec, out: &mut dyn Write) -> anyhow::Result<()> {
     config.cn_peers = CnPeer::from_genesis(&genesis, &spec.cns)?;
     config.rn_peers = spec.rns.clone();
     config.storage = spec.storage.clone();
+    spec.net.apply_rn(&mut config.net);
     config.reward_key = spec
         .reward_key_file
         .as_deref()

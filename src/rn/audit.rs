@@ -185,3 +185,57 @@ pub fn block_claims(
     let certificate = certificate_claim(set, &committee, block.hash(), seal)?;
     Ok([reveal, certificate])
 }
+
+/// Why a peer's claimed head was not trusted.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum HeadClaimError {
+    #[error("the peer sent no block at the height it claimed (or below it)")]
+    Missing,
+    #[error("the claimed block does not extend the block sent as its parent")]
+    NotParent,
+    #[error("the claimed block is for another region")]
+    Region,
+    /// Not the peer's fault: the chain moved to a CN set this node has not reached yet.
+    #[error("the claimed block is certified by a CN set this node does not know yet")]
+    OtherSet,
+    #[error("commit certificate: {0}")]
+    Certificate(#[from] CertificateError),
+}
+
+impl HeadClaimError {
+    /// Whether the peer that made the claim is to blame (an unknown CN set is no lie).
+    pub fn blames_peer(&self) -> bool {
+        !matches!(self, Self::OtherSet)
+    }
+}
+
+/// Checks a head claimed by a peer: `block` must carry the commit certificate of a quorum of
+/// its round's committee in `set`, the committee drawn from `parent`'s mix (the parent is bound
+/// to the block by hash, so the claim needs a real quorum's signatures on the real block).
+/// Only a claim that passes may move how far the node believes the chain goes.
+pub fn verify_head(
+    params: &Params,
+    set: &CnSet,
+    parent: &Block,
+    block: &Block,
+) -> Result<(), HeadClaimError> {
+    let header = block.header();
+    if header.height != parent.header().height.next() || header.parent != parent.hash() {
+        return Err(HeadClaimError::NotParent);
+    }
+    if header.region != params.region {
+        return Err(HeadClaimError::Region);
+    }
+    if header.cn_set_root != set.root() {
+        return Err(HeadClaimError::OtherSet);
+    }
+    let seal = &block.sealed.seal;
+    let committee = set.committee(
+        parent.header().mix,
+        header.height,
+        seal.round,
+        params.committee_size,
+    );
+    crate::consensus::certificate::verify_certificate(set, &committee, block.hash(), seal)?;
+    Ok(())
+}

@@ -243,6 +243,7 @@ impl Auditor {
         if !block.header().next_cn_set.is_empty() {
             self.sets
                 .switch(self.tip.height.next(), Arc::clone(self.app.cn_set()));
+            self.status.set_cn_set(Arc::clone(self.app.cn_set()));
             self.net.allow_probers(self.app.cn_set().keys().to_vec());
         }
     }
@@ -450,14 +451,17 @@ impl Auditor {
     fn reject(&self, origin: Origin, block: &Block, reason: AuditError) {
         let header = block.header();
         tracing::warn!(height = %header.height, hash = %block.hash(), peer = origin.peer(), kind = reason.kind(), %reason, "block rejected");
-        self.status.reject(Rejection {
-            height: header.height,
-            hash: block.hash(),
-            kind: reason.kind(),
-            reason: reason.to_string(),
-            from: format!("peer {}", origin.peer()),
-            at_ms: now_ms(),
-        });
+        self.status.reject(
+            Rejection {
+                height: header.height,
+                hash: block.hash(),
+                kind: reason.kind(),
+                reason: reason.to_string(),
+                from: format!("peer {}", origin.peer()),
+                at_ms: now_ms(),
+            },
+            matches!(origin, Origin::Sync(_)),
+        );
         self.net.penalize(origin.peer());
     }
 

@@ -132,7 +132,11 @@ impl RnNode {
     /// starts syncing and auditing. Returns once the node runs.
     pub fn start(config: RnConfig) -> anyhow::Result<RnHandle> {
         let disk = Disk::open(&config)?;
-        let status = Arc::new(RnStatus::new(disk.tip.height, disk.tip.hash));
+        let status = Arc::new(RnStatus::new(
+            disk.tip.height,
+            disk.tip.hash,
+            Arc::clone(disk.app.cn_set()),
+        ));
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("rn-net")
@@ -185,6 +189,8 @@ impl RnNode {
             out: fetched_tx,
             stop: stop_rx,
             config: config.sync.clone(),
+            params: config.genesis.params(),
+            claims: Default::default(),
         };
         let threads = vec![
             std::thread::Builder::new()
@@ -397,6 +403,11 @@ impl RnView {
     /// This RN's public node key.
     pub fn public_key(&self) -> PublicKeyBytes {
         self.net.public_key()
+    }
+
+    /// The network's counters (connects, refusals, bad frames, …).
+    pub fn net_stats(&self) -> &Arc<crate::net::NetStats> {
+        self.net.stats()
     }
 
     /// Connected peers (CNs and RNs).

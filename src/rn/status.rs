@@ -3,10 +3,11 @@
 //! only writer of the head), the sync driver and readers such as the RPC.
 
 use super::audit::AuditError;
+use crate::consensus::selection::CnSet;
 use crate::types::{BlockHash, Height};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, RwLock};
 
 /// Rejected blocks remembered for readers; older ones are forgotten first.
 pub const MAX_REJECTED: usize = 256;
@@ -29,7 +30,8 @@ pub struct SyncStatus {
     /// Last audited and stored height, and its hash.
     pub head: Height,
     pub head_hash: BlockHash,
-    /// Highest height a peer reported having.
+    /// Highest height known to be certified: the audited head, or a peer's claimed head whose
+    /// block carried a verified commit certificate (a bare claim never counts).
     pub highest_known: Height,
     /// Lowest height this run fetched from a peer (`None`: nothing fetched yet).
     pub first_fetched: Option<Height>,
@@ -62,14 +64,17 @@ pub struct Rejection {
 }
 
 /// Blocks within this many heights of the highest known one count as following.
-const FOLLOWING_SLACK: u64 = 2;
+pub const FOLLOWING_SLACK: u64 = 2;
 
 /// The shared status of one RN.
 #[derive(Debug)]
 pub struct RnStatus {
     pub head: AtomicU64,
     head_hash: Mutex<BlockHash>,
+    /// The CN set in force after the head (claimed heads are verified against it).
+    cn_set: RwLock<Arc<CnSet>>,
     pub started_at: AtomicU64,
+    /// Only ever raised to a certified height ([`SyncStatus::highest_known`]).
     pub highest_known: AtomicU64,
     /// `u64::MAX` until something is fetched.
     pub first_fetched: AtomicU64,
@@ -89,10 +94,11 @@ pub struct RnStatus {
 }
 
 impl RnStatus {
-    pub fn new(head: Height, head_hash: BlockHash) -> Self {
+    pub fn new(head: Height, head_hash: BlockHash, cn_set: Arc<CnSet>) -> Self {
         Self {
             head: AtomicU64::new(head.0),
             head_hash: Mutex::new(head_hash),
+            cn_set: RwLock::new(cn_set),
             started_at: AtomicU64::new(head.0),
             highest_known: AtomicU64::new(head.0),
             first_fetched: AtomicU64::new(u64::MAX),
@@ -114,6 +120,21 @@ impl RnStatus {
     pub fn set_head(&self, height: Height, hash: BlockHash) {
         *self.head_hash.lock().unwrap_or_else(|e| e.into_inner()) = hash;
         self.head.store(height.0, Ordering::Release);
+        self.highest_known.fetch_max(height.0, Ordering::Relaxed);
+    }
+
+    /// Records the CN set in force after the head (the auditor does, when a block switches it).
+    pub fn set_cn_set(&self, set: Arc<CnSet>) {
+        *self.cn_set.write().unwrap_or_else(|e| e.into_inner()) = set;
+    }
+
+    /// The CN set in force after the head.
+    pub fn cn_set(&self) -> Arc<CnSet> {
+        Arc::clone(&self.cn_set.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Raises the certified height (a claimed head whose certificate verified).
+    pub fn certified(&self, height: Height) {
         self.highest_known.fetch_max(height.0, Ordering::Relaxed);
     }
 
@@ -153,8 +174,10 @@ impl RnStatus {
         }
     }
 
-    /// Records a rejection (bounded list, counter per class, epoch bump).
-    pub fn reject(&self, rejection: Rejection) {
+    /// Records a rejection (bounded list, counter per class); `refetch` bumps the epoch that
+    /// sends the sync driver back to the head — only for fetched blocks, so junk gossip cannot
+    /// make the driver throw away its lookahead.
+    pub fn reject(&self, rejection: Rejection, refetch: bool) {
         if let Some(i) = AuditError::KINDS.iter().position(|k| *k == rejection.kind) {
             self.rejected_by_kind[i].fetch_add(1, Ordering::Relaxed);
         }
@@ -163,7 +186,9 @@ impl RnStatus {
             list.pop_front();
         }
         list.push_back(rejection);
-        self.rejection_epoch.fetch_add(1, Ordering::Release);
+        if refetch {
+            self.rejection_epoch.fetch_add(1, Ordering::Release);
+        }
     }
 
     /// The remembered rejections, oldest first.

@@ -7,16 +7,25 @@
 //! waits on the server until that block is committed, so a new block arrives one round trip
 //! after its commit without any per-follower state on the server. A failed request or a
 //! rejected block moves it to the next source and back to the audited head.
+//!
+//! A source's answer names its head, but a bare number proves nothing: a claim above what the
+//! node already knows is checked by fetching the claimed block and its parent and verifying the
+//! block's commit certificate ([`verify_head`]); only then does the node believe the chain goes
+//! that far (and report itself catching up). A claim the source cannot back is a strike. Each
+//! source's claim is checked at most every [`CLAIM_CHECK_EVERY`].
 
+use super::audit::{verify_head, HeadClaimError};
 use super::auditor::Fetched;
-use super::status::{RnStatus, SyncPhase};
-use crate::net::rn::{RnNetwork, Source};
+use super::status::{RnStatus, SyncPhase, FOLLOWING_SLACK};
+use crate::consensus::machine::Params;
+use crate::net::rn::{PeerId, RnNetwork, Source};
 use crate::pipeline::LinkSender;
 use crate::types::sync::{BlockRangeRequest, BlockRangeResponse, MAX_RANGE_BYTES};
-use crate::types::Height;
+use crate::types::{Block, Height};
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 /// How an RN fetches blocks.
@@ -47,6 +56,28 @@ impl Default for SyncConfig {
 const RETRY_PAUSE: Duration = Duration::from_millis(100);
 /// Pause while waiting for the auditor or for a first peer.
 const IDLE_PAUSE: Duration = Duration::from_millis(20);
+/// Shortest interval between two checks of one source's claimed head (each costs two
+/// single-block requests).
+pub const CLAIM_CHECK_EVERY: Duration = Duration::from_secs(1);
+
+/// When each source's claimed head was last checked; sources that left are forgotten, so the
+/// map never holds more than the connected sources.
+#[derive(Debug, Default)]
+pub struct ClaimChecks(HashMap<PeerId, Instant>);
+
+impl ClaimChecks {
+    /// Whether `id`'s claim may be checked now (and if so, records the check).
+    fn due(&mut self, id: PeerId, live: &[Source]) -> bool {
+        self.0.retain(|peer, _| live.iter().any(|s| s.id == *peer));
+        match self.0.get(&id) {
+            Some(at) if at.elapsed() < CLAIM_CHECK_EVERY => false,
+            _ => {
+                self.0.insert(id, Instant::now());
+                true
+            }
+        }
+    }
+}
 
 /// The sync driver's thread state.
 pub struct SyncDriver {
@@ -56,6 +87,9 @@ pub struct SyncDriver {
     pub out: LinkSender<Fetched>,
     pub stop: watch::Receiver<bool>,
     pub config: SyncConfig,
+    /// The chain's parameters (committee size, region) for checking claimed heads.
+    pub params: Params,
+    pub claims: ClaimChecks,
 }
 
 impl SyncDriver {
@@ -107,9 +141,9 @@ impl SyncDriver {
                     continue;
                 }
             };
-            self.status
-                .highest_known
-                .fetch_max(response.head.0, Ordering::Relaxed);
+            if self.check_claim(source, response.head, &sources).is_none() {
+                break;
+            }
             if response.blocks.is_empty() {
                 // This source has nothing from `cursor` yet: ask another next time.
                 turn += 1;
@@ -135,6 +169,51 @@ impl SyncDriver {
             }
         }
         Ok(())
+    }
+
+    /// Believes `claimed` (the head `source` named) only if the source backs it with the
+    /// certified block; `None` if the node stopped meanwhile.
+    fn check_claim(&mut self, source: Source, claimed: Height, live: &[Source]) -> Option<()> {
+        let known = self.status.highest_known.load(Ordering::Relaxed);
+        if claimed.0 <= known.saturating_add(FOLLOWING_SLACK) || !self.claims.due(source.id, live) {
+            return Some(());
+        }
+        // Invariant: claimed > known + FOLLOWING_SLACK >= 2, so the parent height is >= 1.
+        let parent = self.fetch_one(source, Height(claimed.0 - 1))?;
+        let block = self.fetch_one(source, claimed)?;
+        let verdict = match (parent, block) {
+            (Some(parent), Some(block)) => {
+                verify_head(&self.params, &self.status.cn_set(), &parent, &block)
+            }
+            _ => Err(HeadClaimError::Missing),
+        };
+        match verdict {
+            Ok(()) => self.status.certified(claimed),
+            Err(e) => {
+                tracing::debug!(peer = %source.peer, %claimed, error = %e, "claimed head not trusted");
+                if e.blames_peer() {
+                    self.net.penalize(source.id);
+                }
+            }
+        }
+        Some(())
+    }
+
+    /// The block at `height` from `source` alone (`Some(None)`: it did not send it).
+    fn fetch_one(&mut self, source: Source, height: Height) -> Option<Option<Block>> {
+        let request = BlockRangeRequest {
+            from: height,
+            max_blocks: 1,
+            // The server always sends the first block whole, whatever this says.
+            max_bytes: 1,
+            wait_ms: 0,
+        };
+        let block = self
+            .fetch(source, &request)?
+            .ok()
+            .and_then(|r| r.blocks.into_iter().next())
+            .filter(|b| b.header().height == height);
+        Some(block)
     }
 
     fn head(&self) -> u64 {

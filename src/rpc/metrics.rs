@@ -28,10 +28,12 @@ pub(crate) enum Refusal {
     TooManyConnections,
     TooManySubscriptions,
     SlowSubscriber,
+    IdleWebSocket,
+    TooManyFilters,
 }
 
 impl Refusal {
-    const ALL: [Refusal; 12] = [
+    const ALL: [Refusal; 14] = [
         Self::ParseError,
         Self::InvalidRequest,
         Self::UnknownMethod,
@@ -44,6 +46,8 @@ impl Refusal {
         Self::TooManyConnections,
         Self::TooManySubscriptions,
         Self::SlowSubscriber,
+        Self::IdleWebSocket,
+        Self::TooManyFilters,
     ];
 
     const fn label(self) -> &'static str {
@@ -60,6 +64,8 @@ impl Refusal {
             Self::TooManyConnections => "too_many_connections",
             Self::TooManySubscriptions => "too_many_subscriptions",
             Self::SlowSubscriber => "slow_subscriber",
+            Self::IdleWebSocket => "idle_websocket",
+            Self::TooManyFilters => "too_many_filters",
         }
     }
 }

@@ -74,6 +74,9 @@ pub struct RpcConfig {
     /// Messages queued towards one WebSocket client; a client that lets it fill is
     /// disconnected instead of growing memory.
     pub ws_queue_len: usize,
+    /// A WebSocket client that sends nothing for this long — no request, no pong to the
+    /// server's pings (sent every third of it) — is disconnected.
+    pub ws_idle_timeout: Duration,
     /// Events buffered per chain for subscribers; a subscriber further behind is disconnected.
     pub notify_capacity: usize,
     /// Time to answer one HTTP request or WebSocket message, batches included.
@@ -161,6 +164,7 @@ impl Default for RpcConfig {
             max_connections: 1024,
             max_subscriptions_per_connection: 64,
             ws_queue_len: 256,
+            ws_idle_timeout: Duration::from_secs(90),
             notify_capacity: 256,
             request_deadline: Duration::from_secs(30),
             read_deadline: Duration::from_secs(30),

@@ -6,6 +6,10 @@
 //! for room (so a client that does not read stops being read), notifications never wait: if
 //! the queue is full, or a subscriber fell behind the broadcast, the session is closed rather
 //! than buffering without end. Each frame must be written within the write deadline.
+//!
+//! A session must stay alive to keep its slot: the server pings every third of
+//! `ws_idle_timeout`, and a client from which nothing arrives (no message, no pong) for the whole
+//! timeout is disconnected. Every WebSocket client library answers pings on its own.
 
 use super::backend::LogFilter;
 use super::error::{RpcError, LIMIT_EXCEEDED};
@@ -33,6 +37,9 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
+
+/// Pings sent per idle timeout: a client that misses two still keeps its session.
+const PINGS_PER_IDLE_TIMEOUT: u32 = 3;
 
 /// Whether a GET asks for a WebSocket upgrade.
 pub(crate) fn is_upgrade(req: &Request<Incoming>) -> bool {
@@ -113,9 +120,23 @@ async fn session(
     let kill = Arc::new(Notify::new());
     let mut subs = Subscriptions::new(Arc::clone(&shared), chain, out.clone(), Arc::clone(&kill));
     let mut stop = shared.stop.clone();
+    let idle_limit = shared.config.ws_idle_timeout;
+    let ping_every = (idle_limit / PINGS_PER_IDLE_TIMEOUT).max(std::time::Duration::from_millis(1));
+    let mut pings = tokio::time::interval(ping_every);
+    pings.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut heard = tokio::time::Instant::now();
     loop {
         let msg = tokio::select! {
             msg = stream.next() => msg,
+            _ = pings.tick() => {
+                if heard.elapsed() >= idle_limit {
+                    shared.metrics.refuse(Refusal::IdleWebSocket);
+                    break;
+                }
+                // A full queue means the client is not reading: the slow-subscriber rule.
+                let _ = out.try_send(Message::Ping(Bytes::new()));
+                continue;
+            }
             _ = kill.notified() => {
                 shared.metrics.refuse(Refusal::SlowSubscriber);
                 writer.abort();
@@ -124,6 +145,7 @@ async fn session(
             _ = stop.changed() => break,
             _ = out.closed() => break,
         };
+        heard = tokio::time::Instant::now();
         let reply = match msg {
             Some(Ok(Message::Text(text))) => {
                 answer(&shared, chain, text.as_str(), Some(&mut subs)).await

@@ -299,6 +299,12 @@ fn burst_of_1000_shuffled_nonces_in_batches_is_all_included() {
     let reply = client.call("eth_sendRawTransaction", json!([raw_hex(&too_far)]));
     let message = reply["error"]["message"].as_str().unwrap_or_default();
     assert!(message.starts_with("nonce too high"), "{reply}");
+    // The last nonce (EIP-2681): refused, and nothing downstream computes `nonce + 1` on it.
+    let last = transfer(&sender.secret, u64::MAX, VALUE_WEI);
+    let reply = client.call("eth_sendRawTransaction", json!([raw_hex(&last)]));
+    let message = reply["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("nonce has max value"), "{reply}");
+    assert_eq!(client.nonce(sender.address, "pending"), BURST);
 
     fee_history_rewards_are_the_tips_paid(&client);
 }

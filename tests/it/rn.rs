@@ -19,7 +19,9 @@ use kaon::node::genesis::Genesis;
 use kaon::node::loadgen::dev_account;
 use kaon::pipeline::link;
 use kaon::pipeline::topology::{start_cluster, CnNode};
-use kaon::rn::audit::{audit_consensus, AuditError, AuditOutcome, ChainState};
+use kaon::rn::audit::{
+    audit_consensus, verify_head, AuditError, AuditOutcome, ChainState, HeadClaimError,
+};
 use kaon::rn::evidence::{
     check_evidence, Deferral, EvidenceError, PendingEvidence, MAX_PENDING_EVIDENCE,
     MAX_PENDING_EVIDENCE_BYTES, PENDING_EVIDENCE_WINDOW,
@@ -35,7 +37,7 @@ use kaon::types::{
 use proptest::prelude::*;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::runtime::Runtime;
@@ -290,6 +292,48 @@ fn the_audit_passes_a_valid_chain_and_stops_at_the_first_bad_block() {
 }
 
 #[test]
+fn a_claimed_head_is_believed_only_with_its_certificate() {
+    let (keys, set) = four_cns();
+    let chain = crafted_chain(&keys, &set, crafted_genesis(), 6);
+    let (parent, block) = (&chain[4], &chain[5]);
+    assert_eq!(verify_head(&params(), &set, parent, block), Ok(()));
+
+    // A quorum that signed another hash.
+    let mut forged = block.clone();
+    let mut other = block.clone();
+    other.sealed.header.timestamp_ms += 1;
+    seal(&mut other, &set, &keys, parent.header().mix, &[0, 1, 2]);
+    forged.sealed.seal = other.sealed.seal;
+    let refused = verify_head(&params(), &set, parent, &forged).unwrap_err();
+    assert!(
+        matches!(refused, HeadClaimError::Certificate(_)),
+        "{refused}"
+    );
+    assert!(refused.blames_peer());
+
+    // Two of four signers.
+    let mut short = block.clone();
+    seal(&mut short, &set, &keys, parent.header().mix, &[0, 1]);
+    assert!(matches!(
+        verify_head(&params(), &set, parent, &short),
+        Err(HeadClaimError::Certificate(_))
+    ));
+
+    // A "parent" that is not the block's: the committee would be drawn from the wrong mix.
+    assert_eq!(
+        verify_head(&params(), &set, &chain[3], block),
+        Err(HeadClaimError::NotParent)
+    );
+
+    // Certified by a set this node does not know: not trusted, but no lie either.
+    let strangers: Vec<SecretKey> = (10..14).map(cn_key).collect();
+    let other_set = CnSet::new(strangers.iter().map(SecretKey::public_key).collect()).unwrap();
+    let unknown = verify_head(&params(), &other_set, parent, block).unwrap_err();
+    assert_eq!(unknown, HeadClaimError::OtherSet);
+    assert!(!unknown.blames_peer());
+}
+
+#[test]
 fn evidence_needs_two_quorums_or_a_double_vote_in_one_round() {
     let (keys, set) = four_cns();
     let genesis = crafted_genesis();
@@ -507,6 +551,19 @@ impl Cluster {
 
     /// [`Cluster::start`] with genesis settings changed by `tweak`.
     pub(crate) fn start_with(dir: &Path, tweak: impl FnOnce(&mut Genesis)) -> Self {
+        Self::start_custom(dir, tweak, |_| {})
+    }
+
+    /// [`Cluster::start`] with every CN's network settings changed by `tweak_net`.
+    pub(crate) fn start_net(dir: &Path, tweak_net: impl Fn(&mut NetConfig)) -> Self {
+        Self::start_custom(dir, |_| {}, tweak_net)
+    }
+
+    fn start_custom(
+        dir: &Path,
+        tweak: impl FnOnce(&mut Genesis),
+        tweak_net: impl Fn(&mut NetConfig),
+    ) -> Self {
         let keys: Vec<SecretKey> = (0..4).map(cn_key).collect();
         let accounts = [dev_account(0)];
         let mut genesis = Genesis::new(
@@ -522,7 +579,8 @@ impl Cluster {
         let rt = runtime();
         let specs = (0..4)
             .map(|i| {
-                let net = NetConfig::new(localhost());
+                let mut net = NetConfig::new(localhost());
+                tweak_net(&mut net);
                 genesis
                     .cn_spec(
                         CnIndex(i as u32),
@@ -1040,4 +1098,271 @@ fn cluster_keys(cluster: &Cluster) -> Vec<kaon::crypto::bls::PublicKeyBytes> {
         .iter()
         .map(|k| k.public_key().to_bytes())
         .collect()
+}
+
+/// A raw RN peer that answers every block request with `head` and no blocks (a peer lying
+/// about how far the chain goes); the number of requests it answered.
+fn serve_claims(rt: &Runtime, conn: quinn::Connection, head: Height) -> Arc<AtomicU64> {
+    let answered = Arc::new(AtomicU64::new(0));
+    let count = Arc::clone(&answered);
+    rt.spawn(async move {
+        while let Ok((mut send, mut recv)) = conn.accept_bi().await {
+            let mut len = [0u8; 4];
+            if recv.read_exact(&mut len).await.is_err() {
+                continue;
+            }
+            let mut request = vec![0u8; u32::from_le_bytes(len) as usize];
+            if recv.read_exact(&mut request).await.is_err() {
+                continue;
+            }
+            let claim = BlockRangeResponse {
+                head,
+                blocks: vec![],
+            };
+            write_frame(&mut send, &encode_frame(&claim)).await;
+            let _ = send.finish();
+            count.fetch_add(1, Relaxed);
+        }
+    });
+    answered
+}
+
+#[test]
+fn a_peer_claiming_an_unbacked_head_does_not_hold_the_rn_in_catch_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::start(dir.path());
+    wait_until("the CNs at height 2", || cluster.height() >= 2);
+    let rn = RnNode::start(cluster.rn_config(dir.path(), "rn", cluster.peers(), vec![])).unwrap();
+    let (_endpoint, liar, _stream) = cluster
+        .rt
+        .block_on(raw_rn(rn.listen_addr(), &node_key("liar")));
+    let answered = serve_claims(&cluster.rt, liar.clone(), Height(u64::MAX));
+    wait_until("the RN asked the liar", || answered.load(Relaxed) >= 1);
+
+    // The claim is never trusted: the RN follows the real chain and says so.
+    let target = cluster.height() + 3;
+    wait_or_explain(
+        "the RN following past the CNs' height",
+        || head(&rn) >= target,
+        || describe(&[&rn]),
+    );
+    let status = rn.sync_status();
+    assert!(
+        status.highest_known.0 <= cluster.height() + 1,
+        "an unbacked claim moved the sync target: {status:?}"
+    );
+    assert_eq!(status.phase, kaon::rn::SyncPhase::Following);
+    // Claims it cannot back with a certified block are strikes: the liar is cut off.
+    assert_eq!(
+        closed_code(&cluster.rt, &liar),
+        2,
+        "closed for unbacked claims"
+    );
+    let later = head(&rn) + 2;
+    wait_until("the RN still following", || head(&rn) >= later);
+
+    rn.shutdown().unwrap();
+    cluster.shutdown();
+}
+
+/// An authenticated RN connection to `to` from `local` (another loopback address is another
+/// host to the listener).
+async fn raw_rn_from(
+    local: &str,
+    to: SocketAddr,
+    key: &SecretKey,
+) -> (quinn::Endpoint, quinn::Connection, quinn::SendStream) {
+    let endpoint = quinn::Endpoint::client(local.parse().unwrap()).unwrap();
+    let conn = endpoint
+        .connect_with(tls::client_config().unwrap(), to, tls::SERVER_NAME)
+        .unwrap()
+        .await
+        .unwrap();
+    let mut stream = conn.open_uni().await.unwrap();
+    let hello = handshake::hello(&conn, Credential::Rn(key), Side::Dialler).unwrap();
+    stream.write_all(&hello).await.unwrap();
+    (endpoint, conn, stream)
+}
+
+#[test]
+fn a_cn_bounds_rn_slots_per_key_and_per_address_and_cuts_off_idle_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let idle = Duration::from_secs(5);
+    let cluster = Cluster::start_net(dir.path(), |net| {
+        net.max_rn_per_address = 3;
+        net.rn_idle_timeout = idle;
+    });
+    wait_until("the CNs at height 2", || cluster.height() >= 2);
+    let cn0 = cluster.peers().remove(0);
+    let honest = RnNode::start(cluster.rn_config(dir.path(), "honest", vec![cn0], vec![])).unwrap();
+    wait_until("the honest RN syncing", || head(&honest) >= 1);
+    // A quiet RN link (no sync driver: it never asks for blocks) lives on its heartbeats.
+    let (tx, _rx) = link("quiet_inbox", 64);
+    let mut quiet_config = RnNetConfig::new(localhost());
+    quiet_config.cn_heartbeat = Duration::from_millis(200);
+    let quiet = RnNetwork::bind(cluster.rt.handle(), quiet_config, node_key("quiet"), tx).unwrap();
+    quiet.connect_cn(
+        cn0.addr,
+        kaon::crypto::bls::PublicKey::try_from(&cn0.key).unwrap(),
+    );
+    wait_until("the quiet link up", || quiet.sources().len() == 1);
+
+    // One self-made key from another host: two connections, the third refused.
+    let (to, rt) = (cn0.addr, &cluster.rt);
+    let key = node_key("slot-holder");
+    let cn_stats = cluster.cns[0].net.stats();
+    let held = |n: u64| wait_until("the CN's RN slots", || cn_stats.rn_peers.load(Relaxed) == n);
+    held(2);
+    let first = rt.block_on(raw_rn_from("127.0.0.2:0", to, &key));
+    let second = rt.block_on(raw_rn_from("127.0.0.2:0", to, &key));
+    held(4);
+    let third = rt.block_on(raw_rn_from("127.0.0.2:0", to, &key));
+    assert_eq!(
+        closed_code(rt, &third.1),
+        3,
+        "a third connection of one key"
+    );
+    // Fresh keys from the same host: one more fits the per-address bound, then none.
+    let other = rt.block_on(raw_rn_from("127.0.0.2:0", to, &node_key("sybil-1")));
+    held(5);
+    let over = rt.block_on(raw_rn_from("127.0.0.2:0", to, &node_key("sybil-2")));
+    assert_eq!(
+        closed_code(rt, &over.1),
+        3,
+        "a fourth connection from one address"
+    );
+
+    // The admitted ones never use their slots: cut off once idle, code 4.
+    for (_, conn, _) in [&first, &second, &other] {
+        assert_eq!(closed_code(rt, conn), 4, "an idle RN connection");
+    }
+    // The honest RN and the quiet link (connected before the idle ones, so idle at least as
+    // long) kept their connections throughout.
+    let later = head(&honest) + 3;
+    wait_until("the honest RN still following", || head(&honest) >= later);
+    assert_eq!(
+        honest.net_stats().connects.load(Relaxed),
+        1,
+        "never reconnected"
+    );
+    assert_eq!(
+        quiet.stats().connects.load(Relaxed),
+        1,
+        "heartbeats kept it"
+    );
+    let cn_stats = cluster.cns[0].net.stats();
+    wait_until("only the honest RNs hold slots", || {
+        cn_stats.rn_peers.load(Relaxed) == 2
+    });
+
+    quiet.close();
+    honest.shutdown().unwrap();
+    cluster.shutdown();
+}
+
+#[test]
+fn strangers_filling_every_rn_slot_do_not_eclipse_the_configured_peers() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::start(dir.path());
+    wait_until("the CNs at height 2", || cluster.height() >= 2);
+    // The configured peer's address, taken before it runs.
+    let reserved = std::net::UdpSocket::bind(localhost()).unwrap();
+    let peer_addr = reserved.local_addr().unwrap();
+    drop(reserved);
+    let mut config = cluster.rn_config(dir.path(), "victim", vec![], vec![peer_addr]);
+    config.net.max_peers = 2;
+    let victim = RnNode::start(config).unwrap();
+
+    // Two strangers take both slots (from another host, each with its own key); a third is
+    // refused.
+    let rt = &cluster.rt;
+    let to = victim.listen_addr();
+    let _a = rt.block_on(raw_rn_from("127.0.0.2:0", to, &node_key("eclipse-a")));
+    let _b = rt.block_on(raw_rn_from("127.0.0.3:0", to, &node_key("eclipse-b")));
+    wait_until("both strangers admitted", || victim.peer_count() == 2);
+    let c = rt.block_on(raw_rn_from("127.0.0.4:0", to, &node_key("eclipse-c")));
+    assert_eq!(closed_code(rt, &c.1), 3, "no slot left for strangers");
+
+    // The configured peer comes up: the victim reaches it anyway and syncs through it.
+    let mut peer_config = cluster.rn_config(dir.path(), "peer", cluster.peers(), vec![]);
+    peer_config.net.listen = peer_addr;
+    let peer = RnNode::start(peer_config).unwrap();
+    let target = cluster.height() + 2;
+    wait_or_explain(
+        "the victim syncing through its configured peer",
+        || head(&victim) >= target,
+        || describe(&[&victim, &peer]),
+    );
+
+    victim.shutdown().unwrap();
+    peer.shutdown().unwrap();
+    cluster.shutdown();
+}
+
+#[test]
+fn a_cn_reads_rn_frames_with_the_transaction_batch_limit_not_the_consensus_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::start(dir.path());
+    wait_until("the CNs at height 2", || cluster.height() >= 2);
+    let cn0 = cluster.peers().remove(0);
+    let honest = RnNode::start(cluster.rn_config(dir.path(), "honest", vec![cn0], vec![])).unwrap();
+    wait_until("the honest RN syncing", || head(&honest) >= 1);
+
+    // One frame just over the 8 MiB `TxBatch` limit (far under the consensus limit): a single
+    // such frame costs the connection, where one undecodable frame would be one strike of eight.
+    let (_endpoint, conn, mut stream) = cluster.rt.block_on(raw_rn_from(
+        "127.0.0.2:0",
+        cn0.addr,
+        &node_key("big-frames"),
+    ));
+    let oversize = vec![0u8; kaon::net::RN_FRAME_LIMIT + 1];
+    cluster.rt.block_on(async {
+        let _ = tokio::time::timeout(DEADLINE, async {
+            stream
+                .write_all(&(oversize.len() as u32).to_le_bytes())
+                .await?;
+            stream.write_all(&oversize).await
+        })
+        .await;
+    });
+    assert_eq!(
+        closed_code(&cluster.rt, &conn),
+        2,
+        "closed for an oversize frame"
+    );
+    let later = head(&honest) + 2;
+    wait_until("the honest RN still following", || head(&honest) >= later);
+
+    honest.shutdown().unwrap();
+    cluster.shutdown();
+}
+
+#[test]
+fn a_hello_arriving_when_every_check_slot_is_busy_is_refused_not_queued() {
+    let rt = runtime();
+    // No check slot at all: every stranger's hello finds the pool busy.
+    let (tx, _rx) = link("busy_inbox", 64);
+    let mut config = RnNetConfig::new(localhost());
+    config.max_hello_checks = 0;
+    let busy = RnNetwork::bind(rt.handle(), config, node_key("busy"), tx).unwrap();
+    let (_endpoint, conn, _stream) =
+        rt.block_on(raw_rn(busy.local_addr().unwrap(), &node_key("caller")));
+    assert_eq!(closed_code(&rt, &conn), 5, "refused as busy");
+    assert_eq!(busy.stats().rejected_handshakes.load(Relaxed), 1);
+    assert_eq!(busy.peer_count(), 0);
+
+    // With a slot, the same hello is checked (off the async workers) and admitted.
+    let (tx, _rx) = link("open_inbox", 64);
+    let open = RnNetwork::bind(
+        rt.handle(),
+        RnNetConfig::new(localhost()),
+        node_key("open"),
+        tx,
+    )
+    .unwrap();
+    let (_endpoint2, _conn2, _stream2) =
+        rt.block_on(raw_rn(open.local_addr().unwrap(), &node_key("caller")));
+    wait_until("the caller admitted", || open.peer_count() == 1);
+    busy.close();
+    open.close();
 }

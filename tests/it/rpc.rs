@@ -1701,3 +1701,44 @@ fn rpc_metrics_count_calls_and_errors() {
     );
     assert!(text.contains("kaon_rpc_http_requests_total 4"), "{text}");
 }
+
+#[test]
+fn rpc_websocket_silent_client_is_cut_off_while_a_live_one_stays() {
+    let idle = Duration::from_millis(900);
+    let h = Harness::start(RpcConfig {
+        ws_idle_timeout: idle,
+        ..RpcConfig::default()
+    });
+    let addr = h.server.local_addr();
+    // A raw client completes the upgrade, then never sends a byte (and never answers pings).
+    let mut silent = TcpStream::connect(addr).unwrap();
+    let upgrade = format!(
+        "GET /chain/1001 HTTP/1.1\r\nHost: {addr}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    );
+    silent.write_all(upgrade.as_bytes()).unwrap();
+    h.rt.block_on(async {
+        // A live client: subscribed, only listening, its library answering the pings.
+        let mut ws = ws_connect(addr, "/chain/1001").await;
+        ws_send(&mut ws, 1, "eth_subscribe", json!(["newHeads"])).await;
+        assert!(ws_next(&mut ws).await["result"].is_string());
+        let listen_until = tokio::time::Instant::now() + idle * 3;
+        while let Ok(msg) = tokio::time::timeout_at(listen_until, ws.next()).await {
+            let msg = msg.expect("the live session stays open").unwrap();
+            assert!(matches!(msg, Message::Ping(_)), "{msg:?}");
+        }
+        ws_send(&mut ws, 2, "eth_chainId", json!([])).await;
+        assert_eq!(ws_next(&mut ws).await["result"], "0x3e9");
+    });
+    let seen = read_until_closed(&mut silent);
+    assert!(
+        seen.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&seen)
+    );
+    let text = h.metrics_text();
+    assert!(
+        text.contains("kaon_rpc_refused_total{reason=\"idle_websocket\"} 1"),
+        "{text}"
+    );
+}
