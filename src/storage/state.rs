@@ -17,9 +17,11 @@
 //! one chain's `chain_segments` range and open only the segments whose bloom may match.
 //!
 //! Every block is written by one [`StoreBatch`]: its indexes, every segment's state diff and
-//! receipts, and the new `state_height`, so after a crash the store is at some block boundary
-//! and restart re-executes exactly the blocks above `state_height`.
+//! receipts, the block's change set ([`super::history`]: what the diffs overwrote), and the
+//! new `state_height`, so after a crash the store is at some block boundary and restart
+//! re-executes exactly the blocks above `state_height`.
 
+use super::history::{BlockChanges, HistoricalState, HistoryRetention};
 use super::store::{
     be_u32, be_u64, state_key, BlockIndex, Result, Store, StoreBatch, StoreError, TxLocation,
     CF_CHAIN_SEGMENTS, CF_META, CF_RECEIPTS, CF_STATE, META_STATE_HEIGHT,
@@ -57,6 +59,17 @@ fn slot_key(address: &Address, slot: &U256) -> [u8; 53] {
     k[1..21].copy_from_slice(address.as_slice());
     k[21..].copy_from_slice(&slot.to_be_bytes::<32>());
     k
+}
+
+/// The state keys (without the chain prefix) `diff` writes, code aside: contract code is keyed
+/// by its hash and never overwritten.
+fn written_keys(diff: &SegmentDiff) -> Vec<Vec<u8>> {
+    let accounts = diff.accounts.keys().map(|a| account_key(a).to_vec());
+    let slots = diff.storage.keys().map(|(a, s)| slot_key(a, s).to_vec());
+    accounts
+        .chain(slots)
+        .chain(std::iter::once(vec![TAG_ROOT]))
+        .collect()
 }
 
 fn code_key(hash: &B256) -> [u8; 33] {
@@ -418,6 +431,53 @@ impl StateRead for Store {
     }
 }
 
+impl HistoricalState<'_> {
+    /// A fixed-size state value at this block (`None`: absent).
+    fn fixed<const N: usize>(
+        &self,
+        chain: ChainId,
+        key: &[u8],
+        what: &'static str,
+    ) -> Result<Option<[u8; N]>, StateError> {
+        let Some(value) = self.value(chain.0, key)? else {
+            return Ok(None);
+        };
+        <[u8; N]>::try_from(value.as_slice())
+            .map(Some)
+            .map_err(|_| StateError::Corrupt {
+                chain,
+                what,
+                detail: format!("{} bytes at block {}, expected {N}", value.len(), self.height()),
+            })
+    }
+}
+
+/// The state after a past block: what EVM calls and state reads at that block see.
+impl StateRead for HistoricalState<'_> {
+    fn account(&self, chain: ChainId, address: &Address) -> Result<Option<Account>, StateError> {
+        Ok(self
+            .fixed::<ACCOUNT_LEN>(chain, &account_key(address), "account")?
+            .map(|v| decode_account(&v)))
+    }
+
+    fn storage(&self, chain: ChainId, address: &Address, slot: &U256) -> Result<U256, StateError> {
+        Ok(self
+            .fixed::<32>(chain, &slot_key(address, slot), "storage slot")?
+            .map_or(U256::ZERO, U256::from_be_bytes))
+    }
+
+    /// Code is keyed by its hash and never deleted, so the current store answers for any block.
+    fn code(&self, chain: ChainId, code_hash: &B256) -> Result<Option<Bytes>, StateError> {
+        Ok(self.store.code(chain, code_hash)?)
+    }
+
+    fn state_root(&self, chain: ChainId) -> Result<B256, StateError> {
+        Ok(self
+            .fixed::<32>(chain, &[TAG_ROOT], "state commitment")?
+            .map_or(B256::ZERO, B256::from))
+    }
+}
+
 /// A committed block's execution output, held in memory until it is durable.
 #[derive(Debug)]
 pub struct PendingBlock {
@@ -470,6 +530,9 @@ impl PendingBlock {
 pub struct CommittedState {
     store: Arc<Store>,
     pending: RwLock<VecDeque<Arc<PendingBlock>>>,
+    retention: HistoryRetention,
+    /// Prunes change sets beyond `retention` in the background (`None`: nothing to prune).
+    pruner: Option<super::history::Pruner>,
 }
 
 /// Why a block could not be persisted.
@@ -482,21 +545,55 @@ pub enum PersistError {
 }
 
 impl CommittedState {
-    /// Opens the state in `store`; a store that never held state gets `allocations` (the
-    /// genesis) and `state_height` 0 in one batch.
+    /// Opens the state in `store` keeping all history; a store that never held state gets
+    /// `allocations` (the genesis) and `state_height` 0 in one batch.
     pub fn open(store: Arc<Store>, allocations: &[(ChainId, Address, U256)]) -> Result<Self> {
-        if store.state_height()?.is_none() {
-            let mut batch = store.batch();
-            for diff in genesis_diffs(allocations) {
-                batch.apply_diff(&diff)?;
+        Self::open_with(store, allocations, HistoryRetention::All)
+    }
+
+    /// [`Self::open`] keeping the state history `retention` says. A store that kept no history
+    /// so far starts it at its current height; with history switched off, what was kept is
+    /// deleted. A bounded retention starts the background pruner.
+    pub fn open_with(
+        store: Arc<Store>,
+        allocations: &[(ChainId, Address, U256)],
+        retention: HistoryRetention,
+    ) -> Result<Self> {
+        let mut batch = store.batch();
+        let height = match store.state_height()? {
+            Some(height) => height,
+            None => {
+                for diff in genesis_diffs(allocations) {
+                    batch.apply_diff(&diff)?;
+                }
+                batch.set_state_height(0);
+                0
             }
-            batch.set_state_height(0);
-            batch.commit()?;
+        };
+        if !retention.writes() {
+            batch.clear_history();
+            batch.set_history_floor(height);
+        } else if store.history_floor()?.is_none() {
+            batch.set_history_floor(height);
         }
+        batch.commit()?;
+        let pruner = match retention {
+            HistoryRetention::Blocks(n) if n > 0 => {
+                Some(super::history::Pruner::spawn(Arc::clone(&store), retention)?)
+            }
+            _ => None,
+        };
         Ok(Self {
             store,
             pending: RwLock::default(),
+            retention,
+            pruner,
         })
+    }
+
+    /// How much state history this node keeps.
+    pub fn retention(&self) -> HistoryRetention {
+        self.retention
     }
 
     /// The store underneath (indexes, receipts and logs of persisted blocks).
@@ -555,6 +652,7 @@ impl CommittedState {
         for diff in &pending.genesis {
             batch.apply_diff(diff)?;
         }
+        self.write_history(&mut batch, &pending)?;
         for (segment, execution) in &pending.segments {
             batch.apply_diff(&execution.diff)?;
             batch.put_receipts(
@@ -572,7 +670,25 @@ impl CommittedState {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .pop_front();
+        if let Some(pruner) = &self.pruner {
+            pruner.wake();
+        }
         Ok(())
+    }
+
+    /// Adds `block`'s change set (what its diffs overwrite, read before they are applied) to
+    /// `batch`, or, with history off, moves the readable floor to the block.
+    fn write_history(&self, batch: &mut StoreBatch<'_>, block: &PendingBlock) -> Result<()> {
+        if !self.retention.writes() {
+            batch.set_history_floor(block.height.0);
+            return Ok(());
+        }
+        let mut changes = BlockChanges::default();
+        let diffs = block.genesis.iter();
+        for diff in diffs.chain(block.segments.iter().map(|(_, e)| &e.diff)) {
+            changes.record(&self.store, diff.chain_id.0, written_keys(diff))?;
+        }
+        batch.put_change_sets(block.height.0, &changes)
     }
 
     /// The newest held value `find` reads out of `chain`'s pending diffs.
