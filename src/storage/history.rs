@@ -409,3 +409,284 @@ fn prune_pass(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exec::{Account, MemoryState, SegmentDiff, StateRead, EMPTY_CODE_HASH};
+    use crate::storage::state::CommittedState;
+    use crate::types::ChainId;
+    use alloy_primitives::{Address, B256, U256};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    const A: ChainId = ChainId(1001);
+    const B: ChainId = ChainId(1002);
+
+    fn who(n: u8) -> Address {
+        Address::repeat_byte(n)
+    }
+
+    fn account(nonce: u64, balance: u64) -> Option<Account> {
+        Some(Account {
+            nonce,
+            balance: U256::from(balance),
+            code_hash: EMPTY_CODE_HASH,
+        })
+    }
+
+    /// One diff: account writes, slot writes, and a commitment named after `tag`.
+    fn diff(
+        chain: ChainId,
+        tag: u8,
+        accounts: &[(u8, Option<Account>)],
+        slots: &[(u8, u64, u64)],
+    ) -> SegmentDiff {
+        SegmentDiff {
+            chain_id: chain,
+            accounts: accounts.iter().map(|(a, v)| (who(*a), *v)).collect(),
+            storage: slots
+                .iter()
+                .map(|(a, s, v)| ((who(*a), U256::from(*s)), U256::from(*v)))
+                .collect(),
+            code: Default::default(),
+            state_root: B256::repeat_byte(tag),
+        }
+    }
+
+    /// A store with genesis (chain A: 0x01 holds 1000) at block 0, all history kept.
+    fn genesis(dir: &std::path::Path) -> (Arc<Store>, MemoryState) {
+        let store = Arc::new(Store::open(dir).unwrap());
+        let allocations = [(A, who(1), U256::from(1000))];
+        drop(CommittedState::open(Arc::clone(&store), &allocations).unwrap());
+        let mut model = MemoryState::default();
+        for d in crate::exec::genesis_diffs(&allocations) {
+            model.apply(&d);
+        }
+        (store, model)
+    }
+
+    fn commit(store: &Store, height: u64, diffs: &[SegmentDiff], retention: HistoryRetention) {
+        let diffs: Vec<&SegmentDiff> = diffs.iter().collect();
+        let mut batch = store.batch();
+        batch.apply_block_state(height, &diffs, retention).unwrap();
+        batch.commit().unwrap();
+    }
+
+    /// Blocks 1..=6: several changes of one account, a slot set, changed and deleted, an
+    /// account created and then deleted (self-destruct), a block whose two diffs of one chain
+    /// write the same keys, and the same address changing on another chain.
+    fn blocks() -> Vec<Vec<SegmentDiff>> {
+        vec![
+            vec![diff(A, 1, &[(1, account(1, 900))], &[])],
+            vec![diff(A, 2, &[(2, account(0, 5))], &[(9, 1, 7)])],
+            vec![
+                diff(A, 3, &[(1, account(2, 800)), (2, account(0, 6))], &[(9, 1, 8)]),
+                diff(A, 4, &[(1, account(3, 700))], &[(9, 1, 9), (9, 2, 1)]),
+            ],
+            vec![diff(B, 5, &[(1, account(1, 50))], &[(9, 1, 42)])],
+            vec![diff(A, 6, &[(2, None)], &[(9, 1, 0)])],
+            vec![diff(A, 7, &[(1, account(4, 600))], &[(9, 2, 3)])],
+        ]
+    }
+
+    /// Every account, slot and commitment the blocks touch, at `height`, equals the model.
+    fn assert_matches(store: &Store, height: u64, model: &MemoryState) {
+        let view = store.state_at(height).unwrap();
+        for chain in [A, B] {
+            for a in [1, 2, 3] {
+                assert_eq!(
+                    view.account(chain, &who(a)).unwrap(),
+                    model.account(chain, &who(a)).unwrap(),
+                    "account {a} of chain {chain} at block {height}"
+                );
+            }
+            for slot in [1u64, 2, 3] {
+                let slot = U256::from(slot);
+                assert_eq!(
+                    view.storage(chain, &who(9), &slot).unwrap(),
+                    model.storage(chain, &who(9), &slot).unwrap(),
+                    "slot {slot} of chain {chain} at block {height}"
+                );
+            }
+            assert_eq!(
+                view.state_root(chain).unwrap(),
+                model.state_root(chain).unwrap(),
+                "commitment of chain {chain} at block {height}"
+            );
+        }
+    }
+
+    /// Commits `blocks()` and returns the model state after each block (index = height).
+    fn commit_all(store: &Store, mut model: MemoryState) -> Vec<MemoryState> {
+        let mut states = vec![model.clone()];
+        for (i, diffs) in blocks().iter().enumerate() {
+            commit(store, i as u64 + 1, diffs, HistoryRetention::All);
+            for d in diffs {
+                model.apply(d);
+            }
+            states.push(model.clone());
+        }
+        states
+    }
+
+    #[test]
+    fn reads_at_every_block_match_what_was_true_then() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, model) = genesis(dir.path());
+        let states = commit_all(&store, model);
+        // The model is not trivially constant: the blocks change what is read.
+        assert_ne!(states[0], states[6]);
+        for (height, state) in states.iter().enumerate() {
+            assert_matches(&store, height as u64, state);
+        }
+        // Spot checks of the rules: a slot deleted reads zero after, its value before; an
+        // account deleted reads absent after, present before, absent before its creation.
+        let slot = U256::from(1);
+        let at = |h| store.state_at(h).unwrap();
+        assert_eq!(at(4).storage(A, &who(9), &slot).unwrap(), U256::from(9));
+        assert_eq!(at(5).storage(A, &who(9), &slot).unwrap(), U256::ZERO);
+        assert_eq!(at(1).account(A, &who(2)).unwrap(), None);
+        assert_eq!(at(4).account(A, &who(2)).unwrap(), account(0, 6));
+        assert_eq!(at(5).account(A, &who(2)).unwrap(), None);
+        // Two diffs of one block: the value before the block is the one before the first.
+        assert_eq!(at(2).account(A, &who(1)).unwrap(), account(1, 900));
+        assert_eq!(at(3).account(A, &who(1)).unwrap(), account(3, 700));
+        // Chains are isolated: chain B's change of the same address is not chain A's.
+        assert_eq!(at(4).account(B, &who(1)).unwrap(), account(1, 50));
+        assert_eq!(at(3).account(B, &who(1)).unwrap(), None);
+        assert_eq!(at(4).account(A, &who(1)).unwrap(), account(3, 700));
+    }
+
+    #[test]
+    fn history_is_readable_after_reopening_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let states = {
+            let (store, model) = genesis(dir.path());
+            commit_all(&store, model)
+        };
+        let store = Store::open(dir.path()).unwrap();
+        for (height, state) in states.iter().enumerate() {
+            assert_matches(&store, height as u64, state);
+        }
+    }
+
+    #[test]
+    fn reads_above_the_applied_state_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, model) = genesis(dir.path());
+        commit_all(&store, model);
+        assert!(matches!(
+            store.state_at(7),
+            Err(HistoryError::Ahead {
+                requested: 7,
+                applied: 6
+            })
+        ));
+        assert!(matches!(
+            store.state_at(u64::MAX),
+            Err(HistoryError::Ahead { .. })
+        ));
+    }
+
+    #[test]
+    fn pruning_raises_the_floor_and_keeps_what_is_above_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, model) = genesis(dir.path());
+        let states = commit_all(&store, model);
+        assert_eq!(store.prune_history(3, 2).unwrap(), 2, "at most 2 blocks a batch");
+        assert_eq!(store.prune_history(3, 64).unwrap(), 3);
+        assert_eq!(store.history_floor().unwrap(), Some(3));
+        for height in 0..3 {
+            match store.state_at(height) {
+                Err(HistoryError::Pruned { requested, oldest }) => {
+                    assert_eq!((requested, oldest), (height, 3))
+                }
+                other => panic!("block {height}: {other:?}"),
+            }
+        }
+        for (height, state) in states.iter().enumerate().skip(3) {
+            assert_matches(&store, height as u64, state);
+        }
+        // The pruned change sets are gone from disk, not just hidden.
+        let first = store
+            .db
+            .iterator_cf(store.cf(CF_CHANGES), IteratorMode::Start)
+            .next()
+            .unwrap()
+            .unwrap();
+        assert_eq!(be_u64(&first.0[..8]), 4);
+        let reopened = {
+            drop(store);
+            Store::open(dir.path()).unwrap()
+        };
+        assert_eq!(reopened.history_floor().unwrap(), Some(3));
+    }
+
+    #[test]
+    fn background_pruner_keeps_the_configured_window() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, model) = genesis(dir.path());
+        let states = commit_all(&store, model);
+        let pruner = Pruner::spawn(Arc::clone(&store), HistoryRetention::Blocks(2)).unwrap();
+        pruner.wake();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while store.history_floor().unwrap() != Some(4) {
+            assert!(Instant::now() < deadline, "the pruner never reached block 4");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        drop(pruner);
+        assert!(matches!(
+            store.state_at(3),
+            Err(HistoryError::Pruned { oldest: 4, .. })
+        ));
+        for (height, state) in states.iter().enumerate().skip(4) {
+            assert_matches(&store, height as u64, state);
+        }
+    }
+
+    #[test]
+    fn history_off_writes_no_change_sets_and_reads_only_the_latest() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = genesis(dir.path());
+        commit(&store, 1, &blocks()[0], HistoryRetention::All);
+        let off = HistoryRetention::Blocks(0);
+        drop(CommittedState::open_with(Arc::clone(&store), &[], off).unwrap());
+        let mut changes = store
+            .db
+            .iterator_cf(store.cf(CF_CHANGES), IteratorMode::Start);
+        assert!(changes.next().is_none(), "switching history off deletes it");
+        commit(&store, 2, &blocks()[1], off);
+        assert!(matches!(
+            store.state_at(1),
+            Err(HistoryError::Pruned { oldest: 2, .. })
+        ));
+        assert_eq!(
+            store.state_at(2).unwrap().account(A, &who(2)).unwrap(),
+            account(0, 5)
+        );
+        assert!(store
+            .db
+            .iterator_cf(store.cf(CF_CHANGES), IteratorMode::Start)
+            .next()
+            .is_none());
+    }
+
+    #[test]
+    fn a_store_without_history_starts_it_at_its_height() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = genesis(dir.path());
+        commit(&store, 1, &blocks()[0], HistoryRetention::All);
+        // As a store written before history existed: no floor.
+        store
+            .db
+            .delete_cf(store.cf(CF_META), META_HISTORY_FLOOR)
+            .unwrap();
+        drop(CommittedState::open(Arc::clone(&store), &[]).unwrap());
+        assert_eq!(store.history_floor().unwrap(), Some(1));
+        assert!(matches!(
+            store.state_at(0),
+            Err(HistoryError::Pruned { oldest: 1, .. })
+        ));
+    }
+}

@@ -218,6 +218,31 @@ impl StoreBatch<'_> {
         );
     }
 
+    /// Writes block `height`'s state: the change set of what `diffs` overwrite (unless
+    /// `retention` keeps no history, which moves the readable floor to the block instead), the
+    /// diffs in order, and the new state height. The store must hold the state before the block.
+    pub fn apply_block_state(
+        &mut self,
+        height: u64,
+        diffs: &[&SegmentDiff],
+        retention: HistoryRetention,
+    ) -> Result<()> {
+        if retention.writes() {
+            let mut changes = BlockChanges::default();
+            for diff in diffs {
+                changes.record(self.store, diff.chain_id.0, written_keys(diff))?;
+            }
+            self.put_change_sets(height, &changes)?;
+        } else {
+            self.set_history_floor(height);
+        }
+        for diff in diffs {
+            self.apply_diff(diff)?;
+        }
+        self.set_state_height(height);
+        Ok(())
+    }
+
     /// Records that state is applied up to block `height`.
     pub fn set_state_height(&mut self, height: u64) {
         let s = self.store;
@@ -649,12 +674,13 @@ impl CommittedState {
             log_offset,
             txs: &txs,
         });
-        for diff in &pending.genesis {
-            batch.apply_diff(diff)?;
-        }
-        self.write_history(&mut batch, &pending)?;
+        let diffs: Vec<&SegmentDiff> = pending
+            .genesis
+            .iter()
+            .chain(pending.segments.iter().map(|(_, e)| &e.diff))
+            .collect();
+        batch.apply_block_state(header.height.0, &diffs, self.retention)?;
         for (segment, execution) in &pending.segments {
-            batch.apply_diff(&execution.diff)?;
             batch.put_receipts(
                 header.height.0,
                 *segment,
@@ -664,7 +690,6 @@ impl CommittedState {
                 &execution.bloom,
             );
         }
-        batch.set_state_height(header.height.0);
         batch.commit()?;
         self.pending
             .write()
@@ -674,21 +699,6 @@ impl CommittedState {
             pruner.wake();
         }
         Ok(())
-    }
-
-    /// Adds `block`'s change set (what its diffs overwrite, read before they are applied) to
-    /// `batch`, or, with history off, moves the readable floor to the block.
-    fn write_history(&self, batch: &mut StoreBatch<'_>, block: &PendingBlock) -> Result<()> {
-        if !self.retention.writes() {
-            batch.set_history_floor(block.height.0);
-            return Ok(());
-        }
-        let mut changes = BlockChanges::default();
-        let diffs = block.genesis.iter();
-        for diff in diffs.chain(block.segments.iter().map(|(_, e)| &e.diff)) {
-            changes.record(&self.store, diff.chain_id.0, written_keys(diff))?;
-        }
-        batch.put_change_sets(block.height.0, &changes)
     }
 
     /// The newest held value `find` reads out of `chain`'s pending diffs.
