@@ -275,6 +275,11 @@ pub struct RnArgs {
     /// Serve Prometheus metrics here.
     #[arg(long)]
     pub metrics: Option<std::net::SocketAddr>,
+    /// Keep the state of only the last N blocks readable (`eth_getBalance`, `eth_call`, … at
+    /// past blocks); older history is pruned in the background. Default: all history
+    /// (`storage.history_blocks` in the config file).
+    #[arg(long, value_name = "N")]
+    pub history_blocks: Option<u64>,
 }
 
 impl RnArgs {
@@ -298,7 +303,10 @@ impl RnArgs {
             rns: self.rns,
             rpc: self.rpc,
             metrics: self.metrics,
-            storage: config.storage.clone(),
+            storage: crate::config::StorageConfig {
+                history_blocks: self.history_blocks.or(config.storage.history_blocks),
+                ..config.storage.clone()
+            },
         })
     }
 }

@@ -81,6 +81,27 @@ pub struct StorageConfig {
     pub log_preallocate_mib: u64,
     /// RocksDB block cache.
     pub rocksdb_cache_mib: usize,
+    /// Blocks below the head whose state stays readable (`eth_getBalance`, `eth_call`, … at a
+    /// past block); older change sets are pruned in the background, and `0` writes none.
+    /// Absent: a ranger node keeps all history, a consensus node the last
+    /// [`CN_HISTORY_BLOCKS`] (docs/storage.md).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub history_blocks: Option<u64>,
+}
+
+/// State history a consensus node keeps unless configured: CNs serve no JSON-RPC, so a short
+/// window (for operators' inspection) is all they pay for.
+pub const CN_HISTORY_BLOCKS: u64 = 128;
+
+impl StorageConfig {
+    /// The history to keep: the configured bound, or `role_default`.
+    pub fn history(
+        &self,
+        role_default: crate::storage::history::HistoryRetention,
+    ) -> crate::storage::history::HistoryRetention {
+        self.history_blocks
+            .map_or(role_default, crate::storage::history::HistoryRetention::Blocks)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -124,6 +145,7 @@ impl Default for StorageConfig {
             log_backend: LogBackend::Auto,
             log_preallocate_mib: 64,
             rocksdb_cache_mib: 256,
+            history_blocks: None,
         }
     }
 }
