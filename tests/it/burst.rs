@@ -34,7 +34,7 @@ const INCLUSION: Duration = Duration::from_secs(240);
 
 /// The devnet's output, shared with the test thread that looks for the RPC address.
 #[derive(Clone, Default)]
-struct Output(Arc<Mutex<Vec<u8>>>);
+pub(crate) struct Output(Arc<Mutex<Vec<u8>>>);
 
 impl Write for Output {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
@@ -77,17 +77,17 @@ fn transfer(key: &[u8; 32], nonce: u64, value: u64) -> SignedTransaction {
     .unwrap()
 }
 
-fn raw_hex(tx: &SignedTransaction) -> String {
+pub(crate) fn raw_hex(tx: &SignedTransaction) -> String {
     format!("0x{}", hex::encode(tx.raw()))
 }
 
-struct Client {
+pub(crate) struct Client {
     url: String,
     http: ureq::Agent,
 }
 
 impl Client {
-    fn new(url: String) -> Self {
+    pub(crate) fn new(url: String) -> Self {
         let http: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(Duration::from_secs(30)))
@@ -96,7 +96,7 @@ impl Client {
         Self { url, http }
     }
 
-    fn post(&self, body: &Value) -> Value {
+    pub(crate) fn post(&self, body: &Value) -> Value {
         let mut r = self
             .http
             .post(&self.url)
@@ -107,37 +107,37 @@ impl Client {
         serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap()
     }
 
-    fn call(&self, method: &str, params: Value) -> Value {
+    pub(crate) fn call(&self, method: &str, params: Value) -> Value {
         self.post(&json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}))
     }
 
-    fn ok(&self, method: &str, params: Value) -> Value {
+    pub(crate) fn ok(&self, method: &str, params: Value) -> Value {
         let v = self.call(method, params);
         assert!(v.get("error").is_none(), "{method}: {v}");
         v["result"].clone()
     }
 
-    fn quantity(&self, method: &str, params: Value) -> U256 {
+    pub(crate) fn quantity(&self, method: &str, params: Value) -> U256 {
         let v = self.ok(method, params);
         let s = v.as_str().unwrap();
         U256::from_str_radix(s.trim_start_matches("0x"), 16).unwrap()
     }
 
-    fn nonce(&self, who: Address, tag: &str) -> u64 {
+    pub(crate) fn nonce(&self, who: Address, tag: &str) -> u64 {
         self.quantity("eth_getTransactionCount", json!([who, tag]))
             .to::<u64>()
     }
 }
 
 /// Stops the devnet when the test ends, however it ends.
-struct Devnet {
+pub(crate) struct Devnet {
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<anyhow::Result<kaon::node::devnet::DevnetReport>>>,
     out: Output,
 }
 
 impl Devnet {
-    fn start(dir: &std::path::Path) -> Self {
+    pub(crate) fn start(dir: &std::path::Path) -> Self {
         let config = DevnetConfig {
             cns: 4,
             servicechains: 1,
@@ -165,7 +165,7 @@ impl Devnet {
         }
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         let started = Instant::now();
         loop {
             if let Some(url) = self.out.url(CHAIN) {
