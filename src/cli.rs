@@ -177,6 +177,9 @@ pub struct DevnetArgs {
     /// Do not serve JSON-RPC.
     #[arg(long)]
     pub no_rpc: bool,
+    /// Ranger nodes keep the state of only the last N blocks readable (default: all).
+    #[arg(long, value_name = "N")]
+    pub history_blocks: Option<u64>,
 }
 
 fn devnet(args: DevnetArgs, datadir: &Option<PathBuf>, config: &Config) -> anyhow::Result<()> {
@@ -193,6 +196,7 @@ fn devnet(args: DevnetArgs, datadir: &Option<PathBuf>, config: &Config) -> anyho
         metrics: args.metrics,
         rns: args.rns,
         rpc: (!args.no_rpc).then_some(args.rpc),
+        history_blocks: args.history_blocks.or(config.storage.history_blocks),
         ..Default::default()
     };
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));

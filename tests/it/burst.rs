@@ -138,7 +138,12 @@ pub(crate) struct Devnet {
 
 impl Devnet {
     pub(crate) fn start(dir: &std::path::Path) -> Self {
-        let config = DevnetConfig {
+        Self::start_with(Self::config(dir))
+    }
+
+    /// A 4-CN devnet without load, one servicechain and one RN serving JSON-RPC.
+    pub(crate) fn config(dir: &std::path::Path) -> DevnetConfig {
+        DevnetConfig {
             cns: 4,
             servicechains: 1,
             tps: 0,
@@ -151,7 +156,10 @@ impl Devnet {
             rpc: Some("127.0.0.1:0".parse().unwrap()),
             miner_pace: 0,
             ..DevnetConfig::default()
-        };
+        }
+    }
+
+    pub(crate) fn start_with(config: DevnetConfig) -> Self {
         let out = Output::default();
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {

@@ -6,7 +6,7 @@ use crate::burst::{raw_hex, Client, Devnet};
 use alloy_primitives::{Address, Bytes, B256, U256};
 use kaon::crypto::tx::{AccessList, Eip1559Tx, SignedTransaction, Transaction, TxKind};
 use kaon::node::accounts::{developer_accounts, DEV_ACCOUNTS};
-use kaon::node::devnet::DEV_BALANCE_WEI;
+use kaon::node::devnet::{DevnetConfig, DEV_BALANCE_WEI};
 use kaon::types::ChainId;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
@@ -221,4 +221,58 @@ fn state_and_calls_at_three_past_blocks_match_what_was_observed_then() {
     assert_eq!(unknown["error"]["message"], "header for hash not found");
     let too_wide = client.call("eth_getBalance", json!([sender.address, "0x10000000000000000"]));
     assert_eq!(too_wide["error"]["code"], -32602, "{too_wide}");
+}
+
+#[test]
+fn a_bounded_history_refuses_older_blocks_naming_the_oldest_readable_one() {
+    const KEEP: u64 = 4;
+    let dir = tempfile::tempdir().unwrap();
+    let devnet = Devnet::start_with(DevnetConfig {
+        history_blocks: Some(KEEP),
+        ..Devnet::config(dir.path())
+    });
+    let client = Client::new(devnet.url());
+    let sender = developer_accounts(DEV_ACCOUNTS).swap_remove(0).address;
+    let dev_balance = json!(format!("0x{:x}", U256::from(DEV_BALANCE_WEI)));
+    // Block 1 stays readable until the head passes 1 + KEEP and the pruner catches up.
+    let started = Instant::now();
+    let refusal = loop {
+        let reply = client.call("eth_getBalance", json!([sender, "0x1"]));
+        if reply.get("error").is_some() {
+            break reply["error"].clone();
+        }
+        assert_eq!(reply["result"], dev_balance);
+        assert!(
+            started.elapsed() < INCLUSION,
+            "block 1 is still readable at head {} with {KEEP} blocks of history",
+            head(&client)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(refusal["code"], -32000, "{refusal}");
+    let message = refusal["message"].as_str().unwrap();
+    let prefix = "historical state not available: block 1 is older than the oldest retained block ";
+    assert!(message.starts_with(prefix), "{message}");
+    let oldest: u64 = message[prefix.len()..]
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let now = head(&client);
+    assert!(oldest > 1 && oldest <= now, "oldest {oldest}, head {now}");
+    // `earliest` is refused the same way; the retained window still answers.
+    let earliest = client.call("eth_getBalance", json!([sender, "earliest"]));
+    assert!(
+        earliest["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("historical state not available: block 0 is older"),
+        "{earliest}"
+    );
+    let recent = head(&client) - 1;
+    assert_eq!(
+        client.ok("eth_getBalance", json!([sender, block_tag(recent)])),
+        dev_balance
+    );
 }
