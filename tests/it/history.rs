@@ -234,8 +234,12 @@ fn a_bounded_history_refuses_older_blocks_naming_the_oldest_readable_one() {
     let client = Client::new(devnet.url());
     let sender = developer_accounts(DEV_ACCOUNTS).swap_remove(0).address;
     let dev_balance = json!(format!("0x{:x}", U256::from(DEV_BALANCE_WEI)));
-    // Block 1 stays readable until the head passes 1 + KEEP and the pruner catches up.
     let started = Instant::now();
+    while head(&client) < 1 {
+        assert!(started.elapsed() < INCLUSION, "no block 1");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Block 1 stays readable until the head passes 1 + KEEP and the pruner catches up.
     let refusal = loop {
         let reply = client.call("eth_getBalance", json!([sender, "0x1"]));
         if reply.get("error").is_some() {
