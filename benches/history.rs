@@ -15,9 +15,7 @@ use kaon::consensus::selection::CnSet;
 use kaon::crypto::bls::SecretKey;
 use kaon::crypto::hash::sha256;
 use kaon::crypto::tx::{decode_recover_batch, DecodeRules, Eip1559Tx, Transaction, TxKind};
-use kaon::exec::{
-    Account, BlockContext, EvmExecutor, Executor, MemoryState, SegmentExecution,
-};
+use kaon::exec::{Account, BlockContext, EvmExecutor, Executor, MemoryState, SegmentExecution};
 use kaon::storage::history::HistoryRetention;
 use kaon::storage::state::{CommittedState, PendingBlock};
 use kaon::storage::store::Store;
@@ -131,7 +129,16 @@ impl Node {
             commitments: vec![execution.commitment.clone()],
             next_cn_set: Vec::new(),
         };
-        let block: Block = build_block(&params, &key, CnIndex(0), &set, &self.tip, Round(0), 1, body);
+        let block: Block = build_block(
+            &params,
+            &key,
+            CnIndex(0),
+            &set,
+            &self.tip,
+            Round(0),
+            1,
+            body,
+        );
         let header = block.header();
         self.tip = Tip {
             height: header.height,

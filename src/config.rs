@@ -99,8 +99,10 @@ impl StorageConfig {
         &self,
         role_default: crate::storage::history::HistoryRetention,
     ) -> crate::storage::history::HistoryRetention {
-        self.history_blocks
-            .map_or(role_default, crate::storage::history::HistoryRetention::Blocks)
+        self.history_blocks.map_or(
+            role_default,
+            crate::storage::history::HistoryRetention::Blocks,
+        )
     }
 }
 
@@ -227,6 +229,26 @@ mod tests {
         let text = include_str!("../tuning/cpu-2core.toml");
         let config = Config::from_toml(text, Path::new("cpu-2core.toml")).unwrap();
         assert_eq!(config.pipeline.link_capacity, 32);
+    }
+
+    #[test]
+    fn history_bound_comes_from_the_file_or_the_role_default() {
+        use crate::storage::history::HistoryRetention;
+        let origin = Path::new("test.toml");
+        let bounded = Config::from_toml("[storage]\nhistory_blocks = 1000\n", origin).unwrap();
+        assert_eq!(
+            bounded.storage.history(HistoryRetention::All),
+            HistoryRetention::Blocks(1000)
+        );
+        let text = bounded.to_toml();
+        assert_eq!(Config::from_toml(&text, origin).unwrap(), bounded);
+        let unset = Config::default().storage;
+        assert_eq!(unset.history(HistoryRetention::All), HistoryRetention::All);
+        assert_eq!(
+            unset.history(HistoryRetention::Blocks(CN_HISTORY_BLOCKS)),
+            HistoryRetention::Blocks(CN_HISTORY_BLOCKS)
+        );
+        assert!(Config::from_toml("[storage]\nhistory_blocks = -1\n", origin).is_err());
     }
 
     #[test]

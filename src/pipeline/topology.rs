@@ -162,9 +162,11 @@ impl BoundCn {
                 ..Default::default()
             },
         )?);
-        let retention = spec.storage.history(crate::storage::history::HistoryRetention::Blocks(
-            crate::config::CN_HISTORY_BLOCKS,
-        ));
+        let retention = spec
+            .storage
+            .history(crate::storage::history::HistoryRetention::Blocks(
+                crate::config::CN_HISTORY_BLOCKS,
+            ));
         let state = crate::storage::state::CommittedState::open_with(
             Arc::clone(&store),
             &spec.allocations,

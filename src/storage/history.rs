@@ -371,11 +371,7 @@ impl Drop for Pruner {
     }
 }
 
-fn prune_loop(
-    store: &Store,
-    retention: HistoryRetention,
-    woken: &crossbeam_channel::Receiver<()>,
-) {
+fn prune_loop(store: &Store, retention: HistoryRetention, woken: &crossbeam_channel::Receiver<()>) {
     loop {
         if let Err(e) = prune_pass(store, retention, woken) {
             tracing::error!(error = %e, "state history pruning failed");
@@ -481,7 +477,12 @@ mod tests {
             vec![diff(A, 1, &[(1, account(1, 900))], &[])],
             vec![diff(A, 2, &[(2, account(0, 5))], &[(9, 1, 7)])],
             vec![
-                diff(A, 3, &[(1, account(2, 800)), (2, account(0, 6))], &[(9, 1, 8)]),
+                diff(
+                    A,
+                    3,
+                    &[(1, account(2, 800)), (2, account(0, 6))],
+                    &[(9, 1, 8)],
+                ),
                 diff(A, 4, &[(1, account(3, 700))], &[(9, 1, 9), (9, 2, 1)]),
             ],
             vec![diff(B, 5, &[(1, account(1, 50))], &[(9, 1, 42)])],
@@ -594,7 +595,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (store, model) = genesis(dir.path());
         let states = commit_all(&store, model);
-        assert_eq!(store.prune_history(3, 2).unwrap(), 2, "at most 2 blocks a batch");
+        assert_eq!(
+            store.prune_history(3, 2).unwrap(),
+            2,
+            "at most 2 blocks a batch"
+        );
         assert_eq!(store.prune_history(3, 64).unwrap(), 3);
         assert_eq!(store.history_floor().unwrap(), Some(3));
         for height in 0..3 {
@@ -632,7 +637,10 @@ mod tests {
         pruner.wake();
         let deadline = Instant::now() + Duration::from_secs(30);
         while store.history_floor().unwrap() != Some(4) {
-            assert!(Instant::now() < deadline, "the pruner never reached block 4");
+            assert!(
+                Instant::now() < deadline,
+                "the pruner never reached block 4"
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
         drop(pruner);

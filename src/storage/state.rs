@@ -472,7 +472,11 @@ impl HistoricalState<'_> {
             .map_err(|_| StateError::Corrupt {
                 chain,
                 what,
-                detail: format!("{} bytes at block {}, expected {N}", value.len(), self.height()),
+                detail: format!(
+                    "{} bytes at block {}, expected {N}",
+                    value.len(),
+                    self.height()
+                ),
             })
     }
 }
@@ -603,9 +607,10 @@ impl CommittedState {
         }
         batch.commit()?;
         let pruner = match retention {
-            HistoryRetention::Blocks(n) if n > 0 => {
-                Some(super::history::Pruner::spawn(Arc::clone(&store), retention)?)
-            }
+            HistoryRetention::Blocks(n) if n > 0 => Some(super::history::Pruner::spawn(
+                Arc::clone(&store),
+                retention,
+            )?),
             _ => None,
         };
         Ok(Self {

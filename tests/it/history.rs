@@ -24,7 +24,9 @@ const RUNTIME: &str = "36600f5760005460005260206000f35b60003560005500";
 const INIT_PREFIX: &str = "601780600b6000396000f3";
 
 fn init_code() -> Bytes {
-    hex::decode(format!("{INIT_PREFIX}{RUNTIME}")).unwrap().into()
+    hex::decode(format!("{INIT_PREFIX}{RUNTIME}"))
+        .unwrap()
+        .into()
 }
 
 fn block_of(receipt: &Value) -> u64 {
@@ -73,7 +75,11 @@ fn include(client: &Client, txs: &[SignedTransaction]) -> (u64, Vec<Value>) {
                 assert_eq!(receipt["status"], "0x1", "{receipt}");
                 break receipt;
             }
-            assert!(started.elapsed() < INCLUSION, "{} never included", tx.hash());
+            assert!(
+                started.elapsed() < INCLUSION,
+                "{} never included",
+                tx.hash()
+            );
             std::thread::sleep(Duration::from_millis(50));
         })
         .collect();
@@ -168,7 +174,12 @@ fn state_and_calls_at_three_past_blocks_match_what_was_observed_then() {
         );
         let hash = client.ok("eth_getBlockByNumber", json!([by_number, false]))["hash"].clone();
         assert_eq!(
-            &observe(&client, sender.address, contract, &json!({"blockHash": hash})),
+            &observe(
+                &client,
+                sender.address,
+                contract,
+                &json!({"blockHash": hash})
+            ),
             observed,
             "state at block {block} (step {i}) read by hash"
         );
@@ -176,7 +187,12 @@ fn state_and_calls_at_three_past_blocks_match_what_was_observed_then() {
     // The block just before each step still has the previous step's state.
     for (i, first) in first_blocks.iter().enumerate() {
         assert_eq!(
-            observe(&client, sender.address, contract, &json!(block_tag(first - 1))),
+            observe(
+                &client,
+                sender.address,
+                contract,
+                &json!(block_tag(first - 1))
+            ),
             seen[i].1,
             "block {} just before step {}",
             first - 1,
@@ -189,7 +205,10 @@ fn state_and_calls_at_three_past_blocks_match_what_was_observed_then() {
         earliest.sender_balance,
         json!(format!("0x{:x}", U256::from(DEV_BALANCE_WEI)))
     );
-    assert_eq!((earliest.sender_nonce, earliest.code), (json!("0x0"), json!("0x")));
+    assert_eq!(
+        (earliest.sender_nonce, earliest.code),
+        (json!("0x0"), json!("0x"))
+    );
     // `safe` and `finalized` are the head (instant finality).
     let now = observe(&client, sender.address, contract, &latest);
     for tag in ["safe", "finalized"] {
@@ -208,18 +227,27 @@ fn state_and_calls_at_three_past_blocks_match_what_was_observed_then() {
     );
 
     // Hostile block parameters get clean errors.
-    let huge = client.call("eth_getBalance", json!([sender.address, "0xffffffffffffffff"]));
+    let huge = client.call(
+        "eth_getBalance",
+        json!([sender.address, "0xffffffffffffffff"]),
+    );
     assert_eq!(huge["error"]["code"], -32000, "{huge}");
     assert_eq!(huge["error"]["message"], "header not found", "{huge}");
     let call_huge = client.call("eth_call", json!([{"to": contract}, "0xffffffffffffffff"]));
-    assert_eq!(call_huge["error"]["message"], "header not found", "{call_huge}");
+    assert_eq!(
+        call_huge["error"]["message"], "header not found",
+        "{call_huge}"
+    );
     let unknown = client.call(
         "eth_getStorageAt",
         json!([contract, "0x0", {"blockHash": B256::repeat_byte(0xee)}]),
     );
     assert_eq!(unknown["error"]["code"], -32000, "{unknown}");
     assert_eq!(unknown["error"]["message"], "header for hash not found");
-    let too_wide = client.call("eth_getBalance", json!([sender.address, "0x10000000000000000"]));
+    let too_wide = client.call(
+        "eth_getBalance",
+        json!([sender.address, "0x10000000000000000"]),
+    );
     assert_eq!(too_wide["error"]["code"], -32602, "{too_wide}");
 }
 
