@@ -88,6 +88,17 @@ fn state_heavy(base: &SegmentExecution, height: u64) -> SegmentExecution {
     execution
 }
 
+/// Builds one workload's block at a height from the executed transfers.
+type BlockOf = fn(&SegmentExecution, u64) -> SegmentExecution;
+
+/// The two workloads: the transfers block as executed, and the state-heavy block.
+fn workloads() -> [(&'static str, BlockOf); 2] {
+    [
+        ("10k_transfers", |e, _| e.clone()),
+        ("5k_accounts_5k_slots", state_heavy),
+    ]
+}
+
 /// A node's committed state on disk, and the tip of its chain.
 struct Node {
     _dir: tempfile::TempDir,
@@ -163,10 +174,7 @@ fn history_write_cost(c: &mut Criterion) {
     let mut g = c.benchmark_group("persist_with_history");
     g.sample_size(20);
     g.throughput(Throughput::Elements(1));
-    let workloads: [(&str, fn(&SegmentExecution, u64) -> SegmentExecution); 2] = [
-        ("10k_transfers", |e, _| e.clone()),
-        ("5k_accounts_5k_slots", state_heavy),
-    ];
+    let workloads = workloads();
     for (workload, block_of) in workloads {
         for (variant, retention) in [
             ("no_history", HistoryRetention::Blocks(0)),
@@ -198,10 +206,7 @@ const PAIRED_ROUNDS: usize = 60;
 /// ratio (the number `docs/benchmarks.md` records).
 fn paired() {
     let (segment, transfers) = transfers();
-    let workloads: [(&str, fn(&SegmentExecution, u64) -> SegmentExecution); 2] = [
-        ("10k_transfers", |e, _| e.clone()),
-        ("5k_accounts_5k_slots", state_heavy),
-    ];
+    let workloads = workloads();
     for (workload, block_of) in workloads {
         let mut nodes = [
             Node::new(HistoryRetention::Blocks(0)),
