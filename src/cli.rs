@@ -178,6 +178,9 @@ pub struct DevnetArgs {
     /// Do not serve JSON-RPC.
     #[arg(long)]
     pub no_rpc: bool,
+    /// Ranger nodes keep the state of only the last N blocks readable (default: all).
+    #[arg(long, value_name = "N")]
+    pub history_blocks: Option<u64>,
 }
 
 fn devnet(args: DevnetArgs, datadir: &Option<PathBuf>, config: &Config) -> anyhow::Result<()> {
@@ -195,6 +198,7 @@ fn devnet(args: DevnetArgs, datadir: &Option<PathBuf>, config: &Config) -> anyho
         rns: args.rns,
         rpc: (!args.no_rpc).then_some(args.rpc),
         rpc_limits: config.rpc.clone(),
+        history_blocks: args.history_blocks.or(config.storage.history_blocks),
         ..Default::default()
     };
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -277,6 +281,11 @@ pub struct RnArgs {
     /// Serve Prometheus metrics here.
     #[arg(long)]
     pub metrics: Option<std::net::SocketAddr>,
+    /// Keep the state of only the last N blocks readable (`eth_getBalance`, `eth_call`, … at
+    /// past blocks); older history is pruned in the background. Default: all history
+    /// (`storage.history_blocks` in the config file).
+    #[arg(long, value_name = "N")]
+    pub history_blocks: Option<u64>,
 }
 
 impl RnArgs {
@@ -300,7 +309,10 @@ impl RnArgs {
             rns: self.rns,
             rpc: self.rpc,
             metrics: self.metrics,
-            storage: config.storage.clone(),
+            storage: crate::config::StorageConfig {
+                history_blocks: self.history_blocks.or(config.storage.history_blocks),
+                ..config.storage.clone()
+            },
             rpc_limits: config.rpc.clone(),
             net: config.net.clone(),
         })

@@ -84,6 +84,29 @@ pub struct StorageConfig {
     pub log_preallocate_mib: u64,
     /// RocksDB block cache.
     pub rocksdb_cache_mib: usize,
+    /// Blocks below the head whose state stays readable (`eth_getBalance`, `eth_call`, … at a
+    /// past block); older change sets are pruned in the background, and `0` writes none.
+    /// Absent: a ranger node keeps all history, a consensus node the last
+    /// [`CN_HISTORY_BLOCKS`] (docs/storage.md).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub history_blocks: Option<u64>,
+}
+
+/// State history a consensus node keeps unless configured: CNs serve no JSON-RPC, so a short
+/// window (for operators' inspection) is all they pay for.
+pub const CN_HISTORY_BLOCKS: u64 = 128;
+
+impl StorageConfig {
+    /// The history to keep: the configured bound, or `role_default`.
+    pub fn history(
+        &self,
+        role_default: crate::storage::history::HistoryRetention,
+    ) -> crate::storage::history::HistoryRetention {
+        self.history_blocks.map_or(
+            role_default,
+            crate::storage::history::HistoryRetention::Blocks,
+        )
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -155,6 +178,7 @@ impl Default for StorageConfig {
             log_backend: LogBackend::Auto,
             log_preallocate_mib: 64,
             rocksdb_cache_mib: 256,
+            history_blocks: None,
         }
     }
 }
@@ -284,6 +308,26 @@ mod tests {
         let text = include_str!("../tuning/cpu-2core.toml");
         let config = Config::from_toml(text, Path::new("cpu-2core.toml")).unwrap();
         assert_eq!(config.pipeline.link_capacity, 32);
+    }
+
+    #[test]
+    fn history_bound_comes_from_the_file_or_the_role_default() {
+        use crate::storage::history::HistoryRetention;
+        let origin = Path::new("test.toml");
+        let bounded = Config::from_toml("[storage]\nhistory_blocks = 1000\n", origin).unwrap();
+        assert_eq!(
+            bounded.storage.history(HistoryRetention::All),
+            HistoryRetention::Blocks(1000)
+        );
+        let text = bounded.to_toml();
+        assert_eq!(Config::from_toml(&text, origin).unwrap(), bounded);
+        let unset = Config::default().storage;
+        assert_eq!(unset.history(HistoryRetention::All), HistoryRetention::All);
+        assert_eq!(
+            unset.history(HistoryRetention::Blocks(CN_HISTORY_BLOCKS)),
+            HistoryRetention::Blocks(CN_HISTORY_BLOCKS)
+        );
+        assert!(Config::from_toml("[storage]\nhistory_blocks = -1\n", origin).is_err());
     }
 
     #[test]

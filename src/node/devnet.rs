@@ -53,6 +53,9 @@ pub struct DevnetConfig {
     pub por_bits: u32,
     /// Hashes per second of the built-in CPU miner (0: no miner; needs the RPC).
     pub miner_pace: u64,
+    /// Blocks of state history the ranger nodes keep readable (`None`: all; CNs keep their
+    /// default window).
+    pub history_blocks: Option<u64>,
 }
 
 impl Default for DevnetConfig {
@@ -73,6 +76,7 @@ impl Default for DevnetConfig {
             rpc_limits: crate::rpc::RpcConfig::default(),
             por_bits: 14,
             miner_pace: 1 << 16,
+            history_blocks: None,
         }
     }
 }
@@ -359,6 +363,7 @@ fn start_rns(
             "127.0.0.1:0".parse()?,
         );
         rn.cn_peers = cn_peers.clone();
+        rn.storage.history_blocks = config.history_blocks;
         rn.rn_peers = rns.first().map(|r| r.listen_addr()).into_iter().collect();
         rn.reward_key = Some(crate::rn::register::RewardKey(devnet_rn_reward(i).secret));
         rns.push(RnNode::start(rn)?);

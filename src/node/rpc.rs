@@ -7,8 +7,12 @@
 //! (`docs/servicechains.md`). The regionchain's own endpoint has no EVM: it serves heads, the
 //! `kaon_*` methods, and `eth_call` against the RN reward reserve's native contract.
 //!
-//! State reads are against the latest committed state only; older block tags answer
-//! "historical state not available". Writes are checked against that state (nonce, funds,
+//! State reads name a block: the head's reads the latest committed state; an older one reads
+//! the state after that block through the store's change sets ([`crate::storage::history`]),
+//! and a block older than the retained history answers an error naming the oldest readable
+//! one. Calls at an older block `n` run in the context of block `n + 1` (its number, time and
+//! PREVRANDAO), as calls at the head run in the next block's. Writes are checked against the
+//! latest state (nonce, funds,
 //! gas, fee) and then against the pool rules ([`super::outbox`]) before the hash is answered,
 //! so a client sees geth's error messages and a hash means the RN holds the transaction until
 //! it is included; `pending` nonces count only what the RN holds without a gap.
@@ -29,6 +33,7 @@ use crate::rpc::{
     BackendError, BlockTransactions, CallRequest, LogQuery, RpcBackend, RpcBlock, RpcFeeHistory,
     RpcLog, RpcReceipt, RpcTransaction, StateAt, SubmitError, SyncProgress, TxLocation,
 };
+use crate::storage::history::HistoryError;
 use crate::storage::state::CommittedState;
 use crate::types::{Block, BlockHash, ChainId, Height, Segment};
 use alloy_primitives::{Address, Bloom, Bytes, B256, U256};
@@ -73,6 +78,16 @@ pub struct ChainRpc {
 
 fn internal(e: impl std::fmt::Display) -> BackendError {
     BackendError::Internal(e.to_string())
+}
+
+fn history_error(e: HistoryError) -> BackendError {
+    match e {
+        HistoryError::Pruned { requested, oldest } => {
+            BackendError::HistoryPruned { requested, oldest }
+        }
+        HistoryError::Ahead { .. } => BackendError::UnknownBlock,
+        HistoryError::Store(e) => internal(e),
+    }
 }
 
 impl ChainRpc {
@@ -166,11 +181,40 @@ impl ChainRpc {
         self.chain.block_at(Height(height)).map_err(internal)
     }
 
-    fn check_latest(&self, at: StateAt) -> Result<(), BackendError> {
+    /// Runs `read` against the state `at` names: the latest committed state, or the state
+    /// after an older block read from the retained history.
+    fn read_state<T>(
+        &self,
+        at: StateAt,
+        read: impl FnOnce(&dyn StateRead) -> Result<T, BackendError>,
+    ) -> Result<T, BackendError> {
         match at {
-            StateAt::Historical(n) if n < self.head_height()? => Err(BackendError::HistoricalState),
-            _ => Ok(()),
+            StateAt::Historical(n) if n < self.head_height()? => {
+                let view = self.state.store().state_at(n).map_err(history_error)?;
+                read(&view)
+            }
+            _ => read(&*self.state),
         }
+    }
+
+    /// The EVM context a call at `at` runs in: the next block's after the head, block
+    /// `n + 1`'s for an older block `n`.
+    fn call_context(&self, at: StateAt) -> Result<BlockContext, BackendError> {
+        let n = match at {
+            StateAt::Historical(n) if n < self.head_height()? => n,
+            _ => return self.next_context(),
+        };
+        let next = n + 1; // n < head, so no overflow
+        let timestamp_ms = self
+            .container(next)?
+            .ok_or(BackendError::UnknownBlock)?
+            .header()
+            .timestamp_ms;
+        let mix = match self.container(n)? {
+            Some(b) if n > 0 => b.header().mix,
+            _ => self.genesis.mix,
+        };
+        Ok(BlockContext::new(Height(next), timestamp_ms, mix))
     }
 
     /// The EVM context of the block after the head (the head's mix is read once per head).
@@ -570,35 +614,34 @@ impl RpcBackend for ChainRpc {
     }
 
     fn balance(&self, chain: ChainId, address: Address, at: StateAt) -> Result<U256, BackendError> {
-        self.check_latest(at)?;
-        Ok(self
-            .state
-            .account(chain, &address)
-            .map_err(internal)?
-            .map_or(U256::ZERO, |a| a.balance))
+        self.read_state(at, |state| {
+            Ok(state
+                .account(chain, &address)
+                .map_err(internal)?
+                .map_or(U256::ZERO, |a| a.balance))
+        })
     }
 
     fn nonce(&self, chain: ChainId, address: Address, at: StateAt) -> Result<u64, BackendError> {
-        self.check_latest(at)?;
         match at {
             StateAt::Pending => self.pending_nonce(chain, address),
-            _ => self.state.nonce(chain, &address).map_err(internal),
+            _ => self.read_state(at, |state| state.nonce(chain, &address).map_err(internal)),
         }
     }
 
     fn code(&self, chain: ChainId, address: Address, at: StateAt) -> Result<Bytes, BackendError> {
-        self.check_latest(at)?;
-        let Some(account) = self.state.account(chain, &address).map_err(internal)? else {
-            return Ok(Bytes::new());
-        };
-        if !account.has_code() {
-            return Ok(Bytes::new());
-        }
-        Ok(self
-            .state
-            .code(chain, &account.code_hash)
-            .map_err(internal)?
-            .unwrap_or_default())
+        self.read_state(at, |state| {
+            let Some(account) = state.account(chain, &address).map_err(internal)? else {
+                return Ok(Bytes::new());
+            };
+            if !account.has_code() {
+                return Ok(Bytes::new());
+            }
+            Ok(state
+                .code(chain, &account.code_hash)
+                .map_err(internal)?
+                .unwrap_or_default())
+        })
     }
 
     fn storage(
@@ -608,12 +651,12 @@ impl RpcBackend for ChainRpc {
         slot: B256,
         at: StateAt,
     ) -> Result<B256, BackendError> {
-        self.check_latest(at)?;
-        let value = self
-            .state
-            .storage(chain, &address, &U256::from_be_bytes(slot.0))
-            .map_err(internal)?;
-        Ok(B256::from(value.to_be_bytes::<32>()))
+        self.read_state(at, |state| {
+            let value = state
+                .storage(chain, &address, &U256::from_be_bytes(slot.0))
+                .map_err(internal)?;
+            Ok(B256::from(value.to_be_bytes::<32>()))
+        })
     }
 
     fn call(
@@ -622,15 +665,19 @@ impl RpcBackend for ChainRpc {
         request: &CallRequest,
         at: StateAt,
     ) -> Result<Bytes, BackendError> {
-        self.check_latest(at)?;
         if chain == self.region {
+            // The reserve's native contract reads the live regionchain state only.
+            if matches!(at, StateAt::Historical(n) if n < self.head_height()?) {
+                return Err(BackendError::HistoricalState);
+            }
             return self.reserve_call(request);
         }
-        let ctx = self.next_context()?;
-        let outcome = self
-            .executor
-            .call(&*self.state, &ctx, chain, &Self::to_exec_request(request))
-            .map_err(internal)?;
+        let ctx = self.call_context(at)?;
+        let outcome = self.read_state(at, |state| {
+            self.executor
+                .call(state, &ctx, chain, &Self::to_exec_request(request))
+                .map_err(internal)
+        })?;
         match outcome.outcome {
             TxOutcome::Success => Ok(outcome.output),
             TxOutcome::Reverted => Err(BackendError::Reverted {
@@ -648,20 +695,23 @@ impl RpcBackend for ChainRpc {
         request: &CallRequest,
         at: StateAt,
     ) -> Result<u64, BackendError> {
-        self.check_latest(at)?;
         if chain == self.region {
             return Err(BackendError::Execution(
                 "the regionchain has no EVM: nothing to estimate".into(),
             ));
         }
-        let ctx = self.next_context()?;
-        self.executor
-            .estimate_gas(&*self.state, &ctx, chain, &Self::to_exec_request(request))
-            .map_err(|e| match e {
-                exec::EstimateError::Reverted { output, .. } => BackendError::Reverted { output },
-                exec::EstimateError::State(s) => internal(s),
-                other => BackendError::Execution(other.to_string()),
-            })
+        let ctx = self.call_context(at)?;
+        self.read_state(at, |state| {
+            self.executor
+                .estimate_gas(state, &ctx, chain, &Self::to_exec_request(request))
+                .map_err(|e| match e {
+                    exec::EstimateError::Reverted { output, .. } => {
+                        BackendError::Reverted { output }
+                    }
+                    exec::EstimateError::State(s) => internal(s),
+                    other => BackendError::Execution(other.to_string()),
+                })
+        })
     }
 
     fn send_raw_transaction(

@@ -162,8 +162,16 @@ impl BoundCn {
                 ..Default::default()
             },
         )?);
-        let state =
-            crate::storage::state::CommittedState::open(Arc::clone(&store), &spec.allocations)?;
+        let retention = spec
+            .storage
+            .history(crate::storage::history::HistoryRetention::Blocks(
+                crate::config::CN_HISTORY_BLOCKS,
+            ));
+        let state = crate::storage::state::CommittedState::open_with(
+            Arc::clone(&store),
+            &spec.allocations,
+            retention,
+        )?;
         let mut all_chains = spec.chains.clone();
         all_chains.push(spec.params.region);
         let shared = crate::node::app::CnState {

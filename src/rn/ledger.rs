@@ -13,6 +13,7 @@ use crate::net::sync::ChainReader;
 use crate::node::app::CnApp;
 use crate::node::recovery::{persist, replay_log};
 use crate::storage::blocklog::BlockLog;
+use crate::storage::history::HistoryRetention;
 use crate::storage::state::CommittedState;
 use crate::storage::store::{Store, StoreOptions};
 use crate::types::codec::encode_frame;
@@ -81,7 +82,12 @@ impl Ledger {
             },
         )?;
         let store = Arc::new(store);
-        let state = Arc::new(CommittedState::open(Arc::clone(&store), allocations)?);
+        let retention = storage.history(HistoryRetention::All);
+        let state = Arc::new(CommittedState::open_with(
+            Arc::clone(&store),
+            allocations,
+            retention,
+        )?);
         let chain = ChainReader::new(log.reader(), store);
         Ok(Self { log, chain, state })
     }

@@ -445,6 +445,11 @@ impl RnView {
                 "Gossiped evidence waiting for the node to reach its height",
                 load(&s.evidence_pending),
             ),
+            (
+                "kaon_rn_history_floor",
+                "Oldest block whose state can be read (eth_getBalance, eth_call at past blocks)",
+                self.store().history_floor().ok().flatten().unwrap_or(0),
+            ),
         ];
         for (name, help, value) in gauges {
             m.gauge(name, help, labels, value as f64);

@@ -21,8 +21,8 @@ pub enum StateAt {
     /// Committed state plus what the pool holds: for nonces, the sender's next nonce after its
     /// pooled transactions; for other reads, `Latest` is a fine answer.
     Pending,
-    /// An older block. A backend that keeps only the latest state answers
-    /// [`BackendError::HistoricalState`].
+    /// An older block. A backend answers [`BackendError::HistoryPruned`] for a block older
+    /// than the history it keeps ([`BackendError::HistoricalState`] if it keeps none).
     Historical(u64),
 }
 
@@ -97,6 +97,9 @@ pub enum BackendError {
     /// State of an older block was asked and this node keeps only the latest (-32000).
     #[error("historical state not available")]
     HistoricalState,
+    /// State of a block older than the retained history was asked (-32000).
+    #[error("historical state not available: block {requested} is older than the oldest retained block {oldest} (history is bounded by --history-blocks)")]
+    HistoryPruned { requested: u64, oldest: u64 },
     /// The block a read names does not exist (-32000, geth's "header not found").
     #[error("header not found")]
     UnknownBlock,

@@ -89,6 +89,7 @@ impl From<BackendError> for RpcError {
         match e {
             BackendError::Reverted { output } => Self::reverted(&output),
             BackendError::HistoricalState
+            | BackendError::HistoryPruned { .. }
             | BackendError::UnknownBlock
             | BackendError::Execution(_) => Self::server(message),
             BackendError::InvalidParams(_) => Self::invalid_params(message),

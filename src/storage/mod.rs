@@ -2,5 +2,6 @@
 //! indexes.
 
 pub mod blocklog;
+pub mod history;
 pub mod state;
 pub mod store;

@@ -17,9 +17,11 @@
 //! one chain's `chain_segments` range and open only the segments whose bloom may match.
 //!
 //! Every block is written by one [`StoreBatch`]: its indexes, every segment's state diff and
-//! receipts, and the new `state_height`, so after a crash the store is at some block boundary
-//! and restart re-executes exactly the blocks above `state_height`.
+//! receipts, the block's change set ([`super::history`]: what the diffs overwrote), and the
+//! new `state_height`, so after a crash the store is at some block boundary and restart
+//! re-executes exactly the blocks above `state_height`.
 
+use super::history::{BlockChanges, HistoricalState, HistoryRetention};
 use super::store::{
     be_u32, be_u64, state_key, BlockIndex, Result, Store, StoreBatch, StoreError, TxLocation,
     CF_CHAIN_SEGMENTS, CF_META, CF_RECEIPTS, CF_STATE, META_STATE_HEIGHT,
@@ -57,6 +59,17 @@ fn slot_key(address: &Address, slot: &U256) -> [u8; 53] {
     k[1..21].copy_from_slice(address.as_slice());
     k[21..].copy_from_slice(&slot.to_be_bytes::<32>());
     k
+}
+
+/// The state keys (without the chain prefix) `diff` writes, code aside: contract code is keyed
+/// by its hash and never overwritten.
+fn written_keys(diff: &SegmentDiff) -> Vec<Vec<u8>> {
+    let accounts = diff.accounts.keys().map(|a| account_key(a).to_vec());
+    let slots = diff.storage.keys().map(|(a, s)| slot_key(a, s).to_vec());
+    accounts
+        .chain(slots)
+        .chain(std::iter::once(vec![TAG_ROOT]))
+        .collect()
 }
 
 fn code_key(hash: &B256) -> [u8; 33] {
@@ -203,6 +216,31 @@ impl StoreBatch<'_> {
             chain_height_key(chain_id, height),
             entry,
         );
+    }
+
+    /// Writes block `height`'s state: the change set of what `diffs` overwrite (unless
+    /// `retention` keeps no history, which moves the readable floor to the block instead), the
+    /// diffs in order, and the new state height. The store must hold the state before the block.
+    pub fn apply_block_state(
+        &mut self,
+        height: u64,
+        diffs: &[&SegmentDiff],
+        retention: HistoryRetention,
+    ) -> Result<()> {
+        if retention.writes() {
+            let mut changes = BlockChanges::default();
+            for diff in diffs {
+                changes.record(self.store, diff.chain_id.0, written_keys(diff))?;
+            }
+            self.put_change_sets(height, &changes)?;
+        } else {
+            self.set_history_floor(height);
+        }
+        for diff in diffs {
+            self.apply_diff(diff)?;
+        }
+        self.set_state_height(height);
+        Ok(())
     }
 
     /// Records that state is applied up to block `height`.
@@ -418,6 +456,57 @@ impl StateRead for Store {
     }
 }
 
+impl HistoricalState<'_> {
+    /// A fixed-size state value at this block (`None`: absent).
+    fn fixed<const N: usize>(
+        &self,
+        chain: ChainId,
+        key: &[u8],
+        what: &'static str,
+    ) -> Result<Option<[u8; N]>, StateError> {
+        let Some(value) = self.value(chain.0, key)? else {
+            return Ok(None);
+        };
+        <[u8; N]>::try_from(value.as_slice())
+            .map(Some)
+            .map_err(|_| StateError::Corrupt {
+                chain,
+                what,
+                detail: format!(
+                    "{} bytes at block {}, expected {N}",
+                    value.len(),
+                    self.height()
+                ),
+            })
+    }
+}
+
+/// The state after a past block: what EVM calls and state reads at that block see.
+impl StateRead for HistoricalState<'_> {
+    fn account(&self, chain: ChainId, address: &Address) -> Result<Option<Account>, StateError> {
+        Ok(self
+            .fixed::<ACCOUNT_LEN>(chain, &account_key(address), "account")?
+            .map(|v| decode_account(&v)))
+    }
+
+    fn storage(&self, chain: ChainId, address: &Address, slot: &U256) -> Result<U256, StateError> {
+        Ok(self
+            .fixed::<32>(chain, &slot_key(address, slot), "storage slot")?
+            .map_or(U256::ZERO, U256::from_be_bytes))
+    }
+
+    /// Code is keyed by its hash and never deleted, so the current store answers for any block.
+    fn code(&self, chain: ChainId, code_hash: &B256) -> Result<Option<Bytes>, StateError> {
+        Ok(self.store.code(chain, code_hash)?)
+    }
+
+    fn state_root(&self, chain: ChainId) -> Result<B256, StateError> {
+        Ok(self
+            .fixed::<32>(chain, &[TAG_ROOT], "state commitment")?
+            .map_or(B256::ZERO, B256::from))
+    }
+}
+
 /// A committed block's execution output, held in memory until it is durable.
 #[derive(Debug)]
 pub struct PendingBlock {
@@ -470,6 +559,9 @@ impl PendingBlock {
 pub struct CommittedState {
     store: Arc<Store>,
     pending: RwLock<VecDeque<Arc<PendingBlock>>>,
+    retention: HistoryRetention,
+    /// Prunes change sets beyond `retention` in the background (`None`: nothing to prune).
+    pruner: Option<super::history::Pruner>,
 }
 
 /// Why a block could not be persisted.
@@ -482,21 +574,56 @@ pub enum PersistError {
 }
 
 impl CommittedState {
-    /// Opens the state in `store`; a store that never held state gets `allocations` (the
-    /// genesis) and `state_height` 0 in one batch.
+    /// Opens the state in `store` keeping all history; a store that never held state gets
+    /// `allocations` (the genesis) and `state_height` 0 in one batch.
     pub fn open(store: Arc<Store>, allocations: &[(ChainId, Address, U256)]) -> Result<Self> {
-        if store.state_height()?.is_none() {
-            let mut batch = store.batch();
-            for diff in genesis_diffs(allocations) {
-                batch.apply_diff(&diff)?;
+        Self::open_with(store, allocations, HistoryRetention::All)
+    }
+
+    /// [`Self::open`] keeping the state history `retention` says. A store that kept no history
+    /// so far starts it at its current height; with history switched off, what was kept is
+    /// deleted. A bounded retention starts the background pruner.
+    pub fn open_with(
+        store: Arc<Store>,
+        allocations: &[(ChainId, Address, U256)],
+        retention: HistoryRetention,
+    ) -> Result<Self> {
+        let mut batch = store.batch();
+        let height = match store.state_height()? {
+            Some(height) => height,
+            None => {
+                for diff in genesis_diffs(allocations) {
+                    batch.apply_diff(&diff)?;
+                }
+                batch.set_state_height(0);
+                0
             }
-            batch.set_state_height(0);
-            batch.commit()?;
+        };
+        if !retention.writes() {
+            batch.clear_history();
+            batch.set_history_floor(height);
+        } else if store.history_floor()?.is_none() {
+            batch.set_history_floor(height);
         }
+        batch.commit()?;
+        let pruner = match retention {
+            HistoryRetention::Blocks(n) if n > 0 => Some(super::history::Pruner::spawn(
+                Arc::clone(&store),
+                retention,
+            )?),
+            _ => None,
+        };
         Ok(Self {
             store,
             pending: RwLock::default(),
+            retention,
+            pruner,
         })
+    }
+
+    /// How much state history this node keeps.
+    pub fn retention(&self) -> HistoryRetention {
+        self.retention
     }
 
     /// The store underneath (indexes, receipts and logs of persisted blocks).
@@ -552,11 +679,13 @@ impl CommittedState {
             log_offset,
             txs: &txs,
         });
-        for diff in &pending.genesis {
-            batch.apply_diff(diff)?;
-        }
+        let diffs: Vec<&SegmentDiff> = pending
+            .genesis
+            .iter()
+            .chain(pending.segments.iter().map(|(_, e)| &e.diff))
+            .collect();
+        batch.apply_block_state(header.height.0, &diffs, self.retention)?;
         for (segment, execution) in &pending.segments {
-            batch.apply_diff(&execution.diff)?;
             batch.put_receipts(
                 header.height.0,
                 *segment,
@@ -566,12 +695,14 @@ impl CommittedState {
                 &execution.bloom,
             );
         }
-        batch.set_state_height(header.height.0);
         batch.commit()?;
         self.pending
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .pop_front();
+        if let Some(pruner) = &self.pruner {
+            pruner.wake();
+        }
         Ok(())
     }
 

@@ -8,9 +8,10 @@
 //! log is the authority) but never leads it. This is the only module of the crate that uses
 //! the `rocksdb` crate.
 //!
-//! Column families: `meta` (small named values, the indexed head, the state-applied height),
-//! `height_index`, `hash_index`, `tx_index`, `state`, `receipts` and `chain_segments` (the
-//! last three are laid out by [`super::state`]). Integers in keys are big-endian so that
+//! Column families: `meta` (small named values, the indexed head, the state-applied height,
+//! the oldest readable block), `height_index`, `hash_index`, `tx_index`, `state`, `receipts`
+//! and `chain_segments` (laid out by [`super::state`]), `changes` and `history` (laid out by
+//! [`super::history`]). Integers in keys are big-endian so that
 //! RocksDB's byte order is numeric order; state keys are prefixed with the servicechain id
 //! (big-endian u64) so each chain's state is one contiguous key range.
 
@@ -27,7 +28,9 @@ const CF_TX: &str = "tx_index";
 pub(super) const CF_STATE: &str = "state";
 pub(super) const CF_RECEIPTS: &str = "receipts";
 pub(super) const CF_CHAIN_SEGMENTS: &str = "chain_segments";
-const COLUMN_FAMILIES: [&str; 7] = [
+pub(super) const CF_CHANGES: &str = "changes";
+pub(super) const CF_HISTORY: &str = "history";
+const COLUMN_FAMILIES: [&str; 9] = [
     CF_META,
     CF_HEIGHT,
     CF_HASH,
@@ -35,6 +38,8 @@ const COLUMN_FAMILIES: [&str; 7] = [
     CF_STATE,
     CF_RECEIPTS,
     CF_CHAIN_SEGMENTS,
+    CF_CHANGES,
+    CF_HISTORY,
 ];
 
 /// `meta` key of the last indexed block: height ‖ hash ‖ log offset. Internal `meta` keys
@@ -43,6 +48,8 @@ const COLUMN_FAMILIES: [&str; 7] = [
 const META_HEAD: &[u8] = b"\x00head";
 /// `meta` key of the height up to which servicechain state is applied (see [`super::state`]).
 pub(super) const META_STATE_HEIGHT: &[u8] = b"\x00state_height";
+/// `meta` key of the oldest block whose state is readable (see [`super::history`]).
+pub(super) const META_HISTORY_FLOOR: &[u8] = b"\x00history_floor";
 const META_USER_PREFIX: u8 = 0x01;
 
 /// Longest state key accepted (after the chain-id prefix). Storage slots and account keys are
@@ -103,6 +110,8 @@ pub enum StoreError {
     },
     #[error("state key of {len} bytes is over MAX_STATE_KEY_LEN ({MAX_STATE_KEY_LEN})")]
     KeyTooLarge { len: usize },
+    #[error("cannot start the state history pruner: {0}")]
+    Pruner(#[source] std::io::Error),
     /// A stored value has the right size but does not decode.
     #[error("store {path}: malformed value in {cf}: {detail}")]
     Undecodable {
@@ -301,7 +310,7 @@ impl Store {
         let cf_opts = |name: &str| {
             let mut o = Options::default();
             o.set_block_based_table_factory(&table(&cache));
-            if ![CF_STATE, CF_META, CF_RECEIPTS].contains(&name) {
+            if ![CF_STATE, CF_META, CF_RECEIPTS, CF_CHANGES].contains(&name) {
                 // Keys and values of the indexes are hashes and integers: incompressible.
                 o.set_compression_type(DBCompressionType::None);
             }

@@ -33,7 +33,7 @@ const INCLUSION: Duration = Duration::from_secs(240);
 
 /// The devnet's output, shared with the test thread that looks for the RPC address.
 #[derive(Clone, Default)]
-struct Output(Arc<Mutex<Vec<u8>>>);
+pub(crate) struct Output(Arc<Mutex<Vec<u8>>>);
 
 impl Write for Output {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
@@ -82,17 +82,17 @@ fn transfer(key: &[u8; 32], nonce: u64, value: u64) -> SignedTransaction {
     .unwrap()
 }
 
-fn raw_hex(tx: &SignedTransaction) -> String {
+pub(crate) fn raw_hex(tx: &SignedTransaction) -> String {
     format!("0x{}", hex::encode(tx.raw()))
 }
 
-struct Client {
+pub(crate) struct Client {
     url: String,
     http: ureq::Agent,
 }
 
 impl Client {
-    fn new(url: String) -> Self {
+    pub(crate) fn new(url: String) -> Self {
         let http: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(Duration::from_secs(30)))
@@ -101,7 +101,7 @@ impl Client {
         Self { url, http }
     }
 
-    fn post(&self, body: &Value) -> Value {
+    pub(crate) fn post(&self, body: &Value) -> Value {
         let mut r = self
             .http
             .post(&self.url)
@@ -112,47 +112,55 @@ impl Client {
         serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap()
     }
 
-    fn call(&self, method: &str, params: Value) -> Value {
+    pub(crate) fn call(&self, method: &str, params: Value) -> Value {
         self.post(&json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}))
     }
 
-    fn ok(&self, method: &str, params: Value) -> Value {
+    pub(crate) fn ok(&self, method: &str, params: Value) -> Value {
         let v = self.call(method, params);
         assert!(v.get("error").is_none(), "{method}: {v}");
         v["result"].clone()
     }
 
-    fn quantity(&self, method: &str, params: Value) -> U256 {
+    pub(crate) fn quantity(&self, method: &str, params: Value) -> U256 {
         let v = self.ok(method, params);
         let s = v.as_str().unwrap();
         U256::from_str_radix(s.trim_start_matches("0x"), 16).unwrap()
     }
 
-    fn nonce(&self, who: Address, tag: &str) -> u64 {
+    pub(crate) fn nonce(&self, who: Address, tag: &str) -> u64 {
         self.quantity("eth_getTransactionCount", json!([who, tag]))
             .to::<u64>()
     }
 }
 
 /// Stops the devnet when the test ends, however it ends.
-struct Devnet {
+pub(crate) struct Devnet {
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<anyhow::Result<kaon::node::devnet::DevnetReport>>>,
     out: Output,
 }
 
 impl Devnet {
-    fn start(dir: &std::path::Path) -> Self {
-        Self::start_with_interval(dir, 200)
+    pub(crate) fn start(dir: &std::path::Path) -> Self {
+        Self::start_with(Self::config(dir))
     }
 
     /// A devnet whose idle chain makes a block every `round_ms`.
     fn start_with_interval(dir: &std::path::Path, round_ms: u64) -> Self {
-        let config = DevnetConfig {
+        Self::start_with(DevnetConfig {
+            round_ms,
+            ..Self::config(dir)
+        })
+    }
+
+    /// A 4-CN devnet without load, one servicechain and one RN serving JSON-RPC.
+    pub(crate) fn config(dir: &std::path::Path) -> DevnetConfig {
+        DevnetConfig {
             cns: 4,
             servicechains: 1,
             tps: 0,
-            round_ms,
+            round_ms: 200,
             accounts: 1,
             datadir: Some(dir.to_path_buf()),
             // A safety net: the test stops the devnet itself.
@@ -161,7 +169,10 @@ impl Devnet {
             rpc: Some("127.0.0.1:0".parse().unwrap()),
             miner_pace: 0,
             ..DevnetConfig::default()
-        };
+        }
+    }
+
+    pub(crate) fn start_with(config: DevnetConfig) -> Self {
         let out = Output::default();
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
@@ -175,7 +186,7 @@ impl Devnet {
         }
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         let started = Instant::now();
         loop {
             if let Some(url) = self.out.url(CHAIN) {

@@ -9,6 +9,7 @@ mod devnet;
 mod e2e;
 mod exec;
 mod governance;
+mod history;
 mod mempool;
 mod multiprocess;
 mod net;

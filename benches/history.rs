@@ -1,0 +1,239 @@
+//! The write cost of state history on the persist path: the same blocks committed to two
+//! stores in the same run, one keeping every block's change set and history index
+//! (`HistoryRetention::All`, a ranger node's default) and one writing none
+//! (`HistoryRetention::Blocks(0)`). Timed: `CommittedState::persist`, the one RocksDB batch a
+//! block costs (index, state diff, receipts, and the change set with its reads of the values
+//! it records), with the default synced WAL. Two workloads: a block of 10 000 transfers from
+//! 250 senders (as `benches/pipeline.rs`), and a state-heavy block writing 5 000 accounts and
+//! 5 000 storage slots.
+
+use alloy_primitives::{Address, Bytes, B256, U256};
+use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
+use kaon::consensus::machine::{Params, Tip};
+use kaon::consensus::proposal::{build_block, BlockBody};
+use kaon::consensus::selection::CnSet;
+use kaon::crypto::bls::SecretKey;
+use kaon::crypto::hash::sha256;
+use kaon::crypto::tx::{decode_recover_batch, DecodeRules, Eip1559Tx, Transaction, TxKind};
+use kaon::exec::{Account, BlockContext, EvmExecutor, Executor, MemoryState, SegmentExecution};
+use kaon::storage::history::HistoryRetention;
+use kaon::storage::state::{CommittedState, PendingBlock};
+use kaon::storage::store::Store;
+use kaon::types::{Block, BlockHash, ChainId, CnIndex, Height, Round, Segment};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const TXS: usize = 10_000;
+const SENDERS: usize = 250;
+/// Accounts and slots the state-heavy block writes (each).
+const HEAVY_KEYS: usize = 5_000;
+const CHAIN: ChainId = ChainId(1001);
+
+/// One block of 10 000 executed transfers.
+fn transfers() -> (Segment, SegmentExecution) {
+    let secrets: Vec<[u8; 32]> = (0..SENDERS)
+        .map(|i| sha256(&(i as u64).to_be_bytes()).0)
+        .collect();
+    let raws: Vec<Bytes> = (0..TXS)
+        .map(|i| {
+            let tx = Transaction::Eip1559(Eip1559Tx {
+                chain_id: CHAIN,
+                nonce: (i / SENDERS) as u64,
+                max_priority_fee_per_gas: 1,
+                max_fee_per_gas: 1_000_000_000,
+                gas_limit: 21_000,
+                to: TxKind::Call(Address::repeat_byte(0xee)),
+                value: U256::from(1u64),
+                input: Bytes::new(),
+                access_list: Default::default(),
+            });
+            tx.sign(&secrets[i % SENDERS]).unwrap().raw().clone()
+        })
+        .collect();
+    let mut state = MemoryState::default();
+    for s in &secrets {
+        let sender = kaon::crypto::tx::address_of(s).unwrap();
+        state.fund(CHAIN, sender, U256::from(10u128.pow(24)));
+    }
+    let txs: Vec<_> = decode_recover_batch(&raws, &DecodeRules::default())
+        .into_iter()
+        .map(Result::ok)
+        .collect();
+    let segment = Segment {
+        chain_id: CHAIN,
+        txs: raws,
+    };
+    let ctx = BlockContext::new(Height(1), 1_000, sha256(b"m"));
+    let execution = EvmExecutor
+        .execute_segment(&state, &ctx, &segment, &txs)
+        .unwrap();
+    assert!(execution.receipts.iter().all(|r| r.outcome.status()));
+    (segment, execution)
+}
+
+/// `base` with its diff replaced by writes of `HEAVY_KEYS` accounts and slots whose values
+/// depend on `height` (so every block changes them all).
+fn state_heavy(base: &SegmentExecution, height: u64) -> SegmentExecution {
+    let mut execution = base.clone();
+    let diff = &mut execution.diff;
+    diff.accounts.clear();
+    diff.storage.clear();
+    for i in 0..HEAVY_KEYS as u64 {
+        let address = Address::from_word(B256::from(U256::from(i + 1)));
+        let account = Account::with_balance(U256::from(height * 1_000 + i));
+        diff.accounts.insert(address, Some(account));
+        let slot = (Address::repeat_byte(0xcc), U256::from(i));
+        diff.storage.insert(slot, U256::from(height + i + 1));
+    }
+    execution
+}
+
+/// Builds one workload's block at a height from the executed transfers.
+type BlockOf = fn(&SegmentExecution, u64) -> SegmentExecution;
+
+/// The two workloads: the transfers block as executed, and the state-heavy block.
+fn workloads() -> [(&'static str, BlockOf); 2] {
+    [
+        ("10k_transfers", |e, _| e.clone()),
+        ("5k_accounts_5k_slots", state_heavy),
+    ]
+}
+
+/// A node's committed state on disk, and the tip of its chain.
+struct Node {
+    _dir: tempfile::TempDir,
+    state: CommittedState,
+    tip: Tip,
+}
+
+impl Node {
+    fn new(retention: HistoryRetention) -> Self {
+        let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+        let store = Arc::new(Store::open(dir.path().join("db")).unwrap());
+        let state = CommittedState::open_with(store, &[], retention).unwrap();
+        let tip = Tip {
+            height: Height(0),
+            hash: BlockHash(sha256(b"g")),
+            mix: sha256(b"m"),
+            timestamp_ms: 0,
+        };
+        Self {
+            _dir: dir,
+            state,
+            tip,
+        }
+    }
+
+    /// Builds the next block around `segment` (untimed), then times its persist.
+    fn persist_next(&mut self, segment: &Segment, execution: SegmentExecution) -> Duration {
+        let key = SecretKey::from_seed(&[7; 32]).unwrap();
+        let set = CnSet::new(vec![key.public_key()]).unwrap();
+        let params = Params {
+            region: ChainId(1000),
+            committee_size: 1,
+            block_interval_ms: 0,
+            base_timeout_ms: 1,
+            max_timeout_ms: 1,
+        };
+        let body = BlockBody {
+            segments: vec![segment.clone()],
+            commitments: vec![execution.commitment.clone()],
+            next_cn_set: Vec::new(),
+        };
+        let block: Block = build_block(
+            &params,
+            &key,
+            CnIndex(0),
+            &set,
+            &self.tip,
+            Round(0),
+            1,
+            body,
+        );
+        let header = block.header();
+        self.tip = Tip {
+            height: header.height,
+            hash: block.hash(),
+            mix: header.mix,
+            timestamp_ms: header.timestamp_ms,
+        };
+        self.state.committed(PendingBlock::new(
+            header.height,
+            block.hash(),
+            Vec::new(),
+            vec![(0, execution)],
+        ));
+        let started = Instant::now();
+        self.state.persist(&block, 0).unwrap();
+        started.elapsed()
+    }
+}
+
+fn history_write_cost(c: &mut Criterion) {
+    let (segment, transfers) = transfers();
+    let mut g = c.benchmark_group("persist_with_history");
+    g.sample_size(20);
+    g.throughput(Throughput::Elements(1));
+    let workloads = workloads();
+    for (workload, block_of) in workloads {
+        for (variant, retention) in [
+            ("no_history", HistoryRetention::Blocks(0)),
+            ("change_sets", HistoryRetention::All),
+        ] {
+            let mut node = Node::new(retention);
+            g.bench_function(BenchmarkId::new(workload, variant), |b| {
+                b.iter_custom(|iters| {
+                    (0..iters)
+                        .map(|_| {
+                            let height = node.tip.height.0 + 1;
+                            node.persist_next(&segment, block_of(&transfers, height))
+                        })
+                        .sum()
+                })
+            });
+        }
+    }
+    g.finish();
+}
+
+criterion_group!(benches, history_write_cost);
+
+/// Rounds of the paired comparison printed after the criterion groups.
+const PAIRED_ROUNDS: usize = 60;
+
+/// The same blocks persisted with and without change sets in alternating order, so that slow
+/// minutes of a shared machine hit both alike; prints each workload's median times and their
+/// ratio (the number `docs/benchmarks.md` records).
+fn paired() {
+    let (segment, transfers) = transfers();
+    let workloads = workloads();
+    for (workload, block_of) in workloads {
+        let mut nodes = [
+            Node::new(HistoryRetention::Blocks(0)),
+            Node::new(HistoryRetention::All),
+        ];
+        let mut times = [Vec::new(), Vec::new()];
+        for round in 0..PAIRED_ROUNDS {
+            let height = nodes[0].tip.height.0 + 1;
+            for k in 0..2 {
+                let m = (k + round) % 2;
+                times[m].push(nodes[m].persist_next(&segment, block_of(&transfers, height)));
+            }
+        }
+        let median = |v: &mut Vec<Duration>| {
+            v.sort();
+            v[v.len() / 2]
+        };
+        let (without, with) = (median(&mut times[0]), median(&mut times[1]));
+        println!(
+            "paired {workload}: persist median {without:?} without history, {with:?} with change sets: ratio {:.3} ({PAIRED_ROUNDS} rounds)",
+            with.as_secs_f64() / without.as_secs_f64()
+        );
+    }
+}
+
+fn main() {
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+    paired();
+}
