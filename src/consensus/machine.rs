@@ -56,7 +56,8 @@ pub fn locate(set: &CnSet, key: &SecretKey) -> CnIndex {
 const MAX_ROUNDS_AHEAD: u32 = 16;
 /// Rounds behind the current one whose votes and accepted proposals are still kept (a late
 /// commit quorum there still decides); older ones are dropped, so a long asynchronous period
-/// costs no memory per round it went through.
+/// costs no peer-supplied memory per round it went through (this node's own votes, two small
+/// entries per round, are kept for the height).
 const ROUNDS_KEPT_BEHIND: u32 = 16;
 /// Messages for the next height kept while this one finishes (others commit a little earlier).
 const MAX_NEXT_HEIGHT_MESSAGES: usize = 1024;

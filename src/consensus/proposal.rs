@@ -291,6 +291,11 @@ pub fn check_round_change(
                 "prepared certificate does not fit",
             ));
         }
+        // The hash covers the header only: a carried body must match it, or a member could
+        // get another body filed (and re-proposed) under a real certificate.
+        if let Some(block) = rc.prepared_block.first() {
+            check_body(block)?;
+        }
         QuorumSignature {
             kind: VoteKind::Prepare,
             round: pc.round,

@@ -857,8 +857,12 @@ impl RpcBackend for ChainRpc {
                 index: i as u64,
                 base_fee_per_gas: Some(BASE_FEE_WEI),
             };
-            let tx = rpc_tx(raw, Some(location))
-                .ok_or_else(|| internal(format!("block {number}: transaction {i} unreadable")))?;
+            // A transaction kept but marked invalid because it does not decode or recover has
+            // no sender: like `eth_getTransactionReceipt`, there is no receipt to give for it.
+            let Some(tx) = rpc_tx(raw, Some(location)) else {
+                first_log_index = first_log_index.saturating_add(receipt.logs.len());
+                continue;
+            };
             out.push(rpc_receipt(
                 keccak256(raw),
                 &tx,

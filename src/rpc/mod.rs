@@ -76,6 +76,7 @@ pub struct RpcConfig {
     pub ws_queue_len: usize,
     /// A WebSocket client that sends nothing for this long — no request, no pong to the
     /// server's pings (sent every third of it) — is disconnected.
+    #[serde(with = "whole_seconds")]
     pub ws_idle_timeout: Duration,
     /// Events buffered per chain for subscribers; a subscriber further behind is disconnected.
     pub notify_capacity: usize,
@@ -124,6 +125,7 @@ impl RpcConfig {
             ("request_deadline", self.request_deadline.is_zero()),
             ("read_deadline", self.read_deadline.is_zero()),
             ("write_deadline", self.write_deadline.is_zero()),
+            ("ws_idle_timeout", self.ws_idle_timeout.is_zero()),
             ("max_log_block_range", self.max_log_block_range == 0),
             ("max_fee_history_blocks", self.max_fee_history_blocks == 0),
         ];

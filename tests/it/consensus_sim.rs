@@ -1993,3 +1993,36 @@ fn n6_committee4_a_signed_vote_from_outside_the_committee_is_refused() {
         "CN {outsider} is not on the committee"
     );
 }
+
+/// A round change carries a real prepared certificate and header but another body (the hash
+/// covers only the header): refused, so no other body can be filed and re-proposed under a
+/// real certificate. Kills "a carried prepared block's body matches its header".
+#[test]
+fn n4_a_round_change_carrying_another_body_under_a_real_certificate_is_refused() {
+    let mut net = Manual::new(4);
+    let all = [0, 1, 2, 3];
+    let proposer = net.start_all();
+    let h = Height(1);
+    let proposal = net.propose(proposer, h, round(0));
+    let prepares = net.deliver(proposer, &proposal, &all);
+    for (from, outs) in votes_of(&prepares, VoteKind::Prepare) {
+        net.deliver(from, &outs, &all);
+    }
+    let sender = (0..4).find(|&i| i != proposer).unwrap();
+    let target = (0..4).find(|&i| i != proposer && i != sender).unwrap();
+    let timeout = Input::Timeout {
+        height: h,
+        round: round(0),
+    };
+    let mut rc = round_change_of(&net.step(sender, timeout));
+    rc.prepared_block[0].segments[0].txs = vec![Bytes::from_static(b"another body")];
+    let before = net.nodes[target].machine.rejections().bad_round_change;
+    net.step(
+        target,
+        Input::Message(ConsensusMessage::RoundChange(Box::new(rc))),
+    );
+    assert_eq!(
+        net.nodes[target].machine.rejections().bad_round_change,
+        before + 1
+    );
+}
