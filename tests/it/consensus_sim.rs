@@ -1779,6 +1779,33 @@ fn n4_junk_decided_block_sent_first_does_not_keep_the_real_one_out() {
     assert_eq!(fresh.nodes[0].chain, vec![block1, block2]);
 }
 
+impl Manual {
+    /// Height 1's round-0 proposal is prepared by every node (all prepare votes delivered,
+    /// commit votes lost); a node other than the proposer times out. Returns that node, a
+    /// third node, and its round change for round 1 (carrying the prepared certificate and
+    /// block).
+    fn prepared_round_change(&mut self) -> (usize, usize, kaon::types::RoundChange) {
+        let all: Vec<usize> = (0..self.nodes.len()).collect();
+        let proposer = self.start_all();
+        let proposal = self.propose(proposer, Height(1), round(0));
+        let prepares = self.deliver(proposer, &proposal, &all);
+        for (from, outs) in votes_of(&prepares, VoteKind::Prepare) {
+            self.deliver(from, &outs, &all);
+        }
+        let sender = all.iter().copied().find(|&i| i != proposer).unwrap();
+        let target = all
+            .iter()
+            .copied()
+            .find(|&i| i != proposer && i != sender)
+            .unwrap();
+        let timeout = Input::Timeout {
+            height: Height(1),
+            round: round(0),
+        };
+        (sender, target, round_change_of(&self.step(sender, timeout)))
+    }
+}
+
 /// The first round change carried by node `from`'s outputs.
 fn round_change_of(outputs: &[Output]) -> kaon::types::RoundChange {
     broadcasts(outputs)
@@ -1800,23 +1827,8 @@ fn n4_a_prepared_block_is_held_once_however_many_round_changes_carry_it() {
     for node in &mut net.nodes {
         node.app.pad = 64 << 10;
     }
-    let all = [0, 1, 2, 3];
-    let proposer = net.start_all();
     let h = Height(1);
-    let proposal = net.propose(proposer, h, round(0));
-    // Every prepare vote reaches everyone, so every node prepares the block; the commit votes
-    // are lost.
-    let prepares = net.deliver(proposer, &proposal, &all);
-    for (from, outs) in votes_of(&prepares, VoteKind::Prepare) {
-        net.deliver(from, &outs, &all);
-    }
-    let sender = (0..4).find(|&i| i != proposer).unwrap();
-    let target = (0..4).find(|&i| i != proposer && i != sender).unwrap();
-    let timeout = Input::Timeout {
-        height: h,
-        round: round(0),
-    };
-    let rc = round_change_of(&net.step(sender, timeout));
+    let (sender, target, rc) = net.prepared_round_change();
     assert_eq!(rc.prepared_block.len(), 1, "it carries the prepared block");
     let block_len = alloy_rlp::Encodable::length(&rc.prepared_block[0]);
     let key = net.nodes[sender].key.clone();
@@ -2000,21 +2012,7 @@ fn n6_committee4_a_signed_vote_from_outside_the_committee_is_refused() {
 #[test]
 fn n4_a_round_change_carrying_another_body_under_a_real_certificate_is_refused() {
     let mut net = Manual::new(4);
-    let all = [0, 1, 2, 3];
-    let proposer = net.start_all();
-    let h = Height(1);
-    let proposal = net.propose(proposer, h, round(0));
-    let prepares = net.deliver(proposer, &proposal, &all);
-    for (from, outs) in votes_of(&prepares, VoteKind::Prepare) {
-        net.deliver(from, &outs, &all);
-    }
-    let sender = (0..4).find(|&i| i != proposer).unwrap();
-    let target = (0..4).find(|&i| i != proposer && i != sender).unwrap();
-    let timeout = Input::Timeout {
-        height: h,
-        round: round(0),
-    };
-    let mut rc = round_change_of(&net.step(sender, timeout));
+    let (_, target, mut rc) = net.prepared_round_change();
     rc.prepared_block[0].segments[0].txs = vec![Bytes::from_static(b"another body")];
     let before = net.nodes[target].machine.rejections().bad_round_change;
     net.step(
