@@ -14,6 +14,7 @@
 
 use alloy_primitives::U256;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use kaon::consensus::audit::{audit_consensus, ChainState};
 use kaon::consensus::certificate::{certificate_claim, verify_certificates};
 use kaon::consensus::machine::Tip;
 use kaon::crypto::bls::{SecretKey, SignedMessage};
@@ -26,7 +27,6 @@ use kaon::node::genesis::Genesis;
 use kaon::node::loadgen::{dev_account, DevAccount, LoadGen};
 use kaon::pipeline::link;
 use kaon::pipeline::topology::start_cluster;
-use kaon::rn::audit::{audit_consensus, ChainState};
 use kaon::rn::{RnConfig, RnNode};
 use kaon::storage::blocklog::BlockLog;
 use kaon::storage::store::Store;

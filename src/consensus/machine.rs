@@ -20,6 +20,7 @@
 //! sends them; the driver must make each persist durable before sending what follows, so a
 //! restarted node (see [`Machine::restore`]) never votes twice in one round and phase.
 
+use super::audit::{verified_prefix, ChainState};
 use super::certificate::verify_certificate;
 pub use super::interface::{
     proposal_timestamp, Application, Input, Misbehavior, Output, Params, Rejections, Tip, WalEntry,
@@ -70,6 +71,8 @@ const MAX_FUTURE_BLOCKS: usize = 64;
 const FUTURE_CANDIDATES: usize = 4;
 /// Bytes of unverified decided blocks kept ahead of the next height.
 const MAX_FUTURE_BLOCK_BYTES: usize = 256 << 20;
+/// Milliseconds a request for decided blocks is given before it is sent again.
+const SYNC_RETRY_MS: u64 = 200;
 /// Recent heights whose parent hash and CN set are remembered, to check round changes of
 /// peers that are still working on a height this node has decided.
 const RECENT_HEIGHTS: usize = 16;
@@ -113,6 +116,12 @@ pub struct Machine {
     /// checked when its height comes, so junk cannot keep the real one out).
     future_blocks: BTreeMap<Height, Vec<Block>>,
     future_block_bytes: usize,
+    /// Buffered decided blocks whose consensus checks passed in one batch when the block
+    /// before them committed (see [`Machine::verify_ahead`]): the hash and seal that passed,
+    /// by height. Only heights held in `future_blocks`, so bounded the same way.
+    verified_ahead: BTreeMap<Height, (BlockHash, CommitCertificate)>,
+    /// Decided blocks whose consensus checks passed in a batch ahead of their height.
+    batch_verified: u64,
     /// Each committee member's highest verified round change beyond [`MAX_ROUNDS_AHEAD`]
     /// (without its block).
     far_round_changes: BTreeMap<CnIndex, RoundChange>,
@@ -124,7 +133,8 @@ pub struct Machine {
     asked_round: Round,
     /// A block was output as committed and the driver has not yet said it is applied.
     awaiting_applied: bool,
-    sync_requested: Option<Height>,
+    /// The last request for decided blocks: from which height, and when (clock input).
+    sync_requested: Option<(Height, u64)>,
     /// WAL entries of heights not reached yet (after a restart behind the chain).
     restored: BTreeMap<Height, Vec<WalEntry>>,
     /// Proposers of the current height's rounds (bounded by the rounds seen).
@@ -167,6 +177,8 @@ impl Machine {
             replay: VecDeque::new(),
             future_blocks: BTreeMap::new(),
             future_block_bytes: 0,
+            verified_ahead: BTreeMap::new(),
+            batch_verified: 0,
             far_round_changes: BTreeMap::new(),
             recent: BTreeMap::new(),
             now_ms: 0,
@@ -238,6 +250,12 @@ impl Machine {
 
     pub fn tip(&self) -> &Tip {
         &self.tip
+    }
+
+    /// Decided blocks whose consensus checks (header chain, body, reveal, certificate)
+    /// passed in one batch ahead of their height while catching up.
+    pub fn batch_verified(&self) -> u64 {
+        self.batch_verified
     }
 
     pub fn rejections(&self) -> &Rejections {
@@ -993,28 +1011,77 @@ impl Machine {
         block: Block,
         app: &mut dyn Application,
     ) -> Result<Block, ProposalError> {
-        let header = block.header();
-        proposal::check_header(
-            &self.params,
-            &self.set,
-            &self.sigs,
-            &self.tip,
-            header,
-            |r| self.proposer_of(r),
-        )?;
-        let committee = self.members_at(block.sealed.seal.round);
         let hash = block.hash();
-        verify_certificate(&self.set, &committee, hash, &block.sealed.seal)?;
+        let verified = self.was_verified_ahead(&block, hash);
+        if !verified {
+            let header = block.header();
+            proposal::check_header(
+                &self.params,
+                &self.set,
+                &self.sigs,
+                &self.tip,
+                header,
+                |r| self.proposer_of(r),
+            )?;
+            let committee = self.members_at(block.sealed.seal.round);
+            verify_certificate(&self.set, &committee, hash, &block.sealed.seal)?;
+        }
         if self.accepted.values().any(|h| *h == hash) {
             if let Some(mut ours) = self.blocks.remove(&hash) {
                 ours.sealed.seal = block.sealed.seal;
                 return Ok(ours);
             }
         }
-        proposal::check_body(&block)?;
+        if !verified {
+            proposal::check_body(&block)?;
+        }
         app.validate(&block, &self.tip)
             .map_err(ProposalError::Application)?;
         Ok(block)
+    }
+
+    /// Whether `block` (hashing to `hash`) is the one whose header chain, body, reveal and
+    /// certificate passed [`Machine::verify_ahead`] on top of this node's tip.
+    fn was_verified_ahead(&self, block: &Block, hash: BlockHash) -> bool {
+        let header = block.header();
+        header.height == self.tip.height.next()
+            && header.parent == self.tip.hash
+            && self
+                .verified_ahead
+                .get(&header.height)
+                .is_some_and(|(h, seal)| *h == hash && *seal == block.sealed.seal)
+    }
+
+    /// Catching up: once a block commits, the buffered decided blocks that extend it are
+    /// checked together — header chain, bodies, reveals and certificates, every signature in
+    /// one BLS batch — instead of one pairing check after another as each height comes (each
+    /// still re-executes when its turn comes). A batch that fails marks nothing: those blocks
+    /// are then checked one by one as before, so a peer sending forged blocks ahead costs at
+    /// most one batch per committed height.
+    fn verify_ahead(&mut self) {
+        let mut run: Vec<&Block> = Vec::new();
+        let (mut height, mut parent) = (self.tip.height.next(), self.tip.hash);
+        while let Some(block) = self
+            .future_blocks
+            .get(&height)
+            .and_then(|held| held.iter().find(|b| b.header().parent == parent))
+        {
+            run.push(block);
+            (height, parent) = (height.next(), block.hash());
+        }
+        if run.len() < 2 {
+            return; // one block gains nothing from a batch
+        }
+        let state = ChainState {
+            tip: self.tip,
+            set: Arc::clone(&self.set),
+        };
+        let passed = verified_prefix(&self.params, &state, &run);
+        self.batch_verified += passed as u64;
+        self.verified_ahead = run[..passed]
+            .iter()
+            .map(|b| (b.header().height, (b.hash(), b.sealed.seal.clone())))
+            .collect();
     }
 
     /// Keeps a decided block of a later height for when this node gets there. It cannot be
@@ -1052,14 +1119,32 @@ impl Machine {
         blocks
     }
 
-    /// Asks the driver for decided blocks, once per height until the next timeout re-arms it.
+    /// Asks the driver for decided blocks from the first height not held yet: once per such
+    /// height, again after [`SYNC_RETRY_MS`] without progress (the driver asks another peer
+    /// each time) or after a timeout. While blocks ahead are held the next range is asked for
+    /// at once, so fetching overlaps checking; nothing is asked beyond what the buffer of
+    /// blocks ahead can keep.
     fn request_sync(&mut self, out: &mut Vec<Output>) {
-        if self.sync_requested != Some(self.height()) {
-            self.sync_requested = Some(self.height());
-            out.push(Output::SyncNeeded {
-                from: self.height(),
-            });
+        let from = self.sync_frontier();
+        if from.0.saturating_sub(self.height().0) >= MAX_FUTURE_BLOCKS as u64 {
+            return;
         }
+        if let Some((asked, at)) = self.sync_requested {
+            if asked == from && self.now_ms.saturating_sub(at) < SYNC_RETRY_MS {
+                return;
+            }
+        }
+        self.sync_requested = Some((from, self.now_ms));
+        out.push(Output::SyncNeeded { from });
+    }
+
+    /// The first height, from the one being worked on, for which no decided block is held.
+    fn sync_frontier(&self) -> Height {
+        let mut height = self.height();
+        while self.future_blocks.contains_key(&height) {
+            height = height.next();
+        }
+        height
     }
 
     /// Outputs a final block and waits for the driver to apply it ([`Input::Applied`]).
@@ -1083,6 +1168,14 @@ impl Machine {
         out.push(Output::Committed(Box::new(block)));
         self.reset_height();
         self.awaiting_applied = true;
+        self.verified_ahead = self.verified_ahead.split_off(&self.tip.height.next());
+        if self.future_blocks.contains_key(&self.tip.height.next()) {
+            // Catching up: check what is held ahead, and fetch the range after it meanwhile.
+            if !self.verified_ahead.contains_key(&self.tip.height.next()) {
+                self.verify_ahead();
+            }
+            self.request_sync(out);
+        }
     }
 
     /// The committed block is applied: start the next height, and re-feed (through `step`)
@@ -1134,7 +1227,6 @@ impl Machine {
         self.far_round_changes.clear();
         self.asked_round = Round(0);
         self.proposed = None;
-        self.sync_requested = None;
         self.peers_behind.clear();
         self.apply_restored();
     }

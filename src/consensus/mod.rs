@@ -5,10 +5,14 @@
 //!   height and round, and its proposer, all recomputed by every receiver from public data.
 //! - [`certificate`]: building and verifying commit certificates (aggregate BLS signature of a
 //!   quorum of the committee), one at a time or many at once.
+//! - [`audit`]: every check of a run of decided blocks on top of a known tip, with all their
+//!   signatures in one BLS batch — how an RN audits what it syncs and how a CN catching up
+//!   verifies what its peers send ahead of its height.
 //! - [`machine`]: the pure BFT state machine (`step(input) -> outputs`); [`proposal`] holds the
 //!   checks it applies to proposals, headers and round changes, [`tally`] its vote books,
 //!   [`verifier`] the signature cache, [`wal`] the encoding of its write-ahead log.
 
+pub mod audit;
 pub mod certificate;
 pub mod governance;
 pub mod interface;

@@ -311,6 +311,14 @@ impl Network {
         }
     }
 
+    /// Queues `frame` for the peer whose turn it is (`turn` counts over the configured peers,
+    /// so callers rotate requests among them); never blocks.
+    pub fn send_in_turn(&self, turn: usize, frame: Arc<Vec<u8>>) {
+        if !self.peers.is_empty() {
+            self.enqueue(&self.peers[turn % self.peers.len()].1, frame);
+        }
+    }
+
     fn enqueue(&self, queue: &mpsc::Sender<Arc<Vec<u8>>>, frame: Arc<Vec<u8>>) {
         if queue.try_send(frame).is_err() {
             self.stats

@@ -300,6 +300,7 @@ impl BoundCn {
             chain: chain.clone(),
             proposal_batch: std::time::Duration::from_millis(spec.pipeline.proposal_batch_ms),
             catch_up: Default::default(),
+            sync_turn: 0,
         };
         let router_ingress = ingress.clone();
         let router_dropped = Arc::clone(&dropped_inbound);
@@ -540,6 +541,12 @@ impl CnMetrics {
                 "Votes this CN cast",
                 &plain,
                 c.votes_cast.load(Relaxed),
+            ),
+            (
+                "kaon_catch_up_batch_verified_total",
+                "Decided blocks whose certificates were verified in batches while catching up",
+                &plain,
+                c.batch_verified.load(Relaxed),
             ),
             (
                 "kaon_sigverify_verified_total",

@@ -12,12 +12,12 @@
 //! there. Gossiped evidence is remembered by its full digest (seals included) and only after a
 //! verdict, so a forged copy of a real conflict sent first cannot get the real one ignored.
 
-use super::audit::{audit_consensus, AuditError, ChainState};
 use super::evidence::{
     check_evidence, Deferral, EvidenceBook, EvidenceError, EvidenceRecord, Finding, PendingEvidence,
 };
 use super::ledger::{Ledger, SetHistory};
 use super::status::{Rejection, RnStatus, SyncPhase};
+use crate::consensus::audit::{audit_consensus, AuditError, ChainState};
 use crate::consensus::machine::{Application, Params, Tip};
 use crate::net::rn::{Gossip, PeerId, RnNetwork};
 use crate::net::sync::BlockServer;

@@ -14,11 +14,10 @@
 //!
 //! An RN is not a CN-set member: it authenticates with its own node key, may ask CNs for
 //! blocks and forward transactions to them, and gossips with other RNs; it never votes. It
-//! trusts nothing it receives: every block is audited before it is stored (see [`audit`] and
-//! [`auditor`]), and two valid-looking blocks at one height become equivocation evidence
+//! trusts nothing it receives: every block is audited before it is stored (see
+//! [`crate::consensus::audit`] and [`auditor`]), and two valid-looking blocks at one height become equivocation evidence
 //! ([`evidence`]) that every RN ends up holding. `docs/ranger.md` describes the protocol.
 
-pub mod audit;
 pub mod auditor;
 pub mod evidence;
 pub mod ledger;

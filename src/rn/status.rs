@@ -2,7 +2,7 @@
 //! and the bounded list of blocks it rejected (with reasons). Shared between the auditor (the
 //! only writer of the head), the sync driver and readers such as the RPC.
 
-use super::audit::AuditError;
+use crate::consensus::audit::AuditError;
 use crate::consensus::selection::CnSet;
 use crate::types::{BlockHash, Height};
 use std::collections::VecDeque;

@@ -14,9 +14,9 @@
 //! that far (and report itself catching up). A claim the source cannot back is a strike. Each
 //! source's claim is checked at most every [`CLAIM_CHECK_EVERY`].
 
-use super::audit::{verify_head, HeadClaimError};
 use super::auditor::Fetched;
 use super::status::{RnStatus, SyncPhase, FOLLOWING_SLACK};
+use crate::consensus::audit::{verify_head, HeadClaimError};
 use crate::consensus::machine::Params;
 use crate::net::rn::{PeerId, RnNetwork, Source};
 use crate::pipeline::LinkSender;

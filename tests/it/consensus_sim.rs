@@ -1779,6 +1779,60 @@ fn n4_junk_decided_block_sent_first_does_not_keep_the_real_one_out() {
     assert_eq!(fresh.nodes[0].chain, vec![block1, block2]);
 }
 
+/// A node that saw nothing of heights 1..=6 gets them all in one sync answer, highest first
+/// (the order its driver feeds blocks that arrive together): block 1 commits after its own
+/// checks, and the five buffered above it pass theirs in one batch at that moment, then
+/// commit one by one as their heights come. Kills "blocks ahead are verified together"
+/// (without it, none is counted as batch-verified).
+#[test]
+fn n4_a_node_catching_up_checks_the_blocks_ahead_in_one_batch() {
+    let mut net = Manual::new(4);
+    net.decide_up_to(Height(6));
+    let chain = net.nodes[0].chain.clone();
+    let mut fresh = Manual::new(4);
+    fresh.start_all();
+    fresh.deliver_decided(0, chain.iter().rev());
+    assert_eq!(fresh.nodes[0].chain, chain);
+    assert_eq!(fresh.nodes[0].machine.batch_verified(), 5);
+}
+
+/// The same answer with block 4 carrying block 3's certificate (the header is real, so the
+/// hash is too): the batch fails and marks nothing, blocks 1 to 3 commit after their own
+/// checks, the forged block 4 is refused, and once the real block 4 arrives the rest passes as
+/// a batch. Kills "a failed batch marks nothing" (marking its blocks commits the forged one).
+#[test]
+fn n4_a_forged_certificate_ahead_fails_the_batch_and_is_never_committed() {
+    let mut net = Manual::new(4);
+    net.decide_up_to(Height(6));
+    let chain = net.nodes[0].chain.clone();
+    let mut forged = chain[3].clone();
+    forged.sealed.seal = chain[2].sealed.seal.clone();
+    assert_eq!(forged.hash(), chain[3].hash());
+    let mut answer = chain.clone();
+    answer[3] = forged;
+    let mut fresh = Manual::new(4);
+    fresh.start_all();
+    fresh.deliver_decided(0, answer.iter().rev());
+    assert_eq!(fresh.nodes[0].chain, chain[..3]);
+    assert_eq!(fresh.nodes[0].machine.batch_verified(), 0);
+    assert_eq!(fresh.nodes[0].machine.rejections().bad_decided, 1);
+    fresh.deliver_decided(0, [&chain[3]]);
+    assert_eq!(fresh.nodes[0].chain, chain);
+    assert_eq!(fresh.nodes[0].machine.batch_verified(), 2);
+}
+
+impl Manual {
+    /// Delivers decided blocks to node `to`, in the order given.
+    fn deliver_decided<'a>(&mut self, to: usize, blocks: impl IntoIterator<Item = &'a Block>) {
+        for block in blocks {
+            self.step(
+                to,
+                Input::Message(ConsensusMessage::Decided(Box::new(block.clone()))),
+            );
+        }
+    }
+}
+
 impl Manual {
     /// Height 1's round-0 proposal is prepared by every node (all prepare votes delivered,
     /// commit votes lost); a node other than the proposer times out. Returns that node, a

@@ -4,6 +4,9 @@
 //! refuse forged certificates and garbage. Every wait is bounded.
 
 use alloy_primitives::{Address, Bytes, U256};
+use kaon::consensus::audit::{
+    audit_consensus, verify_head, AuditError, AuditOutcome, ChainState, HeadClaimError,
+};
 use kaon::consensus::certificate::aggregate_commit_votes;
 use kaon::consensus::machine::{Params, Tip};
 use kaon::consensus::proposal::{build_block, BlockBody};
@@ -19,9 +22,6 @@ use kaon::node::genesis::Genesis;
 use kaon::node::loadgen::dev_account;
 use kaon::pipeline::link;
 use kaon::pipeline::topology::{start_cluster, CnNode};
-use kaon::rn::audit::{
-    audit_consensus, verify_head, AuditError, AuditOutcome, ChainState, HeadClaimError,
-};
 use kaon::rn::evidence::{
     check_evidence, Deferral, EvidenceError, PendingEvidence, MAX_PENDING_EVIDENCE,
     MAX_PENDING_EVIDENCE_BYTES, PENDING_EVIDENCE_WINDOW,

@@ -1,4 +1,6 @@
-//! The consensus half of a ranger node's audit: for consecutive blocks on top of a known tip,
+//! The consensus half of auditing decided blocks — what a ranger node does to every block it
+//! syncs, and a CN to the blocks its peers send ahead of its height while it catches up: for
+//! consecutive blocks on top of a known tip,
 //! the header chain (version, region, height, parent, timestamp, CN-set root, proposer of the
 //! header's round, mix), the body against the header's commitments, the proposer's random
 //! reveal, and the commit certificate — more than two thirds of *that round's* committee.
@@ -10,13 +12,14 @@
 //! audit keeps the blocks before the first one. Re-execution (the other half) is the
 //! application's, on the blocks that pass here.
 
+use super::interface::{Params, Tip};
 use crate::consensus::certificate::{certificate_claim, verify_certificates, CertificateError};
-use crate::consensus::machine::{Params, Tip};
 use crate::consensus::proposal::{check_body, ProposalError};
 use crate::consensus::selection::{next_mix, reveal_message, CnSet, SelectionError};
-use crate::crypto::bls::{Signature, SignedMessage};
+use crate::crypto::bls::{batch_holds, Signature, SignedMessage};
 use crate::types::block::HEADER_VERSION;
 use crate::types::{Block, RandomReveal};
+use std::borrow::Borrow;
 use std::sync::Arc;
 use thiserror::Error;
 
@@ -86,28 +89,7 @@ const CLAIMS_PER_BLOCK: usize = 2;
 
 /// Audits the consensus of `blocks` (consecutive, starting at `state.tip.height + 1`).
 pub fn audit_consensus(params: &Params, state: &ChainState, blocks: &[Block]) -> AuditOutcome {
-    let mut claims = Vec::with_capacity(blocks.len() * CLAIMS_PER_BLOCK);
-    let (mut tip, mut set) = (state.tip, Arc::clone(&state.set));
-    let mut failure = None;
-    for (i, block) in blocks.iter().enumerate() {
-        let checked = block_claims(params, &set, &tip, block).and_then(|claims| {
-            let next = announced_set(block)?;
-            Ok((claims, next))
-        });
-        match checked {
-            Ok((own, next)) => {
-                claims.extend(own);
-                tip = Tip::of(block);
-                if let Some(next) = next {
-                    set = Arc::new(next);
-                }
-            }
-            Err(e) => {
-                failure = Some((i, e));
-                break;
-            }
-        }
-    }
+    let (claims, failure) = run_claims(params, state, blocks);
     match verify_certificates(&claims) {
         Ok(()) => AuditOutcome {
             passed: claims.len() / CLAIMS_PER_BLOCK,
@@ -127,6 +109,47 @@ pub fn audit_consensus(params: &Params, state: &ChainState, blocks: &[Block]) ->
             }
         }
     }
+}
+
+/// How many of `blocks` (consecutive, on top of `state.tip`) pass every consensus check, with
+/// their signatures checked in one batch and no bisection: 0 when the batch fails. For blocks
+/// that may come from a hostile peer ahead of their height, where a failure costs one batch
+/// and the blocks are then checked one by one as usual.
+pub fn verified_prefix(params: &Params, state: &ChainState, blocks: &[&Block]) -> usize {
+    let (claims, _) = run_claims(params, state, blocks);
+    if batch_holds(&claims) {
+        claims.len() / CLAIMS_PER_BLOCK
+    } else {
+        0
+    }
+}
+
+/// Walks the header chain of `blocks`: the signature claims of the blocks that pass every
+/// other check, and the first block that does not (with the reason).
+fn run_claims<B: Borrow<Block>>(
+    params: &Params,
+    state: &ChainState,
+    blocks: &[B],
+) -> (Vec<SignedMessage>, Option<(usize, AuditError)>) {
+    let mut claims = Vec::with_capacity(blocks.len() * CLAIMS_PER_BLOCK);
+    let (mut tip, mut set) = (state.tip, Arc::clone(&state.set));
+    for (i, block) in blocks.iter().map(Borrow::borrow).enumerate() {
+        let checked = block_claims(params, &set, &tip, block).and_then(|claims| {
+            let next = announced_set(block)?;
+            Ok((claims, next))
+        });
+        match checked {
+            Ok((own, next)) => {
+                claims.extend(own);
+                tip = Tip::of(block);
+                if let Some(next) = next {
+                    set = Arc::new(next);
+                }
+            }
+            Err(e) => return (claims, Some((i, e))),
+        }
+    }
+    (claims, None)
 }
 
 /// The CN set a block announces for the next height, validated.
