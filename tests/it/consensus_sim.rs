@@ -1796,6 +1796,46 @@ fn n4_a_node_catching_up_checks_the_blocks_ahead_in_one_batch() {
     assert_eq!(fresh.nodes[0].machine.batch_verified(), 5);
 }
 
+/// A node holding blocks 2..=6 ahead asks for block 1 (the first height it lacks); once block 1
+/// arrives and commits it asks for the range after what it holds (7), while it still has
+/// five blocks to apply: fetching overlaps checking. Kills "ask for the next range when the
+/// next block is held".
+#[test]
+fn n4_a_node_catching_up_asks_for_the_range_after_what_it_holds() {
+    let mut net = Manual::new(4);
+    net.decide_up_to(Height(6));
+    let chain = net.nodes[0].chain.clone();
+    let mut fresh = Manual::new(4);
+    fresh.start_all();
+    let asked = |outputs: &[Output]| -> Vec<Height> {
+        outputs
+            .iter()
+            .filter_map(|o| match o {
+                Output::SyncNeeded { from } => Some(*from),
+                _ => None,
+            })
+            .collect()
+    };
+    let mut early = Vec::new();
+    for block in chain[1..].iter().rev() {
+        early.extend(fresh.step(
+            0,
+            Input::Message(ConsensusMessage::Decided(Box::new(block.clone()))),
+        ));
+    }
+    assert_eq!(
+        asked(&early),
+        vec![Height(1)],
+        "asked once for what it lacks"
+    );
+    let outputs = fresh.step(
+        0,
+        Input::Message(ConsensusMessage::Decided(Box::new(chain[0].clone()))),
+    );
+    assert_eq!(asked(&outputs), vec![Height(7)]);
+    assert_eq!(fresh.nodes[0].chain, chain);
+}
+
 /// The same answer with block 4 carrying block 3's certificate (the header is real, so the
 /// hash is too): the batch fails and marks nothing, blocks 1 to 3 commit after their own
 /// checks, the forged block 4 is refused, and once the real block 4 arrives the rest passes as
