@@ -37,7 +37,7 @@ pub enum AuditError {
     #[error("the announced CN set is invalid: {0}")]
     CnSet(SelectionError),
     #[error("re-execution: {0}")]
-    Execution(String),
+    Execution(#[from] super::interface::InvalidBlock),
     #[error("conflicts with the stored block at its height and its seal does not verify: {0}")]
     Conflict(String),
 }

@@ -5,7 +5,7 @@
 use super::proposal::BlockBody;
 use crate::types::{
     Block, BlockHash, ChainId, CnIndex, ConsensusMessage, Height, PreparedCertificate, Round,
-    VoteKind,
+    SegmentCommitment, VoteKind,
 };
 use alloy_primitives::B256;
 
@@ -64,6 +64,48 @@ pub fn proposal_timestamp(now_ms: u64, parent: &Tip) -> u64 {
     now_ms.max(parent.timestamp_ms.saturating_add(1))
 }
 
+/// Both sides of a mismatch: what this node computed (`got`) and what the block claimed
+/// (`expected`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GotExpected<T> {
+    pub got: T,
+    pub expected: T,
+}
+
+impl<T: std::fmt::Debug> std::fmt::Display for GotExpected<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "got {:?}, expected {:?}", self.got, self.expected)
+    }
+}
+
+/// Why the application refuses a block (a proposal, or a decided block before it is applied).
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum InvalidBlock {
+    /// Execution reads the applied state, so a block is validated only on the tip it extends.
+    #[error("block {height} extends another block than the applied tip: {parent}")]
+    NotOnTip {
+        height: Height,
+        parent: GotExpected<BlockHash>,
+    },
+    #[error("header announces a CN set other than the approved change: {keys} keys")]
+    UnexpectedCnSet { keys: GotExpected<usize> },
+    #[error("segment 0 must be the regionchain's")]
+    NoRegionSegment,
+    #[error("the regionchain has exactly one segment, segment 0")]
+    RegionSegmentRepeated,
+    #[error("servicechain segments must be in ascending chain order, one per chain")]
+    SegmentsOutOfOrder,
+    #[error("segment of unregistered servicechain {0}")]
+    UnregisteredChain(ChainId),
+    #[error("cannot execute the block: {0}")]
+    Execution(String),
+    #[error("segment {segment}: re-execution disagrees with the header: {commitment}")]
+    Diverged {
+        segment: usize,
+        commitment: Box<GotExpected<SegmentCommitment>>,
+    },
+}
+
 /// What the node's application (mempool + execution) does for consensus.
 ///
 /// Both calls happen only while the application has applied exactly `parent` (the machine
@@ -72,7 +114,7 @@ pub trait Application {
     /// Contents of a new block at `height` on top of `parent`, stamped `timestamp_ms`.
     fn build(&mut self, height: Height, parent: &Tip, timestamp_ms: u64) -> BlockBody;
     /// Whether a proposed block's segments are valid on top of `parent` (re-execution).
-    fn validate(&mut self, block: &Block, parent: &Tip) -> Result<(), String>;
+    fn validate(&mut self, block: &Block, parent: &Tip) -> Result<(), InvalidBlock>;
 }
 
 /// What the machine reacts to.

@@ -23,8 +23,8 @@
 use super::audit::{verified_prefix, ChainState};
 use super::certificate::verify_certificate;
 pub use super::interface::{
-    proposal_timestamp, Application, Input, Misbehavior, Output, Params, Rejections, Tip, WalEntry,
-    MAX_CLOCK_DRIFT_MS,
+    proposal_timestamp, Application, GotExpected, Input, InvalidBlock, Misbehavior, Output, Params,
+    Rejections, Tip, WalEntry, MAX_CLOCK_DRIFT_MS,
 };
 use super::proposal::{self, ProposalError};
 use super::selection::{CnSet, Committee};

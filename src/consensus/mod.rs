@@ -12,6 +12,14 @@
 //!   checks it applies to proposals, headers and round changes, [`tally`] its vote books,
 //!   [`verifier`] the signature cache, [`wal`] the encoding of its write-ahead log.
 
+// A peer's bytes or a disk's contents must never take the node down from here: no `unwrap`,
+// `expect` or `panic!` outside tests (an invariant that truly cannot fail says why, in an
+// `allow` at its one site).
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+
 pub mod audit;
 pub mod certificate;
 pub mod governance;

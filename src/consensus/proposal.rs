@@ -41,7 +41,7 @@ pub enum ProposalError {
     #[error("certificate: {0}")]
     Certificate(#[from] CertificateError),
     #[error("application refused the block: {0}")]
-    Application(String),
+    Application(#[from] super::interface::InvalidBlock),
 }
 
 /// Assembles an unsealed block for `round` on top of `tip`, stamped `timestamp_ms` (see

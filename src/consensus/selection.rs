@@ -142,48 +142,41 @@ impl CnSet {
             .compressed
             .get(cn.0 as usize)
             .ok_or(SelectionError::UnknownCn(cn))?;
-        Ok(sha256_concat(&[
-            mix.as_slice(),
-            &h.to_be_bytes(),
-            &r.to_be_bytes(),
-            &[role as u8],
-            &key.0,
-        ]))
+        Ok(rank_of(mix, h, r, role, key))
+    }
+
+    /// Every CN's rank for a role at `h`, `r`, lowest first.
+    fn ranked(&self, mix: B256, h: Height, r: Round, role: Role) -> Vec<(B256, CnIndex)> {
+        let mut ranks: Vec<(B256, CnIndex)> = self
+            .compressed
+            .iter()
+            .enumerate()
+            .map(|(i, key)| (rank_of(mix, h, r, role, key), CnIndex(i as u32)))
+            .collect();
+        ranks.sort_unstable();
+        ranks
     }
 
     /// The committee and proposer of height `h`, round `r`.
     pub fn committee(&self, mix: B256, h: Height, r: Round, committee_size: usize) -> Committee {
-        let ranked = |role, round| {
-            let mut ranks: Vec<(B256, CnIndex)> = (0..self.keys.len() as u32)
-                .map(CnIndex)
-                // Invariant: every index is inside the set, so rank cannot fail.
-                .map(|cn| {
-                    (
-                        self.rank(mix, h, round, role, cn)
-                            .expect("index within set"),
-                        cn,
-                    )
-                })
-                .collect();
-            ranks.sort_unstable();
-            ranks
-        };
         let mut members: Vec<CnIndex> = if self.keys.len() <= committee_size + 1 {
             (0..self.keys.len() as u32).map(CnIndex).collect()
         } else {
-            ranked(Role::Committee, COMMITTEE_ROUND)
+            self.ranked(mix, h, COMMITTEE_ROUND, Role::Committee)
                 .into_iter()
                 .take(committee_size.max(1))
                 .map(|(_, cn)| cn)
                 .collect()
         };
         members.sort_unstable();
-        let proposer = ranked(Role::Proposer, r)
+        let proposer = self
+            .ranked(mix, h, r, Role::Proposer)
             .into_iter()
             .map(|(_, cn)| cn)
             .find(|cn| members.binary_search(cn).is_ok())
-            // Invariant: members is a non-empty subset of the set, so some member ranks.
-            .expect("committee is non-empty");
+            // Unreachable: members is a non-empty subset of a non-empty set, so some member
+            // ranks; CN 0 exists in every set.
+            .unwrap_or(CnIndex(0));
         Committee {
             height: h,
             round: r,
@@ -255,4 +248,16 @@ pub fn verify_reveal(
 /// `mix(h) = mix(h-1) XOR sha256(random_reveal(h))`.
 pub fn next_mix(previous: B256, reveal: &RandomReveal) -> B256 {
     previous ^ sha256(&reveal.0 .0)
+}
+
+/// The rank of the CN holding `key` for a role at height `h`, round `r`, given `mix(h-1)`:
+/// SHA-256 over the mix, height, round, role and compressed key.
+fn rank_of(mix: B256, h: Height, r: Round, role: Role, key: &PublicKeyBytes) -> B256 {
+    sha256_concat(&[
+        mix.as_slice(),
+        &h.to_be_bytes(),
+        &r.to_be_bytes(),
+        &[role as u8],
+        &key.0,
+    ])
 }

@@ -14,7 +14,7 @@ use super::posc::{Penalty, ProbeAttestation};
 use super::region::{RegionExecution, RegionState};
 use super::servicechain::DEFAULT_CHECKPOINT_INTERVAL;
 use crate::consensus::governance::SYSTEM_TX_PREFIX;
-use crate::consensus::machine::{Application, Tip};
+use crate::consensus::machine::{Application, GotExpected, InvalidBlock, Tip};
 use crate::consensus::proposal::BlockBody;
 use crate::consensus::selection::CnSet;
 use crate::crypto::hash::{keccak256, sha256};
@@ -146,20 +146,16 @@ fn execution_key(
 pub enum CommitError {
     #[error(transparent)]
     State(#[from] StateError),
-    #[error("block {height} does not extend the applied tip: parent {got}, expected {expected}")]
+    #[error("block {height} does not extend the applied tip: parent {parent}")]
     NotOnTip {
         height: Height,
-        got: crate::types::BlockHash,
-        expected: crate::types::BlockHash,
+        parent: GotExpected<crate::types::BlockHash>,
     },
-    #[error(
-        "block {height}: executing segment {segment} gives {got:?}, the header says {expected:?}"
-    )]
+    #[error("block {height}: executing segment {segment}: {commitment}")]
     Diverged {
         height: Height,
         segment: usize,
-        got: Box<SegmentCommitment>,
-        expected: Box<SegmentCommitment>,
+        commitment: Box<GotExpected<SegmentCommitment>>,
     },
 }
 
@@ -168,7 +164,7 @@ pub enum CommitError {
 fn first_divergence(
     mine: &[SegmentCommitment],
     header: &[SegmentCommitment],
-) -> Option<(usize, SegmentCommitment, SegmentCommitment)> {
+) -> Option<(usize, Box<GotExpected<SegmentCommitment>>)> {
     let empty = || SegmentCommitment {
         chain_id: ChainId(0),
         tx_count: 0,
@@ -179,11 +175,11 @@ fn first_divergence(
     (0..mine.len().max(header.len())).find_map(|k| {
         let (got, expected) = (mine.get(k), header.get(k));
         (got != expected).then(|| {
-            (
-                k,
-                got.cloned().unwrap_or_else(empty),
-                expected.cloned().unwrap_or_else(empty),
-            )
+            let commitment = GotExpected {
+                got: got.cloned().unwrap_or_else(empty),
+                expected: expected.cloned().unwrap_or_else(empty),
+            };
+            (k, Box::new(commitment))
         })
     })
 }
@@ -348,8 +344,10 @@ impl CnApp {
         if header.parent != self.tip.hash {
             return Err(CommitError::NotOnTip {
                 height: header.height,
-                got: header.parent,
-                expected: self.tip.hash,
+                parent: GotExpected {
+                    got: header.parent,
+                    expected: self.tip.hash,
+                },
             });
         }
         let key = execution_key(
@@ -363,14 +361,13 @@ impl CnApp {
             None => {
                 let ctx = self.context(header.height, header.timestamp_ms, self.tip.mix);
                 let execution = self.execute(&ctx, &self.senders(block))?;
-                if let Some((segment, got, expected)) =
+                if let Some((segment, commitment)) =
                     first_divergence(&Self::commitments(&execution), &header.segments)
                 {
                     return Err(CommitError::Diverged {
                         height: header.height,
                         segment,
-                        got: Box::new(got),
-                        expected: Box::new(expected),
+                        commitment,
                     });
                 }
                 execution
@@ -619,21 +616,29 @@ impl Application for CnApp {
         }
     }
 
-    fn validate(&mut self, block: &Block, parent: &Tip) -> Result<(), String> {
+    fn validate(&mut self, block: &Block, parent: &Tip) -> Result<(), InvalidBlock> {
         let header = block.header();
         // Execution reads the applied state: it must be exactly the parent's.
         if parent.hash != self.tip.hash || header.parent != self.tip.hash {
-            return Err(format!(
-                "block {} builds on {}, but this node has applied {}",
-                header.height, header.parent, self.tip.hash
-            ));
+            return Err(InvalidBlock::NotOnTip {
+                height: header.height,
+                parent: GotExpected {
+                    got: header.parent,
+                    expected: self.tip.hash,
+                },
+            });
         }
         let (region_id, expected_set) = {
             let region = self.region_read();
             (region.region, region.expected_next_set(header.height))
         };
         if header.next_cn_set != expected_set {
-            return Err("header announces a CN set other than the approved change".into());
+            return Err(InvalidBlock::UnexpectedCnSet {
+                keys: GotExpected {
+                    got: header.next_cn_set.len(),
+                    expected: expected_set.len(),
+                },
+            });
         }
         let key = execution_key(parent, header.height, header.timestamp_ms, &header.segments);
         if self.executed.contains_key(&key) {
@@ -641,39 +646,34 @@ impl Application for CnApp {
         }
         match block.segments.first() {
             Some(s0) if s0.chain_id == region_id => {}
-            _ => return Err("segment 0 must be the regionchain's".into()),
+            _ => return Err(InvalidBlock::NoRegionSegment),
         }
         if block.segments[1..].iter().any(|s| s.chain_id == region_id) {
-            return Err("the regionchain has exactly one segment, segment 0".into());
+            return Err(InvalidBlock::RegionSegmentRepeated);
         }
         if block.segments[1..]
             .windows(2)
             .any(|w| w[0].chain_id >= w[1].chain_id)
         {
-            return Err(
-                "servicechain segments must be in ascending chain order, one per chain".into(),
-            );
+            return Err(InvalidBlock::SegmentsOutOfOrder);
         }
         if let Some(s) = block.segments[1..]
             .iter()
             .find(|s| !self.region_read().registry.contains(s.chain_id))
         {
-            return Err(format!(
-                "segment of unregistered servicechain {}",
-                s.chain_id
-            ));
+            return Err(InvalidBlock::UnregisteredChain(s.chain_id));
         }
         let ctx = self.context(header.height, header.timestamp_ms, parent.mix);
         let execution = self
             .execute(&ctx, &self.senders(block))
-            .map_err(|e| format!("cannot execute the block: {e}"))?;
-        if let Some((k, _, expected)) =
+            .map_err(|e| InvalidBlock::Execution(e.to_string()))?;
+        if let Some((segment, commitment)) =
             first_divergence(&Self::commitments(&execution), &header.segments)
         {
-            return Err(format!(
-                "segment {k} (chain {}): re-execution disagrees with the header",
-                expected.chain_id
-            ));
+            return Err(InvalidBlock::Diverged {
+                segment,
+                commitment,
+            });
         }
         self.remember(key, execution);
         Ok(())

@@ -1,11 +1,14 @@
-//! The one place where stages and links are created: reading this file shows the node.
+//! The one place where a CN's stages and links are created: reading this file shows the node.
 //!
 //! ```text
-//!  ingress ──ingress_sigverify──► sigverify (rayon) ──sigverify_mempool──► mempool
+//!  ingress ─ingress_sigverify─► sigverify (rayon) ─sigverify_pool─► pool insert ──► mempool
+//!  QUIC peers ─► net_router ─net_consensus─► consensus (machine + application)
+//!                          └─► ingress (transactions relayed by peers)
+//!  consensus ─consensus_persist─► persist (block log + RocksDB) ─► block server, PoSC prober
 //! ```
 //!
-//! Later stages (consensus, execution, persistence) join here as they land; each link is named
-//! `producer_consumer` and sized from [`PipelineConfig`].
+//! [`IngressTopology`] is the front half alone (benchmarks, tests); [`BoundCn::start`] the
+//! whole CN. Each link is named `producer_consumer` and sized from [`PipelineConfig`].
 
 use super::link::{link, LinkReceiver, LinkSender, LinkSnapshot, LinkStats};
 use super::sigverify::{RawTxBatch, SigVerify, SigVerifyStats};

@@ -344,8 +344,10 @@ impl Store {
         &self.path
     }
 
+    // Every name in COLUMN_FAMILIES is created at open (create_missing_column_families), and
+    // callers pass only those names: the handle is always there.
+    #[allow(clippy::expect_used)]
     pub(super) fn cf(&self, name: &'static str) -> &rocksdb::ColumnFamily {
-        // Every name in COLUMN_FAMILIES is created at open (create_missing_column_families).
         self.db
             .cf_handle(name)
             .expect("column family created at open")

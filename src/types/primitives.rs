@@ -114,6 +114,11 @@ impl SignerBitmap {
     /// # Panics
     /// If `i` is outside the bitmap (a caller bug, not peer input).
     pub fn set(&mut self, i: usize) {
+        assert!(
+            i / 8 < self.0.len(),
+            "signer {i} outside a bitmap of {} bytes",
+            self.0.len()
+        );
         let mut bytes = self.0.to_vec();
         bytes[i / 8] |= 1 << (i % 8);
         self.0 = Bytes::from(bytes);

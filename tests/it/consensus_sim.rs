@@ -16,7 +16,7 @@
 
 use alloy_primitives::{Bytes, B256};
 use kaon::consensus::machine::{
-    locate, Application, Input, Machine, Output, Params, Tip, WalEntry,
+    locate, Application, GotExpected, Input, InvalidBlock, Machine, Output, Params, Tip, WalEntry,
 };
 use kaon::consensus::proposal::BlockBody;
 use kaon::consensus::selection::CnSet;
@@ -183,19 +183,31 @@ impl Application for SimApp {
         }
     }
 
-    fn validate(&mut self, block: &Block, parent: &Tip) -> Result<(), String> {
+    fn validate(&mut self, block: &Block, parent: &Tip) -> Result<(), InvalidBlock> {
         self.validations += 1;
         if parent.hash != self.tip.hash {
-            return Err("validation asked on a parent that is not applied".into());
+            return Err(InvalidBlock::NotOnTip {
+                height: block.header().height,
+                parent: GotExpected {
+                    got: parent.hash,
+                    expected: self.tip.hash,
+                },
+            });
         }
         if self.accept_anything {
             return Ok(());
         }
         if block.segments.iter().any(|s| s.chain_id == POISON_CHAIN) {
-            return Err("poisoned segment".into());
+            return Err(InvalidBlock::UnregisteredChain(POISON_CHAIN));
         }
-        if block.header().next_cn_set != self.announcement(block.header().height) {
-            return Err("wrong CN set announcement".into());
+        let announced = self.announcement(block.header().height);
+        if block.header().next_cn_set != announced {
+            return Err(InvalidBlock::UnexpectedCnSet {
+                keys: GotExpected {
+                    got: block.header().next_cn_set.len(),
+                    expected: announced.len(),
+                },
+            });
         }
         Ok(())
     }

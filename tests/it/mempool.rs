@@ -327,15 +327,21 @@ fn eviction_never_strands_the_incoming_transaction_behind_a_gap() {
     });
     pool.insert(tx(1, 0, 100), 0).unwrap();
     pool.insert(tx(2, 0, 1), 0).unwrap();
-    let next = tx(2, 1, 50);
-    // Either refused, or pooled where a proposal can reach it.
-    if pool.insert(next.clone(), 0).is_ok() {
-        assert!(
-            hashes(&pool.ready(CHAIN, 10)).contains(&hash(&next)),
-            "pooled transaction {} is unreachable",
-            hash(&next)
-        );
-    }
+    // The only cheaper victim is the sender's own nonce 0: evicting it would strand nonce 1
+    // behind a gap, so the pool refuses instead.
+    let stranded = tx(2, 1, 50);
+    assert_eq!(
+        pool.insert(stranded.clone(), 0),
+        Err(MempoolError::PoolFull)
+    );
+    assert_eq!(pool.len(), 2);
+    assert!(!hashes(&pool.ready(CHAIN, 10)).contains(&hash(&stranded)));
+    // Paying more than another sender's transaction evicts that one, and the incoming
+    // transaction follows its own nonce 0 in the ready run.
+    let next = tx(2, 1, 200);
+    pool.insert(next.clone(), 0).unwrap();
+    let ready = hashes(&pool.ready(CHAIN, 10));
+    assert_eq!(ready, vec![hash(&tx(2, 0, 1)), hash(&next)]);
 }
 
 #[test]

@@ -989,7 +989,7 @@ fn signer_bitmap_basics() {
 }
 
 #[test]
-#[should_panic]
+#[should_panic(expected = "signer 8 outside a bitmap of 1 bytes")]
 fn signer_bitmap_set_outside_panics() {
     SignerBitmap::with_members(8).set(8);
 }

@@ -25,6 +25,7 @@ impl AlignedBuf {
         }
     }
 
+    #[allow(clippy::expect_used)] // see below: the layout is valid for every `cap` used
     fn layout(cap: usize) -> Layout {
         // BLOCK is a power of two and `cap` comes from `reserve`, which keeps it far below
         // isize::MAX (frames are at most MAX_FRAME_BODY plus a block).
