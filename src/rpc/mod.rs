@@ -31,8 +31,8 @@ mod types;
 mod ws;
 
 pub use backend::{
-    AccessListEntry, BackendError, CallRequest, LogFilter, LogQuery, RpcBackend, StateAt,
-    SubmitError,
+    AccessListEntry, BackendError, CallRequest, LogFilter, LogQuery, RpcAccessList, RpcBackend,
+    StateAt, SubmitError,
 };
 pub use error::RpcError;
 pub use metrics::RpcMetrics;

@@ -90,6 +90,7 @@ methods! {
     EthGetStorageAt = "eth_getStorageAt", Inline, 3;
     EthCall = "eth_call", Blocking, 3;
     EthEstimateGas = "eth_estimateGas", Blocking, 3;
+    EthCreateAccessList = "eth_createAccessList", Blocking, 3;
     EthGasPrice = "eth_gasPrice", Blocking, 0;
     EthMaxPriorityFeePerGas = "eth_maxPriorityFeePerGas", Blocking, 0;
     EthFeeHistory = "eth_feeHistory", Blocking, 3;
@@ -223,6 +224,7 @@ fn run(cx: &Cx<'_>, method: Method, params: Option<&RawValue>) -> MethodResult {
         EthGetStorageAt => state::storage(cx, &p),
         EthCall => state::call(cx, &p),
         EthEstimateGas => state::estimate_gas(cx, &p),
+        EthCreateAccessList => state::create_access_list(cx, &p),
         EthSendRawTransaction => state::send_raw_transaction(cx, &p),
         EthGasPrice => fees::gas_price(cx),
         EthMaxPriorityFeePerGas => fees::max_priority_fee(cx),
