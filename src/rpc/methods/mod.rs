@@ -98,6 +98,7 @@ methods! {
     EthGetLogs = "eth_getLogs", Blocking, 1;
     EthNewFilter = "eth_newFilter", Inline, 1;
     EthNewBlockFilter = "eth_newBlockFilter", Inline, 0;
+    EthNewPendingTransactionFilter = "eth_newPendingTransactionFilter", Inline, 1;
     EthGetFilterChanges = "eth_getFilterChanges", Blocking, 1;
     EthGetFilterLogs = "eth_getFilterLogs", Blocking, 1;
     EthUninstallFilter = "eth_uninstallFilter", Inline, 1;
@@ -215,6 +216,7 @@ fn run(cx: &Cx<'_>, method: Method, params: Option<&RawValue>) -> MethodResult {
         EthGetLogs => chain::logs(cx, &p),
         EthNewFilter => filters::new_filter(cx, &p),
         EthNewBlockFilter => filters::new_block_filter(cx),
+        EthNewPendingTransactionFilter => filters::new_pending_transaction_filter(cx, &p),
         EthGetFilterChanges => filters::changes(cx, &p),
         EthGetFilterLogs => filters::logs(cx, &p),
         EthUninstallFilter => filters::uninstall(cx, &p),

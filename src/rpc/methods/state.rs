@@ -145,5 +145,6 @@ pub(super) fn send_raw_transaction(cx: &Cx<'_>, p: &Params<'_>) -> MethodResult 
         )));
     }
     let hash = cx.shared.backend.send_raw_transaction(cx.chain, tx)?;
+    cx.shared.filters.accepted(cx.chain, hash);
     to_raw(&Data(hash.as_slice()))
 }
