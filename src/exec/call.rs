@@ -11,7 +11,7 @@ use super::{BlockContext, EvmExecutor};
 use crate::crypto::tx::{AccessList, TxKind};
 use crate::types::ChainId;
 use alloy_primitives::{Address, Bytes, U256};
-use revm::context::TxEnv;
+use revm::context::{BlockEnv, TxEnv};
 
 /// Gas a call with value always forwards (EIP-150 stipend); estimates start above it.
 const CALL_STIPEND: u64 = 2_300;
@@ -60,7 +60,7 @@ pub struct CallOutcome {
 }
 
 impl CallOutcome {
-    fn from_run(run: Result<Ran, InvalidReason>) -> Self {
+    pub(super) fn from_run(run: Result<Ran, InvalidReason>) -> Self {
         match run {
             Ok(ran) => Self {
                 success: ran.outcome.status(),
@@ -211,13 +211,27 @@ fn simulate(
     req: &CallRequest,
     gas_limit: u64,
 ) -> Result<Result<Ran, InvalidReason>, StateError> {
+    let (block, env) = call_env(ctx, chain, req, gas_limit);
+    let db = SegmentDb::new(chain, state, &ctx.block_hashes);
+    let mut evm = build_evm(db, chain, block);
+    evm.ctx.cfg.disable_nonce_check = true;
+    let ran = transact(&mut evm, env);
+    finish_evm(evm);
+    Ok(ran?.map(|(ran, _)| ran))
+}
+
+/// The block and transaction a read-only run of `req` with `gas_limit` sees (a request without
+/// a fee runs at a zero base fee).
+pub(super) fn call_env(
+    ctx: &BlockContext,
+    chain: ChainId,
+    req: &CallRequest,
+    gas_limit: u64,
+) -> (BlockEnv, TxEnv) {
     let mut block = block_env(ctx);
     if req.fee_cap().is_none() {
         block.basefee = 0;
     }
-    let db = SegmentDb::new(chain, state, &ctx.block_hashes);
-    let mut evm = build_evm(db, chain, block);
-    evm.ctx.cfg.disable_nonce_check = true;
     let dynamic = req.max_fee_per_gas.is_some();
     let tx_type = match (dynamic, req.access_list.0.is_empty()) {
         (true, _) => 2,
@@ -238,9 +252,7 @@ fn simulate(
         gas_priority_fee: dynamic.then(|| req.max_priority_fee_per_gas.unwrap_or(0)),
         ..TxEnv::default()
     };
-    let ran = transact(&mut evm, env);
-    finish_evm(evm);
-    Ok(ran?.map(|(ran, _)| ran))
+    (block, env)
 }
 
 #[cfg(test)]

@@ -14,7 +14,8 @@ use crate::types::{ChainId, Segment};
 use alloy_primitives::map::{AddressMap, B256Map, HashMap};
 use alloy_primitives::{Address, Bytes, B256, U256};
 use revm::context::result::{
-    EVMError, ExecutionResult, HaltReason, InvalidTransaction, Output, ResultGas,
+    EVMError, ExecResultAndState, ExecutionResult, HaltReason, InvalidTransaction, Output,
+    ResultGas,
 };
 use revm::context::transaction::{AccessList, AccessListItem};
 use revm::context::{BlockEnv, Evm, TxEnv};
@@ -32,8 +33,8 @@ use std::collections::{BTreeMap, BTreeSet};
 /// accept, and without the EIP-2935/4788/7002/7251 system contracts; see `docs/execution.md`).
 pub const SPEC: SpecId = SpecId::PRAGUE;
 
-/// An EVM over one segment's database.
-pub(super) type SegmentEvm<'a> = MainnetEvm<MainnetContext<SegmentDb<'a>>>;
+/// An EVM over one segment's database, with inspector `I` (none by default).
+pub(super) type SegmentEvm<'a, I = ()> = MainnetEvm<MainnetContext<SegmentDb<'a>>, I>;
 
 /// The EVM executor. Stateless: everything a block decides comes in its [`BlockContext`].
 #[derive(Debug, Default, Clone, Copy)]
@@ -225,12 +226,22 @@ thread_local! {
 
 /// An EVM for `chain` in block `block` over `db`; hand it to [`finish_evm`] when done.
 pub(super) fn build_evm<'a>(db: SegmentDb<'a>, chain: ChainId, block: BlockEnv) -> SegmentEvm<'a> {
+    build_inspected_evm(db, chain, block, ())
+}
+
+/// [`build_evm`] with `inspector` watching every step.
+pub(super) fn build_inspected_evm<'a, I>(
+    db: SegmentDb<'a>,
+    chain: ChainId,
+    block: BlockEnv,
+    inspector: I,
+) -> SegmentEvm<'a, I> {
     let ctx = MainnetContext::new(db, SPEC)
         .modify_cfg_chained(|cfg| cfg.chain_id = chain.0)
         .with_block(block);
     Evm {
         ctx,
-        inspector: (),
+        inspector,
         instruction: EthInstructions::new_mainnet_with_spec(SPEC),
         precompiles: EthPrecompiles::new(SPEC),
         frame_stack: FRAMES
@@ -240,7 +251,7 @@ pub(super) fn build_evm<'a>(db: SegmentDb<'a>, chain: ChainId, block: BlockEnv) 
 }
 
 /// Keeps `evm`'s call frames for this thread's next EVM and returns its database.
-pub(super) fn finish_evm(evm: SegmentEvm<'_>) -> SegmentDb<'_> {
+pub(super) fn finish_evm<I>(evm: SegmentEvm<'_, I>) -> SegmentDb<'_> {
     FRAMES.set(Some(evm.frame_stack));
     evm.ctx.journaled_state.database
 }
@@ -386,7 +397,14 @@ pub(super) fn transact(
     evm: &mut SegmentEvm<'_>,
     env: TxEnv,
 ) -> Result<Result<(Ran, EvmState), InvalidReason>, StateError> {
-    match evm.transact(env) {
+    ran_of(evm.transact(env))
+}
+
+/// What [`transact`] (or an inspected run) makes of revm's answer.
+pub(super) fn ran_of(
+    result: Result<ExecResultAndState<ExecutionResult>, EVMError<StateError>>,
+) -> Result<Result<(Ran, EvmState), InvalidReason>, StateError> {
+    match result {
         Ok(done) => Ok(Ok((Ran::from_result(done.result), done.state))),
         Err(EVMError::Transaction(e)) => Ok(Err(invalid_reason(&e))),
         Err(EVMError::Database(e)) => Err(e),

@@ -14,12 +14,14 @@
 //! segment with an invalid receipt and changes nothing. Semantics, fees and the state
 //! commitment are described in `docs/execution.md`.
 
+mod access_list;
 mod call;
 mod commitment;
 mod evm;
 mod receipt;
 mod state;
 
+pub use access_list::{AccessListError, AccessListOutcome, MAX_ACCESS_LIST_RUNS};
 pub use call::{CallOutcome, CallRequest, EstimateError};
 pub use commitment::next_state_root;
 pub use evm::{EvmExecutor, SPEC};

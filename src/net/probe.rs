@@ -10,13 +10,16 @@
 //! The block read, `r` = [`read_height`], is drawn from the probe round and the RN, at least
 //! [`MAX_PROBE_LAG`] blocks below the round: an RN that follows the chain has it, and one that
 //! keeps nothing cannot answer by reporting a head. The RN answered iff, before the deadline,
-//! it proved the registered node key and served block `r` with the hash the CN committed.
+//! it proved the registered node key and served block `r` whole: the header the CN committed
+//! (by hash) and the segments that header commits to ([`check_body`]), so an RN that keeps
+//! only headers fails.
 
 use super::handshake::{self, Credential, Peer, Side};
 use super::{sync, tls, NetStats};
+use crate::consensus::proposal::check_body;
 use crate::crypto::bls::{PublicKeyBytes, SecretKey};
-use crate::types::sync::BlockRangeRequest;
-use crate::types::{BlockHash, CnIndex, Height};
+use crate::types::sync::{BlockRangeRequest, MAX_RANGE_BYTES};
+use crate::types::{Block, BlockHash, CnIndex, Height};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -60,6 +63,10 @@ pub enum ProbeFailure {
         got: BlockHash,
         expected: BlockHash,
     },
+    /// The header is the committed one but the segments served are not the ones it commits to
+    /// (left out, as by an RN that keeps only headers, or altered).
+    #[error("served block {height} with a body that does not match its header: {reason}")]
+    BodyMismatch { height: Height, reason: String },
     #[error("did not serve block {read} (head {head})")]
     Missing { read: Height, head: Height },
 }
@@ -150,39 +157,152 @@ impl Prober {
         if !(hello.verify_rn() && hello.peer == Peer::Rn(probe.node_key)) {
             return Err(ProbeFailure::WrongKey);
         }
+        // One block, whole: the server always sends the first block of a range however
+        // large, and the response frame is bounded by the block limit on this side.
         let request = BlockRangeRequest {
             from: probe.read,
             max_blocks: 1,
-            max_bytes: 1,
+            max_bytes: MAX_RANGE_BYTES,
             wait_ms: 0,
         };
         let response = sync::request_blocks(conn, &request, timeout, &self.stats)
             .await
             .map_err(unreachable)?;
-        judge(
-            probe,
-            response.head,
-            response.blocks.first().map(|b| b.hash()),
-        )
+        judge(probe, response.head, response.blocks.first())
     }
 }
 
-/// The verdict on an answer: the head reported and the hash of the block read, if served.
-pub fn judge(
-    probe: &Probe,
-    head: Height,
-    served: Option<BlockHash>,
-) -> Result<Height, ProbeFailure> {
-    match served {
-        Some(got) if got == probe.hash => Ok(head),
-        Some(got) => Err(ProbeFailure::WrongBlock {
+/// The verdict on an answer: the head reported and the block read, if served. The block
+/// passes iff its header is the committed one and its segments are those the header commits
+/// to.
+pub fn judge(probe: &Probe, head: Height, served: Option<&Block>) -> Result<Height, ProbeFailure> {
+    let Some(block) = served else {
+        return Err(ProbeFailure::Missing {
+            read: probe.read,
+            head,
+        });
+    };
+    let got = block.hash();
+    if got != probe.hash {
+        return Err(ProbeFailure::WrongBlock {
             height: probe.read,
             got,
             expected: probe.hash,
-        }),
-        None => Err(ProbeFailure::Missing {
-            read: probe.read,
-            head,
-        }),
+        });
+    }
+    check_body(block).map_err(|e| ProbeFailure::BodyMismatch {
+        height: probe.read,
+        reason: e.to_string(),
+    })?;
+    Ok(head)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::bls::SignatureBytes;
+    use crate::types::block::{
+        CommitCertificate, Header, SealedHeader, Segment, SegmentCommitment, HEADER_VERSION,
+    };
+    use crate::types::{ChainId, Round, SignerBitmap};
+    use alloy_primitives::{Bytes, B256};
+
+    /// A block at height 7 with one servicechain segment of `txs`, its header committing to
+    /// exactly that segment.
+    fn block(txs: &[&[u8]]) -> Block {
+        let segment = Segment {
+            chain_id: ChainId(1001),
+            txs: txs.iter().map(|t| Bytes::copy_from_slice(t)).collect(),
+        };
+        let header = Header {
+            version: HEADER_VERSION,
+            region: ChainId(1),
+            height: Height(7),
+            round: Round(0),
+            parent: BlockHash(B256::repeat_byte(1)),
+            timestamp_ms: 1,
+            proposer: CnIndex(0),
+            random_reveal: SignatureBytes::default(),
+            mix: B256::ZERO,
+            cn_set_root: B256::ZERO,
+            next_cn_set: Vec::new(),
+            segments: vec![SegmentCommitment {
+                chain_id: segment.chain_id,
+                tx_count: segment.txs.len() as u32,
+                tx_root: segment.tx_root(),
+                receipts_root: B256::ZERO,
+                state_root: B256::ZERO,
+            }],
+        };
+        let seal = CommitCertificate {
+            round: Round(0),
+            signers: SignerBitmap::default(),
+            aggregate: SignatureBytes::default(),
+        };
+        Block {
+            sealed: SealedHeader { header, seal },
+            segments: vec![segment],
+        }
+    }
+
+    fn probe_of(block: &Block) -> Probe {
+        Probe {
+            endpoint: "127.0.0.1:1".parse().unwrap(),
+            node_key: PublicKeyBytes([0; crate::crypto::bls::PUBLIC_KEY_LEN]),
+            read: block.header().height,
+            hash: block.hash(),
+        }
+    }
+
+    #[test]
+    fn the_committed_block_whole_passes() {
+        let real = block(&[b"tx one", b"tx two"]);
+        assert_eq!(
+            judge(&probe_of(&real), Height(40), Some(&real)),
+            Ok(Height(40))
+        );
+    }
+
+    #[test]
+    fn the_committed_header_with_another_body_fails() {
+        let real = block(&[b"tx one", b"tx two"]);
+        let probe = probe_of(&real);
+        let mut altered = real.clone();
+        altered.segments[0].txs[1] = Bytes::from_static(b"tx forged");
+        let mut headers_only = real.clone();
+        headers_only.segments.clear();
+        let mut emptied = real;
+        emptied.segments[0].txs.clear();
+        for served in [altered, headers_only, emptied] {
+            assert_eq!(served.hash(), probe.hash, "the header is the committed one");
+            assert!(
+                matches!(
+                    judge(&probe, Height(40), Some(&served)),
+                    Err(ProbeFailure::BodyMismatch {
+                        height: Height(7),
+                        ..
+                    })
+                ),
+                "{served:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn another_header_or_no_block_fails() {
+        let real = block(&[b"tx one"]);
+        let other = block(&[b"tx other"]);
+        let probe = probe_of(&real);
+        assert!(matches!(
+            judge(&probe, Height(40), Some(&other)),
+            Err(ProbeFailure::WrongBlock { .. })
+        ));
+        assert_eq!(
+            judge(&probe, Height(3), None),
+            Err(ProbeFailure::Missing {
+                read: Height(7),
+                head: Height(3)
+            })
+        );
     }
 }

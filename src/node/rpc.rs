@@ -30,8 +30,9 @@ use crate::exec::{
 use crate::net::sync::ChainReader;
 use crate::rpc::fee_oracle::{self, GasPriceOracle, PaidTip};
 use crate::rpc::{
-    BackendError, BlockTransactions, CallRequest, LogQuery, RpcBackend, RpcBlock, RpcFeeHistory,
-    RpcLog, RpcReceipt, RpcTransaction, StateAt, SubmitError, SyncProgress, TxLocation,
+    BackendError, BlockTransactions, CallRequest, LogQuery, RpcAccessList, RpcBackend, RpcBlock,
+    RpcFeeHistory, RpcLog, RpcReceipt, RpcTransaction, StateAt, SubmitError, SyncProgress,
+    TxLocation,
 };
 use crate::storage::history::HistoryError;
 use crate::storage::state::CommittedState;
@@ -711,6 +712,39 @@ impl RpcBackend for ChainRpc {
                     exec::EstimateError::State(s) => internal(s),
                     other => BackendError::Execution(other.to_string()),
                 })
+        })
+    }
+
+    fn create_access_list(
+        &self,
+        chain: ChainId,
+        request: &CallRequest,
+        at: StateAt,
+    ) -> Result<RpcAccessList, BackendError> {
+        if chain == self.region {
+            return Err(BackendError::Execution(
+                "the regionchain has no EVM: no access list to create".into(),
+            ));
+        }
+        let ctx = self.call_context(at)?;
+        let found = self.read_state(at, |state| {
+            self.executor
+                .create_access_list(state, &ctx, chain, &Self::to_exec_request(request))
+                .map_err(|e| match e {
+                    exec::AccessListError::State(s) => internal(s),
+                    unsettled => BackendError::Execution(unsettled.to_string()),
+                })
+        })?;
+        let call = found.call;
+        if let TxOutcome::Invalid(reason) = call.outcome {
+            return Err(BackendError::Execution(format!(
+                "failed to apply transaction: {reason}"
+            )));
+        }
+        Ok(RpcAccessList {
+            access_list: found.access_list,
+            gas_used: call.gas_used,
+            error: call.reason,
         })
     }
 

@@ -3,9 +3,9 @@
 //!
 //! Contract for implementors: methods are synchronous. Reads (`head`, blocks, transactions,
 //! receipts, account state, fees) run inline on the server's async threads and must be quick
-//! (memory or point lookups); the expensive ones (`call`, `estimate_gas`, `logs`,
-//! `send_raw_transaction`, `fee_history`, the `kaon_*` ones) run on a bounded pool of
-//! blocking threads.
+//! (memory or point lookups); the expensive ones (`call`, `estimate_gas`,
+//! `create_access_list`, `logs`, `send_raw_transaction`, `fee_history`, the `kaon_*` ones) run
+//! on a bounded pool of blocking threads.
 
 use super::types::{RpcBlock, RpcFeeHistory, RpcLog, RpcReceipt, RpcTransaction, SyncProgress};
 use crate::crypto::tx::SignedTransaction;
@@ -47,6 +47,18 @@ pub struct CallRequest {
 pub struct AccessListEntry {
     pub address: Address,
     pub storage_keys: Vec<B256>,
+}
+
+/// `eth_createAccessList`'s answer, as geth gives it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RpcAccessList {
+    /// What the call touches, without the sender, the recipient's own entry unless it has
+    /// slots, and the precompiles.
+    pub access_list: crate::crypto::tx::AccessList,
+    /// Gas the call uses with that list.
+    pub gas_used: u64,
+    /// Why the call failed with it (`execution reverted…`, a halt), if it did.
+    pub error: Option<String>,
 }
 
 /// Which logs match: the `address` and `topics` of an `eth_getLogs` filter or a `logs`
@@ -240,6 +252,19 @@ pub trait RpcBackend: Send + Sync + 'static {
         request: &CallRequest,
         at: StateAt,
     ) -> Result<u64, BackendError>;
+
+    /// The EIP-2930 access list `request` needs and its gas with it. Nodes without an EVM
+    /// refuse.
+    fn create_access_list(
+        &self,
+        _chain: ChainId,
+        _request: &CallRequest,
+        _at: StateAt,
+    ) -> Result<RpcAccessList, BackendError> {
+        Err(BackendError::Execution(
+            "this node does not create access lists".into(),
+        ))
+    }
 
     /// Submits a decoded transaction whose chain id is `chain` (the server checked both).
     /// Returns its hash once the node accepted it into its pool (or forwarded it to a CN).

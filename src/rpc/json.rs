@@ -3,6 +3,7 @@
 //! unknown or pending positions are `null`, and field names are geth's camelCase. The view
 //! structs borrow the backend's values; nothing is copied but the hex text itself.
 
+use super::backend::RpcAccessList;
 use super::types::{
     BlockTransactions, RpcBlock, RpcFeeHistory, RpcLog, RpcReceipt, RpcTransaction, SyncProgress,
 };
@@ -319,6 +320,23 @@ pub(crate) fn log(l: &RpcLog) -> LogJson<'_> {
         block_hash: Data(l.block_hash.as_slice()),
         log_index: q(l.log_index),
         removed: l.removed,
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct AccessListResultJson<'a> {
+    access_list: AccessListJson<'a>,
+    gas_used: Quantity,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a str>,
+}
+
+pub(crate) fn access_list_result(r: &RpcAccessList) -> AccessListResultJson<'_> {
+    AccessListResultJson {
+        access_list: AccessListJson(&r.access_list.0),
+        gas_used: q(r.gas_used),
+        error: r.error.as_deref(),
     }
 }
 

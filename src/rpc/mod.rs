@@ -31,8 +31,8 @@ mod types;
 mod ws;
 
 pub use backend::{
-    AccessListEntry, BackendError, CallRequest, LogFilter, LogQuery, RpcBackend, StateAt,
-    SubmitError,
+    AccessListEntry, BackendError, CallRequest, LogFilter, LogQuery, RpcAccessList, RpcBackend,
+    StateAt, SubmitError,
 };
 pub use error::RpcError;
 pub use metrics::RpcMetrics;
@@ -100,8 +100,12 @@ pub struct RpcConfig {
     pub max_log_block_range: u64,
     /// Most logs one `eth_getLogs` returns.
     pub max_logs: usize,
-    /// Installed polling filters (`eth_newFilter`, `eth_newBlockFilter`), all clients together.
+    /// Installed polling filters (`eth_newFilter`, `eth_newBlockFilter`,
+    /// `eth_newPendingTransactionFilter`), all clients together.
     pub max_filters: usize,
+    /// Hashes of accepted transactions an `eth_newPendingTransactionFilter` filter can have
+    /// waiting for its next poll; beyond that the oldest are dropped.
+    pub max_pending_filter_hashes: usize,
     /// A filter not polled for this long is removed (geth: 5 minutes).
     #[serde(with = "whole_seconds")]
     pub filter_timeout: Duration,
@@ -128,6 +132,10 @@ impl RpcConfig {
             ("ws_idle_timeout", self.ws_idle_timeout.is_zero()),
             ("max_log_block_range", self.max_log_block_range == 0),
             ("max_fee_history_blocks", self.max_fee_history_blocks == 0),
+            (
+                "max_pending_filter_hashes",
+                self.max_pending_filter_hashes == 0,
+            ),
         ];
         match zero.iter().find(|(_, is_zero)| *is_zero) {
             Some((name, _)) => Err(format!("rpc.{name} must be at least 1")),
@@ -176,6 +184,7 @@ impl Default for RpcConfig {
             max_log_block_range: 10_000,
             max_logs: 10_000,
             max_filters: 1024,
+            max_pending_filter_hashes: 4096,
             filter_timeout: Duration::from_secs(300),
             max_fee_history_blocks: 1024,
             cors_allow_origin: Some("*".to_string()),

@@ -73,7 +73,11 @@ impl RpcServer {
         let shared = Arc::new(Shared {
             backend,
             hub: Hub::new(config.notify_capacity),
-            filters: Filters::new(config.max_filters, config.filter_timeout),
+            filters: Filters::new(
+                config.max_filters,
+                config.filter_timeout,
+                config.max_pending_filter_hashes,
+            ),
             metrics: RpcMetrics::default(),
             blocking: Arc::new(Semaphore::new(config.max_blocking_calls.max(1))),
             stop: stop_rx,

@@ -220,6 +220,37 @@ fn state_and_calls_at_three_past_blocks_match_what_was_observed_then() {
     let fresh = client.quantity("eth_estimateGas", json!([store, block_tag(seen[1].0)]));
     let reset = client.quantity("eth_estimateGas", json!([store, block_tag(seen[3].0)]));
     assert!(fresh > reset, "fresh {fresh} vs reset {reset}");
+    // eth_createAccessList at a past block: reading the register touches its slot 0 (the
+    // recipient is listed for its slot; the sender never is), and the gas is the call's with
+    // that list. Before the contract existed no code ran and nothing is listed. A creation
+    // that reverts says so in `error`.
+    let read = json!({"from": sender.address, "to": contract});
+    let contract_hex = format!("0x{}", hex::encode(contract));
+    let listed = client.ok("eth_createAccessList", json!([read, block_tag(seen[3].0)]));
+    assert_eq!(
+        listed["accessList"],
+        json!([{"address": contract_hex, "storageKeys": [B256::ZERO]}]),
+        "{listed}"
+    );
+    assert!(listed.get("error").is_none(), "{listed}");
+    let listed_gas = u64::from_str_radix(
+        listed["gasUsed"].as_str().unwrap().trim_start_matches("0x"),
+        16,
+    )
+    .unwrap();
+    // 21 000 + the list (2 400 + 1 900) + a warm SLOAD and the register's few pushes.
+    assert!((25_400..26_000).contains(&listed_gas), "{listed}");
+    let before = client.ok("eth_createAccessList", json!([read, block_tag(seen[0].0)]));
+    assert_eq!(
+        before,
+        json!({"accessList": [], "gasUsed": "0x5208"}),
+        "{before}"
+    );
+    let reverting = json!({"from": sender.address, "data": "0x60006000fd"});
+    let reverted = client.ok("eth_createAccessList", json!([reverting]));
+    assert_eq!(reverted["error"], "execution reverted", "{reverted}");
+    assert_eq!(reverted["accessList"], json!([]), "{reverted}");
+
     // Before the contract existed, a call to it returns nothing.
     assert_eq!(
         client.ok("eth_call", json!([{"to": contract}, block_tag(seen[0].0)])),

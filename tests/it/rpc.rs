@@ -1186,6 +1186,52 @@ fn rpc_polling_filters() {
 }
 
 #[test]
+fn rpc_pending_transaction_filter_reports_accepted_transactions_once_and_drops_the_oldest() {
+    let h = Harness::start(RpcConfig {
+        max_pending_filter_hashes: 2,
+        ..RpcConfig::default()
+    });
+    let send = |nonce: u64| {
+        let tx = signed(CHAIN, nonce);
+        let hash = hex(tx.hash().as_slice());
+        assert_eq!(h.ok("eth_sendRawTransaction", json!([hex(tx.raw())])), hash);
+        (tx, hash)
+    };
+    let (first, first_hash) = send(1);
+    let hashes = h.ok("eth_newPendingTransactionFilter", json!([]));
+    let full = h.ok("eth_newPendingTransactionFilter", json!([true]));
+    let elsewhere = h.call_on("/chain/1002", "eth_newPendingTransactionFilter", json!([]));
+    let elsewhere = elsewhere["result"].clone();
+    let changes = |id: &Value| h.ok("eth_getFilterChanges", json!([id]));
+    // What was accepted before the filter existed is not reported.
+    assert_eq!(changes(&hashes), json!([]));
+
+    let (_, second) = send(2);
+    assert_eq!(changes(&hashes), json!([second]));
+    assert_eq!(changes(&hashes), json!([]), "each hash is reported once");
+    // A refused submission is not reported.
+    let again = h.err("eth_sendRawTransaction", json!([hex(first.raw())]));
+    assert_eq!(again["message"], "already known", "{first_hash}");
+    assert_eq!(changes(&hashes), json!([]));
+
+    // Three more before the next poll: a window of two keeps the newest two.
+    let (third, fourth, fifth) = (send(3).1, send(4).1, send(5).1);
+    assert_eq!(changes(&hashes), json!([fourth, fifth]), "{third} dropped");
+    let txs = changes(&full);
+    let got: Vec<&Value> = txs.as_array().unwrap().iter().map(|t| &t["hash"]).collect();
+    assert_eq!(got, vec![&json!(fourth), &json!(fifth)], "{txs}");
+    assert_eq!(txs[0]["blockNumber"], Value::Null);
+    // Filters see their own chain only, and are not log filters.
+    assert_eq!(
+        h.call_on("/chain/1002", "eth_getFilterChanges", json!([elsewhere]))["result"],
+        json!([])
+    );
+    let not_logs = h.err("eth_getFilterLogs", json!([hashes]));
+    assert_eq!(not_logs["message"], "filter not found");
+    assert_eq!(h.ok("eth_uninstallFilter", json!([hashes])), true);
+}
+
+#[test]
 fn rpc_fee_methods() {
     let h = Harness::default();
     assert_eq!(h.ok("eth_gasPrice", json!([])), "0x59682f00");

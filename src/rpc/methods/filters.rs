@@ -1,9 +1,14 @@
-//! Polling filters (`eth_newFilter`, `eth_newBlockFilter`, `eth_getFilterChanges`,
-//! `eth_getFilterLogs`, `eth_uninstallFilter`): what ethers' `contract.on` and viem's
-//! `watchContractEvent` use over HTTP. A filter is a cursor (the last block it delivered) kept
-//! on the server, never a buffer: changes are read from the chain when polled, so a filter
-//! costs the same whether it is polled every second or once a minute. Filters are bounded in
-//! number and expire when not polled for the filter timeout, as geth's do.
+//! Polling filters (`eth_newFilter`, `eth_newBlockFilter`, `eth_newPendingTransactionFilter`,
+//! `eth_getFilterChanges`, `eth_getFilterLogs`, `eth_uninstallFilter`): what ethers'
+//! `contract.on` and viem's `watchContractEvent` use over HTTP. A filter is a cursor (the last
+//! block it delivered) kept on the server, never a buffer: changes are read from the chain when
+//! polled, so a filter costs the same whether it is polled every second or once a minute.
+//! Filters are bounded in number and expire when not polled for the filter timeout, as geth's
+//! do.
+//!
+//! Pending-transaction filters are cursors too, into one bounded window per chain of the
+//! hashes this server's `eth_sendRawTransaction` accepted, numbered in order: a filter polled
+//! after more than the window's worth of acceptances has lost the oldest of them.
 
 use super::chain::{head, log_range_within, logs_json};
 use super::{Cx, MethodResult};
@@ -13,7 +18,8 @@ use crate::rpc::json::{hex_data, Data};
 use crate::rpc::jsonrpc::to_raw;
 use crate::rpc::params::{BlockTag, FilterArgs, Params};
 use crate::types::ChainId;
-use std::collections::HashMap;
+use alloy_primitives::B256;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -32,6 +38,38 @@ enum Kind {
     },
     /// Hashes of new blocks.
     Blocks,
+    /// Transactions accepted since the last poll: hashes, or whole transactions (`fullTx`).
+    Pending { full: bool },
+}
+
+/// The hashes of one chain's accepted transactions, the newest `max`, numbered from 0 in
+/// order of acceptance.
+#[derive(Debug, Default)]
+struct Accepted {
+    /// Number of `hashes[0]`.
+    first: u64,
+    hashes: VecDeque<B256>,
+}
+
+impl Accepted {
+    /// The number the next accepted transaction gets.
+    fn end(&self) -> u64 {
+        self.first + self.hashes.len() as u64
+    }
+
+    fn push(&mut self, hash: B256, max: usize) {
+        while self.hashes.len() >= max {
+            self.hashes.pop_front();
+            self.first += 1;
+        }
+        self.hashes.push_back(hash);
+    }
+
+    /// Hashes numbered `cursor` and after (from the oldest kept, if older ones were dropped).
+    fn since(&self, cursor: u64) -> Vec<B256> {
+        let skip = usize::try_from(cursor.saturating_sub(self.first)).unwrap_or(usize::MAX);
+        self.hashes.iter().skip(skip).copied().collect()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -48,14 +86,45 @@ pub(crate) struct Filters {
     max: usize,
     timeout: Duration,
     installed: Mutex<HashMap<String, Filter>>,
+    /// Most hashes kept per chain for pending-transaction filters.
+    max_pending: usize,
+    accepted: Mutex<HashMap<ChainId, Accepted>>,
 }
 
 impl Filters {
-    pub(crate) fn new(max: usize, timeout: Duration) -> Self {
+    pub(crate) fn new(max: usize, timeout: Duration, max_pending: usize) -> Self {
         Self {
             max,
             timeout,
             installed: Mutex::new(HashMap::new()),
+            max_pending: max_pending.max(1),
+            accepted: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn lock_accepted(&self) -> std::sync::MutexGuard<'_, HashMap<ChainId, Accepted>> {
+        self.accepted.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records that `chain` accepted the transaction `hash` (pending filters report it).
+    pub(crate) fn accepted(&self, chain: ChainId, hash: B256) {
+        self.lock_accepted()
+            .entry(chain)
+            .or_default()
+            .push(hash, self.max_pending);
+    }
+
+    /// The number the next transaction accepted on `chain` gets.
+    fn accepted_end(&self, chain: ChainId) -> u64 {
+        self.lock_accepted().get(&chain).map_or(0, Accepted::end)
+    }
+
+    /// Hashes accepted on `chain` from number `cursor` on, and the cursor after them.
+    fn accepted_since(&self, chain: ChainId, cursor: u64) -> (Vec<B256>, u64) {
+        let accepted = self.lock_accepted();
+        match accepted.get(&chain) {
+            Some(a) => (a.since(cursor), a.end()),
+            None => (Vec::new(), cursor),
         }
     }
 
@@ -119,21 +188,47 @@ pub(super) fn new_filter(cx: &Cx<'_>, p: &Params<'_>) -> MethodResult {
         from: args.from_block,
         to: args.to_block,
     };
-    install(cx, kind)
+    install(cx, kind, head(cx)?)
 }
 
 pub(super) fn new_block_filter(cx: &Cx<'_>) -> MethodResult {
-    install(cx, Kind::Blocks)
+    install(cx, Kind::Blocks, head(cx)?)
 }
 
-fn install(cx: &Cx<'_>, kind: Kind) -> MethodResult {
+/// `eth_newPendingTransactionFilter(fullTx?)`: transactions accepted from now on.
+pub(super) fn new_pending_transaction_filter(cx: &Cx<'_>, p: &Params<'_>) -> MethodResult {
+    let full = p.optional::<bool>(0)?.unwrap_or(false);
+    let cursor = cx.shared.filters.accepted_end(cx.chain);
+    install(cx, Kind::Pending { full }, cursor)
+}
+
+fn install(cx: &Cx<'_>, kind: Kind, cursor: u64) -> MethodResult {
     let filter = Filter {
         chain: cx.chain,
         kind,
-        cursor: head(cx)?,
+        cursor,
         last_poll: Instant::now(),
     };
     to_raw(&cx.shared.filters.install(filter)?)
+}
+
+/// A pending filter's changes: what was accepted since its cursor, as hashes or as the
+/// transactions (those the node no longer knows are left out).
+fn pending_changes(cx: &Cx<'_>, id: &str, cursor: u64, full: bool) -> MethodResult {
+    let (hashes, next) = cx.shared.filters.accepted_since(cx.chain, cursor);
+    cx.shared.filters.advance(id, next);
+    if !full {
+        let encoded: Vec<_> = hashes.iter().map(|h| Data(h.as_slice())).collect();
+        return to_raw(&encoded);
+    }
+    let mut txs = Vec::with_capacity(hashes.len());
+    for hash in hashes {
+        if let Some(tx) = cx.shared.backend.transaction(cx.chain, hash)? {
+            txs.push(tx);
+        }
+    }
+    let encoded: Vec<_> = txs.iter().map(crate::rpc::json::transaction).collect();
+    to_raw(&encoded)
 }
 
 pub(super) fn uninstall(cx: &Cx<'_>, p: &Params<'_>) -> MethodResult {
@@ -145,11 +240,15 @@ pub(super) fn uninstall(cx: &Cx<'_>, p: &Params<'_>) -> MethodResult {
 pub(super) fn changes(cx: &Cx<'_>, p: &Params<'_>) -> MethodResult {
     let id: String = p.required(0)?;
     let filter = cx.shared.filters.touch(cx.chain, &id)?;
+    if let Kind::Pending { full } = filter.kind {
+        return pending_changes(cx, &id, filter.cursor, full);
+    }
     let head = head(cx)?;
     if head <= filter.cursor {
         return to_raw(&[(); 0]);
     }
     match &filter.kind {
+        Kind::Pending { .. } => to_raw(&[(); 0]),
         Kind::Blocks => {
             let last = head.min(filter.cursor + MAX_BLOCK_HASHES_PER_POLL);
             let mut hashes = Vec::new();

@@ -90,6 +90,7 @@ methods! {
     EthGetStorageAt = "eth_getStorageAt", Inline, 3;
     EthCall = "eth_call", Blocking, 3;
     EthEstimateGas = "eth_estimateGas", Blocking, 3;
+    EthCreateAccessList = "eth_createAccessList", Blocking, 3;
     EthGasPrice = "eth_gasPrice", Blocking, 0;
     EthMaxPriorityFeePerGas = "eth_maxPriorityFeePerGas", Blocking, 0;
     EthFeeHistory = "eth_feeHistory", Blocking, 3;
@@ -97,6 +98,7 @@ methods! {
     EthGetLogs = "eth_getLogs", Blocking, 1;
     EthNewFilter = "eth_newFilter", Inline, 1;
     EthNewBlockFilter = "eth_newBlockFilter", Inline, 0;
+    EthNewPendingTransactionFilter = "eth_newPendingTransactionFilter", Inline, 1;
     EthGetFilterChanges = "eth_getFilterChanges", Blocking, 1;
     EthGetFilterLogs = "eth_getFilterLogs", Blocking, 1;
     EthUninstallFilter = "eth_uninstallFilter", Inline, 1;
@@ -214,6 +216,7 @@ fn run(cx: &Cx<'_>, method: Method, params: Option<&RawValue>) -> MethodResult {
         EthGetLogs => chain::logs(cx, &p),
         EthNewFilter => filters::new_filter(cx, &p),
         EthNewBlockFilter => filters::new_block_filter(cx),
+        EthNewPendingTransactionFilter => filters::new_pending_transaction_filter(cx, &p),
         EthGetFilterChanges => filters::changes(cx, &p),
         EthGetFilterLogs => filters::logs(cx, &p),
         EthUninstallFilter => filters::uninstall(cx, &p),
@@ -223,6 +226,7 @@ fn run(cx: &Cx<'_>, method: Method, params: Option<&RawValue>) -> MethodResult {
         EthGetStorageAt => state::storage(cx, &p),
         EthCall => state::call(cx, &p),
         EthEstimateGas => state::estimate_gas(cx, &p),
+        EthCreateAccessList => state::create_access_list(cx, &p),
         EthSendRawTransaction => state::send_raw_transaction(cx, &p),
         EthGasPrice => fees::gas_price(cx),
         EthMaxPriorityFeePerGas => fees::max_priority_fee(cx),

@@ -5,7 +5,7 @@ use super::{Cx, MethodResult};
 use crate::crypto::tx::{DecodeRules, SignedTransaction};
 use crate::rpc::backend::{CallRequest, StateAt};
 use crate::rpc::error::RpcError;
-use crate::rpc::json::{BigQuantity, Data, Quantity};
+use crate::rpc::json::{self, BigQuantity, Data, Quantity};
 use crate::rpc::jsonrpc::to_raw;
 use crate::rpc::params::{BlockId, BlockTag, CallArgs, Params, SlotArg};
 use alloy_primitives::{Address, Bytes};
@@ -123,6 +123,15 @@ pub(super) fn estimate_gas(cx: &Cx<'_>, p: &Params<'_>) -> MethodResult {
     to_raw(&Quantity(gas.into()))
 }
 
+pub(super) fn create_access_list(cx: &Cx<'_>, p: &Params<'_>) -> MethodResult {
+    let (request, at) = call_params(cx, p)?;
+    let answer = cx
+        .shared
+        .backend
+        .create_access_list(cx.chain, &request, at)?;
+    to_raw(&json::access_list_result(&answer))
+}
+
 /// Decodes (with the transaction size limit), checks the chain id against the routed chain,
 /// and submits.
 pub(super) fn send_raw_transaction(cx: &Cx<'_>, p: &Params<'_>) -> MethodResult {
@@ -136,5 +145,6 @@ pub(super) fn send_raw_transaction(cx: &Cx<'_>, p: &Params<'_>) -> MethodResult 
         )));
     }
     let hash = cx.shared.backend.send_raw_transaction(cx.chain, tx)?;
+    cx.shared.filters.accepted(cx.chain, hash);
     to_raw(&Data(hash.as_slice()))
 }
