@@ -14,6 +14,7 @@
 
 use alloy_primitives::U256;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use kaon::chain::genesis::Genesis;
 use kaon::consensus::audit::{audit_consensus, ChainState};
 use kaon::consensus::certificate::{certificate_claim, verify_certificates};
 use kaon::consensus::machine::Tip;
@@ -23,10 +24,9 @@ use kaon::crypto::tx::{decode_recover_batch, DecodeRules};
 use kaon::net::rn::{RnNetConfig, RnNetwork};
 use kaon::net::sync::{BlockServer, ChainReader};
 use kaon::net::NetConfig;
-use kaon::node::genesis::Genesis;
 use kaon::node::loadgen::{dev_account, DevAccount, LoadGen};
 use kaon::pipeline::link;
-use kaon::pipeline::topology::start_cluster;
+use kaon::pipeline::topology::{start_cluster, CnSpec};
 use kaon::rn::{RnConfig, RnNode};
 use kaon::storage::blocklog::BlockLog;
 use kaon::storage::store::Store;
@@ -53,7 +53,8 @@ fn build_chain(dir: &Path) -> Genesis {
     let keys: Vec<SecretKey> = (0..4).map(cn_key).collect();
     let accounts: Vec<DevAccount> = (0..ACCOUNTS).map(dev_account).collect();
     let balance = U256::from(10u64).pow(U256::from(24u64));
-    let genesis = Genesis::new(REGION, &keys, 2, &accounts, balance, ROUND_MS, 100);
+    let funded: Vec<_> = accounts.iter().map(|a| a.address).collect();
+    let genesis = Genesis::new(REGION, &keys, 2, &funded, balance, ROUND_MS, 100);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -63,8 +64,7 @@ fn build_chain(dir: &Path) -> Genesis {
         .map(|i| {
             let net = NetConfig::new("127.0.0.1:0".parse().unwrap());
             let datadir = dir.join(format!("cn{i}"));
-            genesis
-                .cn_spec(CnIndex(i as u32), keys[i].clone(), datadir, net)
+            CnSpec::from_genesis(&genesis, CnIndex(i as u32), keys[i].clone(), datadir, net)
                 .unwrap()
         })
         .collect();

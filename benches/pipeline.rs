@@ -6,6 +6,7 @@
 
 use alloy_primitives::{Address, Bytes, U256};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use kaon::chain::recovery::persist;
 use kaon::consensus::machine::{Params, Tip};
 use kaon::consensus::proposal::{build_block, BlockBody};
 use kaon::consensus::selection::CnSet;
@@ -14,7 +15,6 @@ use kaon::crypto::hash::sha256;
 use kaon::crypto::tx::{decode_recover_batch, DecodeRules, Eip1559Tx, Transaction, TxKind};
 use kaon::exec::{BlockContext, EvmExecutor, Executor, MemoryState};
 use kaon::mempool::{Mempool, MempoolConfig};
-use kaon::node::recovery::persist;
 use kaon::storage::blocklog::{BlockLog, BlockLogOptions};
 use kaon::storage::state::{CommittedState, PendingBlock};
 use kaon::storage::store::Store;

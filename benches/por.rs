@@ -37,10 +37,10 @@ fn por(c: &mut Criterion) {
 }
 
 fn posc(c: &mut Criterion) {
+    use kaon::chain::posc::{PoscParams, PoscState, ProbeAttestation, RnEntry};
     use kaon::consensus::selection::CnSet;
     use kaon::crypto::bls::SecretKey;
     use kaon::crypto::hash::sha256;
-    use kaon::node::posc::{PoscParams, PoscState, ProbeAttestation, RnEntry};
     use kaon::types::{ChainId, CnIndex, Height};
     let region = ChainId(1000);
     let mut state = PoscState::new(PoscParams::default());
@@ -87,7 +87,7 @@ fn posc(c: &mut Criterion) {
                 .unwrap()
         })
     });
-    let message = kaon::node::posc::attestation_message(region, Height(16), rn);
+    let message = kaon::chain::posc::attestation_message(region, Height(16), rn);
     let signature = keys[0].sign(&message);
     let key = keys[0].public_key();
     g.bench_function("one BLS verification (reference)", |b| {

@@ -11,12 +11,12 @@
 use alloy_primitives::Bytes;
 use alloy_primitives::B256;
 use criterion::{criterion_group, criterion_main, Criterion};
+use kaon::chain::region::{Committed, RegionState};
+use kaon::chain::servicechain::{Registration, ServicechainSpec};
 use kaon::consensus::selection::CnSet;
 use kaon::crypto::bls::SecretKey;
 use kaon::crypto::hash::sha256;
 use kaon::node::loadgen::dev_account;
-use kaon::node::region::{Committed, RegionState};
-use kaon::node::servicechain::{Registration, ServicechainSpec};
 use kaon::types::{BlockHash, ChainId, Height, Segment};
 use std::sync::Arc;
 use std::time::Instant;

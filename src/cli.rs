@@ -7,7 +7,6 @@ use crate::crypto::hash::sha256_backend;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use rand::RngCore;
-use std::io::Write;
 use std::path::PathBuf;
 
 /// Kaon: a performance-first node for a two-layer blockchain with servicechains.
@@ -112,36 +111,11 @@ fn keygen(out: &std::path::Path) -> anyhow::Result<()> {
     let mut ikm = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut ikm);
     let sk = SecretKey::from_seed(&ikm)?;
-    write_secret(out, &hex::encode(sk.to_bytes()))?;
+    crate::node::keyfile::write_secret(out, &hex::encode(sk.to_bytes()))?;
     // The public key stays the first line, as scripts read it.
     println!("0x{}", hex::encode(sk.public_key().to_bytes().0));
     println!("0x{}", hex::encode(sk.prove_possession().to_bytes().0));
     Ok(())
-}
-
-/// Writes a secret to a new file readable by its owner only, durably; never overwrites.
-pub fn write_secret(path: &std::path::Path, secret: &str) -> anyhow::Result<()> {
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode_0600()
-        .open(path)
-        .with_context(|| format!("cannot create key file {}", path.display()))?;
-    writeln!(file, "{secret}").with_context(|| format!("writing {}", path.display()))?;
-    file.sync_all()
-        .with_context(|| format!("syncing {}", path.display()))
-}
-
-/// Owner-only permissions for secret files.
-trait OwnerOnly {
-    fn mode_0600(&mut self) -> &mut Self;
-}
-
-impl OwnerOnly for std::fs::OpenOptions {
-    fn mode_0600(&mut self) -> &mut Self {
-        use std::os::unix::fs::OpenOptionsExt;
-        self.mode(0o600)
-    }
 }
 
 /// `kaon devnet` flags.

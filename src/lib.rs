@@ -8,33 +8,32 @@
 //! ingress ─► tx sigverify ─► mempool ─► consensus ─► segment execution ─► block log + RocksDB
 //! ```
 //!
-//! Module map, from the bottom up (a module uses only those listed before it; the table in
-//! `docs/architecture.md` says what each one owns):
-//! - [`types`]: wire and hashing formats, the one canonical encoding;
-//! - [`crypto`]: BLS, secp256k1 transactions, SHA-256 and Keccak;
-//! - [`config`] and [`telemetry`]: the operator's TOML, logging and metrics;
-//! - [`storage`]: the io_uring block log and the RocksDB store (state, indexes, history);
-//! - [`consensus`]: randomness, selection, certificates, the BFT state machine and its WAL;
-//! - [`exec`]: segment execution on the EVM, receipts, `eth_call`;
-//! - [`mempool`]: per-servicechain transaction pools;
-//! - [`por`]: Proof of Replication shares, the CPU and GPU miners;
-//! - [`net`]: QUIC between CNs and RNs, block ranges, PoSC probes;
-//! - [`pipeline`]: links, stages and the CN's topology;
-//! - [`rn`]: ranger nodes (sync, audit, evidence gossip);
-//! - [`rpc`]: Ethereum JSON-RPC over HTTP and WebSocket;
-//! - [`node`]: the chain's rules (CN application, regionchain, PoP, PoSC, withdrawals) and
-//!   the processes (`kaon cn`, `kaon rn`, the devnet);
-//! - [`cli`]: the `kaon` command, the top.
-//!
-//! Known crossings of that order (issue: the structural split) are listed in
-//! `docs/architecture.md` under "Known limits".
+//! Module map, bottom up by layer (a module uses only its own layer and those below; the list
+//! in `docs/architecture.md` is checked by `tests/it/layers.rs`):
+//! 1. [`types`] (wire and hashing formats, the one canonical encoding) and [`crypto`] (BLS,
+//!    secp256k1 transactions, SHA-256 and Keccak);
+//! 2. [`link`] (bounded counted channels) and [`telemetry`] (logging, metrics);
+//! 3. [`consensus`] (selection, certificates, the BFT state machine and its WAL), [`exec`]
+//!    (segment execution on the EVM), [`mempool`] (per-servicechain pools) and [`por`]
+//!    (Proof of Replication shares, the CPU and GPU miners);
+//! 4. [`storage`]: the io_uring block log and the RocksDB store (state, indexes, history);
+//! 5. [`net`] (QUIC between CNs and RNs, block ranges, PoSC probes) and [`rpc`] (Ethereum
+//!    JSON-RPC over HTTP and WebSocket);
+//! 6. [`config`]: the operator's TOML;
+//! 7. [`chain`]: the chain's rules (CN application, regionchain, PoP, PoSC, withdrawals);
+//! 8. [`pipeline`]: a CN's stages and topology;
+//! 9. [`rn`]: ranger nodes (sync, audit, evidence gossip);
+//! 10. [`node`]: the processes (`kaon cn`, `kaon rn`, the devnet);
+//! 11. [`cli`]: the `kaon` command.
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod chain;
 pub mod cli;
 pub mod config;
 pub mod consensus;
 pub mod crypto;
 pub mod exec;
+pub mod link;
 pub mod mempool;
 pub mod net;
 pub mod node;

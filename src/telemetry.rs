@@ -6,7 +6,7 @@
 //! reason, network drops, and every pipeline link's depth and backpressure — a full link with
 //! growing backpressure sits in front of the bottleneck stage.
 
-use crate::pipeline::LinkSnapshot;
+use crate::link::LinkSnapshot;
 use tracing_subscriber::EnvFilter;
 
 /// Installs the global `tracing` subscriber writing to stderr. Safe to call twice (the second

@@ -58,6 +58,10 @@ pub const FEE_COLLECTOR: Address = address!("0x000000000000000000000000000000000
 /// Container hashes BLOCKHASH can return: the EVM's window of 256 blocks.
 pub const BLOCK_HASH_WINDOW: usize = 256;
 
+/// Credits waiting for the next segment of each servicechain, (account, amount) in order:
+/// reward withdrawals the regionchain approved, minted at the start of that chain's segment.
+pub type Credits = std::collections::BTreeMap<ChainId, Vec<(Address, alloy_primitives::U256)>>;
+
 /// Hashes of the most recent containers, oldest first, for the EVM's BLOCKHASH.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RecentHashes {
@@ -106,8 +110,8 @@ pub struct BlockContext {
     /// Hashes for `BLOCKHASH`; heights outside them read as zero.
     pub block_hashes: Arc<RecentHashes>,
     /// Reward withdrawals credited before each servicechain's transactions
-    /// ([`crate::node::withdrawal`]).
-    pub credits: Arc<crate::node::withdrawal::Credits>,
+    /// (reward withdrawals, `chain::withdrawal`).
+    pub credits: Arc<Credits>,
 }
 
 impl BlockContext {
@@ -127,7 +131,7 @@ impl BlockContext {
     }
 
     /// The same context with `credits` applied before the segments' transactions.
-    pub fn with_credits(mut self, credits: Arc<crate::node::withdrawal::Credits>) -> Self {
+    pub fn with_credits(mut self, credits: Arc<Credits>) -> Self {
         self.credits = credits;
         self
     }

@@ -28,7 +28,7 @@ pub mod tls;
 
 use crate::consensus::selection::CnSet;
 use crate::crypto::bls::SecretKey;
-use crate::pipeline::LinkSender;
+use crate::link::LinkSender;
 use crate::types::codec::{decode_frame, Kind};
 use crate::types::{CnIndex, ConsensusMessage, TxBatch};
 use handshake::{Credential, Peer, Side};

@@ -31,7 +31,7 @@ use super::hello_checks::HelloChecks;
 use super::sync::{self, BlockServer, ServerSlot};
 use super::{pump, read_next_frame, tls, Heartbeat, NetStats, PeerScore};
 use crate::crypto::bls::{PublicKey, PublicKeyBytes, SecretKey};
-use crate::pipeline::LinkSender;
+use crate::link::LinkSender;
 use crate::types::codec::{decode_frame, encode_frame, Kind, FRAME_OVERHEAD};
 use crate::types::sync::{BlockRangeRequest, BlockRangeResponse};
 use crate::types::{Block, CodecError, EquivocationEvidence, TxBatch, WireMessage};

@@ -1,12 +1,12 @@
 //! `kaon init` (genesis, keys and per-node configs for a real network, like Klaytn's homi) and
 //! `kaon cn` (one consensus node per process, resuming from its datadir after a restart).
 
-use super::genesis::Genesis;
 use super::loadgen::dev_account;
+use crate::chain::genesis::Genesis;
 use crate::config::{CnConfig, Config};
 use crate::crypto::bls::SecretKey;
 use crate::net::NetConfig;
-use crate::pipeline::topology::BoundCn;
+use crate::pipeline::topology::{BoundCn, CnSpec};
 use crate::types::{ChainId, CnIndex};
 use alloy_primitives::U256;
 use anyhow::Context;
@@ -48,7 +48,7 @@ pub fn init(spec: &InitSpec) -> anyhow::Result<()> {
             SecretKey::from_seed(&ikm)
         })
         .collect::<Result<_, _>>()?;
-    let accounts: Vec<_> = (0..spec.accounts).map(dev_account).collect();
+    let accounts: Vec<_> = (0..spec.accounts).map(|i| dev_account(i).address).collect();
     let balance = U256::from(super::devnet::DEV_BALANCE_WEI);
     let mut genesis = Genesis::new(
         spec.region,
@@ -67,7 +67,7 @@ pub fn init(spec: &InitSpec) -> anyhow::Result<()> {
     for (i, key) in keys.iter().enumerate() {
         let dir = spec.out.join(format!("cn{i}"));
         std::fs::create_dir_all(&dir)?;
-        crate::cli::write_secret(&dir.join("cn.key"), &hex::encode(key.to_bytes()))?;
+        super::keyfile::write_secret(&dir.join("cn.key"), &hex::encode(key.to_bytes()))?;
         let config = Config {
             datadir: PathBuf::from("data"),
             cn: Some(CnConfig {
@@ -142,7 +142,7 @@ pub fn run_cn(
     let datadir = resolve(dir, &config.datadir);
     let mut net = NetConfig::new(listen);
     config.net.apply_cn(&mut net);
-    let mut spec = genesis.cn_spec(CnIndex(cn.index), key, datadir, net)?;
+    let mut spec = CnSpec::from_genesis(&genesis, CnIndex(cn.index), key, datadir, net)?;
     spec.pipeline = config.pipeline.clone();
     spec.storage = config.storage.clone();
     let process = super::process::Process::start()?;

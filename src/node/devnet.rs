@@ -5,12 +5,12 @@
 //! (height, round, transactions per second, finality latency).
 
 use super::accounts::{developer_accounts, DEV_ACCOUNTS, DEV_MNEMONIC};
-use super::genesis::Genesis;
 use super::loadgen::{dev_account, percentile, DevAccount, FinalityTracker, LoadGen};
+use crate::chain::genesis::Genesis;
 use crate::crypto::bls::SecretKey;
 use crate::crypto::hash::{keccak256, sha256};
 use crate::net::NetConfig;
-use crate::pipeline::topology::{start_cluster, CnNode};
+use crate::pipeline::topology::{start_cluster, CnNode, CnSpec};
 use crate::rn::{CnPeer, RnConfig, RnHandle, RnNode};
 use crate::types::{ChainId, CnIndex};
 use alloy_primitives::U256;
@@ -119,7 +119,7 @@ pub fn run(
             std::env::temp_dir().join(format!(
                 "kaon-devnet-{}-{}",
                 std::process::id(),
-                super::app::now_ms()
+                crate::chain::app::now_ms()
             )),
             true,
         ),
@@ -285,7 +285,8 @@ fn devnet_genesis(
     load: &[DevAccount],
 ) -> Genesis {
     let keys: Vec<_> = (0..config.cns).map(devnet_cn_key).collect();
-    let funded: Vec<DevAccount> = developers.iter().chain(load).cloned().collect();
+    let funded: Vec<alloy_primitives::Address> =
+        developers.iter().chain(load).map(|a| a.address).collect();
     Genesis {
         por_bits: config.por_bits,
         ..Genesis::new(
@@ -418,7 +419,8 @@ fn start_nodes(
         .enumerate()
         .map(|(i, key)| {
             let net = NetConfig::new("127.0.0.1:0".parse()?);
-            genesis.cn_spec(
+            CnSpec::from_genesis(
+                genesis,
                 CnIndex(i as u32),
                 key.clone(),
                 datadir.join(format!("cn{i}")),

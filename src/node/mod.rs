@@ -1,23 +1,17 @@
-//! Node assembly above the pipeline: the CN's consensus application, the development network
-//! and its load generator.
+//! The processes: `kaon init`/`kaon cn` ([`cn`]), `kaon rn` ([`ranger`]), the development
+//! network ([`devnet`]) with its load generator and development accounts, the PoR miner
+//! client, `kaon withdraw`, the RPC backend over a ranger node ([`rpc`]) and the forwarding of
+//! accepted transactions to the CNs ([`outbox`]). Everything here wires lower modules together;
+//! the chain's rules live in [`crate::chain`].
 
 pub mod accounts;
-pub mod app;
 pub mod cn;
 pub mod devnet;
-pub mod genesis;
+pub mod keyfile;
 pub mod loadgen;
 pub mod miner;
 pub mod outbox;
-pub mod pop;
-pub mod posc;
-pub mod prober;
 pub mod process;
 pub mod ranger;
-pub mod recovery;
-pub mod region;
 pub mod rewards;
 pub mod rpc;
-pub mod segments;
-pub mod servicechain;
-pub mod withdrawal;

@@ -2,7 +2,7 @@
 //! CNs, joins the RN network, serves JSON-RPC, and (given a reward key) registers for PoSC
 //! probes and PoR rewards. Resumes from its datadir after a restart; SIGINT/SIGTERM stop it.
 
-use super::genesis::Genesis;
+use crate::chain::genesis::Genesis;
 use crate::rn::register::RewardKey;
 use crate::rn::{CnPeer, RnConfig, RnNode};
 use crate::types::CnIndex;

@@ -7,7 +7,7 @@
 //! and answers a refusal with its reason.
 
 use super::miner::RnClient;
-use super::withdrawal::{Withdrawal, WithdrawalSpec};
+use crate::chain::withdrawal::{Withdrawal, WithdrawalSpec};
 use crate::crypto::tx::address_of;
 use crate::types::ChainId;
 use alloy_primitives::{Address, B256, U256};

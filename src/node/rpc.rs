@@ -17,9 +17,9 @@
 //! so a client sees geth's error messages and a hash means the RN holds the transaction until
 //! it is included; `pending` nonces count only what the RN holds without a gap.
 
-use super::pop::{PopState, RESERVE_ADDRESS};
-use super::region::RegionState;
-use super::servicechain::segment_hash;
+use crate::chain::pop::{PopState, RESERVE_ADDRESS};
+use crate::chain::region::RegionState;
+use crate::chain::servicechain::segment_hash;
 use crate::consensus::machine::Tip;
 use crate::crypto::hash::keccak256;
 use crate::crypto::tx::{AccessList, AccessListItem, RecoveredTx, SignedTransaction};
@@ -235,7 +235,7 @@ impl ChainRpc {
         };
         Ok(BlockContext::new(
             Height(head + 1),
-            super::app::now_ms(),
+            crate::chain::app::now_ms(),
             mix,
         ))
     }
@@ -1012,7 +1012,7 @@ impl RpcBackend for ChainRpc {
             "seedHeight": height,
             "bits": region.pop.bits,
             "target": region.pop.target(),
-            "expiresAfter": height + super::pop::SHARE_EXPIRY,
+            "expiresAfter": height + crate::chain::pop::SHARE_EXPIRY,
             "segment": Bytes::from(segment.to_vec()),
         }))
     }
@@ -1023,7 +1023,7 @@ impl RpcBackend for ChainRpc {
         miner: Address,
         counter: u64,
     ) -> Result<Value, BackendError> {
-        let share = super::pop::ShareSubmission {
+        let share = crate::chain::pop::ShareSubmission {
             height: Height(height),
             miner,
             counter,
@@ -1140,7 +1140,7 @@ pub fn serve(
     rt: &tokio::runtime::Handle,
     addr: std::net::SocketAddr,
     limits: crate::rpc::RpcConfig,
-    genesis: &super::genesis::Genesis,
+    genesis: &crate::chain::genesis::Genesis,
     rn: crate::rn::RnView,
     stop: &Arc<std::sync::atomic::AtomicBool>,
 ) -> anyhow::Result<ServedRpc> {

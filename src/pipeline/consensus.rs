@@ -9,12 +9,12 @@
 //! from the header's commitments; the stage then stops with the error and the node halts
 //! loudly rather than store divergent state.
 
-use super::link::{LinkReceiver, LinkSender};
+use crate::chain::app::{now_ms, CnApp};
 use crate::consensus::machine::{Input, Machine, Misbehavior, Output};
 use crate::consensus::wal;
+use crate::link::{LinkReceiver, LinkSender};
 use crate::net::sync::ChainReader;
 use crate::net::{Inbound, Network};
-use crate::node::app::{now_ms, CnApp};
 use crate::storage::blocklog::BlockLog;
 use crate::types::codec::encode_frame;
 use crate::types::{Block, CnIndex, ConsensusMessage, Height};

@@ -30,7 +30,7 @@ impl Stage for Persist {
     fn handle(&mut self, block: Arc<Block>) -> anyhow::Result<()> {
         let frame = encode_frame(block.as_ref());
         let offset = self.log.append(&frame)?;
-        crate::node::recovery::persist(&self.state, &block, offset.0)?;
+        crate::chain::recovery::persist(&self.state, &block, offset.0)?;
         (self.on_persisted)(&block);
         Ok(())
     }

@@ -2,10 +2,10 @@
 //! committed state, and counts refusals by reason.
 
 use super::stage::Stage;
+use crate::chain::app::CnState;
 use crate::crypto::tx::RecoveredTx;
 use crate::exec::StateRead;
 use crate::mempool::MempoolError;
-use crate::node::app::CnState;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 

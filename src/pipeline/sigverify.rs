@@ -4,9 +4,9 @@
 //! Rejections are counted by reason so an operator can tell spam (bad signatures) from client
 //! bugs (wrong encoding, missing replay protection).
 
-use super::link::LinkSender;
 use super::stage::Stage;
 use crate::crypto::tx::{decode_recover_batch, DecodeRules, RecoveredTx, TxError};
+use crate::link::LinkSender;
 use alloy_primitives::Bytes;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -46,7 +46,7 @@ pub struct SigVerify {
     rules: DecodeRules,
     output: LinkSender<Vec<RecoveredTx>>,
     stats: Arc<SigVerifyStats>,
-    system: Option<crate::node::app::CnState>,
+    system: Option<crate::chain::app::CnState>,
 }
 
 impl SigVerify {
@@ -65,7 +65,7 @@ impl SigVerify {
 
     /// Hands regionchain system transactions (which carry their own BLS approvals, checked
     /// at execution) to the node's system queue instead of secp256k1 recovery.
-    pub fn with_system_queue(mut self, shared: crate::node::app::CnState) -> Self {
+    pub fn with_system_queue(mut self, shared: crate::chain::app::CnState) -> Self {
         self.system = Some(shared);
         self
     }
@@ -83,7 +83,7 @@ impl Stage for SigVerify {
         let _entered = span.enter();
         if let Some(shared) = &self.system {
             batch.retain(|raw| {
-                let system = crate::node::app::is_system_tx(raw);
+                let system = crate::chain::app::is_system_tx(raw);
                 if system && !shared.add_system_tx(raw.clone()) {
                     self.stats.rejected_encoding.fetch_add(1, Ordering::Relaxed);
                 }

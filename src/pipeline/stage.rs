@@ -5,7 +5,7 @@
 //! handler error stops the stage (and, as its links close, the stages around it) and is
 //! returned from [`StageHandle::join`] with the stage's name as context.
 
-use super::link::LinkReceiver;
+use crate::link::LinkReceiver;
 use std::thread::JoinHandle;
 
 /// The work of one stage.
@@ -127,7 +127,7 @@ impl StageHandle {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pipeline::link::{link, LinkSender};
+    use crate::link::{link, LinkSender};
 
     struct Doubler(LinkSender<u64>);
 

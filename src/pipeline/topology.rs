@@ -10,11 +10,11 @@
 //! [`IngressTopology`] is the front half alone (benchmarks, tests); [`BoundCn::start`] the
 //! whole CN. Each link is named `producer_consumer` and sized from [`PipelineConfig`].
 
-use super::link::{link, LinkReceiver, LinkSender, LinkSnapshot, LinkStats};
 use super::sigverify::{RawTxBatch, SigVerify, SigVerifyStats};
 use super::stage::{spawn_critical, spawn_critical_stage, spawn_stage, StageHandle, StageReport};
 use crate::config::PipelineConfig;
 use crate::crypto::tx::{DecodeRules, RecoveredTx};
+use crate::link::{link, LinkReceiver, LinkSender, LinkSnapshot, LinkStats};
 use std::sync::Arc;
 
 /// The running front half of the node: raw transactions in, verified transactions out.
@@ -88,7 +88,47 @@ pub struct CnSpec {
     pub storage: crate::config::StorageConfig,
     pub max_txs_per_segment: usize,
     /// Proof-of-participation settings from genesis.
-    pub pop: crate::node::pop::PopParams,
+    pub pop: crate::chain::pop::PopParams,
+}
+
+impl CnSpec {
+    /// Everything CN `me` needs to start on this genesis.
+    pub fn from_genesis(
+        genesis: &crate::chain::genesis::Genesis,
+        me: crate::types::CnIndex,
+        key: crate::crypto::bls::SecretKey,
+        datadir: std::path::PathBuf,
+        net: crate::net::NetConfig,
+    ) -> anyhow::Result<Self> {
+        let set = genesis.cn_set()?;
+        // A key outside the genesis set is a CN waiting to join through governance: it follows
+        // the chain until a change names it. A key at the wrong index is a configuration error.
+        if let Ok(k) = set.key(me) {
+            anyhow::ensure!(
+                *k == key.public_key(),
+                "the key given for CN {me} is not the one in genesis"
+            );
+        }
+        Ok(Self {
+            me,
+            key,
+            set: Arc::new(set),
+            params: genesis.params(),
+            genesis: genesis.tip(),
+            chains: genesis
+                .servicechains
+                .iter()
+                .map(|&c| crate::types::ChainId(c))
+                .collect(),
+            allocations: genesis.allocations(),
+            datadir,
+            net,
+            pipeline: crate::config::PipelineConfig::default(),
+            storage: crate::config::StorageConfig::default(),
+            max_txs_per_segment: 10_000,
+            pop: genesis.pop_params(),
+        })
+    }
 }
 
 /// A running consensus node:
@@ -106,10 +146,10 @@ pub struct CnNode {
     pub consensus: Arc<super::consensus::ConsensusStatus>,
     pub sigverify: Arc<SigVerifyStats>,
     pub pool: Arc<super::pool::PoolStats>,
-    pub shared: crate::node::app::CnState,
+    pub shared: crate::chain::app::CnState,
     pub dropped_inbound: Arc<std::sync::atomic::AtomicU64>,
     /// PoSC probing: rounds in, counters out; aborted first at shutdown.
-    pub probes: crate::node::prober::ProbeRounds,
+    pub probes: super::prober::ProbeRounds,
     prober: tokio::task::AbortHandle,
     links: Vec<Arc<LinkStats>>,
     stages: Vec<StageHandle>,
@@ -177,7 +217,7 @@ impl BoundCn {
         )?;
         let mut all_chains = spec.chains.clone();
         all_chains.push(spec.params.region);
-        let shared = crate::node::app::CnState {
+        let shared = crate::chain::app::CnState {
             pool: Arc::new(std::sync::Mutex::new(crate::mempool::Mempool::new(
                 Default::default(),
                 all_chains,
@@ -203,7 +243,7 @@ impl BoundCn {
         let log_options = log_options(&spec.storage);
         let (wal, _) = BlockLog::open(spec.datadir.join("consensus.wal"), log_options.clone())?;
         let (log, _) = BlockLog::open(spec.datadir.join("blocks.log"), log_options)?;
-        let mut app = crate::node::app::CnApp::new(
+        let mut app = crate::chain::app::CnApp::new(
             spec.params.region,
             Arc::clone(&spec.set),
             shared.clone(),
@@ -211,7 +251,7 @@ impl BoundCn {
             spec.genesis,
         );
         let chain = crate::net::sync::ChainReader::new(log.reader(), Arc::clone(&store));
-        let segments = Arc::new(crate::node::segments::LogSegments::new(
+        let segments = Arc::new(crate::chain::segments::LogSegments::new(
             chain.clone(),
             crate::por::DEFAULT_SEGMENT_LEN,
         ));
@@ -221,7 +261,7 @@ impl BoundCn {
                 .with_segments(segments)
         });
         let recovered =
-            crate::node::recovery::replay(&log, &shared.state, &wal, &mut app, spec.genesis)?;
+            crate::chain::recovery::replay(&log, &shared.state, &wal, &mut app, spec.genesis)?;
         if recovered.blocks > 0 {
             tracing::info!(cn = %spec.me, height = %recovered.tip.height, reexecuted = recovered.reexecuted, wal = recovered.wal.len(), "recovered from disk");
         }
@@ -233,7 +273,7 @@ impl BoundCn {
         let block_server = crate::net::sync::BlockServer::new(chain.clone())?;
         net.serve_blocks(Arc::clone(&block_server));
         let mut on_persisted = crate::net::sync::notify_after(block_server, on_persisted);
-        let (probe_rounds, prober) = crate::node::prober::ProberDuty {
+        let (probe_rounds, prober) = super::prober::ProberDuty {
             prober: crate::net::probe::Prober::bind(
                 rt,
                 std::net::SocketAddr::new(spec.net.listen.ip(), 0),
@@ -455,10 +495,10 @@ pub struct CnMetrics {
     consensus: Arc<super::consensus::ConsensusStatus>,
     sigverify: Arc<SigVerifyStats>,
     pool: Arc<super::pool::PoolStats>,
-    shared: crate::node::app::CnState,
+    shared: crate::chain::app::CnState,
     net: Arc<crate::net::Network>,
     dropped_inbound: Arc<std::sync::atomic::AtomicU64>,
-    probes: Arc<crate::node::prober::ProbeStats>,
+    probes: Arc<super::prober::ProbeStats>,
     links: Vec<Arc<LinkStats>>,
 }
 

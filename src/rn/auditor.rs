@@ -17,12 +17,12 @@ use super::evidence::{
 };
 use super::ledger::{Ledger, SetHistory};
 use super::status::{Rejection, RnStatus, SyncPhase};
+use crate::chain::app::{now_ms, CnApp};
 use crate::consensus::audit::{audit_consensus, AuditError, ChainState};
 use crate::consensus::machine::{Application, Params, Tip};
+use crate::link::LinkReceiver;
 use crate::net::rn::{Gossip, PeerId, RnNetwork};
 use crate::net::sync::BlockServer;
-use crate::node::app::{now_ms, CnApp};
-use crate::pipeline::LinkReceiver;
 use crate::types::codec::{canonical, encode_frame};
 use crate::types::{Block, BlockHash, EquivocationEvidence, Height};
 use alloy_primitives::B256;

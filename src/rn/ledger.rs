@@ -6,12 +6,12 @@
 //!
 //! [`BlockServer`]: crate::net::sync::BlockServer
 
+use crate::chain::app::CnApp;
+use crate::chain::recovery::{persist, replay_log};
 use crate::config::StorageConfig;
 use crate::consensus::machine::Tip;
 use crate::consensus::selection::CnSet;
 use crate::net::sync::ChainReader;
-use crate::node::app::CnApp;
-use crate::node::recovery::{persist, replay_log};
 use crate::storage::blocklog::BlockLog;
 use crate::storage::history::HistoryRetention;
 use crate::storage::state::CommittedState;

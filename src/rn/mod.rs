@@ -25,15 +25,15 @@ pub mod register;
 pub mod status;
 pub mod sync;
 
+use crate::chain::app::{CnApp, CnState};
+use crate::chain::genesis::Genesis;
 use crate::config::StorageConfig;
 use crate::consensus::selection::CnSet;
 use crate::crypto::bls::{PublicKey, PublicKeyBytes, SecretKey};
+use crate::link::link;
 use crate::mempool::Mempool;
 use crate::net::rn::{RnNetConfig, RnNetwork};
 use crate::net::sync::{BlockServer, ChainReader};
-use crate::node::app::{CnApp, CnState};
-use crate::node::genesis::Genesis;
-use crate::pipeline::link;
 use crate::storage::store::Store;
 use crate::types::codec::encode_frame;
 use crate::types::{Block, BlockHash, ChainId, CnIndex, Height, TxBatch};
@@ -250,7 +250,7 @@ impl Disk {
 fn start_network(
     rt: &tokio::runtime::Runtime,
     config: &RnConfig,
-    gossip: crate::pipeline::LinkSender<(crate::net::rn::PeerId, crate::net::rn::Gossip)>,
+    gossip: crate::link::LinkSender<(crate::net::rn::PeerId, crate::net::rn::Gossip)>,
     server: &Arc<BlockServer>,
     evidence: &Arc<EvidenceBook>,
 ) -> anyhow::Result<Arc<RnNetwork>> {
@@ -301,7 +301,7 @@ fn audit_app(
         genesis.tip(),
     );
     let servicechains: Vec<ChainId> = genesis.servicechains.iter().map(|&c| ChainId(c)).collect();
-    let segments = Arc::new(crate::node::segments::LogSegments::new(
+    let segments = Arc::new(crate::chain::segments::LogSegments::new(
         chain.clone(),
         crate::por::DEFAULT_SEGMENT_LEN,
     ));
@@ -320,7 +320,7 @@ pub struct RnView {
     chain: ChainReader,
     evidence: Arc<EvidenceBook>,
     state: CnState,
-    region: Arc<std::sync::RwLock<crate::node::region::RegionState>>,
+    region: Arc<std::sync::RwLock<crate::chain::region::RegionState>>,
     net: Arc<RnNetwork>,
     listen: SocketAddr,
 }
@@ -358,7 +358,7 @@ impl RnView {
     }
 
     /// The regionchain state as audited so far (registry, checkpoints, PoP).
-    pub fn region(&self) -> &Arc<std::sync::RwLock<crate::node::region::RegionState>> {
+    pub fn region(&self) -> &Arc<std::sync::RwLock<crate::chain::region::RegionState>> {
         &self.region
     }
 

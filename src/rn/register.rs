@@ -1,11 +1,11 @@
-//! An RN with a reward key registers itself for PoSC and rewards ([`crate::node::posc`]):
+//! An RN with a reward key registers itself for PoSC and rewards ([`crate::chain::posc`]):
 //! until the audited regionchain lists its reward address with this node's endpoint and key,
 //! it signs a registration (sequence one above the registered one) and forwards it to its CNs,
 //! every [`RETRY`]. It stops once registered or when the node stops.
 
 use super::RnView;
+use crate::chain::posc::{RnRegistration, RnSpec};
 use crate::crypto::tx::address_of;
-use crate::node::posc::{RnRegistration, RnSpec};
 use crate::types::ChainId;
 use std::time::Duration;
 use tokio::sync::watch;

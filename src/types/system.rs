@@ -20,20 +20,20 @@ pub const MAX_SYSTEM_TX_BYTES: usize = 256 << 10;
 pub enum SystemKind {
     /// Replacement of the CN set ([`crate::consensus::governance::CnSetChange`]).
     CnSetChange = 1,
-    /// Registration of a servicechain ([`crate::node::servicechain::Registration`]).
+    /// Registration of a servicechain ([`crate::chain::servicechain::Registration`]).
     RegisterServicechain = 2,
-    /// A proof-of-replication share ([`crate::node::pop::ShareSubmission`]).
+    /// A proof-of-replication share ([`crate::chain::pop::ShareSubmission`]).
     PorShare = 3,
     /// Registration of a ranger node for PoSC probes and rewards
-    /// ([`crate::node::posc::RnRegistration`]).
+    /// ([`crate::chain::posc::RnRegistration`]).
     RegisterRn = 4,
     /// A CN's attestation of a failed probe, gossiped between CNs only
-    /// ([`crate::node::posc::ProbeAttestation`]).
+    /// ([`crate::chain::posc::ProbeAttestation`]).
     ProbeAttestation = 5,
-    /// A quorum's penalty of an RN that failed its probe ([`crate::node::posc::Penalty`]).
+    /// A quorum's penalty of an RN that failed its probe ([`crate::chain::posc::Penalty`]).
     Penalty = 6,
     /// Withdrawal of unlocked rewards to a servicechain account
-    /// ([`crate::node::withdrawal::Withdrawal`]).
+    /// ([`crate::chain::withdrawal::Withdrawal`]).
     Withdrawal = 7,
 }
 

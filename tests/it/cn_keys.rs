@@ -3,11 +3,11 @@
 //! keys inside a certificate's key sum.
 
 use alloy_primitives::U256;
+use kaon::chain::genesis::{Genesis, GenesisCnError};
 use kaon::consensus::governance::{approve, proof_of_possession, GovernanceError};
 use kaon::consensus::selection::{CnSet, SelectionError};
 use kaon::crypto::bls::{self, PublicKey, SecretKey};
 use kaon::crypto::hash::sha256;
-use kaon::node::genesis::{Genesis, GenesisCnError};
 use kaon::types::{ChainId, CnIndex, Height};
 
 const REGION: ChainId = ChainId(1000);

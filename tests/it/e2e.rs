@@ -139,7 +139,7 @@ fn pop_shares_on_chain(region_url: &str) -> Result<(serde_json::Value, u64), Str
         let state = call("kaon_popState", serde_json::json!([miner]))?;
         let answer = call(
             "eth_call",
-            serde_json::json!([{"to": kaon::node::pop::RESERVE_ADDRESS, "data": data}, "latest"]),
+            serde_json::json!([{"to": kaon::chain::pop::RESERVE_ADDRESS, "data": data}, "latest"]),
         )?;
         let shares = answer
             .as_str()

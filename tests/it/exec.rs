@@ -953,9 +953,9 @@ fn app_on(
     state: Arc<CommittedState>,
     key: &kaon::crypto::bls::SecretKey,
     genesis: kaon::consensus::machine::Tip,
-) -> (kaon::node::app::CnApp, kaon::node::app::CnState) {
+) -> (kaon::chain::app::CnApp, kaon::chain::app::CnState) {
     let region = ChainId(1000);
-    let shared = kaon::node::app::CnState {
+    let shared = kaon::chain::app::CnState {
         pool: Arc::new(std::sync::Mutex::new(kaon::mempool::Mempool::new(
             Default::default(),
             [CHAIN, region],
@@ -964,7 +964,7 @@ fn app_on(
         system: Arc::default(),
     };
     let set = kaon::consensus::selection::CnSet::new(vec![key.public_key()]).unwrap();
-    let mut app = kaon::node::app::CnApp::new(region, Arc::new(set), shared.clone(), 100, genesis);
+    let mut app = kaon::chain::app::CnApp::new(region, Arc::new(set), shared.clone(), 100, genesis);
     app.configure_region(|r| r.with_genesis_chains(&[CHAIN]));
     (app, shared)
 }
@@ -1031,7 +1031,7 @@ fn restart_reexecutes_only_the_blocks_above_the_applied_height() {
             .unwrap();
         // The last block reaches the block log but not RocksDB: a crash in between.
         if height < 3 {
-            kaon::node::recovery::persist(&state, &block, offset.0).unwrap();
+            kaon::chain::recovery::persist(&state, &block, offset.0).unwrap();
         }
         tip = Tip::of(&block);
         last = Some(block);
@@ -1048,7 +1048,7 @@ fn restart_reexecutes_only_the_blocks_above_the_applied_height() {
     assert_eq!(state.store().state_height().unwrap(), Some(2));
     assert_eq!(state.nonce(CHAIN, &addr(1)).unwrap(), 2);
     let (mut app, _shared) = app_on(Arc::clone(&state), &key, genesis);
-    let recovered = kaon::node::recovery::replay(&log, &state, &wal, &mut app, genesis).unwrap();
+    let recovered = kaon::chain::recovery::replay(&log, &state, &wal, &mut app, genesis).unwrap();
     assert_eq!((recovered.blocks, recovered.reexecuted), (3, 1));
     assert_eq!(recovered.tip, tip);
     assert_eq!(state.store().state_height().unwrap(), Some(3));
@@ -1074,8 +1074,8 @@ fn restart_reexecutes_only_the_blocks_above_the_applied_height() {
 
 /// One CN's application over a fresh state in `dir`, with genesis, its key and parameters.
 struct AppFixture {
-    app: kaon::node::app::CnApp,
-    shared: kaon::node::app::CnState,
+    app: kaon::chain::app::CnApp,
+    shared: kaon::chain::app::CnState,
     key: kaon::crypto::bls::SecretKey,
     params: kaon::consensus::machine::Params,
     genesis: kaon::consensus::machine::Tip,
@@ -1160,7 +1160,7 @@ fn an_execution_is_reused_only_for_the_same_parent_timestamp_and_segments() {
     assert!(
         matches!(
             err,
-            kaon::node::app::CommitError::Diverged { segment: 1, .. }
+            kaon::chain::app::CommitError::Diverged { segment: 1, .. }
         ),
         "{err}"
     );
@@ -1197,7 +1197,7 @@ fn the_application_refuses_blocks_off_its_tip_and_divergent_commits() {
     );
     assert!(matches!(
         fx.app.commit(&other).unwrap_err(),
-        kaon::node::app::CommitError::NotOnTip { .. }
+        kaon::chain::app::CommitError::NotOnTip { .. }
     ));
 
     // Block 2 whose header claims a state other than its execution's.
@@ -1206,7 +1206,7 @@ fn the_application_refuses_blocks_off_its_tip_and_divergent_commits() {
     let block2 = fx.block(&tip1, 20, body);
     assert!(matches!(
         fx.app.commit(&block2).unwrap_err(),
-        kaon::node::app::CommitError::Diverged { segment: 0, .. }
+        kaon::chain::app::CommitError::Diverged { segment: 0, .. }
     ));
     let body = fx.app.build(Height(2), &tip1, 21);
     let honest = fx.block(&tip1, 21, body);

@@ -4,13 +4,13 @@
 //! from then on the fifth CN votes and every certificate is counted against five keys.
 
 use alloy_primitives::U256;
+use kaon::chain::genesis::Genesis;
 use kaon::consensus::governance::{approve, proof_of_possession};
 use kaon::consensus::selection::CnSet;
 use kaon::crypto::bls::SecretKey;
 use kaon::crypto::hash::sha256;
 use kaon::net::NetConfig;
-use kaon::node::genesis::Genesis;
-use kaon::pipeline::topology::{start_cluster, CnNode};
+use kaon::pipeline::topology::{start_cluster, CnNode, CnSpec};
 use kaon::storage::blocklog::{BlockLog, BlockLogOptions};
 use kaon::types::codec::decode_frame;
 use kaon::types::{Block, ChainId, CnIndex, Height};
@@ -55,8 +55,7 @@ fn a_fifth_cn_joins_through_an_approved_change_and_votes() {
         .map(|i| {
             let net = NetConfig::new("127.0.0.1:0".parse().unwrap());
             let datadir = dir.path().join(format!("cn{i}"));
-            genesis
-                .cn_spec(CnIndex(i as u32), keys[i].clone(), datadir, net)
+            CnSpec::from_genesis(&genesis, CnIndex(i as u32), keys[i].clone(), datadir, net)
                 .unwrap()
         })
         .collect();

@@ -10,6 +10,7 @@ mod e2e;
 mod exec;
 mod governance;
 mod history;
+mod layers;
 mod mempool;
 mod multiprocess;
 mod net;

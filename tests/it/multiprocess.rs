@@ -97,7 +97,7 @@ fn wait_progressing(what: &str, chains: &Chains, nodes: &[usize], cond: impl Fn(
 fn hostile_sync_request(dir: &std::path::Path, base: u16, cn0: &mut Child) {
     use kaon::types::codec::encode_frame;
     use kaon::types::{CnIndex, ConsensusMessage, Height};
-    let genesis = kaon::node::genesis::Genesis::load(&dir.join("genesis.json")).unwrap();
+    let genesis = kaon::chain::genesis::Genesis::load(&dir.join("genesis.json")).unwrap();
     let set = Arc::new(genesis.cn_set().unwrap());
     let key = kaon::crypto::bls::SecretKey::from_bytes(
         &kaon::node::ranger::read_secret(&dir.join("cn3/cn.key")).unwrap(),

@@ -4,20 +4,20 @@
 //! PoSC: RN registrations, probe selection, penalties by a quorum of CN attestations, slashing.
 
 use alloy_primitives::{Address, Bytes, B256, U256};
+use kaon::chain::pop::{
+    PopParams, SegmentSource, ShareSubmission, EPOCH_LEN, LOCKUP_EPOCHS, REWARD_PER_EPOCH,
+    SHARE_EXPIRY,
+};
+use kaon::chain::posc::{
+    rank, Penalty, PoscParams, ProbeAttestation, RnRegistration, RnSpec, PENALTY_WINDOW,
+    PROBE_GRACE,
+};
+use kaon::chain::region::{Committed, RegionExecution, RegionState};
+use kaon::chain::withdrawal::{Withdrawal, WithdrawalSpec};
 use kaon::consensus::selection::CnSet;
 use kaon::crypto::bls::SecretKey;
 use kaon::crypto::hash::sha256;
 use kaon::node::loadgen::{dev_account, DevAccount};
-use kaon::node::pop::{
-    PopParams, SegmentSource, ShareSubmission, EPOCH_LEN, LOCKUP_EPOCHS, REWARD_PER_EPOCH,
-    SHARE_EXPIRY,
-};
-use kaon::node::posc::{
-    rank, Penalty, PoscParams, ProbeAttestation, RnRegistration, RnSpec, PENALTY_WINDOW,
-    PROBE_GRACE,
-};
-use kaon::node::region::{Committed, RegionExecution, RegionState};
-use kaon::node::withdrawal::{Withdrawal, WithdrawalSpec};
 use kaon::por::{synthetic_segment, verify_share};
 use kaon::types::{BlockHash, ChainId, Height, Segment};
 use std::sync::Arc;
@@ -646,7 +646,7 @@ fn a_withdrawal_and_a_slashing_in_one_container_pay_out_once() {
         signers: kaon::types::SignerBitmap::with_members(4),
         aggregate: Default::default(),
     };
-    let delta = kaon::node::pop::PopDelta {
+    let delta = kaon::chain::pop::PopDelta {
         withdrawals: vec![w],
         penalties: vec![penalty],
         ..Default::default()

@@ -7,9 +7,9 @@
 use super::pop::shares;
 use super::rn::{describe, head, wait_or_explain, Cluster};
 use alloy_primitives::{Address, U256};
+use kaon::chain::posc::{Penalty, PoscParams};
 use kaon::net::probe::{Probe, ProbeFailure, Prober};
 use kaon::node::loadgen::dev_account;
-use kaon::node::posc::{Penalty, PoscParams};
 use kaon::node::rewards::{withdraw, WithdrawRequest};
 use kaon::rn::register::RewardKey;
 use kaon::rn::{RnHandle, RnNode};

@@ -4,6 +4,7 @@
 //! refuse forged certificates and garbage. Every wait is bounded.
 
 use alloy_primitives::{Address, Bytes, U256};
+use kaon::chain::genesis::Genesis;
 use kaon::consensus::audit::{
     audit_consensus, verify_head, AuditError, AuditOutcome, ChainState, HeadClaimError,
 };
@@ -18,10 +19,9 @@ use kaon::net::handshake::{self, Credential, Side};
 use kaon::net::rn::{decode_gossip, Gossip};
 use kaon::net::rn::{RnNetConfig, RnNetwork, Source};
 use kaon::net::{tls, NetConfig};
-use kaon::node::genesis::Genesis;
 use kaon::node::loadgen::dev_account;
 use kaon::pipeline::link;
-use kaon::pipeline::topology::{start_cluster, CnNode};
+use kaon::pipeline::topology::{start_cluster, CnNode, CnSpec};
 use kaon::rn::evidence::{
     check_evidence, Deferral, EvidenceError, PendingEvidence, MAX_PENDING_EVIDENCE,
     MAX_PENDING_EVIDENCE_BYTES, PENDING_EVIDENCE_WINDOW,
@@ -565,7 +565,7 @@ impl Cluster {
         tweak_net: impl Fn(&mut NetConfig),
     ) -> Self {
         let keys: Vec<SecretKey> = (0..4).map(cn_key).collect();
-        let accounts = [dev_account(0)];
+        let accounts = [dev_account(0).address];
         let mut genesis = Genesis::new(
             REGION,
             &keys,
@@ -581,14 +581,14 @@ impl Cluster {
             .map(|i| {
                 let mut net = NetConfig::new(localhost());
                 tweak_net(&mut net);
-                genesis
-                    .cn_spec(
-                        CnIndex(i as u32),
-                        keys[i].clone(),
-                        dir.join(format!("cn{i}")),
-                        net,
-                    )
-                    .unwrap()
+                CnSpec::from_genesis(
+                    &genesis,
+                    CnIndex(i as u32),
+                    keys[i].clone(),
+                    dir.join(format!("cn{i}")),
+                    net,
+                )
+                .unwrap()
             })
             .collect();
         let cns = start_cluster(rt.handle(), specs, |_| Box::new(|_| {})).unwrap();

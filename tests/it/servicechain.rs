@@ -2,15 +2,15 @@
 //! the regionchain's segment 0 exactly as CNs and RNs run it.
 
 use alloy_primitives::{B256, U256};
+use kaon::chain::region::{Committed, RegionExecution, RegionState};
+use kaon::chain::servicechain::{
+    segment_hash, GenesisAlloc, Registration, RegistryError, ServicechainSpec, MAX_ALLOCATIONS,
+    MAX_CHAIN_ID,
+};
 use kaon::consensus::selection::CnSet;
 use kaon::crypto::bls::SecretKey;
 use kaon::crypto::hash::sha256;
 use kaon::node::loadgen::dev_account;
-use kaon::node::region::{Committed, RegionExecution, RegionState};
-use kaon::node::servicechain::{
-    segment_hash, GenesisAlloc, Registration, RegistryError, ServicechainSpec, MAX_ALLOCATIONS,
-    MAX_CHAIN_ID,
-};
 use kaon::types::{BlockHash, ChainId, CnIndex, Height, Segment};
 use std::sync::Arc;
 
@@ -208,11 +208,11 @@ fn a_hundred_thousand_registered_chains_cost_nothing_per_idle_block() {
 #[test]
 fn a_registered_servicechain_takes_transactions_on_a_running_cluster() {
     use alloy_primitives::Address;
+    use kaon::chain::genesis::Genesis;
     use kaon::crypto::tx::{Eip1559Tx, Transaction, TxKind};
     use kaon::exec::StateRead;
     use kaon::net::NetConfig;
-    use kaon::node::genesis::Genesis;
-    use kaon::pipeline::topology::{start_cluster, CnNode};
+    use kaon::pipeline::topology::{start_cluster, CnNode, CnSpec};
     use std::time::{Duration, Instant};
 
     let dir = tempfile::tempdir().unwrap();
@@ -228,14 +228,14 @@ fn a_registered_servicechain_takes_transactions_on_a_running_cluster() {
     let specs = (0..4)
         .map(|i| {
             let net = NetConfig::new("127.0.0.1:0".parse().unwrap());
-            genesis
-                .cn_spec(
-                    CnIndex(i as u32),
-                    keys[i].clone(),
-                    dir.path().join(format!("cn{i}")),
-                    net,
-                )
-                .unwrap()
+            CnSpec::from_genesis(
+                &genesis,
+                CnIndex(i as u32),
+                keys[i].clone(),
+                dir.path().join(format!("cn{i}")),
+                net,
+            )
+            .unwrap()
         })
         .collect();
     let nodes = start_cluster(rt.handle(), specs, |_| Box::new(|_| {})).unwrap();

@@ -1,5 +1,5 @@
 //! A CN's PoSC duty: after each durable container, probe the RNs the regionchain selected for
-//! that round ([`super::posc`]) and, for each that fails, gossip a signed attestation to every
+//! that round ([`crate::chain::posc`]) and, for each that fails, gossip a signed attestation to every
 //! CN (the proposer folds a quorum of them into a penalty).
 //!
 //! Probes run on the node's tokio runtime, each under the genesis deadline; every round is
@@ -7,12 +7,12 @@
 //! meet), through a bounded queue and at most [`MAX_PROBES_IN_FLIGHT`] at once — beyond that a
 //! round is skipped and counted, never queued without bound.
 
-use super::posc::{ProbeAttestation, ProbeTarget};
-use super::region::RegionState;
+use super::topology::Submitter;
+use crate::chain::posc::{ProbeAttestation, ProbeTarget};
+use crate::chain::region::RegionState;
 use crate::crypto::bls::SecretKey;
 use crate::net::probe::{read_height, Probe, Prober};
 use crate::net::sync::ChainReader;
-use crate::pipeline::topology::Submitter;
 use crate::types::{CnIndex, Height};
 use alloy_primitives::B256;
 use std::sync::atomic::{AtomicU64, Ordering};

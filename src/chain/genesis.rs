@@ -9,19 +9,15 @@
 //! whose holder does not know its secret key (`pk_x - pk_honest`) would let one CN sign for
 //! others. Loading refuses such a genesis and names the entry.
 
-use super::loadgen::DevAccount;
 use crate::consensus::machine::{Params, Tip};
 use crate::consensus::selection::{CnSet, SelectionError};
 use crate::crypto::bls::{PublicKey, SecretKey, Signature};
 use crate::crypto::hash::sha256;
-use crate::net::NetConfig;
-use crate::pipeline::topology::CnSpec;
-use crate::types::{BlockHash, ChainId, CnIndex, Height};
+use crate::types::{BlockHash, ChainId, Height};
 use alloy_primitives::{Address, B256, U256};
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::Path;
 use thiserror::Error;
 
 /// Largest genesis file read: bounds memory on a wrong or hostile path.
@@ -54,11 +50,11 @@ pub struct Genesis {
     pub por_bits: u32,
     /// PoSC: RNs probed per container, penalties tolerated before slashing, probe deadline.
     #[serde(default)]
-    pub posc: crate::node::posc::PoscParams,
+    pub posc: crate::chain::posc::PoscParams,
 }
 
 fn default_por_bits() -> u32 {
-    crate::node::pop::PopParams::default().initial_bits
+    crate::chain::pop::PopParams::default().initial_bits
 }
 
 /// Why genesis's CN list was refused; every variant names the entry at fault.
@@ -110,7 +106,7 @@ impl Genesis {
         region: ChainId,
         cn_keys: &[SecretKey],
         servicechains: usize,
-        accounts: &[DevAccount],
+        accounts: &[Address],
         balance: U256,
         round_ms: u64,
         committee_size: usize,
@@ -119,9 +115,9 @@ impl Genesis {
         let alloc = servicechains
             .iter()
             .flat_map(|&chain| {
-                accounts.iter().map(move |a| Allocation {
+                accounts.iter().map(move |&address| Allocation {
                     chain,
-                    address: a.address,
+                    address,
                     balance,
                 })
             })
@@ -151,8 +147,8 @@ impl Genesis {
     }
 
     /// The PoP settings this genesis fixes.
-    pub fn pop_params(&self) -> crate::node::pop::PopParams {
-        crate::node::pop::PopParams {
+    pub fn pop_params(&self) -> crate::chain::pop::PopParams {
+        crate::chain::pop::PopParams {
             initial_bits: self.por_bits,
             posc: self.posc,
             ..Default::default()
@@ -270,39 +266,5 @@ impl Genesis {
             .iter()
             .map(|a| (ChainId(a.chain), a.address, a.balance))
             .collect()
-    }
-
-    /// Everything CN `me` needs to start on this genesis.
-    pub fn cn_spec(
-        &self,
-        me: CnIndex,
-        key: SecretKey,
-        datadir: PathBuf,
-        net: NetConfig,
-    ) -> anyhow::Result<CnSpec> {
-        let set = self.cn_set()?;
-        // A key outside the genesis set is a CN waiting to join through governance: it follows
-        // the chain until a change names it. A key at the wrong index is a configuration error.
-        if let Ok(k) = set.key(me) {
-            anyhow::ensure!(
-                *k == key.public_key(),
-                "the key given for CN {me} is not the one in genesis"
-            );
-        }
-        Ok(CnSpec {
-            me,
-            key,
-            set: Arc::new(set),
-            params: self.params(),
-            genesis: self.tip(),
-            chains: self.servicechains.iter().map(|&c| ChainId(c)).collect(),
-            allocations: self.allocations(),
-            datadir,
-            net,
-            pipeline: crate::config::PipelineConfig::default(),
-            storage: crate::config::StorageConfig::default(),
-            max_txs_per_segment: 10_000,
-            pop: self.pop_params(),
-        })
     }
 }

@@ -19,7 +19,6 @@ use crate::types::system::{self, SystemKind, SystemTxError};
 use crate::types::ChainId;
 use alloy_primitives::{keccak256, Address, Bytes, B256, U256};
 use alloy_rlp::{RlpDecodable, RlpEncodable};
-use std::collections::BTreeMap;
 use thiserror::Error;
 
 /// Most withdrawals one container accepts.
@@ -27,8 +26,7 @@ pub const MAX_WITHDRAWALS_PER_CONTAINER: usize = 64;
 
 const WITHDRAWAL_DOMAIN: &[u8] = b"KAON/withdrawal/v1";
 
-/// Credits waiting for the next segment of each servicechain: (account, amount) in order.
-pub type Credits = BTreeMap<ChainId, Vec<(Address, U256)>>;
+pub use crate::exec::Credits;
 
 /// What an RN withdraws, and where to.
 #[derive(Debug, Clone, PartialEq, Eq, RlpEncodable, RlpDecodable)]
