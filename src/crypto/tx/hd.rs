@@ -49,7 +49,9 @@ pub fn derive_secret(seed: &[u8], path: &[u32]) -> Result<[u8; 32], TxError> {
 }
 
 fn split_key(i: &[u8; 64]) -> Result<(SecretKey, [u8; 32]), TxError> {
-    let key = SecretKey::from_slice(&i[..32]).map_err(|_| TxError::InvalidSecretKey)?;
+    let mut secret = [0u8; 32];
+    secret.copy_from_slice(&i[..32]);
+    let key = SecretKey::from_byte_array(secret).map_err(|_| TxError::InvalidSecretKey)?;
     let mut chain = [0u8; 32];
     chain.copy_from_slice(&i[32..]);
     Ok((key, chain))

@@ -66,11 +66,11 @@ impl Transaction {
 /// Signs a 32-byte digest with `secret` (RFC 6979 deterministic nonce, low `s`), as Ethereum
 /// signatures are made: transactions, and Kaon's owner-signed system transactions.
 pub fn sign_digest(secret: &[u8; 32], digest: B256) -> Result<Signature, TxError> {
-    let key = SecretKey::from_slice(secret).map_err(|_| TxError::InvalidSecretKey)?;
+    let key = SecretKey::from_byte_array(*secret).map_err(|_| TxError::InvalidSecretKey)?;
     let (recovery_id, compact) = SECP256K1
-        .sign_ecdsa_recoverable(&Message::from_digest(digest.0), &key)
+        .sign_ecdsa_recoverable(Message::from_digest(digest.0), &key)
         .serialize_compact();
-    let y_parity = match recovery_id.to_i32() {
+    let y_parity = match i32::from(recovery_id) {
         0 => false,
         1 => true,
         // 2 and 3 mean r overflowed the group order (probability ~2^-127); Ethereum
@@ -92,7 +92,7 @@ pub fn recover_digest(digest: B256, signature: &Signature) -> Result<Address, Tx
 
 /// The Ethereum address of a secret key (keccak-256 of the public key, last 20 bytes).
 pub fn address_of(secret: &[u8; 32]) -> Result<Address, TxError> {
-    let key = SecretKey::from_slice(secret).map_err(|_| TxError::InvalidSecretKey)?;
+    let key = SecretKey::from_byte_array(*secret).map_err(|_| TxError::InvalidSecretKey)?;
     Ok(public_key_address(&PublicKey::from_secret_key_global(&key)))
 }
 
@@ -124,12 +124,12 @@ pub fn decode_recover_batch<B: AsRef<[u8]> + Sync>(
 }
 
 fn recover_address(hash: B256, signature: &Signature) -> Result<Address, TxError> {
-    let recovery_id = RecoveryId::from_i32(i32::from(signature.y_parity))
+    let recovery_id = RecoveryId::try_from(i32::from(signature.y_parity))
         .map_err(|_| TxError::InvalidSignature)?;
     let signature = RecoverableSignature::from_compact(&signature.to_compact(), recovery_id)
         .map_err(|_| TxError::InvalidSignature)?;
     let public_key = SECP256K1
-        .recover_ecdsa(&Message::from_digest(hash.0), &signature)
+        .recover_ecdsa(Message::from_digest(hash.0), &signature)
         .map_err(|_| TxError::InvalidSignature)?;
     Ok(public_key_address(&public_key))
 }
