@@ -4,6 +4,7 @@
 use crate::config::Config;
 use crate::crypto::bls::SecretKey;
 use crate::crypto::hash::sha256_backend;
+use alloy_primitives::hex;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use rand::RngCore;

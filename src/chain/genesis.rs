@@ -14,6 +14,7 @@ use crate::consensus::selection::{CnSet, SelectionError};
 use crate::crypto::bls::{PublicKey, SecretKey, Signature};
 use crate::crypto::hash::sha256;
 use crate::types::{BlockHash, ChainId, Height};
+use alloy_primitives::hex;
 use alloy_primitives::{Address, B256, U256};
 use anyhow::Context;
 use serde::{Deserialize, Serialize};

@@ -21,6 +21,7 @@
 //! Points are group-checked once, when bytes become a [`PublicKey`] or [`Signature`], and never
 //! again when aggregating or verifying (the check costs ~59 µs per signature).
 
+use alloy_primitives::hex;
 use alloy_rlp::{RlpDecodableWrapper, RlpEncodableWrapper};
 use blst::min_pk;
 use blst::BLST_ERROR;

@@ -136,6 +136,7 @@ pub fn sha256_backend() -> Sha256Backend {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use alloy_primitives::hex;
 
     #[test]
     fn sha256_matches_fips_180_example() {

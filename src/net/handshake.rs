@@ -24,6 +24,7 @@ use crate::crypto::bls::{
     PublicKey, PublicKeyBytes, SecretKey, Signature, PUBLIC_KEY_LEN, SIGNATURE_LEN,
 };
 use crate::types::CnIndex;
+use alloy_primitives::hex;
 use std::sync::Arc;
 
 /// Exporter label (RFC 5705) and the domain of the signature.

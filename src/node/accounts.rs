@@ -32,6 +32,7 @@ pub fn developer_accounts(count: usize) -> Vec<DevAccount> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use alloy_primitives::hex;
 
     #[test]
     fn the_first_accounts_match_what_wallets_derive_from_the_mnemonic() {

@@ -8,6 +8,7 @@ use crate::crypto::bls::SecretKey;
 use crate::net::NetConfig;
 use crate::pipeline::topology::{BoundCn, CnSpec};
 use crate::types::{ChainId, CnIndex};
+use alloy_primitives::hex;
 use alloy_primitives::U256;
 use anyhow::Context;
 use rand::RngCore;

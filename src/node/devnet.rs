@@ -13,6 +13,7 @@ use crate::net::NetConfig;
 use crate::pipeline::topology::{start_cluster, CnNode, CnSpec};
 use crate::rn::{CnPeer, RnConfig, RnHandle, RnNode};
 use crate::types::{ChainId, CnIndex};
+use alloy_primitives::hex;
 use alloy_primitives::U256;
 use std::io::Write;
 use std::path::PathBuf;

@@ -6,6 +6,7 @@ use crate::chain::genesis::Genesis;
 use crate::rn::register::RewardKey;
 use crate::rn::{CnPeer, RnConfig, RnNode};
 use crate::types::CnIndex;
+use alloy_primitives::hex;
 use anyhow::Context;
 use std::io::Write;
 use std::net::SocketAddr;

@@ -25,6 +25,7 @@ use crate::net::rn::PeerId;
 use crate::storage::store::Store;
 use crate::types::codec::{canonical, decode_exact};
 use crate::types::{CnIndex, EquivocationEvidence, Height, Round, SealedHeader, Vote, VoteKind};
+use alloy_primitives::hex;
 use alloy_primitives::B256;
 use alloy_rlp::{RlpDecodable, RlpEncodable};
 use std::collections::BTreeMap;

@@ -8,6 +8,7 @@ use super::types::{
     BlockTransactions, RpcBlock, RpcFeeHistory, RpcLog, RpcReceipt, RpcTransaction, SyncProgress,
 };
 use crate::crypto::tx::{Transaction, TxType};
+use alloy_primitives::hex;
 use alloy_primitives::{Bloom, U256};
 use serde::ser::{SerializeSeq, Serializer};
 use serde::Serialize;

@@ -5,6 +5,7 @@
 //! checks all its cases, collects every mismatch (named by case file) and fails on any, and
 //! fails when the family has no case at all.
 
+use alloy_primitives::hex;
 use kaon::crypto::bls::{
     aggregate_signatures, batch_verify, fast_aggregate_verify, BatchFailure, PublicKey, SecretKey,
     Signature, SignedMessage,

@@ -3,6 +3,7 @@
 //! requests in flight, so arrival order is not nonce order), against a real in-process devnet's
 //! JSON-RPC. Every hash the RPC answered must end up in a block.
 
+use alloy_primitives::hex;
 use alloy_primitives::{Address, Bytes, U256};
 use kaon::crypto::tx::{AccessList, Eip1559Tx, SignedTransaction, Transaction, TxKind};
 use kaon::exec::{BASE_FEE_WEI, TRANSFER_GAS};

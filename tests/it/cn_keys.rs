@@ -2,6 +2,7 @@
 //! possession and may be listed once, so no CN can register a rogue key that cancels honest
 //! keys inside a certificate's key sum.
 
+use alloy_primitives::hex;
 use alloy_primitives::U256;
 use kaon::chain::genesis::{Genesis, GenesisCnError};
 use kaon::consensus::governance::{approve, proof_of_possession, GovernanceError};

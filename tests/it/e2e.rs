@@ -6,6 +6,7 @@
 //! Needs `node` and `tests/e2e/node_modules` (`make test` and `.ci/run` install them with
 //! `npm ci`); without them the test fails and says so.
 
+use alloy_primitives::hex;
 use kaon::node::devnet::{run, DevnetConfig};
 use std::io::Write;
 use std::path::Path;

@@ -3,6 +3,7 @@
 //! reasons; block context; gas estimation; parallel execution equal to sequential with chains
 //! isolated; and the RocksDB state, receipts and logs across a reopen.
 
+use alloy_primitives::hex;
 use alloy_primitives::{Address, Bytes, B256, U256};
 use kaon::crypto::bls::SignatureBytes;
 use kaon::crypto::hash::{keccak256, sha256};

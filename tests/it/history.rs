@@ -3,6 +3,7 @@
 //! those blocks, as observed at the time; hostile block parameters get clean errors.
 
 use crate::burst::{raw_hex, Client, Devnet};
+use alloy_primitives::hex;
 use alloy_primitives::{Address, Bytes, B256, U256};
 use kaon::crypto::tx::{AccessList, Eip1559Tx, SignedTransaction, Transaction, TxKind};
 use kaon::node::accounts::{developer_accounts, DEV_ACCOUNTS};

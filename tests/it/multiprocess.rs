@@ -6,6 +6,7 @@
 //! others at every height; a `kaon rn` process syncs from them, serves JSON-RPC and registers
 //! itself for PoSC; SIGTERM stops them all cleanly.
 
+use alloy_primitives::hex;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};

@@ -552,7 +552,7 @@ impl Harness {
 }
 
 fn hex(bytes: &[u8]) -> String {
-    format!("0x{}", ::hex::encode(bytes))
+    format!("0x{}", alloy_primitives::hex::encode(bytes))
 }
 
 #[test]

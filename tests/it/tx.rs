@@ -1,6 +1,7 @@
 //! Signed transactions: the EIP-155 worked example, fixtures signed by eth-account, hostile
 //! bytes, and property tests of the codec and of batch recovery.
 
+use alloy_primitives::hex;
 use alloy_primitives::{keccak256, Address, Bytes, B256, U256};
 use alloy_rlp::{Encodable, Header};
 use kaon::crypto::tx::{
