@@ -21,7 +21,7 @@ pub struct Cli {
     #[arg(long, global = true, env = "KAON_DATADIR")]
     pub datadir: Option<PathBuf>,
     /// Log filter, e.g. `info` or `kaon=debug`; overrides the config file (`RUST_LOG` wins).
-    #[arg(long, global = true)]
+    #[arg(long, global = true, env = "KAON_LOG")]
     pub log: Option<String>,
     #[command(subcommand)]
     pub command: Command,
@@ -82,7 +82,9 @@ pub fn run() -> anyhow::Result<()> {
             let spec = args.into_spec(&cli.datadir, &config)?;
             crate::node::ranger::run_rn(&spec, &mut std::io::stdout())
         }
-        Command::Init(args) => crate::node::cn::init(&args.into_spec(&config)),
+        Command::Init(args) => {
+            crate::node::cn::init(&args.into_spec(&config), &mut std::io::stdout())
+        }
         Command::Cn { metrics } => {
             let path = cli
                 .config
@@ -138,6 +140,9 @@ pub struct DevnetArgs {
     /// transaction is proposed within `pipeline.proposal_batch_ms`).
     #[arg(long, default_value_t = 1000)]
     pub round_ms: u64,
+    /// The same interval in whole seconds, as anvil takes it (overrides `--round-ms`).
+    #[arg(long, value_name = "SECONDS", conflicts_with = "round_ms", value_parser = clap::value_parser!(u64).range(1..))]
+    pub block_time: Option<u64>,
     /// Development accounts sending load.
     #[arg(long, default_value_t = 64)]
     pub accounts: usize,
@@ -150,6 +155,12 @@ pub struct DevnetArgs {
     /// JSON-RPC (HTTP and WebSocket) of the first ranger node.
     #[arg(long, default_value = "127.0.0.1:8545")]
     pub rpc: std::net::SocketAddr,
+    /// The JSON-RPC address's host, as anvil takes it (overrides `--rpc`'s).
+    #[arg(long)]
+    pub host: Option<std::net::IpAddr>,
+    /// The JSON-RPC address's port, as anvil takes it (overrides `--rpc`'s).
+    #[arg(long)]
+    pub port: Option<u16>,
     /// Do not serve JSON-RPC.
     #[arg(long)]
     pub no_rpc: bool,
@@ -158,20 +169,32 @@ pub struct DevnetArgs {
     pub history_blocks: Option<u64>,
 }
 
+impl DevnetArgs {
+    /// `--rpc` with anvil's `--host`/`--port` applied.
+    fn rpc_addr(&self) -> std::net::SocketAddr {
+        std::net::SocketAddr::new(
+            self.host.unwrap_or(self.rpc.ip()),
+            self.port.unwrap_or(self.rpc.port()),
+        )
+    }
+}
+
 fn devnet(args: DevnetArgs, datadir: &Option<PathBuf>, config: &Config) -> anyhow::Result<()> {
     let devnet = crate::node::devnet::DevnetConfig {
         cns: args.cns,
         servicechains: args.servicechains,
         tps: args.tps,
         duration: (args.duration > 0).then(|| std::time::Duration::from_secs(args.duration)),
-        round_ms: args.round_ms,
+        round_ms: args
+            .block_time
+            .map_or(args.round_ms, |s| s.saturating_mul(1000)),
         accounts: args.accounts,
         datadir: datadir.clone(),
         committee_size: config.consensus.committee_size,
         until_height: None,
         metrics: args.metrics,
         rns: args.rns,
-        rpc: (!args.no_rpc).then_some(args.rpc),
+        rpc: (!args.no_rpc).then_some(args.rpc_addr()),
         rpc_limits: config.rpc.clone(),
         history_blocks: args.history_blocks.or(config.storage.history_blocks),
         ..Default::default()
@@ -253,6 +276,14 @@ pub struct RnArgs {
     /// Serve JSON-RPC (HTTP and WebSocket) here.
     #[arg(long)]
     pub rpc: Option<std::net::SocketAddr>,
+    /// Serve JSON-RPC on this host, as reth and geth take it (port `--http.port`, default
+    /// 8545); overrides `--rpc`'s host.
+    #[arg(long = "http.addr", value_name = "IP")]
+    pub http_addr: Option<std::net::IpAddr>,
+    /// Serve JSON-RPC on this port (host `--http.addr`, default 127.0.0.1); overrides
+    /// `--rpc`'s port.
+    #[arg(long = "http.port", value_name = "PORT")]
+    pub http_port: Option<u16>,
     /// Serve Prometheus metrics here.
     #[arg(long)]
     pub metrics: Option<std::net::SocketAddr>,
@@ -282,7 +313,7 @@ impl RnArgs {
             listen: self.listen,
             cns,
             rns: self.rns,
-            rpc: self.rpc,
+            rpc: rpc_addr(self.rpc, self.http_addr, self.http_port),
             metrics: self.metrics,
             storage: crate::config::StorageConfig {
                 history_blocks: self.history_blocks.or(config.storage.history_blocks),
@@ -294,11 +325,29 @@ impl RnArgs {
     }
 }
 
+/// The RN's JSON-RPC address from `--rpc` and reth's `--http.addr`/`--http.port`: either of
+/// the latter turns JSON-RPC on, on 127.0.0.1:8545 unless given.
+fn rpc_addr(
+    rpc: Option<std::net::SocketAddr>,
+    host: Option<std::net::IpAddr>,
+    port: Option<u16>,
+) -> Option<std::net::SocketAddr> {
+    if host.is_none() && port.is_none() {
+        return rpc;
+    }
+    let base = rpc.unwrap_or(std::net::SocketAddr::from(([127, 0, 0, 1], 8545)));
+    Some(std::net::SocketAddr::new(
+        host.unwrap_or(base.ip()),
+        port.unwrap_or(base.port()),
+    ))
+}
+
 /// `kaon withdraw` flags.
 #[derive(Debug, clap::Args)]
 pub struct WithdrawArgs {
-    /// The regionchain endpoint of an RN's JSON-RPC, e.g. http://127.0.0.1:8545/chain/1000.
-    #[arg(long)]
+    /// The regionchain endpoint of an RN's JSON-RPC, e.g. http://127.0.0.1:8545/chain/1000
+    /// (also `--rpc-url` or `ETH_RPC_URL`, as Foundry's tools take it).
+    #[arg(long, visible_alias = "rpc-url", env = "ETH_RPC_URL")]
     pub rpc: String,
     /// File holding the reward address's secp256k1 secret key (hex).
     #[arg(long)]
@@ -355,8 +404,9 @@ pub struct MineArgs {
     #[arg(long, required_unless_present = "rpc", conflicts_with = "rpc")]
     pub bench: Option<u64>,
     /// Mine for the network: the JSON-RPC of this operator's RN on the regionchain
-    /// (e.g. http://127.0.0.1:8545/chain/1000); shares go to the CNs through it.
-    #[arg(long, requires = "address")]
+    /// (e.g. http://127.0.0.1:8545/chain/1000); shares go to the CNs through it. Also
+    /// `--rpc-url`.
+    #[arg(long, visible_alias = "rpc-url", requires = "address")]
     pub rpc: Option<String>,
     /// Reward address the shares pay (it is part of every nonce).
     #[arg(long)]
@@ -600,4 +650,85 @@ fn mine_gpu(
     println!("mined {nonces} nonces in {seconds:.2} s, {shares} shares");
     println!("{:.0} H/s", nonces as f64 / seconds);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Command {
+        Cli::try_parse_from(std::iter::once("kaon").chain(args.iter().copied()))
+            .unwrap()
+            .command
+    }
+
+    #[test]
+    fn devnet_takes_anvils_block_time_host_and_port() {
+        let Command::Devnet(args) = parse(&[
+            "devnet",
+            "--block-time",
+            "2",
+            "--host",
+            "127.0.0.2",
+            "--port",
+            "9545",
+        ]) else {
+            panic!("not devnet")
+        };
+        assert_eq!(args.block_time, Some(2));
+        assert_eq!(args.rpc_addr(), "127.0.0.2:9545".parse().unwrap());
+        let Command::Devnet(plain) = parse(&["devnet"]) else {
+            panic!("not devnet")
+        };
+        assert_eq!(plain.rpc_addr(), "127.0.0.1:8545".parse().unwrap());
+        // Both intervals at once is a contradiction, refused.
+        assert!(
+            Cli::try_parse_from(["kaon", "devnet", "--block-time", "1", "--round-ms", "5"])
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn rn_takes_reths_http_addr_and_port() {
+        let rn = |extra: &[&str]| -> Option<std::net::SocketAddr> {
+            let mut args = vec![
+                "rn",
+                "--genesis",
+                "g",
+                "--key-file",
+                "k",
+                "--cn",
+                "0@1.2.3.4:5",
+            ];
+            args.extend_from_slice(extra);
+            let Command::Rn(rn) = parse(&args) else {
+                panic!("not rn")
+            };
+            rpc_addr(rn.rpc, rn.http_addr, rn.http_port)
+        };
+        assert_eq!(rn(&[]), None);
+        assert_eq!(rn(&["--http.port", "9000"]), "127.0.0.1:9000".parse().ok());
+        assert_eq!(
+            rn(&["--rpc", "127.0.0.3:1234", "--http.addr", "127.0.0.4"]),
+            "127.0.0.4:1234".parse().ok()
+        );
+    }
+
+    #[test]
+    fn withdraw_takes_foundrys_rpc_url() {
+        let Command::Withdraw(args) = parse(&[
+            "withdraw",
+            "--rpc-url",
+            "http://127.0.0.1:8545/chain/1000",
+            "--key-file",
+            "k",
+            "--chain",
+            "1001",
+            "--to",
+            "0x0000000000000000000000000000000000000001",
+        ]) else {
+            panic!("not withdraw")
+        };
+        assert_eq!(args.rpc, "http://127.0.0.1:8545/chain/1000");
+    }
 }

@@ -32,8 +32,9 @@ pub struct InitSpec {
     pub committee_size: usize,
 }
 
-/// Writes `genesis.json` and, per CN, `cn<i>/cn.key` (mode 0600) and `cn<i>/config.toml`.
-pub fn init(spec: &InitSpec) -> anyhow::Result<()> {
+/// Writes `genesis.json` and, per CN, `cn<i>/cn.key` (mode 0600) and `cn<i>/config.toml`,
+/// then prints to `out` what it wrote and the commands that start each CN and an RN.
+pub fn init(spec: &InitSpec, out: &mut dyn Write) -> anyhow::Result<()> {
     anyhow::ensure!(spec.cns >= 1, "a network needs at least one CN");
     anyhow::ensure!(
         !spec.out.join("genesis.json").exists(),
@@ -85,7 +86,51 @@ pub fn init(spec: &InitSpec) -> anyhow::Result<()> {
         };
         std::fs::write(dir.join("config.toml"), config.to_toml())?;
     }
-    Ok(())
+    print_init(spec, &genesis, &keys, out).context("printing what kaon init wrote")
+}
+
+/// `kaon init`'s summary: the genesis hash and chain ids, each CN's key and files, and the
+/// commands that start the network.
+fn print_init(
+    spec: &InitSpec,
+    genesis: &Genesis,
+    keys: &[SecretKey],
+    out: &mut dyn Write,
+) -> std::io::Result<()> {
+    let dir = spec.out.display();
+    let port = |i: usize| spec.base_port as usize + i;
+    writeln!(out, "wrote {dir}/genesis.json")?;
+    writeln!(out, "  genesis hash   {}", genesis.hash())?;
+    writeln!(out, "  regionchain    {}", genesis.region)?;
+    let chains: Vec<String> = genesis.servicechains.iter().map(u64::to_string).collect();
+    writeln!(out, "  servicechains  {}", chains.join(", "))?;
+    writeln!(
+        out,
+        "  funded         {} development accounts on every servicechain",
+        spec.accounts
+    )?;
+    for (i, key) in keys.iter().enumerate() {
+        writeln!(
+            out,
+            "CN {i}: key 0x{}, {dir}/cn{i}/cn.key, {dir}/cn{i}/config.toml, listens on 127.0.0.1:{}",
+            hex::encode(key.public_key().to_bytes().0),
+            port(i)
+        )?;
+    }
+    writeln!(out, "start each CN (one process each):")?;
+    for i in 0..keys.len() {
+        writeln!(out, "  kaon cn --config {dir}/cn{i}/config.toml")?;
+    }
+    let cns: Vec<String> = (0..keys.len())
+        .map(|i| format!("--cn {i}@127.0.0.1:{}", port(i)))
+        .collect();
+    writeln!(out, "and a ranger node serving JSON-RPC on 127.0.0.1:8545:")?;
+    writeln!(out, "  kaon keygen --out {dir}/rn.key")?;
+    writeln!(
+        out,
+        "  kaon --datadir {dir}/rn rn --genesis {dir}/genesis.json --key-file {dir}/rn.key {} --rpc 127.0.0.1:8545",
+        cns.join(" ")
+    )
 }
 
 /// Resolves `path` against the directory of the config file.

@@ -191,9 +191,23 @@ fn four_processes_finalize_and_a_killed_cn_resumes_and_agrees() {
             "--out",
         ])
         .arg(dir.path())
-        .status()
+        .output()
         .unwrap();
-    assert!(init.success(), "kaon init failed");
+    assert!(init.status.success(), "kaon init failed");
+    // It says what it wrote and how to start it.
+    let printed = String::from_utf8_lossy(&init.stdout);
+    let genesis = kaon::chain::genesis::Genesis::load(&dir.path().join("genesis.json")).unwrap();
+    assert!(
+        printed.contains(&format!("genesis hash   {}", genesis.hash())),
+        "{printed}"
+    );
+    for i in 0..4 {
+        let config = dir.path().join(format!("cn{i}/config.toml"));
+        assert!(
+            printed.contains(&format!("kaon cn --config {}", config.display())),
+            "{printed}"
+        );
+    }
     let chains: Chains = Arc::new(Mutex::new(vec![BTreeMap::new(); 4]));
     let mut children = KillOnDrop((0..4).map(|i| spawn_cn(dir.path(), i, &chains)).collect());
     wait_for("all four CNs at height 3", &chains, |c| {
