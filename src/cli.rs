@@ -21,6 +21,7 @@ pub struct Cli {
     #[arg(long, global = true, env = "KAON_DATADIR")]
     pub datadir: Option<PathBuf>,
     /// Log filter, e.g. `info` or `kaon=debug`; overrides the config file (`RUST_LOG` wins).
+    /// Default `info`, but `warn` for `kaon devnet` (its terminal shows a status line).
     #[arg(long, global = true, env = "KAON_LOG")]
     pub log: Option<String>,
     #[command(subcommand)]
@@ -67,7 +68,7 @@ pub enum Command {
 pub fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let config = effective_config(&cli)?;
-    crate::telemetry::init_logging(&config.telemetry.log);
+    crate::telemetry::init_logging(log_filter(&cli, &config));
     tracing::info!(sha256 = %sha256_backend(), "SHA-256 backend");
     match cli.command {
         Command::Config => {
@@ -93,6 +94,16 @@ pub fn run() -> anyhow::Result<()> {
             let out = std::sync::Arc::new(std::sync::Mutex::new(std::io::stdout()));
             crate::node::cn::run_cn(&config, path, metrics, out)
         }
+    }
+}
+
+/// The log filter: `--log`/`KAON_LOG` or the config file's; `kaon devnet`, whose terminal shows
+/// the banner, the URLs and one status line, logs only warnings unless told otherwise.
+fn log_filter<'a>(cli: &Cli, config: &'a Config) -> &'a str {
+    let told = cli.log.is_some() || config.telemetry.log != Config::default().telemetry.log;
+    match cli.command {
+        Command::Devnet(_) if !told => "warn",
+        _ => &config.telemetry.log,
     }
 }
 

@@ -223,7 +223,13 @@ pub fn run(
                 w
             }
             Err(e) => {
-                tracing::warn!(error = %e, retry_in = ?backoff, "no work from the RN");
+                // A chain too young to cut a segment from, or an RN still starting, is normal
+                // for a few retries; a miner still without work at the longest backoff is not.
+                if backoff >= MAX_BACKOFF {
+                    tracing::warn!(error = %e, retry_in = ?backoff, "no work from the RN");
+                } else {
+                    tracing::info!(error = %e, retry_in = ?backoff, "no work from the RN yet");
+                }
                 std::thread::sleep(backoff);
                 backoff = (backoff * 2).min(MAX_BACKOFF);
                 continue;
