@@ -801,11 +801,17 @@ proptest! {
         }
     }
 
+    /// Arbitrary bytes never panic the decoder, and whatever it accepts is canonical: the
+    /// transaction re-encodes to exactly those bytes and hashes them.
     #[test]
     fn arbitrary_bytes_never_panic(prefix in 0u8..=0xff, body in prop::collection::vec(any::<u8>(), 0..600)) {
         let mut raw = vec![prefix];
         raw.extend(body);
-        let _ = SignedTransaction::decode_with(&raw, &permissive());
+        if let Ok(decoded) = SignedTransaction::decode_with(&raw, &permissive()) {
+            let rebuilt = SignedTransaction::new(decoded.tx().clone(), *decoded.signature()).unwrap();
+            prop_assert_eq!(rebuilt.raw().as_ref(), raw.as_slice());
+            prop_assert_eq!(decoded.hash(), keccak256(&raw));
+        }
     }
 
     #[test]
