@@ -470,3 +470,95 @@ pub fn route_inbound(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::bls::SignatureBytes;
+    use crate::link::link;
+    use crate::types::{
+        BlockHash, ChainId, CommitCertificate, Header, Round, SealedHeader, SignerBitmap, TxBatch,
+    };
+    use alloy_primitives::B256;
+
+    fn decided(height: u64) -> ConsensusMessage {
+        let header = Header {
+            version: 1,
+            region: ChainId(1000),
+            height: Height(height),
+            round: Round(0),
+            parent: BlockHash(B256::ZERO),
+            timestamp_ms: 0,
+            proposer: CnIndex(0),
+            random_reveal: SignatureBytes([0; 96]),
+            mix: B256::ZERO,
+            cn_set_root: B256::ZERO,
+            next_cn_set: Vec::new(),
+            segments: Vec::new(),
+        };
+        let seal = CommitCertificate {
+            round: Round(0),
+            signers: SignerBitmap::default(),
+            aggregate: SignatureBytes([0; 96]),
+        };
+        ConsensusMessage::Decided(Box::new(Block {
+            sealed: SealedHeader { header, seal },
+            segments: Vec::new(),
+        }))
+    }
+
+    #[test]
+    fn a_sync_range_saturates_at_the_largest_height() {
+        assert_eq!(sync_range(Height(5)), Height(5)..Height(5 + SYNC_BATCH));
+        let last = sync_range(Height(u64::MAX));
+        assert_eq!(last, Height(u64::MAX)..Height(u64::MAX));
+    }
+
+    #[test]
+    fn decided_blocks_come_first_highest_first_and_the_rest_keep_their_order() {
+        let batch = vec![
+            (CnIndex(0), ConsensusMessage::SyncRequest(Height(9))),
+            (CnIndex(1), decided(3)),
+            (CnIndex(2), ConsensusMessage::SyncRequest(Height(1))),
+            (CnIndex(3), decided(7)),
+            (CnIndex(1), decided(5)),
+        ];
+        let peers: Vec<u32> = in_catch_up_order(batch).iter().map(|(p, _)| p.0).collect();
+        assert_eq!(peers, vec![3, 1, 1, 0, 2]);
+    }
+
+    #[test]
+    fn timers_fire_in_deadline_order_and_not_before() {
+        let mut timers = Timers {
+            queue: BinaryHeap::new(),
+            seq: 0,
+        };
+        timers.push(60_000, TimerInput::Timeout(Height(1), 0));
+        timers.push(0, TimerInput::Proposal(Height(1), 1));
+        timers.push(0, TimerInput::Proposal(Height(1), 0));
+        // Same deadline: the one pushed first fires first.
+        assert_eq!(timers.pop_due(), Some(TimerInput::Proposal(Height(1), 1)));
+        assert_eq!(timers.pop_due(), Some(TimerInput::Proposal(Height(1), 0)));
+        assert_eq!(timers.pop_due(), None, "a minute away is not due");
+        assert!(timers.next_deadline().is_some_and(|at| at > Instant::now()));
+    }
+
+    #[test]
+    fn the_router_drops_and_counts_what_a_full_link_cannot_take() {
+        let (net, inbound) = link("net_router", 8);
+        let (consensus, consensus_rx) = link("net_consensus", 1);
+        let (ingress, ingress_rx) = link("ingress", 1);
+        let dropped = Arc::new(AtomicU64::new(0));
+        for height in 0..3 {
+            net.send((CnIndex(1), Inbound::Consensus(decided(height))))
+                .unwrap();
+        }
+        net.send((CnIndex(2), Inbound::Txs(TxBatch { txs: Vec::new() })))
+            .unwrap();
+        drop(net);
+        route_inbound(inbound, consensus, ingress, Arc::clone(&dropped));
+        assert_eq!(dropped.load(Ordering::Relaxed), 2, "two of three blocks");
+        assert!(matches!(consensus_rx.recv(), Some((CnIndex(1), _))));
+        assert_eq!(ingress_rx.recv(), Some(Vec::new()));
+    }
+}
