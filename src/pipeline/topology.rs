@@ -197,34 +197,7 @@ impl BoundCn {
         let spec = self.spec;
         self.net.connect(rt, peers);
         let net = Arc::new(self.net);
-        std::fs::create_dir_all(&spec.datadir)?;
-        let store = Arc::new(crate::storage::store::Store::open_with(
-            spec.datadir.join("db"),
-            crate::storage::store::StoreOptions {
-                block_cache_bytes: spec.storage.rocksdb_cache_mib << 20,
-                ..Default::default()
-            },
-        )?);
-        let retention = spec
-            .storage
-            .history(crate::storage::history::HistoryRetention::Blocks(
-                crate::config::CN_HISTORY_BLOCKS,
-            ));
-        let state = crate::storage::state::CommittedState::open_with(
-            Arc::clone(&store),
-            &spec.allocations,
-            retention,
-        )?;
-        let mut all_chains = spec.chains.clone();
-        all_chains.push(spec.params.region);
-        let shared = crate::chain::app::CnState {
-            pool: Arc::new(std::sync::Mutex::new(crate::mempool::Mempool::new(
-                Default::default(),
-                all_chains,
-            ))),
-            state: Arc::new(state),
-            system: Arc::default(),
-        };
+        let shared = open_shared(&spec)?;
         let cap = spec.pipeline.link_capacity;
         let (ingress, ingress_sigverify) = link("ingress_sigverify", cap);
         let (sigverify_out, sigverify_pool) = link("sigverify_pool", cap);
@@ -243,23 +216,9 @@ impl BoundCn {
         let log_options = log_options(&spec.storage);
         let (wal, _) = BlockLog::open(spec.datadir.join("consensus.wal"), log_options.clone())?;
         let (log, _) = BlockLog::open(spec.datadir.join("blocks.log"), log_options)?;
-        let mut app = crate::chain::app::CnApp::new(
-            spec.params.region,
-            Arc::clone(&spec.set),
-            shared.clone(),
-            spec.max_txs_per_segment,
-            spec.genesis,
-        );
-        let chain = crate::net::sync::ChainReader::new(log.reader(), Arc::clone(&store));
-        let segments = Arc::new(crate::chain::segments::LogSegments::new(
-            chain.clone(),
-            crate::por::DEFAULT_SEGMENT_LEN,
-        ));
-        app.configure_region(|r| {
-            r.with_genesis_chains(&spec.chains)
-                .with_pop(spec.pop)
-                .with_segments(segments)
-        });
+        let chain =
+            crate::net::sync::ChainReader::new(log.reader(), Arc::clone(shared.state.store()));
+        let mut app = new_app(&spec, &shared, &chain);
         let recovered =
             crate::chain::recovery::replay(&log, &shared.state, &wal, &mut app, spec.genesis)?;
         if recovered.blocks > 0 {
@@ -273,22 +232,11 @@ impl BoundCn {
         let block_server = crate::net::sync::BlockServer::new(chain.clone())?;
         net.serve_blocks(Arc::clone(&block_server));
         let mut on_persisted = crate::net::sync::notify_after(block_server, on_persisted);
-        let (probe_rounds, prober) = super::prober::ProberDuty {
-            prober: crate::net::probe::Prober::bind(
-                rt,
-                std::net::SocketAddr::new(spec.net.listen.ip(), 0),
-                spec.key.clone(),
-            )?,
-            key: spec.key.clone(),
-            region: app.region_handle(),
-            submitter: Submitter {
-                ingress: ingress.clone(),
-                net: Arc::clone(&net),
-            },
-            deadline: std::time::Duration::from_millis(spec.pop.posc.probe_deadline_ms),
-            chain: chain.clone(),
-        }
-        .spawn(rt);
+        let submitter = Submitter {
+            ingress: ingress.clone(),
+            net: Arc::clone(&net),
+        };
+        let (probe_rounds, prober) = start_prober(rt, &spec, &app, submitter, &chain)?;
         let rounds = probe_rounds.clone();
         let on_persisted: super::persist::OnPersisted = Box::new(move |block| {
             on_persisted(block);
@@ -321,17 +269,8 @@ impl BoundCn {
             )?,
         ];
         // After recovery the set in force may differ from genesis (a committed change).
-        let set = Arc::clone(app.cn_set());
-        net.learn_set(Arc::clone(&set));
-        let mut machine = crate::consensus::machine::Machine::new(
-            spec.params.clone(),
-            crate::consensus::machine::locate(&set, &spec.key),
-            spec.key.clone(),
-            set,
-            Arc::new(crate::consensus::verifier::SigCache::new()),
-            recovered.tip,
-        );
-        machine.restore(&recovered.wal);
+        net.learn_set(Arc::clone(app.cn_set()));
+        let machine = new_machine(&spec, &app, &recovered);
         let consensus = super::consensus::ConsensusStage {
             machine,
             app,
@@ -377,6 +316,110 @@ impl BoundCn {
             threads,
         })
     }
+}
+
+/// The CN's RocksDB store, its committed state (genesis allocations on a new datadir) and the
+/// pools, shared by the application and the stages.
+fn open_shared(spec: &CnSpec) -> anyhow::Result<crate::chain::app::CnState> {
+    std::fs::create_dir_all(&spec.datadir)?;
+    let store = Arc::new(crate::storage::store::Store::open_with(
+        spec.datadir.join("db"),
+        crate::storage::store::StoreOptions {
+            block_cache_bytes: spec.storage.rocksdb_cache_mib << 20,
+            ..Default::default()
+        },
+    )?);
+    let retention = spec
+        .storage
+        .history(crate::storage::history::HistoryRetention::Blocks(
+            crate::config::CN_HISTORY_BLOCKS,
+        ));
+    let state = crate::storage::state::CommittedState::open_with(
+        Arc::clone(&store),
+        &spec.allocations,
+        retention,
+    )?;
+    let mut all_chains = spec.chains.clone();
+    all_chains.push(spec.params.region);
+    Ok(crate::chain::app::CnState {
+        pool: Arc::new(std::sync::Mutex::new(crate::mempool::Mempool::new(
+            Default::default(),
+            all_chains,
+        ))),
+        state: Arc::new(state),
+        system: Arc::default(),
+    })
+}
+
+/// The consensus application on `shared`, configured for the region: the genesis
+/// servicechains, the PoP settings, and PoR segments cut from this node's own chain.
+fn new_app(
+    spec: &CnSpec,
+    shared: &crate::chain::app::CnState,
+    chain: &crate::net::sync::ChainReader,
+) -> crate::chain::app::CnApp {
+    let mut app = crate::chain::app::CnApp::new(
+        spec.params.region,
+        Arc::clone(&spec.set),
+        shared.clone(),
+        spec.max_txs_per_segment,
+        spec.genesis,
+    );
+    let segments = Arc::new(crate::chain::segments::LogSegments::new(
+        chain.clone(),
+        crate::por::DEFAULT_SEGMENT_LEN,
+    ));
+    app.configure_region(|r| {
+        r.with_genesis_chains(&spec.chains)
+            .with_pop(spec.pop)
+            .with_segments(segments)
+    });
+    app
+}
+
+/// The CN's PoSC duty: probes the RNs the regionchain selects after each durable block and
+/// submits attestations for those that fail.
+fn start_prober(
+    rt: &tokio::runtime::Handle,
+    spec: &CnSpec,
+    app: &crate::chain::app::CnApp,
+    submitter: Submitter,
+    chain: &crate::net::sync::ChainReader,
+) -> anyhow::Result<(super::prober::ProbeRounds, tokio::task::AbortHandle)> {
+    let prober = crate::net::probe::Prober::bind(
+        rt,
+        std::net::SocketAddr::new(spec.net.listen.ip(), 0),
+        spec.key.clone(),
+    )?;
+    Ok(super::prober::ProberDuty {
+        prober,
+        key: spec.key.clone(),
+        region: app.region_handle(),
+        submitter,
+        deadline: std::time::Duration::from_millis(spec.pop.posc.probe_deadline_ms),
+        chain: chain.clone(),
+    }
+    .spawn(rt))
+}
+
+/// The consensus state machine at the recovered tip, in the CN set in force there, with the
+/// rounds and votes its WAL recorded at the next height.
+fn new_machine(
+    spec: &CnSpec,
+    app: &crate::chain::app::CnApp,
+    recovered: &crate::chain::recovery::Recovered,
+) -> crate::consensus::machine::Machine {
+    let set = Arc::clone(app.cn_set());
+    let mut machine = crate::consensus::machine::Machine::new(
+        spec.params.clone(),
+        crate::consensus::machine::locate(&set, &spec.key),
+        spec.key.clone(),
+        set,
+        Arc::new(crate::consensus::verifier::SigCache::new()),
+        recovered.tip,
+    );
+    machine.restore(&recovered.wal);
+    machine
 }
 
 /// Block-log options from the operator's storage settings.
