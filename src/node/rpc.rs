@@ -769,10 +769,6 @@ impl RpcBackend for ChainRpc {
     }
 
     fn logs(&self, chain: ChainId, query: &LogQuery) -> Result<Vec<RpcLog>, BackendError> {
-        let filter = exec::LogFilter {
-            addresses: query.filter.addresses.clone(),
-            topics: query.filter.topics.clone(),
-        };
         let events = self
             .state
             .store()
@@ -780,7 +776,7 @@ impl RpcBackend for ChainRpc {
                 chain,
                 query.from_block,
                 query.to_block,
-                &filter,
+                &query.filter,
                 query.limit,
             )
             .map_err(internal)?;
