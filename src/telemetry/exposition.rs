@@ -64,8 +64,7 @@ impl Metrics {
         labels: &[(&str, &str)],
         value: u64,
     ) {
-        self.family(name, Kind::Counter, help)
-            .push(sample("", labels, value as f64));
+        self.counter_f64(name, help, labels, value as f64);
     }
 
     /// A monotonically increasing amount that is not a whole number (seconds of CPU time).
