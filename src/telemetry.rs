@@ -1,10 +1,14 @@
 //! Logging and operator-facing counters.
 //!
 //! Logs go through `tracing` (one span per pipeline stage); `RUST_LOG` overrides the configured
-//! filter. [`Metrics`] renders counters in the Prometheus text format and [`serve_metrics`]
-//! serves them (`--metrics ADDR`): chain height and round, committed transactions, rejections by
-//! reason, network drops, and every pipeline link's depth and backpressure — a full link with
-//! growing backpressure sits in front of the bottleneck stage.
+//! filter. [`Metrics`] renders counters, gauges and histograms in the Prometheus text format and
+//! [`serve_metrics`] serves them (`--metrics ADDR`): chain height and round, committed
+//! transactions, rejections by reason, network drops, every pipeline link's depth and
+//! backpressure (a full link with growing backpressure sits in front of the bottleneck stage),
+//! the EIP-2159 names ([`ChainHead`]), and the process' CPU, memory, descriptors and build.
+//! Every metric is listed in `docs/metrics.md`.
+//!
+//! Imports only `link` (layer 2) and std/tokio.
 
 use crate::link::LinkSnapshot;
 use tracing_subscriber::EnvFilter;
@@ -20,68 +24,50 @@ pub fn init_logging(default_filter: &str) {
         .try_init();
 }
 
-/// Prometheus text exposition (version 0.0.4), grouped by metric family.
-#[derive(Debug, Default)]
-pub struct Metrics {
-    families: std::collections::BTreeMap<&'static str, Family>,
-}
+mod exposition;
+mod process;
 
-#[derive(Debug)]
-struct Family {
-    kind: &'static str,
-    help: &'static str,
-    samples: Vec<(String, f64)>,
+pub use exposition::{HistogramSnapshot, Metrics};
+pub use process::{process_metrics, VERSION};
+
+/// Checks exposition text as Prometheus reads it (for tests of every metrics source).
+#[cfg(test)]
+pub(crate) use exposition::tests::parse_exposition;
+
+/// Where a node's chain stands, under the names of EIP-2159 so that dashboards and alerts made
+/// for Ethereum clients read Kaon nodes too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChainHead {
+    /// Last committed (CN) or audited and stored (RN) height: `eth_blockNumber`.
+    pub height: u64,
+    /// Highest height this node has heard of (`eth_syncing`'s `highestBlock`).
+    pub best_known: u64,
+    /// Peers connected now: `net_peerCount`.
+    pub peers: u64,
 }
 
 impl Metrics {
-    /// A monotonically increasing count.
-    pub fn counter(
-        &mut self,
-        name: &'static str,
-        help: &'static str,
-        labels: &[(&str, &str)],
-        value: u64,
-    ) {
-        self.sample(name, "counter", help, labels, value as f64);
-    }
-
-    /// A value that goes up and down.
-    pub fn gauge(
-        &mut self,
-        name: &'static str,
-        help: &'static str,
-        labels: &[(&str, &str)],
-        value: f64,
-    ) {
-        self.sample(name, "gauge", help, labels, value);
-    }
-
-    fn sample(
-        &mut self,
-        name: &'static str,
-        kind: &'static str,
-        help: &'static str,
-        labels: &[(&str, &str)],
-        value: f64,
-    ) {
-        let labels = if labels.is_empty() {
-            String::new()
-        } else {
-            let pairs: Vec<String> = labels
-                .iter()
-                .map(|(k, v)| format!("{k}=\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\"")))
-                .collect();
-            format!("{{{}}}", pairs.join(","))
-        };
-        self.families
-            .entry(name)
-            .or_insert_with(|| Family {
-                kind,
-                help,
-                samples: Vec::new(),
-            })
-            .samples
-            .push((labels, value));
+    /// `ethereum_blockchain_height`, `ethereum_best_known_block_number` (never below the
+    /// height: EIP-2159 has it equal the height when not syncing) and `ethereum_peer_count`.
+    pub fn chain_head(&mut self, labels: &[(&str, &str)], head: ChainHead) {
+        self.gauge(
+            "ethereum_blockchain_height",
+            "Height of the canonical chain (eth_blockNumber)",
+            labels,
+            head.height as f64,
+        );
+        self.gauge(
+            "ethereum_best_known_block_number",
+            "Highest block known to exist (eth_syncing highestBlock, else the height)",
+            labels,
+            head.best_known.max(head.height) as f64,
+        );
+        self.gauge(
+            "ethereum_peer_count",
+            "Peers connected now (net_peerCount)",
+            labels,
+            head.peers as f64,
+        );
     }
 
     /// Link counters of a pipeline, labelled by link name.
@@ -121,18 +107,6 @@ impl Metrics {
             );
         }
     }
-
-    /// The exposition text.
-    pub fn render(&self) -> String {
-        let mut out = String::new();
-        for (name, f) in &self.families {
-            out += &format!("# HELP {name} {}\n# TYPE {name} {}\n", f.help, f.kind);
-            for (labels, value) in &f.samples {
-                out += &format!("{name}{labels} {value}\n");
-            }
-        }
-        out
-    }
 }
 
 /// Longest request head read from a metrics client, and how long it may take.
@@ -141,8 +115,9 @@ const REQUEST_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
 /// Scrapes served at once; more wait for a slot.
 const MAX_CONNECTIONS: usize = 16;
 
-/// Serves `GET /metrics` on `addr` (Prometheus), rendering with `render` per request. Returns
-/// the bound address. Bad or slow clients are cut off; nothing they send can grow memory.
+/// Serves `GET /metrics` on `addr` (Prometheus), rendering with `render` per request and adding
+/// the process' own families ([`process_metrics`]; `render` must not add them). Returns the
+/// bound address. Bad or slow clients are cut off; nothing they send can grow memory.
 pub fn serve_metrics(
     rt: &tokio::runtime::Handle,
     addr: std::net::SocketAddr,
@@ -184,7 +159,10 @@ async fn answer(
         head.extend_from_slice(&buf[..n]);
     }
     let response = if head.starts_with(b"GET /metrics ") {
-        let body = render();
+        let mut body = render();
+        let mut own = Metrics::default();
+        process_metrics(&mut own);
+        body += &own.render();
         format!(
             "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
             body.len()

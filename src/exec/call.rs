@@ -103,7 +103,7 @@ pub enum EstimateError {
 fn failure_reason(outcome: TxOutcome, output: &[u8]) -> Option<String> {
     match outcome {
         TxOutcome::Success => None,
-        TxOutcome::Reverted => Some(match revert_message(output) {
+        TxOutcome::Reverted => Some(match revert_reason(output) {
             Some(msg) => format!("execution reverted: {msg}"),
             None => "execution reverted".to_string(),
         }),
@@ -112,8 +112,10 @@ fn failure_reason(outcome: TxOutcome, output: &[u8]) -> Option<String> {
     }
 }
 
-/// Decodes Solidity's `Error(string)` and `Panic(uint256)` revert data.
-fn revert_message(data: &[u8]) -> Option<String> {
+/// The reason in revert data: the message of Solidity's `Error(string)`, or `panic code 0x..`
+/// for `Panic(uint256)`; `None` for anything else, including truncated data and offsets that
+/// point outside it (the data comes from arbitrary contracts).
+pub fn revert_reason(data: &[u8]) -> Option<String> {
     const ERROR: [u8; 4] = [0x08, 0xc3, 0x79, 0xa0];
     const PANIC: [u8; 4] = [0x4e, 0x48, 0x7b, 0x71];
     let (selector, args) = data.split_at_checked(4)?;
@@ -260,20 +262,37 @@ mod tests {
     use super::*;
 
     #[test]
-    fn revert_messages_decode_and_garbage_does_not() {
+    fn revert_reasons_decode_and_garbage_does_not() {
         let mut error = vec![0x08, 0xc3, 0x79, 0xa0];
         error.extend_from_slice(&U256::from(32).to_be_bytes::<32>());
         error.extend_from_slice(&U256::from(5).to_be_bytes::<32>());
         error.extend_from_slice(b"hello");
         error.extend_from_slice(&[0; 27]);
-        assert_eq!(revert_message(&error).as_deref(), Some("hello"));
+        assert_eq!(revert_reason(&error).as_deref(), Some("hello"));
         let mut panic = vec![0x4e, 0x48, 0x7b, 0x71];
         panic.extend_from_slice(&U256::from(0x11).to_be_bytes::<32>());
-        assert_eq!(revert_message(&panic).as_deref(), Some("panic code 0x11"));
-        assert_eq!(revert_message(&error[..40]), None);
+        assert_eq!(revert_reason(&panic).as_deref(), Some("panic code 0x11"));
+        assert_eq!(revert_reason(&error[..40]), None);
         let mut huge = error.clone();
         huge[4..36].copy_from_slice(&U256::MAX.to_be_bytes::<32>());
-        assert_eq!(revert_message(&huge), None);
-        assert_eq!(revert_message(&[1, 2]), None);
+        assert_eq!(revert_reason(&huge), None);
+        assert_eq!(revert_reason(&[1, 2]), None);
+    }
+
+    #[test]
+    fn revert_reason_rejects_every_truncation_and_foreign_selectors() {
+        let mut full = vec![0x08, 0xc3, 0x79, 0xa0];
+        full.extend_from_slice(&U256::from(32).to_be_bytes::<32>());
+        full.extend_from_slice(&U256::from(3).to_be_bytes::<32>());
+        full.extend_from_slice(b"abc");
+        full.extend_from_slice(&[0; 29]);
+        assert_eq!(revert_reason(&full).as_deref(), Some("abc"));
+        for cut in 0..full.len() - 29 {
+            assert_eq!(revert_reason(&full[..cut]), None, "cut at {cut}");
+        }
+        assert_eq!(revert_reason(&[0xde, 0xad, 0xbe, 0xef]), None);
+        let mut huge_offset = full.clone();
+        huge_offset[4] = 0xff;
+        assert_eq!(revert_reason(&huge_offset), None);
     }
 }

@@ -22,11 +22,12 @@ mod receipt;
 mod state;
 
 pub use access_list::{AccessListError, AccessListOutcome, MAX_ACCESS_LIST_RUNS};
-pub use call::{CallOutcome, CallRequest, EstimateError};
+pub use call::{revert_reason, CallOutcome, CallRequest, EstimateError};
 pub use commitment::next_state_root;
 pub use evm::{EvmExecutor, SPEC};
 pub use receipt::{
-    logs_bloom, receipts_root, Halt, InvalidReason, Log, LogFilter, Receipt, TxOutcome,
+    bloom_of, logs_bloom, receipts_root, Halt, InvalidReason, Log, LogFields, LogFilter, Receipt,
+    TxOutcome,
 };
 pub use state::{
     genesis_diff, genesis_diffs, Account, MemoryState, SegmentDiff, StateError, StateRead,

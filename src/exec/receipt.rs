@@ -326,31 +326,65 @@ impl Decodable for Receipt {
     }
 }
 
+/// The two parts of a log that blooms and filters look at. Implemented by the stored [`Log`]
+/// and by the RPC layer's log view, so both are matched and bloomed by the same code.
+pub trait LogFields {
+    fn address(&self) -> &Address;
+    fn topics(&self) -> &[B256];
+}
+
+impl LogFields for Log {
+    fn address(&self) -> &Address {
+        &self.address
+    }
+    fn topics(&self) -> &[B256] {
+        &self.topics
+    }
+}
+
+impl<T: LogFields + ?Sized> LogFields for &T {
+    fn address(&self) -> &Address {
+        (**self).address()
+    }
+    fn topics(&self) -> &[B256] {
+        (**self).topics()
+    }
+}
+
 /// The bloom over every log of `receipts` (a segment's bloom, for log queries).
 pub fn logs_bloom(receipts: &[Receipt]) -> Bloom {
+    bloom_of(receipts.iter().flat_map(|r| &r.logs))
+}
+
+/// Ethereum's 2048-bit bloom over the addresses and topics of `logs`.
+pub fn bloom_of<'a, L: LogFields + 'a>(logs: impl IntoIterator<Item = &'a L>) -> Bloom {
     let mut bloom = Bloom::ZERO;
-    for log in receipts.iter().flat_map(|r| &r.logs) {
-        bloom.accrue_raw_log(log.address, &log.topics);
+    for log in logs {
+        bloom.accrue_raw_log(*log.address(), log.topics());
     }
     bloom
 }
 
-/// Which logs a query wants, with geth's semantics: any of `addresses` (all when empty), and at
-/// each topic position `i` with a non-empty list, one of its topics.
+/// Which logs a query wants (the `address` and `topics` of an `eth_getLogs` filter or a `logs`
+/// subscription), with geth's semantics.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LogFilter {
+    /// Empty: any address; otherwise the log's address must be one of these.
     pub addresses: Vec<Address>,
+    /// Position `i`: `None` (or an empty list) matches anything, otherwise the log's topic `i`
+    /// must be one of the list (OR). A log with fewer topics than positions does not match.
     pub topics: Vec<Option<Vec<B256>>>,
 }
 
 impl LogFilter {
     /// Whether `log` passes.
-    pub fn matches(&self, log: &Log) -> bool {
-        (self.addresses.is_empty() || self.addresses.contains(&log.address))
-            && self.topics.len() <= log.topics.len()
+    pub fn matches(&self, log: &impl LogFields) -> bool {
+        let topics = log.topics();
+        (self.addresses.is_empty() || self.addresses.contains(log.address()))
+            && self.topics.len() <= topics.len()
             && self
                 .topic_lists()
-                .all(|(i, list)| list.contains(&log.topics[i]))
+                .all(|(i, list)| list.contains(&topics[i]))
     }
 
     /// Whether a segment whose logs have `bloom` may hold a matching log (false: it cannot).

@@ -124,6 +124,47 @@ pub struct NetStats {
     pub request_failures: AtomicU64,
     /// Ranger nodes connected now (a gauge).
     pub rn_peers: AtomicU64,
+    /// CNs this node's diallers hold a link to now (a gauge).
+    pub cn_peers: AtomicU64,
+}
+
+impl NetStats {
+    /// Peers connected now: CN links up and ranger nodes admitted (`net_peerCount`).
+    pub fn peer_count(&self) -> u64 {
+        let load = |g: &AtomicU64| g.load(Ordering::Relaxed);
+        load(&self.cn_peers).saturating_add(load(&self.rn_peers))
+    }
+
+    /// The peer gauges for the Prometheus endpoint, with `labels` on every sample.
+    pub fn peer_metrics(&self, m: &mut crate::telemetry::Metrics, labels: &[(&str, &str)]) {
+        let gauges = [
+            ("kaon_net_cn_peers", "CNs linked to now", &self.cn_peers),
+            (
+                "kaon_net_rn_peers",
+                "Ranger nodes connected now",
+                &self.rn_peers,
+            ),
+        ];
+        for (name, help, gauge) in gauges {
+            m.gauge(name, help, labels, gauge.load(Ordering::Relaxed) as f64);
+        }
+    }
+}
+
+/// Counts one live link on a gauge until dropped, however the link ends.
+struct LiveLink<'a>(&'a AtomicU64);
+
+impl<'a> LiveLink<'a> {
+    fn new(gauge: &'a AtomicU64) -> Self {
+        gauge.fetch_add(1, Ordering::Relaxed);
+        Self(gauge)
+    }
+}
+
+impl Drop for LiveLink<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Misbehaviour count of one connection (at [`MAX_BAD_FRAMES`] the connection is closed),
@@ -673,6 +714,7 @@ async fn dial_loop(
             Ok((conn, mut stream)) => {
                 stats.connects.fetch_add(1, Ordering::Relaxed);
                 backoff = Duration::from_millis(50);
+                let _live = LiveLink::new(&stats.cn_peers);
                 if pump(&conn, &mut stream, &mut queue, &stats, None).await {
                     return;
                 }

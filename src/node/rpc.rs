@@ -398,6 +398,30 @@ impl ChainRpc {
     }
 
     /// `eth_call` on the regionchain: the RN reward reserve's read-only functions.
+    /// Runs `run` with the executor over the state at `at`, in the block context a call at
+    /// `at` sees, with `request` in the executor's terms: what `eth_call`, `eth_estimateGas`
+    /// and `eth_createAccessList` share on a servicechain.
+    fn simulate<T>(
+        &self,
+        request: &CallRequest,
+        at: StateAt,
+        run: impl FnOnce(&dyn StateRead, &BlockContext, &exec::CallRequest) -> Result<T, BackendError>,
+    ) -> Result<T, BackendError> {
+        let ctx = self.call_context(at)?;
+        let request = Self::to_exec_request(request);
+        self.read_state(at, |state| run(state, &ctx, &request))
+    }
+
+    /// The regionchain has no EVM: `what` cannot be answered there.
+    fn refuse_on_region(&self, chain: ChainId, what: &str) -> Result<(), BackendError> {
+        if chain == self.region {
+            return Err(BackendError::Execution(format!(
+                "the regionchain has no EVM: {what}"
+            )));
+        }
+        Ok(())
+    }
+
     fn reserve_call(&self, request: &CallRequest) -> Result<Bytes, BackendError> {
         if request.to != Some(RESERVE_ADDRESS) {
             return Err(BackendError::Execution(
@@ -673,11 +697,8 @@ impl RpcBackend for ChainRpc {
             }
             return self.reserve_call(request);
         }
-        let ctx = self.call_context(at)?;
-        let outcome = self.read_state(at, |state| {
-            self.executor
-                .call(state, &ctx, chain, &Self::to_exec_request(request))
-                .map_err(internal)
+        let outcome = self.simulate(request, at, |state, ctx, req| {
+            self.executor.call(state, ctx, chain, req).map_err(internal)
         })?;
         match outcome.outcome {
             TxOutcome::Success => Ok(outcome.output),
@@ -696,15 +717,10 @@ impl RpcBackend for ChainRpc {
         request: &CallRequest,
         at: StateAt,
     ) -> Result<u64, BackendError> {
-        if chain == self.region {
-            return Err(BackendError::Execution(
-                "the regionchain has no EVM: nothing to estimate".into(),
-            ));
-        }
-        let ctx = self.call_context(at)?;
-        self.read_state(at, |state| {
+        self.refuse_on_region(chain, "nothing to estimate")?;
+        self.simulate(request, at, |state, ctx, req| {
             self.executor
-                .estimate_gas(state, &ctx, chain, &Self::to_exec_request(request))
+                .estimate_gas(state, ctx, chain, req)
                 .map_err(|e| match e {
                     exec::EstimateError::Reverted { output, .. } => {
                         BackendError::Reverted { output }
@@ -721,15 +737,10 @@ impl RpcBackend for ChainRpc {
         request: &CallRequest,
         at: StateAt,
     ) -> Result<RpcAccessList, BackendError> {
-        if chain == self.region {
-            return Err(BackendError::Execution(
-                "the regionchain has no EVM: no access list to create".into(),
-            ));
-        }
-        let ctx = self.call_context(at)?;
-        let found = self.read_state(at, |state| {
+        self.refuse_on_region(chain, "no access list to create")?;
+        let found = self.simulate(request, at, |state, ctx, req| {
             self.executor
-                .create_access_list(state, &ctx, chain, &Self::to_exec_request(request))
+                .create_access_list(state, ctx, chain, req)
                 .map_err(|e| match e {
                     exec::AccessListError::State(s) => internal(s),
                     unsettled => BackendError::Execution(unsettled.to_string()),
@@ -769,10 +780,6 @@ impl RpcBackend for ChainRpc {
     }
 
     fn logs(&self, chain: ChainId, query: &LogQuery) -> Result<Vec<RpcLog>, BackendError> {
-        let filter = exec::LogFilter {
-            addresses: query.filter.addresses.clone(),
-            topics: query.filter.topics.clone(),
-        };
         let events = self
             .state
             .store()
@@ -780,7 +787,7 @@ impl RpcBackend for ChainRpc {
                 chain,
                 query.from_block,
                 query.to_block,
-                &filter,
+                &query.filter,
                 query.limit,
             )
             .map_err(internal)?;

@@ -577,6 +577,15 @@ impl CnMetrics {
         for (name, help, value) in gauges {
             m.gauge(name, help, labels, value as f64);
         }
+        let committed = c.height.load(Relaxed).saturating_sub(1);
+        let (best_known, peers) = (committed, n.peer_count());
+        let head = crate::telemetry::ChainHead {
+            height: committed,
+            best_known,
+            peers,
+        };
+        m.chain_head(labels, head);
+        n.peer_metrics(m, labels);
         let (verified, bad_sig, bad_enc) = self.sigverify.totals();
         let p = &self.probes;
         let counters = [

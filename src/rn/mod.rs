@@ -453,6 +453,14 @@ impl RnView {
         for (name, help, value) in gauges {
             m.gauge(name, help, labels, value as f64);
         }
+        m.chain_head(
+            labels,
+            crate::telemetry::ChainHead {
+                height: load(&s.head),
+                best_known: load(&s.highest_known),
+                peers: self.peer_count() as u64,
+            },
+        );
         let n = self.net.stats();
         let counters = [
             (

@@ -61,35 +61,9 @@ pub struct RpcAccessList {
     pub error: Option<String>,
 }
 
-/// Which logs match: the `address` and `topics` of an `eth_getLogs` filter or a `logs`
-/// subscription, with geth's semantics.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct LogFilter {
-    /// Empty: any address; otherwise the log's address must be one of these.
-    pub addresses: Vec<Address>,
-    /// Position `i`: `None` (or an empty list) matches anything, otherwise the log's topic `i`
-    /// must be one of the list (OR). A log with fewer topics than positions does not match.
-    pub topics: Vec<Option<Vec<B256>>>,
-}
-
-impl LogFilter {
-    /// Whether `log` passes this filter.
-    pub fn matches(&self, log: &RpcLog) -> bool {
-        if !self.addresses.is_empty() && !self.addresses.contains(&log.address) {
-            return false;
-        }
-        if self.topics.len() > log.topics.len() {
-            return false;
-        }
-        self.topics
-            .iter()
-            .zip(&log.topics)
-            .all(|(wanted, topic)| match wanted {
-                Some(list) if !list.is_empty() => list.contains(topic),
-                _ => true,
-            })
-    }
-}
+/// Which logs match: the exec layer's filter, used by `eth_getLogs`, filters and `logs`
+/// subscriptions alike.
+pub use crate::exec::LogFilter;
 
 /// An `eth_getLogs` query, with the block range resolved and checked against the server's cap.
 #[derive(Debug, Clone, PartialEq, Eq)]

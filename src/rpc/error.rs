@@ -5,6 +5,7 @@
 use super::backend::{BackendError, SubmitError};
 use super::json::hex_data;
 use crate::crypto::tx::TxError;
+use crate::exec::revert_reason;
 use serde::Serialize;
 
 pub(crate) const PARSE_ERROR: i64 = -32700;
@@ -22,9 +23,6 @@ pub(crate) const RESPONSE_TOO_LARGE: i64 = -32003;
 pub(crate) const LIMIT_EXCEEDED: i64 = -32005;
 /// Execution reverted; `data` holds the revert bytes (geth, EIP-1474 extension).
 pub(crate) const REVERTED: i64 = 3;
-
-/// `Error(string)`: the selector of Solidity's `revert("reason")` payload.
-const ERROR_STRING_SELECTOR: [u8; 4] = [0x08, 0xc3, 0x79, 0xa0];
 
 /// One JSON-RPC error object.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
@@ -121,30 +119,13 @@ impl From<TxError> for RpcError {
     }
 }
 
-/// The message of a Solidity `Error(string)` revert, if `output` is one.
-pub(crate) fn revert_reason(output: &[u8]) -> Option<String> {
-    let body = output.strip_prefix(&ERROR_STRING_SELECTOR)?;
-    let word = |i: usize| -> Option<usize> {
-        let w = body.get(i..i.checked_add(32)?)?;
-        // Offsets and lengths beyond 2^64 cannot point inside a bounded output.
-        if w[..24].iter().any(|b| *b != 0) {
-            return None;
-        }
-        usize::try_from(u64::from_be_bytes(w[24..].try_into().ok()?)).ok()
-    };
-    let offset = word(0)?;
-    let len = word(offset)?;
-    let start = offset.checked_add(32)?;
-    let text = body.get(start..start.checked_add(len)?)?;
-    String::from_utf8(text.to_vec()).ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// Solidity's `revert("<reason>")` payload.
     fn error_string(reason: &str) -> Vec<u8> {
-        let mut out = ERROR_STRING_SELECTOR.to_vec();
+        let mut out = vec![0x08, 0xc3, 0x79, 0xa0];
         let mut word = [0u8; 32];
         word[31] = 32;
         out.extend_from_slice(&word);
@@ -158,26 +139,19 @@ mod tests {
     }
 
     #[test]
-    fn revert_reason_decodes_error_string() {
-        assert_eq!(
-            revert_reason(&error_string("not owner")).as_deref(),
-            Some("not owner")
-        );
-        let e = RpcError::reverted(&error_string("not owner"));
+    fn reverted_carries_the_reason_and_the_raw_data() {
+        let data = error_string("not owner");
+        let e = RpcError::reverted(&data);
         assert_eq!(e.code, 3);
         assert_eq!(e.message, "execution reverted: not owner");
+        assert_eq!(e.data, Some(hex_data(&data)));
     }
 
     #[test]
-    fn revert_reason_rejects_truncated_or_foreign_payloads() {
-        let full = error_string("abc");
-        for cut in 0..full.len() - 29 {
-            assert_eq!(revert_reason(&full[..cut]), None, "cut at {cut}");
-        }
-        assert_eq!(revert_reason(&[0xde, 0xad, 0xbe, 0xef]), None);
-        let mut huge_offset = full.clone();
-        huge_offset[4] = 0xff;
-        assert_eq!(revert_reason(&huge_offset), None);
+    fn reverted_without_a_reason_says_so_and_keeps_the_data() {
+        let mut cut = error_string("abc");
+        cut.truncate(40);
+        assert_eq!(RpcError::reverted(&cut).message, "execution reverted");
         let e = RpcError::reverted(&[]);
         assert_eq!(e.message, "execution reverted");
         assert_eq!(e.data.as_deref(), Some("0x"));

@@ -9,7 +9,7 @@ use super::types::{
 };
 use crate::crypto::tx::{Transaction, TxType};
 use alloy_primitives::hex;
-use alloy_primitives::{Bloom, U256};
+use alloy_primitives::U256;
 use serde::ser::{SerializeSeq, Serializer};
 use serde::Serialize;
 
@@ -278,22 +278,13 @@ pub(crate) fn receipt(r: &RpcReceipt) -> ReceiptJson<'_> {
         from: Data(r.from.as_slice()),
         gas_used: q(r.gas_used),
         logs: r.logs.iter().map(log).collect(),
-        logs_bloom: hex_data(logs_bloom(&r.logs).as_slice()),
+        logs_bloom: hex_data(crate::exec::bloom_of(&r.logs).as_slice()),
         status: q(u8::from(r.status)),
         to: r.to.as_ref().map(|a| Data(a.as_slice())),
         transaction_hash: Data(r.transaction_hash.as_slice()),
         transaction_index: q(r.transaction_index),
         tx_type: q(r.tx_type),
     }
-}
-
-/// The bloom filter over the logs' addresses and topics (Ethereum's 2048-bit bloom).
-pub(crate) fn logs_bloom(logs: &[RpcLog]) -> Bloom {
-    let mut bloom = Bloom::ZERO;
-    for l in logs {
-        bloom.accrue_raw_log(l.address, &l.topics);
-    }
-    bloom
 }
 
 #[derive(Serialize)]

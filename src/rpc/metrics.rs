@@ -1,17 +1,23 @@
-//! RPC counters for the Prometheus endpoint: calls, errors and latency per method, requests
-//! refused by reason, and open connections and subscriptions. Updated with relaxed atomics on
-//! the request path; rendered on scrape like the CN's own counters.
+//! RPC counters for the Prometheus endpoint: calls, errors and a latency histogram (seconds) per
+//! method, requests refused by reason, and open connections and subscriptions. Updated with
+//! relaxed atomics on the request path; rendered on scrape like the CN's own counters.
 
 use super::methods::Method;
-use crate::telemetry::Metrics;
+use crate::telemetry::{HistogramSnapshot, Metrics};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Upper bounds of the latency buckets, in microseconds (the last bucket is `+Inf`).
+/// Upper bounds of the latency buckets, in microseconds (recorded in whole microseconds).
 const LATENCY_BOUNDS_US: [u64; 10] = [
     100, 250, 500, 1_000, 2_500, 5_000, 10_000, 50_000, 250_000, 1_000_000,
 ];
+/// The same bounds in seconds, as the histogram's `le` labels give them.
+const LATENCY_BOUNDS_S: [f64; 10] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25, 1.0,
+];
+/// Buckets per method: one per bound, and the last for calls slower than every bound.
+const LATENCY_BUCKETS: usize = LATENCY_BOUNDS_US.len() + 1;
 
 /// Why a request or connection was refused before reaching a method.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,7 +81,7 @@ struct MethodStats {
     calls: AtomicU64,
     errors: AtomicU64,
     micros: AtomicU64,
-    buckets: [AtomicU64; LATENCY_BOUNDS_US.len()],
+    buckets: [AtomicU64; LATENCY_BUCKETS],
 }
 
 struct Inner {
@@ -133,9 +139,11 @@ impl RpcMetrics {
         }
         let us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
         s.micros.fetch_add(us, Relaxed);
-        if let Some(i) = LATENCY_BOUNDS_US.iter().position(|b| us <= *b) {
-            s.buckets[i].fetch_add(1, Relaxed);
-        }
+        let bucket = LATENCY_BOUNDS_US
+            .iter()
+            .position(|b| us <= *b)
+            .unwrap_or(LATENCY_BOUNDS_US.len());
+        s.buckets[bucket].fetch_add(1, Relaxed);
     }
 
     pub(crate) fn refuse(&self, why: Refusal) {
@@ -227,32 +235,57 @@ impl RpcMetrics {
             &l,
             s.errors.load(Relaxed),
         );
-        m.counter(
-            "kaon_rpc_call_microseconds_total",
-            "Time spent answering RPC calls, by method",
+        let counts: [u64; LATENCY_BUCKETS] = std::array::from_fn(|i| s.buckets[i].load(Relaxed));
+        m.histogram(
+            "kaon_rpc_call_duration_seconds",
+            "Time to answer an RPC call, by method",
             &l,
-            s.micros.load(Relaxed),
+            HistogramSnapshot {
+                bounds: &LATENCY_BOUNDS_S,
+                counts: &counts,
+                sum: s.micros.load(Relaxed) as f64 / 1e6,
+            },
         );
-        let mut cumulative = 0;
-        for (i, bound) in LATENCY_BOUNDS_US.iter().enumerate() {
-            cumulative += s.buckets[i].load(Relaxed);
-            let le = format!("{}", *bound as f64 / 1e6);
-            let mut lb = l.clone();
-            lb.push(("le", &le));
-            m.counter(
-                "kaon_rpc_call_seconds_bucket",
-                "RPC calls answered within `le` seconds, by method (cumulative)",
-                &lb,
-                cumulative,
-            );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::telemetry::parse_exposition;
+
+    #[test]
+    fn latency_bounds_agree_in_both_units() {
+        for (us, s) in LATENCY_BOUNDS_US.iter().zip(LATENCY_BOUNDS_S) {
+            assert_eq!(*us as f64 / 1e6, s);
         }
-        let mut lb = l.clone();
-        lb.push(("le", "+Inf"));
-        m.counter(
-            "kaon_rpc_call_seconds_bucket",
-            "RPC calls answered within `le` seconds, by method (cumulative)",
-            &lb,
-            calls,
-        );
+    }
+
+    #[test]
+    fn call_latency_is_a_histogram_in_seconds() {
+        let metrics = RpcMetrics::default();
+        let call = Method::from_name("eth_call").unwrap();
+        metrics.record(call, Duration::from_micros(50), true);
+        metrics.record(call, Duration::from_micros(2_000), false);
+        metrics.record(call, Duration::from_secs(3), true);
+        let mut m = Metrics::default();
+        metrics.metrics(&mut m, &[("chain", "1001")]);
+        let text = m.render();
+        let s = parse_exposition(&text).unwrap();
+        let series = |suffix: &str, le: Option<&str>| {
+            let le = le.map_or(String::new(), |le| format!(",le=\"{le}\""));
+            s[&format!(
+                "kaon_rpc_call_duration_seconds{suffix}{{chain=\"1001\",method=\"eth_call\"{le}}}"
+            )]
+        };
+        assert_eq!(series("_bucket", Some("0.0001")), 1.0);
+        assert_eq!(series("_bucket", Some("0.001")), 1.0);
+        assert_eq!(series("_bucket", Some("0.0025")), 2.0);
+        assert_eq!(series("_bucket", Some("1")), 2.0);
+        assert_eq!(series("_bucket", Some("+Inf")), 3.0);
+        assert_eq!(series("_count", None), 3.0);
+        assert!((series("_sum", None) - 3.00205).abs() < 1e-9);
+        assert!(text.contains("# TYPE kaon_rpc_call_duration_seconds histogram\n"));
+        assert!(!text.contains("microseconds"), "{text}");
     }
 }

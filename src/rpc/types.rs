@@ -107,6 +107,15 @@ pub struct RpcLog {
     pub removed: bool,
 }
 
+impl crate::exec::LogFields for RpcLog {
+    fn address(&self) -> &Address {
+        &self.address
+    }
+    fn topics(&self) -> &[B256] {
+        &self.topics
+    }
+}
+
 /// `eth_feeHistory`'s answer.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RpcFeeHistory {

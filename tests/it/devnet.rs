@@ -79,6 +79,29 @@ fn four_cns_commit_the_same_blocks_with_load_over_quic() {
         "kaon_committed_txs_total{{cn=\"0\"}} {}",
         report.committed_txs
     )));
+    // The EIP-2159 names, read from the same counters: the committed height is one below the
+    // height being decided, and every CN is linked to the three others.
+    let value = |series: &str| -> f64 {
+        let line = report
+            .metrics
+            .lines()
+            .find(|l| l.starts_with(&format!("{series} ")))
+            .unwrap_or_else(|| panic!("no {series} in\n{}", report.metrics));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    for cn in 0..4 {
+        let label = format!("{{cn=\"{cn}\"}}");
+        assert_eq!(
+            value(&format!("ethereum_blockchain_height{label}")),
+            value(&format!("kaon_height{label}")) - 1.0
+        );
+        assert_eq!(
+            value(&format!("ethereum_best_known_block_number{label}")),
+            value(&format!("ethereum_blockchain_height{label}"))
+        );
+        assert_eq!(value(&format!("kaon_net_cn_peers{label}")), 3.0);
+        assert!(value(&format!("ethereum_peer_count{label}")) >= 3.0);
+    }
     // Every CN persisted a linked chain in its block log, indexed in RocksDB.
     for cn in 0..4 {
         let cn_dir = dir.path().join(format!("cn{cn}"));

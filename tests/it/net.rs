@@ -158,6 +158,10 @@ fn two_nodes_exchange_consensus_messages_and_tx_batches() {
     assert_eq!(n1.stats().frames_sent.load(Ordering::Relaxed), 2);
     assert_eq!(n0.stats().rejected_handshakes.load(Ordering::Relaxed), 0);
     assert_eq!(n0.stats().bad_frames.load(Ordering::Relaxed), 0);
+    // Each side's dialler delivered, so each holds one live CN link.
+    assert_eq!(n0.stats().cn_peers.load(Ordering::Relaxed), 1);
+    assert_eq!(n1.stats().cn_peers.load(Ordering::Relaxed), 1);
+    assert_eq!(n0.stats().peer_count(), 1);
     shutdown(rt, [n0, n1]);
 }
 

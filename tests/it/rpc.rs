@@ -1741,10 +1741,13 @@ fn rpc_metrics_count_calls_and_errors() {
         text.contains("kaon_rpc_errors_total{method=\"eth_getBalance\"} 1"),
         "{text}"
     );
-    assert!(
-        text.contains("kaon_rpc_call_seconds_bucket{method=\"eth_chainId\",le=\"+Inf\"} 3"),
-        "{text}"
-    );
+    for series in [
+        "kaon_rpc_call_duration_seconds_bucket{method=\"eth_chainId\",le=\"+Inf\"} 3\n",
+        "kaon_rpc_call_duration_seconds_count{method=\"eth_chainId\"} 3\n",
+        "# TYPE kaon_rpc_call_duration_seconds histogram\n",
+    ] {
+        assert!(text.contains(series), "{series} in {text}");
+    }
     assert!(text.contains("kaon_rpc_http_requests_total 4"), "{text}");
 }
 

@@ -61,6 +61,23 @@ fn metrics_are_served_in_prometheus_text_and_bad_clients_are_cut_off() {
         "{body}"
     );
 
+    // Every endpoint also carries the process' own families and the build.
+    for family in [
+        "# TYPE process_cpu_seconds_total counter\n",
+        "# TYPE process_resident_memory_bytes gauge\n",
+        "# TYPE process_open_fds gauge\n",
+        "# TYPE kaon_build_info gauge\n",
+    ] {
+        assert_eq!(body.matches(family).count(), 1, "{family} in {body}");
+    }
+    assert!(
+        body.contains(&format!(
+            "kaon_build_info{{version=\"{}\"}} 1\n",
+            kaon::telemetry::VERSION
+        )),
+        "{body}"
+    );
+
     let missing = get(addr, b"GET /other HTTP/1.1\r\n\r\n");
     assert!(missing.starts_with("HTTP/1.1 404"), "{missing}");
 
