@@ -287,7 +287,10 @@ impl ChainRpc {
             gas_used: receipts.last().map_or(0, |r| r.cumulative_gas_used),
             gas_limit: SEGMENT_GAS_LIMIT,
             base_fee_per_gas: Some(BASE_FEE_WEI),
-            state_root: commitment.map_or(B256::ZERO, |c| c.state_root),
+            state_root: match commitment {
+                Some(c) => c.state_root,
+                None => self.state_root_at(chain, header.height.0),
+            },
             transactions_root: commitment.map_or(B256::ZERO, |c| c.tx_root),
             receipts_root: commitment.map_or(B256::ZERO, |c| c.receipts_root),
             logs_bloom: exec::logs_bloom(&receipts),
@@ -303,7 +306,17 @@ impl ChainRpc {
         })
     }
 
-    fn genesis_block(&self) -> RpcBlock {
+    /// The state commitment of `chain` after block `height`, for a block without a segment of
+    /// that chain (genesis, or an idle block): read from the retained history, zero where the
+    /// history no longer reaches.
+    fn state_root_at(&self, chain: ChainId, height: u64) -> B256 {
+        self.read_state(StateAt::Historical(height), |state| {
+            state.state_root(chain).map_err(internal)
+        })
+        .unwrap_or(B256::ZERO)
+    }
+
+    fn genesis_block(&self, chain: ChainId) -> RpcBlock {
         RpcBlock {
             number: 0,
             hash: self.genesis.hash.0,
@@ -312,7 +325,7 @@ impl ChainRpc {
             gas_used: 0,
             gas_limit: SEGMENT_GAS_LIMIT,
             base_fee_per_gas: Some(BASE_FEE_WEI),
-            state_root: B256::ZERO,
+            state_root: self.state_root_at(chain, 0),
             transactions_root: B256::ZERO,
             receipts_root: B256::ZERO,
             logs_bloom: Bloom::ZERO,
@@ -560,7 +573,7 @@ impl RpcBackend for ChainRpc {
         full: bool,
     ) -> Result<Option<RpcBlock>, BackendError> {
         if number == 0 {
-            return Ok(Some(self.genesis_block()));
+            return Ok(Some(self.genesis_block(chain)));
         }
         match self.container(number)? {
             Some(block) => self.rpc_block(chain, &block, full).map(Some),
@@ -575,7 +588,7 @@ impl RpcBackend for ChainRpc {
         full: bool,
     ) -> Result<Option<RpcBlock>, BackendError> {
         if hash == self.genesis.hash.0 {
-            return Ok(Some(self.genesis_block()));
+            return Ok(Some(self.genesis_block(chain)));
         }
         match self.state.store().height_of(&hash.0).map_err(internal)? {
             Some(height) => self.block_by_number(chain, height, full),

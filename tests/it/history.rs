@@ -185,6 +185,28 @@ fn state_and_calls_at_three_past_blocks_match_what_was_observed_then() {
             "state at block {block} (step {i}) read by hash"
         );
     }
+    // A block without this chain's segment (genesis, an idle block) reports the chain's state
+    // as of that block: genesis the allocations' commitment, an idle block its last change's.
+    let block_at = |n: u64| client.ok("eth_getBlockByNumber", json!([block_tag(n), false]));
+    let zero = json!(format!("0x{}", "0".repeat(64)));
+    let genesis_root = block_at(0)["stateRoot"].clone();
+    assert_ne!(genesis_root, zero, "genesis allocations have a commitment");
+    let mut idle_checked = 0;
+    for (block, _) in &seen[1..] {
+        let next = block_at(block + 1);
+        if next["transactions"].as_array().is_some_and(Vec::is_empty) {
+            assert_eq!(
+                next["stateRoot"],
+                block_at(*block)["stateRoot"],
+                "block {}",
+                block + 1
+            );
+            assert_ne!(next["stateRoot"], zero);
+            idle_checked += 1;
+        }
+    }
+    assert!(idle_checked > 0, "no idle block followed a step");
+
     // The block just before each step still has the previous step's state.
     for (i, first) in first_blocks.iter().enumerate() {
         assert_eq!(
