@@ -10,6 +10,10 @@ use clap::{Parser, Subcommand};
 use rand::RngCore;
 use std::path::PathBuf;
 
+/// The longest block interval or round timeout a flag accepts: a day. Longer ones are
+/// typos, and timer arithmetic on them would overflow.
+const MAX_INTERVAL_MS: u64 = 86_400_000;
+
 /// Kaon: a performance-first node for a two-layer blockchain with servicechains.
 #[derive(Debug, Parser)]
 #[command(name = "kaon", version, about)]
@@ -100,10 +104,10 @@ pub fn run() -> anyhow::Result<()> {
 /// The log filter: `--log`/`KAON_LOG` or the config file's; `kaon devnet`, whose terminal shows
 /// the banner, the URLs and one status line, logs only warnings unless told otherwise.
 fn log_filter<'a>(cli: &Cli, config: &'a Config) -> &'a str {
-    let told = cli.log.is_some() || config.telemetry.log != Config::default().telemetry.log;
-    match cli.command {
-        Command::Devnet(_) if !told => "warn",
-        _ => &config.telemetry.log,
+    match (&config.telemetry.log, &cli.command) {
+        (Some(told), _) => told,
+        (None, Command::Devnet(_)) => "warn",
+        (None, _) => "info",
     }
 }
 
@@ -116,7 +120,7 @@ fn effective_config(cli: &Cli) -> anyhow::Result<Config> {
         config.datadir = datadir.clone();
     }
     if let Some(log) = &cli.log {
-        config.telemetry.log = log.clone();
+        config.telemetry.log = Some(log.clone());
     }
     Ok(config)
 }
@@ -148,11 +152,11 @@ pub struct DevnetArgs {
     #[arg(long, default_value_t = 0)]
     pub duration: u64,
     /// Interval of empty blocks when no transaction waits, in milliseconds (a waiting
-    /// transaction is proposed within `pipeline.proposal_batch_ms`).
-    #[arg(long, default_value_t = 1000)]
+    /// transaction is proposed within `pipeline.proposal_batch_ms`); at most a day.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=MAX_INTERVAL_MS))]
     pub round_ms: u64,
     /// The same interval in whole seconds, as anvil takes it (overrides `--round-ms`).
-    #[arg(long, value_name = "SECONDS", conflicts_with = "round_ms", value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "SECONDS", conflicts_with = "round_ms", value_parser = clap::value_parser!(u64).range(1..=MAX_INTERVAL_MS / 1000))]
     pub block_time: Option<u64>,
     /// Development accounts sending load.
     #[arg(long, default_value_t = 64)]
@@ -238,12 +242,12 @@ pub struct InitArgs {
     /// CN i listens on 127.0.0.1:(base_port + i).
     #[arg(long, default_value_t = 30300)]
     pub base_port: u16,
-    /// Interval of empty blocks when no transaction waits, in milliseconds.
-    #[arg(long, default_value_t = 1000)]
+    /// Interval of empty blocks when no transaction waits, in milliseconds; at most a day.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=MAX_INTERVAL_MS))]
     pub round_ms: u64,
     /// Round-0 timeout in milliseconds (doubling per round); default max(round_ms, 500). A
     /// short one makes a dead proposer cost less on a fast local network.
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=MAX_INTERVAL_MS))]
     pub timeout_ms: Option<u64>,
 }
 
@@ -671,6 +675,34 @@ mod tests {
         Cli::try_parse_from(std::iter::once("kaon").chain(args.iter().copied()))
             .unwrap()
             .command
+    }
+
+    #[test]
+    fn devnet_logs_warnings_unless_the_flag_or_the_config_file_says_otherwise() {
+        let cli = |args: &[&str]| {
+            Cli::try_parse_from(std::iter::once("kaon").chain(args.iter().copied())).unwrap()
+        };
+        let file = |text: &str| Config::from_toml(text, std::path::Path::new("kaon.toml")).unwrap();
+        let (devnet, node) = (cli(&["devnet"]), cli(&["config"]));
+        assert_eq!(log_filter(&devnet, &Config::default()), "warn");
+        assert_eq!(log_filter(&node, &Config::default()), "info");
+        // A file saying the default out loud is still a choice.
+        let said = file("[telemetry]\nlog = \"info\"\n");
+        assert_eq!(log_filter(&devnet, &said), "info");
+        let flagged = cli(&["devnet", "--log", "kaon=debug"]);
+        let config = effective_config(&flagged).unwrap();
+        assert_eq!(log_filter(&flagged, &config), "kaon=debug");
+    }
+
+    #[test]
+    fn flags_refuse_intervals_beyond_a_day() {
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from(std::iter::once("kaon").chain(args.iter().copied()))
+        };
+        assert!(parse(&["devnet", "--round-ms", "86400000"]).is_ok());
+        assert!(parse(&["devnet", "--round-ms", "18446744073709551615"]).is_err());
+        assert!(parse(&["devnet", "--block-time", "86401"]).is_err());
+        assert!(parse(&["init", "--out", "x", "--timeout-ms", "86400001"]).is_err());
     }
 
     #[test]

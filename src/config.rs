@@ -142,11 +142,13 @@ pub struct NetLimitsConfig {
     pub max_hello_checks: usize,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TelemetryConfig {
-    /// `tracing` filter, e.g. `info` or `kaon=debug` (overridden by `RUST_LOG`).
-    pub log: String,
+    /// `tracing` filter, e.g. `info` or `kaon=debug` (overridden by `RUST_LOG`). Unset: `info`,
+    /// or `warn` for `kaon devnet`, whose terminal shows a status line.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log: Option<String>,
 }
 
 impl Default for Config {
@@ -225,14 +227,6 @@ impl NetLimitsConfig {
         net.max_per_address = self.max_per_address;
         net.cn_heartbeat = std::time::Duration::from_secs(self.cn_heartbeat_s);
         net.max_hello_checks = self.max_hello_checks;
-    }
-}
-
-impl Default for TelemetryConfig {
-    fn default() -> Self {
-        Self {
-            log: "info".to_string(),
-        }
     }
 }
 

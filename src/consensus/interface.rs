@@ -25,7 +25,8 @@ impl Params {
     /// Timeout of round `r`: grows until it exceeds any post-GST message delay.
     pub fn timeout(&self, r: Round) -> u64 {
         let doubled = self.base_timeout_ms.saturating_mul(1u64 << r.0.min(20));
-        self.block_interval_ms + doubled.min(self.max_timeout_ms)
+        self.block_interval_ms
+            .saturating_add(doubled.min(self.max_timeout_ms))
     }
 }
 

@@ -70,7 +70,7 @@ const MAX_FUTURE_BLOCKS: usize = 64;
 /// real block out.
 const FUTURE_CANDIDATES: usize = 4;
 /// Bytes of unverified decided blocks kept ahead of the next height.
-const MAX_FUTURE_BLOCK_BYTES: usize = 256 << 20;
+pub const MAX_FUTURE_BLOCK_BYTES: usize = 256 << 20;
 /// Milliseconds a request for decided blocks is given before it is sent again.
 const SYNC_RETRY_MS: u64 = 200;
 /// Recent heights whose parent hash and CN set are remembered, to check round changes of
@@ -131,6 +131,11 @@ pub struct Machine {
     now_ms: u64,
     /// The highest round this node has asked for at this height (persisted when raised).
     asked_round: Round,
+    /// When (clock input) this node first knew a quorum to be in the current round. The
+    /// round's timeout counts from then: a node that entered the round alone, ahead of the
+    /// others, would otherwise leave it as they arrive and stay a round apart for good once
+    /// timeouts stop growing (see [`Machine::on_timeout`]).
+    round_live_since: Option<u64>,
     /// A block was output as committed and the driver has not yet said it is applied.
     awaiting_applied: bool,
     /// The last request for decided blocks: from which height, and when (clock input).
@@ -183,6 +188,7 @@ impl Machine {
             recent: BTreeMap::new(),
             now_ms: 0,
             asked_round: Round(0),
+            round_live_since: None,
             awaiting_applied: false,
             sync_requested: None,
             restored: BTreeMap::new(),
@@ -258,6 +264,14 @@ impl Machine {
         self.batch_verified
     }
 
+    /// The highest height this node knows to be decided: its tip, or the last block ahead
+    /// whose certificate it has verified while catching up (never an unverified claim).
+    pub fn best_known_height(&self) -> Height {
+        self.verified_ahead
+            .last_key_value()
+            .map_or(self.tip.height, |(h, _)| (*h).max(self.tip.height))
+    }
+
     pub fn rejections(&self) -> &Rejections {
         &self.rejections
     }
@@ -319,7 +333,18 @@ impl Machine {
             };
             self.on_message(msg, app, &mut out);
         }
+        self.note_round_live();
         out
+    }
+
+    /// Records the first moment a quorum is known to be in the current round.
+    fn note_round_live(&mut self) {
+        if self.round_live_since.is_none()
+            && !self.awaiting_applied
+            && self.quorum_reached(self.round)
+        {
+            self.round_live_since = Some(self.now_ms);
+        }
     }
 
     /// Keeps a message for the next height, bounded by count and bytes.
@@ -382,6 +407,7 @@ impl Machine {
     fn enter_round(&mut self, round: Round, out: &mut Vec<Output>) {
         let height = self.height();
         self.round = round;
+        self.round_live_since = None;
         self.committee = self.committee_at(round);
         self.forget_old_rounds();
         self.admit_far_round_changes();
@@ -480,6 +506,19 @@ impl Machine {
     /// meet (the f + 1 jump brings laggards up) instead of timing out in step, rounds apart,
     /// for ever once timeouts reach their cap.
     fn on_timeout(&mut self, out: &mut Vec<Output>) {
+        // The round has been live for less than its timeout: this timer was set when the node
+        // entered the round ahead of the quorum. Wait out the rest with the others.
+        let timeout = self.params.timeout(self.round);
+        if let Some(due) = self.round_live_since.map(|t| t.saturating_add(timeout)) {
+            if due > self.now_ms {
+                out.push(Output::ScheduleTimeout {
+                    height: self.height(),
+                    round: self.round,
+                    after_ms: due - self.now_ms,
+                });
+                return;
+            }
+        }
         self.sync_requested = None;
         self.repeat_previous_round_change(out);
         if !self.quorum_reached(self.round) {
@@ -1032,16 +1071,16 @@ impl Machine {
                 return Ok(ours);
             }
         }
-        if !verified {
-            proposal::check_body(&block)?;
-        }
+        // Always, even when verified ahead: the mark names the header and seal, and another
+        // body can come under them (the batch checked the body it saw, maybe not this one).
+        proposal::check_body(&block)?;
         app.validate(&block, &self.tip)
             .map_err(ProposalError::Application)?;
         Ok(block)
     }
 
-    /// Whether `block` (hashing to `hash`) is the one whose header chain, body, reveal and
-    /// certificate passed [`Machine::verify_ahead`] on top of this node's tip.
+    /// Whether `block` (hashing to `hash`) has the header and certificate that passed
+    /// [`Machine::verify_ahead`] on top of this node's tip (its body is checked regardless).
     fn was_verified_ahead(&self, block: &Block, hash: BlockHash) -> bool {
         let header = block.header();
         header.height == self.tip.height.next()
@@ -1103,11 +1142,27 @@ impl Machine {
             return;
         }
         let size = alloy_rlp::Encodable::length(&block);
-        if self.future_block_bytes.saturating_add(size) > MAX_FUTURE_BLOCK_BYTES {
+        if !self.make_room_ahead(height, size) {
             return;
         }
         self.future_block_bytes += size;
         self.future_blocks.entry(height).or_default().push(block);
+    }
+
+    /// Frees room for `size` bytes at `height` by dropping the furthest heights held beyond
+    /// it: nearer blocks are needed first, so junk sent far ahead cannot keep the next block
+    /// out. Whether the block now fits.
+    fn make_room_ahead(&mut self, height: Height, size: usize) -> bool {
+        while self.future_block_bytes.saturating_add(size) > MAX_FUTURE_BLOCK_BYTES {
+            match self.future_blocks.last_key_value() {
+                Some((&furthest, _)) if furthest > height => {
+                    self.take_future_blocks(furthest);
+                    self.verified_ahead.remove(&furthest);
+                }
+                _ => return false,
+            }
+        }
+        true
     }
 
     /// Takes the buffered decided blocks of `height` (the first valid one commits; the others

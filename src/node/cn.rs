@@ -36,6 +36,13 @@ pub struct InitSpec {
 /// then prints to `out` what it wrote and the commands that start each CN and an RN.
 pub fn init(spec: &InitSpec, out: &mut dyn Write) -> anyhow::Result<()> {
     anyhow::ensure!(spec.cns >= 1, "a network needs at least one CN");
+    let last_port = usize::from(spec.base_port) + spec.cns - 1;
+    anyhow::ensure!(
+        last_port <= usize::from(u16::MAX),
+        "{} CNs from port {} need ports up to {last_port}, beyond 65535: lower --base-port or --cns",
+        spec.cns,
+        spec.base_port
+    );
     anyhow::ensure!(
         !spec.out.join("genesis.json").exists(),
         "{} already holds a genesis.json",
@@ -226,4 +233,31 @@ pub fn run_cn(
     tracing::info!(cn = cn.index, %listen, "consensus node running");
     process.wait();
     node.shutdown()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn init_refuses_ports_beyond_65535_and_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = |base_port, cns| InitSpec {
+            out: dir.path().join("net"),
+            cns,
+            servicechains: 1,
+            accounts: 1,
+            region: crate::types::ChainId(1000),
+            base_port,
+            round_ms: 1000,
+            timeout_ms: None,
+            committee_size: 100,
+        };
+        let err = init(&spec(65_534, 4), &mut Vec::new()).unwrap_err();
+        assert!(err.to_string().contains("65537"), "{err}");
+        assert!(!dir.path().join("net").exists());
+        let mut printed = Vec::new();
+        init(&spec(65_532, 4), &mut printed).unwrap();
+        assert!(String::from_utf8(printed).unwrap().contains("65535"));
+    }
 }

@@ -44,6 +44,9 @@ pub fn sync_range(from: Height) -> std::ops::Range<Height> {
 #[derive(Debug, Default)]
 pub struct ConsensusStatus {
     pub height: AtomicU64,
+    /// The highest height known decided (certificate verified): above `height - 1` while
+    /// catching up.
+    pub best_known: AtomicU64,
     pub round: AtomicU64,
     pub committed_txs: AtomicU64,
     pub misbehavior: AtomicU64,
@@ -158,6 +161,9 @@ struct Served {
     last: std::collections::HashMap<CnIndex, (Height, Instant)>,
 }
 
+/// A timer this far out (about a century) stands for one that never fires.
+const NEVER_S: u64 = 100 * 365 * 24 * 3600;
+
 struct Timers {
     queue: BinaryHeap<Reverse<(Instant, u64, TimerInput)>>,
     seq: u64,
@@ -172,11 +178,12 @@ enum TimerInput {
 impl Timers {
     fn push(&mut self, after_ms: u64, input: TimerInput) {
         self.seq += 1;
-        self.queue.push(Reverse((
-            Instant::now() + Duration::from_millis(after_ms),
-            self.seq,
-            input,
-        )));
+        let now = Instant::now();
+        // A delay beyond what `Instant` can represent (a huge configured interval) means never.
+        let at = now
+            .checked_add(Duration::from_millis(after_ms))
+            .unwrap_or(now + Duration::from_secs(NEVER_S));
+        self.queue.push(Reverse((at, self.seq, input)));
     }
 
     fn next_deadline(&self) -> Option<Instant> {
@@ -297,6 +304,9 @@ impl ConsensusStage {
         self.status
             .height
             .store(self.machine.height().0, Ordering::Relaxed);
+        self.status
+            .best_known
+            .store(self.machine.best_known_height().0, Ordering::Relaxed);
         self.status
             .round
             .store(u64::from(self.machine.round().0), Ordering::Relaxed);

@@ -224,10 +224,9 @@ impl BoundCn {
         if recovered.blocks > 0 {
             tracing::info!(cn = %spec.me, height = %recovered.tip.height, reexecuted = recovered.reexecuted, wal = recovered.wal.len(), "recovered from disk");
         }
-        status.height.store(
-            recovered.tip.height.0 + 1,
-            std::sync::atomic::Ordering::Relaxed,
-        );
+        use std::sync::atomic::Ordering::Relaxed;
+        status.height.store(recovered.tip.height.0 + 1, Relaxed);
+        status.best_known.store(recovered.tip.height.0, Relaxed);
         // Ranger nodes' block requests are served from the log through the index.
         let block_server = crate::net::sync::BlockServer::new(chain.clone())?;
         net.serve_blocks(Arc::clone(&block_server));
@@ -557,11 +556,13 @@ impl CnMetrics {
         };
         let plain = labels.to_vec();
         let pooled = self.shared.pool.lock().map_or(0, |p| p.len());
+        // One read: the gauge and the chain head must agree within a scrape.
+        let height = c.height.load(Relaxed);
         let gauges = [
             (
                 "kaon_height",
                 "Height being decided (last committed + 1)",
-                c.height.load(Relaxed),
+                height,
             ),
             (
                 "kaon_round",
@@ -577,12 +578,10 @@ impl CnMetrics {
         for (name, help, value) in gauges {
             m.gauge(name, help, labels, value as f64);
         }
-        let committed = c.height.load(Relaxed).saturating_sub(1);
-        let (best_known, peers) = (committed, n.peer_count());
         let head = crate::telemetry::ChainHead {
-            height: committed,
-            best_known,
-            peers,
+            height: height.saturating_sub(1),
+            best_known: c.best_known.load(Relaxed),
+            peers: n.peer_count(),
         };
         m.chain_head(labels, head);
         n.peer_metrics(m, labels);

@@ -1057,6 +1057,9 @@ const MANUAL_NOW_MS: u64 = 1_000;
 /// A hand-driven network of honest machines for targeted scenarios.
 struct Manual {
     nodes: Vec<Node>,
+    /// The clock every node is stepped at: [`MANUAL_NOW_MS`], moved on by the longest round
+    /// timeout before each timeout input (a timer fires only once its time has passed).
+    now_ms: u64,
 }
 
 impl Manual {
@@ -1081,7 +1084,10 @@ impl Manual {
             set_change_at: None,
         };
         let sim = Sim::new(0, scenario, &keys, &Arc::new(SigCache::new()));
-        Self { nodes: sim.nodes }
+        Self {
+            nodes: sim.nodes,
+            now_ms: MANUAL_NOW_MS,
+        }
     }
 
     /// Starts every node; returns the one that schedules the first proposal.
@@ -1098,14 +1104,22 @@ impl Manual {
             .expect("some node proposes at round 0")
     }
 
-    /// Steps node `to` (clock at 1 s); applies each committed block and tells the machine,
-    /// returning every output.
+    /// Steps node `to` at the network's clock; applies each committed block and tells the
+    /// machine, returning every output.
     fn step(&mut self, to: usize, input: Input) -> Vec<Output> {
+        if matches!(input, Input::Timeout { .. }) {
+            self.now_ms += params().timeout(round(u32::MAX));
+        }
+        self.step_at(to, input, self.now_ms)
+    }
+
+    /// [`Manual::step`] with the clock at `now_ms`.
+    fn step_at(&mut self, to: usize, input: Input, now_ms: u64) -> Vec<Output> {
         let node = &mut self.nodes[to];
         let mut all = Vec::new();
         let mut next = Some(input);
         while let Some(input) = next.take() {
-            let outputs = node.machine.step(input, MANUAL_NOW_MS, &mut node.app);
+            let outputs = node.machine.step(input, now_ms, &mut node.app);
             for o in &outputs {
                 if let Output::Committed(block) = o {
                     node.app.commit(block).unwrap();
@@ -1626,6 +1640,54 @@ fn n4_a_node_timing_out_alone_stays_in_round_one_and_repeats_its_round_change() 
     assert_eq!(net.nodes[0].machine.round(), round(1));
 }
 
+/// A node that entered round 1 alone, long before the others, counts the round's timeout from
+/// when it learns a quorum is there, not from its own entry: leaving as the others arrive kept
+/// it a round apart for good once timeouts reached their cap (simulation seed 2792 of n = 13,
+/// committees of 7: two honest members a round ahead, the other four one vote short each
+/// round). Kills "a round lasts its timeout from when a quorum is known in it".
+#[test]
+fn n4_a_node_ahead_waits_out_the_round_with_the_quorum() {
+    let mut net = Manual::new(4);
+    net.start_all();
+    let (h, p) = (Height(1), params());
+    let timeout_at = |r: u32| Input::Timeout {
+        height: h,
+        round: round(r),
+    };
+    // Node 0 times out of round 0 first: it enters round 1 alone.
+    let early = MANUAL_NOW_MS + p.timeout(round(0));
+    net.step_at(0, timeout_at(0), early);
+    assert_eq!(net.nodes[0].machine.round(), round(1));
+    // The others time out just before node 0's round-1 timer runs out; their round changes
+    // reach node 0.
+    let quorum_at = early + p.timeout(round(1)) - 10;
+    for i in 1..4 {
+        let out = net.step_at(i, timeout_at(0), quorum_at);
+        for msg in broadcasts(&out) {
+            if matches!(&msg, ConsensusMessage::RoundChange(rc) if rc.round == round(1)) {
+                net.step_at(0, Input::Message(msg), quorum_at);
+            }
+        }
+    }
+    // Node 0's own round-1 timer fires: it stays, and waits out the round with the others.
+    let out = net.step_at(0, timeout_at(1), early + p.timeout(round(1)));
+    assert_eq!(
+        net.nodes[0].machine.round(),
+        round(1),
+        "left with the others arriving"
+    );
+    assert!(
+        out.iter().any(
+            |o| matches!(o, Output::ScheduleTimeout { round: r, after_ms, .. }
+            if *r == round(1) && *after_ms == p.timeout(round(1)) - 10)
+        ),
+        "the rest of the round is timed from the quorum: {out:?}"
+    );
+    // Once the round has lasted its timeout for the quorum, node 0 moves on.
+    net.step_at(0, timeout_at(1), quorum_at + p.timeout(round(1)));
+    assert_eq!(net.nodes[0].machine.round(), round(2));
+}
+
 /// A proposal for the next height that arrives while the committed block is not yet applied
 /// is validated only once it is (on its real parent), and then voted on. Kills "validate only
 /// against the applied parent" (hole 6).
@@ -1871,6 +1933,76 @@ fn n4_a_forged_certificate_ahead_fails_the_batch_and_is_never_committed() {
     fresh.deliver_decided(0, [&chain[3]]);
     assert_eq!(fresh.nodes[0].chain, chain);
     assert_eq!(fresh.nodes[0].machine.batch_verified(), 2);
+}
+
+/// Blocks 2 and 3 are held ahead; block 1 commits and the batch marks block 2 as checked.
+/// Before block 1 is applied, a peer sends block 2's header and seal over another body: it is
+/// held for the next height and replayed first. The mark names the header and seal, not the
+/// body, so the body is checked again: the forged block is refused and the real one commits.
+/// Kills "a block verified ahead still has its body checked" (review finding 2 of hole 2).
+#[test]
+fn n4_a_forged_body_under_a_block_verified_ahead_is_refused() {
+    let mut net = Manual::new(4);
+    net.decide_up_to(Height(3));
+    let chain = net.nodes[0].chain.clone();
+    let mut forged = chain[1].clone();
+    forged.segments[0].txs = vec![Bytes::from_static(b"forged")];
+    assert_eq!(forged.hash(), chain[1].hash());
+    let mut fresh = Manual::new(4);
+    fresh.start_all();
+    fresh.deliver_decided(0, [&chain[2], &chain[1]]);
+    // Block 1 commits; the driver has not applied it yet when the forged block 2 arrives.
+    let node = &mut fresh.nodes[0];
+    let decided = |b: &Block| Input::Message(ConsensusMessage::Decided(Box::new(b.clone())));
+    let out = node
+        .machine
+        .step(decided(&chain[0]), MANUAL_NOW_MS, &mut node.app);
+    assert!(out.iter().any(|o| matches!(o, Output::Committed(_))));
+    assert!(node.machine.awaiting_applied());
+    node.machine
+        .step(decided(&forged), MANUAL_NOW_MS, &mut node.app);
+    node.app.commit(&chain[0]).unwrap();
+    node.chain.push(chain[0].clone());
+    fresh.step(0, Input::Applied { height: Height(1) });
+    assert_eq!(fresh.nodes[0].chain, chain);
+    assert_eq!(fresh.nodes[0].machine.batch_verified(), 2);
+    assert_eq!(fresh.nodes[0].machine.rejections().bad_decided, 1);
+}
+
+/// A peer fills the byte budget of blocks ahead with junk further ahead; the next block still
+/// finds room, by pushing out the furthest. Kills "nearer blocks ahead push out further ones"
+/// (without it the real block is refused while the junk stays until its height).
+#[test]
+fn n4_junk_far_ahead_does_not_keep_the_next_block_out() {
+    use kaon::consensus::machine::MAX_FUTURE_BLOCK_BYTES as BUDGET;
+    let mut net = Manual::new(4);
+    net.decide_up_to(Height(2));
+    let chain = net.nodes[0].chain.clone();
+    let junk_at = |height: u64, copy: u8, size: usize| {
+        let mut b = chain[1].clone();
+        b.sealed.header.height = Height(height);
+        b.segments[0].txs = vec![Bytes::from(vec![copy; size])];
+        b
+    };
+    let mut fresh = Manual::new(4);
+    fresh.start_all();
+    // 1.2 MB of junk per candidate, four per height: more than the budget holds.
+    for height in 3..=65 {
+        for copy in 0..4 {
+            fresh.deliver_decided(0, [&junk_at(height, copy, 1_200_000)]);
+        }
+    }
+    // Then one block that leaves less room than block 2 needs.
+    let room = BUDGET - fresh.nodes[0].machine.held_bytes();
+    let bare = alloy_rlp::Encodable::length(&junk_at(65, 9, 0));
+    fresh.deliver_decided(0, [&junk_at(65, 9, room - bare - 64)]);
+    let left = BUDGET - fresh.nodes[0].machine.held_bytes();
+    assert!(
+        left < alloy_rlp::Encodable::length(&chain[1]),
+        "{left} bytes left"
+    );
+    fresh.deliver_decided(0, [&chain[1], &chain[0]]);
+    assert_eq!(fresh.nodes[0].chain, chain);
 }
 
 impl Manual {

@@ -119,12 +119,22 @@ impl Filters {
         self.lock_accepted().get(&chain).map_or(0, Accepted::end)
     }
 
-    /// Hashes accepted on `chain` from number `cursor` on, and the cursor after them.
-    fn accepted_since(&self, chain: ChainId, cursor: u64) -> (Vec<B256>, u64) {
+    /// The hashes accepted since the cursor of pending filter `id`, moving the cursor past
+    /// them in the same critical section: concurrent polls of one filter never both report
+    /// a hash. Lock order: filters, then accepted hashes.
+    fn take_accepted(&self, id: &str) -> Vec<B256> {
+        let mut installed = self.lock();
+        let Some(filter) = installed.get_mut(id) else {
+            return Vec::new();
+        };
         let accepted = self.lock_accepted();
-        match accepted.get(&chain) {
-            Some(a) => (a.since(cursor), a.end()),
-            None => (Vec::new(), cursor),
+        match accepted.get(&filter.chain) {
+            Some(a) => {
+                let hashes = a.since(filter.cursor);
+                filter.cursor = a.end();
+                hashes
+            }
+            None => Vec::new(),
         }
     }
 
@@ -214,9 +224,8 @@ fn install(cx: &Cx<'_>, kind: Kind, cursor: u64) -> MethodResult {
 
 /// A pending filter's changes: what was accepted since its cursor, as hashes or as the
 /// transactions (those the node no longer knows are left out).
-fn pending_changes(cx: &Cx<'_>, id: &str, cursor: u64, full: bool) -> MethodResult {
-    let (hashes, next) = cx.shared.filters.accepted_since(cx.chain, cursor);
-    cx.shared.filters.advance(id, next);
+fn pending_changes(cx: &Cx<'_>, id: &str, full: bool) -> MethodResult {
+    let hashes = cx.shared.filters.take_accepted(id);
     if !full {
         let encoded: Vec<_> = hashes.iter().map(|h| Data(h.as_slice())).collect();
         return to_raw(&encoded);
@@ -241,7 +250,7 @@ pub(super) fn changes(cx: &Cx<'_>, p: &Params<'_>) -> MethodResult {
     let id: String = p.required(0)?;
     let filter = cx.shared.filters.touch(cx.chain, &id)?;
     if let Kind::Pending { full } = filter.kind {
-        return pending_changes(cx, &id, filter.cursor, full);
+        return pending_changes(cx, &id, full);
     }
     let head = head(cx)?;
     if head <= filter.cursor {
@@ -299,5 +308,57 @@ pub(super) fn logs(cx: &Cx<'_>, p: &Params<'_>) -> MethodResult {
     match super::chain::log_range(cx, &args)? {
         Some((lo, hi)) => logs_json(cx, lo, hi, f),
         None => to_raw(&[(); 0]),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pending_filter(filters: &Filters, chain: ChainId) -> String {
+        let filter = Filter {
+            chain,
+            kind: Kind::Pending { full: false },
+            cursor: filters.accepted_end(chain),
+            last_poll: Instant::now(),
+        };
+        filters.install(filter).unwrap()
+    }
+
+    #[test]
+    fn each_accepted_hash_is_reported_once_per_filter() {
+        let filters = Filters::new(8, Duration::from_secs(60), 4);
+        let chain = ChainId(1001);
+        filters.accepted(chain, B256::repeat_byte(1));
+        let id = pending_filter(&filters, chain);
+        assert!(
+            filters.take_accepted(&id).is_empty(),
+            "only what comes after"
+        );
+        filters.accepted(chain, B256::repeat_byte(2));
+        filters.accepted(ChainId(1002), B256::repeat_byte(9));
+        filters.accepted(chain, B256::repeat_byte(3));
+        let polls: Vec<Vec<B256>> = std::thread::scope(|s| {
+            let polls: Vec<_> = (0..4)
+                .map(|_| s.spawn(|| filters.take_accepted(&id)))
+                .collect();
+            polls.into_iter().map(|p| p.join().unwrap()).collect()
+        });
+        let mut seen: Vec<B256> = polls.into_iter().flatten().collect();
+        seen.sort();
+        assert_eq!(seen, vec![B256::repeat_byte(2), B256::repeat_byte(3)]);
+    }
+
+    #[test]
+    fn a_pending_filter_that_fell_behind_resumes_at_the_oldest_kept_hash() {
+        let filters = Filters::new(8, Duration::from_secs(60), 2);
+        let chain = ChainId(1001);
+        let id = pending_filter(&filters, chain);
+        for b in 1..=5 {
+            filters.accepted(chain, B256::repeat_byte(b));
+        }
+        let kept = vec![B256::repeat_byte(4), B256::repeat_byte(5)];
+        assert_eq!(filters.take_accepted(&id), kept);
+        assert!(filters.take_accepted("0xunknown").is_empty());
     }
 }
