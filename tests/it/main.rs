@@ -3,6 +3,7 @@
 mod bls_vectors;
 mod burst;
 mod certificate;
+mod chaos;
 mod cn_keys;
 mod consensus_sim;
 mod devnet;
