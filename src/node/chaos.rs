@@ -355,6 +355,8 @@ fn inject(
     let mut rng = StdRng::seed_from_u64(spec.seed);
     let start = Instant::now();
     let mut listed = spec.faults.iter().copied();
+    // Which record of `chains` each CN's current process writes.
+    let mut record: Vec<usize> = (0..CNS).collect();
     loop {
         let gap = Duration::from_millis(rng.gen_range(3_000..=8_000));
         let kind = if spec.faults.is_empty() {
@@ -395,8 +397,9 @@ fn inject(
                     return Ok(());
                 }
                 // The killed CN's `Child` was reaped above; replacing it drops nothing running.
-                children[cn] =
-                    cluster::spawn_cn(&spec.kaon, dir, cn, chains).context("restarting kaon cn")?;
+                record[cn] = cluster::add_record(chains);
+                children[cn] = cluster::spawn_cn_into(&spec.kaon, dir, cn, record[cn], chains)
+                    .context("restarting kaon cn")?;
             }
             FaultKind::Pause => {
                 writeln!(
@@ -413,13 +416,13 @@ fn inject(
             }
         }
         let resumed = Instant::now();
-        // Back means committing the head of the moment it resumed, or higher: lines the old
-        // process wrote before the kill may still arrive and must not count as catching up.
+        // Back means committing the head of the moment it resumed, or higher, in the record of
+        // its current process (a restarted one starts a fresh record).
         let target = cluster::heights(chains).into_iter().max().unwrap_or(0);
         let back = wait_until(stop, spec.catch_up_bound, || {
             let heights = cluster::heights(chains);
             let head = heights.iter().copied().max().unwrap_or(0);
-            heights[cn] >= target && heights[cn] + WITHIN_BLOCKS >= head
+            heights[record[cn]] >= target && heights[record[cn]] + WITHIN_BLOCKS >= head
         });
         let took = resumed.elapsed();
         report.max_catch_up = report.max_catch_up.max(took);
@@ -432,7 +435,12 @@ fn inject(
             // It is still faulty: another fault now could take a second CN down.
             return Ok(());
         }
-        writeln!(out, "chaos:   CN {cn} back within {WITHIN_BLOCKS} blocks of the head in {:.1} s (height {})", took.as_secs_f64(), cluster::height(chains, cn))?;
+        let height = cluster::height(chains, record[cn]);
+        let took = took.as_secs_f64();
+        writeln!(
+            out,
+            "chaos:   CN {cn} back within {WITHIN_BLOCKS} blocks of the head in {took:.1} s (height {height})"
+        )?;
     }
 }
 

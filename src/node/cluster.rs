@@ -21,6 +21,14 @@ pub fn new_chains(cns: usize) -> Chains {
     Arc::new(Mutex::new(vec![BTreeMap::new(); cns]))
 }
 
+/// A new, empty record at the end of `chains`; its index. A restarted CN records into a fresh
+/// one, so what the new process commits is told apart from what the old one printed.
+pub fn add_record(chains: &Chains) -> usize {
+    let mut chains = chains.lock().unwrap_or_else(|e| e.into_inner());
+    chains.push(BTreeMap::new());
+    chains.len() - 1
+}
+
 /// The (height, hash) of a CN's `committed height H hash X …` line.
 pub fn parse_committed(line: &str) -> Option<(u64, String)> {
     let words: Vec<&str> = line.split_whitespace().collect();
@@ -33,6 +41,17 @@ pub fn parse_committed(line: &str) -> Option<(u64, String)> {
 /// Starts `kaon cn --config <dir>/cn<i>/config.toml` (written by `kaon init`), logging only
 /// warnings (to nowhere), and records what it commits under index `i` of `chains`.
 pub fn spawn_cn(kaon: &Path, dir: &Path, i: usize, chains: &Chains) -> std::io::Result<Child> {
+    spawn_cn_into(kaon, dir, i, i, chains)
+}
+
+/// [`spawn_cn`] of CN `i`, recording into `record` (from [`add_record`]).
+pub fn spawn_cn_into(
+    kaon: &Path,
+    dir: &Path,
+    i: usize,
+    record: usize,
+    chains: &Chains,
+) -> std::io::Result<Child> {
     let mut child = Command::new(kaon)
         .args(["--log", "warn", "--config"])
         .arg(dir.join(format!("cn{i}/config.toml")))
@@ -47,7 +66,11 @@ pub fn spawn_cn(kaon: &Path, dir: &Path, i: usize, chains: &Chains) -> std::io::
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
             if let Some((h, hash)) = parse_committed(&line) {
-                if let Some(chain) = chains.lock().unwrap_or_else(|e| e.into_inner()).get_mut(i) {
+                if let Some(chain) = chains
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get_mut(record)
+                {
                     chain.insert(h, hash);
                 }
             }
@@ -74,7 +97,8 @@ pub fn heights(chains: &Chains) -> Vec<u64> {
         .collect()
 }
 
-/// Heights where two CNs committed different blocks, with the CNs and hashes, lowest first.
+/// Heights where two records (CN processes) hold different blocks, with the records and
+/// hashes, lowest first.
 pub fn forks(chains: &Chains) -> Vec<String> {
     let chains = chains.lock().unwrap_or_else(|e| e.into_inner());
     let mut found = Vec::new();
@@ -87,7 +111,7 @@ pub fn forks(chains: &Chains) -> Vec<String> {
             match seen {
                 None => seen = Some((i, hash)),
                 Some((j, other)) if other != hash => {
-                    found.push(format!("height {h}: CN {j} {other}, CN {i} {hash}"));
+                    found.push(format!("height {h}: record {j} {other}, record {i} {hash}"));
                     break;
                 }
                 Some(_) => {}
@@ -215,6 +239,9 @@ mod tests {
         }
         assert!(forks(&chains).is_empty());
         chains.lock().unwrap()[1].insert(2, "c".into());
-        assert_eq!(forks(&chains), vec!["height 2: CN 0 b, CN 1 c".to_string()]);
+        assert_eq!(
+            forks(&chains),
+            vec!["height 2: record 0 b, record 1 c".to_string()]
+        );
     }
 }
