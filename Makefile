@@ -16,7 +16,7 @@ APT_PACKAGES := clang libclang-dev librocksdb-dev mesa-vulkan-drivers
 # The end-to-end test drives the devnet's JSON-RPC with ethers v6 and solc-js (Node.js).
 E2E_DIR := tests/e2e
 
-.PHONY: deps e2e-deps build devnet test lint unit bench
+.PHONY: deps e2e-deps build devnet chaos test lint unit bench
 
 deps:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
@@ -41,6 +41,11 @@ build: deps
 
 devnet: deps
 	cargo run --release --bin kaon -- devnet $(ARGS)
+
+# Fault injection over separate processes (docs/reliability.md); the soak:
+# make chaos ARGS="--minutes 60 --seed N".
+chaos: deps
+	cargo run --release --bin kaon -- chaos $(ARGS)
 
 lint: deps
 	cargo fmt --all -- --check

@@ -25,7 +25,8 @@ pub struct Cli {
     #[arg(long, global = true, env = "KAON_DATADIR")]
     pub datadir: Option<PathBuf>,
     /// Log filter, e.g. `info` or `kaon=debug`; overrides the config file (`RUST_LOG` wins).
-    /// Default `info`, but `warn` for `kaon devnet` (its terminal shows a status line).
+    /// Default `info`, but `warn` for `kaon devnet` (its terminal shows a status line) and
+    /// `kaon chaos` (its lines are the report).
     #[arg(long, global = true, env = "KAON_LOG")]
     pub log: Option<String>,
     #[command(subcommand)]
@@ -39,6 +40,11 @@ pub enum Command {
     Devnet(DevnetArgs),
     /// Write genesis.json, CN keys and one config per CN for a network of separate processes.
     Init(InitArgs),
+    /// Fault injection: 4 `kaon cn` and 1–2 `kaon rn` processes under signed load, CNs killed
+    /// (-9, restarted at once or later) and paused (SIGSTOP) from a seeded schedule; checks
+    /// nothing acknowledged is lost, no fork, bounded stalls and catch-up. The last line is the
+    /// summary; the exit status is non-zero when a criterion fails.
+    Chaos(ChaosArgs),
     /// Proof-of-replication mining. `--bench SECONDS` mines a synthetic segment without a
     /// network and prints the hash rate (H/s) as its last line.
     Mine(MineArgs),
@@ -87,6 +93,7 @@ pub fn run() -> anyhow::Result<()> {
             let spec = args.into_spec(&cli.datadir, &config)?;
             crate::node::ranger::run_rn(&spec, &mut std::io::stdout())
         }
+        Command::Chaos(args) => chaos(&args),
         Command::Init(args) => {
             crate::node::cn::init(&args.into_spec(&config), &mut std::io::stdout())
         }
@@ -106,7 +113,7 @@ pub fn run() -> anyhow::Result<()> {
 fn log_filter<'a>(cli: &Cli, config: &'a Config) -> &'a str {
     match (&config.telemetry.log, &cli.command) {
         (Some(told), _) => told,
-        (None, Command::Devnet(_)) => "warn",
+        (None, Command::Devnet(_) | Command::Chaos(_)) => "warn",
         (None, _) => "info",
     }
 }
@@ -219,6 +226,68 @@ fn devnet(args: DevnetArgs, datadir: &Option<PathBuf>, config: &Config) -> anyho
     anyhow::ensure!(
         report.chains_agree,
         "CNs committed different blocks at one height"
+    );
+    Ok(())
+}
+
+/// `kaon chaos` flags.
+#[derive(Debug, clap::Args)]
+pub struct ChaosArgs {
+    /// Seed of the fault schedule (which CN, when, how long); a failing seed reproduces it.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Minutes of faults under load (then a drain of at most 30 s).
+    #[arg(long, default_value_t = 2)]
+    pub minutes: u64,
+    /// Seconds of faults under load instead of `--minutes` (short runs, tests).
+    #[arg(long, conflicts_with = "minutes")]
+    pub seconds: Option<u64>,
+    /// Transfers per second offered through the RNs' JSON-RPC.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..))]
+    pub rate: u64,
+    /// Ranger nodes (1 or 2).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=2))]
+    pub rns: u64,
+    /// Inject exactly these faults in order, comma-separated (`restart`: kill -9 and restart;
+    /// `down`: kill -9, restart seconds later; `pause`: SIGSTOP … SIGCONT), all of them even
+    /// past the duration; default: kinds drawn from the seed until the time is up.
+    #[arg(long, value_delimiter = ',')]
+    pub faults: Vec<crate::node::chaos::FaultKind>,
+    /// CN i listens on base_port + i, RNs from base_port + 10 (default: from the process id).
+    #[arg(long)]
+    pub base_port: Option<u16>,
+    /// Fail when the chain goes longer than this without a new block (seconds).
+    #[arg(long, default_value_t = crate::node::chaos::DEFAULT_STALL_BOUND.as_secs())]
+    pub stall_bound: u64,
+    /// Fail when a faulted CN is not back within 5 blocks of the head after this (seconds).
+    #[arg(long, default_value_t = crate::node::chaos::DEFAULT_CATCH_UP_BOUND.as_secs())]
+    pub catch_up_bound: u64,
+}
+
+fn chaos(args: &ChaosArgs) -> anyhow::Result<()> {
+    use std::time::Duration;
+    let spec = crate::node::chaos::ChaosSpec {
+        kaon: std::env::current_exe().context("locating the kaon binary")?,
+        seed: args.seed,
+        duration: Duration::from_secs(args.seconds.unwrap_or(args.minutes.saturating_mul(60))),
+        rate: args.rate,
+        rns: args.rns as usize,
+        faults: args.faults.clone(),
+        // Below Linux's ephemeral range (32768–60999), where other sockets draw from.
+        base_port: args
+            .base_port
+            .unwrap_or(20_000 + (std::process::id() % 12_000) as u16),
+        stall_bound: Duration::from_secs(args.stall_bound),
+        catch_up_bound: Duration::from_secs(args.catch_up_bound),
+    };
+    let process = crate::node::process::Process::start()?;
+    let report = crate::node::chaos::run(&spec, &process.stop, &mut std::io::stdout())?;
+    println!("{}", report.summary());
+    anyhow::ensure!(
+        report.passed(),
+        "chaos: seed {} failed: {}",
+        args.seed,
+        report.failures.join("; ")
     );
     Ok(())
 }

@@ -90,6 +90,24 @@ pub fn percentile(sorted: &[u64], p: u64) -> Option<u64> {
     Some(sorted[rank])
 }
 
+/// A signed EIP-1559 transfer of 1 wei from `secret`'s account to `to` on `chain`, with a fee
+/// cap every development network accepts: the load generator's and `kaon chaos`'s transaction.
+pub fn transfer(chain: ChainId, nonce: u64, secret: &[u8; 32], to: Address) -> Bytes {
+    let tx = Transaction::Eip1559(Eip1559Tx {
+        chain_id: chain,
+        nonce,
+        max_priority_fee_per_gas: 1,
+        max_fee_per_gas: 1_000_000_000,
+        gas_limit: crate::exec::TRANSFER_GAS,
+        to: TxKind::Call(to),
+        value: U256::from(1u64),
+        input: Bytes::new(),
+        access_list: Default::default(),
+    });
+    // Invariant: development keys are valid and the fields are encodable.
+    tx.sign(secret).expect("signable transfer").raw().clone()
+}
+
 /// Generates transfers among `accounts` on `chains`.
 pub struct LoadGen {
     senders: Vec<Sender>,
@@ -151,21 +169,9 @@ impl LoadGen {
                 continue;
             }
             idle = 0;
-            let tx = Transaction::Eip1559(Eip1559Tx {
-                chain_id: s.chain,
-                nonce: s.next_nonce,
-                max_priority_fee_per_gas: 1,
-                max_fee_per_gas: 1_000_000_000,
-                gas_limit: crate::exec::TRANSFER_GAS,
-                to: TxKind::Call(self.recipient),
-                value: U256::from(1u64),
-                input: Bytes::new(),
-                access_list: Default::default(),
-            });
-            // Invariant: development keys are valid and the fields are encodable.
-            let signed = tx.sign(&s.account.secret).expect("signable transfer");
+            let signed = transfer(s.chain, s.next_nonce, &s.account.secret, self.recipient);
             s.next_nonce += 1;
-            out.push(signed.raw().clone());
+            out.push(signed);
         }
         out
     }

@@ -1,10 +1,13 @@
 //! The processes: `kaon init`/`kaon cn` ([`cn`]), `kaon rn` ([`ranger`]), the development
-//! network ([`devnet`]) with its load generator and development accounts, the PoR miner
+//! network ([`devnet`]) with its load generator and development accounts, `kaon chaos`
+//! ([`chaos`]) over separate processes ([`cluster`]), the PoR miner
 //! client, `kaon withdraw`, the RPC backend over a ranger node ([`rpc`]) and the forwarding of
 //! accepted transactions to the CNs ([`outbox`]). Everything here wires lower modules together;
 //! the chain's rules live in [`crate::chain`].
 
 pub mod accounts;
+pub mod chaos;
+pub mod cluster;
 pub mod cn;
 pub mod devnet;
 pub mod keyfile;

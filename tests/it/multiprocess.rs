@@ -7,10 +7,9 @@
 //! itself for PoSC; SIGTERM stops them all cleanly.
 
 use alloy_primitives::hex;
-use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
+use kaon::node::cluster::{self, height, heights, Chains, KillOnDrop};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const KAON: &str = env!("CARGO_BIN_EXE_kaon");
@@ -27,37 +26,8 @@ const ROUND_MS: &str = "20";
 /// Round-0 timeout: the dead CN's turns as proposer cost this each.
 const TIMEOUT_MS: &str = "100";
 
-/// Committed (height → hash) per node, filled by threads reading each process's stdout.
-type Chains = Arc<Mutex<Vec<BTreeMap<u64, String>>>>;
-
 fn spawn_cn(dir: &std::path::Path, i: usize, chains: &Chains) -> Child {
-    let mut child = Command::new(KAON)
-        .args(["--log", "warn", "--config"])
-        .arg(dir.join(format!("cn{i}/config.toml")))
-        .arg("cn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start kaon cn");
-    let stdout = child.stdout.take().unwrap();
-    let chains = Arc::clone(chains);
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let words: Vec<&str> = line.split_whitespace().collect();
-            if let ["committed", "height", h, "hash", hash, ..] = words[..] {
-                chains.lock().unwrap()[i].insert(h.parse().unwrap(), hash.to_string());
-            }
-        }
-    });
-    child
-}
-
-fn height(chains: &Chains, i: usize) -> u64 {
-    chains.lock().unwrap()[i]
-        .keys()
-        .next_back()
-        .copied()
-        .unwrap_or(0)
+    cluster::spawn_cn(std::path::Path::new(KAON), dir, i, chains).expect("start kaon cn")
 }
 
 /// Polls `cond` until it holds or [`DEADLINE`] passes.
@@ -167,12 +137,9 @@ fn answered(
     }
 }
 
-fn heights(chains: &Chains) -> Vec<u64> {
-    (0..4).map(|i| height(chains, i)).collect()
-}
-
 #[test]
 fn four_processes_finalize_and_a_killed_cn_resumes_and_agrees() {
+    let _turn = crate::processes_turn();
     let dir = tempfile::tempdir().unwrap();
     // A port range unlikely to be taken, below Linux's ephemeral range (32768–60999) that
     // every other test's 127.0.0.1:0 sockets draw from; the test owns it for its duration.
@@ -208,7 +175,7 @@ fn four_processes_finalize_and_a_killed_cn_resumes_and_agrees() {
             "{printed}"
         );
     }
-    let chains: Chains = Arc::new(Mutex::new(vec![BTreeMap::new(); 4]));
+    let chains = cluster::new_chains(4);
     let mut children = KillOnDrop((0..4).map(|i| spawn_cn(dir.path(), i, &chains)).collect());
     wait_for("all four CNs at height 3", &chains, |c| {
         (0..4).all(|i| height(c, i) >= 3)
@@ -299,8 +266,7 @@ fn four_processes_finalize_and_a_killed_cn_resumes_and_agrees() {
     }
 
     for child in children.iter() {
-        // SAFETY: kill(2) on our own child's pid with a valid signal has no memory effects.
-        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+        cluster::signal(child, libc::SIGTERM).unwrap();
     }
     for (i, child) in children.iter_mut().enumerate() {
         let status = child.wait().unwrap();
@@ -328,27 +294,19 @@ fn spawn_rn(dir: &std::path::Path, base: u16) -> Child {
         hex::encode(kaon::node::loadgen::dev_account(300).secret),
     )
     .unwrap();
-    let mut command = Command::new(KAON);
-    command
-        .args(["--log", "warn", "--datadir"])
-        .arg(dir.join("rn"))
-        .arg("rn")
-        .arg("--genesis")
-        .arg(dir.join("genesis.json"))
-        .arg("--key-file")
-        .arg(&key)
-        .arg("--reward-key-file")
-        .arg(&reward)
-        .args(["--listen", &format!("127.0.0.1:{}", base + 10)])
-        .args(["--rpc", &format!("127.0.0.1:{}", base + 11)]);
-    for i in 0..4u16 {
-        command.args(["--cn", &format!("{i}@127.0.0.1:{}", base + i)]);
-    }
-    command
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start kaon rn")
+    let launch = cluster::RnLaunch {
+        genesis: dir.join("genesis.json"),
+        datadir: dir.join("rn"),
+        key_file: key,
+        reward_key_file: Some(reward),
+        listen: std::net::SocketAddr::from(([127, 0, 0, 1], base + 10)),
+        rpc: std::net::SocketAddr::from(([127, 0, 0, 1], base + 11)),
+        cns: (0..4u16)
+            .map(|i| format!("{i}@127.0.0.1:{}", base + i))
+            .collect(),
+        rns: vec![],
+    };
+    cluster::spawn_rn(std::path::Path::new(KAON), &launch).expect("start kaon rn")
 }
 
 /// One JSON-RPC call; `None` while the server is not up or answers an error.
@@ -361,32 +319,4 @@ fn rpc(url: &str, method: &str, params: serde_json::Value) -> Option<serde_json:
     let reply: serde_json::Value =
         serde_json::from_str(&response.body_mut().read_to_string().ok()?).ok()?;
     Some(reply.get("result")?.clone())
-}
-
-/// The test's processes, killed (SIGKILL) and reaped if the test ends early: a failed
-/// assertion must not leave CNs and RNs running after it.
-struct KillOnDrop(Vec<Child>);
-
-impl std::ops::Deref for KillOnDrop {
-    type Target = Vec<Child>;
-    fn deref(&self) -> &Vec<Child> {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for KillOnDrop {
-    fn deref_mut(&mut self) -> &mut Vec<Child> {
-        &mut self.0
-    }
-}
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        for child in &mut self.0 {
-            if matches!(child.try_wait(), Ok(None)) {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
-        }
-    }
 }
