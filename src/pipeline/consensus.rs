@@ -34,6 +34,15 @@ const SYNC_BATCH: u64 = 16;
 /// lets a lagging node catch up at 320 blocks/s from each peer it asks in turn).
 const SYNC_REPEAT_MS: u64 = 50;
 
+/// Bytes of encoded blocks one sync answer sends at most (at least one block is always sent):
+/// sixteen blocks near the size limit would otherwise queue hundreds of MiB on one link.
+const SYNC_ANSWER_BYTES: usize = 16 << 20;
+
+/// Whether a sync answer that has sent `sent` bytes may add a frame of `next` bytes.
+fn within_answer_budget(sent: usize, next: usize) -> bool {
+    sent == 0 || sent.saturating_add(next) <= SYNC_ANSWER_BYTES
+}
+
 /// The heights a sync request from `from` is answered with (saturating: a peer's `from` is
 /// any number).
 pub fn sync_range(from: Height) -> std::ops::Range<Height> {
@@ -440,6 +449,7 @@ impl ConsensusStage {
             }
         }
         served.last.insert(peer, (from, now));
+        let mut sent = 0usize;
         for height in (from.0..sync_range(from).end.0).map(Height) {
             if height >= self.machine.height() {
                 break;
@@ -457,7 +467,12 @@ impl ConsensusStage {
                 },
             };
             let msg = ConsensusMessage::Decided(Box::new((*block).clone()));
-            self.net.send(peer, Arc::new(encode_frame(&msg)));
+            let frame = encode_frame(&msg);
+            if !within_answer_budget(sent, frame.len()) {
+                break; // the peer asks again from the first height it lacks
+            }
+            sent += frame.len();
+            self.net.send(peer, Arc::new(frame));
         }
     }
 }
@@ -515,6 +530,14 @@ mod tests {
             sealed: SealedHeader { header, seal },
             segments: Vec::new(),
         }))
+    }
+
+    #[test]
+    fn a_sync_answer_stops_at_its_byte_budget_but_always_sends_one_block() {
+        assert!(within_answer_budget(0, usize::MAX), "one block always goes");
+        assert!(within_answer_budget(1, SYNC_ANSWER_BYTES - 1));
+        assert!(!within_answer_budget(1, SYNC_ANSWER_BYTES));
+        assert!(!within_answer_budget(SYNC_ANSWER_BYTES, usize::MAX));
     }
 
     #[test]
