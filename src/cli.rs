@@ -82,7 +82,10 @@ pub fn run() -> anyhow::Result<()> {
     tracing::info!(sha256 = %sha256_backend(), "SHA-256 backend");
     match cli.command {
         Command::Config => {
-            print!("{}", config.to_toml());
+            // The filter in force, whether it came from a flag, the file or the default.
+            let mut shown = config.clone();
+            shown.telemetry.log = Some(log_filter(&cli, &config).to_string());
+            print!("{}", shown.to_toml());
             Ok(())
         }
         Command::Keygen { out } => keygen(&out),

@@ -24,6 +24,9 @@ use thiserror::Error;
 /// Largest genesis file read: bounds memory on a wrong or hostile path.
 const MAX_GENESIS_BYTES: u64 = 64 << 20;
 
+/// The longest round timeout a new genesis allows (timeouts grow with the round up to it).
+pub const MAX_TIMEOUT_MS: u64 = 30_000;
+
 /// The genesis of a region.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -132,7 +135,7 @@ impl Genesis {
             committee_size,
             round_ms,
             base_timeout_ms: round_ms.max(500),
-            max_timeout_ms: 30_000,
+            max_timeout_ms: MAX_TIMEOUT_MS,
             cns: cn_keys
                 .iter()
                 .map(|k| hex::encode(k.public_key().to_bytes().0))

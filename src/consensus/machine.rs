@@ -276,6 +276,12 @@ impl Machine {
         &self.rejections
     }
 
+    /// The later heights for which decided blocks are held ahead, nearest first (for tests and
+    /// diagnostics).
+    pub fn heights_held_ahead(&self) -> Vec<Height> {
+        self.future_blocks.keys().copied().collect()
+    }
+
     /// Bytes of peer-supplied data held for the current and next heights: blocks (each
     /// once), the prepared block, round changes, messages for the next height and decided
     /// blocks ahead. It walks everything held: for tests and diagnostics, not every step.
@@ -511,10 +517,12 @@ impl Machine {
         let timeout = self.params.timeout(self.round);
         if let Some(due) = self.round_live_since.map(|t| t.saturating_add(timeout)) {
             if due > self.now_ms {
+                // Never longer than one timeout: "now" is the driver's wall clock, and one
+                // that stepped back must not stretch the wait.
                 out.push(Output::ScheduleTimeout {
                     height: self.height(),
                     round: self.round,
-                    after_ms: due - self.now_ms,
+                    after_ms: (due - self.now_ms).min(timeout),
                 });
                 return;
             }
@@ -1138,6 +1146,7 @@ impl Machine {
             || distance > MAX_FUTURE_BLOCKS as u64
             || held.len() >= FUTURE_CANDIDATES
             || held.contains(&block)
+            || self.verified_ahead.contains_key(&height)
         {
             return;
         }
@@ -1151,16 +1160,31 @@ impl Machine {
 
     /// Frees room for `size` bytes at `height` by dropping the furthest heights held beyond
     /// it: nearer blocks are needed first, so junk sent far ahead cannot keep the next block
-    /// out. Whether the block now fits.
+    /// out. Nothing is dropped unless the block then fits. Whether it fits.
     fn make_room_ahead(&mut self, height: Height, size: usize) -> bool {
-        while self.future_block_bytes.saturating_add(size) > MAX_FUTURE_BLOCK_BYTES {
-            match self.future_blocks.last_key_value() {
-                Some((&furthest, _)) if furthest > height => {
-                    self.take_future_blocks(furthest);
-                    self.verified_ahead.remove(&furthest);
-                }
-                _ => return false,
+        let over = self
+            .future_block_bytes
+            .saturating_add(size)
+            .saturating_sub(MAX_FUTURE_BLOCK_BYTES);
+        if over == 0 {
+            return true;
+        }
+        // Heights verified ahead are a run from the next height, and no block is taken at
+        // them (see `buffer_future_block`), so everything above `height` is unverified.
+        let mut freed = 0usize;
+        let mut victims = Vec::new();
+        for (&furthest, blocks) in self.future_blocks.range(height.next()..).rev() {
+            if freed >= over {
+                break;
             }
+            freed = freed.saturating_add(blocks.iter().map(alloy_rlp::Encodable::length).sum());
+            victims.push(furthest);
+        }
+        if freed < over {
+            return false;
+        }
+        for victim in victims {
+            self.take_future_blocks(victim);
         }
         true
     }

@@ -579,6 +579,9 @@ fn drain(url: &str, acked: Vec<B256>, stop: &AtomicBool) -> Vec<B256> {
     while !pending.is_empty() && start.elapsed() < DRAIN && !stop.load(Ordering::Relaxed) {
         let mut found = 0;
         for _ in 0..RECEIPTS_PER_ROUND.min(pending.len()) {
+            if start.elapsed() >= DRAIN {
+                break;
+            }
             let Some(hash) = pending.pop_front() else {
                 break;
             };

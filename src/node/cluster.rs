@@ -9,9 +9,29 @@ use rand::RngCore;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
+
+/// A command for the `kaon` binary whose process the kernel kills when the thread that
+/// started it exits: a parent killed with SIGKILL runs no guard, and its children must not
+/// keep ports and datadirs busy after it.
+pub fn child_command(kaon: &Path) -> Command {
+    let mut command = Command::new(kaon);
+    // SAFETY: the closure runs in the forked child before exec and calls only prctl(2),
+    // which is async-signal-safe; it touches no memory of the parent.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+    command
+}
 
 /// Committed (height → block hash) per CN, filled by threads reading each CN's stdout.
 pub type Chains = Arc<Mutex<Vec<BTreeMap<u64, String>>>>;
@@ -52,7 +72,7 @@ pub fn spawn_cn_into(
     record: usize,
     chains: &Chains,
 ) -> std::io::Result<Child> {
-    let mut child = Command::new(kaon)
+    let mut child = child_command(kaon)
         .args(["--log", "warn", "--config"])
         .arg(dir.join(format!("cn{i}/config.toml")))
         .arg("cn")
@@ -140,7 +160,7 @@ pub struct RnLaunch {
 
 /// Starts `kaon rn` as `launch` says, logging only warnings, its output discarded.
 pub fn spawn_rn(kaon: &Path, launch: &RnLaunch) -> std::io::Result<Child> {
-    let mut command = Command::new(kaon);
+    let mut command = child_command(kaon);
     command
         .args(["--log", "warn", "--datadir"])
         .arg(&launch.datadir)

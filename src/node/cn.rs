@@ -2,7 +2,7 @@
 //! `kaon cn` (one consensus node per process, resuming from its datadir after a restart).
 
 use super::loadgen::dev_account;
-use crate::chain::genesis::Genesis;
+use crate::chain::genesis::{Genesis, MAX_TIMEOUT_MS};
 use crate::config::{CnConfig, Config};
 use crate::crypto::bls::SecretKey;
 use crate::net::NetConfig;
@@ -36,13 +36,19 @@ pub struct InitSpec {
 /// then prints to `out` what it wrote and the commands that start each CN and an RN.
 pub fn init(spec: &InitSpec, out: &mut dyn Write) -> anyhow::Result<()> {
     anyhow::ensure!(spec.cns >= 1, "a network needs at least one CN");
-    let last_port = usize::from(spec.base_port) + spec.cns - 1;
+    let last_port = usize::from(spec.base_port).saturating_add(spec.cns - 1);
     anyhow::ensure!(
         last_port <= usize::from(u16::MAX),
         "{} CNs from port {} need ports up to {last_port}, beyond 65535: lower --base-port or --cns",
         spec.cns,
         spec.base_port
     );
+    if let Some(timeout_ms) = spec.timeout_ms {
+        anyhow::ensure!(
+            timeout_ms <= MAX_TIMEOUT_MS,
+            "--timeout-ms {timeout_ms} is above the longest round timeout, {MAX_TIMEOUT_MS} ms"
+        );
+    }
     anyhow::ensure!(
         !spec.out.join("genesis.json").exists(),
         "{} already holds a genesis.json",
@@ -240,7 +246,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn init_refuses_ports_beyond_65535_and_writes_nothing() {
+    fn init_refuses_ports_beyond_65535_or_a_timeout_past_the_cap_and_writes_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let spec = |base_port, cns| InitSpec {
             out: dir.path().join("net"),
@@ -255,6 +261,15 @@ mod tests {
         };
         let err = init(&spec(65_534, 4), &mut Vec::new()).unwrap_err();
         assert!(err.to_string().contains("65537"), "{err}");
+        assert!(!dir.path().join("net").exists());
+        let err = init(&spec(1, usize::MAX), &mut Vec::new()).unwrap_err();
+        assert!(err.to_string().contains("beyond 65535"), "{err}");
+        let slow = InitSpec {
+            timeout_ms: Some(MAX_TIMEOUT_MS + 1),
+            ..spec(30_000, 4)
+        };
+        let err = init(&slow, &mut Vec::new()).unwrap_err();
+        assert!(err.to_string().contains("--timeout-ms"), "{err}");
         assert!(!dir.path().join("net").exists());
         let mut printed = Vec::new();
         init(&spec(65_532, 4), &mut printed).unwrap();
