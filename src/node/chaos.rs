@@ -16,6 +16,7 @@
 
 use super::cluster::{self, Chains, KillOnDrop, RnLaunch};
 use super::miner::RnClient;
+use super::netem::{LinkQuality, Netem};
 use crate::types::ChainId;
 use alloy_primitives::{hex, Address, Bytes, B256};
 use anyhow::Context;
@@ -24,6 +25,7 @@ use rand::{Rng, SeedableRng};
 use serde_json::json;
 use std::collections::VecDeque;
 use std::io::Write;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -66,6 +68,38 @@ pub enum FaultKind {
     Down,
     /// `SIGSTOP` for a few seconds, then `SIGCONT`.
     Pause,
+    /// One CN cut off from every other node, both ways, for a few seconds.
+    Isolate,
+    /// One CN heard by nobody while it still hears everyone ("A hears B but not back").
+    OneWay,
+    /// The CNs split two and two (no quorum on either side) for a few seconds; the RNs still
+    /// reach everyone.
+    Split,
+    /// Every link loses, duplicates and delays (reordering) datagrams for a few seconds.
+    Lossy,
+}
+
+impl FaultKind {
+    const ALL: [Self; 7] = [
+        Self::Restart,
+        Self::Down,
+        Self::Pause,
+        Self::Isolate,
+        Self::OneWay,
+        Self::Split,
+        Self::Lossy,
+    ];
+
+    /// Seconds the fault lasts (downtime, pause, or until the network heals), drawn.
+    fn draw_seconds(self, rng: &mut StdRng) -> u64 {
+        match self {
+            Self::Restart => 0,
+            Self::Down => rng.gen_range(3..=10),
+            Self::Pause | Self::Isolate | Self::OneWay | Self::Split | Self::Lossy => {
+                rng.gen_range(2..=6)
+            }
+        }
+    }
 }
 
 impl std::str::FromStr for FaultKind {
@@ -75,7 +109,13 @@ impl std::str::FromStr for FaultKind {
             "restart" => Ok(Self::Restart),
             "down" => Ok(Self::Down),
             "pause" => Ok(Self::Pause),
-            _ => Err(format!("unknown fault {s:?}: restart, down or pause")),
+            "isolate" => Ok(Self::Isolate),
+            "oneway" => Ok(Self::OneWay),
+            "split" => Ok(Self::Split),
+            "lossy" => Ok(Self::Lossy),
+            _ => Err(format!(
+                "unknown fault {s:?}: restart, down, pause, isolate, oneway, split or lossy"
+            )),
         }
     }
 }
@@ -177,6 +217,7 @@ pub fn run(
         spec.seed,
         dir.display()
     )?;
+    let netem = start_netem(spec, &dir)?;
     let chains = cluster::new_chains(CNS);
     let mut children = KillOnDrop::default();
     for i in 0..CNS {
@@ -186,7 +227,7 @@ pub fn run(
         cluster::heights(&chains).iter().all(|&h| h >= 2)
     })
     .context("the four CNs did not commit height 2")?;
-    let urls = start_rns(spec, &dir, &mut children)?;
+    let urls = start_rns(spec, &dir, &netem, &mut children)?;
     for url in &urls {
         let client = RnClient::new(url);
         wait_until(stop, START_DEADLINE, || {
@@ -202,9 +243,24 @@ pub fn run(
     let mut report = ChaosReport::default();
     let started = Instant::now();
     let done = Arc::new(AtomicBool::new(false));
-    let monitor = spawn_stall_monitor(Arc::clone(&chains), Arc::clone(&done), started);
+    let no_quorum = Arc::new(AtomicBool::new(false));
+    let monitor = spawn_stall_monitor(
+        Arc::clone(&chains),
+        Arc::clone(&done),
+        Arc::clone(&no_quorum),
+        started,
+    );
     let load = Load::start(spec.rate, &urls);
-    let faults = inject(spec, &dir, &chains, &mut children, stop, &mut report, out);
+    let mut region = Region {
+        spec,
+        dir: &dir,
+        chains: &chains,
+        children: &mut children,
+        netem: &netem,
+        no_quorum: &no_quorum,
+        record: (0..CNS).collect(),
+    };
+    let faults = inject(&mut region, stop, &mut report, out);
     let acked = load.stop();
     report.acknowledged = acked.len();
     writeln!(
@@ -213,6 +269,17 @@ pub fn run(
         started.elapsed().as_secs_f64()
     )?;
     let lost = drain(&urls[0], acked, stop);
+    let proxy = netem.stats();
+    let count = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+    writeln!(
+        out,
+        "chaos: proxy forwarded {} datagrams; cut {}, lost {}, duplicated {}, delayed {}",
+        count(&proxy.forwarded),
+        count(&proxy.cut),
+        count(&proxy.lost),
+        count(&proxy.duplicated),
+        count(&proxy.delayed)
+    )?;
     done.store(true, Ordering::Relaxed);
     let stall = monitor.join().unwrap_or_default();
     report.worst_stall = stall.length;
@@ -281,21 +348,19 @@ fn judge(spec: &ChaosSpec, children: &mut KillOnDrop, stop: &AtomicBool, report:
 fn start_rns(
     spec: &ChaosSpec,
     dir: &Path,
+    netem: &Netem,
     children: &mut KillOnDrop,
 ) -> anyhow::Result<Vec<String>> {
-    let port = |offset: usize| -> anyhow::Result<u16> {
-        u16::try_from(spec.base_port as usize + offset).context("--base-port too high")
-    };
     let cns = (0..CNS)
-        .map(|i| Ok(format!("{i}@127.0.0.1:{}", port(i)?)))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let mut listens = Vec::new();
+        .map(|i| format!("{i}@{}", netem.front(i)))
+        .collect::<Vec<_>>();
+    let mut fronts = Vec::new();
     let mut urls = Vec::new();
     for j in 0..spec.rns {
         let key_file = dir.join(format!("rn{j}.key"));
         cluster::write_node_key(&key_file)?;
-        let listen = std::net::SocketAddr::from(([127, 0, 0, 1], port(10 + 2 * j)?));
-        let rpc = std::net::SocketAddr::from(([127, 0, 0, 1], port(11 + 2 * j)?));
+        let listen = rn_listen(spec, j)?;
+        let rpc = SocketAddr::from(([127, 0, 0, 1], port(spec, 11 + 2 * j)?));
         let launch = RnLaunch {
             genesis: dir.join("genesis.json"),
             datadir: dir.join(format!("rn{j}")),
@@ -304,13 +369,48 @@ fn start_rns(
             listen,
             rpc,
             cns: cns.clone(),
-            rns: listens.clone(),
+            rns: fronts.clone(),
         };
         children.push(cluster::spawn_rn(&spec.kaon, &launch).context("starting kaon rn")?);
-        listens.push(listen);
+        fronts.push(netem.front(CNS + j));
         urls.push(format!("http://{rpc}/chain/{}", REGION + 1));
     }
     Ok(urls)
+}
+
+/// Port `base_port + offset`.
+fn port(spec: &ChaosSpec, offset: usize) -> anyhow::Result<u16> {
+    u16::try_from(spec.base_port as usize + offset).context("--base-port too high")
+}
+
+/// Where RN `j` listens (its RN-network and CN-facing QUIC endpoint).
+fn rn_listen(spec: &ChaosSpec, j: usize) -> anyhow::Result<SocketAddr> {
+    Ok(SocketAddr::from(([127, 0, 0, 1], port(spec, 10 + 2 * j)?)))
+}
+
+/// Starts the proxy in front of every node (CNs `0..CNS`, then the RNs) and points each CN's
+/// configured peers at their fronts; the RNs are pointed there as they start.
+fn start_netem(spec: &ChaosSpec, dir: &Path) -> anyhow::Result<Netem> {
+    let mut nodes = (0..CNS)
+        .map(|i| Ok(SocketAddr::from(([127, 0, 0, 1], port(spec, i)?))))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    for j in 0..spec.rns {
+        nodes.push(rn_listen(spec, j)?);
+    }
+    let netem = Netem::start(&nodes, spec.seed).context("starting the UDP proxy")?;
+    for i in 0..CNS {
+        let path = dir.join(format!("cn{i}/config.toml"));
+        let mut config = crate::config::Config::load(&path)?;
+        if let Some(cn) = config.cn.as_mut() {
+            cn.peers = (0..CNS)
+                .filter(|&j| j != i)
+                .map(|j| format!("{j}@{}", netem.front(j)))
+                .collect();
+        }
+        std::fs::write(&path, config.to_toml())
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(netem)
 }
 
 /// Polls `cond` every [`SAMPLE`] until it holds; an error after `deadline` or on `stop`.
@@ -340,23 +440,32 @@ fn sleep_unless(stop: &AtomicBool, d: Duration) -> bool {
     !stop.load(Ordering::Relaxed)
 }
 
+/// The region under test, as the fault schedule acts on it.
+struct Region<'a> {
+    spec: &'a ChaosSpec,
+    dir: &'a Path,
+    chains: &'a Chains,
+    children: &'a mut KillOnDrop,
+    netem: &'a Netem,
+    /// Set while the CNs are split with no quorum anywhere (the stall clock stops).
+    no_quorum: &'a AtomicBool,
+    /// Which record of `chains` each CN's current process writes.
+    record: Vec<usize>,
+}
+
 /// The fault schedule: a seeded gap before each fault, then the fault, then the wait for the
-/// CN to be back, until `spec.duration` has passed; listed faults (`spec.faults`) are all
-/// injected, and the load then runs out the rest of the duration.
+/// region to be whole again, until `spec.duration` has passed; listed faults (`spec.faults`)
+/// are all injected, and the load then runs out the rest of the duration.
 fn inject(
-    spec: &ChaosSpec,
-    dir: &Path,
-    chains: &Chains,
-    children: &mut KillOnDrop,
+    region: &mut Region<'_>,
     stop: &AtomicBool,
     report: &mut ChaosReport,
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
+    let spec = region.spec;
     let mut rng = StdRng::seed_from_u64(spec.seed);
     let start = Instant::now();
     let mut listed = spec.faults.iter().copied();
-    // Which record of `chains` each CN's current process writes.
-    let mut record: Vec<usize> = (0..CNS).collect();
     loop {
         let gap = Duration::from_millis(rng.gen_range(3_000..=8_000));
         let kind = if spec.faults.is_empty() {
@@ -364,7 +473,7 @@ fn inject(
             if !sleep_unless(stop, gap.min(left)) || start.elapsed() >= spec.duration {
                 return Ok(());
             }
-            [FaultKind::Restart, FaultKind::Down, FaultKind::Pause][rng.gen_range(0..3)]
+            FaultKind::ALL[rng.gen_range(0..FaultKind::ALL.len())]
         } else {
             // Listed faults all happen; the duration is then the least the load runs.
             let Some(kind) = listed.next() else {
@@ -377,78 +486,153 @@ fn inject(
             kind
         };
         let cn = rng.gen_range(0..CNS);
-        let secs = match kind {
-            FaultKind::Restart => 0,
-            FaultKind::Down => rng.gen_range(3..=10),
-            FaultKind::Pause => rng.gen_range(2..=6),
-        };
+        let secs = kind.draw_seconds(&mut rng);
         report.faults += 1;
         let at = start.elapsed().as_secs_f64();
-        match kind {
-            FaultKind::Restart | FaultKind::Down => {
-                writeln!(
-                    out,
-                    "chaos: fault {} at {at:.1} s: kill -9 CN {cn}, restart after {secs} s",
-                    report.faults
-                )?;
-                children[cn].kill().context("kill -9")?;
-                children[cn].wait().context("reaping the killed CN")?;
-                if !sleep_unless(stop, Duration::from_secs(secs)) {
-                    return Ok(());
-                }
-                // The killed CN's `Child` was reaped above; replacing it drops nothing running.
-                record[cn] = cluster::add_record(chains);
-                children[cn] = cluster::spawn_cn_into(&spec.kaon, dir, cn, record[cn], chains)
-                    .context("restarting kaon cn")?;
-            }
-            FaultKind::Pause => {
-                writeln!(
-                    out,
-                    "chaos: fault {} at {at:.1} s: SIGSTOP CN {cn} for {secs} s",
-                    report.faults
-                )?;
-                cluster::signal(&children[cn], libc::SIGSTOP).context("SIGSTOP")?;
-                let slept = sleep_unless(stop, Duration::from_secs(secs));
-                cluster::signal(&children[cn], libc::SIGCONT).context("SIGCONT")?;
-                if !slept {
-                    return Ok(());
-                }
-            }
+        writeln!(
+            out,
+            "chaos: fault {} at {at:.1} s: {}",
+            report.faults,
+            describe(kind, cn, secs)
+        )?;
+        if !region.apply(kind, cn, &mut rng, Duration::from_secs(secs), stop)? {
+            return Ok(());
         }
-        let resumed = Instant::now();
-        // Back means committing the head of the moment it resumed, or higher, in the record of
-        // its current process (a restarted one starts a fresh record).
-        let target = cluster::heights(chains).into_iter().max().unwrap_or(0);
+        let healed = Instant::now();
+        // Whole again: every CN has committed the head of the moment the fault ended, or
+        // higher, in the record of its current process (a restarted one starts a fresh
+        // record), is within WITHIN_BLOCKS of the head, and the head has moved on since.
+        let target = cluster::heights(region.chains)
+            .into_iter()
+            .max()
+            .unwrap_or(0);
         let back = wait_until(stop, spec.catch_up_bound, || {
-            let heights = cluster::heights(chains);
+            let heights = cluster::heights(region.chains);
             let head = heights.iter().copied().max().unwrap_or(0);
-            heights[record[cn]] >= target && heights[record[cn]] + WITHIN_BLOCKS >= head
+            head > target
+                && region
+                    .record
+                    .iter()
+                    .all(|&r| heights[r] >= target && heights[r] + WITHIN_BLOCKS >= head)
         });
-        let took = resumed.elapsed();
+        let took = healed.elapsed();
         report.max_catch_up = report.max_catch_up.max(took);
         if back.is_err() {
             report.failures.push(format!(
-                "CN {cn} not within {WITHIN_BLOCKS} blocks of the head {:.0} s after fault {}",
+                "the CNs not all within {WITHIN_BLOCKS} blocks of a moving head {:.0} s after fault {}",
                 spec.catch_up_bound.as_secs_f64(),
                 report.faults
             ));
-            // It is still faulty: another fault now could take a second CN down.
+            // Still faulty: another fault now could take a second CN down.
             return Ok(());
         }
-        let height = cluster::height(chains, record[cn]);
-        let took = took.as_secs_f64();
+        let height = cluster::height(region.chains, region.record[cn]);
         writeln!(
             out,
-            "chaos:   CN {cn} back within {WITHIN_BLOCKS} blocks of the head in {took:.1} s (height {height})"
+            "chaos:   every CN back within {WITHIN_BLOCKS} blocks of the head in {:.1} s (CN {cn} at height {height})",
+            took.as_secs_f64()
         )?;
+    }
+}
+
+/// A fault in the words of the progress lines.
+fn describe(kind: FaultKind, cn: usize, secs: u64) -> String {
+    match kind {
+        FaultKind::Restart | FaultKind::Down => {
+            format!("kill -9 CN {cn}, restart after {secs} s")
+        }
+        FaultKind::Pause => format!("SIGSTOP CN {cn} for {secs} s"),
+        FaultKind::Isolate => format!("CN {cn} cut off from every node for {secs} s"),
+        FaultKind::OneWay => format!("nobody hears CN {cn} (it hears them) for {secs} s"),
+        FaultKind::Split => format!("CNs split 2 | 2 around CN {cn} for {secs} s"),
+        FaultKind::Lossy => format!("every link lossy, duplicating, delaying for {secs} s"),
+    }
+}
+
+impl Region<'_> {
+    /// Injects one fault and undoes it after `length`; false when `stop` cut it short.
+    fn apply(
+        &mut self,
+        kind: FaultKind,
+        cn: usize,
+        rng: &mut StdRng,
+        length: Duration,
+        stop: &AtomicBool,
+    ) -> anyhow::Result<bool> {
+        let nodes = CNS + self.spec.rns;
+        let others = |me: usize| (0..nodes).filter(move |&n| n != me).collect::<Vec<_>>();
+        match kind {
+            FaultKind::Restart | FaultKind::Down => {
+                self.children[cn].kill().context("kill -9")?;
+                self.children[cn].wait().context("reaping the killed CN")?;
+                if !sleep_unless(stop, length) {
+                    return Ok(false);
+                }
+                // The killed CN's `Child` was reaped above; replacing it drops nothing running.
+                self.record[cn] = cluster::add_record(self.chains);
+                self.children[cn] = cluster::spawn_cn_into(
+                    &self.spec.kaon,
+                    self.dir,
+                    cn,
+                    self.record[cn],
+                    self.chains,
+                )
+                .context("restarting kaon cn")?;
+                Ok(true)
+            }
+            FaultKind::Pause => {
+                cluster::signal(&self.children[cn], libc::SIGSTOP).context("SIGSTOP")?;
+                let slept = sleep_unless(stop, length);
+                cluster::signal(&self.children[cn], libc::SIGCONT).context("SIGCONT")?;
+                Ok(slept)
+            }
+            FaultKind::Isolate => {
+                self.netem.partition(&[cn], &others(cn));
+                Ok(self.heal_after(length, stop))
+            }
+            FaultKind::OneWay => {
+                for to in others(cn) {
+                    self.netem.cut(cn, to);
+                }
+                Ok(self.heal_after(length, stop))
+            }
+            FaultKind::Split => {
+                let partner = (cn + 1 + rng.gen_range(0..CNS - 1)) % CNS;
+                let (side, rest): (Vec<usize>, Vec<usize>) =
+                    (0..CNS).partition(|&c| c == cn || c == partner);
+                self.netem.partition(&side, &rest);
+                self.no_quorum.store(true, Ordering::Relaxed);
+                let slept = self.heal_after(length, stop);
+                self.no_quorum.store(false, Ordering::Relaxed);
+                Ok(slept)
+            }
+            FaultKind::Lossy => {
+                self.netem.set_quality(LinkQuality {
+                    loss: rng.gen_range(0.05..=0.25),
+                    duplicate: rng.gen_range(0.0..=0.1),
+                    delay_ms: (0, rng.gen_range(10..=80)),
+                });
+                Ok(self.heal_after(length, stop))
+            }
+        }
+    }
+
+    /// Waits `length`, then heals the network whatever happened.
+    fn heal_after(&self, length: Duration, stop: &AtomicBool) -> bool {
+        let slept = sleep_unless(stop, length);
+        self.netem.heal();
+        slept
     }
 }
 
 /// Samples the highest committed height until `done`: the longest time it did not move, and
 /// when (since `started`) that stall began and at what height.
+/// While `no_quorum` is set (the CNs are split with no quorum on either side) no commit is
+/// expected, so the stall clock starts again when it clears.
 fn spawn_stall_monitor(
     chains: Chains,
     done: Arc<AtomicBool>,
+    no_quorum: Arc<AtomicBool>,
     started: Instant,
 ) -> std::thread::JoinHandle<Stall> {
     std::thread::spawn(move || {
@@ -467,6 +651,10 @@ fn spawn_stall_monitor(
         while !done.load(Ordering::Relaxed) {
             std::thread::sleep(SAMPLE);
             let now = head();
+            if no_quorum.load(Ordering::Relaxed) {
+                (last, since) = (now, Instant::now());
+                continue;
+            }
             if now > last {
                 close(last, since, &mut worst);
                 (last, since) = (now, Instant::now());

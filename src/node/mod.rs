@@ -1,6 +1,7 @@
 //! The processes: `kaon init`/`kaon cn` ([`cn`]), `kaon rn` ([`ranger`]), the development
 //! network ([`devnet`]) with its load generator and development accounts, `kaon chaos`
-//! ([`chaos`]) over separate processes ([`cluster`]), the PoR miner
+//! ([`chaos`]) over separate processes ([`cluster`]) behind a fault-injecting UDP proxy
+//! ([`netem`]), the PoR miner
 //! client, `kaon withdraw`, the RPC backend over a ranger node ([`rpc`]) and the forwarding of
 //! accepted transactions to the CNs ([`outbox`]). Everything here wires lower modules together;
 //! the chain's rules live in [`crate::chain`].
@@ -13,6 +14,7 @@ pub mod devnet;
 pub mod keyfile;
 pub mod loadgen;
 pub mod miner;
+pub mod netem;
 pub mod outbox;
 pub mod process;
 pub mod ranger;

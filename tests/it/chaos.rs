@@ -1,7 +1,8 @@
 //! `kaon chaos`, bounded: a region of separate processes (4 CNs, 1 RN) under signed load
-//! through JSON-RPC, one CN killed with SIGKILL and restarted after a downtime, one paused
-//! with SIGSTOP … SIGCONT. Every acknowledged transaction must have a receipt at the end, the
-//! CNs must agree at every height they share, and the summary line must say so.
+//! through JSON-RPC, with process faults (a CN killed with SIGKILL and restarted after a
+//! downtime, one paused with SIGSTOP … SIGCONT) or network faults (partitions, loss). Every
+//! acknowledged transaction must have a receipt at the end, the CNs must agree at every height
+//! they share, and the summary line must say so.
 
 use std::io::Read;
 use std::process::{Child, Command, Output, Stdio};
@@ -15,45 +16,68 @@ const RUN_DEADLINE: Duration = Duration::from_secs(600);
 
 #[test]
 fn a_killed_and_a_paused_cn_lose_nothing_acknowledged_and_fork_nothing() {
+    let stdout = run_chaos("7", "down,pause");
+    let summary = parse_summary(stdout.lines().last().unwrap_or_default())
+        .unwrap_or_else(|| panic!("no summary line:\n{stdout}"));
+    assert!(summary.faults >= 2, "{stdout}");
+}
+
+/// Network faults through the UDP proxy in front of every node: one CN isolated, one heard by
+/// nobody, the CNs split 2 | 2 (no quorum until it heals), every link lossy with duplicates
+/// and delays. The proxy's counts show each kind of fault really touched traffic.
+#[test]
+fn partitions_and_a_lossy_network_lose_nothing_acknowledged_and_fork_nothing() {
+    let stdout = run_chaos("3", "isolate,oneway,split,lossy");
+    let summary = parse_summary(stdout.lines().last().unwrap_or_default())
+        .unwrap_or_else(|| panic!("no summary line:\n{stdout}"));
+    assert_eq!(summary.faults, 4, "{stdout}");
+    let proxy = stdout
+        .lines()
+        .find(|l| l.starts_with("chaos: proxy forwarded"))
+        .unwrap_or_else(|| panic!("no proxy line:\n{stdout}"));
+    // `chaos: proxy forwarded N datagrams; cut C, lost L, duplicated D, delayed Y`
+    let (_, fates) = proxy
+        .split_once("; ")
+        .expect("fates after the forwarded count");
+    let fates: Vec<(&str, u64)> = fates
+        .split(", ")
+        .filter_map(|f| f.split_once(' '))
+        .map(|(kind, n)| (kind, n.parse().expect("a count")))
+        .collect();
+    for kind in ["cut", "lost", "duplicated", "delayed"] {
+        let count = fates.iter().find(|(k, _)| *k == kind).map(|(_, n)| *n);
+        assert!(count > Some(0), "no datagram {kind}: {proxy}");
+    }
+}
+
+/// Runs `kaon chaos` with these faults (1 RN, 30 tx/s, 20 s) and returns its stdout, after
+/// asserting it passed: exit 0, nothing acknowledged lost, no fork, some load acknowledged.
+fn run_chaos(seed: &str, faults: &str) -> String {
     let _turn = crate::processes_turn();
     let run = Command::new(KAON)
-        .args([
-            "chaos",
-            "--seed",
-            "7",
-            "--seconds",
-            "20",
-            "--rate",
-            "30",
-            "--rns",
-            "1",
-            "--faults",
-            "down,pause",
-            // The test asserts safety (nothing lost, no fork); the liveness bounds are loosened
-            // for a debug build sharing the machine with the rest of the suite.
-            "--stall-bound",
-            "30",
-            "--catch-up-bound",
-            "60",
-        ])
+        .args(["chaos", "--seed", seed, "--seconds", "20", "--rate", "30"])
+        .args(["--rns", "1", "--faults", faults])
+        // The tests assert safety (nothing lost, no fork); the liveness bounds are loosened
+        // for a debug build sharing the machine with the rest of the suite.
+        .args(["--stall-bound", "30", "--catch-up-bound", "60"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("start kaon chaos");
     let run = output_within(run, RUN_DEADLINE);
-    let stdout = String::from_utf8_lossy(&run.stdout);
+    let stdout = String::from_utf8_lossy(&run.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&run.stderr);
-    let last = stdout.lines().last().unwrap_or_default();
     assert!(
         run.status.success(),
         "kaon chaos failed ({}):\n{stdout}\n{stderr}",
         run.status
     );
-    let summary = parse_summary(last).unwrap_or_else(|| panic!("no summary line:\n{stdout}"));
+    let summary = parse_summary(stdout.lines().last().unwrap_or_default())
+        .unwrap_or_else(|| panic!("no summary line:\n{stdout}"));
     assert_eq!(summary.lost, 0, "{stdout}");
     assert_eq!(summary.forks, 0, "{stdout}");
-    assert!(summary.faults >= 2, "{stdout}");
     assert!(summary.acknowledged > 0, "{stdout}");
+    stdout
 }
 
 /// The child's exit status and output, killing it if it runs past `deadline`.
