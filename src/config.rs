@@ -90,6 +90,9 @@ pub struct StorageConfig {
     /// [`CN_HISTORY_BLOCKS`] (docs/storage.md).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub history_blocks: Option<u64>,
+    /// Free space the datadir's disk must keep: a node below it refuses to start, and a
+    /// running one stops (exit status 70, the reason logged) before writes fail.
+    pub min_free_mib: u64,
 }
 
 /// State history a consensus node keeps unless configured: CNs serve no JSON-RPC, so a short
@@ -181,6 +184,7 @@ impl Default for StorageConfig {
             log_preallocate_mib: 64,
             rocksdb_cache_mib: 256,
             history_blocks: None,
+            min_free_mib: crate::storage::space::DEFAULT_MIN_FREE_MIB,
         }
     }
 }

@@ -287,8 +287,7 @@ impl Network {
         inbound: LinkSender<(CnIndex, Inbound)>,
     ) -> anyhow::Result<Self> {
         let _guard = rt.enter();
-        let mut endpoint = quinn::Endpoint::server(tls::server_config()?, config.listen)?;
-        endpoint.set_default_client_config(tls::client_config()?);
+        let endpoint = tls::endpoint(config.listen, &key)?;
         let stats = Arc::new(NetStats::default());
         let identity = Identity {
             me,

@@ -234,8 +234,7 @@ impl RnNetwork {
         inbound: LinkSender<(PeerId, Gossip)>,
     ) -> anyhow::Result<Self> {
         let _guard = rt.enter();
-        let mut endpoint = quinn::Endpoint::server(tls::server_config()?, config.listen)?;
-        endpoint.set_default_client_config(tls::client_config()?);
+        let endpoint = tls::endpoint(config.listen, &key)?;
         let shared = Arc::new(Shared {
             me: key.public_key().to_bytes(),
             key,

@@ -4,10 +4,14 @@
 //! trust and the client accepts any — while still checking the handshake signatures, which
 //! bind the session to the certificate's key.
 
+use crate::crypto::bls::SecretKey;
+use crate::crypto::hash::sha256_concat;
+use anyhow::Context;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 /// ALPN protocol id: refuses anything that is not a Kaon node speaking this version.
@@ -17,6 +21,44 @@ pub const SERVER_NAME: &str = "kaon";
 
 fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// A node's QUIC endpoint on `listen`: it accepts peers and dials them from the same socket.
+/// Its stateless-reset key is derived from the node key, so a node restarted on the same
+/// address answers packets of its previous process's connections with a reset its peers
+/// accept: they drop the dead connection and dial again at once instead of waiting out the
+/// idle timeout.
+pub fn endpoint(listen: SocketAddr, node_key: &SecretKey) -> anyhow::Result<quinn::Endpoint> {
+    let socket =
+        std::net::UdpSocket::bind(listen).with_context(|| format!("binding QUIC on {listen}"))?;
+    let runtime = quinn::default_runtime().context("QUIC needs a tokio runtime")?;
+    let mut endpoint = quinn::Endpoint::new(
+        endpoint_config(node_key),
+        Some(server_config()?),
+        socket,
+        runtime,
+    )?;
+    endpoint.set_default_client_config(client_config()?);
+    Ok(endpoint)
+}
+
+/// QUIC endpoint settings whose stateless-reset key and connection-id key are derived from the
+/// node key (one-way hashes: the node key cannot be recovered from them). Both must survive a
+/// restart: a packet for an old connection gets a reset only if its connection id still
+/// validates and the token matches the one the old process handed out.
+fn endpoint_config(node_key: &SecretKey) -> quinn::EndpointConfig {
+    let derive = |purpose: &[u8]| sha256_concat(&[purpose, &node_key.to_bytes()]);
+    let reset = derive(b"kaon/quic-stateless-reset");
+    let cid = derive(b"kaon/quic-connection-id");
+    let cid_key = u64::from_le_bytes(cid[..8].try_into().unwrap_or_default());
+    let mut config = quinn::EndpointConfig::new(Arc::new(ring::hmac::Key::new(
+        ring::hmac::HMAC_SHA256,
+        reset.as_slice(),
+    )));
+    config.cid_generator(move || {
+        Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
+    });
+    config
 }
 
 /// A QUIC server configuration with a fresh self-signed certificate.

@@ -17,6 +17,8 @@
 use super::cluster::{self, Chains, KillOnDrop, RnLaunch};
 use super::miner::RnClient;
 use super::netem::{LinkQuality, Netem};
+use super::tmpfs::Tmpfs;
+use crate::pipeline::stage::EXIT_STAGE_DIED;
 use crate::types::ChainId;
 use alloy_primitives::{hex, Address, Bytes, B256};
 use anyhow::Context;
@@ -27,6 +29,7 @@ use std::collections::VecDeque;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::process::ExitStatus;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -58,6 +61,14 @@ const RECEIPTS_PER_ROUND: usize = 100;
 const RECEIPT_POLL: Duration = Duration::from_millis(200);
 /// Sampling interval of heights (stall and catch-up measurement).
 const SAMPLE: Duration = Duration::from_millis(50);
+/// The full-disk CN's datadir: a tmpfs this large (the block log preallocates 64 MiB)...
+const DISK_BYTES: u64 = 512 << 20;
+/// ... filled to all but this much when the fault starts...
+const DISK_LEFT: u64 = 16 << 10;
+/// ... the CN must stop within this long; then it is restarted on the full disk...
+const DISK_RUNNING: Duration = Duration::from_secs(5);
+/// ... and the space is freed once that start fails, or after this long.
+const DISK_WAIT: Duration = Duration::from_secs(20);
 
 /// One kind of fault, injected into one CN.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,10 +88,15 @@ pub enum FaultKind {
     Split,
     /// Every link loses, duplicates and delays (reordering) datagrams for a few seconds.
     Lossy,
+    /// One CN's datadir (a size-limited tmpfs) fills up: it must stop loudly (exit status
+    /// 70, the reason logged) before its writes fail, and a start on the full disk must be
+    /// refused with a non-zero exit status. It is restarted once space is freed. Skipped, and
+    /// said so, where a tmpfs cannot be mounted.
+    Disk,
 }
 
 impl FaultKind {
-    const ALL: [Self; 7] = [
+    const ALL: [Self; 8] = [
         Self::Restart,
         Self::Down,
         Self::Pause,
@@ -88,6 +104,7 @@ impl FaultKind {
         Self::OneWay,
         Self::Split,
         Self::Lossy,
+        Self::Disk,
     ];
 
     /// Seconds the fault lasts (downtime, pause, or until the network heals), drawn.
@@ -98,6 +115,8 @@ impl FaultKind {
             Self::Pause | Self::Isolate | Self::OneWay | Self::Split | Self::Lossy => {
                 rng.gen_range(2..=6)
             }
+            // The longest wait for the CN to hit the full disk and stop.
+            Self::Disk => DISK_WAIT.as_secs(),
         }
     }
 }
@@ -113,8 +132,9 @@ impl std::str::FromStr for FaultKind {
             "oneway" => Ok(Self::OneWay),
             "split" => Ok(Self::Split),
             "lossy" => Ok(Self::Lossy),
+            "disk" => Ok(Self::Disk),
             _ => Err(format!(
-                "unknown fault {s:?}: restart, down, pause, isolate, oneway, split or lossy"
+                "unknown fault {s:?}: restart, down, pause, isolate, oneway, split, lossy or disk"
             )),
         }
     }
@@ -218,6 +238,7 @@ pub fn run(
         dir.display()
     )?;
     let netem = start_netem(spec, &dir)?;
+    let disk = mount_disk(spec, &dir, out)?;
     let chains = cluster::new_chains(CNS);
     let mut children = KillOnDrop::default();
     for i in 0..CNS {
@@ -257,6 +278,7 @@ pub fn run(
         chains: &chains,
         children: &mut children,
         netem: &netem,
+        disk: disk.as_ref().map(|(cn, tmpfs)| (*cn, tmpfs)),
         no_quorum: &no_quorum,
         record: (0..CNS).collect(),
     };
@@ -378,6 +400,34 @@ fn start_rns(
     Ok(urls)
 }
 
+/// The last line of a log file, or a note that there is none.
+fn last_line(path: &Path) -> String {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|log| log.lines().last().map(str::to_string))
+        .unwrap_or_else(|| "(no log line)".into())
+}
+
+/// Mounts a tmpfs as the datadir of the CN the seed names when the disk fault may be drawn;
+/// where the machine refuses, says so and returns none (the fault is then skipped).
+fn mount_disk(
+    spec: &ChaosSpec,
+    dir: &Path,
+    out: &mut dyn Write,
+) -> anyhow::Result<Option<(usize, Tmpfs)>> {
+    if !(spec.faults.is_empty() || spec.faults.contains(&FaultKind::Disk)) {
+        return Ok(None);
+    }
+    let cn = (spec.seed % CNS as u64) as usize;
+    match Tmpfs::mount(&dir.join(format!("cn{cn}/data")), DISK_BYTES) {
+        Ok(tmpfs) => Ok(Some((cn, tmpfs))),
+        Err(e) => {
+            writeln!(out, "chaos: no full-disk faults: {e:#}")?;
+            Ok(None)
+        }
+    }
+}
+
 /// Port `base_port + offset`.
 fn port(spec: &ChaosSpec, offset: usize) -> anyhow::Result<u16> {
     u16::try_from(spec.base_port as usize + offset).context("--base-port too high")
@@ -447,6 +497,8 @@ struct Region<'a> {
     chains: &'a Chains,
     children: &'a mut KillOnDrop,
     netem: &'a Netem,
+    /// The CN whose datadir is a tmpfs, and the tmpfs (none where it cannot be mounted).
+    disk: Option<(usize, &'a Tmpfs)>,
     /// Set while the CNs are split with no quorum anywhere (the stall clock stops).
     no_quorum: &'a AtomicBool,
     /// Which record of `chains` each CN's current process writes.
@@ -485,8 +537,18 @@ fn inject(
             }
             kind
         };
-        let cn = rng.gen_range(0..CNS);
+        let mut cn = rng.gen_range(0..CNS);
         let secs = kind.draw_seconds(&mut rng);
+        if kind == FaultKind::Disk {
+            let Some((disk_cn, _)) = region.disk else {
+                writeln!(
+                    out,
+                    "chaos: full-disk fault skipped: no tmpfs on this machine"
+                )?;
+                continue;
+            };
+            cn = disk_cn;
+        }
         report.faults += 1;
         let at = start.elapsed().as_secs_f64();
         writeln!(
@@ -495,7 +557,8 @@ fn inject(
             report.faults,
             describe(kind, cn, secs)
         )?;
-        if !region.apply(kind, cn, &mut rng, Duration::from_secs(secs), stop)? {
+        let length = Duration::from_secs(secs);
+        if !region.apply(kind, cn, &mut rng, length, stop, report, out)? {
             return Ok(());
         }
         let healed = Instant::now();
@@ -546,11 +609,15 @@ fn describe(kind: FaultKind, cn: usize, secs: u64) -> String {
         FaultKind::OneWay => format!("nobody hears CN {cn} (it hears them) for {secs} s"),
         FaultKind::Split => format!("CNs split 2 | 2 around CN {cn} for {secs} s"),
         FaultKind::Lossy => format!("every link lossy, duplicating, delaying for {secs} s"),
+        FaultKind::Disk => {
+            format!("CN {cn}'s datadir full (tmpfs) until it stops and a start on it fails")
+        }
     }
 }
 
 impl Region<'_> {
     /// Injects one fault and undoes it after `length`; false when `stop` cut it short.
+    #[allow(clippy::too_many_arguments)]
     fn apply(
         &mut self,
         kind: FaultKind,
@@ -558,6 +625,8 @@ impl Region<'_> {
         rng: &mut StdRng,
         length: Duration,
         stop: &AtomicBool,
+        report: &mut ChaosReport,
+        out: &mut dyn Write,
     ) -> anyhow::Result<bool> {
         let nodes = CNS + self.spec.rns;
         let others = |me: usize| (0..nodes).filter(move |&n| n != me).collect::<Vec<_>>();
@@ -568,18 +637,10 @@ impl Region<'_> {
                 if !sleep_unless(stop, length) {
                     return Ok(false);
                 }
-                // The killed CN's `Child` was reaped above; replacing it drops nothing running.
-                self.record[cn] = cluster::add_record(self.chains);
-                self.children[cn] = cluster::spawn_cn_into(
-                    &self.spec.kaon,
-                    self.dir,
-                    cn,
-                    self.record[cn],
-                    self.chains,
-                )
-                .context("restarting kaon cn")?;
+                self.restart(cn)?;
                 Ok(true)
             }
+            FaultKind::Disk => self.fill_disk(cn, length, stop, report, out),
             FaultKind::Pause => {
                 cluster::signal(&self.children[cn], libc::SIGSTOP).context("SIGSTOP")?;
                 let slept = sleep_unless(stop, length);
@@ -615,6 +676,97 @@ impl Region<'_> {
                 Ok(self.heal_after(length, stop))
             }
         }
+    }
+
+    /// Starts CN `cn` again (its previous process has exited and was reaped), recording into
+    /// a fresh record.
+    fn restart(&mut self, cn: usize) -> anyhow::Result<()> {
+        self.record[cn] = cluster::add_record(self.chains);
+        self.children[cn] =
+            cluster::spawn_cn_into(&self.spec.kaon, self.dir, cn, self.record[cn], self.chains)
+                .context("restarting kaon cn")?;
+        Ok(())
+    }
+
+    /// Fills CN `cn`'s datadir and waits up to [`DISK_RUNNING`] for it to stop; restarts it
+    /// on the full disk and waits up to `wait` for that start to fail; then frees the space
+    /// and restarts it. The running CN must stop with [`EXIT_STAGE_DIED`] (its disk watch, the
+    /// reason logged) and the start must fail with a non-zero exit status, not a signal (an
+    /// abort inside a library is not a clear error); anything else is a failure.
+    fn fill_disk(
+        &mut self,
+        cn: usize,
+        wait: Duration,
+        stop: &AtomicBool,
+        report: &mut ChaosReport,
+        out: &mut dyn Write,
+    ) -> anyhow::Result<bool> {
+        let Some((_, tmpfs)) = self.disk else {
+            return Ok(true);
+        };
+        tmpfs.fill(DISK_LEFT)?;
+        let running = self.wait_exit(cn, DISK_RUNNING, stop)?;
+        if running.is_none() {
+            self.children[cn].kill().context("kill -9")?;
+            self.children[cn].wait().context("reaping the killed CN")?;
+        }
+        let stopped_loudly = |s: ExitStatus| s.code() == Some(EXIT_STAGE_DIED);
+        self.judge_exit(cn, "running", running, stopped_loudly, report, out)?;
+        self.restart(cn)?;
+        let starting = self.wait_exit(cn, wait, stop)?;
+        let refused = |s: ExitStatus| s.code().is_some_and(|c| c != 0);
+        self.judge_exit(cn, "starting", starting, refused, report, out)?;
+        tmpfs.empty()?;
+        if starting.is_some() {
+            self.restart(cn)?;
+        }
+        Ok(!stop.load(Ordering::Relaxed))
+    }
+
+    /// Prints how CN `cn` ended `when` on the full disk (with the last line it logged) and
+    /// adds a failure unless it ended and `expected` holds.
+    fn judge_exit(
+        &self,
+        cn: usize,
+        when: &str,
+        status: Option<ExitStatus>,
+        expected: impl Fn(ExitStatus) -> bool,
+        report: &mut ChaosReport,
+        out: &mut dyn Write,
+    ) -> std::io::Result<()> {
+        let Some(status) = status else {
+            report
+                .failures
+                .push(format!("CN {cn} {when} on a full disk did not stop"));
+            return writeln!(out, "chaos:   CN {cn} {when} on the full disk did not stop");
+        };
+        let why = last_line(&cluster::cn_log(self.dir, cn));
+        if !expected(status) {
+            report.failures.push(format!(
+                "CN {cn} {when} on a full disk ended with {status}: {why}"
+            ));
+        }
+        writeln!(
+            out,
+            "chaos:   CN {cn} {when} on the full disk: {status}: {why}"
+        )
+    }
+
+    /// CN `cn`'s exit status if it exits within `wait`.
+    fn wait_exit(
+        &mut self,
+        cn: usize,
+        wait: Duration,
+        stop: &AtomicBool,
+    ) -> anyhow::Result<Option<ExitStatus>> {
+        let start = Instant::now();
+        while start.elapsed() < wait && !stop.load(Ordering::Relaxed) {
+            if let Some(status) = self.children[cn].try_wait().context("polling the CN")? {
+                return Ok(Some(status));
+            }
+            std::thread::sleep(SAMPLE);
+        }
+        Ok(None)
     }
 
     /// Waits `length`, then heals the network whatever happened.

@@ -64,7 +64,13 @@ pub fn spawn_cn(kaon: &Path, dir: &Path, i: usize, chains: &Chains) -> std::io::
     spawn_cn_into(kaon, dir, i, i, chains)
 }
 
-/// [`spawn_cn`] of CN `i`, recording into `record` (from [`add_record`]).
+/// Where CN `i`'s warnings and errors go (appended across restarts).
+pub fn cn_log(dir: &Path, i: usize) -> PathBuf {
+    dir.join(format!("cn{i}/stderr.log"))
+}
+
+/// [`spawn_cn`] of CN `i`, recording into `record` (from [`add_record`]); its stderr is
+/// appended to [`cn_log`].
 pub fn spawn_cn_into(
     kaon: &Path,
     dir: &Path,
@@ -72,12 +78,16 @@ pub fn spawn_cn_into(
     record: usize,
     chains: &Chains,
 ) -> std::io::Result<Child> {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(cn_log(dir, i))?;
     let mut child = child_command(kaon)
         .args(["--log", "warn", "--config"])
         .arg(dir.join(format!("cn{i}/config.toml")))
         .arg("cn")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(log)
         .spawn()?;
     let stdout = child.stdout.take().ok_or_else(|| {
         std::io::Error::other("kaon cn started without the stdout pipe it was given")

@@ -205,6 +205,7 @@ pub fn run_cn(
     spec.pipeline = config.pipeline.clone();
     spec.storage = config.storage.clone();
     let process = super::process::Process::start()?;
+    process.watch_disk(&spec.datadir, spec.storage.min_free_mib)?;
     let rt = &process.rt;
     let printer = Arc::clone(&out);
     let node = BoundCn::bind(rt.handle(), spec)?.start(

@@ -1,7 +1,7 @@
 //! The processes: `kaon init`/`kaon cn` ([`cn`]), `kaon rn` ([`ranger`]), the development
 //! network ([`devnet`]) with its load generator and development accounts, `kaon chaos`
 //! ([`chaos`]) over separate processes ([`cluster`]) behind a fault-injecting UDP proxy
-//! ([`netem`]), the PoR miner
+//! ([`netem`]) and with a fillable datadir ([`tmpfs`]), the PoR miner
 //! client, `kaon withdraw`, the RPC backend over a ranger node ([`rpc`]) and the forwarding of
 //! accepted transactions to the CNs ([`outbox`]). Everything here wires lower modules together;
 //! the chain's rules live in [`crate::chain`].
@@ -20,3 +20,4 @@ pub mod process;
 pub mod ranger;
 pub mod rewards;
 pub mod rpc;
+pub mod tmpfs;

@@ -1,9 +1,15 @@
 //! What every long-running `kaon` process shares: a tokio runtime whose SIGINT/SIGTERM watch
-//! sets a stop flag, and a wait for that flag.
+//! sets a stop flag, a wait for that flag, and a watch on the datadir's free space.
 
+use crate::storage::space;
+use anyhow::Context;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+
+/// How often a running node looks at its free disk space.
+const DISK_CHECK: Duration = Duration::from_secs(1);
 
 /// A node process's runtime and its stop flag.
 pub struct Process {
@@ -22,6 +28,24 @@ impl Process {
         let stop = Arc::new(AtomicBool::new(false));
         spawn_signal_watch(&rt, Arc::clone(&stop));
         Ok(Self { rt, stop })
+    }
+
+    /// Refuses to go on unless `min_free_mib` MiB are free under `datadir`, then checks again
+    /// every [`DISK_CHECK`] until stopped: a node that falls below it stops loudly (exit status
+    /// 70, the reason logged) before its writes fail.
+    pub fn watch_disk(&self, datadir: &Path, min_free_mib: u64) -> anyhow::Result<()> {
+        std::fs::create_dir_all(datadir)
+            .with_context(|| format!("creating {}", datadir.display()))?;
+        space::ensure_free(datadir, min_free_mib)?;
+        let (datadir, stop) = (datadir.to_path_buf(), Arc::clone(&self.stop));
+        crate::pipeline::stage::spawn_critical("disk-space", move || {
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(DISK_CHECK);
+                space::ensure_free(&datadir, min_free_mib)?;
+            }
+            Ok(())
+        })?;
+        Ok(())
     }
 
     /// Blocks until the stop flag is set.

@@ -59,8 +59,9 @@ pub fn run_rn(spec: &RnSpec, out: &mut dyn Write) -> anyhow::Result<()> {
         .map(read_secret)
         .transpose()?
         .map(RewardKey);
-    let rn = RnNode::start(config)?;
     let process = super::process::Process::start()?;
+    process.watch_disk(&spec.datadir, spec.storage.min_free_mib)?;
+    let rn = RnNode::start(config)?;
     let (rt, stop) = (&process.rt, &process.stop);
     writeln!(out, "ranger node on the RN network at {}", rn.listen_addr())?;
     let rpc = spec

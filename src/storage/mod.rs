@@ -11,5 +11,6 @@
 
 pub mod blocklog;
 pub mod history;
+pub mod space;
 pub mod state;
 pub mod store;

@@ -1,6 +1,7 @@
 //! `kaon chaos`, bounded: a region of separate processes (4 CNs, 1 RN) under signed load
 //! through JSON-RPC, with process faults (a CN killed with SIGKILL and restarted after a
-//! downtime, one paused with SIGSTOP … SIGCONT) or network faults (partitions, loss). Every
+//! downtime, one paused with SIGSTOP … SIGCONT, one whose disk fills up) or network faults
+//! (partitions, loss). Every
 //! acknowledged transaction must have a receipt at the end, the CNs must agree at every height
 //! they share, and the summary line must say so.
 
@@ -14,12 +15,26 @@ const KAON: &str = env!("CARGO_BIN_EXE_kaon");
 /// (its own children die with it: they are started with a parent-death signal).
 const RUN_DEADLINE: Duration = Duration::from_secs(600);
 
+/// Also a full disk where a tmpfs can be mounted (CI runs as root): the CN stops with exit
+/// status 70 and a start on the full disk is refused with an exit status, not an abort.
 #[test]
-fn a_killed_and_a_paused_cn_lose_nothing_acknowledged_and_fork_nothing() {
-    let stdout = run_chaos("7", "down,pause");
+fn killed_paused_and_full_disk_cns_lose_nothing_acknowledged_and_fork_nothing() {
+    let stdout = run_chaos("7", "down,pause,disk");
     let summary = parse_summary(stdout.lines().last().unwrap_or_default())
         .unwrap_or_else(|| panic!("no summary line:\n{stdout}"));
-    assert!(summary.faults >= 2, "{stdout}");
+    if stdout.contains("chaos: no full-disk faults") {
+        assert_eq!(summary.faults, 2, "{stdout}");
+    } else {
+        assert_eq!(summary.faults, 3, "{stdout}");
+        assert!(
+            stdout.contains("running on the full disk: exit status: 70"),
+            "{stdout}"
+        );
+        assert!(
+            stdout.contains("starting on the full disk: exit status: 1"),
+            "{stdout}"
+        );
+    }
 }
 
 /// Network faults through the UDP proxy in front of every node: one CN isolated, one heard by
