@@ -209,6 +209,17 @@ impl Mempool {
         run_end(pool.senders.get(&sender), from)
     }
 
+    /// The raw bytes of every pooled transaction, each sender's in nonce order (what a
+    /// journal of the pool must hold).
+    pub fn raw_transactions(&self) -> Vec<alloy_primitives::Bytes> {
+        self.chains
+            .values()
+            .flat_map(|pool| pool.senders.values())
+            .flat_map(BTreeMap::values)
+            .map(|pooled| pooled.tx.tx().raw().clone())
+            .collect()
+    }
+
     /// Every (chain, sender) with pooled transactions, for callers that re-check them against
     /// committed state.
     pub fn senders(&self) -> Vec<(ChainId, Address)> {

@@ -143,7 +143,17 @@ pub fn run(
     let rpc = match (config.rpc, rns.first()) {
         (Some(addr), Some(rn)) => {
             let limits = config.rpc_limits.clone();
-            let served = super::rpc::serve(rt.handle(), addr, limits, &genesis, rn.view(), &stop)?;
+            let journal = datadir.join("rn0").join(super::rpc::TX_JOURNAL);
+            let view = rn.view();
+            let served = super::rpc::serve(
+                rt.handle(),
+                addr,
+                limits,
+                &genesis,
+                view,
+                Some(&journal),
+                &stop,
+            )?;
             print_rpc(out, &served, &chains, &developers)?;
             for i in 0..config.rns {
                 writeln!(

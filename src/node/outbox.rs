@@ -12,16 +12,19 @@
 //! the path to the CNs may drop frames under load (full queues never block the network), a CN
 //! may restart, so whatever is still ready and not included after a tick is sent again, and a
 //! CN answers a copy it holds with "already known". Transactions from one burst travel
-//! together, in frames of up to [`FORWARD_BATCH_BYTES`].
+//! together, in frames of up to [`FORWARD_BATCH_BYTES`]. Before a hash is answered the
+//! transaction is synced to the RN's journal (`storage::txjournal`), which a restarted RN
+//! reads back into its pool: a crash loses nothing acknowledged.
 
 use crate::crypto::tx::RecoveredTx;
 use crate::mempool::{Mempool, MempoolError};
+use crate::storage::txjournal::TxJournal;
 use crate::types::ChainId;
 use alloy_primitives::{Address, Bytes, B256};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// Accepted transactions waiting for the forwarder; beyond this the resend tick carries them
@@ -30,6 +33,8 @@ const FRESH_CAPACITY: usize = 16_384;
 /// Bytes of one forwarded frame: far below a CN's `TxBatch` limit, and small enough that one
 /// frame never holds the CN's ingress long.
 pub const FORWARD_BATCH_BYTES: usize = 1 << 20;
+/// The journal is rewritten with the pool's contents once it is this large.
+const JOURNAL_COMPACT_BYTES: u64 = 64 << 20;
 /// How often transactions still ready and not included are forwarded again.
 pub const RESEND_INTERVAL: Duration = Duration::from_secs(1);
 /// Transactions forwarded again per chain and tick (a few full segments), so a large pool
@@ -48,6 +53,18 @@ pub struct Outbox {
     pool: Arc<Mutex<Mempool>>,
     fresh: Sender<Bytes>,
     fresh_rx: Receiver<Bytes>,
+    /// Where accepted transactions are made durable before their hash is answered (none:
+    /// held in memory only, as in-process test networks run).
+    journal: OnceLock<TxJournal>,
+}
+
+/// Why [`Outbox::submit`] did not take a transaction.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    #[error(transparent)]
+    Pool(#[from] MempoolError),
+    #[error("transaction journal: {0}")]
+    Journal(std::io::Error),
 }
 
 impl Outbox {
@@ -58,14 +75,31 @@ impl Outbox {
             pool,
             fresh,
             fresh_rx,
+            journal: OnceLock::new(),
         }
     }
 
-    /// Holds `tx` (whose sender's committed next nonce is `account_nonce`) and queues it for
-    /// the CNs; a refusal leaves nothing held.
-    pub fn submit(&self, tx: RecoveredTx, account_nonce: u64) -> Result<(), MempoolError> {
+    /// From now on, every accepted transaction is appended to `journal` (and synced) before
+    /// [`Outbox::submit`] returns; the journal is rewritten with what the pool holds now.
+    pub fn attach_journal(&self, journal: TxJournal) -> std::io::Result<()> {
+        journal.rewrite_with(|| self.lock().raw_transactions())?;
+        let _ = self.journal.set(journal);
+        Ok(())
+    }
+
+    /// Holds `tx` (whose sender's committed next nonce is `account_nonce`), makes it durable
+    /// in the journal, and queues it for the CNs; a refusal leaves nothing held.
+    pub fn submit(&self, tx: RecoveredTx, account_nonce: u64) -> Result<(), Refusal> {
         let raw = tx.tx().raw().clone();
+        let hash = tx.tx().hash();
         self.lock().insert(tx, account_nonce)?;
+        if let Some(journal) = self.journal.get() {
+            if let Err(e) = journal.append(&raw) {
+                tracing::error!(error = %e, "transaction journal append failed; refusing");
+                self.lock().remove_by_hash(&hash);
+                return Err(Refusal::Journal(e));
+            }
+        }
         // When the forwarder is behind (full) the resend tick forwards it from the pool.
         let _ = self.fresh.try_send(raw);
         Ok(())
@@ -108,8 +142,24 @@ impl Outbox {
             }
             if Instant::now() >= next_tick {
                 previous = self.resend(forward, committed, &previous);
+                self.compact_journal();
                 next_tick = Instant::now() + RESEND_INTERVAL;
             }
+        }
+    }
+
+    /// Rewrites the journal with what the pool holds once it has grown past
+    /// [`JOURNAL_COMPACT_BYTES`] (included transactions leave it this way).
+    fn compact_journal(&self) {
+        let Some(journal) = self.journal.get() else {
+            return;
+        };
+        if journal.len_bytes() < JOURNAL_COMPACT_BYTES {
+            return;
+        }
+        if let Err(e) = journal.rewrite_with(|| self.lock().raw_transactions()) {
+            // Appends go on to the old file; the next tick tries again.
+            tracing::warn!(error = %e, "transaction journal rewrite failed");
         }
     }
 

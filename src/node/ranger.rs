@@ -68,7 +68,17 @@ pub fn run_rn(spec: &RnSpec, out: &mut dyn Write) -> anyhow::Result<()> {
         .rpc
         .map(|addr| {
             let limits = spec.rpc_limits.clone();
-            super::rpc::serve(rt.handle(), addr, limits, &genesis, rn.view(), stop)
+            let journal = spec.datadir.join(super::rpc::TX_JOURNAL);
+            let view = rn.view();
+            super::rpc::serve(
+                rt.handle(),
+                addr,
+                limits,
+                &genesis,
+                view,
+                Some(&journal),
+                stop,
+            )
         })
         .transpose()?;
     if let Some(rpc) = &rpc {

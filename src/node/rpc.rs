@@ -38,6 +38,7 @@ use crate::storage::history::HistoryError;
 use crate::storage::state::CommittedState;
 use crate::types::{Block, BlockHash, ChainId, Height, Segment};
 use alloy_primitives::{Address, Bloom, Bytes, B256, U256};
+use anyhow::Context;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
@@ -451,16 +452,18 @@ impl ChainRpc {
 }
 
 /// The pool's refusal as the client sees it (geth's wording first).
-fn pool_refusal(e: crate::mempool::MempoolError) -> SubmitError {
+fn pool_refusal(e: super::outbox::Refusal) -> SubmitError {
+    use super::outbox::Refusal;
     use crate::mempool::MempoolError;
     match e {
-        MempoolError::AlreadyKnown => SubmitError::AlreadyKnown,
-        MempoolError::PoolFull => SubmitError::PoolFull,
-        MempoolError::NonceTooLow { expected, got } => SubmitError::NonceTooLow {
+        Refusal::Pool(MempoolError::AlreadyKnown) => SubmitError::AlreadyKnown,
+        Refusal::Pool(MempoolError::PoolFull) => SubmitError::PoolFull,
+        Refusal::Pool(MempoolError::NonceTooLow { expected, got }) => SubmitError::NonceTooLow {
             next: expected,
             got,
         },
-        other => SubmitError::Rejected(other.to_string()),
+        Refusal::Pool(other) => SubmitError::Rejected(other.to_string()),
+        journal @ Refusal::Journal(_) => SubmitError::Unavailable(journal.to_string()),
     }
 }
 
@@ -1154,14 +1157,53 @@ impl ServedRpc {
     }
 }
 
+/// Reads the journal at `path` back into the pool through the same rules as a new
+/// submission (what has been included since is refused as "nonce too low"), then attaches it
+/// to `outbox`, rewritten with what is held.
+fn reopen_journal(
+    path: &std::path::Path,
+    backend: &ChainRpc,
+    outbox: &super::outbox::Outbox,
+) -> anyhow::Result<()> {
+    let (journal, recovered) = crate::storage::txjournal::TxJournal::open(path)
+        .with_context(|| format!("opening the transaction journal {}", path.display()))?;
+    let (mut held, mut refused) = (0usize, 0usize);
+    for raw in recovered.transactions {
+        let again = SignedTransaction::decode(&raw)
+            .ok()
+            .and_then(|tx| Some((tx.chain_id()?, tx)))
+            .map(|(chain, tx)| backend.send_raw_transaction(chain, tx));
+        match again {
+            Some(Ok(_)) => held += 1,
+            _ => refused += 1,
+        }
+    }
+    outbox
+        .attach_journal(journal)
+        .with_context(|| format!("rewriting the transaction journal {}", path.display()))?;
+    tracing::info!(
+        held,
+        refused,
+        torn_bytes = recovered.torn_bytes,
+        "transaction journal read back"
+    );
+    Ok(())
+}
+
+/// The transaction journal's file name in an RN's datadir.
+pub const TX_JOURNAL: &str = "txs.journal";
+
 /// Serves `rn`'s chain on `addr` within `limits`: every servicechain of `genesis` and the
-/// regionchain, the first servicechain at `/`. Stops with `stop` or [`ServedRpc::shutdown`].
+/// regionchain, the first servicechain at `/`. Accepted transactions are made durable in the
+/// journal at `journal` (read back first: what an earlier process acknowledged is held
+/// again). Stops with `stop` or [`ServedRpc::shutdown`].
 pub fn serve(
     rt: &tokio::runtime::Handle,
     addr: std::net::SocketAddr,
     limits: crate::rpc::RpcConfig,
     genesis: &crate::chain::genesis::Genesis,
     rn: crate::rn::RnView,
+    journal: Option<&std::path::Path>,
     stop: &Arc<std::sync::atomic::AtomicBool>,
 ) -> anyhow::Result<ServedRpc> {
     let region = ChainId(genesis.region);
@@ -1175,6 +1217,9 @@ pub fn serve(
         Arc::new(rn.clone()),
         Arc::clone(&outbox),
     ));
+    if let Some(path) = journal {
+        reopen_journal(path, &backend, &outbox)?;
+    }
     let config = crate::rpc::RpcConfig {
         default_chain: genesis
             .servicechains

@@ -14,3 +14,4 @@ pub mod history;
 pub mod space;
 pub mod state;
 pub mod store;
+pub mod txjournal;

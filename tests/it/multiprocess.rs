@@ -144,23 +144,7 @@ fn four_processes_finalize_and_a_killed_cn_resumes_and_agrees() {
     // A port range unlikely to be taken, below Linux's ephemeral range (32768–60999) that
     // every other test's 127.0.0.1:0 sockets draw from; the test owns it for its duration.
     let base = 20_000 + (std::process::id() % 12_000) as u16;
-    let init = Command::new(KAON)
-        .args([
-            "init",
-            "--cns",
-            "4",
-            "--round-ms",
-            ROUND_MS,
-            "--timeout-ms",
-            TIMEOUT_MS,
-            "--base-port",
-            &base.to_string(),
-            "--out",
-        ])
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert!(init.status.success(), "kaon init failed");
+    let init = init_region(dir.path(), base);
     // It says what it wrote and how to start it.
     let printed = String::from_utf8_lossy(&init.stdout);
     let genesis = kaon::chain::genesis::Genesis::load(&dir.path().join("genesis.json")).unwrap();
@@ -277,17 +261,92 @@ fn four_processes_finalize_and_a_killed_cn_resumes_and_agrees() {
     }
 }
 
-/// `kaon keygen` + `kaon rn` syncing from the four CNs, RN network on `base + 10`, JSON-RPC on
+/// A `kaon rn` whose CNs are not running yet acknowledges a transfer (it can forward it to
+/// nobody) and is killed with SIGKILL. Restarted with its CNs up, it must read the transfer
+/// back from its journal and get it included: an acknowledged transaction survives a crash of
+/// the RN that acknowledged it. Without the journal the transfer is never included.
+#[test]
+fn a_transfer_acknowledged_by_an_rn_killed_before_forwarding_it_is_included() {
+    let _turn = crate::processes_turn();
+    let dir = tempfile::tempdir().unwrap();
+    let base = 20_000 + (std::process::id() % 12_000) as u16;
+    init_region(dir.path(), base);
+    let mut children = KillOnDrop(vec![spawn_rn(dir.path(), base)]);
+    let url = format!("http://127.0.0.1:{}/", base + 11);
+    let chain = kaon::types::ChainId(
+        kaon::chain::genesis::Genesis::load(&dir.path().join("genesis.json"))
+            .unwrap()
+            .servicechains[0],
+    );
+    let account = kaon::node::loadgen::dev_account(1);
+    let raw = kaon::node::loadgen::transfer(chain, 0, &account.secret, Default::default());
+    let start = Instant::now();
+    let hash = loop {
+        if let Some(hash) = rpc(&url, "eth_sendRawTransaction", serde_json::json!([raw])) {
+            break hash;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "the RN never acknowledged the transfer"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    children[0].kill().unwrap();
+    children[0].wait().unwrap();
+
+    let chains = cluster::new_chains(4);
+    for i in 0..4 {
+        children.push(spawn_cn(dir.path(), i, &chains));
+    }
+    children[0] = spawn_rn(dir.path(), base);
+    let start = Instant::now();
+    loop {
+        let receipt = rpc(&url, "eth_getTransactionReceipt", serde_json::json!([hash]));
+        if receipt.as_ref().is_some_and(|r| !r.is_null()) {
+            break;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "acknowledged {hash} never included after the RN restarted: {:?}",
+            heights(&chains)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `kaon init` of four CNs on `base..base + 4` into `dir`.
+fn init_region(dir: &std::path::Path, base: u16) -> std::process::Output {
+    let init = Command::new(KAON)
+        .args([
+            "init",
+            "--cns",
+            "4",
+            "--round-ms",
+            ROUND_MS,
+            "--timeout-ms",
+            TIMEOUT_MS,
+        ])
+        .args(["--base-port", &base.to_string(), "--out"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(init.status.success(), "kaon init failed");
+    init
+}
+
+/// `kaon keygen` (once) + `kaon rn` syncing from the four CNs, RN network on `base + 10`, JSON-RPC on
 /// `base + 11`, registering development account 300 as its reward address.
 fn spawn_rn(dir: &std::path::Path, base: u16) -> Child {
     let key = dir.join("rn.key");
-    let keygen = Command::new(KAON)
-        .args(["--log", "warn", "keygen", "--out"])
-        .arg(&key)
-        .stdout(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(keygen.success(), "kaon keygen failed");
+    if !key.exists() {
+        let keygen = Command::new(KAON)
+            .args(["--log", "warn", "keygen", "--out"])
+            .arg(&key)
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(keygen.success(), "kaon keygen failed");
+    }
     let reward = dir.join("reward.key");
     std::fs::write(
         &reward,

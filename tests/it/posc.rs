@@ -226,6 +226,7 @@ fn an_rn_that_stops_answering_is_penalized_then_slashed_while_a_healthy_one_keep
         kaon::rpc::RpcConfig::default(),
         &cluster.genesis,
         good.view(),
+        None,
         &stop,
     )
     .unwrap();
