@@ -515,6 +515,11 @@ impl Machine {
         // The round has been live for less than its timeout: this timer was set when the node
         // entered the round ahead of the quorum. Wait out the rest with the others.
         let timeout = self.params.timeout(self.round);
+        // A clock that stepped back: the round counts as live from now, so the wait below is
+        // at most one timeout in all.
+        if self.round_live_since.is_some_and(|t| t > self.now_ms) {
+            self.round_live_since = Some(self.now_ms);
+        }
         if let Some(due) = self.round_live_since.map(|t| t.saturating_add(timeout)) {
             if due > self.now_ms {
                 // Never longer than one timeout: "now" is the driver's wall clock, and one

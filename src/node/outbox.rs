@@ -81,8 +81,14 @@ impl Outbox {
 
     /// From now on, every accepted transaction is appended to `journal` (and synced) before
     /// [`Outbox::submit`] returns; the journal is rewritten with what the pool holds now.
-    pub fn attach_journal(&self, journal: TxJournal) -> std::io::Result<()> {
-        journal.rewrite_with(|| self.lock().raw_transactions())?;
+    /// `keep` are journaled transactions refused now for reasons that may pass (state not
+    /// readable yet, a full pool): they stay in the journal for the next start.
+    pub fn attach_journal(&self, journal: TxJournal, keep: Vec<Bytes>) -> std::io::Result<()> {
+        journal.rewrite_with(|| {
+            let mut held = self.lock().raw_transactions();
+            held.extend(keep);
+            held
+        })?;
         let _ = self.journal.set(journal);
         Ok(())
     }

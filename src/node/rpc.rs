@@ -1167,7 +1167,7 @@ fn reopen_journal(
 ) -> anyhow::Result<()> {
     let (journal, recovered) = crate::storage::txjournal::TxJournal::open(path)
         .with_context(|| format!("opening the transaction journal {}", path.display()))?;
-    let (mut held, mut refused) = (0usize, 0usize);
+    let (mut held, mut refused, mut keep) = (0usize, 0usize, Vec::new());
     for raw in recovered.transactions {
         let again = SignedTransaction::decode(&raw)
             .ok()
@@ -1175,15 +1175,22 @@ fn reopen_journal(
             .map(|(chain, tx)| backend.send_raw_transaction(chain, tx));
         match again {
             Some(Ok(_)) => held += 1,
-            _ => refused += 1,
+            // Included since (or a duplicate in the journal): nothing left to hold.
+            Some(Err(SubmitError::NonceTooLow { .. } | SubmitError::AlreadyKnown)) | None => {
+                refused += 1
+            }
+            // Refused for now (state not readable, pool full, a chain not known yet): kept.
+            Some(Err(_)) => keep.push(raw),
         }
     }
+    let kept = keep.len();
     outbox
-        .attach_journal(journal)
+        .attach_journal(journal, keep)
         .with_context(|| format!("rewriting the transaction journal {}", path.display()))?;
     tracing::info!(
         held,
         refused,
+        kept,
         torn_bytes = recovered.torn_bytes,
         "transaction journal read back"
     );

@@ -86,7 +86,13 @@ impl TxJournal {
         let record = encode(raw)?;
         let mine = {
             let mut w = self.writer();
-            w.file.write_all(&record)?;
+            if let Err(e) = w.file.write_all(&record) {
+                // A half-written record would end every later read-back before the records
+                // after it: cut it off.
+                let keep = w.written;
+                let _ = w.file.set_len(keep);
+                return Err(e);
+            }
             w.written += record.len() as u64;
             (w.generation, w.written)
         };
