@@ -255,8 +255,13 @@ impl Mempool {
 
     /// Pools `tx`; `account_nonce` is the sender's next nonce in committed state. A refused
     /// transaction leaves the pool as it was, except that when the pool is full by bytes a
-    /// better paying transaction may have evicted some before it was refused.
-    pub fn insert(&mut self, tx: RecoveredTx, account_nonce: u64) -> Result<(), MempoolError> {
+    /// better paying transaction may have evicted some before it was refused. Answers the
+    /// transaction the new one replaced at its nonce, if any.
+    pub fn insert(
+        &mut self,
+        tx: RecoveredTx,
+        account_nonce: u64,
+    ) -> Result<Option<RecoveredTx>, MempoolError> {
         // Known first, as clients expect ("already known"), whatever has committed since.
         if self.by_hash.contains_key(&tx.tx().hash()) {
             return Err(MempoolError::AlreadyKnown);
@@ -291,8 +296,7 @@ impl Mempool {
             if self.bytes.saturating_add(grows) > self.config.max_bytes {
                 return Err(MempoolError::PoolFull);
             }
-            self.put(chain, sender, expected, PooledTx { tx, fee });
-            return Ok(());
+            return Ok(self.put(chain, sender, expected, PooledTx { tx, fee }));
         }
         let pending_end = run_end(queue, expected);
         let limit = self.config.max_queued_per_account;
@@ -320,27 +324,39 @@ impl Mempool {
                 return Err(MempoolError::PoolFull);
             }
         }
-        self.put(chain, sender, expected, PooledTx { tx, fee });
-        Ok(())
+        let replaced = self.put(chain, sender, expected, PooledTx { tx, fee });
+        debug_assert!(replaced.is_none(), "the nonce was free");
+        Ok(replaced)
     }
 
-    /// Stores a checked transaction (new, or replacing the one at its nonce).
-    fn put(&mut self, chain: ChainId, sender: Address, account_nonce: u64, tx: PooledTx) {
+    /// Stores a checked transaction (new, or replacing the one at its nonce, which it answers).
+    fn put(
+        &mut self,
+        chain: ChainId,
+        sender: Address,
+        account_nonce: u64,
+        tx: PooledTx,
+    ) -> Option<RecoveredTx> {
         self.touching(chain, sender, |this| {
             // Invariant: callers checked that the chain exists; chains are never removed.
             let pool = this.chains.get_mut(&chain).expect("known chain");
             pool.account_nonce.insert(sender, account_nonce);
             let (hash, nonce, size) = (tx.hash(), tx.nonce(), tx.tx.tx().raw().len());
             this.bytes += size;
-            match pool.senders.entry(sender).or_default().insert(nonce, tx) {
+            let replaced = match pool.senders.entry(sender).or_default().insert(nonce, tx) {
                 Some(old) => {
                     this.bytes -= old.tx.tx().raw().len();
                     this.by_hash.remove(&old.hash());
+                    Some(old.tx)
                 }
-                None => this.len += 1,
-            }
+                None => {
+                    this.len += 1;
+                    None
+                }
+            };
             this.by_hash.insert(hash, (chain, sender, nonce));
-        });
+            replaced
+        })
     }
 
     /// Drops the cheapest pooled transaction (a sender's highest nonce, so no gap opens) if it

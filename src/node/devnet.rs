@@ -143,7 +143,6 @@ pub fn run(
     let rpc = match (config.rpc, rns.first()) {
         (Some(addr), Some(rn)) => {
             let limits = config.rpc_limits.clone();
-            let journal = datadir.join("rn0").join(super::rpc::TX_JOURNAL);
             let view = rn.view();
             let served = super::rpc::serve(
                 rt.handle(),
@@ -151,7 +150,7 @@ pub fn run(
                 limits,
                 &genesis,
                 view,
-                Some(&journal),
+                Some(&datadir.join("rn0")),
                 &stop,
             )?;
             print_rpc(out, &served, &chains, &developers)?;

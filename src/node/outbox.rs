@@ -33,7 +33,8 @@ const FRESH_CAPACITY: usize = 16_384;
 /// Bytes of one forwarded frame: far below a CN's `TxBatch` limit, and small enough that one
 /// frame never holds the CN's ingress long.
 pub const FORWARD_BATCH_BYTES: usize = 1 << 20;
-/// The journal is rewritten with the pool's contents once it is this large.
+/// The journal is rewritten with the pool's contents once it is this large and twice the
+/// size the last rewrite left (a large pool is not rewritten every tick).
 const JOURNAL_COMPACT_BYTES: u64 = 64 << 20;
 /// How often transactions still ready and not included are forwarded again.
 pub const RESEND_INTERVAL: Duration = Duration::from_secs(1);
@@ -94,15 +95,33 @@ impl Outbox {
     }
 
     /// Holds `tx` (whose sender's committed next nonce is `account_nonce`), makes it durable
-    /// in the journal, and queues it for the CNs; a refusal leaves nothing held.
+    /// in the journal, and queues it for the CNs; a refusal leaves nothing new held (a
+    /// transaction it replaced is held again).
     pub fn submit(&self, tx: RecoveredTx, account_nonce: u64) -> Result<(), Refusal> {
         let raw = tx.tx().raw().clone();
         let hash = tx.tx().hash();
-        self.lock().insert(tx, account_nonce)?;
-        if let Some(journal) = self.journal.get() {
+        let inserted = self.lock().insert(tx, account_nonce);
+        let journal = self.journal.get();
+        let replaced = match (inserted, journal) {
+            (Ok(replaced), _) => replaced,
+            // The first copy may still be syncing: "already known" is an acknowledgement to
+            // many clients, so it answers only once what the journal holds is durable.
+            (Err(MempoolError::AlreadyKnown), Some(journal)) => {
+                journal.sync().map_err(Refusal::Journal)?;
+                return Err(MempoolError::AlreadyKnown.into());
+            }
+            (Err(e), _) => return Err(e.into()),
+        };
+        if let Some(journal) = journal {
             if let Err(e) = journal.append(&raw) {
                 tracing::error!(error = %e, "transaction journal append failed; refusing");
-                self.lock().remove_by_hash(&hash);
+                let mut pool = self.lock();
+                pool.remove_by_hash(&hash);
+                if let Some(replaced) = replaced {
+                    // Acknowledged earlier and journaled: it is held again, as if the
+                    // replacement had never come.
+                    let _ = pool.insert(replaced, account_nonce);
+                }
                 return Err(Refusal::Journal(e));
             }
         }
@@ -155,12 +174,13 @@ impl Outbox {
     }
 
     /// Rewrites the journal with what the pool holds once it has grown past
-    /// [`JOURNAL_COMPACT_BYTES`] (included transactions leave it this way).
+    /// [`JOURNAL_COMPACT_BYTES`] and twice its size after the last rewrite (included
+    /// transactions leave it this way).
     fn compact_journal(&self) {
         let Some(journal) = self.journal.get() else {
             return;
         };
-        if journal.len_bytes() < JOURNAL_COMPACT_BYTES {
+        if !needs_compaction(journal.len_bytes(), journal.rewritten_bytes()) {
             return;
         }
         if let Err(e) = journal.rewrite_with(|| self.lock().raw_transactions()) {
@@ -215,6 +235,12 @@ impl Outbox {
     }
 }
 
+/// Whether a journal of `len` bytes, `rewritten` bytes long after its last rewrite, is
+/// rewritten now.
+fn needs_compaction(len: u64, rewritten: u64) -> bool {
+    len >= JOURNAL_COMPACT_BYTES.max(rewritten.saturating_mul(2))
+}
+
 fn send(forward: &Forward, batch: Vec<Bytes>) {
     let count = batch.len();
     if let Err(e) = forward(batch) {
@@ -236,4 +262,86 @@ pub fn spawn(
         outbox.run(&*forward, &*committed, &stop);
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::tx::{Eip1559Tx, Transaction, TxKind};
+    use crate::mempool::MempoolConfig;
+    use alloy_primitives::U256;
+
+    const CHAIN: ChainId = ChainId(1001);
+
+    fn transfer(nonce: u64, fee: u128, input: usize) -> RecoveredTx {
+        let tx = Transaction::Eip1559(Eip1559Tx {
+            chain_id: CHAIN,
+            nonce,
+            max_priority_fee_per_gas: 1,
+            max_fee_per_gas: fee,
+            gas_limit: 30_000_000,
+            to: TxKind::Call(Address::repeat_byte(0x42)),
+            value: U256::ZERO,
+            input: Bytes::from(vec![1u8; input]),
+            access_list: Default::default(),
+        });
+        RecoveredTx::recover(tx.sign(&[7; 32]).expect("valid secret")).expect("recoverable")
+    }
+
+    fn journaled_outbox(dir: &std::path::Path) -> Outbox {
+        let pool = Mempool::new(MempoolConfig::default(), [CHAIN]);
+        let outbox = Outbox::new(Arc::new(Mutex::new(pool)));
+        let (journal, _) = TxJournal::open(&dir.join("txs.journal")).unwrap();
+        outbox.attach_journal(journal, Vec::new()).unwrap();
+        outbox
+    }
+
+    #[test]
+    fn a_replacement_the_journal_refuses_leaves_the_replaced_transaction_held() {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = journaled_outbox(dir.path());
+        let first = transfer(0, 10, 0);
+        outbox.submit(first.clone(), 0).unwrap();
+        // A replacement that pays more but is over the journal's record limit: the pool takes
+        // it, the journal refuses it.
+        let replacement = transfer(0, 100, crate::storage::txjournal::MAX_RECORD_BYTES);
+        let refused = outbox.submit(replacement.clone(), 0);
+        assert!(matches!(refused, Err(Refusal::Journal(_))), "{refused:?}");
+        let pool = outbox.lock();
+        assert!(pool.get(&replacement.tx().hash()).is_none());
+        assert!(
+            pool.get(&first.tx().hash()).is_some(),
+            "the acknowledged one is held"
+        );
+        assert_eq!(pool.len(), 1);
+    }
+
+    #[test]
+    fn already_known_answers_with_the_journal_holding_the_first_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = journaled_outbox(dir.path());
+        let tx = transfer(0, 10, 0);
+        outbox.submit(tx.clone(), 0).unwrap();
+        let again = outbox.submit(tx.clone(), 0);
+        assert!(
+            matches!(again, Err(Refusal::Pool(MempoolError::AlreadyKnown))),
+            "{again:?}"
+        );
+        let (_, recovered) = TxJournal::open(&dir.path().join("txs.journal")).unwrap();
+        assert_eq!(recovered.transactions, vec![tx.tx().raw().clone()]);
+    }
+
+    #[test]
+    fn a_large_journal_is_compacted_at_twice_what_its_last_rewrite_left() {
+        assert!(!needs_compaction(JOURNAL_COMPACT_BYTES - 1, 0));
+        assert!(needs_compaction(JOURNAL_COMPACT_BYTES, 0));
+        assert!(needs_compaction(
+            JOURNAL_COMPACT_BYTES,
+            JOURNAL_COMPACT_BYTES / 2
+        ));
+        // A pool of 100 MiB is not rewritten again until 200 MiB have accumulated.
+        assert!(!needs_compaction(150 << 20, 100 << 20));
+        assert!(needs_compaction(200 << 20, 100 << 20));
+        assert!(!needs_compaction(u64::MAX - 1, u64::MAX));
+    }
 }

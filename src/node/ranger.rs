@@ -68,7 +68,6 @@ pub fn run_rn(spec: &RnSpec, out: &mut dyn Write) -> anyhow::Result<()> {
         .rpc
         .map(|addr| {
             let limits = spec.rpc_limits.clone();
-            let journal = spec.datadir.join(super::rpc::TX_JOURNAL);
             let view = rn.view();
             super::rpc::serve(
                 rt.handle(),
@@ -76,7 +75,7 @@ pub fn run_rn(spec: &RnSpec, out: &mut dyn Write) -> anyhow::Result<()> {
                 limits,
                 &genesis,
                 view,
-                Some(&journal),
+                Some(&spec.datadir),
                 stop,
             )
         })

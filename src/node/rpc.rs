@@ -1167,6 +1167,13 @@ fn reopen_journal(
 ) -> anyhow::Result<()> {
     let (journal, recovered) = crate::storage::txjournal::TxJournal::open(path)
         .with_context(|| format!("opening the transaction journal {}", path.display()))?;
+    if recovered.unread_bytes > 0 {
+        tracing::warn!(
+            unread_bytes = recovered.unread_bytes,
+            limit = crate::storage::txjournal::MAX_JOURNAL_BYTES,
+            "transaction journal longer than the read-back limit: its tail is not held again"
+        );
+    }
     let (mut held, mut refused, mut keep) = (0usize, 0usize, Vec::new());
     for raw in recovered.transactions {
         let again = SignedTransaction::decode(&raw)
@@ -1201,16 +1208,16 @@ fn reopen_journal(
 pub const TX_JOURNAL: &str = "txs.journal";
 
 /// Serves `rn`'s chain on `addr` within `limits`: every servicechain of `genesis` and the
-/// regionchain, the first servicechain at `/`. Accepted transactions are made durable in the
-/// journal at `journal` (read back first: what an earlier process acknowledged is held
-/// again). Stops with `stop` or [`ServedRpc::shutdown`].
+/// regionchain, the first servicechain at `/`. With the RN's `datadir`, accepted
+/// transactions are made durable in its journal ([`TX_JOURNAL`], read back first: what an
+/// earlier process acknowledged is held again). Stops with `stop` or [`ServedRpc::shutdown`].
 pub fn serve(
     rt: &tokio::runtime::Handle,
     addr: std::net::SocketAddr,
     limits: crate::rpc::RpcConfig,
     genesis: &crate::chain::genesis::Genesis,
     rn: crate::rn::RnView,
-    journal: Option<&std::path::Path>,
+    datadir: Option<&std::path::Path>,
     stop: &Arc<std::sync::atomic::AtomicBool>,
 ) -> anyhow::Result<ServedRpc> {
     let region = ChainId(genesis.region);
@@ -1224,8 +1231,8 @@ pub fn serve(
         Arc::new(rn.clone()),
         Arc::clone(&outbox),
     ));
-    if let Some(path) = journal {
-        reopen_journal(path, &backend, &outbox)?;
+    if let Some(datadir) = datadir {
+        reopen_journal(&datadir.join(TX_JOURNAL), &backend, &outbox)?;
     }
     let config = crate::rpc::RpcConfig {
         default_chain: genesis

@@ -41,7 +41,7 @@ impl Stage for PoolInsert {
         let mut pool = self.shared.pool.lock().unwrap_or_else(|e| e.into_inner());
         for (tx, nonce) in batch.into_iter().zip(nonces) {
             let counter = match pool.insert(tx, nonce) {
-                Ok(()) => &self.stats.accepted,
+                Ok(_) => &self.stats.accepted,
                 Err(MempoolError::AlreadyKnown) => &self.stats.known,
                 Err(_) => &self.stats.rejected,
             };

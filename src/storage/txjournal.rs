@@ -37,6 +37,8 @@ struct Writer {
     /// Bumped by every rewrite (a new file).
     generation: u64,
     written: u64,
+    /// Bytes the last rewrite left (the size at open before any).
+    rewritten: u64,
 }
 
 /// What [`TxJournal::open`] read back.
@@ -45,6 +47,8 @@ pub struct Recovered {
     pub transactions: Vec<Bytes>,
     /// Bytes after the last whole record (a torn append, or corruption), ignored.
     pub torn_bytes: u64,
+    /// Bytes past [`MAX_JOURNAL_BYTES`], not read.
+    pub unread_bytes: u64,
 }
 
 impl TxJournal {
@@ -66,6 +70,7 @@ impl TxJournal {
                 file,
                 generation: 0,
                 written,
+                rewritten: written,
             }),
             synced: Mutex::new((0, written)),
         };
@@ -79,6 +84,11 @@ impl TxJournal {
     /// Bytes in the journal now.
     pub fn len_bytes(&self) -> u64 {
         self.writer().written
+    }
+
+    /// Bytes the last rewrite left in the journal.
+    pub fn rewritten_bytes(&self) -> u64 {
+        self.writer().rewritten
     }
 
     /// Appends `raw` and returns once it is on disk.
@@ -96,6 +106,20 @@ impl TxJournal {
             w.written += record.len() as u64;
             (w.generation, w.written)
         };
+        self.sync_through(mine)
+    }
+
+    /// Returns once every record appended so far is on disk.
+    pub fn sync(&self) -> std::io::Result<()> {
+        let now = {
+            let w = self.writer();
+            (w.generation, w.written)
+        };
+        self.sync_through(now)
+    }
+
+    /// Syncs the journal through `(generation, offset)` unless another sync covered it.
+    fn sync_through(&self, mine: (u64, u64)) -> std::io::Result<()> {
         let mut synced = self.synced.lock().unwrap_or_else(|e| e.into_inner());
         if synced.0 > mine.0 || (synced.0 == mine.0 && synced.1 >= mine.1) {
             return Ok(()); // another caller's sync covered this record
@@ -122,7 +146,16 @@ impl TxJournal {
         let mut w = self.writer();
         let transactions = held();
         let tmp = self.path.with_extension("rewrite");
-        let mut file = File::create(&tmp)?;
+        // Opened for appending before the rename, so that once the rename lands the writer
+        // moves to the file now at the path, whatever fails after it.
+        match std::fs::remove_file(&tmp) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .create_new(true)
+            .open(&tmp)?;
         let mut written = 0u64;
         for raw in &transactions {
             let record = encode(raw)?;
@@ -131,17 +164,19 @@ impl TxJournal {
         }
         file.sync_all()?;
         std::fs::rename(&tmp, &self.path)?;
-        if let Some(dir) = self.path.parent() {
-            File::open(dir)?.sync_all()?;
-        }
-        let file = std::fs::OpenOptions::new().append(true).open(&self.path)?;
-        w.generation += 1;
+        let generation = w.generation + 1;
         *w = Writer {
             file,
-            generation: w.generation,
+            generation,
             written,
+            rewritten: written,
         };
-        Ok(())
+        // Until the directory is synced a power loss may bring back the old file, which holds
+        // everything the new one does (and more): nothing acknowledged is lost either way.
+        match self.path.parent() {
+            Some(dir) => File::open(dir)?.sync_all(),
+            None => Ok(()),
+        }
     }
 }
 
@@ -164,6 +199,7 @@ fn encode(raw: &[u8]) -> std::io::Result<Vec<u8>> {
 
 /// Every whole record from the start of `file`, up to [`MAX_JOURNAL_BYTES`].
 fn read_records(file: File) -> std::io::Result<Recovered> {
+    let unread_bytes = file.metadata()?.len().saturating_sub(MAX_JOURNAL_BYTES);
     let mut bytes = Vec::new();
     file.take(MAX_JOURNAL_BYTES).read_to_end(&mut bytes)?;
     let mut transactions = Vec::new();
@@ -186,6 +222,7 @@ fn read_records(file: File) -> std::io::Result<Recovered> {
     Ok(Recovered {
         transactions,
         torn_bytes: (bytes.len() - at) as u64,
+        unread_bytes,
     })
 }
 

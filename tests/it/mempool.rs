@@ -551,9 +551,11 @@ proptest! {
                     let slot = (chain, t.sender(), nonce);
                     let len_before = pool.len();
                     match pool.insert(t.clone(), account_nonce) {
-                        Ok(()) => {
+                        Ok(replaced) => {
                             inserted.insert(hash(&t));
-                            if let Some(old) = model.insert(slot, hash(&t)) {
+                            let old = model.insert(slot, hash(&t));
+                            prop_assert_eq!(replaced.as_ref().map(hash), old, "what was replaced");
+                            if let Some(old) = old {
                                 prop_assert_eq!(pool.len(), len_before, "a replacement");
                                 prop_assert!(pool.get(&old).is_none());
                             } else if len_before == config.max_txs {
@@ -681,7 +683,7 @@ fn nonce_too_high_beyond_the_per_account_queue() {
     // A nonce at u64::MAX is judged without overflow.
     assert!(matches!(
         pool.insert(tx(3, u64::MAX, 10), u64::MAX - 1),
-        Err(MempoolError::NonceTooHigh { .. }) | Ok(())
+        Err(MempoolError::NonceTooHigh { .. }) | Ok(None)
     ));
 }
 
