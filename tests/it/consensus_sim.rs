@@ -1977,6 +1977,54 @@ fn n4_a_forged_body_under_a_block_verified_ahead_is_refused() {
     assert_eq!(fresh.nodes[0].machine.rejections().bad_decided, 1);
 }
 
+/// Blocks 2..=4 are held ahead and pass as a batch when block 1 commits. Before block 1 is
+/// applied, a peer sends another body under block 3's header and seal; it is replayed once
+/// block 1 is applied, when height 3 is still verified ahead. A height whose block is
+/// verified takes no more candidates, so the node then holds exactly what a node that never
+/// saw the other body holds (a held copy would spend the byte budget, and could push out
+/// verified blocks further ahead, for a block that can only lose). Kills "no candidates at
+/// heights verified ahead".
+#[test]
+fn n4_a_height_verified_ahead_takes_no_more_candidates() {
+    let mut net = Manual::new(4);
+    net.decide_up_to(Height(4));
+    let chain = net.nodes[0].chain.clone();
+    let mut other = chain[2].clone();
+    other.segments[0].txs = vec![Bytes::from(vec![7u8; 4096])];
+    let decided = |b: &Block| Input::Message(ConsensusMessage::Decided(Box::new(b.clone())));
+    let held_after_block_1 = |intruder: Option<&Block>| {
+        let mut fresh = Manual::new(4);
+        fresh.start_all();
+        fresh.deliver_decided(0, chain[1..].iter().rev());
+        let node = &mut fresh.nodes[0];
+        let out = node
+            .machine
+            .step(decided(&chain[0]), MANUAL_NOW_MS, &mut node.app);
+        assert!(out.iter().any(|o| matches!(o, Output::Committed(_))));
+        assert_eq!(
+            node.machine.best_known_height(),
+            Height(4),
+            "2..=4 verified"
+        );
+        if let Some(block) = intruder {
+            node.machine
+                .step(decided(block), MANUAL_NOW_MS, &mut node.app);
+        }
+        node.app.commit(&chain[0]).unwrap();
+        // Block 1 applied: the intruder is replayed, and block 2 commits (not applied yet).
+        let out = node.machine.step(
+            Input::Applied { height: Height(1) },
+            MANUAL_NOW_MS,
+            &mut node.app,
+        );
+        assert!(out.iter().any(|o| matches!(o, Output::Committed(_))));
+        (node.machine.heights_held_ahead(), node.machine.held_bytes())
+    };
+    let clean = held_after_block_1(None);
+    assert_eq!(clean.0, vec![Height(3), Height(4)]);
+    assert_eq!(held_after_block_1(Some(&other)), clean);
+}
+
 /// A peer fills the byte budget of blocks ahead with junk further ahead; the next block still
 /// finds room, by pushing out the furthest. Kills "nearer blocks ahead push out further ones"
 /// (without it the real block is refused while the junk stays until its height).
