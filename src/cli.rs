@@ -152,12 +152,20 @@ pub struct DevnetArgs {
     /// Consensus nodes.
     #[arg(long, default_value_t = 4)]
     pub cns: usize,
-    /// Servicechains (chain ids 1001, 1002, …).
+    /// The developer's servicechains (chain ids 1001, 1002, …); the load generator has its own.
     #[arg(long, default_value_t = 2)]
     pub servicechains: usize,
-    /// Transfers per second offered by the load generator (0 disables it).
+    /// The first servicechain's chain id, as anvil takes it (the regionchain's is one less; the
+    /// others follow). Default 1001.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(2..=crate::node::devnet::MAX_DEVNET_CHAIN_ID))]
+    pub chain_id: Option<u64>,
+    /// Transfers per second offered by the load generator (0 disables it), on servicechains
+    /// of its own after the developer's.
     #[arg(long, default_value_t = 1000)]
     pub tps: u64,
+    /// Servicechains the load generator spreads its transfers over.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    pub load_chains: u64,
     /// Seconds to run; 0 runs until Ctrl-C.
     #[arg(long, default_value_t = 0)]
     pub duration: u64,
@@ -168,9 +176,18 @@ pub struct DevnetArgs {
     /// The same interval in whole seconds, as anvil takes it (overrides `--round-ms`).
     #[arg(long, value_name = "SECONDS", conflicts_with = "round_ms", value_parser = clap::value_parser!(u64).range(1..=MAX_INTERVAL_MS / 1000))]
     pub block_time: Option<u64>,
-    /// Development accounts sending load.
-    #[arg(long, default_value_t = 64)]
+    /// Development accounts funded and printed, derived from `--mnemonic` (anvil's meaning).
+    #[arg(long, default_value_t = crate::node::accounts::DEV_ACCOUNTS, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(0..=crate::node::accounts::MAX_DEV_ACCOUNTS as u64))]
     pub accounts: usize,
+    /// The BIP-39 phrase development accounts are derived from (`m/44'/60'/0'/0/i`).
+    #[arg(long, default_value = crate::node::accounts::DEV_MNEMONIC)]
+    pub mnemonic: String,
+    /// Ether each development account holds on every servicechain.
+    #[arg(long, value_name = "ETHER", default_value_t = 1_000_000)]
+    pub balance: u64,
+    /// Accounts of the load generator's own.
+    #[arg(long, default_value_t = 64, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=100_000))]
+    pub load_accounts: usize,
     /// Serve Prometheus metrics of every CN on this address (e.g. 127.0.0.1:9100).
     #[arg(long)]
     pub metrics: Option<std::net::SocketAddr>,
@@ -205,15 +222,41 @@ impl DevnetArgs {
 }
 
 fn devnet(args: DevnetArgs, datadir: &Option<PathBuf>, config: &Config) -> anyhow::Result<()> {
-    let devnet = crate::node::devnet::DevnetConfig {
+    let devnet = devnet_config(&args, datadir, config);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let report = crate::node::devnet::run(&devnet, stop, &mut std::io::stdout())?;
+    anyhow::ensure!(
+        report.chains_agree,
+        "CNs committed different blocks at one height"
+    );
+    Ok(())
+}
+
+/// What `kaon devnet` runs, from its flags and the config file.
+fn devnet_config(
+    args: &DevnetArgs,
+    datadir: &Option<PathBuf>,
+    config: &Config,
+) -> crate::node::devnet::DevnetConfig {
+    crate::node::devnet::DevnetConfig {
         cns: args.cns,
+        region: args
+            .chain_id
+            .map_or(crate::node::devnet::DEVNET_REGION, |id| {
+                crate::types::ChainId(id - 1)
+            }),
         servicechains: args.servicechains,
         tps: args.tps,
+        load_chains: args.load_chains as usize,
         duration: (args.duration > 0).then(|| std::time::Duration::from_secs(args.duration)),
         round_ms: args
             .block_time
             .map_or(args.round_ms, |s| s.saturating_mul(1000)),
-        accounts: args.accounts,
+        load_accounts: args.load_accounts,
+        mnemonic: args.mnemonic.clone(),
+        dev_accounts: args.accounts,
+        dev_balance: alloy_primitives::U256::from(args.balance)
+            * alloy_primitives::U256::from(crate::node::devnet::WEI_PER_ETHER),
         datadir: datadir.clone(),
         committee_size: config.consensus.committee_size,
         until_height: None,
@@ -223,14 +266,7 @@ fn devnet(args: DevnetArgs, datadir: &Option<PathBuf>, config: &Config) -> anyho
         rpc_limits: config.rpc.clone(),
         history_blocks: args.history_blocks.or(config.storage.history_blocks),
         ..Default::default()
-    };
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let report = crate::node::devnet::run(&devnet, stop, &mut std::io::stdout())?;
-    anyhow::ensure!(
-        report.chains_agree,
-        "CNs committed different blocks at one height"
-    );
-    Ok(())
+    }
 }
 
 /// `kaon chaos` flags.
@@ -802,6 +838,76 @@ mod tests {
         assert!(
             Cli::try_parse_from(["kaon", "devnet", "--block-time", "1", "--round-ms", "5"])
                 .is_err()
+        );
+    }
+
+    #[test]
+    fn devnet_takes_anvils_chain_id_mnemonic_balance_and_accounts() {
+        let config = |args: &[&str]| {
+            let Command::Devnet(args) = parse(args) else {
+                panic!("not devnet")
+            };
+            devnet_config(&args, &None, &Config::default())
+        };
+        let plain = config(&["devnet"]);
+        assert_eq!(plain.region, crate::types::ChainId(1000));
+        assert_eq!(plain.dev_accounts, 10);
+        assert_eq!(plain.mnemonic, crate::node::accounts::DEV_MNEMONIC);
+        let (mine, load) = plain.chains().unwrap();
+        assert_eq!(
+            mine,
+            vec![crate::types::ChainId(1001), crate::types::ChainId(1002)]
+        );
+        assert_eq!(
+            load,
+            vec![crate::types::ChainId(1003)],
+            "the load has its own"
+        );
+        let phrase = "abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon about";
+        let custom = config(&[
+            "devnet",
+            "--chain-id",
+            "31337",
+            "--mnemonic",
+            phrase,
+            "--balance",
+            "10000",
+            "--accounts",
+            "3",
+            "--load-accounts",
+            "5",
+            "--servicechains",
+            "1",
+            "--load-chains",
+            "2",
+        ]);
+        let (mine, load) = custom.chains().unwrap();
+        assert_eq!(mine, vec![crate::types::ChainId(31337)]);
+        assert_eq!(
+            load,
+            vec![crate::types::ChainId(31338), crate::types::ChainId(31339)]
+        );
+        assert_eq!(custom.mnemonic, phrase);
+        assert_eq!((custom.dev_accounts, custom.load_accounts), (3, 5));
+        assert_eq!(
+            custom.dev_balance,
+            alloy_primitives::U256::from(10_000u64)
+                * alloy_primitives::U256::from(10u64).pow(alloy_primitives::U256::from(18))
+        );
+        // No load, no load chain.
+        let idle = config(&["devnet", "--tps", "0"]);
+        assert!(idle.chains().unwrap().1.is_empty());
+        // Chain ids past the bound, an id whose regionchain would be 0, too many accounts.
+        let refused = |args: &[&str]| {
+            Cli::try_parse_from(std::iter::once("kaon").chain(args.iter().copied())).is_err()
+        };
+        assert!(refused(&["devnet", "--chain-id", "1"]));
+        assert!(refused(&["devnet", "--chain-id", "4294967296"]));
+        assert!(refused(&["devnet", "--accounts", "1001"]));
+        let last = config(&["devnet", "--chain-id", "4294967295"]);
+        assert!(
+            last.chains().is_err(),
+            "the next chains' ids would pass the bound"
         );
     }
 

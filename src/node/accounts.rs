@@ -15,16 +15,33 @@ pub const DEV_MNEMONIC: &str = "test test test test test test test test test tes
 /// How many development accounts `kaon devnet` funds and prints.
 pub const DEV_ACCOUNTS: usize = 10;
 
+/// Most development accounts `kaon devnet --accounts` funds (each one is in every genesis).
+pub const MAX_DEV_ACCOUNTS: usize = 1_000;
+
 /// The first `count` accounts of [`DEV_MNEMONIC`] (`m/44'/60'/0'/0/i`).
 pub fn developer_accounts(count: usize) -> Vec<DevAccount> {
-    let seed = mnemonic_seed(DEV_MNEMONIC);
-    (0..count as u32)
+    // Invariant: derivation fails with probability ~2^-127 per step, and the first accounts
+    // of this fixed mnemonic are checked by the tests.
+    accounts_of(DEV_MNEMONIC, count).expect("derivable dev keys")
+}
+
+/// The first `count` accounts of `mnemonic` along Ethereum's BIP-44 path (`m/44'/60'/0'/0/i`),
+/// as wallets derive them. The phrase is taken as given (UTF-8, BIP-39's seed function); its
+/// words are not checked against a word list.
+pub fn accounts_of(mnemonic: &str, count: usize) -> anyhow::Result<Vec<DevAccount>> {
+    anyhow::ensure!(
+        count <= MAX_DEV_ACCOUNTS,
+        "{count} development accounts: at most {MAX_DEV_ACCOUNTS}"
+    );
+    let count = u32::try_from(count)?;
+    let seed = mnemonic_seed(mnemonic);
+    (0..count)
         .map(|i| {
-            // Invariant: derivation fails with probability ~2^-127 per step, and the first
-            // accounts of this fixed mnemonic are checked by the tests.
-            let secret = derive_secret(&seed, &ethereum_path(i)).expect("derivable dev key");
-            let address = address_of(&secret).expect("valid dev key");
-            DevAccount { secret, address }
+            let secret = derive_secret(&seed, &ethereum_path(i))
+                .map_err(|e| anyhow::anyhow!("development account {i}: {e}"))?;
+            let address =
+                address_of(&secret).map_err(|e| anyhow::anyhow!("development account {i}: {e}"))?;
+            Ok(DevAccount { secret, address })
         })
         .collect()
 }
@@ -49,5 +66,18 @@ mod tests {
             accounts[1].address.to_checksum(None),
             "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"
         );
+    }
+
+    #[test]
+    fn another_mnemonic_gives_other_accounts_and_the_count_is_bounded() {
+        let phrase = "abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon about";
+        let accounts = accounts_of(phrase, 1).unwrap();
+        // What wallets derive at m/44'/60'/0'/0/0 from this BIP-39 test vector's phrase.
+        assert_eq!(
+            accounts[0].address.to_checksum(None),
+            "0x9858EfFD232B4033E47d90003D41EC34EcaEda94"
+        );
+        assert_eq!(accounts_of(DEV_MNEMONIC, 3).unwrap(), developer_accounts(3));
+        assert!(accounts_of(DEV_MNEMONIC, MAX_DEV_ACCOUNTS + 1).is_err());
     }
 }

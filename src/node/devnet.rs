@@ -1,10 +1,11 @@
 //! `kaon devnet`: a whole region in one process — CNs talking BFT over QUIC on 127.0.0.1, each
 //! with its own block log and RocksDB; ranger nodes that sync and audit the chain from them, the
 //! first serving Ethereum JSON-RPC (default 127.0.0.1:8545); development accounts from the
-//! published mnemonic; a load generator of signed transfers; and a status line per second
-//! (height, round, transactions per second, finality latency).
+//! published mnemonic (or the user's); a load generator of signed transfers on servicechains
+//! of its own, so a developer's chain holds only their transactions; and a status line per
+//! second (height, round, transactions per second, finality latency).
 
-use super::accounts::{developer_accounts, DEV_ACCOUNTS, DEV_MNEMONIC};
+use super::accounts::{accounts_of, developer_accounts, DEV_ACCOUNTS, DEV_MNEMONIC};
 use super::loadgen::{dev_account, percentile, DevAccount, FinalityTracker, LoadGen};
 use crate::chain::genesis::Genesis;
 use crate::crypto::bls::SecretKey;
@@ -24,19 +25,34 @@ use std::time::{Duration, Instant};
 /// The regionchain's chain id on a devnet; servicechains follow it (1001, 1002, …).
 pub const DEVNET_REGION: ChainId = ChainId(1000);
 /// Balance of every development account on every servicechain: 10^6 ether.
-pub const DEV_BALANCE_WEI: u128 = 1_000_000 * 1_000_000_000_000_000_000;
+pub const DEV_BALANCE_WEI: u128 = 1_000_000 * WEI_PER_ETHER;
+/// Wei in one ether.
+pub const WEI_PER_ETHER: u128 = 1_000_000_000_000_000_000;
+/// Largest chain id a devnet takes (`--chain-id`): every wallet and library handles it.
+pub const MAX_DEVNET_CHAIN_ID: u64 = u32::MAX as u64;
 
 /// What `kaon devnet` runs.
 #[derive(Debug, Clone)]
 pub struct DevnetConfig {
     pub cns: usize,
+    /// The regionchain's chain id; the servicechains' follow it.
+    pub region: ChainId,
+    /// The developer's servicechains (`region + 1`, …), which the load generator leaves alone.
     pub servicechains: usize,
     /// Transfers per second offered by the load generator (0: none).
     pub tps: u64,
+    /// Servicechains of the load generator's own, after the developer's (when `tps > 0`).
+    pub load_chains: usize,
     /// Stop after this long; `None` runs until Ctrl-C.
     pub duration: Option<Duration>,
     pub round_ms: u64,
-    pub accounts: usize,
+    /// Accounts of the load generator's own.
+    pub load_accounts: usize,
+    /// Development accounts: the first `dev_accounts` of `mnemonic`, each funded with
+    /// `dev_balance` on every servicechain.
+    pub mnemonic: String,
+    pub dev_accounts: usize,
+    pub dev_balance: U256,
     /// Where node data goes; a fresh temporary directory (removed at exit) when `None`.
     pub datadir: Option<PathBuf>,
     pub committee_size: usize,
@@ -63,11 +79,16 @@ impl Default for DevnetConfig {
     fn default() -> Self {
         Self {
             cns: 4,
+            region: DEVNET_REGION,
             servicechains: 2,
             tps: 1_000,
+            load_chains: 1,
             duration: None,
             round_ms: 1_000,
-            accounts: 64,
+            load_accounts: 64,
+            mnemonic: DEV_MNEMONIC.to_string(),
+            dev_accounts: DEV_ACCOUNTS,
+            dev_balance: U256::from(DEV_BALANCE_WEI),
             datadir: None,
             committee_size: crate::consensus::selection::DEFAULT_COMMITTEE_SIZE,
             until_height: None,
@@ -80,6 +101,40 @@ impl Default for DevnetConfig {
             history_blocks: None,
         }
     }
+}
+
+impl DevnetConfig {
+    /// The developer's servicechains and the load generator's (none without load), their
+    /// ids following the region's.
+    pub fn chains(&self) -> anyhow::Result<(Vec<ChainId>, Vec<ChainId>)> {
+        let load = if self.tps > 0 { self.load_chains } else { 0 };
+        let count = self.servicechains.saturating_add(load) as u64;
+        anyhow::ensure!(
+            self.region.0 >= 1
+                && self
+                    .region
+                    .0
+                    .checked_add(count)
+                    .is_some_and(|last| last <= MAX_DEVNET_CHAIN_ID),
+            "chain ids {}..={} do not fit in 1..={MAX_DEVNET_CHAIN_ID}",
+            self.region.0.saturating_add(1),
+            self.region.0.saturating_add(count)
+        );
+        let ids: Vec<ChainId> = (1..=count).map(|k| ChainId(self.region.0 + k)).collect();
+        let (developer, load) = ids.split_at(self.servicechains);
+        Ok((developer.to_vec(), load.to_vec()))
+    }
+}
+
+/// `wei` in ether, as a decimal (`1.5`, `1000000`).
+fn ether(wei: U256) -> String {
+    let unit = U256::from(WEI_PER_ETHER);
+    let (whole, rest) = (wei / unit, wei % unit);
+    if rest.is_zero() {
+        return whole.to_string();
+    }
+    let fraction = format!("{:018}", rest.to::<u128>());
+    format!("{whole}.{}", fraction.trim_end_matches('0'))
 }
 
 /// What a devnet run achieved.
@@ -130,13 +185,12 @@ pub fn run(
         .enable_all()
         .build()?;
     super::process::spawn_signal_watch(&rt, Arc::clone(&stop));
-    let chains: Vec<ChainId> = (1..=config.servicechains as u64)
-        .map(|k| ChainId(DEVNET_REGION.0 + k))
-        .collect();
-    let accounts: Vec<DevAccount> = (0..config.accounts).map(dev_account).collect();
-    let developers = developer_accounts(DEV_ACCOUNTS);
-    let genesis = devnet_genesis(config, &chains, &developers, &accounts);
-    print_banner(out, config, &chains, &accounts, &datadir)?;
+    let (chains, load_chains) = config.chains()?;
+    let accounts: Vec<DevAccount> = (0..config.load_accounts).map(dev_account).collect();
+    let developers = accounts_of(&config.mnemonic, config.dev_accounts)?;
+    let all_chains = [chains.as_slice(), load_chains.as_slice()].concat();
+    let genesis = devnet_genesis(config, &all_chains, &developers, &accounts);
+    print_banner(out, config, &chains, &load_chains, &accounts, &datadir)?;
     let tracker = Arc::new(FinalityTracker::default());
     let nodes = start_nodes(&rt, config, &genesis, &datadir, &tracker)?;
     let rns = start_rns(config, &genesis, &nodes, &datadir)?;
@@ -153,11 +207,11 @@ pub fn run(
                 Some(&datadir.join("rn0")),
                 &stop,
             )?;
-            print_rpc(out, &served, &chains, &developers)?;
+            print_rpc(out, config, &served, &all_chains, &developers)?;
             for i in 0..config.rns {
                 writeln!(
                     out,
-                    "RN {i}: registers for PoSC probes and rewards with development account ({}) {}",
+                    "RN {i}: registers for PoSC probes and rewards with account ({}) of the default mnemonic {}",
                     DEV_ACCOUNTS - 1 - i % DEV_ACCOUNTS,
                     devnet_rn_reward(i).address
                 )?;
@@ -165,7 +219,7 @@ pub fn run(
             if config.miner_pace > 0 {
                 writeln!(
                     out,
-                    "PoR miner: CPU, {} hashes/s, rewards to development account (9) {}; see kaon_popState",
+                    "PoR miner: CPU, {} hashes/s, rewards to account (9) of the default mnemonic {}; see kaon_popState",
                     config.miner_pace,
                     devnet_miner_address()
                 )?;
@@ -197,7 +251,7 @@ pub fn run(
         )?;
         writeln!(out, "metrics: http://{bound}/metrics")?;
     }
-    let loadgen = spawn_loadgen(config, &chains, &accounts, &nodes, &tracker, &stop)?;
+    let loadgen = spawn_loadgen(config, &load_chains, &accounts, &nodes, &tracker, &stop)?;
     let miner = match &rpc {
         Some(rpc) => spawn_miner(config, rpc, &stop)?,
         None => None,
@@ -253,6 +307,11 @@ pub fn run(
     Ok(report)
 }
 
+fn ids(chains: &[ChainId]) -> String {
+    let ids: Vec<String> = chains.iter().map(|c| c.to_string()).collect();
+    ids.join(", ")
+}
+
 fn fmt_ms(v: Option<u64>) -> String {
     v.map_or("-".to_string(), |ms| format!("{ms} ms"))
 }
@@ -261,6 +320,7 @@ fn print_banner(
     out: &mut dyn Write,
     config: &DevnetConfig,
     chains: &[ChainId],
+    load_chains: &[ChainId],
     accounts: &[DevAccount],
     datadir: &std::path::Path,
 ) -> anyhow::Result<()> {
@@ -271,18 +331,23 @@ fn print_banner(
         config.round_ms,
         datadir.display()
     )?;
-    let ids: Vec<String> = chains.iter().map(|c| c.to_string()).collect();
     writeln!(
         out,
-        "regionchain id {DEVNET_REGION}; servicechain ids {}",
-        ids.join(", ")
+        "regionchain id {}; servicechain ids {}",
+        config.region,
+        ids(chains)
     )?;
-    writeln!(
-        out,
-        "load generator: {} transfers/s from {} accounts of its own (key = sha256(\"kaon-devnet-account-<i>\"))",
-        config.tps,
-        accounts.len()
-    )?;
+    if load_chains.is_empty() {
+        writeln!(out, "load generator: off")?;
+    } else {
+        writeln!(
+            out,
+            "load generator: {} transfers/s on servicechain(s) {} of its own, from {} accounts (key = sha256(\"kaon-devnet-account-<i>\"))",
+            config.tps,
+            ids(load_chains),
+            accounts.len()
+        )?;
+    }
     Ok(())
 }
 
@@ -300,11 +365,11 @@ fn devnet_genesis(
     Genesis {
         por_bits: config.por_bits,
         ..Genesis::new(
-            DEVNET_REGION,
+            config.region,
             &keys,
             chains.len(),
             &funded,
-            U256::from(DEV_BALANCE_WEI),
+            config.dev_balance,
             config.round_ms,
             config.committee_size,
         )
@@ -330,7 +395,7 @@ fn spawn_miner(
     if config.miner_pace == 0 {
         return Ok(None);
     }
-    let url = format!("http://{}/chain/{DEVNET_REGION}", rpc.local_addr());
+    let url = format!("http://{}/chain/{}", rpc.local_addr(), config.region);
     let options = super::miner::MineOptions {
         duration: None,
         pace: Some(config.miner_pace),
@@ -384,6 +449,7 @@ fn start_rns(
 
 fn print_rpc(
     out: &mut dyn Write,
+    config: &DevnetConfig,
     rpc: &super::rpc::ServedRpc,
     chains: &[ChainId],
     developers: &[DevAccount],
@@ -392,7 +458,8 @@ fn print_rpc(
     writeln!(out, "JSON-RPC (HTTP and WebSocket) on ranger node 0:")?;
     writeln!(
         out,
-        "  regionchain  {DEVNET_REGION}: http://{addr}/chain/{DEVNET_REGION}"
+        "  regionchain  {0}: http://{addr}/chain/{0}",
+        config.region
     )?;
     for chain in chains {
         writeln!(out, "  servicechain {chain}: http://{addr}/chain/{chain}")?;
@@ -402,8 +469,9 @@ fn print_rpc(
     }
     writeln!(
         out,
-        "development accounts, {} ether each on every servicechain; mnemonic \"{DEV_MNEMONIC}\":",
-        DEV_BALANCE_WEI / 1_000_000_000_000_000_000
+        "development accounts, {} ether each on every servicechain; mnemonic \"{}\":",
+        ether(config.dev_balance),
+        config.mnemonic
     )?;
     for (i, a) in developers.iter().enumerate() {
         writeln!(

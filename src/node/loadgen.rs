@@ -17,7 +17,7 @@ const MAX_IN_FLIGHT: u64 = 64;
 const RESYNC_AFTER: Duration = Duration::from_secs(3);
 
 /// A development account: deterministic key, documented derivation.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DevAccount {
     pub secret: [u8; 32],
     pub address: Address,

@@ -162,7 +162,7 @@ impl Devnet {
             servicechains: 1,
             tps: 0,
             round_ms: 200,
-            accounts: 1,
+            load_accounts: 1,
             datadir: Some(dir.to_path_buf()),
             // A safety net: the test stops the devnet itself.
             duration: Some(Duration::from_secs(300)),

@@ -18,7 +18,7 @@ fn four_cns_commit_the_same_blocks_with_load_over_quic() {
         servicechains: 2,
         tps: 200,
         round_ms: 200,
-        accounts: 8,
+        load_accounts: 8,
         datadir: Some(dir.path().to_path_buf()),
         until_height: Some(5),
         // A safety net, not the expected path: the run stops at height 5 long before this.

@@ -58,7 +58,7 @@ fn ethers_and_solc_against_the_devnet_rpc() {
         servicechains: 2,
         tps: 50,
         round_ms: 300,
-        accounts: 8,
+        load_accounts: 8,
         datadir: Some(dir.path().to_path_buf()),
         // A safety net: the test stops the devnet itself when the script ends.
         duration: Some(Duration::from_secs(300)),
@@ -93,6 +93,22 @@ fn ethers_and_solc_against_the_devnet_rpc() {
         .output()
         .expect("node runs (install Node.js)");
     let shares = pop_shares_on_chain(&url.replace("/chain/1001", "/chain/1000"));
+    // The load generator sends on a servicechain of its own (1003): the developer's chain holds
+    // only what the script sent.
+    let load_account = kaon::node::loadgen::dev_account(0).address;
+    let nonce_on = |chain: &str| {
+        let url = url.replace("/chain/1001", chain);
+        let nonce = rpc_call(
+            &url,
+            "eth_getTransactionCount",
+            serde_json::json!([load_account, "latest"]),
+        );
+        nonce.map(|n| {
+            u64::from_str_radix(n.as_str().unwrap_or("0x0").trim_start_matches("0x"), 16)
+                .unwrap_or(0)
+        })
+    };
+    let (on_1001, on_1003) = (nonce_on("/chain/1001"), nonce_on("/chain/1003"));
     stop.store(true, Ordering::Relaxed);
     let report = devnet.join().unwrap().unwrap();
     let stdout = String::from_utf8_lossy(&script.stdout);
@@ -104,6 +120,11 @@ fn ethers_and_solc_against_the_devnet_rpc() {
         out.text()
     );
     assert!(report.chains_agree, "{report:?}");
+    assert_eq!(on_1001, Ok(0), "no load on the developer's chain");
+    assert!(
+        on_1003.as_ref().is_ok_and(|n| *n > 0),
+        "load on its own chain: {on_1003:?}"
+    );
     let (state, reserve_view) = shares.expect("the devnet miner's shares reach the regionchain");
     assert!(
         reserve_view >= 1,
@@ -114,24 +135,7 @@ fn ethers_and_solc_against_the_devnet_rpc() {
 /// Waits (bounded) until the built-in miner's shares are recorded on the regionchain; returns
 /// `kaon_popState` and the reserve contract's `sharesOf(miner)` read with `eth_call`.
 fn pop_shares_on_chain(region_url: &str) -> Result<(serde_json::Value, u64), String> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(Duration::from_secs(10)))
-        .build()
-        .into();
-    let call = |method: &str, params: serde_json::Value| -> Result<serde_json::Value, String> {
-        let body =
-            serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
-        let text = agent
-            .post(region_url)
-            .header("content-type", "application/json")
-            .send(body.to_string())
-            .map_err(|e| e.to_string())?
-            .body_mut()
-            .read_to_string()
-            .map_err(|e| e.to_string())?;
-        let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
-        Ok(v["result"].clone())
-    };
+    let call = |method: &str, params| rpc_call(region_url, method, params);
     let miner = kaon::node::devnet::devnet_miner_address();
     let selector = &kaon::crypto::hash::keccak256(b"sharesOf(address)")[..4];
     let data = format!("0x{}{:0>64}", hex::encode(selector), hex::encode(miner));
@@ -156,4 +160,27 @@ fn pop_shares_on_chain(region_url: &str) -> Result<(serde_json::Value, u64), Str
         }
         std::thread::sleep(Duration::from_millis(500));
     }
+}
+
+/// One JSON-RPC call to `url` (10 s deadline): its `result`.
+fn rpc_call(
+    url: &str,
+    method: &str,
+    params: serde_json::Value,
+) -> Result<serde_json::Value, String> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .into();
+    let body = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
+    let text = agent
+        .post(url)
+        .header("content-type", "application/json")
+        .send(body.to_string())
+        .map_err(|e| e.to_string())?
+        .body_mut()
+        .read_to_string()
+        .map_err(|e| e.to_string())?;
+    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+    Ok(v["result"].clone())
 }
