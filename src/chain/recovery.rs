@@ -78,6 +78,7 @@ pub fn replay_log(
         .context("the state was never initialised (open it with its genesis first)")?;
     let mut tip = genesis;
     let (mut blocks, mut reexecuted) = (0u64, 0u64);
+    let mut progress = Progress::new(applied);
     for record in log.iter() {
         let (offset, frame) = record?;
         let block: Block = decode_frame(&frame)
@@ -101,6 +102,7 @@ pub fn replay_log(
         on_block(app, &block);
         tip = Tip::of(&block);
         blocks += 1;
+        progress.replayed(tip.height.0, reexecuted);
     }
     anyhow::ensure!(
         applied <= tip.height.0,
@@ -112,6 +114,43 @@ pub fn replay_log(
         blocks,
         reexecuted,
     })
+}
+
+/// How often a long replay says where it is.
+const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Logs a long replay's progress every [`PROGRESS_EVERY`], so an operator watching a node
+/// start sees it working through its block log rather than hanging.
+struct Progress {
+    applied: u64,
+    started: std::time::Instant,
+    next: std::time::Instant,
+}
+
+impl Progress {
+    fn new(applied: u64) -> Self {
+        let started = std::time::Instant::now();
+        Self {
+            applied,
+            started,
+            next: started + PROGRESS_EVERY,
+        }
+    }
+
+    fn replayed(&mut self, height: u64, reexecuted: u64) {
+        let now = std::time::Instant::now();
+        if now < self.next {
+            return;
+        }
+        self.next = now + PROGRESS_EVERY;
+        tracing::info!(
+            height,
+            state_applied = self.applied,
+            reexecuted,
+            seconds = self.started.elapsed().as_secs(),
+            "replaying the block log"
+        );
+    }
 }
 
 /// Writes a committed block, durable in the block log at `log_offset`, to RocksDB: indexes

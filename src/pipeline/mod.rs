@@ -13,6 +13,7 @@ pub mod pool;
 pub mod prober;
 pub mod sigverify;
 pub mod stage;
+pub mod supervisor;
 pub mod topology;
 
 pub use crate::link::{link, LinkReceiver, LinkSender, LinkSnapshot, LinkStats};
@@ -20,3 +21,4 @@ pub use stage::{
     spawn_critical, spawn_critical_stage, spawn_stage, Stage, StageHandle, StageReport,
     EXIT_STAGE_DIED,
 };
+pub use supervisor::Supervisor;

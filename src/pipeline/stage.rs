@@ -115,6 +115,11 @@ impl StageHandle {
         self.name
     }
 
+    /// Whether the stage's thread has ended (joining it will not wait).
+    pub fn is_finished(&self) -> bool {
+        self.thread.is_finished()
+    }
+
     /// Waits for the stage to stop; its error or panic comes back with the stage's name.
     pub fn join(self) -> anyhow::Result<StageReport> {
         match self.thread.join() {

@@ -11,7 +11,7 @@
 //! whole CN. Each link is named `producer_consumer` and sized from [`PipelineConfig`].
 
 use super::sigverify::{RawTxBatch, SigVerify, SigVerifyStats};
-use super::stage::{spawn_critical, spawn_critical_stage, spawn_stage, StageHandle, StageReport};
+use super::stage::{spawn_stage, StageHandle, StageReport};
 use crate::config::PipelineConfig;
 use crate::crypto::tx::{DecodeRules, RecoveredTx};
 use crate::link::{link, LinkReceiver, LinkSender, LinkSnapshot, LinkStats};
@@ -150,10 +150,9 @@ pub struct CnNode {
     pub dropped_inbound: Arc<std::sync::atomic::AtomicU64>,
     /// PoSC probing: rounds in, counters out; aborted first at shutdown.
     pub probes: super::prober::ProbeRounds,
-    prober: tokio::task::AbortHandle,
     links: Vec<Arc<LinkStats>>,
-    stages: Vec<StageHandle>,
-    threads: Vec<std::thread::JoinHandle<anyhow::Result<()>>>,
+    /// The stage threads, the prober and the network, stopped one way.
+    parts: super::Supervisor,
 }
 
 /// A node whose network is bound but not yet connected (ports are known, peers are dialled
@@ -241,32 +240,36 @@ impl BoundCn {
             on_persisted(block);
             rounds.committed(block.header().height, block.header().mix);
         });
-        let stages = vec![
-            spawn_critical_stage(
-                SigVerify::new(
-                    DecodeRules::default(),
-                    sigverify_out,
-                    Arc::clone(&sigverify),
-                )
-                .with_system_queue(shared.clone()),
-                ingress_sigverify,
-            )?,
-            spawn_critical_stage(
-                super::pool::PoolInsert {
-                    shared: shared.clone(),
-                    stats: Arc::clone(&pool),
-                },
-                sigverify_pool,
-            )?,
-            spawn_critical_stage(
-                super::persist::Persist {
-                    log,
-                    state: Arc::clone(&shared.state),
-                    on_persisted,
-                },
-                consensus_persist,
-            )?,
-        ];
+        let mut parts = super::Supervisor::new(format!("CN {}", spec.me));
+        // Shutdown: no more probes, no more peers; the stages then drain in pipeline order
+        // as their inputs close.
+        parts.on_stop(move || prober.abort());
+        let closing = Arc::clone(&net);
+        parts.on_stop(move || closing.close());
+        parts.stage(
+            SigVerify::new(
+                DecodeRules::default(),
+                sigverify_out,
+                Arc::clone(&sigverify),
+            )
+            .with_system_queue(shared.clone()),
+            ingress_sigverify,
+        )?;
+        parts.stage(
+            super::pool::PoolInsert {
+                shared: shared.clone(),
+                stats: Arc::clone(&pool),
+            },
+            sigverify_pool,
+        )?;
+        parts.stage(
+            super::persist::Persist {
+                log,
+                state: Arc::clone(&shared.state),
+                on_persisted,
+            },
+            consensus_persist,
+        )?;
         // After recovery the set in force may differ from genesis (a committed change).
         net.learn_set(Arc::clone(app.cn_set()));
         let machine = new_machine(&spec, &app, &recovered);
@@ -287,18 +290,16 @@ impl BoundCn {
         let router_dropped = Arc::clone(&dropped_inbound);
         let net_inbound = self.net_inbound;
         // A node without its consensus or router thread must not keep running as if healthy.
-        let threads = vec![
-            spawn_critical("consensus", move || consensus.run())?,
-            spawn_critical("net_router", move || {
-                super::consensus::route_inbound(
-                    net_inbound,
-                    consensus_tx,
-                    router_ingress,
-                    router_dropped,
-                );
-                Ok(())
-            })?,
-        ];
+        parts.spawn("consensus", move || consensus.run())?;
+        parts.spawn("net_router", move || {
+            super::consensus::route_inbound(
+                net_inbound,
+                consensus_tx,
+                router_ingress,
+                router_dropped,
+            );
+            Ok(())
+        })?;
         Ok(CnNode {
             me: spec.me,
             ingress,
@@ -309,10 +310,8 @@ impl BoundCn {
             shared,
             dropped_inbound,
             probes: probe_rounds,
-            prober,
             links,
-            stages,
-            threads,
+            parts,
         })
     }
 }
@@ -513,21 +512,11 @@ impl CnNode {
         }
     }
 
-    /// Closes the network, then lets every stage drain and stop in pipeline order.
+    /// Stops probing, closes the network and the ingress, then lets every stage drain and
+    /// stop in pipeline order ([`super::Supervisor::shutdown`]).
     pub fn shutdown(self) -> anyhow::Result<()> {
-        self.prober.abort();
-        self.net.close();
         drop(self.ingress);
-        for thread in self.threads {
-            match thread.join() {
-                Ok(result) => result?,
-                Err(_) => anyhow::bail!("CN {} thread panicked", self.me),
-            }
-        }
-        for stage in self.stages {
-            stage.join()?;
-        }
-        Ok(())
+        self.parts.shutdown()
     }
 }
 

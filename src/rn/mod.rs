@@ -191,24 +191,19 @@ impl RnNode {
             params: config.genesis.params(),
             claims: Default::default(),
         };
-        let threads = vec![
-            std::thread::Builder::new()
-                .name("rn_sync".into())
-                .spawn(move || driver.run())?,
-            std::thread::Builder::new()
-                .name("rn_audit".into())
-                .spawn(move || {
-                    auditor.run().inspect_err(|e| {
-                        tracing::error!(error = %e, "the auditor stopped; this RN no longer advances")
-                    })
-                })?,
-        ];
-        Ok(RnHandle {
-            view,
-            stop,
-            threads,
-            rt: Some(rt),
-        })
+        // Shutdown: syncing stops, the auditor finishes what it holds (its input closes when
+        // the sync driver ends), the network closes, the runtime goes last. An RN whose sync
+        // or audit thread died would serve a chain that no longer advances: both are critical.
+        let mut parts = crate::pipeline::Supervisor::new("RN");
+        parts.on_stop(move || {
+            let _ = stop.send(true);
+        });
+        parts.spawn("rn_sync", move || driver.run())?;
+        parts.spawn("rn_audit", move || auditor.run())?;
+        let closing = Arc::clone(&view.net);
+        parts.on_stopped(move || closing.close());
+        parts.own_runtime(rt);
+        Ok(RnHandle { view, parts })
     }
 }
 
@@ -530,12 +525,11 @@ impl RnView {
     }
 }
 
-/// A running RN: its read view (dereferences to [`RnView`]) and what stops it.
+/// A running RN: its read view (dereferences to [`RnView`]) and its parts (sync and audit
+/// threads, network, runtime), stopped one way ([`crate::pipeline::Supervisor`]).
 pub struct RnHandle {
     view: RnView,
-    stop: tokio::sync::watch::Sender<bool>,
-    threads: Vec<std::thread::JoinHandle<anyhow::Result<()>>>,
-    rt: Option<tokio::runtime::Runtime>,
+    parts: crate::pipeline::Supervisor,
 }
 
 impl std::ops::Deref for RnHandle {
@@ -553,37 +547,8 @@ impl RnHandle {
     }
 
     /// Stops syncing, lets the auditor finish what it holds, closes the network. The datadir
-    /// can then be reopened by a new [`RnNode::start`].
-    pub fn shutdown(mut self) -> anyhow::Result<()> {
-        self.stop_all()
-    }
-
-    fn stop_all(&mut self) -> anyhow::Result<()> {
-        let _ = self.stop.send(true);
-        let mut result = Ok(());
-        for thread in self.threads.drain(..) {
-            let outcome = thread
-                .join()
-                .map_err(|_| anyhow::anyhow!("an RN thread panicked"))
-                .and_then(|r| r);
-            if result.is_ok() {
-                result = outcome;
-            }
-        }
-        self.view.net.close();
-        if let Some(rt) = self.rt.take() {
-            rt.shutdown_timeout(std::time::Duration::from_secs(2));
-        }
-        result
-    }
-}
-
-impl Drop for RnHandle {
-    fn drop(&mut self) {
-        if self.rt.is_some() {
-            if let Err(e) = self.stop_all() {
-                tracing::error!(error = %e, "ranger node stopped with an error");
-            }
-        }
+    /// can then be reopened by a new [`RnNode::start`]. (Dropping the handle does the same.)
+    pub fn shutdown(self) -> anyhow::Result<()> {
+        self.parts.shutdown()
     }
 }
