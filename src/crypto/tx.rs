@@ -32,7 +32,7 @@ mod recover;
 mod signed;
 mod transaction;
 
-pub use envelope::{DecodeRules, Signature, SignedTransaction};
+pub use envelope::{check_signature, DecodeRules, Signature, SignedTransaction};
 pub use recover::{
     address_of, decode_recover_batch, recover_all, recover_batch, recover_digest, sign_digest,
     RecoveredTx, RECOVER_MIN_BATCH,

@@ -2,9 +2,7 @@
 //! Nothing is written. As in geth, a request without a fee runs with a zero gas price and a
 //! zero base fee, so it needs no balance for gas; the nonce is not checked.
 
-use super::evm::{
-    access_list, block_env, build_evm, finish_evm, revm_kind, transact, Ran, SegmentDb,
-};
+use super::evm::{block_env, build_evm, finish_evm, transact, Ran, SegmentDb};
 use super::receipt::{Halt, InvalidReason, Log, TxOutcome};
 use super::state::{StateError, StateRead};
 use super::{BlockContext, EvmExecutor};
@@ -245,12 +243,12 @@ pub(super) fn call_env(
         caller: req.from.unwrap_or(Address::ZERO),
         gas_limit,
         gas_price: req.fee_cap().unwrap_or(0),
-        kind: revm_kind(req.to.map_or(TxKind::Create, TxKind::Call)),
+        kind: req.to.map_or(TxKind::Create, TxKind::Call),
         value: req.value.unwrap_or_default(),
         data: req.input.clone(),
         nonce: req.nonce.unwrap_or(0),
         chain_id: Some(chain.0),
-        access_list: access_list(&req.access_list),
+        access_list: req.access_list.clone(),
         gas_priority_fee: dynamic.then(|| req.max_priority_fee_per_gas.unwrap_or(0)),
         ..TxEnv::default()
     };

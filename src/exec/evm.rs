@@ -17,7 +17,6 @@ use revm::context::result::{
     EVMError, ExecResultAndState, ExecutionResult, HaltReason, InvalidTransaction, Output,
     ResultGas,
 };
-use revm::context::transaction::{AccessList, AccessListItem};
 use revm::context::{BlockEnv, Evm, TxEnv};
 use revm::context_interface::local::FrameStack;
 use revm::handler::instructions::EthInstructions;
@@ -263,36 +262,14 @@ fn tx_env(tx: &Transaction, sender: Address) -> TxEnv {
         caller: sender,
         gas_limit: tx.gas_limit(),
         gas_price: tx.max_fee_per_gas(),
-        kind: revm_kind(tx.kind()),
+        kind: tx.kind(),
         value: tx.value(),
         data: tx.input().clone(),
         nonce: tx.nonce(),
         chain_id: tx.chain_id().map(ChainId::get),
-        access_list: tx
-            .access_list()
-            .map_or_else(AccessList::default, access_list),
+        access_list: tx.access_list().cloned().unwrap_or_default(),
         gas_priority_fee: tx.max_priority_fee_per_gas(),
         ..TxEnv::default()
-    }
-}
-
-/// The EVM's form of an EIP-2930 access list.
-pub(super) fn access_list(list: &crate::crypto::tx::AccessList) -> AccessList {
-    AccessList(
-        list.0
-            .iter()
-            .map(|item| AccessListItem {
-                address: item.address,
-                storage_keys: item.storage_keys.clone(),
-            })
-            .collect(),
-    )
-}
-
-pub(super) fn revm_kind(kind: TxKind) -> revm::primitives::TxKind {
-    match kind {
-        TxKind::Call(to) => revm::primitives::TxKind::Call(to),
-        TxKind::Create => revm::primitives::TxKind::Create,
     }
 }
 

@@ -22,7 +22,7 @@ use crate::chain::region::RegionState;
 use crate::chain::servicechain::segment_hash;
 use crate::consensus::machine::Tip;
 use crate::crypto::hash::keccak256;
-use crate::crypto::tx::{AccessList, AccessListItem, RecoveredTx, SignedTransaction};
+use crate::crypto::tx::{RecoveredTx, SignedTransaction};
 use crate::exec::{
     self, BlockContext, EvmExecutor, StateRead, TxOutcome, BASE_FEE_WEI, FEE_COLLECTOR,
     SEGMENT_GAS_LIMIT, TRANSFER_GAS,
@@ -354,16 +354,7 @@ impl ChainRpc {
             value: Some(request.value),
             input: request.input.clone(),
             nonce: request.nonce,
-            access_list: AccessList(
-                request
-                    .access_list
-                    .iter()
-                    .map(|e| AccessListItem {
-                        address: e.address,
-                        storage_keys: e.storage_keys.clone(),
-                    })
-                    .collect(),
-            ),
+            access_list: request.access_list.clone(),
         }
     }
 

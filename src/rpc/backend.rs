@@ -39,14 +39,7 @@ pub struct CallRequest {
     pub value: U256,
     pub input: Bytes,
     pub nonce: Option<u64>,
-    pub access_list: Vec<AccessListEntry>,
-}
-
-/// One EIP-2930 access-list entry of a [`CallRequest`].
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct AccessListEntry {
-    pub address: Address,
-    pub storage_keys: Vec<B256>,
+    pub access_list: crate::crypto::tx::AccessList,
 }
 
 /// `eth_createAccessList`'s answer, as geth gives it.

@@ -174,7 +174,7 @@ pub(crate) struct TxJson<'a> {
 pub(crate) fn transaction(t: &RpcTransaction) -> TxJson<'_> {
     let tx = t.tx.tx();
     let sig = t.tx.signature();
-    let parity = u128::from(sig.y_parity);
+    let parity = u128::from(sig.v());
     let typed = tx.tx_type() != TxType::Legacy;
     let v = match tx {
         Transaction::Legacy(l) => match l.chain_id {
@@ -207,8 +207,8 @@ pub(crate) fn transaction(t: &RpcTransaction) -> TxJson<'_> {
         access_list: tx.access_list().map(|a| AccessListJson(&a.0)),
         chain_id: tx.chain_id().map(|c| q(c.get())),
         v: Quantity(v),
-        r: BigQuantity(sig.r),
-        s: BigQuantity(sig.s),
+        r: BigQuantity(sig.r()),
+        s: BigQuantity(sig.s()),
         y_parity: typed.then_some(Quantity(parity)),
     }
 }

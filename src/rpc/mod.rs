@@ -31,8 +31,7 @@ mod types;
 mod ws;
 
 pub use backend::{
-    AccessListEntry, BackendError, CallRequest, LogFilter, LogQuery, RpcAccessList, RpcBackend,
-    StateAt, SubmitError,
+    BackendError, CallRequest, LogFilter, LogQuery, RpcAccessList, RpcBackend, StateAt, SubmitError,
 };
 pub use error::RpcError;
 pub use metrics::RpcMetrics;

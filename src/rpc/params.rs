@@ -2,7 +2,7 @@
 //! (quantities, block tags and EIP-1898 block ids, call objects, log filters), parsed the way
 //! geth and the tools agree on, with geth's error messages.
 
-use super::backend::{AccessListEntry, LogFilter};
+use super::backend::LogFilter;
 use super::error::RpcError;
 use super::jsonrpc::{bounded_array, SeqError};
 use alloy_primitives::{Address, Bytes, B256, U256};
@@ -286,15 +286,17 @@ impl CallArgs {
         }
     }
 
-    pub(crate) fn access_list(&self) -> Vec<AccessListEntry> {
-        self.access_list
-            .iter()
-            .flatten()
-            .map(|a| AccessListEntry {
-                address: a.address,
-                storage_keys: a.storage_keys.clone(),
-            })
-            .collect()
+    pub(crate) fn access_list(&self) -> crate::crypto::tx::AccessList {
+        crate::crypto::tx::AccessList(
+            self.access_list
+                .iter()
+                .flatten()
+                .map(|a| crate::crypto::tx::AccessListItem {
+                    address: a.address,
+                    storage_keys: a.storage_keys.clone(),
+                })
+                .collect(),
+        )
     }
 }
 

@@ -732,10 +732,10 @@ fn rpc_transactions_and_receipts_are_encoded_like_geth() {
         "type": "0x2",
         "accessList": [],
         "chainId": "0x3e9",
-        "v": format!("{:#x}", u8::from(sig.y_parity)),
-        "r": format!("{:#x}", sig.r),
-        "s": format!("{:#x}", sig.s),
-        "yParity": format!("{:#x}", u8::from(sig.y_parity)),
+        "v": format!("{:#x}", u8::from(sig.v())),
+        "r": format!("{:#x}", sig.r()),
+        "s": format!("{:#x}", sig.s()),
+        "yParity": format!("{:#x}", u8::from(sig.v())),
     });
     assert_eq!(got, expected);
     assert_eq!(
@@ -1053,7 +1053,7 @@ fn rpc_send_raw_transaction() {
         "eth_getTransactionByHash",
         json!([hash["result"]]),
     );
-    let v = 1002 * 2 + 35 + u64::from(legacy.signature().y_parity);
+    let v = 1002 * 2 + 35 + u64::from(legacy.signature().v());
     assert_eq!(got["result"]["v"], format!("{v:#x}"));
     assert_eq!(got["result"]["to"], Value::Null);
     assert_eq!(got["result"]["type"], "0x0");

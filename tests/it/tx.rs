@@ -72,14 +72,7 @@ fn eip155_worked_example() {
         "46948507304638947509940763649030358759909902576025900602547168820602576006531",
     )
     .unwrap();
-    assert_eq!(
-        signed.signature(),
-        &Signature {
-            r,
-            s,
-            y_parity: false
-        }
-    );
+    assert_eq!(signed.signature(), &Signature::new(r, s, false));
     assert_eq!(hex::encode(signed.raw()), EIP155_SIGNED);
     // v = 37 = 1 * 2 + 35 + 0 sits just after the data field.
     assert_eq!(signed.raw()[signed.encoded_len() - 67], 37);
@@ -222,10 +215,10 @@ fn fixtures_signed_by_eth_account_decode_recover_and_reencode() {
         );
         let v = f["v"].as_u64().unwrap();
         let sig = signed.signature();
-        assert_eq!(sig.r, json_u256(&f["r"]), "{name}");
-        assert_eq!(sig.s, json_u256(&f["s"]), "{name}");
+        assert_eq!(sig.r(), json_u256(&f["r"]), "{name}");
+        assert_eq!(sig.s(), json_u256(&f["s"]), "{name}");
         assert_eq!(
-            sig.y_parity,
+            sig.v(),
             if ty == TxType::Legacy {
                 (v - 27) % 2 == 1
             } else {
@@ -304,8 +297,8 @@ fn example_items() -> Vec<Vec<u8>> {
         enc(U256::from(10u64).pow(U256::from(18))),
         enc(Bytes::new()),
         enc(37u64),
-        enc(sig.r),
-        enc(sig.s),
+        enc(sig.r()),
+        enc(sig.s()),
     ]
 }
 
@@ -483,14 +476,14 @@ fn typed_y_parity_must_be_a_bit() {
             enc(Bytes::new()),
             enc(AccessList::default()),
             enc(y),
-            enc(sig.r),
-            enc(sig.s),
+            enc(sig.r()),
+            enc(sig.s()),
         ];
         let mut raw = vec![0x02];
         raw.extend(rlp_list(&body));
         raw
     };
-    let good = items(u64::from(sig.y_parity));
+    let good = items(u64::from(sig.v()));
     assert_eq!(good, signed.raw().to_vec());
     assert_eq!(
         SignedTransaction::decode(&items(2)),
@@ -507,10 +500,11 @@ fn r_off_the_curve_fails_recovery_without_panicking() {
     let signed = eip155_example().sign(&[0x46; 32]).unwrap();
     let mut failures = 0;
     for r in 1u64..64 {
-        let sig = Signature {
-            r: U256::from(r),
-            ..*signed.signature()
-        };
+        let sig = Signature::new(
+            U256::from(r),
+            signed.signature().s(),
+            signed.signature().v(),
+        );
         let tampered = SignedTransaction::new(signed.tx().clone(), sig).unwrap();
         match tampered.recover_sender() {
             Err(TxError::InvalidSignature) => failures += 1,
@@ -843,7 +837,7 @@ proptest! {
                 if !tamper {
                     return signed;
                 }
-                let sig = Signature { r: U256::from(i as u64 + 1), ..*signed.signature() };
+                let sig = Signature::new(U256::from(i as u64 + 1), signed.signature().s(), signed.signature().v());
                 SignedTransaction::new(signed.tx().clone(), sig).unwrap()
             })
             .collect();

@@ -41,35 +41,21 @@ impl Default for DecodeRules {
     }
 }
 
-/// An ECDSA signature as transactions carry it; `y_parity` selects which of the two curve
-/// points with x-coordinate `r` signed.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
-pub struct Signature {
-    pub r: U256,
-    pub s: U256,
-    pub y_parity: bool,
-}
+/// An ECDSA signature as transactions carry it (alloy's): `y_parity` (`v()`) selects which of
+/// the two curve points with x-coordinate `r` signed.
+pub use alloy_primitives::Signature;
 
-impl Signature {
-    /// The checks that need no curve arithmetic: `r` and `s` in `[1, n)` and `s <= n/2`.
-    pub fn check(&self) -> Result<(), TxError> {
-        let in_range = |x: U256| !x.is_zero() && x < SECP256K1_N;
-        if !in_range(self.r) || !in_range(self.s) {
-            return Err(TxError::SignatureOutOfRange);
-        }
-        if self.s > SECP256K1_HALF_N {
-            return Err(TxError::HighS);
-        }
-        Ok(())
+/// The checks on a signature that need no curve arithmetic: `r` and `s` in `[1, n)` and
+/// `s <= n/2` (EIP-2's low-s rule).
+pub fn check_signature(signature: &Signature) -> Result<(), TxError> {
+    let in_range = |x: U256| !x.is_zero() && x < SECP256K1_N;
+    if !in_range(signature.r()) || !in_range(signature.s()) {
+        return Err(TxError::SignatureOutOfRange);
     }
-
-    /// `r ‖ s` as 64 big-endian bytes (libsecp256k1's compact form).
-    pub fn to_compact(&self) -> [u8; 64] {
-        let mut out = [0u8; 64];
-        out[..32].copy_from_slice(&self.r.to_be_bytes::<32>());
-        out[32..].copy_from_slice(&self.s.to_be_bytes::<32>());
-        out
+    if signature.s() > SECP256K1_HALF_N {
+        return Err(TxError::HighS);
     }
+    Ok(())
 }
 
 /// A transaction with its signature, its raw envelope and its hash. It exists only in a
@@ -107,7 +93,7 @@ impl SignedTransaction {
             byte @ 0x80..=0xbf => return Err(TxError::NotAnEnvelope(byte)),
             byte => return Err(TxError::UnsupportedType(byte)),
         };
-        signature.check()?;
+        check_signature(&signature)?;
         let hash = keccak256(&raw);
         Ok(Self {
             tx,
@@ -120,7 +106,7 @@ impl SignedTransaction {
     /// Signs nothing: joins a transaction and an existing signature, encoding the envelope.
     /// Unprotected legacy transactions are allowed here (decoding is where the rule applies).
     pub fn new(tx: Transaction, signature: Signature) -> Result<Self, TxError> {
-        signature.check()?;
+        check_signature(&signature)?;
         let v = match &tx {
             Transaction::Legacy(LegacyTx {
                 chain_id: Some(chain_id),
@@ -128,15 +114,15 @@ impl SignedTransaction {
             }) => chain_id
                 .get()
                 .checked_mul(2)
-                .and_then(|v| v.checked_add(EIP155_V_BASE + u64::from(signature.y_parity)))
+                .and_then(|v| v.checked_add(EIP155_V_BASE + u64::from(signature.v())))
                 .ok_or(TxError::ChainIdTooLarge(chain_id.get()))?,
             Transaction::Legacy(LegacyTx { chain_id: None, .. }) => {
-                LEGACY_V_BASE + u64::from(signature.y_parity)
+                LEGACY_V_BASE + u64::from(signature.v())
             }
-            _ => u64::from(signature.y_parity),
+            _ => u64::from(signature.v()),
         };
         let payload_length =
-            tx.fields_len() + v.length() + signature.r.length() + signature.s.length();
+            tx.fields_len() + v.length() + signature.r().length() + signature.s().length();
         let header = Header {
             list: true,
             payload_length,
@@ -148,8 +134,8 @@ impl SignedTransaction {
         header.encode(&mut out);
         tx.encode_fields(&mut out);
         v.encode(&mut out);
-        signature.r.encode(&mut out);
-        signature.s.encode(&mut out);
+        signature.r().encode(&mut out);
+        signature.s().encode(&mut out);
         let hash = keccak256(&out);
         Ok(Self {
             tx,
@@ -316,7 +302,7 @@ fn decode_legacy(raw: &Bytes, rules: &DecodeRules) -> Result<(Transaction, Signa
         value,
         input,
     };
-    Ok((tx.into(), Signature { r, s, y_parity }))
+    Ok((tx.into(), Signature::new(r, s, y_parity)))
 }
 
 fn decode_eip2930(raw: &Bytes) -> Result<(Transaction, Signature), TxError> {
@@ -360,5 +346,5 @@ fn typed_signature(mut f: Fields<'_>) -> Result<Signature, TxError> {
     let r = f.next("r")?;
     let s = f.next("s")?;
     f.finish()?;
-    Ok(Signature { r, s, y_parity })
+    Ok(Signature::new(r, s, y_parity))
 }

@@ -7,7 +7,7 @@ use rayon::prelude::*;
 use secp256k1::ecdsa::{RecoverableSignature, RecoveryId};
 use secp256k1::{Message, PublicKey, SecretKey, SECP256K1};
 
-use super::envelope::{DecodeRules, Signature, SignedTransaction};
+use super::envelope::{check_signature, DecodeRules, Signature, SignedTransaction};
 use super::transaction::Transaction;
 use super::TxError;
 
@@ -77,16 +77,16 @@ pub fn sign_digest(secret: &[u8; 32], digest: B256) -> Result<Signature, TxError
         // signatures cannot express that.
         _ => return Err(TxError::InvalidSignature),
     };
-    Ok(Signature {
-        r: U256::from_be_slice(&compact[..32]),
-        s: U256::from_be_slice(&compact[32..]),
+    Ok(Signature::new(
+        U256::from_be_slice(&compact[..32]),
+        U256::from_be_slice(&compact[32..]),
         y_parity,
-    })
+    ))
 }
 
 /// The address whose key made `signature` over `digest` (ecrecover).
 pub fn recover_digest(digest: B256, signature: &Signature) -> Result<Address, TxError> {
-    signature.check()?;
+    check_signature(signature)?;
     recover_address(digest, signature)
 }
 
@@ -124,9 +124,13 @@ pub fn decode_recover_batch<B: AsRef<[u8]> + Sync>(
 }
 
 fn recover_address(hash: B256, signature: &Signature) -> Result<Address, TxError> {
-    let recovery_id = RecoveryId::try_from(i32::from(signature.y_parity))
-        .map_err(|_| TxError::InvalidSignature)?;
-    let signature = RecoverableSignature::from_compact(&signature.to_compact(), recovery_id)
+    let recovery_id =
+        RecoveryId::try_from(i32::from(signature.v())).map_err(|_| TxError::InvalidSignature)?;
+    // `r ‖ s` as 64 big-endian bytes: libsecp256k1's compact form.
+    let mut compact = [0u8; 64];
+    compact[..32].copy_from_slice(&signature.r().to_be_bytes::<32>());
+    compact[32..].copy_from_slice(&signature.s().to_be_bytes::<32>());
+    let signature = RecoverableSignature::from_compact(&compact, recovery_id)
         .map_err(|_| TxError::InvalidSignature)?;
     let public_key = SECP256K1
         .recover_ecdsa(Message::from_digest(hash.0), &signature)

@@ -28,19 +28,15 @@ impl<T: Signable> AccountSigned<T> {
         let sig = sign_digest(secret, spec.digest())?;
         Ok(Self {
             spec,
-            r: sig.r,
-            s: sig.s,
-            y_parity: sig.y_parity,
+            r: sig.r(),
+            s: sig.s(),
+            y_parity: sig.v(),
         })
     }
 
     /// Whether the signature is valid and made by `account`'s key.
     pub fn is_signed_by(&self, account: Address) -> bool {
-        let signature = Signature {
-            r: self.r,
-            s: self.s,
-            y_parity: self.y_parity,
-        };
+        let signature = Signature::new(self.r, self.s, self.y_parity);
         recover_digest(self.spec.digest(), &signature).is_ok_and(|signer| signer == account)
     }
 }

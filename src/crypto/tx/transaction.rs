@@ -2,10 +2,7 @@
 //! (what the sender signs) and the signed envelope (what goes on the wire).
 
 use alloy_primitives::{keccak256, Address, Bytes, B256, U256};
-use alloy_rlp::{
-    BufMut, Decodable, Encodable, Header, RlpDecodable, RlpDecodableWrapper, RlpEncodable,
-    RlpEncodableWrapper, EMPTY_STRING_CODE,
-};
+use alloy_rlp::{BufMut, Encodable, Header, EMPTY_STRING_CODE};
 use std::fmt;
 
 use crate::types::ChainId;
@@ -42,68 +39,11 @@ impl fmt::Display for TxType {
     }
 }
 
-/// The `to` field: a call to an account, or contract creation (the empty string on the wire).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
-pub enum TxKind {
-    Call(Address),
-    #[default]
-    Create,
-}
-
-impl TxKind {
-    /// The callee, `None` for contract creation.
-    pub const fn to(&self) -> Option<&Address> {
-        match self {
-            Self::Call(address) => Some(address),
-            Self::Create => None,
-        }
-    }
-}
-
-impl Encodable for TxKind {
-    fn encode(&self, out: &mut dyn BufMut) {
-        match self {
-            Self::Call(address) => address.encode(out),
-            Self::Create => out.put_u8(EMPTY_STRING_CODE),
-        }
-    }
-
-    fn length(&self) -> usize {
-        match self {
-            Self::Call(address) => address.length(),
-            Self::Create => 1,
-        }
-    }
-}
-
-impl Decodable for TxKind {
-    fn decode(buf: &mut &[u8]) -> alloy_rlp::Result<Self> {
-        let bytes = Header::decode_bytes(buf, false)?;
-        match bytes.len() {
-            0 => Ok(Self::Create),
-            20 => Ok(Self::Call(Address::from_slice(bytes))),
-            _ => Err(alloy_rlp::Error::UnexpectedLength),
-        }
-    }
-}
-
-/// One EIP-2930 access list entry: an account and the storage slots the transaction declares.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, RlpEncodable, RlpDecodable)]
-pub struct AccessListItem {
-    pub address: Address,
-    pub storage_keys: Vec<B256>,
-}
-
-/// EIP-2930 access list (also carried by EIP-1559 transactions).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, RlpEncodableWrapper, RlpDecodableWrapper)]
-pub struct AccessList(pub Vec<AccessListItem>);
-
-impl AccessList {
-    /// Number of storage keys over all entries (EIP-2930 charges gas per key).
-    pub fn storage_key_count(&self) -> usize {
-        self.0.iter().map(|item| item.storage_keys.len()).sum()
-    }
-}
+/// The `to` field (a call to an account, or contract creation: the empty string on the wire)
+/// and the EIP-2930 access list are alloy's types, the ones revm executes: a transaction goes
+/// to the EVM without converting them.
+pub use alloy_eip2930::{AccessList, AccessListItem};
+pub use alloy_primitives::TxKind;
 
 /// A legacy transaction; `chain_id` is `Some` when it is EIP-155 replay protected.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
