@@ -288,3 +288,234 @@ pub fn notify_after(
         server.committed(block.header().height);
     })
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::crypto::bls::SignatureBytes;
+    use crate::storage::blocklog::{BlockLog, BlockLogOptions};
+    use crate::storage::store::BlockIndex;
+    use crate::types::{
+        ChainId, CnIndex, CommitCertificate, Header, Round, SealedHeader, Segment, SignerBitmap,
+    };
+    use alloy_primitives::{Bytes, B256};
+
+    /// An unsealed block at `height` on `parent`, with `pad` bytes of transaction data in one
+    /// segment (none when 0): for code that checks neither seal nor contents.
+    pub(crate) fn block(height: u64, parent: BlockHash, pad: usize) -> Block {
+        let header = Header {
+            version: crate::types::block::HEADER_VERSION,
+            region: ChainId(1000),
+            height: Height(height),
+            round: Round(0),
+            parent,
+            timestamp_ms: height,
+            proposer: CnIndex(0),
+            random_reveal: SignatureBytes::default(),
+            mix: B256::ZERO,
+            cn_set_root: B256::ZERO,
+            next_cn_set: Vec::new(),
+            segments: Vec::new(),
+        };
+        let seal = CommitCertificate {
+            round: Round(0),
+            signers: SignerBitmap::default(),
+            aggregate: SignatureBytes::default(),
+        };
+        let segments = (pad > 0)
+            .then(|| Segment {
+                chain_id: ChainId(1000),
+                txs: vec![Bytes::from(vec![0xab; pad])],
+            })
+            .into_iter()
+            .collect();
+        Block {
+            sealed: SealedHeader { header, seal },
+            segments,
+        }
+    }
+
+    /// Blocks `1..=n` of `pad` bytes each, appended to a log and indexed in `dir`; the log
+    /// writer is returned to keep it open.
+    fn served(
+        dir: &std::path::Path,
+        n: u64,
+        pad: usize,
+    ) -> (Arc<BlockServer>, Vec<Block>, BlockLog) {
+        let options = BlockLogOptions {
+            preallocate_bytes: 0,
+            ..Default::default()
+        };
+        let (mut log, _) = BlockLog::open(dir.join("blocks.log"), options).unwrap();
+        let store = Arc::new(Store::open(dir.join("db")).unwrap());
+        let mut blocks: Vec<Block> = Vec::new();
+        for h in 1..=n {
+            let parent = blocks.last().map_or(BlockHash(B256::ZERO), Block::hash);
+            blocks.push(block(h, parent, pad));
+        }
+        let frames: Vec<Vec<u8>> = blocks.iter().map(encode_frame).collect();
+        let refs: Vec<&[u8]> = frames.iter().map(Vec::as_slice).collect();
+        let offsets = log.append_batch(&refs).unwrap();
+        let mut batch = store.batch();
+        for (b, offset) in blocks.iter().zip(offsets) {
+            batch.index_block(&BlockIndex {
+                height: b.header().height.0,
+                hash: b.hash().0 .0,
+                log_offset: offset.0,
+                txs: &[],
+            });
+        }
+        batch.commit().unwrap();
+        let server = BlockServer::new(ChainReader::new(log.reader(), store)).unwrap();
+        (server, blocks, log)
+    }
+
+    fn request(from: u64, max_blocks: u32, max_bytes: u32) -> BlockRangeRequest {
+        BlockRangeRequest {
+            from: Height(from),
+            max_blocks,
+            max_bytes,
+            wait_ms: 0,
+        }
+    }
+
+    fn heights(response: &BlockRangeResponse) -> Vec<u64> {
+        response
+            .blocks
+            .iter()
+            .map(|b| b.header().height.0)
+            .collect()
+    }
+
+    #[test]
+    fn a_range_is_the_consecutive_stored_blocks_and_stops_at_the_head() {
+        let dir = tempfile::tempdir().unwrap();
+        let (server, blocks, _log) = served(dir.path(), 5, 10);
+        let asked = request(3, 100, MAX_RANGE_BYTES);
+        let response = server.read_range(&asked).unwrap();
+        assert_eq!(response.head, Height(5));
+        assert_eq!(response.blocks, blocks[2..].to_vec());
+        assert!(response.fits(&asked));
+        assert_eq!(server.stats.requests.load(Ordering::Relaxed), 1);
+        assert_eq!(server.stats.blocks.load(Ordering::Relaxed), 3);
+        // Through the reader too: by height and by hash, nothing past the head.
+        assert_eq!(
+            server.chain.block_at(Height(4)).unwrap().as_ref(),
+            Some(&blocks[3])
+        );
+        assert_eq!(
+            server
+                .chain
+                .block_by_hash(&blocks[0].hash())
+                .unwrap()
+                .as_ref(),
+            Some(&blocks[0])
+        );
+        assert_eq!(server.chain.block_at(Height(6)).unwrap(), None);
+        assert_eq!(
+            server.chain.block_by_hash(&BlockHash(B256::ZERO)).unwrap(),
+            None
+        );
+    }
+
+    #[test]
+    fn hostile_heights_get_an_empty_answer_naming_the_head() {
+        let dir = tempfile::tempdir().unwrap();
+        let (server, _, _log) = served(dir.path(), 3, 10);
+        for from in [0, 4, 1 << 40, u64::MAX - 1, u64::MAX] {
+            let response = server
+                .read_range(&request(from, u32::MAX, u32::MAX))
+                .unwrap();
+            assert_eq!(response.head, Height(3), "from {from}");
+            assert!(
+                response.blocks.is_empty(),
+                "from {from}: {:?}",
+                heights(&response)
+            );
+        }
+        assert_eq!(server.stats.blocks.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn the_block_count_is_clamped_to_between_one_and_the_server_maximum() {
+        let dir = tempfile::tempdir().unwrap();
+        let total = u64::from(MAX_RANGE_BLOCKS) + 10;
+        let (server, _, _log) = served(dir.path(), total, 0);
+        let none = server.read_range(&request(1, 0, MAX_RANGE_BYTES)).unwrap();
+        assert_eq!(heights(&none), vec![1], "zero blocks asked: one sent");
+        let greedy = server.read_range(&request(2, u32::MAX, u32::MAX)).unwrap();
+        assert_eq!(
+            heights(&greedy),
+            (2..2 + u64::from(MAX_RANGE_BLOCKS)).collect::<Vec<_>>()
+        );
+        assert_eq!(greedy.head, Height(total));
+    }
+
+    #[test]
+    fn the_byte_budget_is_exact_but_never_withholds_the_first_block() {
+        let dir = tempfile::tempdir().unwrap();
+        let (server, blocks, _log) = served(dir.path(), 4, 1_000);
+        let size = |i: usize| encode_frame(&blocks[i]).len() as u32;
+        let three = size(0) + size(1) + size(2);
+        assert_eq!(
+            heights(&server.read_range(&request(1, 10, three)).unwrap()),
+            vec![1, 2, 3]
+        );
+        assert_eq!(
+            heights(&server.read_range(&request(1, 10, three - 1)).unwrap()),
+            vec![1, 2]
+        );
+        // A budget smaller than any block still gets the first one, alone.
+        for budget in [0, 1, size(0) - 1] {
+            let response = server.read_range(&request(1, 10, budget)).unwrap();
+            assert_eq!(heights(&response), vec![1], "budget {budget}");
+        }
+    }
+
+    #[test]
+    fn a_byte_budget_above_the_server_maximum_is_clamped_to_it() {
+        let dir = tempfile::tempdir().unwrap();
+        // Three blocks of 6 MiB: two fit in the server's 16 MiB, three do not.
+        let (server, _, _log) = served(dir.path(), 3, 6 << 20);
+        let response = server.read_range(&request(1, 10, u32::MAX)).unwrap();
+        assert_eq!(heights(&response), vec![1, 2]);
+        let bytes: usize = response.blocks.iter().map(|b| encode_frame(b).len()).sum();
+        assert!(bytes <= MAX_RANGE_BYTES as usize, "{bytes} bytes sent");
+    }
+
+    #[test]
+    fn committed_only_moves_the_head_forward_and_wakes_waiters_only_then() {
+        let dir = tempfile::tempdir().unwrap();
+        let (server, _, _log) = served(dir.path(), 3, 0);
+        let mut head = server.head.subscribe();
+        assert_eq!(*head.borrow_and_update(), 3, "starts at the indexed head");
+        server.committed(Height(2));
+        server.committed(Height(3));
+        assert!(!head.has_changed().unwrap(), "an old height woke waiters");
+        assert_eq!(*head.borrow(), 3);
+        server.committed(Height(7));
+        assert!(head.has_changed().unwrap());
+        assert_eq!(*head.borrow_and_update(), 7);
+        server.committed(Height(5));
+        assert_eq!(*head.borrow(), 7, "the head went back");
+    }
+
+    #[test]
+    fn notify_after_runs_the_observer_before_telling_waiters() {
+        let dir = tempfile::tempdir().unwrap();
+        let (server, blocks, _log) = served(dir.path(), 3, 0);
+        let watcher = server.head.subscribe();
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = Arc::clone(&seen);
+        let mut observe = notify_after(Arc::clone(&server), move |b: &Block| {
+            // Waiters have not been told yet when the observer runs.
+            log.lock()
+                .unwrap()
+                .push((b.header().height.0, *watcher.borrow()));
+        });
+        let next = block(4, blocks[2].hash(), 0);
+        observe(&next);
+        assert_eq!(*seen.lock().unwrap(), vec![(4, 3)]);
+        assert_eq!(*server.head.borrow(), 4);
+    }
+}

@@ -138,3 +138,240 @@ impl Ledger {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chain::app::CnState;
+    use crate::consensus::machine::{Application, Params};
+    use crate::consensus::proposal::build_block;
+    use crate::crypto::bls::SecretKey;
+    use crate::crypto::hash::sha256;
+    use crate::mempool::Mempool;
+    use crate::storage::store::BlockIndex;
+    use crate::types::{BlockHash, CnIndex, Round};
+    use std::sync::Mutex;
+
+    const REGION: ChainId = ChainId(1000);
+
+    fn key(seed: u8) -> SecretKey {
+        SecretKey::from_seed(&[seed; 32]).unwrap()
+    }
+
+    fn set(seed: u8) -> Arc<CnSet> {
+        Arc::new(CnSet::new(vec![key(seed).public_key()]).unwrap())
+    }
+
+    fn genesis() -> Tip {
+        Tip {
+            height: Height(0),
+            hash: BlockHash(sha256(b"ledger-test-genesis")),
+            mix: sha256(b"ledger-test-mix"),
+            timestamp_ms: 1,
+        }
+    }
+
+    fn open(dir: &Path) -> Ledger {
+        let storage = StorageConfig {
+            log_preallocate_mib: 0,
+            rocksdb_cache_mib: 8,
+            ..Default::default()
+        };
+        Ledger::open(dir, &storage, &[]).unwrap()
+    }
+
+    /// A one-CN application on `ledger`'s state, at genesis (as an RN audits with).
+    fn app(ledger: &Ledger) -> CnApp {
+        let shared = CnState {
+            pool: Arc::new(Mutex::new(Mempool::new(Default::default(), [REGION]))),
+            state: Arc::clone(ledger.state()),
+            system: Arc::default(),
+        };
+        CnApp::new(REGION, set(7), shared, 100, genesis())
+    }
+
+    /// The next block on `tip` as its proposer builds it (unsealed: the ledger checks no
+    /// seal), executed by `app` but not committed.
+    fn next_block(app: &mut CnApp, tip: &Tip) -> Block {
+        let params = Params {
+            region: REGION,
+            committee_size: 1,
+            block_interval_ms: 0,
+            base_timeout_ms: 1,
+            max_timeout_ms: 1,
+        };
+        let timestamp_ms = tip.timestamp_ms + 100;
+        let body = app.build(tip.height.next(), tip, timestamp_ms);
+        let set = Arc::clone(app.cn_set());
+        let key = key(7);
+        build_block(
+            &params,
+            &key,
+            CnIndex(0),
+            &set,
+            tip,
+            Round(0),
+            timestamp_ms,
+            body,
+        )
+    }
+
+    /// `n` blocks on genesis, each committed by `app` (its execution held for the ledger).
+    fn committed_chain(app: &mut CnApp, n: usize) -> Vec<Block> {
+        let mut tip = genesis();
+        (0..n)
+            .map(|_| {
+                let block = next_block(app, &tip);
+                app.commit(&block).unwrap();
+                tip = Tip::of(&block);
+                block
+            })
+            .collect()
+    }
+
+    fn heights_replayed(ledger: &Ledger, app: &mut CnApp) -> anyhow::Result<(Tip, Vec<u64>)> {
+        let mut seen = Vec::new();
+        let tip = ledger.replay(genesis(), app, |_, b| seen.push(b.header().height.0))?;
+        Ok((tip, seen))
+    }
+
+    #[test]
+    fn the_set_in_force_is_the_last_one_switched_to_at_or_below_the_height() {
+        let (a, b, c, d) = (set(1), set(2), set(3), set(4));
+        let mut history = SetHistory::new(Arc::clone(&a));
+        history.switch(Height(10), Arc::clone(&b));
+        history.switch(Height(20), Arc::clone(&c));
+        let expect = |history: &SetHistory, height: u64, set: &Arc<CnSet>| {
+            assert!(Arc::ptr_eq(history.at(Height(height)), set), "at {height}");
+        };
+        for (height, set) in [(0, &a), (1, &a), (9, &a), (10, &b), (19, &b), (20, &c)] {
+            expect(&history, height, set);
+        }
+        expect(&history, u64::MAX, &c);
+        // A change recorded again from an earlier height (a replay, a re-audit) replaces
+        // every later one.
+        history.switch(Height(15), Arc::clone(&d));
+        for (height, set) in [(14, &b), (15, &d), (20, &d), (u64::MAX, &d)] {
+            expect(&history, height, set);
+        }
+        assert_eq!(history.0.len(), 3);
+    }
+
+    #[test]
+    fn appended_blocks_are_read_by_height_and_hash_and_replayed_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let chain = {
+            let mut ledger = open(dir.path());
+            let mut app = app(&ledger);
+            let chain = committed_chain(&mut app, 3);
+            ledger.append(&chain[..2]).unwrap();
+            ledger.append(&[]).unwrap();
+            ledger.append(&chain[2..]).unwrap();
+            let reader = ledger.chain();
+            assert_eq!(reader.head().unwrap(), Some((Height(3), chain[2].hash())));
+            for block in &chain {
+                let height = block.header().height;
+                assert_eq!(reader.block_at(height).unwrap().as_ref(), Some(block));
+                assert_eq!(
+                    reader.block_by_hash(&block.hash()).unwrap().as_ref(),
+                    Some(block)
+                );
+            }
+            assert_eq!(reader.block_at(Height(4)).unwrap(), None);
+            assert_eq!(ledger.state().store().state_height().unwrap(), Some(3));
+            chain
+        };
+        let mut ledger = open(dir.path());
+        let mut app = app(&ledger);
+        let (tip, seen) = heights_replayed(&ledger, &mut app).unwrap();
+        assert_eq!(tip, Tip::of(&chain[2]));
+        assert_eq!(seen, vec![1, 2, 3]);
+        // It continues from its last block.
+        let fourth = next_block(&mut app, &tip);
+        app.commit(&fourth).unwrap();
+        ledger.append(std::slice::from_ref(&fourth)).unwrap();
+        assert_eq!(
+            ledger.chain().head().unwrap(),
+            Some((Height(4), fourth.hash()))
+        );
+    }
+
+    #[test]
+    fn a_block_logged_but_not_indexed_is_re_executed_and_indexed_on_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let second = {
+            let mut ledger = open(dir.path());
+            let mut app = app(&ledger);
+            let first = committed_chain(&mut app, 1).remove(0);
+            ledger.append(std::slice::from_ref(&first)).unwrap();
+            // Built and executed, never committed: the ledger has no execution to write.
+            let second = next_block(&mut app, &Tip::of(&first));
+            let err = ledger.append(std::slice::from_ref(&second)).unwrap_err();
+            assert!(format!("{err:#}").contains("persisting block 2"), "{err:#}");
+            assert_eq!(
+                ledger.chain().head().unwrap().map(|(h, _)| h),
+                Some(Height(1))
+            );
+            assert_eq!(ledger.chain().block_by_hash(&second.hash()).unwrap(), None);
+            second
+        };
+        // The block log is the authority: a restart re-executes it and indexes it.
+        let ledger = open(dir.path());
+        let mut app = app(&ledger);
+        let (tip, seen) = heights_replayed(&ledger, &mut app).unwrap();
+        assert_eq!(tip, Tip::of(&second));
+        assert_eq!(seen, vec![1, 2]);
+        assert_eq!(ledger.chain().block_at(Height(2)).unwrap(), Some(second));
+        assert_eq!(ledger.state().store().state_height().unwrap(), Some(2));
+    }
+
+    #[test]
+    fn an_out_of_order_block_is_not_indexed_and_a_log_holding_it_is_refused_on_replay() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut ledger = open(dir.path());
+            let mut app = app(&ledger);
+            let chain = committed_chain(&mut app, 2);
+            // Block 2 before block 1: the execution held next is block 1's.
+            assert!(ledger.append(&chain[1..]).is_err());
+            assert_eq!(ledger.chain().head().unwrap(), None);
+            assert_eq!(ledger.chain().block_at(Height(2)).unwrap(), None);
+        }
+        let ledger = open(dir.path());
+        let mut app = app(&ledger);
+        let err = heights_replayed(&ledger, &mut app).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("does not extend height 0"),
+            "{err:#}"
+        );
+    }
+
+    #[test]
+    fn an_index_ahead_of_the_block_log_is_refused_on_replay() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut ledger = open(dir.path());
+            let mut app = app(&ledger);
+            let chain = committed_chain(&mut app, 1);
+            ledger.append(&chain).unwrap();
+            // An index entry for a block the log never held (a database from another run).
+            let store = ledger.chain().store();
+            store
+                .index_block(&BlockIndex {
+                    height: 9,
+                    hash: [9; 32],
+                    log_offset: 0,
+                    txs: &[],
+                })
+                .unwrap();
+        }
+        let ledger = open(dir.path());
+        let mut app = app(&ledger);
+        let err = heights_replayed(&ledger, &mut app).unwrap_err();
+        assert!(
+            format!("{err:#}")
+                .contains("index's head is height 9 but the block log ends at height 1"),
+            "{err:#}"
+        );
+    }
+}

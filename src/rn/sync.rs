@@ -255,3 +255,168 @@ impl SyncDriver {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::consensus::selection::CnSet;
+    use crate::crypto::bls::SecretKey;
+    use crate::net::handshake::Peer;
+    use crate::net::rn::RnNetConfig;
+    use crate::net::sync::tests::block;
+    use crate::types::sync::{MAX_RANGE_BLOCKS, MAX_WAIT_MS};
+    use crate::types::{BlockHash, ChainId, CnIndex};
+    use alloy_primitives::B256;
+
+    fn source(id: PeerId) -> Source {
+        Source {
+            id,
+            peer: Peer::Cn(CnIndex(id as u32)),
+        }
+    }
+
+    /// A driver whose node has audited up to `head` and is connected to no one: every block
+    /// request fails at once, as with a source that sends nothing back.
+    fn driver(head: u64) -> (SyncDriver, watch::Sender<bool>, tokio::runtime::Runtime) {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let key = SecretKey::from_seed(&[7; 32]).unwrap();
+        let set = Arc::new(CnSet::new(vec![key.public_key()]).unwrap());
+        let (gossip, _) = crate::link::link("test_gossip", 1);
+        let config = RnNetConfig::new("127.0.0.1:0".parse().unwrap());
+        let net = RnNetwork::bind(rt.handle(), config, key, gossip).unwrap();
+        let (out, _) = crate::link::link("test_fetched", 1);
+        let (stop_tx, stop) = watch::channel(false);
+        let driver = SyncDriver {
+            net: Arc::new(net),
+            rt: rt.handle().clone(),
+            status: Arc::new(RnStatus::new(Height(head), BlockHash(B256::ZERO), set)),
+            out,
+            stop,
+            config: SyncConfig::default(),
+            params: Params {
+                region: ChainId(1000),
+                committee_size: 1,
+                block_interval_ms: 100,
+                base_timeout_ms: 500,
+                max_timeout_ms: 5_000,
+            },
+            claims: ClaimChecks::default(),
+        };
+        (driver, stop_tx, rt)
+    }
+
+    fn known(driver: &SyncDriver) -> u64 {
+        driver.status.highest_known.load(Ordering::Relaxed)
+    }
+
+    #[test]
+    fn a_source_s_claim_is_checked_at_most_once_per_interval_each() {
+        let mut checks = ClaimChecks::default();
+        let live = [source(1), source(2)];
+        assert!(checks.due(1, &live));
+        assert!(!checks.due(1, &live), "checked twice within the interval");
+        assert!(
+            checks.due(2, &live),
+            "one source's check held back another's"
+        );
+        // A check made a whole interval ago no longer holds the next one back.
+        let earlier = Instant::now().checked_sub(CLAIM_CHECK_EVERY).unwrap();
+        checks.0.insert(1, earlier);
+        assert!(checks.due(1, &live));
+        assert!(!checks.due(1, &live));
+    }
+
+    #[test]
+    fn claim_checks_remember_only_connected_sources() {
+        let mut checks = ClaimChecks::default();
+        // A thousand sources, each gone by the time the next one answers.
+        for id in 0..1_000 {
+            assert!(checks.due(id, &[source(id)]));
+            assert_eq!(checks.0.len(), 1, "after source {id}");
+        }
+        let live: Vec<Source> = (0..10).map(source).collect();
+        for s in &live {
+            checks.due(s.id, &live);
+        }
+        assert_eq!(checks.0.len(), 10);
+        // Source 3 alone stays: its check is still remembered, the others are forgotten.
+        assert!(!checks.due(3, &[source(3)]));
+        assert_eq!(checks.0.keys().copied().collect::<Vec<_>>(), vec![3]);
+    }
+
+    #[test]
+    fn a_claim_within_the_slack_is_taken_without_a_check_even_at_the_top_of_the_range() {
+        for head in [0, 10, u64::MAX - 1, u64::MAX] {
+            let (mut driver, _stop, _rt) = driver(head);
+            let claimed = Height(head.saturating_add(FOLLOWING_SLACK));
+            assert_eq!(
+                driver.check_claim(source(1), claimed, &[source(1)]),
+                Some(())
+            );
+            assert!(
+                driver.claims.0.is_empty(),
+                "head {head}: the claim was checked"
+            );
+            assert_eq!(
+                known(&driver),
+                head,
+                "head {head}: a bare claim was believed"
+            );
+            driver.net.close();
+        }
+    }
+
+    #[test]
+    fn a_claim_beyond_the_slack_that_the_source_cannot_back_is_not_believed() {
+        for claimed in [10 + FOLLOWING_SLACK + 1, 1 << 40, u64::MAX] {
+            let (mut driver, _stop, _rt) = driver(10);
+            let live = [source(1)];
+            assert_eq!(
+                driver.check_claim(source(1), Height(claimed), &live),
+                Some(())
+            );
+            assert!(
+                driver.claims.0.contains_key(&1),
+                "claim {claimed}: not checked"
+            );
+            assert_eq!(known(&driver), 10, "claim {claimed}: believed unbacked");
+            assert_eq!(driver.status.phase(), SyncPhase::Following);
+            driver.net.close();
+        }
+    }
+
+    #[test]
+    fn fetched_blocks_are_counted_and_the_lowest_first_height_kept() {
+        let (driver, _stop, _rt) = driver(0);
+        let range = |from: u64, n: u64| BlockRangeResponse {
+            head: Height(100),
+            blocks: (from..from + n)
+                .map(|h| block(h, BlockHash(B256::ZERO), 0))
+                .collect(),
+        };
+        assert_eq!(
+            driver.status.first_fetched.load(Ordering::Relaxed),
+            u64::MAX
+        );
+        driver.record(&range(5, 3));
+        driver.record(&range(3, 2));
+        driver.record(&range(9, 1));
+        driver.record(&range(1, 0));
+        assert_eq!(driver.status.first_fetched.load(Ordering::Relaxed), 3);
+        assert_eq!(driver.status.blocks_fetched.load(Ordering::Relaxed), 6);
+        driver.net.close();
+    }
+
+    #[test]
+    fn the_default_requests_stay_within_what_a_server_serves() {
+        let config = SyncConfig::default();
+        assert!(config.batch_blocks >= 1 && config.batch_blocks <= MAX_RANGE_BLOCKS);
+        assert!(config.batch_bytes <= MAX_RANGE_BYTES);
+        assert!(config.follow_wait_ms <= MAX_WAIT_MS);
+        assert!(config.lookahead_batches >= 1);
+    }
+}
