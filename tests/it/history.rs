@@ -362,3 +362,47 @@ fn a_bounded_history_refuses_older_blocks_naming_the_oldest_readable_one() {
         dev_balance
     );
 }
+
+/// The fee and `kaon_*` methods answered by the node's real backend (`ChainRpc` over the RN's
+/// block log, RocksDB and regionchain), not a mock: one transfer paying a 1 gwei tip is the
+/// only transaction of its block on servicechain 1001, so that block's fee history is
+/// exactly its gas and tip; the registry lists the genesis servicechain; an address that never
+/// mined has no PoP entry.
+#[test]
+fn fee_history_and_kaon_methods_come_from_the_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let devnet = Devnet::start(dir.path());
+    let client = Client::new(devnet.url());
+    let sender = developer_accounts(DEV_ACCOUNTS).swap_remove(3);
+    let tx = sign(&sender.secret, 0, TxKind::Call(RECIPIENT), 1, Bytes::new());
+    let (block, receipts) = include(&client, &[tx]);
+    assert_eq!(receipts[0]["gasUsed"], "0x5208");
+    let history = client.ok("eth_feeHistory", json!(["0x1", block_tag(block), [50.0]]));
+    let base_fee = json!(format!("{:#x}", kaon::exec::BASE_FEE_WEI));
+    assert_eq!(history["oldestBlock"], json!(block_tag(block)), "{history}");
+    assert_eq!(history["baseFeePerGas"][0], base_fee, "{history}");
+    let ratio = 21_000.0 / kaon::exec::SEGMENT_GAS_LIMIT as f64;
+    assert_eq!(history["gasUsedRatio"], json!([ratio]), "{history}");
+    assert_eq!(
+        history["reward"],
+        json!([[format!("{GWEI:#x}")]]),
+        "{history}"
+    );
+    // The price a wallet is told is the base fee plus the tip it is told to offer.
+    let tip = client.quantity("eth_maxPriorityFeePerGas", json!([]));
+    let price = client.quantity("eth_gasPrice", json!([]));
+    assert_eq!(price, U256::from(kaon::exec::BASE_FEE_WEI) + tip);
+    let registry = client.ok("kaon_servicechains", json!([]));
+    assert_eq!(registry["region"], 1000, "{registry}");
+    assert_eq!(registry["count"], 1, "{registry}");
+    assert_eq!(registry["servicechains"][0]["chainId"], 1001, "{registry}");
+    let nobody = Address::repeat_byte(0x5e);
+    let pop = client.ok("kaon_popState", json!([nobody]));
+    assert_eq!(pop["rns"], json!({}), "{pop}");
+    // Nobody mines on this devnet: the difficulty is still genesis's.
+    assert_eq!(
+        pop["difficultyBits"],
+        DevnetConfig::default().por_bits,
+        "{pop}"
+    );
+}
