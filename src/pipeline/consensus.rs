@@ -499,37 +499,13 @@ pub fn route_inbound(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crypto::bls::SignatureBytes;
     use crate::link::link;
-    use crate::types::{
-        BlockHash, ChainId, CommitCertificate, Header, Round, SealedHeader, SignerBitmap, TxBatch,
-    };
+    use crate::types::{BlockHash, TxBatch};
     use alloy_primitives::B256;
 
     fn decided(height: u64) -> ConsensusMessage {
-        let header = Header {
-            version: 1,
-            region: ChainId(1000),
-            height: Height(height),
-            round: Round(0),
-            parent: BlockHash(B256::ZERO),
-            timestamp_ms: 0,
-            proposer: CnIndex(0),
-            random_reveal: SignatureBytes([0; 96]),
-            mix: B256::ZERO,
-            cn_set_root: B256::ZERO,
-            next_cn_set: Vec::new(),
-            segments: Vec::new(),
-        };
-        let seal = CommitCertificate {
-            round: Round(0),
-            signers: SignerBitmap::default(),
-            aggregate: SignatureBytes([0; 96]),
-        };
-        ConsensusMessage::Decided(Box::new(Block {
-            sealed: SealedHeader { header, seal },
-            segments: Vec::new(),
-        }))
+        let block = crate::net::sync::tests::block(height, BlockHash(B256::ZERO), 0);
+        ConsensusMessage::Decided(Box::new(block))
     }
 
     #[test]
