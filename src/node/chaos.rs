@@ -25,7 +25,7 @@ use anyhow::Context;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -70,6 +70,8 @@ const DISK_LEFT: u64 = 32 << 20;
 const DISK_RUNNING: Duration = Duration::from_secs(5);
 /// ... and the space is freed once that start fails, or after this long.
 const DISK_WAIT: Duration = Duration::from_secs(20);
+/// Heights below each RN's head compared with what the CNs committed at the end.
+const RN_COMPARED: u64 = 2_000;
 
 /// One kind of fault, injected into one CN.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,10 +96,15 @@ pub enum FaultKind {
     /// refused with a non-zero exit status. It is restarted once space is freed. Skipped, and
     /// said so, where a tmpfs cannot be mounted.
     Disk,
+    /// `kill -9` one RN, restarted after a few seconds: what it acknowledged is in its journal,
+    /// and it must sync back to the head.
+    RnDown,
+    /// `SIGSTOP` one RN for a few seconds, then `SIGCONT`.
+    RnPause,
 }
 
 impl FaultKind {
-    const ALL: [Self; 8] = [
+    const ALL: [Self; 10] = [
         Self::Restart,
         Self::Down,
         Self::Pause,
@@ -106,16 +113,27 @@ impl FaultKind {
         Self::Split,
         Self::Lossy,
         Self::Disk,
+        Self::RnDown,
+        Self::RnPause,
     ];
+
+    /// Whether the fault strikes a ranger node (the others strike CNs or links).
+    fn on_rn(self) -> bool {
+        matches!(self, Self::RnDown | Self::RnPause)
+    }
 
     /// Seconds the fault lasts (downtime, pause, or until the network heals), drawn.
     fn draw_seconds(self, rng: &mut StdRng) -> u64 {
         match self {
             Self::Restart => 0,
             Self::Down => rng.gen_range(3..=10),
-            Self::Pause | Self::Isolate | Self::OneWay | Self::Split | Self::Lossy => {
-                rng.gen_range(2..=6)
-            }
+            Self::Pause
+            | Self::Isolate
+            | Self::OneWay
+            | Self::Split
+            | Self::Lossy
+            | Self::RnDown
+            | Self::RnPause => rng.gen_range(2..=6),
             // The longest wait for the CN to hit the full disk and stop.
             Self::Disk => DISK_WAIT.as_secs(),
         }
@@ -134,8 +152,10 @@ impl std::str::FromStr for FaultKind {
             "split" => Ok(Self::Split),
             "lossy" => Ok(Self::Lossy),
             "disk" => Ok(Self::Disk),
+            "rn-down" => Ok(Self::RnDown),
+            "rn-pause" => Ok(Self::RnPause),
             _ => Err(format!(
-                "unknown fault {s:?}: restart, down, pause, isolate, oneway, split, lossy or disk"
+                "unknown fault {s:?}: restart, down, pause, isolate, oneway, split, lossy, disk, rn-down or rn-pause"
             )),
         }
     }
@@ -249,7 +269,7 @@ pub fn run(
         cluster::heights(&chains).iter().all(|&h| h >= 2)
     })
     .context("the four CNs did not commit height 2")?;
-    let urls = start_rns(spec, &dir, &netem, &mut children)?;
+    let (urls, launches) = start_rns(spec, &dir, &netem, &mut children)?;
     for url in &urls {
         let client = RnClient::new(url);
         wait_until(stop, START_DEADLINE, || {
@@ -282,6 +302,8 @@ pub fn run(
         disk: disk.as_ref().map(|(cn, tmpfs)| (*cn, tmpfs)),
         no_quorum: &no_quorum,
         record: (0..CNS).collect(),
+        rns: launches,
+        rn_urls: &urls,
     };
     let faults = inject(&mut region, stop, &mut report, out);
     let acked = load.stop();
@@ -318,7 +340,14 @@ pub fn run(
     for hash in lost.iter().take(5) {
         writeln!(out, "chaos: acknowledged but no receipt: {hash}")?;
     }
-    let forks = cluster::forks(&chains);
+    let mut forks = cluster::forks(&chains);
+    let (compared, rn_forks) = rn_forks(&urls, &chains);
+    writeln!(
+        out,
+        "chaos: RNs compared with the CNs at {compared} heights, {} differ",
+        rn_forks.len()
+    )?;
+    forks.extend(rn_forks);
     report.forks = forks.len();
     for fork in forks.iter().take(5) {
         writeln!(out, "chaos: fork at {fork}")?;
@@ -373,12 +402,13 @@ fn start_rns(
     dir: &Path,
     netem: &Netem,
     children: &mut KillOnDrop,
-) -> anyhow::Result<Vec<String>> {
+) -> anyhow::Result<(Vec<String>, Vec<RnLaunch>)> {
     let cns = (0..CNS)
         .map(|i| format!("{i}@{}", netem.front(i)))
         .collect::<Vec<_>>();
     let mut fronts = Vec::new();
     let mut urls = Vec::new();
+    let mut launches = Vec::new();
     for j in 0..spec.rns {
         let key_file = dir.join(format!("rn{j}.key"));
         cluster::write_node_key(&key_file)?;
@@ -395,10 +425,11 @@ fn start_rns(
             rns: fronts.clone(),
         };
         children.push(cluster::spawn_rn(&spec.kaon, &launch).context("starting kaon rn")?);
+        launches.push(launch);
         fronts.push(netem.front(CNS + j));
         urls.push(format!("http://{rpc}/chain/{}", REGION + 1));
     }
-    Ok(urls)
+    Ok((urls, launches))
 }
 
 /// The last line of a log file, or a note that there is none.
@@ -504,6 +535,9 @@ struct Region<'a> {
     no_quorum: &'a AtomicBool,
     /// Which record of `chains` each CN's current process writes.
     record: Vec<usize>,
+    /// How each RN was started (to start it again), and its servicechain JSON-RPC URL.
+    rns: Vec<RnLaunch>,
+    rn_urls: &'a [String],
 }
 
 /// The fault schedule: a seeded gap before each fault, then the fault, then the wait for the
@@ -538,8 +572,12 @@ fn inject(
             }
             kind
         };
+        // The CN struck, or for an RN fault the RN.
         let mut cn = rng.gen_range(0..CNS);
         let secs = kind.draw_seconds(&mut rng);
+        if kind.on_rn() {
+            cn = rng.gen_range(0..spec.rns);
+        }
         if kind == FaultKind::Disk {
             let Some((disk_cn, _)) = region.disk else {
                 writeln!(
@@ -570,14 +608,14 @@ fn inject(
             .into_iter()
             .max()
             .unwrap_or(0);
+        let rn = kind.on_rn().then(|| RnClient::new(&region.rn_urls[cn]));
         let back = wait_until(stop, spec.catch_up_bound, || {
             let heights = cluster::heights(region.chains);
             let head = heights.iter().copied().max().unwrap_or(0);
+            let near = |h: u64| h >= target && h + WITHIN_BLOCKS >= head;
             head > target
-                && region
-                    .record
-                    .iter()
-                    .all(|&r| heights[r] >= target && heights[r] + WITHIN_BLOCKS >= head)
+                && region.record.iter().all(|&r| near(heights[r]))
+                && rn.as_ref().is_none_or(|rn| rn_height(rn).is_some_and(near))
         });
         let took = healed.elapsed();
         report.max_catch_up = report.max_catch_up.max(took);
@@ -590,10 +628,16 @@ fn inject(
             // Still faulty: another fault now could take a second CN down.
             return Ok(());
         }
-        let height = cluster::height(region.chains, region.record[cn]);
+        let (node, height) = match &rn {
+            Some(rn) => (format!("RN {cn}"), rn_height(rn).unwrap_or(0)),
+            None => (
+                format!("CN {cn}"),
+                cluster::height(region.chains, region.record[cn]),
+            ),
+        };
         writeln!(
             out,
-            "chaos:   every CN back within {WITHIN_BLOCKS} blocks of the head in {:.1} s (CN {cn} at height {height})",
+            "chaos:   every node back within {WITHIN_BLOCKS} blocks of the head in {:.1} s ({node} at height {height})",
             took.as_secs_f64()
         )?;
     }
@@ -613,10 +657,61 @@ fn describe(kind: FaultKind, cn: usize, secs: u64) -> String {
         FaultKind::Disk => {
             format!("CN {cn}'s datadir full (tmpfs) until it stops and a start on it fails")
         }
+        FaultKind::RnDown => format!("kill -9 RN {cn}, restart after {secs} s"),
+        FaultKind::RnPause => format!("SIGSTOP RN {cn} for {secs} s"),
     }
 }
 
+/// The head an RN's JSON-RPC reports, `None` when it does not answer.
+fn rn_height(rn: &RnClient) -> Option<u64> {
+    let answer = rn.call("eth_blockNumber", json!([])).ok()?;
+    u64::from_str_radix(answer.as_str()?.trim_start_matches("0x"), 16).ok()
+}
+
+/// Compares what each RN serves with what the CNs committed, over the last [`RN_COMPARED`]
+/// heights below each RN's head (through its servicechain JSON-RPC): how many (RN, height)
+/// pairs were compared, and each mismatch in words.
+fn rn_forks(urls: &[String], chains: &Chains) -> (usize, Vec<String>) {
+    let committed: BTreeMap<u64, String> = {
+        let chains = chains.lock().unwrap_or_else(|e| e.into_inner());
+        chains
+            .iter()
+            .flat_map(|c| c.iter().map(|(h, hash)| (*h, hash.clone())))
+            .collect()
+    };
+    let (mut compared, mut found) = (0, Vec::new());
+    for (j, url) in urls.iter().enumerate() {
+        let rn = RnClient::new(url);
+        let Some(head) = rn_height(&rn) else {
+            found.push(format!("RN {j} does not answer eth_blockNumber"));
+            continue;
+        };
+        for (height, hash) in committed.range(head.saturating_sub(RN_COMPARED)..=head) {
+            let served = rn
+                .call(
+                    "eth_getBlockByNumber",
+                    json!([format!("{height:#x}"), false]),
+                )
+                .ok()
+                .and_then(|block| block["hash"].as_str().map(str::to_string));
+            compared += 1;
+            if served.as_deref() != Some(hash.as_str()) {
+                found.push(format!(
+                    "height {height}: CNs {hash}, RN {j} {}",
+                    served.as_deref().unwrap_or("(none)")
+                ));
+            }
+        }
+    }
+    (compared, found)
+}
+
 impl Region<'_> {
+    /// The process of RN `j` among the children (after the CNs).
+    fn rn_child(&mut self, j: usize) -> &mut std::process::Child {
+        &mut self.children[CNS + j]
+    }
+
     /// Injects one fault and undoes it after `length`; false when `stop` cut it short.
     #[allow(clippy::too_many_arguments)]
     fn apply(
@@ -666,6 +761,24 @@ impl Region<'_> {
                 self.no_quorum.store(true, Ordering::Relaxed);
                 let slept = self.heal_after(length, stop);
                 self.no_quorum.store(false, Ordering::Relaxed);
+                Ok(slept)
+            }
+            FaultKind::RnDown => {
+                let j = cn;
+                self.rn_child(j).kill().context("kill -9 RN")?;
+                self.rn_child(j).wait().context("reaping the killed RN")?;
+                if !sleep_unless(stop, length) {
+                    return Ok(false);
+                }
+                *self.rn_child(j) = cluster::spawn_rn(&self.spec.kaon, &self.rns[j])
+                    .context("restarting kaon rn")?;
+                Ok(true)
+            }
+            FaultKind::RnPause => {
+                let j = cn;
+                cluster::signal(self.rn_child(j), libc::SIGSTOP).context("SIGSTOP RN")?;
+                let slept = sleep_unless(stop, length);
+                cluster::signal(self.rn_child(j), libc::SIGCONT).context("SIGCONT RN")?;
                 Ok(slept)
             }
             FaultKind::Lossy => {
@@ -963,6 +1076,16 @@ mod tests {
     #[test]
     fn fault_kinds_parse_by_name() {
         assert_eq!("down".parse::<FaultKind>(), Ok(FaultKind::Down));
+        assert_eq!("rn-down".parse::<FaultKind>(), Ok(FaultKind::RnDown));
+        assert_eq!("rn-pause".parse::<FaultKind>(), Ok(FaultKind::RnPause));
         assert!("partition".parse::<FaultKind>().is_err());
+        // Every kind the seed may draw is one a user can name.
+        for kind in FaultKind::ALL {
+            let name = format!("{kind:?}")
+                .replace("Rn", "rn-")
+                .replace("OneWay", "oneway")
+                .to_lowercase();
+            assert_eq!(name.parse::<FaultKind>(), Ok(kind), "{name}");
+        }
     }
 }

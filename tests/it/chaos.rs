@@ -1,9 +1,9 @@
 //! `kaon chaos`, bounded: a region of separate processes (4 CNs, 1 RN) under signed load
 //! through JSON-RPC, with process faults (a CN killed with SIGKILL and restarted after a
-//! downtime, one paused with SIGSTOP … SIGCONT, one whose disk fills up) or network faults
-//! (partitions, loss). Every
-//! acknowledged transaction must have a receipt at the end, the CNs must agree at every height
-//! they share, and the summary line must say so.
+//! downtime, one paused with SIGSTOP … SIGCONT, one whose disk fills up; the RN killed and
+//! restarted, then paused) or network faults (partitions, loss). Every acknowledged
+//! transaction must have a receipt at the end, the CNs must agree at every height they share,
+//! the RN must serve the CNs' blocks, and the summary line must say so.
 
 use std::io::Read;
 use std::process::{Child, Command, Output, Stdio};
@@ -18,14 +18,19 @@ const RUN_DEADLINE: Duration = Duration::from_secs(600);
 /// Also a full disk where a tmpfs can be mounted (CI runs as root): the CN stops with exit
 /// status 70 and a start on the full disk is refused with an exit status, not an abort.
 #[test]
-fn killed_paused_and_full_disk_cns_lose_nothing_acknowledged_and_fork_nothing() {
-    let stdout = run_chaos("7", "down,pause,disk");
+fn killed_paused_and_full_disk_nodes_lose_nothing_acknowledged_and_fork_nothing() {
+    let stdout = run_chaos("7", "down,pause,disk,rn-down,rn-pause");
     let summary = parse_summary(stdout.lines().last().unwrap_or_default())
         .unwrap_or_else(|| panic!("no summary line:\n{stdout}"));
+    assert!(stdout.contains("kill -9 RN 0"), "{stdout}");
+    assert!(
+        stdout.contains("(RN 0 at height"),
+        "the RN came back: {stdout}"
+    );
     if stdout.contains("chaos: no full-disk faults") {
-        assert_eq!(summary.faults, 2, "{stdout}");
+        assert_eq!(summary.faults, 4, "{stdout}");
     } else {
-        assert_eq!(summary.faults, 3, "{stdout}");
+        assert_eq!(summary.faults, 5, "{stdout}");
         assert!(
             stdout.contains("running on the full disk: exit status: 70"),
             "{stdout}"
@@ -92,6 +97,13 @@ fn run_chaos(seed: &str, faults: &str) -> String {
     assert_eq!(summary.lost, 0, "{stdout}");
     assert_eq!(summary.forks, 0, "{stdout}");
     assert!(summary.acknowledged > 0, "{stdout}");
+    // The RN was compared with the CNs block by block, not skipped.
+    let compared = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("chaos: RNs compared with the CNs at "))
+        .and_then(|rest| rest.split_whitespace().next()?.parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("no RN comparison line:\n{stdout}"));
+    assert!(compared > 0, "{stdout}");
     stdout
 }
 
