@@ -303,6 +303,9 @@ pub struct ChaosArgs {
     /// Fail when a faulted CN is not back within 5 blocks of the head after this (seconds).
     #[arg(long, default_value_t = crate::node::chaos::DEFAULT_CATCH_UP_BOUND.as_secs())]
     pub catch_up_bound: u64,
+    /// Most resident memory (MiB) any node may use during an overload.
+    #[arg(long, default_value_t = crate::node::chaos::DEFAULT_RSS_BOUND_MIB)]
+    pub rss_bound_mib: u64,
 }
 
 fn chaos(args: &ChaosArgs) -> anyhow::Result<()> {
@@ -320,6 +323,7 @@ fn chaos(args: &ChaosArgs) -> anyhow::Result<()> {
             .unwrap_or(20_000 + (std::process::id() % 12_000) as u16),
         stall_bound: Duration::from_secs(args.stall_bound),
         catch_up_bound: Duration::from_secs(args.catch_up_bound),
+        rss_bound_mib: args.rss_bound_mib,
     };
     let process = crate::node::process::Process::start()?;
     let report = crate::node::chaos::run(&spec, &process.stop, &mut std::io::stdout())?;

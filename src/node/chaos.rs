@@ -24,7 +24,7 @@ use alloy_primitives::{hex, Address, Bytes, B256};
 use anyhow::Context;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use serde_json::json;
+use serde_json::{json, Value};
 use std::collections::{BTreeMap, VecDeque};
 use std::io::Write;
 use std::net::SocketAddr;
@@ -42,8 +42,15 @@ const ROUND_MS: u64 = 100;
 const TIMEOUT_MS: u64 = 300;
 /// Regionchain id; the servicechain carrying the load is the next one.
 const REGION: u64 = 1000;
-/// Development accounts funded by genesis and sending the load.
+/// Development accounts funded by genesis and sending the steady load...
 const ACCOUNTS: usize = 16;
+/// ... and, after them, the accounts of the overload's clients.
+const OVERLOAD_ACCOUNTS: usize = 32;
+/// Concurrent clients of the overload, each sending as fast as it is answered.
+const OVERLOAD_CLIENTS: usize = 16;
+/// Default bound on every node's resident memory (peak, sampled during overloads): a debug
+/// build of a CN holding a full pool and its RocksDB caches stays well below it.
+pub const DEFAULT_RSS_BOUND_MIB: u64 = 1_024;
 /// A restarted or resumed CN is back once it is this close to the head (the bound).
 pub const WITHIN_BLOCKS: u64 = 5;
 /// Default worst stall: with one CN of four faulty, a quorum remains, so commits stall only
@@ -52,8 +59,11 @@ pub const WITHIN_BLOCKS: u64 = 5;
 pub const DEFAULT_STALL_BOUND: Duration = Duration::from_secs(10);
 /// Default catch-up bound: process start, RocksDB open and sync of a few hundred blocks.
 pub const DEFAULT_CATCH_UP_BOUND: Duration = Duration::from_secs(30);
-/// After the load stops, how long acknowledged transactions may take to show receipts.
+/// After the load stops, acknowledged transactions may take this long without any new
+/// receipt appearing (a backlog still being included is not a loss)...
 const DRAIN: Duration = Duration::from_secs(30);
+/// ... and this long in all.
+const DRAIN_CAP: Duration = Duration::from_secs(180);
 /// How long the region may take to start (CNs committing, RNs answering).
 const START_DEADLINE: Duration = Duration::from_secs(90);
 /// Receipts asked per polling round, and the pause between rounds.
@@ -101,10 +111,15 @@ pub enum FaultKind {
     RnDown,
     /// `SIGSTOP` one RN for a few seconds, then `SIGCONT`.
     RnPause,
+    /// Clients send batches of transfers as fast as the RNs answer, for a few seconds; the run
+    /// prints what they sent against what the region committed meanwhile. Every answer must be
+    /// a hash or a stated refusal (no timeout, no dropped connection), every node's memory
+    /// stays under the RSS bound, and what was acknowledged is included like the rest.
+    Overload,
 }
 
 impl FaultKind {
-    const ALL: [Self; 10] = [
+    const ALL: [Self; 11] = [
         Self::Restart,
         Self::Down,
         Self::Pause,
@@ -115,6 +130,7 @@ impl FaultKind {
         Self::Disk,
         Self::RnDown,
         Self::RnPause,
+        Self::Overload,
     ];
 
     /// Whether the fault strikes a ranger node (the others strike CNs or links).
@@ -133,7 +149,8 @@ impl FaultKind {
             | Self::Split
             | Self::Lossy
             | Self::RnDown
-            | Self::RnPause => rng.gen_range(2..=6),
+            | Self::RnPause
+            | Self::Overload => rng.gen_range(2..=6),
             // The longest wait for the CN to hit the full disk and stop.
             Self::Disk => DISK_WAIT.as_secs(),
         }
@@ -154,8 +171,9 @@ impl std::str::FromStr for FaultKind {
             "disk" => Ok(Self::Disk),
             "rn-down" => Ok(Self::RnDown),
             "rn-pause" => Ok(Self::RnPause),
+            "overload" => Ok(Self::Overload),
             _ => Err(format!(
-                "unknown fault {s:?}: restart, down, pause, isolate, oneway, split, lossy, disk, rn-down or rn-pause"
+                "unknown fault {s:?}: restart, down, pause, isolate, oneway, split, lossy, disk, rn-down, rn-pause or overload"
             )),
         }
     }
@@ -179,6 +197,8 @@ pub struct ChaosSpec {
     pub base_port: u16,
     pub stall_bound: Duration,
     pub catch_up_bound: Duration,
+    /// Most resident memory any node may use, in MiB (checked during overloads).
+    pub rss_bound_mib: u64,
 }
 
 /// What a run found.
@@ -190,6 +210,8 @@ pub struct ChaosReport {
     pub forks: usize,
     pub max_catch_up: Duration,
     pub worst_stall: Duration,
+    /// Highest resident memory of any node sampled during overloads, in MiB.
+    pub peak_rss_mib: u64,
     /// Each failed criterion, in words; empty when the run passed.
     pub failures: Vec<String>,
 }
@@ -243,7 +265,7 @@ pub fn run(
             out: dir.clone(),
             cns: CNS,
             servicechains: 1,
-            accounts: ACCOUNTS,
+            accounts: ACCOUNTS + OVERLOAD_ACCOUNTS,
             region: ChainId(REGION),
             base_port: spec.base_port,
             round_ms: ROUND_MS,
@@ -304,9 +326,12 @@ pub fn run(
         record: (0..CNS).collect(),
         rns: launches,
         rn_urls: &urls,
+        overload_acked: Vec::new(),
+        overload_nonces: vec![0; OVERLOAD_ACCOUNTS],
     };
     let faults = inject(&mut region, stop, &mut report, out);
-    let acked = load.stop();
+    let mut acked = load.stop();
+    acked.append(&mut region.overload_acked);
     report.acknowledged = acked.len();
     writeln!(
         out,
@@ -538,6 +563,10 @@ struct Region<'a> {
     /// How each RN was started (to start it again), and its servicechain JSON-RPC URL.
     rns: Vec<RnLaunch>,
     rn_urls: &'a [String],
+    /// What overloads got acknowledged (checked for receipts with the steady load's), and
+    /// each overload account's next nonce.
+    overload_acked: Vec<B256>,
+    overload_nonces: Vec<u64>,
 }
 
 /// The fault schedule: a seeded gap before each fault, then the fault, then the wait for the
@@ -554,6 +583,7 @@ fn inject(
     let start = Instant::now();
     let mut listed = spec.faults.iter().copied();
     loop {
+        let window = Window::open(region.chains);
         let gap = Duration::from_millis(rng.gen_range(3_000..=8_000));
         let kind = if spec.faults.is_empty() {
             let left = spec.duration.saturating_sub(start.elapsed());
@@ -589,6 +619,7 @@ fn inject(
             cn = disk_cn;
         }
         report.faults += 1;
+        let before = window.rate(region.chains, &region.rn_urls[0]);
         let at = start.elapsed().as_secs_f64();
         writeln!(
             out,
@@ -640,6 +671,70 @@ fn inject(
             "chaos:   every node back within {WITHIN_BLOCKS} blocks of the head in {:.1} s ({node} at height {height})",
             took.as_secs_f64()
         )?;
+        // Throughput once healed, against the window before the fault.
+        let after = Window::open(region.chains);
+        if !sleep_unless(stop, AFTER_WINDOW) {
+            return Ok(());
+        }
+        let after = after.rate(region.chains, &region.rn_urls[0]);
+        writeln!(
+            out,
+            "chaos:   committed {:.0} tx/s before the fault, {:.0} tx/s after it healed",
+            before.per_second(),
+            after.per_second()
+        )?;
+        if before.txs >= MIN_WINDOW_TXS && after.per_second() < 0.8 * before.per_second() {
+            report.failures.push(format!(
+                "after fault {} the region committed {:.0} tx/s, under 80 % of the {:.0} tx/s before it",
+                report.faults,
+                after.per_second(),
+                before.per_second()
+            ));
+        }
+    }
+}
+
+/// Throughput is compared after a fault heals over this long...
+const AFTER_WINDOW: Duration = Duration::from_secs(3);
+/// ... when the window before the fault committed at least this many transactions (fewer
+/// say too little to compare).
+const MIN_WINDOW_TXS: u64 = 20;
+
+/// A stretch of time and the head height when it began.
+struct Window {
+    opened: Instant,
+    height: u64,
+}
+
+/// What a [`Window`] committed.
+struct Committed {
+    txs: u64,
+    seconds: f64,
+}
+
+impl Committed {
+    fn per_second(&self) -> f64 {
+        self.txs as f64 / self.seconds.max(1e-3)
+    }
+}
+
+impl Window {
+    fn open(chains: &Chains) -> Self {
+        Self {
+            opened: Instant::now(),
+            height: cluster::heights(chains).into_iter().max().unwrap_or(0),
+        }
+    }
+
+    /// Transactions committed on the load's servicechain since the window opened (counted
+    /// through the RN at `url`, up to the head it has).
+    fn rate(&self, chains: &Chains, url: &str) -> Committed {
+        let cns = cluster::heights(chains).into_iter().max().unwrap_or(0);
+        let head = rn_height(&RnClient::new(url)).map_or(cns, |rn| rn.min(cns));
+        Committed {
+            txs: committed_between(url, self.height + 1, head),
+            seconds: self.opened.elapsed().as_secs_f64(),
+        }
     }
 }
 
@@ -658,8 +753,130 @@ fn describe(kind: FaultKind, cn: usize, secs: u64) -> String {
             format!("CN {cn}'s datadir full (tmpfs) until it stops and a start on it fails")
         }
         FaultKind::RnDown => format!("kill -9 RN {cn}, restart after {secs} s"),
+        FaultKind::Overload => {
+            format!("{OVERLOAD_CLIENTS} clients send as fast as they are answered for {secs} s")
+        }
         FaultKind::RnPause => format!("SIGSTOP RN {cn} for {secs} s"),
     }
+}
+
+/// What the overload's clients saw.
+#[derive(Debug, Default)]
+struct Burst {
+    acked: Vec<B256>,
+    /// Refusals by the node's own words (the part before any detail after a colon).
+    refused: BTreeMap<String, u64>,
+    /// Calls without a usable answer: timeouts, resets, bodies that are not JSON.
+    failed: u64,
+    /// One of those, in words.
+    failure: Option<String>,
+}
+
+impl Burst {
+    fn absorb(&mut self, other: Burst) {
+        self.acked.extend(other.acked);
+        for (reason, n) in other.refused {
+            *self.refused.entry(reason).or_default() += n;
+        }
+        self.failed += other.failed;
+        self.failure = self.failure.take().or(other.failure);
+    }
+
+    fn answered(&self) -> u64 {
+        self.acked.len() as u64 + self.refused.values().sum::<u64>()
+    }
+}
+
+/// Transfers one overload request carries (a JSON-RPC batch, as ethers sends bursts).
+const OVERLOAD_BATCH: u64 = 32;
+
+/// One overload client: sends batches of transfers from `accounts` (index, next nonce)
+/// round-robin to `url` as fast as it is answered, until `until` or `stop`.
+fn overload_client(
+    url: &str,
+    accounts: &mut [(usize, u64)],
+    until: Instant,
+    stop: &AtomicBool,
+) -> Burst {
+    let client = RnClient::new(url);
+    let chain = ChainId(REGION + 1);
+    let mut burst = Burst::default();
+    let mut k = 0usize;
+    while Instant::now() < until && !stop.load(Ordering::Relaxed) {
+        let (index, nonce) = &mut accounts[k % accounts.len()];
+        k = k.wrapping_add(1);
+        let secret = super::loadgen::dev_account(*index).secret;
+        let calls: Vec<Value> = (*nonce..*nonce + OVERLOAD_BATCH)
+            .map(|n| {
+                let raw = super::loadgen::transfer(chain, n, &secret, Address::repeat_byte(0xef));
+                json!([hex::encode_prefixed(&raw)])
+            })
+            .collect();
+        let answers = match client.try_batch("eth_sendRawTransaction", &calls) {
+            Ok(answers) => answers,
+            Err(e) => {
+                burst.failed += calls.len() as u64;
+                burst.failure.get_or_insert(format!("{e:#}"));
+                continue;
+            }
+        };
+        let start = *nonce;
+        for (offset, answer) in (0u64..).zip(answers) {
+            let taken = match answer {
+                Ok(answer) => match serde_json::from_value::<B256>(answer) {
+                    Ok(hash) => {
+                        burst.acked.push(hash);
+                        true
+                    }
+                    Err(e) => {
+                        burst.failed += 1;
+                        burst.failure.get_or_insert(format!("not a hash: {e}"));
+                        false
+                    }
+                },
+                Err(message) => {
+                    let reason = message.split(':').next().unwrap_or_default().to_string();
+                    *burst.refused.entry(reason).or_default() += 1;
+                    is_taken(&message)
+                }
+            };
+            if taken {
+                *nonce = start + offset + 1;
+            }
+        }
+    }
+    burst
+}
+
+/// Resident memory of process `pid` in MiB (from `/proc`), `None` when it cannot be read.
+fn rss_mib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib / 1024)
+}
+
+/// Transactions the CNs committed on the load's servicechain at heights `from..=to`, counted
+/// through an RN's JSON-RPC.
+fn committed_between(url: &str, from: u64, to: u64) -> u64 {
+    let rn = RnClient::new(url);
+    (from..=to)
+        .filter_map(|h| {
+            let count = rn
+                .call(
+                    "eth_getBlockTransactionCountByNumber",
+                    json!([format!("{h:#x}")]),
+                )
+                .ok()?;
+            u64::from_str_radix(count.as_str()?.trim_start_matches("0x"), 16).ok()
+        })
+        .sum()
 }
 
 /// The head an RN's JSON-RPC reports, `None` when it does not answer.
@@ -707,6 +924,86 @@ fn rn_forks(urls: &[String], chains: &Chains) -> (usize, Vec<String>) {
 }
 
 impl Region<'_> {
+    /// Runs the overload for `length`, sampling every node's memory meanwhile; judges it.
+    fn overload(
+        &mut self,
+        length: Duration,
+        stop: &AtomicBool,
+        report: &mut ChaosReport,
+        out: &mut dyn Write,
+    ) -> anyhow::Result<bool> {
+        let from = cluster::heights(self.chains).into_iter().max().unwrap_or(0);
+        let started = Instant::now();
+        let until = started + length;
+        let per_client = OVERLOAD_ACCOUNTS / OVERLOAD_CLIENTS;
+        let mut peak = 0u64;
+        let burst = std::thread::scope(|scope| {
+            let clients: Vec<_> = self
+                .overload_nonces
+                .chunks_mut(per_client)
+                .enumerate()
+                .map(|(c, nonces)| {
+                    let url = &self.rn_urls[c % self.rn_urls.len()];
+                    scope.spawn(move || {
+                        let mut accounts: Vec<(usize, u64)> = nonces
+                            .iter()
+                            .enumerate()
+                            .map(|(i, n)| (ACCOUNTS + c * per_client + i, *n))
+                            .collect();
+                        let burst = overload_client(url, &mut accounts, until, stop);
+                        for (slot, (_, next)) in nonces.iter_mut().zip(accounts) {
+                            *slot = next;
+                        }
+                        burst
+                    })
+                })
+                .collect();
+            while Instant::now() < until && !stop.load(Ordering::Relaxed) {
+                for child in self.children.iter() {
+                    peak = peak.max(rss_mib(child.id()).unwrap_or(0));
+                }
+                std::thread::sleep(SAMPLE * 4);
+            }
+            let mut total = Burst::default();
+            for client in clients {
+                total.absorb(client.join().unwrap_or_default());
+            }
+            total
+        });
+        let seconds = started.elapsed().as_secs_f64().max(1e-3);
+        let to = cluster::heights(self.chains)
+            .into_iter()
+            .max()
+            .unwrap_or(from);
+        let committed = committed_between(&self.rn_urls[0], from + 1, to);
+        let offered = burst.answered() + burst.failed;
+        let ratio = offered as f64 / (committed as f64).max(1.0);
+        report.peak_rss_mib = report.peak_rss_mib.max(peak);
+        writeln!(
+            out,
+            "chaos:   overload: {offered} sent in {seconds:.1} s ({:.0}/s), {} acknowledged, refused {:?}, {} without an answer; {committed} committed meanwhile ({ratio:.1}x); peak RSS {peak} MiB",
+            offered as f64 / seconds,
+            burst.acked.len(),
+            burst.refused,
+            burst.failed
+        )?;
+        if burst.failed > 0 {
+            report.failures.push(format!(
+                "{} overload calls got no answer (e.g. {}): a busy node must refuse, not time out",
+                burst.failed,
+                burst.failure.as_deref().unwrap_or("?")
+            ));
+        }
+        if peak > self.spec.rss_bound_mib {
+            report.failures.push(format!(
+                "a node's memory peaked at {peak} MiB during an overload, over the {} MiB bound",
+                self.spec.rss_bound_mib
+            ));
+        }
+        self.overload_acked.extend(burst.acked);
+        Ok(!stop.load(Ordering::Relaxed))
+    }
+
     /// The process of RN `j` among the children (after the CNs).
     fn rn_child(&mut self, j: usize) -> &mut std::process::Child {
         &mut self.children[CNS + j]
@@ -774,6 +1071,7 @@ impl Region<'_> {
                     .context("restarting kaon rn")?;
                 Ok(true)
             }
+            FaultKind::Overload => self.overload(length, stop, report, out),
             FaultKind::RnPause => {
                 let j = cn;
                 cluster::signal(self.rn_child(j), libc::SIGSTOP).context("SIGSTOP RN")?;
@@ -1024,23 +1322,28 @@ fn is_taken(message: &str) -> bool {
     message.contains("already known") || message.contains("nonce too low")
 }
 
-/// Polls receipts of `acked` on `url` until all have one or [`DRAIN`] passes after the load
-/// stopped; the hashes still without a receipt.
+/// Polls receipts of `acked` on `url` until all have one, or [`DRAIN`] passes without a new
+/// one, or [`DRAIN_CAP`] after the load stopped; the hashes still without a receipt.
 fn drain(url: &str, acked: Vec<B256>, stop: &AtomicBool) -> Vec<B256> {
     let client = RnClient::new(url);
     let mut pending: VecDeque<B256> = acked.into();
     let start = Instant::now();
-    while !pending.is_empty() && start.elapsed() < DRAIN && !stop.load(Ordering::Relaxed) {
+    let mut progress = Instant::now();
+    let over = |progress: Instant| progress.elapsed() >= DRAIN || start.elapsed() >= DRAIN_CAP;
+    while !pending.is_empty() && !over(progress) && !stop.load(Ordering::Relaxed) {
         let mut found = 0;
         for _ in 0..RECEIPTS_PER_ROUND.min(pending.len()) {
-            if start.elapsed() >= DRAIN {
+            if over(progress) {
                 break;
             }
             let Some(hash) = pending.pop_front() else {
                 break;
             };
             match client.call("eth_getTransactionReceipt", json!([hash])) {
-                Ok(receipt) if !receipt.is_null() => found += 1,
+                Ok(receipt) if !receipt.is_null() => {
+                    found += 1;
+                    progress = Instant::now();
+                }
                 _ => pending.push_back(hash),
             }
         }
@@ -1065,6 +1368,7 @@ mod tests {
             max_catch_up: Duration::from_millis(2_340),
             worst_stall: Duration::from_millis(900),
             failures: vec![],
+            ..ChaosReport::default()
         };
         assert_eq!(
             report.summary(),

@@ -108,6 +108,17 @@ impl Hasher {
     }
 }
 
+/// Why a JSON-RPC call got no result.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// The node answered with a JSON-RPC error: a refusal in its own words.
+    #[error("{method}: {message}")]
+    Refused { method: String, message: String },
+    /// No usable answer: connection refused or reset, a timeout, a body that is not JSON.
+    #[error(transparent)]
+    Transport(#[from] anyhow::Error),
+}
+
 /// A JSON-RPC client of one RN endpoint.
 pub struct RnClient {
     url: String,
@@ -128,6 +139,11 @@ impl RnClient {
     }
 
     pub(crate) fn call(&self, method: &str, params: Value) -> anyhow::Result<Value> {
+        self.try_call(method, params).map_err(anyhow::Error::from)
+    }
+
+    /// [`RnClient::call`], telling a refusal the node stated apart from no usable answer.
+    pub(crate) fn try_call(&self, method: &str, params: Value) -> Result<Value, CallError> {
         let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
         let mut response = self
             .agent
@@ -144,9 +160,54 @@ impl RnClient {
         let mut reply: Value = serde_json::from_str(&text)
             .with_context(|| format!("{method}: the answer is not JSON"))?;
         if let Some(error) = reply.get("error") {
-            anyhow::bail!("{method}: {}", error["message"].as_str().unwrap_or("error"));
+            return Err(CallError::Refused {
+                method: method.to_string(),
+                message: error["message"].as_str().unwrap_or("error").to_string(),
+            });
         }
         Ok(reply["result"].take())
+    }
+
+    /// One HTTP request carrying `calls` as a JSON-RPC batch: each call's result or the
+    /// node's refusal, in order; `Err` when the request got no usable answer.
+    pub(crate) fn try_batch(
+        &self,
+        method: &str,
+        calls: &[Value],
+    ) -> anyhow::Result<Vec<Result<Value, String>>> {
+        let body: Vec<Value> = calls
+            .iter()
+            .enumerate()
+            .map(|(id, params)| json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}))
+            .collect();
+        let mut response = self
+            .agent
+            .post(&self.url)
+            .header("content-type", "application/json")
+            .send(Value::Array(body).to_string())
+            .with_context(|| format!("a batch of {method} to {}", self.url))?;
+        let text = response
+            .body_mut()
+            .with_config()
+            .limit(MAX_RESPONSE_BYTES)
+            .read_to_string()
+            .with_context(|| format!("reading the answer to a batch of {method}"))?;
+        let replies: Vec<Value> = serde_json::from_str(&text)
+            .with_context(|| format!("a batch of {method}: the answer is not a JSON array"))?;
+        let mut answers = vec![Err("no answer in the batch".to_string()); calls.len()];
+        for mut reply in replies {
+            let Some(slot) = reply["id"]
+                .as_u64()
+                .and_then(|id| answers.get_mut(id as usize))
+            else {
+                continue;
+            };
+            *slot = match reply.get("error") {
+                Some(error) => Err(error["message"].as_str().unwrap_or("error").to_string()),
+                None => Ok(reply["result"].take()),
+            };
+        }
+        Ok(answers)
     }
 
     /// `kaon_getWork`.

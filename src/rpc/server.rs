@@ -401,28 +401,54 @@ pub(crate) async fn answer(
         }
     };
     let mut writer = ResponseWriter::new(batch, shared.config.max_response_bytes);
-    for raw in items {
-        match parse_request(raw) {
-            Err((e, id)) => {
-                shared.metrics.refuse(Refusal::InvalidRequest);
-                writer.answer(id, false, Err(&e));
+    let requests: Vec<_> = items.into_iter().map(parse_request).collect();
+    // Over HTTP a batch's calls run a few at a time (the answers keep their order), so that
+    // concurrent `eth_sendRawTransaction`s share one journal sync; a WebSocket session's
+    // calls run one by one, as they may change its subscriptions.
+    let window = if subs.is_some() { 1 } else { BATCH_CONCURRENCY };
+    for chunk in requests.chunks(window) {
+        // The answers would be dropped anyway: once full, the rest is not run.
+        let full = writer.full();
+        let results: Vec<Option<MethodResult>> = match subs.as_deref_mut() {
+            Some(subs) => match &chunk[0] {
+                Ok(req) if !full => {
+                    vec![Some(call(shared, chain, req, Some(subs), deadline).await)]
+                }
+                _ => vec![None],
+            },
+            None => {
+                futures_util::future::join_all(chunk.iter().map(|request| async move {
+                    match request {
+                        Ok(req) if !full => Some(call(shared, chain, req, None, deadline).await),
+                        _ => None,
+                    }
+                }))
+                .await
             }
-            Ok(req) => {
-                let result = if writer.full() {
-                    // The answer would be dropped anyway: do not run it.
-                    Err(RpcError::new(
-                        super::error::RESPONSE_TOO_LARGE,
-                        "response too large",
-                    ))
-                } else {
-                    call(shared, chain, &req, subs.as_deref_mut(), deadline).await
-                };
-                writer.answer(req.id, req.id.is_none(), result.as_deref());
+        };
+        for (request, result) in chunk.iter().zip(results) {
+            match request {
+                Err((e, id)) => {
+                    shared.metrics.refuse(Refusal::InvalidRequest);
+                    writer.answer(*id, false, Err(e));
+                }
+                Ok(req) => {
+                    let result = result.unwrap_or_else(|| {
+                        Err(RpcError::new(
+                            super::error::RESPONSE_TOO_LARGE,
+                            "response too large",
+                        ))
+                    });
+                    writer.answer(req.id, req.id.is_none(), result.as_deref());
+                }
             }
         }
     }
     writer.finish()
 }
+
+/// Calls of one HTTP batch that run at once.
+const BATCH_CONCURRENCY: usize = 16;
 
 async fn call(
     shared: &Arc<Shared>,

@@ -44,13 +44,20 @@ fn killed_paused_and_full_disk_nodes_lose_nothing_acknowledged_and_fork_nothing(
 
 /// Network faults through the UDP proxy in front of every node: one CN isolated, one heard by
 /// nobody, the CNs split 2 | 2 (no quorum until it heals), every link lossy with duplicates
-/// and delays. The proxy's counts show each kind of fault really touched traffic.
+/// and delays; then an overload (clients sending batches as fast as they are answered). The
+/// proxy's counts show each kind of fault really touched traffic; the overload was answered
+/// call by call and its acknowledged transfers are among those that must be included.
 #[test]
-fn partitions_and_a_lossy_network_lose_nothing_acknowledged_and_fork_nothing() {
-    let stdout = run_chaos("3", "isolate,oneway,split,lossy");
+fn partitions_a_lossy_network_and_an_overload_lose_nothing_acknowledged_and_fork_nothing() {
+    let stdout = run_chaos("3", "isolate,oneway,split,lossy,overload");
     let summary = parse_summary(stdout.lines().last().unwrap_or_default())
         .unwrap_or_else(|| panic!("no summary line:\n{stdout}"));
-    assert_eq!(summary.faults, 4, "{stdout}");
+    assert_eq!(summary.faults, 5, "{stdout}");
+    let overload = stdout
+        .lines()
+        .find(|l| l.starts_with("chaos:   overload:"))
+        .unwrap_or_else(|| panic!("no overload line:\n{stdout}"));
+    assert!(overload.contains(", 0 without an answer;"), "{overload}");
     let proxy = stdout
         .lines()
         .find(|l| l.starts_with("chaos: proxy forwarded"))

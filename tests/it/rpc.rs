@@ -1342,6 +1342,26 @@ fn rpc_protocol_errors() {
     );
     let (_, at_limit) = parse(&format!("[{}]", vec![one; 100].join(",")));
     assert_eq!(at_limit.as_array().unwrap().len(), 100);
+    // A batch's calls run several at a time over HTTP; the answers still come in request
+    // order, across every group of concurrent calls.
+    let mixed: Vec<String> = (0..100)
+        .map(|i| {
+            let method = ["eth_chainId", "eth_blockNumber", "net_version", "nope"][i % 4];
+            format!(r#"{{"jsonrpc":"2.0","id":{i},"method":"{method}"}}"#)
+        })
+        .collect();
+    let (_, ordered) = parse(&format!("[{}]", mixed.join(",")));
+    let ordered = ordered.as_array().unwrap();
+    assert_eq!(ordered.len(), 100);
+    for (i, answer) in ordered.iter().enumerate() {
+        assert_eq!(answer["id"], i, "{answer}");
+        match i % 4 {
+            0 => assert_eq!(answer["result"], "0x3e9"),
+            1 => assert_eq!(answer["result"], "0x2"),
+            2 => assert_eq!(answer["result"], "1001"),
+            _ => assert_eq!(answer["error"]["code"], -32601),
+        }
+    }
 
     let get = h.http.get(&h.url("/chain/1001")).call().unwrap();
     assert_eq!(get.status().as_u16(), 405);
