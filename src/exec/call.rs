@@ -110,8 +110,9 @@ fn failure_reason(outcome: TxOutcome, output: &[u8]) -> Option<String> {
     }
 }
 
-/// The reason in revert data: the message of Solidity's `Error(string)`, or `panic code 0x..`
-/// for `Panic(uint256)`; `None` for anything else, including truncated data and offsets that
+/// The reason in revert data: the message of Solidity's `Error(string)`, or for `Panic(uint256)`
+/// `panic: <meaning> (0x..)` (`panic code 0x..` for a code Solidity does not define); `None`
+/// for anything else, including truncated data and offsets that
 /// point outside it (the data comes from arbitrary contracts).
 pub fn revert_reason(data: &[u8]) -> Option<String> {
     const ERROR: [u8; 4] = [0x08, 0xc3, 0x79, 0xa0];
@@ -126,9 +127,33 @@ pub fn revert_reason(data: &[u8]) -> Option<String> {
             let text = args.get(len_at..len_at.checked_add(len)?)?;
             Some(String::from_utf8_lossy(text).into_owned())
         }
-        PANIC => Some(format!("panic code {:#x}", word(0)?)),
+        PANIC => {
+            let code = word(0)?;
+            Some(match panic_meaning(code) {
+                Some(meaning) => format!("panic: {meaning} ({code:#x})"),
+                None => format!("panic code {code:#x}"),
+            })
+        }
         _ => None,
     }
+}
+
+/// What a Solidity `Panic(uint256)` code means, as the compiler documents it (the words
+/// Foundry prints).
+fn panic_meaning(code: U256) -> Option<&'static str> {
+    Some(match u8::try_from(code).ok()? {
+        0x00 => "generic/unspecified error",
+        0x01 => "assertion failed",
+        0x11 => "arithmetic underflow or overflow",
+        0x12 => "division or modulo by zero",
+        0x21 => "enum overflow",
+        0x22 => "invalid encoded storage byte array accessed",
+        0x31 => "out-of-bounds array access; popping on an empty array",
+        0x32 => "out-of-bounds access of an array or bytesN",
+        0x41 => "out of memory",
+        0x51 => "uninitialized function",
+        _ => return None,
+    })
 }
 
 impl EvmExecutor {
@@ -269,7 +294,13 @@ mod tests {
         assert_eq!(revert_reason(&error).as_deref(), Some("hello"));
         let mut panic = vec![0x4e, 0x48, 0x7b, 0x71];
         panic.extend_from_slice(&U256::from(0x11).to_be_bytes::<32>());
-        assert_eq!(revert_reason(&panic).as_deref(), Some("panic code 0x11"));
+        assert_eq!(
+            revert_reason(&panic).as_deref(),
+            Some("panic: arithmetic underflow or overflow (0x11)")
+        );
+        let mut unknown = vec![0x4e, 0x48, 0x7b, 0x71];
+        unknown.extend_from_slice(&U256::from(0x99).to_be_bytes::<32>());
+        assert_eq!(revert_reason(&unknown).as_deref(), Some("panic code 0x99"));
         assert_eq!(revert_reason(&error[..40]), None);
         let mut huge = error.clone();
         huge[4..36].copy_from_slice(&U256::MAX.to_be_bytes::<32>());

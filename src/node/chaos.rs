@@ -671,7 +671,10 @@ fn inject(
             "chaos:   every node back within {WITHIN_BLOCKS} blocks of the head in {:.1} s ({node} at height {height})",
             took.as_secs_f64()
         )?;
-        // Throughput once healed, against the window before the fault.
+        // Throughput once healed and settled, against the window before the fault.
+        if !sleep_unless(stop, SETTLE) {
+            return Ok(());
+        }
         let after = Window::open(region.chains);
         if !sleep_unless(stop, AFTER_WINDOW) {
             return Ok(());
@@ -694,8 +697,12 @@ fn inject(
     }
 }
 
-/// Throughput is compared after a fault heals over this long...
-const AFTER_WINDOW: Duration = Duration::from_secs(3);
+/// Throughput is compared once a fault has healed and this long has passed (a restarted node
+/// refilling its pool, links reconnecting)...
+const SETTLE: Duration = Duration::from_secs(1);
+/// ... over this long (shorter windows at the default 50 tx/s swing by a quarter with the load
+/// thread's own jitter)...
+const AFTER_WINDOW: Duration = Duration::from_secs(5);
 /// ... when the window before the fault committed at least this many transactions (fewer
 /// say too little to compare).
 const MIN_WINDOW_TXS: u64 = 20;

@@ -41,7 +41,8 @@ pub const RESEND_INTERVAL: Duration = Duration::from_secs(1);
 /// Transactions forwarded again per chain and tick (a few full segments), so a large pool
 /// cannot flood the CNs with copies.
 const RESEND_MAX: usize = 8_192;
-/// Longest the forwarder waits before it looks at its stop flag again.
+/// Longest the forwarder waits before it looks at its stop flag again; also how soon it tries
+/// again after a forward failed (no CN link yet, e.g. just after a restart).
 const POLL: Duration = Duration::from_millis(100);
 
 /// Where forwarded transactions go (the RN's links to the CNs).
@@ -140,9 +141,13 @@ impl Outbox {
     }
 
     /// Forwards fresh transactions in frames and resends what stays ready, until `stop`.
+    /// After a forward fails, everything ready is sent again every [`POLL`] until one goes
+    /// through (instead of waiting two resend ticks), so a restarted RN, or one whose CN links
+    /// dropped, catches up as soon as a link is back.
     pub fn run(&self, forward: &Forward, committed: &CommittedNonce, stop: &AtomicBool) {
         let mut previous: HashSet<B256> = HashSet::new();
         let mut next_tick = Instant::now() + RESEND_INTERVAL;
+        let mut failing = false;
         while !stop.load(Ordering::Relaxed) {
             let wait = next_tick
                 .saturating_duration_since(Instant::now())
@@ -160,15 +165,20 @@ impl Outbox {
                             Err(_) => break,
                         }
                     }
-                    send(forward, batch);
+                    if !send(forward, batch) && !failing {
+                        failing = true;
+                        next_tick = next_tick.min(Instant::now() + POLL);
+                    }
                 }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return,
             }
             if Instant::now() >= next_tick {
-                previous = self.resend(forward, committed, &previous);
+                let (ready, sent) = self.resend(forward, committed, &previous, failing);
+                previous = ready;
+                failing = !sent;
                 self.compact_journal();
-                next_tick = Instant::now() + RESEND_INTERVAL;
+                next_tick = Instant::now() + if failing { POLL } else { RESEND_INTERVAL };
             }
         }
     }
@@ -190,13 +200,15 @@ impl Outbox {
     }
 
     /// Forgets what committed state says is included, forwards again whatever was ready at
-    /// the last tick and still is, and returns what is ready now.
+    /// the last tick and still is (everything ready, when `all`), and returns what is ready
+    /// now and whether every frame was forwarded.
     fn resend(
         &self,
         forward: &Forward,
         committed: &CommittedNonce,
         previous: &HashSet<B256>,
-    ) -> HashSet<B256> {
+        all: bool,
+    ) -> (HashSet<B256>, bool) {
         // A block may have committed between the RPC's nonce read and its insert: the pool
         // would hold included transactions that no later commit of the sender clears.
         let senders = self.lock().senders();
@@ -217,21 +229,22 @@ impl Outbox {
         };
         let mut batch = Vec::new();
         let mut bytes = 0;
+        let mut sent = true;
         for (hash, raw) in &ready {
-            if !previous.contains(hash) {
+            if !all && !previous.contains(hash) {
                 continue;
             }
             bytes += raw.len();
             batch.push(raw.clone());
             if bytes >= FORWARD_BATCH_BYTES {
-                send(forward, std::mem::take(&mut batch));
+                sent &= send(forward, std::mem::take(&mut batch));
                 bytes = 0;
             }
         }
         if !batch.is_empty() {
-            send(forward, batch);
+            sent &= send(forward, batch);
         }
-        ready.into_iter().map(|(hash, _)| hash).collect()
+        (ready.into_iter().map(|(hash, _)| hash).collect(), sent)
     }
 }
 
@@ -241,11 +254,16 @@ fn needs_compaction(len: u64, rewritten: u64) -> bool {
     len >= JOURNAL_COMPACT_BYTES.max(rewritten.saturating_mul(2))
 }
 
-fn send(forward: &Forward, batch: Vec<Bytes>) {
+/// Forwards one frame; whether it went out.
+fn send(forward: &Forward, batch: Vec<Bytes>) -> bool {
     let count = batch.len();
-    if let Err(e) = forward(batch) {
-        // Held in the pool: the next tick tries again.
-        tracing::debug!(count, error = %e, "transactions not forwarded yet");
+    match forward(batch) {
+        Ok(()) => true,
+        Err(e) => {
+            // Held in the pool: the forwarder tries again shortly.
+            tracing::debug!(count, error = %e, "transactions not forwarded yet");
+            false
+        }
     }
 }
 
@@ -329,6 +347,35 @@ mod tests {
         );
         let (_, recovered) = TxJournal::open(&dir.path().join("txs.journal")).unwrap();
         assert_eq!(recovered.transactions, vec![tx.tx().raw().clone()]);
+    }
+
+    #[test]
+    fn after_a_failed_forward_everything_ready_goes_again_at_once() {
+        let pool = Mempool::new(MempoolConfig::default(), [CHAIN]);
+        let outbox = Outbox::new(Arc::new(Mutex::new(pool)));
+        let tx = transfer(0, 10, 0);
+        outbox.submit(tx.clone(), 0).unwrap();
+        let sent = Arc::new(Mutex::new(Vec::new()));
+        let log = Arc::clone(&sent);
+        let forward = move |batch: Vec<Bytes>| -> Result<(), String> {
+            log.lock().unwrap().extend(batch);
+            Ok(())
+        };
+        let committed = |_: ChainId, _: Address| Some(0);
+        // A normal tick resends only what was already ready at the previous one...
+        let (ready, ok) = outbox.resend(&forward, &committed, &HashSet::new(), false);
+        assert!(ok && sent.lock().unwrap().is_empty());
+        assert!(ready.contains(&tx.tx().hash()));
+        // ... while a retry after a failure sends everything ready.
+        let (_, ok) = outbox.resend(&forward, &committed, &HashSet::new(), true);
+        assert!(ok);
+        assert_eq!(*sent.lock().unwrap(), vec![tx.tx().raw().clone()]);
+        let failing = |_: Vec<Bytes>| -> Result<(), String> { Err("no CN link".into()) };
+        let (_, ok) = outbox.resend(&failing, &committed, &HashSet::new(), true);
+        assert!(
+            !ok,
+            "a failed frame is reported, so the forwarder keeps retrying"
+        );
     }
 
     #[test]
