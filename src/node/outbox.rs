@@ -58,6 +58,12 @@ pub struct Outbox {
     /// Where accepted transactions are made durable before their hash is answered (none:
     /// held in memory only, as in-process test networks run).
     journal: OnceLock<TxJournal>,
+    /// Held while a transaction is pooled and its record written (not synced), and while the
+    /// journal is rewritten from the pool: whoever sees a transaction in the pool, a
+    /// duplicate's "already known" or a rewrite's snapshot, finds its record written.
+    admission: Mutex<()>,
+    /// Journaled transactions the last start could not pool (see [`Outbox::attach_journal`]).
+    kept: OnceLock<Vec<Bytes>>,
 }
 
 /// Why [`Outbox::submit`] did not take a transaction.
@@ -78,57 +84,97 @@ impl Outbox {
             fresh,
             fresh_rx,
             journal: OnceLock::new(),
+            admission: Mutex::new(()),
+            kept: OnceLock::new(),
         }
     }
 
     /// From now on, every accepted transaction is appended to `journal` (and synced) before
     /// [`Outbox::submit`] returns; the journal is rewritten with what the pool holds now.
     /// `keep` are journaled transactions refused now for reasons that may pass (state not
-    /// readable yet, a full pool): they stay in the journal for the next start.
+    /// readable yet, a full pool): they stay in the journal, through every compaction, for
+    /// the next start.
     pub fn attach_journal(&self, journal: TxJournal, keep: Vec<Bytes>) -> std::io::Result<()> {
-        journal.rewrite_with(|| {
-            let mut held = self.lock().raw_transactions();
-            held.extend(keep);
-            held
-        })?;
+        let _admission = self.admitting();
+        let _ = self.kept.set(keep);
+        journal.rewrite_with(|| self.journaled())?;
         let _ = self.journal.set(journal);
         Ok(())
+    }
+
+    /// What a rewrite of the journal holds: the pool, and what the last start kept.
+    fn journaled(&self) -> Vec<Bytes> {
+        let mut held = self.lock().raw_transactions();
+        held.extend(self.kept.get().into_iter().flatten().cloned());
+        held
     }
 
     /// Holds `tx` (whose sender's committed next nonce is `account_nonce`), makes it durable
     /// in the journal, and queues it for the CNs; a refusal leaves nothing new held (a
     /// transaction it replaced is held again).
     pub fn submit(&self, tx: RecoveredTx, account_nonce: u64) -> Result<(), Refusal> {
-        let raw = tx.tx().raw().clone();
-        let hash = tx.tx().hash();
-        let inserted = self.lock().insert(tx, account_nonce);
-        let journal = self.journal.get();
-        let replaced = match (inserted, journal) {
-            (Ok(replaced), _) => replaced,
-            // The first copy may still be syncing: "already known" is an acknowledgement to
-            // many clients, so it answers only once what the journal holds is durable.
-            (Err(MempoolError::AlreadyKnown), Some(journal)) => {
-                journal.sync().map_err(Refusal::Journal)?;
-                return Err(MempoolError::AlreadyKnown.into());
-            }
-            (Err(e), _) => return Err(e.into()),
+        let (raw, hash) = (tx.tx().raw().clone(), tx.tx().hash());
+        let Some(journal) = self.journal.get() else {
+            self.lock().insert(tx, account_nonce)?;
+            let _ = self.fresh.try_send(raw);
+            return Ok(());
         };
-        if let Some(journal) = journal {
-            if let Err(e) = journal.append(&raw) {
-                tracing::error!(error = %e, "transaction journal append failed; refusing");
-                let mut pool = self.lock();
-                pool.remove_by_hash(&hash);
-                if let Some(replaced) = replaced {
-                    // Acknowledged earlier and journaled: it is held again, as if the
-                    // replacement had never come.
-                    let _ = pool.insert(replaced, account_nonce);
+        let ticket = {
+            let _admission = self.admitting();
+            // Bound first: the pool's guard must be gone before a restore takes it again.
+            let inserted = self.lock().insert(tx, account_nonce);
+            match inserted {
+                Ok(replaced) => {
+                    self.write_or_restore(journal, (&raw, &hash), replaced, account_nonce)?
                 }
-                return Err(Refusal::Journal(e));
+                // The first copy's record is written (under this lock): "already known" is an
+                // acknowledgement to many clients, so it answers once that record is durable.
+                Err(MempoolError::AlreadyKnown) => {
+                    let written = journal.written();
+                    drop(_admission);
+                    journal.wait_durable(written).map_err(Refusal::Journal)?;
+                    return Err(MempoolError::AlreadyKnown.into());
+                }
+                Err(e) => return Err(e.into()),
             }
-        }
+        };
+        // Syncs are shared: every submission whose record was written before this one's
+        // `fdatasync` started is made durable by it.
+        journal.wait_durable(ticket).map_err(|e| {
+            tracing::error!(error = %e, "transaction journal sync failed; answering an error");
+            Refusal::Journal(e)
+        })?;
         // When the forwarder is behind (full) the resend tick forwards it from the pool.
         let _ = self.fresh.try_send(raw);
         Ok(())
+    }
+
+    /// Writes the record of the transaction just pooled; if the journal refuses it, takes the
+    /// transaction out again and pools the one it replaced (acknowledged earlier, its record
+    /// in the journal). Called under the admission lock.
+    fn write_or_restore(
+        &self,
+        journal: &TxJournal,
+        (raw, hash): (&Bytes, &B256),
+        replaced: Option<RecoveredTx>,
+        account_nonce: u64,
+    ) -> Result<crate::storage::txjournal::Ticket, Refusal> {
+        journal.write(raw).map_err(|e| {
+            tracing::error!(error = %e, "transaction journal append failed; refusing");
+            let mut pool = self.lock();
+            pool.remove_by_hash(hash);
+            if let Some(replaced) = replaced {
+                let hash = replaced.tx().hash();
+                if let Err(refused) = pool.insert(replaced, account_nonce) {
+                    tracing::error!(%hash, error = %refused, "a replaced transaction could not be pooled again");
+                }
+            }
+            Refusal::Journal(e)
+        })
+    }
+
+    fn admitting(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.admission.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The sender's next nonce counting the gap-free run this RN holds (`pending`).
@@ -141,13 +187,15 @@ impl Outbox {
     }
 
     /// Forwards fresh transactions in frames and resends what stays ready, until `stop`.
-    /// After a forward fails, everything ready is sent again every [`POLL`] until one goes
-    /// through (instead of waiting two resend ticks), so a restarted RN, or one whose CN links
-    /// dropped, catches up as soon as a link is back.
+    /// After a forward fails (no CN link, or every CN's queue full), everything ready is sent
+    /// again after [`POLL`], then after twice that, and so on up to [`RESEND_INTERVAL`], until
+    /// a frame goes through: a restarted RN, or one whose CN links dropped, catches up as soon
+    /// as a link is back, while CNs that stay busy get no more than the usual resend per tick.
     pub fn run(&self, forward: &Forward, committed: &CommittedNonce, stop: &AtomicBool) {
         let mut previous: HashSet<B256> = HashSet::new();
         let mut next_tick = Instant::now() + RESEND_INTERVAL;
-        let mut failing = false;
+        // While forwards fail: the wait before the next retry (doubling).
+        let mut retry: Option<Duration> = None;
         while !stop.load(Ordering::Relaxed) {
             let wait = next_tick
                 .saturating_duration_since(Instant::now())
@@ -165,8 +213,8 @@ impl Outbox {
                             Err(_) => break,
                         }
                     }
-                    if !send(forward, batch) && !failing {
-                        failing = true;
+                    if !send(forward, batch) && retry.is_none() {
+                        retry = Some(POLL);
                         next_tick = next_tick.min(Instant::now() + POLL);
                     }
                 }
@@ -174,11 +222,15 @@ impl Outbox {
                 Err(RecvTimeoutError::Disconnected) => return,
             }
             if Instant::now() >= next_tick {
-                let (ready, sent) = self.resend(forward, committed, &previous, failing);
+                let (ready, sent) = self.resend(forward, committed, &previous, retry.is_some());
                 previous = ready;
-                failing = !sent;
+                retry = match (sent, retry) {
+                    (true, _) => None,
+                    (false, None) => Some(POLL),
+                    (false, Some(wait)) => Some((wait * 2).min(RESEND_INTERVAL)),
+                };
                 self.compact_journal();
-                next_tick = Instant::now() + if failing { POLL } else { RESEND_INTERVAL };
+                next_tick = Instant::now() + retry.unwrap_or(RESEND_INTERVAL);
             }
         }
     }
@@ -193,7 +245,8 @@ impl Outbox {
         if !needs_compaction(journal.len_bytes(), journal.rewritten_bytes()) {
             return;
         }
-        if let Err(e) = journal.rewrite_with(|| self.lock().raw_transactions()) {
+        let _admission = self.admitting();
+        if let Err(e) = journal.rewrite_with(|| self.journaled()) {
             // Appends go on to the old file; the next tick tries again.
             tracing::warn!(error = %e, "transaction journal rewrite failed");
         }

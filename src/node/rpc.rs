@@ -1158,13 +1158,15 @@ fn reopen_journal(
 ) -> anyhow::Result<()> {
     let (journal, recovered) = crate::storage::txjournal::TxJournal::open(path)
         .with_context(|| format!("opening the transaction journal {}", path.display()))?;
-    if recovered.unread_bytes > 0 {
-        tracing::warn!(
-            unread_bytes = recovered.unread_bytes,
-            limit = crate::storage::txjournal::MAX_JOURNAL_BYTES,
-            "transaction journal longer than the read-back limit: its tail is not held again"
-        );
-    }
+    // Its tail would be rewritten away at attach: acknowledged transactions lost. An operator
+    // decides (the journal is only this large after compactions failed for a long time).
+    anyhow::ensure!(
+        recovered.unread_bytes == 0,
+        "the transaction journal {} is {} bytes past the {}-byte read-back limit; starting would drop the acknowledged transactions in its tail: move it aside (and resubmit them) to start",
+        path.display(),
+        recovered.unread_bytes,
+        crate::storage::txjournal::MAX_JOURNAL_BYTES
+    );
     let (mut held, mut refused, mut keep) = (0usize, 0usize, Vec::new());
     for raw in recovered.transactions {
         let again = SignedTransaction::decode(&raw)

@@ -168,13 +168,24 @@ impl Drop for Supervisor {
         while !self.parts.iter().all(Part::is_finished) && std::time::Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
         }
+        let mut detached = false;
         for part in self.parts.drain(..) {
             let name = part.name();
             if !part.is_finished() {
+                detached = true;
                 tracing::warn!(node = %self.node, thread = name, "still running when its node was dropped; left detached");
             } else if let Err(e) = part.join() {
                 tracing::error!(node = %self.node, error = %format!("{e:#}"), "node stopped with an error");
             }
+        }
+        if detached {
+            // What a detached thread still uses stays up: no network closed under it, and the
+            // runtime is leaked rather than shut down.
+            self.stopped_hooks.clear();
+            if let Some(runtime) = self.runtime.take() {
+                std::mem::forget(runtime);
+            }
+            return;
         }
         self.release_runtime();
     }

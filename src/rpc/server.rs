@@ -402,22 +402,18 @@ pub(crate) async fn answer(
     };
     let mut writer = ResponseWriter::new(batch, shared.config.max_response_bytes);
     let requests: Vec<_> = items.into_iter().map(parse_request).collect();
-    // Over HTTP a batch's calls run a few at a time (the answers keep their order), so that
-    // concurrent `eth_sendRawTransaction`s share one journal sync; a WebSocket session's
-    // calls run one by one, as they may change its subscriptions.
-    let window = if subs.is_some() { 1 } else { BATCH_CONCURRENCY };
-    for chunk in requests.chunks(window) {
+    let mut rest = requests.as_slice();
+    while !rest.is_empty() {
+        let (group, later) = rest.split_at(concurrent_prefix(rest, subs.is_some()));
+        rest = later;
         // The answers would be dropped anyway: once full, the rest is not run.
         let full = writer.full();
-        let results: Vec<Option<MethodResult>> = match subs.as_deref_mut() {
-            Some(subs) => match &chunk[0] {
-                Ok(req) if !full => {
-                    vec![Some(call(shared, chain, req, Some(subs), deadline).await)]
-                }
-                _ => vec![None],
-            },
-            None => {
-                futures_util::future::join_all(chunk.iter().map(|request| async move {
+        let results: Vec<Option<MethodResult>> = match (subs.as_deref_mut(), group) {
+            (Some(subs), [Ok(req)]) if !full => {
+                vec![Some(call(shared, chain, req, Some(subs), deadline).await)]
+            }
+            _ => {
+                futures_util::future::join_all(group.iter().map(|request| async move {
                     match request {
                         Ok(req) if !full => Some(call(shared, chain, req, None, deadline).await),
                         _ => None,
@@ -426,7 +422,7 @@ pub(crate) async fn answer(
                 .await
             }
         };
-        for (request, result) in chunk.iter().zip(results) {
+        for (request, result) in group.iter().zip(results) {
             match request {
                 Err((e, id)) => {
                     shared.metrics.refuse(Refusal::InvalidRequest);
@@ -447,8 +443,30 @@ pub(crate) async fn answer(
     writer.finish()
 }
 
-/// Calls of one HTTP batch that run at once.
+/// Most `eth_sendRawTransaction` calls of one HTTP batch that run at once: concurrent
+/// submissions share one journal sync. Below the pool's 64 queued nonces per account, so
+/// a sender's nonces, reordered within a group, are never refused as too far ahead.
 const BATCH_CONCURRENCY: usize = 16;
+
+/// How many calls at the front of `requests` run together: a run of up to
+/// [`BATCH_CONCURRENCY`] `eth_sendRawTransaction`s over HTTP, otherwise one (other methods
+/// may read much or change a WebSocket session's subscriptions, and run one by one as
+/// before, so a batch holds no more of the shared blocking pool or memory than one call).
+fn concurrent_prefix(
+    requests: &[Result<Request<'_>, (RpcError, Option<&serde_json::value::RawValue>)>],
+    websocket: bool,
+) -> usize {
+    let submits = requests
+        .iter()
+        .take(BATCH_CONCURRENCY)
+        .take_while(|r| matches!(r, Ok(req) if req.method == "eth_sendRawTransaction"))
+        .count();
+    if websocket {
+        1
+    } else {
+        submits.max(1)
+    }
+}
 
 async fn call(
     shared: &Arc<Shared>,

@@ -41,6 +41,11 @@ struct Writer {
     rewritten: u64,
 }
 
+/// A point in the journal (the file's generation, and the bytes written in it): what
+/// [`TxJournal::wait_durable`] waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ticket(u64, u64);
+
 /// What [`TxJournal::open`] read back.
 #[derive(Debug, Default)]
 pub struct Recovered {
@@ -93,40 +98,48 @@ impl TxJournal {
 
     /// Appends `raw` and returns once it is on disk.
     pub fn append(&self, raw: &[u8]) -> std::io::Result<()> {
+        let ticket = self.write(raw)?;
+        self.wait_durable(ticket)
+    }
+
+    /// Writes `raw` (not yet synced): [`TxJournal::wait_durable`] with the ticket returns once
+    /// it is on disk. A failed write leaves the journal as it was.
+    pub fn write(&self, raw: &[u8]) -> std::io::Result<Ticket> {
         let record = encode(raw)?;
-        let mine = {
-            let mut w = self.writer();
-            if let Err(e) = w.file.write_all(&record) {
-                // A half-written record would end every later read-back before the records
-                // after it: cut it off.
-                let keep = w.written;
-                let _ = w.file.set_len(keep);
-                return Err(e);
-            }
-            w.written += record.len() as u64;
-            (w.generation, w.written)
-        };
-        self.sync_through(mine)
+        let mut w = self.writer();
+        if let Err(e) = w.file.write_all(&record) {
+            // A half-written record would end every later read-back before the records
+            // after it: cut it off.
+            let keep = w.written;
+            let _ = w.file.set_len(keep);
+            return Err(e);
+        }
+        w.written += record.len() as u64;
+        Ok(Ticket(w.generation, w.written))
+    }
+
+    /// Everything written so far, as a ticket for [`TxJournal::wait_durable`].
+    pub fn written(&self) -> Ticket {
+        let w = self.writer();
+        Ticket(w.generation, w.written)
     }
 
     /// Returns once every record appended so far is on disk.
     pub fn sync(&self) -> std::io::Result<()> {
-        let now = {
-            let w = self.writer();
-            (w.generation, w.written)
-        };
-        self.sync_through(now)
+        self.wait_durable(self.written())
     }
 
-    /// Syncs the journal through `(generation, offset)` unless another sync covered it.
-    fn sync_through(&self, mine: (u64, u64)) -> std::io::Result<()> {
+    /// Returns once the journal is on disk through `ticket` (one `fdatasync` serves every
+    /// record written before it, whoever wrote them).
+    pub fn wait_durable(&self, ticket: Ticket) -> std::io::Result<()> {
+        let Ticket(generation, offset) = ticket;
         let mut synced = self.synced.lock().unwrap_or_else(|e| e.into_inner());
-        if synced.0 > mine.0 || (synced.0 == mine.0 && synced.1 >= mine.1) {
+        if synced.0 > generation || (synced.0 == generation && synced.1 >= offset) {
             return Ok(()); // another caller's sync covered this record
         }
         let (file, target) = {
             let w = self.writer();
-            if w.generation != mine.0 {
+            if w.generation != generation {
                 // A rewrite since: it took the pool after this transaction was pooled, and
                 // synced the new file before swapping it in.
                 return Ok(());
@@ -146,24 +159,17 @@ impl TxJournal {
         let mut w = self.writer();
         let transactions = held();
         let tmp = self.path.with_extension("rewrite");
-        // Opened for appending before the rename, so that once the rename lands the writer
-        // moves to the file now at the path, whatever fails after it.
-        match std::fs::remove_file(&tmp) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-            _ => {}
-        }
-        let mut file = std::fs::OpenOptions::new()
-            .append(true)
-            .create_new(true)
-            .open(&tmp)?;
-        let mut written = 0u64;
-        for raw in &transactions {
-            let record = encode(raw)?;
-            file.write_all(&record)?;
-            written += record.len() as u64;
-        }
-        file.sync_all()?;
-        std::fs::rename(&tmp, &self.path)?;
+        let file = match write_synced(&tmp, &transactions)
+            .and_then(|file| std::fs::rename(&tmp, &self.path).map(|()| file))
+        {
+            Ok(file) => file,
+            Err(e) => {
+                // A partial copy (a full disk) is no use to anyone: the journal stays as it was.
+                let _ = std::fs::remove_file(&tmp);
+                return Err(e);
+            }
+        };
+        let written = file.metadata()?.len();
         let generation = w.generation + 1;
         *w = Writer {
             file,
@@ -178,6 +184,24 @@ impl TxJournal {
             None => Ok(()),
         }
     }
+}
+
+/// `transactions` as records in a new file at `path` (replacing a stale one), synced, and
+/// left open for appending: once renamed over the journal it is the journal's writer.
+fn write_synced(path: &Path, transactions: &[Bytes]) -> std::io::Result<File> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .create_new(true)
+        .open(path)?;
+    for raw in transactions {
+        file.write_all(&encode(raw)?)?;
+    }
+    file.sync_all()?;
+    Ok(file)
 }
 
 fn encode(raw: &[u8]) -> std::io::Result<Vec<u8>> {
