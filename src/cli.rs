@@ -306,6 +306,10 @@ pub struct ChaosArgs {
     /// Most resident memory (MiB) any node may use during an overload.
     #[arg(long, default_value_t = crate::node::chaos::DEFAULT_RSS_BOUND_MIB)]
     pub rss_bound_mib: u64,
+    /// Least share (percent) of the steady load's acknowledged transfers that must commit in
+    /// the 5 s after each fault heals (0: printed, not judged).
+    #[arg(long, default_value_t = crate::node::chaos::DEFAULT_THROUGHPUT_FLOOR, value_parser = clap::value_parser!(u64).range(0..=100))]
+    pub throughput_floor: u64,
 }
 
 fn chaos(args: &ChaosArgs) -> anyhow::Result<()> {
@@ -324,6 +328,7 @@ fn chaos(args: &ChaosArgs) -> anyhow::Result<()> {
         stall_bound: Duration::from_secs(args.stall_bound),
         catch_up_bound: Duration::from_secs(args.catch_up_bound),
         rss_bound_mib: args.rss_bound_mib,
+        throughput_floor: args.throughput_floor,
     };
     let process = crate::node::process::Process::start()?;
     let report = crate::node::chaos::run(&spec, &process.stop, &mut std::io::stdout())?;

@@ -51,6 +51,8 @@ const OVERLOAD_CLIENTS: usize = 16;
 /// Default bound on every node's resident memory (peak, sampled during overloads): a debug
 /// build of a CN holding a full pool and its RocksDB caches stays well below it.
 pub const DEFAULT_RSS_BOUND_MIB: u64 = 1_024;
+/// Default `--throughput-floor`: the share the issue states, 80 %.
+pub const DEFAULT_THROUGHPUT_FLOOR: u64 = 80;
 /// A restarted or resumed CN is back once it is this close to the head (the issue's bound).
 pub const WITHIN_BLOCKS: u64 = 5;
 /// Default worst stall: with one CN of four faulty, a quorum remains, so commits stall only
@@ -199,6 +201,9 @@ pub struct ChaosSpec {
     pub catch_up_bound: Duration,
     /// Most resident memory any node may use, in MiB (checked during overloads).
     pub rss_bound_mib: u64,
+    /// Least share (percent) of what the steady load got acknowledged that must commit in the
+    /// window after each fault heals (0: printed, not judged).
+    pub throughput_floor: u64,
 }
 
 /// What a run found.
@@ -696,10 +701,11 @@ fn inject(
             after.txs,
             after.acked
         )?;
-        if after.acked >= MIN_WINDOW_TXS && (after.txs as f64) < 0.8 * after.acked as f64 {
+        let floor = spec.throughput_floor as f64 / 100.0;
+        if after.acked >= MIN_WINDOW_TXS && (after.txs as f64) < floor * after.acked as f64 {
             report.failures.push(format!(
-                "after fault {} healed the region committed {} transactions while the load got {} acknowledged: under 80 %",
-                report.faults, after.txs, after.acked
+                "after fault {} healed the region committed {} transactions while the load got {} acknowledged: under {} %",
+                report.faults, after.txs, after.acked, spec.throughput_floor
             ));
         }
     }
