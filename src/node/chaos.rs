@@ -753,17 +753,23 @@ impl Window {
         }
     }
 
-    /// Transactions committed on the load's servicechain since the window opened (counted
-    /// through the first RN, up to the head it has).
+    /// Transactions committed on the load's servicechain since the window opened, counted
+    /// through the RN furthest ahead, up to the head it has (an RN that just restarted may lag
+    /// the CNs by a second or more while it audits its way back: that is its own catch-up, not
+    /// what the region commits).
     fn close(&self, region: &Region<'_>) -> Committed {
-        let url = &region.rn_urls[0];
         let cns = cluster::heights(region.chains)
             .into_iter()
             .max()
             .unwrap_or(0);
-        let head = rn_height(&RnClient::new(url)).map_or(cns, |rn| rn.min(cns));
+        let (url, rn_head) = region
+            .rn_urls
+            .iter()
+            .filter_map(|url| Some((url, rn_height(&RnClient::new(url))?)))
+            .max_by_key(|(_, head)| *head)
+            .unwrap_or((&region.rn_urls[0], cns));
         Committed {
-            txs: committed_between(url, self.height + 1, head),
+            txs: committed_between(url, self.height + 1, rn_head.min(cns)),
             acked: region
                 .load_acked
                 .load(Ordering::Relaxed)
