@@ -142,21 +142,27 @@ impl RnClient {
         self.try_call(method, params).map_err(anyhow::Error::from)
     }
 
-    /// [`RnClient::call`], telling a refusal the node stated apart from no usable answer.
-    pub(crate) fn try_call(&self, method: &str, params: Value) -> Result<Value, CallError> {
-        let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
+    /// POSTs `body` (what = the call, for errors) and reads the answer, at most
+    /// [`MAX_RESPONSE_BYTES`].
+    fn post(&self, body: &Value, what: &str) -> anyhow::Result<String> {
         let mut response = self
             .agent
             .post(&self.url)
             .header("content-type", "application/json")
             .send(body.to_string())
-            .with_context(|| format!("{method} to {}", self.url))?;
-        let text = response
+            .with_context(|| format!("{what} to {}", self.url))?;
+        response
             .body_mut()
             .with_config()
             .limit(MAX_RESPONSE_BYTES)
             .read_to_string()
-            .with_context(|| format!("reading the answer to {method}"))?;
+            .with_context(|| format!("reading the answer to {what}"))
+    }
+
+    /// [`RnClient::call`], telling a refusal the node stated apart from no usable answer.
+    pub(crate) fn try_call(&self, method: &str, params: Value) -> Result<Value, CallError> {
+        let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
+        let text = self.post(&body, method)?;
         let mut reply: Value = serde_json::from_str(&text)
             .with_context(|| format!("{method}: the answer is not JSON"))?;
         if let Some(error) = reply.get("error") {
@@ -180,18 +186,7 @@ impl RnClient {
             .enumerate()
             .map(|(id, params)| json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}))
             .collect();
-        let mut response = self
-            .agent
-            .post(&self.url)
-            .header("content-type", "application/json")
-            .send(Value::Array(body).to_string())
-            .with_context(|| format!("a batch of {method} to {}", self.url))?;
-        let text = response
-            .body_mut()
-            .with_config()
-            .limit(MAX_RESPONSE_BYTES)
-            .read_to_string()
-            .with_context(|| format!("reading the answer to a batch of {method}"))?;
+        let text = self.post(&Value::Array(body), &format!("a batch of {method}"))?;
         let replies: Vec<Value> = serde_json::from_str(&text)
             .with_context(|| format!("a batch of {method}: the answer is not a JSON array"))?;
         let mut answers = vec![Err("no answer in the batch".to_string()); calls.len()];
