@@ -108,17 +108,6 @@ impl Hasher {
     }
 }
 
-/// Why a JSON-RPC call got no result.
-#[derive(Debug, thiserror::Error)]
-pub enum CallError {
-    /// The node answered with a JSON-RPC error: a refusal in its own words.
-    #[error("{method}: {message}")]
-    Refused { method: String, message: String },
-    /// No usable answer: connection refused or reset, a timeout, a body that is not JSON.
-    #[error(transparent)]
-    Transport(#[from] anyhow::Error),
-}
-
 /// A JSON-RPC client of one RN endpoint.
 pub struct RnClient {
     url: String,
@@ -138,10 +127,6 @@ impl RnClient {
         }
     }
 
-    pub(crate) fn call(&self, method: &str, params: Value) -> anyhow::Result<Value> {
-        self.try_call(method, params).map_err(anyhow::Error::from)
-    }
-
     /// POSTs `body` (what = the call, for errors) and reads the answer, at most
     /// [`MAX_RESPONSE_BYTES`].
     fn post(&self, body: &Value, what: &str) -> anyhow::Result<String> {
@@ -159,17 +144,13 @@ impl RnClient {
             .with_context(|| format!("reading the answer to {what}"))
     }
 
-    /// [`RnClient::call`], telling a refusal the node stated apart from no usable answer.
-    pub(crate) fn try_call(&self, method: &str, params: Value) -> Result<Value, CallError> {
+    pub(crate) fn call(&self, method: &str, params: Value) -> anyhow::Result<Value> {
         let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
         let text = self.post(&body, method)?;
         let mut reply: Value = serde_json::from_str(&text)
             .with_context(|| format!("{method}: the answer is not JSON"))?;
         if let Some(error) = reply.get("error") {
-            return Err(CallError::Refused {
-                method: method.to_string(),
-                message: error["message"].as_str().unwrap_or("error").to_string(),
-            });
+            anyhow::bail!("{method}: {}", error["message"].as_str().unwrap_or("error"));
         }
         Ok(reply["result"].take())
     }
