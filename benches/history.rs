@@ -134,6 +134,7 @@ impl Node {
             block_interval_ms: 0,
             base_timeout_ms: 1,
             max_timeout_ms: 1,
+            votes: Default::default(),
         };
         let body = BlockBody {
             segments: vec![segment.clone()],

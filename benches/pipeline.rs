@@ -73,6 +73,7 @@ fn pipeline(c: &mut Criterion) {
         block_interval_ms: 0,
         base_timeout_ms: 1,
         max_timeout_ms: 1,
+        votes: Default::default(),
     };
     let tip = Tip {
         height: Height(0),

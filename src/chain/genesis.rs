@@ -186,6 +186,7 @@ impl Genesis {
             block_interval_ms: self.round_ms,
             base_timeout_ms: self.base_timeout_ms,
             max_timeout_ms: self.max_timeout_ms,
+            votes: Default::default(),
         }
     }
 

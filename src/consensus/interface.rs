@@ -19,6 +19,20 @@ pub struct Params {
     /// Round timeout at round 0; doubles each round up to `max_timeout_ms`.
     pub base_timeout_ms: u64,
     pub max_timeout_ms: u64,
+    /// Where votes go. Not a consensus rule: every node counts whatever votes reach it and
+    /// acts on any verified certificate, so nodes routing differently still agree.
+    pub votes: VoteRouting,
+}
+
+/// Where a member sends its prepare and commit votes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum VoteRouting {
+    /// To the round's leader (its proposer), which aggregates each quorum into a
+    /// [`crate::types::QuorumCertificate`] and broadcasts it: O(n) messages per phase.
+    #[default]
+    Leader,
+    /// To every CN: O(n²) messages per phase, one message delay less per phase.
+    AllToAll,
 }
 
 impl Params {
@@ -142,6 +156,11 @@ pub enum Output {
     /// Make durable before performing any later output.
     Persist(WalEntry),
     Broadcast(ConsensusMessage),
+    /// To one CN (numbered in the current set).
+    Send {
+        to: CnIndex,
+        message: ConsensusMessage,
+    },
     ScheduleProposal {
         height: Height,
         round: Round,
@@ -211,4 +230,5 @@ pub struct Rejections {
     pub bad_vote: u64,
     pub bad_round_change: u64,
     pub bad_decided: u64,
+    pub bad_certificate: u64,
 }

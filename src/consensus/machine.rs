@@ -3,12 +3,20 @@
 //!
 //! Two voting phases with instant finality (the IBFT 2.0 / PBFT family):
 //!
-//! 1. the round's proposer (recomputed by every receiver from public ranks) broadcasts a
-//!    [`Proposal`]; the proposal is also its prepare vote;
-//! 2. committee members that accept it broadcast a prepare vote; a quorum of prepares for a
-//!    block *prepares* it (the node keeps the [`PreparedCertificate`]) and each member then
-//!    broadcasts a commit vote;
-//! 3. a quorum of commit votes is the [`CommitCertificate`] that seals the block: it is final.
+//! 1. the round's proposer — its *leader*, recomputed by every receiver from public ranks —
+//!    broadcasts a [`Proposal`]; the proposal is also its prepare vote;
+//! 2. committee members that accept it send the leader a prepare vote; the leader aggregates
+//!    a quorum of them into a [`PreparedCertificate`] and broadcasts it
+//!    ([`QuorumCertificate`]); a member holding the accepted block and the certificate
+//!    *prepares* it (locks on it) and sends the leader a commit vote;
+//! 3. the leader aggregates a quorum of commit votes into the [`CommitCertificate`] that seals
+//!    the block and broadcasts it: the block is final.
+//!
+//! So a phase costs O(n) messages, and a member checks one aggregate signature per phase
+//! instead of one signature per member. With [`VoteRouting::AllToAll`] votes go to every CN
+//! instead (the pattern before leader aggregation). Either way a node counts every verified
+//! vote that reaches it and acts on every verified certificate, so the rules — and the safety
+//! argument — do not depend on where votes are sent, only on quorums of signatures.
 //!
 //! On timeout a node broadcasts a [`RoundChange`] for the next round carrying its highest
 //! prepared certificate. The next proposer needs a quorum of them (the round-change
@@ -22,9 +30,10 @@
 
 use super::audit::{verified_prefix, ChainState};
 use super::certificate::verify_certificate;
+use super::certificate::QuorumSignature;
 pub use super::interface::{
     proposal_timestamp, Application, GotExpected, Input, InvalidBlock, Misbehavior, Output, Params,
-    Rejections, Tip, WalEntry, MAX_CLOCK_DRIFT_MS,
+    Rejections, Tip, VoteRouting, WalEntry, MAX_CLOCK_DRIFT_MS,
 };
 use super::proposal::{self, ProposalError};
 use super::selection::{CnSet, Committee};
@@ -33,7 +42,7 @@ use super::verifier::SigCache;
 use crate::crypto::bls::SecretKey;
 use crate::types::{
     Block, BlockHash, CnIndex, CommitCertificate, ConsensusMessage, Height, PreparedCertificate,
-    Proposal, Round, RoundChange, Vote, VoteKind,
+    Proposal, QuorumCertificate, Round, RoundChange, Vote, VoteKind,
 };
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -102,6 +111,12 @@ pub struct Machine {
     tally: Tally,
     my_votes: HashMap<(VoteKind, Round), BlockHash>,
     prepared: Option<(PreparedCertificate, Block)>,
+    /// Verified prepare quorums broadcast by leaders, by round (the first per round, within
+    /// the round window): a member prepares once it also holds the accepted block.
+    certified: BTreeMap<Round, PreparedCertificate>,
+    /// A verified commit quorum of this height whose block this node has not accepted: the
+    /// block is fetched from peers and committed under this seal (or its decided copy).
+    pending_seal: Option<(BlockHash, CommitCertificate)>,
     /// Verified round changes of the current and later rounds in the window, without their
     /// blocks (those are in `blocks`).
     round_changes: BTreeMap<Round, BTreeMap<CnIndex, RoundChange>>,
@@ -174,6 +189,8 @@ impl Machine {
             tally: Tally::default(),
             my_votes: HashMap::new(),
             prepared: None,
+            certified: BTreeMap::new(),
+            pending_seal: None,
             round_changes: BTreeMap::new(),
             my_round_changes: BTreeMap::new(),
             proposed: None,
@@ -690,6 +707,7 @@ impl Machine {
             ConsensusMessage::Vote(v) => self.on_vote(*v, out),
             ConsensusMessage::RoundChange(rc) => self.on_round_change(*rc, out),
             ConsensusMessage::Decided(block) => self.on_decided(*block, app, out),
+            ConsensusMessage::Certificate(qc) => self.on_certificate(*qc, out),
             // Served by the node from its store; consensus state does not change.
             ConsensusMessage::SyncRequest(_) => {}
         }
@@ -820,7 +838,23 @@ impl Machine {
         };
         self.tally
             .record(kind, round, self.me, hash, vote.signature);
-        out.push(Output::Broadcast(ConsensusMessage::Vote(Box::new(vote))));
+        let message = ConsensusMessage::Vote(Box::new(vote));
+        match self.params.votes {
+            VoteRouting::AllToAll => out.push(Output::Broadcast(message)),
+            // The leader's own vote is counted above; it aggregates the others'.
+            VoteRouting::Leader => match self.proposer_of(round) {
+                leader if leader == self.me => {}
+                leader => out.push(Output::Send {
+                    to: leader,
+                    message,
+                }),
+            },
+        }
+    }
+
+    /// Whether this node leads (proposes in) `round` of the current height.
+    fn leads(&self, round: Round) -> bool {
+        self.proposer_of(round) == self.me
     }
 
     fn on_vote(&mut self, v: Vote, out: &mut Vec<Output>) {
@@ -867,13 +901,31 @@ impl Machine {
             .as_ref()
             .is_none_or(|(pc, _)| pc.round < round);
         if validated && newer {
-            if let Some(pc) = self.tally.prepared(&committee, round, hash) {
+            let from_votes = self.tally.prepared(&committee, round, hash);
+            let aggregated_here = from_votes.is_some();
+            let received = || {
+                self.certified
+                    .get(&round)
+                    .filter(|pc| pc.block_hash == hash)
+                    .cloned()
+            };
+            if let Some(pc) = from_votes.or_else(received) {
                 let block = self.blocks[&hash].clone();
                 out.push(Output::Persist(WalEntry::Prepared {
                     height: self.height(),
                     certificate: pc.clone(),
                     block: Box::new(block.clone()),
                 }));
+                if aggregated_here && self.leads(round) {
+                    self.broadcast_certificate(
+                        VoteKind::Prepare,
+                        &pc.signers,
+                        pc.aggregate,
+                        round,
+                        hash,
+                        out,
+                    );
+                }
                 self.prepared = Some((pc, block));
             }
         }
@@ -887,24 +939,103 @@ impl Machine {
         {
             self.cast(VoteKind::Commit, round, hash, out);
         }
-        let accepted_anywhere = self.accepted.values().any(|h| *h == hash);
-        if accepted_anywhere {
-            if let Some((signers, aggregate)) =
-                self.tally
-                    .certify(&committee, VoteKind::Commit, round, hash)
-            {
-                let mut block = self.blocks[&hash].clone();
-                block.sealed.seal = CommitCertificate {
-                    round,
-                    signers,
-                    aggregate,
-                };
-                out.push(Output::Broadcast(ConsensusMessage::Decided(Box::new(
-                    block.clone(),
-                ))));
-                self.commit(block, out);
+        if !self.accepted.values().any(|h| *h == hash) {
+            return;
+        }
+        if let Some((signers, aggregate)) =
+            self.tally
+                .certify(&committee, VoteKind::Commit, round, hash)
+        {
+            if self.leads(round) {
+                self.broadcast_certificate(VoteKind::Commit, &signers, aggregate, round, hash, out);
+            }
+            let seal = CommitCertificate {
+                round,
+                signers,
+                aggregate,
+            };
+            self.commit_accepted(hash, seal, out);
+        } else if let Some((_, seal)) = self.pending_seal.take_if(|(h, _)| *h == hash) {
+            self.commit_accepted(hash, seal, out);
+        }
+    }
+
+    /// Commits the accepted block `hash` under `seal`.
+    fn commit_accepted(&mut self, hash: BlockHash, seal: CommitCertificate, out: &mut Vec<Output>) {
+        let mut block = self.blocks[&hash].clone();
+        block.sealed.seal = seal;
+        self.commit(block, out);
+    }
+
+    /// Broadcasts a quorum this node aggregated as the round's leader.
+    fn broadcast_certificate(
+        &self,
+        kind: VoteKind,
+        signers: &crate::types::SignerBitmap,
+        aggregate: crate::crypto::bls::SignatureBytes,
+        round: Round,
+        block_hash: BlockHash,
+        out: &mut Vec<Output>,
+    ) {
+        let certificate = QuorumCertificate {
+            kind,
+            height: self.height(),
+            round,
+            block_hash,
+            signers: signers.clone(),
+            aggregate,
+        };
+        out.push(Output::Broadcast(ConsensusMessage::Certificate(Box::new(
+            certificate,
+        ))));
+    }
+
+    /// A leader's certificate. A prepare quorum is kept for its round (the first one; two
+    /// cannot both be genuine) and acted on once the block is accepted; a commit quorum
+    /// decides the height: the accepted block is committed under it, or — not holding the
+    /// block — fetched from peers. Each is verified (one aggregate signature) before use.
+    fn on_certificate(&mut self, qc: QuorumCertificate, out: &mut Vec<Output>) {
+        let useless = match qc.kind {
+            VoteKind::Prepare => {
+                !self.within_window(qc.round)
+                    || !self.still_kept(qc.round)
+                    || self.certified.contains_key(&qc.round)
+                    || self
+                        .prepared
+                        .as_ref()
+                        .is_some_and(|(pc, _)| pc.round >= qc.round)
+            }
+            VoteKind::Commit => self.pending_seal.is_some(),
+        };
+        if useless {
+            self.rejections.stale += 1;
+            return;
+        }
+        let quorum = QuorumSignature {
+            kind: qc.kind,
+            round: qc.round,
+            block_hash: qc.block_hash,
+            signers: &qc.signers,
+            aggregate: &qc.aggregate,
+        };
+        if let Err(e) = quorum.verify(&self.set, &self.members_at(qc.round)) {
+            tracing::debug!(error = %e, kind = ?qc.kind, round = %qc.round, "certificate refused");
+            self.rejections.bad_certificate += 1;
+            return;
+        }
+        match qc.kind {
+            VoteKind::Prepare => {
+                self.certified.insert(qc.round, qc.prepared());
+            }
+            VoteKind::Commit => {
+                self.pending_seal = Some((qc.block_hash, qc.seal()));
+                if !self.accepted.values().any(|h| *h == qc.block_hash) {
+                    self.request_sync(out);
+                    return;
+                }
             }
         }
+        self.check_thresholds(qc.round, qc.block_hash, out);
     }
 
     fn on_round_change(&mut self, rc: RoundChange, out: &mut Vec<Output>) {
@@ -1010,6 +1141,7 @@ impl Machine {
         }
         let oldest = Round(round.0.saturating_sub(ROUNDS_KEPT_BEHIND));
         self.accepted = self.accepted.split_off(&oldest);
+        self.certified = self.certified.split_off(&oldest);
         self.tally.forget_before(oldest);
         let named: HashSet<BlockHash> = self
             .accepted
@@ -1306,6 +1438,8 @@ impl Machine {
         self.tally = Tally::default();
         self.my_votes.clear();
         self.prepared = None;
+        self.certified.clear();
+        self.pending_seal = None;
         self.round_changes.clear();
         self.my_round_changes.clear();
         self.far_round_changes.clear();
@@ -1327,6 +1461,7 @@ fn message_size(msg: &ConsensusMessage) -> usize {
         }
         ConsensusMessage::Decided(block) => block.length(),
         ConsensusMessage::RoundChange(rc) => rc.length() + SMALL,
+        ConsensusMessage::Certificate(qc) => qc.length() + SMALL,
         ConsensusMessage::Vote(_) | ConsensusMessage::SyncRequest(_) => SMALL,
     }
 }

@@ -88,6 +88,11 @@ impl Tally {
         round: Round,
         hash: BlockHash,
     ) -> Option<(SignerBitmap, SignatureBytes)> {
+        // Counting is cheap, decoding signatures is not: a leader asks on every vote it
+        // receives, so below a quorum nothing is decoded (votes come from members only).
+        if self.count(kind, round, hash) < committee.quorum() {
+            return None;
+        }
         let (bitmap, sigs) = self.signers(committee, kind, round, hash);
         if sigs.len() < committee.quorum() {
             return None;

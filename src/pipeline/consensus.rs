@@ -371,6 +371,7 @@ impl ConsensusStage {
             match output {
                 Output::Persist(_) => {}
                 Output::Broadcast(msg) => self.net.broadcast(Arc::new(encode_frame(&msg))),
+                Output::Send { to, message } => self.net.send(to, Arc::new(encode_frame(&message))),
                 Output::ScheduleProposal {
                     height,
                     round,

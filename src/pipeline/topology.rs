@@ -726,6 +726,7 @@ impl CnMetrics {
             ("bad_vote", r.bad_vote),
             ("bad_round_change", r.bad_round_change),
             ("bad_decided", r.bad_decided),
+            ("bad_certificate", r.bad_certificate),
         ];
         for (reason, value) in refused {
             m.counter(

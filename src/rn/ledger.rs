@@ -199,6 +199,7 @@ mod tests {
             block_interval_ms: 0,
             base_timeout_ms: 1,
             max_timeout_ms: 1,
+            votes: Default::default(),
         };
         let timestamp_ms = tip.timestamp_ms + 100;
         let body = app.build(tip.height.next(), tip, timestamp_ms);

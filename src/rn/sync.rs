@@ -303,6 +303,7 @@ mod tests {
                 block_interval_ms: 100,
                 base_timeout_ms: 500,
                 max_timeout_ms: 5_000,
+                votes: Default::default(),
             },
             claims: ClaimChecks::default(),
         };

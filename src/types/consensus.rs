@@ -173,6 +173,41 @@ pub struct PreparedCertificate {
     pub aggregate: SignatureBytes,
 }
 
+/// A quorum of one round's votes of one kind, aggregated by the round's leader and broadcast:
+/// a prepare quorum tells the members to lock and commit-vote, a commit quorum is the seal of
+/// the block. Self-authenticating (anyone may relay it): the signers' keys and the aggregate
+/// signature are checked against the round's committee before it is used.
+#[derive(Debug, Clone, PartialEq, Eq, RlpEncodable, RlpDecodable)]
+pub struct QuorumCertificate {
+    pub kind: VoteKind,
+    pub height: Height,
+    pub round: Round,
+    pub block_hash: BlockHash,
+    pub signers: super::SignerBitmap,
+    pub aggregate: SignatureBytes,
+}
+
+impl QuorumCertificate {
+    /// The prepared certificate a prepare quorum stands for.
+    pub fn prepared(&self) -> PreparedCertificate {
+        PreparedCertificate {
+            round: self.round,
+            block_hash: self.block_hash,
+            signers: self.signers.clone(),
+            aggregate: self.aggregate,
+        }
+    }
+
+    /// The block seal a commit quorum stands for.
+    pub fn seal(&self) -> super::CommitCertificate {
+        super::CommitCertificate {
+            round: self.round,
+            signers: self.signers.clone(),
+            aggregate: self.aggregate,
+        }
+    }
+}
+
 /// A proposal for height `h`, round `round`: the block (unsealed), the proposer's prepare vote
 /// (the proposal counts as the proposer's vote), and — from round 1 on — the quorum of round
 /// changes that justifies it. Who proposes is public (the lowest proposer rank of the round's
@@ -244,6 +279,8 @@ pub enum ConsensusMessage {
     Decided(Box<super::Block>),
     /// "Send me the decided blocks from this height on" (served by the node, not consensus).
     SyncRequest(Height),
+    /// A prepare or commit quorum aggregated by the round's leader.
+    Certificate(Box<QuorumCertificate>),
 }
 
 impl ConsensusMessage {
@@ -252,6 +289,7 @@ impl ConsensusMessage {
     const TAG_ROUND_CHANGE: u8 = 2;
     const TAG_DECIDED: u8 = 3;
     const TAG_SYNC_REQUEST: u8 = 4;
+    const TAG_CERTIFICATE: u8 = 5;
 
     fn tag(&self) -> u8 {
         match self {
@@ -260,6 +298,7 @@ impl ConsensusMessage {
             Self::RoundChange(_) => Self::TAG_ROUND_CHANGE,
             Self::Decided(_) => Self::TAG_DECIDED,
             Self::SyncRequest(_) => Self::TAG_SYNC_REQUEST,
+            Self::Certificate(_) => Self::TAG_CERTIFICATE,
         }
     }
 
@@ -270,6 +309,7 @@ impl ConsensusMessage {
             Self::RoundChange(rc) => rc.as_ref(),
             Self::Decided(b) => b.as_ref(),
             Self::SyncRequest(h) => h,
+            Self::Certificate(c) => c.as_ref(),
         }
     }
 
@@ -279,7 +319,7 @@ impl ConsensusMessage {
             Self::Proposal(p) => Some(p.proposer),
             Self::Vote(v) => Some(v.voter),
             Self::RoundChange(rc) => Some(rc.sender),
-            Self::Decided(_) | Self::SyncRequest(_) => None,
+            Self::Decided(_) | Self::SyncRequest(_) | Self::Certificate(_) => None,
         }
     }
 
@@ -291,6 +331,7 @@ impl ConsensusMessage {
             Self::RoundChange(rc) => rc.height,
             Self::Decided(b) => b.header().height,
             Self::SyncRequest(h) => *h,
+            Self::Certificate(c) => c.height,
         }
     }
 }
@@ -330,6 +371,9 @@ impl Decodable for ConsensusMessage {
             Self::TAG_ROUND_CHANGE => Self::RoundChange(Box::new(RoundChange::decode(&mut body)?)),
             Self::TAG_DECIDED => Self::Decided(Box::new(super::Block::decode(&mut body)?)),
             Self::TAG_SYNC_REQUEST => Self::SyncRequest(Height::decode(&mut body)?),
+            Self::TAG_CERTIFICATE => {
+                Self::Certificate(Box::new(QuorumCertificate::decode(&mut body)?))
+            }
             _ => return Err(alloy_rlp::Error::Custom("unknown consensus message tag")),
         };
         if !body.is_empty() {

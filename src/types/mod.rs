@@ -17,7 +17,7 @@ pub use block::{
 };
 pub use codec::{CodecError, WireMessage};
 pub use consensus::{
-    ConsensusMessage, EquivocationEvidence, PorShare, PreparedCertificate, Proposal, RandomReveal,
-    RoundChange, Vote, VoteKind,
+    ConsensusMessage, EquivocationEvidence, PorShare, PreparedCertificate, Proposal,
+    QuorumCertificate, RandomReveal, RoundChange, Vote, VoteKind,
 };
 pub use primitives::{BlockHash, ChainId, CnIndex, Height, Round, SegmentId, SignerBitmap};

@@ -16,7 +16,8 @@
 
 use alloy_primitives::{Bytes, B256};
 use kaon::consensus::machine::{
-    locate, Application, GotExpected, Input, InvalidBlock, Machine, Output, Params, Tip, WalEntry,
+    locate, Application, GotExpected, Input, InvalidBlock, Machine, Output, Params, Tip,
+    VoteRouting, WalEntry,
 };
 use kaon::consensus::proposal::BlockBody;
 use kaon::consensus::selection::CnSet;
@@ -223,6 +224,10 @@ struct Node {
     wal: Vec<Vec<u8>>,
     /// Crashed and not yet restarted: everything sent to it is lost.
     down: bool,
+    /// Its cache of verified signatures (shared by all nodes unless a test measures cost).
+    sigs: Arc<SigCache>,
+    /// Signature claims its machine has checked (BLS verifications, cache misses only).
+    checks: u64,
 }
 
 enum Event {
@@ -250,6 +255,17 @@ struct Scenario {
     committee_size: usize,
     /// The height whose block renumbers the CN set, if any.
     set_change_at: Option<Height>,
+    /// Where the nodes send their votes.
+    votes: VoteRouting,
+}
+
+impl Scenario {
+    fn params(&self) -> Params {
+        Params {
+            votes: self.votes,
+            ..params_for(self.committee_size)
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -320,6 +336,12 @@ impl Scenario {
             set_change_at: rng
                 .gen_bool(0.5)
                 .then(|| Height(rng.gen_range(1..TARGET_HEIGHT))),
+            // Mostly the default pattern; all-to-all keeps its coverage.
+            votes: if rng.gen_bool(0.25) {
+                VoteRouting::AllToAll
+            } else {
+                VoteRouting::Leader
+            },
         }
     }
 }
@@ -335,7 +357,6 @@ struct Sim {
     /// Every message sent so far, for the replayer.
     sent: Vec<ConsensusMessage>,
     stats: SimStats,
-    sigs: Arc<SigCache>,
     /// Blocks proposed at each height and round so far (the double voter's second choices).
     proposed: BTreeMap<(Height, kaon::types::Round), Vec<BlockHash>>,
     /// Digest of every output of every node, in order (the determinism check).
@@ -357,6 +378,9 @@ struct SimStats {
     competing_votes: u64,
     /// Blocks committed by honest nodes that renumbered the CN set.
     set_changes: u64,
+    /// Consensus messages honest nodes sent (one per recipient) and their bytes on the wire.
+    messages: u64,
+    bytes: u64,
     /// Digest of all outputs of the run.
     digest: [u8; 32],
 }
@@ -372,6 +396,7 @@ fn params_for(committee_size: usize) -> Params {
         block_interval_ms: 10,
         base_timeout_ms: BASE_TIMEOUT_MS,
         max_timeout_ms: 5_000,
+        votes: Default::default(),
     }
 }
 
@@ -392,8 +417,19 @@ fn keys(n: usize) -> Vec<SecretKey> {
 
 impl Sim {
     fn new(seed: u64, scenario: Scenario, keys: &[SecretKey], sigs: &Arc<SigCache>) -> Self {
+        Self::with_caches(seed, scenario, keys, |_| Arc::clone(sigs))
+    }
+
+    /// A network whose node `i` verifies signatures through `cache(i)`.
+    fn with_caches(
+        seed: u64,
+        scenario: Scenario,
+        keys: &[SecretKey],
+        cache: impl Fn(usize) -> Arc<SigCache>,
+    ) -> Self {
+        let caches: Vec<Arc<SigCache>> = (0..scenario.n).map(cache).collect();
         let set = Arc::new(CnSet::new(keys.iter().map(SecretKey::public_key).collect()).unwrap());
-        let (params, genesis) = (params_for(scenario.committee_size), genesis());
+        let (params, genesis) = (scenario.params(), genesis());
         let nodes = (0..scenario.n)
             .map(|i| {
                 let behavior = scenario.behaviors[i];
@@ -403,7 +439,7 @@ impl Sim {
                         CnIndex(i as u32),
                         keys[i].clone(),
                         Arc::clone(&set),
-                        Arc::clone(sigs),
+                        Arc::clone(&caches[i]),
                         genesis,
                     ),
                     app: SimApp::new(behavior, genesis, &set, scenario.set_change_at),
@@ -412,6 +448,8 @@ impl Sim {
                     chain: Vec::new(),
                     wal: Vec::new(),
                     down: false,
+                    sigs: Arc::clone(&caches[i]),
+                    checks: 0,
                 }
             })
             .collect();
@@ -425,7 +463,6 @@ impl Sim {
             scenario,
             sent: Vec::new(),
             stats: SimStats::default(),
-            sigs: Arc::clone(sigs),
             proposed: BTreeMap::new(),
             digest: sha2::Digest::new(),
         };
@@ -459,11 +496,11 @@ impl Sim {
             .map(|r| kaon::consensus::wal::decode(r).map_err(|e| format!("WAL record: {e}")))
             .collect::<Result<_, _>>()?;
         node.machine = Machine::new(
-            params_for(self.scenario.committee_size),
+            self.scenario.params(),
             locate(&set, &node.key),
             node.key.clone(),
             set,
-            Arc::clone(&self.sigs),
+            Arc::clone(&node.sigs),
             tip,
         );
         node.machine.restore(&wal);
@@ -478,7 +515,9 @@ impl Sim {
         let mut next = Some(input);
         while let Some(input) = next.take() {
             let node = &mut self.nodes[to];
+            let before = kaon::crypto::bls::checks_on_this_thread();
             let outputs = node.machine.step(input, self.now, &mut node.app);
+            node.checks += kaon::crypto::bls::checks_on_this_thread() - before;
             next = self
                 .handle(to, outputs)?
                 .map(|height| Input::Applied { height });
@@ -599,6 +638,7 @@ impl Sim {
         let mut applied = None;
         for output in outputs {
             self.digest_output(from, &output);
+            self.count_sent(from, &output);
             match output {
                 Output::Persist(entry) => self.nodes[from]
                     .wal
@@ -609,6 +649,11 @@ impl Sim {
                     self.byzantine_broadcast(from, behavior, msg)
                 }
                 Output::Broadcast(msg) => self.byzantine_broadcast(from, behavior, msg),
+                Output::Send { to, message } => {
+                    if let Some(to) = self.node_of(from, to) {
+                        self.byzantine_send(from, behavior, to, message)
+                    }
+                }
                 Output::ScheduleProposal {
                     height,
                     round,
@@ -683,6 +728,20 @@ impl Sim {
         self.nodes.iter().position(|n| n.key.public_key() == *key)
     }
 
+    /// Counts the messages (one per recipient) and bytes an honest node's output sends.
+    fn count_sent(&mut self, from: usize, output: &Output) {
+        let (msg, recipients) = match output {
+            Output::Broadcast(msg) => (msg, self.nodes.len() as u64 - 1),
+            Output::Send { message, .. } => (message, 1),
+            _ => return,
+        };
+        if self.nodes[from].behavior == Behavior::Honest {
+            let bytes = kaon::types::codec::encode_frame(msg).len() as u64;
+            self.stats.messages += recipients;
+            self.stats.bytes += recipients * bytes;
+        }
+    }
+
     /// Folds an output into the run's digest: messages by their wire encoding, WAL entries
     /// by theirs, the rest by what identifies them.
     fn digest_output(&mut self, from: usize, output: &Output) {
@@ -691,7 +750,9 @@ impl Sim {
         self.digest.update(self.now.to_be_bytes());
         match output {
             Output::Persist(entry) => self.digest.update(kaon::consensus::wal::encode(entry)),
-            Output::Broadcast(msg) => self.digest.update(kaon::types::codec::encode_frame(msg)),
+            Output::Broadcast(msg) | Output::Send { message: msg, .. } => {
+                self.digest.update(kaon::types::codec::encode_frame(msg))
+            }
             Output::Committed(block) => self.digest.update(block.hash().0),
             other => self.digest.update(format!("{other:?}")),
         }
@@ -779,27 +840,7 @@ impl Sim {
                 );
             }
             (Behavior::DoubleVoter, ConsensusMessage::Vote(v)) => {
-                // The second vote goes to a real competing block of that round when one was
-                // proposed (its own twin as proposer, or another equivocator's), so it can
-                // complete a quorum there; otherwise to a block nobody proposed.
-                let real = self
-                    .proposed
-                    .get(&(v.height, v.round))
-                    .and_then(|seen| seen.iter().find(|h| **h != v.block_hash).copied());
-                self.stats.competing_votes += u64::from(real.is_some());
-                let competing =
-                    real.unwrap_or_else(|| BlockHash(sha256(v.block_hash.0.as_slice())));
-                let mut other = (*v).clone();
-                other.block_hash = competing;
-                other.signature = self.nodes[from]
-                    .key
-                    .sign(&Vote::signing_message(
-                        other.kind,
-                        other.height,
-                        other.round,
-                        other.block_hash,
-                    ))
-                    .to_bytes();
+                let other = self.second_vote(from, &v);
                 // Everyone gets the first vote; half the network also gets the second, which
                 // counts wherever it arrives first.
                 self.broadcast(from, ConsensusMessage::Vote(v));
@@ -809,15 +850,68 @@ impl Sim {
             }
             (Behavior::Replayer, msg) => {
                 self.broadcast(from, msg);
-                if !self.sent.is_empty() {
-                    let old = self.sent[self.rng.gen_range(0..self.sent.len())].clone();
-                    let to = self.rng.gen_range(0..self.nodes.len());
-                    if to != from {
-                        self.send(from, to, old);
-                    }
-                }
+                self.replay_one(from);
             }
             (_, msg) => self.broadcast(from, msg),
+        }
+    }
+
+    /// A double voter's second vote in `v`'s round and phase: for a real competing block of
+    /// that round when one was proposed (its own twin as proposer, or another equivocator's),
+    /// so it can complete a quorum there; otherwise for a block nobody proposed.
+    fn second_vote(&mut self, from: usize, v: &Vote) -> Vote {
+        let real = self
+            .proposed
+            .get(&(v.height, v.round))
+            .and_then(|seen| seen.iter().find(|h| **h != v.block_hash).copied());
+        self.stats.competing_votes += u64::from(real.is_some());
+        let competing = real.unwrap_or_else(|| BlockHash(sha256(v.block_hash.0.as_slice())));
+        let mut other = v.clone();
+        other.block_hash = competing;
+        other.signature = self.nodes[from]
+            .key
+            .sign(&Vote::signing_message(
+                other.kind,
+                other.height,
+                other.round,
+                other.block_hash,
+            ))
+            .to_bytes();
+        other
+    }
+
+    /// A replayer sends a random node one message seen earlier in the run.
+    fn replay_one(&mut self, from: usize) {
+        if !self.sent.is_empty() {
+            let old = self.sent[self.rng.gen_range(0..self.sent.len())].clone();
+            let to = self.rng.gen_range(0..self.nodes.len());
+            if to != from {
+                self.send(from, to, old);
+            }
+        }
+    }
+
+    /// Sends one node a message, the way `behavior` would: a double voter sends the leader
+    /// two votes, a replayer adds an old message, a silent node sends nothing.
+    fn byzantine_send(
+        &mut self,
+        from: usize,
+        behavior: Behavior,
+        to: usize,
+        msg: ConsensusMessage,
+    ) {
+        match (behavior, msg) {
+            (Behavior::Silent, _) => {}
+            (Behavior::DoubleVoter, ConsensusMessage::Vote(v)) => {
+                let other = self.second_vote(from, &v);
+                self.send(from, to, ConsensusMessage::Vote(v));
+                self.send(from, to, ConsensusMessage::Vote(Box::new(other)));
+            }
+            (Behavior::Replayer, msg) => {
+                self.send(from, to, msg);
+                self.replay_one(from);
+            }
+            (_, msg) => self.send(from, to, msg),
         }
     }
 
@@ -1009,6 +1103,8 @@ fn run_all(n: usize, f: usize, committee_size: usize, default_seeds: u64, regres
                 lock_lies: a.lock_lies + s.lock_lies,
                 competing_votes: a.competing_votes + s.competing_votes,
                 set_changes: a.set_changes + s.set_changes,
+                messages: a.messages + s.messages,
+                bytes: a.bytes + s.bytes,
                 digest: [0; 32],
             });
         assert!(
@@ -1090,6 +1186,7 @@ impl Manual {
             crashes: Vec::new(),
             committee_size,
             set_change_at: None,
+            votes: VoteRouting::Leader,
         };
         let sim = Sim::new(0, scenario, &keys, &Arc::new(SigCache::new()));
         Self {
@@ -1161,7 +1258,13 @@ impl Manual {
         for (from, outs) in votes_of(&prepares, VoteKind::Prepare) {
             commits.extend(self.deliver(from, &outs, voters));
         }
+        let mut sealed = Vec::new();
         for (from, outs) in votes_of(&commits, VoteKind::Commit) {
+            sealed.extend(self.deliver(from, &outs, deciders));
+        }
+        // The leader keeps its own votes and seals with them: its commit certificate is how
+        // the deciders that did not see its vote learn of the decision.
+        for (from, outs) in certificates_of(&sealed, VoteKind::Commit) {
             self.deliver(from, &outs, deciders);
         }
     }
@@ -1185,11 +1288,13 @@ impl Manual {
     }
 }
 
+/// The messages in `outputs`, broadcast or sent to one node (hand-driven tests choose the
+/// recipients themselves).
 fn broadcasts(outputs: &[Output]) -> Vec<ConsensusMessage> {
     outputs
         .iter()
         .filter_map(|o| match o {
-            Output::Broadcast(m) => Some(m.clone()),
+            Output::Broadcast(m) | Output::Send { message: m, .. } => Some(m.clone()),
             _ => None,
         })
         .collect()
@@ -1201,9 +1306,28 @@ fn votes_of(outputs: &[(usize, Vec<Output>)], kind: VoteKind) -> Vec<(usize, Vec
         .map(|(from, outs)| {
             let only: Vec<Output> = outs
                 .iter()
-                .filter(
-                    |o| matches!(o, Output::Broadcast(ConsensusMessage::Vote(v)) if v.kind == kind),
-                )
+                .filter(|o| {
+                    matches!(o, Output::Broadcast(ConsensusMessage::Vote(v))
+                        | Output::Send { message: ConsensusMessage::Vote(v), .. } if v.kind == kind)
+                })
+                .cloned()
+                .collect();
+            (*from, only)
+        })
+        .filter(|(_, outs)| !outs.is_empty())
+        .collect()
+}
+
+/// The leader certificates of `kind` among `outputs`, by sender.
+fn certificates_of(outputs: &[(usize, Vec<Output>)], kind: VoteKind) -> Vec<(usize, Vec<Output>)> {
+    outputs
+        .iter()
+        .map(|(from, outs)| {
+            let only: Vec<Output> = outs
+                .iter()
+                .filter(|o| {
+                    matches!(o, Output::Broadcast(ConsensusMessage::Certificate(c)) if c.kind == kind)
+                })
                 .cloned()
                 .collect();
             (*from, only)
@@ -2357,4 +2481,254 @@ fn n4_a_round_change_carrying_another_body_under_a_real_certificate_is_refused()
         net.nodes[target].machine.rejections().bad_round_change,
         before + 1
     );
+}
+
+// ---- Leader-aggregated votes -------------------------------------------------------------
+
+/// The messages among `outputs` that leave the node (broadcast or sent to one CN).
+fn sent(outputs: &[Output]) -> Vec<&Output> {
+    outputs
+        .iter()
+        .filter(|o| matches!(o, Output::Broadcast(_) | Output::Send { .. }))
+        .collect()
+}
+
+/// Asserts that each node in `outputs` sent exactly one message: its `kind` vote, to `leader`.
+fn assert_voted_to(outputs: &[(usize, Vec<Output>)], kind: VoteKind, leader: usize) {
+    assert!(!outputs.is_empty(), "some {kind:?} votes were cast");
+    for (from, outs) in outputs {
+        let sent = sent(outs);
+        assert!(
+            matches!(sent.as_slice(), [Output::Send { to, message: ConsensusMessage::Vote(v) }]
+                if to.0 as usize == leader && v.kind == kind),
+            "node {from} must send its {kind:?} vote to the leader only: {sent:?}"
+        );
+    }
+}
+
+/// With votes routed to the leader a height takes O(n) messages: each member sends its
+/// prepare and commit votes to the round's proposer only, the proposer broadcasts the two
+/// certificates it aggregates, and every member commits the proposed block on them. Kills
+/// "the leader broadcasts what it aggregates" and "a member acts on a verified certificate".
+#[test]
+fn n4_votes_go_to_the_leader_and_its_certificates_decide() {
+    let mut net = Manual::new(4);
+    let leader = net.start_all();
+    let members: Vec<usize> = (0..4).filter(|&i| i != leader).collect();
+    let out = net.propose(leader, Height(1), round(0));
+    let prepares = net.deliver(leader, &out, &members);
+    assert_voted_to(&prepares, VoteKind::Prepare, leader);
+    let mut at_leader = Vec::new();
+    for (from, outs) in &prepares {
+        at_leader.extend(net.deliver(*from, outs, &[leader]));
+    }
+    let prepared = certificates_of(&at_leader, VoteKind::Prepare);
+    assert_eq!(
+        prepared.len(),
+        1,
+        "the leader broadcasts its prepared certificate"
+    );
+    let commits = net.deliver(leader, &prepared[0].1, &members);
+    assert_voted_to(&commits, VoteKind::Commit, leader);
+    let mut sealed = Vec::new();
+    for (from, outs) in &commits {
+        sealed.extend(net.deliver(*from, outs, &[leader]));
+    }
+    assert_eq!(net.nodes[leader].chain.len(), 1, "the leader decided");
+    let seal = certificates_of(&sealed, VoteKind::Commit);
+    assert_eq!(
+        seal.len(),
+        1,
+        "the leader broadcasts its commit certificate"
+    );
+    net.deliver(leader, &seal[0].1, &members);
+    let decided = net.nodes[leader].chain[0].hash();
+    for i in members {
+        assert_eq!(net.nodes[i].chain.len(), 1, "member {i} decided");
+        assert_eq!(
+            net.nodes[i].chain[0].hash(),
+            decided,
+            "member {i} decided the same block"
+        );
+    }
+}
+
+/// A commit certificate for `hash` signed by `signers` over `signed` (normally `hash`), with
+/// `claimed` as its signer bitmap's members.
+fn commit_certificate(
+    net: &Manual,
+    hash: BlockHash,
+    signed: BlockHash,
+    signers: &[usize],
+    claimed: &[usize],
+) -> ConsensusMessage {
+    let committee = net.nodes[0].machine.cn_set().committee(
+        genesis().mix,
+        Height(1),
+        round(0),
+        params().committee_size,
+    );
+    let msg = Vote::signing_message(VoteKind::Commit, Height(1), round(0), signed);
+    let sigs: Vec<kaon::crypto::bls::Signature> = signers
+        .iter()
+        .map(|&i| net.nodes[i].key.sign(&msg))
+        .collect();
+    let mut bitmap = kaon::types::SignerBitmap::with_members(committee.size());
+    for &i in claimed {
+        bitmap.set(committee.position(CnIndex(i as u32)).expect("a member"));
+    }
+    ConsensusMessage::Certificate(Box::new(kaon::types::QuorumCertificate {
+        kind: VoteKind::Commit,
+        height: Height(1),
+        round: round(0),
+        block_hash: hash,
+        signers: bitmap,
+        aggregate: kaon::crypto::bls::aggregate_signatures(&sigs)
+            .unwrap()
+            .to_bytes(),
+    }))
+}
+
+/// A certificate counts only once its aggregate signature verifies against a quorum of the
+/// committee: one whose bitmap claims a signer that did not sign, or whose quorum signed
+/// another block, commits nothing; the genuine one commits. Kills "verify a certificate
+/// before acting on it".
+#[test]
+fn n4_a_forged_leader_certificate_commits_nothing() {
+    let mut net = Manual::new(4);
+    let leader = net.start_all();
+    let out = net.propose(leader, Height(1), round(0));
+    let hash = match &broadcasts(&out)[0] {
+        ConsensusMessage::Proposal(p) => p.block.hash(),
+        other => panic!("expected a proposal, got {other:?}"),
+    };
+    let victim = (0..4).find(|&i| i != leader).unwrap();
+    net.deliver(leader, &out, &[victim]);
+    let quorum: Vec<usize> = (0..4).filter(|&i| i != victim).collect();
+    let other = BlockHash(sha256(b"another block"));
+    let forgeries = [
+        commit_certificate(&net, hash, hash, &quorum[..2], &quorum),
+        commit_certificate(&net, hash, other, &quorum, &quorum),
+    ];
+    for (n, forged) in forgeries.into_iter().enumerate() {
+        net.step(victim, Input::Message(forged));
+        assert_eq!(net.nodes[victim].chain.len(), 0, "forgery {n} committed");
+        assert_eq!(
+            net.nodes[victim].machine.rejections().bad_certificate,
+            n as u64 + 1
+        );
+    }
+    let genuine = commit_certificate(&net, hash, hash, &quorum, &quorum);
+    net.step(victim, Input::Message(genuine));
+    assert_eq!(
+        net.nodes[victim].chain.len(),
+        1,
+        "the genuine certificate commits"
+    );
+    assert_eq!(net.nodes[victim].chain[0].hash(), hash);
+}
+
+/// A member that missed the proposal learns the decision from the leader's commit
+/// certificate: it asks peers for the decided block at once (rather than timing out) and
+/// commits it when it comes. Kills "fetch the block a commit certificate names".
+#[test]
+fn n4_a_commit_certificate_without_its_block_fetches_the_block() {
+    let mut net = Manual::new(4);
+    let leader = net.start_all();
+    let out = net.propose(leader, Height(1), round(0));
+    let late = (0..4).find(|&i| i != leader).unwrap();
+    let others: Vec<usize> = (0..4).filter(|&i| i != late).collect();
+    net.vote_through(leader, &out, &others, &others);
+    let block = net.nodes[leader].chain[0].clone();
+    let seal = block.sealed.seal.clone();
+    let certificate = ConsensusMessage::Certificate(Box::new(kaon::types::QuorumCertificate {
+        kind: VoteKind::Commit,
+        height: Height(1),
+        round: seal.round,
+        block_hash: block.hash(),
+        signers: seal.signers,
+        aggregate: seal.aggregate,
+    }));
+    let asked = net.step(late, Input::Message(certificate));
+    assert!(
+        asked
+            .iter()
+            .any(|o| matches!(o, Output::SyncNeeded { from } if *from == Height(1))),
+        "the block is asked for: {asked:?}"
+    );
+    assert!(net.nodes[late].chain.is_empty());
+    net.step(
+        late,
+        Input::Message(ConsensusMessage::Decided(Box::new(block.clone()))),
+    );
+    assert_eq!(net.nodes[late].chain.len(), 1);
+    assert_eq!(net.nodes[late].chain[0].hash(), block.hash());
+}
+
+/// What one height costs a committee, measured in the simulation.
+#[derive(Debug)]
+struct HeightCost {
+    /// Consensus messages sent per block (one per recipient), by all nodes.
+    messages: f64,
+    /// Their bytes on the wire per block.
+    bytes: f64,
+    /// BLS checks per block by the node that checked least / most (the leaders check most).
+    checks_min: f64,
+    checks_max: f64,
+}
+
+/// Runs `n` honest CNs (committee `n`, no loss) to the target height with votes routed by
+/// `votes`; each node has its own signature cache when `own_caches` (so checks are counted
+/// per node; all-to-all at 100 nodes would take minutes that way, and its message count does
+/// not depend on the caches).
+fn height_cost(n: usize, votes: VoteRouting, own_caches: bool) -> HeightCost {
+    let scenario = Scenario {
+        n,
+        behaviors: vec![Behavior::Honest; n],
+        max_latency_ms: 1,
+        stragglers: 0.0,
+        loss: 0.0,
+        gst_ms: 0,
+        partition: Vec::new(),
+        crashes: Vec::new(),
+        committee_size: n,
+        set_change_at: None,
+        votes,
+    };
+    let shared = Arc::new(SigCache::new());
+    let mut sim = Sim::with_caches(1, scenario, &keys(n), |_| match own_caches {
+        true => Arc::new(SigCache::new()),
+        false => Arc::clone(&shared),
+    });
+    sim.run().expect("an honest network decides");
+    let blocks = sim.nodes.iter().map(|node| node.chain.len()).min().unwrap() as f64;
+    let per_block = |node: &Node| node.checks as f64 / node.chain.len() as f64;
+    let checks = sim.nodes.iter().map(per_block);
+    HeightCost {
+        messages: sim.stats.messages as f64 / blocks,
+        bytes: sim.stats.bytes as f64 / blocks,
+        checks_min: checks.clone().fold(f64::MAX, f64::min),
+        checks_max: checks.fold(0.0, f64::max),
+    }
+}
+
+/// A committee of 100: leader aggregation sends at least ten times fewer consensus messages
+/// per block than all-to-all, and the least-loaded member checks at most four signatures a
+/// block (the proposal's reveal and prepare vote, the two certificates) instead of one per
+/// vote. The figures go to `docs/benchmarks.md`. Kills routing votes to the leader.
+#[test]
+fn n100_leader_aggregation_sends_ten_times_fewer_messages_per_block() {
+    let leader = height_cost(100, VoteRouting::Leader, true);
+    let all = height_cost(100, VoteRouting::AllToAll, false);
+    for (name, c) in [("leader", &leader), ("all-to-all", &all)] {
+        eprintln!(
+            "committee of 100, {name}: {:.0} messages, {:.0} bytes, {:.1}..{:.1} checks per block",
+            c.messages, c.bytes, c.checks_min, c.checks_max
+        );
+    }
+    assert!(
+        all.messages >= 10.0 * leader.messages,
+        "leader {leader:?} vs all-to-all {all:?}"
+    );
+    assert!(leader.checks_min <= 4.0, "{leader:?}");
 }

@@ -983,6 +983,7 @@ fn restart_reexecutes_only_the_blocks_above_the_applied_height() {
         block_interval_ms: 0,
         base_timeout_ms: 1,
         max_timeout_ms: 1,
+        votes: Default::default(),
     };
     let genesis = Tip {
         height: Height(0),
@@ -1104,6 +1105,7 @@ impl AppFixture {
                 block_interval_ms: 0,
                 base_timeout_ms: 1,
                 max_timeout_ms: 1,
+                votes: Default::default(),
             },
             genesis,
         }

@@ -119,6 +119,7 @@ fn params() -> Params {
         block_interval_ms: 100,
         base_timeout_ms: 500,
         max_timeout_ms: 5_000,
+        votes: Default::default(),
     }
 }
 

@@ -12,9 +12,9 @@ use kaon::types::codec::{
     canonical, decode_exact, decode_frame, encode_frame, Kind, FRAME_OVERHEAD, WIRE_VERSION,
 };
 use kaon::types::{
-    Block, BlockHash, ChainId, CnIndex, CodecError, CommitCertificate, EquivocationEvidence,
-    Header, Height, PorShare, Round, SealedHeader, Segment, SegmentCommitment, SignerBitmap, Vote,
-    VoteKind, WireMessage,
+    Block, BlockHash, ChainId, CnIndex, CodecError, CommitCertificate, ConsensusMessage,
+    EquivocationEvidence, Header, Height, PorShare, QuorumCertificate, Round, SealedHeader,
+    Segment, SegmentCommitment, SignerBitmap, Vote, VoteKind, WireMessage,
 };
 use proptest::collection::vec;
 use proptest::prelude::*;
@@ -130,6 +130,20 @@ fn certificate() -> impl Strategy<Value = CommitCertificate> {
             signers: SignerBitmap(Bytes::from(bitmap)),
             aggregate,
         }
+    })
+}
+
+/// A leader's certificate as the consensus message that carries it.
+fn quorum_certificate() -> impl Strategy<Value = ConsensusMessage> {
+    (vote_kind(), u64s(), certificate(), b256()).prop_map(|(kind, height, c, hash)| {
+        ConsensusMessage::Certificate(Box::new(QuorumCertificate {
+            kind,
+            height: Height(height),
+            round: c.round,
+            block_hash: BlockHash(hash),
+            signers: c.signers,
+            aggregate: c.aggregate,
+        }))
     })
 }
 
@@ -436,6 +450,11 @@ proptest! {
 
     #[test]
     fn vote_codec(x in vote(), picks in samples(), edits in mutations()) {
+        check_all(&x, &picks, &edits)?;
+    }
+
+    #[test]
+    fn quorum_certificate_codec(x in quorum_certificate(), picks in samples(), edits in mutations()) {
         check_all(&x, &picks, &edits)?;
     }
 
