@@ -48,6 +48,9 @@ pub enum Command {
     /// Proof-of-replication mining. `--bench SECONDS` mines a synthetic segment without a
     /// network and prints the hash rate (H/s) as its last line.
     Mine(MineArgs),
+    /// Benchmarks of one layer in isolation; each prints its result as the last line.
+    #[command(subcommand)]
+    Bench(BenchCommand),
     /// Run one ranger node: sync and audit from the CNs, join the RN network, serve JSON-RPC,
     /// and (with a reward key) register for PoSC probes and PoR rewards. Resumes from its
     /// datadir; SIGINT/SIGTERM stop it.
@@ -97,6 +100,7 @@ pub fn run() -> anyhow::Result<()> {
             crate::node::ranger::run_rn(&spec, &mut std::io::stdout())
         }
         Command::Chaos(args) => chaos(&args),
+        Command::Bench(BenchCommand::Consensus(args)) => bench_consensus(&args, &cli.datadir),
         Command::Init(args) => {
             crate::node::cn::init(&args.into_spec(&config), &mut std::io::stdout())
         }
@@ -116,7 +120,7 @@ pub fn run() -> anyhow::Result<()> {
 fn log_filter<'a>(cli: &Cli, config: &'a Config) -> &'a str {
     match (&config.telemetry.log, &cli.command) {
         (Some(told), _) => told,
-        (None, Command::Devnet(_) | Command::Chaos(_)) => "warn",
+        (None, Command::Devnet(_) | Command::Chaos(_) | Command::Bench(_)) => "warn",
         (None, _) => "info",
     }
 }
@@ -510,6 +514,68 @@ fn withdraw(args: &WithdrawArgs) -> anyhow::Result<()> {
         "withdrawal {} of {} wei (nonce {}) forwarded; {} is credited on chain {} with its next segment",
         receipt.hash, receipt.amount, receipt.nonce, args.to, args.chain
     );
+    Ok(())
+}
+
+/// `kaon bench` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// The consensus layer alone: CNs in this process over QUIC on 127.0.0.1 (WAL, leader
+    /// votes, sync as a CN runs them) order opaque payloads — no signature recovery, no
+    /// execution — offered by one client per CN at a fixed total rate. Last line: committed
+    /// payloads/s and client send → commit latency percentiles at CN 0, with what was lost or
+    /// committed twice.
+    Consensus(ConsensusBenchArgs),
+}
+
+/// `kaon bench consensus` flags.
+#[derive(Debug, clap::Args)]
+pub struct ConsensusBenchArgs {
+    /// Consensus nodes (all on the committee).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub nodes: u64,
+    /// Bytes per payload (at least 20: send time, client, sequence number).
+    #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u64).range(20..=131072))]
+    pub tx_size: u64,
+    /// Payloads per second offered by all clients together.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    pub rate: u64,
+    /// Seconds the clients offer load (the first quarter, at most 1 s, is warm-up).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub duration: u64,
+    /// Where votes go: `leader` (aggregated by the round's leader) or `all-to-all`.
+    #[arg(long, default_value = "leader", value_parser = ["leader", "all-to-all"])]
+    pub votes: String,
+    /// Milliseconds a proposer lets payloads gather once some wait.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=10_000))]
+    pub batch_ms: u64,
+    /// Milliseconds between empty blocks when nothing waits.
+    #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    pub idle_ms: u64,
+}
+
+fn bench_consensus(args: &ConsensusBenchArgs, datadir: &Option<PathBuf>) -> anyhow::Result<()> {
+    use crate::node::bench;
+    let scratch = datadir.is_none();
+    let datadir = datadir.clone().unwrap_or_else(bench::scratch_dir);
+    let config = bench::BenchConfig {
+        nodes: args.nodes as usize,
+        payload_bytes: args.tx_size as usize,
+        rate: args.rate,
+        duration: std::time::Duration::from_secs(args.duration),
+        votes: match args.votes.as_str() {
+            "all-to-all" => crate::consensus::machine::VoteRouting::AllToAll,
+            _ => crate::consensus::machine::VoteRouting::Leader,
+        },
+        batch_ms: args.batch_ms,
+        idle_ms: args.idle_ms,
+        datadir: datadir.clone(),
+    };
+    let report = bench::run(&config);
+    if scratch {
+        bench::remove_scratch(&datadir);
+    }
+    println!("{}", report?);
     Ok(())
 }
 

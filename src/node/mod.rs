@@ -7,6 +7,7 @@
 //! the chain's rules live in [`crate::chain`].
 
 pub mod accounts;
+pub mod bench;
 pub mod chaos;
 pub mod cluster;
 pub mod cn;

@@ -10,7 +10,7 @@
 //! loudly rather than store divergent state.
 
 use crate::chain::app::{now_ms, CnApp};
-use crate::consensus::machine::{Input, Machine, Misbehavior, Output};
+use crate::consensus::machine::{Application, Input, Machine, Misbehavior, Output};
 use crate::consensus::wal;
 use crate::link::{LinkReceiver, LinkSender};
 use crate::net::sync::ChainReader;
@@ -89,9 +89,29 @@ impl ConsensusStatus {
 }
 
 /// Everything the consensus thread owns.
-pub struct ConsensusStage {
+/// What the consensus stage drives: the machine's [`Application`], plus what the stage itself
+/// asks of it. The CN's application ([`CnApp`]) in a node; an opaque-payload one in
+/// `kaon bench consensus`.
+pub trait StageApp: Application {
+    /// Whether something waits to be proposed (see [`ConsensusStage::bring_proposal_forward`]).
+    fn has_work(&self) -> bool;
+    /// Applies a block the machine committed; an error halts the node.
+    fn apply_committed(&mut self, block: &Block) -> anyhow::Result<()>;
+}
+
+impl StageApp for CnApp {
+    fn has_work(&self) -> bool {
+        CnApp::has_work(self)
+    }
+
+    fn apply_committed(&mut self, block: &Block) -> anyhow::Result<()> {
+        Ok(self.commit(block)?)
+    }
+}
+
+pub struct ConsensusStage<A: StageApp = CnApp> {
     pub machine: Machine,
-    pub app: CnApp,
+    pub app: A,
     pub net: Arc<Network>,
     pub wal: BlockLog,
     pub inbound: LinkReceiver<(CnIndex, ConsensusMessage)>,
@@ -209,7 +229,7 @@ impl Timers {
     }
 }
 
-impl ConsensusStage {
+impl<A: StageApp> ConsensusStage<A> {
     /// Runs until the inbound link closes (node shutdown).
     pub fn run(mut self) -> anyhow::Result<()> {
         let span = tracing::info_span!("stage", name = "consensus");
@@ -408,7 +428,7 @@ impl ConsensusStage {
     ) -> anyhow::Result<()> {
         let height = block.header().height;
         self.app
-            .commit(&block)
+            .apply_committed(&block)
             .with_context(|| format!("applying committed block {height}: halting this node"))?;
         if !block.header().next_cn_set.is_empty() {
             // Peers of the new set may now connect (a joining CN dials us).

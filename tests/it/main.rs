@@ -1,5 +1,6 @@
 //! Kaon's one integration-test binary; modules by feature.
 
+mod bench;
 mod bls_vectors;
 mod burst;
 mod certificate;
