@@ -10,8 +10,9 @@ use anyhow::Context;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
-/// How long one mining slice runs before the miner looks for new work.
-const SLICE: Duration = Duration::from_millis(1500);
+/// How long one mining slice runs before the miner looks for new work: well inside a share's
+/// expiry (32 blocks) even when responsive proposing makes blocks every few tens of ms.
+const SLICE: Duration = Duration::from_millis(500);
 /// Longest wait between reconnection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// Largest response accepted from the RN (a segment is 256 KiB, twice that in hex).
@@ -206,6 +207,12 @@ impl RnClient {
     pub fn submit(&self, height: u64, miner: Address, counter: u64) -> anyhow::Result<bool> {
         match self.call("kaon_submitShare", json!([height, miner, counter])) {
             Ok(_) => Ok(true),
+            // A share whose seed expired while it was mined is normal when blocks come fast
+            // (the caller fetches fresh work); any other refusal is worth a look.
+            Err(e) if e.to_string().contains("expired") => {
+                tracing::debug!(error = %e, "share expired; fetching fresh work");
+                Ok(false)
+            }
             Err(e) if e.to_string().contains("share refused") => {
                 tracing::warn!(error = %e, "share refused");
                 Ok(false)
@@ -277,7 +284,8 @@ pub fn run(
             counter = 0;
         }
         let slice = Instant::now();
-        while slice.elapsed() < SLICE {
+        let mut refused = false;
+        while slice.elapsed() < SLICE && !refused {
             let t = Instant::now();
             let found = hasher.mine(&work, miner, counter, chunk)?;
             counter += chunk;
@@ -293,6 +301,9 @@ pub fn run(
                 report.found += 1;
                 if client.submit(work.seed_height, miner, share.counter)? {
                     report.accepted += 1;
+                } else {
+                    // Most likely the seed went stale: mine on fresh work.
+                    refused = true;
                 }
             }
         }
