@@ -111,8 +111,8 @@ pub struct Machine {
     tally: Tally,
     my_votes: HashMap<(VoteKind, Round), BlockHash>,
     prepared: Option<(PreparedCertificate, Block)>,
-    /// Verified prepare quorums broadcast by leaders, by round (the first per round, within
-    /// the round window): a member prepares once it also holds the accepted block.
+    /// Verified prepare quorums broadcast by leaders, by round (one per round, within the
+    /// round window): a member prepares once it also holds the accepted block.
     certified: BTreeMap<Round, PreparedCertificate>,
     /// A verified commit quorum of this height whose block this node has not accepted: the
     /// block is fetched from peers and committed under this seal (or its decided copy).
@@ -550,6 +550,11 @@ impl Machine {
             }
         }
         self.sync_requested = None;
+        if self.pending_seal.is_some() {
+            // The height is decided and only its block is missing: ask again (the first
+            // request may have gone to a peer that had not committed yet).
+            self.request_sync(out);
+        }
         self.repeat_previous_round_change(out);
         if !self.quorum_reached(self.round) {
             let round = self.round;
@@ -990,22 +995,31 @@ impl Machine {
         ))));
     }
 
-    /// A leader's certificate. A prepare quorum is kept for its round (the first one; two
-    /// cannot both be genuine) and acted on once the block is accepted; a commit quorum
+    /// A leader's certificate. A prepare quorum is kept for its round (the latest verified;
+    /// two genuine ones of this chain cannot differ) and acted on once the block is accepted;
+    /// a commit quorum
     /// decides the height: the accepted block is committed under it, or — not holding the
     /// block — fetched from peers. Each is verified (one aggregate signature) before use.
     fn on_certificate(&mut self, qc: QuorumCertificate, out: &mut Vec<Output>) {
+        // Kept by block hash, not first come: a genuine certificate of another chain whose CNs
+        // share keys (votes do not sign the region) must not keep this chain's one out.
         let useless = match qc.kind {
             VoteKind::Prepare => {
                 !self.within_window(qc.round)
                     || !self.still_kept(qc.round)
-                    || self.certified.contains_key(&qc.round)
+                    || self
+                        .certified
+                        .get(&qc.round)
+                        .is_some_and(|pc| pc.block_hash == qc.block_hash)
                     || self
                         .prepared
                         .as_ref()
                         .is_some_and(|(pc, _)| pc.round >= qc.round)
             }
-            VoteKind::Commit => self.pending_seal.is_some(),
+            VoteKind::Commit => self
+                .pending_seal
+                .as_ref()
+                .is_some_and(|(hash, _)| *hash == qc.block_hash),
         };
         if useless {
             self.rejections.stale += 1;

@@ -353,6 +353,26 @@ impl Network {
 
     /// Queues `frame` for the peer whose turn it is (`turn` counts over the configured peers,
     /// so callers rotate requests among them); never blocks.
+    /// Sends `frame` to the CN holding `key`, whatever number later CN sets give it (dialled
+    /// peers keep the numbering of the set this node was configured with: a CN-set change that
+    /// renumbers the members must not send a vote to another node). With no dialled peer
+    /// holding `key` — a CN that joined later — it goes to every peer instead, which costs
+    /// messages, never delivery.
+    pub fn send_to_key(&self, key: &crate::crypto::bls::PublicKey, frame: Arc<Vec<u8>>) {
+        let configured = self
+            .identity
+            .sets
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .first()
+            .and_then(|set| set.keys().iter().position(|k| k == key))
+            .map(|i| CnIndex(i as u32));
+        match configured.and_then(|cn| self.peers.iter().find(|(peer, _)| *peer == cn)) {
+            Some((_, queue)) => self.enqueue(queue, frame),
+            None => self.broadcast(frame),
+        }
+    }
+
     pub fn send_in_turn(&self, turn: usize, frame: Arc<Vec<u8>>) {
         if !self.peers.is_empty() {
             self.enqueue(&self.peers[turn % self.peers.len()].1, frame);

@@ -39,8 +39,14 @@ pub const MIN_PAYLOAD_BYTES: usize = 20;
 pub const MAX_PAYLOAD_BYTES: usize = 128 << 10;
 /// Payload bytes one block takes at most.
 const MAX_BLOCK_PAYLOAD_BYTES: usize = 4 << 20;
-/// Payload bytes one CN holds unordered; a client's payloads beyond it are refused (counted).
-const POOL_BYTES: usize = 512 << 20;
+/// Payload bytes all CNs together hold unordered (each its share); a client whose CN is full
+/// offers the same payloads again next tick, as a client under backpressure does.
+const POOL_BYTES: usize = 1 << 30;
+/// Payload bytes a client makes in one tick at most (the rest come due next tick).
+const TICK_BYTES: usize = 64 << 20;
+/// Latency histogram resolution and range: 100 µs buckets up to a minute (and one beyond).
+const LATENCY_BUCKET_US: u64 = 100;
+const LATENCY_BUCKETS: usize = 600_000;
 /// How often a client offers what its rate has made due.
 const CLIENT_TICK: Duration = Duration::from_millis(5);
 /// How long committing may go on after the clients stop, for the payloads still in flight.
@@ -73,8 +79,10 @@ pub struct BenchReport {
     pub offered_rate: u64,
     /// Payloads the clients offered and their CN took.
     pub sent: u64,
-    /// Payloads a CN's pool refused (full).
-    pub refused: u64,
+    /// Payloads that came due but were still waiting for room in their CN's full pool when
+    /// the load stopped (a client under backpressure offers them again; latency counts from
+    /// when its CN took a payload).
+    pub deferred: u64,
     /// Distinct payloads CN 0 committed.
     pub committed: u64,
     /// Payloads sent but not committed at CN 0 when the drain ended (10 s after the load
@@ -100,7 +108,7 @@ impl std::fmt::Display for BenchReport {
             "consensus bench: {} nodes, {}-byte payloads, offered {}/s: committed {:.0}/s, \
              latency mean {:.1} ms, p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms \
              (client send -> commit), \
-             {} blocks, {} uncommitted, {} duplicates",
+             {} blocks, {} uncommitted, {} duplicates, {} deferred",
             self.nodes,
             self.payload_bytes,
             self.offered_rate,
@@ -111,7 +119,8 @@ impl std::fmt::Display for BenchReport {
             self.latency_p99_ms,
             self.blocks,
             self.uncommitted,
-            self.duplicates
+            self.duplicates,
+            self.deferred
         )
     }
 }
@@ -180,10 +189,19 @@ struct PayloadPool {
     held: HashMap<PayloadId, Bytes>,
     order: VecDeque<PayloadId>,
     bytes: usize,
+    /// Bytes held at most.
+    capacity: usize,
     committed: HashMap<u32, CommittedSeqs>,
 }
 
 impl PayloadPool {
+    fn with_capacity(capacity: usize) -> Self {
+        Self {
+            capacity,
+            ..Self::default()
+        }
+    }
+
     fn is_committed(&self, (client, seq): PayloadId) -> bool {
         self.committed.get(&client).is_some_and(|c| c.contains(seq))
     }
@@ -193,7 +211,7 @@ impl PayloadPool {
         let Some(id) = PayloadHeader::decode(&payload).map(|h| h.id()) else {
             return false;
         };
-        let full = self.bytes.saturating_add(payload.len()) > POOL_BYTES;
+        let full = self.bytes.saturating_add(payload.len()) > self.capacity;
         if full || self.held.contains_key(&id) || self.is_committed(id) {
             return false;
         }
@@ -300,11 +318,68 @@ impl StageApp for OpaqueApp {
     }
 }
 
-/// What CN 0 saw committed: each payload's send and commit time (microseconds).
+/// Counts of latencies in [`LATENCY_BUCKET_US`] buckets: memory independent of the rate and
+/// the duration.
+#[derive(Debug)]
+struct LatencyHistogram {
+    counts: Vec<u64>,
+    total: u64,
+    sum_us: u64,
+}
+
+impl Default for LatencyHistogram {
+    fn default() -> Self {
+        Self {
+            counts: vec![0; LATENCY_BUCKETS + 1],
+            total: 0,
+            sum_us: 0,
+        }
+    }
+}
+
+impl LatencyHistogram {
+    fn add(&mut self, us: u64) {
+        let bucket = ((us / LATENCY_BUCKET_US) as usize).min(LATENCY_BUCKETS);
+        self.counts[bucket] += 1;
+        self.total += 1;
+        self.sum_us = self.sum_us.saturating_add(us);
+    }
+
+    fn mean_ms(&self) -> f64 {
+        match self.total {
+            0 => 0.0,
+            n => self.sum_us as f64 / n as f64 / 1000.0,
+        }
+    }
+
+    /// The upper edge of the bucket holding quantile `q` (nearest rank), in milliseconds.
+    fn quantile_ms(&self, q: f64) -> f64 {
+        if self.total == 0 {
+            return 0.0;
+        }
+        let rank = ((self.total as f64 * q).ceil() as u64).clamp(1, self.total);
+        let mut seen = 0;
+        for (bucket, count) in self.counts.iter().enumerate() {
+            seen += count;
+            if seen >= rank {
+                return ((bucket as u64 + 1) * LATENCY_BUCKET_US) as f64 / 1000.0;
+            }
+        }
+        (LATENCY_BUCKETS as u64 * LATENCY_BUCKET_US) as f64 / 1000.0
+    }
+}
+
+/// What CN 0 saw committed, measured against the window (microseconds since the epoch) the
+/// clients' load is judged in.
 #[derive(Debug, Default)]
 struct Recorder {
-    samples: Vec<(u64, u64)>,
+    window: std::ops::Range<u64>,
     seen: HashMap<u32, CommittedSeqs>,
+    /// Distinct payloads committed, and those committed inside the window.
+    committed: u64,
+    committed_in_window: u64,
+    /// Send → commit of the payloads sent inside the window.
+    latency: LatencyHistogram,
     duplicates: u64,
     blocks: u64,
 }
@@ -324,7 +399,11 @@ impl Recorder {
                 continue;
             }
             seen.insert(header.seq);
-            self.samples.push((header.sent_us, now_us));
+            self.committed += 1;
+            self.committed_in_window += u64::from(self.window.contains(&now_us));
+            if self.window.contains(&header.sent_us) {
+                self.latency.add(now_us.saturating_sub(header.sent_us));
+            }
         }
     }
 }
@@ -399,7 +478,9 @@ fn start_node(
     let (wal, _) = BlockLog::open(dir.join("consensus.wal"), BlockLogOptions::default())?;
     let (log, _) = BlockLog::open(dir.join("blocks.log"), BlockLogOptions::default())?;
     let store = Arc::new(crate::storage::store::Store::open(dir.join("index"))?);
-    let pool = Arc::new(Mutex::new(PayloadPool::default()));
+    let pool = Arc::new(Mutex::new(PayloadPool::with_capacity(
+        POOL_BYTES / config.nodes.max(1),
+    )));
     let status = Arc::new(ConsensusStatus::default());
     let (consensus_tx, consensus_rx) = link("net_consensus", LINK_CAPACITY * 16);
     let (intake_tx, intake_rx) = link("gossip_intake", LINK_CAPACITY);
@@ -462,7 +543,9 @@ fn start_node(
 #[derive(Debug, Default)]
 struct Offered {
     sent: AtomicU64,
-    refused: AtomicU64,
+    /// Payloads that came due but were still waiting for room in their CN's full pool when
+    /// the load stopped.
+    deferred: AtomicU64,
 }
 
 /// Client `client`: offers `rate` payloads a second to its CN's pool and gossips each tick's
@@ -477,37 +560,39 @@ fn run_client(
 ) {
     let (pool, net) = node;
     let start = Instant::now();
+    let per_tick = (TICK_BYTES / payload_bytes).max(1) as u64;
     let mut seq = 0u64;
     while Instant::now() < until {
-        let due = (start.elapsed().as_secs_f64() * rate) as u64;
+        let due = ((start.elapsed().as_secs_f64() * rate) as u64).min(seq + per_tick);
         let sent_us = now_us();
-        let batch: Vec<Bytes> = (seq..due)
-            .map(|s| {
-                PayloadHeader {
+        let mut accepted = Vec::new();
+        {
+            let mut pool = pool.lock().unwrap_or_else(|e| e.into_inner());
+            // In order, never skipping a number: what the full pool refuses is offered again
+            // next tick (sequence numbers stay dense, so committed sets stay small).
+            for s in seq..due {
+                let payload = PayloadHeader {
                     sent_us,
                     client,
                     seq: s,
                 }
-                .encode(payload_bytes)
-            })
-            .collect();
-        seq = due.max(seq);
-        if !batch.is_empty() {
-            let made = batch.len() as u64;
-            let accepted: Vec<Bytes> = {
-                let mut pool = pool.lock().unwrap_or_else(|e| e.into_inner());
-                batch
-                    .into_iter()
-                    .filter(|p| pool.insert(p.clone()))
-                    .collect()
-            };
-            let taken = accepted.len() as u64;
-            offered.sent.fetch_add(taken, Ordering::Relaxed);
-            offered.refused.fetch_add(made - taken, Ordering::Relaxed);
-            gossip(net, accepted, payload_bytes);
+                .encode(payload_bytes);
+                if !pool.insert(payload.clone()) {
+                    break;
+                }
+                accepted.push(payload);
+            }
         }
+        let taken = accepted.len() as u64;
+        seq += taken;
+        offered.sent.fetch_add(taken, Ordering::Relaxed);
+        gossip(net, accepted, payload_bytes);
         std::thread::sleep(CLIENT_TICK);
     }
+    let due = (start.elapsed().as_secs_f64() * rate) as u64;
+    offered
+        .deferred
+        .fetch_add(due.saturating_sub(seq), Ordering::Relaxed);
 }
 
 /// Sends payloads to the other CNs in frames within the batch size limit.
@@ -519,14 +604,6 @@ fn gossip(net: &Network, payloads: Vec<Bytes>, payload_bytes: usize) {
             txs: chunk.to_vec(),
         });
         net.broadcast(Arc::new(frame));
-    }
-}
-
-/// Value at quantile `q` of sorted `values` (nearest rank).
-fn percentile(sorted: &[u64], q: f64) -> u64 {
-    match sorted.len() {
-        0 => 0,
-        n => sorted[((n as f64 * q).ceil() as usize).clamp(1, n) - 1],
     }
 }
 
@@ -595,6 +672,10 @@ fn measure(
 ) -> anyhow::Result<BenchReport> {
     let offered = Offered::default();
     let start_us = now_us();
+    let duration_us = config.duration.as_micros() as u64;
+    let warm_us = (duration_us / 4).min(1_000_000);
+    let window = (start_us + warm_us)..(start_us + duration_us);
+    recorder.lock().unwrap_or_else(|e| e.into_inner()).window = window.clone();
     let until = Instant::now() + config.duration;
     let rate = config.rate as f64 / nodes.len() as f64;
     std::thread::scope(|scope| {
@@ -612,60 +693,32 @@ fn measure(
             });
         }
     });
-    let end_us = now_us();
     let sent = offered.sent.load(Ordering::Relaxed);
     let drain_until = Instant::now() + DRAIN;
     while Instant::now() < drain_until {
-        let committed = recorder
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .samples
-            .len() as u64;
-        if committed >= sent {
+        if recorder.lock().unwrap_or_else(|e| e.into_inner()).committed >= sent {
             break;
         }
         std::thread::sleep(Duration::from_millis(20));
     }
     let recorder = recorder.lock().unwrap_or_else(|e| e.into_inner());
-    let warm_us = (config.duration.as_micros() as u64 / 4).min(1_000_000);
-    let window = (start_us + warm_us)..end_us;
-    let window_s = (window.end.saturating_sub(window.start)) as f64 / 1e6;
-    let in_window = recorder
-        .samples
-        .iter()
-        .filter(|(_, committed)| window.contains(committed))
-        .count();
-    let mut latencies: Vec<u64> = recorder
-        .samples
-        .iter()
-        .filter(|(sent, _)| window.contains(sent))
-        .map(|(sent, committed)| committed.saturating_sub(*sent))
-        .collect();
-    latencies.sort_unstable();
-    let ms = |q| percentile(&latencies, q) as f64 / 1000.0;
-    let committed = recorder.samples.len() as u64;
+    let window_s = (window.end - window.start) as f64 / 1e6;
+    let latency = &recorder.latency;
     Ok(BenchReport {
         nodes: config.nodes,
         payload_bytes: config.payload_bytes,
         offered_rate: config.rate,
         sent,
-        refused: offered.refused.load(Ordering::Relaxed),
-        committed,
-        uncommitted: sent.saturating_sub(committed),
+        deferred: offered.deferred.load(Ordering::Relaxed),
+        committed: recorder.committed,
+        uncommitted: sent.saturating_sub(recorder.committed),
         duplicates: recorder.duplicates,
         blocks: recorder.blocks,
-        committed_rate: if window_s > 0.0 {
-            in_window as f64 / window_s
-        } else {
-            0.0
-        },
-        latency_mean_ms: match latencies.len() {
-            0 => 0.0,
-            n => latencies.iter().sum::<u64>() as f64 / n as f64 / 1000.0,
-        },
-        latency_p50_ms: ms(0.50),
-        latency_p90_ms: ms(0.90),
-        latency_p99_ms: ms(0.99),
+        committed_rate: recorder.committed_in_window as f64 / window_s.max(1e-6),
+        latency_mean_ms: latency.mean_ms(),
+        latency_p50_ms: latency.quantile_ms(0.50),
+        latency_p90_ms: latency.quantile_ms(0.90),
+        latency_p99_ms: latency.quantile_ms(0.99),
     })
 }
 
@@ -742,7 +795,7 @@ mod tests {
 
     #[test]
     fn a_committed_payload_is_never_taken_again_even_from_a_late_copy() {
-        let mut pool = PayloadPool::default();
+        let mut pool = PayloadPool::with_capacity(POOL_BYTES);
         assert!(pool.insert(payload(1, 0)));
         assert!(!pool.insert(payload(1, 0)), "held already");
         assert!(pool.insert(payload(1, 1)));
@@ -762,7 +815,7 @@ mod tests {
 
     #[test]
     fn a_block_takes_the_oldest_payloads_up_to_its_byte_bound() {
-        let mut pool = PayloadPool::default();
+        let mut pool = PayloadPool::with_capacity(POOL_BYTES);
         for seq in 0..10 {
             assert!(pool.insert(payload(0, seq)));
         }
@@ -788,5 +841,35 @@ mod tests {
         );
         let short = block_of(vec![Bytes::from_static(b"short")]);
         assert!(app.validate(&short, &genesis()).is_err());
+    }
+}
+
+#[cfg(test)]
+mod histogram_tests {
+    use super::*;
+
+    #[test]
+    fn latency_quantiles_are_bucket_upper_edges_and_the_mean_is_exact() {
+        let mut h = LatencyHistogram::default();
+        for us in [150, 250, 250, 950, 120_000_000] {
+            h.add(us);
+        }
+        assert_eq!(
+            h.quantile_ms(0.2),
+            0.2,
+            "150 µs lies in the 100..200 µs bucket"
+        );
+        assert_eq!(h.quantile_ms(0.6), 0.3);
+        assert_eq!(h.quantile_ms(0.8), 1.0);
+        assert_eq!(
+            h.quantile_ms(1.0),
+            60_000.1,
+            "beyond a minute: the last bucket"
+        );
+        assert_eq!(
+            h.mean_ms(),
+            (150 + 250 + 250 + 950 + 120_000_000) as f64 / 5.0 / 1000.0
+        );
+        assert_eq!(LatencyHistogram::default().quantile_ms(0.5), 0.0);
     }
 }

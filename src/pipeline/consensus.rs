@@ -391,7 +391,15 @@ impl<A: StageApp> ConsensusStage<A> {
             match output {
                 Output::Persist(_) => {}
                 Output::Broadcast(msg) => self.net.broadcast(Arc::new(encode_frame(&msg))),
-                Output::Send { to, message } => self.net.send(to, Arc::new(encode_frame(&message))),
+                // Numbered in the machine's current set, which a CN-set change renumbers:
+                // the network finds the peer by key.
+                Output::Send { to, message } => {
+                    let frame = Arc::new(encode_frame(&message));
+                    match self.machine.cn_set().key(to) {
+                        Ok(key) => self.net.send_to_key(key, frame),
+                        Err(_) => self.net.broadcast(frame),
+                    }
+                }
                 Output::ScheduleProposal {
                     height,
                     round,

@@ -2657,6 +2657,20 @@ fn n4_a_commit_certificate_without_its_block_fetches_the_block() {
         "the block is asked for: {asked:?}"
     );
     assert!(net.nodes[late].chain.is_empty());
+    // That peer may not have committed yet: the round timer asks again.
+    let again = net.step(
+        late,
+        Input::Timeout {
+            height: Height(1),
+            round: round(0),
+        },
+    );
+    assert!(
+        again
+            .iter()
+            .any(|o| matches!(o, Output::SyncNeeded { from } if *from == Height(1))),
+        "the block is asked for again: {again:?}"
+    );
     net.step(
         late,
         Input::Message(ConsensusMessage::Decided(Box::new(block.clone()))),

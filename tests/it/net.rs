@@ -502,3 +502,40 @@ proptest! {
         }
     }
 }
+
+/// A vote goes to its leader by key, whatever number a later CN set gives the leader: peers
+/// keep the numbering of the configured set. A key no dialled peer holds goes to every peer
+/// (more messages, never a lost vote). Kills "route votes by key" (after a set change that
+/// renumbers members, routing by number sent votes to another node).
+#[test]
+fn a_frame_sent_to_a_key_reaches_the_node_holding_it_or_every_peer() {
+    let rt = runtime();
+    let set = cn_set(3);
+    let (mut n0, _inbox0) = node(&rt, NetConfig::new(localhost()), 0, key(1), &set);
+    let (n1, inbox1) = node(&rt, NetConfig::new(localhost()), 1, key(2), &set);
+    let (n2, inbox2) = node(&rt, NetConfig::new(localhost()), 2, key(3), &set);
+    n0.connect(
+        rt.handle(),
+        &[(CnIndex(1), addr(&n1)), (CnIndex(2), addr(&n2))],
+    );
+    // A renumbered set in force (CN 1 left: the holder of key 3 is now CN 1).
+    n0.learn_set(Arc::new(
+        CnSet::new(vec![key(1).public_key(), key(3).public_key()]).expect("CN set"),
+    ));
+    let to_key3 = ConsensusMessage::SyncRequest(Height(3));
+    n0.send_to_key(&key(3).public_key(), frame_of(&to_key3));
+    match recv(&inbox2, "the frame for key 3") {
+        (_, Inbound::Consensus(got)) => assert_eq!(got, to_key3),
+        other => panic!("expected the frame for key 3, got {other:?}"),
+    }
+    assert_quiet(&inbox1, "the frame was for key 3");
+    let unknown = ConsensusMessage::SyncRequest(Height(9));
+    n0.send_to_key(&key(9).public_key(), frame_of(&unknown));
+    for inbox in [&inbox1, &inbox2] {
+        match recv(inbox, "the frame for a key no peer holds") {
+            (_, Inbound::Consensus(got)) => assert_eq!(got, unknown),
+            other => panic!("expected the broadcast frame, got {other:?}"),
+        }
+    }
+    shutdown(rt, [n0, n1, n2]);
+}
