@@ -372,14 +372,25 @@ pub fn run(
         writeln!(out, "chaos: acknowledged but no receipt: {hash}")?;
     }
     let mut forks = cluster::forks(&chains);
-    let (compared, rn_forks) = rn_forks(&urls, &chains);
+    let rns = rn_forks(&urls, &chains);
     writeln!(
         out,
-        "chaos: RNs compared with the CNs at {compared} heights, {} differ",
-        rn_forks.len()
+        "chaos: RNs compared with the CNs at {} heights, {} differ, {} reads unanswered",
+        rns.compared,
+        rns.differ.len(),
+        rns.unanswered.len()
     )?;
-    forks.extend(rn_forks);
-    if compared == 0 {
+    for unanswered in rns.unanswered.iter().take(5) {
+        writeln!(out, "chaos: RN read unanswered: {unanswered}")?;
+    }
+    if !rns.unanswered.is_empty() {
+        report.failures.push(format!(
+            "{} RN reads unanswered after {RN_READ_ATTEMPTS} attempts each",
+            rns.unanswered.len()
+        ));
+    }
+    forks.extend(rns.differ);
+    if rns.compared == 0 {
         report
             .failures
             .push("no RN block was compared with the CNs'".into());
@@ -930,10 +941,38 @@ fn rn_height(rn: &RnClient) -> Option<u64> {
     u64::from_str_radix(answer.as_str()?.trim_start_matches("0x"), 16).ok()
 }
 
+/// Attempts a read of an RN gets before it counts as unanswered (a restarted RN, or one
+/// busy with the drain's last receipts, may miss one).
+const RN_READ_ATTEMPTS: u32 = 3;
+
+/// `method(params)` on an RN, retried; the last error when every attempt failed.
+fn rn_read(rn: &RnClient, method: &str, params: Value) -> Result<Value, String> {
+    let mut last = String::new();
+    for attempt in 0..RN_READ_ATTEMPTS {
+        if attempt > 0 {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        match rn.call(method, params.clone()) {
+            Ok(answer) => return Ok(answer),
+            Err(e) => last = format!("{e:#}"),
+        }
+    }
+    Err(last)
+}
+
+/// What comparing the RNs' blocks with the CNs' found: the (RN, height) pairs compared, the
+/// pairs that differ (forks), and the reads an RN did not answer (not forks: the run fails on
+/// them as unavailability).
+#[derive(Debug, Default)]
+struct RnComparison {
+    compared: usize,
+    differ: Vec<String>,
+    unanswered: Vec<String>,
+}
+
 /// Compares what each RN serves with what the CNs committed, over the last [`RN_COMPARED`]
-/// heights below each RN's head (through its servicechain JSON-RPC): how many (RN, height)
-/// pairs were compared, and each mismatch in words.
-fn rn_forks(urls: &[String], chains: &Chains) -> (usize, Vec<String>) {
+/// heights below each RN's head (through its servicechain JSON-RPC).
+fn rn_forks(urls: &[String], chains: &Chains) -> RnComparison {
     let committed: BTreeMap<u64, String> = {
         let chains = chains.lock().unwrap_or_else(|e| e.into_inner());
         chains
@@ -941,31 +980,41 @@ fn rn_forks(urls: &[String], chains: &Chains) -> (usize, Vec<String>) {
             .flat_map(|c| c.iter().map(|(h, hash)| (*h, hash.clone())))
             .collect()
     };
-    let (mut compared, mut found) = (0, Vec::new());
+    let mut found = RnComparison::default();
     for (j, url) in urls.iter().enumerate() {
         let rn = RnClient::new(url);
-        let Some(head) = rn_height(&rn) else {
-            found.push(format!("RN {j} does not answer eth_blockNumber"));
-            continue;
+        let head = rn_read(&rn, "eth_blockNumber", json!([])).and_then(|answer| {
+            let hex = answer.as_str().unwrap_or_default().trim_start_matches("0x");
+            u64::from_str_radix(hex, 16).map_err(|e| format!("eth_blockNumber {answer}: {e}"))
+        });
+        let head = match head {
+            Ok(head) => head,
+            Err(e) => {
+                found
+                    .unanswered
+                    .push(format!("RN {j} eth_blockNumber: {e}"));
+                continue;
+            }
         };
         for (height, hash) in committed.range(head.saturating_sub(RN_COMPARED)..=head) {
-            let served = rn
-                .call(
-                    "eth_getBlockByNumber",
-                    json!([format!("{height:#x}"), false]),
-                )
-                .ok()
-                .and_then(|block| block["hash"].as_str().map(str::to_string));
-            compared += 1;
+            let params = json!([format!("{height:#x}"), false]);
+            let served = match rn_read(&rn, "eth_getBlockByNumber", params) {
+                Ok(block) => block["hash"].as_str().map(str::to_string),
+                Err(e) => {
+                    found.unanswered.push(format!("RN {j} block {height}: {e}"));
+                    continue;
+                }
+            };
+            found.compared += 1;
             if served.as_deref() != Some(hash.as_str()) {
-                found.push(format!(
+                found.differ.push(format!(
                     "height {height}: CNs {hash}, RN {j} {}",
                     served.as_deref().unwrap_or("(none)")
                 ));
             }
         }
     }
-    (compared, found)
+    found
 }
 
 impl Region<'_> {

@@ -746,3 +746,22 @@ fn refusals_start_with_geths_wording() {
         assert!(error.to_string().starts_with(prefix), "{error}");
     }
 }
+
+/// An insert whose read of committed state predates a commit the pool already knows must not
+/// take the sender's nonce back: the pool would look for an included nonce, report nothing
+/// ready and propose none of the sender's transactions until something else corrected it.
+/// Kills "an insert expects the larger of its read and the pool's committed nonce".
+#[test]
+fn a_stale_committed_nonce_read_does_not_take_the_pool_back() {
+    let mut pool = pool();
+    pool.insert(tx(1, 9, 50), 9).unwrap();
+    pool.insert(tx(1, 10, 50), 9).unwrap();
+    pool.committed(CHAIN, sender(1), 10);
+    // Read before that commit: account nonce 9.
+    pool.insert(tx(1, 11, 50), 9).unwrap();
+    assert!(pool.has_ready(), "nonce 10 is the sender's next");
+    assert_eq!(
+        hashes(&pool.ready(CHAIN, 10)),
+        hashes(&[tx(1, 10, 50), tx(1, 11, 50)])
+    );
+}
