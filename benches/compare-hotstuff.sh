@@ -14,7 +14,8 @@ rates=("$@")
 [ ${#rates[@]} -gt 0 ] || rates=(1000 10000 50000 70000 100000)
 export ROCKSDB_LIB_DIR=${ROCKSDB_LIB_DIR:-/usr/lib/x86_64-linux-gnu}
 [ -d "$hs" ] || git clone -q https://github.com/asonnino/hotstuff "$hs"
-(cd "$hs" && cargo build --quiet --release --features benchmark)
+# HotStuff's harness links its binaries from its own target/ (and rebuilds them there).
+(cd "$hs" && CARGO_TARGET_DIR="$hs/target" cargo build --quiet --release --features benchmark)
 if [ -z "${KAON:-}" ]; then
   (cd "$here" && cargo build --quiet --release)
   KAON=${CARGO_TARGET_DIR:-$here/target}/release/kaon
@@ -32,7 +33,7 @@ print(LocalBench(bench, node).run(debug=False).result())
 PY
 echo "hotstuff $(git -C "$hs" rev-parse --short HEAD), kaon $(git -C "$here" rev-parse --short HEAD), $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2)"
 for rate in "${rates[@]}"; do
-  (cd "$hs/benchmark" && python3 kaon_compare.py "$rate" "$duration" 2>&1 |
+  (cd "$hs/benchmark" && CARGO_TARGET_DIR="$hs/target" python3 kaon_compare.py "$rate" "$duration" 2>&1 |
     grep -E "Consensus TPS|Consensus latency|End-to-end TPS|End-to-end latency|rror" |
     sed "s/^/hotstuff $rate: /")
   "$KAON" bench consensus --nodes 4 --tx-size 512 --rate "$rate" --duration "$duration" |

@@ -561,9 +561,9 @@ fn run_client(
     let (pool, net) = node;
     let start = Instant::now();
     let per_tick = (TICK_BYTES / payload_bytes).max(1) as u64;
-    let mut seq = 0u64;
+    let (mut seq, mut due) = (0u64, 0u64);
     while Instant::now() < until {
-        let due = ((start.elapsed().as_secs_f64() * rate) as u64).min(seq + per_tick);
+        due = ((start.elapsed().as_secs_f64() * rate) as u64).min(seq + per_tick);
         let sent_us = now_us();
         let mut accepted = Vec::new();
         {
@@ -589,7 +589,7 @@ fn run_client(
         gossip(net, accepted, payload_bytes);
         std::thread::sleep(CLIENT_TICK);
     }
-    let due = (start.elapsed().as_secs_f64() * rate) as u64;
+    // What the last tick could not place (payloads due after it are simply past the run).
     offered
         .deferred
         .fetch_add(due.saturating_sub(seq), Ordering::Relaxed);
