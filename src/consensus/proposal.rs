@@ -25,6 +25,25 @@ pub struct BlockBody {
     pub next_cn_set: Vec<crate::crypto::bls::PublicKeyBytes>,
 }
 
+impl BlockBody {
+    /// A body of one segment that is ordered, not executed: its commitment names the
+    /// transactions and leaves receipts and state zero (consensus-only benches, simulations).
+    pub fn ordering_only(segment: Segment) -> Self {
+        let commitment = SegmentCommitment {
+            chain_id: segment.chain_id,
+            tx_count: segment.txs.len() as u32,
+            tx_root: segment.tx_root(),
+            receipts_root: alloy_primitives::B256::ZERO,
+            state_root: alloy_primitives::B256::ZERO,
+        };
+        Self {
+            segments: vec![segment],
+            commitments: vec![commitment],
+            next_cn_set: Vec::new(),
+        }
+    }
+}
+
 /// Why a proposal, round change or decided block was refused.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum ProposalError {

@@ -359,18 +359,23 @@ impl Network {
     /// holding `key` — a CN that joined later — it goes to every peer instead, which costs
     /// messages, never delivery.
     pub fn send_to_key(&self, key: &crate::crypto::bls::PublicKey, frame: Arc<Vec<u8>>) {
-        let configured = self
-            .identity
+        let configured = self.configured_index(key);
+        match configured.and_then(|cn| self.peers.iter().find(|(peer, _)| *peer == cn)) {
+            Some((_, queue)) => self.enqueue(queue, frame),
+            None => self.broadcast(frame),
+        }
+    }
+
+    /// The number `key` has among this node's peers: its place in the set this node was
+    /// configured with (what [`Network::send`] and inbound frames' senders use).
+    pub fn configured_index(&self, key: &crate::crypto::bls::PublicKey) -> Option<CnIndex> {
+        self.identity
             .sets
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .first()
             .and_then(|set| set.keys().iter().position(|k| k == key))
-            .map(|i| CnIndex(i as u32));
-        match configured.and_then(|cn| self.peers.iter().find(|(peer, _)| *peer == cn)) {
-            Some((_, queue)) => self.enqueue(queue, frame),
-            None => self.broadcast(frame),
-        }
+            .map(|i| CnIndex(i as u32))
     }
 
     pub fn send_in_turn(&self, turn: usize, frame: Arc<Vec<u8>>) {

@@ -22,10 +22,8 @@ use crate::pipeline::consensus::{route_inbound, ConsensusStage, ConsensusStatus,
 use crate::pipeline::Supervisor;
 use crate::storage::blocklog::{BlockLog, BlockLogOptions};
 use crate::types::codec::encode_frame;
-use crate::types::{
-    Block, BlockHash, ChainId, CnIndex, Height, Segment, SegmentCommitment, TxBatch,
-};
-use alloy_primitives::{Bytes, B256};
+use crate::types::{Block, BlockHash, ChainId, CnIndex, Height, Segment, TxBatch};
+use alloy_primitives::Bytes;
 use anyhow::Context;
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -265,22 +263,10 @@ impl OpaqueApp {
 impl Application for OpaqueApp {
     fn build(&mut self, _height: Height, _parent: &Tip, _timestamp_ms: u64) -> BlockBody {
         let txs = self.pool().oldest(MAX_BLOCK_PAYLOAD_BYTES);
-        let segment = Segment {
+        BlockBody::ordering_only(Segment {
             chain_id: REGION,
             txs,
-        };
-        let commitment = SegmentCommitment {
-            chain_id: REGION,
-            tx_count: segment.txs.len() as u32,
-            tx_root: segment.tx_root(),
-            receipts_root: B256::ZERO,
-            state_root: B256::ZERO,
-        };
-        BlockBody {
-            segments: vec![segment],
-            commitments: vec![commitment],
-            next_cn_set: Vec::new(),
-        }
+        })
     }
 
     fn validate(&mut self, block: &Block, _parent: &Tip) -> Result<(), InvalidBlock> {

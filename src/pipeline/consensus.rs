@@ -423,7 +423,13 @@ impl<A: StageApp> ConsensusStage<A> {
                     let request = encode_frame(&ConsensusMessage::SyncRequest(from));
                     self.net.send_in_turn(self.sync_turn, Arc::new(request));
                 }
-                Output::PeerBehind { peer, height } => self.serve(peer, height, recent),
+                // Numbered in the current set; answered on the peer's configured link (a CN
+                // that joined later has none there: its number in the current set is tried).
+                Output::PeerBehind { peer, height } => {
+                    let key = self.machine.cn_set().key(peer).ok();
+                    let link = key.and_then(|k| self.net.configured_index(k));
+                    self.serve(link.unwrap_or(peer), height, recent)
+                }
             }
         }
         Ok(applied)
@@ -463,8 +469,9 @@ impl<A: StageApp> ConsensusStage<A> {
         tracing::warn!(?m, "CN misbehaviour observed");
     }
 
-    /// Sends `peer` the decided blocks from `from` on: from memory when recent, else from the
-    /// block log (a peer that was down for long catches up from any distance).
+    /// Sends `peer` (numbered as its link is: in the configured set) the decided blocks from
+    /// `from` on: from memory when recent, else from the block log (a peer that was down for
+    /// long catches up from any distance).
     fn serve(&self, peer: CnIndex, from: Height, served: &mut Served) {
         // A request for heights this node has not decided costs nothing: answered by silence,
         // and it does not use up the peer's turn.

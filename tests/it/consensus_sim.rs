@@ -14,7 +14,7 @@
 //! `KAON_SIM_SEED=<seed> cargo test --test it consensus_sim -- --nocapture`.
 //! `KAON_SIM_SEEDS=<n>` runs seeds 0..n (the soak), `KAON_SIM_SEEDS=<a>..<b>` a range.
 
-use alloy_primitives::{Bytes, B256};
+use alloy_primitives::Bytes;
 use kaon::consensus::machine::{
     locate, Application, GotExpected, Input, InvalidBlock, Machine, Output, Params, Tip,
     VoteRouting, WalEntry,
@@ -25,8 +25,7 @@ use kaon::consensus::verifier::SigCache;
 use kaon::crypto::bls::{PublicKeyBytes, SecretKey};
 use kaon::crypto::hash::sha256;
 use kaon::types::{
-    Block, BlockHash, ChainId, CnIndex, ConsensusMessage, Height, Proposal, Segment,
-    SegmentCommitment, Vote, VoteKind,
+    Block, BlockHash, ChainId, CnIndex, ConsensusMessage, Height, Proposal, Segment, Vote, VoteKind,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -166,21 +165,12 @@ impl Application for SimApp {
             sha256(&[&height.to_be_bytes()[..], parent.hash.0.as_slice()].concat()).to_vec();
         tx.resize(tx.len() + self.pad, 0);
         let tx = Bytes::from(tx);
-        let segment = Segment {
-            chain_id,
-            txs: vec![tx],
-        };
-        let commitment = SegmentCommitment {
-            chain_id,
-            tx_count: 1,
-            tx_root: segment.tx_root(),
-            receipts_root: B256::ZERO,
-            state_root: B256::ZERO,
-        };
         BlockBody {
-            segments: vec![segment],
-            commitments: vec![commitment],
             next_cn_set: self.announcement(height),
+            ..BlockBody::ordering_only(Segment {
+                chain_id,
+                txs: vec![tx],
+            })
         }
     }
 
@@ -260,6 +250,23 @@ struct Scenario {
 }
 
 impl Scenario {
+    /// `n` honest CNs on a network that loses nothing and delivers within a millisecond.
+    fn calm(n: usize, committee_size: usize, votes: VoteRouting) -> Self {
+        Self {
+            n,
+            behaviors: vec![Behavior::Honest; n],
+            max_latency_ms: 1,
+            stragglers: 0.0,
+            loss: 0.0,
+            gst_ms: 0,
+            partition: Vec::new(),
+            crashes: Vec::new(),
+            committee_size,
+            set_change_at: None,
+            votes,
+        }
+    }
+
     fn params(&self) -> Params {
         Params {
             votes: self.votes,
@@ -1175,19 +1182,7 @@ impl Manual {
     /// one more).
     fn with_committee(n: usize, committee_size: usize) -> Self {
         let keys = keys(n);
-        let scenario = Scenario {
-            n,
-            behaviors: vec![Behavior::Honest; n],
-            max_latency_ms: 1,
-            stragglers: 0.0,
-            loss: 0.0,
-            gst_ms: 0,
-            partition: Vec::new(),
-            crashes: Vec::new(),
-            committee_size,
-            set_change_at: None,
-            votes: VoteRouting::Leader,
-        };
+        let scenario = Scenario::calm(n, committee_size, VoteRouting::Leader);
         let sim = Sim::new(0, scenario, &keys, &Arc::new(SigCache::new()));
         Self {
             nodes: sim.nodes,
@@ -1300,40 +1295,33 @@ fn broadcasts(outputs: &[Output]) -> Vec<ConsensusMessage> {
         .collect()
 }
 
-fn votes_of(outputs: &[(usize, Vec<Output>)], kind: VoteKind) -> Vec<(usize, Vec<Output>)> {
+/// The outputs of each node in `outputs` that `keep` selects, by node (nodes left with none
+/// are dropped).
+fn outputs_where(
+    outputs: &[(usize, Vec<Output>)],
+    keep: impl Fn(&Output) -> bool,
+) -> Vec<(usize, Vec<Output>)> {
     outputs
         .iter()
-        .map(|(from, outs)| {
-            let only: Vec<Output> = outs
-                .iter()
-                .filter(|o| {
-                    matches!(o, Output::Broadcast(ConsensusMessage::Vote(v))
-                        | Output::Send { message: ConsensusMessage::Vote(v), .. } if v.kind == kind)
-                })
-                .cloned()
-                .collect();
-            (*from, only)
-        })
-        .filter(|(_, outs)| !outs.is_empty())
+        .map(|(from, outs)| (*from, outs.iter().filter(|o| keep(o)).cloned().collect()))
+        .filter(|(_, outs): &(usize, Vec<Output>)| !outs.is_empty())
         .collect()
+}
+
+/// The votes of `kind` among `outputs`, by sender.
+fn votes_of(outputs: &[(usize, Vec<Output>)], kind: VoteKind) -> Vec<(usize, Vec<Output>)> {
+    outputs_where(outputs, |o| {
+        matches!(o, Output::Broadcast(ConsensusMessage::Vote(v))
+            | Output::Send { message: ConsensusMessage::Vote(v), .. } if v.kind == kind)
+    })
 }
 
 /// The leader certificates of `kind` among `outputs`, by sender.
 fn certificates_of(outputs: &[(usize, Vec<Output>)], kind: VoteKind) -> Vec<(usize, Vec<Output>)> {
-    outputs
-        .iter()
-        .map(|(from, outs)| {
-            let only: Vec<Output> = outs
-                .iter()
-                .filter(|o| {
-                    matches!(o, Output::Broadcast(ConsensusMessage::Certificate(c)) if c.kind == kind)
-                })
-                .cloned()
-                .collect();
-            (*from, only)
-        })
-        .filter(|(_, outs)| !outs.is_empty())
-        .collect()
+    outputs_where(
+        outputs,
+        |o| matches!(o, Output::Broadcast(ConsensusMessage::Certificate(c)) if c.kind == kind),
+    )
 }
 
 /// Round 0 prepares block B everywhere, but only one node sees the commit votes and commits.
@@ -2696,19 +2684,7 @@ struct HeightCost {
 /// per node; all-to-all at 100 nodes would take minutes that way, and its message count does
 /// not depend on the caches).
 fn height_cost(n: usize, votes: VoteRouting, own_caches: bool) -> HeightCost {
-    let scenario = Scenario {
-        n,
-        behaviors: vec![Behavior::Honest; n],
-        max_latency_ms: 1,
-        stragglers: 0.0,
-        loss: 0.0,
-        gst_ms: 0,
-        partition: Vec::new(),
-        crashes: Vec::new(),
-        committee_size: n,
-        set_change_at: None,
-        votes,
-    };
+    let scenario = Scenario::calm(n, n, votes);
     let shared = Arc::new(SigCache::new());
     let mut sim = Sim::with_caches(1, scenario, &keys(n), |_| match own_caches {
         true => Arc::new(SigCache::new()),
