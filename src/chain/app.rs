@@ -385,10 +385,13 @@ impl CnApp {
                 for (sender, next_nonce) in &e.nonces {
                     pool.committed(e.diff.chain_id, *sender, *next_nonce);
                 }
-                // A transaction marked invalid would only be proposed and marked again.
+                // A transaction marked invalid would only be proposed and marked again; a valid
+                // one spent its nonce, and a copy arriving later is dropped before recovery.
                 for (raw, receipt) in segment.txs.iter().zip(&e.receipts) {
-                    if matches!(receipt.outcome, crate::exec::TxOutcome::Invalid(_)) {
-                        pool.remove_by_hash(&keccak256(raw));
+                    let hash = keccak256(raw);
+                    match receipt.outcome {
+                        crate::exec::TxOutcome::Invalid(_) => pool.remove_by_hash(&hash),
+                        _ => pool.included(hash),
                     }
                 }
             }

@@ -170,18 +170,34 @@ pub trait Executor: Send + Sync {
         senders: &[Option<RecoveredTx>],
     ) -> Result<SegmentExecution, StateError>;
 
-    /// Executes every segment of a block in parallel; equal to executing them one by one.
+    /// Executes every segment of a block in parallel; equal to executing them one by one, and
+    /// returned in the block's order. The largest segments start first and every segment is a
+    /// task of its own, so a big segment at the end of the block does not run alone after the
+    /// rest are done.
     fn execute_block(
         &self,
         state: &dyn StateRead,
         ctx: &BlockContext,
         segments: &[SegmentInput],
     ) -> Result<Vec<SegmentExecution>, StateError> {
-        segments
-            .par_iter()
-            .map(|(segment, txs)| self.execute_segment(state, ctx, segment, txs))
-            .collect()
+        let mut done: Vec<(usize, SegmentExecution)> = largest_first(segments)
+            .into_par_iter()
+            .with_max_len(1)
+            .map(|i| {
+                let (segment, txs) = &segments[i];
+                Ok((i, self.execute_segment(state, ctx, segment, txs)?))
+            })
+            .collect::<Result<_, StateError>>()?;
+        done.sort_unstable_by_key(|(i, _)| *i);
+        Ok(done.into_iter().map(|(_, execution)| execution).collect())
     }
+}
+
+/// Indices of `segments`, the most transactions first (ties in block order).
+fn largest_first(segments: &[SegmentInput]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..segments.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(segments[i].0.txs.len()));
+    order
 }
 
 /// The commitment of a segment that ran on `chain` with `receipts`, leaving `diff`. The
@@ -230,5 +246,18 @@ mod tests {
         r.push(Height(400), B256::repeat_byte(1));
         assert_eq!(r.get(300), None);
         assert_eq!(r.get(400), Some(B256::repeat_byte(1)));
+    }
+
+    #[test]
+    fn the_largest_segments_are_scheduled_first() {
+        let sized = |n: usize| -> SegmentInput {
+            let segment = Segment {
+                chain_id: ChainId(1001),
+                txs: vec![Default::default(); n],
+            };
+            (segment, vec![None; n])
+        };
+        let segments: Vec<SegmentInput> = [2, 9, 0, 9, 5].into_iter().map(sized).collect();
+        assert_eq!(largest_first(&segments), vec![1, 3, 4, 0, 2]);
     }
 }

@@ -16,7 +16,7 @@
 use crate::crypto::tx::RecoveredTx;
 use crate::types::ChainId;
 use alloy_primitives::{Address, B256};
-use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
 use thiserror::Error;
 
 /// A replacement must raise the fee cap by this much (geth's default), so replacements cannot
@@ -43,6 +43,36 @@ pub const DEFAULT_MAX_QUEUED_PER_ACCOUNT: u64 = 1_024;
 /// Queued (not yet executable) transactions across every sender: they cost their sender
 /// nothing until the gap fills, so they get a global bound of their own.
 pub const DEFAULT_MAX_QUEUED: usize = 16_384;
+
+/// Hashes of included transactions the pool remembers, so a copy that arrives again (a
+/// client's resend, a peer's late or hostile re-gossip) is dropped before its signature is
+/// recovered: 65 536 hashes, about 5 MiB.
+pub const INCLUDED_MEMORY: usize = 1 << 16;
+
+/// The most recently included transaction hashes, oldest evicted first.
+#[derive(Debug, Default)]
+struct IncludedHashes {
+    order: VecDeque<B256>,
+    set: HashSet<B256>,
+}
+
+impl IncludedHashes {
+    fn insert(&mut self, hash: B256) {
+        if !self.set.insert(hash) {
+            return;
+        }
+        self.order.push_back(hash);
+        if self.order.len() > INCLUDED_MEMORY {
+            if let Some(old) = self.order.pop_front() {
+                self.set.remove(&old);
+            }
+        }
+    }
+
+    fn contains(&self, hash: &B256) -> bool {
+        self.set.contains(hash)
+    }
+}
 
 /// Pool limits.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -149,6 +179,8 @@ pub struct Mempool {
     bytes: usize,
     /// Pooled transactions beyond their sender's pending run.
     queued: usize,
+    /// Transactions recently included with a valid receipt (bounded).
+    included: IncludedHashes,
 }
 
 impl Mempool {
@@ -165,7 +197,20 @@ impl Mempool {
             len: 0,
             bytes: 0,
             queued: 0,
+            included: IncludedHashes::default(),
         }
+    }
+
+    /// Records that the transaction `hash` was included with a valid receipt: its nonce is
+    /// spent, so no copy of it can ever be pooled again.
+    pub fn included(&mut self, hash: B256) {
+        self.included.insert(hash);
+    }
+
+    /// Whether a transaction with this hash is pooled or was recently included: recovering
+    /// its sender again can only end in "already known" or "nonce too low".
+    pub fn knows(&self, hash: &B256) -> bool {
+        self.by_hash.contains_key(hash) || self.included.contains(hash)
     }
 
     /// Drops the pooled transaction with this hash, if any (one that was marked invalid in a
@@ -501,5 +546,28 @@ impl Mempool {
             .collect();
         chains.sort_unstable();
         chains
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The included-hash memory is bounded: the oldest hash goes when a new one comes past
+    /// [`INCLUDED_MEMORY`], and a hash recorded twice takes one place.
+    #[test]
+    fn included_hashes_are_remembered_up_to_the_bound() {
+        let mut pool = Mempool::new(MempoolConfig::default(), []);
+        let hash = |i: u64| B256::left_padding_from(&i.to_be_bytes());
+        for i in 0..INCLUDED_MEMORY as u64 {
+            pool.included(hash(i));
+        }
+        pool.included(hash(5));
+        assert!(pool.knows(&hash(0)) && pool.knows(&hash(5)));
+        pool.included(hash(INCLUDED_MEMORY as u64));
+        assert!(!pool.knows(&hash(0)), "the oldest is forgotten");
+        assert!(pool.knows(&hash(1)) && pool.knows(&hash(INCLUDED_MEMORY as u64)));
+        assert_eq!(pool.included.order.len(), INCLUDED_MEMORY);
+        assert_eq!(pool.included.set.len(), INCLUDED_MEMORY);
     }
 }

@@ -14,7 +14,40 @@ use std::sync::Arc;
 pub struct PoolStats {
     pub accepted: AtomicU64,
     pub known: AtomicU64,
-    pub rejected: AtomicU64,
+    /// Refused as already spent (`nonce too low`).
+    pub nonce_too_low: AtomicU64,
+    /// Refused as too far ahead of the sender's pending run (`nonce too high`).
+    pub nonce_too_high: AtomicU64,
+    /// Refused for a full pool, queue or account.
+    pub full: AtomicU64,
+    /// Refused for any other rule (underpriced replacement, unknown chain, no chain id).
+    pub other: AtomicU64,
+}
+
+impl PoolStats {
+    fn counter(&self, outcome: &Result<Option<RecoveredTx>, MempoolError>) -> &AtomicU64 {
+        use MempoolError as E;
+        match outcome {
+            Ok(_) => &self.accepted,
+            Err(E::AlreadyKnown) => &self.known,
+            Err(E::NonceTooLow { .. }) => &self.nonce_too_low,
+            Err(E::NonceTooHigh { .. }) => &self.nonce_too_high,
+            Err(E::PoolFull | E::AccountFull(_)) => &self.full,
+            Err(_) => &self.other,
+        }
+    }
+
+    /// Refusals by reason, as the metric labels them.
+    pub fn refusals(&self) -> [(&'static str, u64); 5] {
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        [
+            ("known", load(&self.known)),
+            ("nonce_too_low", load(&self.nonce_too_low)),
+            ("nonce_too_high", load(&self.nonce_too_high)),
+            ("full", load(&self.full)),
+            ("other", load(&self.other)),
+        ]
+    }
 }
 
 pub struct PoolInsert {
@@ -40,12 +73,8 @@ impl Stage for PoolInsert {
             .collect::<Result<Vec<u64>, _>>()?;
         let mut pool = self.shared.pool.lock().unwrap_or_else(|e| e.into_inner());
         for (tx, nonce) in batch.into_iter().zip(nonces) {
-            let counter = match pool.insert(tx, nonce) {
-                Ok(_) => &self.stats.accepted,
-                Err(MempoolError::AlreadyKnown) => &self.stats.known,
-                Err(_) => &self.stats.rejected,
-            };
-            counter.fetch_add(1, Ordering::Relaxed);
+            let outcome = pool.insert(tx, nonce);
+            self.stats.counter(&outcome).fetch_add(1, Ordering::Relaxed);
         }
         Ok(())
     }

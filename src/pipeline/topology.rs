@@ -252,7 +252,7 @@ impl BoundCn {
                 sigverify_out,
                 Arc::clone(&sigverify),
             )
-            .with_system_queue(shared.clone()),
+            .with_node_state(shared.clone()),
             ingress_sigverify,
         )?;
         parts.stage(
@@ -574,7 +574,7 @@ impl CnMetrics {
         };
         m.chain_head(labels, head);
         n.peer_metrics(m, labels);
-        let (verified, bad_sig, bad_enc) = self.sigverify.totals();
+        let (verified, bad_sig, bad_enc, known) = self.sigverify.totals();
         let p = &self.probes;
         let counters = [
             (
@@ -638,6 +638,12 @@ impl CnMetrics {
                 verified,
             ),
             (
+                "kaon_sigverify_known_total",
+                "Transactions dropped before recovery: pooled or recently included already",
+                &plain,
+                known,
+            ),
+            (
                 "kaon_sigverify_rejected_total",
                 "Transactions refused by sigverify",
                 &with("signature"),
@@ -654,18 +660,6 @@ impl CnMetrics {
                 "Transactions pooled",
                 &plain,
                 self.pool.accepted.load(Relaxed),
-            ),
-            (
-                "kaon_pool_rejected_total",
-                "Transactions refused by the pool",
-                &with("refused"),
-                self.pool.rejected.load(Relaxed),
-            ),
-            (
-                "kaon_pool_rejected_total",
-                "Transactions refused by the pool",
-                &with("known"),
-                self.pool.known.load(Relaxed),
             ),
             (
                 "kaon_net_frames_sent_total",
@@ -718,6 +712,14 @@ impl CnMetrics {
         ];
         for (name, help, labels, value) in counters {
             m.counter(name, help, labels, value);
+        }
+        for (reason, value) in self.pool.refusals() {
+            m.counter(
+                "kaon_pool_rejected_total",
+                "Transactions refused by the pool",
+                &with(reason),
+                value,
+            );
         }
         let r = c.rejections.lock().map(|r| r.clone()).unwrap_or_default();
         let refused = [

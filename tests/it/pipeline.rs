@@ -62,7 +62,7 @@ fn sigverify_passes_good_transactions_and_counts_bad_ones() {
     // One truncated (encoding) and one corrupted-signature transaction per batch. The flipped
     // last byte lands in `s`: recovery yields another address or fails, so it is either
     // rejected or (never) attributed to our sender — checked below.
-    let (verified, bad_sig, bad_encoding) = stats.totals();
+    let (verified, bad_sig, bad_encoding, _) = stats.totals();
     assert_eq!(bad_encoding, 8);
     assert_eq!(verified + bad_sig, expected as u64 + 8);
     assert_eq!(reports[0].items, 8, "one handle() per batch");
