@@ -48,8 +48,10 @@ pub(super) struct SegmentDb<'a> {
     accounts: AddressMap<Option<Account>>,
     storage: HashMap<(Address, U256), U256>,
     code: B256Map<Bytecode>,
-    written_accounts: BTreeMap<Address, Option<Account>>,
-    written_storage: BTreeMap<(Address, U256), U256>,
+    /// What the segment wrote, last value per key, ordered only once at the end: the same
+    /// few accounts are written by transaction after transaction.
+    written_accounts: AddressMap<Option<Account>>,
+    written_storage: HashMap<(Address, U256), U256>,
     new_code: BTreeMap<B256, Bytes>,
 }
 
@@ -62,8 +64,8 @@ impl<'a> SegmentDb<'a> {
             accounts: AddressMap::default(),
             storage: HashMap::default(),
             code: B256Map::default(),
-            written_accounts: BTreeMap::new(),
-            written_storage: BTreeMap::new(),
+            written_accounts: AddressMap::default(),
+            written_storage: HashMap::default(),
             new_code: BTreeMap::new(),
         }
     }
@@ -134,12 +136,13 @@ impl<'a> SegmentDb<'a> {
 
     /// What the segment wrote, with the commitment that follows `previous_root`.
     fn into_diff(self, previous_root: B256) -> SegmentDiff {
-        let state_root =
-            next_state_root(previous_root, &self.written_accounts, &self.written_storage);
+        let accounts: BTreeMap<_, _> = self.written_accounts.into_iter().collect();
+        let storage: BTreeMap<_, _> = self.written_storage.into_iter().collect();
+        let state_root = next_state_root(previous_root, &accounts, &storage);
         SegmentDiff {
             chain_id: self.chain,
-            accounts: self.written_accounts,
-            storage: self.written_storage,
+            accounts,
+            storage,
             code: self.new_code,
             state_root,
         }

@@ -3,22 +3,15 @@
 //! `sha256(strip ‖ x)` — hand-padded, no digest buffering; nonce ranges split over rayon.
 
 use super::{meets, nonce_bytes, strip_positions, NONCE_LEN, STRIP_LEN};
+use crate::crypto::hash::raw::{compress, to_bytes, H0};
 use alloy_primitives::{Address, B256};
 use rayon::prelude::*;
-use sha2::digest::generic_array::GenericArray;
-
-/// SHA-256 initial state (FIPS 180-4, 5.3.3).
-const H0: [u32; 8] = [
-    0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19,
-];
 /// SHA-256 compressions per nonce.
 pub const COMPRESSIONS_PER_NONCE: u64 = 3;
 /// Counters one rayon task tries (the unit of work stealing); a tuning profile may pick
 /// another (`tune::CHUNK_CANDIDATES`). At ~7 M H/s per core a task lasts ~2 ms: long enough
 /// that scheduling costs nothing, short enough to balance the cores.
 pub const DEFAULT_CHUNK: u64 = 1 << 14;
-
-type Block = GenericArray<u8, sha2::digest::consts::U64>;
 
 /// A found share.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,18 +48,6 @@ impl Pads {
         self.nonce_block[20..28].copy_from_slice(&c);
         self.share_block[20..28].copy_from_slice(&c);
     }
-}
-
-fn compress(state: &mut [u32; 8], block: &[u8; 64]) {
-    sha2::compress256(state, std::slice::from_ref(Block::from_slice(block)));
-}
-
-fn to_bytes(state: &[u32; 8]) -> B256 {
-    let mut out = [0u8; 32];
-    for (chunk, word) in out.chunks_exact_mut(4).zip(state) {
-        chunk.copy_from_slice(&word.to_be_bytes());
-    }
-    B256::from(out)
 }
 
 /// The share hash for one counter, computed the fast way (tested equal to
