@@ -376,24 +376,33 @@ impl CnApp {
         self.executed.clear();
         let genesis = self.registered_genesis(&execution)?;
         self.apply_region(&execution.region, header);
+        // Hashed before the pool is locked: sigverify and the pool stage wait on that lock.
+        let outcomes: Vec<Vec<(B256, bool)>> = execution
+            .chains
+            .iter()
+            .zip(block.segments.iter().skip(1))
+            .map(|(e, segment)| {
+                let valid = |r: &crate::exec::Receipt| {
+                    !matches!(r.outcome, crate::exec::TxOutcome::Invalid(_))
+                };
+                segment
+                    .txs
+                    .iter()
+                    .zip(&e.receipts)
+                    .map(|(raw, receipt)| (keccak256(raw), valid(receipt)))
+                    .collect()
+            })
+            .collect();
         {
             let mut pool = self.shared.pool.lock().unwrap_or_else(|e| e.into_inner());
             for chain in &execution.region.registered {
                 pool.add_chain(chain.chain_id);
             }
-            for (e, segment) in execution.chains.iter().zip(block.segments.iter().skip(1)) {
+            for (e, outcomes) in execution.chains.iter().zip(&outcomes) {
                 for (sender, next_nonce) in &e.nonces {
                     pool.committed(e.diff.chain_id, *sender, *next_nonce);
                 }
-                // A transaction marked invalid would only be proposed and marked again; a valid
-                // one spent its nonce, and a copy arriving later is dropped before recovery.
-                for (raw, receipt) in segment.txs.iter().zip(&e.receipts) {
-                    let hash = keccak256(raw);
-                    match receipt.outcome {
-                        crate::exec::TxOutcome::Invalid(_) => pool.remove_by_hash(&hash),
-                        _ => pool.included(hash),
-                    }
-                }
+                pool.settle_included(outcomes);
             }
         }
         let segments = (1u32..).zip(execution.chains).collect();

@@ -171,9 +171,9 @@ pub trait Executor: Send + Sync {
     ) -> Result<SegmentExecution, StateError>;
 
     /// Executes every segment of a block in parallel; equal to executing them one by one, and
-    /// returned in the block's order. The largest segments start first and every segment is a
-    /// task of its own, so a big segment at the end of the block does not run alone after the
-    /// rest are done.
+    /// returned in the block's order. Segments are handed to rayon largest first, each a task
+    /// of its own, so a big segment is not queued behind the small ones and idle workers can
+    /// steal single segments (rayon's splitting decides the exact order).
     fn execute_block(
         &self,
         state: &dyn StateRead,

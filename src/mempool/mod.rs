@@ -46,7 +46,7 @@ pub const DEFAULT_MAX_QUEUED: usize = 16_384;
 
 /// Hashes of included transactions the pool remembers, so a copy that arrives again (a
 /// client's resend, a peer's late or hostile re-gossip) is dropped before its signature is
-/// recovered: 65 536 hashes, about 5 MiB.
+/// recovered: 65 536 hashes, at most about 7 MiB with the set's and the queue's slack.
 pub const INCLUDED_MEMORY: usize = 1 << 16;
 
 /// The most recently included transaction hashes, oldest evicted first.
@@ -58,15 +58,16 @@ struct IncludedHashes {
 
 impl IncludedHashes {
     fn insert(&mut self, hash: B256) {
-        if !self.set.insert(hash) {
+        if self.set.contains(&hash) {
             return;
         }
-        self.order.push_back(hash);
-        if self.order.len() > INCLUDED_MEMORY {
+        if self.order.len() >= INCLUDED_MEMORY {
             if let Some(old) = self.order.pop_front() {
                 self.set.remove(&old);
             }
         }
+        self.set.insert(hash);
+        self.order.push_back(hash);
     }
 
     fn contains(&self, hash: &B256) -> bool {
@@ -205,6 +206,19 @@ impl Mempool {
     /// spent, so no copy of it can ever be pooled again.
     pub fn included(&mut self, hash: B256) {
         self.included.insert(hash);
+    }
+
+    /// Settles a committed segment's transactions, `(hash, valid)` in block order: one marked
+    /// invalid leaves the pool (it would only be proposed and marked again) and may come back
+    /// once it can execute; a valid one (successful, reverted or halted) spent its nonce and is
+    /// remembered, so a copy arriving later is dropped before recovery.
+    pub fn settle_included(&mut self, outcomes: &[(B256, bool)]) {
+        for (hash, valid) in outcomes {
+            match valid {
+                true => self.included(*hash),
+                false => self.remove_by_hash(hash),
+            }
+        }
     }
 
     /// Whether a transaction with this hash is pooled or was recently included: recovering
@@ -569,5 +583,16 @@ mod tests {
         assert!(pool.knows(&hash(1)) && pool.knows(&hash(INCLUDED_MEMORY as u64)));
         assert_eq!(pool.included.order.len(), INCLUDED_MEMORY);
         assert_eq!(pool.included.set.len(), INCLUDED_MEMORY);
+    }
+
+    /// A transaction marked invalid in a block is forgotten (it may execute once its sender
+    /// is funded); one that ran, successfully or not, is remembered as spent.
+    #[test]
+    fn only_transactions_that_ran_are_remembered_as_included() {
+        let mut pool = Mempool::new(MempoolConfig::default(), []);
+        let (ran, invalid) = (B256::repeat_byte(1), B256::repeat_byte(2));
+        pool.settle_included(&[(ran, true), (invalid, false)]);
+        assert!(pool.knows(&ran));
+        assert!(!pool.knows(&invalid));
     }
 }

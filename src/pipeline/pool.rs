@@ -79,3 +79,43 @@ impl Stage for PoolInsert {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each refusal is counted under its own reason.
+    #[test]
+    fn refusals_are_counted_by_reason() {
+        let stats = PoolStats::default();
+        let refusals: [MempoolError; 6] = [
+            MempoolError::AlreadyKnown,
+            MempoolError::NonceTooLow {
+                expected: 2,
+                got: 1,
+            },
+            MempoolError::NonceTooHigh {
+                expected: 2,
+                got: 9_000,
+                limit: 1_024,
+            },
+            MempoolError::PoolFull,
+            MempoolError::AccountFull(4_096),
+            MempoolError::MissingChainId,
+        ];
+        for e in refusals {
+            stats.counter(&Err(e)).fetch_add(1, Ordering::Relaxed);
+        }
+        assert_eq!(
+            stats.refusals(),
+            [
+                ("known", 1),
+                ("nonce_too_low", 1),
+                ("nonce_too_high", 1),
+                ("full", 2),
+                ("other", 1)
+            ]
+        );
+        assert_eq!(stats.accepted.load(Ordering::Relaxed), 0);
+    }
+}

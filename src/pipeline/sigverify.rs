@@ -93,10 +93,17 @@ impl SigVerify {
     /// Drops from `batch` what the pool holds or recently included, counting it.
     fn drop_known(&self, batch: &mut RawTxBatch) {
         let Some(pool) = &self.pool else { return };
-        let hashes: Vec<B256> = batch.iter().map(keccak256).collect();
+        // Oversized raws are left for decoding to refuse: a peer cannot make this hash them.
+        let hashes: Vec<Option<B256>> = batch
+            .iter()
+            .map(|raw| (raw.len() <= self.rules.max_bytes).then(|| keccak256(raw)))
+            .collect();
         let known: Vec<bool> = {
             let pool = pool.lock().unwrap_or_else(|e| e.into_inner());
-            hashes.iter().map(|h| pool.knows(h)).collect()
+            hashes
+                .iter()
+                .map(|h| h.as_ref().is_some_and(|h| pool.knows(h)))
+                .collect()
         };
         let mut known = known.into_iter();
         let before = batch.len();

@@ -293,29 +293,28 @@ fn a_registered_servicechain_takes_transactions_on_a_running_cluster() {
             .all(|n| balance(n, 5000, to) == U256::from(12345u64))
     });
     assert_eq!(balance(&nodes[0], 6000, stranger), U256::ZERO);
-    // The same transfer sent again after it was included: every CN drops it by its hash
-    // (it spent its nonce) instead of recovering its sender again. First every CN has seen
-    // both transfers of the first batch (a late gossip copy counts as known too).
+    // The same transfer sent again after it was included: the CN it is sent to drops it by
+    // its hash (it spent its nonce) instead of recovering its sender again. (Gossip to the
+    // others is best effort, so only the receiving CN is checked.)
     let seen = |n: &CnNode| {
         let (recovered, _, _, known) = n.sigverify.totals();
         (recovered, known)
     };
-    wait("every CN to see the first batch", &|n| {
-        n.iter().all(|n| seen(n).0 + seen(n).1 >= 2)
+    wait("the receiving CN to see the first batch", &|n| {
+        seen(&n[2]).0 + seen(&n[2]).1 >= 2
     });
-    let before: Vec<(u64, u64)> = nodes.iter().map(seen).collect();
+    let before = seen(&nodes[2]);
     nodes[2]
         .submitter()
         .submit(vec![transfer(5000, to)])
         .unwrap();
-    wait("every CN to drop the included transfer sent again", &|n| {
-        n.iter().zip(&before).all(|(n, b)| seen(n).1 > b.1)
+    wait("the receiving CN to drop the included transfer", &|n| {
+        seen(&n[2]).1 > before.1
     });
-    let after: Vec<(u64, u64)> = nodes.iter().map(seen).collect();
-    let expected: Vec<(u64, u64)> = before.iter().map(|(r, k)| (*r, k + 1)).collect();
     assert_eq!(
-        after, expected,
-        "dropped once each, nothing recovered again"
+        seen(&nodes[2]),
+        (before.0, before.1 + 1),
+        "dropped once, nothing recovered again"
     );
     for node in nodes {
         node.shutdown().unwrap();
