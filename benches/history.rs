@@ -124,8 +124,10 @@ impl Node {
         }
     }
 
-    /// Builds the next block around `segment` (untimed), then times its persist.
-    fn persist_next(&mut self, segment: &Segment, execution: SegmentExecution) -> Duration {
+    /// Builds the next block around `segment` (untimed), then times its persist. The diff
+    /// carries the values it overwrites, as execution captures them.
+    fn persist_next(&mut self, segment: &Segment, mut execution: SegmentExecution) -> Duration {
+        execution.diff.prior = Some(execution.diff.prior_in(&self.state).unwrap());
         let key = SecretKey::from_seed(&[7; 32]).unwrap();
         let set = CnSet::new(vec![key.public_key()]).unwrap();
         let params = Params {

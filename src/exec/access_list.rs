@@ -220,6 +220,7 @@ mod tests {
             storage: BTreeMap::new(),
             code: BTreeMap::new(),
             state_root: B256::ZERO,
+            prior: None,
         };
         let account = Account {
             nonce: 1,

@@ -7,7 +7,7 @@
 
 use super::commitment::next_state_root;
 use super::receipt::{logs_bloom, Halt, InvalidReason, Log, Receipt, TxOutcome};
-use super::state::{Account, SegmentDiff, StateError, StateRead, EMPTY_CODE_HASH};
+use super::state::{Account, Prior, SegmentDiff, StateError, StateRead, EMPTY_CODE_HASH};
 use super::{segment_commitment, BlockContext, Executor, RecentHashes, SegmentExecution};
 use crate::crypto::tx::{RecoveredTx, SignedTransaction, Transaction, TxKind};
 use crate::types::{ChainId, Segment};
@@ -52,6 +52,9 @@ pub(super) struct SegmentDb<'a> {
     /// few accounts are written by transaction after transaction.
     written_accounts: AddressMap<Option<Account>>,
     written_storage: HashMap<(Address, U256), U256>,
+    /// The committed value of each key, taken at its first write: the block's history.
+    prior_accounts: AddressMap<Option<Account>>,
+    prior_storage: HashMap<(Address, U256), U256>,
     new_code: BTreeMap<B256, Bytes>,
 }
 
@@ -66,6 +69,8 @@ impl<'a> SegmentDb<'a> {
             code: B256Map::default(),
             written_accounts: AddressMap::default(),
             written_storage: HashMap::default(),
+            prior_accounts: AddressMap::default(),
+            prior_storage: HashMap::default(),
             new_code: BTreeMap::new(),
         }
     }
@@ -82,15 +87,43 @@ impl<'a> SegmentDb<'a> {
 
     /// Adds `amount` to `address`'s balance (a reward withdrawal), creating the account.
     fn credit(&mut self, address: Address, amount: U256) -> Result<(), StateError> {
-        let mut account = self.account(address)?.unwrap_or_default();
+        let current = self.account(address)?;
+        let mut account = current.unwrap_or_default();
         account.balance = account.balance.saturating_add(amount);
-        self.write_account(address, Some(account));
+        self.write_account(address, current, Some(account));
         Ok(())
     }
 
-    fn write_account(&mut self, address: Address, account: Option<Account>) {
+    /// Writes `account` over `current` (what [`Self::account`] returned just before).
+    fn write_account(
+        &mut self,
+        address: Address,
+        current: Option<Account>,
+        account: Option<Account>,
+    ) {
+        if !self.written_accounts.contains_key(&address) {
+            // Not written yet by this segment: `current` is the committed value.
+            self.prior_accounts.insert(address, current);
+        }
         self.accounts.insert(address, account);
         self.written_accounts.insert(address, account);
+    }
+
+    /// Writes `value` to `slot` of `address`.
+    fn write_slot(&mut self, address: Address, slot: U256, value: U256) -> Result<(), StateError> {
+        let key = (address, slot);
+        if !self.written_storage.contains_key(&key) {
+            // The read cache holds the committed value of a slot this segment has not written
+            // (a new contract's slots may never have been read: the state has them).
+            let committed = match self.storage.get(&key) {
+                Some(v) => *v,
+                None => self.state.storage(self.chain, &address, &slot)?,
+            };
+            self.prior_storage.insert(key, committed);
+        }
+        self.storage.insert(key, value);
+        self.written_storage.insert(key, value);
+        Ok(())
     }
 
     /// Folds one transaction's changes in. Post-EIP-161 rules: a touched account that is
@@ -119,16 +152,15 @@ impl<'a> SegmentDb<'a> {
                         .insert(changed.info.code_hash, code.original_bytes());
                 }
             }
-            if self.account(address)? != new {
-                self.write_account(address, new);
+            let current = self.account(address)?;
+            if current != new {
+                self.write_account(address, current, new);
             }
             if new.is_none() {
                 continue;
             }
             for (slot, value) in changed.changed_storage_slots() {
-                self.storage.insert((address, *slot), value.present_value);
-                self.written_storage
-                    .insert((address, *slot), value.present_value);
+                self.write_slot(address, *slot, value.present_value)?;
             }
         }
         Ok(())
@@ -145,6 +177,11 @@ impl<'a> SegmentDb<'a> {
             storage,
             code: self.new_code,
             state_root,
+            prior: Some(Prior {
+                accounts: self.prior_accounts,
+                storage: self.prior_storage,
+                state_root: previous_root,
+            }),
         }
     }
 }

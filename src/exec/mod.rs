@@ -30,7 +30,7 @@ pub use receipt::{
     TxOutcome,
 };
 pub use state::{
-    genesis_diff, genesis_diffs, Account, MemoryState, SegmentDiff, StateError, StateRead,
+    genesis_diff, genesis_diffs, Account, MemoryState, Prior, SegmentDiff, StateError, StateRead,
     EMPTY_CODE_HASH,
 };
 

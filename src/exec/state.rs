@@ -99,11 +99,42 @@ pub struct SegmentDiff {
     pub code: BTreeMap<B256, Bytes>,
     /// The chain's state commitment after the segment.
     pub state_root: B256,
+    /// What the writes replace, captured while executing (so persisting the block's history
+    /// reads nothing back); `None` for diffs built otherwise (genesis allocations), whose
+    /// previous values the store reads.
+    pub prior: Option<Prior>,
+}
+
+/// The values a segment's writes replace: each written account and slot as the chain's state
+/// held it before the segment, and the commitment before it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Prior {
+    pub accounts: alloy_primitives::map::AddressMap<Option<Account>>,
+    pub storage: HashMap<(Address, U256), U256>,
+    pub state_root: B256,
 }
 
 impl SegmentDiff {
     pub fn is_empty(&self) -> bool {
         self.accounts.is_empty() && self.storage.is_empty()
+    }
+
+    /// The values this diff's writes replace in `state` (what execution captures as it goes).
+    pub fn prior_in(&self, state: &dyn StateRead) -> Result<Prior, StateError> {
+        let chain = self.chain_id;
+        Ok(Prior {
+            accounts: self
+                .accounts
+                .keys()
+                .map(|a| Ok((*a, state.account(chain, a)?)))
+                .collect::<Result<_, StateError>>()?,
+            storage: self
+                .storage
+                .keys()
+                .map(|(a, slot)| Ok(((*a, *slot), state.storage(chain, a, slot)?)))
+                .collect::<Result<_, StateError>>()?,
+            state_root: state.state_root(chain)?,
+        })
     }
 }
 
@@ -125,6 +156,7 @@ pub fn genesis_diff(
         accounts,
         storage,
         code: BTreeMap::new(),
+        prior: None,
     }
 }
 

@@ -95,6 +95,14 @@ impl BlockChanges {
         Ok(())
     }
 
+    /// Records values before the block that execution captured, `(state key, value)`, for
+    /// keys an earlier diff of the same block has not already written.
+    pub fn record_carried(&mut self, chain: u64, entries: Vec<(Vec<u8>, Option<Vec<u8>>)>) {
+        for (key, value) in entries {
+            self.prior.entry((chain, key)).or_insert(value);
+        }
+    }
+
     /// Number of keys recorded.
     pub fn len(&self) -> usize {
         self.prior.len()
@@ -447,6 +455,7 @@ mod tests {
                 .collect(),
             code: Default::default(),
             state_root: B256::repeat_byte(tag),
+            prior: None,
         }
     }
 
@@ -529,6 +538,41 @@ mod tests {
             states.push(model.clone());
         }
         states
+    }
+
+    /// A raw RocksDB entry: key and value.
+    type RawEntry = (Box<[u8]>, Box<[u8]>);
+
+    /// Every `changes` entry of `store`.
+    fn change_sets(store: &Store) -> Vec<RawEntry> {
+        store
+            .db
+            .iterator_cf(store.cf(CF_CHANGES), IteratorMode::Start)
+            .map(Result::unwrap)
+            .collect()
+    }
+
+    /// Diffs that carry the values they overwrite (as execution captures them) write the same
+    /// change sets, byte for byte, as diffs whose previous values the store reads.
+    #[test]
+    fn carried_previous_values_write_the_change_sets_the_store_would_read() {
+        let (read_dir, carried_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (read, model) = genesis(read_dir.path());
+        let (carried, _) = genesis(carried_dir.path());
+        commit_all(&read, model.clone());
+        let mut state = model;
+        for (i, diffs) in blocks().into_iter().enumerate() {
+            let mut with_prior = Vec::new();
+            for mut d in diffs {
+                d.prior = Some(d.prior_in(&state).unwrap());
+                state.apply(&d);
+                with_prior.push(d);
+            }
+            commit(&carried, i as u64 + 1, &with_prior, HistoryRetention::All);
+        }
+        let written = change_sets(&read);
+        assert!(written.len() > 10, "the blocks write change sets");
+        assert_eq!(change_sets(&carried), written);
     }
 
     #[test]

@@ -72,6 +72,38 @@ fn written_keys(diff: &SegmentDiff) -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// A state key and its value before a block, as the store holds it (`None`: absent).
+type PriorEntry = (Vec<u8>, Option<Vec<u8>>);
+
+/// The previous value of each key `diff` writes, encoded as the store holds it, where the diff
+/// carries it from execution; and the keys whose previous value must be read.
+fn split_prior(diff: &SegmentDiff) -> (Vec<PriorEntry>, Vec<Vec<u8>>) {
+    let Some(prior) = &diff.prior else {
+        return (Vec::new(), written_keys(diff));
+    };
+    let mut carried = Vec::with_capacity(diff.accounts.len() + diff.storage.len() + 1);
+    let mut missing = Vec::new();
+    for address in diff.accounts.keys() {
+        let key = account_key(address).to_vec();
+        match prior.accounts.get(address) {
+            Some(a) => carried.push((key, a.as_ref().map(|a| encode_account(a).to_vec()))),
+            None => missing.push(key),
+        }
+    }
+    for (address, slot) in diff.storage.keys() {
+        let key = slot_key(address, slot).to_vec();
+        match prior.storage.get(&(*address, *slot)) {
+            // A zero slot is not stored (`apply_diff` deletes it).
+            Some(v) => carried.push((key, (!v.is_zero()).then(|| v.to_be_bytes::<32>().to_vec()))),
+            None => missing.push(key),
+        }
+    }
+    // A chain without state has no commitment stored; reads take that as zero.
+    let root = prior.state_root;
+    carried.push((vec![TAG_ROOT], (root != B256::ZERO).then(|| root.to_vec())));
+    (carried, missing)
+}
+
 fn code_key(hash: &B256) -> [u8; 33] {
     let mut k = [0u8; 33];
     k[0] = TAG_CODE;
@@ -230,7 +262,9 @@ impl StoreBatch<'_> {
         if retention.writes() {
             let mut changes = BlockChanges::default();
             for diff in diffs {
-                changes.record(self.store, diff.chain_id.0, written_keys(diff))?;
+                let (carried, missing) = split_prior(diff);
+                changes.record_carried(diff.chain_id.0, carried);
+                changes.record(self.store, diff.chain_id.0, missing)?;
             }
             self.put_change_sets(height, &changes)?;
         } else {

@@ -686,6 +686,11 @@ proptest! {
             let input = build_block(ops, &mut nonces, &mut tokens);
             let ctx = ctx(h as u64 + 1);
             let parallel = EvmExecutor.execute_block(&shared, &ctx, &input).unwrap();
+            // What execution captured as each write's previous value is what the state held.
+            for done in &parallel {
+                let read = done.diff.prior_in(&shared).unwrap();
+                prop_assert_eq!(done.diff.prior.as_ref(), Some(&read));
+            }
             let sequential: Vec<SegmentExecution> = input
                 .iter()
                 .map(|(s, t)| EvmExecutor.execute_segment(&shared, &ctx, s, t).unwrap())
