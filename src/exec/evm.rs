@@ -110,20 +110,18 @@ impl<'a> SegmentDb<'a> {
     }
 
     /// Writes `value` to `slot` of `address`.
-    fn write_slot(&mut self, address: Address, slot: U256, value: U256) -> Result<(), StateError> {
+    fn write_slot(&mut self, address: Address, slot: U256, value: U256) {
         let key = (address, slot);
         if !self.written_storage.contains_key(&key) {
-            // The read cache holds the committed value of a slot this segment has not written
-            // (a new contract's slots may never have been read: the state has them).
-            let committed = match self.storage.get(&key) {
-                Some(v) => *v,
-                None => self.state.storage(self.chain, &address, &slot)?,
-            };
-            self.prior_storage.insert(key, committed);
+            // The read cache holds the committed value of a slot this segment has not written.
+            // A slot never read (a new contract's) is not looked up here: persisting the
+            // block reads what its diff does not carry.
+            if let Some(committed) = self.storage.get(&key) {
+                self.prior_storage.insert(key, *committed);
+            }
         }
         self.storage.insert(key, value);
         self.written_storage.insert(key, value);
-        Ok(())
     }
 
     /// Folds one transaction's changes in. Post-EIP-161 rules: a touched account that is
@@ -160,7 +158,7 @@ impl<'a> SegmentDb<'a> {
                 continue;
             }
             for (slot, value) in changed.changed_storage_slots() {
-                self.write_slot(address, *slot, value.present_value)?;
+                self.write_slot(address, *slot, value.present_value);
             }
         }
         Ok(())

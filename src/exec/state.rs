@@ -106,7 +106,8 @@ pub struct SegmentDiff {
 }
 
 /// The values a segment's writes replace: each written account and slot as the chain's state
-/// held it before the segment, and the commitment before it.
+/// held it before the segment (a slot the segment never read, such as a new contract's, may be
+/// left out), and the commitment before it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Prior {
     pub accounts: alloy_primitives::map::AddressMap<Option<Account>>,

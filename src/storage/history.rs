@@ -103,6 +103,21 @@ impl BlockChanges {
         }
     }
 
+    /// The entries of `carried` whose keys no earlier diff of the block recorded: those that
+    /// [`Self::record_carried`] will keep.
+    #[cfg(debug_assertions)]
+    pub fn fresh(
+        &self,
+        chain: u64,
+        carried: &[(Vec<u8>, Option<Vec<u8>>)],
+    ) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+        carried
+            .iter()
+            .filter(|(key, _)| !self.prior.contains_key(&(chain, key.clone())))
+            .cloned()
+            .collect()
+    }
+
     /// Number of keys recorded.
     pub fn len(&self) -> usize {
         self.prior.len()
@@ -173,6 +188,24 @@ impl Store {
                     .map_err(|e| self.db_err("multi-get state", e))
             })
             .collect()
+    }
+
+    /// Debug builds check every value execution carried against what the store holds (a
+    /// stored zero commitment, written before zero was stored as absent, counts as absent):
+    /// every test and debug devnet run then proves the captured history right.
+    #[cfg(debug_assertions)]
+    pub(super) fn check_carried(&self, chain: u64, carried: &[(Vec<u8>, Option<Vec<u8>>)]) {
+        let keys: Vec<Vec<u8>> = carried.iter().map(|(k, _)| k.clone()).collect();
+        let Ok(stored) = self.get_states(chain, &keys) else {
+            return; // the persist that follows reports the store's error
+        };
+        for ((key, value), stored) in carried.iter().zip(stored) {
+            let stored = stored.filter(|v| !v.iter().all(|b| *b == 0) || v.len() != 32);
+            assert_eq!(
+                value, &stored,
+                "chain {chain} key {key:02x?}: the value execution captured differs from the store's"
+            );
+        }
     }
 
     /// The oldest block whose state is readable (`None`: the store predates history).

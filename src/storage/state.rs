@@ -215,7 +215,11 @@ impl StoreBatch<'_> {
         for (hash, code) in &diff.code {
             self.put_state(chain, &code_key(hash), code)?;
         }
-        self.put_state(chain, &[TAG_ROOT], diff.state_root.as_slice())
+        // Zero is "no state yet": not stored, as a chain without state has no commitment.
+        match diff.state_root == B256::ZERO {
+            true => self.delete_state(chain, &[TAG_ROOT]),
+            false => self.put_state(chain, &[TAG_ROOT], diff.state_root.as_slice()),
+        }
     }
 
     /// Writes the receipts of segment `segment` of block `height` and indexes the segment
@@ -263,6 +267,9 @@ impl StoreBatch<'_> {
             let mut changes = BlockChanges::default();
             for diff in diffs {
                 let (carried, missing) = split_prior(diff);
+                #[cfg(debug_assertions)]
+                self.store
+                    .check_carried(diff.chain_id.0, &changes.fresh(diff.chain_id.0, &carried));
                 changes.record_carried(diff.chain_id.0, carried);
                 changes.record(self.store, diff.chain_id.0, missing)?;
             }

@@ -686,10 +686,16 @@ proptest! {
             let input = build_block(ops, &mut nonces, &mut tokens);
             let ctx = ctx(h as u64 + 1);
             let parallel = EvmExecutor.execute_block(&shared, &ctx, &input).unwrap();
-            // What execution captured as each write's previous value is what the state held.
+            // What execution captured as each write's previous value is what the state held:
+            // every account and the commitment, and the slots it read before writing.
             for done in &parallel {
                 let read = done.diff.prior_in(&shared).unwrap();
-                prop_assert_eq!(done.diff.prior.as_ref(), Some(&read));
+                let carried = done.diff.prior.as_ref().unwrap();
+                prop_assert_eq!(&carried.accounts, &read.accounts);
+                prop_assert_eq!(carried.state_root, read.state_root);
+                for (slot, value) in &carried.storage {
+                    prop_assert_eq!(Some(value), read.storage.get(slot));
+                }
             }
             let sequential: Vec<SegmentExecution> = input
                 .iter()
