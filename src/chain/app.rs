@@ -299,40 +299,49 @@ impl CnApp {
     }
 
     /// Senders of a received block's servicechain transactions: from the pool when this node
-    /// has seen the transaction (already verified at ingress), else recovered now on rayon.
+    /// has seen the transaction (already verified at ingress), else recovered now on rayon —
+    /// all of the block's in one batch: a segment holds tens of transactions, too few to
+    /// spread over the cores (a batch that does not split runs on the calling thread alone).
     fn senders(&self, block: &Block) -> Vec<SegmentInput> {
         let pool = self.shared.pool.lock().unwrap_or_else(|e| e.into_inner());
-        let known: Vec<Vec<Option<RecoveredTx>>> = block
+        let mut inputs: Vec<SegmentInput> = block
             .segments
             .iter()
             .enumerate()
-            .map(|(k, s)| match k {
-                0 => Vec::new(),
-                _ => s
-                    .txs
-                    .iter()
-                    .map(|raw| pool.get(&keccak256(raw)).cloned())
-                    .collect(),
+            .map(|(k, segment)| {
+                let known = match k {
+                    0 => Vec::new(),
+                    _ => segment
+                        .txs
+                        .iter()
+                        .map(|raw| pool.get(&keccak256(raw)).cloned())
+                        .collect(),
+                };
+                (segment.clone(), known)
             })
             .collect();
         drop(pool);
-        block
-            .segments
+        let missing: Vec<(usize, usize)> = inputs
             .iter()
-            .zip(known)
-            .map(|(segment, mut txs)| {
-                let missing: Vec<usize> = (0..txs.len()).filter(|&i| txs[i].is_none()).collect();
-                if !missing.is_empty() {
-                    let raws: Vec<&[u8]> =
-                        missing.iter().map(|&i| segment.txs[i].as_ref()).collect();
-                    let recovered = decode_recover_batch(&raws, &DecodeRules::default());
-                    for (i, r) in missing.into_iter().zip(recovered) {
-                        txs[i] = r.ok();
-                    }
-                }
-                (segment.clone(), txs)
+            .enumerate()
+            .flat_map(|(k, (_, txs))| {
+                (0..txs.len())
+                    .filter(move |&i| txs[i].is_none())
+                    .map(move |i| (k, i))
             })
-            .collect()
+            .collect();
+        if missing.is_empty() {
+            return inputs;
+        }
+        let raws: Vec<&[u8]> = missing
+            .iter()
+            .map(|&(k, i)| block.segments[k].txs[i].as_ref())
+            .collect();
+        let recovered = decode_recover_batch(&raws, &DecodeRules::default());
+        for ((k, i), r) in missing.into_iter().zip(recovered) {
+            inputs[k].1[i] = r.ok();
+        }
+        inputs
     }
 
     /// Applies a committed block: regionchain state (and a CN-set switch it announces),

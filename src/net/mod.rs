@@ -230,6 +230,7 @@ impl PeerScore {
 /// A running node network.
 pub struct Network {
     endpoint: quinn::Endpoint,
+    rt: tokio::runtime::Handle,
     identity: Identity,
     queue_depth: usize,
     peers: Vec<(CnIndex, mpsc::Sender<Arc<Vec<u8>>>)>,
@@ -307,6 +308,7 @@ impl Network {
         ));
         Ok(Self {
             endpoint,
+            rt: rt.clone(),
             identity,
             queue_depth,
             peers: Vec::new(),
@@ -392,9 +394,9 @@ impl Network {
         }
     }
 
-    /// Closes every connection.
+    /// Closes every connection (see [`tls::close`]).
     pub fn close(&self) {
-        self.endpoint.close(0u32.into(), b"shutdown");
+        tls::close(&self.endpoint, &self.rt);
     }
 }
 

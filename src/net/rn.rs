@@ -431,7 +431,7 @@ impl RnNetwork {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clear();
-        self.endpoint.close(0u32.into(), b"shutdown");
+        tls::close(&self.endpoint, &self.rt);
     }
 }
 

@@ -95,6 +95,24 @@ pub fn client_config() -> anyhow::Result<quinn::ClientConfig> {
     Ok(config)
 }
 
+/// Longest wait at shutdown for the close frames to reach the peers.
+pub const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Closes every connection of `endpoint` and waits (at most [`CLOSE_GRACE`]) until the close
+/// frames are out, so that peers free this node's slots now rather than after their idle
+/// timeout: a node restarted at once with the same key (on a new address, where no stateless
+/// reset reaches its old connections) is then not refused as holding too many. The wait needs
+/// the endpoint's tasks to run on `rt`; from inside an async context it is skipped.
+pub fn close(endpoint: &quinn::Endpoint, rt: &tokio::runtime::Handle) {
+    endpoint.close(0u32.into(), b"shutdown");
+    if tokio::runtime::Handle::try_current().is_ok() {
+        return;
+    }
+    rt.block_on(async {
+        let _ = tokio::time::timeout(CLOSE_GRACE, endpoint.wait_idle()).await;
+    });
+}
+
 /// Bidirectional streams (block requests) a peer may have open at once on one connection;
 /// they are answered one at a time, so more would only queue.
 const MAX_OPEN_REQUESTS: u32 = 8;
