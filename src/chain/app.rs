@@ -96,6 +96,9 @@ pub struct CnApp {
     executor: EvmExecutor,
     max_txs_per_segment: usize,
     executed: HashMap<B256, BlockExecution>,
+    /// Senders recovered ahead for blocks about to be validated ([`CnApp::recover_ahead`]),
+    /// by transaction hash.
+    ahead: HashMap<B256, RecoveredTx>,
     /// The last committed container: its mix is the next block's PREVRANDAO.
     tip: Tip,
     /// Hashes of the last committed containers, for BLOCKHASH.
@@ -204,6 +207,7 @@ impl CnApp {
             executor: EvmExecutor,
             max_txs_per_segment,
             executed: HashMap::new(),
+            ahead: HashMap::new(),
             attestation_verdicts: HashMap::new(),
             tip,
             hashes: Arc::default(),
@@ -298,10 +302,36 @@ impl CnApp {
         self.executed.insert(key, execution);
     }
 
+    /// Recovers, in one batch on rayon, the senders of `blocks`' servicechain transactions
+    /// that the pool does not hold, for their validation to find: blocks fetched together
+    /// (an RN catching up) then spread over every core however few transactions each holds.
+    /// Replaces what an earlier call kept, so memory is bounded by the blocks passed; pass
+    /// blocks whose certificates are already verified.
+    pub fn recover_ahead(&mut self, blocks: &[Block]) {
+        self.ahead.clear();
+        let pool = self.shared.pool.lock().unwrap_or_else(|e| e.into_inner());
+        let missing: Vec<(B256, &[u8])> = blocks
+            .iter()
+            .flat_map(|b| b.segments.iter().skip(1))
+            .flat_map(|s| &s.txs)
+            .map(|raw| (keccak256(raw), raw.as_ref()))
+            .filter(|(hash, _)| pool.get(hash).is_none())
+            .collect();
+        drop(pool);
+        let raws: Vec<&[u8]> = missing.iter().map(|&(_, raw)| raw).collect();
+        let recovered = decode_recover_batch(&raws, &DecodeRules::default());
+        self.ahead = missing
+            .into_iter()
+            .zip(recovered)
+            .filter_map(|((hash, _), r)| Some((hash, r.ok()?)))
+            .collect();
+    }
+
     /// Senders of a received block's servicechain transactions: from the pool when this node
-    /// has seen the transaction (already verified at ingress), else recovered now on rayon —
-    /// all of the block's in one batch: a segment holds tens of transactions, too few to
-    /// spread over the cores (a batch that does not split runs on the calling thread alone).
+    /// has seen the transaction (already verified at ingress) or from those recovered ahead,
+    /// else recovered now on rayon — all of the block's in one batch: a segment holds tens of
+    /// transactions, too few to spread over the cores (a batch that does not split runs on
+    /// the calling thread alone).
     fn senders(&self, block: &Block) -> Vec<SegmentInput> {
         let pool = self.shared.pool.lock().unwrap_or_else(|e| e.into_inner());
         let mut inputs: Vec<SegmentInput> = block
@@ -314,7 +344,10 @@ impl CnApp {
                     _ => segment
                         .txs
                         .iter()
-                        .map(|raw| pool.get(&keccak256(raw)).cloned())
+                        .map(|raw| {
+                            let hash = keccak256(raw);
+                            pool.get(&hash).or_else(|| self.ahead.get(&hash)).cloned()
+                        })
                         .collect(),
                 };
                 (segment.clone(), known)

@@ -217,6 +217,7 @@ impl Auditor {
             set: Arc::clone(self.app.cn_set()),
         };
         let outcome = audit_consensus(&self.params, &state, &fresh);
+        self.app.recover_ahead(&fresh[..outcome.passed]);
         let mut failure = outcome.failure;
         let mut accepted = 0;
         for block in &fresh[..outcome.passed] {
