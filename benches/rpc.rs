@@ -104,7 +104,7 @@ impl RpcBackend for ConstBackend {
     ) -> Result<RpcFeeHistory, BackendError> {
         unavailable()
     }
-    fn servicechains(&self) -> Result<serde_json::Value, BackendError> {
+    fn servicechains(&self, _: ChainId) -> Result<serde_json::Value, BackendError> {
         unavailable()
     }
     fn checkpoint_proof(
@@ -114,10 +114,10 @@ impl RpcBackend for ConstBackend {
     ) -> Result<Option<serde_json::Value>, BackendError> {
         unavailable()
     }
-    fn evidence(&self, _: u64, _: usize) -> Result<serde_json::Value, BackendError> {
+    fn evidence(&self, _: ChainId, _: u64, _: usize) -> Result<serde_json::Value, BackendError> {
         unavailable()
     }
-    fn pop_state(&self, _: Option<Address>) -> Result<serde_json::Value, BackendError> {
+    fn pop_state(&self, _: ChainId, _: Option<Address>) -> Result<serde_json::Value, BackendError> {
         unavailable()
     }
 }

@@ -153,9 +153,13 @@ fn keygen(out: &std::path::Path) -> anyhow::Result<()> {
 /// `kaon devnet` flags.
 #[derive(Debug, clap::Args)]
 pub struct DevnetArgs {
-    /// Consensus nodes.
+    /// Consensus nodes per region.
     #[arg(long, default_value_t = 4)]
     pub cns: usize,
+    /// Regions, each with its own CNs, ranger nodes and regionchain (ids 1000, 2000, …, its
+    /// servicechains after it), all served by one JSON-RPC endpoint.
+    #[arg(long, default_value_t = 1, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=16))]
+    pub regions: usize,
     /// The developer's servicechains (chain ids 1001, 1002, …); the load generator has its own.
     #[arg(long, default_value_t = 2)]
     pub servicechains: usize,
@@ -244,6 +248,7 @@ fn devnet_config(
 ) -> crate::node::devnet::DevnetConfig {
     crate::node::devnet::DevnetConfig {
         cns: args.cns,
+        regions: args.regions,
         region: args
             .chain_id
             .map_or(crate::node::devnet::DEVNET_REGION, |id| {
@@ -983,6 +988,21 @@ mod tests {
         assert!(
             last.chains().is_err(),
             "the next chains' ids would pass the bound"
+        );
+        // Regions: 1000 apart, each region's chains after its own id, never overlapping.
+        assert!(refused(&["devnet", "--regions", "0"]));
+        let two = config(&["devnet", "--regions", "2", "--servicechains", "3"]);
+        assert_eq!(two.regions, 2);
+        let ids = |r| two.region_chains(r).unwrap().0;
+        assert_eq!(
+            ids(1),
+            [2001, 2002, 2003].map(crate::types::ChainId).to_vec()
+        );
+        assert_eq!(two.region_id(1), Some(crate::types::ChainId(2000)));
+        let crowded = config(&["devnet", "--regions", "2", "--servicechains", "999"]);
+        assert!(
+            crowded.region_chains(0).is_err(),
+            "a region's chains would reach the next region's id"
         );
     }
 

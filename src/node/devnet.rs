@@ -30,11 +30,18 @@ pub const DEV_BALANCE_WEI: u128 = 1_000_000 * WEI_PER_ETHER;
 pub const WEI_PER_ETHER: u128 = 1_000_000_000_000_000_000;
 /// Largest chain id a devnet takes (`--chain-id`): every wallet and library handles it.
 pub const MAX_DEVNET_CHAIN_ID: u64 = u32::MAX as u64;
+/// Distance between the regionchain ids of a devnet's regions (1000, 2000, …): each region's
+/// servicechains follow its own id, so chain ids stay unique across the platform.
+pub const REGION_STRIDE: u64 = 1000;
 
 /// What `kaon devnet` runs.
 #[derive(Debug, Clone)]
 pub struct DevnetConfig {
+    /// CNs per region.
     pub cns: usize,
+    /// Regions, each its own CN set, ranger nodes and regionchain, run independently; region
+    /// `r`'s regionchain id is `region + r × REGION_STRIDE` and its chains follow it.
+    pub regions: usize,
     /// The regionchain's chain id; the servicechains' follow it.
     pub region: ChainId,
     /// The developer's servicechains (`region + 1`, …), which the load generator leaves alone.
@@ -79,6 +86,7 @@ impl Default for DevnetConfig {
     fn default() -> Self {
         Self {
             cns: 4,
+            regions: 1,
             region: DEVNET_REGION,
             servicechains: 2,
             tps: 1_000,
@@ -104,23 +112,41 @@ impl Default for DevnetConfig {
 }
 
 impl DevnetConfig {
-    /// The developer's servicechains and the load generator's (none without load), their
-    /// ids following the region's.
+    /// The developer's servicechains and the load generator's (none without load) of the
+    /// first region, their ids following the region's.
     pub fn chains(&self) -> anyhow::Result<(Vec<ChainId>, Vec<ChainId>)> {
+        self.region_chains(0)
+    }
+
+    /// Region `r`'s regionchain id (`None` past the largest chain id).
+    pub fn region_id(&self, r: usize) -> Option<ChainId> {
+        (r as u64)
+            .checked_mul(REGION_STRIDE)
+            .and_then(|offset| self.region.0.checked_add(offset))
+            .map(ChainId)
+    }
+
+    /// [`Self::chains`] of region `r`: with several regions each region's chains must stay
+    /// below the next region's id.
+    pub fn region_chains(&self, r: usize) -> anyhow::Result<(Vec<ChainId>, Vec<ChainId>)> {
         let load = if self.tps > 0 { self.load_chains } else { 0 };
         let count = self.servicechains.saturating_add(load) as u64;
         anyhow::ensure!(
-            self.region.0 >= 1
-                && self
-                    .region
+            self.regions <= 1 || count < REGION_STRIDE,
+            "{count} servicechains per region do not fit between two regions {REGION_STRIDE} ids apart"
+        );
+        let region = self.region_id(r).unwrap_or(ChainId(u64::MAX));
+        anyhow::ensure!(
+            region.0 >= 1
+                && region
                     .0
                     .checked_add(count)
                     .is_some_and(|last| last <= MAX_DEVNET_CHAIN_ID),
             "chain ids {}..={} do not fit in 1..={MAX_DEVNET_CHAIN_ID}",
-            self.region.0.saturating_add(1),
-            self.region.0.saturating_add(count)
+            region.0.saturating_add(1),
+            region.0.saturating_add(count)
         );
-        let ids: Vec<ChainId> = (1..=count).map(|k| ChainId(self.region.0 + k)).collect();
+        let ids: Vec<ChainId> = (1..=count).map(|k| ChainId(region.0 + k)).collect();
         let (developer, load) = ids.split_at(self.servicechains);
         Ok((developer.to_vec(), load.to_vec()))
     }
@@ -153,13 +179,110 @@ pub struct DevnetReport {
     pub misbehavior: u64,
     /// Every CN's counters at the end, in the Prometheus text format.
     pub metrics: String,
+    /// Each region's own report, in region order (the fields above sum or bound them all).
+    pub regions: Vec<RegionReport>,
+}
+
+/// What one region of a devnet achieved.
+#[derive(Debug, Clone, Default)]
+pub struct RegionReport {
+    pub region: ChainId,
+    pub min_height: u64,
+    pub committed_txs: u64,
+    pub chains_agree: bool,
 }
 
 /// The `i`-th devnet CN key: `sha256("kaon-devnet-cn-" ‖ i)` as BLS key material.
 pub fn devnet_cn_key(i: usize) -> SecretKey {
     // Invariant: a 32-byte seed is always accepted.
-    SecretKey::from_seed(sha256(format!("kaon-devnet-cn-{i}").as_bytes()).as_slice())
-        .expect("32-byte seed")
+    SecretKey::from_seed(&node_seed(0, DEVNET_REGION, "cn", i)).expect("32-byte seed")
+}
+
+/// One region of a running devnet: its genesis, CNs, ranger nodes and finality tracker.
+struct Region {
+    id: ChainId,
+    genesis: Genesis,
+    chains: Vec<ChainId>,
+    load_chains: Vec<ChainId>,
+    datadir: PathBuf,
+    nodes: Vec<CnNode>,
+    rns: Vec<RnHandle>,
+    tracker: Arc<FinalityTracker>,
+    /// Committed transactions at the last status line.
+    last_txs: u64,
+    latencies: Vec<u64>,
+}
+
+/// Key material of a devnet node: the first region keeps the names it always had
+/// (`kaon-devnet-cn-<i>`), the others' carry their id.
+fn node_seed(region: usize, id: ChainId, role: &str, i: usize) -> [u8; 32] {
+    let name = match region {
+        0 => format!("kaon-devnet-{role}-{i}"),
+        _ => format!("kaon-devnet-region-{id}-{role}-{i}"),
+    };
+    sha256(name.as_bytes()).0
+}
+
+impl Region {
+    /// Starts region `r`: its CNs, then its ranger nodes (the first region in the datadir's
+    /// root, the others in `region-<id>/`).
+    fn start(
+        rt: &tokio::runtime::Runtime,
+        config: &DevnetConfig,
+        r: usize,
+        root: &std::path::Path,
+        developers: &[DevAccount],
+        accounts: &[DevAccount],
+    ) -> anyhow::Result<Self> {
+        let id = config
+            .region_id(r)
+            .ok_or_else(|| anyhow::anyhow!("region {r}'s id does not fit"))?;
+        let (chains, load_chains) = config.region_chains(r)?;
+        let all_chains = [chains.as_slice(), load_chains.as_slice()].concat();
+        let keys = (0..config.cns)
+            .map(|i| SecretKey::from_seed(&node_seed(r, id, "cn", i)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let genesis = devnet_genesis(config, id, &keys, &all_chains, developers, accounts);
+        let datadir = match r {
+            0 => root.to_path_buf(),
+            _ => root.join(format!("region-{id}")),
+        };
+        let tracker = Arc::new(FinalityTracker::default());
+        let nodes = start_nodes(rt, &keys, &genesis, &datadir, &tracker)?;
+        let rns = start_rns(config, r, &genesis, &nodes, &datadir)?;
+        Ok(Self {
+            id,
+            genesis,
+            chains,
+            load_chains,
+            datadir,
+            nodes,
+            rns,
+            tracker,
+            last_txs: 0,
+            latencies: Vec::new(),
+        })
+    }
+
+    /// This second's status line, with the region named when there are several.
+    fn status(&mut self, elapsed: Duration, named: bool) -> String {
+        let lat = self.tracker.take_latencies();
+        let txs = self.nodes[0]
+            .consensus
+            .committed_txs
+            .load(Ordering::Relaxed);
+        let line = status_line(elapsed, &self.nodes, txs - self.last_txs, &lat);
+        self.last_txs = txs;
+        self.latencies.extend(lat);
+        match named {
+            true => format!("region {}: {line}", self.id),
+            false => line,
+        }
+    }
+
+    fn lowest_height(&self) -> u64 {
+        self.nodes.iter().map(committed_height).min().unwrap_or(0)
+    }
 }
 
 /// Runs a devnet until `config.duration` elapses or `stop` is set; writes progress to `out`.
@@ -169,6 +292,7 @@ pub fn run(
     out: &mut dyn Write,
 ) -> anyhow::Result<DevnetReport> {
     anyhow::ensure!(config.cns >= 1, "a devnet needs at least one CN");
+    anyhow::ensure!(config.regions >= 1, "a devnet needs at least one region");
     let (datadir, temporary) = match &config.datadir {
         Some(d) => (d.clone(), false),
         None => (
@@ -185,29 +309,48 @@ pub fn run(
         .enable_all()
         .build()?;
     super::process::spawn_signal_watch(&rt, Arc::clone(&stop));
-    let (chains, load_chains) = config.chains()?;
     let accounts: Vec<DevAccount> = (0..config.load_accounts).map(dev_account).collect();
     let developers = accounts_of(&config.mnemonic, config.dev_accounts)?;
-    let all_chains = [chains.as_slice(), load_chains.as_slice()].concat();
-    let genesis = devnet_genesis(config, &all_chains, &developers, &accounts);
+    for r in 0..config.regions {
+        config.region_chains(r)?;
+    }
+    let (chains, load_chains) = config.chains()?;
     print_banner(out, config, &chains, &load_chains, &accounts, &datadir)?;
-    let tracker = Arc::new(FinalityTracker::default());
-    let nodes = start_nodes(&rt, config, &genesis, &datadir, &tracker)?;
-    let rns = start_rns(config, &genesis, &nodes, &datadir)?;
-    let rpc = match (config.rpc, rns.first()) {
-        (Some(addr), Some(rn)) => {
+    let mut regions = (0..config.regions)
+        .map(|r| Region::start(&rt, config, r, &datadir, &developers, &accounts))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    for region in regions.iter().skip(1) {
+        writeln!(
+            out,
+            "region {}: {} CNs, servicechain ids {}{}, datadir {}",
+            region.id,
+            config.cns,
+            ids(&region.chains),
+            match region.load_chains.is_empty() {
+                true => String::new(),
+                false => format!(" (load generator's: {})", ids(&region.load_chains)),
+            },
+            region.datadir.display()
+        )?;
+    }
+    let rpc = match config.rpc {
+        Some(addr) if config.rns > 0 => {
+            // Each region's RN 0 serves it; its journal lives in that RN's datadir.
+            let rn_dirs: Vec<PathBuf> = regions.iter().map(|r| r.datadir.join("rn0")).collect();
+            let served: Vec<super::rpc::ServedRegion<'_>> = regions
+                .iter()
+                .zip(&rn_dirs)
+                .filter_map(|(region, dir)| {
+                    Some(super::rpc::ServedRegion {
+                        genesis: &region.genesis,
+                        rn: region.rns.first()?.view(),
+                        datadir: Some(dir),
+                    })
+                })
+                .collect();
             let limits = config.rpc_limits.clone();
-            let view = rn.view();
-            let served = super::rpc::serve(
-                rt.handle(),
-                addr,
-                limits,
-                &genesis,
-                view,
-                Some(&datadir.join("rn0")),
-                &stop,
-            )?;
-            print_rpc(out, config, &served, &all_chains, &developers)?;
+            let server = super::rpc::serve_regions(rt.handle(), addr, limits, &served, &stop)?;
+            print_rpc(out, config, &server, &regions, &developers)?;
             for i in 0..config.rns {
                 writeln!(
                     out,
@@ -224,59 +367,45 @@ pub fn run(
                     devnet_miner_address()
                 )?;
             }
-            Some(served)
+            Some(server)
         }
         _ => None,
     };
     if let Some(addr) = config.metrics {
-        let sources: Vec<_> = nodes.iter().map(CnNode::metrics_source).collect();
-        let rn_views: Vec<_> = rns.iter().map(|r| r.view()).collect();
-        let rpc_metrics = rpc.as_ref().map(|r| r.server().metrics_source());
-        let bound = crate::telemetry::serve_metrics(
-            rt.handle(),
-            addr,
-            Arc::new(move || {
-                let mut m = crate::telemetry::Metrics::default();
-                for (i, source) in sources.iter().enumerate() {
-                    source.metrics(&mut m, &[("cn", &i.to_string())]);
-                }
-                for (i, rn) in rn_views.iter().enumerate() {
-                    rn.metrics(&mut m, &[("rn", &i.to_string())]);
-                }
-                if let Some(rpc) = &rpc_metrics {
-                    rpc.metrics(&mut m, &[("rn", "0")]);
-                }
-                m.render()
-            }),
-        )?;
+        let bound = serve_devnet_metrics(&rt, addr, &regions, rpc.as_ref())?;
         writeln!(out, "metrics: http://{bound}/metrics")?;
     }
-    let loadgen = spawn_loadgen(config, &load_chains, &accounts, &nodes, &tracker, &stop)?;
+    let loadgens = regions
+        .iter()
+        .map(|region| {
+            spawn_loadgen(
+                config,
+                &region.load_chains,
+                &accounts,
+                &region.nodes,
+                &region.tracker,
+                &stop,
+            )
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let miner = match &rpc {
         Some(rpc) => spawn_miner(config, rpc, &stop)?,
         None => None,
     };
     let started = Instant::now();
-    let mut all_latencies = Vec::new();
-    let mut last_txs = 0u64;
+    let named = regions.len() > 1;
     while !stop.load(Ordering::Relaxed) && config.duration.is_none_or(|d| started.elapsed() < d) {
         std::thread::sleep(Duration::from_secs(1));
-        let lat = tracker.take_latencies();
-        let txs = nodes[0].consensus.committed_txs.load(Ordering::Relaxed);
-        writeln!(
-            out,
-            "{}",
-            status_line(started.elapsed(), &nodes, txs - last_txs, &lat)
-        )?;
-        last_txs = txs;
-        all_latencies.extend(lat);
-        let lowest = nodes.iter().map(committed_height).min().unwrap_or(0);
+        for region in &mut regions {
+            writeln!(out, "{}", region.status(started.elapsed(), named))?;
+        }
+        let lowest = regions.iter().map(Region::lowest_height).min().unwrap_or(0);
         if config.until_height.is_some_and(|h| lowest >= h) {
             break;
         }
     }
     stop.store(true, Ordering::Relaxed);
-    if let Some(handle) = loadgen {
+    for handle in loadgens.into_iter().flatten() {
         let _ = handle.join();
     }
     if let Some(handle) = miner {
@@ -285,10 +414,7 @@ pub fn run(
     if let Some(rpc) = rpc {
         rpc.shutdown();
     }
-    for rn in rns {
-        rn.shutdown()?;
-    }
-    let report = finish(nodes, started.elapsed(), all_latencies)?;
+    let report = finish(regions, started.elapsed())?;
     if temporary {
         let _ = std::fs::remove_dir_all(&datadir);
     }
@@ -305,6 +431,60 @@ pub fn run(
         report.chains_agree,
     )?;
     Ok(report)
+}
+
+/// Every CN's and RN's metrics (labelled `cn`/`rn`, and `region` when there are several)
+/// and the RPC server's, on `addr`.
+fn serve_devnet_metrics(
+    rt: &tokio::runtime::Runtime,
+    addr: std::net::SocketAddr,
+    regions: &[Region],
+    rpc: Option<&super::rpc::ServedRpc>,
+) -> anyhow::Result<std::net::SocketAddr> {
+    let named = regions.len() > 1;
+    let region_labels: Vec<String> = regions.iter().map(|r| r.id.to_string()).collect();
+    let sources: Vec<Vec<_>> = regions
+        .iter()
+        .map(|r| r.nodes.iter().map(CnNode::metrics_source).collect())
+        .collect();
+    let rn_views: Vec<Vec<_>> = regions
+        .iter()
+        .map(|r| r.rns.iter().map(|rn| rn.view()).collect())
+        .collect();
+    let rpc_metrics = rpc.map(|r| r.server().metrics_source());
+    let bound = crate::telemetry::serve_metrics(
+        rt.handle(),
+        addr,
+        Arc::new(move || {
+            let mut m = crate::telemetry::Metrics::default();
+            for (k, region) in region_labels.iter().enumerate() {
+                let labels = |role: &'static str, i: usize| -> Vec<(&'static str, String)> {
+                    let mut labels = vec![(role, i.to_string())];
+                    if named {
+                        labels.push(("region", region.clone()));
+                    }
+                    labels
+                };
+                for (i, source) in sources[k].iter().enumerate() {
+                    let owned = labels("cn", i);
+                    let labels: Vec<(&str, &str)> =
+                        owned.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                    source.metrics(&mut m, &labels);
+                }
+                for (i, rn) in rn_views[k].iter().enumerate() {
+                    let owned = labels("rn", i);
+                    let labels: Vec<(&str, &str)> =
+                        owned.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                    rn.metrics(&mut m, &labels);
+                }
+            }
+            if let Some(rpc) = &rpc_metrics {
+                rpc.metrics(&mut m, &[("rn", "0")]);
+            }
+            m.render()
+        }),
+    )?;
+    Ok(bound)
 }
 
 fn ids(chains: &[ChainId]) -> String {
@@ -355,18 +535,19 @@ fn print_banner(
 /// funded on every servicechain.
 fn devnet_genesis(
     config: &DevnetConfig,
+    region: ChainId,
+    keys: &[SecretKey],
     chains: &[ChainId],
     developers: &[DevAccount],
     load: &[DevAccount],
 ) -> Genesis {
-    let keys: Vec<_> = (0..config.cns).map(devnet_cn_key).collect();
     let funded: Vec<alloy_primitives::Address> =
         developers.iter().chain(load).map(|a| a.address).collect();
     Genesis {
         por_bits: config.por_bits,
         ..Genesis::new(
-            config.region,
-            &keys,
+            region,
+            keys,
             chains.len(),
             &funded,
             config.dev_balance,
@@ -416,9 +597,11 @@ fn spawn_miner(
     Ok(Some(handle))
 }
 
-/// Starts `config.rns` ranger nodes syncing from every CN; RN `i > 0` also dials RN 0.
+/// Starts `config.rns` ranger nodes of region `r` syncing from every CN of the region; RN
+/// `i > 0` also dials RN 0.
 fn start_rns(
     config: &DevnetConfig,
+    r: usize,
     genesis: &Genesis,
     nodes: &[CnNode],
     datadir: &std::path::Path,
@@ -430,8 +613,7 @@ fn start_rns(
     let cn_peers = CnPeer::from_genesis(genesis, &addrs)?;
     let mut rns: Vec<RnHandle> = Vec::with_capacity(config.rns);
     for i in 0..config.rns {
-        let key =
-            SecretKey::from_seed(sha256(format!("kaon-devnet-rn-{i}").as_bytes()).as_slice())?;
+        let key = SecretKey::from_seed(&node_seed(r, ChainId(genesis.region), "rn", i))?;
         let mut rn = RnConfig::new(
             datadir.join(format!("rn{i}")),
             genesis.clone(),
@@ -451,20 +633,28 @@ fn print_rpc(
     out: &mut dyn Write,
     config: &DevnetConfig,
     rpc: &super::rpc::ServedRpc,
-    chains: &[ChainId],
+    regions: &[Region],
     developers: &[DevAccount],
 ) -> anyhow::Result<()> {
     let addr = rpc.local_addr();
-    writeln!(out, "JSON-RPC (HTTP and WebSocket) on ranger node 0:")?;
-    writeln!(
-        out,
-        "  regionchain  {0}: http://{addr}/chain/{0}",
-        config.region
-    )?;
-    for chain in chains {
-        writeln!(out, "  servicechain {chain}: http://{addr}/chain/{chain}")?;
+    match regions.len() {
+        1 => writeln!(out, "JSON-RPC (HTTP and WebSocket) on ranger node 0:")?,
+        n => writeln!(
+            out,
+            "JSON-RPC (HTTP and WebSocket) of {n} regions on one endpoint (each region's ranger node 0 answers its chains; kaon_regions lists them):"
+        )?,
     }
-    if let Some(first) = chains.first() {
+    for region in regions {
+        writeln!(
+            out,
+            "  regionchain  {0}: http://{addr}/chain/{0}",
+            region.id
+        )?;
+        for chain in &region.chains {
+            writeln!(out, "  servicechain {chain}: http://{addr}/chain/{chain}")?;
+        }
+    }
+    if let Some(first) = regions.first().and_then(|r| r.chains.first()) {
         writeln!(out, "  (http://{addr}/ is servicechain {first})")?;
     }
     writeln!(
@@ -486,12 +676,11 @@ fn print_rpc(
 
 fn start_nodes(
     rt: &tokio::runtime::Runtime,
-    config: &DevnetConfig,
+    keys: &[SecretKey],
     genesis: &Genesis,
     datadir: &std::path::Path,
     tracker: &Arc<FinalityTracker>,
 ) -> anyhow::Result<Vec<CnNode>> {
-    let keys: Vec<SecretKey> = (0..config.cns).map(devnet_cn_key).collect();
     let specs = keys
         .iter()
         .enumerate()
@@ -589,38 +778,60 @@ fn status_line(elapsed: Duration, nodes: &[CnNode], txs: u64, latencies: &[u64])
     )
 }
 
-fn finish(
-    nodes: Vec<CnNode>,
-    elapsed: Duration,
-    mut latencies: Vec<u64>,
-) -> anyhow::Result<DevnetReport> {
-    latencies.sort_unstable();
-    let heights: Vec<u64> = nodes.iter().map(committed_height).collect();
-    let committed_txs = nodes[0].consensus.committed_txs.load(Ordering::Relaxed);
-    let misbehavior = nodes
-        .iter()
-        .map(|n| n.consensus.misbehavior.load(Ordering::Relaxed))
-        .sum();
-    let chains_agree = chains_agree(&nodes);
-    let mut metrics = crate::telemetry::Metrics::default();
-    for (i, node) in nodes.iter().enumerate() {
-        node.metrics_source()
-            .metrics(&mut metrics, &[("cn", &i.to_string())]);
-    }
-    for node in nodes {
-        node.shutdown()?;
-    }
-    Ok(DevnetReport {
-        min_height: heights.iter().min().copied().unwrap_or(0),
-        max_height: heights.iter().max().copied().unwrap_or(0),
-        committed_txs,
+/// Each region's report, then the devnet's over all of them; stops every node.
+fn finish(regions: Vec<Region>, elapsed: Duration) -> anyhow::Result<DevnetReport> {
+    let named = regions.len() > 1;
+    let mut report = DevnetReport {
+        min_height: u64::MAX,
         elapsed,
-        finality_p50_ms: percentile(&latencies, 50),
-        finality_p99_ms: percentile(&latencies, 99),
-        chains_agree,
-        misbehavior,
-        metrics: metrics.render(),
-    })
+        chains_agree: true,
+        ..Default::default()
+    };
+    let mut latencies = Vec::new();
+    let mut metrics = crate::telemetry::Metrics::default();
+    for region in regions {
+        let heights: Vec<u64> = region.nodes.iter().map(committed_height).collect();
+        let agree = chains_agree(&region.nodes);
+        let txs = region.nodes[0]
+            .consensus
+            .committed_txs
+            .load(Ordering::Relaxed);
+        let id = region.id.to_string();
+        for (i, node) in region.nodes.iter().enumerate() {
+            let cn = i.to_string();
+            let mut labels = vec![("cn", cn.as_str())];
+            if named {
+                labels.push(("region", id.as_str()));
+            }
+            node.metrics_source().metrics(&mut metrics, &labels);
+            report.misbehavior += node.consensus.misbehavior.load(Ordering::Relaxed);
+        }
+        let min = heights.iter().min().copied().unwrap_or(0);
+        report.min_height = report.min_height.min(min);
+        report.max_height = report
+            .max_height
+            .max(heights.iter().max().copied().unwrap_or(0));
+        report.committed_txs += txs;
+        report.chains_agree &= agree;
+        report.regions.push(RegionReport {
+            region: region.id,
+            min_height: min,
+            committed_txs: txs,
+            chains_agree: agree,
+        });
+        latencies.extend(region.latencies);
+        for rn in region.rns {
+            rn.shutdown()?;
+        }
+        for node in region.nodes {
+            node.shutdown()?;
+        }
+    }
+    latencies.sort_unstable();
+    report.finality_p50_ms = percentile(&latencies, 50);
+    report.finality_p99_ms = percentile(&latencies, 99);
+    report.metrics = metrics.render();
+    Ok(report)
 }
 
 /// Whether every pair of CNs committed the same block at every height both still remember.

@@ -182,6 +182,11 @@ impl Outbox {
         self.lock().pending_nonce(chain, sender, account_nonce)
     }
 
+    /// Transactions held now (the pool's depth).
+    pub fn pooled(&self) -> usize {
+        self.lock().len()
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Mempool> {
         self.pool.lock().unwrap_or_else(|e| e.into_inner())
     }

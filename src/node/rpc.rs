@@ -43,6 +43,8 @@ use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 
+/// Blocks `kaon_regions` reads back to measure a region's recent load.
+pub const UTILISATION_BLOCKS: u64 = 32;
 /// Chains whose suggested tip is remembered for their current head.
 const MAX_CACHED_SUGGESTIONS: usize = 4096;
 
@@ -176,6 +178,50 @@ impl ChainRpc {
             .head()
             .map_err(internal)?
             .map_or(0, |h| h.height))
+    }
+
+    /// This region for `kaon_regions`: its id, servicechains, head, and its load over the
+    /// last [`UTILISATION_BLOCKS`] blocks (transactions per second by the blocks' own
+    /// timestamps) with the depth of this node's pool — what an operator compares with the
+    /// region's measured capacity (`docs/regions.md`).
+    pub fn region_summary(&self) -> Result<Value, BackendError> {
+        let head = self.head_height()?;
+        let chains: Vec<u64> = {
+            let region = self.regionchain.read().unwrap_or_else(|e| e.into_inner());
+            region
+                .registry
+                .list()
+                .into_iter()
+                .map(|(c, _)| c.0)
+                .collect()
+        };
+        let from = head.saturating_sub(UTILISATION_BLOCKS).max(1);
+        let (mut txs, mut first_ms, mut last_ms) = (0u64, None, 0u64);
+        for height in from..=head {
+            let Some(block) = self.container(height)? else {
+                break;
+            };
+            let header = block.header();
+            txs += header
+                .segments
+                .iter()
+                .skip(1)
+                .map(|s| u64::from(s.tx_count))
+                .sum::<u64>();
+            first_ms.get_or_insert(header.timestamp_ms);
+            last_ms = header.timestamp_ms;
+        }
+        let span_ms = last_ms.saturating_sub(first_ms.unwrap_or(last_ms));
+        let tx_per_second = (span_ms > 0).then(|| txs as f64 * 1e3 / span_ms as f64);
+        Ok(json!({
+            "region": self.region.0,
+            "servicechains": chains,
+            "head": head,
+            "recentBlocks": head.saturating_sub(from) + u64::from(head >= from),
+            "recentTransactions": txs,
+            "txPerSecond": tx_per_second,
+            "poolDepth": self.outbox.pooled(),
+        }))
     }
 
     /// Container `height` from the block log (`None` above the head).
@@ -931,7 +977,7 @@ impl RpcBackend for ChainRpc {
         self.link.peers()
     }
 
-    fn servicechains(&self) -> Result<Value, BackendError> {
+    fn servicechains(&self, _chain: ChainId) -> Result<Value, BackendError> {
         let region = self.regionchain.read().unwrap_or_else(|e| e.into_inner());
         let chains: Vec<Value> = region
             .registry
@@ -966,11 +1012,20 @@ impl RpcBackend for ChainRpc {
             .map(|proof| json!({ "segmentHash": segment, "proof": proof })))
     }
 
-    fn evidence(&self, from_height: u64, limit: usize) -> Result<Value, BackendError> {
+    fn regions(&self) -> Result<Value, BackendError> {
+        Ok(Value::Array(vec![self.region_summary()?]))
+    }
+
+    fn evidence(
+        &self,
+        _chain: ChainId,
+        from_height: u64,
+        limit: usize,
+    ) -> Result<Value, BackendError> {
         Ok(Value::Array(self.link.evidence(from_height, limit)))
     }
 
-    fn pop_state(&self, rn: Option<Address>) -> Result<Value, BackendError> {
+    fn pop_state(&self, _chain: ChainId, rn: Option<Address>) -> Result<Value, BackendError> {
         let region = self.regionchain.read().unwrap_or_else(|e| e.into_inner());
         let pop = &region.pop;
         let addresses: std::collections::BTreeSet<&Address> =
@@ -1015,7 +1070,7 @@ impl RpcBackend for ChainRpc {
         }))
     }
 
-    fn por_work(&self) -> Result<Value, BackendError> {
+    fn por_work(&self, _chain: ChainId) -> Result<Value, BackendError> {
         let height = self.head_height()?;
         let region = self.regionchain.read().unwrap_or_else(|e| e.into_inner());
         let segment = region
@@ -1033,6 +1088,7 @@ impl RpcBackend for ChainRpc {
 
     fn submit_share(
         &self,
+        _chain: ChainId,
         height: u64,
         miner: Address,
         counter: u64,
@@ -1056,7 +1112,7 @@ impl RpcBackend for ChainRpc {
         Ok(json!({ "accepted": true, "seedHeight": height }))
     }
 
-    fn send_system_transaction(&self, raw: Bytes) -> Result<Value, BackendError> {
+    fn send_system_transaction(&self, _chain: ChainId, raw: Bytes) -> Result<Value, BackendError> {
         use crate::types::system::{split, SystemKind};
         let kind = split(&raw)
             .map_err(|e| BackendError::InvalidParams(e.to_string()))?
@@ -1116,14 +1172,13 @@ impl NodeLink for crate::rn::RnView {
     }
 }
 
-/// A JSON-RPC server over an RN, with the thread that pushes its new heads and logs to
-/// subscribers.
+/// A JSON-RPC server over one RN per region, with each region's threads: the one that pushes
+/// its new heads and logs to subscribers and the one that forwards its accepted transactions
+/// to the CNs ([`super::outbox`]).
 pub struct ServedRpc {
     server: Arc<crate::rpc::RpcServer>,
     stop: Arc<std::sync::atomic::AtomicBool>,
-    notifier: Option<std::thread::JoinHandle<()>>,
-    /// Forwards accepted transactions to the CNs ([`super::outbox`]).
-    forwarder: Option<std::thread::JoinHandle<anyhow::Result<()>>>,
+    threads: Vec<std::thread::JoinHandle<anyhow::Result<()>>>,
 }
 
 impl ServedRpc {
@@ -1135,13 +1190,10 @@ impl ServedRpc {
         &self.server
     }
 
-    /// Stops the notifier and the server.
-    pub fn shutdown(mut self) {
+    /// Stops the notifiers, the forwarders and the server.
+    pub fn shutdown(self) {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        if let Some(thread) = self.notifier.take() {
-            let _ = thread.join();
-        }
-        if let Some(thread) = self.forwarder.take() {
+        for thread in self.threads {
             let _ = thread.join();
         }
         self.server.shutdown();
@@ -1200,6 +1252,14 @@ fn reopen_journal(
 /// The transaction journal's file name in an RN's datadir.
 pub const TX_JOURNAL: &str = "txs.journal";
 
+/// One region an endpoint serves: its genesis, the RN that follows it, and that RN's datadir
+/// (for the transaction journal).
+pub struct ServedRegion<'a> {
+    pub genesis: &'a crate::chain::genesis::Genesis,
+    pub rn: crate::rn::RnView,
+    pub datadir: Option<&'a std::path::Path>,
+}
+
 /// Serves `rn`'s chain on `addr` within `limits`: every servicechain of `genesis` and the
 /// regionchain, the first servicechain at `/`. With the RN's `datadir`, accepted
 /// transactions are made durable in its journal ([`TX_JOURNAL`], read back first: what an
@@ -1213,53 +1273,99 @@ pub fn serve(
     datadir: Option<&std::path::Path>,
     stop: &Arc<std::sync::atomic::AtomicBool>,
 ) -> anyhow::Result<ServedRpc> {
-    let region = ChainId(genesis.region);
+    let region = ServedRegion {
+        genesis,
+        rn,
+        datadir,
+    };
+    serve_regions(rt, addr, limits, &[region], stop)
+}
+
+/// [`serve`] for several regions on one endpoint: `/chain/<id>` is answered by the region
+/// holding `id` ([`super::regions::RegionRouter`]), `/` by the first region's first
+/// servicechain.
+pub fn serve_regions(
+    rt: &tokio::runtime::Handle,
+    addr: std::net::SocketAddr,
+    limits: crate::rpc::RpcConfig,
+    regions: &[ServedRegion<'_>],
+    stop: &Arc<std::sync::atomic::AtomicBool>,
+) -> anyhow::Result<ServedRpc> {
+    let first = regions.first().context("no region to serve")?;
+    let region = ChainId(first.genesis.region);
+    let backends = regions
+        .iter()
+        .map(region_backend)
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let config = crate::rpc::RpcConfig {
+        default_chain: first
+            .genesis
+            .servicechains
+            .first()
+            .map_or(region, |c| ChainId(*c)),
+        ..limits
+    };
+    let backend: Arc<dyn RpcBackend> = match backends.as_slice() {
+        [(only, _)] => Arc::clone(only) as Arc<dyn RpcBackend>,
+        _ => Arc::new(super::regions::RegionRouter::new(
+            backends.iter().map(|(b, _)| Arc::clone(b)).collect(),
+        )?),
+    };
+    let server = Arc::new(
+        crate::rpc::RpcServer::start(rt, addr, config, backend)
+            .map_err(|e| anyhow::anyhow!("JSON-RPC cannot listen on {addr}: {e}"))?,
+    );
+    let stop = Arc::clone(stop);
+    let mut threads = Vec::new();
+    for (served, (backend, outbox)) in regions.iter().zip(backends) {
+        let forwarder = {
+            let (link, state) = (served.rn.clone(), Arc::clone(&served.rn.state().state));
+            super::outbox::spawn(
+                outbox,
+                Box::new(move |txs| NodeLink::forward(&link, txs)),
+                Box::new(move |chain, sender| state.nonce(chain, &sender).ok()),
+                Arc::clone(&stop),
+            )?
+        };
+        threads.push(forwarder);
+        let notifier = {
+            let (server, stop, rn) = (Arc::clone(&server), Arc::clone(&stop), served.rn.clone());
+            std::thread::Builder::new()
+                .name("rpc-heads".into())
+                .spawn(move || {
+                    push_heads(&backend, &server, &rn, &stop);
+                    Ok(())
+                })?
+        };
+        threads.push(notifier);
+    }
+    Ok(ServedRpc {
+        server,
+        stop,
+        threads,
+    })
+}
+
+/// One region's backend over its RN, with the outbox its accepted transactions wait in (its
+/// journal read back first).
+fn region_backend(
+    served: &ServedRegion<'_>,
+) -> anyhow::Result<(Arc<ChainRpc>, Arc<super::outbox::Outbox>)> {
+    let rn = &served.rn;
     let outbox = Arc::new(super::outbox::Outbox::new(Arc::clone(&rn.state().pool)));
     let backend = Arc::new(ChainRpc::new(
-        region,
-        genesis.tip(),
+        ChainId(served.genesis.region),
+        served.genesis.tip(),
         Arc::clone(&rn.state().state),
         rn.chain().clone(),
         Arc::clone(rn.region()),
         Arc::new(rn.clone()),
         Arc::clone(&outbox),
     ));
-    if let Some(datadir) = datadir {
+    if let Some(datadir) = served.datadir {
         reopen_journal(&datadir.join(TX_JOURNAL), &backend, &outbox)?;
     }
-    let config = crate::rpc::RpcConfig {
-        default_chain: genesis
-            .servicechains
-            .first()
-            .map_or(region, |c| ChainId(*c)),
-        ..limits
-    };
-    let server = Arc::new(
-        crate::rpc::RpcServer::start(rt, addr, config, backend.clone())
-            .map_err(|e| anyhow::anyhow!("JSON-RPC cannot listen on {addr}: {e}"))?,
-    );
-    let stop = Arc::clone(stop);
-    let forwarder = {
-        let (link, state) = (rn.clone(), Arc::clone(&rn.state().state));
-        super::outbox::spawn(
-            outbox,
-            Box::new(move |txs| NodeLink::forward(&link, txs)),
-            Box::new(move |chain, sender| state.nonce(chain, &sender).ok()),
-            Arc::clone(&stop),
-        )?
-    };
-    let notifier = {
-        let (server, stop) = (Arc::clone(&server), Arc::clone(&stop));
-        std::thread::Builder::new()
-            .name("rpc-heads".into())
-            .spawn(move || push_heads(&backend, &server, &rn, &stop))?
-    };
-    Ok(ServedRpc {
-        server,
-        stop,
-        notifier: Some(notifier),
-        forwarder: Some(forwarder),
-    })
+    Ok((backend, outbox))
 }
 
 /// Pushes every new audited block to the chains with subscribers, until `stop`.

@@ -128,9 +128,9 @@ pub enum SubmitError {
     Unavailable(String),
 }
 
-/// The node, as the RPC server sees it. One object serves every chain; each chain-scoped
-/// method gets the chain id the request was routed to (already checked with
-/// [`Self::has_chain`]).
+/// The node, as the RPC server sees it. One object serves every chain; each method gets the
+/// chain id the request was routed to (already checked with [`Self::has_chain`]); the
+/// region-wide `kaon_*` methods answer for the region that holds that chain.
 pub trait RpcBackend: Send + Sync + 'static {
     /// Whether this node serves `chain` (the regionchain or a servicechain).
     fn has_chain(&self, chain: ChainId) -> bool;
@@ -271,8 +271,16 @@ pub trait RpcBackend: Send + Sync + 'static {
         0
     }
 
-    /// `kaon_servicechains`: the registered servicechains of the region.
-    fn servicechains(&self) -> Result<serde_json::Value, BackendError>;
+    /// `kaon_servicechains`: the registered servicechains of `chain`'s region.
+    fn servicechains(&self, chain: ChainId) -> Result<serde_json::Value, BackendError>;
+
+    /// `kaon_regions`: every region this node serves — its id, servicechains, head and
+    /// utilisation.
+    fn regions(&self) -> Result<serde_json::Value, BackendError> {
+        Err(BackendError::Execution(
+            "this node does not describe its regions".into(),
+        ))
+    }
 
     /// `kaon_getCheckpointProof`: proof that block `block_hash` of `chain` is anchored in a
     /// regionchain checkpoint; `None` if it is not (yet).
@@ -284,15 +292,24 @@ pub trait RpcBackend: Send + Sync + 'static {
 
     /// `kaon_getEvidence`: equivocation evidence recorded at or after `from_height`, at most
     /// `limit` items.
-    fn evidence(&self, from_height: u64, limit: usize) -> Result<serde_json::Value, BackendError>;
+    fn evidence(
+        &self,
+        chain: ChainId,
+        from_height: u64,
+        limit: usize,
+    ) -> Result<serde_json::Value, BackendError>;
 
     /// `kaon_popState`: proof-of-participation (PoR shares, PoSC penalties, rewards) of one
     /// RN, or of all RNs when `rn` is `None`.
-    fn pop_state(&self, rn: Option<Address>) -> Result<serde_json::Value, BackendError>;
+    fn pop_state(
+        &self,
+        chain: ChainId,
+        rn: Option<Address>,
+    ) -> Result<serde_json::Value, BackendError>;
 
     /// `kaon_getWork`: what a PoR miner needs now — seed height, difficulty bits, target and
     /// the segment `C(h)` (hex).
-    fn por_work(&self) -> Result<serde_json::Value, BackendError> {
+    fn por_work(&self, _chain: ChainId) -> Result<serde_json::Value, BackendError> {
         Err(BackendError::Execution(
             "this node does not serve PoR work".into(),
         ))
@@ -302,6 +319,7 @@ pub trait RpcBackend: Send + Sync + 'static {
     /// CNs as a regionchain system transaction.
     fn submit_share(
         &self,
+        _chain: ChainId,
         _height: u64,
         _miner: Address,
         _counter: u64,
@@ -316,6 +334,7 @@ pub trait RpcBackend: Send + Sync + 'static {
     /// to the CNs; its hash.
     fn send_system_transaction(
         &self,
+        _chain: ChainId,
         _raw: alloy_primitives::Bytes,
     ) -> Result<serde_json::Value, BackendError> {
         Err(BackendError::Execution(

@@ -113,6 +113,17 @@ impl Client {
         serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap()
     }
 
+    /// The HTTP status and body of a request whatever the status.
+    pub(crate) fn post_status(&self, body: &Value) -> (u16, String) {
+        let mut r = self
+            .http
+            .post(&self.url)
+            .header("content-type", "application/json")
+            .send(body.to_string())
+            .unwrap();
+        (r.status().as_u16(), r.body_mut().read_to_string().unwrap())
+    }
+
     pub(crate) fn call(&self, method: &str, params: Value) -> Value {
         self.post(&json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}))
     }

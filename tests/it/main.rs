@@ -21,6 +21,7 @@ mod pop;
 mod por;
 mod por_gpu;
 mod posc;
+mod regions;
 mod rn;
 mod rpc;
 mod selection;

@@ -434,7 +434,7 @@ impl RpcBackend for MemBackend {
         })
     }
 
-    fn servicechains(&self) -> Result<Value, BackendError> {
+    fn servicechains(&self, _chain: ChainId) -> Result<Value, BackendError> {
         Ok(json!([{"chainId": CHAIN.get()}, {"chainId": OTHER_CHAIN.get()}]))
     }
 
@@ -447,11 +447,16 @@ impl RpcBackend for MemBackend {
         Ok(known.then(|| json!({"checkpointHeight": 4, "blockHash": block_hash})))
     }
 
-    fn evidence(&self, from_height: u64, limit: usize) -> Result<Value, BackendError> {
+    fn evidence(
+        &self,
+        _chain: ChainId,
+        from_height: u64,
+        limit: usize,
+    ) -> Result<Value, BackendError> {
         Ok(json!({"from": from_height, "limit": limit, "items": []}))
     }
 
-    fn pop_state(&self, rn: Option<Address>) -> Result<Value, BackendError> {
+    fn pop_state(&self, _chain: ChainId, rn: Option<Address>) -> Result<Value, BackendError> {
         Ok(json!({"rn": rn, "shares": 7}))
     }
 }

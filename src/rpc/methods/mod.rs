@@ -105,6 +105,7 @@ methods! {
     EthSubscribe = "eth_subscribe", Inline, 2;
     EthUnsubscribe = "eth_unsubscribe", Inline, 1;
     KaonServicechains = "kaon_servicechains", Blocking, 0;
+    KaonRegions = "kaon_regions", Blocking, 0;
     KaonGetCheckpointProof = "kaon_getCheckpointProof", Blocking, 1;
     KaonGetEvidence = "kaon_getEvidence", Blocking, 2;
     KaonPopState = "kaon_popState", Blocking, 1;
@@ -231,7 +232,8 @@ fn run(cx: &Cx<'_>, method: Method, params: Option<&RawValue>) -> MethodResult {
         EthGasPrice => fees::gas_price(cx),
         EthMaxPriorityFeePerGas => fees::max_priority_fee(cx),
         EthFeeHistory => fees::fee_history(cx, &p),
-        KaonServicechains => to_raw(&cx.shared.backend.servicechains()?),
+        KaonServicechains => to_raw(&cx.shared.backend.servicechains(cx.chain)?),
+        KaonRegions => to_raw(&cx.shared.backend.regions()?),
         KaonGetCheckpointProof => {
             let hash = p.required(0)?;
             to_raw(&cx.shared.backend.checkpoint_proof(cx.chain, hash)?)
@@ -243,19 +245,23 @@ fn run(cx: &Cx<'_>, method: Method, params: Option<&RawValue>) -> MethodResult {
                 .map_or(MAX_EVIDENCE_ITEMS, |c| {
                     (c.0 as usize).min(MAX_EVIDENCE_ITEMS)
                 });
-            to_raw(&cx.shared.backend.evidence(from, limit)?)
+            to_raw(&cx.shared.backend.evidence(cx.chain, from, limit)?)
         }
-        KaonPopState => to_raw(&cx.shared.backend.pop_state(p.optional(0)?)?),
-        KaonGetWork => to_raw(&cx.shared.backend.por_work()?),
+        KaonPopState => to_raw(&cx.shared.backend.pop_state(cx.chain, p.optional(0)?)?),
+        KaonGetWork => to_raw(&cx.shared.backend.por_work(cx.chain)?),
         KaonSubmitShare => {
             let height = p.required::<super::params::CountArg>(0)?.0;
             let miner = p.required(1)?;
             let counter = p.required::<super::params::CountArg>(2)?.0;
-            to_raw(&cx.shared.backend.submit_share(height, miner, counter)?)
+            to_raw(
+                &cx.shared
+                    .backend
+                    .submit_share(cx.chain, height, miner, counter)?,
+            )
         }
         KaonSendSystemTransaction => {
             let raw: alloy_primitives::Bytes = p.required(0)?;
-            to_raw(&cx.shared.backend.send_system_transaction(raw)?)
+            to_raw(&cx.shared.backend.send_system_transaction(cx.chain, raw)?)
         }
     }
 }

@@ -1,0 +1,232 @@
+//! One JSON-RPC endpoint for several regions: [`RegionRouter`] answers each request from the
+//! region that holds the chain it names (`/chain/<id>`), so a client of a platform of regions
+//! keeps one URL scheme; a chain no region holds is answered as unknown by the server.
+//!
+//! Region-wide `kaon_*` methods (servicechains, evidence, PoP state, PoR work and shares,
+//! system transactions) answer for the region of the endpoint's chain; `kaon_regions` lists
+//! every region served. Writes go to the holding region's pool and from there to its CNs.
+//!
+//! May import: `rpc` (the backend trait and its types) and [`super::rpc::ChainRpc`].
+
+use super::rpc::ChainRpc;
+use crate::crypto::tx::SignedTransaction;
+use crate::rpc::{
+    BackendError, CallRequest, LogQuery, RpcAccessList, RpcBackend, RpcBlock, RpcFeeHistory,
+    RpcLog, RpcReceipt, RpcTransaction, StateAt, SubmitError, SyncProgress,
+};
+use crate::types::ChainId;
+use alloy_primitives::{Address, Bytes, B256, U256};
+use serde_json::Value;
+use std::sync::Arc;
+
+/// The regions one endpoint serves, each through its own RN's backend.
+pub struct RegionRouter {
+    regions: Vec<Arc<ChainRpc>>,
+}
+
+impl RegionRouter {
+    /// A router over `regions` (at least one; their chain ids are disjoint by construction:
+    /// each region numbers its chains after its own id).
+    pub fn new(regions: Vec<Arc<ChainRpc>>) -> anyhow::Result<Self> {
+        anyhow::ensure!(!regions.is_empty(), "a router needs at least one region");
+        Ok(Self { regions })
+    }
+
+    /// The region holding `chain`.
+    fn of(&self, chain: ChainId) -> Result<&ChainRpc, BackendError> {
+        self.regions
+            .iter()
+            .find(|r| r.has_chain(chain))
+            .map(|r| &**r)
+            .ok_or_else(|| BackendError::Execution(format!("no region holds chain {chain}")))
+    }
+}
+
+impl RpcBackend for RegionRouter {
+    fn has_chain(&self, chain: ChainId) -> bool {
+        self.regions.iter().any(|r| r.has_chain(chain))
+    }
+
+    fn head(&self, chain: ChainId) -> Result<u64, BackendError> {
+        self.of(chain)?.head(chain)
+    }
+
+    fn block_by_number(
+        &self,
+        chain: ChainId,
+        number: u64,
+        full: bool,
+    ) -> Result<Option<RpcBlock>, BackendError> {
+        self.of(chain)?.block_by_number(chain, number, full)
+    }
+
+    fn block_by_hash(
+        &self,
+        chain: ChainId,
+        hash: B256,
+        full: bool,
+    ) -> Result<Option<RpcBlock>, BackendError> {
+        self.of(chain)?.block_by_hash(chain, hash, full)
+    }
+
+    fn transaction(
+        &self,
+        chain: ChainId,
+        hash: B256,
+    ) -> Result<Option<RpcTransaction>, BackendError> {
+        self.of(chain)?.transaction(chain, hash)
+    }
+
+    fn receipt(&self, chain: ChainId, hash: B256) -> Result<Option<RpcReceipt>, BackendError> {
+        self.of(chain)?.receipt(chain, hash)
+    }
+
+    fn block_receipts(
+        &self,
+        chain: ChainId,
+        number: u64,
+    ) -> Result<Option<Vec<RpcReceipt>>, BackendError> {
+        self.of(chain)?.block_receipts(chain, number)
+    }
+
+    fn balance(&self, chain: ChainId, address: Address, at: StateAt) -> Result<U256, BackendError> {
+        self.of(chain)?.balance(chain, address, at)
+    }
+
+    fn nonce(&self, chain: ChainId, address: Address, at: StateAt) -> Result<u64, BackendError> {
+        self.of(chain)?.nonce(chain, address, at)
+    }
+
+    fn code(&self, chain: ChainId, address: Address, at: StateAt) -> Result<Bytes, BackendError> {
+        self.of(chain)?.code(chain, address, at)
+    }
+
+    fn storage(
+        &self,
+        chain: ChainId,
+        address: Address,
+        slot: B256,
+        at: StateAt,
+    ) -> Result<B256, BackendError> {
+        self.of(chain)?.storage(chain, address, slot, at)
+    }
+
+    fn call(
+        &self,
+        chain: ChainId,
+        request: &CallRequest,
+        at: StateAt,
+    ) -> Result<Bytes, BackendError> {
+        self.of(chain)?.call(chain, request, at)
+    }
+
+    fn estimate_gas(
+        &self,
+        chain: ChainId,
+        request: &CallRequest,
+        at: StateAt,
+    ) -> Result<u64, BackendError> {
+        self.of(chain)?.estimate_gas(chain, request, at)
+    }
+
+    fn create_access_list(
+        &self,
+        chain: ChainId,
+        request: &CallRequest,
+        at: StateAt,
+    ) -> Result<RpcAccessList, BackendError> {
+        self.of(chain)?.create_access_list(chain, request, at)
+    }
+
+    fn send_raw_transaction(
+        &self,
+        chain: ChainId,
+        tx: SignedTransaction,
+    ) -> Result<B256, SubmitError> {
+        self.of(chain)
+            .map_err(|e| SubmitError::Unavailable(e.to_string()))?
+            .send_raw_transaction(chain, tx)
+    }
+
+    fn logs(&self, chain: ChainId, query: &LogQuery) -> Result<Vec<RpcLog>, BackendError> {
+        self.of(chain)?.logs(chain, query)
+    }
+
+    fn gas_price(&self, chain: ChainId) -> Result<u128, BackendError> {
+        self.of(chain)?.gas_price(chain)
+    }
+
+    fn max_priority_fee(&self, chain: ChainId) -> Result<u128, BackendError> {
+        self.of(chain)?.max_priority_fee(chain)
+    }
+
+    fn fee_history(
+        &self,
+        chain: ChainId,
+        block_count: u64,
+        newest: u64,
+        percentiles: &[f64],
+    ) -> Result<RpcFeeHistory, BackendError> {
+        self.of(chain)?
+            .fee_history(chain, block_count, newest, percentiles)
+    }
+
+    fn syncing(&self, chain: ChainId) -> Result<Option<SyncProgress>, BackendError> {
+        self.of(chain)?.syncing(chain)
+    }
+
+    fn peer_count(&self) -> u64 {
+        self.regions.iter().map(|r| r.peer_count()).sum()
+    }
+
+    fn servicechains(&self, chain: ChainId) -> Result<Value, BackendError> {
+        self.of(chain)?.servicechains(chain)
+    }
+
+    fn regions(&self) -> Result<Value, BackendError> {
+        self.regions
+            .iter()
+            .map(|r| r.region_summary())
+            .collect::<Result<Vec<_>, _>>()
+            .map(Value::Array)
+    }
+
+    fn checkpoint_proof(
+        &self,
+        chain: ChainId,
+        block_hash: B256,
+    ) -> Result<Option<Value>, BackendError> {
+        self.of(chain)?.checkpoint_proof(chain, block_hash)
+    }
+
+    fn evidence(
+        &self,
+        chain: ChainId,
+        from_height: u64,
+        limit: usize,
+    ) -> Result<Value, BackendError> {
+        self.of(chain)?.evidence(chain, from_height, limit)
+    }
+
+    fn pop_state(&self, chain: ChainId, rn: Option<Address>) -> Result<Value, BackendError> {
+        self.of(chain)?.pop_state(chain, rn)
+    }
+
+    fn por_work(&self, chain: ChainId) -> Result<Value, BackendError> {
+        self.of(chain)?.por_work(chain)
+    }
+
+    fn submit_share(
+        &self,
+        chain: ChainId,
+        height: u64,
+        miner: Address,
+        counter: u64,
+    ) -> Result<Value, BackendError> {
+        self.of(chain)?.submit_share(chain, height, miner, counter)
+    }
+
+    fn send_system_transaction(&self, chain: ChainId, raw: Bytes) -> Result<Value, BackendError> {
+        self.of(chain)?.send_system_transaction(chain, raw)
+    }
+}
