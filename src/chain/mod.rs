@@ -3,7 +3,8 @@
 //!
 //! - [`app`]: the CN application for consensus (build, validate, commit): one regionchain
 //!   segment and one segment per active servicechain, executed in parallel on the EVM;
-//! - [`region`]: the regionchain's state — CN-set governance, [`servicechain`] registrations
+//! - [`region`]: the regionchain's state — CN-set governance, the [`directory`] of regions,
+//!   [`servicechain`] registrations
 //!   and checkpoints, [`pop`] (PoR shares and the reward reserve), [`posc`] (RN registration,
 //!   probe selection, penalties), [`withdrawal`] (reward withdrawals into servicechains);
 //! - [`segments`]: the PoR segments `C(h)` cut from the chain itself;
@@ -15,6 +16,7 @@
 //! use it from above.
 
 pub mod app;
+pub mod directory;
 pub mod genesis;
 pub mod pop;
 pub mod posc;

@@ -14,6 +14,7 @@
 //!
 //! The segment's state root is [`RegionRoots::state_root`] over the four parts.
 
+use super::directory::{Directory, DirectoryError, RegionCreation, RegionEntry};
 use super::pop::{NoSegments, PopDelta, PopState, SegmentSource, ShareError, ShareSubmission};
 use super::posc::{Penalty, PoscError, ProbeAttestation, RnRegistration};
 use super::servicechain::{
@@ -40,8 +41,10 @@ pub struct RegionState {
     pub set: Arc<CnSet>,
     /// An approved change not yet in force: (effective height, new keys).
     pub pending: Option<(Height, Vec<PublicKeyBytes>)>,
-    /// Commitment to every governance change so far.
+    /// Commitment to every governance change (CN-set changes, region creations) so far.
     pub governance_root: B256,
+    /// The regions this regionchain has recorded (the first region's is the platform's).
+    pub directory: Directory,
     pub registry: Registry,
     pub checkpoints: Checkpoints,
     pub pop: PopState,
@@ -64,6 +67,8 @@ pub struct RegionExecution {
     /// The pending change after this segment.
     pub pending: Option<(Height, Vec<PublicKeyBytes>)>,
     pub governance_root: B256,
+    /// Regions this segment added to the directory.
+    pub created: Vec<RegionEntry>,
     pub registered: Vec<NewChain>,
     pub registry_root: B256,
     pub checkpoint: Option<Checkpoint>,
@@ -105,6 +110,8 @@ enum SystemTxRefusal {
     #[error(transparent)]
     Governance(#[from] GovernanceError),
     #[error(transparent)]
+    Directory(#[from] DirectoryError),
+    #[error(transparent)]
     Registry(#[from] RegistryError),
     #[error(transparent)]
     Share(#[from] ShareError),
@@ -120,6 +127,7 @@ struct Draft<'a> {
     height: Height,
     pending: Option<(Height, Vec<PublicKeyBytes>)>,
     governance_root: B256,
+    created: Vec<RegionEntry>,
     registered: Vec<NewChain>,
     registry_root: B256,
     shares: Vec<ShareSubmission>,
@@ -137,6 +145,7 @@ impl Draft<'_> {
             SystemKind::RegisterRn => self.register_rn(RnRegistration::from_system_tx(raw)?),
             SystemKind::Penalty => self.penalize(Penalty::from_system_tx(raw)?),
             SystemKind::Withdrawal => self.withdraw(Withdrawal::from_system_tx(raw)?),
+            SystemKind::CreateRegion => self.create_region(RegionCreation::from_system_tx(raw)?),
             SystemKind::ProbeAttestation => {
                 ProbeAttestation::from_system_tx(raw)?;
                 Err(PoscError::BareAttestation.into())
@@ -194,6 +203,18 @@ impl Draft<'_> {
         Ok(())
     }
 
+    fn create_region(&mut self, creation: RegionCreation) -> Result<(), SystemTxRefusal> {
+        let base = self.base;
+        let listed = std::iter::once(base.region)
+            .chain(base.directory.ids())
+            .chain(self.created.iter().map(|e| e.region));
+        creation.verify(base.region, &base.set, listed)?;
+        self.governance_root =
+            sha256_concat(&[self.governance_root.as_slice(), &canonical(&creation)]);
+        self.created.push(creation.entry);
+        Ok(())
+    }
+
     fn register(&mut self, registration: Registration) -> Result<(), SystemTxRefusal> {
         registration.verify(self.base.region)?;
         let spec = registration.spec;
@@ -223,6 +244,7 @@ impl RegionState {
             set,
             pending: None,
             governance_root: B256::ZERO,
+            directory: Directory::default(),
             registry: Registry::default(),
             checkpoints: Checkpoints::new(checkpoint_interval),
             pop: PopState::new(Default::default()),
@@ -287,6 +309,7 @@ impl RegionState {
             height,
             pending: self.pending.clone(),
             governance_root: self.governance_root,
+            created: Vec::new(),
             registered: Vec::new(),
             registry_root: self.registry.root(),
             shares: Vec::new(),
@@ -338,6 +361,7 @@ impl RegionState {
             },
             pending: draft.pending,
             governance_root: draft.governance_root,
+            created: draft.created,
             registered: draft.registered,
             registry_root: draft.registry_root,
             checkpoint,
@@ -351,6 +375,9 @@ impl RegionState {
     pub fn apply(&mut self, execution: &RegionExecution, container: &Committed<'_>) {
         self.governance_root = execution.governance_root;
         self.pending = execution.pending.clone();
+        for entry in &execution.created {
+            self.directory.insert(entry.clone());
+        }
         for chain in &execution.registered {
             self.registry.insert(chain.chain_id, chain.entry);
         }

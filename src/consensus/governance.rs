@@ -94,24 +94,64 @@ pub fn approve(
     approvers: &[(CnIndex, &SecretKey)],
 ) -> Result<CnSetChange, GovernanceError> {
     let msg = approval_message(region, effective, &new_set);
-    let mut bitmap = SignerBitmap::with_members(current.len());
-    let sigs: Vec<Signature> = approvers
-        .iter()
-        .map(|(cn, key)| {
-            bitmap.set(cn.0 as usize);
-            key.sign(&msg)
-        })
-        .collect();
-    let approval =
-        bls::aggregate_signatures(&sigs).map_err(|e| GovernanceError::Malformed(e.to_string()))?;
+    let (approvers, approval) = sign_approval(current, approvers, &msg)?;
     Ok(CnSetChange {
         region,
         effective,
         new_set,
         pops,
-        approvers: bitmap,
-        approval: approval.to_bytes(),
+        approvers,
+        approval,
     })
+}
+
+/// Checks that `approvers` are strictly more than two thirds of `current` and that `approval`
+/// is their aggregate signature over `msg` (shared by every change the CN set approves).
+pub fn check_approval(
+    current: &CnSet,
+    approvers: &SignerBitmap,
+    approval: &SignatureBytes,
+    msg: &[u8],
+) -> Result<(), GovernanceError> {
+    if !approvers.fits(current.len()) {
+        return Err(GovernanceError::Malformed(
+            "approver bitmap does not fit the current set".into(),
+        ));
+    }
+    let (got, needed) = (approvers.count(), quorum(current.len()));
+    if got < needed {
+        return Err(GovernanceError::NoQuorum {
+            got,
+            needed,
+            of: current.len(),
+        });
+    }
+    let keys: Vec<&PublicKey> = approvers.signers().map(|i| &current.keys()[i]).collect();
+    let approval_ok = bls::aggregate_public_keys(keys)
+        .is_ok_and(|pk| Signature::try_from(approval).is_ok_and(|s| s.verify(&pk, msg)));
+    if !approval_ok {
+        return Err(GovernanceError::BadApproval);
+    }
+    Ok(())
+}
+
+/// The aggregate approval of `approvers` (index in the current set, key) over `msg`.
+pub fn sign_approval(
+    current: &CnSet,
+    approvers: &[(CnIndex, &SecretKey)],
+    msg: &[u8],
+) -> Result<(SignerBitmap, SignatureBytes), GovernanceError> {
+    let mut bitmap = SignerBitmap::with_members(current.len());
+    let sigs: Vec<Signature> = approvers
+        .iter()
+        .map(|(cn, key)| {
+            bitmap.set(cn.0 as usize);
+            key.sign(msg)
+        })
+        .collect();
+    let approval =
+        bls::aggregate_signatures(&sigs).map_err(|e| GovernanceError::Malformed(e.to_string()))?;
+    Ok((bitmap, approval.to_bytes()))
 }
 
 impl CnSetChange {
@@ -161,35 +201,8 @@ impl CnSetChange {
                 return Err(GovernanceError::BadPop(i));
             }
         }
-        if !self.approvers.fits(current.len()) {
-            return Err(GovernanceError::Malformed(
-                "approver bitmap does not fit the current set".into(),
-            ));
-        }
-        let (got, needed) = (self.approvers.count(), quorum(current.len()));
-        if got < needed {
-            return Err(GovernanceError::NoQuorum {
-                got,
-                needed,
-                of: current.len(),
-            });
-        }
-        let keys: Vec<&PublicKey> = self
-            .approvers
-            .signers()
-            .map(|i| &current.keys()[i])
-            .collect();
-        let approval_ok = bls::aggregate_public_keys(keys).is_ok_and(|pk| {
-            Signature::try_from(&self.approval).is_ok_and(|s| {
-                s.verify(
-                    &pk,
-                    &approval_message(self.region, self.effective, &self.new_set),
-                )
-            })
-        });
-        if !approval_ok {
-            return Err(GovernanceError::BadApproval);
-        }
+        let msg = approval_message(self.region, self.effective, &self.new_set);
+        check_approval(current, &self.approvers, &self.approval, &msg)?;
         Ok(new_set)
     }
 }

@@ -7,6 +7,7 @@
 
 use super::accounts::{accounts_of, developer_accounts, DEV_ACCOUNTS, DEV_MNEMONIC};
 use super::loadgen::{dev_account, percentile, DevAccount, FinalityTracker, LoadGen};
+use crate::chain::directory::{approve_creation, RegionEntry, REGION_ID_SPAN};
 use crate::chain::genesis::Genesis;
 use crate::crypto::bls::SecretKey;
 use crate::crypto::hash::{keccak256, sha256};
@@ -31,8 +32,8 @@ pub const WEI_PER_ETHER: u128 = 1_000_000_000_000_000_000;
 /// Largest chain id a devnet takes (`--chain-id`): every wallet and library handles it.
 pub const MAX_DEVNET_CHAIN_ID: u64 = u32::MAX as u64;
 /// Distance between the regionchain ids of a devnet's regions (1000, 2000, …): each region's
-/// servicechains follow its own id, so chain ids stay unique across the platform.
-pub const REGION_STRIDE: u64 = 1000;
+/// servicechains follow its own id, within the span the directory gives each region.
+pub const REGION_STRIDE: u64 = REGION_ID_SPAN;
 
 /// What `kaon devnet` runs.
 #[derive(Debug, Clone)]
@@ -201,6 +202,8 @@ pub fn devnet_cn_key(i: usize) -> SecretKey {
 /// One region of a running devnet: its genesis, CNs, ranger nodes and finality tracker.
 struct Region {
     id: ChainId,
+    /// Its CNs' keys (the devnet approves the first region's directory entries with them).
+    keys: Vec<SecretKey>,
     genesis: Genesis,
     chains: Vec<ChainId>,
     load_chains: Vec<ChainId>,
@@ -252,6 +255,7 @@ impl Region {
         let rns = start_rns(config, r, &genesis, &nodes, &datadir)?;
         Ok(Self {
             id,
+            keys,
             genesis,
             chains,
             load_chains,
@@ -283,6 +287,41 @@ impl Region {
     fn lowest_height(&self) -> u64 {
         self.nodes.iter().map(committed_height).min().unwrap_or(0)
     }
+
+    /// This region's entry in the directory: its genesis hash, CN-set root and RN addresses.
+    fn entry(&self) -> anyhow::Result<RegionEntry> {
+        Ok(RegionEntry {
+            region: self.id,
+            genesis_hash: self.genesis.hash().0,
+            cn_set_root: self.genesis.cn_set()?.root(),
+            rn_seeds: self
+                .rns
+                .iter()
+                .map(|rn| rn.listen_addr().to_string())
+                .collect(),
+        })
+    }
+}
+
+/// Records every other region in the first region's directory: one creation each, approved
+/// by every CN of the first region (the devnet holds their keys), submitted to its CNs.
+fn record_regions(regions: &[Region]) -> anyhow::Result<()> {
+    let Some((first, others)) = regions.split_first() else {
+        return Ok(());
+    };
+    let set = first.genesis.cn_set()?;
+    let approvers: Vec<(CnIndex, &SecretKey)> = first
+        .keys
+        .iter()
+        .enumerate()
+        .map(|(i, key)| (CnIndex(i as u32), key))
+        .collect();
+    let submit = first.nodes[0].submitter();
+    for region in others {
+        let creation = approve_creation(first.id, &set, region.entry()?, &approvers)?;
+        submit.submit(vec![creation.to_system_tx()])?;
+    }
+    Ok(())
 }
 
 /// Runs a devnet until `config.duration` elapses or `stop` is set; writes progress to `out`.
@@ -319,10 +358,11 @@ pub fn run(
     let mut regions = (0..config.regions)
         .map(|r| Region::start(&rt, config, r, &datadir, &developers, &accounts))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    record_regions(&regions)?;
     for region in regions.iter().skip(1) {
         writeln!(
             out,
-            "region {}: {} CNs, servicechain ids {}{}, datadir {}",
+            "region {}: {} CNs, servicechain ids {}{}, datadir {}; recorded in region {}'s directory",
             region.id,
             config.cns,
             ids(&region.chains),
@@ -330,7 +370,8 @@ pub fn run(
                 true => String::new(),
                 false => format!(" (load generator's: {})", ids(&region.load_chains)),
             },
-            region.datadir.display()
+            region.datadir.display(),
+            config.region,
         )?;
     }
     let rpc = match config.rpc {

@@ -186,14 +186,27 @@ impl ChainRpc {
     /// region's measured capacity (`docs/regions.md`).
     pub fn region_summary(&self) -> Result<Value, BackendError> {
         let head = self.head_height()?;
-        let chains: Vec<u64> = {
+        let (chains, directory): (Vec<u64>, Vec<Value>) = {
             let region = self.regionchain.read().unwrap_or_else(|e| e.into_inner());
-            region
+            let chains = region
                 .registry
                 .list()
                 .into_iter()
                 .map(|(c, _)| c.0)
-                .collect()
+                .collect();
+            let directory = region
+                .directory
+                .entries()
+                .map(|e| {
+                    json!({
+                        "region": e.region.0,
+                        "genesisHash": e.genesis_hash,
+                        "cnSetRoot": e.cn_set_root,
+                        "rnSeeds": e.rn_seeds,
+                    })
+                })
+                .collect();
+            (chains, directory)
         };
         let from = head.saturating_sub(UTILISATION_BLOCKS).max(1);
         let (mut txs, mut first_ms, mut last_ms) = (0u64, None, 0u64);
@@ -221,6 +234,7 @@ impl ChainRpc {
             "recentTransactions": txs,
             "txPerSecond": tx_per_second,
             "poolDepth": self.outbox.pooled(),
+            "directory": directory,
         }))
     }
 
@@ -1119,7 +1133,10 @@ impl RpcBackend for ChainRpc {
             .0;
         if !matches!(
             kind,
-            SystemKind::RegisterRn | SystemKind::Withdrawal | SystemKind::RegisterServicechain
+            SystemKind::RegisterRn
+                | SystemKind::Withdrawal
+                | SystemKind::RegisterServicechain
+                | SystemKind::CreateRegion
         ) {
             return Err(BackendError::InvalidParams(format!(
                 "{kind:?} is not submitted by clients"

@@ -35,6 +35,9 @@ pub enum SystemKind {
     /// Withdrawal of unlocked rewards to a servicechain account
     /// ([`crate::chain::withdrawal::Withdrawal`]).
     Withdrawal = 7,
+    /// Addition of a region to the region directory
+    /// ([`crate::chain::directory::RegionCreation`]).
+    CreateRegion = 8,
 }
 
 impl SystemKind {
@@ -47,6 +50,7 @@ impl SystemKind {
             5 => Some(Self::ProbeAttestation),
             6 => Some(Self::Penalty),
             7 => Some(Self::Withdrawal),
+            8 => Some(Self::CreateRegion),
             _ => None,
         }
     }

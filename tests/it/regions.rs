@@ -1,15 +1,19 @@
 //! Regions (issue 15), as a devnet user meets them: `kaon devnet --regions 2` runs two
 //! independent regions (their own CN sets, RNs and regionchains 1000 and 2000, servicechains
 //! numbered after each) behind one JSON-RPC endpoint that answers each chain from the region
-//! that holds it.
+//! that holds it; the first region's directory records the second, and a creation without a
+//! quorum of the first region's CNs, or whose ids overlap a listed region's, is refused.
 
 use crate::burst::{raw_hex, Client, Devnet};
-use alloy_primitives::{Address, Bytes, U256};
+use alloy_primitives::{hex, Address, Bytes, B256, U256};
+use kaon::chain::directory::{approve_creation, RegionEntry};
+use kaon::consensus::selection::CnSet;
+use kaon::crypto::bls::SecretKey;
 use kaon::crypto::tx::{AccessList, Eip1559Tx, SignedTransaction, Transaction, TxKind};
 use kaon::exec::{BASE_FEE_WEI, TRANSFER_GAS};
 use kaon::node::accounts::{developer_accounts, DEV_ACCOUNTS};
-use kaon::node::devnet::{DevnetConfig, DEV_BALANCE_WEI};
-use kaon::types::ChainId;
+use kaon::node::devnet::{devnet_cn_key, DevnetConfig, DEV_BALANCE_WEI};
+use kaon::types::{ChainId, CnIndex};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
@@ -38,6 +42,27 @@ fn transfer_on(chain: ChainId, key: &[u8; 32], value: u64) -> SignedTransaction 
 fn chain_url(url: &str, chain: u64) -> String {
     let base = &url[..url.rfind("/chain/").unwrap()];
     format!("{base}/chain/{chain}")
+}
+
+/// The first region's directory once it lists `n` regions.
+fn wait_for_directory(client: &Client, n: usize) -> Vec<Value> {
+    let started = Instant::now();
+    loop {
+        let regions = client.ok("kaon_regions", json!([]));
+        let directory = regions[0]["directory"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if directory.len() >= n {
+            return directory;
+        }
+        assert!(
+            started.elapsed() < INCLUSION,
+            "the directory lists {} regions, not {n}: {regions}",
+            directory.len()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 fn balance(client: &Client, who: Address) -> U256 {
@@ -109,6 +134,47 @@ fn two_regions_run_side_by_side_behind_one_endpoint() {
     let wrong = transfer_on(ChainId(1001), &sender.secret, 1);
     let refused = second.call("eth_sendRawTransaction", json!([raw_hex(&wrong)]));
     assert!(refused.get("error").is_some(), "{refused}");
+
+    // The first region's directory records the second: its genesis (the parent of its block 1)
+    // and its CN set, approved by the first region's CNs.
+    let directory = wait_for_directory(&Client::new(chain_url(&url, 1000)), 1);
+    let block1 = second.ok("eth_getBlockByNumber", json!(["0x1", false]));
+    assert_eq!(directory[0]["region"], json!(2000), "{directory:?}");
+    assert_eq!(
+        directory[0]["genesisHash"], block1["parentHash"],
+        "{directory:?}"
+    );
+
+    // A creation approved by too few of the first region's CNs is refused, with the reason;
+    // one approved by three of four is recorded.
+    let region_1000 = Client::new(chain_url(&url, 1000));
+    let keys: Vec<SecretKey> = (0..4).map(devnet_cn_key).collect();
+    let set = CnSet::new(keys.iter().map(SecretKey::public_key).collect()).unwrap();
+    let create = |region: u64, approvers: usize| {
+        let entry = RegionEntry {
+            region: ChainId(region),
+            genesis_hash: B256::repeat_byte(5),
+            cn_set_root: B256::repeat_byte(6),
+            rn_seeds: vec![],
+        };
+        let approvers: Vec<(CnIndex, &SecretKey)> = keys
+            .iter()
+            .take(approvers)
+            .enumerate()
+            .map(|(i, k)| (CnIndex(i as u32), k))
+            .collect();
+        let creation = approve_creation(ChainId(1000), &set, entry, &approvers).unwrap();
+        format!("0x{}", hex::encode(creation.to_system_tx()))
+    };
+    let refused = region_1000.call("kaon_sendSystemTransaction", json!([create(5000, 2)]));
+    let message = refused["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("2 approvals"), "{refused}");
+    let overlapping = region_1000.call("kaon_sendSystemTransaction", json!([create(2500, 3)]));
+    let message = overlapping["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("overlap"), "{overlapping}");
+    region_1000.ok("kaon_sendSystemTransaction", json!([create(5000, 3)]));
+    let directory = wait_for_directory(&region_1000, 2);
+    assert_eq!(directory[1]["region"], json!(5000), "{directory:?}");
 
     // A chain no region holds is unknown.
     let unknown = Client::new(chain_url(&url, 3001));

@@ -1,0 +1,306 @@
+//! The region directory: the platform's regions as the first region's regionchain records
+//! them (`docs/regions.md`).
+//!
+//! A [`RegionCreation`] carries a new region's [`RegionEntry`] — its id (its regionchain's
+//! chain id), its genesis hash, the root of its CN set and the addresses of RNs that serve it —
+//! with the aggregate approval of strictly more than two thirds of the directory region's
+//! current CN set. Executed in segment 0, it is folded into the governance root (so the
+//! header commits to it) and the entry joins the directory, which every node of the region
+//! rebuilds by replaying its chain; anyone can then check a region's genesis and CN set
+//! against the entry before trusting its certificates.
+//!
+//! Ids: each region numbers its servicechains after its own id (region 1000 → 1001, 1002, …),
+//! so a region owns the ids `[id, id + REGION_ID_SPAN)` and no two regions' spans overlap.
+
+use crate::consensus::governance::{check_approval, sign_approval, GovernanceError};
+use crate::consensus::selection::CnSet;
+use crate::crypto::bls::{SecretKey, SignatureBytes};
+use crate::crypto::hash::sha256_concat;
+use crate::types::codec::canonical;
+use crate::types::system::{self, SystemKind, SystemTxError};
+use crate::types::{ChainId, CnIndex, SignerBitmap};
+use alloy_primitives::{Bytes, B256};
+use alloy_rlp::{RlpDecodable, RlpEncodable};
+use std::collections::BTreeMap;
+use thiserror::Error;
+
+/// Chain ids one region owns from its own id on: its regionchain and its servicechains.
+pub const REGION_ID_SPAN: u64 = 1000;
+/// Most RN addresses one entry lists, and the longest each may be.
+pub const MAX_RN_SEEDS: usize = 16;
+pub const MAX_RN_SEED_BYTES: usize = 256;
+
+const CREATION_DOMAIN: &[u8] = b"KAON/region-create/v1";
+
+/// One region as the directory lists it.
+#[derive(Debug, Clone, PartialEq, Eq, RlpEncodable, RlpDecodable)]
+pub struct RegionEntry {
+    /// The region's id: its regionchain's chain id.
+    pub region: ChainId,
+    /// Its genesis hash (the parent of its block 1).
+    pub genesis_hash: B256,
+    /// The root of its genesis CN set ([`CnSet::root`]).
+    pub cn_set_root: B256,
+    /// Addresses (`host:port`) of RNs that serve it.
+    pub rn_seeds: Vec<String>,
+}
+
+/// The system transaction that adds a region to the directory.
+#[derive(Debug, Clone, PartialEq, Eq, RlpEncodable, RlpDecodable)]
+pub struct RegionCreation {
+    /// The region whose regionchain keeps the directory (the first region).
+    pub directory: ChainId,
+    pub entry: RegionEntry,
+    /// Approvers among the directory region's current CN set (bit i = CN i).
+    pub approvers: SignerBitmap,
+    pub approval: SignatureBytes,
+}
+
+/// Why a creation was refused (its system transaction is then marked invalid).
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum DirectoryError {
+    #[error("not a system transaction")]
+    NotSystem,
+    #[error("malformed region creation: {0}")]
+    Malformed(String),
+    #[error("the creation is for the directory of region {got}, this is region {expected}")]
+    WrongDirectory { got: ChainId, expected: ChainId },
+    #[error("region {region}'s ids overlap those of region {with}")]
+    Overlaps { region: ChainId, with: ChainId },
+    #[error("region {0}'s ids do not fit in a chain id")]
+    OutOfRange(ChainId),
+    #[error("at most {MAX_RN_SEEDS} RN seeds of at most {MAX_RN_SEED_BYTES} bytes each")]
+    BadSeeds,
+    #[error(transparent)]
+    Approval(#[from] GovernanceError),
+}
+
+/// The message approvers sign: the directory's region and the whole entry.
+pub fn creation_message(directory: ChainId, entry: &RegionEntry) -> Vec<u8> {
+    let digest = sha256_concat(&[&canonical(entry)]);
+    [CREATION_DOMAIN, &directory.to_be_bytes(), digest.as_slice()].concat()
+}
+
+/// Builds a creation approved by `approvers` (index in the directory region's set, key).
+pub fn approve_creation(
+    directory: ChainId,
+    current: &CnSet,
+    entry: RegionEntry,
+    approvers: &[(CnIndex, &SecretKey)],
+) -> Result<RegionCreation, DirectoryError> {
+    let (approvers, approval) =
+        sign_approval(current, approvers, &creation_message(directory, &entry))?;
+    Ok(RegionCreation {
+        directory,
+        entry,
+        approvers,
+        approval,
+    })
+}
+
+/// Whether the id spans of regions `a` and `b` overlap.
+fn overlap(a: ChainId, b: ChainId) -> bool {
+    a.0.abs_diff(b.0) < REGION_ID_SPAN
+}
+
+impl RegionCreation {
+    pub fn to_system_tx(&self) -> Bytes {
+        system::encode(SystemKind::CreateRegion, self)
+    }
+
+    pub fn from_system_tx(raw: &[u8]) -> Result<Self, DirectoryError> {
+        system::decode(raw, SystemKind::CreateRegion).map_err(|e| match e {
+            SystemTxError::NotSystem => DirectoryError::NotSystem,
+            other => DirectoryError::Malformed(other.to_string()),
+        })
+    }
+
+    /// Checks the creation in region `here` (whose CN set is `current`) against the regions
+    /// the directory already lists (`listed`, this region's own id included).
+    pub fn verify(
+        &self,
+        here: ChainId,
+        current: &CnSet,
+        listed: impl IntoIterator<Item = ChainId>,
+    ) -> Result<(), DirectoryError> {
+        if self.directory != here {
+            return Err(DirectoryError::WrongDirectory {
+                got: self.directory,
+                expected: here,
+            });
+        }
+        let entry = &self.entry;
+        if entry.region.0 == 0 || entry.region.0.checked_add(REGION_ID_SPAN).is_none() {
+            return Err(DirectoryError::OutOfRange(entry.region));
+        }
+        if entry.rn_seeds.len() > MAX_RN_SEEDS
+            || entry.rn_seeds.iter().any(|s| s.len() > MAX_RN_SEED_BYTES)
+        {
+            return Err(DirectoryError::BadSeeds);
+        }
+        if let Some(with) = listed.into_iter().find(|&r| overlap(r, entry.region)) {
+            return Err(DirectoryError::Overlaps {
+                region: entry.region,
+                with,
+            });
+        }
+        let msg = creation_message(self.directory, entry);
+        check_approval(current, &self.approvers, &self.approval, &msg)?;
+        Ok(())
+    }
+}
+
+/// The regions a regionchain's directory lists, by id (the directory's own region is not an
+/// entry: its genesis is the one every node of it already holds).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Directory(BTreeMap<ChainId, RegionEntry>);
+
+impl Directory {
+    pub fn insert(&mut self, entry: RegionEntry) {
+        self.0.insert(entry.region, entry);
+    }
+
+    pub fn get(&self, region: ChainId) -> Option<&RegionEntry> {
+        self.0.get(&region)
+    }
+
+    pub fn entries(&self) -> impl Iterator<Item = &RegionEntry> {
+        self.0.values()
+    }
+
+    pub fn ids(&self) -> impl Iterator<Item = ChainId> + '_ {
+        self.0.keys().copied()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::hash::sha256;
+
+    const HERE: ChainId = ChainId(1000);
+
+    fn keys() -> Vec<SecretKey> {
+        (0..4)
+            .map(|i| SecretKey::from_seed(sha256(format!("directory-{i}").as_bytes()).as_slice()))
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    fn set(keys: &[SecretKey]) -> CnSet {
+        CnSet::new(keys.iter().map(SecretKey::public_key).collect()).unwrap()
+    }
+
+    fn entry(region: u64) -> RegionEntry {
+        RegionEntry {
+            region: ChainId(region),
+            genesis_hash: B256::repeat_byte(7),
+            cn_set_root: B256::repeat_byte(9),
+            rn_seeds: vec!["127.0.0.1:30400".into()],
+        }
+    }
+
+    fn approved_by(keys: &[SecretKey], n: usize, entry: RegionEntry) -> RegionCreation {
+        let approvers: Vec<(CnIndex, &SecretKey)> = keys
+            .iter()
+            .take(n)
+            .enumerate()
+            .map(|(i, k)| (CnIndex(i as u32), k))
+            .collect();
+        approve_creation(HERE, &set(keys), entry, &approvers).unwrap()
+    }
+
+    #[test]
+    fn a_quorum_approved_creation_round_trips_and_verifies() {
+        let keys = keys();
+        let creation = approved_by(&keys, 3, entry(2000));
+        let parsed = RegionCreation::from_system_tx(&creation.to_system_tx()).unwrap();
+        assert_eq!(parsed, creation);
+        parsed.verify(HERE, &set(&keys), [HERE]).unwrap();
+    }
+
+    #[test]
+    fn forged_short_misdirected_and_overlapping_creations_are_refused() {
+        let keys = keys();
+        let current = set(&keys);
+        // Two of four approvals are not more than two thirds.
+        let short = approved_by(&keys, 2, entry(2000));
+        assert!(matches!(
+            short.verify(HERE, &current, [HERE]),
+            Err(DirectoryError::Approval(GovernanceError::NoQuorum {
+                got: 2,
+                ..
+            }))
+        ));
+        // An entry edited after approval: the signature no longer covers it.
+        let mut edited = approved_by(&keys, 3, entry(2000));
+        edited.entry.genesis_hash = B256::repeat_byte(8);
+        assert_eq!(
+            edited.verify(HERE, &current, [HERE]),
+            Err(DirectoryError::Approval(GovernanceError::BadApproval))
+        );
+        // Signed by keys outside the set.
+        let outsiders: Vec<SecretKey> = (0..4)
+            .map(|i| SecretKey::from_seed(&[i + 50; 32]).unwrap())
+            .collect();
+        let (approvers, approval) = sign_approval(
+            &current,
+            &[
+                (CnIndex(0), &outsiders[0]),
+                (CnIndex(1), &outsiders[1]),
+                (CnIndex(2), &outsiders[2]),
+            ],
+            &creation_message(HERE, &entry(2000)),
+        )
+        .unwrap();
+        let forged = RegionCreation {
+            approvers,
+            approval,
+            ..approved_by(&keys, 3, entry(2000))
+        };
+        assert_eq!(
+            forged.verify(HERE, &current, [HERE]),
+            Err(DirectoryError::Approval(GovernanceError::BadApproval))
+        );
+        // For another region's directory.
+        let creation = approved_by(&keys, 3, entry(2000));
+        assert!(matches!(
+            creation.verify(ChainId(3000), &current, [ChainId(3000)]),
+            Err(DirectoryError::WrongDirectory { .. })
+        ));
+        // Ids that overlap a listed region's (its own, another's, or this one's chains).
+        for (region, listed) in [(2000, 2000), (2500, 2000), (1999, 1000), (1, 1000)] {
+            let creation = approved_by(&keys, 3, entry(region));
+            assert_eq!(
+                creation.verify(HERE, &current, [HERE, ChainId(listed)]),
+                Err(DirectoryError::Overlaps {
+                    region: ChainId(region),
+                    with: ChainId(listed)
+                }),
+                "region {region}"
+            );
+        }
+        // Ids past the end of the chain-id range, region 0, too many or too long seeds.
+        for region in [0, u64::MAX - 10] {
+            let creation = approved_by(&keys, 3, entry(region));
+            assert_eq!(
+                creation.verify(HERE, &current, [HERE]),
+                Err(DirectoryError::OutOfRange(ChainId(region)))
+            );
+        }
+        let mut seeds = entry(2000);
+        seeds.rn_seeds = vec!["x".into(); MAX_RN_SEEDS + 1];
+        let creation = approved_by(&keys, 3, seeds);
+        assert_eq!(
+            creation.verify(HERE, &current, [HERE]),
+            Err(DirectoryError::BadSeeds)
+        );
+        let mut long = entry(2000);
+        long.rn_seeds = vec!["x".repeat(MAX_RN_SEED_BYTES + 1)];
+        let creation = approved_by(&keys, 3, long);
+        assert_eq!(
+            creation.verify(HERE, &current, [HERE]),
+            Err(DirectoryError::BadSeeds)
+        );
+    }
+}
