@@ -7,14 +7,14 @@
 //! [`BlockServer`]: crate::net::sync::BlockServer
 
 use crate::chain::app::CnApp;
-use crate::chain::recovery::{persist, replay_log};
+use crate::chain::recovery::replay_log;
 use crate::config::StorageConfig;
 use crate::consensus::machine::Tip;
 use crate::consensus::selection::CnSet;
 use crate::net::sync::ChainReader;
 use crate::storage::blocklog::BlockLog;
 use crate::storage::history::HistoryRetention;
-use crate::storage::state::CommittedState;
+use crate::storage::state::{CommittedState, WalSync};
 use crate::storage::store::{Store, StoreOptions};
 use crate::types::codec::encode_frame;
 use crate::types::{Block, ChainId, Height};
@@ -132,8 +132,16 @@ impl Ledger {
         let frames: Vec<Vec<u8>> = blocks.iter().map(encode_frame).collect();
         let refs: Vec<&[u8]> = frames.iter().map(Vec::as_slice).collect();
         let offsets = self.log.append_batch(&refs)?;
-        for (block, offset) in blocks.iter().zip(offsets) {
-            persist(&self.state, block, offset.0)?;
+        let last = blocks.len() - 1;
+        for (i, (block, offset)) in blocks.iter().zip(offsets).enumerate() {
+            // One WAL sync for the run, at its last block.
+            let sync = match i == last {
+                true => WalSync::Now,
+                false => WalSync::ByTheNext,
+            };
+            self.state
+                .persist_with(block, offset.0, sync)
+                .with_context(|| format!("persisting block {}", block.header().height))?;
         }
         Ok(())
     }

@@ -592,6 +592,15 @@ impl PendingBlock {
     }
 }
 
+/// Whether a persisted block's write is synced now or by the next block's write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WalSync {
+    /// Synced as the store is configured (the last block of a run).
+    Now,
+    /// Not synced: the next block's synced write makes it durable.
+    ByTheNext,
+}
+
 /// Committed servicechain state of a node: what RocksDB holds, plus the blocks consensus has
 /// committed that the persist stage has not written yet (newest last). Reads see every
 /// committed block; RocksDB never runs ahead of the block log, because only [`Self::persist`],
@@ -688,6 +697,17 @@ impl CommittedState {
     /// Writes `block` (appended to the block log at `log_offset`) with its held execution in
     /// one batch: indexes, state diffs, receipts, blooms and the new `state_height`.
     pub fn persist(&self, block: &Block, log_offset: u64) -> Result<(), PersistError> {
+        self.persist_with(block, log_offset, WalSync::Now)
+    }
+
+    /// [`Self::persist`], syncing the WAL only when `sync` says so: a run of blocks persisted
+    /// together syncs once, at its last ([`super::store::StoreBatch::commit_unsynced`]).
+    pub fn persist_with(
+        &self,
+        block: &Block,
+        log_offset: u64,
+        sync: WalSync,
+    ) -> Result<(), PersistError> {
         let header = block.header();
         let pending = self
             .pending
@@ -736,7 +756,10 @@ impl CommittedState {
                 &execution.bloom,
             );
         }
-        batch.commit()?;
+        match sync {
+            WalSync::Now => batch.commit()?,
+            WalSync::ByTheNext => batch.commit_unsynced()?,
+        }
         self.pending
             .write()
             .unwrap_or_else(|e| e.into_inner())

@@ -240,6 +240,18 @@ impl StoreBatch<'_> {
         s.db.write_opt(self.batch, &s.write_opts)
             .map_err(|source| s.db_err("write batch", source))
     }
+
+    /// Commits without syncing the WAL, whatever the store's setting: for a batch that a
+    /// synced [`Self::commit`] follows at once. The WAL is written in order, so that sync
+    /// makes this batch durable too, and a crash before it loses this batch only with every
+    /// later one (the store stays a prefix of the log).
+    pub fn commit_unsynced(self) -> Result<()> {
+        let s = self.store;
+        let mut options = WriteOptions::default();
+        options.set_sync(false);
+        s.db.write_opt(self.batch, &options)
+            .map_err(|source| s.db_err("write batch", source))
+    }
 }
 
 /// Big-endian u64 from exactly 8 bytes (callers slice fixed-size arrays).
