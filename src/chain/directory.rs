@@ -71,6 +71,8 @@ pub enum DirectoryError {
     OutOfRange(ChainId),
     #[error("at most {MAX_RN_SEEDS} RN seeds of at most {MAX_RN_SEED_BYTES} bytes each")]
     BadSeeds,
+    #[error("region {region}'s ids include chain {chain}, registered in this region")]
+    HoldsChain { region: ChainId, chain: ChainId },
     #[error(transparent)]
     Approval(#[from] GovernanceError),
 }
@@ -101,6 +103,11 @@ pub fn approve_creation(
 /// Whether the id spans of regions `a` and `b` overlap.
 fn overlap(a: ChainId, b: ChainId) -> bool {
     a.0.abs_diff(b.0) < REGION_ID_SPAN
+}
+
+/// Whether `chain` lies in region `region`'s ids `[region, region + REGION_ID_SPAN)`.
+pub fn in_span(region: ChainId, chain: ChainId) -> bool {
+    chain.0 >= region.0 && chain.0 - region.0 < REGION_ID_SPAN
 }
 
 impl RegionCreation {

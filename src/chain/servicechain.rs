@@ -84,6 +84,8 @@ pub enum RegistryError {
     TooManyAllocations(usize),
     #[error("signature is not the owner's")]
     NotOwner,
+    #[error("chain id {chain} lies in the ids of region {region} (region directory)")]
+    OtherRegion { chain: ChainId, region: ChainId },
 }
 
 impl Signable for ServicechainSpec {
@@ -148,6 +150,11 @@ impl Registry {
 
     pub fn contains(&self, chain: ChainId) -> bool {
         self.chains.contains_key(&chain)
+    }
+
+    /// A registered chain for which `inside` holds, if any (a scan: for rare checks).
+    pub fn find(&self, inside: impl Fn(ChainId) -> bool) -> Option<ChainId> {
+        self.chains.keys().copied().find(|&c| inside(c))
     }
 
     pub fn len(&self) -> usize {

@@ -32,13 +32,22 @@ impl RegionRouter {
         Ok(Self { regions })
     }
 
-    /// The region holding `chain`.
+    /// The region holding `chain`. Registrations are not yet confined to a region's id span
+    /// (`docs/regions.md`), so two regions may both hold an id: that is answered as an error
+    /// naming both, never from whichever region comes first.
     fn of(&self, chain: ChainId) -> Result<&ChainRpc, BackendError> {
-        self.regions
-            .iter()
-            .find(|r| r.has_chain(chain))
-            .map(|r| &**r)
-            .ok_or_else(|| BackendError::Execution(format!("no region holds chain {chain}")))
+        let mut holders = self.regions.iter().filter(|r| r.has_chain(chain));
+        match (holders.next(), holders.next()) {
+            (Some(only), None) => Ok(only),
+            (Some(a), Some(b)) => Err(BackendError::Execution(format!(
+                "chain {chain} is held by regions {} and {}",
+                a.region(),
+                b.region()
+            ))),
+            (None, _) => Err(BackendError::Execution(format!(
+                "no region holds chain {chain}"
+            ))),
+        }
     }
 }
 

@@ -180,6 +180,11 @@ impl ChainRpc {
             .map_or(0, |h| h.height))
     }
 
+    /// The region this backend serves (its regionchain's id).
+    pub fn region(&self) -> ChainId {
+        self.region
+    }
+
     /// This region for `kaon_regions`: its id, servicechains, head, and its load over the
     /// last [`UTILISATION_BLOCKS`] blocks (transactions per second by the blocks' own
     /// timestamps) with the depth of this node's pool — what an operator compares with the
