@@ -7,6 +7,7 @@
 use crate::burst::{raw_hex, Client, Devnet};
 use alloy_primitives::{hex, Address, Bytes, B256, U256};
 use kaon::chain::directory::{approve_creation, RegionEntry};
+use kaon::chain::servicechain::{GenesisAlloc, Registration, ServicechainSpec};
 use kaon::consensus::selection::CnSet;
 use kaon::crypto::bls::SecretKey;
 use kaon::crypto::tx::{AccessList, Eip1559Tx, SignedTransaction, Transaction, TxKind};
@@ -175,6 +176,49 @@ fn two_regions_run_side_by_side_behind_one_endpoint() {
     region_1000.ok("kaon_sendSystemTransaction", json!([create(5000, 3)]));
     let directory = wait_for_directory(&region_1000, 2);
     assert_eq!(directory[1]["region"], json!(5000), "{directory:?}");
+
+    // A servicechain registered in the second region is served from it at once, under the
+    // same endpoint; the first region may not register an id inside the second's.
+    let registration = |region: u64, chain: u64| {
+        let spec = ServicechainSpec {
+            region: ChainId(region),
+            chain_id: ChainId(chain),
+            owner: sender.address,
+            alloc: vec![GenesisAlloc {
+                address: sender.address,
+                balance: U256::from(5_000u64),
+            }],
+        };
+        let signed = Registration::sign(spec, &sender.secret).unwrap();
+        format!("0x{}", hex::encode(signed.to_system_tx()))
+    };
+    let region_2000 = Client::new(chain_url(&url, 2000));
+    region_2000.ok(
+        "kaon_sendSystemTransaction",
+        json!([registration(2000, 2005)]),
+    );
+    let intruder = region_1000.call(
+        "kaon_sendSystemTransaction",
+        json!([registration(1000, 2006)]),
+    );
+    let message = intruder["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("region 2000"), "{intruder}");
+    let registered = Client::new(chain_url(&url, 2005));
+    let started = Instant::now();
+    loop {
+        let answer = registered.post_status(&json!({"jsonrpc": "2.0", "id": 1, "method": "eth_getBalance", "params": [sender.address, "latest"]}));
+        if answer.0 == 200 {
+            let value: Value = serde_json::from_str(&answer.1).unwrap();
+            assert_eq!(value["result"], json!("0x1388"), "{value}");
+            break;
+        }
+        assert!(
+            started.elapsed() < INCLUSION,
+            "chain 2005 never served: {}",
+            answer.1
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 
     // A chain no region holds is unknown.
     let unknown = Client::new(chain_url(&url, 3001));
