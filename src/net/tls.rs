@@ -101,16 +101,24 @@ pub const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_millis(50
 /// Closes every connection of `endpoint` and waits (at most [`CLOSE_GRACE`]) until the close
 /// frames are out, so that peers free this node's slots now rather than after their idle
 /// timeout: a node restarted at once with the same key (on a new address, where no stateless
-/// reset reaches its old connections) is then not refused as holding too many. The wait needs
-/// the endpoint's tasks to run on `rt`; from inside an async context it is skipped.
+/// reset reaches its old connections) is then not refused as holding too many. The endpoint's
+/// tasks run on `rt`; the wait is a plain channel with a deadline, so it neither needs a timer
+/// nor hangs when `rt` is shutting down or cannot run the task (it then returns at once or at
+/// the deadline); called from async code it does not wait.
 pub fn close(endpoint: &quinn::Endpoint, rt: &tokio::runtime::Handle) {
     endpoint.close(0u32.into(), b"shutdown");
+    let (done, idle) = std::sync::mpsc::sync_channel::<()>(1);
+    let closing = endpoint.clone();
+    rt.spawn(async move {
+        closing.wait_idle().await;
+        let _ = done.send(());
+    });
     if tokio::runtime::Handle::try_current().is_ok() {
+        // Inside async code: blocking here would stall the runtime that sends the frames.
         return;
     }
-    rt.block_on(async {
-        let _ = tokio::time::timeout(CLOSE_GRACE, endpoint.wait_idle()).await;
-    });
+    // Disconnected (the task was dropped) or timed out: either way, nothing more to wait for.
+    let _ = idle.recv_timeout(CLOSE_GRACE);
 }
 
 /// Bidirectional streams (block requests) a peer may have open at once on one connection;

@@ -1402,9 +1402,10 @@ fn push_heads(
         std::thread::sleep(std::time::Duration::from_millis(50));
         let head = rn.head().0 .0;
         for height in last + 1..=head {
-            // Only subscribed chains: nothing per block for the (possibly 100 000) others.
+            // Only subscribed chains: nothing per block for the (possibly 100 000) others; and
+            // only this region's (one server may serve several regions, each with a pusher).
             let chains = server.subscribed_chains();
-            for chain in chains {
+            for chain in chains.into_iter().filter(|&c| backend.has_chain(c)) {
                 notify(backend, server, chain, height);
             }
         }
