@@ -5,6 +5,7 @@
 //! quorum of the first region's CNs, or whose ids overlap a listed region's, is refused.
 
 use crate::burst::{raw_hex, Client, Devnet};
+use crate::rpc::{ws_connect, ws_next, ws_send};
 use alloy_primitives::{hex, Address, Bytes, B256, U256};
 use kaon::chain::directory::{approve_creation, RegionEntry};
 use kaon::chain::servicechain::{GenesisAlloc, Registration, ServicechainSpec};
@@ -43,6 +44,50 @@ fn transfer_on(chain: ChainId, key: &[u8; 32], value: u64) -> SignedTransaction 
 fn chain_url(url: &str, chain: u64) -> String {
     let base = &url[..url.rfind("/chain/").unwrap()];
     format!("{base}/chain/{chain}")
+}
+
+/// Subscribes to `newHeads` on chain 2001 over WebSocket: each head pushed must be the block
+/// `eth_getBlockByNumber` answers there, its number one more than the last (one server serves
+/// both regions, and each region's heads go to its own chains' subscribers only).
+fn second_region_heads_only(url: &str, second: &Client) {
+    let address: std::net::SocketAddr = url
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let heads: Vec<Value> = rt.block_on(async {
+        let path = format!("/chain/{SECOND_REGION_CHAIN}");
+        let mut ws = ws_connect(address, &path).await;
+        ws_send(&mut ws, 1, "eth_subscribe", json!(["newHeads"])).await;
+        let subscribed = ws_next(&mut ws).await;
+        assert!(subscribed["result"].is_string(), "{subscribed}");
+        let mut heads = Vec::new();
+        while heads.len() < 6 {
+            heads.push(ws_next(&mut ws).await["params"]["result"].clone());
+        }
+        heads
+    });
+    let number = |head: &Value| {
+        u64::from_str_radix(
+            head["number"].as_str().unwrap().trim_start_matches("0x"),
+            16,
+        )
+        .unwrap()
+    };
+    let numbers: Vec<u64> = heads.iter().map(number).collect();
+    for pair in numbers.windows(2) {
+        assert_eq!(pair[1], pair[0] + 1, "heads pushed: {numbers:?}");
+    }
+    for head in &heads {
+        let block = second.ok("eth_getBlockByNumber", json!([head["number"], false]));
+        assert_eq!(block["hash"], head["hash"], "{head}");
+    }
 }
 
 /// The first region's directory once it lists `n` regions.
@@ -219,6 +264,9 @@ fn two_regions_run_side_by_side_behind_one_endpoint() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+
+    // A subscriber of the second region's chain hears that region's heads only.
+    second_region_heads_only(&url, &second);
 
     // A chain no region holds is unknown.
     let unknown = Client::new(chain_url(&url, 3001));

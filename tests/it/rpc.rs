@@ -1601,23 +1601,23 @@ fn rpc_request_deadline_answers_a_timeout() {
     assert_eq!(h.ok("eth_chainId", json!([])), "0x3e9");
 }
 
-type Ws =
+pub(crate) type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-async fn ws_connect(addr: SocketAddr, path: &str) -> Ws {
+pub(crate) async fn ws_connect(addr: SocketAddr, path: &str) -> Ws {
     tokio_tungstenite::connect_async(format!("ws://{addr}{path}"))
         .await
         .unwrap()
         .0
 }
 
-async fn ws_send(ws: &mut Ws, id: u64, method: &str, params: Value) {
+pub(crate) async fn ws_send(ws: &mut Ws, id: u64, method: &str, params: Value) {
     let req = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
     ws.send(Message::text(req.to_string())).await.unwrap();
 }
 
 /// The next JSON message from the server.
-async fn ws_next(ws: &mut Ws) -> Value {
+pub(crate) async fn ws_next(ws: &mut Ws) -> Value {
     loop {
         let msg = tokio::time::timeout(PATIENCE, ws.next())
             .await
