@@ -156,8 +156,9 @@ pub struct DevnetArgs {
     /// Consensus nodes per region.
     #[arg(long, default_value_t = 4)]
     pub cns: usize,
-    /// Regions, each with its own CNs, ranger nodes and regionchain (ids 1000, 2000, …, its
-    /// servicechains after it), all served by one JSON-RPC endpoint.
+    /// Regions, each with its own CNs, ranger nodes and regionchain (ids 1000, 1001000, …: a
+    /// million apart, each region's servicechains after its id), all served by one JSON-RPC
+    /// endpoint; regions 2.. are recorded in the first region's directory.
     #[arg(long, default_value_t = 1, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=16))]
     pub regions: usize,
     /// The developer's servicechains (chain ids 1001, 1002, …); the load generator has its own.
@@ -989,20 +990,24 @@ mod tests {
             last.chains().is_err(),
             "the next chains' ids would pass the bound"
         );
-        // Regions: 1000 apart, each region's chains after its own id, never overlapping.
+        // Regions: a span apart, each region's chains after its own id, never overlapping.
         assert!(refused(&["devnet", "--regions", "0"]));
         let two = config(&["devnet", "--regions", "2", "--servicechains", "3"]);
         assert_eq!(two.regions, 2);
         let ids = |r| two.region_chains(r).unwrap().0;
+        let next = 1000 + crate::chain::directory::REGION_ID_SPAN;
         assert_eq!(
             ids(1),
-            [2001, 2002, 2003].map(crate::types::ChainId).to_vec()
+            [next + 1, next + 2, next + 3]
+                .map(crate::types::ChainId)
+                .to_vec()
         );
-        assert_eq!(two.region_id(1), Some(crate::types::ChainId(2000)));
-        let crowded = config(&["devnet", "--regions", "2", "--servicechains", "999"]);
+        assert_eq!(two.region_id(1), Some(crate::types::ChainId(next)));
+        let high = config(&["devnet", "--regions", "2", "--chain-id", "4294000000"]);
+        assert!(high.region_chains(0).is_ok());
         assert!(
-            crowded.region_chains(0).is_err(),
-            "a region's chains would reach the next region's id"
+            high.region_chains(1).is_err(),
+            "the second region's ids would pass the bound"
         );
     }
 

@@ -309,12 +309,16 @@ impl CnApp {
     /// blocks whose certificates are already verified.
     pub fn recover_ahead(&mut self, blocks: &[Block]) {
         self.ahead.clear();
-        let pool = self.shared.pool.lock().unwrap_or_else(|e| e.into_inner());
-        let missing: Vec<(B256, &[u8])> = blocks
+        // Hashed before the pool is locked: the RPC and the pool stage wait on that lock.
+        let all: Vec<(B256, &[u8])> = blocks
             .iter()
             .flat_map(|b| b.segments.iter().skip(1))
             .flat_map(|s| &s.txs)
             .map(|raw| (keccak256(raw), raw.as_ref()))
+            .collect();
+        let pool = self.shared.pool.lock().unwrap_or_else(|e| e.into_inner());
+        let missing: Vec<(B256, &[u8])> = all
+            .into_iter()
             .filter(|(hash, _)| pool.get(hash).is_none())
             .collect();
         drop(pool);
@@ -333,23 +337,26 @@ impl CnApp {
     /// transactions, too few to spread over the cores (a batch that does not split runs on
     /// the calling thread alone).
     fn senders(&self, block: &Block) -> Vec<SegmentInput> {
+        // Hashed before the pool is locked: the RPC and the pool stage wait on that lock.
+        let hashes: Vec<Vec<B256>> = block
+            .segments
+            .iter()
+            .enumerate()
+            .map(|(k, segment)| match k {
+                0 => Vec::new(),
+                _ => segment.txs.iter().map(keccak256).collect(),
+            })
+            .collect();
         let pool = self.shared.pool.lock().unwrap_or_else(|e| e.into_inner());
         let mut inputs: Vec<SegmentInput> = block
             .segments
             .iter()
-            .enumerate()
-            .map(|(k, segment)| {
-                let known = match k {
-                    0 => Vec::new(),
-                    _ => segment
-                        .txs
-                        .iter()
-                        .map(|raw| {
-                            let hash = keccak256(raw);
-                            pool.get(&hash).or_else(|| self.ahead.get(&hash)).cloned()
-                        })
-                        .collect(),
-                };
+            .zip(&hashes)
+            .map(|(segment, hashes)| {
+                let known = hashes
+                    .iter()
+                    .map(|hash| pool.get(hash).or_else(|| self.ahead.get(hash)).cloned())
+                    .collect();
                 (segment.clone(), known)
             })
             .collect();

@@ -4,14 +4,19 @@
 //! A [`RegionCreation`] carries a new region's [`RegionEntry`] — its id (its regionchain's
 //! chain id), its genesis hash, the root of its CN set and the addresses of RNs that serve it —
 //! with the aggregate approval of strictly more than two thirds of the directory region's
-//! current CN set. Executed in segment 0, it is folded into the governance root (so the
-//! header commits to it) and the entry joins the directory, which every node of the region
-//! rebuilds by replaying its chain; anyone can then check a region's genesis and CN set
-//! against the entry before trusting its certificates.
+//! current CN set (the approval names that set's root, so it cannot be replayed under a later
+//! set). Executed in segment 0, it is folded into the governance root (so the header commits
+//! to it) and the entry joins the directory, which every node of the region rebuilds by
+//! replaying its chain; anyone can then check a region's genesis and genesis CN set against
+//! the entry before following it (later CN-set changes are that region's own governance).
 //!
-//! Ids: each region numbers its servicechains after its own id (region 1000 → 1001, 1002, …),
-//! so a region owns the ids `[id, id + REGION_ID_SPAN)` and no two regions' spans overlap.
+//! Ids: each region numbers its servicechains after its own id (region 1000 → 1001, 1002, …)
+//! and registers no others ([`crate::chain::servicechain::Registration::verify`]), so a region
+//! owns the ids `[id, id + REGION_ID_SPAN)`; the directory admits no region whose span overlaps
+//! a listed one, so chain ids are unique platform-wide. The span holds a million ids: a region
+//! serves 100 000+ servicechains.
 
+use super::servicechain::MAX_CHAIN_ID;
 use crate::consensus::governance::{check_approval, sign_approval, GovernanceError};
 use crate::consensus::selection::CnSet;
 use crate::crypto::bls::{SecretKey, SignatureBytes};
@@ -25,7 +30,7 @@ use std::collections::BTreeMap;
 use thiserror::Error;
 
 /// Chain ids one region owns from its own id on: its regionchain and its servicechains.
-pub const REGION_ID_SPAN: u64 = 1000;
+pub const REGION_ID_SPAN: u64 = 1_000_000;
 /// Most RN addresses one entry lists, and the longest each may be.
 pub const MAX_RN_SEEDS: usize = 16;
 pub const MAX_RN_SEED_BYTES: usize = 256;
@@ -39,7 +44,7 @@ pub struct RegionEntry {
     pub region: ChainId,
     /// Its genesis hash (the parent of its block 1).
     pub genesis_hash: B256,
-    /// The root of its genesis CN set ([`CnSet::root`]).
+    /// The root of its genesis CN set ([`CnSet::root`]); later changes are its own.
     pub cn_set_root: B256,
     /// Addresses (`host:port`) of RNs that serve it.
     pub rn_seeds: Vec<String>,
@@ -67,20 +72,24 @@ pub enum DirectoryError {
     WrongDirectory { got: ChainId, expected: ChainId },
     #[error("region {region}'s ids overlap those of region {with}")]
     Overlaps { region: ChainId, with: ChainId },
-    #[error("region {0}'s ids do not fit in a chain id")]
+    #[error("region {0}'s ids do not fit in 1..={MAX_CHAIN_ID}")]
     OutOfRange(ChainId),
     #[error("at most {MAX_RN_SEEDS} RN seeds of at most {MAX_RN_SEED_BYTES} bytes each")]
     BadSeeds,
-    #[error("region {region}'s ids include chain {chain}, registered in this region")]
-    HoldsChain { region: ChainId, chain: ChainId },
     #[error(transparent)]
     Approval(#[from] GovernanceError),
 }
 
-/// The message approvers sign: the directory's region and the whole entry.
-pub fn creation_message(directory: ChainId, entry: &RegionEntry) -> Vec<u8> {
+/// The message approvers sign: the directory's region, the approving set and the whole entry.
+pub fn creation_message(directory: ChainId, approving_set: B256, entry: &RegionEntry) -> Vec<u8> {
     let digest = sha256_concat(&[&canonical(entry)]);
-    [CREATION_DOMAIN, &directory.to_be_bytes(), digest.as_slice()].concat()
+    [
+        CREATION_DOMAIN,
+        &directory.to_be_bytes(),
+        approving_set.as_slice(),
+        digest.as_slice(),
+    ]
+    .concat()
 }
 
 /// Builds a creation approved by `approvers` (index in the directory region's set, key).
@@ -90,8 +99,8 @@ pub fn approve_creation(
     entry: RegionEntry,
     approvers: &[(CnIndex, &SecretKey)],
 ) -> Result<RegionCreation, DirectoryError> {
-    let (approvers, approval) =
-        sign_approval(current, approvers, &creation_message(directory, &entry))?;
+    let msg = creation_message(directory, current.root(), &entry);
+    let (approvers, approval) = sign_approval(current, approvers, &msg)?;
     Ok(RegionCreation {
         directory,
         entry,
@@ -137,7 +146,8 @@ impl RegionCreation {
             });
         }
         let entry = &self.entry;
-        if entry.region.0 == 0 || entry.region.0.checked_add(REGION_ID_SPAN).is_none() {
+        let last = entry.region.0.checked_add(REGION_ID_SPAN - 1);
+        if entry.region.0 == 0 || last.is_none_or(|last| last > MAX_CHAIN_ID) {
             return Err(DirectoryError::OutOfRange(entry.region));
         }
         if entry.rn_seeds.len() > MAX_RN_SEEDS
@@ -151,7 +161,7 @@ impl RegionCreation {
                 with,
             });
         }
-        let msg = creation_message(self.directory, entry);
+        let msg = creation_message(self.directory, current.root(), entry);
         check_approval(current, &self.approvers, &self.approval, &msg)?;
         Ok(())
     }
@@ -186,6 +196,8 @@ mod tests {
     use crate::crypto::hash::sha256;
 
     const HERE: ChainId = ChainId(1000);
+    /// The next region's id: right after this region's span.
+    const NEXT: u64 = 1000 + REGION_ID_SPAN;
 
     fn keys() -> Vec<SecretKey> {
         (0..4)
@@ -220,10 +232,30 @@ mod tests {
     #[test]
     fn a_quorum_approved_creation_round_trips_and_verifies() {
         let keys = keys();
-        let creation = approved_by(&keys, 3, entry(2000));
+        let creation = approved_by(&keys, 3, entry(NEXT));
         let parsed = RegionCreation::from_system_tx(&creation.to_system_tx()).unwrap();
         assert_eq!(parsed, creation);
         parsed.verify(HERE, &set(&keys), [HERE]).unwrap();
+        // The next region after this one's span is free; the last that fits is too.
+        let last = MAX_CHAIN_ID + 1 - REGION_ID_SPAN;
+        approved_by(&keys, 3, entry(last))
+            .verify(HERE, &set(&keys), [HERE])
+            .unwrap();
+    }
+
+    #[test]
+    fn an_approval_counts_only_under_the_set_that_gave_it() {
+        let keys = keys();
+        // All four approve; in a later set of five, the same four at the same indices are
+        // still a quorum.
+        let creation = approved_by(&keys, 4, entry(NEXT));
+        let mut later: Vec<_> = keys.iter().map(SecretKey::public_key).collect();
+        later.push(SecretKey::from_seed(&[99; 32]).unwrap().public_key());
+        let later = CnSet::new(later).unwrap();
+        assert_eq!(
+            creation.verify(HERE, &later, [HERE]),
+            Err(DirectoryError::Approval(GovernanceError::BadApproval))
+        );
     }
 
     #[test]
@@ -231,7 +263,7 @@ mod tests {
         let keys = keys();
         let current = set(&keys);
         // Two of four approvals are not more than two thirds.
-        let short = approved_by(&keys, 2, entry(2000));
+        let short = approved_by(&keys, 2, entry(NEXT));
         assert!(matches!(
             short.verify(HERE, &current, [HERE]),
             Err(DirectoryError::Approval(GovernanceError::NoQuorum {
@@ -240,7 +272,7 @@ mod tests {
             }))
         ));
         // An entry edited after approval: the signature no longer covers it.
-        let mut edited = approved_by(&keys, 3, entry(2000));
+        let mut edited = approved_by(&keys, 3, entry(NEXT));
         edited.entry.genesis_hash = B256::repeat_byte(8);
         assert_eq!(
             edited.verify(HERE, &current, [HERE]),
@@ -257,26 +289,32 @@ mod tests {
                 (CnIndex(1), &outsiders[1]),
                 (CnIndex(2), &outsiders[2]),
             ],
-            &creation_message(HERE, &entry(2000)),
+            &creation_message(HERE, current.root(), &entry(NEXT)),
         )
         .unwrap();
         let forged = RegionCreation {
             approvers,
             approval,
-            ..approved_by(&keys, 3, entry(2000))
+            ..approved_by(&keys, 3, entry(NEXT))
         };
         assert_eq!(
             forged.verify(HERE, &current, [HERE]),
             Err(DirectoryError::Approval(GovernanceError::BadApproval))
         );
         // For another region's directory.
-        let creation = approved_by(&keys, 3, entry(2000));
+        let creation = approved_by(&keys, 3, entry(NEXT));
         assert!(matches!(
             creation.verify(ChainId(3000), &current, [ChainId(3000)]),
             Err(DirectoryError::WrongDirectory { .. })
         ));
         // Ids that overlap a listed region's (its own, another's, or this one's chains).
-        for (region, listed) in [(2000, 2000), (2500, 2000), (1999, 1000), (1, 1000)] {
+        let overlapping = [
+            (NEXT, NEXT),
+            (NEXT + REGION_ID_SPAN / 2, NEXT),
+            (NEXT - 1, 1000),
+            (1, 1000),
+        ];
+        for (region, listed) in overlapping {
             let creation = approved_by(&keys, 3, entry(region));
             assert_eq!(
                 creation.verify(HERE, &current, [HERE, ChainId(listed)]),
@@ -288,21 +326,21 @@ mod tests {
             );
         }
         // Ids past the end of the chain-id range, region 0, too many or too long seeds.
-        for region in [0, u64::MAX - 10] {
+        for region in [0, u64::MAX - 10, MAX_CHAIN_ID - REGION_ID_SPAN + 2] {
             let creation = approved_by(&keys, 3, entry(region));
             assert_eq!(
                 creation.verify(HERE, &current, [HERE]),
                 Err(DirectoryError::OutOfRange(ChainId(region)))
             );
         }
-        let mut seeds = entry(2000);
+        let mut seeds = entry(NEXT);
         seeds.rn_seeds = vec!["x".into(); MAX_RN_SEEDS + 1];
         let creation = approved_by(&keys, 3, seeds);
         assert_eq!(
             creation.verify(HERE, &current, [HERE]),
             Err(DirectoryError::BadSeeds)
         );
-        let mut long = entry(2000);
+        let mut long = entry(NEXT);
         long.rn_seeds = vec!["x".repeat(MAX_RN_SEED_BYTES + 1)];
         let creation = approved_by(&keys, 3, long);
         assert_eq!(

@@ -14,7 +14,7 @@
 //!
 //! The segment's state root is [`RegionRoots::state_root`] over the four parts.
 
-use super::directory::{in_span, Directory, DirectoryError, RegionCreation, RegionEntry};
+use super::directory::{Directory, DirectoryError, RegionCreation, RegionEntry};
 use super::pop::{NoSegments, PopDelta, PopState, SegmentSource, ShareError, ShareSubmission};
 use super::posc::{Penalty, PoscError, ProbeAttestation, RnRegistration};
 use super::servicechain::{
@@ -209,17 +209,6 @@ impl Draft<'_> {
             .chain(base.directory.ids())
             .chain(self.created.iter().map(|e| e.region));
         creation.verify(base.region, &base.set, listed)?;
-        // A chain this region registered may not fall in the new region's ids.
-        let new = creation.entry.region;
-        let held = base.registry.find(|c| in_span(new, c)).or_else(|| {
-            self.registered
-                .iter()
-                .map(|c| c.chain_id)
-                .find(|&c| in_span(new, c))
-        });
-        if let Some(chain) = held {
-            return Err(DirectoryError::HoldsChain { region: new, chain }.into());
-        }
         self.governance_root =
             sha256_concat(&[self.governance_root.as_slice(), &canonical(&creation)]);
         self.created.push(creation.entry);
@@ -229,20 +218,6 @@ impl Draft<'_> {
     fn register(&mut self, registration: Registration) -> Result<(), SystemTxRefusal> {
         registration.verify(self.base.region)?;
         let spec = registration.spec;
-        // Another region's ids, as this regionchain's directory knows them.
-        let other = self
-            .base
-            .directory
-            .ids()
-            .chain(self.created.iter().map(|e| e.region))
-            .find(|&r| in_span(r, spec.chain_id));
-        if let Some(region) = other {
-            return Err(RegistryError::OtherRegion {
-                chain: spec.chain_id,
-                region,
-            }
-            .into());
-        }
         let taken = self.base.registry.contains(spec.chain_id)
             || self.registered.iter().any(|c| c.chain_id == spec.chain_id);
         if taken {

@@ -11,6 +11,7 @@
 //! root commits to its head, so a [`CheckpointProof`] shows against one certified header that a
 //! servicechain block hash was anchored.
 
+use super::directory::{in_span, REGION_ID_SPAN};
 use crate::crypto::hash::{
     keccak256, merkle_proof, merkle_root, merkle_root_from_path, sha256_concat,
 };
@@ -76,7 +77,7 @@ pub enum RegistryError {
     Framing(#[from] SystemTxError),
     #[error("registration is for region {got}, this is {expected}")]
     WrongRegion { got: ChainId, expected: ChainId },
-    #[error("chain id {0} is not in 1..={MAX_CHAIN_ID} or is the regionchain's")]
+    #[error("chain id {0} is not one of this region's servicechain ids (after the region's own, fewer than {REGION_ID_SPAN} apart, at most {MAX_CHAIN_ID})")]
     BadChainId(ChainId),
     #[error("chain id {0} is already registered")]
     AlreadyRegistered(ChainId),
@@ -84,8 +85,6 @@ pub enum RegistryError {
     TooManyAllocations(usize),
     #[error("signature is not the owner's")]
     NotOwner,
-    #[error("chain id {chain} lies in the ids of region {region} (region directory)")]
-    OtherRegion { chain: ChainId, region: ChainId },
 }
 
 impl Signable for ServicechainSpec {
@@ -114,7 +113,12 @@ impl Registration {
                 expected: region,
             });
         }
-        if spec.chain_id.0 == 0 || spec.chain_id.0 > MAX_CHAIN_ID || spec.chain_id == region {
+        // A region's servicechains take ids after its own, within its span, so that ids stay
+        // unique across regions without one region reading another's registry.
+        if spec.chain_id.0 > MAX_CHAIN_ID
+            || spec.chain_id == region
+            || !in_span(region, spec.chain_id)
+        {
             return Err(RegistryError::BadChainId(spec.chain_id));
         }
         if spec.alloc.len() > MAX_ALLOCATIONS {
@@ -150,11 +154,6 @@ impl Registry {
 
     pub fn contains(&self, chain: ChainId) -> bool {
         self.chains.contains_key(&chain)
-    }
-
-    /// A registered chain for which `inside` holds, if any (a scan: for rare checks).
-    pub fn find(&self, inside: impl Fn(ChainId) -> bool) -> Option<ChainId> {
-        self.chains.keys().copied().find(|&c| inside(c))
     }
 
     pub fn len(&self) -> usize {

@@ -31,8 +31,8 @@ pub const DEV_BALANCE_WEI: u128 = 1_000_000 * WEI_PER_ETHER;
 pub const WEI_PER_ETHER: u128 = 1_000_000_000_000_000_000;
 /// Largest chain id a devnet takes (`--chain-id`): every wallet and library handles it.
 pub const MAX_DEVNET_CHAIN_ID: u64 = u32::MAX as u64;
-/// Distance between the regionchain ids of a devnet's regions (1000, 2000, …): each region's
-/// servicechains follow its own id, within the span the directory gives each region.
+/// Distance between the regionchain ids of a devnet's regions (1000, 1001000, …): each
+/// region's servicechains follow its own id, within the span the directory gives each region.
 pub const REGION_STRIDE: u64 = REGION_ID_SPAN;
 
 /// What `kaon devnet` runs.

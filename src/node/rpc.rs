@@ -45,6 +45,26 @@ use std::sync::{Arc, Mutex, RwLock};
 
 /// Blocks `kaon_regions` reads back to measure a region's recent load.
 pub const UTILISATION_BLOCKS: u64 = 32;
+
+/// A region's load over its last blocks ([`ChainRpc::region_summary`]).
+#[derive(Debug, Clone, Copy)]
+struct RecentLoad {
+    head: u64,
+    blocks: u64,
+    txs: u64,
+    tx_per_second: Option<f64>,
+}
+
+impl RecentLoad {
+    fn empty(head: u64) -> Self {
+        Self {
+            head,
+            blocks: 0,
+            txs: 0,
+            tx_per_second: None,
+        }
+    }
+}
 /// Chains whose suggested tip is remembered for their current head.
 const MAX_CACHED_SUGGESTIONS: usize = 4096;
 
@@ -78,6 +98,8 @@ pub struct ChainRpc {
     head_mix: Mutex<Option<(u64, B256)>>,
     /// The oracle's suggested tip per chain, with the head it was computed at.
     suggested_tips: Mutex<HashMap<ChainId, (u64, u128)>>,
+    /// `kaon_regions`' load figures, for the head they were read at.
+    recent_load: Mutex<Option<RecentLoad>>,
 }
 
 fn internal(e: impl std::fmt::Display) -> BackendError {
@@ -115,6 +137,7 @@ impl ChainRpc {
             outbox,
             head_mix: Mutex::default(),
             suggested_tips: Mutex::default(),
+            recent_load: Mutex::default(),
         }
     }
 
@@ -213,34 +236,54 @@ impl ChainRpc {
                 .collect();
             (chains, directory)
         };
-        let from = head.saturating_sub(UTILISATION_BLOCKS).max(1);
-        let (mut txs, mut first_ms, mut last_ms) = (0u64, None, 0u64);
+        let load = self.recent_load(head)?;
+        Ok(json!({
+            "region": self.region.0,
+            "servicechains": chains,
+            "head": head,
+            "recentBlocks": load.blocks,
+            "recentTransactions": load.txs,
+            "txPerSecond": load.tx_per_second,
+            "poolDepth": self.outbox.pooled(),
+            "directory": directory,
+        }))
+    }
+
+    /// The load of the last [`UTILISATION_BLOCKS`] blocks up to `head`, read once per head
+    /// (the method is open to any client; the blocks are read from the log only when the head
+    /// moved).
+    fn recent_load(&self, head: u64) -> Result<RecentLoad, BackendError> {
+        let mut cached = self.recent_load.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(load) = cached.filter(|l| l.head == head) {
+            return Ok(load);
+        }
+        let from = head.saturating_sub(UTILISATION_BLOCKS - 1).max(1);
+        let (mut load, mut first_ms, mut last_ms, mut after_first) =
+            (RecentLoad::empty(head), None, 0u64, 0u64);
         for height in from..=head {
             let Some(block) = self.container(height)? else {
                 break;
             };
             let header = block.header();
-            txs += header
+            let txs: u64 = header
                 .segments
                 .iter()
                 .skip(1)
                 .map(|s| u64::from(s.tx_count))
-                .sum::<u64>();
+                .sum();
+            load.blocks += 1;
+            load.txs += txs;
+            // The rate counts the transactions of the blocks that end each interval.
+            if first_ms.is_some() {
+                after_first += txs;
+            }
             first_ms.get_or_insert(header.timestamp_ms);
             last_ms = header.timestamp_ms;
         }
         let span_ms = last_ms.saturating_sub(first_ms.unwrap_or(last_ms));
-        let tx_per_second = (span_ms > 0).then(|| txs as f64 * 1e3 / span_ms as f64);
-        Ok(json!({
-            "region": self.region.0,
-            "servicechains": chains,
-            "head": head,
-            "recentBlocks": head.saturating_sub(from) + u64::from(head >= from),
-            "recentTransactions": txs,
-            "txPerSecond": tx_per_second,
-            "poolDepth": self.outbox.pooled(),
-            "directory": directory,
-        }))
+        load.tx_per_second = (span_ms > 0).then(|| after_first as f64 * 1e3 / span_ms as f64);
+        *cached = Some(load);
+        Ok(load)
     }
 
     /// Container `height` from the block log (`None` above the head).

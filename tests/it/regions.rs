@@ -1,5 +1,5 @@
 //! Regions (issue 15), as a devnet user meets them: `kaon devnet --regions 2` runs two
-//! independent regions (their own CN sets, RNs and regionchains 1000 and 2000, servicechains
+//! independent regions (their own CN sets, RNs and regionchains 1000 and 1001000, servicechains
 //! numbered after each) behind one JSON-RPC endpoint that answers each chain from the region
 //! that holds it; the first region's directory records the second, and a creation without a
 //! quorum of the first region's CNs, or whose ids overlap a listed region's, is refused.
@@ -7,7 +7,7 @@
 use crate::burst::{raw_hex, Client, Devnet};
 use crate::rpc::{ws_connect, ws_next, ws_send};
 use alloy_primitives::{hex, Address, Bytes, B256, U256};
-use kaon::chain::directory::{approve_creation, RegionEntry};
+use kaon::chain::directory::{approve_creation, RegionEntry, REGION_ID_SPAN};
 use kaon::chain::servicechain::{GenesisAlloc, Registration, ServicechainSpec};
 use kaon::consensus::selection::CnSet;
 use kaon::crypto::bls::SecretKey;
@@ -19,7 +19,11 @@ use kaon::types::{ChainId, CnIndex};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
-const SECOND_REGION_CHAIN: ChainId = ChainId(2001);
+/// The second region's id, one span after the first's.
+const SECOND_REGION: u64 = 1000 + REGION_ID_SPAN;
+const SECOND_REGION_CHAIN: ChainId = ChainId(SECOND_REGION + 1);
+/// A region created over JSON-RPC in the test.
+const THIRD_REGION: u64 = 1000 + 2 * REGION_ID_SPAN;
 const RECIPIENT: Address = Address::repeat_byte(0xc3);
 /// Longest a transfer may take to be included: a safety net for a loaded 2-core machine.
 const INCLUSION: Duration = Duration::from_secs(120);
@@ -46,7 +50,7 @@ fn chain_url(url: &str, chain: u64) -> String {
     format!("{base}/chain/{chain}")
 }
 
-/// Subscribes to `newHeads` on chain 2001 over WebSocket: each head pushed must be the block
+/// Subscribes to `newHeads` on the second region's chain over WebSocket: each head pushed must be the block
 /// `eth_getBlockByNumber` answers there, its number one more than the last (one server serves
 /// both regions, and each region's heads go to its own chains' subscribers only).
 fn second_region_heads_only(url: &str, second: &Client) {
@@ -128,8 +132,11 @@ fn two_regions_run_side_by_side_behind_one_endpoint() {
 
     // Each chain answers with its own id, from its own region.
     assert_eq!(first.ok("eth_chainId", json!([])), json!("0x3e9"));
-    assert_eq!(second.ok("eth_chainId", json!([])), json!("0x7d1"));
-    let regions = Client::new(chain_url(&url, 2000)).ok("kaon_regions", json!([]));
+    assert_eq!(
+        second.ok("eth_chainId", json!([])),
+        json!(format!("{:#x}", SECOND_REGION_CHAIN.0))
+    );
+    let regions = Client::new(chain_url(&url, SECOND_REGION)).ok("kaon_regions", json!([]));
     let listed: Vec<(u64, Value)> = regions
         .as_array()
         .expect("kaon_regions answers a list")
@@ -138,11 +145,19 @@ fn two_regions_run_side_by_side_behind_one_endpoint() {
         .collect();
     assert_eq!(
         listed,
-        vec![(1000, json!([1001])), (2000, json!([2001]))],
+        vec![
+            (1000, json!([1001])),
+            (SECOND_REGION, json!([SECOND_REGION_CHAIN.0]))
+        ],
         "{regions}"
     );
-    let second_region = Client::new(chain_url(&url, 2000)).ok("kaon_servicechains", json!([]));
-    assert_eq!(second_region["region"], json!(2000), "{second_region}");
+    let second_region =
+        Client::new(chain_url(&url, SECOND_REGION)).ok("kaon_servicechains", json!([]));
+    assert_eq!(
+        second_region["region"],
+        json!(SECOND_REGION),
+        "{second_region}"
+    );
 
     // A transfer on the second region's chain is included there and nowhere else.
     let sender = developer_accounts(DEV_ACCOUNTS).swap_remove(0);
@@ -185,7 +200,11 @@ fn two_regions_run_side_by_side_behind_one_endpoint() {
     // and its CN set, approved by the first region's CNs.
     let directory = wait_for_directory(&Client::new(chain_url(&url, 1000)), 1);
     let block1 = second.ok("eth_getBlockByNumber", json!(["0x1", false]));
-    assert_eq!(directory[0]["region"], json!(2000), "{directory:?}");
+    assert_eq!(
+        directory[0]["region"],
+        json!(SECOND_REGION),
+        "{directory:?}"
+    );
     assert_eq!(
         directory[0]["genesisHash"], block1["parentHash"],
         "{directory:?}"
@@ -212,15 +231,24 @@ fn two_regions_run_side_by_side_behind_one_endpoint() {
         let creation = approve_creation(ChainId(1000), &set, entry, &approvers).unwrap();
         format!("0x{}", hex::encode(creation.to_system_tx()))
     };
-    let refused = region_1000.call("kaon_sendSystemTransaction", json!([create(5000, 2)]));
+    let refused = region_1000.call(
+        "kaon_sendSystemTransaction",
+        json!([create(THIRD_REGION, 2)]),
+    );
     let message = refused["error"]["message"].as_str().unwrap_or_default();
     assert!(message.contains("2 approvals"), "{refused}");
-    let overlapping = region_1000.call("kaon_sendSystemTransaction", json!([create(2500, 3)]));
+    let overlapping = region_1000.call(
+        "kaon_sendSystemTransaction",
+        json!([create(SECOND_REGION + REGION_ID_SPAN / 2, 3)]),
+    );
     let message = overlapping["error"]["message"].as_str().unwrap_or_default();
     assert!(message.contains("overlap"), "{overlapping}");
-    region_1000.ok("kaon_sendSystemTransaction", json!([create(5000, 3)]));
+    region_1000.ok(
+        "kaon_sendSystemTransaction",
+        json!([create(THIRD_REGION, 3)]),
+    );
     let directory = wait_for_directory(&region_1000, 2);
-    assert_eq!(directory[1]["region"], json!(5000), "{directory:?}");
+    assert_eq!(directory[1]["region"], json!(THIRD_REGION), "{directory:?}");
 
     // A servicechain registered in the second region is served from it at once, under the
     // same endpoint; the first region may not register an id inside the second's.
@@ -237,18 +265,21 @@ fn two_regions_run_side_by_side_behind_one_endpoint() {
         let signed = Registration::sign(spec, &sender.secret).unwrap();
         format!("0x{}", hex::encode(signed.to_system_tx()))
     };
-    let region_2000 = Client::new(chain_url(&url, 2000));
-    region_2000.ok(
+    let region_2 = Client::new(chain_url(&url, SECOND_REGION));
+    region_2.ok(
         "kaon_sendSystemTransaction",
-        json!([registration(2000, 2005)]),
+        json!([registration(SECOND_REGION, SECOND_REGION + 5)]),
     );
     let intruder = region_1000.call(
         "kaon_sendSystemTransaction",
-        json!([registration(1000, 2006)]),
+        json!([registration(1000, SECOND_REGION + 6)]),
     );
     let message = intruder["error"]["message"].as_str().unwrap_or_default();
-    assert!(message.contains("region 2000"), "{intruder}");
-    let registered = Client::new(chain_url(&url, 2005));
+    assert!(
+        message.contains("not one of this region's servicechain ids"),
+        "{intruder}"
+    );
+    let registered = Client::new(chain_url(&url, SECOND_REGION + 5));
     let started = Instant::now();
     loop {
         let answer = registered.post_status(&json!({"jsonrpc": "2.0", "id": 1, "method": "eth_getBalance", "params": [sender.address, "latest"]}));
@@ -259,7 +290,7 @@ fn two_regions_run_side_by_side_behind_one_endpoint() {
         }
         assert!(
             started.elapsed() < INCLUSION,
-            "chain 2005 never served: {}",
+            "the registered chain never served: {}",
             answer.1
         );
         std::thread::sleep(Duration::from_millis(50));

@@ -2,7 +2,7 @@
 //! the regionchain's segment 0 exactly as CNs and RNs run it.
 
 use alloy_primitives::{B256, U256};
-use kaon::chain::directory::{approve_creation, RegionEntry};
+use kaon::chain::directory::REGION_ID_SPAN;
 use kaon::chain::region::{Committed, RegionExecution, RegionState};
 use kaon::chain::servicechain::{
     segment_hash, GenesisAlloc, Registration, RegistryError, ServicechainSpec, MAX_ALLOCATIONS,
@@ -120,61 +120,39 @@ fn a_signed_registration_adds_the_chain_and_a_bad_one_changes_nothing() {
     );
 }
 
-/// With a region in the directory, its ids are its own: this region may not register one,
-/// and a region may not be created over ids this region registered.
+/// A region registers servicechains only among its own ids — after its id, fewer than
+/// `REGION_ID_SPAN` apart — so no two regions (whose spans the directory keeps apart) can
+/// hold one id, and none needs another's registry to know it.
 #[test]
-fn registrations_and_region_creations_keep_out_of_each_others_ids() {
+fn a_region_registers_only_ids_in_its_own_span() {
     let mut state = region_state(16);
-    let keys: Vec<SecretKey> = (0..4u8)
-        .map(|i| SecretKey::from_seed(&sha256(&[i]).0).unwrap())
-        .collect();
-    let approvers: Vec<(CnIndex, &SecretKey)> = keys
-        .iter()
-        .enumerate()
-        .map(|(i, k)| (CnIndex(i as u32), k))
-        .collect();
-    let create = |region: u64| {
-        let entry = RegionEntry {
-            region: ChainId(region),
-            genesis_hash: B256::repeat_byte(1),
-            cn_set_root: B256::repeat_byte(2),
-            rn_seeds: vec![],
-        };
-        approve_creation(REGION, &state.set, entry, &approvers)
-            .unwrap()
-            .to_system_tx()
-    };
-    let (created, register_later) = (create(7000), create(5500));
+    let last = REGION.0 + REGION_ID_SPAN - 1;
     let (execution, _) = commit(
         &mut state,
         1,
-        vec![registration(6000, 1).to_system_tx(), created],
-        &[],
-    );
-    assert_eq!(execution.refusals, vec![None, None]);
-    assert_eq!(
-        state.directory.ids().collect::<Vec<_>>(),
-        vec![ChainId(7000)]
-    );
-
-    let (execution, _) = commit(
-        &mut state,
-        2,
         vec![
-            registration(7005, 1).to_system_tx(), // region 7000's
-            register_later.clone(),               // holds chain 6000, registered here
-            registration(7999, 1).to_system_tx(), // region 7000's last id
-            registration(8000, 1).to_system_tx(), // past it: free
+            registration(last, 1).to_system_tx(),
+            registration(last + 1, 1).to_system_tx(),
+            registration(REGION.0 - 1, 1).to_system_tx(),
         ],
         &[],
     );
-    let refusals: Vec<String> = execution.refusals.iter().flatten().cloned().collect();
-    assert_eq!(refusals.len(), 3, "{:?}", execution.refusals);
-    assert!(refusals[0].contains("region 7000"), "{refusals:?}");
-    assert!(refusals[1].contains("chain 6000"), "{refusals:?}");
-    assert_eq!(execution.refusals[3], None);
-    assert!(!state.registry.contains(ChainId(7005)));
-    assert!(state.directory.get(ChainId(5500)).is_none());
+    assert_eq!(execution.refusals[0], None);
+    for refusal in &execution.refusals[1..] {
+        assert!(
+            refusal
+                .as_deref()
+                .is_some_and(|r| r.contains("not one of this region's servicechain ids")),
+            "{:?}",
+            execution.refusals
+        );
+    }
+    assert!(state.registry.contains(ChainId(last)));
+    assert!(!state.registry.contains(ChainId(last + 1)));
+    assert_eq!(
+        registration(last + 1, 1).verify(REGION),
+        Err(RegistryError::BadChainId(ChainId(last + 1)))
+    );
 }
 
 #[test]
