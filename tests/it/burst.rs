@@ -4,7 +4,7 @@
 //! JSON-RPC. Every hash the RPC answered must end up in a block.
 
 use alloy_primitives::hex;
-use alloy_primitives::{Address, Bytes, U256};
+use alloy_primitives::{Address, Bytes, B256, U256};
 use kaon::crypto::tx::{AccessList, Eip1559Tx, SignedTransaction, Transaction, TxKind};
 use kaon::exec::{BASE_FEE_WEI, TRANSFER_GAS};
 use kaon::mempool::DEFAULT_MAX_QUEUED_PER_ACCOUNT;
@@ -103,14 +103,22 @@ impl Client {
     }
 
     pub(crate) fn post(&self, body: &Value) -> Value {
-        let mut r = self
-            .http
-            .post(&self.url)
-            .header("content-type", "application/json")
-            .send(body.to_string())
-            .unwrap();
-        assert_eq!(r.status().as_u16(), 200);
-        serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap()
+        let (status, text) = self.post_status(body);
+        assert_eq!(status, 200, "{text}");
+        serde_json::from_str(&text).unwrap()
+    }
+
+    /// The receipt of `hash` once it exists; fails with `what` after `within`.
+    pub(crate) fn receipt_within(&self, hash: B256, within: Duration, what: &str) -> Value {
+        let started = Instant::now();
+        loop {
+            let receipt = self.ok("eth_getTransactionReceipt", json!([hash]));
+            if !receipt.is_null() {
+                return receipt;
+            }
+            assert!(started.elapsed() < within, "{what}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// The HTTP status and body of a request whatever the status.
@@ -439,18 +447,11 @@ fn a_waiting_transaction_is_proposed_without_waiting_for_the_idle_interval() {
         client.ok("eth_sendRawTransaction", json!([raw_hex(&tx)])),
         json!(tx.hash())
     );
-    let started = Instant::now();
-    let receipt = loop {
-        let receipt = client.ok("eth_getTransactionReceipt", json!([tx.hash()]));
-        if !receipt.is_null() {
-            break receipt;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(50),
-            "no receipt after 50 s: the proposer waited for its idle interval"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let receipt = client.receipt_within(
+        tx.hash(),
+        Duration::from_secs(50),
+        "no receipt after 50 s: the proposer waited for its idle interval",
+    );
     let number = quantity_of(&receipt["blockNumber"]) as u64;
     let block = client.ok(
         "eth_getBlockByNumber",

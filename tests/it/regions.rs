@@ -168,18 +168,7 @@ fn two_regions_run_side_by_side_behind_one_endpoint() {
         second.ok("eth_sendRawTransaction", json!([raw_hex(&tx)])),
         json!(tx.hash())
     );
-    let started = Instant::now();
-    let receipt = loop {
-        let receipt = second.ok("eth_getTransactionReceipt", json!([tx.hash()]));
-        if !receipt.is_null() {
-            break receipt;
-        }
-        assert!(
-            started.elapsed() < INCLUSION,
-            "the transfer was not included"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let receipt = second.receipt_within(tx.hash(), INCLUSION, "the transfer was not included");
     assert_eq!(receipt["status"], json!("0x1"), "{receipt}");
     assert_eq!(balance(&second, RECIPIENT), U256::from(777));
     assert_eq!(balance(&first, RECIPIENT), U256::ZERO);
