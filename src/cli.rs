@@ -58,6 +58,9 @@ pub enum Command {
     /// Withdraw an RN's unlocked PoR rewards to an account on a servicechain, through an RN's
     /// JSON-RPC; the credit lands with that servicechain's next segment.
     Withdraw(WithdrawArgs),
+    /// The platform's regions (`docs/regions.md`).
+    #[command(subcommand)]
+    Region(RegionCommand),
     /// Run one consensus node (`--config <dir>/cn<i>/config.toml` from `kaon init`); resumes
     /// from its datadir after a restart. SIGINT/SIGTERM stop it cleanly.
     Cn {
@@ -95,6 +98,9 @@ pub fn run() -> anyhow::Result<()> {
         Command::Devnet(args) => devnet(args, &cli.datadir, &config),
         Command::Mine(args) => mine(&args),
         Command::Withdraw(args) => withdraw(&args),
+        Command::Region(RegionCommand::Create(args)) => {
+            crate::node::region_create::create(&args.into_request(), &mut std::io::stdout())
+        }
         Command::Rn(args) => {
             let spec = args.into_spec(&cli.datadir, &config)?;
             crate::node::ranger::run_rn(&spec, &mut std::io::stdout())
@@ -521,6 +527,50 @@ fn withdraw(args: &WithdrawArgs) -> anyhow::Result<()> {
         receipt.hash, receipt.amount, receipt.nonce, args.to, args.chain
     );
     Ok(())
+}
+
+/// `kaon region` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum RegionCommand {
+    /// Record a new region in the first region's directory: builds the CreateRegion system
+    /// transaction (the new region's id, genesis hash, CN-set root, RN seeds) approved by the
+    /// given CN keys of the first region, checks it, and sends it to an RN of the first region
+    /// (or prints it without `--rpc`).
+    Create(RegionCreateArgs),
+}
+
+/// `kaon region create` flags.
+#[derive(Debug, clap::Args)]
+pub struct RegionCreateArgs {
+    /// The first region's genesis.json (its CN set approves).
+    #[arg(long)]
+    pub directory_genesis: PathBuf,
+    /// The new region's genesis.json.
+    #[arg(long)]
+    pub genesis: PathBuf,
+    /// Secret key file of an approving CN of the first region; repeat it for more than two
+    /// thirds of its set.
+    #[arg(long = "key-file", required = true)]
+    pub key_files: Vec<PathBuf>,
+    /// Address (host:port) of an RN that serves the new region; repeatable.
+    #[arg(long = "rn-seed")]
+    pub rn_seeds: Vec<String>,
+    /// The first region's regionchain endpoint on an RN, e.g.
+    /// http://127.0.0.1:8545/chain/1000; without it the transaction is printed (hex).
+    #[arg(long, visible_alias = "rpc-url")]
+    pub rpc: Option<String>,
+}
+
+impl RegionCreateArgs {
+    fn into_request(self) -> crate::node::region_create::CreateRequest {
+        crate::node::region_create::CreateRequest {
+            directory_genesis: self.directory_genesis,
+            genesis: self.genesis,
+            key_files: self.key_files,
+            rn_seeds: self.rn_seeds,
+            rpc: self.rpc,
+        }
+    }
 }
 
 /// `kaon bench` subcommands.

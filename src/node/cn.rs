@@ -171,7 +171,7 @@ pub fn parse_peer(s: &str) -> anyhow::Result<(CnIndex, SocketAddr)> {
     ))
 }
 
-fn read_key(path: &Path) -> anyhow::Result<SecretKey> {
+pub(crate) fn read_key(path: &Path) -> anyhow::Result<SecretKey> {
     Ok(SecretKey::from_bytes(&super::ranger::read_secret(path)?)?)
 }
 

@@ -19,6 +19,7 @@ pub mod netem;
 pub mod outbox;
 pub mod process;
 pub mod ranger;
+pub mod region_create;
 pub mod regions;
 pub mod rewards;
 pub mod rpc;
