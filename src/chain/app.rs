@@ -96,9 +96,9 @@ pub struct CnApp {
     executor: EvmExecutor,
     max_txs_per_segment: usize,
     executed: HashMap<B256, BlockExecution>,
-    /// Senders recovered ahead for blocks about to be validated ([`CnApp::recover_ahead`]),
-    /// by transaction hash.
-    ahead: HashMap<B256, RecoveredTx>,
+    /// Execution inputs prepared for blocks about to be validated ([`CnApp::recover_ahead`]),
+    /// by block hash.
+    ahead: HashMap<crate::types::BlockHash, Vec<SegmentInput>>,
     /// The last committed container: its mix is the next block's PREVRANDAO.
     tip: Tip,
     /// Hashes of the last committed containers, for BLOCKHASH.
@@ -302,72 +302,67 @@ impl CnApp {
         self.executed.insert(key, execution);
     }
 
-    /// Recovers, in one batch on rayon, the senders of `blocks`' servicechain transactions
-    /// that the pool does not hold, for their validation to find: blocks fetched together
-    /// (an RN catching up) then spread over every core however few transactions each holds.
+    /// Prepares the execution inputs of `blocks` (senders from the pool, the rest recovered
+    /// in one batch on rayon) for their validation to take: blocks fetched together (an RN
+    /// catching up) then spread over every core however few transactions each holds.
     /// Replaces what an earlier call kept, so memory is bounded by the blocks passed; pass
-    /// blocks whose certificates are already verified.
+    /// blocks whose certificates and bodies are already verified.
     pub fn recover_ahead(&mut self, blocks: &[Block]) {
-        self.ahead.clear();
-        // Hashed before the pool is locked: the RPC and the pool stage wait on that lock.
-        let all: Vec<(B256, &[u8])> = blocks
-            .iter()
-            .flat_map(|b| b.segments.iter().skip(1))
-            .flat_map(|s| &s.txs)
-            .map(|raw| (keccak256(raw), raw.as_ref()))
-            .collect();
-        let pool = self.shared.pool.lock().unwrap_or_else(|e| e.into_inner());
-        let missing: Vec<(B256, &[u8])> = all
-            .into_iter()
-            .filter(|(hash, _)| pool.get(hash).is_none())
-            .collect();
-        drop(pool);
-        let raws: Vec<&[u8]> = missing.iter().map(|&(_, raw)| raw).collect();
-        let recovered = decode_recover_batch(&raws, &DecodeRules::default());
-        self.ahead = missing
-            .into_iter()
-            .zip(recovered)
-            .filter_map(|((hash, _), r)| Some((hash, r.ok()?)))
-            .collect();
+        let blocks: Vec<&Block> = blocks.iter().collect();
+        let inputs = self.inputs(&blocks);
+        self.ahead = blocks.iter().map(|b| b.hash()).zip(inputs).collect();
     }
 
-    /// Senders of a received block's servicechain transactions: from the pool when this node
-    /// has seen the transaction (already verified at ingress) or from those recovered ahead,
-    /// else recovered now on rayon — all of the block's in one batch: a segment holds tens of
+    /// Execution inputs of a received block: prepared by [`Self::recover_ahead`], or built now.
+    fn senders(&mut self, block: &Block) -> Vec<SegmentInput> {
+        match self.ahead.remove(&block.hash()) {
+            Some(inputs) => inputs,
+            None => self.inputs(&[block]).pop().unwrap_or_default(),
+        }
+    }
+
+    /// Each block's segments with the senders of their servicechain transactions: from the
+    /// pool when this node has seen the transaction (already verified at ingress), else
+    /// recovered on rayon — all the blocks' in one batch: a segment holds tens of
     /// transactions, too few to spread over the cores (a batch that does not split runs on
     /// the calling thread alone).
-    fn senders(&self, block: &Block) -> Vec<SegmentInput> {
+    fn inputs(&self, blocks: &[&Block]) -> Vec<Vec<SegmentInput>> {
         // Hashed before the pool is locked: the RPC and the pool stage wait on that lock.
-        let hashes: Vec<Vec<B256>> = block
-            .segments
+        let hashes: Vec<Vec<Vec<B256>>> = blocks
             .iter()
-            .enumerate()
-            .map(|(k, segment)| match k {
-                0 => Vec::new(),
-                _ => segment.txs.iter().map(keccak256).collect(),
+            .map(|block| {
+                (block.segments.iter().enumerate())
+                    .map(|(k, segment)| match k {
+                        0 => Vec::new(),
+                        _ => segment.txs.iter().map(keccak256).collect(),
+                    })
+                    .collect()
             })
             .collect();
         let pool = self.shared.pool.lock().unwrap_or_else(|e| e.into_inner());
-        let mut inputs: Vec<SegmentInput> = block
-            .segments
+        let mut inputs: Vec<Vec<SegmentInput>> = blocks
             .iter()
             .zip(&hashes)
-            .map(|(segment, hashes)| {
-                let known = hashes
-                    .iter()
-                    .map(|hash| pool.get(hash).or_else(|| self.ahead.get(hash)).cloned())
-                    .collect();
-                (segment.clone(), known)
+            .map(|(block, hashes)| {
+                (block.segments.iter().zip(hashes))
+                    .map(|(segment, hashes)| {
+                        let known = hashes.iter().map(|h| pool.get(h).cloned()).collect();
+                        (segment.clone(), known)
+                    })
+                    .collect()
             })
             .collect();
         drop(pool);
-        let missing: Vec<(usize, usize)> = inputs
+        // (block, segment, transaction) of every sender the pool did not hold.
+        let missing: Vec<(usize, usize, usize)> = inputs
             .iter()
             .enumerate()
-            .flat_map(|(k, (_, txs))| {
-                (0..txs.len())
-                    .filter(move |&i| txs[i].is_none())
-                    .map(move |i| (k, i))
+            .flat_map(|(b, segments)| {
+                segments.iter().enumerate().flat_map(move |(k, (_, txs))| {
+                    (0..txs.len())
+                        .filter(move |&i| txs[i].is_none())
+                        .map(move |i| (b, k, i))
+                })
             })
             .collect();
         if missing.is_empty() {
@@ -375,11 +370,11 @@ impl CnApp {
         }
         let raws: Vec<&[u8]> = missing
             .iter()
-            .map(|&(k, i)| block.segments[k].txs[i].as_ref())
+            .map(|&(b, k, i)| blocks[b].segments[k].txs[i].as_ref())
             .collect();
         let recovered = decode_recover_batch(&raws, &DecodeRules::default());
-        for ((k, i), r) in missing.into_iter().zip(recovered) {
-            inputs[k].1[i] = r.ok();
+        for ((b, k, i), r) in missing.into_iter().zip(recovered) {
+            inputs[b][k].1[i] = r.ok();
         }
         inputs
     }
@@ -409,7 +404,8 @@ impl CnApp {
             Some(e) => e,
             None => {
                 let ctx = self.context(header.height, header.timestamp_ms, self.tip.mix);
-                let execution = self.execute(&ctx, &self.senders(block))?;
+                let inputs = self.senders(block);
+                let execution = self.execute(&ctx, &inputs)?;
                 if let Some((segment, commitment)) =
                     first_divergence(&Self::commitments(&execution), &header.segments)
                 {
@@ -725,8 +721,9 @@ impl Application for CnApp {
             return Err(InvalidBlock::UnregisteredChain(s.chain_id));
         }
         let ctx = self.context(header.height, header.timestamp_ms, parent.mix);
+        let inputs = self.senders(block);
         let execution = self
-            .execute(&ctx, &self.senders(block))
+            .execute(&ctx, &inputs)
             .map_err(|e| InvalidBlock::Execution(e.to_string()))?;
         if let Some((segment, commitment)) =
             first_divergence(&Self::commitments(&execution), &header.segments)

@@ -68,13 +68,24 @@ fn tip(nonce: u64) -> u128 {
 }
 
 fn transfer(key: &[u8; 32], nonce: u64, value: u64) -> SignedTransaction {
+    transfer_on(CHAIN, RECIPIENT, key, nonce, value)
+}
+
+/// A signed EIP-1559 transfer of `value` wei to `to` on `chain`.
+pub(crate) fn transfer_on(
+    chain: ChainId,
+    to: Address,
+    key: &[u8; 32],
+    nonce: u64,
+    value: u64,
+) -> SignedTransaction {
     Transaction::from(Eip1559Tx {
-        chain_id: CHAIN,
+        chain_id: chain,
         nonce,
         max_priority_fee_per_gas: tip(nonce),
         max_fee_per_gas: 3 * GWEI,
         gas_limit: TRANSFER_GAS,
-        to: TxKind::Call(RECIPIENT),
+        to: TxKind::Call(to),
         value: U256::from(value),
         input: Bytes::new(),
         access_list: AccessList::default(),

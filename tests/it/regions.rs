@@ -4,15 +4,13 @@
 //! that holds it; the first region's directory records the second, and a creation without a
 //! quorum of the first region's CNs, or whose ids overlap a listed region's, is refused.
 
-use crate::burst::{raw_hex, Client, Devnet};
+use crate::burst::{raw_hex, transfer_on, Client, Devnet};
 use crate::rpc::{ws_connect, ws_next, ws_send};
-use alloy_primitives::{hex, Address, Bytes, B256, U256};
+use alloy_primitives::{hex, Address, B256, U256};
 use kaon::chain::directory::{approve_creation, RegionEntry, REGION_ID_SPAN};
 use kaon::chain::servicechain::{GenesisAlloc, Registration, ServicechainSpec};
 use kaon::consensus::selection::CnSet;
 use kaon::crypto::bls::SecretKey;
-use kaon::crypto::tx::{AccessList, Eip1559Tx, SignedTransaction, Transaction, TxKind};
-use kaon::exec::{BASE_FEE_WEI, TRANSFER_GAS};
 use kaon::node::accounts::{developer_accounts, DEV_ACCOUNTS};
 use kaon::node::devnet::{devnet_cn_key, DevnetConfig, DEV_BALANCE_WEI};
 use kaon::types::{ChainId, CnIndex};
@@ -27,22 +25,6 @@ const THIRD_REGION: u64 = 1000 + 2 * REGION_ID_SPAN;
 const RECIPIENT: Address = Address::repeat_byte(0xc3);
 /// Longest a transfer may take to be included: a safety net for a loaded 2-core machine.
 const INCLUSION: Duration = Duration::from_secs(120);
-
-fn transfer_on(chain: ChainId, key: &[u8; 32], value: u64) -> SignedTransaction {
-    Transaction::from(Eip1559Tx {
-        chain_id: chain,
-        nonce: 0,
-        max_priority_fee_per_gas: 1_000_000_000,
-        max_fee_per_gas: 3 * u128::from(BASE_FEE_WEI).max(1_000_000_000),
-        gas_limit: TRANSFER_GAS,
-        to: TxKind::Call(RECIPIENT),
-        value: U256::from(value),
-        input: Bytes::new(),
-        access_list: AccessList::default(),
-    })
-    .sign(key)
-    .unwrap()
-}
 
 /// The endpoint of `chain` next to `url` (which names another chain).
 fn chain_url(url: &str, chain: u64) -> String {
@@ -163,7 +145,7 @@ fn two_regions_run_side_by_side_behind_one_endpoint() {
     let sender = developer_accounts(DEV_ACCOUNTS).swap_remove(0);
     let funded = U256::from(DEV_BALANCE_WEI);
     assert_eq!(balance(&second, sender.address), funded);
-    let tx = transfer_on(SECOND_REGION_CHAIN, &sender.secret, 777);
+    let tx = transfer_on(SECOND_REGION_CHAIN, RECIPIENT, &sender.secret, 0, 777);
     assert_eq!(
         second.ok("eth_sendRawTransaction", json!([raw_hex(&tx)])),
         json!(tx.hash())
@@ -181,7 +163,7 @@ fn two_regions_run_side_by_side_behind_one_endpoint() {
     );
 
     // A transaction signed for one region's chain is refused on the other's endpoint.
-    let wrong = transfer_on(ChainId(1001), &sender.secret, 1);
+    let wrong = transfer_on(ChainId(1001), RECIPIENT, &sender.secret, 0, 1);
     let refused = second.call("eth_sendRawTransaction", json!([raw_hex(&wrong)]));
     assert!(refused.get("error").is_some(), "{refused}");
 
