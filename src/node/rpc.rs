@@ -1470,3 +1470,588 @@ fn notify(backend: &ChainRpc, server: &crate::rpc::RpcServer, chain: ChainId, he
         server.notify_logs(chain, &logs);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chain::pop::RnRewards;
+    use crate::chain::servicechain::ChainEntry;
+    use crate::consensus::selection::CnSet;
+    use crate::crypto::bls::SecretKey;
+    use crate::crypto::hash::sha256;
+    use crate::crypto::tx::{address_of, Eip1559Tx, Transaction, TxKind};
+    use crate::exec::{Account, InvalidReason, Receipt, SegmentDiff, EMPTY_CODE_HASH};
+    use crate::mempool::{Mempool, MempoolConfig};
+    use crate::storage::blocklog::{BlockLog, BlockLogOptions};
+    use crate::storage::history::HistoryRetention;
+    use crate::storage::store::{BlockIndex, Store};
+    use crate::types::codec::encode_frame;
+    use crate::types::SegmentCommitment;
+
+    const REGION: ChainId = ChainId(1000);
+    const CHAIN: ChainId = ChainId(1001);
+    const GWEI: u128 = 1_000_000_000;
+    const SENDER_KEY: [u8; 32] = [0x5e; 32];
+    /// What the sender holds at genesis: far more than any test transaction costs.
+    const FUNDS: u64 = 1_000_000_000_000_000_000;
+
+    fn sender() -> Address {
+        address_of(&SENDER_KEY).unwrap() // a fixed, valid secret key
+    }
+
+    fn genesis() -> Tip {
+        Tip {
+            height: Height(0),
+            hash: BlockHash(sha256(b"rpc-test-genesis")),
+            mix: B256::repeat_byte(0x99),
+            timestamp_ms: 0,
+        }
+    }
+
+    /// Block `height`'s mix: distinct per block and from the genesis mix.
+    fn mix(height: u64) -> B256 {
+        B256::from(U256::from(height))
+    }
+
+    /// A link to no node: nothing is forwarded anywhere.
+    struct NoLink;
+
+    impl NodeLink for NoLink {
+        fn forward(&self, _txs: Vec<Bytes>) -> Result<(), String> {
+            Ok(())
+        }
+
+        fn evidence(&self, _from_height: u64, _limit: usize) -> Vec<Value> {
+            Vec::new()
+        }
+    }
+
+    /// What one test block holds besides its place in the chain (its timestamp is
+    /// `1000 * height`, its mix [`mix`]).
+    #[derive(Default)]
+    struct Contents {
+        /// Transactions `CHAIN`'s segment commits to.
+        txs: u32,
+        /// Accounts of `CHAIN` the block writes.
+        accounts: Vec<(Address, Account)>,
+        /// `CHAIN`'s receipts.
+        receipts: Vec<Receipt>,
+    }
+
+    /// A [`ChainRpc`] over a real block log and store in a temporary directory, with `CHAIN`
+    /// registered and the sender funded at genesis.
+    struct Fixture {
+        rpc: ChainRpc,
+        log: BlockLog,
+        blocks: Vec<Block>,
+        _dir: tempfile::TempDir,
+    }
+
+    impl Fixture {
+        fn new() -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            let options = BlockLogOptions {
+                preallocate_bytes: 0,
+                ..Default::default()
+            };
+            let (log, _) = BlockLog::open(dir.path().join("blocks.log"), options).unwrap();
+            let store = Arc::new(Store::open(dir.path().join("db")).unwrap());
+            let allocations = [(CHAIN, sender(), U256::from(FUNDS))];
+            let state = Arc::new(CommittedState::open(Arc::clone(&store), &allocations).unwrap());
+            let chain = ChainReader::new(log.reader(), store);
+            let key = SecretKey::from_seed(&[7; 32]).unwrap();
+            let set = Arc::new(CnSet::new(vec![key.public_key()]).unwrap());
+            let region = RegionState::new(REGION, set, 1).with_genesis_chains(&[CHAIN]);
+            let pool = Mempool::new(MempoolConfig::default(), [CHAIN]);
+            let outbox = Arc::new(super::super::outbox::Outbox::new(Arc::new(Mutex::new(
+                pool,
+            ))));
+            let rpc = ChainRpc::new(
+                REGION,
+                genesis(),
+                state,
+                chain,
+                Arc::new(RwLock::new(region)),
+                Arc::new(NoLink),
+                outbox,
+            );
+            Self {
+                rpc,
+                log,
+                blocks: Vec::new(),
+                _dir: dir,
+            }
+        }
+
+        fn store(&self) -> &Store {
+            self.rpc.state.store()
+        }
+
+        /// Appends the next block holding `contents`.
+        fn push(&mut self, contents: Contents) {
+            self.write(self.blocks.len() as u64 + 1, contents);
+        }
+
+        /// Writes a block holding `contents` at `height` (at most one above the head; at or
+        /// below it, it replaces the block there and the head moves to it): appended to the
+        /// log, indexed, with its state and receipts, in one batch as the persist stage does.
+        fn write(&mut self, height: u64, contents: Contents) {
+            self.blocks.truncate(height as usize - 1);
+            let parent = self.blocks.last().map_or(genesis().hash, Block::hash);
+            let mut block = crate::net::sync::tests::block(height, parent, 0);
+            let header = &mut block.sealed.header;
+            header.timestamp_ms = 1000 * height;
+            header.mix = mix(height);
+            let commitment = |chain_id, tx_count| SegmentCommitment {
+                chain_id,
+                tx_count,
+                tx_root: B256::ZERO,
+                receipts_root: B256::ZERO,
+                state_root: B256::ZERO,
+            };
+            // Segment 0 is the regionchain's system transactions, which a region's load leaves
+            // out: many of them, so that counting them shows.
+            header.segments = vec![commitment(REGION, 1000), commitment(CHAIN, contents.txs)];
+            block.segments = [REGION, CHAIN]
+                .map(|chain_id| Segment {
+                    chain_id,
+                    txs: Vec::new(),
+                })
+                .to_vec();
+            let offset = self.log.append(&encode_frame(&block)).unwrap();
+            let diff = SegmentDiff {
+                chain_id: CHAIN,
+                accounts: contents
+                    .accounts
+                    .into_iter()
+                    .map(|(a, v)| (a, Some(v)))
+                    .collect(),
+                storage: Default::default(),
+                code: Default::default(),
+                state_root: B256::repeat_byte(height as u8),
+                prior: None,
+            };
+            let store = self.rpc.state.store();
+            let mut batch = store.batch();
+            batch.index_block(&BlockIndex {
+                height,
+                hash: block.hash().0 .0,
+                log_offset: offset.0,
+                txs: &[],
+            });
+            batch
+                .apply_block_state(height, &[&diff], HistoryRetention::All)
+                .unwrap();
+            let hashes = (0..contents.receipts.len())
+                .map(|i| B256::from(U256::from(i)))
+                .collect();
+            let bloom = exec::logs_bloom(&contents.receipts);
+            batch.put_receipts(height, 1, CHAIN, hashes, contents.receipts, &bloom);
+            batch.commit().unwrap();
+            self.blocks.push(block);
+        }
+    }
+
+    fn account(nonce: u64, balance: u64) -> Account {
+        Account {
+            nonce,
+            balance: U256::from(balance),
+            code_hash: EMPTY_CODE_HASH,
+        }
+    }
+
+    /// The receipt of a transfer that paid `tip` above the base fee for `gas_used`.
+    fn paid(tip: u128, gas_used: u64, cumulative_gas_used: u64) -> Receipt {
+        Receipt {
+            outcome: TxOutcome::Success,
+            gas_used,
+            cumulative_gas_used,
+            effective_gas_price: u128::from(BASE_FEE_WEI) + tip,
+            contract_address: None,
+            logs: Vec::new(),
+        }
+    }
+
+    /// A transfer from the sender on `CHAIN`, as `edit` shapes it.
+    fn signed(edit: impl FnOnce(&mut Eip1559Tx)) -> SignedTransaction {
+        let mut tx = Eip1559Tx {
+            chain_id: CHAIN,
+            nonce: 0,
+            max_priority_fee_per_gas: 1,
+            max_fee_per_gas: 2 * GWEI,
+            gas_limit: TRANSFER_GAS,
+            to: TxKind::Call(Address::repeat_byte(0x42)),
+            value: U256::ZERO,
+            input: Bytes::new(),
+            access_list: Default::default(),
+        };
+        edit(&mut tx);
+        Transaction::Eip1559(tx).sign(&SENDER_KEY).unwrap()
+    }
+
+    #[test]
+    fn block_zero_is_the_genesis_and_blocks_beyond_the_head_are_absent() {
+        let mut f = Fixture::new();
+        f.push(Contents::default());
+        let rpc = &f.rpc;
+        let zero = rpc.block_by_number(CHAIN, 0, false).unwrap().unwrap();
+        assert_eq!(
+            (zero.hash, zero.mix_hash),
+            (genesis().hash.0, genesis().mix)
+        );
+        let by_hash = rpc.block_by_hash(CHAIN, genesis().hash.0, false).unwrap();
+        assert_eq!(by_hash.map(|b| b.number), Some(0));
+        let one = rpc.block_by_number(CHAIN, 1, false).unwrap().unwrap();
+        assert_eq!(
+            (one.hash, one.parent_hash),
+            (f.blocks[0].hash().0, genesis().hash.0)
+        );
+        assert_eq!(rpc.block_by_number(CHAIN, 2, false).unwrap(), None);
+        // The regionchain has no receipts, but a block beyond the head is still absent.
+        assert_eq!(rpc.block_receipts(REGION, 1).unwrap(), Some(Vec::new()));
+        assert_eq!(rpc.block_receipts(REGION, 2).unwrap(), None);
+        assert_eq!(rpc.block_receipts(CHAIN, 2).unwrap(), None);
+    }
+
+    #[test]
+    fn state_below_the_head_is_read_from_history_and_at_the_head_from_the_latest() {
+        let mut f = Fixture::new();
+        for (height, balance) in [(1, 900), (2, 800)] {
+            f.push(Contents {
+                accounts: vec![(sender(), account(height, balance))],
+                ..Default::default()
+            });
+        }
+        let balance = |at| f.rpc.balance(CHAIN, sender(), at).unwrap();
+        assert_eq!(balance(StateAt::Historical(0)), U256::from(FUNDS));
+        assert_eq!(balance(StateAt::Historical(1)), U256::from(900));
+        for at in [StateAt::Historical(2), StateAt::Latest, StateAt::Pending] {
+            assert_eq!(balance(at), U256::from(800), "{at:?}");
+        }
+        let nonce = |at| f.rpc.nonce(CHAIN, sender(), at).unwrap();
+        assert_eq!(
+            [nonce(StateAt::Historical(0)), nonce(StateAt::Historical(1))],
+            [0, 1]
+        );
+        assert_eq!(nonce(StateAt::Latest), 2);
+    }
+
+    #[test]
+    fn a_block_older_than_the_retained_history_is_refused_naming_the_oldest_readable_one() {
+        let mut f = Fixture::new();
+        for height in 1..=3 {
+            f.push(Contents {
+                accounts: vec![(sender(), account(height, 100 * height))],
+                ..Default::default()
+            });
+        }
+        assert_eq!(f.store().prune_history(2, 10).unwrap(), 2);
+        let err = f
+            .rpc
+            .balance(CHAIN, sender(), StateAt::Historical(1))
+            .unwrap_err();
+        assert_eq!(
+            err,
+            BackendError::HistoryPruned {
+                requested: 1,
+                oldest: 2
+            }
+        );
+        assert!(err.to_string().contains("oldest retained block 2"), "{err}");
+        let kept = f.rpc.balance(CHAIN, sender(), StateAt::Historical(2));
+        assert_eq!(kept.unwrap(), U256::from(200));
+    }
+
+    #[test]
+    fn a_call_at_an_older_block_runs_in_the_context_of_the_block_after_it() {
+        let mut f = Fixture::new();
+        f.push(Contents::default());
+        f.push(Contents::default());
+        let context = |at| {
+            let ctx = f.rpc.call_context(at).unwrap();
+            (ctx.height.0, ctx.prevrandao)
+        };
+        // Block n + 1's number and time, block n's mix (its PREVRANDAO).
+        let after_one = f.rpc.call_context(StateAt::Historical(1)).unwrap();
+        assert_eq!(after_one.timestamp_ms, f.blocks[1].header().timestamp_ms);
+        assert_eq!(context(StateAt::Historical(1)), (2, mix(1)));
+        assert_eq!(context(StateAt::Historical(0)), (1, genesis().mix));
+        // At the head and beyond it, the block after the head's (no n + 1 computed).
+        for at in [
+            StateAt::Latest,
+            StateAt::Pending,
+            StateAt::Historical(2),
+            StateAt::Historical(u64::MAX),
+        ] {
+            assert_eq!(context(at), (3, mix(2)), "{at:?}");
+        }
+    }
+
+    #[test]
+    fn submissions_are_checked_against_the_latest_state_with_geths_errors() {
+        let mut f = Fixture::new();
+        f.push(Contents {
+            accounts: vec![(sender(), account(2, FUNDS))],
+            ..Default::default()
+        });
+        let send = |tx| f.rpc.send_raw_transaction(CHAIN, tx);
+        let base = u128::from(BASE_FEE_WEI);
+        let refusals = [
+            // A stale nonce first, whatever else is wrong: a transaction sent again after its
+            // inclusion is told so, not that its sender's balance no longer covers it.
+            (
+                signed(|t| (t.nonce, t.value) = (1, U256::from(FUNDS))),
+                SubmitError::NonceTooLow { next: 2, got: 1 },
+            ),
+            (
+                signed(|t| (t.nonce, t.gas_limit) = (2, SEGMENT_GAS_LIMIT + 1)),
+                SubmitError::GasLimit,
+            ),
+            (
+                signed(|t| (t.nonce, t.gas_limit) = (2, TRANSFER_GAS - 1)),
+                SubmitError::IntrinsicGas {
+                    got: TRANSFER_GAS - 1,
+                    needed: TRANSFER_GAS,
+                },
+            ),
+            (
+                signed(|t| (t.nonce, t.max_fee_per_gas) = (2, base - 1)),
+                SubmitError::Underpriced {
+                    needed: base,
+                    got: base - 1,
+                },
+            ),
+            (
+                signed(|t| (t.nonce, t.value) = (2, U256::from(FUNDS))),
+                SubmitError::InsufficientFunds {
+                    have: U256::from(FUNDS),
+                    want: U256::from(FUNDS) + U256::from(u128::from(TRANSFER_GAS) * 2 * GWEI),
+                },
+            ),
+        ];
+        for (tx, refusal) in refusals {
+            assert_eq!(send(tx), Err(refusal.clone()), "{refusal}");
+        }
+        assert_eq!(f.rpc.outbox.pooled(), 0, "a refused transaction was pooled");
+        let good = signed(|t| t.nonce = 2);
+        assert_eq!(send(good.clone()), Ok(good.hash()));
+        assert_eq!(send(good), Err(SubmitError::AlreadyKnown));
+        assert_eq!(f.rpc.nonce(CHAIN, sender(), StateAt::Pending), Ok(3));
+        assert_eq!(f.rpc.nonce(CHAIN, sender(), StateAt::Latest), Ok(2));
+    }
+
+    #[test]
+    fn a_nonce_at_u64_max_is_refused_as_its_successor_would_overflow() {
+        // EIP-2681: an account whose next nonce is u64::MAX can send nothing more.
+        let mut f = Fixture::new();
+        f.push(Contents {
+            accounts: vec![(sender(), account(u64::MAX, FUNDS))],
+            ..Default::default()
+        });
+        let tx = signed(|t| t.nonce = u64::MAX);
+        assert_eq!(
+            f.rpc.send_raw_transaction(CHAIN, tx),
+            Err(SubmitError::Rejected("nonce has max value".into()))
+        );
+        assert_eq!(f.rpc.outbox.pooled(), 0);
+        let pending = f.rpc.nonce(CHAIN, sender(), StateAt::Pending);
+        assert_eq!(pending, Ok(u64::MAX));
+    }
+
+    #[test]
+    fn the_regionchain_refuses_user_transactions_and_evm_methods_but_answers_the_reserve() {
+        let mut f = Fixture::new();
+        f.push(Contents::default());
+        let rn = Address::repeat_byte(0x77);
+        {
+            let mut region = f.rpc.regionchain.write().unwrap();
+            region.pop.reserve = U256::from(123_456);
+            let rewards = RnRewards {
+                shares: 7,
+                ..Default::default()
+            };
+            region.pop.rns.insert(rn, rewards);
+        }
+        let sent = f.rpc.send_raw_transaction(REGION, signed(|_| ()));
+        assert!(
+            matches!(&sent, Err(SubmitError::Rejected(m)) if m.contains("system transactions only")),
+            "{sent:?}"
+        );
+        let to_reserve = |input: Vec<u8>| CallRequest {
+            to: Some(RESERVE_ADDRESS),
+            input: input.into(),
+            ..Default::default()
+        };
+        let estimated = f
+            .rpc
+            .estimate_gas(REGION, &to_reserve(Vec::new()), StateAt::Latest);
+        assert!(
+            matches!(&estimated, Err(BackendError::Execution(m)) if m.contains("no EVM")),
+            "{estimated:?}"
+        );
+        let selector = |sig: &str| keccak256(sig.as_bytes())[..4].to_vec();
+        let reserve = to_reserve(selector("reserve()"));
+        let word = |v: U256| Bytes::from(v.to_be_bytes::<32>().to_vec());
+        assert_eq!(
+            f.rpc.call(REGION, &reserve, StateAt::Latest),
+            Ok(word(U256::from(123_456)))
+        );
+        // The reserve's state is the live one only.
+        assert_eq!(
+            f.rpc.call(REGION, &reserve, StateAt::Historical(0)),
+            Err(BackendError::HistoricalState)
+        );
+        let elsewhere = CallRequest {
+            to: Some(Address::repeat_byte(1)),
+            ..reserve.clone()
+        };
+        assert!(matches!(
+            f.rpc.call(REGION, &elsewhere, StateAt::Latest),
+            Err(BackendError::Execution(_))
+        ));
+        let mut shares = selector("sharesOf(address)");
+        shares.extend_from_slice(&[0; 12]);
+        shares.extend_from_slice(rn.as_slice());
+        assert_eq!(
+            f.rpc
+                .call(REGION, &to_reserve(shares.clone()), StateAt::Latest),
+            Ok(word(U256::from(7)))
+        );
+        // An address word with bits above its 20 bytes is not an address.
+        shares[4] = 1;
+        assert_eq!(
+            f.rpc.call(REGION, &to_reserve(shares), StateAt::Latest),
+            Err(BackendError::Reverted {
+                output: Bytes::new()
+            })
+        );
+    }
+
+    #[test]
+    fn has_chain_knows_the_region_and_its_registered_servicechains_only() {
+        let f = Fixture::new();
+        let other = ChainId(1002);
+        assert!(f.rpc.has_chain(REGION));
+        assert!(f.rpc.has_chain(CHAIN));
+        assert!(!f.rpc.has_chain(other));
+        assert!(!f.rpc.has_chain(ChainId(u64::MAX)));
+        // Read live: a servicechain registered later is served from then on.
+        let entry = ChainEntry {
+            owner: Address::ZERO,
+            registered_at: Height(1),
+        };
+        f.rpc
+            .regionchain
+            .write()
+            .unwrap()
+            .registry
+            .insert(other, entry);
+        assert!(f.rpc.has_chain(other));
+    }
+
+    #[test]
+    fn the_suggested_tip_is_computed_once_per_head_from_what_was_paid() {
+        let mut f = Fixture::new();
+        let base = u128::from(BASE_FEE_WEI);
+        f.push(Contents {
+            receipts: vec![paid(5 * GWEI, TRANSFER_GAS, TRANSFER_GAS)],
+            ..Default::default()
+        });
+        assert_eq!(f.rpc.max_priority_fee(CHAIN), Ok(5 * GWEI));
+        assert_eq!(f.rpc.gas_price(CHAIN), Ok(base + 5 * GWEI));
+        // Other receipts under the same head: the answer computed for that head stands.
+        let dearer = || Contents {
+            receipts: vec![paid(9 * GWEI, TRANSFER_GAS, TRANSFER_GAS)],
+            ..Default::default()
+        };
+        f.write(1, dearer());
+        assert_eq!(f.rpc.max_priority_fee(CHAIN), Ok(5 * GWEI));
+        // A new head: computed again, over both blocks.
+        f.push(dearer());
+        assert_eq!(f.rpc.max_priority_fee(CHAIN), Ok(9 * GWEI));
+        assert_eq!(f.rpc.gas_price(CHAIN), Ok(base + 9 * GWEI));
+        // A chain without paid tips gets the oracle's idle suggestion.
+        let idle = GasPriceOracle::default().idle_tip;
+        assert_eq!(f.rpc.max_priority_fee(ChainId(1002)), Ok(idle));
+    }
+
+    #[test]
+    fn the_tip_cache_is_bounded_by_evicting_one_chain_not_all() {
+        let f = Fixture::new();
+        // One chain more than the cache holds.
+        let (first, newest) = (2000, 2000 + MAX_CACHED_SUGGESTIONS as u64);
+        for chain in first..=newest {
+            f.rpc.max_priority_fee(ChainId(chain)).unwrap();
+        }
+        let cache = f.rpc.suggested_tips.lock().unwrap();
+        assert_eq!(cache.len(), MAX_CACHED_SUGGESTIONS);
+        assert!(
+            cache.contains_key(&ChainId(newest)),
+            "the newest answer was evicted"
+        );
+    }
+
+    #[test]
+    fn fee_history_reports_gas_used_and_leaves_invalid_transactions_out_of_rewards() {
+        let mut f = Fixture::new();
+        let receipts = vec![
+            Receipt::invalid(InvalidReason::BadNonce, 0),
+            paid(7 * GWEI, 50_000, 50_000),
+            paid(3 * GWEI, TRANSFER_GAS, 50_000 + TRANSFER_GAS),
+        ];
+        f.push(Contents {
+            txs: 3,
+            receipts,
+            ..Default::default()
+        });
+        let history = f.rpc.fee_history(CHAIN, 2, 1, &[0.0, 100.0]).unwrap();
+        assert_eq!(history.oldest_block, 0);
+        assert_eq!(history.base_fee_per_gas, vec![u128::from(BASE_FEE_WEI); 3]);
+        let used = (50_000 + TRANSFER_GAS) as f64 / SEGMENT_GAS_LIMIT as f64;
+        assert_eq!(history.gas_used_ratio, vec![0.0, used]);
+        // The cheapest tip is the cheapest one paid: the invalid transaction paid nothing.
+        assert_eq!(
+            history.reward,
+            Some(vec![vec![0, 0], vec![3 * GWEI, 7 * GWEI]])
+        );
+        let without = f.rpc.fee_history(CHAIN, 1, 1, &[]).unwrap();
+        assert_eq!((without.oldest_block, without.reward), (1, None));
+    }
+
+    #[test]
+    fn region_summary_rates_the_last_blocks_by_their_timestamps_once_per_head() {
+        let mut f = Fixture::new();
+        let head = UTILISATION_BLOCKS + 8;
+        for height in 1..=head {
+            f.push(Contents {
+                txs: height as u32,
+                ..Default::default()
+            });
+        }
+        let summary = f.rpc.region_summary().unwrap();
+        let first = head - UTILISATION_BLOCKS + 1;
+        let txs: u64 = (first..=head).sum();
+        // The rate counts what the blocks after the first added over the time they span.
+        let rate = (txs - first) as f64 / (head - first) as f64;
+        assert_eq!(summary["region"], json!(REGION.0));
+        assert_eq!(summary["servicechains"], json!([CHAIN.0]));
+        assert_eq!(summary["head"], json!(head));
+        assert_eq!(summary["recentBlocks"], json!(UTILISATION_BLOCKS));
+        assert_eq!(summary["recentTransactions"], json!(txs));
+        assert_eq!(summary["txPerSecond"], json!(rate));
+        // The head's block replaced by a busier one: the load read at that head stands...
+        f.write(
+            head,
+            Contents {
+                txs: 10_000,
+                ..Default::default()
+            },
+        );
+        assert_eq!(f.rpc.region_summary().unwrap(), summary);
+        // ... until the head moves.
+        f.push(Contents::default());
+        let moved = f.rpc.region_summary().unwrap();
+        let txs = txs - first - head + 10_000;
+        assert_eq!(moved["recentTransactions"], json!(txs));
+    }
+}
