@@ -82,6 +82,10 @@ const DISK_LEFT: u64 = 32 << 20;
 const DISK_RUNNING: Duration = Duration::from_secs(5);
 /// ... and the space is freed once that start fails, or after this long.
 const DISK_WAIT: Duration = Duration::from_secs(20);
+/// Blocks the other CNs commit while a `long-down` CN is down.
+const LONG_DOWN_BLOCKS: u64 = 2_000;
+/// ... or at most this long.
+const LONG_DOWN_WAIT: Duration = Duration::from_secs(600);
 /// Heights below each RN's head compared with what the CNs committed at the end.
 const RN_COMPARED: u64 = 2_000;
 
@@ -92,6 +96,10 @@ pub enum FaultKind {
     Restart,
     /// `kill -9`, restarted after a downtime of several seconds.
     Down,
+    /// `kill -9`, restarted once the others have committed [`LONG_DOWN_BLOCKS`] more blocks
+    /// (minutes at the harness's 100 ms rounds): far more than any peer keeps in memory, so the
+    /// CN catches up from their block logs.
+    LongDown,
     /// `SIGSTOP` for a few seconds, then `SIGCONT`.
     Pause,
     /// One CN cut off from every other node, both ways, for a few seconds.
@@ -113,6 +121,10 @@ pub enum FaultKind {
     RnDown,
     /// `SIGSTOP` one RN for a few seconds, then `SIGCONT`.
     RnPause,
+    /// One RN cut off from every CN and RN, both ways, for a few seconds (its clients still
+    /// reach its JSON-RPC): what it acknowledged meanwhile is held and forwarded once the
+    /// network heals, and it must sync back to the head.
+    RnIsolate,
     /// Clients send batches of transfers as fast as the RNs answer, for a few seconds; the run
     /// prints what they sent against what the region committed meanwhile. Every answer must be
     /// a hash or a stated refusal (no timeout, no dropped connection), every node's memory
@@ -121,9 +133,10 @@ pub enum FaultKind {
 }
 
 impl FaultKind {
-    const ALL: [Self; 11] = [
+    const ALL: [Self; 13] = [
         Self::Restart,
         Self::Down,
+        Self::LongDown,
         Self::Pause,
         Self::Isolate,
         Self::OneWay,
@@ -132,12 +145,13 @@ impl FaultKind {
         Self::Disk,
         Self::RnDown,
         Self::RnPause,
+        Self::RnIsolate,
         Self::Overload,
     ];
 
     /// Whether the fault strikes a ranger node (the others strike CNs or links).
     fn on_rn(self) -> bool {
-        matches!(self, Self::RnDown | Self::RnPause)
+        matches!(self, Self::RnDown | Self::RnPause | Self::RnIsolate)
     }
 
     /// Seconds the fault lasts (downtime, pause, or until the network heals), drawn.
@@ -145,6 +159,8 @@ impl FaultKind {
         match self {
             Self::Restart => 0,
             Self::Down => rng.gen_range(3..=10),
+            // The most it waits for the blocks to pass.
+            Self::LongDown => LONG_DOWN_WAIT.as_secs(),
             Self::Pause
             | Self::Isolate
             | Self::OneWay
@@ -152,6 +168,7 @@ impl FaultKind {
             | Self::Lossy
             | Self::RnDown
             | Self::RnPause
+            | Self::RnIsolate
             | Self::Overload => rng.gen_range(2..=6),
             // The longest wait for the CN to hit the full disk and stop.
             Self::Disk => DISK_WAIT.as_secs(),
@@ -165,6 +182,7 @@ impl std::str::FromStr for FaultKind {
         match s {
             "restart" => Ok(Self::Restart),
             "down" => Ok(Self::Down),
+            "long-down" => Ok(Self::LongDown),
             "pause" => Ok(Self::Pause),
             "isolate" => Ok(Self::Isolate),
             "oneway" => Ok(Self::OneWay),
@@ -173,9 +191,10 @@ impl std::str::FromStr for FaultKind {
             "disk" => Ok(Self::Disk),
             "rn-down" => Ok(Self::RnDown),
             "rn-pause" => Ok(Self::RnPause),
+            "rn-isolate" => Ok(Self::RnIsolate),
             "overload" => Ok(Self::Overload),
             _ => Err(format!(
-                "unknown fault {s:?}: restart, down, pause, isolate, oneway, split, lossy, disk, rn-down, rn-pause or overload"
+                "unknown fault {s:?}: restart, down, long-down, pause, isolate, oneway, split, lossy, disk, rn-down, rn-pause, rn-isolate or overload"
             )),
         }
     }
@@ -796,6 +815,9 @@ fn describe(kind: FaultKind, cn: usize, secs: u64) -> String {
         FaultKind::Restart | FaultKind::Down => {
             format!("kill -9 CN {cn}, restart after {secs} s")
         }
+        FaultKind::LongDown => format!(
+            "kill -9 CN {cn}, restart after the others commit {LONG_DOWN_BLOCKS} blocks (at most {secs} s)"
+        ),
         FaultKind::Pause => format!("SIGSTOP CN {cn} for {secs} s"),
         FaultKind::Isolate => format!("CN {cn} cut off from every node for {secs} s"),
         FaultKind::OneWay => format!("nobody hears CN {cn} (it hears them) for {secs} s"),
@@ -809,6 +831,7 @@ fn describe(kind: FaultKind, cn: usize, secs: u64) -> String {
             format!("{OVERLOAD_CLIENTS} clients send as fast as they are answered for {secs} s")
         }
         FaultKind::RnPause => format!("SIGSTOP RN {cn} for {secs} s"),
+        FaultKind::RnIsolate => format!("RN {cn} cut off from every node for {secs} s"),
     }
 }
 
@@ -1127,6 +1150,33 @@ impl Region<'_> {
                 self.restart(cn)?;
                 Ok(true)
             }
+            FaultKind::LongDown => {
+                self.children[cn].kill().context("kill -9")?;
+                self.children[cn].wait().context("reaping the killed CN")?;
+                let live = |h: &[u64]| {
+                    (0..CNS)
+                        .filter(|&c| c != cn)
+                        .map(|c| h[self.record[c]])
+                        .min()
+                };
+                let from = live(&cluster::heights(self.chains)).unwrap_or(0);
+                let passed = wait_until(stop, length, || {
+                    live(&cluster::heights(self.chains))
+                        .is_some_and(|h| h >= from.saturating_add(LONG_DOWN_BLOCKS))
+                });
+                if stop.load(Ordering::Relaxed) {
+                    return Ok(false);
+                }
+                if passed.is_err() {
+                    writeln!(
+                        out,
+                        "chaos:   the others committed fewer than {LONG_DOWN_BLOCKS} blocks in {} s; restarting CN {cn} anyway",
+                        length.as_secs()
+                    )?;
+                }
+                self.restart(cn)?;
+                Ok(true)
+            }
             FaultKind::Disk => self.fill_disk(cn, length, stop, report, out),
             FaultKind::Pause => {
                 cluster::signal(&self.children[cn], libc::SIGSTOP).context("SIGSTOP")?;
@@ -1172,6 +1222,11 @@ impl Region<'_> {
                 let slept = sleep_unless(stop, length);
                 cluster::signal(self.rn_child(j), libc::SIGCONT).context("SIGCONT RN")?;
                 Ok(slept)
+            }
+            FaultKind::RnIsolate => {
+                let rn = CNS + cn;
+                self.netem.partition(&[rn], &others(rn));
+                Ok(self.heal_after(length, stop))
             }
             FaultKind::Lossy => {
                 self.netem.set_quality(LinkQuality {
@@ -1485,12 +1540,15 @@ mod tests {
         assert_eq!("down".parse::<FaultKind>(), Ok(FaultKind::Down));
         assert_eq!("rn-down".parse::<FaultKind>(), Ok(FaultKind::RnDown));
         assert_eq!("rn-pause".parse::<FaultKind>(), Ok(FaultKind::RnPause));
+        assert_eq!("rn-isolate".parse::<FaultKind>(), Ok(FaultKind::RnIsolate));
+        assert_eq!("long-down".parse::<FaultKind>(), Ok(FaultKind::LongDown));
         assert!("partition".parse::<FaultKind>().is_err());
         // Every kind the seed may draw is one a user can name.
         for kind in FaultKind::ALL {
             let name = format!("{kind:?}")
                 .replace("Rn", "rn-")
                 .replace("OneWay", "oneway")
+                .replace("LongDown", "long-down")
                 .to_lowercase();
             assert_eq!(name.parse::<FaultKind>(), Ok(kind), "{name}");
         }

@@ -1,7 +1,7 @@
 //! `kaon chaos`, bounded: a region of separate processes (4 CNs, 1 RN) under signed load
 //! through JSON-RPC, with process faults (a CN killed with SIGKILL and restarted after a
 //! downtime, one paused with SIGSTOP … SIGCONT, one whose disk fills up; the RN killed and
-//! restarted, then paused) or network faults (partitions, loss). Every acknowledged
+//! restarted, paused, then cut off from every node) or network faults (partitions, loss). Every acknowledged
 //! transaction must have a receipt at the end, the CNs must agree at every height they share,
 //! the RN must serve the CNs' blocks, and the summary line must say so.
 
@@ -19,18 +19,19 @@ const RUN_DEADLINE: Duration = Duration::from_secs(600);
 /// status 70 and a start on the full disk is refused with an exit status, not an abort.
 #[test]
 fn killed_paused_and_full_disk_nodes_lose_nothing_acknowledged_and_fork_nothing() {
-    let stdout = run_chaos("7", "down,pause,disk,rn-down,rn-pause");
+    let stdout = run_chaos("7", "down,pause,disk,rn-down,rn-pause,rn-isolate");
     let summary = parse_summary(stdout.lines().last().unwrap_or_default())
         .unwrap_or_else(|| panic!("no summary line:\n{stdout}"));
     assert!(stdout.contains("kill -9 RN 0"), "{stdout}");
+    assert!(stdout.contains("RN 0 cut off from every node"), "{stdout}");
     assert!(
         stdout.contains("(RN 0 at height"),
         "the RN came back: {stdout}"
     );
     if stdout.contains("chaos: no full-disk faults") {
-        assert_eq!(summary.faults, 4, "{stdout}");
-    } else {
         assert_eq!(summary.faults, 5, "{stdout}");
+    } else {
+        assert_eq!(summary.faults, 6, "{stdout}");
         assert!(
             stdout.contains("running on the full disk: exit status: 70"),
             "{stdout}"
