@@ -208,8 +208,9 @@ pub fn run_cn(
     process.watch_disk(&spec.datadir, spec.storage.min_free_mib)?;
     let rt = &process.rt;
     let printer = Arc::clone(&out);
-    let node = BoundCn::bind(rt.handle(), spec)?.start(
-        rt.handle(),
+    // One runtime for the process: the node's network and prober, the metrics server.
+    let runtime = crate::pipeline::NodeRuntime::Shared(rt.handle().clone());
+    let node = BoundCn::bind(runtime, spec)?.start(
         &peers,
         Box::new(move |block| {
             let txs: usize = block.segments.iter().map(|s| s.txs.len()).sum();

@@ -21,4 +21,4 @@ pub use stage::{
     spawn_critical, spawn_critical_stage, spawn_stage, Stage, StageHandle, StageReport,
     EXIT_STAGE_DIED,
 };
-pub use supervisor::Supervisor;
+pub use supervisor::{NodeRuntime, Supervisor};

@@ -9,8 +9,11 @@
 //!  shutdown ─► stop hooks, in order (stop flags, prober aborted, network closed)
 //!           ─► every thread joined, in the order registered (each ends once its input closes)
 //!           ─► stopped hooks (a network the threads used to the end closed)
-//!           ─► the node's own runtime, if it owns one, shut down last
+//!           ─► the node's runtime, if it is its own, shut down last
 //! ```
+//!
+//! Both node kinds run on a [`NodeRuntime`] their caller chooses: one of their own, or the
+//! process's (a `kaon cn` process, a devnet's CNs) shared with other parts that outlive them.
 //!
 //! Dropping a supervisor that was not shut down runs the same hooks, waits a bounded while for
 //! its threads (one may be held up by a sender its owner still has) and logs what is left.
@@ -25,6 +28,33 @@ use std::time::Duration;
 const RUNTIME_GRACE: Duration = Duration::from_secs(2);
 /// How long a dropped supervisor waits for its threads before leaving them detached.
 const DROP_GRACE: Duration = Duration::from_secs(5);
+
+/// Where a node's network and async tasks run.
+pub enum NodeRuntime {
+    /// Built for this node alone: shut down last when it stops.
+    Own(tokio::runtime::Runtime),
+    /// The process's, shared with parts that outlive the node: left running when it stops.
+    Shared(tokio::runtime::Handle),
+}
+
+impl NodeRuntime {
+    /// A multi-threaded runtime of the node's own, `workers` threads named `name`.
+    pub fn own(name: &str, workers: usize) -> std::io::Result<Self> {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .thread_name(name)
+            .enable_all()
+            .build()
+            .map(Self::Own)
+    }
+
+    pub fn handle(&self) -> &tokio::runtime::Handle {
+        match self {
+            Self::Own(runtime) => runtime.handle(),
+            Self::Shared(handle) => handle,
+        }
+    }
+}
 
 /// A thread of a running node.
 enum Part {
@@ -64,7 +94,7 @@ pub struct Supervisor {
     stops: Vec<Box<dyn FnOnce() + Send>>,
     stopped_hooks: Vec<Box<dyn FnOnce() + Send>>,
     parts: Vec<Part>,
-    runtime: Option<tokio::runtime::Runtime>,
+    runtime: Option<NodeRuntime>,
     stopped: bool,
 }
 
@@ -113,8 +143,9 @@ impl Supervisor {
         self.stopped_hooks.push(Box::new(hook));
     }
 
-    /// The runtime the node's network and tasks run on, owned by the node: shut down last.
-    pub fn own_runtime(&mut self, runtime: tokio::runtime::Runtime) {
+    /// The runtime the node's network and tasks run on: shut down last if it is the node's
+    /// own.
+    pub fn run_on(&mut self, runtime: NodeRuntime) {
         self.runtime = Some(runtime);
     }
 
@@ -123,7 +154,7 @@ impl Supervisor {
         self.parts.iter().map(Part::name).collect()
     }
 
-    /// Stops the node: hooks, then every thread joined, then its own runtime. The first
+    /// Stops the node: hooks, then every thread joined, then its runtime if it is its own. The first
     /// failure is returned (with the thread's name); every part is stopped regardless.
     pub fn shutdown(mut self) -> anyhow::Result<()> {
         self.stop_all()
@@ -152,7 +183,7 @@ impl Supervisor {
         for hook in self.stopped_hooks.drain(..) {
             hook();
         }
-        if let Some(runtime) = self.runtime.take() {
+        if let Some(NodeRuntime::Own(runtime)) = self.runtime.take() {
             runtime.shutdown_timeout(RUNTIME_GRACE);
         }
     }
@@ -182,7 +213,7 @@ impl Drop for Supervisor {
             // What a detached thread still uses stays up: no network closed under it, and the
             // runtime is leaked rather than shut down.
             self.stopped_hooks.clear();
-            if let Some(runtime) = self.runtime.take() {
+            if let Some(NodeRuntime::Own(runtime)) = self.runtime.take() {
                 std::mem::forget(runtime);
             }
             return;

@@ -159,15 +159,17 @@ pub struct CnNode {
 /// once every node of a devnet is bound).
 pub struct BoundCn {
     spec: CnSpec,
+    runtime: super::NodeRuntime,
     net: crate::net::Network,
     net_inbound: LinkReceiver<(crate::types::CnIndex, crate::net::Inbound)>,
 }
 
 impl BoundCn {
-    pub fn bind(rt: &tokio::runtime::Handle, spec: CnSpec) -> anyhow::Result<Self> {
+    /// Binds the node's network on `runtime`, where its network and prober will run.
+    pub fn bind(runtime: super::NodeRuntime, spec: CnSpec) -> anyhow::Result<Self> {
         let (net_tx, net_inbound) = link("net_router", spec.pipeline.link_capacity * 16);
         let net = crate::net::Network::bind(
-            rt,
+            runtime.handle(),
             spec.net.clone(),
             spec.me,
             spec.key.clone(),
@@ -176,6 +178,7 @@ impl BoundCn {
         )?;
         Ok(Self {
             spec,
+            runtime,
             net,
             net_inbound,
         })
@@ -188,12 +191,13 @@ impl BoundCn {
     /// Dials the peers and starts every stage.
     pub fn start(
         mut self,
-        rt: &tokio::runtime::Handle,
         peers: &[(crate::types::CnIndex, std::net::SocketAddr)],
         on_persisted: super::persist::OnPersisted,
     ) -> anyhow::Result<CnNode> {
         use crate::storage::blocklog::BlockLog;
         let spec = self.spec;
+        let runtime = self.runtime;
+        let rt = &runtime.handle().clone();
         self.net.connect(rt, peers);
         let net = Arc::new(self.net);
         let shared = open_shared(&spec)?;
@@ -241,6 +245,7 @@ impl BoundCn {
             rounds.committed(block.header().height, block.header().mix);
         });
         let mut parts = super::Supervisor::new(format!("CN {}", spec.me));
+        parts.run_on(runtime);
         // Shutdown: no more probes, no more peers; the stages then drain in pipeline order
         // as their inputs close.
         parts.on_stop(move || prober.abort());
@@ -446,7 +451,7 @@ pub fn start_cluster(
 ) -> anyhow::Result<Vec<CnNode>> {
     let bound = specs
         .into_iter()
-        .map(|spec| BoundCn::bind(rt, spec))
+        .map(|spec| BoundCn::bind(super::NodeRuntime::Shared(rt.clone()), spec))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let addrs: Vec<(crate::types::CnIndex, std::net::SocketAddr)> = bound
         .iter()
@@ -461,7 +466,7 @@ pub fn start_cluster(
                 .filter(|(cn, _)| *cn != b.spec.me)
                 .copied()
                 .collect();
-            b.start(rt, &peers, on_persisted(i))
+            b.start(&peers, on_persisted(i))
         })
         .collect()
 }

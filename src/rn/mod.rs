@@ -34,6 +34,7 @@ use crate::link::link;
 use crate::mempool::Mempool;
 use crate::net::rn::{RnNetConfig, RnNetwork};
 use crate::net::sync::{BlockServer, ChainReader};
+use crate::pipeline::NodeRuntime;
 use crate::storage::store::Store;
 use crate::types::codec::encode_frame;
 use crate::types::{Block, BlockHash, ChainId, CnIndex, Height, TxBatch};
@@ -127,20 +128,22 @@ impl RnConfig {
 pub struct RnNode;
 
 impl RnNode {
-    /// Opens the datadir (replaying what is there), binds the network, dials the peers, and
-    /// starts syncing and auditing. Returns once the node runs.
+    /// [`RnNode::start_on`] a runtime of the node's own (two workers): its sync and gossip
+    /// then never wait behind other work of the process, such as a burst of JSON-RPC calls.
     pub fn start(config: RnConfig) -> anyhow::Result<RnHandle> {
+        Self::start_on(NodeRuntime::own("rn-net", 2)?, config)
+    }
+
+    /// Opens the datadir (replaying what is there), binds the network on `runtime`, dials the
+    /// peers, and starts syncing and auditing. Returns once the node runs.
+    pub fn start_on(runtime: NodeRuntime, config: RnConfig) -> anyhow::Result<RnHandle> {
         let disk = Disk::open(&config)?;
         let status = Arc::new(RnStatus::new(
             disk.tip.height,
             disk.tip.hash,
             Arc::clone(disk.app.cn_set()),
         ));
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("rn-net")
-            .enable_all()
-            .build()?;
+        let rt = runtime.handle().clone();
         let (gossip_tx, gossip_rx) = link("net_audit", GOSSIP_LINK);
         let (fetched_tx, fetched_rx) = link("sync_audit", FETCHED_LINK);
         let server = BlockServer::new(disk.ledger.chain().clone())?;
@@ -183,7 +186,7 @@ impl RnNode {
         }
         let driver = sync::SyncDriver {
             net,
-            rt: rt.handle().clone(),
+            rt: rt.clone(),
             status,
             out: fetched_tx,
             stop: stop_rx,
@@ -202,7 +205,7 @@ impl RnNode {
         parts.spawn("rn_audit", move || auditor.run())?;
         let closing = Arc::clone(&view.net);
         parts.on_stopped(move || closing.close());
-        parts.own_runtime(rt);
+        parts.run_on(runtime);
         Ok(RnHandle { view, parts })
     }
 }
@@ -243,13 +246,13 @@ impl Disk {
 /// Binds the RN's endpoint: block ranges served from `server`, every new peer handed the
 /// latest evidence, CN and RN peers dialled.
 fn start_network(
-    rt: &tokio::runtime::Runtime,
+    rt: &tokio::runtime::Handle,
     config: &RnConfig,
     gossip: crate::link::LinkSender<(crate::net::rn::PeerId, crate::net::rn::Gossip)>,
     server: &Arc<BlockServer>,
     evidence: &Arc<EvidenceBook>,
 ) -> anyhow::Result<Arc<RnNetwork>> {
-    let net = RnNetwork::bind(rt.handle(), config.net.clone(), config.key.clone(), gossip)?;
+    let net = RnNetwork::bind(rt, config.net.clone(), config.key.clone(), gossip)?;
     net.serve_blocks(Arc::clone(server));
     // A peer that joins later still learns of every equivocation this node knows.
     let book = Arc::clone(evidence);
