@@ -13,6 +13,12 @@
 //! RN on an empty datadir that dials that endpoint and ends when the RN has stored the head;
 //! the sample counts from the started node (its datadir opened: RocksDB's open is a fixed cost
 //! per process, printed apart, not a per-block one).
+//!
+//! A consensus node rejoining after an outage takes the same chain another way: CNs 1 and 2
+//! restart from their datadirs, and each `cn_catch_up` sample starts CN 3 on an empty datadir
+//! (same key, same address); it asks them for decided blocks, checks each held run in one BLS
+//! batch, re-executes and applies block by block, and the sample ends when it has applied the
+//! chain's last loaded block.
 
 use alloy_primitives::U256;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
@@ -27,8 +33,8 @@ use kaon::net::rn::{RnNetConfig, RnNetwork};
 use kaon::net::sync::{BlockServer, ChainReader};
 use kaon::net::NetConfig;
 use kaon::node::loadgen::{dev_account, DevAccount, LoadGen};
-use kaon::pipeline::link;
-use kaon::pipeline::topology::{start_cluster, CnSpec};
+use kaon::pipeline::topology::{start_cluster, BoundCn, CnNode, CnSpec};
+use kaon::pipeline::{link, NodeRuntime};
 use kaon::rn::{RnConfig, RnNode};
 use kaon::storage::blocklog::BlockLog;
 use kaon::storage::store::Store;
@@ -50,6 +56,51 @@ fn cn_key(i: usize) -> SecretKey {
     SecretKey::from_seed(sha256(format!("audit-bench-cn-{i}").as_bytes()).as_slice()).unwrap()
 }
 
+fn runtime(workers: usize) -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// The bench's runtime, shared by the CNs it starts.
+fn shared(rt: &tokio::runtime::Runtime) -> NodeRuntime {
+    NodeRuntime::Shared(rt.handle().clone())
+}
+
+/// CN `i` of the bench's genesis on `datadir`, listening on `listen`.
+fn cn_spec(
+    genesis: &Genesis,
+    i: usize,
+    datadir: std::path::PathBuf,
+    listen: std::net::SocketAddr,
+) -> CnSpec {
+    CnSpec::from_genesis(
+        genesis,
+        CnIndex(i as u32),
+        cn_key(i),
+        datadir,
+        NetConfig::new(listen),
+    )
+    .unwrap()
+}
+
+/// Binds again an address a stopped node held: its socket is released once the tasks of the
+/// shared runtime that still hold it have ended, a moment after the node's shutdown.
+fn rebind(mut bind: impl FnMut() -> anyhow::Result<BoundCn>) -> BoundCn {
+    let started = Instant::now();
+    loop {
+        match bind() {
+            Ok(bound) => return bound,
+            Err(_) if started.elapsed() < Duration::from_secs(10) => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => panic!("binding the rejoining CN: {e:#}"),
+        }
+    }
+}
+
 /// Runs four CNs under load until they committed `BLOCKS`, then stops them.
 fn build_chain(dir: &Path) -> Genesis {
     let keys: Vec<SecretKey> = (0..4).map(cn_key).collect();
@@ -57,11 +108,7 @@ fn build_chain(dir: &Path) -> Genesis {
     let balance = U256::from(10u64).pow(U256::from(24u64));
     let funded: Vec<_> = accounts.iter().map(|a| a.address).collect();
     let genesis = Genesis::new(REGION, &keys, 2, &funded, balance, ROUND_MS, 100);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime(2);
     let specs = (0..4)
         .map(|i| {
             let net = NetConfig::new("127.0.0.1:0".parse().unwrap());
@@ -93,6 +140,12 @@ fn build_chain(dir: &Path) -> Genesis {
         node.shutdown().unwrap();
     }
     genesis
+}
+
+/// The median of `samples` (sorted in place); none when there are none.
+fn median(samples: &mut [f64]) -> Option<f64> {
+    samples.sort_by(f64::total_cmp);
+    samples.get(samples.len() / 2).copied()
 }
 
 /// CN 0's blocks from its datadir, in height order.
@@ -144,11 +197,7 @@ fn audit(c: &mut Criterion) {
     println!("chain: {target} blocks, {txs} transactions");
 
     // CN 0's chain, served to RNs by an RN endpoint.
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime(1);
     let (inbox, _drop) = link("bench_inbox", 16);
     let source = RnNetwork::bind(
         rt.handle(),
@@ -202,18 +251,18 @@ fn audit(c: &mut Criterion) {
         })
     });
     catch_up.finish();
-    let median = |samples: &mut Vec<f64>| {
-        samples.sort_by(f64::total_cmp);
-        samples[samples.len() / 2]
-    };
-    let (catching_up, opening) = (median(&mut seconds), median(&mut starts));
-    println!(
-        "catch-up median over {} runs: {:.0} blocks/s, {:.0} tx/s (node start before it, not counted: {:.1} ms)",
-        seconds.len(),
-        target as f64 / catching_up,
-        txs as f64 / catching_up,
-        opening * 1e3
-    );
+    // (Nothing to print when a filter left the group out.)
+    if let (Some(catching_up), Some(opening)) = (median(&mut seconds), median(&mut starts)) {
+        println!(
+            "catch-up median over {} runs: {:.0} blocks/s, {:.0} tx/s (node start before it, not counted: {:.1} ms)",
+            seconds.len(),
+            target as f64 / catching_up,
+            txs as f64 / catching_up,
+            opening * 1e3
+        );
+    }
+
+    cn_catch_up(c, dir.path(), &genesis, target, txs);
 
     // The consensus half alone (headers + one batch for all reveals and certificates).
     let state = ChainState {
@@ -264,6 +313,92 @@ fn audit(c: &mut Criterion) {
     });
     reference.finish();
     source.close();
+}
+
+/// A CN rejoining from an empty datadir: CNs 1 and 2 serve the chain (CN 0 stays down, so no
+/// quorum commits past it until CN 3 is back), and each sample starts CN 3 afresh on one
+/// address and ends when it has applied height `target`.
+fn cn_catch_up(c: &mut Criterion, dir: &Path, genesis: &Genesis, target: u64, txs: usize) {
+    let rt = runtime(2);
+    let any: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
+    // CN 3 rejoins on an empty datadir, removed after each sample.
+    let rejoin_dir = dir.join("cn3-rejoin");
+    let datadir = |i: usize| match i {
+        3 => rejoin_dir.clone(),
+        _ => dir.join(format!("cn{i}")),
+    };
+    let mut bound: Vec<BoundCn> = (1..4)
+        .map(|i| BoundCn::bind(shared(&rt), cn_spec(genesis, i, datadir(i), any)).unwrap())
+        .collect();
+    let addrs: Vec<(CnIndex, std::net::SocketAddr)> = (1..4)
+        .zip(&bound)
+        .map(|(i, b)| (CnIndex(i as u32), b.local_addr().unwrap()))
+        .collect();
+    let peers_of = |me: usize| -> Vec<_> {
+        addrs
+            .iter()
+            .filter(|(cn, _)| cn.0 as usize != me)
+            .copied()
+            .collect()
+    };
+    // The first sample's CN 3 is the one bound above; later ones bind its address again (the
+    // one CNs 1 and 2 dial).
+    let mut first = bound.pop();
+    let cn3_addr = addrs[2].1;
+    let servers: Vec<CnNode> = bound
+        .into_iter()
+        .zip(1..)
+        .map(|(cn, i)| cn.start(&peers_of(i), Box::new(|_| {})).unwrap())
+        .collect();
+
+    let mut group = c.benchmark_group("cn_catch_up");
+    group.sample_size(10);
+    group.warm_up_time(Duration::from_millis(500));
+    group.measurement_time(Duration::from_secs(30));
+    group.throughput(Throughput::Elements(target));
+    let mut seconds = Vec::new();
+    group.bench_function(BenchmarkId::new("blocks", target), |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let cn = first.take().unwrap_or_else(|| {
+                    rebind(|| {
+                        let spec = cn_spec(genesis, 3, datadir(3), cn3_addr);
+                        BoundCn::bind(shared(&rt), spec)
+                    })
+                });
+                let node = cn.start(&peers_of(3), Box::new(|_| {})).unwrap();
+                let started = Instant::now();
+                // `height` is the height being decided: the last applied one plus one.
+                while node.consensus.height.load(Relaxed) <= target {
+                    assert!(
+                        started.elapsed() < Duration::from_secs(300),
+                        "CN catch-up stalled at {}",
+                        node.consensus.height.load(Relaxed)
+                    );
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                let took = started.elapsed();
+                total += took;
+                seconds.push(took.as_secs_f64());
+                node.shutdown().unwrap();
+                std::fs::remove_dir_all(datadir(3)).unwrap();
+            }
+            total
+        })
+    });
+    group.finish();
+    if let Some(median) = median(&mut seconds) {
+        println!(
+            "CN catch-up median over {} runs: {:.0} blocks/s, {:.0} tx/s",
+            seconds.len(),
+            target as f64 / median,
+            txs as f64 / median
+        );
+    }
+    for node in servers {
+        node.shutdown().unwrap();
+    }
 }
 
 criterion_group!(benches, audit);

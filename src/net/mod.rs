@@ -33,7 +33,7 @@ use crate::types::codec::{decode_frame, Kind};
 use crate::types::{CnIndex, ConsensusMessage, TxBatch};
 use handshake::{Credential, Peer, Side};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -233,8 +233,37 @@ pub struct Network {
     rt: tokio::runtime::Handle,
     identity: Identity,
     queue_depth: usize,
-    peers: Vec<(CnIndex, mpsc::Sender<Arc<Vec<u8>>>)>,
+    peers: Vec<PeerLink>,
     stats: Arc<NetStats>,
+}
+
+/// A dialled CN: its bounded send queue, and whether a connection to it is up now.
+struct PeerLink {
+    cn: CnIndex,
+    queue: mpsc::Sender<Arc<Vec<u8>>>,
+    up: Arc<AtomicBool>,
+}
+
+impl PeerLink {
+    fn is_up(&self) -> bool {
+        self.up.load(Ordering::Relaxed)
+    }
+}
+
+/// Marks a dialled peer's link up while a connection to it lives.
+struct LinkUp(Arc<AtomicBool>);
+
+impl LinkUp {
+    fn new(up: &Arc<AtomicBool>) -> Self {
+        up.store(true, Ordering::Relaxed);
+        Self(Arc::clone(up))
+    }
+}
+
+impl Drop for LinkUp {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Relaxed);
+    }
 }
 
 /// Who we are, for the handshake, and what we offer ranger nodes.
@@ -250,11 +279,26 @@ struct Identity {
     rns: Arc<admission::Admission>,
     /// The bounded pool inbound hellos are checked on.
     hello_checks: Arc<hello_checks::HelloChecks>,
+    /// Wakes the dialler of each configured peer out of its reconnect backoff.
+    redial: Arc<std::sync::RwLock<Vec<Redial>>>,
 }
+
+/// A configured peer's number, and the signal that cuts its dialler's backoff short.
+type Redial = (CnIndex, Arc<tokio::sync::Notify>);
 
 impl Identity {
     fn known_sets(&self) -> Vec<Arc<CnSet>> {
         self.sets.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// A peer that just connected to us is up again (it restarted, or the network healed):
+    /// our dialler to it retries now instead of at the end of its backoff (up to 5 s), so what
+    /// we send it — an answer to its first sync request, a vote — is not held that long.
+    fn redial(&self, cn: CnIndex) {
+        let redial = self.redial.read().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, kick)) = redial.iter().find(|(peer, _)| *peer == cn) {
+            kick.notify_one();
+        }
     }
 }
 
@@ -297,6 +341,7 @@ impl Network {
             blocks: Arc::default(),
             rns: admission::Admission::new(config.rn_limits()),
             hello_checks: Arc::new(hello_checks::HelloChecks::new(config.max_hello_checks)),
+            redial: Arc::default(),
         };
         let queue_depth = config.queue_depth;
         rt.spawn(accept_loop(
@@ -319,14 +364,24 @@ impl Network {
     /// Starts one dialler (with its bounded queue and reconnect backoff) per peer.
     pub fn connect(&mut self, rt: &tokio::runtime::Handle, peers: &[(CnIndex, SocketAddr)]) {
         for &(cn, addr) in peers {
-            let (tx, rx) = mpsc::channel(self.queue_depth);
-            let (endpoint, identity, stats) = (
-                self.endpoint.clone(),
-                self.identity.clone(),
-                Arc::clone(&self.stats),
-            );
-            rt.spawn(dial_loop(endpoint, identity, addr, rx, stats));
-            self.peers.push((cn, tx));
+            let (queue, rx) = mpsc::channel(self.queue_depth);
+            let up = Arc::new(AtomicBool::new(false));
+            let kick = Arc::new(tokio::sync::Notify::new());
+            self.identity
+                .redial
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .push((cn, Arc::clone(&kick)));
+            let dialler = Dialler {
+                endpoint: self.endpoint.clone(),
+                identity: self.identity.clone(),
+                addr,
+                stats: Arc::clone(&self.stats),
+                up: Arc::clone(&up),
+                kick,
+            };
+            rt.spawn(dialler.run(rx));
+            self.peers.push(PeerLink { cn, queue, up });
         }
     }
 
@@ -341,20 +396,18 @@ impl Network {
 
     /// Queues `frame` for every peer; never blocks.
     pub fn broadcast(&self, frame: Arc<Vec<u8>>) {
-        for (_, queue) in &self.peers {
-            self.enqueue(queue, Arc::clone(&frame));
+        for peer in &self.peers {
+            self.enqueue(&peer.queue, Arc::clone(&frame));
         }
     }
 
     /// Queues `frame` for one peer; never blocks.
     pub fn send(&self, to: CnIndex, frame: Arc<Vec<u8>>) {
-        if let Some((_, queue)) = self.peers.iter().find(|(cn, _)| *cn == to) {
-            self.enqueue(queue, frame);
+        if let Some(peer) = self.peers.iter().find(|p| p.cn == to) {
+            self.enqueue(&peer.queue, frame);
         }
     }
 
-    /// Queues `frame` for the peer whose turn it is (`turn` counts over the configured peers,
-    /// so callers rotate requests among them); never blocks.
     /// Sends `frame` to the CN holding `key`, whatever number later CN sets give it (dialled
     /// peers keep the numbering of the set this node was configured with: a CN-set change that
     /// renumbers the members must not send a vote to another node). With no dialled peer
@@ -362,8 +415,8 @@ impl Network {
     /// messages, never delivery.
     pub fn send_to_key(&self, key: &crate::crypto::bls::PublicKey, frame: Arc<Vec<u8>>) {
         let configured = self.configured_index(key);
-        match configured.and_then(|cn| self.peers.iter().find(|(peer, _)| *peer == cn)) {
-            Some((_, queue)) => self.enqueue(queue, frame),
+        match configured.and_then(|cn| self.peers.iter().find(|p| p.cn == cn)) {
+            Some(peer) => self.enqueue(&peer.queue, frame),
             None => self.broadcast(frame),
         }
     }
@@ -380,9 +433,19 @@ impl Network {
             .map(|i| CnIndex(i as u32))
     }
 
+    /// Queues `frame` for the peer whose turn it is, so callers rotate requests among them:
+    /// `turn` counts over the peers whose link is up now (a peer that is down would cost the
+    /// caller a retry), over every configured peer when none is; never blocks.
     pub fn send_in_turn(&self, turn: usize, frame: Arc<Vec<u8>>) {
-        if !self.peers.is_empty() {
-            self.enqueue(&self.peers[turn % self.peers.len()].1, frame);
+        let up = self.peers.iter().filter(|p| p.is_up()).count();
+        let peer = match up {
+            0 => self
+                .peers
+                .get(turn.checked_rem(self.peers.len()).unwrap_or(0)),
+            _ => self.peers.iter().filter(|p| p.is_up()).nth(turn % up),
+        };
+        if let Some(peer) = peer {
+            self.enqueue(&peer.queue, frame);
         }
     }
 
@@ -448,6 +511,7 @@ async fn serve_connection(
         Peer::Cn(cn) => cn,
         Peer::Rn(_) => return serve_rn(conn, stream, peer, identity, config, inbound, stats).await,
     };
+    identity.redial(cn);
     let mut bad = 0u32;
     loop {
         let frame = match read_frame(&mut stream, &config, stats).await? {
@@ -727,31 +791,45 @@ async fn sleep_for(duration: Duration) {
     }
 }
 
-async fn dial_loop(
+/// The task that keeps one configured peer's outbound link up.
+struct Dialler {
     endpoint: quinn::Endpoint,
     identity: Identity,
     addr: SocketAddr,
-    mut queue: mpsc::Receiver<Arc<Vec<u8>>>,
     stats: Arc<NetStats>,
-) {
-    let mut backoff = Duration::from_millis(50);
-    loop {
-        match connect(&endpoint, &identity, addr).await {
-            Ok((conn, mut stream)) => {
-                stats.connects.fetch_add(1, Ordering::Relaxed);
-                backoff = Duration::from_millis(50);
-                let _live = LiveLink::new(&stats.cn_peers);
-                if pump(&conn, &mut stream, &mut queue, &stats, None).await {
-                    return;
+    /// Set while a connection to the peer lives.
+    up: Arc<AtomicBool>,
+    /// Cuts a reconnect backoff short (the peer connected to us).
+    kick: Arc<tokio::sync::Notify>,
+}
+
+impl Dialler {
+    /// Connects, pumps `queue` into the link, and reconnects with backoff until the queue
+    /// closes.
+    async fn run(self, mut queue: mpsc::Receiver<Arc<Vec<u8>>>) {
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            match connect(&self.endpoint, &self.identity, self.addr).await {
+                Ok((conn, mut stream)) => {
+                    self.stats.connects.fetch_add(1, Ordering::Relaxed);
+                    backoff = Duration::from_millis(50);
+                    let _live = LiveLink::new(&self.stats.cn_peers);
+                    let _up = LinkUp::new(&self.up);
+                    if pump(&conn, &mut stream, &mut queue, &self.stats, None).await {
+                        return;
+                    }
                 }
+                Err(e) => tracing::trace!(addr = %self.addr, error = %e, "dial failed"),
             }
-            Err(e) => tracing::trace!(%addr, error = %e, "dial failed"),
+            if queue.is_closed() {
+                return;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = self.kick.notified() => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(5));
         }
-        if queue.is_closed() {
-            return;
-        }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(5));
     }
 }
 

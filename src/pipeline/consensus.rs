@@ -27,12 +27,16 @@ use std::time::{Duration, Instant};
 
 /// Committed blocks kept in memory to answer sync requests from lagging peers.
 const RECENT_BLOCKS: usize = 256;
-/// Decided blocks sent per sync request.
-const SYNC_BATCH: u64 = 16;
-/// A peer's sync requests are answered at most this often, whatever heights they name (a
-/// peer cannot make this thread read the log in a loop; 16 blocks per 50 ms per peer still
-/// lets a lagging node catch up at 320 blocks/s from each peer it asks in turn).
-const SYNC_REPEAT_MS: u64 = 50;
+/// Decided blocks sent per sync request (what the machine asks for at once).
+const SYNC_BATCH: u64 = crate::consensus::machine::SYNC_RANGE;
+/// A peer's sync requests are answered at most [`SYNC_ANSWERS`] times per this window,
+/// whatever heights they name: a peer cannot make this thread read the log in a loop, while
+/// a lagging node may keep its ranges ahead in flight (the machine asks for the next range
+/// as soon as one arrives, up to 64 heights ahead) and catch up at 320 blocks/s from each peer
+/// it asks in turn.
+const SYNC_WINDOW: Duration = Duration::from_millis(200);
+/// Sync answers per peer per [`SYNC_WINDOW`]: the four ranges a lagging node holds in flight.
+const SYNC_ANSWERS: u32 = 4;
 
 /// Bytes of encoded blocks one sync answer sends at most (at least one block is always sent):
 /// sixteen blocks near the size limit would otherwise queue hundreds of MiB on one link.
@@ -186,8 +190,24 @@ fn in_catch_up_order(
 /// Blocks a sync request is answered from: the recent ones in memory, older ones from disk.
 struct Served {
     recent: BTreeMap<Height, Arc<Block>>,
-    /// Last request answered per peer (height and when), to refuse requests coming too fast.
-    last: std::collections::HashMap<CnIndex, (Height, Instant)>,
+    /// Answers per peer in its current window (when it began, how many), to refuse requests
+    /// coming too fast.
+    answered: std::collections::HashMap<CnIndex, (Instant, u32)>,
+}
+
+impl Served {
+    /// Whether `peer` may be answered now (and counts the answer if so).
+    fn admit(&mut self, peer: CnIndex, now: Instant) -> bool {
+        let (since, count) = self.answered.entry(peer).or_insert((now, 0));
+        if now.duration_since(*since) >= SYNC_WINDOW {
+            (*since, *count) = (now, 0);
+        }
+        if *count >= SYNC_ANSWERS {
+            return false;
+        }
+        *count += 1;
+        true
+    }
 }
 
 /// A timer this far out (about a century) stands for one that never fires.
@@ -240,9 +260,10 @@ impl<A: StageApp> ConsensusStage<A> {
         };
         let mut recent = Served {
             recent: BTreeMap::new(),
-            last: Default::default(),
+            answered: Default::default(),
         };
         self.step(Input::Start, &mut timers, &mut recent)?;
+        self.ask_peers_ahead();
         // The height whose round-0 proposal was brought forward (once per height).
         let mut brought_forward = None;
         loop {
@@ -464,6 +485,16 @@ impl<A: StageApp> ConsensusStage<A> {
         Ok(())
     }
 
+    /// Asks every peer, once at start, for the decided blocks from the height this node works
+    /// on: peers ahead answer with them (it was down, or starts on an old datadir), the others
+    /// with silence. Otherwise a node behind a stalled region (no quorum, so nobody proposes
+    /// and peers' round timers may be long) would learn that it is behind only from a peer's
+    /// next message or its own round timeout. Queued until each link is up.
+    fn ask_peers_ahead(&self) {
+        let request = encode_frame(&ConsensusMessage::SyncRequest(self.machine.height()));
+        self.net.broadcast(Arc::new(request));
+    }
+
     fn on_misbehavior(&self, m: Misbehavior) {
         self.status.misbehavior.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(?m, "CN misbehaviour observed");
@@ -478,13 +509,9 @@ impl<A: StageApp> ConsensusStage<A> {
         if from >= self.machine.height() {
             return;
         }
-        let now = Instant::now();
-        if let Some((_, at)) = served.last.get(&peer) {
-            if now.duration_since(*at) < Duration::from_millis(SYNC_REPEAT_MS) {
-                return;
-            }
+        if !served.admit(peer, Instant::now()) {
+            return;
         }
-        served.last.insert(peer, (from, now));
         let mut sent = 0usize;
         for height in (from.0..sync_range(from).end.0).map(Height) {
             if height >= self.machine.height() {
@@ -550,6 +577,33 @@ mod tests {
         assert!(within_answer_budget(1, SYNC_ANSWER_BYTES - 1));
         assert!(!within_answer_budget(1, SYNC_ANSWER_BYTES));
         assert!(!within_answer_budget(SYNC_ANSWER_BYTES, usize::MAX));
+    }
+
+    #[test]
+    fn a_peer_gets_a_few_sync_answers_per_window_and_more_once_it_has_passed() {
+        let mut served = Served {
+            recent: BTreeMap::new(),
+            answered: Default::default(),
+        };
+        let (asker, other) = (CnIndex(1), CnIndex(2));
+        let start = Instant::now();
+        for _ in 0..SYNC_ANSWERS {
+            assert!(
+                served.admit(asker, start),
+                "the ranges a node keeps in flight"
+            );
+        }
+        assert!(
+            !served.admit(asker, start + SYNC_WINDOW / 2),
+            "one more in the window"
+        );
+        assert!(served.admit(other, start), "each peer has its own window");
+        assert!(served.admit(asker, start + SYNC_WINDOW), "a new window");
+        assert_eq!(
+            served.answered.len(),
+            2,
+            "one entry per peer, whatever it asks"
+        );
     }
 
     #[test]

@@ -539,3 +539,30 @@ fn a_frame_sent_to_a_key_reaches_the_node_holding_it_or_every_peer() {
     }
     shutdown(rt, [n0, n1, n2]);
 }
+
+/// Requests in turn (a catching-up node's sync ranges) go only to peers whose link is up: a
+/// configured peer that is down would swallow every other range and cost the asker a retry
+/// each time. Kills "turns count over the peers that are up".
+#[test]
+fn requests_in_turn_skip_a_peer_that_is_down() {
+    let rt = runtime();
+    let set = cn_set(3);
+    let (mut n0, _inbox0) = node(&rt, NetConfig::new(localhost()), 0, key(1), &set);
+    let (n2, inbox2) = node(&rt, NetConfig::new(localhost()), 2, key(3), &set);
+    // CN 1's address, with nothing listening there any more.
+    let gone = std::net::UdpSocket::bind(localhost())
+        .and_then(|s| s.local_addr())
+        .expect("an ephemeral UDP port");
+    n0.connect(rt.handle(), &[(CnIndex(1), gone), (CnIndex(2), addr(&n2))]);
+    wait_for(&n0.stats().cn_peers, 1, "n0's link to CN 2");
+    for turn in 0..4u64 {
+        n0.send_in_turn(
+            turn as usize,
+            frame_of(&ConsensusMessage::SyncRequest(Height(turn))),
+        );
+    }
+    for turn in 0..4u64 {
+        expect_sync_request(recv(&inbox2, "a request in turn"), 0, turn);
+    }
+    shutdown(rt, [n0, n2]);
+}

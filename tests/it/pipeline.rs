@@ -155,3 +155,98 @@ fn sync_ranges_never_overflow() {
     assert_eq!(held.range(sync_range(Height(u64::MAX - 3))).count(), 0);
     assert_eq!(held.range(sync_range(Height(3))).count(), 16);
 }
+
+/// A CN that starts far behind a stalled region (two of four CNs down: nobody proposes, and
+/// every round timer is 30 s) asks its peers for the blocks it lacks as it starts, and catches
+/// up; within this test's 20 s nothing else could tell it that it is behind (no peer sends
+/// anything, and its own first round timeout fires at 30 s).
+#[test]
+fn a_cn_starting_behind_a_stalled_region_asks_its_peers_and_catches_up() {
+    use kaon::chain::genesis::{Genesis, MAX_TIMEOUT_MS};
+    use kaon::crypto::bls::SecretKey;
+    use kaon::net::NetConfig;
+    use kaon::pipeline::topology::{start_cluster, BoundCn, CnNode, CnSpec};
+    use kaon::pipeline::NodeRuntime;
+    use kaon::types::{ChainId, CnIndex};
+    use std::sync::atomic::Ordering::Relaxed;
+    use std::time::{Duration, Instant};
+
+    const DEADLINE: Duration = Duration::from_secs(20);
+    let height = |node: &CnNode| node.consensus.height.load(Relaxed).saturating_sub(1);
+    let wait = |what: &str, cond: &dyn Fn() -> bool| {
+        let start = Instant::now();
+        while !cond() {
+            assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let keys: Vec<SecretKey> = (0..4u8)
+        .map(|i| SecretKey::from_seed(&[i + 40; 32]).unwrap())
+        .collect();
+    let mut genesis = Genesis::new(ChainId(1000), &keys, 1, &[], U256::ZERO, 20, 100);
+    (genesis.base_timeout_ms, genesis.max_timeout_ms) = (MAX_TIMEOUT_MS, MAX_TIMEOUT_MS);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let spec = |i: usize, datadir: &str, listen: std::net::SocketAddr| {
+        CnSpec::from_genesis(
+            &genesis,
+            CnIndex(i as u32),
+            keys[i].clone(),
+            dir.path().join(datadir),
+            NetConfig::new(listen),
+        )
+        .unwrap()
+    };
+    let any = "127.0.0.1:0".parse().unwrap();
+    let specs = (0..4).map(|i| spec(i, &format!("cn{i}"), any)).collect();
+    let mut nodes = start_cluster(rt.handle(), specs, |_| Box::new(|_| {})).unwrap();
+    wait("four CNs at height 20", &|| {
+        nodes.iter().all(|n| height(n) >= 20)
+    });
+
+    // CNs 0 and 3 stop: the other two are no quorum, so the region stalls where it is.
+    let cn3_addr = nodes[3].net.local_addr().unwrap();
+    for node in [nodes.remove(3), nodes.remove(0)] {
+        node.shutdown().unwrap();
+    }
+    let stalled = nodes.iter().map(height).min().unwrap();
+    assert!(stalled >= 20);
+
+    // CN 3 comes back on its address with an empty datadir.
+    let started = Instant::now();
+    let bound = loop {
+        // Its old socket is released once the runtime's tasks that held it end.
+        let runtime = NodeRuntime::Shared(rt.handle().clone());
+        match BoundCn::bind(runtime, spec(3, "cn3-empty", cn3_addr)) {
+            Ok(bound) => break bound,
+            Err(e) => assert!(started.elapsed() < DEADLINE, "rebinding CN 3: {e:#}"),
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let peers: Vec<_> = (1..3)
+        .map(|i| (CnIndex(i as u32), nodes[i - 1].net.local_addr().unwrap()))
+        .collect();
+    let rejoined = bound.start(&peers, Box::new(|_| {})).unwrap();
+    wait("CN 3 at the stalled height", &|| {
+        height(&rejoined) >= stalled
+    });
+    assert_eq!(
+        rejoined
+            .consensus
+            .recent_hashes()
+            .get(&kaon::types::Height(stalled)),
+        nodes[0]
+            .consensus
+            .recent_hashes()
+            .get(&kaon::types::Height(stalled)),
+        "CN 3 holds the block the region decided"
+    );
+    rejoined.shutdown().unwrap();
+    for node in nodes {
+        node.shutdown().unwrap();
+    }
+}
