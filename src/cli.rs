@@ -304,10 +304,12 @@ pub struct ChaosArgs {
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=2))]
     pub rns: u64,
     /// Inject exactly these faults in order, comma-separated (`restart`: kill -9 and restart;
-    /// `down`: kill -9, restart seconds later; `pause`: SIGSTOP … SIGCONT; `isolate`: one CN
-    /// cut off; `oneway`: one CN heard by nobody; `split`: CNs 2 | 2; `lossy`: loss,
-    /// duplicates and delay on every link), all of them even past the duration; default:
-    /// kinds drawn from the seed until the time is up.
+    /// `down`: kill -9, restart seconds later; `long-down`: restart after 2 000 blocks;
+    /// `pause`: SIGSTOP … SIGCONT; `isolate`: one CN cut off; `oneway`: one CN heard by
+    /// nobody; `split`: CNs 2 | 2; `lossy`: loss, duplicates and delay on every link; `disk`:
+    /// a CN's disk full; `rn-down`, `rn-pause`, `rn-isolate`: the same for an RN; `overload`:
+    /// clients as fast as answered), all of them even past the duration; default: kinds drawn
+    /// from the seed until the time is up.
     #[arg(long, value_delimiter = ',')]
     pub faults: Vec<crate::node::chaos::FaultKind>,
     /// CN i listens on base_port + i, RNs from base_port + 10 (default: from the process id).

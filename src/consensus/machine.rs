@@ -82,8 +82,8 @@ const FUTURE_CANDIDATES: usize = 4;
 pub const MAX_FUTURE_BLOCK_BYTES: usize = 256 << 20;
 /// Milliseconds a request for decided blocks is given before it is sent again.
 const SYNC_RETRY_MS: u64 = 200;
-/// Decided blocks one sync request asks for (from its first height on): peers answer a request
-/// with up to this many, so a request is not repeated while its range is still arriving.
+/// Decided blocks one sync request asks for (from its first height on); peers answer with up
+/// to this many.
 pub const SYNC_RANGE: u64 = 16;
 /// Recent heights whose parent hash and CN set are remembered, to check round changes of
 /// peers that are still working on a height this node has decided.
@@ -1352,10 +1352,9 @@ impl Machine {
         blocks
     }
 
-    /// Asks the driver for decided blocks from the first height not held yet: once per range
-    /// of [`SYNC_RANGE`] heights (a range still arriving is not asked for again), again after
-    /// [`SYNC_RETRY_MS`] without progress (the driver asks another peer each time) or after a
-    /// timeout. While blocks ahead are held the next range is asked for
+    /// Asks the driver for decided blocks from the first height not held yet: once per such
+    /// height, again after [`SYNC_RETRY_MS`] without progress (the driver asks another peer
+    /// each time) or after a timeout. While blocks ahead are held the next range is asked for
     /// at once, so fetching overlaps checking; nothing is asked beyond what the buffer of
     /// blocks ahead can keep.
     fn request_sync(&mut self, out: &mut Vec<Output>) {
@@ -1364,8 +1363,7 @@ impl Machine {
             return;
         }
         if let Some((asked, at)) = self.sync_requested {
-            let in_flight = asked <= from && from.0 < asked.0.saturating_add(SYNC_RANGE);
-            if in_flight && self.now_ms.saturating_sub(at) < SYNC_RETRY_MS {
+            if asked == from && self.now_ms.saturating_sub(at) < SYNC_RETRY_MS {
                 return;
             }
         }

@@ -437,14 +437,16 @@ impl Network {
     /// `turn` counts over the peers whose link is up now (a peer that is down would cost the
     /// caller a retry), over every configured peer when none is; never blocks.
     pub fn send_in_turn(&self, turn: usize, frame: Arc<Vec<u8>>) {
-        let up = self.peers.iter().filter(|p| p.is_up()).count();
-        let peer = match up {
-            0 => self
-                .peers
-                .get(turn.checked_rem(self.peers.len()).unwrap_or(0)),
-            _ => self.peers.iter().filter(|p| p.is_up()).nth(turn % up),
+        // The flags are read once: a link going down meanwhile must not lose the frame.
+        let up: Vec<&PeerLink> = self.peers.iter().filter(|p| p.is_up()).collect();
+        let candidates: Vec<&PeerLink> = match up.is_empty() {
+            true => self.peers.iter().collect(),
+            false => up,
         };
-        if let Some(peer) = peer {
+        if let Some(peer) = turn
+            .checked_rem(candidates.len())
+            .and_then(|i| candidates.get(i))
+        {
             self.enqueue(&peer.queue, frame);
         }
     }

@@ -98,7 +98,7 @@ pub enum FaultKind {
     Down,
     /// `kill -9`, restarted once the others have committed [`LONG_DOWN_BLOCKS`] more blocks
     /// (minutes at the harness's 100 ms rounds): far more than any peer keeps in memory, so the
-    /// CN catches up from their block logs.
+    /// CN catches up from their block logs. Only by name (`--faults long-down`).
     LongDown,
     /// `SIGSTOP` for a few seconds, then `SIGCONT`.
     Pause,
@@ -133,10 +133,10 @@ pub enum FaultKind {
 }
 
 impl FaultKind {
-    const ALL: [Self; 13] = [
+    /// The kinds a seed draws from. Not `LongDown`: minutes long, it is injected by name.
+    const ALL: [Self; 12] = [
         Self::Restart,
         Self::Down,
-        Self::LongDown,
         Self::Pause,
         Self::Isolate,
         Self::OneWay,

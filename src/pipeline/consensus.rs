@@ -29,13 +29,14 @@ use std::time::{Duration, Instant};
 const RECENT_BLOCKS: usize = 256;
 /// Decided blocks sent per sync request (what the machine asks for at once).
 const SYNC_BATCH: u64 = crate::consensus::machine::SYNC_RANGE;
-/// A peer's sync requests are answered at most [`SYNC_ANSWERS`] times per this window,
-/// whatever heights they name: a peer cannot make this thread read the log in a loop, while
-/// a lagging node may keep its ranges ahead in flight (the machine asks for the next range
-/// as soon as one arrives, up to 64 heights ahead) and catch up at 320 blocks/s from each peer
-/// it asks in turn.
+/// A peer's sync requests are answered at most [`SYNC_ANSWERS`] times per this window (a
+/// fixed window: up to twice that many back to back across its edge), whatever heights they
+/// name: a peer cannot have this thread read its log more than 20 times a second. A lagging
+/// node asks again each time the first height it lacks moves before a range has fully arrived,
+/// so requests come in bursts; one answer per 50 ms, as before, refused them silently and every
+/// range then waited for a round timeout. Still 320 blocks/s per asking peer on average.
 const SYNC_WINDOW: Duration = Duration::from_millis(200);
-/// Sync answers per peer per [`SYNC_WINDOW`]: the four ranges a lagging node holds in flight.
+/// Sync answers per peer per [`SYNC_WINDOW`].
 const SYNC_ANSWERS: u32 = 4;
 
 /// Bytes of encoded blocks one sync answer sends at most (at least one block is always sent):
@@ -485,14 +486,22 @@ impl<A: StageApp> ConsensusStage<A> {
         Ok(())
     }
 
-    /// Asks every peer, once at start, for the decided blocks from the height this node works
-    /// on: peers ahead answer with them (it was down, or starts on an old datadir), the others
-    /// with silence. Otherwise a node behind a stalled region (no quorum, so nobody proposes
-    /// and peers' round timers may be long) would learn that it is behind only from a peer's
-    /// next message or its own round timeout. Queued until each link is up.
-    fn ask_peers_ahead(&self) {
-        let request = encode_frame(&ConsensusMessage::SyncRequest(self.machine.height()));
-        self.net.broadcast(Arc::new(request));
+    /// Asks f + 1 peers (at least one of them honest), once at start, for the decided blocks
+    /// from the height this node works on: peers ahead answer with them (it was down, or starts
+    /// on an old datadir), the others with silence. Otherwise a node behind a stalled region
+    /// (no quorum, so nobody proposes and peers' round timers may be long) would learn that it
+    /// is behind only from a peer's next message or its own round timeout. Not every peer: in
+    /// a large set, every peer's 16-block answer would overflow this node's inbound links.
+    /// Queued until the links are up.
+    fn ask_peers_ahead(&mut self) {
+        let request = Arc::new(encode_frame(&ConsensusMessage::SyncRequest(
+            self.machine.height(),
+        )));
+        let faulty = self.machine.cn_set().len().saturating_sub(1) / 3;
+        for _ in 0..=faulty {
+            self.sync_turn = self.sync_turn.wrapping_add(1);
+            self.net.send_in_turn(self.sync_turn, Arc::clone(&request));
+        }
     }
 
     fn on_misbehavior(&self, m: Misbehavior) {

@@ -48,6 +48,7 @@ impl NodeRuntime {
             .map(Self::Own)
     }
 
+    /// Where to spawn the node's tasks, whoever owns the runtime.
     pub fn handle(&self) -> &tokio::runtime::Handle {
         match self {
             Self::Own(runtime) => runtime.handle(),
@@ -154,8 +155,9 @@ impl Supervisor {
         self.parts.iter().map(Part::name).collect()
     }
 
-    /// Stops the node: hooks, then every thread joined, then its runtime if it is its own. The first
-    /// failure is returned (with the thread's name); every part is stopped regardless.
+    /// Stops the node: hooks, then every thread joined, then its runtime if it is its own.
+    /// The first failure is returned (with the thread's name); every part is stopped
+    /// regardless.
     pub fn shutdown(mut self) -> anyhow::Result<()> {
         self.stop_all()
     }

@@ -197,7 +197,8 @@ impl BoundCn {
         use crate::storage::blocklog::BlockLog;
         let spec = self.spec;
         let runtime = self.runtime;
-        let rt = &runtime.handle().clone();
+        let handle = runtime.handle().clone();
+        let rt = &handle;
         self.net.connect(rt, peers);
         let net = Arc::new(self.net);
         let shared = open_shared(&spec)?;

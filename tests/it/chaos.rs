@@ -1,9 +1,9 @@
 //! `kaon chaos`, bounded: a region of separate processes (4 CNs, 1 RN) under signed load
 //! through JSON-RPC, with process faults (a CN killed with SIGKILL and restarted after a
 //! downtime, one paused with SIGSTOP … SIGCONT, one whose disk fills up; the RN killed and
-//! restarted, paused, then cut off from every node) or network faults (partitions, loss). Every acknowledged
-//! transaction must have a receipt at the end, the CNs must agree at every height they share,
-//! the RN must serve the CNs' blocks, and the summary line must say so.
+//! restarted, paused, then cut off from every node) or network faults (partitions, loss).
+//! Every acknowledged transaction must have a receipt at the end, the CNs must agree at every
+//! height they share, the RN must serve the CNs' blocks, and the summary line must say so.
 
 use std::io::Read;
 use std::process::{Child, Command, Output, Stdio};
@@ -24,6 +24,8 @@ fn killed_paused_and_full_disk_nodes_lose_nothing_acknowledged_and_fork_nothing(
         .unwrap_or_else(|| panic!("no summary line:\n{stdout}"));
     assert!(stdout.contains("kill -9 RN 0"), "{stdout}");
     assert!(stdout.contains("RN 0 cut off from every node"), "{stdout}");
+    // Only the RN's isolation cuts datagrams in this run: the proxy really cut it off.
+    assert!(proxy_count(&stdout, "cut") > 0, "nothing cut:\n{stdout}");
     assert!(
         stdout.contains("(RN 0 at height"),
         "the RN came back: {stdout}"
@@ -59,23 +61,30 @@ fn partitions_a_lossy_network_and_an_overload_lose_nothing_acknowledged_and_fork
         .find(|l| l.starts_with("chaos:   overload:"))
         .unwrap_or_else(|| panic!("no overload line:\n{stdout}"));
     assert!(overload.contains(", 0 without an answer;"), "{overload}");
+    for kind in ["cut", "lost", "duplicated", "delayed"] {
+        assert!(
+            proxy_count(&stdout, kind) > 0,
+            "no datagram {kind}:\n{stdout}"
+        );
+    }
+}
+
+/// How many datagrams the proxy treated as `kind` ("cut", "lost", "duplicated", "delayed"),
+/// from the run's line `chaos: proxy forwarded N datagrams; cut C, lost L, duplicated D,
+/// delayed Y`.
+fn proxy_count(stdout: &str, kind: &str) -> u64 {
     let proxy = stdout
         .lines()
         .find(|l| l.starts_with("chaos: proxy forwarded"))
         .unwrap_or_else(|| panic!("no proxy line:\n{stdout}"));
-    // `chaos: proxy forwarded N datagrams; cut C, lost L, duplicated D, delayed Y`
     let (_, fates) = proxy
         .split_once("; ")
         .expect("fates after the forwarded count");
-    let fates: Vec<(&str, u64)> = fates
+    fates
         .split(", ")
         .filter_map(|f| f.split_once(' '))
-        .map(|(kind, n)| (kind, n.parse().expect("a count")))
-        .collect();
-    for kind in ["cut", "lost", "duplicated", "delayed"] {
-        let count = fates.iter().find(|(k, _)| *k == kind).map(|(_, n)| *n);
-        assert!(count > Some(0), "no datagram {kind}: {proxy}");
-    }
+        .find(|(k, _)| *k == kind)
+        .map_or(0, |(_, n)| n.parse().expect("a count"))
 }
 
 /// Runs `kaon chaos` with these faults (1 RN, 30 tx/s, 20 s) and returns its stdout, after

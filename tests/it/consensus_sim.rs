@@ -1990,16 +1990,14 @@ fn n4_a_node_catching_up_checks_the_blocks_ahead_in_one_batch() {
     assert_eq!(fresh.nodes[0].machine.batch_verified(), 5);
 }
 
-/// A node holding blocks 2..=20 ahead asks for block 1 (the first height it lacks); once block
-/// 1 arrives and commits it asks for the range after what it holds (21: past the range of
-/// `SYNC_RANGE` it asked for, so nothing more of that one is on its way), while it still has
-/// nineteen blocks to apply: fetching overlaps checking. Kills "ask for the next range when
-/// the next block is held".
+/// A node holding blocks 2..=6 ahead asks for block 1 (the first height it lacks); once block 1
+/// arrives and commits it asks for the range after what it holds (7), while it still has
+/// five blocks to apply: fetching overlaps checking. Kills "ask for the next range when the
+/// next block is held".
 #[test]
 fn n4_a_node_catching_up_asks_for_the_range_after_what_it_holds() {
     let mut net = Manual::new(4);
-    net.decide_up_to(Height(20));
-    const { assert!(20 > kaon::consensus::machine::SYNC_RANGE) };
+    net.decide_up_to(Height(6));
     let chain = net.nodes[0].chain.clone();
     let mut fresh = Manual::new(4);
     fresh.start_all();
@@ -2028,52 +2026,8 @@ fn n4_a_node_catching_up_asks_for_the_range_after_what_it_holds() {
         0,
         Input::Message(ConsensusMessage::Decided(Box::new(chain[0].clone()))),
     );
-    assert_eq!(asked(&outputs), vec![Height(21)]);
+    assert_eq!(asked(&outputs), vec![Height(7)]);
     assert_eq!(fresh.nodes[0].chain, chain);
-}
-
-/// A sync request is answered with a range of `SYNC_RANGE` blocks that arrive one by one:
-/// while that range is still arriving (block 1 committed, block 2 not here yet), another
-/// message from ahead asks for nothing more. Kills "a range still arriving is not asked for
-/// again" (each such message asked again from the next missing height, and the burst of
-/// requests ran into the peers' answer limits).
-#[test]
-fn n4_a_range_still_arriving_is_not_asked_for_again() {
-    use kaon::consensus::machine::SYNC_RANGE;
-    let mut net = Manual::new(4);
-    net.decide_up_to(Height(20));
-    let chain = net.nodes[0].chain.clone();
-    assert!(chain.len() as u64 > SYNC_RANGE);
-    let mut fresh = Manual::new(4);
-    fresh.start_all();
-    let asked = |outputs: &[Output]| -> Vec<Height> {
-        outputs
-            .iter()
-            .filter_map(|o| match o {
-                Output::SyncNeeded { from } => Some(*from),
-                _ => None,
-            })
-            .collect()
-    };
-    let decided = |i: usize| Input::Message(ConsensusMessage::Decided(Box::new(chain[i].clone())));
-    let last = chain.len() - 1;
-    assert_eq!(asked(&fresh.step(0, decided(last))), vec![Height(1)]);
-    assert!(asked(&fresh.step(0, decided(0))).is_empty());
-    assert_eq!(fresh.nodes[0].chain, chain[..1]);
-    // Heights 2.. of the range asked for are still on their way.
-    assert!(
-        asked(&fresh.step(0, decided(last - 1))).is_empty(),
-        "asked again for a range still arriving"
-    );
-    // Past the range asked for, the next one is asked for at once.
-    for i in 1..SYNC_RANGE as usize {
-        fresh.step(0, decided(i));
-    }
-    assert_eq!(fresh.nodes[0].chain, chain[..SYNC_RANGE as usize]);
-    assert_eq!(
-        asked(&fresh.step(0, decided(last - 2))),
-        vec![Height(SYNC_RANGE + 1)]
-    );
 }
 
 /// The same answer with block 4 carrying block 3's certificate (the header is real, so the
