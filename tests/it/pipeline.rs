@@ -193,25 +193,15 @@ fn a_cn_starting_behind_a_stalled_region_asks_its_peers_and_catches_up() {
         .enable_all()
         .build()
         .unwrap();
-    let bind = |i: usize, datadir: &str| {
-        let spec = CnSpec::from_genesis(
-            &genesis,
-            CnIndex(i as u32),
-            keys[i].clone(),
-            dir.path().join(datadir),
-            NetConfig::new("127.0.0.1:0".parse().unwrap()),
-        )
-        .unwrap();
-        BoundCn::bind(NodeRuntime::Shared(rt.handle().clone()), spec).unwrap()
+    let spec = |i: usize, datadir: &str| {
+        let net = NetConfig::new("127.0.0.1:0".parse().unwrap());
+        let datadir = dir.path().join(datadir);
+        CnSpec::from_genesis(&genesis, CnIndex(i as u32), keys[i].clone(), datadir, net).unwrap()
     };
-    let specs = (0..4)
-        .map(|i| {
-            let net = NetConfig::new("127.0.0.1:0".parse().unwrap());
-            let datadir = dir.path().join(format!("cn{i}"));
-            CnSpec::from_genesis(&genesis, CnIndex(i as u32), keys[i].clone(), datadir, net)
-                .unwrap()
-        })
-        .collect();
+    let bind = |i: usize, datadir: &str| {
+        BoundCn::bind(NodeRuntime::Shared(rt.handle().clone()), spec(i, datadir)).unwrap()
+    };
+    let specs = (0..4).map(|i| spec(i, &format!("cn{i}"))).collect();
     let nodes = start_cluster(rt.handle(), specs, |_| Box::new(|_| {})).unwrap();
     wait("four CNs at height 20", &|| {
         nodes.iter().all(|n| height(n) >= 20)
