@@ -16,7 +16,7 @@ pub struct Params {
     pub committee_size: usize,
     /// Wait between the previous block and the next proposal (the block interval).
     pub block_interval_ms: u64,
-    /// Round timeout at round 0; doubles each round up to `max_timeout_ms`.
+    /// Round timeout at round 0; grows by half each round up to `max_timeout_ms`.
     pub base_timeout_ms: u64,
     pub max_timeout_ms: u64,
     /// Where votes go. Not a consensus rule: every node counts whatever votes reach it and
@@ -36,11 +36,27 @@ pub enum VoteRouting {
 }
 
 impl Params {
-    /// Timeout of round `r`: grows until it exceeds any post-GST message delay.
+    /// Timeout of round `r`: the block interval plus the base timeout grown by half per round,
+    /// capped at `max_timeout_ms`. It grows until it exceeds any post-GST message delay.
+    ///
+    /// Half, not double: a dead CN is drawn as proposer of several rounds running at one height
+    /// now and then (1 in 4^k for k rounds with n = 4), and the rounds it wastes cost the sum
+    /// of their timeouts. Doubling made six such rounds 19.5 s with a 300 ms base; growing by
+    /// half makes them 6.8 s, while a timeout still passes any fixed delay within a few rounds
+    /// more than doubling needs (`docs/consensus.md`, "Timeouts").
     pub fn timeout(&self, r: Round) -> u64 {
-        let doubled = self.base_timeout_ms.saturating_mul(1u64 << r.0.min(20));
-        self.block_interval_ms
-            .saturating_add(doubled.min(self.max_timeout_ms))
+        /// 1.5^64 times any base is past every cap a region can configure.
+        const MAX_GROWTH_STEPS: u32 = 64;
+        let mut grown = self.base_timeout_ms.min(self.max_timeout_ms);
+        for _ in 0..r.0.min(MAX_GROWTH_STEPS) {
+            if grown >= self.max_timeout_ms {
+                break;
+            }
+            grown = grown
+                .saturating_add(grown.div_ceil(2))
+                .min(self.max_timeout_ms);
+        }
+        self.block_interval_ms.saturating_add(grown)
     }
 }
 
@@ -231,4 +247,42 @@ pub struct Rejections {
     pub bad_round_change: u64,
     pub bad_decided: u64,
     pub bad_certificate: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(interval: u64, base: u64, max: u64) -> Params {
+        Params {
+            region: ChainId(1),
+            committee_size: 4,
+            block_interval_ms: interval,
+            base_timeout_ms: base,
+            max_timeout_ms: max,
+            votes: VoteRouting::Leader,
+        }
+    }
+
+    #[test]
+    fn timeouts_grow_every_round_until_the_cap_and_stay_there() {
+        let p = params(100, 300, 5_000);
+        let timeouts: Vec<u64> = (0..40).map(|r| p.timeout(Round(r))).collect();
+        assert_eq!(timeouts[0], 400);
+        assert!(timeouts.windows(2).all(|w| w[0] < w[1] || w[1] == 5_100));
+        assert_eq!(timeouts[39], 5_100, "capped at interval + max");
+        assert_eq!(p.timeout(Round(u32::MAX)), 5_100);
+        // A base of 1 ms still grows (rounding up), and a zero base stays zero.
+        assert!(params(0, 1, 10).timeout(Round(3)) > 1);
+        assert_eq!(params(0, 0, 10).timeout(Round(u32::MAX)), 0);
+    }
+
+    /// The chaos harness's stall bound is 10 s; a dead CN drawn as proposer of six rounds
+    /// running (1 in 4 096 heights with n = 4) cost 19.5 s when timeouts doubled.
+    #[test]
+    fn six_wasted_rounds_at_chaos_parameters_stay_under_the_stall_bound() {
+        let p = params(100, 300, 30_000);
+        let six: u64 = (0..6).map(|r| p.timeout(Round(r))).sum();
+        assert!(six < 10_000, "six rounds take {six} ms");
+    }
 }

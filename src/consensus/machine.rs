@@ -21,7 +21,7 @@
 //! On timeout a node broadcasts a [`RoundChange`] for the next round carrying its highest
 //! prepared certificate. The next proposer needs a quorum of them (the round-change
 //! certificate) and must re-propose the block of the highest prepared certificate in it, if
-//! any; members check that justification before voting. Timeouts double per round. The safety
+//! any; members check that justification before voting. Timeouts grow by half per round. The safety
 //! argument is in `docs/consensus.md`.
 //!
 //! Votes a node casts are emitted as [`Output::Persist`] before the [`Output::Broadcast`] that
