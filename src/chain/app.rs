@@ -27,7 +27,7 @@ use crate::mempool::Mempool;
 use crate::storage::state::{CommittedState, PendingBlock};
 use crate::types::codec::canonical;
 use crate::types::system::{self, SystemKind};
-use crate::types::{Block, ChainId, Height, Segment, SegmentCommitment};
+use crate::types::{Block, BlockHash, ChainId, Height, Segment, SegmentCommitment};
 use alloy_primitives::{Bytes, B256};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
@@ -73,6 +73,65 @@ impl CnState {
         system.push(raw);
         true
     }
+
+    /// Each block's segments with the senders of their servicechain transactions: from the
+    /// pool when this node has seen the transaction (already verified at ingress), else
+    /// recovered on the current rayon pool — all the blocks' in one batch: a segment holds
+    /// tens of transactions, too few to spread over the cores (a batch that does not split
+    /// runs on the calling thread alone). Pass blocks whose certificates and bodies are
+    /// already verified.
+    pub fn execution_inputs(&self, blocks: &[&Block]) -> Vec<Vec<SegmentInput>> {
+        // Hashed before the pool is locked: the RPC and the pool stage wait on that lock.
+        let hashes: Vec<Vec<Vec<B256>>> = blocks
+            .iter()
+            .map(|block| {
+                (block.segments.iter().enumerate())
+                    .map(|(k, segment)| match k {
+                        0 => Vec::new(),
+                        _ => segment.txs.iter().map(keccak256).collect(),
+                    })
+                    .collect()
+            })
+            .collect();
+        let pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+        let mut inputs: Vec<Vec<SegmentInput>> = blocks
+            .iter()
+            .zip(&hashes)
+            .map(|(block, hashes)| {
+                (block.segments.iter().zip(hashes))
+                    .map(|(segment, hashes)| {
+                        let known = hashes.iter().map(|h| pool.get(h).cloned()).collect();
+                        (segment.clone(), known)
+                    })
+                    .collect()
+            })
+            .collect();
+        drop(pool);
+        // (block, segment, transaction) of every sender the pool did not hold.
+        let missing: Vec<(usize, usize, usize)> = inputs
+            .iter()
+            .enumerate()
+            .flat_map(|(b, segments)| {
+                segments.iter().enumerate().flat_map(move |(k, (_, txs))| {
+                    (0..txs.len())
+                        .filter(move |&i| txs[i].is_none())
+                        .map(move |i| (b, k, i))
+                })
+            })
+            .collect();
+        if missing.is_empty() {
+            return inputs;
+        }
+        let raws: Vec<&[u8]> = missing
+            .iter()
+            .map(|&(b, k, i)| blocks[b].segments[k].txs[i].as_ref())
+            .collect();
+        let recovered = decode_recover_batch(&raws, &DecodeRules::default());
+        for ((b, k, i), r) in missing.into_iter().zip(recovered) {
+            inputs[b][k].1[i] = r.ok();
+        }
+        inputs
+    }
 }
 
 /// Whether raw bytes are a regionchain system transaction rather than an Ethereum one.
@@ -96,9 +155,8 @@ pub struct CnApp {
     executor: EvmExecutor,
     max_txs_per_segment: usize,
     executed: HashMap<B256, BlockExecution>,
-    /// Execution inputs prepared for blocks about to be validated ([`CnApp::recover_ahead`]),
-    /// by block hash.
-    ahead: HashMap<crate::types::BlockHash, Vec<SegmentInput>>,
+    /// Execution inputs of the next block, built off this thread ([`CnApp::prepared`]).
+    ahead: Option<(BlockHash, Vec<SegmentInput>)>,
     /// The last committed container: its mix is the next block's PREVRANDAO.
     tip: Tip,
     /// Hashes of the last committed containers, for BLOCKHASH.
@@ -207,7 +265,7 @@ impl CnApp {
             executor: EvmExecutor,
             max_txs_per_segment,
             executed: HashMap::new(),
-            ahead: HashMap::new(),
+            ahead: None,
             attestation_verdicts: HashMap::new(),
             tip,
             hashes: Arc::default(),
@@ -302,81 +360,29 @@ impl CnApp {
         self.executed.insert(key, execution);
     }
 
-    /// Prepares the execution inputs of `blocks` (senders from the pool, the rest recovered
-    /// in one batch on rayon) for their validation to take: blocks fetched together (an RN
-    /// catching up) then spread over every core however few transactions each holds.
-    /// Replaces what an earlier call kept, so memory is bounded by the blocks passed; pass
-    /// blocks whose certificates and bodies are already verified.
-    pub fn recover_ahead(&mut self, blocks: &[Block]) {
-        let blocks: Vec<&Block> = blocks.iter().collect();
-        let inputs = self.inputs(&blocks);
-        self.ahead = blocks.iter().map(|b| b.hash()).zip(inputs).collect();
+    /// Hands the application the execution inputs of the next block it will validate or
+    /// commit, built off its thread ([`CnState::execution_inputs`]). Only the latest is kept,
+    /// so memory stays one block's worth whatever the caller does.
+    pub fn prepared(&mut self, block: BlockHash, inputs: Vec<SegmentInput>) {
+        self.ahead = Some((block, inputs));
     }
 
-    /// Execution inputs of a received block: prepared by [`Self::recover_ahead`], or built now.
+    /// The shared handles (pool, committed state) that readers and helper threads use.
+    pub fn shared(&self) -> &CnState {
+        &self.shared
+    }
+
+    /// Execution inputs of a received block: handed over by [`Self::prepared`], or built now.
     fn senders(&mut self, block: &Block) -> Vec<SegmentInput> {
-        match self.ahead.remove(&block.hash()) {
-            Some(inputs) => inputs,
-            None => self.inputs(&[block]).pop().unwrap_or_default(),
+        let hash = block.hash();
+        match self.ahead.take() {
+            Some((prepared, inputs)) if prepared == hash => inputs,
+            _ => self
+                .shared
+                .execution_inputs(&[block])
+                .pop()
+                .unwrap_or_default(),
         }
-    }
-
-    /// Each block's segments with the senders of their servicechain transactions: from the
-    /// pool when this node has seen the transaction (already verified at ingress), else
-    /// recovered on rayon — all the blocks' in one batch: a segment holds tens of
-    /// transactions, too few to spread over the cores (a batch that does not split runs on
-    /// the calling thread alone).
-    fn inputs(&self, blocks: &[&Block]) -> Vec<Vec<SegmentInput>> {
-        // Hashed before the pool is locked: the RPC and the pool stage wait on that lock.
-        let hashes: Vec<Vec<Vec<B256>>> = blocks
-            .iter()
-            .map(|block| {
-                (block.segments.iter().enumerate())
-                    .map(|(k, segment)| match k {
-                        0 => Vec::new(),
-                        _ => segment.txs.iter().map(keccak256).collect(),
-                    })
-                    .collect()
-            })
-            .collect();
-        let pool = self.shared.pool.lock().unwrap_or_else(|e| e.into_inner());
-        let mut inputs: Vec<Vec<SegmentInput>> = blocks
-            .iter()
-            .zip(&hashes)
-            .map(|(block, hashes)| {
-                (block.segments.iter().zip(hashes))
-                    .map(|(segment, hashes)| {
-                        let known = hashes.iter().map(|h| pool.get(h).cloned()).collect();
-                        (segment.clone(), known)
-                    })
-                    .collect()
-            })
-            .collect();
-        drop(pool);
-        // (block, segment, transaction) of every sender the pool did not hold.
-        let missing: Vec<(usize, usize, usize)> = inputs
-            .iter()
-            .enumerate()
-            .flat_map(|(b, segments)| {
-                segments.iter().enumerate().flat_map(move |(k, (_, txs))| {
-                    (0..txs.len())
-                        .filter(move |&i| txs[i].is_none())
-                        .map(move |i| (b, k, i))
-                })
-            })
-            .collect();
-        if missing.is_empty() {
-            return inputs;
-        }
-        let raws: Vec<&[u8]> = missing
-            .iter()
-            .map(|&(b, k, i)| blocks[b].segments[k].txs[i].as_ref())
-            .collect();
-        let recovered = decode_recover_batch(&raws, &DecodeRules::default());
-        for ((b, k, i), r) in missing.into_iter().zip(recovered) {
-            inputs[b][k].1[i] = r.ok();
-        }
-        inputs
     }
 
     /// Applies a committed block: regionchain state (and a CN-set switch it announces),

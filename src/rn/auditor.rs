@@ -1,7 +1,8 @@
 //! The auditor: the one thread that owns an RN's chain. Blocks arrive fetched in ranges (from
 //! the sync driver) or gossiped one at a time (from the RN network); each batch goes through
 //! the consensus audit ([`super::audit`]), then re-execution by the CN application
-//! (`validate`, then `commit`), and only the blocks that pass both are made durable, indexed,
+//! (`validate`, then `commit`) with the senders of the blocks ahead recovered meanwhile
+//! ([`super::recovery`]), and only the blocks that pass both are made durable, indexed,
 //! served and — near the head — relayed. A block that fails is rejected with its reason and
 //! its sender is penalized; nothing of it is stored.
 //!
@@ -16,10 +17,12 @@ use super::evidence::{
     check_evidence, Deferral, EvidenceBook, EvidenceError, EvidenceRecord, Finding, PendingEvidence,
 };
 use super::ledger::{Ledger, SetHistory};
+use super::recovery::SenderRecovery;
 use super::status::{Rejection, RnStatus, SyncPhase};
 use crate::chain::app::{now_ms, CnApp};
 use crate::consensus::audit::{audit_consensus, AuditError, ChainState};
-use crate::consensus::machine::{Application, Params, Tip};
+use crate::consensus::machine::{Application, InvalidBlock, Params, Tip};
+use crate::exec::SegmentInput;
 use crate::link::LinkReceiver;
 use crate::net::rn::{Gossip, PeerId, RnNetwork};
 use crate::net::sync::BlockServer;
@@ -27,6 +30,7 @@ use crate::types::codec::{canonical, encode_frame};
 use crate::types::{Block, BlockHash, EquivocationEvidence, Height};
 use alloy_primitives::B256;
 use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::ops::ControlFlow;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -105,6 +109,14 @@ fn seen_key(block: &Block) -> B256 {
     crate::crypto::hash::sha256_concat(&[block.hash().0.as_slice(), &canonical(&block.sealed.seal)])
 }
 
+/// Why applying a range stopped early.
+enum Stop {
+    /// The block does not re-execute to its header: refused, its sender penalized.
+    Invalid(InvalidBlock),
+    /// The node cannot go on.
+    Storage(anyhow::Error),
+}
+
 /// The catch-up progress line.
 struct Progress {
     at: Instant,
@@ -117,6 +129,8 @@ pub struct Auditor {
     pub params: Params,
     pub genesis: Tip,
     pub app: CnApp,
+    /// Recovers the senders of the blocks ahead while `app` executes.
+    pub recovery: Arc<SenderRecovery>,
     pub ledger: Ledger,
     pub tip: Tip,
     pub sets: SetHistory,
@@ -217,24 +231,40 @@ impl Auditor {
             set: Arc::clone(self.app.cn_set()),
         };
         let outcome = audit_consensus(&self.params, &state, &fresh);
-        self.app.recover_ahead(&fresh[..outcome.passed]);
-        let mut failure = outcome.failure;
         let mut accepted = 0;
-        for block in &fresh[..outcome.passed] {
-            if let Err(e) = self.app.validate(block, &self.tip) {
-                failure = Some((accepted, AuditError::Execution(e)));
-                break;
+        let recovery = Arc::clone(&self.recovery);
+        let stopped = recovery.for_each(&fresh[..outcome.passed], |block, inputs| {
+            match self.apply(block, inputs) {
+                Ok(()) => {
+                    accepted += 1;
+                    ControlFlow::Continue(())
+                }
+                Err(stop) => ControlFlow::Break(stop),
             }
-            self.app
-                .commit(block)
-                .map_err(|e| anyhow::anyhow!("applying block {}: {e}", block.header().height))?;
-            self.advance(block);
-            accepted += 1;
-        }
+        });
+        let failure = match stopped {
+            Some(Stop::Invalid(e)) => Some((accepted, AuditError::Execution(e))),
+            Some(Stop::Storage(e)) => return Err(e),
+            None => outcome.failure,
+        };
         self.store(memory, origin, &fresh[..accepted])?;
         if let Some((i, reason)) = failure {
             self.reject(origin, &fresh[i], reason);
         }
+        Ok(())
+    }
+
+    /// Re-executes an audited block on the tip and applies it.
+    fn apply(&mut self, block: &Block, inputs: Vec<SegmentInput>) -> Result<(), Stop> {
+        self.app.prepared(block.hash(), inputs);
+        self.app.validate(block, &self.tip).map_err(Stop::Invalid)?;
+        self.app.commit(block).map_err(|e| {
+            Stop::Storage(anyhow::anyhow!(
+                "applying block {}: {e}",
+                block.header().height
+            ))
+        })?;
+        self.advance(block);
         Ok(())
     }
 

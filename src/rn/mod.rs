@@ -21,6 +21,7 @@
 pub mod auditor;
 pub mod evidence;
 pub mod ledger;
+pub mod recovery;
 pub mod register;
 pub mod status;
 pub mod sync;
@@ -160,10 +161,12 @@ impl RnNode {
             net: Arc::clone(&net),
             listen,
         };
+        let recovery = Arc::new(recovery::SenderRecovery::new(disk.app.shared().clone())?);
         let auditor = auditor::Auditor {
             params: config.genesis.params(),
             genesis: config.genesis.tip(),
             app: disk.app,
+            recovery,
             ledger: disk.ledger,
             tip: disk.tip,
             sets: disk.sets,

@@ -1077,6 +1077,29 @@ fn forged_and_short_certificates_are_rejected_and_garbage_costs_the_peer_its_con
         "closed at the handshake"
     );
 
+    // Re-execution: a quorum of real keys (a Byzantine quorum) over a header whose state
+    // commitment the block does not produce.
+    let mut diverged = block1.clone();
+    diverged.sealed.header.segments[0].state_root = alloy_primitives::B256::repeat_byte(0x5a);
+    seal(
+        &mut diverged,
+        &CnSet::from_bytes(&cluster_keys(&cluster)).unwrap(),
+        &cluster.keys,
+        cluster.genesis.mix,
+        &[0, 1, 2],
+    );
+    feed(&diverged);
+    wait_until("the block that does not re-execute rejected", || {
+        victim.rejected().len() == 3
+    });
+    let rejected = victim.rejected();
+    assert_eq!(rejected[2].kind, "execution", "{rejected:?}");
+    assert_eq!(
+        head(&victim),
+        0,
+        "nothing of a block that fails re-execution is stored"
+    );
+
     // The victim still audits and stores the real blocks.
     feed(&block1);
     wait_until("the real block 1 stored", || head(&victim) == 1);
@@ -1086,7 +1109,7 @@ fn forged_and_short_certificates_are_rejected_and_garbage_costs_the_peer_its_con
         victim.block_by_height(Height(1)).unwrap().unwrap().hash(),
         block1.hash()
     );
-    assert_eq!(victim.rejected().len(), 2);
+    assert_eq!(victim.rejected().len(), 3);
 
     puppet.close();
     victim.shutdown().unwrap();
