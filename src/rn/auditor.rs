@@ -45,6 +45,9 @@ const RECENT_HASHES: usize = 1024;
 const SEEN: usize = 16_384;
 /// Blocks this close to the highest known height are relayed to RN peers when stored.
 const RELAY_WINDOW: u64 = 2;
+/// Blocks of a fetched range applied between two writes to the ledger (each write ends with
+/// one WAL sync).
+const STORE_EVERY: usize = 16;
 /// Interval of the catch-up progress line.
 const PROGRESS_EVERY: Duration = Duration::from_secs(2);
 
@@ -231,23 +234,28 @@ impl Auditor {
             set: Arc::clone(self.app.cn_set()),
         };
         let outcome = audit_consensus(&self.params, &state, &fresh);
-        let mut accepted = 0;
+        let (mut accepted, mut stored) = (0, 0);
         let recovery = Arc::clone(&self.recovery);
         let stopped = recovery.for_each(&fresh[..outcome.passed], |block, inputs| {
-            match self.apply(block, inputs) {
-                Ok(()) => {
-                    accepted += 1;
-                    ControlFlow::Continue(())
-                }
-                Err(stop) => ControlFlow::Break(stop),
+            if let Err(stop) = self.apply(block, inputs) {
+                return ControlFlow::Break(stop);
             }
+            accepted += 1;
+            // Stored as the range goes, so the writes overlap the recovery of what follows.
+            if accepted - stored == STORE_EVERY {
+                if let Err(e) = self.store(memory, origin, &fresh[stored..accepted]) {
+                    return ControlFlow::Break(Stop::Storage(e));
+                }
+                stored = accepted;
+            }
+            ControlFlow::Continue(())
         });
         let failure = match stopped {
             Some(Stop::Invalid(e)) => Some((accepted, AuditError::Execution(e))),
             Some(Stop::Storage(e)) => return Err(e),
             None => outcome.failure,
         };
-        self.store(memory, origin, &fresh[..accepted])?;
+        self.store(memory, origin, &fresh[stored..accepted])?;
         if let Some((i, reason)) = failure {
             self.reject(origin, &fresh[i], reason);
         }

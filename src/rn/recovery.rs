@@ -4,9 +4,8 @@
 //!
 //! Recovery is most of an RN's catch-up work and spreads over every core; execution runs on
 //! the auditor's thread. One after the other, a core idled through every execution; side by
-//! side, the operating system shares the cores between them. The pool is the RN's own, not
-//! rayon's global one, so the executor's own parallel work never queues behind a recovery
-//! batch.
+//! side, recovery fills the time the executor leaves. The pool is the RN's own, not rayon's
+//! global one, so the executor's own parallel work never queues behind a recovery batch.
 //!
 //! Only blocks whose certificates and bodies verified are given here; memory stays bounded by
 //! [`CHUNKS_AHEAD`] chunks of inputs beyond the range itself.
