@@ -22,6 +22,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio_tungstenite::tungstenite::Message;
 
+mod schema;
+
 const CHAIN: ChainId = ChainId(1001);
 const OTHER_CHAIN: ChainId = ChainId(1002);
 const ALICE_KEY: [u8; 32] = [0x11; 32];
