@@ -382,7 +382,7 @@ pub struct InitArgs {
     /// Interval of empty blocks when no transaction waits, in milliseconds; at most a day.
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=MAX_INTERVAL_MS))]
     pub round_ms: u64,
-    /// Round-0 timeout in milliseconds (doubling per round); default max(round_ms, 500). A
+    /// Round-0 timeout in milliseconds (growing by half per round); default max(round_ms, 500). A
     /// short one makes a dead proposer cost less on a fast local network.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=MAX_INTERVAL_MS))]
     pub timeout_ms: Option<u64>,

@@ -255,6 +255,15 @@ impl Genesis {
             genesis.round_ms > 0 && genesis.committee_size > 0,
             "genesis timing and committee size must be positive"
         );
+        // A zero base never grows, and a cap below the base is no growth either: rounds would
+        // keep one timeout for ever, and liveness after GST needs them to grow past any delay.
+        anyhow::ensure!(
+            genesis.base_timeout_ms > 0 && genesis.max_timeout_ms >= genesis.base_timeout_ms,
+            "genesis round timeouts must grow: base_timeout_ms {} must be positive and at most \
+             max_timeout_ms {}",
+            genesis.base_timeout_ms,
+            genesis.max_timeout_ms
+        );
         Ok(genesis)
     }
 

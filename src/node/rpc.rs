@@ -376,6 +376,7 @@ impl ChainRpc {
             let location = |index| TxLocation {
                 block_hash: block.hash().0,
                 block_number: header.height.0,
+                block_timestamp: header.timestamp_ms / 1000,
                 index,
                 base_fee_per_gas: Some(BASE_FEE_WEI),
             };
@@ -719,6 +720,7 @@ impl RpcBackend for ChainRpc {
         let location = TxLocation {
             block_hash: block.hash().0,
             block_number: at.height,
+            block_timestamp: block.header().timestamp_ms / 1000,
             index: u64::from(at.index),
             base_fee_per_gas: Some(BASE_FEE_WEI),
         };
@@ -741,6 +743,7 @@ impl RpcBackend for ChainRpc {
         let location = tx.location.unwrap_or(TxLocation {
             block_hash: B256::ZERO,
             block_number: found.location.height,
+            block_timestamp: 0,
             index: u64::from(found.location.index),
             base_fee_per_gas: Some(BASE_FEE_WEI),
         });
@@ -1010,6 +1013,7 @@ impl RpcBackend for ChainRpc {
             let location = TxLocation {
                 block_hash,
                 block_number: number,
+                block_timestamp: block.header().timestamp_ms / 1000,
                 index: i as u64,
                 base_fee_per_gas: Some(BASE_FEE_WEI),
             };

@@ -7,8 +7,9 @@
 //! side, recovery fills the time the executor leaves. The pool is the RN's own, not rayon's
 //! global one, so the executor's own parallel work never queues behind a recovery batch.
 //!
-//! Only blocks whose certificates and bodies verified are given here; memory stays bounded by
-//! [`CHUNKS_AHEAD`] chunks of inputs beyond the range itself.
+//! Only blocks whose certificates and bodies verified are given here; beyond the range itself,
+//! memory holds at most [`CHUNKS_AHEAD`] recovered chunks waiting, plus the one being recovered
+//! and the one being walked.
 
 use crate::chain::app::CnState;
 use crate::exec::SegmentInput;
@@ -40,35 +41,51 @@ impl SenderRecovery {
 
     /// Calls `each` on every block of `blocks` in order with its execution inputs, recovering
     /// the next chunks meanwhile. Stops at the first `Break`, whose value it returns; the
-    /// recovery in flight then finishes its chunk and stops.
+    /// recovery in flight then finishes its chunk and stops. A panic while recovering is
+    /// raised here once the blocks before it are walked.
     pub fn for_each<R>(
         &self,
         blocks: &[Block],
         mut each: impl FnMut(&Block, Vec<SegmentInput>) -> ControlFlow<R>,
     ) -> Option<R> {
+        if blocks.len() <= CHUNK_BLOCKS {
+            // One chunk (a gossiped block at the head): nothing to overlap, no thread.
+            return walk(blocks.iter().zip(self.recover(blocks)), &mut each);
+        }
         let (tx, rx) = crossbeam_channel::bounded::<Vec<Vec<SegmentInput>>>(CHUNKS_AHEAD);
         std::thread::scope(|scope| {
             scope.spawn(move || {
                 for chunk in blocks.chunks(CHUNK_BLOCKS) {
-                    let refs: Vec<&Block> = chunk.iter().collect();
-                    let inputs = self.pool.install(|| self.state.execution_inputs(&refs));
-                    if tx.send(inputs).is_err() {
-                        return; // the executor stopped
+                    if tx.send(self.recover(chunk)).is_err() {
+                        return; // the walk stopped
                     }
                 }
             });
-            let outcome = blocks
-                .chunks(CHUNK_BLOCKS)
-                .zip(rx.iter())
-                .flat_map(|(chunk, inputs)| chunk.iter().zip(inputs))
-                .find_map(|(block, inputs)| match each(block, inputs) {
-                    ControlFlow::Break(r) => Some(r),
-                    ControlFlow::Continue(()) => None,
-                });
+            let inputs = rx.iter().flatten();
+            let outcome = walk(blocks.iter().zip(inputs), &mut each);
             drop(rx); // a recovery still running sees the closed link and stops
             outcome
         })
     }
+
+    /// The execution inputs of `blocks`, recovered on this pool.
+    fn recover(&self, blocks: &[Block]) -> Vec<Vec<SegmentInput>> {
+        let refs: Vec<&Block> = blocks.iter().collect();
+        self.pool.install(|| self.state.execution_inputs(&refs))
+    }
+}
+
+/// Hands each block its inputs until `each` breaks.
+fn walk<'b, R>(
+    pairs: impl Iterator<Item = (&'b Block, Vec<SegmentInput>)>,
+    each: &mut impl FnMut(&Block, Vec<SegmentInput>) -> ControlFlow<R>,
+) -> Option<R> {
+    for (block, inputs) in pairs {
+        if let ControlFlow::Break(r) = each(block, inputs) {
+            return Some(r);
+        }
+    }
+    None
 }
 
 #[cfg(test)]
@@ -104,17 +121,21 @@ mod tests {
     #[test]
     fn every_block_is_handed_over_once_in_order() {
         let dir = tempfile::tempdir().unwrap();
-        let blocks = chain(3 * CHUNK_BLOCKS as u64 + 1);
-        let mut seen = Vec::new();
-        let stopped = recovery(dir.path()).for_each(&blocks, |block, inputs| {
-            let segments: Vec<&Segment> = inputs.iter().map(|(segment, _)| segment).collect();
-            assert_eq!(segments, block.segments.iter().collect::<Vec<_>>());
-            seen.push(block.header().height.0);
-            ControlFlow::<()>::Continue(())
-        });
-        assert_eq!(stopped, None);
-        let heights: Vec<u64> = blocks.iter().map(|b| b.header().height.0).collect();
-        assert_eq!(seen, heights);
+        let recovery = recovery(dir.path());
+        // Several chunks (the recovering thread), one chunk (inline), none.
+        for n in [3 * CHUNK_BLOCKS as u64 + 1, 3, 0] {
+            let blocks = chain(n);
+            let mut seen = Vec::new();
+            let stopped = recovery.for_each(&blocks, |block, inputs| {
+                let segments: Vec<&Segment> = inputs.iter().map(|(segment, _)| segment).collect();
+                assert_eq!(segments, block.segments.iter().collect::<Vec<_>>());
+                seen.push(block.header().height.0);
+                ControlFlow::<()>::Continue(())
+            });
+            assert_eq!(stopped, None);
+            let heights: Vec<u64> = blocks.iter().map(|b| b.header().height.0).collect();
+            assert_eq!(seen, heights, "{n} blocks");
+        }
     }
 
     #[test]

@@ -143,6 +143,8 @@ impl Serialize for TxsJson<'_> {
 pub(crate) struct TxJson<'a> {
     block_hash: Option<Data<'a>>,
     block_number: Option<Quantity>,
+    /// The including block's timestamp (execution-apis `TransactionInfo`, geth ≥ 1.16).
+    block_timestamp: Option<Quantity>,
     from: Data<'a>,
     gas: Quantity,
     gas_price: Quantity,
@@ -192,6 +194,7 @@ pub(crate) fn transaction(t: &RpcTransaction) -> TxJson<'_> {
     TxJson {
         block_hash: t.location.as_ref().map(|l| Data(l.block_hash.as_slice())),
         block_number: t.location.map(|l| q(l.block_number)),
+        block_timestamp: t.location.map(|l| q(l.block_timestamp)),
         from: Data(t.from.as_slice()),
         gas: q(tx.gas_limit()),
         gas_price: Quantity(gas_price),

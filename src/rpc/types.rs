@@ -64,6 +64,8 @@ pub struct RpcTransaction {
 pub struct TxLocation {
     pub block_hash: B256,
     pub block_number: u64,
+    /// The block's timestamp in seconds.
+    pub block_timestamp: u64,
     /// Position in the block (in Kaon: in the chain's segment).
     pub index: u64,
     /// The block's base fee, which fixes an EIP-1559 transaction's `gasPrice`.

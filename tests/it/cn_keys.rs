@@ -190,3 +190,22 @@ fn rogue_key_cancelling_an_honest_key_is_refused() {
         Err(GovernanceError::BadPop(4))
     );
 }
+
+/// Round timeouts must be able to grow (liveness after GST): a zero base or a cap below the
+/// base is refused with both numbers named.
+#[test]
+fn genesis_whose_round_timeouts_cannot_grow_is_refused() {
+    let keys: Vec<SecretKey> = (0..4).map(key).collect();
+    let good = genesis(&keys);
+    for (base, max) in [(0, 1_000), (2_000, 1_000)] {
+        let mut bad = good.clone();
+        (bad.base_timeout_ms, bad.max_timeout_ms) = (base, max);
+        let err = format!("{:#}", load(&bad).expect_err("refused"));
+        assert!(
+            err.contains("round timeouts must grow")
+                && err.contains(&base.to_string())
+                && err.contains(&max.to_string()),
+            "{err}"
+        );
+    }
+}

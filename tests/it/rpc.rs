@@ -135,6 +135,7 @@ fn chain_fixture(chain: ChainId) -> MemChain {
     let location = TxLocation {
         block_hash: B256::repeat_byte(0x41),
         block_number: 1,
+        block_timestamp: 1_700_000_001,
         index: 0,
         base_fee_per_gas: Some(BASE_FEE),
     };
@@ -725,6 +726,7 @@ fn rpc_transactions_and_receipts_are_encoded_like_geth() {
     let expected = json!({
         "blockHash": hex(&[0x41; 32]),
         "blockNumber": "0x1",
+        "blockTimestamp": format!("{:#x}", 1_700_000_001u64),
         "from": hex(alice().as_slice()),
         "gas": "0x5208",
         "gasPrice": "0x59682f00",
