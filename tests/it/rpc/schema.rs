@@ -31,8 +31,9 @@ enum Shape {
     /// A JSON number from 0 to 1 (`gasUsedRatio` entries).
     Ratio,
     Array(&'static Shape),
-    /// A closed object: its fields, whether each is required.
-    Object(&'static [Field]),
+    /// A closed object: its fields (in groups, as the spec composes them), whether each is
+    /// required.
+    Object(&'static [&'static [Field]]),
     /// Exactly the first alternative that fits is enough (`oneOf`/`anyOf` as the spec uses
     /// them: the alternatives never overlap).
     OneOf(&'static [Shape]),
@@ -69,7 +70,7 @@ const ADDRESS_OR_NULL: Shape = Shape::OneOf(&[Shape::Address, Shape::Null]);
 const HASH_OR_NULL: Shape = Shape::OneOf(&[Shape::Hash32, Shape::Null]);
 const UINT_OR_NULL: Shape = Shape::OneOf(&[Shape::Uint, Shape::Null]);
 
-const LOG: Shape = Shape::Object(&[
+const LOG: Shape = Shape::Object(&[&[
     opt("removed", Shape::Bool),
     opt("blockTimestamp", Shape::Uint),
     opt("logIndex", Shape::Uint),
@@ -80,9 +81,9 @@ const LOG: Shape = Shape::Object(&[
     opt("address", Shape::Address),
     opt("data", Shape::Bytes),
     opt("topics", Shape::Array(&Shape::Hash32)),
-]);
+]]);
 
-const RECEIPT: Shape = Shape::Object(&[
+const RECEIPT: Shape = Shape::Object(&[&[
     opt("type", Shape::Byte),
     req("transactionHash", Shape::Hash32),
     req("transactionIndex", Shape::Uint),
@@ -100,87 +101,84 @@ const RECEIPT: Shape = Shape::Object(&[
     opt("status", Shape::Uint),
     req("effectiveGasPrice", Shape::Uint),
     opt("blobGasPrice", Shape::Uint),
-]);
+]]);
 
-const ACCESS_LIST: Shape = Shape::Array(&Shape::Object(&[
+const ACCESS_LIST: Shape = Shape::Array(&Shape::Object(&[&[
     req("address", Shape::Address),
     req("storageKeys", Shape::Array(&Shape::Hash32)),
-]));
+]]));
 
-/// `TransactionInfo` of an EIP-1559 transaction: the contextual fields, the unsigned fields
-/// and the signature.
-const TX_1559: Shape = Shape::Object(&[
+/// `TransactionInfo`'s contextual fields.
+const TX_CONTEXT: &[Field] = &[
     req("blockHash", HASH_OR_NULL),
     req("blockNumber", UINT_OR_NULL),
     req("blockTimestamp", UINT_OR_NULL),
     req("from", Shape::Address),
     req("hash", Shape::Hash32),
     req("transactionIndex", UINT_OR_NULL),
+];
+
+/// The unsigned fields every transaction type has.
+const TX_COMMON: &[Field] = &[
     req("type", Shape::Byte),
     req("nonce", Shape::Uint),
     opt("to", ADDRESS_OR_NULL),
     req("gas", Shape::Uint),
     req("value", Shape::Uint),
     req("input", Shape::Bytes),
-    req("maxPriorityFeePerGas", Shape::Uint),
-    req("maxFeePerGas", Shape::Uint),
-    req("gasPrice", Shape::Uint),
-    req("accessList", ACCESS_LIST),
-    req("chainId", Shape::Uint),
+];
+
+/// The signature of a typed transaction (`v` only as a deprecated copy of `yParity`).
+const TX_TYPED_SIGNATURE: &[Field] = &[
     req("yParity", Shape::Byte),
     opt("v", Shape::Byte),
     req("r", Shape::Uint),
     req("s", Shape::Uint),
+];
+
+/// `TransactionInfo` of an EIP-1559 transaction.
+const TX_1559: Shape = Shape::Object(&[
+    TX_CONTEXT,
+    TX_COMMON,
+    &[
+        req("maxPriorityFeePerGas", Shape::Uint),
+        req("maxFeePerGas", Shape::Uint),
+        req("gasPrice", Shape::Uint),
+        req("accessList", ACCESS_LIST),
+        req("chainId", Shape::Uint),
+    ],
+    TX_TYPED_SIGNATURE,
 ]);
 
 /// `TransactionInfo` of an EIP-2930 transaction.
 const TX_2930: Shape = Shape::Object(&[
-    req("blockHash", HASH_OR_NULL),
-    req("blockNumber", UINT_OR_NULL),
-    req("blockTimestamp", UINT_OR_NULL),
-    req("from", Shape::Address),
-    req("hash", Shape::Hash32),
-    req("transactionIndex", UINT_OR_NULL),
-    req("type", Shape::Byte),
-    req("nonce", Shape::Uint),
-    opt("to", ADDRESS_OR_NULL),
-    req("gas", Shape::Uint),
-    req("value", Shape::Uint),
-    req("input", Shape::Bytes),
-    req("gasPrice", Shape::Uint),
-    req("accessList", ACCESS_LIST),
-    req("chainId", Shape::Uint),
-    req("yParity", Shape::Byte),
-    opt("v", Shape::Byte),
-    req("r", Shape::Uint),
-    req("s", Shape::Uint),
+    TX_CONTEXT,
+    TX_COMMON,
+    &[
+        req("gasPrice", Shape::Uint),
+        req("accessList", ACCESS_LIST),
+        req("chainId", Shape::Uint),
+    ],
+    TX_TYPED_SIGNATURE,
 ]);
 
 /// `TransactionInfo` of a legacy transaction (`v` carries the parity; no `yParity`).
 const TX_LEGACY: Shape = Shape::Object(&[
-    req("blockHash", HASH_OR_NULL),
-    req("blockNumber", UINT_OR_NULL),
-    req("blockTimestamp", UINT_OR_NULL),
-    req("from", Shape::Address),
-    req("hash", Shape::Hash32),
-    req("transactionIndex", UINT_OR_NULL),
-    req("type", Shape::Byte),
-    req("nonce", Shape::Uint),
-    opt("to", ADDRESS_OR_NULL),
-    req("gas", Shape::Uint),
-    req("value", Shape::Uint),
-    req("input", Shape::Bytes),
-    req("gasPrice", Shape::Uint),
-    opt("chainId", Shape::Uint),
-    req("v", Shape::Uint),
-    req("r", Shape::Uint),
-    req("s", Shape::Uint),
+    TX_CONTEXT,
+    TX_COMMON,
+    &[
+        req("gasPrice", Shape::Uint),
+        opt("chainId", Shape::Uint),
+        req("v", Shape::Uint),
+        req("r", Shape::Uint),
+        req("s", Shape::Uint),
+    ],
 ]);
 
 const TRANSACTION: Shape = Shape::ByType(&[("0x0", TX_LEGACY), ("0x1", TX_2930), ("0x2", TX_1559)]);
 
 /// `Block` with either form of `transactions`.
-const BLOCK: Shape = Shape::Object(&[
+const BLOCK: Shape = Shape::Object(&[&[
     req("hash", Shape::Hash32),
     req("parentHash", Shape::Hash32),
     req("sha3Uncles", Shape::Hash32),
@@ -209,24 +207,24 @@ const BLOCK: Shape = Shape::Object(&[
         Shape::OneOf(&[Shape::Array(&Shape::Hash32), Shape::Array(&TRANSACTION)]),
     ),
     req("uncles", Shape::Array(&Shape::Hash32)),
-]);
+]]);
 
-const FEE_HISTORY: Shape = Shape::Object(&[
+const FEE_HISTORY: Shape = Shape::Object(&[&[
     req("oldestBlock", Shape::Uint),
     req("baseFeePerGas", Shape::Array(&Shape::Uint)),
     opt("baseFeePerBlobGas", Shape::Array(&Shape::Uint)),
     req("gasUsedRatio", Shape::Array(&Shape::Ratio)),
     opt("blobGasUsedRatio", Shape::Array(&Shape::Ratio)),
     opt("reward", Shape::Array(&Shape::Array(&Shape::Uint))),
-]);
+]]);
 
 const SYNCING: Shape = Shape::OneOf(&[
     Shape::Bool,
-    Shape::Object(&[
+    Shape::Object(&[&[
         req("startingBlock", Shape::Uint),
         req("currentBlock", Shape::Uint),
         req("highestBlock", Shape::Uint),
-    ]),
+    ]]),
 ]);
 
 fn hex_digits<'a>(s: &'a str, path: &str) -> Result<&'a str, String> {
@@ -286,19 +284,20 @@ fn check_string(v: &Value, shape: Shape, path: &str) -> Result<(), String> {
     }
 }
 
-fn check_object(v: &Value, fields: &[Field], path: &str) -> Result<(), String> {
+fn check_object(v: &Value, groups: &[&[Field]], path: &str) -> Result<(), String> {
+    let fields = || groups.iter().flat_map(|g| g.iter());
     let object = v
         .as_object()
         .ok_or_else(|| format!("{path}: {v} is not an object"))?;
     if let Some(extra) = object
         .keys()
-        .find(|k| !fields.iter().any(|f| f.name == k.as_str()))
+        .find(|k| !fields().any(|f| f.name == k.as_str()))
     {
         return Err(format!(
             "{path}: field {extra:?} is not in the specification"
         ));
     }
-    for field in fields {
+    for field in fields() {
         match object.get(field.name) {
             Some(value) => check(value, field.shape, &format!("{path}.{}", field.name))?,
             None if field.required => {
