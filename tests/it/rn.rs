@@ -18,6 +18,7 @@ use kaon::crypto::tx::{Eip1559Tx, Transaction, TxKind};
 use kaon::net::handshake::{self, Credential, Side};
 use kaon::net::rn::{decode_gossip, Gossip};
 use kaon::net::rn::{RnNetConfig, RnNetwork, Source};
+use kaon::net::sync::{BlockServer, ChainReader};
 use kaon::net::{tls, NetConfig};
 use kaon::node::loadgen::dev_account;
 use kaon::pipeline::link;
@@ -27,6 +28,8 @@ use kaon::rn::evidence::{
     MAX_PENDING_EVIDENCE_BYTES, PENDING_EVIDENCE_WINDOW,
 };
 use kaon::rn::{CnPeer, RnConfig, RnHandle, RnNode};
+use kaon::storage::blocklog::BlockLog;
+use kaon::storage::store::{BlockIndex, Store};
 use kaon::types::codec::decode_frame;
 use kaon::types::codec::encode_frame;
 use kaon::types::sync::{BlockRangeRequest, BlockRangeResponse};
@@ -1423,4 +1426,113 @@ fn a_hello_arriving_when_every_check_slot_is_busy_is_refused_not_queued() {
     wait_until("the caller admitted", || open.peer_count() == 1);
     busy.close();
     open.close();
+}
+
+/// Blocks `1..=n` as CN 0 serves them, fetched through a puppet RN.
+fn cn_blocks(cluster: &Cluster, n: u64) -> Vec<Block> {
+    let puppet = puppet(&cluster.rt, "fetcher");
+    let cn0 = cluster.peers()[0];
+    puppet.connect_cn(
+        cn0.addr,
+        kaon::crypto::bls::PublicKey::try_from(&cn0.key).unwrap(),
+    );
+    wait_until("the fetcher connected to CN 0", || {
+        puppet.sources().len() == 1
+    });
+    let source = cn_source(&puppet);
+    let mut blocks: Vec<Block> = Vec::new();
+    while (blocks.len() as u64) < n {
+        let request = BlockRangeRequest {
+            from: Height(blocks.len() as u64 + 1),
+            max_blocks: (n - blocks.len() as u64) as u32,
+            max_bytes: 1 << 20,
+            wait_ms: 0,
+        };
+        let answer = cluster
+            .rt
+            .block_on(puppet.request_blocks(source.id, &request))
+            .unwrap();
+        assert!(
+            !answer.blocks.is_empty(),
+            "CN 0 holds block {}",
+            request.from
+        );
+        blocks.extend(answer.blocks);
+    }
+    puppet.close();
+    blocks
+}
+
+/// `blocks` in a block log and index of their own under `dir`, served by a new puppet RN.
+fn serve(cluster: &Cluster, dir: &Path, blocks: &[Block]) -> (RnNetwork, BlockLog) {
+    let options = kaon::storage::blocklog::BlockLogOptions {
+        preallocate_bytes: 0,
+        ..Default::default()
+    };
+    let (mut log, _) = BlockLog::open(dir.join("blocks.log"), options).unwrap();
+    let store = Arc::new(Store::open(dir.join("db")).unwrap());
+    let frames: Vec<Vec<u8>> = blocks.iter().map(encode_frame).collect();
+    let refs: Vec<&[u8]> = frames.iter().map(Vec::as_slice).collect();
+    for (b, offset) in blocks.iter().zip(log.append_batch(&refs).unwrap()) {
+        store
+            .index_block(&BlockIndex {
+                height: b.header().height.0,
+                hash: b.hash().0 .0,
+                log_offset: offset.0,
+                txs: &[],
+            })
+            .unwrap();
+    }
+    let server = puppet(&cluster.rt, "server");
+    server.serve_blocks(BlockServer::new(ChainReader::new(log.reader(), store)).unwrap());
+    (server, log)
+}
+
+/// A range fetched in one request whose 20th block carries a quorum's certificate but does not
+/// re-execute: the 19 before it are stored (the first 16 in one write as the range is applied,
+/// the other 3 when the failure stops it), the 20th is refused as `execution`, and nothing
+/// from it on is stored.
+#[test]
+fn a_range_is_stored_up_to_the_block_that_fails_re_execution() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::start(dir.path());
+    wait_until("the CNs at height 24", || cluster.height() >= 24);
+    let mut blocks = cn_blocks(&cluster, 24);
+    let bad = 19; // height 20
+    let parent_mix = blocks[bad - 1].header().mix;
+    blocks[bad].sealed.header.segments[0].state_root = alloy_primitives::B256::repeat_byte(0x5a);
+    seal(
+        &mut blocks[bad],
+        &CnSet::from_bytes(&cluster_keys(&cluster)).unwrap(),
+        &cluster.keys,
+        parent_mix,
+        &[0, 1, 2],
+    );
+    let served = dir.path().join("served");
+    std::fs::create_dir_all(&served).unwrap();
+    let (server, _log) = serve(&cluster, &served, &blocks);
+
+    let victim = RnNode::start(cluster.rn_config(
+        dir.path(),
+        "victim",
+        vec![],
+        vec![server.local_addr().unwrap()],
+    ))
+    .unwrap();
+    wait_until("the block that does not re-execute rejected", || {
+        !victim.rejected().is_empty()
+    });
+    let rejected = victim.rejected();
+    assert_eq!(rejected[0].kind, "execution", "{rejected:?}");
+    assert_eq!(rejected[0].height, Height(20), "{rejected:?}");
+    assert_eq!(head(&victim), 19);
+    for block in &blocks[..bad] {
+        let stored = victim.block_by_height(block.header().height).unwrap();
+        assert_eq!(stored.map(|b| b.hash()), Some(block.hash()));
+    }
+    assert!(victim.block_by_height(Height(20)).unwrap().is_none());
+
+    server.close();
+    victim.shutdown().unwrap();
+    cluster.shutdown();
 }
