@@ -624,6 +624,7 @@ fn rpc_receipt(
             data: log.data.clone(),
             block_number: location.block_number,
             block_hash: location.block_hash,
+            block_timestamp: location.block_timestamp,
             transaction_hash: hash,
             transaction_index: location.index,
             log_index: first_log_index.saturating_add(i) as u64,
@@ -909,15 +910,18 @@ impl RpcBackend for ChainRpc {
                 query.limit,
             )
             .map_err(internal)?;
-        let mut hashes: HashMap<u64, B256> = HashMap::new();
+        // Each block's hash and timestamp (seconds), read once per block.
+        let mut blocks: HashMap<u64, (B256, u64)> = HashMap::new();
         let mut out = Vec::with_capacity(events.len());
         for e in events {
-            let block_hash = match hashes.get(&e.height) {
-                Some(h) => *h,
+            let (block_hash, block_timestamp) = match blocks.get(&e.height) {
+                Some(known) => *known,
                 None => {
-                    let h = self.container(e.height)?.map_or(B256::ZERO, |b| b.hash().0);
-                    hashes.insert(e.height, h);
-                    h
+                    let known = self.container(e.height)?.map_or((B256::ZERO, 0), |b| {
+                        (b.hash().0, b.header().timestamp_ms / 1000)
+                    });
+                    blocks.insert(e.height, known);
+                    known
                 }
             };
             out.push(RpcLog {
@@ -926,6 +930,7 @@ impl RpcBackend for ChainRpc {
                 data: e.log.data,
                 block_number: e.height,
                 block_hash,
+                block_timestamp,
                 transaction_hash: e.tx_hash,
                 transaction_index: u64::from(e.tx_index),
                 log_index: u64::from(e.log_index),

@@ -300,6 +300,8 @@ pub(crate) struct LogJson<'a> {
     transaction_hash: Data<'a>,
     transaction_index: Quantity,
     block_hash: Data<'a>,
+    /// The including block's timestamp (execution-apis `Log`, geth ≥ 1.16).
+    block_timestamp: Quantity,
     log_index: Quantity,
     removed: bool,
 }
@@ -313,6 +315,7 @@ pub(crate) fn log(l: &RpcLog) -> LogJson<'_> {
         transaction_hash: Data(l.transaction_hash.as_slice()),
         transaction_index: q(l.transaction_index),
         block_hash: Data(l.block_hash.as_slice()),
+        block_timestamp: q(l.block_timestamp),
         log_index: q(l.log_index),
         removed: l.removed,
     }

@@ -101,6 +101,8 @@ pub struct RpcLog {
     pub data: Bytes,
     pub block_number: u64,
     pub block_hash: B256,
+    /// The block's timestamp in seconds.
+    pub block_timestamp: u64,
     pub transaction_hash: B256,
     pub transaction_index: u64,
     /// Position among all logs of the block.

@@ -150,6 +150,7 @@ fn chain_fixture(chain: ChainId) -> MemChain {
         data: Bytes::from(vec![i as u8; 32]),
         block_number: 1,
         block_hash: location.block_hash,
+        block_timestamp: location.block_timestamp,
         transaction_hash: tx.hash(),
         transaction_index: 0,
         log_index: i,
@@ -217,6 +218,7 @@ impl MemBackend {
                     data: Bytes::new(),
                     block_number: b.number,
                     block_hash: b.hash,
+                    block_timestamp: b.timestamp,
                     transaction_hash: B256::repeat_byte(0x77),
                     transaction_index: 0,
                     log_index: i as u64,
@@ -784,6 +786,7 @@ fn rpc_transactions_and_receipts_are_encoded_like_geth() {
             "transactionHash": hex(tx.hash().as_slice()),
             "transactionIndex": "0x0",
             "blockHash": hex(&[0x41; 32]),
+            "blockTimestamp": format!("{:#x}", 1_700_000_001u64),
             "logIndex": "0x1",
             "removed": false,
         })
