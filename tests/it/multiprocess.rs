@@ -114,7 +114,11 @@ fn hostile_sync_request(dir: &std::path::Path, base: u16, cn0: &mut Child) {
     );
 }
 
-/// Calls `send` until CN 0 answers with the decided block of height 1.
+/// Calls `send` every 400 ms until CN 0 answers with the decided block of height 1. The
+/// resend does not wait for a quiet moment: the live CNs keep sending their consensus traffic
+/// to the impersonated CN, and a request lost before the connection was up must be repeated
+/// however busy the link is (waiting for 400 ms of silence once kept a run from ever asking
+/// again under a loaded CI machine).
 fn answered(
     inbox: &kaon::pipeline::LinkReceiver<(kaon::types::CnIndex, kaon::net::Inbound)>,
     send: &dyn Fn(),
@@ -127,7 +131,11 @@ fn answered(
             "CN 0 stopped answering sync requests"
         );
         send();
-        while let Ok((_, msg)) = inbox.recv_timeout(Duration::from_millis(400)) {
+        let resend_at = Instant::now() + Duration::from_millis(400);
+        while let Some(left) = resend_at.checked_duration_since(Instant::now()) {
+            let Ok((_, msg)) = inbox.recv_timeout(left) else {
+                break;
+            };
             if let kaon::net::Inbound::Consensus(ConsensusMessage::Decided(block)) = msg {
                 if block.header().height == Height(1) {
                     return;
