@@ -49,6 +49,12 @@ impl Serialize for Data<'_> {
     }
 }
 
+/// A fresh filter or subscription id: 128 random bits as a quantity (no leading zeros, as the
+/// execution-apis specification's `uint` and geth's ids are).
+pub(crate) fn random_id() -> String {
+    format!("{:#x}", u128::from_be_bytes(rand::random()))
+}
+
 /// `0x`-prefixed lowercase hex of `bytes`.
 pub(crate) fn hex_data(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(2 + 2 * bytes.len());

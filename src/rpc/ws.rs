@@ -251,7 +251,7 @@ impl Subscriptions {
                 format!("too many subscriptions: the limit is {max} per connection"),
             ));
         }
-        let id = json::hex_data(&rand::random::<[u8; 16]>());
+        let id = json::random_id();
         let (ready, started) = oneshot::channel();
         let forward = Forward {
             events: self.shared.hub.subscribe(self.chain),

@@ -14,7 +14,7 @@ use super::chain::{head, log_range_within, logs_json};
 use super::{Cx, MethodResult};
 use crate::rpc::backend::LogFilter;
 use crate::rpc::error::{RpcError, LIMIT_EXCEEDED};
-use crate::rpc::json::{hex_data, Data};
+use crate::rpc::json::{random_id, Data};
 use crate::rpc::jsonrpc::to_raw;
 use crate::rpc::params::{BlockTag, FilterArgs, Params};
 use crate::types::ChainId;
@@ -152,7 +152,7 @@ impl Filters {
                 format!("too many filters: the limit is {}", self.max),
             ));
         }
-        let id = hex_data(&rand::random::<[u8; 16]>());
+        let id = random_id();
         installed.insert(id.clone(), filter);
         Ok(id)
     }
