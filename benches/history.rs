@@ -1,9 +1,10 @@
 //! The write cost of state history on the persist path: the same blocks committed to two
-//! stores in the same run, one keeping every block's change set and history index
-//! (`HistoryRetention::All`, a ranger node's default) and one writing none
-//! (`HistoryRetention::Blocks(0)`). Timed: `CommittedState::persist`, the one RocksDB batch a
-//! block costs (index, state diff, receipts, and the change set with its reads of the values
-//! it records), with the default synced WAL. Two workloads: a block of 10 000 transfers from
+//! stores in the same run, one keeping every block's change sets (`HistoryRetention::All`, a
+//! ranger node's default) and one writing none (`HistoryRetention::Blocks(0)`). Timed:
+//! `CommittedState::persist`, the one RocksDB batch a block costs (index, state diff,
+//! receipts, and the change sets), with the default synced WAL, while the history node's
+//! worker builds the per-key index beside it as in a running node; the paired comparison also
+//! prints that worker's CPU per block. Two workloads: a block of 10 000 transfers from
 //! 250 senders (as `benches/pipeline.rs`), and a state-heavy block writing 5 000 accounts and
 //! 5 000 storage slots.
 
@@ -15,7 +16,9 @@ use kaon::consensus::selection::CnSet;
 use kaon::crypto::bls::SecretKey;
 use kaon::crypto::hash::sha256;
 use kaon::crypto::tx::{decode_recover_batch, DecodeRules, Eip1559Tx, Transaction, TxKind};
-use kaon::exec::{Account, BlockContext, EvmExecutor, Executor, MemoryState, SegmentExecution};
+use kaon::exec::{
+    Account, BlockContext, EvmExecutor, Executor, MemoryState, SegmentExecution, StateRead,
+};
 use kaon::storage::history::HistoryRetention;
 use kaon::storage::state::{CommittedState, PendingBlock};
 use kaon::storage::store::Store;
@@ -232,6 +235,95 @@ fn paired() {
             "paired {workload}: persist median {without:?} without history, {with:?} with change sets: ratio {:.3} ({PAIRED_ROUNDS} rounds)",
             with.as_secs_f64() / without.as_secs_f64()
         );
+        let indexing = indexing_cpu(&nodes[1]) / PAIRED_ROUNDS as u32;
+        println!(
+            "paired {workload}: history index built in the background: {indexing:?} CPU per block = {:.3} of the persist without history",
+            indexing.as_secs_f64() / without.as_secs_f64()
+        );
+    }
+}
+
+/// CPU time spent indexing the node's history, once every block is indexed.
+fn indexing_cpu(node: &Node) -> Duration {
+    // What the worker has not reached yet is indexed here, and timed.
+    let store = node.state.store();
+    let started = Instant::now();
+    store.index_history(u64::MAX).unwrap();
+    history_thread_cpu() + started.elapsed()
+}
+
+/// User + system CPU of this process's threads named `history` (the state history worker),
+/// from `/proc/self/task/*/stat` (clock ticks of 10 ms).
+fn history_thread_cpu() -> Duration {
+    let mut ticks = 0u64;
+    for task in std::fs::read_dir("/proc/self/task").unwrap() {
+        let Ok(stat) = std::fs::read_to_string(task.unwrap().path().join("stat")) else {
+            continue;
+        };
+        // "pid (comm) state ppid …": fields after the closing parenthesis, utime and stime
+        // are the 12th and 13th of them.
+        let Some((head, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        if !head.ends_with("(history") {
+            continue;
+        }
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        ticks += fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    }
+    Duration::from_millis(ticks * 10)
+}
+
+/// Blocks written for the read comparison; reads are at the middle one.
+const READ_BLOCKS: u64 = 16;
+/// Account reads timed per variant.
+const READS: usize = 2_000;
+
+/// What indexing buys reads: accounts read at a past block while the blocks above it are
+/// still only in their change sets (as for up to `INDEX_BATCH_BLOCKS` blocks behind the head)
+/// and once they are indexed. Written through the store directly, so no worker indexes
+/// behind the measurement's back.
+fn reads() {
+    let (_, transfers) = transfers();
+    for (workload, block_of) in workloads() {
+        let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+        let store = Arc::new(Store::open(dir.path().join("db")).unwrap());
+        // Starts history at genesis; its worker stops with it.
+        drop(CommittedState::open(Arc::clone(&store), &[]).unwrap());
+        for height in 1..=READ_BLOCKS {
+            // Without carried values the store reads what each block overwrites (the
+            // transfers block's captured ones are those of its first execution).
+            let mut diff = block_of(&transfers, height).diff;
+            diff.prior = None;
+            let mut batch = store.batch();
+            batch
+                .apply_block_state(height, &[&diff], HistoryRetention::All)
+                .unwrap();
+            batch.commit().unwrap();
+        }
+        // Accounts the blocks write and keep (not the ones a block deletes).
+        let addresses: Vec<Address> = block_of(&transfers, 1)
+            .diff
+            .accounts
+            .into_iter()
+            .filter_map(|(address, account)| account.map(|_| address))
+            .collect();
+        let time_reads = || {
+            let view = store.state_at(READ_BLOCKS / 2).unwrap();
+            let started = Instant::now();
+            for i in 0..READS {
+                let address = &addresses[i * 7919 % addresses.len()];
+                assert!(view.account(CHAIN, address).unwrap().is_some());
+            }
+            started.elapsed() / READS as u32
+        };
+        let unindexed = time_reads();
+        store.index_history(u64::MAX).unwrap();
+        let indexed = time_reads();
+        println!(
+            "reads {workload}: account at a block {} below the head: {unindexed:?} from change sets, {indexed:?} indexed",
+            READ_BLOCKS / 2
+        );
     }
 }
 
@@ -239,4 +331,5 @@ fn main() {
     benches();
     Criterion::default().configure_from_args().final_summary();
     paired();
+    reads();
 }

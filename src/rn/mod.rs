@@ -450,6 +450,11 @@ impl RnView {
                 "Oldest block whose state can be read (eth_getBalance, eth_call at past blocks)",
                 self.store().history_floor().ok().flatten().unwrap_or(0),
             ),
+            (
+                "kaon_rn_history_indexed",
+                "Highest block whose state changes are indexed per key (reads above it look in the blocks' change sets)",
+                self.store().history_indexed().unwrap_or(0),
+            ),
         ];
         for (name, help, value) in gauges {
             m.gauge(name, help, labels, value as f64);

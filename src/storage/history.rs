@@ -1,40 +1,52 @@
 //! Historical state: what every block overwrote, so that state can be read at any retained
 //! block without keeping copies of it.
 //!
-//! Two column families, written in the same [`StoreBatch`] as the block's state (the
-//! change-set and history-index model of reth):
+//! Two column families (the change-set and history-index model of reth):
 //!
-//! | family | key | value |
-//! |---|---|---|
-//! | `changes` | height ‖ chain ‖ state key | the key's value before block `height` (empty: absent) |
-//! | `history` | chain ‖ state key ‖ height | empty |
+//! | family | key | value | written |
+//! |---|---|---|---|
+//! | `changes` | height ‖ chain | the block's [change set](super::changeset) of the chain: each key it wrote, with its value before the block | with the block, in its [`StoreBatch`] |
+//! | `history` | chain ‖ state key ‖ height | the key's value before block `height` (empty: absent) | later, by the [`HistoryWorker`] |
 //!
 //! State keys are those of [`super::state`] without the chain prefix: accounts, storage slots
 //! and the chain's commitment. Contract code is keyed by its hash and never overwritten or
 //! deleted, so it needs no history. Each servicechain's history is its own key range, like its
 //! state.
 //!
-//! A read of key `k` of chain `c` at block `n` seeks `history` to `c ‖ k ‖ n+1`: the first
-//! entry found, at height `h`, is the first change of `k` after `n`, and the value at `n` is
-//! what block `h` overwrote (`changes[h ‖ c ‖ k]`); when there is none, `k` has not changed
-//! since `n` and its current value is the answer. Every read of one [`HistoricalState`] goes
-//! through one RocksDB snapshot, so a block persisted or a pruning pass committed meanwhile
-//! never mixes into it.
+//! Persisting a block adds one value per chain it changed, however many keys that is; the
+//! per-key index, whose random-order inserts cost more than the block's own state writes, is
+//! built off the persist path. `meta`'s `history_indexed` is the highest block the index
+//! covers. A read of key `k` of chain `c` at block `n` first seeks `history` to
+//! `c ‖ k ‖ n+1` (when `n` is below the indexed height): an entry found is the first indexed
+//! change of `k` after `n`, and its value the answer. Otherwise it looks `k` up in the change
+//! sets of the blocks above both `n` and the indexed height, oldest first (few: the worker
+//! follows the head); when none wrote `k`, its current value is the answer. Every read of one
+//! [`HistoricalState`] goes through one RocksDB snapshot, so a block persisted, an index batch
+//! or a pruning pass committed meanwhile never mixes into it.
 //!
 //! Retention: `meta`'s `history_floor` is the oldest block whose state is readable. A new
-//! store starts it at 0 (genesis); a store written before history existed starts it at the
-//! height it had. [`Store::prune_history`] deletes the change sets of the oldest blocks and
-//! raises the floor in one batch; [`HistoryRetention`] says how far a node prunes.
+//! store starts it at 0 (genesis); a store written before history existed, or with an earlier
+//! layout of it, starts it at the height it had. [`Store::prune_history`] deletes the change
+//! sets and index entries of the oldest blocks and raises the floor in one batch;
+//! [`HistoryRetention`] says how far a node prunes.
 
+use super::changeset::{self, ChangeSet};
 use super::store::{
     be_u64, state_key, Result, Store, StoreBatch, StoreError, CF_CHANGES, CF_HISTORY, CF_META,
-    CF_STATE, META_HISTORY_FLOOR, META_STATE_HEIGHT,
+    CF_STATE, META_HISTORY_FLOOR, META_HISTORY_INDEXED, META_HISTORY_LAYOUT, META_STATE_HEIGHT,
 };
 use rocksdb::{Direction, IteratorMode, ReadOptions, Snapshot};
 use std::collections::BTreeMap;
 
-/// Bytes of the height and chain prefix of a `changes` key.
-const CHANGE_PREFIX_LEN: usize = 16;
+/// Bytes of a `changes` key: height and chain.
+const CHANGE_KEY_LEN: usize = 16;
+
+/// The on-disk layout of history this code reads and writes, recorded in `meta` (layout 1,
+/// unrecorded, kept one `changes` entry per key and an index without values).
+pub(super) const HISTORY_LAYOUT: u8 = 2;
+
+/// A state key and its value before a block, as the store holds it (`None`: absent).
+pub type PriorEntry = (Vec<u8>, Option<Vec<u8>>);
 
 /// How much state history a node keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,64 +87,43 @@ pub enum HistoryError {
 /// The value of every state key a block overwrote, as it was before the block.
 #[derive(Debug, Default)]
 pub struct BlockChanges {
-    /// (chain, state key) → the value before the block (`None`: absent).
-    prior: BTreeMap<(u64, Vec<u8>), Option<Vec<u8>>>,
+    /// Chain → its entries in the order recorded; of two entries of one key the first wins
+    /// (an earlier diff of the block wrote the key first, so only its value is the block's).
+    chains: BTreeMap<u64, Vec<PriorEntry>>,
 }
 
 impl BlockChanges {
-    /// Records the value before the block of each of `keys` of `chain` that an earlier diff of
-    /// the same block has not already written. `store` must hold the state before the block
-    /// (blocks are persisted in order, so it does).
+    /// Records the current value in `store` of each of `keys` of `chain`. `store` must hold
+    /// the state before the block (blocks are persisted in order, so it does).
     pub fn record(&mut self, store: &Store, chain: u64, keys: Vec<Vec<u8>>) -> Result<()> {
-        let fresh: Vec<Vec<u8>> = keys
-            .into_iter()
-            .filter(|k| !self.prior.contains_key(&(chain, k.clone())))
-            .collect();
-        let values = store.get_states(chain, &fresh)?;
-        for (key, value) in fresh.into_iter().zip(values) {
-            self.prior.insert((chain, key), value);
-        }
+        let values = store.get_states(chain, &keys)?;
+        self.chains
+            .entry(chain)
+            .or_default()
+            .extend(keys.into_iter().zip(values));
         Ok(())
     }
 
-    /// Records values before the block that execution captured, `(state key, value)`, for
-    /// keys an earlier diff of the same block has not already written.
-    pub fn record_carried(&mut self, chain: u64, entries: Vec<(Vec<u8>, Option<Vec<u8>>)>) {
-        for (key, value) in entries {
-            self.prior.entry((chain, key)).or_insert(value);
-        }
+    /// Records values before the block that execution captured, `(state key, value)`.
+    pub fn record_carried(&mut self, chain: u64, entries: Vec<PriorEntry>) {
+        self.chains.entry(chain).or_default().extend(entries);
     }
 
-    /// The entries of `carried` whose keys no earlier diff of the block recorded: those that
-    /// [`Self::record_carried`] will keep.
-    #[cfg(debug_assertions)]
-    pub fn fresh(
-        &self,
-        chain: u64,
-        carried: &[(Vec<u8>, Option<Vec<u8>>)],
-    ) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
-        carried
-            .iter()
-            .filter(|(key, _)| !self.prior.contains_key(&(chain, key.clone())))
-            .cloned()
-            .collect()
-    }
-
-    /// Number of keys recorded.
-    pub fn len(&self) -> usize {
-        self.prior.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.prior.is_empty()
+    /// Each chain's change set: its entries sorted by key, the first recorded of each key.
+    fn into_change_sets(self) -> impl Iterator<Item = (u64, Vec<PriorEntry>)> {
+        self.chains.into_iter().map(|(chain, mut entries)| {
+            // Stable, so the first recorded of equal keys stays first and dedup keeps it.
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            entries.dedup_by(|later, earlier| later.0 == earlier.0);
+            (chain, entries)
+        })
     }
 }
 
-fn change_key(height: u64, chain: u64, key: &[u8]) -> Vec<u8> {
-    let mut k = Vec::with_capacity(CHANGE_PREFIX_LEN + key.len());
-    k.extend_from_slice(&height.to_be_bytes());
-    k.extend_from_slice(&chain.to_be_bytes());
-    k.extend_from_slice(key);
+fn change_key(height: u64, chain: u64) -> [u8; CHANGE_KEY_LEN] {
+    let mut k = [0; CHANGE_KEY_LEN];
+    k[..8].copy_from_slice(&height.to_be_bytes());
+    k[8..].copy_from_slice(&chain.to_be_bytes());
     k
 }
 
@@ -143,15 +134,20 @@ fn history_key(chain: u64, key: &[u8], height: u64) -> Result<Vec<u8>> {
 }
 
 impl StoreBatch<'_> {
-    /// Writes block `height`'s change set and indexes each changed key under it.
-    pub fn put_change_sets(&mut self, height: u64, changes: &BlockChanges) -> Result<()> {
+    /// Writes block `height`'s change sets, one value per chain.
+    pub fn put_change_sets(&mut self, height: u64, changes: BlockChanges) -> Result<()> {
         let s = self.store;
-        for ((chain, key), prior) in &changes.prior {
-            let value = prior.as_deref().unwrap_or_default();
+        for (chain, entries) in changes.into_change_sets() {
+            #[cfg(debug_assertions)]
+            s.check_change_set(chain, &entries);
+            let bytes = changeset::encode(&entries).map_err(|source| StoreError::ChangeSet {
+                path: s.path().to_path_buf(),
+                height,
+                chain,
+                source,
+            })?;
             self.batch
-                .put_cf(s.cf(CF_CHANGES), change_key(height, *chain, key), value);
-            self.batch
-                .put_cf(s.cf(CF_HISTORY), history_key(*chain, key, height)?, []);
+                .put_cf(s.cf(CF_CHANGES), change_key(height, chain), bytes);
         }
         Ok(())
     }
@@ -163,13 +159,31 @@ impl StoreBatch<'_> {
             .put_cf(s.cf(CF_META), META_HISTORY_FLOOR, height.to_be_bytes());
     }
 
-    /// Deletes every change set and history entry (history switched off).
-    pub(super) fn clear_history(&mut self) {
+    /// Sets the highest block whose change sets are in the per-key index.
+    pub(super) fn set_history_indexed(&mut self, height: u64) {
+        let s = self.store;
+        self.batch
+            .put_cf(s.cf(CF_META), META_HISTORY_INDEXED, height.to_be_bytes());
+    }
+
+    /// Records that history is kept in this module's layout.
+    pub(super) fn set_history_layout(&mut self) {
+        let s = self.store;
+        self.batch
+            .put_cf(s.cf(CF_META), META_HISTORY_LAYOUT, [HISTORY_LAYOUT]);
+    }
+
+    /// Deletes every change set and history entry, and starts history afresh at `height`
+    /// (history switched off, or kept in an earlier layout).
+    pub(super) fn restart_history(&mut self, height: u64) {
         let s = self.store;
         for cf in [CF_CHANGES, CF_HISTORY] {
             self.batch
                 .delete_range_cf(s.cf(cf), Vec::<u8>::new(), vec![0xff; 128]);
         }
+        self.set_history_floor(height);
+        self.set_history_indexed(height);
+        self.set_history_layout();
     }
 }
 
@@ -190,16 +204,16 @@ impl Store {
             .collect()
     }
 
-    /// Debug builds check every value execution carried against what the store holds (a
+    /// Debug builds check every change set against what the store holds before the block (a
     /// stored zero commitment, written before zero was stored as absent, counts as absent):
-    /// every test and debug devnet run then proves the captured history right.
+    /// every test and debug devnet run then proves the values execution captured right.
     #[cfg(debug_assertions)]
-    pub(super) fn check_carried(&self, chain: u64, carried: &[(Vec<u8>, Option<Vec<u8>>)]) {
-        let keys: Vec<Vec<u8>> = carried.iter().map(|(k, _)| k.clone()).collect();
+    fn check_change_set(&self, chain: u64, entries: &[PriorEntry]) {
+        let keys: Vec<Vec<u8>> = entries.iter().map(|(k, _)| k.clone()).collect();
         let Ok(stored) = self.get_states(chain, &keys) else {
             return; // the persist that follows reports the store's error
         };
-        for ((key, value), stored) in carried.iter().zip(stored) {
+        for ((key, value), stored) in entries.iter().zip(stored) {
             let stored = stored.filter(|v| !v.iter().all(|b| *b == 0) || v.len() != 32);
             assert_eq!(
                 value, &stored,
@@ -208,40 +222,136 @@ impl Store {
         }
     }
 
-    /// The oldest block whose state is readable (`None`: the store predates history).
-    pub fn history_floor(&self) -> Result<Option<u64>> {
-        Ok(self
-            .get_fixed::<8>(CF_META, META_HISTORY_FLOOR)?
-            .map(u64::from_be_bytes))
+    /// A `meta` height.
+    fn meta_height(&self, key: &[u8]) -> Result<Option<u64>> {
+        Ok(self.get_fixed::<8>(CF_META, key)?.map(u64::from_be_bytes))
     }
 
-    /// Deletes the change sets of the blocks above the floor up to `to`, at most `max_blocks`
-    /// of them, and raises the floor to the last one, in one batch. Returns the new floor.
+    /// The oldest block whose state is readable (`None`: the store predates history).
+    pub fn history_floor(&self) -> Result<Option<u64>> {
+        self.meta_height(META_HISTORY_FLOOR)
+    }
+
+    /// The highest block whose change sets are in the per-key index (never below the floor).
+    pub fn history_indexed(&self) -> Result<u64> {
+        let floor = self.history_floor()?.unwrap_or(0);
+        Ok(self
+            .meta_height(META_HISTORY_INDEXED)?
+            .unwrap_or(0)
+            .max(floor))
+    }
+
+    /// The layout of the history this store keeps (`None`: the first, unrecorded one, or
+    /// none at all).
+    pub(super) fn history_layout(&self) -> Result<Option<u8>> {
+        Ok(self
+            .get_fixed::<1>(CF_META, META_HISTORY_LAYOUT)?
+            .map(|[v]| v))
+    }
+
+    /// Calls `each` with every change set of blocks `from..=to`, in order of height.
+    fn for_each_change_set(
+        &self,
+        from: u64,
+        to: u64,
+        mut each: impl FnMut(u64, u64, ChangeSet<'_>) -> Result<()>,
+    ) -> Result<()> {
+        let start = from.to_be_bytes();
+        let mode = IteratorMode::From(&start, Direction::Forward);
+        for item in self.db.iterator_cf(self.cf(CF_CHANGES), mode) {
+            let (key, value) = item.map_err(|e| self.db_err("iterate changes", e))?;
+            if key.len() != CHANGE_KEY_LEN {
+                return Err(self.malformed_change(&key));
+            }
+            let (height, chain) = (be_u64(&key[..8]), be_u64(&key[8..]));
+            if height > to {
+                break;
+            }
+            let set = self.change_set(height, chain, &value)?;
+            each(height, chain, set)?;
+        }
+        Ok(())
+    }
+
+    /// Stored change-set bytes, header checked.
+    fn change_set<'v>(&self, height: u64, chain: u64, bytes: &'v [u8]) -> Result<ChangeSet<'v>> {
+        ChangeSet::new(bytes).map_err(|source| self.bad_change_set(height, chain, source))
+    }
+
+    fn bad_change_set(
+        &self,
+        height: u64,
+        chain: u64,
+        source: changeset::ChangeSetError,
+    ) -> StoreError {
+        StoreError::ChangeSet {
+            path: self.path().to_path_buf(),
+            height,
+            chain,
+            source,
+        }
+    }
+
+    /// Indexes per key the change sets of up to `max_blocks` blocks above the indexed height,
+    /// in one batch, and returns the new indexed height. The index is derived data: its batch
+    /// is not synced, and one lost in a crash is rebuilt from the change sets.
+    pub fn index_history(&self, max_blocks: u64) -> Result<u64> {
+        let _writer = self.history_writer();
+        let indexed = self.history_indexed()?;
+        let applied = self.state_height()?.unwrap_or(0);
+        let target = applied.min(indexed.saturating_add(max_blocks));
+        if target <= indexed {
+            return Ok(indexed);
+        }
+        let mut entries: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        self.for_each_change_set(indexed + 1, target, |height, chain, set| {
+            for entry in set.entries() {
+                let (key, value) = entry.map_err(|e| self.bad_change_set(height, chain, e))?;
+                let value = value.map(<[u8]>::to_vec).unwrap_or_default();
+                entries.push((history_key(chain, key, height)?, value));
+            }
+            Ok(())
+        })?;
+        // Inserted in key order, each memtable insert starts where the last one ended.
+        entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let mut batch = self.batch();
+        let count = entries.len();
+        for (key, value) in entries {
+            batch.batch.put_cf(self.cf(CF_HISTORY), key, value);
+        }
+        batch.set_history_indexed(target);
+        batch.commit_unsynced()?;
+        tracing::debug!(indexed = target, entries = count, "indexed state history");
+        Ok(target)
+    }
+
+    /// Deletes the change sets and index entries of the blocks above the floor up to `to`, at
+    /// most `max_blocks` of them, and raises the floor to the last one, in one batch. Returns
+    /// the new floor.
     pub fn prune_history(&self, to: u64, max_blocks: u64) -> Result<u64> {
+        let _writer = self.history_writer();
         let floor = self.history_floor()?.unwrap_or(0);
         let target = to.min(floor.saturating_add(max_blocks));
         if target <= floor {
             return Ok(floor);
         }
+        let indexed = self.history_indexed()?;
         let mut batch = self.batch();
-        let start = (floor + 1).to_be_bytes();
-        let mode = IteratorMode::From(&start, Direction::Forward);
         let mut deleted = 0usize;
-        for item in self.db.iterator_cf(self.cf(CF_CHANGES), mode) {
-            let (key, _) = item.map_err(|e| self.db_err("iterate changes", e))?;
-            if key.len() <= CHANGE_PREFIX_LEN {
-                return Err(self.malformed_change(&key));
+        self.for_each_change_set(floor + 1, target, |height, chain, set| {
+            if height <= indexed {
+                for entry in set.entries() {
+                    let (key, _) = entry.map_err(|e| self.bad_change_set(height, chain, e))?;
+                    let index = history_key(chain, key, height)?;
+                    batch.batch.delete_cf(self.cf(CF_HISTORY), index);
+                }
             }
-            let height = be_u64(&key[..8]);
-            if height > target {
-                break;
-            }
-            let chain = be_u64(&key[8..CHANGE_PREFIX_LEN]);
-            let index = history_key(chain, &key[CHANGE_PREFIX_LEN..], height)?;
-            batch.batch.delete_cf(self.cf(CF_HISTORY), index);
-            batch.batch.delete_cf(self.cf(CF_CHANGES), &key);
-            deleted += 1;
-        }
+            batch
+                .batch
+                .delete_cf(self.cf(CF_CHANGES), change_key(height, chain));
+            deleted += set.len();
+            Ok(())
+        })?;
         batch.set_history_floor(target);
         batch.commit()?;
         tracing::debug!(floor = target, deleted, "pruned state history");
@@ -290,10 +400,13 @@ impl Store {
                 oldest,
             });
         }
+        let indexed = meta(META_HISTORY_INDEXED)?.unwrap_or(0).max(oldest);
         Ok(HistoricalState {
             store: self,
             snapshot,
             height,
+            indexed,
+            applied,
         })
     }
 }
@@ -304,12 +417,17 @@ pub struct HistoricalState<'s> {
     pub(super) store: &'s Store,
     snapshot: Snapshot<'s>,
     height: u64,
+    /// The indexed and the applied height in the snapshot.
+    indexed: u64,
+    applied: u64,
 }
 
 impl std::fmt::Debug for HistoricalState<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HistoricalState")
             .field("height", &self.height)
+            .field("indexed", &self.indexed)
+            .field("applied", &self.applied)
             .finish()
     }
 }
@@ -322,32 +440,28 @@ impl HistoricalState<'_> {
 
     /// The value of state key `key` of `chain` after block `self.height()`.
     pub(super) fn value(&self, chain: u64, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        let s = self.store;
-        let current = state_key(chain, key)?;
-        if let Some(changed_at) = self.next_change(chain, key)? {
-            let prior = self
-                .snapshot
-                .get_cf(s.cf(CF_CHANGES), change_key(changed_at, chain, key))
-                .map_err(|e| s.db_err("get change", e))?
-                .ok_or_else(|| StoreError::Undecodable {
-                    path: s.path().to_path_buf(),
-                    cf: CF_CHANGES,
-                    detail: format!("indexed change of chain {chain} at {changed_at} is missing"),
-                })?;
-            return Ok(Some(prior).filter(|v| !v.is_empty()));
+        if let Some(prior) = self.indexed_change(chain, key)? {
+            return Ok(prior);
         }
+        for height in self.height.max(self.indexed) + 1..=self.applied {
+            if let Some(prior) = self.unindexed_change(height, chain, key)? {
+                return Ok(prior);
+            }
+        }
+        let s = self.store;
         self.snapshot
-            .get_cf(s.cf(CF_STATE), current)
+            .get_cf(s.cf(CF_STATE), state_key(chain, key)?)
             .map_err(|e| s.db_err("get", e))
     }
 
-    /// Height of the first block after `self.height` that changed `key` of `chain`.
-    fn next_change(&self, chain: u64, key: &[u8]) -> Result<Option<u64>> {
-        let Some(after) = self.height.checked_add(1) else {
+    /// The value before the first indexed change of `key` of `chain` after `self.height`
+    /// (`None`: no indexed block after it changed the key).
+    fn indexed_change(&self, chain: u64, key: &[u8]) -> Result<Option<Option<Vec<u8>>>> {
+        if self.height >= self.indexed {
             return Ok(None);
-        };
+        }
         let s = self.store;
-        let start = history_key(chain, key, after)?;
+        let start = history_key(chain, key, self.height + 1)?;
         let prefix_len = start.len() - 8;
         let mut opts = ReadOptions::default();
         opts.set_snapshot(&self.snapshot);
@@ -358,44 +472,73 @@ impl HistoricalState<'_> {
             Some(Err(e)) => Err(s.db_err("iterate history", e)),
             // Every history key of one kind of state key has the same length, so a key of
             // this length with this prefix is an entry of this key.
-            Some(Ok((found, _)))
+            Some(Ok((found, value)))
                 if found.len() == start.len() && found[..prefix_len] == start[..prefix_len] =>
             {
-                Ok(Some(be_u64(&found[prefix_len..])))
+                Ok(Some(Some(value.into_vec()).filter(|v| !v.is_empty())))
             }
             Some(Ok(_)) => Ok(None),
         }
+    }
+
+    /// The value of `key` of `chain` before block `height`, if that block changed it.
+    fn unindexed_change(
+        &self,
+        height: u64,
+        chain: u64,
+        key: &[u8],
+    ) -> Result<Option<Option<Vec<u8>>>> {
+        let s = self.store;
+        let mut opts = ReadOptions::default();
+        opts.set_snapshot(&self.snapshot);
+        let Some(bytes) =
+            s.db.get_pinned_cf_opt(s.cf(CF_CHANGES), change_key(height, chain), &opts)
+                .map_err(|e| s.db_err("get change set", e))?
+        else {
+            return Ok(None);
+        };
+        let set = s.change_set(height, chain, &bytes)?;
+        let found = set
+            .get(key)
+            .map_err(|e| s.bad_change_set(height, chain, e))?;
+        Ok(found.map(|prior| prior.map(<[u8]>::to_vec)))
     }
 }
 
 /// Most blocks whose change sets one pruning batch deletes, so a pass that catches up on a long
 /// backlog (history bound lowered, or first start with a bound) commits in bounded batches.
 pub const PRUNE_BATCH_BLOCKS: u64 = 64;
-/// How often the pruner looks at the head when no block wakes it.
-const PRUNE_IDLE: std::time::Duration = std::time::Duration::from_secs(5);
+/// Blocks the worker indexes in one batch, and waits for before it indexes: inserted together
+/// in key order, the entries of a key changed in several of them go in side by side, which
+/// halves the index's cost for keys that change often (`benches/history.rs`).
+pub const INDEX_BATCH_BLOCKS: u64 = 16;
+/// Longest a block waits to be indexed when fewer than [`INDEX_BATCH_BLOCKS`] follow it; reads
+/// meanwhile look it up in its change set.
+const INDEX_DELAY: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// The background thread that keeps the state history within its [`HistoryRetention`]. Woken
-/// after each persisted block; stops (and is joined) when dropped.
+/// The background thread that indexes each persisted block's change sets per key and keeps
+/// the state history within its [`HistoryRetention`]. Woken after each persisted block;
+/// stops (and is joined) when dropped.
 #[derive(Debug)]
-pub struct Pruner {
+pub struct HistoryWorker {
     wake: Option<crossbeam_channel::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
-impl Pruner {
+impl HistoryWorker {
     pub(super) fn spawn(store: std::sync::Arc<Store>, retention: HistoryRetention) -> Result<Self> {
         let (wake, woken) = crossbeam_channel::bounded(1);
         let thread = std::thread::Builder::new()
-            .name("history-prune".into())
-            .spawn(move || prune_loop(&store, retention, &woken))
-            .map_err(StoreError::Pruner)?;
+            .name("history".into())
+            .spawn(move || history_loop(&store, retention, &woken))
+            .map_err(StoreError::HistoryWorker)?;
         Ok(Self {
             wake: Some(wake),
             thread: Some(thread),
         })
     }
 
-    /// Tells the pruner a block was persisted (never blocks).
+    /// Tells the worker a block was persisted (never blocks).
     pub(super) fn wake(&self) {
         if let Some(wake) = &self.wake {
             let _ = wake.try_send(());
@@ -403,7 +546,7 @@ impl Pruner {
     }
 }
 
-impl Drop for Pruner {
+impl Drop for HistoryWorker {
     fn drop(&mut self) {
         self.wake.take();
         if let Some(thread) = self.thread.take() {
@@ -412,36 +555,63 @@ impl Drop for Pruner {
     }
 }
 
-fn prune_loop(store: &Store, retention: HistoryRetention, woken: &crossbeam_channel::Receiver<()>) {
+fn history_loop(
+    store: &Store,
+    retention: HistoryRetention,
+    woken: &crossbeam_channel::Receiver<()>,
+) {
+    let mut waiting_since = None;
     loop {
-        if let Err(e) = prune_pass(store, retention, woken) {
-            tracing::error!(error = %e, "state history pruning failed");
+        if let Err(e) = history_pass(store, retention, woken, &mut waiting_since) {
+            tracing::error!(error = %e, "state history indexing or pruning failed");
         }
-        match woken.recv_timeout(PRUNE_IDLE) {
+        match woken.recv_timeout(INDEX_DELAY) {
             Ok(()) | Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return,
         }
     }
 }
 
-/// Prunes up to the floor `retention` sets for the current head, one bounded batch at a time;
-/// stops early when the pruner is dropped.
-fn prune_pass(
+/// Indexes the blocks waiting when a batch of them is, or when the oldest has waited
+/// [`INDEX_DELAY`] (`waiting_since`: since when blocks wait); then prunes up to the floor
+/// `retention` sets for the head. Each step is one bounded batch; stops early when the worker
+/// is dropped.
+fn history_pass(
     store: &Store,
     retention: HistoryRetention,
     woken: &crossbeam_channel::Receiver<()>,
+    waiting_since: &mut Option<std::time::Instant>,
 ) -> Result<()> {
+    let dropped = || {
+        matches!(
+            woken.try_recv(),
+            Err(crossbeam_channel::TryRecvError::Disconnected)
+        )
+    };
+    loop {
+        if dropped() {
+            return Ok(());
+        }
+        let waiting = store
+            .state_height()?
+            .unwrap_or(0)
+            .saturating_sub(store.history_indexed()?);
+        if waiting == 0 {
+            *waiting_since = None;
+            break;
+        }
+        let since = *waiting_since.get_or_insert_with(std::time::Instant::now);
+        if waiting < INDEX_BATCH_BLOCKS && since.elapsed() < INDEX_DELAY {
+            break;
+        }
+        store.index_history(INDEX_BATCH_BLOCKS)?;
+        *waiting_since = None;
+    }
     let Some(target) = retention.floor_for(store.state_height()?.unwrap_or(0)) else {
         return Ok(());
     };
     let mut floor = store.history_floor()?.unwrap_or(0);
-    while floor < target {
-        if matches!(
-            woken.try_recv(),
-            Err(crossbeam_channel::TryRecvError::Disconnected)
-        ) {
-            return Ok(());
-        }
+    while floor < target && !dropped() {
         floor = store.prune_history(target, PRUNE_BATCH_BLOCKS)?;
     }
     Ok(())
@@ -604,7 +774,7 @@ mod tests {
             commit(&carried, i as u64 + 1, &with_prior, HistoryRetention::All);
         }
         let written = change_sets(&read);
-        assert!(written.len() > 10, "the blocks write change sets");
+        assert_eq!(written.len(), 6, "one change set per block and chain");
         assert_eq!(change_sets(&carried), written);
     }
 
@@ -705,22 +875,31 @@ mod tests {
         assert_eq!(reopened.history_floor().unwrap(), Some(3));
     }
 
+    /// Waits (bounded) until `done` holds of the store.
+    fn wait_for(store: &Store, what: &str, done: impl Fn(&Store) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !done(store) {
+            assert!(Instant::now() < deadline, "the history worker never {what}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     #[test]
-    fn background_pruner_keeps_the_configured_window() {
+    fn background_worker_indexes_and_keeps_the_configured_window() {
         let dir = tempfile::tempdir().unwrap();
         let (store, model) = genesis(dir.path());
         let states = commit_all(&store, model);
-        let pruner = Pruner::spawn(Arc::clone(&store), HistoryRetention::Blocks(2)).unwrap();
-        pruner.wake();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while store.history_floor().unwrap() != Some(4) {
-            assert!(
-                Instant::now() < deadline,
-                "the pruner never reached block 4"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        drop(pruner);
+        let worker = HistoryWorker::spawn(Arc::clone(&store), HistoryRetention::Blocks(2)).unwrap();
+        worker.wake();
+        wait_for(&store, "reached floor 4", |s| {
+            s.history_floor().unwrap() == Some(4) && s.history_indexed().unwrap() == 6
+        });
+        drop(worker);
+        assert_eq!(
+            index_entries(&store).iter().map(|(_, h)| *h).min(),
+            Some(5),
+            "index entries of pruned blocks are deleted"
+        );
         assert!(matches!(
             store.state_at(3),
             Err(HistoryError::Pruned { oldest: 4, .. })
@@ -728,6 +907,117 @@ mod tests {
         for (height, state) in states.iter().enumerate().skip(4) {
             assert_matches(&store, height as u64, state);
         }
+    }
+
+    /// (state key without chain, height) of every `history` entry.
+    fn index_entries(store: &Store) -> Vec<(Vec<u8>, u64)> {
+        store
+            .db
+            .iterator_cf(store.cf(CF_HISTORY), IteratorMode::Start)
+            .map(Result::unwrap)
+            .map(|(k, _)| (k[8..k.len() - 8].to_vec(), be_u64(&k[k.len() - 8..])))
+            .collect()
+    }
+
+    /// Reads give the same answers whatever part of the history the index covers: none of
+    /// it (read from the change sets), some of it, or all of it.
+    #[test]
+    fn reads_match_however_far_the_index_has_come() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, model) = genesis(dir.path());
+        let states = commit_all(&store, model);
+        assert_eq!(store.history_indexed().unwrap(), 0);
+        for indexed in 0..=6 {
+            assert_eq!(store.history_indexed().unwrap(), indexed);
+            for (height, state) in states.iter().enumerate() {
+                assert_matches(&store, height as u64, state);
+            }
+            assert_eq!(store.index_history(1).unwrap(), (indexed + 1).min(6));
+        }
+        // Every key of every change set is indexed, under the block that changed it.
+        let entries = index_entries(&store);
+        assert!(
+            entries.contains(&(vec![0], 6)),
+            "the commitment (key 0) changed in block 6"
+        );
+        let mut sets = 0;
+        store
+            .for_each_change_set(1, 6, |height, _, set| {
+                for entry in set.entries() {
+                    let key = entry.unwrap().0.to_vec();
+                    assert!(entries.contains(&(key, height)), "block {height}");
+                    sets += 1;
+                }
+                Ok(())
+            })
+            .unwrap();
+        // Chain A's and chain B's entries of one address are separate entries.
+        assert_eq!(entries.len(), sets);
+    }
+
+    /// Pruning blocks the index has not reached yet deletes their change sets and moves the
+    /// indexed height up with the floor, so nothing below the floor is indexed later.
+    #[test]
+    fn pruning_ahead_of_the_index_leaves_nothing_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, model) = genesis(dir.path());
+        let states = commit_all(&store, model);
+        assert_eq!(store.index_history(2).unwrap(), 2);
+        assert_eq!(store.prune_history(4, 64).unwrap(), 4);
+        assert_eq!(store.history_indexed().unwrap(), 4);
+        assert!(index_entries(&store).is_empty(), "blocks 1 and 2 unindexed");
+        for (height, state) in states.iter().enumerate().skip(4) {
+            assert_matches(&store, height as u64, state);
+        }
+        assert_eq!(store.index_history(64).unwrap(), 6);
+        assert!(index_entries(&store).iter().all(|(_, h)| *h > 4));
+        for (height, state) in states.iter().enumerate().skip(4) {
+            assert_matches(&store, height as u64, state);
+        }
+    }
+
+    /// A change set whose bytes are damaged on disk gives a clear error naming the block and
+    /// chain, not a panic or a wrong value.
+    #[test]
+    fn a_damaged_change_set_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, model) = genesis(dir.path());
+        commit_all(&store, model);
+        store
+            .db
+            .put_cf(store.cf(CF_CHANGES), change_key(2, A.0), [0, 0, 0, 9, 1])
+            .unwrap();
+        let err = store.state_at(1).unwrap().account(A, &who(2)).unwrap_err();
+        assert!(err.to_string().contains("chain 1001 at block 2"), "{err}");
+        let err = store.index_history(64).unwrap_err();
+        assert!(
+            matches!(err, StoreError::ChangeSet { height: 2, .. }),
+            "{err}"
+        );
+    }
+
+    /// A store that kept history in the first layout (one `changes` entry per key, no layout
+    /// recorded) starts history again at its height instead of misreading it.
+    #[test]
+    fn history_of_an_earlier_layout_is_dropped_not_misread() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, model) = genesis(dir.path());
+        commit_all(&store, model);
+        let mut old_key = change_key(3, A.0).to_vec();
+        old_key.extend_from_slice(&[0x01; 21]);
+        store.db.put_cf(store.cf(CF_CHANGES), &old_key, []).unwrap();
+        store
+            .db
+            .delete_cf(store.cf(CF_META), META_HISTORY_LAYOUT)
+            .unwrap();
+        drop(CommittedState::open(Arc::clone(&store), &[]).unwrap());
+        assert_eq!(store.history_floor().unwrap(), Some(6));
+        assert!(change_sets(&store).is_empty());
+        assert!(matches!(
+            store.state_at(5),
+            Err(HistoryError::Pruned { oldest: 6, .. })
+        ));
+        assert_eq!(store.history_layout().unwrap(), Some(HISTORY_LAYOUT));
     }
 
     #[test]

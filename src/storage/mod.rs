@@ -10,6 +10,7 @@
 )]
 
 pub mod blocklog;
+pub mod changeset;
 pub mod history;
 pub mod space;
 pub mod state;

@@ -21,7 +21,9 @@
 //! new `state_height`, so after a crash the store is at some block boundary and restart
 //! re-executes exactly the blocks above `state_height`.
 
-use super::history::{BlockChanges, HistoricalState, HistoryRetention};
+use super::history::{
+    BlockChanges, HistoricalState, HistoryRetention, HistoryWorker, PriorEntry, HISTORY_LAYOUT,
+};
 use super::store::{
     be_u32, be_u64, state_key, BlockIndex, Result, Store, StoreBatch, StoreError, TxLocation,
     CF_CHAIN_SEGMENTS, CF_META, CF_RECEIPTS, CF_STATE, META_STATE_HEIGHT,
@@ -71,9 +73,6 @@ fn written_keys(diff: &SegmentDiff) -> Vec<Vec<u8>> {
         .chain(std::iter::once(vec![TAG_ROOT]))
         .collect()
 }
-
-/// A state key and its value before a block, as the store holds it (`None`: absent).
-type PriorEntry = (Vec<u8>, Option<Vec<u8>>);
 
 /// The previous value of each key `diff` writes, encoded as the store holds it, where the diff
 /// carries it from execution; and the keys whose previous value must be read.
@@ -267,13 +266,10 @@ impl StoreBatch<'_> {
             let mut changes = BlockChanges::default();
             for diff in diffs {
                 let (carried, missing) = split_prior(diff);
-                #[cfg(debug_assertions)]
-                self.store
-                    .check_carried(diff.chain_id.0, &changes.fresh(diff.chain_id.0, &carried));
                 changes.record_carried(diff.chain_id.0, carried);
                 changes.record(self.store, diff.chain_id.0, missing)?;
             }
-            self.put_change_sets(height, &changes)?;
+            self.put_change_sets(height, changes)?;
         } else {
             self.set_history_floor(height);
         }
@@ -610,8 +606,9 @@ pub struct CommittedState {
     store: Arc<Store>,
     pending: RwLock<VecDeque<Arc<PendingBlock>>>,
     retention: HistoryRetention,
-    /// Prunes change sets beyond `retention` in the background (`None`: nothing to prune).
-    pruner: Option<super::history::Pruner>,
+    /// Indexes change sets and prunes them beyond `retention` in the background (`None`: no
+    /// history kept).
+    history: Option<HistoryWorker>,
 }
 
 /// Why a block could not be persisted.
@@ -631,8 +628,9 @@ impl CommittedState {
     }
 
     /// [`Self::open`] keeping the state history `retention` says. A store that kept no history
-    /// so far starts it at its current height; with history switched off, what was kept is
-    /// deleted. A bounded retention starts the background pruner.
+    /// so far, or kept it in an earlier layout, starts it at its current height; with history
+    /// switched off, what was kept is deleted. Keeping history starts the background
+    /// [`HistoryWorker`].
     pub fn open_with(
         store: Arc<Store>,
         allocations: &[(ChainId, Address, U256)],
@@ -649,25 +647,26 @@ impl CommittedState {
                 0
             }
         };
-        if !retention.writes() {
-            batch.clear_history();
-            batch.set_history_floor(height);
-        } else if store.history_floor()?.is_none() {
-            batch.set_history_floor(height);
+        if !retention.writes() || store.history_floor()?.is_none() {
+            batch.restart_history(height);
+        } else if store.history_layout()? != Some(HISTORY_LAYOUT) {
+            tracing::warn!(
+                path = %store.path().display(),
+                height,
+                "state history was kept in an earlier layout: it is dropped and starts again at the current block"
+            );
+            batch.restart_history(height);
         }
         batch.commit()?;
-        let pruner = match retention {
-            HistoryRetention::Blocks(n) if n > 0 => Some(super::history::Pruner::spawn(
-                Arc::clone(&store),
-                retention,
-            )?),
-            _ => None,
+        let history = match retention.writes() {
+            true => Some(HistoryWorker::spawn(Arc::clone(&store), retention)?),
+            false => None,
         };
         Ok(Self {
             store,
             pending: RwLock::default(),
             retention,
-            pruner,
+            history,
         })
     }
 
@@ -764,8 +763,8 @@ impl CommittedState {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .pop_front();
-        if let Some(pruner) = &self.pruner {
-            pruner.wake();
+        if let Some(history) = &self.history {
+            history.wake();
         }
         Ok(())
     }

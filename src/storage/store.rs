@@ -50,6 +50,10 @@ const META_HEAD: &[u8] = b"\x00head";
 pub(super) const META_STATE_HEIGHT: &[u8] = b"\x00state_height";
 /// `meta` key of the oldest block whose state is readable (see [`super::history`]).
 pub(super) const META_HISTORY_FLOOR: &[u8] = b"\x00history_floor";
+/// Highest block whose change sets are in the per-key history index ([`super::history`]).
+pub(super) const META_HISTORY_INDEXED: &[u8] = b"\x00history_indexed";
+/// Layout of the state history ([`super::history::HISTORY_LAYOUT`]).
+pub(super) const META_HISTORY_LAYOUT: &[u8] = b"\x00history_layout";
 const META_USER_PREFIX: u8 = 0x01;
 
 /// Longest state key accepted (after the chain-id prefix). Storage slots and account keys are
@@ -110,8 +114,16 @@ pub enum StoreError {
     },
     #[error("state key of {len} bytes is over MAX_STATE_KEY_LEN ({MAX_STATE_KEY_LEN})")]
     KeyTooLarge { len: usize },
-    #[error("cannot start the state history pruner: {0}")]
-    Pruner(#[source] std::io::Error),
+    #[error("cannot start the state history worker: {0}")]
+    HistoryWorker(#[source] std::io::Error),
+    #[error("store {path}: change set of chain {chain} at block {height}: {source}")]
+    ChangeSet {
+        path: PathBuf,
+        height: u64,
+        chain: u64,
+        #[source]
+        source: super::changeset::ChangeSetError,
+    },
     /// A stored value has the right size but does not decode.
     #[error("store {path}: malformed value in {cf}: {detail}")]
     Undecodable {
@@ -290,6 +302,8 @@ pub struct Store {
     pub(super) db: DB,
     path: PathBuf,
     write_opts: WriteOptions,
+    /// Serializes history indexing and pruning, which read and rewrite the same entries.
+    history_writer: std::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Store {
@@ -344,6 +358,7 @@ impl Store {
             db,
             path,
             write_opts,
+            history_writer: std::sync::Mutex::default(),
         };
         // A marker that does not decode means a corrupt database: refuse it rather than start
         // from genesis over it.
@@ -354,6 +369,13 @@ impl Store {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Held while indexing or pruning state history.
+    pub(super) fn history_writer(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.history_writer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
     // Every name in COLUMN_FAMILIES is created at open (create_missing_column_families), and
