@@ -40,6 +40,10 @@ pub enum ChangeSetError {
 /// Encodes entries `(state key, value before the block)`, which must be sorted by key with no
 /// key twice (as [`super::history::BlockChanges`] hands them over).
 pub fn encode(entries: &[(Vec<u8>, Option<Vec<u8>>)]) -> Result<Vec<u8>, ChangeSetError> {
+    debug_assert!(
+        entries.windows(2).all(|w| w[0].0 < w[1].0),
+        "change-set keys must be sorted and unique"
+    );
     let count = u32::try_from(entries.len()).map_err(|_| ChangeSetError::TooLong {
         what: "change set",
         len: entries.len(),
@@ -77,8 +81,10 @@ fn put_field(out: &mut Vec<u8>, what: &'static str, bytes: &[u8]) -> Result<(), 
     Ok(())
 }
 
-/// A stored change set, read in place. Every access checks its bounds, so corrupt bytes give
-/// an error, never a panic or a read outside them.
+/// A stored change set, read in place. Every access checks its bounds, so damaged bytes give
+/// an error, never a panic or a read outside them; [`Self::entries`] also checks the key order
+/// that [`Self::get`]'s binary search relies on (a lookup in damaged but well-formed bytes can
+/// miss; RocksDB's block checksums are what catch damage on disk).
 #[derive(Debug, Clone, Copy)]
 pub struct ChangeSet<'a> {
     offsets: &'a [u8],
@@ -116,9 +122,10 @@ impl<'a> ChangeSet<'a> {
     /// Entry `index` (< [`Self::len`]).
     pub fn entry(&self, index: usize) -> Result<Entry<'a>, ChangeSetError> {
         let truncated = ChangeSetError::Truncated { index };
+        let start = index.checked_mul(OFFSET_LEN).ok_or(truncated.clone())?;
         let at = self
             .offsets
-            .get(index * OFFSET_LEN..(index + 1) * OFFSET_LEN)
+            .get(start..start.saturating_add(OFFSET_LEN))
             .ok_or(truncated.clone())?;
         let mut at = be_u32(at) as usize;
         let key = self.field(&mut at).ok_or(truncated.clone())?;
@@ -213,7 +220,7 @@ mod tests {
     }
 
     /// Every truncation and a count or offset pointing past the end gives an error, never a
-    /// panic or a wrong answer.
+    /// panic.
     #[test]
     fn corrupt_bytes_are_errors() {
         let entries = sample();
@@ -236,13 +243,19 @@ mod tests {
         bad_offset[4..8].copy_from_slice(&u32::MAX.to_be_bytes());
         let set = ChangeSet::new(&bad_offset).unwrap();
         assert_eq!(set.entry(0), Err(ChangeSetError::Truncated { index: 0 }));
+        let index = usize::MAX;
+        assert_eq!(set.entry(index), Err(ChangeSetError::Truncated { index }));
     }
 
     #[test]
     fn keys_out_of_order_are_reported() {
-        let mut entries = sample();
-        entries.swap(1, 2);
-        let bytes = encode(&entries).unwrap();
+        let entries = sample();
+        let mut bytes = encode(&entries).unwrap();
+        // Swap the first bytes of entries 1 and 2's keys (0x01 0xaa / 0x01 0xab → 0xab…).
+        let entries_at = 4 + 4 * entries.len();
+        let second = entries_at + be_u32(&bytes[8..12]) as usize + 2;
+        let third = entries_at + be_u32(&bytes[12..16]) as usize + 2;
+        bytes.swap(second + 1, third + 1);
         let set = ChangeSet::new(&bytes).unwrap();
         let all: Result<Vec<_>, _> = set.entries().collect();
         assert_eq!(all, Err(ChangeSetError::Unsorted { index: 2 }));

@@ -33,7 +33,8 @@
 use super::changeset::{self, ChangeSet};
 use super::store::{
     be_u64, state_key, Result, Store, StoreBatch, StoreError, CF_CHANGES, CF_HISTORY, CF_META,
-    CF_STATE, META_HISTORY_FLOOR, META_HISTORY_INDEXED, META_HISTORY_LAYOUT, META_STATE_HEIGHT,
+    CF_STATE, MAX_STATE_KEY_LEN, META_HISTORY_FLOOR, META_HISTORY_INDEXED, META_HISTORY_LAYOUT,
+    META_STATE_HEIGHT,
 };
 use rocksdb::{Direction, IteratorMode, ReadOptions, Snapshot};
 use std::collections::BTreeMap;
@@ -177,9 +178,11 @@ impl StoreBatch<'_> {
     /// (history switched off, or kept in an earlier layout).
     pub(super) fn restart_history(&mut self, height: u64) {
         let s = self.store;
+        // Above every key: the longest is a history key (chain, state key, height).
+        let end = vec![0xff; 8 + MAX_STATE_KEY_LEN + 9];
         for cf in [CF_CHANGES, CF_HISTORY] {
             self.batch
-                .delete_range_cf(s.cf(cf), Vec::<u8>::new(), vec![0xff; 128]);
+                .delete_range_cf(s.cf(cf), Vec::<u8>::new(), end.clone());
         }
         self.set_history_floor(height);
         self.set_history_indexed(height);
@@ -249,12 +252,42 @@ impl Store {
             .map(|[v]| v))
     }
 
-    /// Calls `each` with every change set of blocks `from..=to`, in order of height.
+    /// Whether the history kept is in an earlier layout than this module's: none recorded, or
+    /// a `changes` key of another length at either end (an older binary wrote after this one
+    /// had marked the store). A newer layout is an error: this code cannot read it.
+    pub(super) fn history_is_earlier_layout(&self) -> Result<bool> {
+        match self.history_layout()? {
+            Some(HISTORY_LAYOUT) => {}
+            Some(newer) if newer > HISTORY_LAYOUT => {
+                return Err(StoreError::Undecodable {
+                    path: self.path().to_path_buf(),
+                    cf: CF_META,
+                    detail: format!(
+                        "state history is kept in layout {newer}, newer than this build's \
+                         {HISTORY_LAYOUT}: run a newer kaon"
+                    ),
+                })
+            }
+            _ => return Ok(true),
+        }
+        for mode in [IteratorMode::Start, IteratorMode::End] {
+            if let Some(item) = self.db.iterator_cf(self.cf(CF_CHANGES), mode).next() {
+                let (key, _) = item.map_err(|e| self.db_err("iterate changes", e))?;
+                if key.len() != CHANGE_KEY_LEN {
+                    return Ok(true);
+                }
+            }
+        }
+        Ok(false)
+    }
+
+    /// Calls `each` with the stored bytes of every change set of blocks `from..=to`, in order
+    /// of height, until it returns `false`.
     fn for_each_change_set(
         &self,
         from: u64,
         to: u64,
-        mut each: impl FnMut(u64, u64, ChangeSet<'_>) -> Result<()>,
+        mut each: impl FnMut(u64, u64, &[u8]) -> Result<bool>,
     ) -> Result<()> {
         let start = from.to_be_bytes();
         let mode = IteratorMode::From(&start, Direction::Forward);
@@ -264,13 +297,24 @@ impl Store {
                 return Err(self.malformed_change(&key));
             }
             let (height, chain) = (be_u64(&key[..8]), be_u64(&key[8..]));
-            if height > to {
+            if height > to || !each(height, chain, &value)? {
                 break;
             }
-            let set = self.change_set(height, chain, &value)?;
-            each(height, chain, set)?;
         }
         Ok(())
+    }
+
+    /// Every entry of a stored change set, checked.
+    fn change_set_entries<'v>(
+        &self,
+        height: u64,
+        chain: u64,
+        bytes: &'v [u8],
+    ) -> Result<Vec<changeset::Entry<'v>>> {
+        let set = self.change_set(height, chain, bytes)?;
+        set.entries()
+            .collect::<Result<_, _>>()
+            .map_err(|e| self.bad_change_set(height, chain, e))
     }
 
     /// Stored change-set bytes, header checked.
@@ -292,65 +336,92 @@ impl Store {
         }
     }
 
-    /// Indexes per key the change sets of up to `max_blocks` blocks above the indexed height,
-    /// in one batch, and returns the new indexed height. The index is derived data: its batch
-    /// is not synced, and one lost in a crash is rebuilt from the change sets.
+    /// Indexes per key the change sets of up to `max_blocks` blocks above the indexed height
+    /// (fewer once they hold [`INDEX_BATCH_ENTRIES`] entries, at least one block) and returns
+    /// the new indexed height. The entries go in key order, in batches of at most
+    /// [`INDEX_CHUNK_ENTRIES`] so that a persist never waits behind one long write; only the
+    /// last batch raises `history_indexed`. Entries of one key are adjacent in that order, its
+    /// lower heights first, so a reader that finds an entry above the indexed height has also
+    /// found every lower one it needs: reads stay right between the batches. The index is
+    /// derived data: its batches are not synced, and one lost in a crash is rebuilt from the
+    /// change sets.
     pub fn index_history(&self, max_blocks: u64) -> Result<u64> {
         let _writer = self.history_writer();
         let indexed = self.history_indexed()?;
         let applied = self.state_height()?.unwrap_or(0);
-        let target = applied.min(indexed.saturating_add(max_blocks));
-        if target <= indexed {
+        let last = applied.min(indexed.saturating_add(max_blocks));
+        if last <= indexed {
             return Ok(indexed);
         }
+        let mut target = indexed;
         let mut entries: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
-        self.for_each_change_set(indexed + 1, target, |height, chain, set| {
-            for entry in set.entries() {
-                let (key, value) = entry.map_err(|e| self.bad_change_set(height, chain, e))?;
+        self.for_each_change_set(indexed + 1, last, |height, chain, bytes| {
+            if height > target && entries.len() >= INDEX_BATCH_ENTRIES {
+                return Ok(false);
+            }
+            for (key, value) in self.change_set_entries(height, chain, bytes)? {
                 let value = value.map(<[u8]>::to_vec).unwrap_or_default();
                 entries.push((history_key(chain, key, height)?, value));
             }
-            Ok(())
+            target = height;
+            Ok(true)
         })?;
-        // Inserted in key order, each memtable insert starts where the last one ended.
-        entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        let mut batch = self.batch();
-        let count = entries.len();
-        for (key, value) in entries {
-            batch.batch.put_cf(self.cf(CF_HISTORY), key, value);
+        // Blocks that changed nothing have no change set: the whole range is done.
+        if entries.len() < INDEX_BATCH_ENTRIES {
+            target = last;
         }
-        batch.set_history_indexed(target);
-        batch.commit_unsynced()?;
+        entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let count = entries.len();
+        let mut chunks = entries.chunks(INDEX_CHUNK_ENTRIES).peekable();
+        loop {
+            let mut batch = self.batch();
+            for (key, value) in chunks.next().unwrap_or_default() {
+                batch.batch.put_cf(self.cf(CF_HISTORY), key, value);
+            }
+            if chunks.peek().is_none() {
+                batch.set_history_indexed(target);
+                batch.commit_unsynced()?;
+                break;
+            }
+            batch.commit_unsynced()?;
+        }
         tracing::debug!(indexed = target, entries = count, "indexed state history");
         Ok(target)
     }
 
-    /// Deletes the change sets and index entries of the blocks above the floor up to `to`, at
-    /// most `max_blocks` of them, and raises the floor to the last one, in one batch. Returns
-    /// the new floor.
+    /// Deletes the change sets and index entries of the blocks above the floor up to `to` (at
+    /// most the applied height), at most `max_blocks` of them, and raises the floor to the last
+    /// one, in one batch. Returns the new floor.
     pub fn prune_history(&self, to: u64, max_blocks: u64) -> Result<u64> {
         let _writer = self.history_writer();
         let floor = self.history_floor()?.unwrap_or(0);
-        let target = to.min(floor.saturating_add(max_blocks));
+        let applied = self.state_height()?.unwrap_or(0);
+        let target = to.min(applied).min(floor.saturating_add(max_blocks));
         if target <= floor {
             return Ok(floor);
         }
         let indexed = self.history_indexed()?;
         let mut batch = self.batch();
         let mut deleted = 0usize;
-        self.for_each_change_set(floor + 1, target, |height, chain, set| {
+        self.for_each_change_set(floor + 1, target, |height, chain, bytes| {
             if height <= indexed {
-                for entry in set.entries() {
-                    let (key, _) = entry.map_err(|e| self.bad_change_set(height, chain, e))?;
-                    let index = history_key(chain, key, height)?;
-                    batch.batch.delete_cf(self.cf(CF_HISTORY), index);
+                match self.change_set_entries(height, chain, bytes) {
+                    Ok(entries) => {
+                        for (key, _) in &entries {
+                            let index = history_key(chain, key, height)?;
+                            batch.batch.delete_cf(self.cf(CF_HISTORY), index);
+                        }
+                        deleted += entries.len();
+                    }
+                    // Its index entries cannot be listed; left below the floor, no read
+                    // reaches them. Pruning goes on rather than keep history forever.
+                    Err(e) => tracing::error!(error = %e, "pruning a damaged change set"),
                 }
             }
             batch
                 .batch
                 .delete_cf(self.cf(CF_CHANGES), change_key(height, chain));
-            deleted += set.len();
-            Ok(())
+            Ok(true)
         })?;
         batch.set_history_floor(target);
         batch.commit()?;
@@ -508,13 +579,18 @@ impl HistoricalState<'_> {
 /// Most blocks whose change sets one pruning batch deletes, so a pass that catches up on a long
 /// backlog (history bound lowered, or first start with a bound) commits in bounded batches.
 pub const PRUNE_BATCH_BLOCKS: u64 = 64;
-/// Blocks the worker indexes in one batch, and waits for before it indexes: inserted together
+/// Blocks the worker waits for before it indexes, and indexes in one pass: inserted together
 /// in key order, the entries of a key changed in several of them go in side by side, which
 /// halves the index's cost for keys that change often (`benches/history.rs`).
 pub const INDEX_BATCH_BLOCKS: u64 = 16;
-/// Longest a block waits to be indexed when fewer than [`INDEX_BATCH_BLOCKS`] follow it; reads
-/// meanwhile look it up in its change set.
-const INDEX_DELAY: std::time::Duration = std::time::Duration::from_secs(2);
+/// Most entries one indexing pass collects (blocks beyond are left to the next pass, so memory
+/// stays bounded however many keys blocks change): ≈ 20 MB of keys and values.
+pub const INDEX_BATCH_ENTRIES: usize = 200_000;
+/// Most entries one index write holds (a persist waits for at most one such write).
+pub const INDEX_CHUNK_ENTRIES: usize = 8_192;
+/// Longest a block waits to be indexed when fewer than [`INDEX_BATCH_BLOCKS`] follow it (an
+/// idle chain); reads meanwhile look it up in its change set.
+const INDEX_DELAY: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The background thread that indexes each persisted block's change sets per key and keeps
 /// the state history within its [`HistoryRetention`]. Woken after each persisted block;
@@ -527,10 +603,19 @@ pub struct HistoryWorker {
 
 impl HistoryWorker {
     pub(super) fn spawn(store: std::sync::Arc<Store>, retention: HistoryRetention) -> Result<Self> {
+        Self::spawn_with(store, retention, INDEX_DELAY)
+    }
+
+    /// [`Self::spawn`] with blocks indexed at the latest `delay` after they wait.
+    fn spawn_with(
+        store: std::sync::Arc<Store>,
+        retention: HistoryRetention,
+        delay: std::time::Duration,
+    ) -> Result<Self> {
         let (wake, woken) = crossbeam_channel::bounded(1);
         let thread = std::thread::Builder::new()
             .name("history".into())
-            .spawn(move || history_loop(&store, retention, &woken))
+            .spawn(move || history_loop(&store, retention, delay, &woken))
             .map_err(StoreError::HistoryWorker)?;
         Ok(Self {
             wake: Some(wake),
@@ -550,7 +635,9 @@ impl Drop for HistoryWorker {
     fn drop(&mut self) {
         self.wake.take();
         if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
+            if thread.join().is_err() {
+                tracing::error!("the state history worker panicked");
+            }
         }
     }
 }
@@ -558,40 +645,43 @@ impl Drop for HistoryWorker {
 fn history_loop(
     store: &Store,
     retention: HistoryRetention,
+    delay: std::time::Duration,
     woken: &crossbeam_channel::Receiver<()>,
 ) {
     let mut waiting_since = None;
     loop {
-        if let Err(e) = history_pass(store, retention, woken, &mut waiting_since) {
-            tracing::error!(error = %e, "state history indexing or pruning failed");
+        // Each step on its own: a change set that cannot be indexed must not stop pruning.
+        if let Err(e) = prune_pass(store, retention, woken) {
+            tracing::error!(error = %e, "state history pruning failed");
         }
-        match woken.recv_timeout(INDEX_DELAY) {
+        if let Err(e) = index_pass(store, delay, woken, &mut waiting_since) {
+            tracing::error!(error = %e, "state history indexing failed");
+        }
+        match woken.recv_timeout(delay) {
             Ok(()) | Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return,
         }
     }
 }
 
-/// Indexes the blocks waiting when a batch of them is, or when the oldest has waited
-/// [`INDEX_DELAY`] (`waiting_since`: since when blocks wait); then prunes up to the floor
-/// `retention` sets for the head. Each step is one bounded batch; stops early when the worker
-/// is dropped.
-fn history_pass(
+/// Whether the worker's owner dropped it (a wake-up read meanwhile is consumed: the pass that
+/// checks is already running).
+fn dropped(woken: &crossbeam_channel::Receiver<()>) -> bool {
+    matches!(
+        woken.try_recv(),
+        Err(crossbeam_channel::TryRecvError::Disconnected)
+    )
+}
+
+/// Indexes the blocks waiting once [`INDEX_BATCH_BLOCKS`] of them are, or once the oldest has
+/// waited `delay` (`waiting_since`: since when blocks wait), one pass at a time.
+fn index_pass(
     store: &Store,
-    retention: HistoryRetention,
+    delay: std::time::Duration,
     woken: &crossbeam_channel::Receiver<()>,
     waiting_since: &mut Option<std::time::Instant>,
 ) -> Result<()> {
-    let dropped = || {
-        matches!(
-            woken.try_recv(),
-            Err(crossbeam_channel::TryRecvError::Disconnected)
-        )
-    };
-    loop {
-        if dropped() {
-            return Ok(());
-        }
+    while !dropped(woken) {
         let waiting = store
             .state_height()?
             .unwrap_or(0)
@@ -601,17 +691,26 @@ fn history_pass(
             break;
         }
         let since = *waiting_since.get_or_insert_with(std::time::Instant::now);
-        if waiting < INDEX_BATCH_BLOCKS && since.elapsed() < INDEX_DELAY {
+        if waiting < INDEX_BATCH_BLOCKS && since.elapsed() < delay {
             break;
         }
         store.index_history(INDEX_BATCH_BLOCKS)?;
         *waiting_since = None;
     }
+    Ok(())
+}
+
+/// Prunes up to the floor `retention` sets for the head, one bounded batch at a time.
+fn prune_pass(
+    store: &Store,
+    retention: HistoryRetention,
+    woken: &crossbeam_channel::Receiver<()>,
+) -> Result<()> {
     let Some(target) = retention.floor_for(store.state_height()?.unwrap_or(0)) else {
         return Ok(());
     };
     let mut floor = store.history_floor()?.unwrap_or(0);
-    while floor < target && !dropped() {
+    while floor < target && !dropped(woken) {
         floor = store.prune_history(target, PRUNE_BATCH_BLOCKS)?;
     }
     Ok(())
@@ -889,7 +988,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (store, model) = genesis(dir.path());
         let states = commit_all(&store, model);
-        let worker = HistoryWorker::spawn(Arc::clone(&store), HistoryRetention::Blocks(2)).unwrap();
+        // Six blocks wait, fewer than a batch: the worker indexes them once they have waited
+        // its delay (short here).
+        let delay = Duration::from_millis(100);
+        let worker =
+            HistoryWorker::spawn_with(Arc::clone(&store), HistoryRetention::Blocks(2), delay)
+                .unwrap();
         worker.wake();
         wait_for(&store, "reached floor 4", |s| {
             s.history_floor().unwrap() == Some(4) && s.history_indexed().unwrap() == 6
@@ -942,17 +1046,107 @@ mod tests {
         );
         let mut sets = 0;
         store
-            .for_each_change_set(1, 6, |height, _, set| {
-                for entry in set.entries() {
-                    let key = entry.unwrap().0.to_vec();
-                    assert!(entries.contains(&(key, height)), "block {height}");
+            .for_each_change_set(1, 6, |height, chain, bytes| {
+                for (key, _) in store.change_set_entries(height, chain, bytes).unwrap() {
+                    assert!(entries.contains(&(key.to_vec(), height)), "block {height}");
                     sets += 1;
                 }
-                Ok(())
+                Ok(true)
             })
             .unwrap();
         // Chain A's and chain B's entries of one address are separate entries.
         assert_eq!(entries.len(), sets);
+    }
+
+    /// An index pass whose entries do not fit one write goes in several, and reads taken
+    /// between them (entries above the indexed height already written) stay right.
+    #[test]
+    fn reads_stay_right_between_the_writes_of_one_index_pass() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, model) = genesis(dir.path());
+        let states = commit_all(&store, model);
+        // As if the first write of a pass covering blocks 1..=6 had landed: the entries of
+        // the keys that sort first (chain A's accounts), without the indexed height.
+        let mut batch = store.batch();
+        let mut written = 0;
+        store
+            .for_each_change_set(1, 6, |height, chain, bytes| {
+                for (key, value) in store.change_set_entries(height, chain, bytes).unwrap() {
+                    if chain == A.0 && key.len() == 21 {
+                        let k = history_key(chain, key, height).unwrap();
+                        batch
+                            .batch
+                            .put_cf(store.cf(CF_HISTORY), k, value.unwrap_or_default());
+                        written += 1;
+                    }
+                }
+                Ok(true)
+            })
+            .unwrap();
+        batch.commit().unwrap();
+        assert!(written > 3);
+        assert_eq!(store.history_indexed().unwrap(), 0);
+        for (height, state) in states.iter().enumerate() {
+            assert_matches(&store, height as u64, state);
+        }
+    }
+
+    /// A view keeps reading the state of its block while blocks are indexed and pruned under
+    /// it: every read goes through its snapshot.
+    #[test]
+    fn a_view_is_unchanged_by_indexing_and_pruning_after_it_was_taken() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, model) = genesis(dir.path());
+        let states = commit_all(&store, model);
+        let view = store.state_at(2).unwrap();
+        assert_eq!(store.index_history(64).unwrap(), 6);
+        assert_eq!(store.prune_history(5, 64).unwrap(), 5);
+        assert!(matches!(
+            store.state_at(2),
+            Err(HistoryError::Pruned { .. })
+        ));
+        for a in [1, 2] {
+            assert_eq!(
+                view.account(A, &who(a)).unwrap(),
+                states[2].account(A, &who(a)).unwrap()
+            );
+        }
+        assert_eq!(
+            view.storage(A, &who(9), &U256::from(1)).unwrap(),
+            states[2].storage(A, &who(9), &U256::from(1)).unwrap()
+        );
+        // Pruning never passes the applied state: its block stays readable.
+        assert_eq!(store.prune_history(u64::MAX, 64).unwrap(), 6);
+        assert_matches(&store, 6, &states[6]);
+    }
+
+    /// Reopening a store keeps its history (the layout check recognises its own layout).
+    #[test]
+    fn history_survives_reopening_through_the_committed_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, model) = genesis(dir.path());
+        let states = commit_all(&store, model);
+        store.index_history(3).unwrap();
+        drop(CommittedState::open(Arc::clone(&store), &[]).unwrap());
+        assert_eq!(store.history_floor().unwrap(), Some(0));
+        for (height, state) in states.iter().enumerate() {
+            assert_matches(&store, height as u64, state);
+        }
+    }
+
+    /// A layout newer than this code's is refused, not dropped as an old one.
+    #[test]
+    fn a_newer_history_layout_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, model) = genesis(dir.path());
+        commit_all(&store, model);
+        store
+            .db
+            .put_cf(store.cf(CF_META), META_HISTORY_LAYOUT, [HISTORY_LAYOUT + 1])
+            .unwrap();
+        let err = CommittedState::open(Arc::clone(&store), &[]).unwrap_err();
+        assert!(err.to_string().contains("layout 3"), "{err}");
+        assert_eq!(change_sets(&store).len(), 6, "nothing deleted");
     }
 
     /// Pruning blocks the index has not reached yet deletes their change sets and moves the
@@ -997,27 +1191,33 @@ mod tests {
     }
 
     /// A store that kept history in the first layout (one `changes` entry per key, no layout
-    /// recorded) starts history again at its height instead of misreading it.
+    /// recorded), or to which an older binary wrote such entries after this one had marked it,
+    /// starts history again at its height instead of misreading it.
     #[test]
     fn history_of_an_earlier_layout_is_dropped_not_misread() {
-        let dir = tempfile::tempdir().unwrap();
-        let (store, model) = genesis(dir.path());
-        commit_all(&store, model);
-        let mut old_key = change_key(3, A.0).to_vec();
-        old_key.extend_from_slice(&[0x01; 21]);
-        store.db.put_cf(store.cf(CF_CHANGES), &old_key, []).unwrap();
-        store
-            .db
-            .delete_cf(store.cf(CF_META), META_HISTORY_LAYOUT)
-            .unwrap();
-        drop(CommittedState::open(Arc::clone(&store), &[]).unwrap());
-        assert_eq!(store.history_floor().unwrap(), Some(6));
-        assert!(change_sets(&store).is_empty());
-        assert!(matches!(
-            store.state_at(5),
-            Err(HistoryError::Pruned { oldest: 6, .. })
-        ));
-        assert_eq!(store.history_layout().unwrap(), Some(HISTORY_LAYOUT));
+        for marked in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let (store, model) = genesis(dir.path());
+            commit_all(&store, model);
+            let mut old_key = change_key(7, A.0).to_vec();
+            old_key.extend_from_slice(&[0x01; 21]);
+            store.db.put_cf(store.cf(CF_CHANGES), &old_key, []).unwrap();
+            if !marked {
+                store
+                    .db
+                    .delete_cf(store.cf(CF_META), META_HISTORY_LAYOUT)
+                    .unwrap();
+                store.db.delete_cf(store.cf(CF_CHANGES), &old_key).unwrap();
+            }
+            drop(CommittedState::open(Arc::clone(&store), &[]).unwrap());
+            assert_eq!(store.history_floor().unwrap(), Some(6), "marked: {marked}");
+            assert!(change_sets(&store).is_empty());
+            assert!(matches!(
+                store.state_at(5),
+                Err(HistoryError::Pruned { oldest: 6, .. })
+            ));
+            assert_eq!(store.history_layout().unwrap(), Some(HISTORY_LAYOUT));
+        }
     }
 
     #[test]

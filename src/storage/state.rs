@@ -21,9 +21,7 @@
 //! new `state_height`, so after a crash the store is at some block boundary and restart
 //! re-executes exactly the blocks above `state_height`.
 
-use super::history::{
-    BlockChanges, HistoricalState, HistoryRetention, HistoryWorker, PriorEntry, HISTORY_LAYOUT,
-};
+use super::history::{BlockChanges, HistoricalState, HistoryRetention, HistoryWorker, PriorEntry};
 use super::store::{
     be_u32, be_u64, state_key, BlockIndex, Result, Store, StoreBatch, StoreError, TxLocation,
     CF_CHAIN_SEGMENTS, CF_META, CF_RECEIPTS, CF_STATE, META_STATE_HEIGHT,
@@ -649,7 +647,7 @@ impl CommittedState {
         };
         if !retention.writes() || store.history_floor()?.is_none() {
             batch.restart_history(height);
-        } else if store.history_layout()? != Some(HISTORY_LAYOUT) {
+        } else if store.history_is_earlier_layout()? {
             tracing::warn!(
                 path = %store.path().display(),
                 height,
