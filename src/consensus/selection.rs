@@ -6,8 +6,13 @@
 //! - Each CN's rank for height `h`, round `r` and a role is
 //!   `sha256(mix(h-1) ‖ h ‖ r ‖ role ‖ cn_pubkey)`; lower ranks win.
 //! - The committee is every CN while the set has at most `committee_size + 1` members,
-//!   otherwise the `committee_size` lowest committee ranks; the proposer is the member with the
-//!   lowest proposer rank. Committees are ordered by CN index (the signer bitmap's order).
+//!   otherwise the `committee_size` lowest committee ranks. Committees are ordered by CN index
+//!   (the signer bitmap's order).
+//! - Proposers take turns: the rounds of a height run through the committee in cycles of its
+//!   size `N`, cycle `c` (rounds `c·N` to `c·N + N − 1`) in the order of the members' proposer
+//!   ranks for round `c`. Round 0's proposer is the member with the lowest proposer rank; no
+//!   member proposes twice in a cycle, so a crashed CN wastes at most one round of each cycle
+//!   instead of being drawn again and again (`docs/consensus.md`, "Proposer turns").
 //! - Committee ranks are computed at round 0 ([`COMMITTEE_ROUND`]): the committee is fixed for
 //!   the whole height and only the proposer changes with the round. A committee redrawn every
 //!   round would break safety across rounds — a block committed by round r's committee is
@@ -169,14 +174,7 @@ impl CnSet {
                 .collect()
         };
         members.sort_unstable();
-        let proposer = self
-            .ranked(mix, h, r, Role::Proposer)
-            .into_iter()
-            .map(|(_, cn)| cn)
-            .find(|cn| members.binary_search(cn).is_ok())
-            // Unreachable: members is a non-empty subset of a non-empty set, so some member
-            // ranks; CN 0 exists in every set.
-            .unwrap_or(CnIndex(0));
+        let proposer = self.proposer(mix, h, r, &members);
         Committee {
             height: h,
             round: r,
@@ -184,6 +182,30 @@ impl CnSet {
             members,
             proposer,
         }
+    }
+
+    /// The proposer of round `r` among `members` (non-empty, all in the set). Rounds go
+    /// through the committee in cycles of its size: cycle `c` covers rounds `c·N … c·N + N − 1`
+    /// and visits the members in the order of their proposer ranks for round `c`, so no member
+    /// proposes twice in a cycle and a crashed one costs at most one round of it. Round 0 is
+    /// the lowest-ranked member, as a fresh draw per round would give.
+    fn proposer(&self, mix: B256, h: Height, r: Round, members: &[CnIndex]) -> CnIndex {
+        let n = members.len().max(1) as u32;
+        let (cycle, turn) = (Round(r.0 / n), (r.0 % n) as usize);
+        let mut order: Vec<(B256, CnIndex)> = members
+            .iter()
+            .filter_map(|cn| {
+                let key = self.compressed.get(cn.0 as usize)?;
+                Some((rank_of(mix, h, cycle, Role::Proposer, key), *cn))
+            })
+            .collect();
+        order.sort_unstable();
+        order
+            .get(turn)
+            .map(|(_, cn)| *cn)
+            // Unreachable: members are a non-empty subset of the set, so `order` holds `n`
+            // entries and `turn < n`; CN 0 exists in every set.
+            .unwrap_or(CnIndex(0))
     }
 }
 

@@ -210,8 +210,9 @@ impl QuorumCertificate {
 
 /// A proposal for height `h`, round `round`: the block (unsealed), the proposer's prepare vote
 /// (the proposal counts as the proposer's vote), and — from round 1 on — the quorum of round
-/// changes that justifies it. Who proposes is public (the lowest proposer rank of the round's
-/// committee), so the receiver recomputes it; nothing is signed to prove it.
+/// changes that justifies it. Who proposes is public (the round's turn among the committee, in
+/// proposer-rank order: [`crate::consensus::selection`]), so the receiver recomputes it;
+/// nothing is signed to prove it.
 #[derive(Debug, Clone, PartialEq, Eq, RlpEncodable, RlpDecodable)]
 pub struct Proposal {
     pub round: Round,

@@ -85,6 +85,38 @@ fn the_committee_is_fixed_for_a_height_while_the_proposer_rotates_by_round() {
     );
 }
 
+/// Proposers take turns: each cycle of N rounds (N the committee size) gives every member
+/// exactly one turn, in an order that changes from cycle to cycle and height to height, and
+/// round 0 goes to the member with the lowest proposer rank. A drawn-afresh proposer would
+/// repeat within a cycle in most of these heights (with N = 4, 1 − 4!/4⁴ ≈ 91 %).
+#[test]
+fn every_member_proposes_once_per_cycle_of_rounds() {
+    use kaon::consensus::selection::Role;
+    for (cns, size) in [(4, 4), (10, 7)] {
+        let set = cn_set(&keys(cns));
+        let mut orders = std::collections::BTreeSet::new();
+        for i in 0..40u64 {
+            let h = Height(i + 1);
+            let members = set.committee(mix(i), h, Round(0), size).members;
+            let n = members.len() as u32;
+            for cycle in 0..3u32 {
+                let mut turns: Vec<CnIndex> = (cycle * n..(cycle + 1) * n)
+                    .map(|r| set.committee(mix(i), h, Round(r), size).proposer)
+                    .collect();
+                orders.insert(turns.clone());
+                turns.sort_unstable();
+                assert_eq!(turns, members, "height {h:?} cycle {cycle}: one turn each");
+            }
+            let lowest = members
+                .iter()
+                .min_by_key(|cn| set.rank(mix(i), h, Round(0), Role::Proposer, **cn).unwrap())
+                .unwrap();
+            assert_eq!(set.committee(mix(i), h, Round(0), size).proposer, *lowest);
+        }
+        assert!(orders.len() > 20, "turn orders vary: {}", orders.len());
+    }
+}
+
 #[test]
 fn quorum_is_strictly_more_than_two_thirds_and_quorums_intersect_in_an_honest_node() {
     for n in 1..=2000usize {
