@@ -39,11 +39,13 @@ impl Params {
     /// Timeout of round `r`: the block interval plus the base timeout grown by half per round,
     /// capped at `max_timeout_ms`. It grows until it exceeds any post-GST message delay.
     ///
-    /// Half, not double: a dead CN is drawn as proposer of several rounds running at one height
-    /// now and then (1 in 4^k for k rounds with n = 4), and the rounds it wastes cost the sum
-    /// of their timeouts. Doubling made six such rounds 19.5 s with a 300 ms base; growing by
-    /// half makes them 6.8 s, while a timeout still passes any fixed delay within a few rounds
-    /// more than doubling needs (`docs/consensus.md`, "Timeouts").
+    /// Half, not double: rounds wasted on dead or silent proposers cost the sum of their
+    /// timeouts. Proposers now take turns (`selection`), so `d` of them waste at most `d` rounds
+    /// of a cycle (`2d` across a cycle boundary, more before GST); when each round's proposer
+    /// was drawn afresh, one dead CN of four wasted six rounds running at 1 in 4 096 heights,
+    /// 19.5 s with doubling and a 300 ms base. Growing by half makes six rounds 6.8 s, while a
+    /// timeout still passes any fixed delay within a few rounds more than doubling needs
+    /// (`docs/consensus.md`, "Timeouts").
     pub fn timeout(&self, r: Round) -> u64 {
         /// 1.5^64 times any base is past every cap a region can configure.
         const MAX_GROWTH_STEPS: u32 = 64;
@@ -277,8 +279,9 @@ mod tests {
         assert_eq!(params(0, 0, 10).timeout(Round(u32::MAX)), 0);
     }
 
-    /// The chaos harness's stall bound is 10 s; a dead CN drawn as proposer of six rounds
-    /// running (1 in 4 096 heights with n = 4) cost 19.5 s when timeouts doubled.
+    /// The chaos harness's stall bound is 10 s; six wasted rounds (a dead CN drawn six rounds
+    /// running, 1 in 4 096 heights with n = 4, before proposers took turns; several dead or
+    /// silent members, or rounds before GST, now) cost 19.5 s when timeouts doubled.
     #[test]
     fn six_wasted_rounds_at_chaos_parameters_stay_under_the_stall_bound() {
         let p = params(100, 300, 30_000);

@@ -254,9 +254,10 @@ impl StoreBatch<'_> {
     }
 
     /// Commits without syncing the WAL, whatever the store's setting: for a batch that a
-    /// synced [`Self::commit`] follows at once. The WAL is written in order, so that sync
-    /// makes this batch durable too, and a crash before it loses this batch only with every
-    /// later one (the store stays a prefix of the log).
+    /// synced [`Self::commit`] follows at once, or one whose loss costs nothing but redoing it
+    /// (the history index, rebuilt from the change sets). The WAL is written in order, so the
+    /// next synced commit makes this batch durable too, and a crash before it loses this batch
+    /// only with every later one (the store stays a prefix of the log).
     pub fn commit_unsynced(self) -> Result<()> {
         let s = self.store;
         let mut options = WriteOptions::default();
