@@ -662,7 +662,7 @@ fn inject(
             cn = disk_cn;
         }
         report.faults += 1;
-        let before = window.close(region);
+        let before = window.close(region, stop);
         let at = start.elapsed().as_secs_f64();
         writeln!(
             out,
@@ -722,14 +722,19 @@ fn inject(
         if !sleep_unless(stop, AFTER_WINDOW) {
             return Ok(());
         }
-        let after = after.close(region);
+        let after = after.close(region, stop);
         writeln!(
             out,
-            "chaos:   committed {:.0} tx/s before the fault, {:.0} tx/s after it healed ({} of the {} transfers the load got acknowledged meanwhile)",
+            "chaos:   committed {:.0} tx/s before the fault ({:.0} acknowledged), {:.0} tx/s after it healed ({} of the {} transfers the load got acknowledged meanwhile{})",
             before.per_second(),
+            before.acked_per_second(),
             after.per_second(),
             after.txs,
-            after.acked
+            after.acked,
+            match after.uncounted {
+                0 => String::new(),
+                n => format!("; {n} blocks not counted: no RN had audited them"),
+            }
         )?;
         let floor = spec.throughput_floor as f64 / 100.0;
         if after.acked >= MIN_WINDOW_TXS && (after.txs as f64) < floor * after.acked as f64 {
@@ -751,7 +756,7 @@ const AFTER_WINDOW: Duration = Duration::from_secs(5);
 /// ... judged when the load got at least this many acknowledged (fewer say too little).
 const MIN_WINDOW_TXS: u64 = 20;
 
-/// A stretch of time, with the head height and the load's acknowledged count when it began.
+/// A stretch of time, with the CNs' head and the load's acknowledged count when it began.
 struct Window {
     opened: Instant,
     height: u64,
@@ -763,49 +768,71 @@ struct Committed {
     txs: u64,
     acked: u64,
     seconds: f64,
+    /// Blocks the counting RN was still behind the closing head when it was counted (0 unless
+    /// no RN reached that head within [`COUNT_WAIT`]: then the count is short by them).
+    uncounted: u64,
 }
 
 impl Committed {
     fn per_second(&self) -> f64 {
         self.txs as f64 / self.seconds.max(1e-3)
     }
+
+    fn acked_per_second(&self) -> f64 {
+        self.acked as f64 / self.seconds.max(1e-3)
+    }
 }
 
+/// How long closing a window waits for an RN to have audited the window's last block.
+const COUNT_WAIT: Duration = Duration::from_secs(10);
+
 impl Window {
-    /// Opens at the height the window will be closed against: both ends are read the same way,
-    /// so the counting RN's lag behind the CNs cancels out instead of leaving the window short
-    /// by the blocks it has not audited yet (about a second of commits: what made windows
-    /// after healing fall under the 80 % floor when the region kept up).
+    /// Both ends are the CNs' head, which is what the region committed: an RN audits each
+    /// block after the CNs commit it, and how far it lags moves with the load on the box, so a
+    /// window read at an RN's head gains or loses a second of commits at either end.
     fn open(region: &Region<'_>) -> Self {
         Self {
             opened: Instant::now(),
-            height: counted_head(region).1,
+            height: cns_head(region),
             acked: region.load_acked.load(Ordering::Relaxed),
         }
     }
 
-    fn close(&self, region: &Region<'_>) -> Committed {
-        let (url, head) = counted_head(region);
+    /// Closes the window at the CNs' head now and counts its blocks' transactions through the
+    /// first RN to have audited them (waiting up to [`COUNT_WAIT`], which is not part of the
+    /// window).
+    fn close(&self, region: &Region<'_>, stop: &AtomicBool) -> Committed {
+        let seconds = self.opened.elapsed().as_secs_f64();
+        let acked = region
+            .load_acked
+            .load(Ordering::Relaxed)
+            .saturating_sub(self.acked);
+        let head = cns_head(region);
+        let reached = |url: &String| rn_height(&RnClient::new(url)).is_some_and(|h| h >= head);
+        let _ = wait_until(stop, COUNT_WAIT, || region.rn_urls.iter().any(reached));
+        let (url, counted) = counted_head(region);
+        let counted = counted.min(head);
         Committed {
-            txs: committed_between(url, self.height + 1, head),
-            acked: region
-                .load_acked
-                .load(Ordering::Relaxed)
-                .saturating_sub(self.acked),
-            seconds: self.opened.elapsed().as_secs_f64(),
+            txs: committed_between(url, self.height + 1, counted),
+            acked,
+            seconds,
+            uncounted: head - counted,
         }
     }
 }
 
-/// The RN furthest ahead and its head, where windows count committed transactions (never above
-/// the CNs' head; the CNs' head on RN 0 when no RN answers). An RN that just restarted may lag
-/// the CNs by a second or more while it audits its way back: that is its own catch-up, not what
-/// the region commits.
-fn counted_head<'r>(region: &'r Region<'_>) -> (&'r str, u64) {
-    let cns = cluster::heights(region.chains)
+/// The highest height any CN has committed.
+fn cns_head(region: &Region<'_>) -> u64 {
+    cluster::heights(region.chains)
         .into_iter()
         .max()
-        .unwrap_or(0);
+        .unwrap_or(0)
+}
+
+/// The RN furthest ahead and its head, where windows count committed transactions (never above
+/// the CNs' head; the CNs' head on RN 0 when no RN answers).
+fn counted_head<'r>(region: &'r Region<'_>) -> (&'r str, u64) {
+    let cns = cns_head(region);
     let (url, head) = region
         .rn_urls
         .iter()

@@ -94,11 +94,11 @@ fn run_chaos(seed: &str, faults: &str) -> String {
     let run = Command::new(KAON)
         .args(["chaos", "--seed", seed, "--seconds", "20", "--rate", "30"])
         .args(["--rns", "1", "--faults", faults])
-        // The tests assert safety (nothing lost, no fork); the liveness bounds are loosened
-        // for a debug build sharing the machine with the rest of the suite, and throughput
-        // after healing is printed, not judged (see docs/reliability.md: not yet met).
+        // Safety (nothing lost, no fork) and throughput after healing are judged as the soak
+        // judges them; the stall and catch-up bounds are loosened for a debug build sharing
+        // the machine with the rest of the suite.
         .args(["--stall-bound", "30", "--catch-up-bound", "60"])
-        .args(["--throughput-floor", "0"])
+        .args(["--throughput-floor", "80"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
