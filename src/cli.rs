@@ -102,7 +102,7 @@ pub fn run() -> anyhow::Result<()> {
             crate::node::region_create::create(&args.into_request(), &mut std::io::stdout())
         }
         Command::Rn(args) => {
-            let spec = args.into_spec(&cli.datadir, &config)?;
+            let spec = args.into_spec(&cli.datadir, &config, cli.config.as_deref())?;
             crate::node::ranger::run_rn(&spec, &mut std::io::stdout())
         }
         Command::Chaos(args) => chaos(&args),
@@ -363,7 +363,7 @@ fn chaos(args: &ChaosArgs) -> anyhow::Result<()> {
 /// `kaon init` flags.
 #[derive(Debug, clap::Args)]
 pub struct InitArgs {
-    /// Directory to write genesis.json and cn<i>/ into.
+    /// Directory to write genesis.json, cn<i>/ and rn/ into.
     #[arg(long)]
     pub out: PathBuf,
     #[arg(long, default_value_t = 4)]
@@ -376,7 +376,12 @@ pub struct InitArgs {
     /// Regionchain id; servicechains take the following ids.
     #[arg(long, default_value_t = 1000)]
     pub region: u64,
-    /// CN i listens on 127.0.0.1:(base_port + i).
+    /// Regions, each its own CN set and genesis (region r's regionchain id is `--region` +
+    /// r × 1 000 000, in `region-<id>/`); the ranger node `rn/config.toml` follows them all.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub regions: u64,
+    /// CN i of region r listens on 127.0.0.1:(base_port + r × cns + i); the ranger node's RN
+    /// network ports follow the CNs'.
     #[arg(long, default_value_t = 30300)]
     pub base_port: u16,
     /// Interval of empty blocks when no transaction waits, in milliseconds; at most a day.
@@ -396,6 +401,7 @@ impl InitArgs {
             servicechains: self.servicechains,
             accounts: self.accounts,
             region: crate::types::ChainId(self.region),
+            regions: self.regions as usize,
             base_port: self.base_port,
             round_ms: self.round_ms,
             timeout_ms: self.timeout_ms,
@@ -407,12 +413,13 @@ impl InitArgs {
 /// `kaon rn` flags.
 #[derive(Debug, clap::Args)]
 pub struct RnArgs {
-    /// The region's genesis.json (from `kaon init`).
-    #[arg(long)]
-    pub genesis: PathBuf,
+    /// The region's genesis.json (from `kaon init`). Without it the regions come from the
+    /// config file's `[rn]` section (`kaon init --regions` writes one per RN).
+    #[arg(long, requires_all = ["key_file", "cns"])]
+    pub genesis: Option<PathBuf>,
     /// This RN's BLS node key (hex; `kaon keygen --out FILE` writes one).
-    #[arg(long)]
-    pub key_file: PathBuf,
+    #[arg(long, requires = "genesis")]
+    pub key_file: Option<PathBuf>,
     /// The reward address's secp256k1 key (hex): the RN registers for PoSC probes and rewards.
     #[arg(long)]
     pub reward_key_file: Option<PathBuf>,
@@ -420,7 +427,7 @@ pub struct RnArgs {
     #[arg(long, default_value = "127.0.0.1:30400")]
     pub listen: std::net::SocketAddr,
     /// A CN to sync from, `index@host:port` (repeat for each).
-    #[arg(long = "cn", required = true)]
+    #[arg(long = "cn", requires = "genesis")]
     pub cns: Vec<String>,
     /// Another RN to dial (repeat for each).
     #[arg(long = "rn")]
@@ -451,21 +458,45 @@ impl RnArgs {
         self,
         datadir: &Option<PathBuf>,
         config: &crate::config::Config,
+        config_path: Option<&std::path::Path>,
     ) -> anyhow::Result<crate::node::ranger::RnSpec> {
-        let cns = self
-            .cns
-            .iter()
-            .map(|p| crate::node::cn::parse_peer(p))
-            .collect::<anyhow::Result<Vec<_>>>()?;
+        let mut datadir = datadir.clone().unwrap_or_else(|| config.datadir.clone());
+        let regions = match (self.genesis, &config.rn) {
+            (Some(genesis), _) => vec![crate::node::ranger::FollowedRegion {
+                genesis,
+                key_file: self.key_file.context("--genesis needs --key-file")?,
+                listen: self.listen,
+                cns: parse_peers(&self.cns)?,
+                rns: self.rns,
+            }],
+            (None, Some(section)) => {
+                let dir = config_path
+                    .and_then(std::path::Path::parent)
+                    .unwrap_or(std::path::Path::new("."));
+                // As for `kaon cn`: the config's paths, its datadir included, are relative to it.
+                datadir = dir.join(datadir);
+                section
+                    .regions
+                    .iter()
+                    .map(|r| followed_region(dir, r))
+                    .collect::<anyhow::Result<_>>()?
+            }
+            (None, None) => anyhow::bail!(
+                "kaon rn needs --genesis, --key-file and --cn, or --config with an [rn] section \
+                 (kaon init --regions writes one)"
+            ),
+        };
+        let section_rpc = config
+            .rn
+            .as_ref()
+            .and_then(|s| s.rpc.as_deref())
+            .map(|a| a.parse().with_context(|| format!("[rn] rpc address {a:?}")))
+            .transpose()?;
         Ok(crate::node::ranger::RnSpec {
-            genesis: self.genesis,
-            datadir: datadir.clone().unwrap_or_else(|| config.datadir.clone()),
-            key_file: self.key_file,
+            regions,
+            datadir,
             reward_key_file: self.reward_key_file,
-            listen: self.listen,
-            cns,
-            rns: self.rns,
-            rpc: rpc_addr(self.rpc, self.http_addr, self.http_port),
+            rpc: rpc_addr(self.rpc.or(section_rpc), self.http_addr, self.http_port),
             metrics: self.metrics,
             storage: crate::config::StorageConfig {
                 history_blocks: self.history_blocks.or(config.storage.history_blocks),
@@ -475,6 +506,38 @@ impl RnArgs {
             net: config.net.clone(),
         })
     }
+}
+
+/// `index@host:port` peers.
+fn parse_peers(
+    peers: &[String],
+) -> anyhow::Result<Vec<(crate::types::CnIndex, std::net::SocketAddr)>> {
+    peers
+        .iter()
+        .map(|p| crate::node::cn::parse_peer(p))
+        .collect()
+}
+
+/// A config file's region entry, its paths resolved against the config file's directory.
+fn followed_region(
+    dir: &std::path::Path,
+    region: &crate::config::RnRegionConfig,
+) -> anyhow::Result<crate::node::ranger::FollowedRegion> {
+    let rns = region
+        .rns
+        .iter()
+        .map(|a| a.parse().with_context(|| format!("[rn] RN address {a:?}")))
+        .collect::<anyhow::Result<_>>()?;
+    Ok(crate::node::ranger::FollowedRegion {
+        genesis: dir.join(&region.genesis),
+        key_file: dir.join(&region.key_file),
+        listen: region
+            .listen
+            .parse()
+            .with_context(|| format!("[rn] listen address {:?}", region.listen))?,
+        cns: parse_peers(&region.cns)?,
+        rns,
+    })
 }
 
 /// The RN's JSON-RPC address from `--rpc` and reth's `--http.addr`/`--http.port`: either of

@@ -40,6 +40,10 @@ pub struct Config {
     /// Present on a consensus node's config (written by `kaon init`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cn: Option<CnConfig>,
+    /// Present on a ranger node's config (written by `kaon init --regions`): the regions it
+    /// follows, all served on one JSON-RPC endpoint.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rn: Option<RnSection>,
 }
 
 /// Identity and peers of one consensus node. Relative paths are relative to the config file.
@@ -55,6 +59,37 @@ pub struct CnConfig {
     pub listen: String,
     /// The other CNs, as `index@host:port`.
     pub peers: Vec<String>,
+}
+
+/// A ranger node's regions and endpoint. Relative paths are relative to the config file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RnSection {
+    /// Serve JSON-RPC here for every region followed: `/chain/<id>` is answered by the region
+    /// holding chain `id` (`docs/regions.md`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rpc: Option<String>,
+    /// The regions followed; the first keeps the datadir's root, region `id` lives under
+    /// `region-<id>/` in it.
+    pub regions: Vec<RnRegionConfig>,
+}
+
+/// One region a ranger node follows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RnRegionConfig {
+    /// The region's genesis.json.
+    pub genesis: PathBuf,
+    /// This RN's BLS node key in that region (hex, as `kaon keygen` writes it): one per region,
+    /// as an RN's registration and probe answers belong to the region that pays for them.
+    pub key_file: PathBuf,
+    /// UDP address of this RN's endpoint on the region's RN network.
+    pub listen: String,
+    /// The region's CNs to sync from, as `index@host:port`.
+    pub cns: Vec<String>,
+    /// Other RNs of the region to dial.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rns: Vec<String>,
 }
 
 /// Consensus parameters; every node of a region must agree on them (they come with genesis).
@@ -165,6 +200,7 @@ impl Default for Config {
             rpc: crate::rpc::RpcConfig::default(),
             net: NetLimitsConfig::default(),
             cn: None,
+            rn: None,
         }
     }
 }

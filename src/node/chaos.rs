@@ -291,6 +291,7 @@ pub fn run(
             servicechains: 1,
             accounts: ACCOUNTS + OVERLOAD_ACCOUNTS,
             region: ChainId(REGION),
+            regions: 1,
             base_port: spec.base_port,
             round_ms: ROUND_MS,
             timeout_ms: Some(TIMEOUT_MS),

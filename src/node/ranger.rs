@@ -1,6 +1,9 @@
-//! `kaon rn`: one ranger node per process — syncs and audits the region's containers from its
-//! CNs, joins the RN network, serves JSON-RPC, and (given a reward key) registers for PoSC
-//! probes and PoR rewards. Resumes from its datadir after a restart; SIGINT/SIGTERM stop it.
+//! `kaon rn`: one ranger node process — for each region it follows (one by default; several
+//! from a config's `[rn]` section, as `kaon init --regions` writes it) it syncs and audits the
+//! region's containers from its CNs, joins that region's RN network and (given a reward key)
+//! registers for PoSC probes and PoR rewards; one JSON-RPC endpoint serves every followed
+//! region, `/chain/<id>` answered by the region holding `id`. Resumes from its datadir after a
+//! restart; SIGINT/SIGTERM stop it.
 
 use crate::chain::genesis::Genesis;
 use crate::rn::register::RewardKey;
@@ -16,22 +19,31 @@ use std::sync::Arc;
 /// What `kaon rn` runs.
 #[derive(Debug, Clone)]
 pub struct RnSpec {
-    pub genesis: PathBuf,
+    /// The regions followed, at least one; the first keeps the datadir's root.
+    pub regions: Vec<FollowedRegion>,
     pub datadir: PathBuf,
-    /// BLS node key file (hex), e.g. from `kaon keygen`.
-    pub key_file: PathBuf,
-    /// Reward address's secp256k1 key file (hex): registers for PoSC and rewards.
+    /// Reward address's secp256k1 key file (hex): registers for PoSC in every region followed.
     pub reward_key_file: Option<PathBuf>,
-    pub listen: SocketAddr,
-    /// CNs as `(index, address)`; their keys come from genesis.
-    pub cns: Vec<(CnIndex, SocketAddr)>,
-    pub rns: Vec<SocketAddr>,
+    /// JSON-RPC for every region followed (`/chain/<id>` routed to the region holding `id`).
     pub rpc: Option<SocketAddr>,
     pub metrics: Option<SocketAddr>,
     pub storage: crate::config::StorageConfig,
     /// Limits of the JSON-RPC server (the config's `[rpc]` section).
     pub rpc_limits: crate::rpc::RpcConfig,
     pub net: crate::config::NetLimitsConfig,
+}
+
+/// One region an RN follows: its genesis, this RN's key and address in its RN network, its CNs
+/// and RNs.
+#[derive(Debug, Clone)]
+pub struct FollowedRegion {
+    pub genesis: PathBuf,
+    /// BLS node key file (hex), e.g. from `kaon keygen`.
+    pub key_file: PathBuf,
+    pub listen: SocketAddr,
+    /// CNs as `(index, address)`; their keys come from genesis.
+    pub cns: Vec<(CnIndex, SocketAddr)>,
+    pub rns: Vec<SocketAddr>,
 }
 
 /// Reads a 32-byte hex secret (`0x` optional, surrounding whitespace ignored).
@@ -44,16 +56,20 @@ pub fn read_secret(path: &Path) -> anyhow::Result<[u8; 32]> {
         .with_context(|| format!("{} is not a 32-byte hex key", path.display()))
 }
 
+/// A started region: its genesis, node and datadir.
+struct Following {
+    genesis: Genesis,
+    rn: crate::rn::RnHandle,
+    datadir: PathBuf,
+}
+
 /// Runs the RN until SIGINT/SIGTERM; writes where it serves to `out`.
 pub fn run_rn(spec: &RnSpec, out: &mut dyn Write) -> anyhow::Result<()> {
-    let genesis = Genesis::load(&spec.genesis)?;
-    let key = crate::crypto::bls::SecretKey::from_bytes(&read_secret(&spec.key_file)?)?;
-    let mut config = RnConfig::new(spec.datadir.clone(), genesis.clone(), key, spec.listen);
-    config.cn_peers = CnPeer::from_genesis(&genesis, &spec.cns)?;
-    config.rn_peers = spec.rns.clone();
-    config.storage = spec.storage.clone();
-    spec.net.apply_rn(&mut config.net);
-    config.reward_key = spec
+    anyhow::ensure!(
+        !spec.regions.is_empty(),
+        "a ranger node follows at least one region"
+    );
+    let reward_key = spec
         .reward_key_file
         .as_deref()
         .map(read_secret)
@@ -61,45 +77,81 @@ pub fn run_rn(spec: &RnSpec, out: &mut dyn Write) -> anyhow::Result<()> {
         .map(RewardKey);
     let process = super::process::Process::start()?;
     process.watch_disk(&spec.datadir, spec.storage.min_free_mib)?;
-    let rn = RnNode::start(config)?;
+    let mut followed: Vec<Following> = Vec::with_capacity(spec.regions.len());
+    for (k, region) in spec.regions.iter().enumerate() {
+        let genesis = Genesis::load(&region.genesis)?;
+        if let Some(twin) = followed.iter().find(|f| f.genesis.region == genesis.region) {
+            anyhow::bail!(
+                "{} and an earlier region are both region {}",
+                region.genesis.display(),
+                twin.genesis.region
+            );
+        }
+        let datadir = match k {
+            0 => spec.datadir.clone(),
+            _ => spec.datadir.join(format!("region-{}", genesis.region)),
+        };
+        let rn = start_region(spec, region, &genesis, &datadir, reward_key.clone())
+            .with_context(|| format!("following region {}", genesis.region))?;
+        writeln!(
+            out,
+            "ranger node of region {} on the RN network at {}",
+            genesis.region,
+            rn.listen_addr()
+        )?;
+        followed.push(Following {
+            genesis,
+            rn,
+            datadir,
+        });
+    }
     let (rt, stop) = (&process.rt, &process.stop);
-    writeln!(out, "ranger node on the RN network at {}", rn.listen_addr())?;
     let rpc = spec
         .rpc
         .map(|addr| {
-            let limits = spec.rpc_limits.clone();
-            let view = rn.view();
-            super::rpc::serve(
-                rt.handle(),
-                addr,
-                limits,
-                &genesis,
-                view,
-                Some(&spec.datadir),
-                stop,
-            )
+            let served: Vec<super::rpc::ServedRegion<'_>> = followed
+                .iter()
+                .map(|f| super::rpc::ServedRegion {
+                    genesis: &f.genesis,
+                    rn: f.rn.view(),
+                    datadir: Some(&f.datadir),
+                })
+                .collect();
+            super::rpc::serve_regions(rt.handle(), addr, spec.rpc_limits.clone(), &served, stop)
         })
         .transpose()?;
     if let Some(rpc) = &rpc {
         let addr = rpc.local_addr();
-        writeln!(
-            out,
-            "JSON-RPC: regionchain http://{addr}/chain/{}",
-            genesis.region
-        )?;
-        for chain in &genesis.servicechains {
-            writeln!(out, "JSON-RPC: servicechain http://{addr}/chain/{chain}")?;
+        for f in &followed {
+            writeln!(
+                out,
+                "JSON-RPC: regionchain http://{addr}/chain/{}",
+                f.genesis.region
+            )?;
+            for chain in &f.genesis.servicechains {
+                writeln!(out, "JSON-RPC: servicechain http://{addr}/chain/{chain}")?;
+            }
         }
     }
     if let Some(addr) = spec.metrics {
-        let view = rn.view();
+        let views: Vec<(String, crate::rn::RnView)> = followed
+            .iter()
+            .map(|f| (f.genesis.region.to_string(), f.rn.view()))
+            .collect();
         let rpc_metrics = rpc.as_ref().map(|r| r.server().metrics_source());
         let bound = crate::telemetry::serve_metrics(
             rt.handle(),
             addr,
             Arc::new(move || {
                 let mut m = crate::telemetry::Metrics::default();
-                view.metrics(&mut m, &[]);
+                for (region, view) in &views {
+                    // One region keeps the unlabelled series it always had.
+                    let labels: &[(&str, &str)] = match views.len() {
+                        1 => &[],
+                        _ => &[("region", region.as_str())],
+                    };
+                    view.metrics(&mut m, labels);
+                }
                 if let Some(rpc) = &rpc_metrics {
                     rpc.metrics(&mut m, &[]);
                 }
@@ -113,5 +165,29 @@ pub fn run_rn(spec: &RnSpec, out: &mut dyn Write) -> anyhow::Result<()> {
     if let Some(rpc) = rpc {
         rpc.shutdown();
     }
-    rn.shutdown()
+    let mut first_error = None;
+    for f in followed {
+        if let Err(e) = f.rn.shutdown() {
+            first_error.get_or_insert(e);
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
+/// Starts this process's ranger node of one region in `datadir`.
+fn start_region(
+    spec: &RnSpec,
+    region: &FollowedRegion,
+    genesis: &Genesis,
+    datadir: &Path,
+    reward_key: Option<RewardKey>,
+) -> anyhow::Result<crate::rn::RnHandle> {
+    let key = crate::crypto::bls::SecretKey::from_bytes(&read_secret(&region.key_file)?)?;
+    let mut config = RnConfig::new(datadir.to_path_buf(), genesis.clone(), key, region.listen);
+    config.cn_peers = CnPeer::from_genesis(genesis, &region.cns)?;
+    config.rn_peers = region.rns.clone();
+    config.storage = spec.storage.clone();
+    spec.net.apply_rn(&mut config.net);
+    config.reward_key = reward_key;
+    RnNode::start(config)
 }

@@ -387,3 +387,174 @@ fn rpc(url: &str, method: &str, params: serde_json::Value) -> Option<serde_json:
         serde_json::from_str(&response.body_mut().read_to_string().ok()?).ok()?;
     Some(reply.get("result")?.clone())
 }
+
+/// `kaon init --regions 2`: eight `kaon cn` processes, two regions, and one `kaon rn` process
+/// following both from the `rn/config.toml` init wrote. One endpoint answers each region's
+/// chains from that region: a transfer on the second region's servicechain is included there
+/// and unknown to the first's, an unknown chain is refused, and the second region, recorded
+/// with the command init printed, appears in the first region's directory.
+#[test]
+fn two_regions_of_processes_and_one_rn_following_both() {
+    let _turn = crate::processes_turn();
+    let dir = tempfile::tempdir().unwrap();
+    let base = 40_000 + (std::process::id() % 12_000) as u16;
+    let init = Command::new(KAON)
+        .args([
+            "init",
+            "--regions",
+            "2",
+            "--cns",
+            "4",
+            "--servicechains",
+            "1",
+        ])
+        .args(["--round-ms", "100", "--timeout-ms", "300"])
+        .args(["--base-port", &base.to_string(), "--out"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(init.status.success(), "kaon init --regions 2 failed");
+    let printed = String::from_utf8(init.stdout).unwrap();
+    let second = dir.path().join("region-1001000");
+    assert!(second.join("genesis.json").exists(), "{printed}");
+    assert!(printed.contains("rn/config.toml"), "{printed}");
+
+    let chains = [cluster::new_chains(4), cluster::new_chains(4)];
+    let mut children = KillOnDrop(Vec::new());
+    for (region_dir, chains) in [dir.path(), second.as_path()].into_iter().zip(&chains) {
+        for i in 0..4 {
+            children.0.push(spawn_cn(region_dir, i, chains));
+        }
+    }
+    let rpc_port = base + 10;
+    children.0.push(
+        cluster::child_command(std::path::Path::new(KAON))
+            .args(["--log", "warn", "--config"])
+            .arg(dir.path().join("rn/config.toml"))
+            .args(["rn", "--rpc", &format!("127.0.0.1:{rpc_port}")])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start kaon rn"),
+    );
+    let url = |chain: u64| format!("http://127.0.0.1:{rpc_port}/chain/{chain}");
+    // Both regions commit, each at its own pace, and the RN serves both.
+    for chain in [1001, 1_001_001] {
+        let start = Instant::now();
+        while rpc(&url(chain), "eth_blockNumber", serde_json::json!([]))
+            .and_then(|h| u64::from_str_radix(h.as_str()?.trim_start_matches("0x"), 16).ok())
+            .is_none_or(|h| h < 3)
+        {
+            assert!(
+                start.elapsed() < DEADLINE,
+                "the RN never served chain {chain}: {:?} {:?}",
+                heights(&chains[0]),
+                heights(&chains[1])
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    let account = kaon::node::loadgen::dev_account(1);
+    let to = alloy_primitives::Address::repeat_byte(0x5e);
+    let raw =
+        kaon::node::loadgen::transfer(kaon::types::ChainId(1_001_001), 0, &account.secret, to);
+    let hash = rpc(
+        &url(1_001_001),
+        "eth_sendRawTransaction",
+        serde_json::json!([raw]),
+    )
+    .expect("the second region's chain acknowledges a transfer signed for it");
+    let start = Instant::now();
+    while rpc(
+        &url(1_001_001),
+        "eth_getTransactionReceipt",
+        serde_json::json!([hash]),
+    )
+    .is_none_or(|r| r.is_null())
+    {
+        assert!(
+            start.elapsed() < DEADLINE,
+            "{hash} never included in region 1001000"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let balance = |chain: u64| {
+        rpc(
+            &url(chain),
+            "eth_getBalance",
+            serde_json::json!([to, "latest"]),
+        )
+        .expect("a balance")
+    };
+    assert_ne!(balance(1_001_001), serde_json::json!("0x0"));
+    assert_eq!(
+        balance(1001),
+        serde_json::json!("0x0"),
+        "the first region saw the transfer"
+    );
+    assert!(rpc(
+        &url(1001),
+        "eth_getTransactionReceipt",
+        serde_json::json!([hash])
+    )
+    .is_some_and(|r| r.is_null()));
+    // The same signed bytes are refused on the first region's chain (signed for another).
+    assert!(rpc(
+        &url(1001),
+        "eth_sendRawTransaction",
+        serde_json::json!([raw])
+    )
+    .is_none());
+    let unknown = ureq::post(&url(5_000))
+        .header("content-type", "application/json")
+        .send(r#"{"jsonrpc":"2.0","id":1,"method":"eth_blockNumber","params":[]}"#);
+    assert!(
+        matches!(unknown, Err(ureq::Error::StatusCode(404))),
+        "{unknown:?}"
+    );
+
+    // The second region into the first's directory, with the command init printed (its
+    // `--rpc` pointed at this test's endpoint), then listed by `kaon_regions`.
+    let create = printed
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("kaon region create "))
+        .expect("init prints how to record the second region");
+    let args: Vec<String> = create
+        .split_whitespace()
+        .map(|a| match a.strip_prefix("http://127.0.0.1:8545/") {
+            Some(path) => format!("http://127.0.0.1:{rpc_port}/{path}"),
+            None => a.to_string(),
+        })
+        .collect();
+    let recorded = Command::new(KAON)
+        .args(["--log", "warn", "region", "create"])
+        .args(&args)
+        .output()
+        .unwrap();
+    assert!(
+        recorded.status.success(),
+        "kaon region create failed: {}",
+        String::from_utf8_lossy(&recorded.stderr)
+    );
+    let start = Instant::now();
+    loop {
+        let regions = rpc(&url(1000), "kaon_regions", serde_json::json!([])).unwrap_or_default();
+        let served: Vec<u64> = regions
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r["region"].as_u64())
+            .collect();
+        let listed = regions[0]["directory"]
+            .as_array()
+            .is_some_and(|d| d.iter().any(|e| e["region"] == 1_001_000));
+        if served == [1000, 1_001_000] && listed {
+            break;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "region 1001000 never listed: {regions}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
