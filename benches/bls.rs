@@ -1,15 +1,23 @@
 //! BLS: single verification (the reference), commit-certificate verification by committee
-//! size, and a batch of 64 certificates over different messages against one by one.
+//! size, a batch of 64 certificates over different messages against one by one, and what the
+//! directory region pays to check another region's checkpoint (`RegionCheckpoint::verify`:
+//! set root, key decompression, one aggregate pairing check) by that region's CN-set size.
 
 use alloy_primitives::B256;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use kaon::chain::directory::RegionEntry;
+use kaon::chain::region_checkpoint::RegionCheckpoint;
 use kaon::consensus::certificate::{
     aggregate_commit_votes, certificate_claim, verify_certificate, verify_certificates,
 };
 use kaon::consensus::selection::{CnSet, Committee};
 use kaon::crypto::bls::{SecretKey, Signature};
 use kaon::crypto::hash::sha256;
-use kaon::types::{BlockHash, CommitCertificate, Height, Round, Vote, VoteKind};
+use kaon::types::block::HEADER_VERSION;
+use kaon::types::{
+    BlockHash, ChainId, CnIndex, CommitCertificate, Header, Height, Round, SealedHeader, Vote,
+    VoteKind,
+};
 use std::hint::black_box;
 
 struct Fixture {
@@ -97,5 +105,75 @@ fn batch_vs_one_by_one(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, single_vs_certificate, batch_vs_one_by_one);
+/// Another region's header at height 5, sealed by all of `sk` (its whole CN set), as a
+/// checkpoint for region 1000's directory, with the entry that lists it.
+fn region_checkpoint(sk: &[SecretKey]) -> (RegionCheckpoint, RegionEntry) {
+    let set = CnSet::new(sk.iter().map(SecretKey::public_key).collect()).unwrap();
+    let cn_set: Vec<_> = sk.iter().map(|k| k.public_key().to_bytes()).collect();
+    let header = Header {
+        version: HEADER_VERSION,
+        region: ChainId(1_001_000),
+        height: Height(5),
+        round: Round(0),
+        parent: BlockHash(B256::repeat_byte(1)),
+        timestamp_ms: 1_700_000_000_000,
+        proposer: CnIndex(0),
+        random_reveal: sk[0].sign(b"reveal").to_bytes(),
+        mix: B256::repeat_byte(2),
+        cn_set_root: set.root(),
+        next_cn_set: Vec::new(),
+        segments: Vec::new(),
+    };
+    let hash = header.hash();
+    let committee = set.whole_committee(header.height, Round(0));
+    let msg = Vote::signing_message(VoteKind::Commit, header.height, Round(0), hash);
+    let votes: Vec<_> = committee
+        .members
+        .iter()
+        .map(|&cn| (cn, sk[cn.0 as usize].sign(&msg)))
+        .collect();
+    let seal = aggregate_commit_votes(&committee, &votes).unwrap();
+    let entry = RegionEntry {
+        region: header.region,
+        genesis_hash: B256::repeat_byte(3),
+        cn_set_root: set.root(),
+        rn_seeds: Vec::new(),
+    };
+    let checkpoint = RegionCheckpoint {
+        directory: ChainId(1000),
+        sealed: SealedHeader { header, seal },
+        cn_set,
+    };
+    (checkpoint, entry)
+}
+
+fn checkpoint_vs_single(c: &mut Criterion) {
+    let mut g = c.benchmark_group("region_checkpoint");
+    g.sample_size(20);
+    let sk = keys(100);
+    let msg = B256::repeat_byte(7);
+    let sig = sk[0].sign(msg.as_slice());
+    let pk = sk[0].public_key();
+    g.bench_function("single_verify", |b| {
+        b.iter(|| assert!(black_box(&sig).verify(&pk, msg.as_slice())))
+    });
+    for n in [4usize, 100] {
+        let (checkpoint, entry) = region_checkpoint(&sk[..n]);
+        g.bench_with_input(BenchmarkId::new("verify", n), &checkpoint, |b, cp| {
+            b.iter(|| {
+                black_box(cp)
+                    .verify(ChainId(1000), Some(&entry), None)
+                    .unwrap()
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    single_vs_certificate,
+    batch_vs_one_by_one,
+    checkpoint_vs_single
+);
 criterion_main!(benches);

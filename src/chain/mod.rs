@@ -3,7 +3,8 @@
 //!
 //! - [`app`]: the CN application for consensus (build, validate, commit): one regionchain
 //!   segment and one segment per active servicechain, executed in parallel on the EVM;
-//! - [`region`]: the regionchain's state — CN-set governance, the [`directory`] of regions,
+//! - [`region`]: the regionchain's state — CN-set governance, the [`directory`] of regions and
+//!   the [`region_checkpoint`]s of their headers,
 //!   [`servicechain`] registrations
 //!   and checkpoints, [`pop`] (PoR shares and the reward reserve), [`posc`] (RN registration,
 //!   probe selection, penalties), [`withdrawal`] (reward withdrawals into servicechains);
@@ -22,6 +23,7 @@ pub mod pop;
 pub mod posc;
 pub mod recovery;
 pub mod region;
+pub mod region_checkpoint;
 pub mod segments;
 pub mod servicechain;
 pub mod withdrawal;

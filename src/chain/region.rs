@@ -11,12 +11,16 @@
 //!   log, epoch payouts from the RN reward reserve.
 //! - PoSC ([`super::posc`]): RN registrations, and penalties of RNs a quorum of CNs found
 //!   unresponsive (slashing beyond the limit).
+//! - Regions ([`super::directory`], [`super::region_checkpoint`]): creations add a region to
+//!   the directory; checkpoints record the other regions' sealed headers. Both are folded into
+//!   the governance root.
 //!
 //! The segment's state root is [`RegionRoots::state_root`] over the four parts.
 
 use super::directory::{Directory, DirectoryError, RegionCreation, RegionEntry};
 use super::pop::{NoSegments, PopDelta, PopState, SegmentSource, ShareError, ShareSubmission};
 use super::posc::{Penalty, PoscError, ProbeAttestation, RnRegistration};
+use super::region_checkpoint::{RegionCheckpoint, RegionCheckpointError, RegionHead};
 use super::servicechain::{
     ChainEntry, Checkpoint, Checkpoints, GenesisAlloc, RegionRoots, Registration, Registry,
     RegistryError,
@@ -31,7 +35,12 @@ use crate::types::codec::canonical;
 use crate::types::system::{self, SystemKind};
 use crate::types::{BlockHash, ChainId, Header, Height, Segment, SegmentCommitment};
 use alloy_primitives::B256;
+use std::collections::BTreeMap;
 use std::sync::Arc;
+
+/// Tags a checkpointed region head where it is folded into the governance root, apart from
+/// the CN-set changes and region creations folded there.
+const REGION_HEAD_DOMAIN: &[u8] = b"KAON/region-head/v1";
 
 /// The regionchain state that consensus and the servicechains depend on.
 #[derive(Debug, Clone)]
@@ -41,10 +50,13 @@ pub struct RegionState {
     pub set: Arc<CnSet>,
     /// An approved change not yet in force: (effective height, new keys).
     pub pending: Option<(Height, Vec<PublicKeyBytes>)>,
-    /// Commitment to every governance change (CN-set changes, region creations) so far.
+    /// Commitment to every governance change (CN-set changes, region creations) and every
+    /// other region's checkpointed header so far.
     pub governance_root: B256,
     /// The regions this regionchain has recorded (the first region's is the platform's).
     pub directory: Directory,
+    /// The last checkpointed header of each other region in the directory.
+    pub region_heads: BTreeMap<ChainId, RegionHead>,
     pub registry: Registry,
     pub checkpoints: Checkpoints,
     pub pop: PopState,
@@ -69,6 +81,8 @@ pub struct RegionExecution {
     pub governance_root: B256,
     /// Regions this segment added to the directory.
     pub created: Vec<RegionEntry>,
+    /// Other regions' headers this segment checkpointed, in order.
+    pub region_heads: Vec<RegionHead>,
     pub registered: Vec<NewChain>,
     pub registry_root: B256,
     pub checkpoint: Option<Checkpoint>,
@@ -112,6 +126,8 @@ enum SystemTxRefusal {
     #[error(transparent)]
     Directory(#[from] DirectoryError),
     #[error(transparent)]
+    RegionCheckpoint(#[from] RegionCheckpointError),
+    #[error(transparent)]
     Registry(#[from] RegistryError),
     #[error(transparent)]
     Share(#[from] ShareError),
@@ -128,6 +144,7 @@ struct Draft<'a> {
     pending: Option<(Height, Vec<PublicKeyBytes>)>,
     governance_root: B256,
     created: Vec<RegionEntry>,
+    region_heads: Vec<RegionHead>,
     registered: Vec<NewChain>,
     registry_root: B256,
     shares: Vec<ShareSubmission>,
@@ -146,6 +163,9 @@ impl Draft<'_> {
             SystemKind::Penalty => self.penalize(Penalty::from_system_tx(raw)?),
             SystemKind::Withdrawal => self.withdraw(Withdrawal::from_system_tx(raw)?),
             SystemKind::CreateRegion => self.create_region(RegionCreation::from_system_tx(raw)?),
+            SystemKind::RegionCheckpoint => {
+                self.checkpoint_region(RegionCheckpoint::from_system_tx(raw)?)
+            }
             SystemKind::ProbeAttestation => {
                 ProbeAttestation::from_system_tx(raw)?;
                 Err(PoscError::BareAttestation.into())
@@ -215,6 +235,27 @@ impl Draft<'_> {
         Ok(())
     }
 
+    /// Records another region's header: the region must be in the directory (listed before
+    /// this segment), the header above its last checkpoint (this segment's included).
+    fn checkpoint_region(&mut self, checkpoint: RegionCheckpoint) -> Result<(), SystemTxRefusal> {
+        let base = self.base;
+        let region = checkpoint.region();
+        let last = self
+            .region_heads
+            .iter()
+            .rev()
+            .find(|h| h.region == region)
+            .or_else(|| base.region_heads.get(&region));
+        let head = checkpoint.verify(base.region, base.directory.get(region), last)?;
+        self.governance_root = sha256_concat(&[
+            self.governance_root.as_slice(),
+            REGION_HEAD_DOMAIN,
+            &canonical(&head),
+        ]);
+        self.region_heads.push(head);
+        Ok(())
+    }
+
     fn register(&mut self, registration: Registration) -> Result<(), SystemTxRefusal> {
         registration.verify(self.base.region)?;
         let spec = registration.spec;
@@ -245,6 +286,7 @@ impl RegionState {
             pending: None,
             governance_root: B256::ZERO,
             directory: Directory::default(),
+            region_heads: BTreeMap::new(),
             registry: Registry::default(),
             checkpoints: Checkpoints::new(checkpoint_interval),
             pop: PopState::new(Default::default()),
@@ -310,6 +352,7 @@ impl RegionState {
             pending: self.pending.clone(),
             governance_root: self.governance_root,
             created: Vec::new(),
+            region_heads: Vec::new(),
             registered: Vec::new(),
             registry_root: self.registry.root(),
             shares: Vec::new(),
@@ -362,6 +405,7 @@ impl RegionState {
             pending: draft.pending,
             governance_root: draft.governance_root,
             created: draft.created,
+            region_heads: draft.region_heads,
             registered: draft.registered,
             registry_root: draft.registry_root,
             checkpoint,
@@ -377,6 +421,9 @@ impl RegionState {
         self.pending = execution.pending.clone();
         for entry in &execution.created {
             self.directory.insert(entry.clone());
+        }
+        for head in &execution.region_heads {
+            self.region_heads.insert(head.region, *head);
         }
         for chain in &execution.registered {
             self.registry.insert(chain.chain_id, chain.entry);
@@ -417,5 +464,57 @@ impl RegionState {
             // change, whose keys were validated; a failure here is a bug worth seeing.
             Err(e) => tracing::error!(error = %e, "announced CN set does not parse"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chain::region_checkpoint::tests::{checkpoint, cn_keys, entry, sealed, HERE, OTHER};
+    use crate::crypto::bls::SecretKey;
+
+    /// Region HERE, whose directory lists OTHER.
+    fn directory_region() -> RegionState {
+        let own = cn_keys("here");
+        let set = CnSet::new(own.iter().map(SecretKey::public_key).collect()).unwrap();
+        let mut state = RegionState::new(HERE, Arc::new(set), 16);
+        state.directory.insert(entry(&cn_keys("other")));
+        state
+    }
+
+    fn segment(txs: Vec<alloy_primitives::Bytes>) -> Segment {
+        Segment {
+            chain_id: HERE,
+            txs,
+        }
+    }
+
+    #[test]
+    fn checkpoints_in_one_segment_must_rise_and_are_committed_by_the_governance_root() {
+        let keys = cn_keys("other");
+        let mut state = directory_region();
+        let at = |h| checkpoint(&keys, sealed(&keys, h, 3, &[])).to_system_tx();
+        // The second is below the first of the same segment: refused.
+        let execution = state.execute(Height(1), &segment(vec![at(5), at(4), at(6)]));
+        let refused: Vec<bool> = execution.refusals.iter().map(Option::is_some).collect();
+        assert_eq!(refused, [false, true, false], "{:?}", execution.refusals);
+        assert_ne!(execution.governance_root, state.governance_root);
+        let root_before = state.root();
+        let header = Header {
+            segments: Vec::new(),
+            ..sealed(&keys, 1, 3, &[]).header
+        };
+        state.apply(&execution, &Committed::of(&header));
+        assert_eq!(state.region_heads[&OTHER].height, Height(6));
+        assert_ne!(
+            state.root(),
+            root_before,
+            "the state root commits to the checkpoints"
+        );
+        // Below the recorded head in a later block: refused.
+        let later = state.execute(Height(2), &segment(vec![at(6)]));
+        assert!(later.refusals[0]
+            .as_deref()
+            .is_some_and(|r| r.contains("not above")));
     }
 }

@@ -130,8 +130,14 @@ impl CnSet {
 
     /// Hash committed in headers (`cn_set_root`): SHA-256 over the compressed keys in order.
     pub fn root(&self) -> B256 {
-        let bytes: Vec<[u8; 48]> = self.compressed.iter().map(|k| k.0).collect();
-        sha256(bytes.as_flattened())
+        set_root(&self.compressed)
+    }
+
+    /// The committee of the whole set for round `r` of height `h`: every CN signs, whatever
+    /// the committee size (what a verifier outside the region can check a certificate against
+    /// without the region's genesis parameters).
+    pub fn whole_committee(&self, h: Height, r: Round) -> Committee {
+        self.committee(B256::ZERO, h, r, self.keys.len())
     }
 
     /// The public rank of CN `cn` for a role at height `h`, round `r`, given `mix(h-1)`.
@@ -235,6 +241,12 @@ impl Committee {
     pub fn position(&self, cn: CnIndex) -> Option<usize> {
         self.members.binary_search(&cn).ok()
     }
+}
+
+/// [`CnSet::root`] of keys in compressed form, without decompressing them.
+pub fn set_root(keys: &[PublicKeyBytes]) -> B256 {
+    let bytes: Vec<[u8; 48]> = keys.iter().map(|k| k.0).collect();
+    sha256(bytes.as_flattened())
 }
 
 /// Strictly more than two thirds of `n`: `floor(2n/3) + 1`.

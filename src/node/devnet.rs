@@ -433,6 +433,19 @@ pub fn run(
         Some(rpc) => spawn_miner(config, rpc, &stop)?,
         None => None,
     };
+    // Every other region's headers are checkpointed into the first region's regionchain,
+    // relayed from each region's RN 0 (`node::relay`).
+    let relay = match regions.first().and_then(|r| r.rns.first()) {
+        Some(directory) => super::relay::spawn(
+            directory.view(),
+            regions[1..]
+                .iter()
+                .filter_map(|r| Some(r.rns.first()?.view()))
+                .collect(),
+            Arc::clone(&stop),
+        )?,
+        None => None,
+    };
     let started = Instant::now();
     let named = regions.len() > 1;
     while !stop.load(Ordering::Relaxed) && config.duration.is_none_or(|d| started.elapsed() < d) {
@@ -450,6 +463,9 @@ pub fn run(
         let _ = handle.join();
     }
     if let Some(handle) = miner {
+        let _ = handle.join();
+    }
+    if let Some(handle) = relay {
         let _ = handle.join();
     }
     if let Some(rpc) = rpc {

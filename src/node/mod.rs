@@ -3,7 +3,8 @@
 //! ([`chaos`]) over separate processes ([`cluster`]) behind a fault-injecting UDP proxy
 //! ([`netem`]) and with a fillable datadir ([`tmpfs`]), the PoR miner
 //! client, `kaon withdraw`, the RPC backend over a ranger node ([`rpc`]) and the forwarding of
-//! accepted transactions to the CNs ([`outbox`]). Everything here wires lower modules together;
+//! accepted transactions to the CNs ([`outbox`]), and the relay of other regions' headers into
+//! the directory region ([`relay`]). Everything here wires lower modules together;
 //! the chain's rules live in [`crate::chain`].
 
 pub mod accounts;
@@ -21,6 +22,7 @@ pub mod process;
 pub mod ranger;
 pub mod region_create;
 pub mod regions;
+pub mod relay;
 pub mod rewards;
 pub mod rpc;
 pub mod tmpfs;

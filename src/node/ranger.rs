@@ -106,6 +106,12 @@ pub fn run_rn(spec: &RnSpec, out: &mut dyn Write) -> anyhow::Result<()> {
         });
     }
     let (rt, stop) = (&process.rt, &process.stop);
+    // The first region keeps the directory; the others' headers are checkpointed into it.
+    let relay = super::relay::spawn(
+        followed[0].rn.view(),
+        followed[1..].iter().map(|f| f.rn.view()).collect(),
+        Arc::clone(stop),
+    )?;
     let rpc = spec
         .rpc
         .map(|addr| {
@@ -162,6 +168,9 @@ pub fn run_rn(spec: &RnSpec, out: &mut dyn Write) -> anyhow::Result<()> {
     }
     out.flush()?;
     process.wait();
+    if let Some(relay) = relay {
+        let _ = relay.join();
+    }
     if let Some(rpc) = rpc {
         rpc.shutdown();
     }

@@ -226,11 +226,15 @@ impl ChainRpc {
                 .directory
                 .entries()
                 .map(|e| {
+                    let checkpoint = region.region_heads.get(&e.region).map(|h| {
+                        json!({ "height": h.height.0, "hash": h.hash.0, "setRoot": h.set_root })
+                    });
                     json!({
                         "region": e.region.0,
                         "genesisHash": e.genesis_hash,
                         "cnSetRoot": e.cn_set_root,
                         "rnSeeds": e.rn_seeds,
+                        "checkpoint": checkpoint,
                     })
                 })
                 .collect();
@@ -1194,6 +1198,7 @@ impl RpcBackend for ChainRpc {
                 | SystemKind::Withdrawal
                 | SystemKind::RegisterServicechain
                 | SystemKind::CreateRegion
+                | SystemKind::RegionCheckpoint
         ) {
             return Err(BackendError::InvalidParams(format!(
                 "{kind:?} is not submitted by clients"

@@ -38,6 +38,9 @@ pub enum SystemKind {
     /// Addition of a region to the region directory
     /// ([`crate::chain::directory::RegionCreation`]).
     CreateRegion = 8,
+    /// Another region's sealed header, recorded in the directory region's regionchain
+    /// ([`crate::chain::region_checkpoint::RegionCheckpoint`]).
+    RegionCheckpoint = 9,
 }
 
 impl SystemKind {
@@ -51,6 +54,7 @@ impl SystemKind {
             6 => Some(Self::Penalty),
             7 => Some(Self::Withdrawal),
             8 => Some(Self::CreateRegion),
+            9 => Some(Self::RegionCheckpoint),
             _ => None,
         }
     }

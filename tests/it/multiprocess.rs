@@ -392,7 +392,8 @@ fn rpc(url: &str, method: &str, params: serde_json::Value) -> Option<serde_json:
 /// following both from the `rn/config.toml` init wrote. One endpoint answers each region's
 /// chains from that region: a transfer on the second region's servicechain is included there
 /// and unknown to the first's, an unknown chain is refused, and the second region, recorded
-/// with the command init printed, appears in the first region's directory.
+/// with the command init printed, appears in the first region's directory with a checkpoint of
+/// its headers that the RN relayed.
 #[test]
 fn two_regions_of_processes_and_one_rn_following_both() {
     let _turn = crate::processes_turn();
@@ -545,15 +546,26 @@ fn two_regions_of_processes_and_one_rn_following_both() {
             .flatten()
             .filter_map(|r| r["region"].as_u64())
             .collect();
-        let listed = regions[0]["directory"]
+        // Listed, and (relayed by the RN, which follows both) its headers checkpointed.
+        let checkpoint = regions[0]["directory"]
             .as_array()
-            .is_some_and(|d| d.iter().any(|e| e["region"] == 1_001_000));
-        if served == [1000, 1_001_000] && listed {
+            .and_then(|d| d.iter().find(|e| e["region"] == 1_001_000))
+            .map(|e| e["checkpoint"].clone())
+            .filter(|c| c["height"].as_u64().is_some());
+        if let (true, Some(checkpoint)) = (served == [1000, 1_001_000], checkpoint) {
+            let height = checkpoint["height"].as_u64().unwrap();
+            let block = rpc(
+                &url(1_001_000),
+                "eth_getBlockByNumber",
+                serde_json::json!([format!("{height:#x}"), false]),
+            )
+            .expect("the second region's block at its checkpointed height");
+            assert_eq!(checkpoint["hash"], block["hash"], "{regions}");
             break;
         }
         assert!(
             start.elapsed() < DEADLINE,
-            "region 1001000 never listed: {regions}"
+            "region 1001000 never listed and checkpointed: {regions}"
         );
         std::thread::sleep(Duration::from_millis(200));
     }

@@ -1,8 +1,9 @@
 //! Regions (issue 15), as a devnet user meets them: `kaon devnet --regions 2` runs two
 //! independent regions (their own CN sets, RNs and regionchains 1000 and 1001000, servicechains
 //! numbered after each) behind one JSON-RPC endpoint that answers each chain from the region
-//! that holds it; the first region's directory records the second, and a creation without a
-//! quorum of the first region's CNs, or whose ids overlap a listed region's, is refused.
+//! that holds it; the first region's directory records the second and its checkpointed
+//! headers, and a creation without a quorum of the first region's CNs, or whose ids overlap a
+//! listed region's, is refused.
 
 use crate::burst::{raw_hex, transfer_on, Client, Devnet};
 use crate::rpc::{ws_connect, ws_next, ws_send};
@@ -97,6 +98,24 @@ fn wait_for_directory(client: &Client, n: usize) -> Vec<Value> {
     }
 }
 
+/// The height of the second region's checkpoint in the first region's directory once it is at
+/// least `height`.
+fn wait_for_checkpoint(client: &Client, height: u64) -> u64 {
+    let started = Instant::now();
+    loop {
+        let regions = client.ok("kaon_regions", json!([]));
+        let recorded = regions[0]["directory"][0]["checkpoint"]["height"].as_u64();
+        if let Some(at) = recorded.filter(|&at| at >= height) {
+            return at;
+        }
+        assert!(
+            started.elapsed() < INCLUSION,
+            "no checkpoint of the second region at height {height} or above: {regions}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 fn balance(client: &Client, who: Address) -> U256 {
     client.quantity("eth_getBalance", json!([who, "latest"]))
 }
@@ -181,9 +200,25 @@ fn two_regions_run_side_by_side_behind_one_endpoint() {
         "{directory:?}"
     );
 
+    // The second region's headers are checkpointed into the first region's regionchain (the
+    // devnet relays them from the second region's RN): each recorded hash is the block the
+    // second region's chain serves at that height, and the checkpoint moves on.
+    let region_1000 = Client::new(chain_url(&url, 1000));
+    let first_checkpoint = wait_for_checkpoint(&region_1000, 1);
+    let later = wait_for_checkpoint(&region_1000, first_checkpoint + 1);
+    let second_regionchain = Client::new(chain_url(&url, SECOND_REGION));
+    for height in [first_checkpoint, later] {
+        let directory = region_1000.ok("kaon_regions", json!([]))[0]["directory"].clone();
+        let recorded = directory[0]["checkpoint"].clone();
+        let at = recorded["height"].as_u64().unwrap();
+        assert!(at >= height, "{directory}");
+        let block =
+            second_regionchain.ok("eth_getBlockByNumber", json!([format!("{at:#x}"), false]));
+        assert_eq!(recorded["hash"], block["hash"], "{directory} {block}");
+    }
+
     // A creation approved by too few of the first region's CNs is refused, with the reason;
     // one approved by three of four is recorded.
-    let region_1000 = Client::new(chain_url(&url, 1000));
     let keys: Vec<SecretKey> = (0..4).map(devnet_cn_key).collect();
     let set = CnSet::new(keys.iter().map(SecretKey::public_key).collect()).unwrap();
     let create = |region: u64, approvers: usize| {

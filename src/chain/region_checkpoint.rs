@@ -1,0 +1,343 @@
+//! Checkpoints of other regions' headers in the directory region's regionchain
+//! (`docs/regions.md`, "Checkpoints between regions").
+//!
+//! A [`RegionCheckpoint`] carries a sealed header of a region the directory lists and the CN
+//! set that sealed it. The directory region's segment 0 accepts it when the set is the one it
+//! trusts for that region — the directory entry's genesis set until a checkpointed header
+//! announces a change, then the announced one — and strictly more than two thirds of that
+//! whole set signed the header's commit, and the header is above the last one recorded. The
+//! recorded [`RegionHead`]s are folded into the governance root, so the directory region's
+//! headers commit to every other region's progress: the platform-wide loose ordering of the
+//! seed, and a root a client of the directory region can check another region's block
+//! against (by its parent links down from a checkpointed header).
+//!
+//! Anyone may relay a checkpoint (an RN that follows both regions does, `node::relay`): it
+//! proves itself, so a relayer is trusted with nothing but liveness.
+
+use super::directory::RegionEntry;
+use crate::consensus::certificate::{verify_certificate, CertificateError};
+use crate::consensus::selection::{set_root, CnSet, SelectionError};
+use crate::crypto::bls::PublicKeyBytes;
+use crate::types::system::{self, SystemKind, SystemTxError};
+use crate::types::{BlockHash, ChainId, Height, SealedHeader};
+use alloy_primitives::{Bytes, B256};
+use alloy_rlp::{RlpDecodable, RlpEncodable};
+use thiserror::Error;
+
+/// The system transaction that records another region's header.
+#[derive(Debug, Clone, PartialEq, Eq, RlpEncodable, RlpDecodable)]
+pub struct RegionCheckpoint {
+    /// The regionchain recording it (the directory's region), so it is not replayed elsewhere.
+    pub directory: ChainId,
+    /// The other region's header and its commit certificate.
+    pub sealed: SealedHeader,
+    /// The CN set in force at the header's height, in order (its root is the header's).
+    pub cn_set: Vec<PublicKeyBytes>,
+}
+
+/// What the directory region has recorded of another region's chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, RlpEncodable, RlpDecodable)]
+pub struct RegionHead {
+    pub region: ChainId,
+    /// The last checkpointed header's height and hash.
+    pub height: Height,
+    pub hash: BlockHash,
+    /// The root of the CN set that must seal the next checkpoint: the set in force at that
+    /// header, or the one it announced.
+    pub set_root: B256,
+}
+
+/// Why a checkpoint was refused (its system transaction is then marked invalid).
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum RegionCheckpointError {
+    #[error("not a system transaction")]
+    NotSystem,
+    #[error("malformed region checkpoint: {0}")]
+    Malformed(String),
+    #[error("the checkpoint is for the regionchain of region {got}, this is region {expected}")]
+    WrongDirectory { got: ChainId, expected: ChainId },
+    #[error("region {0} is not in this directory")]
+    NotListed(ChainId),
+    #[error(
+        "region {region} is checkpointed up to height {last}; height {height} is not above it"
+    )]
+    Stale {
+        region: ChainId,
+        height: Height,
+        last: Height,
+    },
+    #[error(
+        "the header is sealed by CN set {got}, the directory trusts {trusted} for region {region} \
+         (a change is followed only through a checkpointed header that announced it)"
+    )]
+    UntrustedSet {
+        region: ChainId,
+        got: B256,
+        trusted: B256,
+    },
+    #[error("the CN set carried ({carried}) is not the header's ({header})")]
+    SetNotHeaders { carried: B256, header: B256 },
+    #[error(transparent)]
+    Selection(#[from] SelectionError),
+    #[error("commit certificate: {0}")]
+    Certificate(#[from] CertificateError),
+}
+
+impl RegionCheckpoint {
+    pub fn to_system_tx(&self) -> Bytes {
+        system::encode(SystemKind::RegionCheckpoint, self)
+    }
+
+    pub fn from_system_tx(raw: &[u8]) -> Result<Self, RegionCheckpointError> {
+        system::decode(raw, SystemKind::RegionCheckpoint).map_err(|e| match e {
+            SystemTxError::NotSystem => RegionCheckpointError::NotSystem,
+            other => RegionCheckpointError::Malformed(other.to_string()),
+        })
+    }
+
+    /// The region whose header this is.
+    pub fn region(&self) -> ChainId {
+        self.sealed.header.region
+    }
+
+    /// Checks the checkpoint in regionchain `here`, whose directory lists the region as
+    /// `entry` (`None`: not listed) and has recorded `last` of it; the head it records.
+    ///
+    /// Cheap checks first: ids, height and set roots are compared before any key is
+    /// decompressed or any pairing is computed.
+    pub fn verify(
+        &self,
+        here: ChainId,
+        entry: Option<&RegionEntry>,
+        last: Option<&RegionHead>,
+    ) -> Result<RegionHead, RegionCheckpointError> {
+        if self.directory != here {
+            return Err(RegionCheckpointError::WrongDirectory {
+                got: self.directory,
+                expected: here,
+            });
+        }
+        let header = &self.sealed.header;
+        let region = header.region;
+        let entry = entry
+            .filter(|e| e.region == region && region != here)
+            .ok_or(RegionCheckpointError::NotListed(region))?;
+        if let Some(last) = last.filter(|l| header.height <= l.height) {
+            return Err(RegionCheckpointError::Stale {
+                region,
+                height: header.height,
+                last: last.height,
+            });
+        }
+        let trusted = last.map_or(entry.cn_set_root, |l| l.set_root);
+        if header.cn_set_root != trusted {
+            return Err(RegionCheckpointError::UntrustedSet {
+                region,
+                got: header.cn_set_root,
+                trusted,
+            });
+        }
+        let carried = set_root(&self.cn_set);
+        if carried != header.cn_set_root {
+            return Err(RegionCheckpointError::SetNotHeaders {
+                carried,
+                header: header.cn_set_root,
+            });
+        }
+        let set = CnSet::from_bytes(&self.cn_set)?;
+        let hash = self.sealed.hash();
+        let committee = set.whole_committee(header.height, self.sealed.seal.round);
+        verify_certificate(&set, &committee, hash, &self.sealed.seal)?;
+        Ok(RegionHead {
+            region,
+            height: header.height,
+            hash,
+            set_root: match header.next_cn_set.as_slice() {
+                [] => header.cn_set_root,
+                next => set_root(next),
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::consensus::certificate::aggregate_commit_votes;
+    use crate::crypto::bls::SecretKey;
+    use crate::crypto::hash::sha256;
+    use crate::types::{
+        block::HEADER_VERSION, CnIndex, CommitCertificate, Header, Round, SignerBitmap, Vote,
+        VoteKind,
+    };
+
+    pub(crate) const HERE: ChainId = ChainId(1000);
+    pub(crate) const OTHER: ChainId = ChainId(1_001_000);
+
+    pub(crate) fn cn_keys(tag: &str) -> Vec<SecretKey> {
+        (0..4)
+            .map(|i| SecretKey::from_seed(sha256(format!("{tag}-{i}").as_bytes()).as_slice()))
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    fn compressed(keys: &[SecretKey]) -> Vec<PublicKeyBytes> {
+        keys.iter().map(|k| k.public_key().to_bytes()).collect()
+    }
+
+    pub(crate) fn entry(keys: &[SecretKey]) -> RegionEntry {
+        RegionEntry {
+            region: OTHER,
+            genesis_hash: B256::repeat_byte(7),
+            cn_set_root: set_root(&compressed(keys)),
+            rn_seeds: Vec::new(),
+        }
+    }
+
+    /// Region OTHER's header at `height`, sealed by the first `signers` of `keys`.
+    pub(crate) fn sealed(
+        keys: &[SecretKey],
+        height: u64,
+        signers: usize,
+        next: &[SecretKey],
+    ) -> SealedHeader {
+        let set = CnSet::new(keys.iter().map(SecretKey::public_key).collect()).unwrap();
+        let header = Header {
+            version: HEADER_VERSION,
+            region: OTHER,
+            height: Height(height),
+            round: Round(0),
+            parent: BlockHash(B256::repeat_byte(1)),
+            timestamp_ms: 1_700_000_000_000,
+            proposer: CnIndex(0),
+            random_reveal: keys[0].sign(b"reveal").to_bytes(),
+            mix: B256::repeat_byte(2),
+            cn_set_root: set.root(),
+            next_cn_set: compressed(next),
+            segments: Vec::new(),
+        };
+        let hash = header.hash();
+        let round = Round(1);
+        let committee = set.whole_committee(header.height, round);
+        let message = Vote::signing_message(VoteKind::Commit, header.height, round, hash);
+        let votes: Vec<_> = keys
+            .iter()
+            .enumerate()
+            .take(signers)
+            .map(|(i, k)| (CnIndex(i as u32), k.sign(&message)))
+            .collect();
+        let seal: CommitCertificate = aggregate_commit_votes(&committee, &votes).unwrap();
+        SealedHeader { header, seal }
+    }
+
+    pub(crate) fn checkpoint(keys: &[SecretKey], sealed: SealedHeader) -> RegionCheckpoint {
+        RegionCheckpoint {
+            directory: HERE,
+            sealed,
+            cn_set: compressed(keys),
+        }
+    }
+
+    #[test]
+    fn a_quorum_sealed_header_is_recorded_and_round_trips() {
+        let keys = cn_keys("other");
+        let cp = checkpoint(&keys, sealed(&keys, 5, 3, &[]));
+        let parsed = RegionCheckpoint::from_system_tx(&cp.to_system_tx()).unwrap();
+        assert_eq!(parsed, cp);
+        let head = parsed.verify(HERE, Some(&entry(&keys)), None).unwrap();
+        assert_eq!(head.region, OTHER);
+        assert_eq!(head.height, Height(5));
+        assert_eq!(head.hash, cp.sealed.hash());
+        assert_eq!(head.set_root, entry(&keys).cn_set_root);
+        // The next one must be higher.
+        assert_eq!(
+            parsed.verify(HERE, Some(&entry(&keys)), Some(&head)),
+            Err(RegionCheckpointError::Stale {
+                region: OTHER,
+                height: Height(5),
+                last: Height(5)
+            })
+        );
+        let later = checkpoint(&keys, sealed(&keys, 6, 4, &[]));
+        assert!(later.verify(HERE, Some(&entry(&keys)), Some(&head)).is_ok());
+    }
+
+    #[test]
+    fn short_forged_unlisted_and_misdirected_checkpoints_are_refused() {
+        let keys = cn_keys("other");
+        let listed = entry(&keys);
+        // Two of four signers are not more than two thirds (a bitmap with one signer less).
+        let mut short = checkpoint(&keys, sealed(&keys, 5, 3, &[]));
+        short.sealed.seal.signers = SignerBitmap(Bytes::from_static(&[0b0011]));
+        assert!(matches!(
+            short.verify(HERE, Some(&listed), None),
+            Err(RegionCheckpointError::Certificate(
+                CertificateError::NoQuorum { .. }
+            ))
+        ));
+        // A header edited after sealing: the certificate no longer covers it.
+        let mut edited = checkpoint(&keys, sealed(&keys, 5, 3, &[]));
+        edited.sealed.header.timestamp_ms += 1;
+        assert_eq!(
+            edited.verify(HERE, Some(&listed), None),
+            Err(RegionCheckpointError::Certificate(
+                CertificateError::BadSignature
+            ))
+        );
+        // A set of the forger's own, sealing a header that names it: not the trusted set.
+        let forger = cn_keys("forger");
+        let forged = checkpoint(&forger, sealed(&forger, 5, 4, &[]));
+        assert!(matches!(
+            forged.verify(HERE, Some(&listed), None),
+            Err(RegionCheckpointError::UntrustedSet { .. })
+        ));
+        // The trusted header, but another set carried beside it.
+        let mut swapped = checkpoint(&keys, sealed(&keys, 5, 3, &[]));
+        swapped.cn_set = compressed(&forger);
+        assert!(matches!(
+            swapped.verify(HERE, Some(&listed), None),
+            Err(RegionCheckpointError::SetNotHeaders { .. })
+        ));
+        // Unlisted, or for another regionchain, or this region's own header.
+        let cp = checkpoint(&keys, sealed(&keys, 5, 3, &[]));
+        assert_eq!(
+            cp.verify(HERE, None, None),
+            Err(RegionCheckpointError::NotListed(OTHER))
+        );
+        assert!(matches!(
+            cp.verify(ChainId(3000), Some(&listed), None),
+            Err(RegionCheckpointError::WrongDirectory { .. })
+        ));
+        let own = RegionCheckpoint {
+            directory: OTHER,
+            ..cp.clone()
+        };
+        assert_eq!(
+            own.verify(OTHER, Some(&listed), None),
+            Err(RegionCheckpointError::NotListed(OTHER))
+        );
+    }
+
+    #[test]
+    fn a_set_change_is_followed_only_through_the_header_that_announced_it() {
+        let (old, new) = (cn_keys("other"), cn_keys("other-next"));
+        let listed = entry(&old);
+        // A header sealed by the new set before the change was checkpointed: refused.
+        let early = checkpoint(&new, sealed(&new, 9, 4, &[]));
+        assert!(matches!(
+            early.verify(HERE, Some(&listed), None),
+            Err(RegionCheckpointError::UntrustedSet { .. })
+        ));
+        // The old set's header announcing the new set moves the trust...
+        let announcing = checkpoint(&old, sealed(&old, 8, 3, &new));
+        let head = announcing.verify(HERE, Some(&listed), None).unwrap();
+        assert_eq!(head.set_root, set_root(&compressed(&new)));
+        // ... so the new set's header verifies, and the old set's no longer does.
+        assert!(early.verify(HERE, Some(&listed), Some(&head)).is_ok());
+        let stale_set = checkpoint(&old, sealed(&old, 9, 4, &[]));
+        assert!(matches!(
+            stale_set.verify(HERE, Some(&listed), Some(&head)),
+            Err(RegionCheckpointError::UntrustedSet { .. })
+        ));
+    }
+}

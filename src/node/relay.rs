@@ -1,0 +1,195 @@
+//! Relaying other regions' headers into the directory region's regionchain
+//! ([`crate::chain::region_checkpoint`]): a process that follows the directory region and
+//! others (`kaon rn` from a config of several regions, `kaon devnet --regions R`) sends each
+//! other region's latest audited sealed header as a checkpoint every [`RELAY_INTERVAL`].
+//!
+//! ```text
+//!  other region's RN ─ audited blocks ─► relay ─► RegionCheckpoint ─► directory region's CNs
+//!                                          ▲
+//!  directory region's RN ─ directory, last checkpoint of each region
+//! ```
+//!
+//! A checkpoint proves itself (a quorum of the region's trusted CN set sealed it), so the relay
+//! is trusted with nothing but liveness. A CN-set change of another region is followed only
+//! through the header that announced it, so the relay checkpoints any announcing header first;
+//! it checks each checkpoint as the regionchain will before sending it.
+
+use crate::chain::region_checkpoint::RegionCheckpoint;
+use crate::crypto::bls::PublicKeyBytes;
+use crate::rn::RnView;
+use crate::types::system::MAX_SYSTEM_TX_BYTES;
+use crate::types::{ChainId, Height};
+use alloy_primitives::B256;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How often each other region's head is checkpointed (when it moved).
+pub const RELAY_INTERVAL: Duration = Duration::from_secs(2);
+/// A checkpoint sent but not recorded after this long is sent again (a CN restarted, a frame
+/// dropped under load).
+const RESEND_AFTER: Duration = Duration::from_secs(10);
+/// Headers read per region and pass looking for a CN-set announcement: a relay starting
+/// behind a long chain catches up over several passes instead of reading it all at once.
+const SCAN_LIMIT: u64 = 256;
+/// How often the stop flag is looked at while waiting.
+const POLL: Duration = Duration::from_millis(100);
+
+/// One other region as the relay follows it.
+struct Followed {
+    view: RnView,
+    region: ChainId,
+    /// Highest height read looking for CN-set announcements.
+    scanned: Height,
+    /// The announcing height found and not yet checkpointed, if any.
+    announcing: Option<Height>,
+    /// CN sets seen in force, by root: a header is checkpointed with the set that sealed it.
+    sets: HashMap<B256, Vec<PublicKeyBytes>>,
+    /// The last checkpoint sent: its height and when.
+    sent: Option<(Height, Instant)>,
+}
+
+/// Starts the relay thread from `others` into `directory` until `stop`; a relay with no other
+/// region does nothing and is not started.
+pub fn spawn(
+    directory: RnView,
+    others: Vec<RnView>,
+    stop: Arc<AtomicBool>,
+) -> std::io::Result<Option<std::thread::JoinHandle<()>>> {
+    if others.is_empty() {
+        return Ok(None);
+    }
+    let mut followed: Vec<Followed> = others
+        .into_iter()
+        .map(|view| Followed {
+            region: region_of(&view),
+            view,
+            scanned: Height(0),
+            announcing: None,
+            sets: HashMap::new(),
+            sent: None,
+        })
+        .collect();
+    std::thread::Builder::new()
+        .name("region-relay".into())
+        .spawn(move || {
+            let mut next = Instant::now();
+            while !stop.load(Ordering::Relaxed) {
+                if Instant::now() >= next {
+                    for region in &mut followed {
+                        if let Err(e) = region.relay(&directory) {
+                            tracing::warn!(region = %region.region, error = %e, "region checkpoint not relayed");
+                        }
+                    }
+                    next = Instant::now() + RELAY_INTERVAL;
+                }
+                std::thread::sleep(POLL);
+            }
+        })
+        .map(Some)
+}
+
+impl Followed {
+    /// One pass: sends the next checkpoint of this region when its head moved past the last
+    /// one recorded (and none sent is still waiting to be).
+    fn relay(&mut self, directory: &RnView) -> anyhow::Result<()> {
+        self.note_current_set();
+        let (here, entry, last) = {
+            let state = directory.region().read().unwrap_or_else(|e| e.into_inner());
+            (
+                state.region,
+                state.directory.get(self.region).cloned(),
+                state.region_heads.get(&self.region).copied(),
+            )
+        };
+        // Not listed yet: nothing would be accepted.
+        let Some(entry) = entry else { return Ok(()) };
+        let recorded = last.map_or(Height(0), |l| l.height);
+        let waiting = self
+            .sent
+            .is_some_and(|(h, at)| h > recorded && at.elapsed() < RESEND_AFTER);
+        let head = self.view.head().0;
+        if waiting || head <= recorded {
+            return Ok(());
+        }
+        let Some(target) = self.target(recorded, head)? else {
+            return Ok(());
+        };
+        let checkpoint = self.checkpoint(here, target)?;
+        checkpoint.verify(here, Some(&entry), last.as_ref())?;
+        let raw = checkpoint.to_system_tx();
+        anyhow::ensure!(
+            raw.len() <= MAX_SYSTEM_TX_BYTES,
+            "the header at height {target} makes a checkpoint of {} bytes, above the {MAX_SYSTEM_TX_BYTES}-byte system transaction limit",
+            raw.len()
+        );
+        directory.forward_txs(vec![raw])?;
+        self.sent = Some((target, Instant::now()));
+        tracing::debug!(region = %self.region, height = %target, "region checkpoint relayed");
+        Ok(())
+    }
+
+    /// Remembers the CN set in force at this region's head now.
+    fn note_current_set(&mut self) {
+        let state = self.view.region().read().unwrap_or_else(|e| e.into_inner());
+        let set = &state.set;
+        self.sets.entry(set.root()).or_insert_with(|| {
+            (0..set.len() as u32)
+                .filter_map(|i| set.key_bytes(crate::types::CnIndex(i)).ok().copied())
+                .collect()
+        });
+    }
+
+    /// The height to checkpoint above `recorded`: a header announcing a CN-set change first
+    /// (the next checkpoint must be sealed by the announced set), else the furthest scanned.
+    fn target(&mut self, recorded: Height, head: Height) -> anyhow::Result<Option<Height>> {
+        if let Some(h) = self.announcing.filter(|&h| h > recorded) {
+            return Ok(Some(h));
+        }
+        self.announcing = None;
+        let from = self.scanned.max(recorded).next();
+        let to = Height(head.0.min(from.0.saturating_add(SCAN_LIMIT - 1)));
+        let mut h = from;
+        while h <= to {
+            let block = self
+                .view
+                .block_by_height(h)?
+                .ok_or_else(|| anyhow::anyhow!("block {h} is not stored"))?;
+            self.scanned = h;
+            if !block.header().next_cn_set.is_empty() {
+                self.announcing = Some(h);
+                return Ok(Some(h));
+            }
+            h = h.next();
+        }
+        Ok((self.scanned > recorded).then_some(self.scanned))
+    }
+
+    /// The checkpoint of this region's block at `height`, for the regionchain `directory`.
+    fn checkpoint(&self, directory: ChainId, height: Height) -> anyhow::Result<RegionCheckpoint> {
+        let block = self
+            .view
+            .block_by_height(height)?
+            .ok_or_else(|| anyhow::anyhow!("block {height} is not stored"))?;
+        let root = block.header().cn_set_root;
+        let cn_set = self.sets.get(&root).cloned().ok_or_else(|| {
+            anyhow::anyhow!(
+                "the CN set {root} that sealed height {height} was never seen in force by this relay"
+            )
+        })?;
+        Ok(RegionCheckpoint {
+            directory,
+            sealed: block.sealed,
+            cn_set,
+        })
+    }
+}
+
+/// The region an RN follows (its regionchain's id).
+fn region_of(view: &RnView) -> ChainId {
+    view.region()
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .region
+}
