@@ -12,6 +12,7 @@
 
 use super::posc::{Penalty, ProbeAttestation};
 use super::region::{RegionExecution, RegionState};
+use super::region_checkpoint::RegionCheckpoint;
 use super::servicechain::DEFAULT_CHECKPOINT_INTERVAL;
 use crate::consensus::governance::SYSTEM_TX_PREFIX;
 use crate::consensus::machine::{Application, GotExpected, InvalidBlock, Tip};
@@ -555,10 +556,21 @@ impl CnApp {
             SystemKind::PorShare => super::pop::MAX_SHARES_PER_CONTAINER,
             SystemKind::RegisterRn => super::posc::MAX_REGISTRATIONS_PER_CONTAINER,
             SystemKind::Withdrawal => super::withdrawal::MAX_WITHDRAWALS_PER_CONTAINER,
+            SystemKind::RegionCheckpoint => {
+                super::region_checkpoint::MAX_REGION_CHECKPOINTS_PER_CONTAINER
+            }
             _ => MAX_SYSTEM_TXS_PER_BLOCK,
         };
         let mut taken: HashMap<u8, usize> = HashMap::new();
+        // Segment 0 looks at one checkpoint per region: another waits for the next container.
+        let mut checkpointed = std::collections::HashSet::new();
         txs.retain(|tx| match system::split(tx) {
+            Ok((SystemKind::RegionCheckpoint, _))
+                if RegionCheckpoint::from_system_tx(tx)
+                    .is_ok_and(|c| !checkpointed.insert(c.region())) =>
+            {
+                false
+            }
             Ok((kind, _)) => {
                 let n = taken.entry(kind as u8).or_default();
                 *n += 1;

@@ -20,7 +20,9 @@
 use super::directory::{Directory, DirectoryError, RegionCreation, RegionEntry};
 use super::pop::{NoSegments, PopDelta, PopState, SegmentSource, ShareError, ShareSubmission};
 use super::posc::{Penalty, PoscError, ProbeAttestation, RnRegistration};
-use super::region_checkpoint::{RegionCheckpoint, RegionCheckpointError, RegionHead};
+use super::region_checkpoint::{
+    RegionCheckpoint, RegionCheckpointError, RegionHead, MAX_REGION_CHECKPOINTS_PER_CONTAINER,
+};
 use super::servicechain::{
     ChainEntry, Checkpoint, Checkpoints, GenesisAlloc, RegionRoots, Registration, Registry,
     RegistryError,
@@ -145,6 +147,8 @@ struct Draft<'a> {
     governance_root: B256,
     created: Vec<RegionEntry>,
     region_heads: Vec<RegionHead>,
+    /// Regions whose checkpoint this segment looked at, accepted or not.
+    checkpoints_tried: Vec<ChainId>,
     registered: Vec<NewChain>,
     registry_root: B256,
     shares: Vec<ShareSubmission>,
@@ -236,16 +240,20 @@ impl Draft<'_> {
     }
 
     /// Records another region's header: the region must be in the directory (listed before
-    /// this segment), the header above its last checkpoint (this segment's included).
+    /// this segment) and the header above its last checkpoint. One checkpoint per region and
+    /// [`MAX_REGION_CHECKPOINTS_PER_CONTAINER`] in all are looked at per segment, accepted or
+    /// not (the cheap refusals come before any signature work).
     fn checkpoint_region(&mut self, checkpoint: RegionCheckpoint) -> Result<(), SystemTxRefusal> {
         let base = self.base;
         let region = checkpoint.region();
-        let last = self
-            .region_heads
-            .iter()
-            .rev()
-            .find(|h| h.region == region)
-            .or_else(|| base.region_heads.get(&region));
+        if self.checkpoints_tried.contains(&region) {
+            return Err(RegionCheckpointError::AlreadyInBlock(region).into());
+        }
+        if self.checkpoints_tried.len() >= MAX_REGION_CHECKPOINTS_PER_CONTAINER {
+            return Err(RegionCheckpointError::TooManyInBlock.into());
+        }
+        self.checkpoints_tried.push(region);
+        let last = base.region_heads.get(&region);
         let head = checkpoint.verify(base.region, base.directory.get(region), last)?;
         self.governance_root = sha256_concat(&[
             self.governance_root.as_slice(),
@@ -353,6 +361,7 @@ impl RegionState {
             governance_root: self.governance_root,
             created: Vec::new(),
             region_heads: Vec::new(),
+            checkpoints_tried: Vec::new(),
             registered: Vec::new(),
             registry_root: self.registry.root(),
             shares: Vec::new(),
@@ -470,7 +479,9 @@ impl RegionState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chain::region_checkpoint::tests::{checkpoint, cn_keys, entry, sealed, HERE, OTHER};
+    use crate::chain::region_checkpoint::tests::{
+        checkpoint, cn_keys, entry, reseal, sealed, HERE, OTHER,
+    };
     use crate::crypto::bls::SecretKey;
 
     /// Region HERE, whose directory lists OTHER.
@@ -490,14 +501,17 @@ mod tests {
     }
 
     #[test]
-    fn checkpoints_in_one_segment_must_rise_and_are_committed_by_the_governance_root() {
+    fn one_checkpoint_per_region_and_block_rising_and_committed_by_the_governance_root() {
         let keys = cn_keys("other");
         let mut state = directory_region();
         let at = |h| checkpoint(&keys, sealed(&keys, h, 3, &[])).to_system_tx();
-        // The second is below the first of the same segment: refused.
+        // Only the first of a region in one segment is looked at, valid or not.
         let execution = state.execute(Height(1), &segment(vec![at(5), at(4), at(6)]));
         let refused: Vec<bool> = execution.refusals.iter().map(Option::is_some).collect();
-        assert_eq!(refused, [false, true, false], "{:?}", execution.refusals);
+        assert_eq!(refused, [false, true, true], "{:?}", execution.refusals);
+        assert!(execution.refusals[2]
+            .as_deref()
+            .is_some_and(|r| r.contains("already has a checkpoint in this block")));
         assert_ne!(execution.governance_root, state.governance_root);
         let root_before = state.root();
         let header = Header {
@@ -505,16 +519,45 @@ mod tests {
             ..sealed(&keys, 1, 3, &[]).header
         };
         state.apply(&execution, &Committed::of(&header));
-        assert_eq!(state.region_heads[&OTHER].height, Height(6));
+        assert_eq!(state.region_heads[&OTHER].height, Height(5));
         assert_ne!(
             state.root(),
             root_before,
             "the state root commits to the checkpoints"
         );
-        // Below the recorded head in a later block: refused.
-        let later = state.execute(Height(2), &segment(vec![at(6)]));
+        // In a later block: not above the recorded head refused, above it recorded.
+        let later = state.execute(Height(2), &segment(vec![at(5)]));
         assert!(later.refusals[0]
             .as_deref()
             .is_some_and(|r| r.contains("not above")));
+        let later = state.execute(Height(2), &segment(vec![at(6)]));
+        assert_eq!(later.refusals, [None]);
+        assert_eq!(later.region_heads[0].height, Height(6));
+    }
+
+    #[test]
+    fn a_segment_looks_at_a_bounded_number_of_checkpoints() {
+        let mut state = directory_region();
+        // One more listed region than a segment looks at, each with a valid checkpoint.
+        let regions = MAX_REGION_CHECKPOINTS_PER_CONTAINER + 1;
+        let txs: Vec<_> = (0..regions as u64)
+            .map(|k| {
+                let keys = cn_keys(&format!("region-{k}"));
+                let mut listed = entry(&keys);
+                listed.region = ChainId(OTHER.0 + k * super::super::directory::REGION_ID_SPAN);
+                state.directory.insert(listed.clone());
+                let header = Header {
+                    region: listed.region,
+                    ..sealed(&keys, 5, 3, &[]).header
+                };
+                checkpoint(&keys, reseal(&keys, header)).to_system_tx()
+            })
+            .collect();
+        let execution = state.execute(Height(1), &segment(txs));
+        let accepted = execution.refusals.iter().filter(|r| r.is_none()).count();
+        assert_eq!(accepted, MAX_REGION_CHECKPOINTS_PER_CONTAINER);
+        assert!(execution.refusals[regions - 1]
+            .as_deref()
+            .is_some_and(|r| r.contains("per block")));
     }
 }

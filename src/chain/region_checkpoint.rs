@@ -24,6 +24,11 @@ use alloy_primitives::{Bytes, B256};
 use alloy_rlp::{RlpDecodable, RlpEncodable};
 use thiserror::Error;
 
+/// Checkpoints one segment 0 looks at, accepted or not: each costs its verification (up to
+/// decompressing a CN set and a pairing), so a block's cost stays bounded whatever the queue
+/// holds.
+pub const MAX_REGION_CHECKPOINTS_PER_CONTAINER: usize = 16;
+
 /// The system transaction that records another region's header.
 #[derive(Debug, Clone, PartialEq, Eq, RlpEncodable, RlpDecodable)]
 pub struct RegionCheckpoint {
@@ -77,6 +82,10 @@ pub enum RegionCheckpointError {
     },
     #[error("the CN set carried ({carried}) is not the header's ({header})")]
     SetNotHeaders { carried: B256, header: B256 },
+    #[error("region {0} already has a checkpoint in this block")]
+    AlreadyInBlock(ChainId),
+    #[error("at most {MAX_REGION_CHECKPOINTS_PER_CONTAINER} region checkpoints per block")]
+    TooManyInBlock,
     #[error(transparent)]
     Selection(#[from] SelectionError),
     #[error("commit certificate: {0}")]
@@ -194,7 +203,8 @@ pub(crate) mod tests {
         }
     }
 
-    /// Region OTHER's header at `height`, sealed by the first `signers` of `keys`.
+    /// Region OTHER's header at `height`, sealed by the first `signers` of `keys` (its whole
+    /// CN set; `next` announced).
     pub(crate) fn sealed(
         keys: &[SecretKey],
         height: u64,
@@ -216,6 +226,17 @@ pub(crate) mod tests {
             next_cn_set: compressed(next),
             segments: Vec::new(),
         };
+        seal(keys, header, signers)
+    }
+
+    /// `header` sealed by every one of `keys` (its whole CN set).
+    pub(crate) fn reseal(keys: &[SecretKey], header: Header) -> SealedHeader {
+        seal(keys, header, keys.len())
+    }
+
+    /// `header` sealed in round 1 by the first `signers` of `keys` (a quorum at least).
+    fn seal(keys: &[SecretKey], header: Header, signers: usize) -> SealedHeader {
+        let set = CnSet::new(keys.iter().map(SecretKey::public_key).collect()).unwrap();
         let hash = header.hash();
         let round = Round(1);
         let committee = set.whole_committee(header.height, round);
