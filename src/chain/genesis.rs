@@ -55,6 +55,21 @@ pub struct Genesis {
     /// PoSC: RNs probed per container, penalties tolerated before slashing, probe deadline.
     #[serde(default)]
     pub posc: crate::chain::posc::PoscParams,
+    /// For a region other than the platform's first: the first region (which keeps the region
+    /// directory), so this regionchain can check that region's headers (`docs/regions.md`).
+    /// Absent from the first region's genesis, and then not serialized: its hash is unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub directory: Option<DirectoryAnchor>,
+}
+
+/// The directory region as another region's genesis names it: its id, genesis hash and the
+/// root of its genesis CN set (later changes are followed through its checkpointed headers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DirectoryAnchor {
+    pub region: u64,
+    pub genesis_hash: B256,
+    pub cn_set_root: B256,
 }
 
 fn default_por_bits() -> u32 {
@@ -147,7 +162,29 @@ impl Genesis {
             alloc,
             por_bits: default_por_bits(),
             posc: Default::default(),
+            directory: None,
         }
+    }
+
+    /// This region as another region's genesis names it for its directory.
+    pub fn as_anchor(&self) -> Result<DirectoryAnchor, GenesisCnError> {
+        Ok(DirectoryAnchor {
+            region: self.region,
+            genesis_hash: self.hash().0,
+            cn_set_root: self.cn_set()?.root(),
+        })
+    }
+
+    /// The directory region this genesis names, as an entry its regionchain checks that
+    /// region's headers against.
+    pub fn directory_entry(&self) -> Option<crate::chain::directory::RegionEntry> {
+        self.directory
+            .map(|a| crate::chain::directory::RegionEntry {
+                region: ChainId(a.region),
+                genesis_hash: a.genesis_hash,
+                cn_set_root: a.cn_set_root,
+                rn_seeds: Vec::new(),
+            })
     }
 
     /// The PoP settings this genesis fixes.
@@ -280,5 +317,48 @@ impl Genesis {
             .iter()
             .map(|a| (ChainId(a.chain), a.address, a.balance))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn genesis() -> Genesis {
+        let keys: Vec<SecretKey> = (0..4u8)
+            .map(|i| SecretKey::from_seed(&[i + 1; 32]).unwrap())
+            .collect();
+        Genesis::new(ChainId(1000), &keys, 1, &[], U256::ZERO, 1000, 100)
+    }
+
+    #[test]
+    fn a_directory_anchor_is_kept_and_hashed_and_its_absence_changes_nothing() {
+        let first = genesis();
+        // No anchor: not serialized, so a first region's file and hash are what they were.
+        let json = String::from_utf8(first.canonical_json()).unwrap();
+        assert!(!json.contains("directory"), "{json}");
+        let second = Genesis {
+            region: 1_001_000,
+            directory: Some(first.as_anchor().unwrap()),
+            ..genesis()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("genesis.json");
+        second.save(&path).unwrap();
+        let loaded = Genesis::load(&path).unwrap();
+        assert_eq!(loaded.directory, second.directory);
+        assert_eq!(loaded.hash(), second.hash());
+        let entry = loaded.directory_entry().unwrap();
+        assert_eq!(entry.region, ChainId(1000));
+        assert_eq!(entry.genesis_hash, first.hash().0);
+        assert_eq!(entry.cn_set_root, first.cn_set().unwrap().root());
+        assert_ne!(
+            Genesis {
+                directory: None,
+                ..second.clone()
+            }
+            .hash(),
+            second.hash()
+        );
     }
 }

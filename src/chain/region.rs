@@ -57,8 +57,11 @@ pub struct RegionState {
     pub governance_root: B256,
     /// The regions this regionchain has recorded (the first region's is the platform's).
     pub directory: Directory,
-    /// The last checkpointed header of each other region in the directory.
+    /// The last checkpointed header of each other region in the directory (or of the
+    /// directory region, named by `anchor`).
     pub region_heads: BTreeMap<ChainId, RegionHead>,
+    /// In a region other than the first: the directory region, as genesis names it.
+    pub anchor: Option<RegionEntry>,
     pub registry: Registry,
     pub checkpoints: Checkpoints,
     pub pop: PopState,
@@ -240,7 +243,8 @@ impl Draft<'_> {
     }
 
     /// Records another region's header: the region must be in the directory (listed before
-    /// this segment) and the header above its last checkpoint. One checkpoint per region and
+    /// this segment) or be the directory region genesis names, and the header above its last
+    /// checkpoint. One checkpoint per region and
     /// [`MAX_REGION_CHECKPOINTS_PER_CONTAINER`] in all are looked at per segment, accepted or
     /// not (the cheap refusals come before any signature work).
     fn checkpoint_region(&mut self, checkpoint: RegionCheckpoint) -> Result<(), SystemTxRefusal> {
@@ -254,7 +258,7 @@ impl Draft<'_> {
         }
         self.checkpoints_tried.push(region);
         let last = base.region_heads.get(&region);
-        let head = checkpoint.verify(base.region, base.directory.get(region), last)?;
+        let head = checkpoint.verify(base.region, base.listed(region), last)?;
         self.governance_root = sha256_concat(&[
             self.governance_root.as_slice(),
             REGION_HEAD_DOMAIN,
@@ -295,11 +299,26 @@ impl RegionState {
             governance_root: B256::ZERO,
             directory: Directory::default(),
             region_heads: BTreeMap::new(),
+            anchor: None,
             registry: Registry::default(),
             checkpoints: Checkpoints::new(checkpoint_interval),
             pop: PopState::new(Default::default()),
             segments: Arc::new(NoSegments),
         }
+    }
+
+    /// Names the directory region (from genesis) whose headers this regionchain checkpoints.
+    pub fn with_directory_anchor(mut self, anchor: Option<RegionEntry>) -> Self {
+        self.anchor = anchor;
+        self
+    }
+
+    /// A region whose headers this regionchain checkpoints: one its directory lists, or the
+    /// directory region its genesis names.
+    pub fn listed(&self, region: ChainId) -> Option<&RegionEntry> {
+        self.directory
+            .get(region)
+            .or(self.anchor.as_ref().filter(|a| a.region == region))
     }
 
     /// Starts the PoP state with `params` (genesis settings).
@@ -533,6 +552,23 @@ mod tests {
         let later = state.execute(Height(2), &segment(vec![at(6)]));
         assert_eq!(later.refusals, [None]);
         assert_eq!(later.region_heads[0].height, Height(6));
+    }
+
+    #[test]
+    fn a_region_checkpoints_the_directory_region_its_genesis_names_and_no_other() {
+        let keys = cn_keys("other");
+        let own = cn_keys("here");
+        let set = CnSet::new(own.iter().map(SecretKey::public_key).collect()).unwrap();
+        let tx = checkpoint(&keys, sealed(&keys, 5, 3, &[])).to_system_tx();
+        let unnamed = RegionState::new(HERE, Arc::new(set), 16);
+        let refused = unnamed.execute(Height(1), &segment(vec![tx.clone()]));
+        assert!(refused.refusals[0]
+            .as_deref()
+            .is_some_and(|r| r.contains("not in this directory")));
+        let named = unnamed.with_directory_anchor(Some(entry(&keys)));
+        let accepted = named.execute(Height(1), &segment(vec![tx]));
+        assert_eq!(accepted.refusals, [None]);
+        assert_eq!(accepted.region_heads[0].region, OTHER);
     }
 
     #[test]

@@ -130,19 +130,30 @@ struct WrittenRegion {
 /// prints to `out` what it wrote and the commands that start each node.
 pub fn init(spec: &InitSpec, out: &mut dyn Write) -> anyhow::Result<()> {
     spec.check()?;
-    let mut written = Vec::with_capacity(spec.regions);
+    let mut written: Vec<WrittenRegion> = Vec::with_capacity(spec.regions);
     for r in 0..spec.regions {
         let id = spec
             .region_id(r)
             .with_context(|| format!("region {r}'s id does not fit"))?;
-        written.push(write_region(spec, r, id)?);
+        // Every region after the first names it, the directory region, in its genesis.
+        let anchor = match written.first() {
+            Some(first) => Some(first.genesis.as_anchor()?),
+            None => None,
+        };
+        written.push(write_region(spec, r, id, anchor)?);
     }
     write_rn(spec, &written)?;
     print_init(spec, &written, out).context("printing what kaon init wrote")
 }
 
-/// Writes region `r` (id `id`): its genesis with fresh CN keys, and each CN's key and config.
-fn write_region(spec: &InitSpec, r: usize, id: ChainId) -> anyhow::Result<WrittenRegion> {
+/// Writes region `r` (id `id`): its genesis with fresh CN keys (naming the directory region
+/// `anchor`, for regions after the first), and each CN's key and config.
+fn write_region(
+    spec: &InitSpec,
+    r: usize,
+    id: ChainId,
+    anchor: Option<crate::chain::genesis::DirectoryAnchor>,
+) -> anyhow::Result<WrittenRegion> {
     let dir = spec.region_dir(r, id);
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let keys: Vec<SecretKey> = (0..spec.cns)
@@ -166,6 +177,7 @@ fn write_region(spec: &InitSpec, r: usize, id: ChainId) -> anyhow::Result<Writte
     if let Some(timeout_ms) = spec.timeout_ms {
         genesis.base_timeout_ms = timeout_ms;
     }
+    genesis.directory = anchor;
     genesis.save(&dir.join("genesis.json"))?;
     let addr = |i: usize| format!("127.0.0.1:{}", spec.cn_port(r, i));
     for (i, key) in keys.iter().enumerate() {

@@ -228,7 +228,8 @@ fn node_seed(region: usize, id: ChainId, role: &str, i: usize) -> [u8; 32] {
 
 impl Region {
     /// Starts region `r`: its CNs, then its ranger nodes (the first region in the datadir's
-    /// root, the others in `region-<id>/`).
+    /// root, the others in `region-<id>/`); `anchor` names the first region in the others'
+    /// genesis.
     fn start(
         rt: &tokio::runtime::Runtime,
         config: &DevnetConfig,
@@ -236,6 +237,7 @@ impl Region {
         root: &std::path::Path,
         developers: &[DevAccount],
         accounts: &[DevAccount],
+        anchor: Option<crate::chain::genesis::DirectoryAnchor>,
     ) -> anyhow::Result<Self> {
         let id = config
             .region_id(r)
@@ -245,7 +247,10 @@ impl Region {
         let keys = (0..config.cns)
             .map(|i| SecretKey::from_seed(&node_seed(r, id, "cn", i)))
             .collect::<Result<Vec<_>, _>>()?;
-        let genesis = devnet_genesis(config, id, &keys, &all_chains, developers, accounts);
+        let genesis = Genesis {
+            directory: anchor,
+            ..devnet_genesis(config, id, &keys, &all_chains, developers, accounts)
+        };
         let datadir = match r {
             0 => root.to_path_buf(),
             _ => root.join(format!("region-{id}")),
@@ -355,9 +360,16 @@ pub fn run(
     }
     let (chains, load_chains) = config.chains()?;
     print_banner(out, config, &chains, &load_chains, &accounts, &datadir)?;
-    let mut regions = (0..config.regions)
-        .map(|r| Region::start(&rt, config, r, &datadir, &developers, &accounts))
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    // The first region's genesis is named in every other's, as their directory region.
+    let mut regions: Vec<Region> = Vec::with_capacity(config.regions);
+    for r in 0..config.regions {
+        let anchor = match regions.first() {
+            Some(first) => Some(first.genesis.as_anchor()?),
+            None => None,
+        };
+        let region = Region::start(&rt, config, r, &datadir, &developers, &accounts, anchor)?;
+        regions.push(region);
+    }
     record_regions(&regions)?;
     for region in regions.iter().skip(1) {
         writeln!(
@@ -433,17 +445,17 @@ pub fn run(
         Some(rpc) => spawn_miner(config, rpc, &stop)?,
         None => None,
     };
-    // Every other region's headers are checkpointed into the first region's regionchain,
-    // relayed from each region's RN 0 (`node::relay`).
+    // Every other region's headers are checkpointed into the first region's regionchain and
+    // the first's into every other's, relayed from each region's RN 0 (`node::relay`).
     let relay = match regions.first().and_then(|r| r.rns.first()) {
-        Some(directory) => super::relay::spawn(
-            directory.view(),
-            regions[1..]
+        Some(directory) => {
+            let others: Vec<_> = regions[1..]
                 .iter()
                 .filter_map(|r| Some(r.rns.first()?.view()))
-                .collect(),
-            Arc::clone(&stop),
-        )?,
+                .collect();
+            let routes = super::relay::platform_routes(&directory.view(), &others);
+            super::relay::spawn(routes, Arc::clone(&stop))?
+        }
         None => None,
     };
     let started = Instant::now();

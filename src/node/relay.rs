@@ -1,18 +1,20 @@
-//! Relaying other regions' headers into the directory region's regionchain
-//! ([`crate::chain::region_checkpoint`]): a process that follows the directory region and
-//! others (`kaon rn` from a config of several regions, `kaon devnet --regions R`) sends each
-//! other region's latest audited sealed header as a checkpoint every [`RELAY_INTERVAL`].
+//! Relaying regions' headers into each other's regionchains
+//! ([`crate::chain::region_checkpoint`]): a process that follows several regions (`kaon rn`
+//! from a config of several regions, `kaon devnet --regions R`) sends, every
+//! [`RELAY_INTERVAL`], each other region's latest audited sealed header into the directory
+//! region's regionchain, and the directory region's into each other region's (whose genesis
+//! names it).
 //!
 //! ```text
-//!  other region's RN ─ audited blocks ─► relay ─► RegionCheckpoint ─► directory region's CNs
-//!                                          ▲
-//!  directory region's RN ─ directory, last checkpoint of each region
+//!  region A's RN ─ audited blocks ─► relay ─► RegionCheckpoint ─► region B's CNs
+//!                                      ▲
+//!  region B's RN ─ what B lists, the last checkpoint of A it recorded
 //! ```
 //!
 //! A checkpoint proves itself (a quorum of the region's trusted CN set sealed it), so the relay
-//! is trusted with nothing but liveness. A CN-set change of another region is followed only
-//! through the header that announced it, so the relay checkpoints any announcing header first;
-//! it checks each checkpoint as the regionchain will before sending it.
+//! is trusted with nothing but liveness. A CN-set change is followed only through the header
+//! that announced it, so the relay checkpoints any announcing header first; it checks each
+//! checkpoint as the receiving regionchain will before sending it.
 
 use crate::chain::region_checkpoint::RegionCheckpoint;
 use crate::crypto::bls::PublicKeyBytes;
@@ -36,8 +38,36 @@ const SCAN_LIMIT: u64 = 256;
 /// How often the stop flag is looked at while waiting.
 const POLL: Duration = Duration::from_millis(100);
 
-/// One other region as the relay follows it.
+/// One direction of relaying: `from`'s headers into `into`'s regionchain.
+pub struct Route {
+    pub into: RnView,
+    pub from: RnView,
+}
+
+/// The routes of a platform followed by one process: every other region's headers into the
+/// first region's (the directory's), and the first region's into every other's.
+pub fn platform_routes(first: &RnView, others: &[RnView]) -> Vec<Route> {
+    others
+        .iter()
+        .flat_map(|other| {
+            [
+                Route {
+                    into: first.clone(),
+                    from: other.clone(),
+                },
+                Route {
+                    into: other.clone(),
+                    from: first.clone(),
+                },
+            ]
+        })
+        .collect()
+}
+
+/// One route as the relay follows it.
 struct Followed {
+    into: RnView,
+    /// The sending region's RN.
     view: RnView,
     region: ChainId,
     /// Highest height read looking for CN-set announcements.
@@ -50,21 +80,20 @@ struct Followed {
     sent: Option<(Height, Instant)>,
 }
 
-/// Starts the relay thread from `others` into `directory` until `stop`; a relay with no other
-/// region does nothing and is not started.
+/// Starts the relay thread over `routes` until `stop`; no routes, no thread.
 pub fn spawn(
-    directory: RnView,
-    others: Vec<RnView>,
+    routes: Vec<Route>,
     stop: Arc<AtomicBool>,
 ) -> std::io::Result<Option<std::thread::JoinHandle<()>>> {
-    if others.is_empty() {
+    if routes.is_empty() {
         return Ok(None);
     }
-    let mut followed: Vec<Followed> = others
+    let mut followed: Vec<Followed> = routes
         .into_iter()
-        .map(|view| Followed {
-            region: region_of(&view),
-            view,
+        .map(|route| Followed {
+            region: region_of(&route.from),
+            into: route.into,
+            view: route.from,
             scanned: Height(0),
             announcing: None,
             sets: HashMap::new(),
@@ -77,9 +106,14 @@ pub fn spawn(
             let mut next = Instant::now();
             while !stop.load(Ordering::Relaxed) {
                 if Instant::now() >= next {
-                    for region in &mut followed {
-                        if let Err(e) = region.relay(&directory) {
-                            tracing::warn!(region = %region.region, error = %e, "region checkpoint not relayed");
+                    for route in &mut followed {
+                        if let Err(e) = route.relay() {
+                            tracing::warn!(
+                                region = %route.region,
+                                into = %region_of(&route.into),
+                                error = %e,
+                                "region checkpoint not relayed"
+                            );
                         }
                     }
                     next = Instant::now() + RELAY_INTERVAL;
@@ -93,17 +127,17 @@ pub fn spawn(
 impl Followed {
     /// One pass: sends the next checkpoint of this region when its head moved past the last
     /// one recorded (and none sent is still waiting to be).
-    fn relay(&mut self, directory: &RnView) -> anyhow::Result<()> {
+    fn relay(&mut self) -> anyhow::Result<()> {
         self.note_current_set();
         let (here, entry, last) = {
-            let state = directory.region().read().unwrap_or_else(|e| e.into_inner());
+            let state = self.into.region().read().unwrap_or_else(|e| e.into_inner());
             (
                 state.region,
-                state.directory.get(self.region).cloned(),
+                state.listed(self.region).cloned(),
                 state.region_heads.get(&self.region).copied(),
             )
         };
-        // Not listed yet: nothing would be accepted.
+        // Not listed (yet): nothing would be accepted.
         let Some(entry) = entry else { return Ok(()) };
         let recorded = last.map_or(Height(0), |l| l.height);
         let waiting = self
@@ -124,7 +158,7 @@ impl Followed {
             "the header at height {target} makes a checkpoint of {} bytes, above the {MAX_SYSTEM_TX_BYTES}-byte system transaction limit",
             raw.len()
         );
-        directory.forward_txs(vec![raw])?;
+        self.into.forward_txs(vec![raw])?;
         self.sent = Some((target, Instant::now()));
         tracing::debug!(region = %self.region, height = %target, "region checkpoint relayed");
         Ok(())

@@ -211,10 +211,11 @@ impl ChainRpc {
     /// This region for `kaon_regions`: its id, servicechains, head, and its load over the
     /// last [`UTILISATION_BLOCKS`] blocks (transactions per second by the blocks' own
     /// timestamps) with the depth of this node's pool — what an operator compares with the
-    /// region's measured capacity (`docs/regions.md`).
+    /// region's measured capacity (`docs/regions.md`) — its directory, the directory region its
+    /// genesis names, and the other regions' headers its regionchain checkpointed.
     pub fn region_summary(&self) -> Result<Value, BackendError> {
         let head = self.head_height()?;
-        let (chains, directory): (Vec<u64>, Vec<Value>) = {
+        let (chains, directory, checkpoints, anchor): (Vec<u64>, Vec<Value>, Vec<Value>, _) = {
             let region = self.regionchain.read().unwrap_or_else(|e| e.into_inner());
             let chains = region
                 .registry
@@ -238,7 +239,20 @@ impl ChainRpc {
                     })
                 })
                 .collect();
-            (chains, directory)
+            let checkpoints: Vec<Value> = region
+                .region_heads
+                .values()
+                .map(|h| {
+                    json!({
+                        "region": h.region.0,
+                        "height": h.height.0,
+                        "hash": h.hash.0,
+                        "setRoot": h.set_root,
+                    })
+                })
+                .collect();
+            let anchor = region.anchor.as_ref().map(|a| a.region.0);
+            (chains, directory, checkpoints, anchor)
         };
         let load = self.recent_load(head)?;
         Ok(json!({
@@ -250,6 +264,8 @@ impl ChainRpc {
             "txPerSecond": load.tx_per_second,
             "poolDepth": self.outbox.pooled(),
             "directory": directory,
+            "directoryRegion": anchor,
+            "checkpoints": checkpoints,
         }))
     }
 

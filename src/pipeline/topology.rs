@@ -89,6 +89,9 @@ pub struct CnSpec {
     pub max_txs_per_segment: usize,
     /// Proof-of-participation settings from genesis.
     pub pop: crate::chain::pop::PopParams,
+    /// The directory region genesis names (regions after the first), whose headers this
+    /// region's regionchain checkpoints.
+    pub directory_anchor: Option<crate::chain::directory::RegionEntry>,
 }
 
 impl CnSpec {
@@ -127,6 +130,7 @@ impl CnSpec {
             storage: crate::config::StorageConfig::default(),
             max_txs_per_segment: 10_000,
             pop: genesis.pop_params(),
+            directory_anchor: genesis.directory_entry(),
         })
     }
 }
@@ -377,6 +381,7 @@ fn new_app(
         r.with_genesis_chains(&spec.chains)
             .with_pop(spec.pop)
             .with_segments(segments)
+            .with_directory_anchor(spec.directory_anchor.clone())
     });
     app
 }

@@ -310,6 +310,7 @@ fn audit_app(
         r.with_genesis_chains(&servicechains)
             .with_pop(genesis.pop_params())
             .with_segments(segments)
+            .with_directory_anchor(genesis.directory_entry())
     });
     Ok((app, shared))
 }

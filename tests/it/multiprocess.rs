@@ -393,7 +393,7 @@ fn rpc(url: &str, method: &str, params: serde_json::Value) -> Option<serde_json:
 /// chains from that region: a transfer on the second region's servicechain is included there
 /// and unknown to the first's, an unknown chain is refused, and the second region, recorded
 /// with the command init printed, appears in the first region's directory with a checkpoint of
-/// its headers that the RN relayed.
+/// its headers that the RN relayed (and the first region's headers in the second's).
 #[test]
 fn two_regions_of_processes_and_one_rn_following_both() {
     let _turn = crate::processes_turn();
@@ -552,7 +552,11 @@ fn two_regions_of_processes_and_one_rn_following_both() {
             .and_then(|d| d.iter().find(|e| e["region"] == 1_001_000))
             .map(|e| e["checkpoint"].clone())
             .filter(|c| c["height"].as_u64().is_some());
-        if let (true, Some(checkpoint)) = (served == [1000, 1_001_000], checkpoint) {
+        // And the first region's headers checkpointed into the second's regionchain.
+        let back = regions[1]["checkpoints"]
+            .as_array()
+            .is_some_and(|c| c.iter().any(|h| h["region"] == 1000));
+        if let (true, true, Some(checkpoint)) = (served == [1000, 1_001_000], back, checkpoint) {
             let height = checkpoint["height"].as_u64().unwrap();
             let block = rpc(
                 &url(1_001_000),

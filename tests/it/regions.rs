@@ -2,8 +2,8 @@
 //! independent regions (their own CN sets, RNs and regionchains 1000 and 1001000, servicechains
 //! numbered after each) behind one JSON-RPC endpoint that answers each chain from the region
 //! that holds it; the first region's directory records the second and its checkpointed
-//! headers, and a creation without a quorum of the first region's CNs, or whose ids overlap a
-//! listed region's, is refused.
+//! headers, the second's regionchain the first's headers, and a creation without a quorum of
+//! the first region's CNs, or whose ids overlap a listed region's, is refused.
 
 use crate::burst::{raw_hex, transfer_on, Client, Devnet};
 use crate::rpc::{ws_connect, ws_next, ws_send};
@@ -216,6 +216,33 @@ fn two_regions_run_side_by_side_behind_one_endpoint() {
             second_regionchain.ok("eth_getBlockByNumber", json!([format!("{at:#x}"), false]));
         assert_eq!(recorded["hash"], block["hash"], "{directory} {block}");
     }
+
+    // And the other way: the second region's genesis names the first as its directory
+    // region, and its regionchain records the first region's headers.
+    let summary = |k: usize| region_1000.ok("kaon_regions", json!([]))[k].clone();
+    assert_eq!(summary(1)["directoryRegion"], json!(1000), "{}", summary(1));
+    assert_eq!(summary(0)["directoryRegion"], Value::Null);
+    let started = Instant::now();
+    let recorded = loop {
+        let checkpoints = summary(1)["checkpoints"].clone();
+        if let Some(first) = checkpoints.as_array().and_then(|c| c.first()).cloned() {
+            break first;
+        }
+        assert!(
+            started.elapsed() < INCLUSION,
+            "the second region never checkpointed the first"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(recorded["region"], json!(1000), "{recorded}");
+    let block = region_1000.ok(
+        "eth_getBlockByNumber",
+        json!([
+            format!("{:#x}", recorded["height"].as_u64().unwrap()),
+            false
+        ]),
+    );
+    assert_eq!(recorded["hash"], block["hash"], "{recorded} {block}");
 
     // A creation approved by too few of the first region's CNs is refused, with the reason;
     // one approved by three of four is recorded.
