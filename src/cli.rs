@@ -429,8 +429,8 @@ pub struct RnArgs {
     /// A CN to sync from, `index@host:port` (repeat for each).
     #[arg(long = "cn", requires = "genesis")]
     pub cns: Vec<String>,
-    /// Another RN to dial (repeat for each).
-    #[arg(long = "rn")]
+    /// Another RN to dial (repeat for each); with `--config`'s `[rn]` each region lists its own.
+    #[arg(long = "rn", requires = "genesis")]
     pub rns: Vec<std::net::SocketAddr>,
     /// Serve JSON-RPC (HTTP and WebSocket) here.
     #[arg(long)]

@@ -64,12 +64,16 @@ impl CnState {
         if system.len() >= MAX_SYSTEM_TXS || bytes + raw.len() > MAX_SYSTEM_BYTES {
             return false;
         }
-        let attestation =
-            |tx: &[u8]| system::split(tx).is_ok_and(|(k, _)| k == SystemKind::ProbeAttestation);
-        if attestation(&raw)
-            && system.iter().filter(|tx| attestation(tx)).count() >= MAX_QUEUED_ATTESTATIONS
-        {
-            return false;
+        // Kinds anyone holding an RN link can send unchecked get a share of the queue each, so
+        // a flood of them never keeps the other kinds out.
+        for (kind, most) in [
+            (SystemKind::ProbeAttestation, MAX_QUEUED_ATTESTATIONS),
+            (SystemKind::RegionCheckpoint, MAX_QUEUED_CHECKPOINTS),
+        ] {
+            let of_kind = |tx: &[u8]| system::split(tx).is_ok_and(|(k, _)| k == kind);
+            if of_kind(&raw) && system.iter().filter(|tx| of_kind(tx)).count() >= most {
+                return false;
+            }
         }
         system.push(raw);
         true
@@ -171,6 +175,8 @@ pub struct CnApp {
 const MAX_ATTESTATION_VERDICTS: usize = 4096;
 /// Attestations waiting in the system queue at once (a flood cannot crowd out shares).
 pub const MAX_QUEUED_ATTESTATIONS: usize = 256;
+/// Region checkpoints waiting for segment 0 (each region's relay keeps one in flight).
+pub const MAX_QUEUED_CHECKPOINTS: usize = 64;
 
 /// Wall clock in milliseconds since the Unix epoch (read by drivers, never by the consensus
 /// state machine or this application: they are given the time).
@@ -539,6 +545,32 @@ impl CnApp {
 }
 
 impl CnApp {
+    /// Queued region checkpoints that fail the cheap checks against the regionchain now
+    /// (malformed, region not listed, not above its last checkpoint, sealed by a set other
+    /// than the trusted one), removed from the queue: none of them can be accepted (a relay
+    /// sends again what still matters).
+    fn hopeless_checkpoints(&self, txs: &[Bytes]) -> HashSet<Bytes> {
+        let region = self.region_read();
+        let hopeless: HashSet<Bytes> = txs
+            .iter()
+            .filter(|tx| system::split(tx).is_ok_and(|(k, _)| k == SystemKind::RegionCheckpoint))
+            .filter(|tx| {
+                RegionCheckpoint::from_system_tx(tx).map_or(true, |c| {
+                    let listed = region.listed(c.region());
+                    let last = region.region_heads.get(&c.region());
+                    c.precheck(region.region, listed, last).is_err()
+                })
+            })
+            .cloned()
+            .collect();
+        drop(region);
+        if !hopeless.is_empty() {
+            let mut system = self.shared.system.lock().unwrap_or_else(|e| e.into_inner());
+            system.retain(|tx| !hopeless.contains(tx));
+        }
+        hopeless
+    }
+
     /// Segment 0 of a proposal at `height`: queued system transactions, with the queued PoSC
     /// attestations folded into penalties wherever a quorum attests.
     fn system_txs(&mut self, height: Height) -> Vec<Bytes> {
@@ -562,9 +594,12 @@ impl CnApp {
             _ => MAX_SYSTEM_TXS_PER_BLOCK,
         };
         let mut taken: HashMap<u8, usize> = HashMap::new();
-        // Segment 0 looks at one checkpoint per region: another waits for the next container.
-        let mut checkpointed = std::collections::HashSet::new();
+        // Segment 0 looks at one checkpoint per region: another waits for the next container;
+        // one that can never be accepted leaves the queue unproposed.
+        let hopeless = self.hopeless_checkpoints(&txs);
+        let mut checkpointed = HashSet::new();
         txs.retain(|tx| match system::split(tx) {
+            Ok((SystemKind::RegionCheckpoint, _)) if hopeless.contains(tx) => false,
             Ok((SystemKind::RegionCheckpoint, _))
                 if RegionCheckpoint::from_system_tx(tx)
                     .is_ok_and(|c| !checkpointed.insert(c.region())) =>

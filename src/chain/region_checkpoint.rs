@@ -109,17 +109,15 @@ impl RegionCheckpoint {
         self.sealed.header.region
     }
 
-    /// Checks the checkpoint in regionchain `here`, whose directory lists the region as
-    /// `entry` (`None`: not listed) and has recorded `last` of it; the head it records.
-    ///
-    /// Cheap checks first: ids, height and set roots are compared before any key is
-    /// decompressed or any pairing is computed.
-    pub fn verify(
+    /// What can be checked without signature work: the regionchain, the region listed and not
+    /// this one, the header above the last checkpoint, sealed by the trusted set, which is the
+    /// set carried. A checkpoint failing it can never be accepted (a proposer drops it unseen).
+    pub fn precheck(
         &self,
         here: ChainId,
         entry: Option<&RegionEntry>,
         last: Option<&RegionHead>,
-    ) -> Result<RegionHead, RegionCheckpointError> {
+    ) -> Result<(), RegionCheckpointError> {
         if self.directory != here {
             return Err(RegionCheckpointError::WrongDirectory {
                 got: self.directory,
@@ -153,12 +151,27 @@ impl RegionCheckpoint {
                 header: header.cn_set_root,
             });
         }
+        Ok(())
+    }
+
+    /// Checks the checkpoint in regionchain `here`, whose directory lists the region as
+    /// `entry` (`None`: not listed) and has recorded `last` of it; the head it records.
+    /// [`Self::precheck`] first, so ids, height and set roots are compared before any key is
+    /// decompressed or any pairing is computed.
+    pub fn verify(
+        &self,
+        here: ChainId,
+        entry: Option<&RegionEntry>,
+        last: Option<&RegionHead>,
+    ) -> Result<RegionHead, RegionCheckpointError> {
+        self.precheck(here, entry, last)?;
+        let header = &self.sealed.header;
         let set = CnSet::from_bytes(&self.cn_set)?;
         let hash = self.sealed.hash();
         let committee = set.whole_committee(header.height, self.sealed.seal.round);
         verify_certificate(&set, &committee, hash, &self.sealed.seal)?;
         Ok(RegionHead {
-            region,
+            region: header.region,
             height: header.height,
             hash,
             set_root: match header.next_cn_set.as_slice() {

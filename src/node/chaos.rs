@@ -738,7 +738,12 @@ fn inject(
             }
         )?;
         let floor = spec.throughput_floor as f64 / 100.0;
-        if after.acked >= MIN_WINDOW_TXS && (after.txs as f64) < floor * after.acked as f64 {
+        if after.uncounted > 0 && spec.throughput_floor > 0 {
+            report.failures.push(format!(
+                "after fault {} healed, {} blocks of the throughput window could not be read from any RN",
+                report.faults, after.uncounted
+            ));
+        } else if after.acked >= MIN_WINDOW_TXS && (after.txs as f64) < floor * after.acked as f64 {
             report.failures.push(format!(
                 "after fault {} healed the region committed {} transactions while the load got {} acknowledged: under {} %",
                 report.faults, after.txs, after.acked, spec.throughput_floor
@@ -769,8 +774,9 @@ struct Committed {
     txs: u64,
     acked: u64,
     seconds: f64,
-    /// Blocks the counting RN was still behind the closing head when it was counted (0 unless
-    /// no RN reached that head within [`COUNT_WAIT`]: then the count is short by them).
+    /// Blocks not counted (0 unless no RN reached the closing head within [`COUNT_WAIT`], or a
+    /// height could not be read): the window is then not judged on its count — an RN that
+    /// cannot serve the region's blocks fails the run as that, not as a throughput dip.
     uncounted: u64,
 }
 
@@ -809,16 +815,27 @@ impl Window {
             .load(Ordering::Relaxed)
             .saturating_sub(self.acked);
         let head = cns_head(region);
-        let reached = |url: &String| rn_height(&RnClient::new(url)).is_some_and(|h| h >= head);
-        let _ = wait_until(stop, COUNT_WAIT, || region.rn_urls.iter().any(reached));
-        let (url, counted) = counted_head(region);
-        let counted = counted.min(head);
+        let (txs, uncounted) = count_committed(region, self.height, head, stop);
         Committed {
-            txs: committed_between(url, self.height + 1, counted),
+            txs,
             acked,
             seconds,
-            uncounted: head - counted,
+            uncounted,
         }
+    }
+}
+
+/// Transactions committed at heights `after + 1..=head`, counted through the first RN to have
+/// audited `head` (waiting up to [`COUNT_WAIT`]), and how many of those blocks could not be
+/// counted (none unless no RN got there, or a height could not be read: then all of them).
+fn count_committed(region: &Region<'_>, after: u64, head: u64, stop: &AtomicBool) -> (u64, u64) {
+    let reached = |url: &String| rn_height(&RnClient::new(url)).is_some_and(|h| h >= head);
+    let _ = wait_until(stop, COUNT_WAIT, || region.rn_urls.iter().any(reached));
+    let (url, counted) = counted_head(region);
+    let counted = counted.min(head);
+    match committed_between(url, after + 1, counted) {
+        Some(txs) => (txs, head - counted),
+        None => (0, head.saturating_sub(after)),
     }
 }
 
@@ -976,17 +993,17 @@ fn rss_mib(pid: u32) -> Option<u64> {
 }
 
 /// Transactions the CNs committed on the load's servicechain at heights `from..=to`, counted
-/// through an RN's JSON-RPC.
-fn committed_between(url: &str, from: u64, to: u64) -> u64 {
+/// through an RN's JSON-RPC (each read retried); `None` when a height could not be read.
+fn committed_between(url: &str, from: u64, to: u64) -> Option<u64> {
     let rn = RnClient::new(url);
     (from..=to)
-        .filter_map(|h| {
-            let count = rn
-                .call(
-                    "eth_getBlockTransactionCountByNumber",
-                    json!([format!("{h:#x}")]),
-                )
-                .ok()?;
+        .map(|h| {
+            let count = rn_read(
+                &rn,
+                "eth_getBlockTransactionCountByNumber",
+                json!([format!("{h:#x}")]),
+            )
+            .ok()?;
             u64::from_str_radix(count.as_str()?.trim_start_matches("0x"), 16).ok()
         })
         .sum()
@@ -1126,7 +1143,7 @@ impl Region<'_> {
             .into_iter()
             .max()
             .unwrap_or(from);
-        let committed = committed_between(&self.rn_urls[0], from + 1, to);
+        let (committed, _) = count_committed(self, from, to, stop);
         let offered = burst.answered() + burst.failed;
         let ratio = offered as f64 / (committed as f64).max(1.0);
         report.peak_rss_mib = report.peak_rss_mib.max(peak);

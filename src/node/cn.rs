@@ -78,7 +78,8 @@ impl InitSpec {
             .cns
             .checked_add(1)
             .and_then(|per_region| per_region.checked_mul(self.regions))
-            .and_then(|ports| ports.checked_add(usize::from(self.base_port) - 1));
+            .and_then(|ports| ports.checked_add(usize::from(self.base_port)))
+            .map(|end| end - 1);
         anyhow::ensure!(
             last_port.is_some_and(|last| last <= usize::from(u16::MAX)),
             "{} region(s) of {} CNs and a ranger node from port {} need ports up to {}, beyond \
@@ -108,12 +109,33 @@ impl InitSpec {
                 self.region
             );
         }
-        anyhow::ensure!(
-            !self.out.join("genesis.json").exists(),
-            "{} already holds a genesis.json",
-            self.out.display()
-        );
+        if let Some(taken) = self.files().into_iter().find(|f| f.exists()) {
+            anyhow::bail!(
+                "{} already exists: kaon init writes into a directory that holds none of its files",
+                taken.display()
+            );
+        }
         Ok(())
+    }
+
+    /// Every file init writes (checked before writing any, so a failure leaves nothing half
+    /// written and a second run is not refused by what a first one left).
+    fn files(&self) -> Vec<PathBuf> {
+        let mut files = Vec::new();
+        for r in 0..self.regions {
+            let Some(id) = self.region_id(r) else {
+                continue;
+            };
+            let dir = self.region_dir(r, id);
+            files.push(dir.join("genesis.json"));
+            for i in 0..self.cns {
+                files.push(dir.join(format!("cn{i}/cn.key")));
+                files.push(dir.join(format!("cn{i}/config.toml")));
+            }
+            files.push(self.out.join(format!("rn/rn-{id}.key")));
+        }
+        files.push(self.out.join("rn/config.toml"));
+        files
     }
 }
 

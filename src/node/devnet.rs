@@ -448,12 +448,15 @@ pub fn run(
     // Every other region's headers are checkpointed into the first region's regionchain and
     // the first's into every other's, relayed from each region's RN 0 (`node::relay`).
     let relay = match regions.first().and_then(|r| r.rns.first()) {
-        Some(directory) => {
-            let others: Vec<_> = regions[1..]
+        Some(_) => {
+            let relayed = regions
                 .iter()
-                .filter_map(|r| Some(r.rns.first()?.view()))
-                .collect();
-            let routes = super::relay::platform_routes(&directory.view(), &others);
+                .filter_map(|r| {
+                    let rn = r.rns.first()?;
+                    Some(super::relay::RelayedRegion::new(rn.view(), &r.genesis))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let routes = super::relay::platform_routes(&relayed[0], &relayed[1..]);
             super::relay::spawn(routes, Arc::clone(&stop))?
         }
         None => None,

@@ -108,8 +108,11 @@ pub fn run_rn(spec: &RnSpec, out: &mut dyn Write) -> anyhow::Result<()> {
     let (rt, stop) = (&process.rt, &process.stop);
     // The first region keeps the directory: the others' headers are checkpointed into it, and
     // its headers into each of them.
-    let others: Vec<_> = followed[1..].iter().map(|f| f.rn.view()).collect();
-    let routes = super::relay::platform_routes(&followed[0].rn.view(), &others);
+    let relayed = followed
+        .iter()
+        .map(|f| super::relay::RelayedRegion::new(f.rn.view(), &f.genesis))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let routes = super::relay::platform_routes(&relayed[0], &relayed[1..]);
     let relay = super::relay::spawn(routes, Arc::clone(stop))?;
     let rpc = spec
         .rpc

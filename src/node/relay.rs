@@ -17,6 +17,7 @@
 //! checkpoint as the receiving regionchain will before sending it.
 
 use crate::chain::region_checkpoint::RegionCheckpoint;
+use crate::consensus::selection::set_root;
 use crate::crypto::bls::PublicKeyBytes;
 use crate::rn::RnView;
 use crate::types::system::MAX_SYSTEM_TX_BYTES;
@@ -27,36 +28,56 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// How often each other region's head is checkpointed (when it moved).
-pub const RELAY_INTERVAL: Duration = Duration::from_secs(2);
+/// How often each other region's head is checkpointed (when it moved). Every checkpoint costs
+/// each receiving node a pairing when it is executed and again whenever the node replays its
+/// regionchain after a restart, so this trades the ordering's granularity against that.
+pub const RELAY_INTERVAL: Duration = Duration::from_secs(10);
 /// A checkpoint sent but not recorded after this long is sent again (a CN restarted, a frame
-/// dropped under load).
-const RESEND_AFTER: Duration = Duration::from_secs(10);
+/// dropped under load, a forged checkpoint taking the region's place in a block).
+const RESEND_AFTER: Duration = Duration::from_secs(20);
 /// Headers read per region and pass looking for a CN-set announcement: a relay starting
 /// behind a long chain catches up over several passes instead of reading it all at once.
 const SCAN_LIMIT: u64 = 256;
 /// How often the stop flag is looked at while waiting.
 const POLL: Duration = Duration::from_millis(100);
 
+/// A region a process follows, as the relay needs it: its RN and its genesis CN set (the set
+/// a directory trusts for it first).
+#[derive(Clone)]
+pub struct RelayedRegion {
+    pub view: RnView,
+    pub genesis_set: Vec<PublicKeyBytes>,
+}
+
+impl RelayedRegion {
+    pub fn new(view: RnView, genesis: &crate::chain::genesis::Genesis) -> anyhow::Result<Self> {
+        let set = genesis.cn_set()?;
+        let genesis_set = (0..set.len() as u32)
+            .map(|i| set.key_bytes(crate::types::CnIndex(i)).copied())
+            .collect::<Result<_, _>>()?;
+        Ok(Self { view, genesis_set })
+    }
+}
+
 /// One direction of relaying: `from`'s headers into `into`'s regionchain.
 pub struct Route {
     pub into: RnView,
-    pub from: RnView,
+    pub from: RelayedRegion,
 }
 
 /// The routes of a platform followed by one process: every other region's headers into the
 /// first region's (the directory's), and the first region's into every other's.
-pub fn platform_routes(first: &RnView, others: &[RnView]) -> Vec<Route> {
+pub fn platform_routes(first: &RelayedRegion, others: &[RelayedRegion]) -> Vec<Route> {
     others
         .iter()
         .flat_map(|other| {
             [
                 Route {
-                    into: first.clone(),
+                    into: first.view.clone(),
                     from: other.clone(),
                 },
                 Route {
-                    into: other.clone(),
+                    into: other.view.clone(),
                     from: first.clone(),
                 },
             ]
@@ -74,10 +95,14 @@ struct Followed {
     scanned: Height,
     /// The announcing height found and not yet checkpointed, if any.
     announcing: Option<Height>,
-    /// CN sets seen in force, by root: a header is checkpointed with the set that sealed it.
+    /// CN sets known by root — the genesis set, each set announced by a header the relay
+    /// scanned, the set in force at each pass — so a header is checkpointed with the set
+    /// that sealed it. At most one more per set change of the region.
     sets: HashMap<B256, Vec<PublicKeyBytes>>,
     /// The last checkpoint sent: its height and when.
     sent: Option<(Height, Instant)>,
+    /// The last error logged as a warning (a repeat is logged at debug level only).
+    failing: Option<String>,
 }
 
 /// Starts the relay thread over `routes` until `stop`; no routes, no thread.
@@ -90,14 +115,18 @@ pub fn spawn(
     }
     let mut followed: Vec<Followed> = routes
         .into_iter()
-        .map(|route| Followed {
-            region: region_of(&route.from),
-            into: route.into,
-            view: route.from,
-            scanned: Height(0),
-            announcing: None,
-            sets: HashMap::new(),
-            sent: None,
+        .map(|route| {
+            let genesis = route.from.genesis_set;
+            Followed {
+                region: region_of(&route.from.view),
+                into: route.into,
+                view: route.from.view,
+                scanned: Height(0),
+                announcing: None,
+                sets: HashMap::from([(set_root(&genesis), genesis)]),
+                sent: None,
+                failing: None,
+            }
         })
         .collect();
     std::thread::Builder::new()
@@ -107,14 +136,8 @@ pub fn spawn(
             while !stop.load(Ordering::Relaxed) {
                 if Instant::now() >= next {
                     for route in &mut followed {
-                        if let Err(e) = route.relay() {
-                            tracing::warn!(
-                                region = %route.region,
-                                into = %region_of(&route.into),
-                                error = %e,
-                                "region checkpoint not relayed"
-                            );
-                        }
+                        let outcome = route.relay().map_err(|e| format!("{e:#}"));
+                        route.log(outcome);
                     }
                     next = Instant::now() + RELAY_INTERVAL;
                 }
@@ -125,6 +148,23 @@ pub fn spawn(
 }
 
 impl Followed {
+    /// Logs a failed pass as a warning the first time its error is seen, then at debug level
+    /// until it changes or a pass succeeds (a region that cannot be checkpointed, e.g. one
+    /// whose committees are smaller than its set, would otherwise warn every pass).
+    fn log(&mut self, outcome: Result<(), String>) {
+        let into = region_of(&self.into);
+        match outcome {
+            Ok(()) => self.failing = None,
+            Err(e) if self.failing.as_ref() == Some(&e) => {
+                tracing::debug!(region = %self.region, %into, error = %e, "region checkpoint not relayed");
+            }
+            Err(e) => {
+                tracing::warn!(region = %self.region, %into, error = %e, "region checkpoint not relayed");
+                self.failing = Some(e);
+            }
+        }
+    }
+
     /// One pass: sends the next checkpoint of this region when its head moved past the last
     /// one recorded (and none sent is still waiting to be).
     fn relay(&mut self) -> anyhow::Result<()> {
@@ -151,13 +191,13 @@ impl Followed {
             return Ok(());
         };
         let checkpoint = self.checkpoint(here, target)?;
-        checkpoint.verify(here, Some(&entry), last.as_ref())?;
         let raw = checkpoint.to_system_tx();
         anyhow::ensure!(
             raw.len() <= MAX_SYSTEM_TX_BYTES,
             "the header at height {target} makes a checkpoint of {} bytes, above the {MAX_SYSTEM_TX_BYTES}-byte system transaction limit",
             raw.len()
         );
+        checkpoint.verify(here, Some(&entry), last.as_ref())?;
         self.into.forward_txs(vec![raw])?;
         self.sent = Some((target, Instant::now()));
         tracing::debug!(region = %self.region, height = %target, "region checkpoint relayed");
@@ -191,7 +231,10 @@ impl Followed {
                 .block_by_height(h)?
                 .ok_or_else(|| anyhow::anyhow!("block {h} is not stored"))?;
             self.scanned = h;
-            if !block.header().next_cn_set.is_empty() {
+            let next = &block.header().next_cn_set;
+            if !next.is_empty() {
+                // The announced set seals the headers after this one.
+                self.sets.insert(set_root(next), next.clone());
                 self.announcing = Some(h);
                 return Ok(Some(h));
             }

@@ -245,6 +245,50 @@ mod tests {
     }
 
     #[test]
+    fn region_checkpoints_get_a_bounded_share_of_the_queue_and_hopeless_ones_are_not_proposed() {
+        use crate::chain::app::MAX_QUEUED_CHECKPOINTS;
+        use crate::chain::region_checkpoint::tests::{checkpoint, cn_keys, entry, sealed};
+        use crate::chain::region_checkpoint::RegionCheckpoint;
+        use alloy_primitives::Bytes;
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = open(dir.path());
+        let shared = CnState {
+            pool: Arc::new(Mutex::new(Mempool::new(Default::default(), [REGION]))),
+            state: Arc::clone(ledger.state()),
+            system: Arc::default(),
+        };
+        let mut app = CnApp::new(REGION, set(7), shared.clone(), 100, genesis());
+        let keys = cn_keys("other");
+        app.configure_region(|mut r| {
+            r.directory.insert(entry(&keys));
+            r
+        });
+        let at = |h| checkpoint(&keys, sealed(&keys, h, 3, &[])).to_system_tx();
+        // Sealed by a set the directory does not trust: can never be accepted.
+        let forger = cn_keys("forger");
+        let untrusted = checkpoint(&forger, sealed(&forger, 9, 4, &[])).to_system_tx();
+        assert!(shared.add_system_tx(untrusted.clone()));
+        for h in 1..MAX_QUEUED_CHECKPOINTS as u64 {
+            assert!(shared.add_system_tx(at(h)), "checkpoint {h} refused");
+        }
+        // The checkpoints' share is full; other kinds still get in.
+        assert!(!shared.add_system_tx(at(1_000)));
+        let other_kind = Bytes::from_static(&[0xfe, 2, 0xc0]);
+        assert!(shared.add_system_tx(other_kind.clone()));
+        let body = app.build(Height(1), &genesis(), 101);
+        let proposed: Vec<&Bytes> = body.segments[0]
+            .txs
+            .iter()
+            .filter(|tx| RegionCheckpoint::from_system_tx(tx).is_ok())
+            .collect();
+        // One checkpoint per region, the first that can be accepted; the hopeless one is
+        // dropped from the queue unproposed.
+        assert_eq!(proposed, [&at(1)]);
+        assert!(body.segments[0].txs.contains(&other_kind));
+        assert!(!shared.system.lock().unwrap().contains(&untrusted));
+    }
+
+    #[test]
     fn the_set_in_force_is_the_last_one_switched_to_at_or_below_the_height() {
         let (a, b, c, d) = (set(1), set(2), set(3), set(4));
         let mut history = SetHistory::new(Arc::clone(&a));

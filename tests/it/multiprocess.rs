@@ -398,7 +398,8 @@ fn rpc(url: &str, method: &str, params: serde_json::Value) -> Option<serde_json:
 fn two_regions_of_processes_and_one_rn_following_both() {
     let _turn = crate::processes_turn();
     let dir = tempfile::tempdir().unwrap();
-    let base = 40_000 + (std::process::id() % 12_000) as u16;
+    // Below Linux's ephemeral range (32768–60999) and apart from the other tests' ports.
+    let base = 8_000 + (std::process::id() % 12_000) as u16;
     let init = Command::new(KAON)
         .args([
             "init",
@@ -500,12 +501,19 @@ fn two_regions_of_processes_and_one_rn_following_both() {
     )
     .is_some_and(|r| r.is_null()));
     // The same signed bytes are refused on the first region's chain (signed for another).
-    assert!(rpc(
-        &url(1001),
-        "eth_sendRawTransaction",
-        serde_json::json!([raw])
-    )
-    .is_none());
+    let body = serde_json::json!({
+        "jsonrpc": "2.0", "id": 1, "method": "eth_sendRawTransaction", "params": [raw]
+    });
+    let refused = ureq::post(&url(1001))
+        .header("content-type", "application/json")
+        .send(body.to_string())
+        .expect("the first region's chain answers")
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    let refused: serde_json::Value = serde_json::from_str(&refused).unwrap();
+    assert!(refused["error"]["message"].is_string(), "{refused}");
+    assert!(refused.get("result").is_none(), "{refused}");
     let unknown = ureq::post(&url(5_000))
         .header("content-type", "application/json")
         .send(r#"{"jsonrpc":"2.0","id":1,"method":"eth_blockNumber","params":[]}"#);
