@@ -9,12 +9,17 @@ use crate::burst::{raw_hex, transfer_on, Client, Devnet};
 use crate::rpc::{ws_connect, ws_next, ws_send};
 use alloy_primitives::{hex, Address, B256, U256};
 use kaon::chain::directory::{approve_creation, RegionEntry, REGION_ID_SPAN};
+use kaon::chain::region_checkpoint::RegionCheckpoint;
 use kaon::chain::servicechain::{GenesisAlloc, Registration, ServicechainSpec};
+use kaon::consensus::certificate::aggregate_commit_votes;
 use kaon::consensus::selection::CnSet;
 use kaon::crypto::bls::SecretKey;
 use kaon::node::accounts::{developer_accounts, DEV_ACCOUNTS};
 use kaon::node::devnet::{devnet_cn_key, DevnetConfig, DEV_BALANCE_WEI};
-use kaon::types::{ChainId, CnIndex};
+use kaon::types::block::HEADER_VERSION;
+use kaon::types::{
+    BlockHash, ChainId, CnIndex, Header, Height, Round, SealedHeader, Vote, VoteKind,
+};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
@@ -116,6 +121,44 @@ fn wait_for_checkpoint(client: &Client, height: u64) -> Value {
     }
 }
 
+/// A checkpoint of `region`'s header at a height above any it reached, sealed by four keys of
+/// a forger's own (a quorum of the set the header names), as `kaon_sendSystemTransaction`
+/// takes it.
+fn forged_checkpoint(region: ChainId) -> String {
+    let keys: Vec<SecretKey> = (0..4u8)
+        .map(|i| SecretKey::from_seed(&[i + 40; 32]).unwrap())
+        .collect();
+    let set = CnSet::new(keys.iter().map(SecretKey::public_key).collect()).unwrap();
+    let header = Header {
+        version: HEADER_VERSION,
+        region,
+        height: Height(1 << 40),
+        round: Round(0),
+        parent: BlockHash(B256::ZERO),
+        timestamp_ms: 0,
+        proposer: CnIndex(0),
+        random_reveal: keys[0].sign(b"reveal").to_bytes(),
+        mix: B256::ZERO,
+        cn_set_root: set.root(),
+        next_cn_set: Vec::new(),
+        segments: Vec::new(),
+    };
+    let committee = set.whole_committee(header.height, Round(0));
+    let message = Vote::signing_message(VoteKind::Commit, header.height, Round(0), header.hash());
+    let votes: Vec<_> = committee
+        .members
+        .iter()
+        .map(|&cn| (cn, keys[cn.0 as usize].sign(&message)))
+        .collect();
+    let seal = aggregate_commit_votes(&committee, &votes).unwrap();
+    let checkpoint = RegionCheckpoint {
+        directory: ChainId(1000),
+        sealed: SealedHeader { header, seal },
+        cn_set: keys.iter().map(|k| k.public_key().to_bytes()).collect(),
+    };
+    format!("0x{}", hex::encode(checkpoint.to_system_tx()))
+}
+
 fn balance(client: &Client, who: Address) -> U256 {
     client.quantity("eth_getBalance", json!([who, "latest"]))
 }
@@ -213,6 +256,15 @@ fn two_regions_run_side_by_side_behind_one_endpoint() {
             second_regionchain.ok("eth_getBlockByNumber", json!([format!("{at:#x}"), false]));
         assert_eq!(recorded["hash"], block["hash"], "{recorded} {block}");
     }
+
+    // A checkpoint of the second region sealed by a forger's own keys is refused over
+    // JSON-RPC with the reason.
+    let refused = region_1000.call(
+        "kaon_sendSystemTransaction",
+        json!([forged_checkpoint(ChainId(SECOND_REGION))]),
+    );
+    let message = refused["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("the directory trusts"), "{refused}");
 
     // And the other way: the second region's genesis names the first as its directory
     // region, and its regionchain records the first region's headers.
