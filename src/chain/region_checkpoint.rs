@@ -170,15 +170,22 @@ impl RegionCheckpoint {
         let hash = self.sealed.hash();
         let committee = set.whole_committee(header.height, self.sealed.seal.round);
         verify_certificate(&set, &committee, hash, &self.sealed.seal)?;
-        Ok(RegionHead {
+        Ok(self.head())
+    }
+
+    /// The head this checkpoint records once accepted: its header's height and hash, and the
+    /// set root the next checkpoint needs (the set it announced, or the one that sealed it).
+    pub fn head(&self) -> RegionHead {
+        let header = &self.sealed.header;
+        RegionHead {
             region: header.region,
             height: header.height,
-            hash,
+            hash: self.sealed.hash(),
             set_root: match header.next_cn_set.as_slice() {
                 [] => header.cn_set_root,
                 next => set_root(next),
             },
-        })
+        }
     }
 }
 

@@ -245,6 +245,57 @@ mod tests {
     }
 
     #[test]
+    fn a_replay_trusts_checkpoint_seals_only_where_the_certified_outcome_agrees() {
+        use crate::chain::region_checkpoint::tests::{checkpoint, cn_keys, entry, sealed, OTHER};
+        let keys = cn_keys("other");
+        let listing = |app: &mut CnApp| {
+            app.configure_region(|mut r| {
+                r.directory.insert(entry(&keys));
+                r
+            })
+        };
+        // Block 1 carries a checkpoint at height 9 whose seal does not cover its header
+        // (refused when executed), block 2 a sound one at height 5 (recorded).
+        let mut forged = checkpoint(&keys, sealed(&keys, 9, 3, &[]));
+        forged.sealed.header.timestamp_ms += 1;
+        let sound = checkpoint(&keys, sealed(&keys, 5, 3, &[]));
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut ledger = open(dir.path());
+            let shared = CnState {
+                pool: Arc::new(Mutex::new(Mempool::new(Default::default(), [REGION]))),
+                state: Arc::clone(ledger.state()),
+                system: Arc::default(),
+            };
+            let mut app = CnApp::new(REGION, set(7), shared.clone(), 100, genesis());
+            listing(&mut app);
+            let mut tip = genesis();
+            let mut chain = Vec::new();
+            for tx in [forged.to_system_tx(), sound.to_system_tx()] {
+                assert!(shared.add_system_tx(tx));
+                let block = next_block(&mut app, &tip);
+                app.commit(&block).unwrap();
+                tip = Tip::of(&block);
+                chain.push(block);
+            }
+            assert_eq!(
+                app.region_handle().read().unwrap().region_heads[&OTHER].height,
+                Height(5)
+            );
+            ledger.append(&chain).unwrap();
+        }
+        let ledger = open(dir.path());
+        let mut app = app(&ledger);
+        listing(&mut app);
+        heights_replayed(&ledger, &mut app).unwrap();
+        // Trusting block 1's forged seal would have recorded height 9 and refused block 2's.
+        assert_eq!(
+            app.region_handle().read().unwrap().region_heads[&OTHER].height,
+            Height(5)
+        );
+    }
+
+    #[test]
     fn region_checkpoints_get_a_bounded_share_of_the_queue_and_hopeless_ones_are_not_proposed() {
         use crate::chain::app::MAX_QUEUED_CHECKPOINTS;
         use crate::chain::region_checkpoint::tests::{checkpoint, cn_keys, entry, sealed};
