@@ -61,17 +61,33 @@ impl CnState {
             return true;
         }
         let bytes: usize = system.iter().map(|tx| tx.len()).sum();
-        if system.len() >= MAX_SYSTEM_TXS || bytes + raw.len() > MAX_SYSTEM_BYTES {
+        if system.len() >= MAX_SYSTEM_TXS
+            || bytes + raw.len() > MAX_SYSTEM_BYTES
+            || raw.len() > system::MAX_SYSTEM_TX_BYTES
+        {
             return false;
         }
-        // Kinds anyone holding an RN link can send unchecked get a share of the queue each, so
-        // a flood of them never keeps the other kinds out.
-        for (kind, most) in [
-            (SystemKind::ProbeAttestation, MAX_QUEUED_ATTESTATIONS),
-            (SystemKind::RegionCheckpoint, MAX_QUEUED_CHECKPOINTS),
+        // Kinds anyone holding an RN link can send unchecked get a share of the queue each, by
+        // count and bytes, so a flood of them never keeps the other kinds out.
+        for (kind, most, most_bytes) in [
+            (
+                SystemKind::ProbeAttestation,
+                MAX_QUEUED_ATTESTATIONS,
+                MAX_SYSTEM_BYTES / 8,
+            ),
+            (
+                SystemKind::RegionCheckpoint,
+                MAX_QUEUED_CHECKPOINTS,
+                MAX_SYSTEM_BYTES / 8,
+            ),
         ] {
             let of_kind = |tx: &[u8]| system::split(tx).is_ok_and(|(k, _)| k == kind);
-            if of_kind(&raw) && system.iter().filter(|tx| of_kind(tx)).count() >= most {
+            if !of_kind(&raw) {
+                continue;
+            }
+            let queued = system.iter().filter(|tx| of_kind(tx));
+            let (count, queued_bytes) = queued.fold((0, 0), |(n, b), tx| (n + 1, b + tx.len()));
+            if count >= most || queued_bytes + raw.len() > most_bytes {
                 return false;
             }
         }
@@ -374,8 +390,14 @@ impl CnApp {
         if header.segments.first() == Some(&trusted.commitment) {
             return trusted;
         }
-        tracing::debug!(height = %header.height, "segment 0 replayed with every seal verified");
-        region.execute(header.height, segment)
+        let verified = region.execute(header.height, segment);
+        if header.segments.first() != Some(&verified.commitment) {
+            tracing::error!(
+                height = %header.height,
+                "segment 0 replays to a commitment other than its certified header's: the regionchain state rebuilt after this restart differs from the one the chain committed (a changed genesis or a rule changed without an activation height)"
+            );
+        }
+        verified
     }
 
     fn commitments(execution: &BlockExecution) -> Vec<SegmentCommitment> {

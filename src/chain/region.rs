@@ -396,7 +396,11 @@ impl RegionState {
     /// check made): for replaying a block this node committed before, whose certified segment-0
     /// commitment — receipts root included, so which transactions were accepted — the caller
     /// compares with the result, executing in full when they differ.
-    pub fn execute_trusting_seals(&self, height: Height, segment: &Segment) -> RegionExecution {
+    pub(crate) fn execute_trusting_seals(
+        &self,
+        height: Height,
+        segment: &Segment,
+    ) -> RegionExecution {
         self.execute_with(height, segment, Seals::Trust)
     }
 

@@ -740,7 +740,7 @@ fn inject(
         let floor = spec.throughput_floor as f64 / 100.0;
         if after.uncounted > 0 && spec.throughput_floor > 0 {
             report.failures.push(format!(
-                "after fault {} healed, {} blocks of the throughput window could not be read from any RN",
+                "after fault {} healed, {} blocks of the throughput window were not counted: no RN reached them within 10 s or served them",
                 report.faults, after.uncounted
             ));
         } else if after.acked >= MIN_WINDOW_TXS && (after.txs as f64) < floor * after.acked as f64 {

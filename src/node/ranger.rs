@@ -106,12 +106,17 @@ pub fn run_rn(spec: &RnSpec, out: &mut dyn Write) -> anyhow::Result<()> {
         });
     }
     let (rt, stop) = (&process.rt, &process.stop);
-    // The first region keeps the directory: the others' headers are checkpointed into it, and
-    // its headers into each of them.
-    let relayed = followed
+    // The directory region's regionchain records the others' headers, and each of theirs the
+    // directory region's.
+    let mut relayed = followed
         .iter()
         .map(|f| super::relay::RelayedRegion::new(f.rn.view(), &f.genesis))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    // The directory region is the one whose genesis names none (the others name it); the
+    // config lists the regions in any order.
+    if let Some(k) = followed.iter().position(|f| f.genesis.directory.is_none()) {
+        relayed.swap(0, k);
+    }
     let routes = super::relay::platform_routes(&relayed[0], &relayed[1..]);
     let relay = super::relay::spawn(routes, Arc::clone(stop))?;
     let rpc = spec

@@ -101,6 +101,8 @@ struct Followed {
     sets: HashMap<B256, Vec<PublicKeyBytes>>,
     /// The last checkpoint sent: its height and when.
     sent: Option<(Height, Instant)>,
+    /// Highest height read from the bottom up to learn announced sets ([`Self::learn_sets`]).
+    learned: Height,
     /// The last error logged as a warning (a repeat is logged at debug level only).
     failing: Option<String>,
 }
@@ -125,6 +127,7 @@ pub fn spawn(
                 announcing: None,
                 sets: HashMap::from([(set_root(&genesis), genesis)]),
                 sent: None,
+                learned: Height(0),
                 failing: None,
             }
         })
@@ -244,15 +247,22 @@ impl Followed {
     }
 
     /// The checkpoint of this region's block at `height`, for the regionchain `directory`.
-    fn checkpoint(&self, directory: ChainId, height: Height) -> anyhow::Result<RegionCheckpoint> {
+    fn checkpoint(
+        &mut self,
+        directory: ChainId,
+        height: Height,
+    ) -> anyhow::Result<RegionCheckpoint> {
         let block = self
             .view
             .block_by_height(height)?
             .ok_or_else(|| anyhow::anyhow!("block {height} is not stored"))?;
         let root = block.header().cn_set_root;
+        if !self.sets.contains_key(&root) {
+            self.learn_sets(height)?;
+        }
         let cn_set = self.sets.get(&root).cloned().ok_or_else(|| {
             anyhow::anyhow!(
-                "the CN set {root} that sealed height {height} was never seen in force by this relay"
+                "the CN set that sealed the region's height {height} is not known yet (the headers below it are read for announcements, {SCAN_LIMIT} a pass)"
             )
         })?;
         Ok(RegionCheckpoint {
@@ -260,6 +270,29 @@ impl Followed {
             sealed: block.sealed,
             cn_set,
         })
+    }
+
+    /// Reads up to [`SCAN_LIMIT`] more headers below `height`, from where it last stopped,
+    /// learning every CN set they announce: a relay started after a set change (whose
+    /// announcing header the directory already recorded) finds the set sealing the headers
+    /// after it this way.
+    fn learn_sets(&mut self, height: Height) -> anyhow::Result<()> {
+        let from = self.learned.next();
+        let to = Height(height.0.min(from.0.saturating_add(SCAN_LIMIT - 1)));
+        let mut h = from;
+        while h < to.next() {
+            let block = self
+                .view
+                .block_by_height(h)?
+                .ok_or_else(|| anyhow::anyhow!("block {h} is not stored"))?;
+            let next = &block.header().next_cn_set;
+            if !next.is_empty() {
+                self.sets.insert(set_root(next), next.clone());
+            }
+            self.learned = h;
+            h = h.next();
+        }
+        Ok(())
     }
 }
 
