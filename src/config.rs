@@ -375,6 +375,14 @@ mod tests {
         assert!(rpc.to_string().contains("rpc.max_batch_len"), "{rpc}");
         let unknown = Config::from_toml("[rpc]\ndefault_chain = 7\n", origin).unwrap_err();
         assert!(unknown.to_string().contains("default_chain"), "{unknown}");
+        let capacity =
+            Config::from_toml("[rpc]\nregion_capacity_tps = -5.0\n", origin).unwrap_err();
+        assert!(
+            capacity.to_string().contains("region_capacity_tps"),
+            "{capacity}"
+        );
+        let stated = Config::from_toml("[rpc]\nregion_capacity_tps = 3700.0\n", origin).unwrap();
+        assert_eq!(stated.rpc.region_capacity_tps, Some(3700.0));
     }
 
     #[test]

@@ -152,6 +152,7 @@ pub fn run_rn(spec: &RnSpec, out: &mut dyn Write) -> anyhow::Result<()> {
             .map(|f| (f.genesis.region.to_string(), f.rn.view()))
             .collect();
         let rpc_metrics = rpc.as_ref().map(|r| r.server().metrics_source());
+        let loads: Vec<_> = rpc.iter().flat_map(|r| r.regions().to_vec()).collect();
         let bound = crate::telemetry::serve_metrics(
             rt.handle(),
             addr,
@@ -167,6 +168,12 @@ pub fn run_rn(spec: &RnSpec, out: &mut dyn Write) -> anyhow::Result<()> {
                 }
                 if let Some(rpc) = &rpc_metrics {
                     rpc.metrics(&mut m, &[]);
+                }
+                for load in &loads {
+                    let region = load.region().to_string();
+                    if let Err(e) = load.load_metrics(&mut m, &[("region", region.as_str())]) {
+                        tracing::debug!(%region, "region load not read for metrics: {e}");
+                    }
                 }
                 m.render()
             }),

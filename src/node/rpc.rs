@@ -52,7 +52,10 @@ struct RecentLoad {
     head: u64,
     blocks: u64,
     txs: u64,
+    /// Gas the servicechains' segments used (transactions marked invalid use none).
+    gas: u64,
     tx_per_second: Option<f64>,
+    gas_per_second: Option<f64>,
 }
 
 impl RecentLoad {
@@ -61,7 +64,9 @@ impl RecentLoad {
             head,
             blocks: 0,
             txs: 0,
+            gas: 0,
             tx_per_second: None,
+            gas_per_second: None,
         }
     }
 }
@@ -80,6 +85,10 @@ pub trait NodeLink: Send + Sync {
     }
     fn peers(&self) -> u64 {
         0
+    }
+    /// Finality as this node's clients see it over its last blocks (`None`: not measured).
+    fn finality(&self) -> Option<crate::rn::Finality> {
+        None
     }
 }
 
@@ -100,6 +109,9 @@ pub struct ChainRpc {
     suggested_tips: Mutex<HashMap<ChainId, (u64, u128)>>,
     /// `kaon_regions`' load figures, for the head they were read at.
     recent_load: Mutex<Option<RecentLoad>>,
+    /// The committed transactions per second this region was measured to sustain, against
+    /// which its load is reported (`[rpc] region_capacity_tps`; `None`: not stated).
+    capacity_tps: Option<f64>,
 }
 
 fn internal(e: impl std::fmt::Display) -> BackendError {
@@ -138,7 +150,15 @@ impl ChainRpc {
             head_mix: Mutex::default(),
             suggested_tips: Mutex::default(),
             recent_load: Mutex::default(),
+            capacity_tps: None,
         }
+    }
+
+    /// States the region's measured capacity (committed transactions per second), so its
+    /// load is also reported as a share of it.
+    pub fn with_capacity(mut self, capacity_tps: Option<f64>) -> Self {
+        self.capacity_tps = capacity_tps.filter(|c| c.is_finite() && *c > 0.0);
+        self
     }
 
     /// What the transactions of `chain` in block `height` paid above the base fee (those
@@ -255,18 +275,83 @@ impl ChainRpc {
             (chains, directory, checkpoints, anchor)
         };
         let load = self.recent_load(head)?;
+        let finality = self.link.finality();
         Ok(json!({
             "region": self.region.0,
             "servicechains": chains,
             "head": head,
             "recentBlocks": load.blocks,
             "recentTransactions": load.txs,
+            "recentGas": load.gas,
             "txPerSecond": load.tx_per_second,
+            "gasPerSecond": load.gas_per_second,
+            "capacityTxPerSecond": self.capacity_tps,
+            "utilisation": self.utilisation(&load),
             "poolDepth": self.outbox.pooled(),
+            "finalityMs": finality.map(|f| json!({ "blocks": f.blocks, "p50": f.p50_ms, "max": f.max_ms })),
             "directory": directory,
             "directoryRegion": anchor,
             "checkpoints": checkpoints,
         }))
+    }
+
+    /// Committed transactions per second as a share of the stated capacity.
+    fn utilisation(&self, load: &RecentLoad) -> Option<f64> {
+        Some(load.tx_per_second? / self.capacity_tps?)
+    }
+
+    /// This region's load for the Prometheus endpoint, with `labels` on every sample:
+    /// what an operator's alert on "time to add a region" (`docs/regions.md`) reads.
+    pub fn load_metrics(
+        &self,
+        m: &mut crate::telemetry::Metrics,
+        labels: &[(&str, &str)],
+    ) -> Result<(), BackendError> {
+        let load = self.recent_load(self.head_height()?)?;
+        let finality = self.link.finality();
+        let gauges = [
+            (
+                "kaon_region_tx_per_second",
+                "Committed servicechain transactions per second over the region's last blocks",
+                load.tx_per_second,
+            ),
+            (
+                "kaon_region_gas_per_second",
+                "Gas the servicechains used per second over the region's last blocks",
+                load.gas_per_second,
+            ),
+            (
+                "kaon_region_capacity_tx_per_second",
+                "The region's measured capacity as stated in [rpc] region_capacity_tps",
+                self.capacity_tps,
+            ),
+            (
+                "kaon_region_utilisation",
+                "Committed transactions per second as a share of the stated capacity",
+                self.utilisation(&load),
+            ),
+            (
+                "kaon_region_pool_depth",
+                "Transactions this node accepted for the region and holds until included",
+                Some(self.outbox.pooled() as f64),
+            ),
+            (
+                "kaon_region_finality_p50_seconds",
+                "Median time from a block's timestamp to its being readable at this node, last blocks",
+                finality.map(|f| f.p50_ms as f64 / 1e3),
+            ),
+            (
+                "kaon_region_finality_max_seconds",
+                "Worst time from a block's timestamp to its being readable at this node, last blocks",
+                finality.map(|f| f.max_ms as f64 / 1e3),
+            ),
+        ];
+        for (name, help, value) in gauges {
+            if let Some(value) = value {
+                m.gauge(name, help, labels, value);
+            }
+        }
+        Ok(())
     }
 
     /// The load of the last [`UTILISATION_BLOCKS`] blocks up to `head`, read once per head
@@ -278,8 +363,8 @@ impl ChainRpc {
             return Ok(load);
         }
         let from = head.saturating_sub(UTILISATION_BLOCKS - 1).max(1);
-        let (mut load, mut first_ms, mut last_ms, mut after_first) =
-            (RecentLoad::empty(head), None, 0u64, 0u64);
+        let (mut load, mut first_ms, mut last_ms, mut after_first, mut gas_after_first) =
+            (RecentLoad::empty(head), None, 0u64, 0u64, 0u64);
         for height in from..=head {
             let Some(block) = self.container(height)? else {
                 break;
@@ -291,19 +376,41 @@ impl ChainRpc {
                 .skip(1)
                 .map(|s| u64::from(s.tx_count))
                 .sum();
+            let gas = self.block_gas(&block)?;
             load.blocks += 1;
             load.txs += txs;
-            // The rate counts the transactions of the blocks that end each interval.
+            load.gas += gas;
+            // The rates count the transactions and gas of the blocks that end each interval.
             if first_ms.is_some() {
                 after_first += txs;
+                gas_after_first += gas;
             }
             first_ms.get_or_insert(header.timestamp_ms);
             last_ms = header.timestamp_ms;
         }
         let span_ms = last_ms.saturating_sub(first_ms.unwrap_or(last_ms));
-        load.tx_per_second = (span_ms > 0).then(|| after_first as f64 * 1e3 / span_ms as f64);
+        let per_second = |n: u64| (span_ms > 0).then(|| n as f64 * 1e3 / span_ms as f64);
+        load.tx_per_second = per_second(after_first);
+        load.gas_per_second = per_second(gas_after_first);
         *cached = Some(load);
         Ok(load)
+    }
+
+    /// Gas the servicechain segments of `block` used, from their stored receipts.
+    fn block_gas(&self, block: &Block) -> Result<u64, BackendError> {
+        let height = block.header().height.0;
+        let mut gas = 0u64;
+        for segment in block.header().segments.iter().skip(1) {
+            let used = self
+                .state
+                .store()
+                .receipts_of(height, segment.chain_id)
+                .map_err(internal)?
+                .and_then(|r| r.receipts.last().map(|l| l.cumulative_gas_used))
+                .unwrap_or(0);
+            gas = gas.saturating_add(used);
+        }
+        Ok(gas)
     }
 
     /// Container `height` from the block log (`None` above the head).
@@ -1265,6 +1372,10 @@ impl NodeLink for crate::rn::RnView {
     fn peers(&self) -> u64 {
         self.peer_count() as u64
     }
+
+    fn finality(&self) -> Option<crate::rn::Finality> {
+        crate::rn::RnView::finality(self)
+    }
 }
 
 /// A JSON-RPC server over one RN per region, with each region's threads: the one that pushes
@@ -1272,6 +1383,8 @@ impl NodeLink for crate::rn::RnView {
 /// to the CNs ([`super::outbox`]).
 pub struct ServedRpc {
     server: Arc<crate::rpc::RpcServer>,
+    /// Each region's backend, in the order served.
+    regions: Vec<Arc<ChainRpc>>,
     stop: Arc<std::sync::atomic::AtomicBool>,
     threads: Vec<std::thread::JoinHandle<anyhow::Result<()>>>,
 }
@@ -1283,6 +1396,11 @@ impl ServedRpc {
 
     pub fn server(&self) -> &crate::rpc::RpcServer {
         &self.server
+    }
+
+    /// The backend of each region served, in the order given: its load figures for metrics.
+    pub fn regions(&self) -> &[Arc<ChainRpc>] {
+        &self.regions
     }
 
     /// Stops the notifiers, the forwarders and the server.
@@ -1390,7 +1508,7 @@ pub fn serve_regions(
     let region = ChainId(first.genesis.region);
     let backends = regions
         .iter()
-        .map(region_backend)
+        .map(|served| region_backend(served, limits.region_capacity_tps))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let config = crate::rpc::RpcConfig {
         default_chain: first
@@ -1412,6 +1530,7 @@ pub fn serve_regions(
     );
     let stop = Arc::clone(stop);
     let mut threads = Vec::new();
+    let served_backends = backends.iter().map(|(b, _)| Arc::clone(b)).collect();
     for (served, (backend, outbox)) in regions.iter().zip(backends) {
         let forwarder = {
             let (link, state) = (served.rn.clone(), Arc::clone(&served.rn.state().state));
@@ -1436,6 +1555,7 @@ pub fn serve_regions(
     }
     Ok(ServedRpc {
         server,
+        regions: served_backends,
         stop,
         threads,
     })
@@ -1445,18 +1565,22 @@ pub fn serve_regions(
 /// journal read back first).
 fn region_backend(
     served: &ServedRegion<'_>,
+    capacity_tps: Option<f64>,
 ) -> anyhow::Result<(Arc<ChainRpc>, Arc<super::outbox::Outbox>)> {
     let rn = &served.rn;
     let outbox = Arc::new(super::outbox::Outbox::new(Arc::clone(&rn.state().pool)));
-    let backend = Arc::new(ChainRpc::new(
-        ChainId(served.genesis.region),
-        served.genesis.tip(),
-        Arc::clone(&rn.state().state),
-        rn.chain().clone(),
-        Arc::clone(rn.region()),
-        Arc::new(rn.clone()),
-        Arc::clone(&outbox),
-    ));
+    let backend = Arc::new(
+        ChainRpc::new(
+            ChainId(served.genesis.region),
+            served.genesis.tip(),
+            Arc::clone(&rn.state().state),
+            rn.chain().clone(),
+            Arc::clone(rn.region()),
+            Arc::new(rn.clone()),
+            Arc::clone(&outbox),
+        )
+        .with_capacity(capacity_tps),
+    );
     if let Some(datadir) = served.datadir {
         reopen_journal(&datadir.join(TX_JOURNAL), &backend, &outbox)?;
     }
@@ -2083,5 +2207,47 @@ mod tests {
         let moved = f.rpc.region_summary().unwrap();
         let txs = txs - first - head + 10_000;
         assert_eq!(moved["recentTransactions"], json!(txs));
+    }
+
+    #[test]
+    fn region_load_reports_gas_and_a_share_of_the_stated_capacity_in_the_summary_and_metrics() {
+        let mut f = Fixture::new();
+        assert_eq!(f.rpc.region_summary().unwrap()["utilisation"], Value::Null);
+        f.rpc = f.rpc.with_capacity(Some(4.0));
+        // Block h: h transfers, h × TRANSFER_GAS gas, one second after the one before.
+        let head = 10u64;
+        for height in 1..=head {
+            let receipts = (1..=height)
+                .map(|i| paid(GWEI, TRANSFER_GAS, i * TRANSFER_GAS))
+                .collect();
+            f.push(Contents {
+                txs: height as u32,
+                receipts,
+                ..Default::default()
+            });
+        }
+        let summary = f.rpc.region_summary().unwrap();
+        let all: u64 = (1..=head).sum();
+        assert_eq!(summary["recentGas"], json!(all * TRANSFER_GAS));
+        // Over the 9 s the blocks after the first span.
+        let rate = (all - 1) as f64 / (head - 1) as f64;
+        assert_eq!(summary["txPerSecond"], json!(rate));
+        assert_eq!(summary["gasPerSecond"], json!(rate * TRANSFER_GAS as f64));
+        assert_eq!(summary["capacityTxPerSecond"], json!(4.0));
+        assert_eq!(summary["utilisation"], json!(rate / 4.0));
+        // No RN behind the fixture: finality is not measured, and says so.
+        assert_eq!(summary["finalityMs"], Value::Null);
+
+        let mut m = crate::telemetry::Metrics::default();
+        f.rpc.load_metrics(&mut m, &[("region", "1000")]).unwrap();
+        let samples = crate::telemetry::parse_exposition(&m.render()).unwrap();
+        let at = |name: &str| samples.get(&format!("{name}{{region=\"1000\"}}")).copied();
+        assert_eq!(at("kaon_region_tx_per_second"), Some(rate));
+        assert_eq!(at("kaon_region_utilisation"), Some(rate / 4.0));
+        assert_eq!(at("kaon_region_pool_depth"), Some(0.0));
+        assert_eq!(at("kaon_region_finality_p50_seconds"), None);
+        // A capacity that is no positive number is not stated.
+        f.rpc = f.rpc.with_capacity(Some(f64::NAN));
+        assert_eq!(f.rpc.region_summary().unwrap()["utilisation"], Value::Null);
     }
 }

@@ -50,7 +50,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use sync::SyncConfig;
 
-pub use status::SyncPhase;
+pub use status::{Finality, SyncPhase};
 
 /// Capacity of the gossip link (items; each at most one block).
 const GOSSIP_LINK: usize = 64;
@@ -381,6 +381,11 @@ impl RnView {
 
     pub fn sync_status(&self) -> SyncStatus {
         self.status.snapshot()
+    }
+
+    /// Finality at this node over its last blocks stored while following the head.
+    pub fn finality(&self) -> Option<status::Finality> {
+        self.status.finality()
     }
 
     /// Gossiped evidence accepted, refused and waiting.

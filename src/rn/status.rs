@@ -11,6 +11,8 @@ use std::sync::{Arc, Mutex, RwLock};
 
 /// Rejected blocks remembered for readers; older ones are forgotten first.
 pub const MAX_REJECTED: usize = 256;
+/// Blocks whose finality at this node is remembered ([`RnStatus::finality`]).
+pub const FINALITY_WINDOW: usize = 64;
 
 /// Whether the node is replaying history or at the head of the chain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,6 +93,18 @@ pub struct RnStatus {
     pub rejection_epoch: AtomicU64,
     rejected_by_kind: [AtomicU64; AuditError::KINDS.len()],
     rejected: Mutex<VecDeque<Rejection>>,
+    /// Milliseconds from the timestamp of each of the last [`FINALITY_WINDOW`] blocks stored
+    /// while following the head to when they were durable here.
+    finality_ms: Mutex<VecDeque<u64>>,
+}
+
+/// Finality at this node over its last blocks ([`RnStatus::finality`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Finality {
+    /// Blocks measured.
+    pub blocks: usize,
+    pub p50_ms: u64,
+    pub max_ms: u64,
 }
 
 impl RnStatus {
@@ -113,6 +127,7 @@ impl RnStatus {
             rejection_epoch: AtomicU64::new(0),
             rejected_by_kind: Default::default(),
             rejected: Mutex::new(VecDeque::new()),
+            finality_ms: Mutex::new(VecDeque::with_capacity(FINALITY_WINDOW)),
         }
     }
 
@@ -174,6 +189,36 @@ impl RnStatus {
         }
     }
 
+    /// Records that a block proposed at `timestamp_ms` (its header's) became durable here at
+    /// `now_ms`: what a client of this node waits from the proposal to a readable receipt. A
+    /// proposer's clock ahead of this node's counts as 0. Only blocks stored while following
+    /// belong here (a caught-up block's age is the outage's, not the region's finality).
+    pub fn record_finality(&self, timestamp_ms: u64, now_ms: u64) {
+        let mut window = self.finality_ms.lock().unwrap_or_else(|e| e.into_inner());
+        if window.len() >= FINALITY_WINDOW {
+            window.pop_front();
+        }
+        window.push_back(now_ms.saturating_sub(timestamp_ms));
+    }
+
+    /// Median and worst finality over the last blocks stored while following (`None` before
+    /// the first).
+    pub fn finality(&self) -> Option<Finality> {
+        let mut lags: Vec<u64> = self
+            .finality_ms
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .copied()
+            .collect();
+        lags.sort_unstable();
+        Some(Finality {
+            blocks: lags.len(),
+            p50_ms: *lags.get(lags.len() / 2)?,
+            max_ms: *lags.last()?,
+        })
+    }
+
     /// Records a rejection (bounded list, counter per class); `refetch` bumps the epoch that
     /// sends the sync driver back to the head — only for fetched blocks, so junk gossip cannot
     /// make the driver throw away its lookahead.
@@ -208,5 +253,38 @@ impl RnStatus {
             .zip(&self.rejected_by_kind)
             .map(|(k, n)| (*k, n.load(Ordering::Relaxed)))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::bls::SecretKey;
+    use alloy_primitives::B256;
+
+    fn status() -> RnStatus {
+        let key = SecretKey::from_seed(&[7; 32]).unwrap();
+        let set = Arc::new(CnSet::new(vec![key.public_key()]).unwrap());
+        RnStatus::new(Height(0), BlockHash(B256::ZERO), set)
+    }
+
+    #[test]
+    fn finality_is_the_median_and_worst_of_the_last_blocks_and_a_clock_ahead_counts_zero() {
+        let s = status();
+        assert_eq!(s.finality(), None);
+        for (timestamp, now) in [(1_000, 1_030), (2_000, 2_010), (3_000, 3_500)] {
+            s.record_finality(timestamp, now);
+        }
+        let f = s.finality().unwrap();
+        assert_eq!((f.blocks, f.p50_ms, f.max_ms), (3, 30, 500));
+        // A proposer whose clock runs ahead of this node's.
+        s.record_finality(5_000, 4_900);
+        assert_eq!(s.finality().unwrap().p50_ms, 30);
+        // Only the last FINALITY_WINDOW blocks count: the 500 ms block falls out.
+        for _ in 0..FINALITY_WINDOW {
+            s.record_finality(10_000, 10_020);
+        }
+        let f = s.finality().unwrap();
+        assert_eq!((f.blocks, f.p50_ms, f.max_ms), (FINALITY_WINDOW, 20, 20));
     }
 }

@@ -112,6 +112,11 @@ pub struct RpcConfig {
     pub max_fee_history_blocks: u64,
     /// `Access-Control-Allow-Origin` sent to browsers; `None` or `""` sends no CORS headers.
     pub cors_allow_origin: Option<String>,
+    /// Committed transactions per second the served region was measured to sustain (the
+    /// `kaon devnet` figure for the same machines, `docs/benchmarks.md`): `kaon_regions` and
+    /// the `kaon_region_*` metrics report the load as a share of it. Unset: not reported.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub region_capacity_tps: Option<f64>,
 }
 
 impl RpcConfig {
@@ -136,9 +141,14 @@ impl RpcConfig {
                 self.max_pending_filter_hashes == 0,
             ),
         ];
-        match zero.iter().find(|(_, is_zero)| *is_zero) {
-            Some((name, _)) => Err(format!("rpc.{name} must be at least 1")),
-            None => Ok(()),
+        if let Some((name, _)) = zero.iter().find(|(_, is_zero)| *is_zero) {
+            return Err(format!("rpc.{name} must be at least 1"));
+        }
+        match self.region_capacity_tps {
+            Some(c) if !(c.is_finite() && c > 0.0) => Err(format!(
+                "rpc.region_capacity_tps must be a positive number of transactions per second, not {c}"
+            )),
+            _ => Ok(()),
         }
     }
 }
@@ -187,6 +197,7 @@ impl Default for RpcConfig {
             filter_timeout: Duration::from_secs(300),
             max_fee_history_blocks: 1024,
             cors_allow_origin: Some("*".to_string()),
+            region_capacity_tps: None,
         }
     }
 }

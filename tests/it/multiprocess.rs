@@ -434,6 +434,7 @@ fn two_regions_of_processes_and_one_rn_following_both() {
             .args(["--log", "warn", "--config"])
             .arg(dir.path().join("rn/config.toml"))
             .args(["rn", "--rpc", &format!("127.0.0.1:{rpc_port}")])
+            .args(["--metrics", &format!("127.0.0.1:{}", rpc_port + 1)])
             .stdout(Stdio::null())
             .spawn()
             .expect("start kaon rn"),
@@ -573,6 +574,15 @@ fn two_regions_of_processes_and_one_rn_following_both() {
             )
             .expect("the second region's block at its checkpointed height");
             assert_eq!(checkpoint["hash"], block["hash"], "{regions}");
+            // Each region's finality as the RN measured it, over blocks it stored following.
+            for region in regions.as_array().unwrap() {
+                let finality = &region["finalityMs"];
+                assert!(finality["blocks"].as_u64() >= Some(1), "{region}");
+                assert!(
+                    finality["p50"].as_u64() <= finality["max"].as_u64(),
+                    "{region}"
+                );
+            }
             break;
         }
         assert!(
@@ -580,5 +590,18 @@ fn two_regions_of_processes_and_one_rn_following_both() {
             "region 1001000 never listed and checkpointed: {regions}"
         );
         std::thread::sleep(Duration::from_millis(200));
+    }
+    // The load an operator's "add a region" alert reads, per region, on the RN's metrics.
+    let metrics = ureq::get(&format!("http://127.0.0.1:{}/metrics", rpc_port + 1))
+        .call()
+        .expect("the RN serves metrics")
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    for region in ["1000", "1001000"] {
+        for name in ["kaon_region_pool_depth", "kaon_region_finality_p50_seconds"] {
+            let series = format!("{name}{{region=\"{region}\"}} ");
+            assert!(metrics.contains(&series), "no {series} in\n{metrics}");
+        }
     }
 }
