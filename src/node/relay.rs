@@ -47,6 +47,8 @@ const POLL: Duration = Duration::from_millis(100);
 pub struct RelayedRegion {
     pub view: RnView,
     pub genesis_set: Vec<PublicKeyBytes>,
+    /// The hash of the genesis this process follows the region from.
+    pub genesis_hash: B256,
 }
 
 impl RelayedRegion {
@@ -55,7 +57,11 @@ impl RelayedRegion {
         let genesis_set = (0..set.len() as u32)
             .map(|i| set.key_bytes(crate::types::CnIndex(i)).copied())
             .collect::<Result<_, _>>()?;
-        Ok(Self { view, genesis_set })
+        Ok(Self {
+            view,
+            genesis_set,
+            genesis_hash: genesis.hash().0,
+        })
     }
 }
 
@@ -103,15 +109,20 @@ struct Followed {
     sent: Option<(Height, Instant)>,
     /// Highest height read from the bottom up to learn announced sets ([`Self::learn_sets`]).
     learned: Height,
+    /// The hash of the genesis this process follows the region from.
+    genesis_hash: B256,
     /// The last error logged as a warning (a repeat is logged at debug level only).
     failing: Option<String>,
 }
 
-/// Starts the relay thread over `routes` until `stop`; no routes, no thread.
+/// Starts the relay thread over `routes` until `stop`; no routes, no thread. The thread is
+/// critical: a region followed from a genesis other than the one the receiving regionchain
+/// records for it (the directory's entry, or the anchor a region's genesis names) stops the
+/// process ([`Followed::check_genesis`]).
 pub fn spawn(
     routes: Vec<Route>,
     stop: Arc<AtomicBool>,
-) -> std::io::Result<Option<std::thread::JoinHandle<()>>> {
+) -> std::io::Result<Option<std::thread::JoinHandle<anyhow::Result<()>>>> {
     if routes.is_empty() {
         return Ok(None);
     }
@@ -128,26 +139,27 @@ pub fn spawn(
                 sets: HashMap::from([(set_root(&genesis), genesis)]),
                 sent: None,
                 learned: Height(0),
+                genesis_hash: route.from.genesis_hash,
                 failing: None,
             }
         })
         .collect();
-    std::thread::Builder::new()
-        .name("region-relay".into())
-        .spawn(move || {
-            let mut next = Instant::now();
-            while !stop.load(Ordering::Relaxed) {
-                if Instant::now() >= next {
-                    for route in &mut followed {
-                        let outcome = route.relay().map_err(|e| format!("{e:#}"));
-                        route.log(outcome);
-                    }
-                    next = Instant::now() + RELAY_INTERVAL;
+    crate::pipeline::spawn_critical("region-relay", move || {
+        let mut next = Instant::now();
+        while !stop.load(Ordering::Relaxed) {
+            if Instant::now() >= next {
+                for route in &mut followed {
+                    route.check_genesis()?;
+                    let outcome = route.relay().map_err(|e| format!("{e:#}"));
+                    route.log(outcome);
                 }
-                std::thread::sleep(POLL);
+                next = Instant::now() + RELAY_INTERVAL;
             }
-        })
-        .map(Some)
+            std::thread::sleep(POLL);
+        }
+        Ok(())
+    })
+    .map(Some)
 }
 
 impl Followed {
@@ -166,6 +178,28 @@ impl Followed {
                 self.failing = Some(e);
             }
         }
+    }
+
+    /// Fails when the receiving regionchain records this region (the directory region its
+    /// entry, another region the anchor its genesis names) with a genesis other than the one
+    /// this process follows it from: a genesis file from another platform, or a forged one,
+    /// whose chain the platform does not know. Serving it as that region would answer clients
+    /// from a chain no checkpoint can vouch for. Not listed yet: nothing to compare.
+    fn check_genesis(&self) -> anyhow::Result<()> {
+        let state = self.into.region().read().unwrap_or_else(|e| e.into_inner());
+        let Some(entry) = state.listed(self.region) else {
+            return Ok(());
+        };
+        anyhow::ensure!(
+            entry.genesis_hash == self.genesis_hash,
+            "region {} is followed from genesis {}, but region {}'s regionchain records it with genesis {}: this node was given another platform's genesis file (or a forged one) for region {}",
+            self.region,
+            self.genesis_hash,
+            state.region,
+            entry.genesis_hash,
+            self.region
+        );
+        Ok(())
     }
 
     /// One pass: sends the next checkpoint of this region when its head moved past the last

@@ -605,3 +605,68 @@ fn two_regions_of_processes_and_one_rn_following_both() {
         }
     }
 }
+
+/// A ranger node given a region's genesis other than the one the platform records for it — here
+/// the directory region's, edited, which the second region's genesis anchors by hash — stops
+/// at once, loudly, before serving anything (`node::relay`'s genesis check).
+#[test]
+fn an_rn_following_a_region_from_a_genesis_the_platform_does_not_record_stops() {
+    let _turn = crate::processes_turn();
+    let dir = tempfile::tempdir().unwrap();
+    let base = 8_000 + ((std::process::id() + 6_000) % 12_000) as u16;
+    let init = Command::new(KAON)
+        .args([
+            "init",
+            "--regions",
+            "2",
+            "--cns",
+            "4",
+            "--servicechains",
+            "1",
+        ])
+        .args(["--base-port", &base.to_string(), "--out"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(init.status.success(), "kaon init --regions 2 failed");
+    let path = dir.path().join("genesis.json");
+    let mut genesis: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let timestamp = genesis["timestamp_ms"]
+        .as_u64()
+        .expect("a genesis timestamp");
+    genesis["timestamp_ms"] = serde_json::json!(timestamp + 1);
+    std::fs::write(&path, serde_json::to_vec_pretty(&genesis).unwrap()).unwrap();
+
+    // No CN runs: the check needs nothing but the two genesis files.
+    let mut rn = KillOnDrop(vec![cluster::child_command(std::path::Path::new(KAON))
+        .args(["--log", "warn", "--config"])
+        .arg(dir.path().join("rn/config.toml"))
+        .arg("rn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start kaon rn")]);
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = rn.0[0].try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "the RN kept running on a genesis the platform does not record"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(rn.0[0].stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert_eq!(
+        status.code(),
+        Some(kaon::pipeline::EXIT_STAGE_DIED),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("another platform's genesis file"),
+        "{stderr}"
+    );
+}
