@@ -502,7 +502,15 @@ impl RnArgs {
                 history_blocks: self.history_blocks.or(config.storage.history_blocks),
                 ..config.storage.clone()
             },
-            rpc_limits: config.rpc.clone(),
+            rpc_limits: crate::rpc::RpcConfig {
+                upstreams: config
+                    .rn
+                    .iter()
+                    .flat_map(|s| &s.remote)
+                    .map(|r| r.upstream().map_err(|e| anyhow::anyhow!(e)))
+                    .collect::<anyhow::Result<_>>()?,
+                ..config.rpc.clone()
+            },
             net: config.net.clone(),
         })
     }

@@ -72,6 +72,40 @@ pub struct RnSection {
     /// The regions followed; the first keeps the datadir's root, region `id` lives under
     /// `region-<id>/` in it.
     pub regions: Vec<RnRegionConfig>,
+    /// Regions this node does not follow, each served by another JSON-RPC endpoint: requests
+    /// for their chains (`/chain/<id>` with `id` in the region's span) are forwarded there, so
+    /// this endpoint answers for every chain of the platform (`docs/regions.md`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remote: Vec<RemoteRegion>,
+}
+
+/// A region served by another endpoint ([`RnSection::remote`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteRegion {
+    /// The region's id (its regionchain's chain id); its chains are the ids after it, within
+    /// its span.
+    pub region: u64,
+    /// The endpoint serving it, `http://host:port`.
+    pub rpc: String,
+}
+
+impl RemoteRegion {
+    /// The upstream the JSON-RPC server forwards this region's chains to.
+    pub fn upstream(&self) -> Result<crate::rpc::Upstream, String> {
+        let span = crate::chain::directory::REGION_ID_SPAN;
+        let last = self
+            .region
+            .checked_add(span - 1)
+            .ok_or_else(|| format!("[rn] remote region {} is not a region id", self.region))?;
+        let upstream = crate::rpc::Upstream {
+            first: crate::types::ChainId(self.region),
+            last: crate::types::ChainId(last),
+            url: self.rpc.clone(),
+        };
+        upstream.check()?;
+        Ok(upstream)
+    }
 }
 
 /// One region a ranger node follows.

@@ -159,14 +159,23 @@ async fn answer(
         head.extend_from_slice(&buf[..n]);
     }
     let response = if head.starts_with(b"GET /metrics ") {
-        let mut body = render();
-        let mut own = Metrics::default();
-        process_metrics(&mut own);
-        body += &own.render();
-        format!(
-            "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        )
+        // Sources may read the disk (a region's load from its block log): off the runtime's
+        // workers, which also serve the node's JSON-RPC.
+        let mut body = tokio::task::spawn_blocking(move || {
+            let mut own = Metrics::default();
+            process_metrics(&mut own);
+            render() + &own.render()
+        })
+        .await
+        .map_err(std::io::Error::other)?;
+        body.insert_str(
+            0,
+            &format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            ),
+        );
+        body
     } else {
         "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_string()
     };

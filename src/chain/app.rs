@@ -61,9 +61,11 @@ impl CnState {
             return true;
         }
         let bytes: usize = system.iter().map(|tx| tx.len()).sum();
+        // An unknown kind belongs to no share below and could never be executed.
         if system.len() >= MAX_SYSTEM_TXS
             || bytes + raw.len() > MAX_SYSTEM_BYTES
             || raw.len() > system::MAX_SYSTEM_TX_BYTES
+            || system::split(&raw).is_err()
         {
             return false;
         }

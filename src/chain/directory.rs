@@ -110,7 +110,7 @@ pub fn approve_creation(
 }
 
 /// Whether the id spans of regions `a` and `b` overlap.
-fn overlap(a: ChainId, b: ChainId) -> bool {
+pub fn overlap(a: ChainId, b: ChainId) -> bool {
     a.0.abs_diff(b.0) < REGION_ID_SPAN
 }
 

@@ -257,6 +257,7 @@ fn write_rn(spec: &InitSpec, regions: &[WrittenRegion]) -> anyhow::Result<()> {
         rn: Some(RnSection {
             rpc: Some(RN_RPC.to_string()),
             regions: followed,
+            remote: Vec::new(),
         }),
         ..Config::default()
     };

@@ -8,7 +8,7 @@
 use crate::chain::genesis::Genesis;
 use crate::rn::register::RewardKey;
 use crate::rn::{CnPeer, RnConfig, RnNode};
-use crate::types::CnIndex;
+use crate::types::{ChainId, CnIndex};
 use alloy_primitives::hex;
 use anyhow::Context;
 use std::io::Write;
@@ -85,6 +85,20 @@ pub fn run_rn(spec: &RnSpec, out: &mut dyn Write) -> anyhow::Result<()> {
                 "{} and an earlier region are both region {}",
                 region.genesis.display(),
                 twin.genesis.region
+            );
+        }
+        // A followed region's chains are answered here, never forwarded.
+        if let Some(remote) = spec
+            .rpc_limits
+            .upstreams
+            .iter()
+            .find(|u| crate::chain::directory::overlap(u.first, ChainId(genesis.region)))
+        {
+            anyhow::bail!(
+                "region {} is both followed ({}) and forwarded to {} ([rn] remote): list it once",
+                genesis.region,
+                region.genesis.display(),
+                remote.url
             );
         }
         let datadir = match k {

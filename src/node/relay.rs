@@ -107,8 +107,9 @@ struct Followed {
     sets: HashMap<B256, Vec<PublicKeyBytes>>,
     /// The last checkpoint sent: its height and when.
     sent: Option<(Height, Instant)>,
-    /// Highest height read from the bottom up to learn announced sets ([`Self::learn_sets`]).
-    learned: Height,
+    /// A search for a set that sealed a header ([`Self::learn_sets`]): the set's root and the
+    /// next height to read down from.
+    learning: Option<(B256, Height)>,
     /// The hash of the genesis this process follows the region from.
     genesis_hash: B256,
     /// The last error logged as a warning (a repeat is logged at debug level only).
@@ -138,7 +139,7 @@ pub fn spawn(
                 announcing: None,
                 sets: HashMap::from([(set_root(&genesis), genesis)]),
                 sent: None,
-                learned: Height(0),
+                learning: None,
                 genesis_hash: route.from.genesis_hash,
                 failing: None,
             }
@@ -292,11 +293,11 @@ impl Followed {
             .ok_or_else(|| anyhow::anyhow!("block {height} is not stored"))?;
         let root = block.header().cn_set_root;
         if !self.sets.contains_key(&root) {
-            self.learn_sets(height)?;
+            self.learn_sets(root, height)?;
         }
         let cn_set = self.sets.get(&root).cloned().ok_or_else(|| {
             anyhow::anyhow!(
-                "the CN set that sealed the region's height {height} is not known yet (the headers below it are read for announcements, {SCAN_LIMIT} a pass)"
+                "the CN set that sealed the region's height {height} is not known yet (the headers below it are read down for its announcement, {SCAN_LIMIT} a pass)"
             )
         })?;
         Ok(RegionCheckpoint {
@@ -306,15 +307,20 @@ impl Followed {
         })
     }
 
-    /// Reads up to [`SCAN_LIMIT`] more headers below `height`, from where it last stopped,
-    /// learning every CN set they announce: a relay started after a set change (whose
-    /// announcing header the directory already recorded) finds the set sealing the headers
-    /// after it this way.
-    fn learn_sets(&mut self, height: Height) -> anyhow::Result<()> {
-        let from = self.learned.next();
-        let to = Height(height.0.min(from.0.saturating_add(SCAN_LIMIT - 1)));
-        let mut h = from;
-        while h < to.next() {
+    /// Looks for the CN set `root` that sealed the header at `height`: the one announced by
+    /// the highest header below it that announces one (an audited chain's headers agree). Reads
+    /// down from `height - 1`, at most [`SCAN_LIMIT`] headers a pass, going on where the last
+    /// pass looking for the same set stopped (its announcement lies below every header it
+    /// sealed, so the search never needs to go back up): a relay started after a set change
+    /// (whose announcing header the directory already recorded) finds the set sealing the
+    /// headers after it.
+    fn learn_sets(&mut self, root: B256, height: Height) -> anyhow::Result<()> {
+        let mut h = match self.learning {
+            Some((sought, next)) if sought == root => next.min(Height(height.0.saturating_sub(1))),
+            _ => Height(height.0.saturating_sub(1)),
+        };
+        let mut read = 0;
+        while h.0 >= 1 && read < SCAN_LIMIT {
             let block = self
                 .view
                 .block_by_height(h)?
@@ -322,10 +328,13 @@ impl Followed {
             let next = &block.header().next_cn_set;
             if !next.is_empty() {
                 self.sets.insert(set_root(next), next.clone());
+                self.learning = None;
+                return Ok(());
             }
-            self.learned = h;
-            h = h.next();
+            h = Height(h.0 - 1);
+            read += 1;
         }
+        self.learning = (h.0 >= 1).then_some((root, h));
         Ok(())
     }
 }

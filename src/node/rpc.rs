@@ -56,9 +56,17 @@ struct RecentLoad {
     gas: u64,
     tx_per_second: Option<f64>,
     gas_per_second: Option<f64>,
+    /// The head block's timestamp (`None`: no block read).
+    head_timestamp_ms: Option<u64>,
 }
 
 impl RecentLoad {
+    /// Milliseconds from the head block's timestamp to `now_ms` (0 when the proposer's clock
+    /// ran ahead).
+    fn head_age_ms(&self, now_ms: u64) -> Option<u64> {
+        self.head_timestamp_ms.map(|t| now_ms.saturating_sub(t))
+    }
+
     fn empty(head: u64) -> Self {
         Self {
             head,
@@ -67,6 +75,7 @@ impl RecentLoad {
             gas: 0,
             tx_per_second: None,
             gas_per_second: None,
+            head_timestamp_ms: None,
         }
     }
 }
@@ -276,6 +285,7 @@ impl ChainRpc {
         };
         let load = self.recent_load(head)?;
         let finality = self.link.finality();
+        let head_age_ms = load.head_age_ms(crate::chain::app::now_ms());
         Ok(json!({
             "region": self.region.0,
             "servicechains": chains,
@@ -288,6 +298,7 @@ impl ChainRpc {
             "capacityTxPerSecond": self.capacity_tps,
             "utilisation": self.utilisation(&load),
             "poolDepth": self.outbox.pooled(),
+            "headAgeMs": head_age_ms,
             "finalityMs": finality.map(|f| json!({ "blocks": f.blocks, "p50": f.p50_ms, "max": f.max_ms })),
             "directory": directory,
             "directoryRegion": anchor,
@@ -309,7 +320,13 @@ impl ChainRpc {
     ) -> Result<(), BackendError> {
         let load = self.recent_load(self.head_height()?)?;
         let finality = self.link.finality();
+        let now_ms = crate::chain::app::now_ms();
         let gauges = [
+            (
+                "kaon_region_head_age_seconds",
+                "Time since the timestamp of the region's head block at this node: grows while the region or this node's sync is stalled (the rates and finality keep their last values then)",
+                load.head_age_ms(now_ms).map(|ms| ms as f64 / 1e3),
+            ),
             (
                 "kaon_region_tx_per_second",
                 "Committed servicechain transactions per second over the region's last blocks",
@@ -388,6 +405,7 @@ impl ChainRpc {
             first_ms.get_or_insert(header.timestamp_ms);
             last_ms = header.timestamp_ms;
         }
+        load.head_timestamp_ms = first_ms.map(|_| last_ms);
         let span_ms = last_ms.saturating_sub(first_ms.unwrap_or(last_ms));
         let per_second = |n: u64| (span_ms > 0).then(|| n as f64 * 1e3 / span_ms as f64);
         load.tx_per_second = per_second(after_first);
@@ -2201,7 +2219,15 @@ mod tests {
                 ..Default::default()
             },
         );
-        assert_eq!(f.rpc.region_summary().unwrap(), summary);
+        // (the head's age is read at each call)
+        let without_age = |mut v: Value| {
+            v.as_object_mut().unwrap().remove("headAgeMs");
+            v
+        };
+        assert_eq!(
+            without_age(f.rpc.region_summary().unwrap()),
+            without_age(summary)
+        );
         // ... until the head moves.
         f.push(Contents::default());
         let moved = f.rpc.region_summary().unwrap();
@@ -2246,6 +2272,9 @@ mod tests {
         assert_eq!(at("kaon_region_utilisation"), Some(rate / 4.0));
         assert_eq!(at("kaon_region_pool_depth"), Some(0.0));
         assert_eq!(at("kaon_region_finality_p50_seconds"), None);
+        // The fixture's blocks are stamped in 1970: the head is old, and says so.
+        assert!(at("kaon_region_head_age_seconds") > Some(1e6));
+        assert!(summary["headAgeMs"].as_u64() > Some(1_000_000_000));
         // A capacity that is no positive number is not stated.
         f.rpc = f.rpc.with_capacity(Some(f64::NAN));
         assert_eq!(f.rpc.region_summary().unwrap()["utilisation"], Value::Null);

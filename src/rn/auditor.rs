@@ -318,18 +318,18 @@ impl Auditor {
         while memory.recent.len() > RECENT_HASHES {
             memory.recent.pop_first();
         }
-        // Near the head, peers want each new block now; history they fetch themselves. The
-        // same blocks measure the region's finality as this node's clients see it.
-        let highest = self.status.highest_known.load(Ordering::Relaxed);
-        let near_head = |b: &&Block| {
-            matches!(origin, Origin::Gossip(_)) || b.header().height.0 + RELAY_WINDOW >= highest
-        };
+        // The region's finality as this node's clients see it (blocks proposed before the
+        // node started are left out: their age is the outage's).
         let now_ms = crate::chain::app::now_ms();
-        for block in blocks.iter().filter(near_head) {
+        for block in blocks {
             self.status
                 .record_finality(block.header().timestamp_ms, now_ms);
         }
-        let relayed = blocks.iter().filter(near_head);
+        // Near the head, peers want each new block now; history they fetch themselves.
+        let highest = self.status.highest_known.load(Ordering::Relaxed);
+        let relayed = blocks.iter().filter(|b| {
+            matches!(origin, Origin::Gossip(_)) || b.header().height.0 + RELAY_WINDOW >= highest
+        });
         for block in relayed {
             let sent = self
                 .net

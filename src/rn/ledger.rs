@@ -326,6 +326,11 @@ mod tests {
         assert!(!shared.add_system_tx(at(1_000)));
         let other_kind = Bytes::from_static(&[0xfe, 2, 0xc0]);
         assert!(shared.add_system_tx(other_kind.clone()));
+        // No kind, or one beyond the system transaction limit: refused, whatever room is left.
+        assert!(!shared.add_system_tx(Bytes::from_static(&[0xfe, 99, 0xc0])));
+        let mut oversize = vec![0xfe, 2];
+        oversize.resize(crate::types::system::MAX_SYSTEM_TX_BYTES + 1, 0);
+        assert!(!shared.add_system_tx(Bytes::from(oversize)));
         let body = app.build(Height(1), &genesis(), 101);
         let proposed: Vec<&Bytes> = body.segments[0]
             .txs

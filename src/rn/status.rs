@@ -93,9 +93,11 @@ pub struct RnStatus {
     pub rejection_epoch: AtomicU64,
     rejected_by_kind: [AtomicU64; AuditError::KINDS.len()],
     rejected: Mutex<VecDeque<Rejection>>,
-    /// Milliseconds from the timestamp of each of the last [`FINALITY_WINDOW`] blocks stored
-    /// while following the head to when they were durable here.
+    /// Milliseconds from the timestamp of each of the last [`FINALITY_WINDOW`] blocks proposed
+    /// since this node started to when they were durable here.
     finality_ms: Mutex<VecDeque<u64>>,
+    /// When this node started (Unix milliseconds).
+    started_ms: u64,
 }
 
 /// Finality at this node over its last blocks ([`RnStatus::finality`]).
@@ -128,6 +130,7 @@ impl RnStatus {
             rejected_by_kind: Default::default(),
             rejected: Mutex::new(VecDeque::new()),
             finality_ms: Mutex::new(VecDeque::with_capacity(FINALITY_WINDOW)),
+            started_ms: crate::chain::app::now_ms(),
         }
     }
 
@@ -191,9 +194,13 @@ impl RnStatus {
 
     /// Records that a block proposed at `timestamp_ms` (its header's) became durable here at
     /// `now_ms`: what a client of this node waits from the proposal to a readable receipt. A
-    /// proposer's clock ahead of this node's counts as 0. Only blocks stored while following
-    /// belong here (a caught-up block's age is the outage's, not the region's finality).
+    /// proposer's clock ahead of this node's counts as 0. A block proposed before this node
+    /// started is left out: its age is the node's outage, not the region's finality (one
+    /// proposed since, reached while catching up, counts: its clients did wait that long).
     pub fn record_finality(&self, timestamp_ms: u64, now_ms: u64) {
+        if timestamp_ms < self.started_ms {
+            return;
+        }
         let mut window = self.finality_ms.lock().unwrap_or_else(|e| e.into_inner());
         if window.len() >= FINALITY_WINDOW {
             window.pop_front();
@@ -262,15 +269,21 @@ mod tests {
     use crate::crypto::bls::SecretKey;
     use alloy_primitives::B256;
 
-    fn status() -> RnStatus {
+    fn status(started_ms: u64) -> RnStatus {
         let key = SecretKey::from_seed(&[7; 32]).unwrap();
         let set = Arc::new(CnSet::new(vec![key.public_key()]).unwrap());
-        RnStatus::new(Height(0), BlockHash(B256::ZERO), set)
+        RnStatus {
+            started_ms,
+            ..RnStatus::new(Height(0), BlockHash(B256::ZERO), set)
+        }
     }
 
     #[test]
     fn finality_is_the_median_and_worst_of_the_last_blocks_and_a_clock_ahead_counts_zero() {
-        let s = status();
+        let s = status(500);
+        assert_eq!(s.finality(), None);
+        // Proposed before the node started: an outage's age, not finality.
+        s.record_finality(499, 10_000);
         assert_eq!(s.finality(), None);
         for (timestamp, now) in [(1_000, 1_030), (2_000, 2_010), (3_000, 3_500)] {
             s.record_finality(timestamp, now);

@@ -28,6 +28,7 @@ mod metrics;
 mod params;
 mod server;
 mod types;
+mod upstream;
 mod ws;
 
 pub use backend::{
@@ -40,6 +41,7 @@ pub use types::{
     BlockTransactions, RpcBlock, RpcFeeHistory, RpcLog, RpcReceipt, RpcTransaction, SyncProgress,
     TxLocation,
 };
+pub use upstream::Upstream;
 
 use crate::types::ChainId;
 use std::time::Duration;
@@ -117,6 +119,11 @@ pub struct RpcConfig {
     /// the `kaon_region_*` metrics report the load as a share of it. Unset: not reported.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub region_capacity_tps: Option<f64>,
+    /// Endpoints serving chains the backend does not hold (regions this node does not follow),
+    /// which requests for those chains are forwarded to ([`Upstream`]); the node sets them
+    /// from its `[rn] remote` regions.
+    #[serde(skip)]
+    pub upstreams: Vec<Upstream>,
 }
 
 impl RpcConfig {
@@ -143,6 +150,9 @@ impl RpcConfig {
         ];
         if let Some((name, _)) = zero.iter().find(|(_, is_zero)| *is_zero) {
             return Err(format!("rpc.{name} must be at least 1"));
+        }
+        if let Some(e) = self.upstreams.iter().find_map(|u| u.check().err()) {
+            return Err(e);
         }
         match self.region_capacity_tps {
             Some(c) if !(c.is_finite() && c > 0.0) => Err(format!(
@@ -198,6 +208,7 @@ impl Default for RpcConfig {
             max_fee_history_blocks: 1024,
             cors_allow_origin: Some("*".to_string()),
             region_capacity_tps: None,
+            upstreams: Vec::new(),
         }
     }
 }

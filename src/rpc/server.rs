@@ -12,6 +12,7 @@ use super::jsonrpc::{
 use super::methods::{dispatch, Filters, Method, MethodResult};
 use super::metrics::{Gauge, Refusal, RpcMetrics};
 use super::types::{RpcBlock, RpcLog};
+use super::upstream::{self, Upstreams};
 use super::ws::{self, Subscriptions};
 use super::{json, jsonrpc, RpcConfig};
 use crate::types::ChainId;
@@ -43,8 +44,10 @@ pub(crate) struct Shared {
     /// Installed polling filters.
     pub filters: Filters,
     pub metrics: RpcMetrics,
-    /// Permits for calls on the blocking pool.
+    /// Permits for calls on the blocking pool (forwarded requests take one too).
     pub blocking: Arc<Semaphore>,
+    /// Endpoints serving chains this server does not ([`super::upstream`]).
+    pub upstreams: Upstreams,
     /// Flips to `true` when the server stops.
     pub stop: watch::Receiver<bool>,
 }
@@ -80,6 +83,7 @@ impl RpcServer {
             ),
             metrics: RpcMetrics::default(),
             blocking: Arc::new(Semaphore::new(config.max_blocking_calls.max(1))),
+            upstreams: Upstreams::new(config.upstreams.clone(), config.request_deadline),
             stop: stop_rx,
             config,
         });
@@ -225,8 +229,15 @@ async fn serve_connection(
     }
 }
 
+/// Where a request goes: a chain this server's backend holds, or one an upstream serves.
+#[derive(Debug, Clone, Copy)]
+enum Target {
+    Local(ChainId),
+    Upstream(ChainId),
+}
+
 /// The chain a path names: `/` is the default chain, `/chain/<id>` chain `<id>`.
-fn route(shared: &Shared, path: &str) -> Result<ChainId, (StatusCode, RpcError, Refusal)> {
+fn route(shared: &Shared, path: &str) -> Result<Target, (StatusCode, RpcError, Refusal)> {
     let chain = match path.trim_end_matches('/') {
         "" => shared.config.default_chain,
         rest => rest
@@ -241,11 +252,14 @@ fn route(shared: &Shared, path: &str) -> Result<ChainId, (StatusCode, RpcError, 
                 (StatusCode::NOT_FOUND, e, Refusal::NotFound)
             })?,
     };
-    if !shared.backend.has_chain(chain) {
-        let e = RpcError::server(format!("unknown chain {chain}"));
-        return Err((StatusCode::NOT_FOUND, e, Refusal::UnknownChain));
+    if shared.backend.has_chain(chain) {
+        return Ok(Target::Local(chain));
     }
-    Ok(chain)
+    if shared.upstreams.of(chain).is_some() {
+        return Ok(Target::Upstream(chain));
+    }
+    let e = RpcError::server(format!("unknown chain {chain}"));
+    Err((StatusCode::NOT_FOUND, e, Refusal::UnknownChain))
 }
 
 async fn handle(
@@ -254,20 +268,29 @@ async fn handle(
     req: HttpRequest<Incoming>,
 ) -> Response<Full<Bytes>> {
     shared.metrics.http_request();
-    let chain = match route(&shared, req.uri().path()) {
-        Ok(chain) => chain,
+    let target = match route(&shared, req.uri().path()) {
+        Ok(target) => target,
         Err((status, error, why)) => {
             shared.metrics.refuse(why);
             return json_response(&shared, status, error_body(&error));
         }
     };
-    match *req.method() {
-        HttpMethod::POST => post(&shared, chain, req).await,
-        HttpMethod::GET if ws::is_upgrade(&req) => ws::upgrade(shared.clone(), chain, req, slot)
-            .unwrap_or_else(|error| {
+    match (req.method().clone(), target) {
+        (HttpMethod::POST, target) => post(&shared, target, req).await,
+        (HttpMethod::GET, Target::Local(chain)) if ws::is_upgrade(&req) => {
+            ws::upgrade(shared.clone(), chain, req, slot).unwrap_or_else(|error| {
                 json_response(&shared, StatusCode::BAD_REQUEST, error_body(&error))
-            }),
-        HttpMethod::OPTIONS => preflight(&shared),
+            })
+        }
+        (HttpMethod::GET, Target::Upstream(chain)) if ws::is_upgrade(&req) => {
+            let error = shared
+                .upstreams
+                .of(chain)
+                .map(|u| upstream::no_websocket(u, chain))
+                .unwrap_or_else(|| RpcError::server(format!("unknown chain {chain}")));
+            json_response(&shared, StatusCode::BAD_REQUEST, error_body(&error))
+        }
+        (HttpMethod::OPTIONS, _) => preflight(&shared),
         _ => {
             let e = RpcError::new(INVALID_REQUEST, "use POST, or GET with a WebSocket upgrade");
             let mut r = json_response(&shared, StatusCode::METHOD_NOT_ALLOWED, error_body(&e));
@@ -280,10 +303,11 @@ async fn handle(
     }
 }
 
-/// Reads a body of at most the configured size within the read deadline, and answers it.
+/// Reads a body of at most the configured size within the read deadline, and answers it (or
+/// has its upstream answer it).
 async fn post(
     shared: &Arc<Shared>,
-    chain: ChainId,
+    target: Target,
     req: HttpRequest<Incoming>,
 ) -> Response<Full<Bytes>> {
     let max = shared.config.max_body_bytes;
@@ -309,6 +333,13 @@ async fn post(
             shared.metrics.refuse(Refusal::ReadTimeout);
             let error = RpcError::new(INVALID_REQUEST, "body not received in time");
             return json_response(shared, StatusCode::REQUEST_TIMEOUT, error_body(&error));
+        }
+    };
+    let chain = match target {
+        Target::Local(chain) => chain,
+        Target::Upstream(chain) => {
+            let (status, body) = upstream::forward(shared, chain, bytes).await;
+            return json_response(shared, status, body);
         }
     };
     let body = match std::str::from_utf8(&bytes) {

@@ -604,6 +604,93 @@ fn two_regions_of_processes_and_one_rn_following_both() {
             assert!(metrics.contains(&series), "no {series} in\n{metrics}");
         }
     }
+
+    // A second RN follows the first region only and forwards the second's chains to the
+    // endpoint above ([rn] remote): one URL still answers for both regions, writes included.
+    let single = single_region_rn(dir.path(), base + 20, rpc_port);
+    children.0.push(
+        cluster::child_command(std::path::Path::new(KAON))
+            .args(["--log", "warn", "--config"])
+            .arg(&single)
+            .args(["rn", "--rpc", &format!("127.0.0.1:{}", base + 21)])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start the single-region kaon rn"),
+    );
+    let front = |chain: u64| format!("http://127.0.0.1:{}/chain/{chain}", base + 21);
+    let start = Instant::now();
+    while rpc(&front(1001), "eth_blockNumber", serde_json::json!([])).is_none() {
+        assert!(
+            start.elapsed() < DEADLINE,
+            "the single-region RN never served chain 1001"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        rpc(
+            &front(1_001_001),
+            "eth_getBalance",
+            serde_json::json!([to, "latest"])
+        ),
+        Some(balance(1_001_001)),
+        "a read of the other region's chain is answered through the forwarding endpoint"
+    );
+    let again =
+        kaon::node::loadgen::transfer(kaon::types::ChainId(1_001_001), 1, &account.secret, to);
+    let hash = rpc(
+        &front(1_001_001),
+        "eth_sendRawTransaction",
+        serde_json::json!([again]),
+    )
+    .expect("a write for the other region's chain is forwarded and acknowledged");
+    let start = Instant::now();
+    while rpc(
+        &front(1_001_001),
+        "eth_getTransactionReceipt",
+        serde_json::json!([hash]),
+    )
+    .is_none_or(|r| r.is_null())
+    {
+        assert!(
+            start.elapsed() < DEADLINE,
+            "{hash} forwarded but never included"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let unknown = ureq::post(&front(5_000_000))
+        .header("content-type", "application/json")
+        .send(r#"{"jsonrpc":"2.0","id":1,"method":"eth_blockNumber","params":[]}"#);
+    assert!(
+        matches!(unknown, Err(ureq::Error::StatusCode(404))),
+        "{unknown:?}"
+    );
+}
+
+/// A config for an RN following `dir`'s first region only (its own key, data and RN-network
+/// port `listen_port`) that forwards the second region's chains to the endpoint on `rpc_port`.
+fn single_region_rn(dir: &std::path::Path, listen_port: u16, rpc_port: u16) -> std::path::PathBuf {
+    let rn_dir = dir.join("rn");
+    let text = std::fs::read_to_string(rn_dir.join("config.toml")).unwrap();
+    let mut config: toml::Table = toml::from_str(&text).unwrap();
+    config.insert("datadir".into(), "data-single".into());
+    let rn = config["rn"].as_table().unwrap().clone();
+    let mut first = rn["regions"].as_array().unwrap()[0]
+        .as_table()
+        .unwrap()
+        .clone();
+    first.insert("key_file".into(), "single.key".into());
+    first.insert("listen".into(), format!("127.0.0.1:{listen_port}").into());
+    std::fs::write(rn_dir.join("single.key"), "11".repeat(32)).unwrap();
+    let mut remote = toml::Table::new();
+    remote.insert("region".into(), toml::Value::Integer(1_001_000));
+    remote.insert("rpc".into(), format!("http://127.0.0.1:{rpc_port}").into());
+    let mut section = toml::Table::new();
+    section.insert("regions".into(), vec![toml::Value::Table(first)].into());
+    section.insert("remote".into(), vec![toml::Value::Table(remote)].into());
+    config.insert("rn".into(), section.into());
+    let path = rn_dir.join("single.toml");
+    std::fs::write(&path, toml::to_string(&config).unwrap()).unwrap();
+    path
 }
 
 /// A ranger node given a region's genesis other than the one the platform records for it — here

@@ -191,10 +191,11 @@ fn chain_fixture(chain: ChainId) -> MemChain {
 
 impl MemBackend {
     fn new() -> Self {
-        let chains = [CHAIN, OTHER_CHAIN]
-            .into_iter()
-            .map(|id| (id, chain_fixture(id)))
-            .collect();
+        Self::with_chains(&[CHAIN, OTHER_CHAIN])
+    }
+
+    fn with_chains(ids: &[ChainId]) -> Self {
+        let chains = ids.iter().map(|&id| (id, chain_fixture(id))).collect();
         Self {
             chains: Mutex::new(chains),
             stall: Mutex::new(None),
@@ -476,12 +477,16 @@ struct Harness {
 
 impl Harness {
     fn start(config: RpcConfig) -> Self {
+        Self::serving(config, MemBackend::new())
+    }
+
+    fn serving(config: RpcConfig, backend: MemBackend) -> Self {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .unwrap();
-        let backend = Arc::new(MemBackend::new());
+        let backend = Arc::new(backend);
         let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
         let server = RpcServer::start(
             rt.handle(),
@@ -1822,4 +1827,93 @@ fn rpc_websocket_silent_client_is_cut_off_while_a_live_one_stays() {
         text.contains("kaon_rpc_refused_total{reason=\"idle_websocket\"} 1"),
         "{text}"
     );
+}
+
+/// Chains of a region another endpoint serves are forwarded there: answers, batches and that
+/// endpoint's own refusals come back unchanged; an unreachable endpoint, a too-large answer and a
+/// WebSocket upgrade are clear errors; chains nobody serves stay unknown.
+#[test]
+fn rpc_forwards_the_chains_of_a_region_served_elsewhere_and_answers_what_it_cannot() {
+    const REMOTE: ChainId = ChainId(2_000_001);
+    let remote = Harness::serving(RpcConfig::default(), MemBackend::with_chains(&[REMOTE]));
+    let upstream = |url: String| kaon::rpc::Upstream {
+        first: ChainId(2_000_000),
+        last: ChainId(2_999_999),
+        url,
+    };
+    let front = Harness::start(RpcConfig {
+        upstreams: vec![upstream(format!("http://{}", remote.server.local_addr()))],
+        ..RpcConfig::default()
+    });
+    let path = "/chain/2000001";
+    assert_eq!(
+        front.call_on(path, "eth_chainId", json!([]))["result"],
+        "0x1e8481"
+    );
+    let block = json!(["latest", true]);
+    assert_eq!(
+        front.call_on(path, "eth_getBlockByNumber", block.clone()),
+        remote.call_on(path, "eth_getBlockByNumber", block)
+    );
+    let batch = r#"[{"jsonrpc":"2.0","id":1,"method":"net_version"},{"jsonrpc":"2.0","id":2,"method":"eth_nope"}]"#;
+    assert_eq!(front.post(path, batch), remote.post(path, batch));
+    // In the region's span but not a chain the endpoint serves: its own 404 comes back.
+    let req = r#"{"jsonrpc":"2.0","id":1,"method":"eth_chainId","params":[]}"#;
+    let (status, body) = front.post("/chain/2000005", req);
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("unknown chain 2000005"), "{body}");
+    // Outside every span, and local chains still answered here.
+    assert_eq!(front.post("/chain/3000001", req).0, 404);
+    assert_eq!(front.ok("eth_chainId", json!([])), "0x3e9");
+    // Subscriptions are not relayed: the upgrade is refused and the answer names the endpoint.
+    let mut s = TcpStream::connect(front.server.local_addr()).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    )
+    .unwrap();
+    let mut head = [0u8; 1024];
+    let n = s.read(&mut head).unwrap();
+    let head = String::from_utf8_lossy(&head[..n]);
+    assert!(head.starts_with("HTTP/1.1 400"), "{head}");
+    assert!(
+        head.contains(&remote.server.local_addr().to_string()),
+        "{head}"
+    );
+
+    // An answer larger than this endpoint would send is not passed on.
+    let small = Harness::start(RpcConfig {
+        upstreams: vec![upstream(format!("http://{}", remote.server.local_addr()))],
+        max_response_bytes: 64,
+        ..RpcConfig::default()
+    });
+    let (status, body) = small.post(path, &json!({"jsonrpc": "2.0", "id": 1, "method": "eth_getBlockByNumber", "params": ["latest", true]}).to_string());
+    assert_eq!(status, 502, "{body}");
+    assert!(body.contains("no usable answer"), "{body}");
+
+    // Nobody listening: a 502 naming the endpoint, not a hang.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let gone = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let orphan = Harness::start(RpcConfig {
+        upstreams: vec![upstream(gone.clone())],
+        ..RpcConfig::default()
+    });
+    let (status, body) = orphan.post(path, req);
+    assert_eq!(status, 502, "{body}");
+    assert!(body.contains(&gone), "{body}");
+
+    // Endpoints given with a path, another scheme or an empty range are refused up front.
+    for (url, first) in [
+        ("https://a:1", 2_000_000),
+        ("http://a:1/x", 2_000_000),
+        ("http://a:1", 3_000_000),
+    ] {
+        let bad = kaon::rpc::Upstream {
+            first: ChainId(first),
+            last: ChainId(2_999_999),
+            url: url.into(),
+        };
+        assert!(bad.check().is_err(), "{url}");
+    }
 }
