@@ -101,6 +101,16 @@ pub fn run() -> anyhow::Result<()> {
         Command::Region(RegionCommand::Create(args)) => {
             crate::node::region_create::create(&args.into_request(), &mut std::io::stdout())
         }
+        Command::Region(RegionCommand::Approve(args)) => {
+            let line = crate::node::region_create::approve(
+                &args.directory_genesis,
+                &args.genesis,
+                &args.rn_seeds,
+                &args.key_file,
+            )?;
+            println!("{line}");
+            Ok(())
+        }
         Command::Rn(args) => {
             let spec = args.into_spec(&cli.datadir, &config, cli.config.as_deref())?;
             crate::node::ranger::run_rn(&spec, &mut std::io::stdout())
@@ -607,9 +617,31 @@ fn withdraw(args: &WithdrawArgs) -> anyhow::Result<()> {
 pub enum RegionCommand {
     /// Record a new region in the first region's directory: builds the CreateRegion system
     /// transaction (the new region's id, genesis hash, CN-set root, RN seeds) approved by the
-    /// given CN keys of the first region, checks it, and sends it to an RN of the first region
-    /// (or prints it without `--rpc`).
+    /// given CN keys or approvals of the first region, checks it, and sends it to an RN of the
+    /// first region (or prints it without `--rpc`).
     Create(RegionCreateArgs),
+    /// One CN operator's approval of a new region, signed with that CN's key where it lives:
+    /// prints `<index>:0x<signature>` for `kaon region create --approval`. Give the same
+    /// genesis files and RN seeds as the create will.
+    Approve(RegionApproveArgs),
+}
+
+/// `kaon region approve` flags.
+#[derive(Debug, clap::Args)]
+pub struct RegionApproveArgs {
+    /// The first region's genesis.json (its CN set approves).
+    #[arg(long)]
+    pub directory_genesis: PathBuf,
+    /// The new region's genesis.json.
+    #[arg(long)]
+    pub genesis: PathBuf,
+    /// This CN's secret key file (a CN of the first region).
+    #[arg(long)]
+    pub key_file: PathBuf,
+    /// Address (host:port) of an RN that serves the new region; repeatable, in the order the
+    /// create will give them.
+    #[arg(long = "rn-seed")]
+    pub rn_seeds: Vec<String>,
 }
 
 /// `kaon region create` flags.
@@ -621,10 +653,13 @@ pub struct RegionCreateArgs {
     /// The new region's genesis.json.
     #[arg(long)]
     pub genesis: PathBuf,
-    /// Secret key file of an approving CN of the first region; repeat it for more than two
-    /// thirds of its set.
-    #[arg(long = "key-file", required = true)]
+    /// Secret key file of an approving CN of the first region; repeatable. With the
+    /// `--approval`s, more than two thirds of its set.
+    #[arg(long = "key-file", required_unless_present = "approvals")]
     pub key_files: Vec<PathBuf>,
+    /// An approval from `kaon region approve` (`<index>:0x<signature>`); repeatable.
+    #[arg(long = "approval")]
+    pub approvals: Vec<String>,
     /// Address (host:port) of an RN that serves the new region; repeatable.
     #[arg(long = "rn-seed")]
     pub rn_seeds: Vec<String>,
@@ -640,6 +675,7 @@ impl RegionCreateArgs {
             directory_genesis: self.directory_genesis,
             genesis: self.genesis,
             key_files: self.key_files,
+            approvals: self.approvals,
             rn_seeds: self.rn_seeds,
             rpc: self.rpc,
         }

@@ -141,14 +141,33 @@ pub fn sign_approval(
     approvers: &[(CnIndex, &SecretKey)],
     msg: &[u8],
 ) -> Result<(SignerBitmap, SignatureBytes), GovernanceError> {
-    let mut bitmap = SignerBitmap::with_members(current.len());
-    let sigs: Vec<Signature> = approvers
+    let signed: Vec<(CnIndex, Signature)> = approvers
         .iter()
-        .map(|(cn, key)| {
-            bitmap.set(cn.0 as usize);
-            key.sign(msg)
-        })
+        .map(|(cn, key)| (*cn, key.sign(msg)))
         .collect();
+    combine_approvals(current, &signed)
+}
+
+/// The aggregate of approvals signed one by one (index in the current set, its signature),
+/// e.g. by CN operators each on their own machine. Each is checked on its own first, so a bad
+/// one is named rather than spoiling the aggregate; an index given twice or outside the set is
+/// refused.
+pub fn combine_approvals(
+    current: &CnSet,
+    approvals: &[(CnIndex, Signature)],
+) -> Result<(SignerBitmap, SignatureBytes), GovernanceError> {
+    let mut bitmap = SignerBitmap::with_members(current.len());
+    for (cn, _) in approvals {
+        let i = cn.0 as usize;
+        if i >= current.len() || bitmap.get(i) {
+            return Err(GovernanceError::Malformed(format!(
+                "approval of CN {cn} given twice or outside the set of {}",
+                current.len()
+            )));
+        }
+        bitmap.set(i);
+    }
+    let sigs: Vec<Signature> = approvals.iter().map(|(_, s)| *s).collect();
     let approval =
         bls::aggregate_signatures(&sigs).map_err(|e| GovernanceError::Malformed(e.to_string()))?;
     Ok((bitmap, approval.to_bytes()))

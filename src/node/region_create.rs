@@ -2,21 +2,29 @@
 //! ([`crate::chain::directory`]).
 //!
 //! From the first region's `genesis.json` (its CN set approves), the new region's
-//! `genesis.json` (its id, genesis hash and CN set) and the key files of the approving CNs, it
-//! builds the `CreateRegion` system transaction, checks it as the regionchain will (quorum,
-//! approval, id span), and either prints it or sends it to an RN of the first region with
-//! `kaon_sendSystemTransaction`, which executes it against the regionchain state first and
-//! answers a refusal (an id span already taken, …) with its reason.
+//! `genesis.json` (its id, genesis hash and CN set) and the approvals of more than two thirds
+//! of the first region's CNs, it builds the `CreateRegion` system transaction, checks it as the
+//! regionchain will (quorum, approval, id span), and either prints it or sends it to an RN of
+//! the first region with `kaon_sendSystemTransaction`, which executes it against the
+//! regionchain state first and answers a refusal (an id span already taken, …) with its
+//! reason.
+//!
+//! Approvals come as key files, or one by one: `kaon region approve` signs the entry with one
+//! CN's key on its operator's machine and prints `<index>:0x<signature>` (the key never leaves
+//! it); `kaon region create --approval …` combines what the operators sent, each approval
+//! checked on its own so a wrong one (another entry, another key) is named.
 
 use super::miner::RnClient;
-use crate::chain::directory::{approve_creation, RegionCreation, RegionEntry};
+use crate::chain::directory::{creation_message, RegionCreation, RegionEntry};
 use crate::chain::genesis::Genesis;
-use crate::crypto::bls::SecretKey;
+use crate::consensus::governance::combine_approvals;
+use crate::consensus::selection::CnSet;
+use crate::crypto::bls::{SecretKey, Signature, SignatureBytes};
 use crate::types::{ChainId, CnIndex};
 use alloy_primitives::hex;
 use anyhow::Context;
 use serde_json::json;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// What to create, approved by whom, sent where.
 #[derive(Debug, Clone)]
@@ -25,8 +33,11 @@ pub struct CreateRequest {
     pub directory_genesis: PathBuf,
     /// The new region's genesis.
     pub genesis: PathBuf,
-    /// Secret keys of approving CNs of the first region (more than two thirds of its set).
+    /// Secret keys of approving CNs of the first region; with `approvals`, more than two
+    /// thirds of its set.
     pub key_files: Vec<PathBuf>,
+    /// Approvals signed one by one ([`approve`]), as `<index>:0x<signature>`.
+    pub approvals: Vec<String>,
     /// Addresses (`host:port`) of RNs that serve the new region.
     pub rn_seeds: Vec<String>,
     /// The first region's regionchain endpoint on an RN; `None` prints the transaction.
@@ -37,48 +48,131 @@ pub struct CreateRequest {
 /// regionchain checks it (against its genesis CN set; regions already listed are checked
 /// on-chain).
 pub fn build(request: &CreateRequest) -> anyhow::Result<RegionCreation> {
-    let directory = Genesis::load(&request.directory_genesis)?;
-    let new = Genesis::load(&request.genesis)?;
-    let here = ChainId(directory.region);
-    let set = directory
-        .cn_set()
-        .with_context(|| format!("the CN set of {}", request.directory_genesis.display()))?;
-    let keys = request
+    let proposal = Proposal::load(
+        &request.directory_genesis,
+        &request.genesis,
+        &request.rn_seeds,
+    )?;
+    anyhow::ensure!(
+        !request.key_files.is_empty() || !request.approvals.is_empty(),
+        "no approvals: give the approving CNs' --key-file or their --approval lines (kaon region approve)"
+    );
+    let mut signed = request
         .key_files
         .iter()
         .map(|path| {
-            super::cn::read_key(path).with_context(|| format!("reading {}", path.display()))
-        })
-        .collect::<anyhow::Result<Vec<SecretKey>>>()?;
-    let approvers = keys
-        .iter()
-        .zip(&request.key_files)
-        .map(|(key, path)| {
-            let public = key.public_key();
-            let index = set
-                .keys()
-                .iter()
-                .position(|k| *k == public)
-                .with_context(|| {
-                    format!("{} is not a key of region {here}'s CN set", path.display())
-                })?;
-            Ok((CnIndex(index as u32), key))
+            let key =
+                super::cn::read_key(path).with_context(|| format!("reading {}", path.display()))?;
+            let index = proposal
+                .index_of(&key)
+                .with_context(|| format!("{}", path.display()))?;
+            Ok((index, key.sign(&proposal.message)))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let entry = RegionEntry {
-        region: ChainId(new.region),
-        genesis_hash: new.hash().0,
-        cn_set_root: new
-            .cn_set()
-            .with_context(|| format!("the CN set of {}", request.genesis.display()))?
-            .root(),
-        rn_seeds: request.rn_seeds.clone(),
+    for line in &request.approvals {
+        signed.push(proposal.check_approval(line)?);
+    }
+    let (approvers, approval) = combine_approvals(&proposal.set, &signed)?;
+    let creation = RegionCreation {
+        directory: proposal.here,
+        entry: proposal.entry,
+        approvers,
+        approval,
     };
-    let creation = approve_creation(here, &set, entry, &approvers)?;
     creation
-        .verify(here, &set, [here])
+        .verify(proposal.here, &proposal.set, [proposal.here])
         .context("the regionchain would refuse this creation")?;
     Ok(creation)
+}
+
+/// One CN's approval of the entry `directory_genesis`, `genesis` and `rn_seeds` describe,
+/// signed with the key in `key_file`: the line `kaon region create --approval` takes.
+pub fn approve(
+    directory_genesis: &Path,
+    genesis: &Path,
+    rn_seeds: &[String],
+    key_file: &Path,
+) -> anyhow::Result<String> {
+    let proposal = Proposal::load(directory_genesis, genesis, rn_seeds)?;
+    let key =
+        super::cn::read_key(key_file).with_context(|| format!("reading {}", key_file.display()))?;
+    let index = proposal
+        .index_of(&key)
+        .with_context(|| format!("{}", key_file.display()))?;
+    let signature = key.sign(&proposal.message).to_bytes();
+    Ok(format!("{}:0x{}", index.0, hex::encode(signature.0)))
+}
+
+/// The entry a creation records and the message its approvers sign.
+struct Proposal {
+    /// The directory's region and its CN set (from its genesis).
+    here: ChainId,
+    set: CnSet,
+    entry: RegionEntry,
+    message: Vec<u8>,
+}
+
+impl Proposal {
+    fn load(directory_genesis: &Path, genesis: &Path, rn_seeds: &[String]) -> anyhow::Result<Self> {
+        let directory = Genesis::load(directory_genesis)?;
+        let new = Genesis::load(genesis)?;
+        let here = ChainId(directory.region);
+        let set = directory
+            .cn_set()
+            .with_context(|| format!("the CN set of {}", directory_genesis.display()))?;
+        let entry = RegionEntry {
+            region: ChainId(new.region),
+            genesis_hash: new.hash().0,
+            cn_set_root: new
+                .cn_set()
+                .with_context(|| format!("the CN set of {}", genesis.display()))?
+                .root(),
+            rn_seeds: rn_seeds.to_vec(),
+        };
+        let message = creation_message(here, set.root(), &entry);
+        Ok(Self {
+            here,
+            set,
+            entry,
+            message,
+        })
+    }
+
+    /// `key`'s index in the directory region's CN set.
+    fn index_of(&self, key: &SecretKey) -> anyhow::Result<CnIndex> {
+        let public = key.public_key();
+        let index = self.set.keys().iter().position(|k| *k == public);
+        index
+            .map(|i| CnIndex(i as u32))
+            .with_context(|| format!("is not a key of region {}'s CN set", self.here))
+    }
+
+    /// Parses `<index>:0x<signature>` and checks it signs this entry with CN `index`'s key.
+    fn check_approval(&self, line: &str) -> anyhow::Result<(CnIndex, Signature)> {
+        let malformed = || format!("approval {line:?} is not <index>:0x<signature>");
+        let (index, signature) = line.trim().split_once(':').with_context(malformed)?;
+        let index: u32 = index.parse().ok().with_context(malformed)?;
+        let bytes = hex::decode(signature.trim_start_matches("0x")).ok();
+        let signature = bytes
+            .and_then(|b| b.try_into().ok())
+            .map(SignatureBytes)
+            .with_context(malformed)?;
+        let signature = Signature::try_from(&signature)
+            .ok()
+            .with_context(|| format!("approval {line:?}: not a valid BLS signature"))?;
+        let key = self.set.keys().get(index as usize).with_context(|| {
+            format!(
+                "approval {line:?}: region {} has no CN {index} ({} CNs)",
+                self.here,
+                self.set.len()
+            )
+        })?;
+        anyhow::ensure!(
+            signature.verify(key, &self.message),
+            "approval {line:?} is not CN {index}'s signature of this entry: it was made for another region entry (genesis, RN seeds) or with another key"
+        );
+        Ok((CnIndex(index), signature))
+    }
 }
 
 /// Builds the creation and sends it (its hash), or prints it when no endpoint is given.
@@ -140,6 +234,7 @@ mod tests {
             directory_genesis: first.clone(),
             genesis: genesis.clone(),
             key_files: key_files.to_vec(),
+            approvals: Vec::new(),
             rn_seeds: vec!["127.0.0.1:30400".into()],
             rpc: None,
         };
@@ -163,5 +258,61 @@ mod tests {
         let (overlapping, _) = region(&dir.path().join("third"), 1500, &keys("third"));
         let overlap = error(request(&overlapping, &first_keys[..3]));
         assert!(overlap.contains("overlap"), "{overlap}");
+    }
+
+    #[test]
+    fn approvals_signed_one_by_one_combine_and_a_wrong_one_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let (first, first_keys) = region(&dir.path().join("first"), 1000, &keys("first"));
+        let next = 1000 + REGION_ID_SPAN;
+        let (second, second_keys) = region(&dir.path().join("second"), next, &keys("second"));
+        let seeds = vec!["127.0.0.1:30400".to_string()];
+        let approve_with = |key: &PathBuf, seeds: &[String]| approve(&first, &second, seeds, key);
+        // Three operators, each with only their own key.
+        let lines: Vec<String> = first_keys[1..]
+            .iter()
+            .map(|k| approve_with(k, &seeds).unwrap())
+            .collect();
+        assert!(lines[0].starts_with("1:0x"), "{}", lines[0]);
+        let request = |approvals: Vec<String>, key_files: Vec<PathBuf>| CreateRequest {
+            directory_genesis: first.clone(),
+            genesis: second.clone(),
+            key_files,
+            approvals,
+            rn_seeds: seeds.clone(),
+            rpc: None,
+        };
+        let combined = build(&request(lines.clone(), Vec::new())).unwrap();
+        assert_eq!(combined.approvers.count(), 3);
+        // The same creation as from the key files: one message, one aggregate.
+        let from_files = build(&request(Vec::new(), first_keys[1..].to_vec())).unwrap();
+        assert_eq!(combined, from_files);
+        // Mixed: two approvals and one key file.
+        let mixed = build(&request(lines[..2].to_vec(), vec![first_keys[0].clone()])).unwrap();
+        assert_eq!(mixed.approvers.count(), 3);
+
+        let error = |r: CreateRequest| format!("{:#}", build(&r).unwrap_err());
+        // Signed for other RN seeds: that approval is named.
+        let other = approve_with(&first_keys[0], &["10.0.0.1:1".to_string()]).unwrap();
+        let mut with_other = lines[..2].to_vec();
+        with_other.push(other.clone());
+        let wrong = error(request(with_other, Vec::new()));
+        assert!(
+            wrong.contains(&other) && wrong.contains("another region entry"),
+            "{wrong}"
+        );
+        // One operator's approval twice, a non-member's key, a garbled line, too few.
+        let twice = error(request(
+            vec![lines[0].clone(), lines[0].clone(), lines[1].clone()],
+            Vec::new(),
+        ));
+        assert!(twice.contains("given twice"), "{twice}");
+        assert!(approve_with(&second_keys[0], &seeds).is_err());
+        let garbled = error(request(vec!["1:0xzz".into()], Vec::new()));
+        assert!(garbled.contains("not <index>:0x<signature>"), "{garbled}");
+        let short = error(request(lines[..2].to_vec(), Vec::new()));
+        assert!(short.contains("2 approvals"), "{short}");
+        let none = error(request(Vec::new(), Vec::new()));
+        assert!(none.contains("no approvals"), "{none}");
     }
 }

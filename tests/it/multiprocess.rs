@@ -536,9 +536,43 @@ fn two_regions_of_processes_and_one_rn_following_both() {
             None => a.to_string(),
         })
         .collect();
+    // As operators would: each CN's approval signed on its own (`kaon region approve`, one key
+    // file each), then combined by `kaon region create --approval`.
+    let (mut shared, mut key_files) = (Vec::new(), Vec::new());
+    let mut rest = args.iter();
+    while let Some(a) = rest.next() {
+        match a.as_str() {
+            "--key-file" => key_files.push(rest.next().unwrap().clone()),
+            "--rpc" => {
+                rest.next();
+            }
+            _ => shared.push(a.clone()),
+        }
+    }
+    assert!(key_files.len() >= 3, "{create}");
+    let mut approved: Vec<String> = Vec::new();
+    for key in &key_files {
+        let approve = Command::new(KAON)
+            .args(["--log", "warn", "region", "approve", "--key-file", key])
+            .args(&shared)
+            .output()
+            .unwrap();
+        assert!(
+            approve.status.success(),
+            "{}",
+            String::from_utf8_lossy(&approve.stderr)
+        );
+        let line = String::from_utf8(approve.stdout)
+            .unwrap()
+            .trim()
+            .to_string();
+        approved.extend(["--approval".to_string(), line]);
+    }
     let recorded = Command::new(KAON)
         .args(["--log", "warn", "region", "create"])
-        .args(&args)
+        .args(&shared)
+        .args(&approved)
+        .args(["--rpc", &format!("http://127.0.0.1:{rpc_port}/chain/1000")])
         .output()
         .unwrap();
     assert!(
