@@ -517,13 +517,31 @@ impl RnArgs {
                     .rn
                     .iter()
                     .flat_map(|s| &s.remote)
-                    .map(|r| r.upstream().map_err(|e| anyhow::anyhow!(e)))
+                    .map(remote_upstream)
                     .collect::<anyhow::Result<_>>()?,
                 ..config.rpc.clone()
             },
             net: config.net.clone(),
         })
     }
+}
+
+/// The upstream the JSON-RPC server forwards `remote`'s chains (its region's id span) to.
+fn remote_upstream(remote: &crate::config::RemoteRegion) -> anyhow::Result<crate::rpc::Upstream> {
+    let span = crate::chain::directory::REGION_ID_SPAN;
+    let last = remote
+        .region
+        .checked_add(span - 1)
+        .with_context(|| format!("[rn] remote region {} is not a region id", remote.region))?;
+    let upstream = crate::rpc::Upstream {
+        first: crate::types::ChainId(remote.region),
+        last: crate::types::ChainId(last),
+        url: remote.rpc.clone(),
+    };
+    upstream
+        .check()
+        .map_err(|e| anyhow::anyhow!("[rn] remote: {e}"))?;
+    Ok(upstream)
 }
 
 /// `index@host:port` peers.

@@ -90,24 +90,6 @@ pub struct RemoteRegion {
     pub rpc: String,
 }
 
-impl RemoteRegion {
-    /// The upstream the JSON-RPC server forwards this region's chains to.
-    pub fn upstream(&self) -> Result<crate::rpc::Upstream, String> {
-        let span = crate::chain::directory::REGION_ID_SPAN;
-        let last = self
-            .region
-            .checked_add(span - 1)
-            .ok_or_else(|| format!("[rn] remote region {} is not a region id", self.region))?;
-        let upstream = crate::rpc::Upstream {
-            first: crate::types::ChainId(self.region),
-            last: crate::types::ChainId(last),
-            url: self.rpc.clone(),
-        };
-        upstream.check()?;
-        Ok(upstream)
-    }
-}
-
 /// One region a ranger node follows.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

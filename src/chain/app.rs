@@ -376,12 +376,14 @@ impl CnApp {
     /// its region checkpoints as verified (they were when it was first executed: replaying a
     /// long regionchain would otherwise redo a pairing per checkpoint) as long as that
     /// reproduces the segment-0 commitment the certified header holds — its receipts root
-    /// says which transactions were accepted — and in full otherwise.
+    /// says which transactions were accepted — and in full otherwise. Fails when even the full
+    /// execution disagrees with the header: the regionchain state this node would rebuild is
+    /// not the one the chain committed.
     fn replay_region(
         &self,
         header: &crate::types::Header,
         segment: Option<&Segment>,
-    ) -> RegionExecution {
+    ) -> anyhow::Result<RegionExecution> {
         let region = self.region_read();
         let empty = Segment {
             chain_id: region.region,
@@ -390,16 +392,15 @@ impl CnApp {
         let segment = segment.unwrap_or(&empty);
         let trusted = region.execute_trusting_seals(header.height, segment);
         if header.segments.first() == Some(&trusted.commitment) {
-            return trusted;
+            return Ok(trusted);
         }
         let verified = region.execute(header.height, segment);
-        if header.segments.first() != Some(&verified.commitment) {
-            tracing::error!(
-                height = %header.height,
-                "segment 0 replays to a commitment other than its certified header's: the regionchain state rebuilt after this restart differs from the one the chain committed (a changed genesis or a rule changed without an activation height)"
-            );
-        }
-        verified
+        anyhow::ensure!(
+            header.segments.first() == Some(&verified.commitment),
+            "segment 0 of block {} replays to a commitment other than its certified header's: the regionchain state rebuilt from this datadir differs from the one the chain committed (a changed genesis, or a rule changed without an activation height); refusing to start on it",
+            header.height
+        );
+        Ok(verified)
     }
 
     fn commitments(execution: &BlockExecution) -> Vec<SegmentCommitment> {
@@ -552,11 +553,12 @@ impl CnApp {
 
     /// Replays a committed block whose servicechain state is already applied (restart): only
     /// what lives in memory — regionchain state, the tip, recent hashes.
-    pub fn replay_applied(&mut self, block: &Block) {
+    pub fn replay_applied(&mut self, block: &Block) -> anyhow::Result<()> {
         let header = block.header();
-        let region = self.replay_region(header, block.segments.first());
+        let region = self.replay_region(header, block.segments.first())?;
         self.apply_region(&region, header);
         self.advance(block);
+        Ok(())
     }
 
     fn advance(&mut self, block: &Block) {

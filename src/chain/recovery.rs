@@ -92,7 +92,7 @@ pub fn replay_log(
             tip.height
         );
         if header.height.0 <= applied {
-            app.replay_applied(&block);
+            app.replay_applied(&block)?;
         } else {
             app.commit(&block)
                 .with_context(|| format!("re-executing block {}", header.height))?;

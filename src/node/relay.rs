@@ -188,19 +188,7 @@ impl Followed {
     /// from a chain no checkpoint can vouch for. Not listed yet: nothing to compare.
     fn check_genesis(&self) -> anyhow::Result<()> {
         let state = self.into.region().read().unwrap_or_else(|e| e.into_inner());
-        let Some(entry) = state.listed(self.region) else {
-            return Ok(());
-        };
-        anyhow::ensure!(
-            entry.genesis_hash == self.genesis_hash,
-            "region {} is followed from genesis {}, but region {}'s regionchain records it with genesis {}: this node was given another platform's genesis file (or a forged one) for region {}",
-            self.region,
-            self.genesis_hash,
-            state.region,
-            entry.genesis_hash,
-            self.region
-        );
-        Ok(())
+        check_recorded_genesis(&state, self.region, self.genesis_hash)
     }
 
     /// One pass: sends the next checkpoint of this region when its head moved past the last
@@ -345,4 +333,62 @@ fn region_of(view: &RnView) -> ChainId {
         .read()
         .unwrap_or_else(|e| e.into_inner())
         .region
+}
+
+/// Fails when regionchain `state` records `region` (in its directory, or as the directory
+/// region its genesis anchors) with a genesis other than `followed`; passes when it does not
+/// record it.
+fn check_recorded_genesis(
+    state: &crate::chain::region::RegionState,
+    region: ChainId,
+    followed: B256,
+) -> anyhow::Result<()> {
+    let Some(entry) = state.listed(region) else {
+        return Ok(());
+    };
+    anyhow::ensure!(
+        entry.genesis_hash == followed,
+        "region {region} is followed from genesis {followed}, but region {}'s regionchain records it with genesis {}: this node was given another platform's genesis file (or a forged one) for region {region}",
+        state.region,
+        entry.genesis_hash,
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chain::region::RegionState;
+    use crate::chain::region_checkpoint::tests::{cn_keys, entry, HERE, OTHER};
+    use crate::consensus::selection::CnSet;
+    use crate::crypto::bls::SecretKey;
+
+    fn state(region: ChainId) -> RegionState {
+        let keys = cn_keys("here");
+        let set = CnSet::new(keys.iter().map(SecretKey::public_key).collect()).unwrap();
+        RegionState::new(region, Arc::new(set), 1)
+    }
+
+    #[test]
+    fn a_followed_genesis_must_be_the_one_the_receiving_regionchain_records() {
+        let listed = entry(&cn_keys("other"));
+        // The directory region's entry for another region.
+        let mut directory = state(HERE);
+        assert!(check_recorded_genesis(&directory, OTHER, B256::repeat_byte(9)).is_ok());
+        directory.directory.insert(listed.clone());
+        assert!(check_recorded_genesis(&directory, OTHER, listed.genesis_hash).is_ok());
+        let error = check_recorded_genesis(&directory, OTHER, B256::repeat_byte(9)).unwrap_err();
+        assert!(
+            error.to_string().contains("another platform's genesis"),
+            "{error}"
+        );
+        // Another region's anchor of the directory region it names.
+        let anchor = crate::chain::directory::RegionEntry {
+            region: HERE,
+            ..listed
+        };
+        let other = state(OTHER).with_directory_anchor(Some(anchor.clone()));
+        assert!(check_recorded_genesis(&other, HERE, anchor.genesis_hash).is_ok());
+        assert!(check_recorded_genesis(&other, HERE, B256::repeat_byte(9)).is_err());
+    }
 }

@@ -293,6 +293,17 @@ mod tests {
             app.region_handle().read().unwrap().region_heads[&OTHER].height,
             Height(5)
         );
+        // Replayed by a node whose directory does not list the region (another genesis):
+        // the checkpoint its header says was recorded is refused: the node does not start.
+        let mut unlisted = self::app(&ledger);
+        let error = format!(
+            "{:#}",
+            heights_replayed(&ledger, &mut unlisted).unwrap_err()
+        );
+        assert!(
+            error.contains("replays to a commitment other than"),
+            "{error}"
+        );
     }
 
     #[test]
