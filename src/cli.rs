@@ -107,6 +107,7 @@ pub fn run() -> anyhow::Result<()> {
                 &args.genesis,
                 &args.rn_seeds,
                 &args.key_file,
+                &mut std::io::stderr(),
             )?;
             println!("{line}");
             Ok(())
@@ -513,17 +514,34 @@ impl RnArgs {
                 ..config.storage.clone()
             },
             rpc_limits: crate::rpc::RpcConfig {
-                upstreams: config
-                    .rn
-                    .iter()
-                    .flat_map(|s| &s.remote)
-                    .map(remote_upstream)
-                    .collect::<anyhow::Result<_>>()?,
+                upstreams: remote_upstreams(config.rn.iter().flat_map(|s| &s.remote))?,
                 ..config.rpc.clone()
             },
             net: config.net.clone(),
         })
     }
+}
+
+/// The upstreams of `[rn] remote`, refusing two whose regions' spans overlap.
+fn remote_upstreams<'a>(
+    remotes: impl Iterator<Item = &'a crate::config::RemoteRegion>,
+) -> anyhow::Result<Vec<crate::rpc::Upstream>> {
+    let mut upstreams: Vec<crate::rpc::Upstream> = Vec::new();
+    for remote in remotes {
+        let upstream = remote_upstream(remote)?;
+        if let Some(earlier) = upstreams
+            .iter()
+            .find(|u| crate::chain::directory::overlap(u.first, upstream.first))
+        {
+            anyhow::bail!(
+                "[rn] remote regions {} and {} overlap: list each region once",
+                earlier.first,
+                upstream.first
+            );
+        }
+        upstreams.push(upstream);
+    }
+    Ok(upstreams)
 }
 
 /// The upstream the JSON-RPC server forwards `remote`'s chains (its region's id span) to.

@@ -135,10 +135,11 @@ pub fn serve_metrics(
                 return;
             };
             let render = std::sync::Arc::clone(&render);
-            tokio::spawn(async move {
-                let _ = tokio::time::timeout(REQUEST_DEADLINE, answer(stream, render)).await;
-                drop(permit);
-            });
+            // The slot goes with the rendering, which outlives a timed-out connection.
+            tokio::spawn(tokio::time::timeout(
+                REQUEST_DEADLINE,
+                answer(stream, render, permit),
+            ));
         }
     });
     Ok(bound)
@@ -147,6 +148,7 @@ pub fn serve_metrics(
 async fn answer(
     mut stream: tokio::net::TcpStream,
     render: std::sync::Arc<dyn Fn() -> String + Send + Sync>,
+    slot: tokio::sync::OwnedSemaphorePermit,
 ) -> std::io::Result<()> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut head = Vec::with_capacity(1024);
@@ -162,6 +164,7 @@ async fn answer(
         // Sources may read the disk (a region's load from its block log): off the runtime's
         // workers, which also serve the node's JSON-RPC.
         let mut body = tokio::task::spawn_blocking(move || {
+            let _slot = slot;
             let mut own = Metrics::default();
             process_metrics(&mut own);
             render() + &own.render()

@@ -397,7 +397,7 @@ impl CnApp {
         let verified = region.execute(header.height, segment);
         anyhow::ensure!(
             header.segments.first() == Some(&verified.commitment),
-            "segment 0 of block {} replays to a commitment other than its certified header's: the regionchain state rebuilt from this datadir differs from the one the chain committed (a changed genesis, or a rule changed without an activation height); refusing to start on it",
+            "segment 0 of block {} replays to a commitment other than its certified header's: the regionchain state rebuilt from this datadir differs from the one the chain committed (a changed genesis, or a rule changed without an activation height); refusing to start on it. Check that genesis.json is the one this datadir was made with; otherwise start this node from an empty datadir, and it syncs the chain again from its peers",
             header.height
         );
         Ok(verified)

@@ -86,12 +86,14 @@ pub fn build(request: &CreateRequest) -> anyhow::Result<RegionCreation> {
 }
 
 /// One CN's approval of the entry `directory_genesis`, `genesis` and `rn_seeds` describe,
-/// signed with the key in `key_file`: the line `kaon region create --approval` takes.
+/// signed with the key in `key_file`: the line `kaon region create --approval` takes. What is
+/// signed is written to `shown` first, for the operator to read.
 pub fn approve(
     directory_genesis: &Path,
     genesis: &Path,
     rn_seeds: &[String],
     key_file: &Path,
+    shown: &mut dyn std::io::Write,
 ) -> anyhow::Result<String> {
     let proposal = Proposal::load(directory_genesis, genesis, rn_seeds)?;
     let key =
@@ -99,6 +101,17 @@ pub fn approve(
     let index = proposal
         .index_of(&key)
         .with_context(|| format!("{}", key_file.display()))?;
+    writeln!(
+        shown,
+        "approving, as CN {} of region {} (CN set {}): region {} with genesis {}, CN set {}, RN seeds {:?}",
+        index.0,
+        proposal.here,
+        proposal.set.root(),
+        proposal.entry.region,
+        proposal.entry.genesis_hash,
+        proposal.entry.cn_set_root,
+        proposal.entry.rn_seeds
+    )?;
     let signature = key.sign(&proposal.message).to_bytes();
     Ok(format!("{}:0x{}", index.0, hex::encode(signature.0)))
 }
@@ -267,7 +280,16 @@ mod tests {
         let next = 1000 + REGION_ID_SPAN;
         let (second, second_keys) = region(&dir.path().join("second"), next, &keys("second"));
         let seeds = vec!["127.0.0.1:30400".to_string()];
-        let approve_with = |key: &PathBuf, seeds: &[String]| approve(&first, &second, seeds, key);
+        let approve_with = |key: &PathBuf, seeds: &[String]| {
+            let mut shown = Vec::new();
+            let line = approve(&first, &second, seeds, key, &mut shown)?;
+            let shown = String::from_utf8(shown).unwrap();
+            assert!(
+                shown.contains(&format!("region {next} with genesis")),
+                "{shown}"
+            );
+            anyhow::Ok(line)
+        };
         // Three operators, each with only their own key.
         let lines: Vec<String> = first_keys[1..]
             .iter()

@@ -36,10 +36,14 @@ pub(crate) enum Refusal {
     SlowSubscriber,
     IdleWebSocket,
     TooManyFilters,
+    UpstreamBusy,
+    UpstreamFailed,
+    ForwardLoop,
+    UpstreamWebSocket,
 }
 
 impl Refusal {
-    const ALL: [Refusal; 14] = [
+    const ALL: [Refusal; 18] = [
         Self::ParseError,
         Self::InvalidRequest,
         Self::UnknownMethod,
@@ -54,6 +58,10 @@ impl Refusal {
         Self::SlowSubscriber,
         Self::IdleWebSocket,
         Self::TooManyFilters,
+        Self::UpstreamBusy,
+        Self::UpstreamFailed,
+        Self::ForwardLoop,
+        Self::UpstreamWebSocket,
     ];
 
     const fn label(self) -> &'static str {
@@ -72,6 +80,10 @@ impl Refusal {
             Self::SlowSubscriber => "slow_subscriber",
             Self::IdleWebSocket => "idle_websocket",
             Self::TooManyFilters => "too_many_filters",
+            Self::UpstreamBusy => "upstream_busy",
+            Self::UpstreamFailed => "upstream_failed",
+            Self::ForwardLoop => "forward_loop",
+            Self::UpstreamWebSocket => "upstream_websocket",
         }
     }
 }
@@ -88,6 +100,7 @@ struct Inner {
     methods: Vec<MethodStats>,
     refusals: [AtomicU64; Refusal::ALL.len()],
     http_requests: AtomicU64,
+    forwarded: AtomicU64,
     connections: AtomicI64,
     websockets: AtomicI64,
     subscriptions: AtomicI64,
@@ -103,6 +116,7 @@ impl Default for RpcMetrics {
             methods: Method::ALL.iter().map(|_| MethodStats::default()).collect(),
             refusals: Default::default(),
             http_requests: AtomicU64::new(0),
+            forwarded: AtomicU64::new(0),
             connections: AtomicI64::new(0),
             websockets: AtomicI64::new(0),
             subscriptions: AtomicI64::new(0),
@@ -154,6 +168,11 @@ impl RpcMetrics {
         self.0.http_requests.fetch_add(1, Relaxed);
     }
 
+    /// A request answered by an upstream endpoint ([`super::upstream`]).
+    pub(crate) fn forwarded(&self) {
+        self.0.forwarded.fetch_add(1, Relaxed);
+    }
+
     fn gauge(&self, gauge: Gauge) -> &AtomicI64 {
         match gauge {
             Gauge::Connections => &self.0.connections,
@@ -197,6 +216,12 @@ impl RpcMetrics {
             "HTTP requests received by the RPC server",
             labels,
             self.0.http_requests.load(Relaxed),
+        );
+        m.counter(
+            "kaon_rpc_forwarded_total",
+            "Requests for chains of regions this node does not follow answered by their endpoint",
+            labels,
+            self.0.forwarded.load(Relaxed),
         );
         let gauges = [
             (

@@ -83,7 +83,10 @@ impl RpcServer {
             ),
             metrics: RpcMetrics::default(),
             blocking: Arc::new(Semaphore::new(config.max_blocking_calls.max(1))),
-            upstreams: Upstreams::new(config.upstreams.clone(), config.request_deadline),
+            upstreams: Upstreams::new(
+                config.upstreams.clone(),
+                upstream::forwarding_permits(config.max_blocking_calls),
+            ),
             stop: stop_rx,
             config,
         });
@@ -268,6 +271,7 @@ async fn handle(
     req: HttpRequest<Incoming>,
 ) -> Response<Full<Bytes>> {
     shared.metrics.http_request();
+    let started = Instant::now();
     let target = match route(&shared, req.uri().path()) {
         Ok(target) => target,
         Err((status, error, why)) => {
@@ -276,18 +280,15 @@ async fn handle(
         }
     };
     match (req.method().clone(), target) {
-        (HttpMethod::POST, target) => post(&shared, target, req).await,
+        (HttpMethod::POST, target) => post(&shared, target, req, started).await,
         (HttpMethod::GET, Target::Local(chain)) if ws::is_upgrade(&req) => {
             ws::upgrade(shared.clone(), chain, req, slot).unwrap_or_else(|error| {
                 json_response(&shared, StatusCode::BAD_REQUEST, error_body(&error))
             })
         }
         (HttpMethod::GET, Target::Upstream(chain)) if ws::is_upgrade(&req) => {
-            let error = shared
-                .upstreams
-                .of(chain)
-                .map(|u| upstream::no_websocket(u, chain))
-                .unwrap_or_else(|| RpcError::server(format!("unknown chain {chain}")));
+            shared.metrics.refuse(Refusal::UpstreamWebSocket);
+            let error = upstream::no_websocket(chain);
             json_response(&shared, StatusCode::BAD_REQUEST, error_body(&error))
         }
         (HttpMethod::OPTIONS, _) => preflight(&shared),
@@ -309,8 +310,10 @@ async fn post(
     shared: &Arc<Shared>,
     target: Target,
     req: HttpRequest<Incoming>,
+    started: Instant,
 ) -> Response<Full<Bytes>> {
     let max = shared.config.max_body_bytes;
+    let hop = req.headers().contains_key(upstream::FORWARDED_HEADER);
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -338,7 +341,7 @@ async fn post(
     let chain = match target {
         Target::Local(chain) => chain,
         Target::Upstream(chain) => {
-            let (status, body) = upstream::forward(shared, chain, bytes).await;
+            let (status, body) = upstream::forward(shared, chain, bytes, hop, started).await;
             return json_response(shared, status, body);
         }
     };
