@@ -400,23 +400,11 @@ fn two_regions_of_processes_and_one_rn_following_both() {
     let dir = tempfile::tempdir().unwrap();
     // Below Linux's ephemeral range (32768–60999) and apart from the other tests' ports.
     let base = 8_000 + (std::process::id() % 12_000) as u16;
-    let init = Command::new(KAON)
-        .args([
-            "init",
-            "--regions",
-            "2",
-            "--cns",
-            "4",
-            "--servicechains",
-            "1",
-        ])
-        .args(["--round-ms", "100", "--timeout-ms", "300"])
-        .args(["--base-port", &base.to_string(), "--out"])
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert!(init.status.success(), "kaon init --regions 2 failed");
-    let printed = String::from_utf8(init.stdout).unwrap();
+    let printed = init_two_regions(
+        dir.path(),
+        base,
+        &["--round-ms", "100", "--timeout-ms", "300"],
+    );
     let second = dir.path().join("region-1001000");
     assert!(second.join("genesis.json").exists(), "{printed}");
     assert!(printed.contains("rn/config.toml"), "{printed}");
@@ -461,26 +449,7 @@ fn two_regions_of_processes_and_one_rn_following_both() {
     let to = alloy_primitives::Address::repeat_byte(0x5e);
     let raw =
         kaon::node::loadgen::transfer(kaon::types::ChainId(1_001_001), 0, &account.secret, to);
-    let hash = rpc(
-        &url(1_001_001),
-        "eth_sendRawTransaction",
-        serde_json::json!([raw]),
-    )
-    .expect("the second region's chain acknowledges a transfer signed for it");
-    let start = Instant::now();
-    while rpc(
-        &url(1_001_001),
-        "eth_getTransactionReceipt",
-        serde_json::json!([hash]),
-    )
-    .is_none_or(|r| r.is_null())
-    {
-        assert!(
-            start.elapsed() < DEADLINE,
-            "{hash} never included in region 1001000"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let hash = send_and_wait(&url(1_001_001), &raw, "through an RN of its region");
     let balance = |chain: u64| {
         rpc(
             &url(chain),
@@ -671,26 +640,11 @@ fn two_regions_of_processes_and_one_rn_following_both() {
     );
     let again =
         kaon::node::loadgen::transfer(kaon::types::ChainId(1_001_001), 1, &account.secret, to);
-    let hash = rpc(
+    send_and_wait(
         &front(1_001_001),
-        "eth_sendRawTransaction",
-        serde_json::json!([again]),
-    )
-    .expect("a write for the other region's chain is forwarded and acknowledged");
-    let start = Instant::now();
-    while rpc(
-        &front(1_001_001),
-        "eth_getTransactionReceipt",
-        serde_json::json!([hash]),
-    )
-    .is_none_or(|r| r.is_null())
-    {
-        assert!(
-            start.elapsed() < DEADLINE,
-            "{hash} forwarded but never included"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+        &again,
+        "forwarded by an RN of another region",
+    );
     let unknown = ureq::post(&front(5_000_000))
         .header("content-type", "application/json")
         .send(r#"{"jsonrpc":"2.0","id":1,"method":"eth_blockNumber","params":[]}"#);
@@ -698,6 +652,50 @@ fn two_regions_of_processes_and_one_rn_following_both() {
         matches!(unknown, Err(ureq::Error::StatusCode(404))),
         "{unknown:?}"
     );
+}
+
+/// `kaon init --regions 2 --cns 4 --servicechains 1` into `dir` from port `base`, with `extra`
+/// flags; what it printed.
+fn init_two_regions(dir: &std::path::Path, base: u16, extra: &[&str]) -> String {
+    let init = Command::new(KAON)
+        .args([
+            "init",
+            "--regions",
+            "2",
+            "--cns",
+            "4",
+            "--servicechains",
+            "1",
+        ])
+        .args(extra)
+        .args(["--base-port", &base.to_string(), "--out"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(
+        init.status.success(),
+        "kaon init --regions 2 failed: {}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    String::from_utf8(init.stdout).unwrap()
+}
+
+/// Sends `raw` to the chain endpoint `url`, which must acknowledge it, and waits until the
+/// same endpoint serves its receipt; its hash.
+fn send_and_wait(url: &str, raw: &alloy_primitives::Bytes, how: &str) -> serde_json::Value {
+    let hash = rpc(url, "eth_sendRawTransaction", serde_json::json!([raw]))
+        .unwrap_or_else(|| panic!("a transfer sent {how} was not acknowledged"));
+    let start = Instant::now();
+    while rpc(url, "eth_getTransactionReceipt", serde_json::json!([hash]))
+        .is_none_or(|r| r.is_null())
+    {
+        assert!(
+            start.elapsed() < DEADLINE,
+            "{hash}, sent {how}, never included"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    hash
 }
 
 /// A config for an RN following `dir`'s first region only (its own key, data and RN-network
@@ -735,21 +733,7 @@ fn an_rn_following_a_region_from_a_genesis_the_platform_does_not_record_stops() 
     let _turn = crate::processes_turn();
     let dir = tempfile::tempdir().unwrap();
     let base = 8_000 + ((std::process::id() + 6_000) % 12_000) as u16;
-    let init = Command::new(KAON)
-        .args([
-            "init",
-            "--regions",
-            "2",
-            "--cns",
-            "4",
-            "--servicechains",
-            "1",
-        ])
-        .args(["--base-port", &base.to_string(), "--out"])
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert!(init.status.success(), "kaon init --regions 2 failed");
+    init_two_regions(dir.path(), base, &[]);
     let path = dir.path().join("genesis.json");
     let mut genesis: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
