@@ -10,6 +10,7 @@
 //! committed block's execution is handed to [`CommittedState`], which serves it to readers
 //! until the persist stage has written it to RocksDB after the block log.
 
+use super::migration::MoveOrder;
 use super::posc::{Penalty, ProbeAttestation};
 use super::region::{RegionExecution, RegionState};
 use super::region_checkpoint::RegionCheckpoint;
@@ -80,6 +81,11 @@ impl CnState {
             (
                 SystemKind::RegionCheckpoint,
                 MAX_QUEUED_CHECKPOINTS,
+                MAX_SYSTEM_BYTES / 8,
+            ),
+            (
+                SystemKind::AdoptServicechain,
+                MAX_QUEUED_ADOPTIONS,
                 MAX_SYSTEM_BYTES / 8,
             ),
         ] {
@@ -195,6 +201,8 @@ const MAX_ATTESTATION_VERDICTS: usize = 4096;
 pub const MAX_QUEUED_ATTESTATIONS: usize = 256;
 /// Region checkpoints waiting for segment 0 (each region's relay keeps one in flight).
 pub const MAX_QUEUED_CHECKPOINTS: usize = 64;
+/// Adoptions of moved servicechains a CN queues (each up to a system transaction's size).
+pub const MAX_QUEUED_ADOPTIONS: usize = 4;
 
 /// Wall clock in milliseconds since the Unix epoch (read by drivers, never by the consensus
 /// state machine or this application: they are given the time).
@@ -505,6 +513,9 @@ impl CnApp {
             for chain in &execution.region.registered {
                 pool.add_chain(chain.chain_id);
             }
+            if let Some(moved) = &execution.region.moved {
+                pool.remove_chain(moved.chain);
+            }
             for (e, outcomes) in execution.chains.iter().zip(&outcomes) {
                 for (sender, next_nonce) in &e.nonces {
                     pool.committed(e.diff.chain_id, *sender, *next_nonce);
@@ -544,6 +555,10 @@ impl CnApp {
             .registered
             .iter()
             .map(|chain| {
+                if let Some((record, snapshot)) = &chain.adopted {
+                    // Its commitment goes on from where the source froze it.
+                    return Ok(snapshot.diff(chain.chain_id, record.final_root));
+                }
                 let allocs: Vec<_> = chain.alloc.iter().map(|a| (a.address, a.balance)).collect();
                 let previous = self.shared.state.state_root(chain.chain_id)?;
                 Ok(genesis_diff(chain.chain_id, &allocs, previous))
@@ -641,6 +656,9 @@ impl CnApp {
             SystemKind::RegionCheckpoint => {
                 super::region_checkpoint::MAX_REGION_CHECKPOINTS_PER_CONTAINER
             }
+            // Segment 0 looks at one of each (a move reads a chain's state, an adoption
+            // hashes one and checks a seal).
+            SystemKind::MoveServicechain | SystemKind::AdoptServicechain => 1,
             _ => MAX_SYSTEM_TXS_PER_BLOCK,
         };
         let mut taken: HashMap<u8, usize> = HashMap::new();
@@ -735,9 +753,17 @@ impl Application for CnApp {
             let owed = region.pop.credits.keys().copied();
             let chains: std::collections::BTreeSet<ChainId> =
                 pool.active_chains().into_iter().chain(owed).collect();
+            // A chain this block's segment 0 may move is frozen from this block on.
+            let moving: HashSet<ChainId> = segments[0]
+                .0
+                .txs
+                .iter()
+                .filter_map(|tx| MoveOrder::from_system_tx(tx).ok())
+                .map(|order| order.chain)
+                .collect();
             chains
                 .into_iter()
-                .filter(|c| region.registry.contains(*c))
+                .filter(|c| region.serves(*c) && !moving.contains(c))
                 .collect()
         };
         for chain in registered {
@@ -819,7 +845,7 @@ impl Application for CnApp {
         }
         if let Some(s) = block.segments[1..]
             .iter()
-            .find(|s| !self.region_read().registry.contains(s.chain_id))
+            .find(|s| !self.region_read().serves(s.chain_id))
         {
             return Err(InvalidBlock::UnregisteredChain(s.chain_id));
         }
@@ -828,6 +854,13 @@ impl Application for CnApp {
         let execution = self
             .execute(&ctx, &inputs)
             .map_err(|e| InvalidBlock::Execution(e.to_string()))?;
+        if let Some(moved) = execution
+            .region
+            .moved
+            .filter(|m| block.segments[1..].iter().any(|s| s.chain_id == m.chain))
+        {
+            return Err(InvalidBlock::UnregisteredChain(moved.chain));
+        }
         if let Some((segment, commitment)) =
             first_divergence(&Self::commitments(&execution), &header.segments)
         {

@@ -19,6 +19,7 @@
 pub mod app;
 pub mod directory;
 pub mod genesis;
+pub mod migration;
 pub mod pop;
 pub mod posc;
 pub mod recovery;

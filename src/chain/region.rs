@@ -17,7 +17,12 @@
 //!
 //! The segment's state root is [`RegionRoots::state_root`] over the four parts.
 
-use super::directory::{Directory, DirectoryError, RegionCreation, RegionEntry};
+use super::directory::{in_span, Directory, DirectoryError, RegionCreation, RegionEntry};
+/// Whether segment 0 verifies the seals region checkpoints and adoptions carry (`Trust`:
+/// replaying a block this node executed before, whose certified commitment the caller
+/// compares with the outcome).
+use super::migration::SealCheck as Seals;
+use super::migration::{Adoption, FrozenState, MigrationError, MoveOrder, MoveRecord, NoState};
 use super::pop::{NoSegments, PopDelta, PopState, SegmentSource, ShareError, ShareSubmission};
 use super::posc::{Penalty, PoscError, ProbeAttestation, RnRegistration};
 use super::region_checkpoint::{
@@ -32,6 +37,7 @@ use crate::consensus::governance::{CnSetChange, GovernanceError};
 use crate::consensus::selection::CnSet;
 use crate::crypto::bls::PublicKeyBytes;
 use crate::crypto::hash::{merkle_root, sha256_concat};
+use crate::exec::ChainSnapshot;
 use crate::exec::InvalidReason;
 use crate::types::codec::canonical;
 use crate::types::system::{self, SystemKind};
@@ -63,10 +69,27 @@ pub struct RegionState {
     /// In a region other than the first: the directory region, as genesis names it.
     pub anchor: Option<RegionEntry>,
     pub registry: Registry,
+    /// Registered chains this region moved to another one: frozen, served for history only.
+    pub moved: BTreeMap<ChainId, MovedChain>,
+    /// Commitment to every move, in order ([`MoveRecord::fold`]).
+    pub moves_root: B256,
+    /// Chains moved here from another region, with the record they were adopted by.
+    pub adopted: BTreeMap<ChainId, MoveRecord>,
     pub checkpoints: Checkpoints,
     pub pop: PopState,
     /// Where share verification reads `C(h)`.
     pub segments: Arc<dyn SegmentSource>,
+    /// Where a move reads the chain's state.
+    pub states: Arc<dyn FrozenState>,
+}
+
+/// A chain this region moved away, with what the target needs to check it: the roots of the
+/// freezing block's segment 0 and the `moves` root before the record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MovedChain {
+    pub record: MoveRecord,
+    pub previous_moves: B256,
+    pub roots: RegionRoots,
 }
 
 /// A servicechain registered by a segment, with its genesis allocations.
@@ -75,6 +98,8 @@ pub struct NewChain {
     pub chain_id: ChainId,
     pub entry: ChainEntry,
     pub alloc: Vec<GenesisAlloc>,
+    /// A chain moved here: its state, and its commitment where it was frozen.
+    pub adopted: Option<(MoveRecord, ChainSnapshot)>,
 }
 
 /// The outcome of executing segment 0 of one block.
@@ -90,6 +115,10 @@ pub struct RegionExecution {
     pub region_heads: Vec<RegionHead>,
     pub registered: Vec<NewChain>,
     pub registry_root: B256,
+    /// The chain this segment froze and moved away.
+    pub moved: Option<MoveRecord>,
+    /// The segment's roots (its state root hashes them).
+    pub roots: RegionRoots,
     pub checkpoint: Option<Checkpoint>,
     pub pop: PopDelta,
     /// Per transaction: why it was marked invalid, `None` when accepted.
@@ -133,6 +162,8 @@ enum SystemTxRefusal {
     #[error(transparent)]
     RegionCheckpoint(#[from] RegionCheckpointError),
     #[error(transparent)]
+    Migration(#[from] MigrationError),
+    #[error(transparent)]
     Registry(#[from] RegistryError),
     #[error(transparent)]
     Share(#[from] ShareError),
@@ -140,15 +171,6 @@ enum SystemTxRefusal {
     Posc(#[from] PoscError),
     #[error(transparent)]
     Withdrawal(#[from] WithdrawalError),
-}
-
-/// Whether segment 0 verifies the seals region checkpoints carry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Seals {
-    Verify,
-    /// Replaying a block this node executed before: the seals were verified then, and the
-    /// caller compares the outcome with the block's certified commitment.
-    Trust,
 }
 
 /// Segment-0 state being built by one execution.
@@ -164,6 +186,10 @@ struct Draft<'a> {
     checkpoints_tried: Vec<ChainId>,
     registered: Vec<NewChain>,
     registry_root: B256,
+    moved: Option<MoveRecord>,
+    /// Whether an adoption was looked at (one per segment, accepted or not: each costs a
+    /// pairing and hashing a snapshot).
+    adoption_tried: bool,
     shares: Vec<ShareSubmission>,
     registrations: Vec<RnRegistration>,
     penalties: Vec<Penalty>,
@@ -183,6 +209,8 @@ impl Draft<'_> {
             SystemKind::RegionCheckpoint => {
                 self.checkpoint_region(RegionCheckpoint::from_system_tx(raw)?)
             }
+            SystemKind::MoveServicechain => self.move_chain(MoveOrder::from_system_tx(raw)?),
+            SystemKind::AdoptServicechain => self.adopt(Adoption::from_system_tx(raw)?),
             SystemKind::ProbeAttestation => {
                 ProbeAttestation::from_system_tx(raw)?;
                 Err(PoscError::BareAttestation.into())
@@ -201,7 +229,7 @@ impl Draft<'_> {
 
     fn withdraw(&mut self, withdrawal: Withdrawal) -> Result<(), SystemTxRefusal> {
         let base = self.base;
-        let registered = base.registry.contains(withdrawal.spec.chain);
+        let registered = base.serves(withdrawal.spec.chain);
         base.pop
             .check_withdrawal(&withdrawal, base.region, registered, &self.withdrawals)?;
         self.withdrawals.push(withdrawal);
@@ -284,6 +312,79 @@ impl Draft<'_> {
         Ok(())
     }
 
+    /// Freezes one of this region's servicechains and records its state for the target: a
+    /// quorum's order, a chain this region registered and still serves, a region this
+    /// regionchain knows as the target, one move per segment. The chain's state is read as
+    /// committed before this block, which carries no segment of it.
+    fn move_chain(&mut self, order: MoveOrder) -> Result<(), SystemTxRefusal> {
+        let base = self.base;
+        order.verify(base.region, &base.set)?;
+        if self.moved.is_some() {
+            return Err(MigrationError::OnePerBlock.into());
+        }
+        let entry = base
+            .registry
+            .get(order.chain)
+            .filter(|_| base.serves(order.chain))
+            .ok_or(MigrationError::NotServed(order.chain))?;
+        // A chain moved here keeps its first region's id; the next target could not tell it
+        // from a forgery of that region's chain, so it stays (`docs/regions.md`).
+        if !in_span(base.region, order.chain) {
+            return Err(MigrationError::NotSourcesChain {
+                chain: order.chain,
+                source_region: base.region,
+            }
+            .into());
+        }
+        if base.listed(order.target).is_none() {
+            return Err(MigrationError::UnknownRegion(order.target).into());
+        }
+        let (snapshot, final_root) =
+            base.states
+                .take(order.chain)
+                .map_err(|e| MigrationError::Snapshot {
+                    chain: order.chain,
+                    reason: e.to_string(),
+                })?;
+        let record = MoveRecord {
+            chain: order.chain,
+            source: base.region,
+            target: order.target,
+            height: self.height,
+            owner: entry.owner,
+            final_root,
+            snapshot_root: snapshot.root(),
+        };
+        self.moved = Some(record);
+        Ok(())
+    }
+
+    /// Starts a chain another region moved here, once its adoption proves itself against
+    /// the CN set this regionchain trusts for that region; one looked at per segment.
+    fn adopt(&mut self, adoption: Adoption) -> Result<(), SystemTxRefusal> {
+        if std::mem::replace(&mut self.adoption_tried, true) {
+            return Err(MigrationError::OnePerBlock.into());
+        }
+        let base = self.base;
+        let chain = adoption.record.chain;
+        let held =
+            base.registry.contains(chain) || self.registered.iter().any(|c| c.chain_id == chain);
+        let trusted = base.trusted_set(adoption.record.source);
+        adoption.verify(base.region, trusted, held, self.seals)?;
+        let entry = ChainEntry {
+            owner: adoption.record.owner,
+            registered_at: self.height,
+        };
+        self.registry_root = Registry::fold(self.registry_root, chain, &entry);
+        self.registered.push(NewChain {
+            chain_id: chain,
+            entry,
+            alloc: Vec::new(),
+            adopted: Some((adoption.record, adoption.snapshot)),
+        });
+        Ok(())
+    }
+
     fn register(&mut self, registration: Registration) -> Result<(), SystemTxRefusal> {
         registration.verify(self.base.region)?;
         let spec = registration.spec;
@@ -301,6 +402,7 @@ impl Draft<'_> {
             chain_id: spec.chain_id,
             entry,
             alloc: spec.alloc,
+            adopted: None,
         });
         Ok(())
     }
@@ -317,9 +419,34 @@ impl RegionState {
             region_heads: BTreeMap::new(),
             anchor: None,
             registry: Registry::default(),
+            moved: BTreeMap::new(),
+            moves_root: B256::ZERO,
+            adopted: BTreeMap::new(),
             checkpoints: Checkpoints::new(checkpoint_interval),
             pop: PopState::new(Default::default()),
             segments: Arc::new(NoSegments),
+            states: Arc::new(NoState),
+        }
+    }
+
+    /// Reads servicechain state from `states` when a move freezes a chain.
+    pub fn with_states(mut self, states: Arc<dyn FrozenState>) -> Self {
+        self.states = states;
+        self
+    }
+
+    /// Whether `chain` is one of this region's servicechains now: registered (or adopted)
+    /// and not moved away. Only these get segments and transactions.
+    pub fn serves(&self, chain: ChainId) -> bool {
+        self.registry.contains(chain) && !self.moved.contains_key(&chain)
+    }
+
+    /// The root of the CN set this regionchain trusts for `region` now: the one its last
+    /// checkpoint of that region names, else the set the directory (or genesis) records.
+    pub fn trusted_set(&self, region: ChainId) -> Option<B256> {
+        match self.region_heads.get(&region) {
+            Some(head) => Some(head.set_root),
+            None => self.listed(region).map(|e| e.cn_set_root),
         }
     }
 
@@ -370,6 +497,7 @@ impl RegionState {
             registry: self.registry.root(),
             checkpoints: self.checkpoints.head(),
             pop: self.pop.root,
+            moves: self.moves_root,
         }
     }
 
@@ -416,6 +544,8 @@ impl RegionState {
             checkpoints_tried: Vec::new(),
             registered: Vec::new(),
             registry_root: self.registry.root(),
+            moved: None,
+            adoption_tried: false,
             shares: Vec::new(),
             registrations: Vec::new(),
             penalties: Vec::new(),
@@ -454,6 +584,10 @@ impl RegionState {
                 .as_ref()
                 .map_or(self.checkpoints.head(), Checkpoint::chain_head),
             pop: pop.root,
+            moves: draft
+                .moved
+                .as_ref()
+                .map_or(self.moves_root, |m| m.fold(self.moves_root)),
         };
         RegionExecution {
             commitment: SegmentCommitment {
@@ -469,6 +603,8 @@ impl RegionState {
             region_heads: draft.region_heads,
             registered: draft.registered,
             registry_root: draft.registry_root,
+            moved: draft.moved,
+            roots,
             checkpoint,
             pop,
             refusals,
@@ -488,6 +624,18 @@ impl RegionState {
         }
         for chain in &execution.registered {
             self.registry.insert(chain.chain_id, chain.entry);
+            if let Some((record, _)) = &chain.adopted {
+                self.adopted.insert(chain.chain_id, *record);
+            }
+        }
+        if let Some(record) = execution.moved {
+            let moved = MovedChain {
+                record,
+                previous_moves: self.moves_root,
+                roots: execution.roots,
+            };
+            self.moves_root = execution.roots.moves;
+            self.moved.insert(record.chain, moved);
         }
         debug_assert_eq!(self.registry.root(), execution.registry_root);
         self.pop.apply(

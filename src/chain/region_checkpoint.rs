@@ -165,11 +165,7 @@ impl RegionCheckpoint {
         last: Option<&RegionHead>,
     ) -> Result<RegionHead, RegionCheckpointError> {
         self.precheck(here, entry, last)?;
-        let header = &self.sealed.header;
-        let set = CnSet::from_bytes(&self.cn_set)?;
-        let hash = self.sealed.hash();
-        let committee = set.whole_committee(header.height, self.sealed.seal.round);
-        verify_certificate(&set, &committee, hash, &self.sealed.seal)?;
+        verify_seal(&self.sealed, &self.cn_set)?;
         Ok(self.head())
     }
 
@@ -187,6 +183,19 @@ impl RegionCheckpoint {
             },
         }
     }
+}
+
+/// Checks that strictly more than two thirds of the **whole** CN set `cn_set` (the set in
+/// force at the header, whose root the caller compared) signed `sealed`'s commit: one
+/// aggregate pairing check, after decompressing the set.
+pub fn verify_seal(
+    sealed: &SealedHeader,
+    cn_set: &[PublicKeyBytes],
+) -> Result<(), RegionCheckpointError> {
+    let set = CnSet::from_bytes(cn_set)?;
+    let committee = set.whole_committee(sealed.header.height, sealed.seal.round);
+    verify_certificate(&set, &committee, sealed.hash(), &sealed.seal)?;
+    Ok(())
 }
 
 #[cfg(test)]

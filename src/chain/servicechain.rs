@@ -249,25 +249,34 @@ fn chain_checkpoint(previous: B256, height: Height, root: B256) -> B256 {
 }
 
 /// The parts of the regionchain's state, each a running commitment.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, RlpEncodable, RlpDecodable)]
 #[serde(rename_all = "camelCase")]
 pub struct RegionRoots {
     pub governance: B256,
     pub registry: B256,
     pub checkpoints: B256,
     pub pop: B256,
+    /// Servicechains moved to other regions ([`super::migration::MoveRecord::fold`]); zero
+    /// until the first, and then only part of the state root.
+    pub moves: B256,
 }
 
 impl RegionRoots {
     /// The regionchain's state root: one hash over its parts, so a proof about one part
     /// carries the others as opaque hashes.
     pub fn state_root(&self) -> B256 {
-        sha256_concat(&[
+        let parts = [
             self.governance.as_slice(),
             self.registry.as_slice(),
             self.checkpoints.as_slice(),
             self.pop.as_slice(),
-        ])
+            self.moves.as_slice(),
+        ];
+        // A regionchain that never moved a chain hashes as it did before moves existed.
+        match self.moves == B256::ZERO {
+            true => sha256_concat(&parts[..4]),
+            false => sha256_concat(&parts),
+        }
     }
 }
 

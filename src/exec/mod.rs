@@ -19,6 +19,7 @@ mod call;
 mod commitment;
 mod evm;
 mod receipt;
+mod snapshot;
 mod state;
 
 pub use access_list::{AccessListError, AccessListOutcome, MAX_ACCESS_LIST_RUNS};
@@ -28,6 +29,9 @@ pub use evm::{EvmExecutor, SPEC};
 pub use receipt::{
     bloom_of, logs_bloom, receipts_root, Halt, InvalidReason, Log, LogFields, LogFilter, Receipt,
     TxOutcome,
+};
+pub use snapshot::{
+    ChainSnapshot, SnapshotAccount, SnapshotError, SnapshotSize, SnapshotSlot, MAX_SNAPSHOT_BYTES,
 };
 pub use state::{
     genesis_diff, genesis_diffs, Account, MemoryState, Prior, SegmentDiff, StateError, StateRead,

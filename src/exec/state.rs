@@ -61,6 +61,9 @@ pub enum StateError {
         what: &'static str,
         detail: String,
     },
+    /// A chain's state cannot be taken as one snapshot (too large to move yet).
+    #[error(transparent)]
+    Snapshot(#[from] super::snapshot::SnapshotError),
     /// The EVM refused its environment (a bug in how Kaon drives it, never transaction input).
     #[error("EVM environment: {0}")]
     Environment(String),

@@ -240,6 +240,21 @@ impl Mempool {
         self.chains.entry(chain).or_default();
     }
 
+    /// Stops accepting transactions for `chain` (moved to another region) and drops those
+    /// pooled for it.
+    pub fn remove_chain(&mut self, chain: ChainId) {
+        let hashes: Vec<B256> = self
+            .by_hash
+            .iter()
+            .filter(|(_, (c, _, _))| *c == chain)
+            .map(|(h, _)| *h)
+            .collect();
+        for hash in &hashes {
+            self.remove_by_hash(hash);
+        }
+        self.chains.remove(&chain);
+    }
+
     pub fn len(&self) -> usize {
         self.len
     }

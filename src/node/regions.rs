@@ -35,8 +35,15 @@ impl RegionRouter {
     /// The region holding `chain`. Registrations are not yet confined to a region's id span
     /// (`docs/regions.md`), so two regions may both hold an id: that is answered as an error
     /// naming both, never from whichever region comes first.
+    /// A chain moved from one region to another is held by both: the one serving it now
+    /// answers, the one it left is asked only for what the other does not have (its history,
+    /// [`Self::with_history`]).
     fn of(&self, chain: ChainId) -> Result<&ChainRpc, BackendError> {
-        let mut holders = self.regions.iter().filter(|r| r.has_chain(chain));
+        let serving = self.regions.iter().any(|r| r.serves(chain));
+        let mut holders = self
+            .regions
+            .iter()
+            .filter(|r| r.has_chain(chain) && (!serving || r.serves(chain)));
         match (holders.next(), holders.next()) {
             (Some(only), None) => Ok(only),
             (Some(a), Some(b)) => Err(BackendError::Execution(format!(
@@ -48,6 +55,26 @@ impl RegionRouter {
                 "no region holds chain {chain}"
             ))),
         }
+    }
+}
+
+impl RegionRouter {
+    /// `read` from the region serving `chain`, and where that finds nothing, from the regions
+    /// `chain` moved away from (its blocks, transactions and receipts before the move).
+    fn with_history<T>(
+        &self,
+        chain: ChainId,
+        read: impl Fn(&ChainRpc) -> Result<Option<T>, BackendError>,
+    ) -> Result<Option<T>, BackendError> {
+        if let Some(found) = read(self.of(chain)?)? {
+            return Ok(Some(found));
+        }
+        for left in self.regions.iter().filter(|r| r.moved(chain).is_some()) {
+            if let Some(found) = read(left)? {
+                return Ok(Some(found));
+            }
+        }
+        Ok(None)
     }
 }
 
@@ -75,7 +102,7 @@ impl RpcBackend for RegionRouter {
         hash: B256,
         full: bool,
     ) -> Result<Option<RpcBlock>, BackendError> {
-        self.of(chain)?.block_by_hash(chain, hash, full)
+        self.with_history(chain, |r| r.block_by_hash(chain, hash, full))
     }
 
     fn transaction(
@@ -83,11 +110,11 @@ impl RpcBackend for RegionRouter {
         chain: ChainId,
         hash: B256,
     ) -> Result<Option<RpcTransaction>, BackendError> {
-        self.of(chain)?.transaction(chain, hash)
+        self.with_history(chain, |r| r.transaction(chain, hash))
     }
 
     fn receipt(&self, chain: ChainId, hash: B256) -> Result<Option<RpcReceipt>, BackendError> {
-        self.of(chain)?.receipt(chain, hash)
+        self.with_history(chain, |r| r.receipt(chain, hash))
     }
 
     fn block_receipts(
@@ -233,6 +260,13 @@ impl RpcBackend for RegionRouter {
         counter: u64,
     ) -> Result<Value, BackendError> {
         self.of(chain)?.submit_share(chain, height, miner, counter)
+    }
+
+    fn adoption(&self, chain: ChainId) -> Result<Option<Value>, BackendError> {
+        match self.regions.iter().find(|r| r.moved(chain).is_some()) {
+            Some(source) => source.adoption(chain),
+            None => Ok(None),
+        }
     }
 
     fn send_system_transaction(&self, chain: ChainId, raw: Bytes) -> Result<Value, BackendError> {

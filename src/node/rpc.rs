@@ -17,10 +17,12 @@
 //! so a client sees geth's error messages and a hash means the RN holds the transaction until
 //! it is included; `pending` nonces count only what the RN holds without a gap.
 
+use crate::chain::migration::{Adoption, MoveRecord};
 use crate::chain::pop::{PopState, RESERVE_ADDRESS};
 use crate::chain::region::RegionState;
 use crate::chain::servicechain::segment_hash;
 use crate::consensus::machine::Tip;
+use crate::consensus::selection::set_root;
 use crate::crypto::hash::keccak256;
 use crate::crypto::tx::{RecoveredTx, SignedTransaction};
 use crate::exec::{
@@ -36,7 +38,7 @@ use crate::rpc::{
 };
 use crate::storage::history::HistoryError;
 use crate::storage::state::CommittedState;
-use crate::types::{Block, BlockHash, ChainId, Height, Segment};
+use crate::types::{Block, BlockHash, ChainId, CnIndex, Height, Segment};
 use alloy_primitives::{Address, Bloom, Bytes, B256, U256};
 use anyhow::Context;
 use serde_json::{json, Value};
@@ -235,6 +237,65 @@ impl ChainRpc {
     /// The region this backend serves (its regionchain's id).
     pub fn region(&self) -> ChainId {
         self.region
+    }
+
+    /// Whether this region serves `chain` now: its regionchain, or a servicechain it holds
+    /// and has not moved away (a moved one is still read for its history).
+    pub fn serves(&self, chain: ChainId) -> bool {
+        chain == self.region
+            || self
+                .regionchain
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .serves(chain)
+    }
+
+    /// Where and when this region moved `chain` away, if it did.
+    pub fn moved(&self, chain: ChainId) -> Option<MoveRecord> {
+        let region = self.regionchain.read().unwrap_or_else(|e| e.into_inner());
+        region.moved.get(&chain).map(|m| m.record)
+    }
+
+    /// The adoption that starts `chain`, which this region moved, in its target region:
+    /// the sealed header of the freezing block with the set that sealed it, the roots and the
+    /// record it commits, and the chain's state read here and checked against the record.
+    fn adoption_of(&self, chain: ChainId) -> Result<Option<Adoption>, BackendError> {
+        let (moved, set) = {
+            let region = self.regionchain.read().unwrap_or_else(|e| e.into_inner());
+            match region.moved.get(&chain) {
+                Some(moved) => (moved.clone(), Arc::clone(&region.set)),
+                None => return Ok(None),
+            }
+        };
+        let record = moved.record;
+        let block = self.container(record.height.0)?.ok_or_else(|| {
+            BackendError::Execution(format!("block {} is not stored here", record.height))
+        })?;
+        let cn_set = (0..set.len() as u32)
+            .map(|i| set.key_bytes(CnIndex(i)).copied())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(internal)?;
+        if set_root(&cn_set) != block.header().cn_set_root {
+            return Err(BackendError::Execution(format!(
+                "the CN set changed since height {}; an adoption needs the set that sealed it",
+                record.height
+            )));
+        }
+        let (snapshot, root) = self.state.snapshot(chain).map_err(internal)?;
+        if root != record.final_root || snapshot.root() != record.snapshot_root {
+            return Err(BackendError::Internal(format!(
+                "this node's state of chain {chain} is not the one its move recorded"
+            )));
+        }
+        Ok(Some(Adoption {
+            region: record.target,
+            sealed: block.sealed,
+            cn_set,
+            roots: moved.roots,
+            previous_moves: moved.previous_moves,
+            record,
+            snapshot,
+        }))
     }
 
     /// This region for `kaon_regions`: its id, servicechains, head, and its load over the
@@ -614,6 +675,12 @@ impl ChainRpc {
 
     /// Checks `tx` against committed state; the sender's committed next nonce.
     fn check_submission(&self, chain: ChainId, tx: &RecoveredTx) -> Result<u64, SubmitError> {
+        if let Some(moved) = self.moved(chain) {
+            return Err(SubmitError::Rejected(format!(
+                "chain {chain} moved to region {} at height {}: send its transactions there",
+                moved.target, moved.height
+            )));
+        }
         let signed = tx.tx();
         let sender = tx.sender();
         let unavailable = |e: exec::StateError| SubmitError::Unavailable(e.to_string());
@@ -1232,6 +1299,12 @@ impl RpcBackend for ChainRpc {
         Ok(Value::Array(vec![self.region_summary()?]))
     }
 
+    fn adoption(&self, chain: ChainId) -> Result<Option<Value>, BackendError> {
+        Ok(self.adoption_of(chain)?.map(
+            |adoption| json!({ "record": adoption.record, "adoption": adoption.to_system_tx() }),
+        ))
+    }
+
     fn evidence(
         &self,
         _chain: ChainId,
@@ -1340,6 +1413,8 @@ impl RpcBackend for ChainRpc {
                 | SystemKind::RegisterServicechain
                 | SystemKind::CreateRegion
                 | SystemKind::RegionCheckpoint
+                | SystemKind::MoveServicechain
+                | SystemKind::AdoptServicechain
         ) {
             return Err(BackendError::InvalidParams(format!(
                 "{kind:?} is not submitted by clients"

@@ -382,6 +382,7 @@ fn new_app(
             .with_pop(spec.pop)
             .with_segments(segments)
             .with_directory_anchor(spec.directory_anchor.clone())
+            .with_states(shared.state.clone())
     });
     app
 }

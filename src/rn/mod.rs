@@ -311,6 +311,7 @@ fn audit_app(
             .with_pop(genesis.pop_params())
             .with_segments(segments)
             .with_directory_anchor(genesis.directory_entry())
+            .with_states(shared.state.clone())
     });
     Ok((app, shared))
 }

@@ -282,6 +282,15 @@ pub trait RpcBackend: Send + Sync + 'static {
         ))
     }
 
+    /// `kaon_getAdoption`: for a servicechain its region moved away, the move's record and
+    /// the adoption system transaction that starts it in the target region; `None` if
+    /// `chain` was not moved.
+    fn adoption(&self, _chain: ChainId) -> Result<Option<serde_json::Value>, BackendError> {
+        Err(BackendError::Execution(
+            "this node does not move servicechains".into(),
+        ))
+    }
+
     /// `kaon_getCheckpointProof`: proof that block `block_hash` of `chain` is anchored in a
     /// regionchain checkpoint; `None` if it is not (yet).
     fn checkpoint_proof(

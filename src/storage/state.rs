@@ -28,13 +28,13 @@ use super::store::{
 };
 use crate::crypto::hash::keccak256;
 use crate::exec::{
-    genesis_diffs, Account, Log, LogFilter, Receipt, SegmentDiff, SegmentExecution, StateError,
-    StateRead,
+    genesis_diffs, Account, ChainSnapshot, Log, LogFilter, Receipt, SegmentDiff, SegmentExecution,
+    SnapshotError, StateError, StateRead, MAX_SNAPSHOT_BYTES,
 };
 use crate::types::{Block, BlockHash, ChainId, Height};
 use alloy_primitives::{Address, Bloom, Bytes, B256, U256};
 use alloy_rlp::{Decodable, RlpDecodable, RlpEncodable};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, RwLock};
 
 const TAG_ROOT: u8 = 0;
@@ -322,6 +322,50 @@ impl Store {
         Ok(self
             .get_fixed::<32>(CF_STATE, &key)?
             .map_or(B256::ZERO, B256::from))
+    }
+
+    /// Every account and non-zero storage slot of `chain` at the latest applied state, in key
+    /// order; [`StoreError::TooLarge`] once more than `max_entries` are read (a chain too large
+    /// to hold in memory is never read whole).
+    #[allow(clippy::type_complexity)]
+    pub fn chain_state(
+        &self,
+        chain: ChainId,
+        max_entries: usize,
+    ) -> Result<(BTreeMap<Address, Account>, BTreeMap<(Address, U256), U256>)> {
+        let mut accounts = BTreeMap::new();
+        let mut storage = BTreeMap::new();
+        let start = state_key(chain.0, &[TAG_ACCOUNT])?;
+        let end = state_key(chain.0, &[TAG_CODE])?;
+        let mode = rocksdb::IteratorMode::From(&start, rocksdb::Direction::Forward);
+        for item in self.db.iterator_cf(self.cf(CF_STATE), mode) {
+            let (key, value) = item.map_err(|e| self.db_err("iterate chain state", e))?;
+            if key.as_ref() >= end.as_slice() {
+                break;
+            }
+            if accounts.len() + storage.len() >= max_entries {
+                return Err(StoreError::TooLarge {
+                    what: "chain state",
+                    limit: max_entries,
+                });
+            }
+            let bad = || self.undecodable(CF_STATE, "state entry of the wrong size".into());
+            match (key.get(8), key.len(), value.len()) {
+                (Some(&TAG_ACCOUNT), 29, ACCOUNT_LEN) => {
+                    let v: &[u8; ACCOUNT_LEN] = value.as_ref().try_into().map_err(|_| bad())?;
+                    accounts.insert(Address::from_slice(&key[9..]), decode_account(v));
+                }
+                (Some(&TAG_STORAGE), 61, 32) => {
+                    let slot = U256::from_be_slice(&key[29..]);
+                    storage.insert(
+                        (Address::from_slice(&key[9..29]), slot),
+                        U256::from_be_slice(&value),
+                    );
+                }
+                _ => return Err(bad()),
+            }
+        }
+        Ok((accounts, storage))
     }
 
     fn undecodable(&self, cf: &'static str, detail: String) -> StoreError {
@@ -765,6 +809,53 @@ impl CommittedState {
             history.wake();
         }
         Ok(())
+    }
+
+    /// `chain`'s whole state now — what RocksDB holds with every held block's diffs on top —
+    /// and its commitment. Reads under the held blocks' lock, so a block persisted meanwhile
+    /// is seen either in the store or among the held ones, and applying a held block's
+    /// diffs again over a store that already has them changes nothing.
+    pub fn snapshot(&self, chain: ChainId) -> Result<(ChainSnapshot, B256), StateError> {
+        let pending = self.pending.read().unwrap_or_else(|e| e.into_inner());
+        // Generous on the store's side (held blocks may still delete entries); the snapshot
+        // itself is held to the limit once complete, the same on every node.
+        let most = 4 * MAX_SNAPSHOT_BYTES / 84;
+        let (mut accounts, mut storage) =
+            self.store.chain_state(chain, most).map_err(|e| match e {
+                StoreError::TooLarge { .. } => StateError::Snapshot(SnapshotError::TooLarge),
+                other => other.into(),
+            })?;
+        let mut root = self.store.state_root(chain)?;
+        let mut held_code: HashMap<B256, Bytes> = HashMap::new();
+        for block in pending.iter() {
+            let diffs = block
+                .genesis
+                .iter()
+                .chain(block.segments.iter().map(|(_, e)| &e.diff));
+            for diff in diffs.filter(|d| d.chain_id == chain) {
+                for (address, account) in &diff.accounts {
+                    match account {
+                        Some(a) => accounts.insert(*address, *a),
+                        None => accounts.remove(address),
+                    };
+                }
+                for (key, value) in &diff.storage {
+                    match value.is_zero() {
+                        true => storage.remove(key),
+                        false => storage.insert(*key, *value),
+                    };
+                }
+                held_code.extend(diff.code.iter().map(|(h, c)| (*h, c.clone())));
+                root = diff.state_root;
+            }
+        }
+        let snapshot = ChainSnapshot::build::<StateError>(&accounts, &storage, |hash| {
+            match held_code.get(hash) {
+                Some(code) => Ok(Some(code.clone())),
+                None => Ok(self.store.code(chain, hash)?),
+            }
+        })?;
+        Ok((snapshot, root))
     }
 
     /// The newest held value `find` reads out of `chain`'s pending diffs.

@@ -114,6 +114,8 @@ pub enum StoreError {
     },
     #[error("state key of {len} bytes is over MAX_STATE_KEY_LEN ({MAX_STATE_KEY_LEN})")]
     KeyTooLarge { len: usize },
+    #[error("{what} has more than {limit} entries")]
+    TooLarge { what: &'static str, limit: usize },
     #[error("cannot start the state history worker: {0}")]
     HistoryWorker(#[source] std::io::Error),
     #[error("store {path}: change set of chain {chain} at block {height}: {source}")]

@@ -41,6 +41,12 @@ pub enum SystemKind {
     /// Another region's sealed header, recorded in the directory region's regionchain
     /// ([`crate::chain::region_checkpoint::RegionCheckpoint`]).
     RegionCheckpoint = 9,
+    /// A region's order to move one of its servicechains to another region
+    /// ([`crate::chain::migration::MoveOrder`]).
+    MoveServicechain = 10,
+    /// A region's start of a servicechain moved to it
+    /// ([`crate::chain::migration::Adoption`]).
+    AdoptServicechain = 11,
 }
 
 impl SystemKind {
@@ -55,6 +61,8 @@ impl SystemKind {
             7 => Some(Self::Withdrawal),
             8 => Some(Self::CreateRegion),
             9 => Some(Self::RegionCheckpoint),
+            10 => Some(Self::MoveServicechain),
+            11 => Some(Self::AdoptServicechain),
             _ => None,
         }
     }

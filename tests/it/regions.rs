@@ -388,3 +388,169 @@ fn two_regions_run_side_by_side_behind_one_endpoint() {
     assert_eq!(answer.0, 404, "{}", answer.1);
     assert!(answer.1.contains("unknown chain 3001"), "{}", answer.1);
 }
+
+/// Sends `txs` one after another on `url`'s chain as a wallet does: each until it is
+/// accepted (a chain between its freeze and its adoption refuses writes, saying where it
+/// moved), then until its receipt is readable, sending it again if a move dropped it
+/// (`docs/regions.md`: the source drops what it had not included). Returns each hash.
+fn send_through_a_move(url: String, txs: Vec<kaon::crypto::tx::SignedTransaction>) -> Vec<B256> {
+    let client = Client::new(url);
+    let mut hashes = Vec::new();
+    for tx in txs {
+        let started = Instant::now();
+        'sent: loop {
+            assert!(
+                started.elapsed() < INCLUSION,
+                "transfer {} never included",
+                tx.hash()
+            );
+            let answer = client.call("eth_sendRawTransaction", json!([raw_hex(&tx)]));
+            let message = answer["error"]["message"].as_str().unwrap_or_default();
+            let accepted = answer.get("result").is_some() || message.contains("already known");
+            assert!(
+                accepted
+                    || message.contains("moved to region")
+                    || message.contains("nonce too low"),
+                "{answer}"
+            );
+            let asked = Instant::now();
+            while accepted || message.contains("nonce too low") {
+                let receipt = client.ok("eth_getTransactionReceipt", json!([tx.hash()]));
+                if !receipt.is_null() {
+                    assert_eq!(receipt["status"], json!("0x1"), "{receipt}");
+                    break 'sent;
+                }
+                if asked.elapsed() > Duration::from_secs(5) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        hashes.push(tx.hash());
+    }
+    hashes
+}
+
+#[test]
+fn a_busy_servicechain_moves_to_another_region_and_keeps_its_accounts_and_history() {
+    use kaon::chain::migration::MoveOrder;
+    let dir = tempfile::tempdir().unwrap();
+    let devnet = Devnet::start_with(DevnetConfig {
+        regions: 2,
+        ..Devnet::config(dir.path())
+    });
+    let url = devnet.url();
+    let chain = Client::new(chain_url(&url, 1001));
+    let region_1000 = Client::new(chain_url(&url, 1000));
+    let second_regionchain = Client::new(chain_url(&url, SECOND_REGION));
+    let sender = developer_accounts(DEV_ACCOUNTS).swap_remove(1);
+    const TRANSFERS: u64 = 24;
+    let txs: Vec<_> = (0..TRANSFERS)
+        .map(|nonce| transfer_on(ChainId(1001), RECIPIENT, &sender.secret, nonce, 1 + nonce))
+        .collect();
+    let wallet = {
+        let url = chain_url(&url, 1001);
+        std::thread::spawn(move || send_through_a_move(url, txs))
+    };
+    // A few transfers in, the first region's CNs order the chain moved to the second region.
+    let started = Instant::now();
+    while chain.nonce(sender.address, "latest") < 4 {
+        assert!(started.elapsed() < INCLUSION, "no transfer included");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let keys: Vec<SecretKey> = (0..4).map(devnet_cn_key).collect();
+    let set = CnSet::new(keys.iter().map(SecretKey::public_key).collect()).unwrap();
+    let approvers: Vec<(CnIndex, &SecretKey)> = keys
+        .iter()
+        .enumerate()
+        .take(3)
+        .map(|(i, k)| (CnIndex(i as u32), k))
+        .collect();
+    let order = |target: u64| {
+        let order = MoveOrder::approve(
+            ChainId(1000),
+            &set,
+            ChainId(1001),
+            ChainId(target),
+            &approvers,
+        )
+        .unwrap();
+        format!("0x{}", hex::encode(order.to_system_tx()))
+    };
+    // A move to a region the first does not know is refused with the reason.
+    let refused = region_1000.call("kaon_sendSystemTransaction", json!([order(THIRD_REGION)]));
+    let message = refused["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("not one this regionchain knows"),
+        "{refused}"
+    );
+    region_1000.ok("kaon_sendSystemTransaction", json!([order(SECOND_REGION)]));
+
+    // The source froze it and serves the adoption; the record names the freezing block.
+    let started = Instant::now();
+    let moved = loop {
+        let moved = chain.ok("kaon_getAdoption", json!([]));
+        if !moved.is_null() {
+            break moved;
+        }
+        assert!(started.elapsed() < INCLUSION, "the move was never executed");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let record = &moved["record"];
+    assert_eq!(record["target"], json!(SECOND_REGION), "{record}");
+    let frozen_at = record["height"].as_u64().unwrap();
+    let frozen_nonce = {
+        let at = format!("{frozen_at:#x}");
+        chain.nonce(sender.address, &at)
+    };
+
+    // An adoption edited in transit is refused by the second region; the real one starts the
+    // chain there.
+    let adoption = moved["adoption"].as_str().unwrap().to_owned();
+    let mut forged = hex::decode(adoption.trim_start_matches("0x")).unwrap();
+    let last = forged.len() - 1;
+    forged[last] ^= 1;
+    let refused = second_regionchain.call(
+        "kaon_sendSystemTransaction",
+        json!([format!("0x{}", hex::encode(&forged))]),
+    );
+    assert!(refused.get("error").is_some(), "{refused}");
+    second_regionchain.ok("kaon_sendSystemTransaction", json!([adoption]));
+
+    // Every transfer, before and after the move, included exactly once: the nonce is the count
+    // and the recipient holds the sum; each receipt is readable through the chain's one URL.
+    let hashes = wallet.join().unwrap();
+    assert!(
+        frozen_nonce > 0 && frozen_nonce < TRANSFERS,
+        "the move should fall amid the transfers: {frozen_nonce} of {TRANSFERS} before it"
+    );
+    assert_eq!(chain.nonce(sender.address, "latest"), TRANSFERS);
+    let sum: u64 = (0..TRANSFERS).map(|n| 1 + n).sum();
+    assert_eq!(balance(&chain, RECIPIENT), U256::from(sum));
+    let funded = U256::from(DEV_BALANCE_WEI);
+    assert!(balance(&chain, sender.address) < funded - U256::from(sum));
+    for hash in &hashes {
+        let receipt = chain.ok("eth_getTransactionReceipt", json!([hash]));
+        assert_eq!(receipt["status"], json!("0x1"), "{hash}: {receipt}");
+    }
+    // Blocks before the move are still served by hash, from the region the chain left.
+    let early = chain.ok("eth_getTransactionReceipt", json!([hashes[0]]));
+    let block = chain.ok("eth_getBlockByHash", json!([early["blockHash"], false]));
+    assert_eq!(block["hash"], early["blockHash"], "{block}");
+    assert!(early["blockNumber"].as_str().is_some());
+    // The second region lists it; the first refuses its transactions, naming where it went.
+    let regions = region_1000.ok("kaon_regions", json!([]));
+    assert!(
+        regions[1]["servicechains"]
+            .as_array()
+            .is_some_and(|c| c.contains(&json!(1001))),
+        "{regions}"
+    );
+    let late = transfer_on(ChainId(1001), RECIPIENT, &sender.secret, TRANSFERS, 1);
+    let sent = chain.ok("eth_sendRawTransaction", json!([raw_hex(&late)]));
+    assert_eq!(sent, json!(late.hash()));
+    let receipt = chain.receipt_within(late.hash(), INCLUSION, "a transfer after the move");
+    assert_eq!(receipt["status"], json!("0x1"), "{receipt}");
+    let _ = frozen_at;
+}

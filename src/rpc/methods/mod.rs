@@ -107,6 +107,7 @@ methods! {
     KaonServicechains = "kaon_servicechains", Blocking, 0;
     KaonRegions = "kaon_regions", Blocking, 0;
     KaonGetCheckpointProof = "kaon_getCheckpointProof", Blocking, 1;
+    KaonGetAdoption = "kaon_getAdoption", Blocking, 0;
     KaonGetEvidence = "kaon_getEvidence", Blocking, 2;
     KaonPopState = "kaon_popState", Blocking, 1;
     KaonGetWork = "kaon_getWork", Blocking, 0;
@@ -234,6 +235,7 @@ fn run(cx: &Cx<'_>, method: Method, params: Option<&RawValue>) -> MethodResult {
         EthFeeHistory => fees::fee_history(cx, &p),
         KaonServicechains => to_raw(&cx.shared.backend.servicechains(cx.chain)?),
         KaonRegions => to_raw(&cx.shared.backend.regions()?),
+        KaonGetAdoption => to_raw(&cx.shared.backend.adoption(cx.chain)?),
         KaonGetCheckpointProof => {
             let hash = p.required(0)?;
             to_raw(&cx.shared.backend.checkpoint_proof(cx.chain, hash)?)

@@ -1,0 +1,499 @@
+//! Moving a servicechain from one region to another (`docs/regions.md`, "Migration").
+//!
+//! ```text
+//! source region                                   target region
+//! MoveOrder (quorum of its CNs) ─► segment 0 at F:
+//!   the chain is frozen (no segment from F on),
+//!   its state is taken whole: ChainSnapshot,
+//!   MoveRecord {final root, snapshot root} folded
+//!   into the `moves` root of F's state root
+//!                     sealed header F + roots + record + snapshot
+//!                     ─────────────── Adoption ───────────────► segment 0: checked against the
+//!                                                                source's trusted CN set, the
+//!                                                                chain starts from the snapshot
+//! ```
+//!
+//! The target trusts nothing it is sent: the header's seal is checked against the CN set it
+//! trusts for the source (the one its checkpoints of the source follow), the record against
+//! the `moves` part of that header's segment-0 state root, and the snapshot against the
+//! record's snapshot root. The chain's commitment goes on from where it was frozen.
+
+use super::directory::in_span;
+use super::region_checkpoint::{verify_seal, RegionCheckpointError};
+use super::servicechain::RegionRoots;
+use crate::consensus::governance::{check_approval, sign_approval, GovernanceError};
+use crate::consensus::selection::{set_root, CnSet};
+use crate::crypto::bls::{PublicKeyBytes, SecretKey, SignatureBytes};
+use crate::crypto::hash::sha256_concat;
+use crate::exec::{ChainSnapshot, SnapshotError, StateError};
+use crate::types::codec::canonical;
+use crate::types::system::{self, SystemKind, SystemTxError};
+use crate::types::{ChainId, CnIndex, Height, SealedHeader, SignerBitmap};
+use alloy_primitives::{Address, Bytes, B256};
+use alloy_rlp::{RlpDecodable, RlpEncodable};
+use serde::Serialize;
+use thiserror::Error;
+
+const MOVE_DOMAIN: &[u8] = b"KAON/move-servicechain/v1";
+const MOVE_RECORD_DOMAIN: &[u8] = b"KAON/moved/v1";
+
+/// The source region's order to move one of its servicechains to another region.
+#[derive(Debug, Clone, PartialEq, Eq, RlpEncodable, RlpDecodable)]
+pub struct MoveOrder {
+    /// The region that holds the chain now (so the order is not replayed elsewhere).
+    pub region: ChainId,
+    pub chain: ChainId,
+    pub target: ChainId,
+    /// Approvers among the region's current CN set (bit i = CN i).
+    pub approvers: SignerBitmap,
+    pub approval: SignatureBytes,
+}
+
+/// What the source region commits when it freezes a chain, and the target checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, RlpEncodable, RlpDecodable, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MoveRecord {
+    pub chain: ChainId,
+    pub source: ChainId,
+    pub target: ChainId,
+    /// The container whose segment 0 froze the chain: it and every later one carry no
+    /// segment of it.
+    pub height: Height,
+    pub owner: Address,
+    /// The chain's state commitment when frozen.
+    pub final_root: B256,
+    /// [`ChainSnapshot::root`] of its state then.
+    pub snapshot_root: B256,
+}
+
+impl MoveRecord {
+    /// The `moves` root after recording `self` on top of `previous`.
+    pub fn fold(&self, previous: B256) -> B256 {
+        sha256_concat(&[MOVE_RECORD_DOMAIN, previous.as_slice(), &canonical(self)])
+    }
+}
+
+/// The target region's system transaction that starts a moved chain: the source's sealed
+/// header at the freeze with the CN set that sealed it, the source's regionchain roots there,
+/// the `moves` root before the record, the record and the chain's state.
+#[derive(Debug, Clone, PartialEq, Eq, RlpEncodable, RlpDecodable)]
+pub struct Adoption {
+    /// The region taking the chain (so the adoption is not replayed elsewhere).
+    pub region: ChainId,
+    pub sealed: SealedHeader,
+    pub cn_set: Vec<PublicKeyBytes>,
+    pub roots: RegionRoots,
+    pub previous_moves: B256,
+    pub record: MoveRecord,
+    pub snapshot: ChainSnapshot,
+}
+
+/// Why a move or an adoption was refused (its system transaction is then marked invalid).
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum MigrationError {
+    #[error("not a system transaction")]
+    NotSystem,
+    #[error("malformed {0}")]
+    Malformed(String),
+    #[error("the transaction is for region {got}, this is region {expected}")]
+    WrongRegion { got: ChainId, expected: ChainId },
+    #[error("chain {0} is not a servicechain this region serves")]
+    NotServed(ChainId),
+    #[error("region {0} is not one this regionchain knows (the directory, or the directory region its genesis names)")]
+    UnknownRegion(ChainId),
+    #[error("a chain moves to another region, not to its own")]
+    SameRegion,
+    #[error("one move and one adoption per block; this block already has one")]
+    OnePerBlock,
+    #[error("chain {chain} cannot be taken whole: {reason}")]
+    Snapshot { chain: ChainId, reason: String },
+    #[error(
+        "the record moves chain {chain} from region {source_region}, whose ids do not include it"
+    )]
+    NotSourcesChain {
+        chain: ChainId,
+        source_region: ChainId,
+    },
+    #[error("chain {0} is already held here")]
+    AlreadyHeld(ChainId),
+    #[error(
+        "the header is sealed by CN set {got}, this region trusts {trusted} for region {region} \
+         (it follows a region's set through that region's checkpoints)"
+    )]
+    UntrustedSet {
+        region: ChainId,
+        got: B256,
+        trusted: B256,
+    },
+    #[error("the header is region {header}'s at height {height}, the record names region {source_region} at height {record}")]
+    NotTheFreeze {
+        header: ChainId,
+        height: Height,
+        source_region: ChainId,
+        record: Height,
+    },
+    #[error("the roots do not hash to the header's segment-0 state root")]
+    RootsNotHeaders,
+    #[error("the record is not the one the header's moves root adds")]
+    RecordNotCommitted,
+    #[error("the snapshot does not hash to the record's snapshot root")]
+    SnapshotNotRecorded,
+    #[error(transparent)]
+    BadSnapshot(#[from] SnapshotError),
+    #[error(transparent)]
+    Approval(#[from] GovernanceError),
+    #[error(transparent)]
+    Seal(#[from] RegionCheckpointError),
+}
+
+/// Where segment 0 reads a chain's whole state when it freezes it: the node's committed
+/// state (a region's blocks never execute before their parent committed, so this is the
+/// state before the freezing block).
+pub trait FrozenState: Send + Sync + std::fmt::Debug {
+    /// The chain's state and its commitment now.
+    fn take(&self, chain: ChainId) -> Result<(ChainSnapshot, B256), StateError>;
+}
+
+/// No state to read (unit tests of the regionchain alone): every move is refused.
+#[derive(Debug)]
+pub struct NoState;
+
+impl FrozenState for NoState {
+    fn take(&self, _chain: ChainId) -> Result<(ChainSnapshot, B256), StateError> {
+        Err(StateError::Environment(
+            "this regionchain reads no servicechain state".into(),
+        ))
+    }
+}
+
+impl FrozenState for crate::storage::state::CommittedState {
+    fn take(&self, chain: ChainId) -> Result<(ChainSnapshot, B256), StateError> {
+        self.snapshot(chain)
+    }
+}
+
+fn framing(kind: &str, e: SystemTxError) -> MigrationError {
+    match e {
+        SystemTxError::NotSystem => MigrationError::NotSystem,
+        other => MigrationError::Malformed(format!("{kind}: {other}")),
+    }
+}
+
+/// The message the source region's CNs sign to move `chain` to `target`.
+pub fn move_message(
+    region: ChainId,
+    approving_set: B256,
+    chain: ChainId,
+    target: ChainId,
+) -> Vec<u8> {
+    [
+        MOVE_DOMAIN,
+        &region.to_be_bytes(),
+        approving_set.as_slice(),
+        &chain.to_be_bytes(),
+        &target.to_be_bytes(),
+    ]
+    .concat()
+}
+
+impl MoveOrder {
+    /// An order approved by `approvers` (index in the region's current set, key).
+    pub fn approve(
+        region: ChainId,
+        current: &CnSet,
+        chain: ChainId,
+        target: ChainId,
+        approvers: &[(CnIndex, &SecretKey)],
+    ) -> Result<Self, MigrationError> {
+        let msg = move_message(region, current.root(), chain, target);
+        let (approvers, approval) = sign_approval(current, approvers, &msg)?;
+        Ok(Self {
+            region,
+            chain,
+            target,
+            approvers,
+            approval,
+        })
+    }
+
+    pub fn to_system_tx(&self) -> Bytes {
+        system::encode(SystemKind::MoveServicechain, self)
+    }
+
+    pub fn from_system_tx(raw: &[u8]) -> Result<Self, MigrationError> {
+        system::decode(raw, SystemKind::MoveServicechain).map_err(|e| framing("move order", e))
+    }
+
+    /// Checks the order in region `here` with CN set `current`: this region's, to another
+    /// one, approved by strictly more than two thirds of the set.
+    pub fn verify(&self, here: ChainId, current: &CnSet) -> Result<(), MigrationError> {
+        if self.region != here {
+            return Err(MigrationError::WrongRegion {
+                got: self.region,
+                expected: here,
+            });
+        }
+        if self.target == here {
+            return Err(MigrationError::SameRegion);
+        }
+        let msg = move_message(here, current.root(), self.chain, self.target);
+        check_approval(current, &self.approvers, &self.approval, &msg)?;
+        Ok(())
+    }
+}
+
+/// How an adoption's header seal is treated (see `region::Seals`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SealCheck {
+    Verify,
+    /// Taken as verified: a replay of a block this node committed before.
+    Trust,
+}
+
+impl Adoption {
+    pub fn to_system_tx(&self) -> Bytes {
+        system::encode(SystemKind::AdoptServicechain, self)
+    }
+
+    pub fn from_system_tx(raw: &[u8]) -> Result<Self, MigrationError> {
+        system::decode(raw, SystemKind::AdoptServicechain).map_err(|e| framing("adoption", e))
+    }
+
+    /// Checks the adoption in region `here`, which trusts CN set `trusted` for the source
+    /// region (`None`: the source is not a region it knows) and does not hold the chain
+    /// (`held`). Every comparison comes before the snapshot is hashed, and that before the
+    /// seal's pairing.
+    pub fn verify(
+        &self,
+        here: ChainId,
+        trusted: Option<B256>,
+        held: bool,
+        seal: SealCheck,
+    ) -> Result<(), MigrationError> {
+        let record = &self.record;
+        if self.region != here || record.target != here {
+            return Err(MigrationError::WrongRegion {
+                got: record.target,
+                expected: here,
+            });
+        }
+        let header = &self.sealed.header;
+        if header.region != record.source || header.height != record.height {
+            return Err(MigrationError::NotTheFreeze {
+                header: header.region,
+                height: header.height,
+                source_region: record.source,
+                record: record.height,
+            });
+        }
+        if record.source == here {
+            return Err(MigrationError::SameRegion);
+        }
+        if !in_span(record.source, record.chain) {
+            return Err(MigrationError::NotSourcesChain {
+                chain: record.chain,
+                source_region: record.source,
+            });
+        }
+        let trusted = trusted.ok_or(MigrationError::UnknownRegion(record.source))?;
+        if header.cn_set_root != trusted || set_root(&self.cn_set) != trusted {
+            return Err(MigrationError::UntrustedSet {
+                region: record.source,
+                got: header.cn_set_root,
+                trusted,
+            });
+        }
+        if held {
+            return Err(MigrationError::AlreadyHeld(record.chain));
+        }
+        let region_root = header.segments.first().map(|s| s.state_root);
+        if region_root != Some(self.roots.state_root()) {
+            return Err(MigrationError::RootsNotHeaders);
+        }
+        if record.fold(self.previous_moves) != self.roots.moves {
+            return Err(MigrationError::RecordNotCommitted);
+        }
+        self.snapshot.check()?;
+        if self.snapshot.root() != record.snapshot_root {
+            return Err(MigrationError::SnapshotNotRecorded);
+        }
+        if seal == SealCheck::Verify {
+            verify_seal(&self.sealed, &self.cn_set)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chain::region_checkpoint::tests::{cn_keys, reseal, sealed, HERE, OTHER};
+    use crate::crypto::bls::SecretKey;
+    use crate::exec::{Account, SnapshotAccount};
+    use crate::types::SegmentCommitment;
+    use alloy_primitives::U256;
+
+    fn snapshot() -> ChainSnapshot {
+        let accounts = std::collections::BTreeMap::from([(
+            Address::repeat_byte(1),
+            Account::with_balance(U256::from(5)),
+        )]);
+        ChainSnapshot::build::<SnapshotError>(&accounts, &Default::default(), |_| Ok(None)).unwrap()
+    }
+
+    fn compressed(keys: &[SecretKey]) -> Vec<PublicKeyBytes> {
+        keys.iter().map(|k| k.public_key().to_bytes()).collect()
+    }
+
+    /// Region OTHER's header at height 5 sealed by `keys`, its segment-0 state root `root`.
+    fn freeze_header(keys: &[SecretKey], root: B256) -> SealedHeader {
+        let mut header = sealed(keys, 5, keys.len(), &[]).header;
+        header.segments = vec![SegmentCommitment {
+            chain_id: OTHER,
+            tx_count: 1,
+            tx_root: B256::ZERO,
+            receipts_root: B256::ZERO,
+            state_root: root,
+        }];
+        reseal(keys, header)
+    }
+
+    /// An adoption into HERE of chain `OTHER + 1`, frozen at OTHER's height 5, with roots and
+    /// record consistent with the sealed header; and the set root HERE trusts for OTHER.
+    fn adoption() -> (Adoption, B256) {
+        let keys = cn_keys("other");
+        let snapshot = snapshot();
+        let record = MoveRecord {
+            chain: ChainId(OTHER.0 + 1),
+            source: OTHER,
+            target: HERE,
+            height: Height(5),
+            owner: Address::ZERO,
+            final_root: B256::repeat_byte(7),
+            snapshot_root: snapshot.root(),
+        };
+        let previous_moves = B256::repeat_byte(9);
+        let roots = RegionRoots {
+            moves: record.fold(previous_moves),
+            ..Default::default()
+        };
+        let adoption = Adoption {
+            region: HERE,
+            sealed: freeze_header(&keys, roots.state_root()),
+            cn_set: compressed(&keys),
+            roots,
+            previous_moves,
+            record,
+            snapshot,
+        };
+        (adoption, set_root(&compressed(&keys)))
+    }
+
+    #[test]
+    fn an_adoption_proved_by_the_sources_seal_is_accepted() {
+        let (a, trusted) = adoption();
+        a.verify(HERE, Some(trusted), false, SealCheck::Verify)
+            .unwrap();
+        let decoded = Adoption::from_system_tx(&a.to_system_tx()).unwrap();
+        assert_eq!(decoded, a);
+    }
+
+    #[test]
+    fn an_adoption_that_does_not_prove_itself_is_refused_with_its_reason() {
+        let (a, trusted) = adoption();
+        let check = |a: &Adoption| a.verify(HERE, Some(trusted), false, SealCheck::Verify);
+        // Another snapshot than the one recorded (a balance raised in transit).
+        let mut richer = a.clone();
+        richer.snapshot.accounts[0] = SnapshotAccount {
+            balance: U256::from(6),
+            ..richer.snapshot.accounts[0]
+        };
+        assert_eq!(check(&richer), Err(MigrationError::SnapshotNotRecorded));
+        // A record the header does not commit (its snapshot root made to match a forged state).
+        let mut forged = richer.clone();
+        forged.record.snapshot_root = forged.snapshot.root();
+        assert_eq!(check(&forged), Err(MigrationError::RecordNotCommitted));
+        // Roots other than the header's.
+        let mut roots = a.clone();
+        roots.roots.pop = B256::repeat_byte(1);
+        assert_eq!(check(&roots), Err(MigrationError::RootsNotHeaders));
+        // A header sealed by keys this region does not trust for the source.
+        let other_keys = cn_keys("forger");
+        let mut forger = a.clone();
+        forger.cn_set = compressed(&other_keys);
+        forger.sealed = freeze_header(&other_keys, a.roots.state_root());
+        assert!(matches!(
+            check(&forger),
+            Err(MigrationError::UntrustedSet { .. })
+        ));
+        // The trusted set's header, edited after sealing: the seal does not verify.
+        let mut edited = a.clone();
+        edited.sealed.header.timestamp_ms += 1;
+        assert!(matches!(check(&edited), Err(MigrationError::Seal(_))));
+        // Not this region's, from an unknown region, of a chain outside the source's ids,
+        // at another height than the freeze, already held.
+        assert!(matches!(
+            a.verify(ChainId(2_000_000), Some(trusted), false, SealCheck::Verify),
+            Err(MigrationError::WrongRegion { .. })
+        ));
+        assert_eq!(
+            a.verify(HERE, None, false, SealCheck::Verify),
+            Err(MigrationError::UnknownRegion(OTHER))
+        );
+        let mut outside = a.clone();
+        outside.record.chain = ChainId(HERE.0 + 1);
+        assert!(matches!(
+            check(&outside),
+            Err(MigrationError::NotSourcesChain { .. })
+        ));
+        let mut later = a.clone();
+        later.record.height = Height(6);
+        assert!(matches!(
+            check(&later),
+            Err(MigrationError::NotTheFreeze { .. })
+        ));
+        assert_eq!(
+            a.verify(HERE, Some(trusted), true, SealCheck::Verify),
+            Err(MigrationError::AlreadyHeld(a.record.chain))
+        );
+        // Trusting the seal (a replay) skips only the pairing.
+        edited
+            .verify(HERE, Some(trusted), false, SealCheck::Trust)
+            .unwrap();
+    }
+
+    #[test]
+    fn a_move_needs_the_regions_quorum_and_another_region() {
+        let keys = cn_keys("here");
+        let set = CnSet::from_bytes(&compressed(&keys)).unwrap();
+        let signers: Vec<(CnIndex, &SecretKey)> = keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| (CnIndex(i as u32), k))
+            .collect();
+        let chain = ChainId(HERE.0 + 1);
+        let order = MoveOrder::approve(HERE, &set, chain, OTHER, &signers[..3]).unwrap();
+        order.verify(HERE, &set).unwrap();
+        assert_eq!(
+            MoveOrder::from_system_tx(&order.to_system_tx()).unwrap(),
+            order
+        );
+        let short = MoveOrder::approve(HERE, &set, chain, OTHER, &signers[..2]).unwrap();
+        assert!(matches!(
+            short.verify(HERE, &set),
+            Err(MigrationError::Approval(GovernanceError::NoQuorum { .. }))
+        ));
+        let mut retargeted = order.clone();
+        retargeted.target = ChainId(3_000_000);
+        assert!(matches!(
+            retargeted.verify(HERE, &set),
+            Err(MigrationError::Approval(GovernanceError::BadApproval))
+        ));
+        let home = MoveOrder::approve(HERE, &set, chain, HERE, &signers).unwrap();
+        assert_eq!(home.verify(HERE, &set), Err(MigrationError::SameRegion));
+        assert!(matches!(
+            order.verify(OTHER, &set),
+            Err(MigrationError::WrongRegion { .. })
+        ));
+    }
+}
