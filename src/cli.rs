@@ -101,6 +101,9 @@ pub fn run() -> anyhow::Result<()> {
         Command::Region(RegionCommand::Create(args)) => {
             crate::node::region_create::create(&args.into_request(), &mut std::io::stdout())
         }
+        Command::Region(RegionCommand::Move(args)) => {
+            crate::node::region_move::run(&args.into_request(), &mut std::io::stdout())
+        }
         Command::Region(RegionCommand::Approve(args)) => {
             let line = crate::node::region_create::approve(
                 &args.directory_genesis,
@@ -660,6 +663,52 @@ pub enum RegionCommand {
     /// prints `<index>:0x<signature>` for `kaon region create --approval`. Give the same
     /// genesis files and RN seeds as the create will.
     Approve(RegionApproveArgs),
+    /// Move a servicechain to another region: builds the source region's MoveServicechain
+    /// order approved by the given CN keys, sends it to an RN of the source region, waits for
+    /// the freeze and sends the adoption it serves (`kaon_getAdoption`) to the target region,
+    /// which checks it against the source's sealed header before the chain starts there.
+    Move(RegionMoveArgs),
+}
+
+/// `kaon region move` flags.
+#[derive(Debug, clap::Args)]
+pub struct RegionMoveArgs {
+    /// The source region's genesis.json (its CN set approves the move).
+    #[arg(long)]
+    pub genesis: PathBuf,
+    /// The servicechain to move (one of the source region's own ids).
+    #[arg(long)]
+    pub chain: u64,
+    /// The region to move it to (listed in the source's directory, or the directory region).
+    #[arg(long)]
+    pub to: u64,
+    /// Secret key file of an approving CN of the source region; repeatable, more than two
+    /// thirds of its set.
+    #[arg(long = "key-file", required = true)]
+    pub key_files: Vec<PathBuf>,
+    /// JSON-RPC endpoint of an RN of the source region, e.g. http://127.0.0.1:8545.
+    #[arg(long, visible_alias = "rpc-url")]
+    pub rpc: String,
+    /// JSON-RPC endpoint of an RN of the target region (default: --rpc).
+    #[arg(long)]
+    pub target_rpc: Option<String>,
+    /// Seconds to wait for the source region to freeze the chain.
+    #[arg(long, default_value_t = 120)]
+    pub timeout: u64,
+}
+
+impl RegionMoveArgs {
+    fn into_request(self) -> crate::node::region_move::MoveRequest {
+        crate::node::region_move::MoveRequest {
+            genesis: self.genesis,
+            chain: crate::types::ChainId(self.chain),
+            target: crate::types::ChainId(self.to),
+            key_files: self.key_files,
+            rpc: self.rpc,
+            target_rpc: self.target_rpc,
+            timeout: std::time::Duration::from_secs(self.timeout),
+        }
+    }
 }
 
 /// `kaon region approve` flags.

@@ -21,6 +21,7 @@ pub mod outbox;
 pub mod process;
 pub mod ranger;
 pub mod region_create;
+pub mod region_move;
 pub mod regions;
 pub mod relay;
 pub mod rewards;

@@ -206,13 +206,13 @@ pub fn create(request: &CreateRequest, out: &mut dyn std::io::Write) -> anyhow::
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::chain::directory::REGION_ID_SPAN;
     use crate::crypto::hash::sha256;
     use alloy_primitives::U256;
 
-    fn keys(tag: &str) -> Vec<SecretKey> {
+    pub(crate) fn keys(tag: &str) -> Vec<SecretKey> {
         (0..4)
             .map(|i| SecretKey::from_seed(sha256(format!("{tag}-{i}").as_bytes()).as_slice()))
             .collect::<Result<_, _>>()
@@ -220,7 +220,11 @@ mod tests {
     }
 
     /// A region's genesis.json and its CNs' key files in `dir`.
-    fn region(dir: &std::path::Path, region: u64, keys: &[SecretKey]) -> (PathBuf, Vec<PathBuf>) {
+    pub(crate) fn region(
+        dir: &std::path::Path,
+        region: u64,
+        keys: &[SecretKey],
+    ) -> (PathBuf, Vec<PathBuf>) {
         std::fs::create_dir_all(dir).unwrap();
         let genesis = Genesis::new(ChainId(region), keys, 1, &[], U256::ZERO, 1000, 4);
         let path = dir.join("genesis.json");

@@ -1,0 +1,154 @@
+//! `kaon region move`: moves a servicechain to another region (`docs/regions.md`,
+//! "Migration").
+//!
+//! From the source region's `genesis.json` (its CN set approves) and the keys of more than two
+//! thirds of its CNs, it builds the `MoveServicechain` order, checks it as the regionchain
+//! will, and sends it to an RN of the source region; it then waits until that RN serves the
+//! adoption (`kaon_getAdoption`: the freezing block's sealed header, the record it commits and
+//! the chain's state) and sends it to the target region, whose regionchain checks all of it
+//! against the CN set it trusts for the source before the chain starts there.
+
+use super::miner::RnClient;
+use crate::chain::genesis::Genesis;
+use crate::chain::migration::MoveOrder;
+use crate::crypto::bls::SecretKey;
+use crate::types::{ChainId, CnIndex};
+use alloy_primitives::hex;
+use anyhow::Context;
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// What to move where, approved by whom, through which endpoints.
+#[derive(Debug, Clone)]
+pub struct MoveRequest {
+    /// The source region's genesis (its CN set approves the move).
+    pub genesis: PathBuf,
+    pub chain: ChainId,
+    pub target: ChainId,
+    /// Secret keys of more than two thirds of the source region's CNs.
+    pub key_files: Vec<PathBuf>,
+    /// JSON-RPC endpoint (`http://host:port`) of an RN of the source region.
+    pub rpc: String,
+    /// JSON-RPC endpoint of an RN of the target region (default: `rpc`).
+    pub target_rpc: Option<String>,
+    /// How long to wait for the source to freeze the chain.
+    pub timeout: Duration,
+}
+
+/// The order `request` describes, signed by its keys and checked against the source
+/// region's genesis CN set.
+pub fn build(request: &MoveRequest) -> anyhow::Result<MoveOrder> {
+    let genesis = Genesis::load(&request.genesis)?;
+    let region = ChainId(genesis.region);
+    let set = genesis
+        .cn_set()
+        .with_context(|| format!("the CN set of {}", request.genesis.display()))?;
+    anyhow::ensure!(!request.key_files.is_empty(), "no --key-file given");
+    let keys = request
+        .key_files
+        .iter()
+        .map(|path| {
+            super::cn::read_key(path).with_context(|| format!("reading {}", path.display()))
+        })
+        .collect::<anyhow::Result<Vec<SecretKey>>>()?;
+    let approvers = keys
+        .iter()
+        .zip(&request.key_files)
+        .map(|(key, path)| {
+            let public = key.public_key();
+            let index = set
+                .keys()
+                .iter()
+                .position(|k| *k == public)
+                .with_context(|| {
+                    format!(
+                        "{} is not a key of region {region}'s CN set",
+                        path.display()
+                    )
+                })?;
+            Ok((CnIndex(index as u32), key))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let order = MoveOrder::approve(region, &set, request.chain, request.target, &approvers)?;
+    order
+        .verify(region, &set)
+        .context("the regionchain would refuse this move")?;
+    Ok(order)
+}
+
+/// Sends the order, waits for the adoption and sends it to the target; what it does is
+/// written to `out`.
+pub fn run(request: &MoveRequest, out: &mut dyn std::io::Write) -> anyhow::Result<()> {
+    let order = build(request)?;
+    let endpoint =
+        |base: &str, chain: ChainId| format!("{}/chain/{chain}", base.trim_end_matches('/'));
+    let raw = format!("0x{}", hex::encode(order.to_system_tx()));
+    RnClient::new(&endpoint(&request.rpc, order.region))
+        .call("kaon_sendSystemTransaction", json!([raw]))?;
+    writeln!(
+        out,
+        "move of chain {} to region {} sent to region {}; waiting for the freeze",
+        order.chain, order.target, order.region
+    )?;
+    let source = RnClient::new(&endpoint(&request.rpc, order.chain));
+    let started = Instant::now();
+    let moved: Value = loop {
+        let moved = source.call("kaon_getAdoption", json!([]))?;
+        if !moved.is_null() {
+            break moved;
+        }
+        anyhow::ensure!(
+            started.elapsed() < request.timeout,
+            "region {} did not freeze chain {} within {:?} (look at the order's refusal in the RN's log)",
+            order.region,
+            order.chain,
+            request.timeout
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    writeln!(out, "frozen: {}", moved["record"])?;
+    let adoption = moved["adoption"]
+        .as_str()
+        .context("kaon_getAdoption answered no adoption")?;
+    let target_rpc = request.target_rpc.as_deref().unwrap_or(&request.rpc);
+    let answer = RnClient::new(&endpoint(target_rpc, order.target))
+        .call("kaon_sendSystemTransaction", json!([adoption]))?;
+    writeln!(
+        out,
+        "adoption sent to region {}: {answer}; chain {} is served there once its next block commits",
+        order.target, order.chain
+    )?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::node::region_create::tests::{keys, region};
+
+    #[test]
+    fn a_move_is_signed_by_keys_of_the_genesis_set_and_a_foreign_or_short_one_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (genesis_path, key_files) = region(dir.path(), 1000, &keys("source"));
+        let request = |files: &[PathBuf]| MoveRequest {
+            genesis: genesis_path.clone(),
+            chain: ChainId(1001),
+            target: ChainId(1_001_000),
+            key_files: files.to_vec(),
+            rpc: "http://127.0.0.1:1".into(),
+            target_rpc: None,
+            timeout: Duration::from_secs(1),
+        };
+        let order = build(&request(&key_files[..3])).unwrap();
+        assert_eq!(order.approvers.count(), 3);
+        let short = build(&request(&key_files[..2])).unwrap_err();
+        assert!(format!("{short:#}").contains("refuse"), "{short:#}");
+        let (_, strangers) = region(&dir.path().join("other"), 2_000_000, &keys("other"));
+        let foreign = build(&request(&strangers[..1])).unwrap_err();
+        assert!(
+            format!("{foreign:#}").contains("is not a key"),
+            "{foreign:#}"
+        );
+    }
+}
