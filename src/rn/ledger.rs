@@ -244,6 +244,151 @@ mod tests {
         Ok((tip, seen))
     }
 
+    /// A signed transfer of 1 wei on `chain` from the account of secret `[1; 32]`.
+    fn transfer(chain: ChainId, nonce: u64) -> crate::crypto::tx::RecoveredTx {
+        use crate::crypto::tx::{Eip1559Tx, Transaction, TxKind};
+        let tx = Transaction::Eip1559(Eip1559Tx {
+            chain_id: chain,
+            nonce,
+            max_priority_fee_per_gas: 1,
+            max_fee_per_gas: 1_000_000_000,
+            gas_limit: crate::exec::TRANSFER_GAS,
+            to: TxKind::Call(Address::repeat_byte(9)),
+            value: U256::from(1u64),
+            input: alloy_primitives::Bytes::new(),
+            access_list: Default::default(),
+        });
+        crate::crypto::tx::RecoveredTx::recover(tx.sign(&[1; 32]).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn a_move_freezes_the_chain_from_its_block_on_and_records_its_whole_state() {
+        use crate::chain::migration::{FrozenState, MoveOrder};
+        use crate::chain::region_checkpoint::tests::{cn_keys, entry, OTHER};
+        use crate::consensus::machine::InvalidBlock;
+        let chain = ChainId(REGION.0 + 1);
+        let owner = crate::crypto::tx::address_of(&[1; 32]).unwrap();
+        let funded = [(chain, owner, U256::from(10u64.pow(18)))];
+        // A proposer and a validator, each on its own datadir from the same genesis.
+        let node = |dir: &Path| {
+            let storage = StorageConfig {
+                log_preallocate_mib: 0,
+                rocksdb_cache_mib: 8,
+                ..Default::default()
+            };
+            let ledger = Ledger::open(dir, &storage, &funded).unwrap();
+            let shared = CnState {
+                pool: Arc::new(Mutex::new(Mempool::new(
+                    Default::default(),
+                    [REGION, chain],
+                ))),
+                state: Arc::clone(ledger.state()),
+                system: Arc::default(),
+            };
+            let mut app = CnApp::new(REGION, set(7), shared.clone(), 100, genesis());
+            let states: Arc<dyn FrozenState> = ledger.state().clone();
+            app.configure_region(|mut r| {
+                r.directory.insert(entry(&cn_keys("other")));
+                r.with_genesis_chains(&[chain]).with_states(states)
+            });
+            (ledger, shared, app)
+        };
+        let (proposer_dir, validator_dir) =
+            (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (_ledger, shared, mut proposer) = node(proposer_dir.path());
+        let (_other, _, mut validator) = node(validator_dir.path());
+        let pooled = |shared: &CnState, nonce: u64| {
+            let mut pool = shared.pool.lock().unwrap();
+            pool.insert(transfer(chain, nonce), nonce).unwrap();
+        };
+        // Block 1 includes a transfer; block 2 carries the move and, though a transfer waits,
+        // no segment of the chain.
+        let mut tip = genesis();
+        pooled(&shared, 0);
+        let first = next_block(&mut proposer, &tip);
+        assert_eq!(first.segments.len(), 2);
+        for app in [&mut proposer, &mut validator] {
+            app.validate(&first, &tip).unwrap();
+            app.commit(&first).unwrap();
+        }
+        tip = Tip::of(&first);
+        let signer = key(7);
+        let region_set = set(7);
+        let order = MoveOrder::approve(REGION, &region_set, chain, OTHER, &[(CnIndex(0), &signer)])
+            .unwrap();
+        assert!(shared.add_system_tx(order.to_system_tx()));
+        pooled(&shared, 1);
+        let freezing = next_block(&mut proposer, &tip);
+        assert_eq!(
+            freezing.segments.len(),
+            1,
+            "the freezing block carries no segment of the chain"
+        );
+        // A proposer that adds one anyway is refused.
+        let mut sneaky = freezing.clone();
+        sneaky.segments.push(crate::types::Segment {
+            chain_id: chain,
+            txs: vec![transfer(chain, 1).tx().raw().clone()],
+        });
+        assert!(matches!(
+            validator.validate(&sneaky, &tip),
+            Err(InvalidBlock::UnregisteredChain(c)) if c == chain
+        ));
+        validator.validate(&freezing, &tip).unwrap();
+        for app in [&mut proposer, &mut validator] {
+            app.commit(&freezing).unwrap();
+        }
+        tip = Tip::of(&freezing);
+        let region = validator.region_handle().read().unwrap().clone();
+        let moved = &region.moved[&chain];
+        assert_eq!(moved.record.height, freezing.header().height);
+        assert_eq!(moved.record.target, OTHER);
+        assert_eq!(
+            moved.roots.state_root(),
+            freezing.header().segments[0].state_root
+        );
+        assert_eq!(moved.record.fold(moved.previous_moves), moved.roots.moves);
+        // The record holds the chain's state after block 1: the owner paid for one transfer.
+        let (snapshot, root) = region.states.take(chain).unwrap();
+        assert_eq!(root, first.header().segments[1].state_root);
+        assert_eq!(moved.record.final_root, root);
+        assert_eq!(moved.record.snapshot_root, snapshot.root());
+        let paid = snapshot
+            .accounts
+            .iter()
+            .find(|a| a.address == owner)
+            .unwrap();
+        assert_eq!(paid.nonce, 1);
+        assert!(!region.serves(chain));
+        // Later blocks carry none either, and the pools took the chain's transactions out.
+        assert!(shared
+            .pool
+            .lock()
+            .unwrap()
+            .insert(transfer(chain, 1), 1)
+            .is_err());
+        let later = next_block(&mut proposer, &tip);
+        assert_eq!(later.segments.len(), 1);
+        let mut sneaky = later.clone();
+        sneaky.segments.push(crate::types::Segment {
+            chain_id: chain,
+            txs: Vec::new(),
+        });
+        assert!(matches!(
+            validator.validate(&sneaky, &tip),
+            Err(InvalidBlock::UnregisteredChain(c)) if c == chain
+        ));
+        // A second move of the chain is refused: it is no longer served here.
+        assert!(shared.add_system_tx(order.to_system_tx()));
+        let again = next_block(&mut proposer, &tip);
+        assert_eq!(again.segments[0].txs.len(), 1);
+        proposer.commit(&again).unwrap();
+        assert_eq!(
+            proposer.region_handle().read().unwrap().moves_root,
+            moved.roots.moves
+        );
+    }
+
     #[test]
     fn a_replay_trusts_checkpoint_seals_only_where_the_certified_outcome_agrees() {
         use crate::chain::region_checkpoint::tests::{checkpoint, cn_keys, entry, sealed, OTHER};
