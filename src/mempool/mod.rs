@@ -182,7 +182,13 @@ pub struct Mempool {
     queued: usize,
     /// Transactions recently included with a valid receipt (bounded).
     included: IncludedHashes,
+    /// Transactions of chains that moved to another region, kept for whoever hands them on
+    /// ([`Self::take_departed`]); `None`: dropped (a CN's pool).
+    departed: Option<Vec<RecoveredTx>>,
 }
+
+/// Transactions of moved chains a pool keeps until they are handed on.
+pub const MAX_DEPARTED: usize = 16_384;
 
 impl Mempool {
     /// A pool accepting transactions for `chains`.
@@ -199,7 +205,23 @@ impl Mempool {
             bytes: 0,
             queued: 0,
             included: IncludedHashes::default(),
+            departed: None,
         }
+    }
+
+    /// Keeps the transactions of chains that move away (an RN's pool: what it acknowledged is
+    /// handed to the chain's new region), up to [`MAX_DEPARTED`].
+    pub fn keeping_departed(mut self) -> Self {
+        self.departed = Some(Vec::new());
+        self
+    }
+
+    /// The kept transactions of chains that moved away, oldest first.
+    pub fn take_departed(&mut self) -> Vec<RecoveredTx> {
+        self.departed
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
     }
 
     /// Records that the transaction `hash` was included with a valid receipt: its nonce is
@@ -243,16 +265,24 @@ impl Mempool {
     /// Stops accepting transactions for `chain` (moved to another region) and drops those
     /// pooled for it.
     pub fn remove_chain(&mut self, chain: ChainId) {
-        let hashes: Vec<B256> = self
+        let mut leaving: Vec<RecoveredTx> = self
             .by_hash
             .iter()
             .filter(|(_, (c, _, _))| *c == chain)
-            .map(|(h, _)| *h)
+            .filter_map(|(hash, _)| self.get(hash).cloned())
             .collect();
-        for hash in &hashes {
-            self.remove_by_hash(hash);
+        leaving.sort_by_key(|tx| (tx.sender(), tx.tx().nonce()));
+        for tx in &leaving {
+            self.remove_by_hash(&tx.tx().hash());
         }
         self.chains.remove(&chain);
+        if let Some(departed) = &mut self.departed {
+            let room = MAX_DEPARTED.saturating_sub(departed.len());
+            if leaving.len() > room {
+                tracing::warn!(%chain, dropped = leaving.len() - room, "more transactions of a moved chain than a pool keeps to hand on");
+            }
+            departed.extend(leaving.into_iter().take(room));
+        }
     }
 
     pub fn len(&self) -> usize {

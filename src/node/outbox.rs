@@ -112,6 +112,15 @@ impl Outbox {
     /// Holds `tx` (whose sender's committed next nonce is `account_nonce`), makes it durable
     /// in the journal, and queues it for the CNs; a refusal leaves nothing new held (a
     /// transaction it replaced is held again).
+    /// Accepted transactions of chains that moved to another region, taken out of the pool
+    /// to be handed on.
+    pub fn take_departed(&self) -> Vec<RecoveredTx> {
+        self.pool
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take_departed()
+    }
+
     pub fn submit(&self, tx: RecoveredTx, account_nonce: u64) -> Result<(), Refusal> {
         let (raw, hash) = (tx.tx().raw().clone(), tx.tx().hash());
         let Some(journal) = self.journal.get() else {

@@ -9,7 +9,7 @@
 //! May import: `rpc` (the backend trait and its types) and [`super::rpc::ChainRpc`].
 
 use super::rpc::ChainRpc;
-use crate::crypto::tx::SignedTransaction;
+use crate::crypto::tx::{RecoveredTx, SignedTransaction};
 use crate::rpc::{
     BackendError, CallRequest, LogQuery, RpcAccessList, RpcBackend, RpcBlock, RpcFeeHistory,
     RpcLog, RpcReceipt, RpcTransaction, StateAt, SubmitError, SyncProgress,
@@ -17,7 +17,9 @@ use crate::rpc::{
 use crate::types::ChainId;
 use alloy_primitives::{Address, Bytes, B256, U256};
 use serde_json::Value;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// The regions one endpoint serves, each through its own RN's backend.
 pub struct RegionRouter {
@@ -55,6 +57,49 @@ impl RegionRouter {
                 "no region holds chain {chain}"
             ))),
         }
+    }
+}
+
+/// How often accepted transactions of moved chains are looked for and handed on.
+const HAND_OFF_INTERVAL: Duration = Duration::from_millis(250);
+/// How long a moved chain's transaction waits for a region to serve the chain (its adoption)
+/// before it is dropped.
+const HAND_OFF_PATIENCE: Duration = Duration::from_secs(600);
+
+/// Hands what each region's RN accepted for a chain that moved away, and did not include
+/// before the move, to the region that serves the chain now, through that region's own
+/// admission (its pool, journal and CNs), until `stop`: so a move loses no acknowledged
+/// transaction, and none runs twice (the nonces moved with the state). A transaction waits
+/// [`HAND_OFF_PATIENCE`] for the chain's adoption; at most [`crate::mempool::MAX_DEPARTED`]
+/// per region wait at once.
+pub fn hand_off(regions: &[Arc<ChainRpc>], stop: &AtomicBool) {
+    let mut waiting: Vec<(Instant, RecoveredTx)> = Vec::new();
+    while !stop.load(Ordering::Relaxed) {
+        for region in regions {
+            let room = (crate::mempool::MAX_DEPARTED * regions.len()).saturating_sub(waiting.len());
+            let now = Instant::now();
+            waiting.extend(
+                region
+                    .take_departed()
+                    .into_iter()
+                    .take(room)
+                    .map(|tx| (now, tx)),
+            );
+        }
+        waiting.retain(|(since, tx)| {
+            let Some(chain) = tx.tx().chain_id() else {
+                return false;
+            };
+            let Some(serving) = regions.iter().find(|r| r.serves(chain)) else {
+                return since.elapsed() < HAND_OFF_PATIENCE;
+            };
+            match serving.send_raw_transaction(chain, tx.tx().clone()) {
+                Ok(hash) => tracing::debug!(%chain, %hash, region = %serving.region(), "moved chain's transaction handed to its new region"),
+                Err(e) => tracing::debug!(%chain, hash = %tx.tx().hash(), error = %e, "moved chain's transaction not taken by its new region"),
+            }
+            false
+        });
+        std::thread::sleep(HAND_OFF_INTERVAL);
     }
 }
 

@@ -250,6 +250,12 @@ impl ChainRpc {
                 .serves(chain)
     }
 
+    /// Transactions this RN accepted for chains its region moved away, not included before
+    /// the move ([`super::regions::hand_off`] sends them to the chain's new region).
+    pub fn take_departed(&self) -> Vec<RecoveredTx> {
+        self.outbox.take_departed()
+    }
+
     /// Where and when this region moved `chain` away, if it did.
     pub fn moved(&self, chain: ChainId) -> Option<MoveRecord> {
         let region = self.regionchain.read().unwrap_or_else(|e| e.into_inner());
@@ -1623,7 +1629,18 @@ pub fn serve_regions(
     );
     let stop = Arc::clone(stop);
     let mut threads = Vec::new();
-    let served_backends = backends.iter().map(|(b, _)| Arc::clone(b)).collect();
+    let served_backends: Vec<Arc<ChainRpc>> = backends.iter().map(|(b, _)| Arc::clone(b)).collect();
+    if served_backends.len() > 1 {
+        let (regions, stop) = (served_backends.clone(), Arc::clone(&stop));
+        threads.push(
+            std::thread::Builder::new()
+                .name("rpc-handoff".into())
+                .spawn(move || {
+                    super::regions::hand_off(&regions, &stop);
+                    Ok(())
+                })?,
+        );
+    }
     for (served, (backend, outbox)) in regions.iter().zip(backends) {
         let forwarder = {
             let (link, state) = (served.rn.clone(), Arc::clone(&served.rn.state().state));

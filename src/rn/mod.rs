@@ -289,7 +289,10 @@ fn audit_app(
         .map(|&c| ChainId(c))
         .chain([region]);
     let shared = CnState {
-        pool: Arc::new(Mutex::new(Mempool::new(Default::default(), chains))),
+        // What this RN acknowledged for a chain that moves away is handed to its new region.
+        pool: Arc::new(Mutex::new(
+            Mempool::new(Default::default(), chains).keeping_departed(),
+        )),
         state,
         system: Arc::default(),
     };

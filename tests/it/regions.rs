@@ -434,7 +434,7 @@ fn send_through_a_move(url: String, txs: Vec<kaon::crypto::tx::SignedTransaction
 
 #[test]
 fn a_busy_servicechain_moves_to_another_region_and_keeps_its_accounts_and_history() {
-    use kaon::chain::migration::MoveOrder;
+    use kaon::chain::migration::{Adoption, MoveOrder};
     let dir = tempfile::tempdir().unwrap();
     let devnet = Devnet::start_with(DevnetConfig {
         regions: 2,
@@ -478,6 +478,14 @@ fn a_busy_servicechain_moves_to_another_region_and_keeps_its_accounts_and_histor
         .unwrap();
         format!("0x{}", hex::encode(order.to_system_tx()))
     };
+    // A transfer acknowledged but not includable before the move (its sender's nonce 0 is
+    // still missing): the region the chain leaves must hand it on, not drop it.
+    let late_sender = developer_accounts(DEV_ACCOUNTS).swap_remove(2);
+    let gap = transfer_on(ChainId(1001), RECIPIENT, &late_sender.secret, 1, 1_000);
+    assert_eq!(
+        chain.ok("eth_sendRawTransaction", json!([raw_hex(&gap)])),
+        json!(gap.hash())
+    );
     // A move to a region the first does not know is refused with the reason.
     let refused = region_1000.call("kaon_sendSystemTransaction", json!([order(THIRD_REGION)]));
     let message = refused["error"]["message"].as_str().unwrap_or_default();
@@ -508,14 +516,21 @@ fn a_busy_servicechain_moves_to_another_region_and_keeps_its_accounts_and_histor
     // An adoption edited in transit is refused by the second region; the real one starts the
     // chain there.
     let adoption = moved["adoption"].as_str().unwrap().to_owned();
-    let mut forged = hex::decode(adoption.trim_start_matches("0x")).unwrap();
-    let last = forged.len() - 1;
-    forged[last] ^= 1;
+    let raw = hex::decode(adoption.trim_start_matches("0x")).unwrap();
+    let mut forged = Adoption::from_system_tx(&raw).unwrap();
+    let account = forged
+        .snapshot
+        .accounts
+        .iter_mut()
+        .find(|a| a.address == sender.address)
+        .expect("the sender is in the moved state");
+    account.balance += U256::from(1);
     let refused = second_regionchain.call(
         "kaon_sendSystemTransaction",
-        json!([format!("0x{}", hex::encode(&forged))]),
+        json!([format!("0x{}", hex::encode(forged.to_system_tx()))]),
     );
-    assert!(refused.get("error").is_some(), "{refused}");
+    let message = refused["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("does not hash to the record"), "{refused}");
     second_regionchain.ok("kaon_sendSystemTransaction", json!([adoption]));
 
     // Every transfer, before and after the move, included exactly once: the nonce is the count
@@ -547,10 +562,21 @@ fn a_busy_servicechain_moves_to_another_region_and_keeps_its_accounts_and_histor
             .is_some_and(|c| c.contains(&json!(1001))),
         "{regions}"
     );
-    let late = transfer_on(ChainId(1001), RECIPIENT, &sender.secret, TRANSFERS, 1);
-    let sent = chain.ok("eth_sendRawTransaction", json!([raw_hex(&late)]));
-    assert_eq!(sent, json!(late.hash()));
-    let receipt = chain.receipt_within(late.hash(), INCLUSION, "a transfer after the move");
+    // The transfer that waited through the move is included in the new region once its
+    // sender's missing nonce arrives there.
+    let first = transfer_on(ChainId(1001), RECIPIENT, &late_sender.secret, 0, 1);
+    let sent = chain.ok("eth_sendRawTransaction", json!([raw_hex(&first)]));
+    assert_eq!(sent, json!(first.hash()));
+    let receipt = chain.receipt_within(gap.hash(), INCLUSION, "the handed-on transfer");
     assert_eq!(receipt["status"], json!("0x1"), "{receipt}");
-    let _ = frozen_at;
+    let included_at = receipt["blockNumber"].as_str().unwrap();
+    let included_at = u64::from_str_radix(included_at.trim_start_matches("0x"), 16).unwrap();
+    let block = chain.ok("eth_getBlockByHash", json!([receipt["blockHash"], false]));
+    assert_eq!(block["hash"], receipt["blockHash"], "{block}");
+    assert_eq!(
+        balance(&chain, RECIPIENT),
+        U256::from(sum + 1_000 + 1),
+        "included at {included_at}"
+    );
+    assert_eq!(chain.nonce(late_sender.address, "latest"), 2);
 }
