@@ -10,7 +10,7 @@
 //! committed block's execution is handed to [`CommittedState`], which serves it to readers
 //! until the persist stage has written it to RocksDB after the block log.
 
-use super::migration::MoveOrder;
+use super::migration::{Adoption, MoveOrder, SealCheck, MAX_SEGMENTS_BESIDE_A_MOVE};
 use super::posc::{Penalty, ProbeAttestation};
 use super::region::{RegionExecution, RegionState};
 use super::region_checkpoint::RegionCheckpoint;
@@ -87,6 +87,11 @@ impl CnState {
                 SystemKind::AdoptServicechain,
                 MAX_QUEUED_ADOPTIONS,
                 MAX_SYSTEM_BYTES / 8,
+            ),
+            (
+                SystemKind::MoveServicechain,
+                MAX_QUEUED_ADOPTIONS,
+                MAX_SYSTEM_BYTES / 64,
             ),
         ] {
             let of_kind = |tx: &[u8]| system::split(tx).is_ok_and(|(k, _)| k == kind);
@@ -362,6 +367,9 @@ impl CnApp {
         segments: &[SegmentInput],
     ) -> Result<BlockExecution, StateError> {
         let region = self.execute_region(ctx.height, segments.first().map(|(s, _)| s));
+        if let Some(e) = &region.state_error {
+            return Err(StateError::Backend(e.clone().into()));
+        }
         let chains = self.executor.execute_block(
             &*self.shared.state,
             ctx,
@@ -403,12 +411,18 @@ impl CnApp {
             return Ok(trusted);
         }
         let verified = region.execute(header.height, segment);
+        if header.segments.first() == Some(&verified.commitment) {
+            return Ok(verified);
+        }
+        // A move refused then for the chain's state at the time (too large) reads today's state
+        // now, which may since have shrunk.
+        let refusing = region.execute_refusing_moves(header.height, segment);
         anyhow::ensure!(
-            header.segments.first() == Some(&verified.commitment),
+            header.segments.first() == Some(&refusing.commitment),
             "segment 0 of block {} replays to a commitment other than its certified header's: the regionchain state rebuilt from this datadir differs from the one the chain committed (a changed genesis, or a rule changed without an activation height); refusing to start on it. Check that genesis.json is the one this datadir was made with; otherwise start this node from an empty datadir, and it syncs the chain again from its peers",
             header.height
         );
-        Ok(verified)
+        Ok(refusing)
     }
 
     fn commitments(execution: &BlockExecution) -> Vec<SegmentCommitment> {
@@ -571,6 +585,17 @@ impl CnApp {
     pub fn replay_applied(&mut self, block: &Block) -> anyhow::Result<()> {
         let header = block.header();
         let region = self.replay_region(header, block.segments.first())?;
+        {
+            // The pool starts from genesis' chains: those registered, adopted or moved away
+            // since are taken in and out again as their blocks replay.
+            let mut pool = self.shared.pool.lock().unwrap_or_else(|e| e.into_inner());
+            for chain in &region.registered {
+                pool.add_chain(chain.chain_id);
+            }
+            if let Some(moved) = &region.moved {
+                pool.remove_chain(moved.chain);
+            }
+        }
         self.apply_region(&region, header);
         self.advance(block);
         Ok(())
@@ -610,24 +635,39 @@ impl CnApp {
 }
 
 impl CnApp {
-    /// Queued region checkpoints that fail the cheap checks against the regionchain now
-    /// (malformed, region not listed, not above its last checkpoint, sealed by a set other
-    /// than the trusted one), removed from the queue: none of them can be accepted (a relay
-    /// sends again what still matters).
-    fn hopeless_checkpoints(&self, txs: &[Bytes]) -> HashSet<Bytes> {
+    /// Queued system transactions that can never be accepted against the regionchain now,
+    /// removed from the queue: region checkpoints that fail the cheap checks (malformed,
+    /// region not listed, not above its last checkpoint, sealed by a set other than the
+    /// trusted one; a relay sends again what still matters), move orders without a quorum or
+    /// of a chain not served here, and adoptions that do not prove themselves (their seal
+    /// aside). Each kind is a small share of the queue, so this stays cheap.
+    fn hopeless_system_txs(&self, txs: &[Bytes]) -> HashSet<Bytes> {
         let region = self.region_read();
-        let hopeless: HashSet<Bytes> = txs
-            .iter()
-            .filter(|tx| system::split(tx).is_ok_and(|(k, _)| k == SystemKind::RegionCheckpoint))
-            .filter(|tx| {
+        let hopeless_one = |tx: &Bytes| match system::split(tx).map(|(k, _)| k) {
+            Ok(SystemKind::RegionCheckpoint) => {
                 RegionCheckpoint::from_system_tx(tx).map_or(true, |c| {
                     let listed = region.listed(c.region());
                     let last = region.region_heads.get(&c.region());
                     c.precheck(region.region, listed, last).is_err()
                 })
-            })
-            .cloned()
-            .collect();
+            }
+            Ok(SystemKind::MoveServicechain) => MoveOrder::from_system_tx(tx).map_or(true, |o| {
+                !region.serves(o.chain) || o.verify(region.region, &region.set).is_err()
+            }),
+            Ok(SystemKind::AdoptServicechain) => Adoption::from_system_tx(tx).map_or(true, |a| {
+                let source = a.record.source;
+                let held = region.registry.contains(a.record.chain);
+                a.verify(
+                    region.region,
+                    region.trusted_set(source),
+                    held,
+                    SealCheck::Trust,
+                )
+                .is_err()
+            }),
+            _ => false,
+        };
+        let hopeless: HashSet<Bytes> = txs.iter().filter(|tx| hopeless_one(tx)).cloned().collect();
         drop(region);
         if !hopeless.is_empty() {
             let mut system = self.shared.system.lock().unwrap_or_else(|e| e.into_inner());
@@ -664,10 +704,10 @@ impl CnApp {
         let mut taken: HashMap<u8, usize> = HashMap::new();
         // Segment 0 looks at one checkpoint per region: another waits for the next container;
         // one that can never be accepted leaves the queue unproposed.
-        let hopeless = self.hopeless_checkpoints(&txs);
+        let hopeless = self.hopeless_system_txs(&txs);
         let mut checkpointed = HashSet::new();
         txs.retain(|tx| match system::split(tx) {
-            Ok((SystemKind::RegionCheckpoint, _)) if hopeless.contains(tx) => false,
+            Ok(_) if hopeless.contains(tx) => false,
             Ok((SystemKind::RegionCheckpoint, _))
                 if RegionCheckpoint::from_system_tx(tx)
                     .is_ok_and(|c| !checkpointed.insert(c.region())) =>
@@ -761,9 +801,15 @@ impl Application for CnApp {
                 .filter_map(|tx| MoveOrder::from_system_tx(tx).ok())
                 .map(|order| order.chain)
                 .collect();
+            // And its header travels in the adoption: the block stays small.
+            let most = match moving.is_empty() {
+                true => usize::MAX,
+                false => MAX_SEGMENTS_BESIDE_A_MOVE,
+            };
             chains
                 .into_iter()
                 .filter(|c| region.serves(*c) && !moving.contains(c))
+                .take(most)
                 .collect()
         };
         for chain in registered {
@@ -860,6 +906,13 @@ impl Application for CnApp {
             .filter(|m| block.segments[1..].iter().any(|s| s.chain_id == m.chain))
         {
             return Err(InvalidBlock::UnregisteredChain(moved.chain));
+        }
+        let segments = block.segments.len() - 1;
+        if execution.region.moved.is_some() && segments > MAX_SEGMENTS_BESIDE_A_MOVE {
+            return Err(InvalidBlock::TooManySegmentsBesideAMove {
+                got: segments,
+                most: MAX_SEGMENTS_BESIDE_A_MOVE,
+            });
         }
         if let Some((segment, commitment)) =
             first_divergence(&Self::commitments(&execution), &header.segments)

@@ -35,6 +35,10 @@ use serde::Serialize;
 use thiserror::Error;
 
 const MOVE_DOMAIN: &[u8] = b"KAON/move-servicechain/v1";
+
+/// Servicechain segments a block that freezes a chain may carry: its sealed header travels in
+/// the adoption, which must fit one system transaction beside the chain's state.
+pub const MAX_SEGMENTS_BESIDE_A_MOVE: usize = 512;
 const MOVE_RECORD_DOMAIN: &[u8] = b"KAON/moved/v1";
 
 /// The source region's order to move one of its servicechains to another region.
@@ -105,6 +109,10 @@ pub enum MigrationError {
     SameRegion,
     #[error("one move and one adoption per block; this block already has one")]
     OnePerBlock,
+    #[error("rewards withdrawn to chain {0} are not paid yet; move it after its next segment")]
+    RewardsOwed(ChainId),
+    #[error("refused while replaying")]
+    Replay,
     #[error("chain {chain} cannot be taken whole: {reason}")]
     Snapshot { chain: ChainId, reason: String },
     #[error(

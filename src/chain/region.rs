@@ -37,8 +37,8 @@ use crate::consensus::governance::{CnSetChange, GovernanceError};
 use crate::consensus::selection::CnSet;
 use crate::crypto::bls::PublicKeyBytes;
 use crate::crypto::hash::{merkle_root, sha256_concat};
-use crate::exec::ChainSnapshot;
 use crate::exec::InvalidReason;
+use crate::exec::{ChainSnapshot, StateError};
 use crate::types::codec::canonical;
 use crate::types::system::{self, SystemKind};
 use crate::types::{BlockHash, ChainId, Header, Height, Segment, SegmentCommitment};
@@ -117,6 +117,8 @@ pub struct RegionExecution {
     pub registry_root: B256,
     /// The chain this segment froze and moved away.
     pub moved: Option<MoveRecord>,
+    /// Why this node could not read the state a move needed (the execution is then void).
+    pub state_error: Option<String>,
     /// The segment's roots (its state root hashes them).
     pub roots: RegionRoots,
     pub checkpoint: Option<Checkpoint>,
@@ -187,6 +189,12 @@ struct Draft<'a> {
     registered: Vec<NewChain>,
     registry_root: B256,
     moved: Option<MoveRecord>,
+    /// Whether a move order was looked at (one per segment, accepted or not).
+    move_tried: bool,
+    /// Replaying with every move refused ([`RegionState::execute_refusing_moves`]).
+    refuse_moves: bool,
+    /// Why this node could not read the state a move needs: the execution is void.
+    state_error: Option<String>,
     /// Whether an adoption was looked at (one per segment, accepted or not: each costs a
     /// pairing and hashing a snapshot).
     adoption_tried: bool,
@@ -229,7 +237,8 @@ impl Draft<'_> {
 
     fn withdraw(&mut self, withdrawal: Withdrawal) -> Result<(), SystemTxRefusal> {
         let base = self.base;
-        let registered = base.serves(withdrawal.spec.chain);
+        let chain = withdrawal.spec.chain;
+        let registered = base.serves(chain) && self.moved.is_none_or(|m| m.chain != chain);
         base.pop
             .check_withdrawal(&withdrawal, base.region, registered, &self.withdrawals)?;
         self.withdrawals.push(withdrawal);
@@ -317,11 +326,15 @@ impl Draft<'_> {
     /// regionchain knows as the target, one move per segment. The chain's state is read as
     /// committed before this block, which carries no segment of it.
     fn move_chain(&mut self, order: MoveOrder) -> Result<(), SystemTxRefusal> {
-        let base = self.base;
-        order.verify(base.region, &base.set)?;
-        if self.moved.is_some() {
+        // Before the approval's pairing: a block looks at one order, whatever it carries.
+        if std::mem::replace(&mut self.move_tried, true) {
             return Err(MigrationError::OnePerBlock.into());
         }
+        if self.refuse_moves {
+            return Err(MigrationError::Replay.into());
+        }
+        let base = self.base;
+        order.verify(base.region, &base.set)?;
         let entry = base
             .registry
             .get(order.chain)
@@ -339,13 +352,33 @@ impl Draft<'_> {
         if base.listed(order.target).is_none() {
             return Err(MigrationError::UnknownRegion(order.target).into());
         }
-        let (snapshot, final_root) =
-            base.states
-                .take(order.chain)
-                .map_err(|e| MigrationError::Snapshot {
+        // Rewards withdrawn to the chain are paid by its next segment, which it will not get.
+        let owed = base.pop.credits.contains_key(&order.chain)
+            || self.withdrawals.iter().any(|w| w.spec.chain == order.chain);
+        if owed {
+            return Err(MigrationError::RewardsOwed(order.chain).into());
+        }
+        let (snapshot, final_root) = match base.states.take(order.chain) {
+            Ok(taken) => taken,
+            // The same on every node: the state at the parent is the same everywhere.
+            Err(e @ StateError::Snapshot(_)) => {
+                return Err(MigrationError::Snapshot {
                     chain: order.chain,
                     reason: e.to_string(),
-                })?;
+                }
+                .into())
+            }
+            // This node cannot read its state: it cannot execute the block at all.
+            Err(e) => {
+                let reason = format!("reading chain {}'s state: {e}", order.chain);
+                self.state_error = Some(reason.clone());
+                return Err(MigrationError::Snapshot {
+                    chain: order.chain,
+                    reason,
+                }
+                .into());
+            }
+        };
         let record = MoveRecord {
             chain: order.chain,
             source: base.region,
@@ -517,7 +550,7 @@ impl RegionState {
 
     /// Executes segment 0 of block `height` without changing this state.
     pub fn execute(&self, height: Height, segment: &Segment) -> RegionExecution {
-        self.execute_with(height, segment, Seals::Verify)
+        self.execute_with(height, segment, Seals::Verify, false)
     }
 
     /// [`Self::execute`] taking the seals of region checkpoints as verified (every other
@@ -529,10 +562,27 @@ impl RegionState {
         height: Height,
         segment: &Segment,
     ) -> RegionExecution {
-        self.execute_with(height, segment, Seals::Trust)
+        self.execute_with(height, segment, Seals::Trust, false)
     }
 
-    fn execute_with(&self, height: Height, segment: &Segment, seals: Seals) -> RegionExecution {
+    /// [`Self::execute_trusting_seals`] refusing every move: for replaying a block this node
+    /// committed before whose move was refused then for the chain's state at the time (too
+    /// large), which a replay reading today's state cannot see again.
+    pub(crate) fn execute_refusing_moves(
+        &self,
+        height: Height,
+        segment: &Segment,
+    ) -> RegionExecution {
+        self.execute_with(height, segment, Seals::Trust, true)
+    }
+
+    fn execute_with(
+        &self,
+        height: Height,
+        segment: &Segment,
+        seals: Seals,
+        refuse_moves: bool,
+    ) -> RegionExecution {
         let mut draft = Draft {
             base: self,
             seals,
@@ -545,6 +595,9 @@ impl RegionState {
             registered: Vec::new(),
             registry_root: self.registry.root(),
             moved: None,
+            move_tried: false,
+            refuse_moves,
+            state_error: None,
             adoption_tried: false,
             shares: Vec::new(),
             registrations: Vec::new(),
@@ -604,6 +657,7 @@ impl RegionState {
             registered: draft.registered,
             registry_root: draft.registry_root,
             moved: draft.moved,
+            state_error: draft.state_error,
             roots,
             checkpoint,
             pop,
@@ -698,6 +752,74 @@ mod tests {
             chain_id: HERE,
             txs,
         }
+    }
+
+    /// A servicechain state of one account, or a store that cannot be read.
+    #[derive(Debug)]
+    struct Fixed(bool);
+
+    impl FrozenState for Fixed {
+        fn take(&self, _chain: ChainId) -> Result<(ChainSnapshot, B256), StateError> {
+            match self.0 {
+                true => Ok((ChainSnapshot::default(), B256::repeat_byte(4))),
+                false => Err(StateError::Backend("the disk is gone".into())),
+            }
+        }
+    }
+
+    #[test]
+    fn a_move_looks_at_one_order_waits_for_owed_rewards_and_a_state_it_cannot_read_voids_it() {
+        let own = cn_keys("here");
+        let chain = ChainId(HERE.0 + 1);
+        let region = |readable: bool| {
+            directory_region()
+                .with_genesis_chains(&[chain])
+                .with_states(Arc::new(Fixed(readable)))
+        };
+        let state = region(true);
+        let approvers: Vec<(crate::types::CnIndex, &SecretKey)> = own
+            .iter()
+            .enumerate()
+            .map(|(i, k)| (crate::types::CnIndex(i as u32), k))
+            .collect();
+        let order = MoveOrder::approve(HERE, &state.set, chain, OTHER, &approvers)
+            .unwrap()
+            .to_system_tx();
+        // The second order of a block is refused before its approval is checked.
+        let execution = state.execute(Height(1), &segment(vec![order.clone(), order.clone()]));
+        assert_eq!(execution.refusals[0], None);
+        assert!(execution.refusals[1]
+            .as_deref()
+            .is_some_and(|r| r.contains("one move and one adoption per block")));
+        let record = execution.moved.expect("moved");
+        assert_eq!(record.final_root, B256::repeat_byte(4));
+        assert_eq!(execution.roots.moves, record.fold(B256::ZERO));
+        assert_eq!(
+            execution.commitment.state_root,
+            execution.roots.state_root()
+        );
+        // Rewards withdrawn to the chain and not yet paid: the move waits.
+        let mut owed = region(true);
+        owed.pop.credits = Arc::new(BTreeMap::from([(chain, Vec::new())]));
+        let refusal = owed
+            .execute(Height(1), &segment(vec![order.clone()]))
+            .refusals;
+        assert!(
+            refusal[0]
+                .as_deref()
+                .is_some_and(|r| r.contains("not paid yet")),
+            "{refusal:?}"
+        );
+        // A node that cannot read the state cannot execute the block at all (no refusal that
+        // other nodes would not make).
+        let unreadable = region(false).execute(Height(1), &segment(vec![order.clone()]));
+        assert!(unreadable
+            .state_error
+            .is_some_and(|e| e.contains("the disk is gone")));
+        // Replaying with moves refused gives the other outcome, for the caller to compare.
+        let refused = state.execute_refusing_moves(Height(1), &segment(vec![order]));
+        assert!(refused.moved.is_none());
+        assert_ne!(refused.commitment, execution.commitment);
     }
 
     #[test]

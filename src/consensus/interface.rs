@@ -130,6 +130,8 @@ pub enum InvalidBlock {
     SegmentsOutOfOrder,
     #[error("segment of unregistered servicechain {0}")]
     UnregisteredChain(ChainId),
+    #[error("a block that moves a servicechain carries at most {most} segments, this one {got}")]
+    TooManySegmentsBesideAMove { got: usize, most: usize },
     #[error("cannot execute the block: {0}")]
     Execution(String),
     #[error("segment {segment}: re-execution disagrees with the header: {commitment}")]

@@ -32,6 +32,7 @@ pub use receipt::{
 };
 pub use snapshot::{
     ChainSnapshot, SnapshotAccount, SnapshotError, SnapshotSize, SnapshotSlot, MAX_SNAPSHOT_BYTES,
+    MAX_SNAPSHOT_ENTRIES,
 };
 pub use state::{
     genesis_diff, genesis_diffs, Account, MemoryState, Prior, SegmentDiff, StateError, StateRead,

@@ -18,7 +18,9 @@ use std::collections::BTreeMap;
 
 /// Bytes a snapshot may hold, as counted by [`SnapshotSize`]: it travels inside one system
 /// transaction (256 KiB), with the sealed header that proves it.
-pub const MAX_SNAPSHOT_BYTES: usize = 192 << 10;
+pub const MAX_SNAPSHOT_BYTES: usize = 128 << 10;
+/// Most entries (accounts and slots) a snapshot within [`MAX_SNAPSHOT_BYTES`] can hold.
+pub const MAX_SNAPSHOT_ENTRIES: usize = MAX_SNAPSHOT_BYTES / SnapshotSize::SLOT;
 
 /// One account of a snapshot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, RlpEncodable, RlpDecodable)]
@@ -156,7 +158,9 @@ impl ChainSnapshot {
         {
             return Err(SnapshotError::MissingCode(a.address));
         }
-        let used = |hash: &B256| self.accounts.iter().any(|a| a.code_hash == *hash);
+        let used = |hash: &B256| {
+            *hash != EMPTY_CODE_HASH && self.accounts.iter().any(|a| a.code_hash == *hash)
+        };
         if codes.len() != self.code.len() || !codes.keys().all(used) {
             return Err(SnapshotError::StrayCode);
         }

@@ -263,7 +263,7 @@ mod tests {
 
     #[test]
     fn a_move_freezes_the_chain_from_its_block_on_and_records_its_whole_state() {
-        use crate::chain::migration::{FrozenState, MoveOrder};
+        use crate::chain::migration::{FrozenState, MoveOrder, MAX_SEGMENTS_BESIDE_A_MOVE};
         use crate::chain::region_checkpoint::tests::{cn_keys, entry, OTHER};
         use crate::consensus::machine::InvalidBlock;
         let chain = ChainId(REGION.0 + 1);
@@ -289,13 +289,17 @@ mod tests {
             let states: Arc<dyn FrozenState> = ledger.state().clone();
             app.configure_region(|mut r| {
                 r.directory.insert(entry(&cn_keys("other")));
-                r.with_genesis_chains(&[chain]).with_states(states)
+                // The chain, and more idle ones than a freezing block may carry segments of.
+                let chains: Vec<ChainId> = (1..=MAX_SEGMENTS_BESIDE_A_MOVE as u64 + 2)
+                    .map(|i| ChainId(REGION.0 + i))
+                    .collect();
+                r.with_genesis_chains(&chains).with_states(states)
             });
             (ledger, shared, app)
         };
         let (proposer_dir, validator_dir) =
             (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-        let (_ledger, shared, mut proposer) = node(proposer_dir.path());
+        let (mut ledger, shared, mut proposer) = node(proposer_dir.path());
         let (_other, _, mut validator) = node(validator_dir.path());
         let pooled = |shared: &CnState, nonce: u64| {
             let mut pool = shared.pool.lock().unwrap();
@@ -333,6 +337,20 @@ mod tests {
         assert!(matches!(
             validator.validate(&sneaky, &tip),
             Err(InvalidBlock::UnregisteredChain(c)) if c == chain
+        ));
+        // So is one with more segments than an adoption can carry the header of.
+        let mut crowded = freezing.clone();
+        crowded
+            .segments
+            .extend(
+                (2..=MAX_SEGMENTS_BESIDE_A_MOVE as u64 + 2).map(|i| crate::types::Segment {
+                    chain_id: ChainId(REGION.0 + i),
+                    txs: Vec::new(),
+                }),
+            );
+        assert!(matches!(
+            validator.validate(&crowded, &tip),
+            Err(InvalidBlock::TooManySegmentsBesideAMove { .. })
         ));
         validator.validate(&freezing, &tip).unwrap();
         for app in [&mut proposer, &mut validator] {
@@ -378,15 +396,42 @@ mod tests {
             validator.validate(&sneaky, &tip),
             Err(InvalidBlock::UnregisteredChain(c)) if c == chain
         ));
-        // A second move of the chain is refused: it is no longer served here.
+        // A second move of the chain is refused (it is no longer served here), and a proposer
+        // drops it unproposed.
+        let second = crate::types::Segment {
+            chain_id: REGION,
+            txs: vec![order.to_system_tx()],
+        };
+        let refusal = region
+            .execute(tip.height.next(), &second)
+            .refusals
+            .remove(0);
+        assert!(
+            refusal
+                .as_deref()
+                .is_some_and(|r| r.contains("not a servicechain this region serves")),
+            "{refusal:?}"
+        );
         assert!(shared.add_system_tx(order.to_system_tx()));
         let again = next_block(&mut proposer, &tip);
-        assert_eq!(again.segments[0].txs.len(), 1);
-        proposer.commit(&again).unwrap();
+        assert!(again.segments[0].txs.is_empty());
+        assert!(shared.system.lock().unwrap().is_empty());
+        // After a restart the replay freezes it again: same record, and the pool (built from
+        // genesis' chains) refuses its transactions.
+        ledger.append(&[first, freezing]).unwrap();
+        drop((ledger, proposer, shared));
+        let (ledger, shared, mut restarted) = node(proposer_dir.path());
+        heights_replayed(&ledger, &mut restarted).unwrap();
         assert_eq!(
-            proposer.region_handle().read().unwrap().moves_root,
-            moved.roots.moves
+            restarted.region_handle().read().unwrap().moved[&chain],
+            region.moved[&chain]
         );
+        assert!(shared
+            .pool
+            .lock()
+            .unwrap()
+            .insert(transfer(chain, 1), 1)
+            .is_err());
     }
 
     #[test]

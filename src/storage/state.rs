@@ -29,7 +29,7 @@ use super::store::{
 use crate::crypto::hash::keccak256;
 use crate::exec::{
     genesis_diffs, Account, ChainSnapshot, Log, LogFilter, Receipt, SegmentDiff, SegmentExecution,
-    SnapshotError, StateError, StateRead, MAX_SNAPSHOT_BYTES,
+    SnapshotError, StateError, StateRead, MAX_SNAPSHOT_ENTRIES,
 };
 use crate::types::{Block, BlockHash, ChainId, Height};
 use alloy_primitives::{Address, Bloom, Bytes, B256, U256};
@@ -817,9 +817,15 @@ impl CommittedState {
     /// diffs again over a store that already has them changes nothing.
     pub fn snapshot(&self, chain: ChainId) -> Result<(ChainSnapshot, B256), StateError> {
         let pending = self.pending.read().unwrap_or_else(|e| e.into_inner());
-        // Generous on the store's side (held blocks may still delete entries); the snapshot
-        // itself is held to the limit once complete, the same on every node.
-        let most = 4 * MAX_SNAPSHOT_BYTES / 84;
+        // The store may hold more entries than the state has (held blocks may delete some),
+        // but never more than the limit plus what the held blocks write: past that, the
+        // state is too large on every node, however far each has persisted.
+        let held_writes: usize = pending
+            .iter()
+            .flat_map(|block| block.diffs_of(chain))
+            .map(|d| d.accounts.len() + d.storage.len())
+            .sum();
+        let most = MAX_SNAPSHOT_ENTRIES.saturating_add(held_writes);
         let (mut accounts, mut storage) =
             self.store.chain_state(chain, most).map_err(|e| match e {
                 StoreError::TooLarge { .. } => StateError::Snapshot(SnapshotError::TooLarge),
