@@ -652,6 +652,60 @@ fn two_regions_of_processes_and_one_rn_following_both() {
         matches!(unknown, Err(ureq::Error::StatusCode(404))),
         "{unknown:?}"
     );
+
+    // The first region's chain moves to the second with the operator's command: the first
+    // region's CNs freeze it, the adoption goes to the second; the same URL then answers the
+    // same balances from the second region and takes a transfer there.
+    let funded = |chain: u64| {
+        rpc(
+            &url(chain),
+            "eth_getBalance",
+            serde_json::json!([account.address, "latest"]),
+        )
+        .expect("a balance")
+    };
+    let before = funded(1001);
+    let moved = Command::new(KAON)
+        .args(["--log", "warn", "region", "move", "--genesis"])
+        .arg(dir.path().join("genesis.json"))
+        .args(["--chain", "1001", "--to", "1001000"])
+        .args(
+            key_files
+                .iter()
+                .take(3)
+                .flat_map(|k| ["--key-file", k.as_str()]),
+        )
+        .args(["--rpc", &format!("http://127.0.0.1:{rpc_port}")])
+        .output()
+        .unwrap();
+    assert!(
+        moved.status.success(),
+        "kaon region move failed: {}",
+        String::from_utf8_lossy(&moved.stderr)
+    );
+    let start = Instant::now();
+    loop {
+        let regions = rpc(&url(1000), "kaon_regions", serde_json::json!([])).unwrap_or_default();
+        if regions[1]["servicechains"]
+            .as_array()
+            .is_some_and(|c| c.contains(&serde_json::json!(1001)))
+        {
+            break;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "chain 1001 never adopted: {regions}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(funded(1001), before);
+    let after = kaon::node::loadgen::transfer(kaon::types::ChainId(1001), 0, &account.secret, to);
+    send_and_wait(
+        &url(1001),
+        &after,
+        "after its chain moved to the second region",
+    );
+    assert_eq!(balance(1001), serde_json::json!("0x1"));
 }
 
 /// `kaon init --regions 2 --cns 4 --servicechains 1` into `dir` from port `base`, with `extra`
