@@ -20,11 +20,11 @@ const INCLUSION: Duration = Duration::from_secs(120);
 
 /// Runtime of a one-slot register: 32 bytes of calldata store them in slot 0; empty calldata
 /// returns slot 0.
-const RUNTIME: &str = "36600f5760005460005260206000f35b60003560005500";
+pub(crate) const RUNTIME: &str = "36600f5760005460005260206000f35b60003560005500";
 /// Init code: copies the 23-byte runtime that follows it to memory and returns it.
 const INIT_PREFIX: &str = "601780600b6000396000f3";
 
-fn init_code() -> Bytes {
+pub(crate) fn init_code() -> Bytes {
     hex::decode(format!("{INIT_PREFIX}{RUNTIME}"))
         .unwrap()
         .into()
@@ -35,7 +35,13 @@ fn block_of(receipt: &Value) -> u64 {
     u64::from_str_radix(hex.trim_start_matches("0x"), 16).unwrap()
 }
 
-fn sign(key: &[u8; 32], nonce: u64, to: TxKind, value: u64, input: Bytes) -> SignedTransaction {
+pub(crate) fn sign(
+    key: &[u8; 32],
+    nonce: u64,
+    to: TxKind,
+    value: u64,
+    input: Bytes,
+) -> SignedTransaction {
     Transaction::from(Eip1559Tx {
         chain_id: CHAIN,
         nonce,
@@ -51,7 +57,7 @@ fn sign(key: &[u8; 32], nonce: u64, to: TxKind, value: u64, input: Bytes) -> Sig
     .unwrap()
 }
 
-fn word(v: u64) -> Bytes {
+pub(crate) fn word(v: u64) -> Bytes {
     B256::from(U256::from(v)).0.to_vec().into()
 }
 

@@ -449,6 +449,27 @@ fn a_busy_servicechain_moves_to_another_region_and_keeps_its_accounts_and_histor
     let txs: Vec<_> = (0..TRANSFERS)
         .map(|nonce| transfer_on(ChainId(1001), RECIPIENT, &sender.secret, nonce, 1 + nonce))
         .collect();
+    // A contract holding 42 in its storage slot 0, deployed before the move.
+    let owner = developer_accounts(DEV_ACCOUNTS).swap_remove(3);
+    let deploy = crate::history::sign(
+        &owner.secret,
+        0,
+        alloy_primitives::TxKind::Create,
+        0,
+        crate::history::init_code(),
+    );
+    chain.ok("eth_sendRawTransaction", json!([raw_hex(&deploy)]));
+    let deployed = chain.receipt_within(deploy.hash(), INCLUSION, "the contract was not deployed");
+    let contract: Address = serde_json::from_value(deployed["contractAddress"].clone()).unwrap();
+    let store = crate::history::sign(
+        &owner.secret,
+        1,
+        alloy_primitives::TxKind::Call(contract),
+        0,
+        crate::history::word(42),
+    );
+    chain.ok("eth_sendRawTransaction", json!([raw_hex(&store)]));
+    chain.receipt_within(store.hash(), INCLUSION, "the store was not included");
     let wallet = {
         let url = chain_url(&url, 1001);
         std::thread::spawn(move || send_through_a_move(url, txs))
@@ -554,6 +575,18 @@ fn a_busy_servicechain_moves_to_another_region_and_keeps_its_accounts_and_histor
     let block = chain.ok("eth_getBlockByHash", json!([early["blockHash"], false]));
     assert_eq!(block["hash"], early["blockHash"], "{block}");
     assert!(early["blockNumber"].as_str().is_some());
+    // The contract moved with its code and storage: the new region runs it.
+    let code = chain.ok("eth_getCode", json!([contract, "latest"]));
+    assert_eq!(code, json!(format!("0x{}", crate::history::RUNTIME)));
+    let slot = chain.ok("eth_getStorageAt", json!([contract, "0x0", "latest"]));
+    let called = chain.ok("eth_call", json!([{ "to": contract }, "latest"]));
+    assert_eq!(slot, called);
+    assert_eq!(
+        U256::from_be_slice(
+            &hex::decode(called.as_str().unwrap().trim_start_matches("0x")).unwrap()
+        ),
+        U256::from(42)
+    );
     // The second region lists it; the first refuses its transactions, naming where it went.
     let regions = region_1000.ok("kaon_regions", json!([]));
     assert!(
