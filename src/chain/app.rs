@@ -411,6 +411,9 @@ impl CnApp {
             return Ok(trusted);
         }
         let verified = region.execute(header.height, segment);
+        if let Some(e) = &verified.state_error {
+            anyhow::bail!("replaying block {}: {e}", header.height);
+        }
         if header.segments.first() == Some(&verified.commitment) {
             return Ok(verified);
         }
@@ -504,7 +507,6 @@ impl CnApp {
         };
         self.executed.clear();
         let genesis = self.registered_genesis(&execution)?;
-        self.apply_region(&execution.region, header);
         // Hashed before the pool is locked: sigverify and the pool stage wait on that lock.
         let outcomes: Vec<Vec<(B256, bool)>> = execution
             .chains
@@ -544,11 +546,20 @@ impl CnApp {
             genesis,
             segments,
         ));
+        // After the state: a chain registered or adopted here is served only once its state
+        // can be read.
+        self.apply_region(&execution.region, header);
         if let Some(s0) = block.segments.first() {
             let region = self.region_read();
             let mut system = self.shared.system.lock().unwrap_or_else(|e| e.into_inner());
+            let retry: HashSet<&Bytes> = execution
+                .region
+                .retry
+                .iter()
+                .filter_map(|&i| s0.txs.get(i))
+                .collect();
             system.retain(|tx| {
-                !s0.txs.contains(tx)
+                (!s0.txs.contains(tx) || retry.contains(tx))
                     && ProbeAttestation::from_system_tx(tx).map_or(true, |a| {
                         region.pop.posc.attestation_live(&a, header.height)
                     })
@@ -705,9 +716,15 @@ impl CnApp {
         // Segment 0 looks at one checkpoint per region: another waits for the next container;
         // one that can never be accepted leaves the queue unproposed.
         let hopeless = self.hopeless_system_txs(&txs);
+        let owed_move = |tx: &Bytes| {
+            let credits = Arc::clone(&self.region_read().pop.credits);
+            MoveOrder::from_system_tx(tx).is_ok_and(|o| credits.contains_key(&o.chain))
+        };
         let mut checkpointed = HashSet::new();
         txs.retain(|tx| match system::split(tx) {
             Ok(_) if hopeless.contains(tx) => false,
+            // Waits in the queue until the chain's owed rewards are paid.
+            Ok((SystemKind::MoveServicechain, _)) if owed_move(tx) => false,
             Ok((SystemKind::RegionCheckpoint, _))
                 if RegionCheckpoint::from_system_tx(tx)
                     .is_ok_and(|c| !checkpointed.insert(c.region())) =>
@@ -828,8 +845,11 @@ impl Application for CnApp {
         let execution = match self.execute(&ctx, &segments) {
             Ok(execution) => execution,
             Err(e) => {
-                tracing::error!(error = %e, %height, "cannot execute servicechain segments; proposing segment 0 only");
+                tracing::error!(error = %e, %height, "cannot execute servicechain segments; proposing segment 0 only, without a move (which reads a chain's state)");
                 segments.truncate(1);
+                segments[0].0.txs.retain(|tx| {
+                    system::split(tx).map_or(true, |(k, _)| k != SystemKind::MoveServicechain)
+                });
                 BlockExecution {
                     region: self.execute_region(height, segments.first().map(|(s, _)| s)),
                     chains: Vec::new(),

@@ -38,7 +38,7 @@ const MOVE_DOMAIN: &[u8] = b"KAON/move-servicechain/v1";
 
 /// Servicechain segments a block that freezes a chain may carry: its sealed header travels in
 /// the adoption, which must fit one system transaction beside the chain's state.
-pub const MAX_SEGMENTS_BESIDE_A_MOVE: usize = 512;
+pub const MAX_SEGMENTS_BESIDE_A_MOVE: usize = 256;
 const MOVE_RECORD_DOMAIN: &[u8] = b"KAON/moved/v1";
 
 /// The source region's order to move one of its servicechains to another region.
@@ -113,6 +113,8 @@ pub enum MigrationError {
     RewardsOwed(ChainId),
     #[error("refused while replaying")]
     Replay,
+    #[error("the CN set changes at the next height; move the chain after the change")]
+    SetChanging,
     #[error("chain {chain} cannot be taken whole: {reason}")]
     Snapshot { chain: ChainId, reason: String },
     #[error(

@@ -38,7 +38,7 @@ use crate::consensus::selection::CnSet;
 use crate::crypto::bls::PublicKeyBytes;
 use crate::crypto::hash::{merkle_root, sha256_concat};
 use crate::exec::InvalidReason;
-use crate::exec::{ChainSnapshot, StateError};
+use crate::exec::{ChainSnapshot, SnapshotError, StateError};
 use crate::types::codec::canonical;
 use crate::types::system::{self, SystemKind};
 use crate::types::{BlockHash, ChainId, Header, Height, Segment, SegmentCommitment};
@@ -119,6 +119,9 @@ pub struct RegionExecution {
     pub moved: Option<MoveRecord>,
     /// Why this node could not read the state a move needed (the execution is then void).
     pub state_error: Option<String>,
+    /// Positions of transactions refused for now only (a second move order in the block, a
+    /// move waiting for owed rewards or a CN-set change), which CNs keep queued.
+    pub retry: Vec<usize>,
     /// The segment's roots (its state root hashes them).
     pub roots: RegionRoots,
     pub checkpoint: Option<Checkpoint>,
@@ -195,6 +198,10 @@ struct Draft<'a> {
     refuse_moves: bool,
     /// Why this node could not read the state a move needs: the execution is void.
     state_error: Option<String>,
+    /// Position of the transaction being applied.
+    index: usize,
+    /// Transactions refused for now only, kept queued for a later block.
+    retry: Vec<usize>,
     /// Whether an adoption was looked at (one per segment, accepted or not: each costs a
     /// pairing and hashing a snapshot).
     adoption_tried: bool,
@@ -328,6 +335,8 @@ impl Draft<'_> {
     fn move_chain(&mut self, order: MoveOrder) -> Result<(), SystemTxRefusal> {
         // Before the approval's pairing: a block looks at one order, whatever it carries.
         if std::mem::replace(&mut self.move_tried, true) {
+            // Another order came first (maybe a forged one): this one waits for a later block.
+            self.retry.push(self.index);
             return Err(MigrationError::OnePerBlock.into());
         }
         if self.refuse_moves {
@@ -356,12 +365,18 @@ impl Draft<'_> {
         let owed = base.pop.credits.contains_key(&order.chain)
             || self.withdrawals.iter().any(|w| w.spec.chain == order.chain);
         if owed {
+            self.retry.push(self.index);
             return Err(MigrationError::RewardsOwed(order.chain).into());
+        }
+        // Its header would carry the new set beside the chain's state in the adoption.
+        if !base.expected_next_set(self.height).is_empty() {
+            self.retry.push(self.index);
+            return Err(MigrationError::SetChanging.into());
         }
         let (snapshot, final_root) = match base.states.take(order.chain) {
             Ok(taken) => taken,
             // The same on every node: the state at the parent is the same everywhere.
-            Err(e @ StateError::Snapshot(_)) => {
+            Err(e @ StateError::Snapshot(SnapshotError::TooLarge)) => {
                 return Err(MigrationError::Snapshot {
                     chain: order.chain,
                     reason: e.to_string(),
@@ -396,6 +411,7 @@ impl Draft<'_> {
     /// the CN set this regionchain trusts for that region; one looked at per segment.
     fn adopt(&mut self, adoption: Adoption) -> Result<(), SystemTxRefusal> {
         if std::mem::replace(&mut self.adoption_tried, true) {
+            self.retry.push(self.index);
             return Err(MigrationError::OnePerBlock.into());
         }
         let base = self.base;
@@ -598,6 +614,8 @@ impl RegionState {
             move_tried: false,
             refuse_moves,
             state_error: None,
+            index: 0,
+            retry: Vec::new(),
             adoption_tried: false,
             shares: Vec::new(),
             registrations: Vec::new(),
@@ -607,7 +625,9 @@ impl RegionState {
         let refusals: Vec<Option<String>> = segment
             .txs
             .iter()
-            .map(|raw| {
+            .enumerate()
+            .map(|(index, raw)| {
+                draft.index = index;
                 draft.apply(raw).err().map(|e| {
                     tracing::debug!(error = %e, %height, "system transaction marked invalid");
                     e.to_string()
@@ -658,6 +678,7 @@ impl RegionState {
             registry_root: draft.registry_root,
             moved: draft.moved,
             state_error: draft.state_error,
+            retry: draft.retry,
             roots,
             checkpoint,
             pop,
@@ -785,12 +806,22 @@ mod tests {
         let order = MoveOrder::approve(HERE, &state.set, chain, OTHER, &approvers)
             .unwrap()
             .to_system_tx();
-        // The second order of a block is refused before its approval is checked.
-        let execution = state.execute(Height(1), &segment(vec![order.clone(), order.clone()]));
+        // The second order of a block is refused before its approval is checked (one without a
+        // quorum says so only when first), and kept for a later block.
+        let short = MoveOrder::approve(HERE, &state.set, chain, OTHER, &approvers[..1])
+            .unwrap()
+            .to_system_tx();
+        let execution = state.execute(Height(1), &segment(vec![order.clone(), short.clone()]));
         assert_eq!(execution.refusals[0], None);
         assert!(execution.refusals[1]
             .as_deref()
             .is_some_and(|r| r.contains("one move and one adoption per block")));
+        assert_eq!(execution.retry, [1]);
+        let first = state.execute(Height(1), &segment(vec![short, order.clone()]));
+        assert!(first.refusals[0]
+            .as_deref()
+            .is_some_and(|r| r.contains("approv")));
+        assert!(first.moved.is_none() && first.retry == [1]);
         let record = execution.moved.expect("moved");
         assert_eq!(record.final_root, B256::repeat_byte(4));
         assert_eq!(execution.roots.moves, record.fold(B256::ZERO));

@@ -189,6 +189,8 @@ pub struct Mempool {
 
 /// Transactions of moved chains a pool keeps until they are handed on.
 pub const MAX_DEPARTED: usize = 16_384;
+/// Their bytes.
+pub const MAX_DEPARTED_BYTES: usize = 16 << 20;
 
 impl Mempool {
     /// A pool accepting transactions for `chains`.
@@ -209,11 +211,11 @@ impl Mempool {
         }
     }
 
-    /// Keeps the transactions of chains that move away (an RN's pool: what it acknowledged is
-    /// handed to the chain's new region), up to [`MAX_DEPARTED`].
-    pub fn keeping_departed(mut self) -> Self {
-        self.departed = Some(Vec::new());
-        self
+    /// Keeps the transactions of chains that move away (an RN's pool where a hand-off runs:
+    /// what it acknowledged goes to the chain's new region), up to [`MAX_DEPARTED`] and
+    /// [`MAX_DEPARTED_BYTES`].
+    pub fn keep_departed(&mut self) {
+        self.departed.get_or_insert_with(Vec::new);
     }
 
     /// The kept transactions of chains that moved away, oldest first.
@@ -277,11 +279,21 @@ impl Mempool {
         }
         self.chains.remove(&chain);
         if let Some(departed) = &mut self.departed {
-            let room = MAX_DEPARTED.saturating_sub(departed.len());
-            if leaving.len() > room {
-                tracing::warn!(%chain, dropped = leaving.len() - room, "more transactions of a moved chain than a pool keeps to hand on");
+            let size = |txs: &[RecoveredTx]| txs.iter().map(|t| t.tx().raw().len()).sum::<usize>();
+            let mut bytes = size(departed);
+            let (offered, mut kept) = (leaving.len(), 0);
+            for tx in leaving {
+                let len = tx.tx().raw().len();
+                if departed.len() >= MAX_DEPARTED || bytes + len > MAX_DEPARTED_BYTES {
+                    break;
+                }
+                bytes += len;
+                kept += 1;
+                departed.push(tx);
             }
-            departed.extend(leaving.into_iter().take(room));
+            if offered > kept {
+                tracing::warn!(%chain, offered, kept, "more transactions of a moved chain than a pool keeps to hand on");
+            }
         }
     }
 

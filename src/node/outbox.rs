@@ -114,6 +114,13 @@ impl Outbox {
     /// transaction it replaced is held again).
     /// Accepted transactions of chains that moved to another region, taken out of the pool
     /// to be handed on.
+    pub fn keep_departed(&self) {
+        self.pool
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .keep_departed();
+    }
+
     pub fn take_departed(&self) -> Vec<RecoveredTx> {
         self.pool
             .lock()

@@ -72,7 +72,10 @@ const HAND_OFF_PATIENCE: Duration = Duration::from_secs(600);
 /// transaction, and none runs twice (the nonces moved with the state). A transaction waits
 /// [`HAND_OFF_PATIENCE`] for the chain's adoption; at most [`crate::mempool::MAX_DEPARTED`]
 /// per region wait at once.
-pub fn hand_off(regions: &[Arc<ChainRpc>], stop: &AtomicBool) {
+pub fn hand_off(regions: &[Arc<ChainRpc>], stop: &AtomicBool) -> anyhow::Result<()> {
+    for region in regions {
+        region.keep_departed();
+    }
     let mut waiting: Vec<(Instant, RecoveredTx)> = Vec::new();
     while !stop.load(Ordering::Relaxed) {
         for region in regions {
@@ -94,13 +97,28 @@ pub fn hand_off(regions: &[Arc<ChainRpc>], stop: &AtomicBool) {
                 return since.elapsed() < HAND_OFF_PATIENCE;
             };
             match serving.send_raw_transaction(chain, tx.tx().clone()) {
-                Ok(hash) => tracing::debug!(%chain, %hash, region = %serving.region(), "moved chain's transaction handed to its new region"),
-                Err(e) => tracing::debug!(%chain, hash = %tx.tx().hash(), error = %e, "moved chain's transaction not taken by its new region"),
+                Ok(hash) => {
+                    tracing::debug!(%chain, %hash, region = %serving.region(), "moved chain's transaction handed to its new region");
+                    false
+                }
+                // For now only (its state just arriving, a full pool): tried again next tick.
+                Err(
+                    e @ (SubmitError::InsufficientFunds { .. }
+                    | SubmitError::PoolFull
+                    | SubmitError::Unavailable(_)),
+                ) => {
+                    tracing::debug!(%chain, hash = %tx.tx().hash(), error = %e, "moved chain's transaction not taken yet");
+                    since.elapsed() < HAND_OFF_PATIENCE
+                }
+                Err(e) => {
+                    tracing::debug!(%chain, hash = %tx.tx().hash(), error = %e, "moved chain's transaction not taken by its new region");
+                    false
+                }
             }
-            false
         });
         std::thread::sleep(HAND_OFF_INTERVAL);
     }
+    Ok(())
 }
 
 impl RegionRouter {

@@ -256,6 +256,12 @@ impl ChainRpc {
         self.outbox.take_departed()
     }
 
+    /// Keeps what this RN accepted for chains that move away, for [`Self::take_departed`]
+    /// (only where a hand-off runs: elsewhere nothing would take them).
+    pub fn keep_departed(&self) {
+        self.outbox.keep_departed();
+    }
+
     /// Where and when this region moved `chain` away, if it did.
     pub fn moved(&self, chain: ChainId) -> Option<MoveRecord> {
         let region = self.regionchain.read().unwrap_or_else(|e| e.into_inner());
@@ -1632,14 +1638,9 @@ pub fn serve_regions(
     let served_backends: Vec<Arc<ChainRpc>> = backends.iter().map(|(b, _)| Arc::clone(b)).collect();
     if served_backends.len() > 1 {
         let (regions, stop) = (served_backends.clone(), Arc::clone(&stop));
-        threads.push(
-            std::thread::Builder::new()
-                .name("rpc-handoff".into())
-                .spawn(move || {
-                    super::regions::hand_off(&regions, &stop);
-                    Ok(())
-                })?,
-        );
+        threads.push(crate::pipeline::spawn_critical("rpc-handoff", move || {
+            super::regions::hand_off(&regions, &stop)
+        })?);
     }
     for (served, (backend, outbox)) in regions.iter().zip(backends) {
         let forwarder = {

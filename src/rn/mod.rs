@@ -289,10 +289,7 @@ fn audit_app(
         .map(|&c| ChainId(c))
         .chain([region]);
     let shared = CnState {
-        // What this RN acknowledged for a chain that moves away is handed to its new region.
-        pool: Arc::new(Mutex::new(
-            Mempool::new(Default::default(), chains).keeping_departed(),
-        )),
+        pool: Arc::new(Mutex::new(Mempool::new(Default::default(), chains))),
         state,
         system: Arc::default(),
     };
