@@ -101,6 +101,17 @@ pub fn run() -> anyhow::Result<()> {
         Command::Region(RegionCommand::Create(args)) => {
             crate::node::region_create::create(&args.into_request(), &mut std::io::stdout())
         }
+        Command::Region(RegionCommand::ApproveMove(args)) => {
+            let line = crate::node::region_move::approve(
+                &args.genesis,
+                crate::types::ChainId(args.chain),
+                crate::types::ChainId(args.to),
+                &args.key_file,
+                &mut std::io::stderr(),
+            )?;
+            println!("{line}");
+            Ok(())
+        }
         Command::Region(RegionCommand::Move(args)) => {
             crate::node::region_move::run(&args.into_request(), &mut std::io::stdout())
         }
@@ -668,6 +679,26 @@ pub enum RegionCommand {
     /// the freeze and sends the adoption it serves (`kaon_getAdoption`) to the target region,
     /// which checks it against the source's sealed header before the chain starts there.
     Move(RegionMoveArgs),
+    /// One CN operator's approval of a move, signed with that CN's key where it lives: prints
+    /// `<index>:0x<signature>` for `kaon region move --approval`.
+    ApproveMove(RegionApproveMoveArgs),
+}
+
+/// `kaon region approve-move` flags.
+#[derive(Debug, clap::Args)]
+pub struct RegionApproveMoveArgs {
+    /// The source region's genesis.json.
+    #[arg(long)]
+    pub genesis: PathBuf,
+    /// The servicechain to move.
+    #[arg(long)]
+    pub chain: u64,
+    /// The region to move it to.
+    #[arg(long)]
+    pub to: u64,
+    /// This CN's secret key file (a CN of the source region).
+    #[arg(long)]
+    pub key_file: PathBuf,
 }
 
 /// `kaon region move` flags.
@@ -682,10 +713,13 @@ pub struct RegionMoveArgs {
     /// The region to move it to (listed in the source's directory, or the directory region).
     #[arg(long)]
     pub to: u64,
-    /// Secret key file of an approving CN of the source region; repeatable, more than two
-    /// thirds of its set.
-    #[arg(long = "key-file", required = true)]
+    /// Secret key file of an approving CN of the source region; repeatable. With the
+    /// `--approval`s, more than two thirds of its set.
+    #[arg(long = "key-file", required_unless_present = "approvals")]
     pub key_files: Vec<PathBuf>,
+    /// An approval from `kaon region approve-move` (`<index>:0x<signature>`); repeatable.
+    #[arg(long = "approval")]
+    pub approvals: Vec<String>,
     /// JSON-RPC endpoint of an RN of the source region, e.g. http://127.0.0.1:8545.
     #[arg(long, visible_alias = "rpc-url")]
     pub rpc: String,
@@ -704,6 +738,7 @@ impl RegionMoveArgs {
             chain: crate::types::ChainId(self.chain),
             target: crate::types::ChainId(self.to),
             key_files: self.key_files,
+            approvals: self.approvals,
             rpc: self.rpc,
             target_rpc: self.target_rpc,
             timeout: std::time::Duration::from_secs(self.timeout),

@@ -153,39 +153,61 @@ impl Proposal {
 
     /// `key`'s index in the directory region's CN set.
     fn index_of(&self, key: &SecretKey) -> anyhow::Result<CnIndex> {
-        let public = key.public_key();
-        let index = self.set.keys().iter().position(|k| *k == public);
-        index
-            .map(|i| CnIndex(i as u32))
-            .with_context(|| format!("is not a key of region {}'s CN set", self.here))
+        index_in(&self.set, self.here, key)
     }
 
     /// Parses `<index>:0x<signature>` and checks it signs this entry with CN `index`'s key.
     fn check_approval(&self, line: &str) -> anyhow::Result<(CnIndex, Signature)> {
-        let malformed = || format!("approval {line:?} is not <index>:0x<signature>");
-        let (index, signature) = line.trim().split_once(':').with_context(malformed)?;
-        let index: u32 = index.parse().ok().with_context(malformed)?;
-        let bytes = hex::decode(signature.trim_start_matches("0x")).ok();
-        let signature = bytes
-            .and_then(|b| b.try_into().ok())
-            .map(SignatureBytes)
-            .with_context(malformed)?;
-        let signature = Signature::try_from(&signature)
-            .ok()
-            .with_context(|| format!("approval {line:?}: not a valid BLS signature"))?;
-        let key = self.set.keys().get(index as usize).with_context(|| {
-            format!(
-                "approval {line:?}: region {} has no CN {index} ({} CNs)",
-                self.here,
-                self.set.len()
-            )
-        })?;
-        anyhow::ensure!(
-            signature.verify(key, &self.message),
-            "approval {line:?} is not CN {index}'s signature of this entry: it was made for another region entry (genesis, RN seeds) or with another key"
-        );
-        Ok((CnIndex(index), signature))
+        check_approval_line(
+            line,
+            self.here,
+            &self.set,
+            &self.message,
+            "this entry: it was made for another region entry (genesis, RN seeds) or with another key",
+        )
     }
+}
+
+/// Parses an approval line `<index>:0x<signature>` and checks that it is CN `index`'s of
+/// region `here` (set `set`) over `message`; `what` names what was expected in the error.
+pub(crate) fn check_approval_line(
+    line: &str,
+    here: ChainId,
+    set: &CnSet,
+    message: &[u8],
+    what: &str,
+) -> anyhow::Result<(CnIndex, Signature)> {
+    let malformed = || format!("approval {line:?} is not <index>:0x<signature>");
+    let (index, signature) = line.trim().split_once(':').with_context(malformed)?;
+    let index: u32 = index.parse().ok().with_context(malformed)?;
+    let bytes = hex::decode(signature.trim_start_matches("0x")).ok();
+    let signature = bytes
+        .and_then(|b| b.try_into().ok())
+        .map(SignatureBytes)
+        .with_context(malformed)?;
+    let signature = Signature::try_from(&signature)
+        .ok()
+        .with_context(|| format!("approval {line:?}: not a valid BLS signature"))?;
+    let key = set.keys().get(index as usize).with_context(|| {
+        format!(
+            "approval {line:?}: region {here} has no CN {index} ({} CNs)",
+            set.len()
+        )
+    })?;
+    anyhow::ensure!(
+        signature.verify(key, message),
+        "approval {line:?} is not CN {index}'s signature of {what}"
+    );
+    Ok((CnIndex(index), signature))
+}
+
+/// `key`'s index in region `here`'s CN set `set`.
+pub(crate) fn index_in(set: &CnSet, here: ChainId, key: &SecretKey) -> anyhow::Result<CnIndex> {
+    let public = key.public_key();
+    let index = set.keys().iter().position(|k| *k == public);
+    index
+        .map(|i| CnIndex(i as u32))
+        .with_context(|| format!("is not a key of region {here}'s CN set"))
 }
 
 /// Builds the creation and sends it (its hash), or prints it when no endpoint is given.

@@ -9,14 +9,17 @@
 //! against the CN set it trusts for the source before the chain starts there.
 
 use super::miner::RnClient;
+use super::region_create::{check_approval_line, index_in};
 use crate::chain::genesis::Genesis;
-use crate::chain::migration::MoveOrder;
+use crate::chain::migration::{move_message, MoveOrder};
+use crate::consensus::governance::combine_approvals;
+use crate::consensus::selection::CnSet;
 use crate::crypto::bls::SecretKey;
-use crate::types::{ChainId, CnIndex};
+use crate::types::ChainId;
 use alloy_primitives::hex;
 use anyhow::Context;
 use serde_json::{json, Value};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// What to move where, approved by whom, through which endpoints.
@@ -26,8 +29,11 @@ pub struct MoveRequest {
     pub genesis: PathBuf,
     pub chain: ChainId,
     pub target: ChainId,
-    /// Secret keys of more than two thirds of the source region's CNs.
+    /// Secret keys of approving CNs of the source region; with `approvals`, more than two
+    /// thirds of its set.
     pub key_files: Vec<PathBuf>,
+    /// Approvals signed one by one ([`approve`]), as `<index>:0x<signature>`.
+    pub approvals: Vec<String>,
     /// JSON-RPC endpoint (`http://host:port`) of an RN of the source region.
     pub rpc: String,
     /// JSON-RPC endpoint of an RN of the target region (default: `rpc`).
@@ -39,42 +45,81 @@ pub struct MoveRequest {
 /// The order `request` describes, signed by its keys and checked against the source
 /// region's genesis CN set.
 pub fn build(request: &MoveRequest) -> anyhow::Result<MoveOrder> {
-    let genesis = Genesis::load(&request.genesis)?;
-    let region = ChainId(genesis.region);
-    let set = genesis
-        .cn_set()
-        .with_context(|| format!("the CN set of {}", request.genesis.display()))?;
-    anyhow::ensure!(!request.key_files.is_empty(), "no --key-file given");
-    let keys = request
+    let (region, set) = source_set(&request.genesis)?;
+    anyhow::ensure!(
+        !request.key_files.is_empty() || !request.approvals.is_empty(),
+        "no approvals: give the approving CNs' --key-file or their --approval lines (kaon region approve-move)"
+    );
+    let message = move_message(region, set.root(), request.chain, request.target);
+    let mut signed = request
         .key_files
         .iter()
         .map(|path| {
-            super::cn::read_key(path).with_context(|| format!("reading {}", path.display()))
-        })
-        .collect::<anyhow::Result<Vec<SecretKey>>>()?;
-    let approvers = keys
-        .iter()
-        .zip(&request.key_files)
-        .map(|(key, path)| {
-            let public = key.public_key();
-            let index = set
-                .keys()
-                .iter()
-                .position(|k| *k == public)
-                .with_context(|| {
-                    format!(
-                        "{} is not a key of region {region}'s CN set",
-                        path.display()
-                    )
-                })?;
-            Ok((CnIndex(index as u32), key))
+            let key = read_key(path)?;
+            let index =
+                index_in(&set, region, &key).with_context(|| format!("{}", path.display()))?;
+            Ok((index, key.sign(&message)))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let order = MoveOrder::approve(region, &set, request.chain, request.target, &approvers)?;
+    let expected = format!(
+        "moving chain {} to region {}: it was made for another move or with another key",
+        request.chain, request.target
+    );
+    for line in &request.approvals {
+        signed.push(check_approval_line(
+            line, region, &set, &message, &expected,
+        )?);
+    }
+    let (approvers, approval) = combine_approvals(&set, &signed)?;
+    let order = MoveOrder {
+        region,
+        chain: request.chain,
+        target: request.target,
+        approvers,
+        approval,
+    };
     order
         .verify(region, &set)
         .context("the regionchain would refuse this move")?;
     Ok(order)
+}
+
+/// One CN operator's approval of moving `chain` to `target`, signed with the key in
+/// `key_file` where it lives: the line `kaon region move --approval` takes. What is signed
+/// is written to `shown` first.
+pub fn approve(
+    genesis: &Path,
+    chain: ChainId,
+    target: ChainId,
+    key_file: &Path,
+    shown: &mut dyn std::io::Write,
+) -> anyhow::Result<String> {
+    let (region, set) = source_set(genesis)?;
+    let key = read_key(key_file)?;
+    let index = index_in(&set, region, &key).with_context(|| format!("{}", key_file.display()))?;
+    writeln!(
+        shown,
+        "approving, as CN {} of region {region} (CN set {}): moving chain {chain} to region {target}",
+        index.0,
+        set.root()
+    )?;
+    let signature = key
+        .sign(&move_message(region, set.root(), chain, target))
+        .to_bytes();
+    Ok(format!("{}:0x{}", index.0, hex::encode(signature.0)))
+}
+
+/// The source region's id and CN set, from its genesis.
+fn source_set(genesis: &Path) -> anyhow::Result<(ChainId, CnSet)> {
+    let loaded = Genesis::load(genesis)?;
+    let set = loaded
+        .cn_set()
+        .with_context(|| format!("the CN set of {}", genesis.display()))?;
+    Ok((ChainId(loaded.region), set))
+}
+
+fn read_key(path: &Path) -> anyhow::Result<SecretKey> {
+    super::cn::read_key(path).with_context(|| format!("reading {}", path.display()))
 }
 
 /// Sends the order, waits for the adoption and sends it to the target; what it does is
@@ -136,6 +181,7 @@ mod tests {
             chain: ChainId(1001),
             target: ChainId(1_001_000),
             key_files: files.to_vec(),
+            approvals: Vec::new(),
             rpc: "http://127.0.0.1:1".into(),
             target_rpc: None,
             timeout: Duration::from_secs(1),
@@ -150,5 +196,25 @@ mod tests {
             format!("{foreign:#}").contains("is not a key"),
             "{foreign:#}"
         );
+        // Approvals signed one by one combine with key files; one for another move is named.
+        let line = |file: &PathBuf, target: u64| {
+            approve(
+                &genesis_path,
+                ChainId(1001),
+                ChainId(target),
+                file,
+                &mut Vec::new(),
+            )
+            .unwrap()
+        };
+        let mut mixed = request(&key_files[..1]);
+        mixed.approvals = vec![
+            line(&key_files[1], 1_001_000),
+            line(&key_files[2], 1_001_000),
+        ];
+        assert_eq!(build(&mixed).unwrap(), order);
+        mixed.approvals[1] = line(&key_files[2], 3_000_000);
+        let wrong = build(&mixed).unwrap_err();
+        assert!(format!("{wrong:#}").contains("another move"), "{wrong:#}");
     }
 }

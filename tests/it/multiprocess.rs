@@ -665,14 +665,35 @@ fn two_regions_of_processes_and_one_rn_following_both() {
         .expect("a balance")
     };
     let before = funded(1001);
+    // The third CN's operator approves on its own machine.
+    let approval = Command::new(KAON)
+        .args(["--log", "warn", "region", "approve-move", "--genesis"])
+        .arg(dir.path().join("genesis.json"))
+        .args([
+            "--chain",
+            "1001",
+            "--to",
+            "1001000",
+            "--key-file",
+            &key_files[2],
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        approval.status.success(),
+        "{}",
+        String::from_utf8_lossy(&approval.stderr)
+    );
+    let approval = String::from_utf8(approval.stdout).unwrap();
     let moved = Command::new(KAON)
         .args(["--log", "warn", "region", "move", "--genesis"])
         .arg(dir.path().join("genesis.json"))
         .args(["--chain", "1001", "--to", "1001000"])
+        .args(["--approval", approval.trim()])
         .args(
             key_files
                 .iter()
-                .take(3)
+                .take(2)
                 .flat_map(|k| ["--key-file", k.as_str()]),
         )
         .args(["--rpc", &format!("http://127.0.0.1:{rpc_port}")])
