@@ -301,6 +301,14 @@ mod tests {
             (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let (mut ledger, shared, mut proposer) = node(proposer_dir.path());
         let (_other, _, mut validator) = node(validator_dir.path());
+        let refuses_chain = |shared: &CnState| {
+            shared
+                .pool
+                .lock()
+                .unwrap()
+                .insert(transfer(chain, 1), 1)
+                .is_err()
+        };
         let pooled = |shared: &CnState, nonce: u64| {
             let mut pool = shared.pool.lock().unwrap();
             pool.insert(transfer(chain, nonce), nonce).unwrap();
@@ -379,12 +387,7 @@ mod tests {
         assert_eq!(paid.nonce, 1);
         assert!(!region.serves(chain));
         // Later blocks carry none either, and the pools took the chain's transactions out.
-        assert!(shared
-            .pool
-            .lock()
-            .unwrap()
-            .insert(transfer(chain, 1), 1)
-            .is_err());
+        assert!(refuses_chain(&shared));
         let later = next_block(&mut proposer, &tip);
         assert_eq!(later.segments.len(), 1);
         let mut sneaky = later.clone();
@@ -426,12 +429,7 @@ mod tests {
             restarted.region_handle().read().unwrap().moved[&chain],
             region.moved[&chain]
         );
-        assert!(shared
-            .pool
-            .lock()
-            .unwrap()
-            .insert(transfer(chain, 1), 1)
-            .is_err());
+        assert!(refuses_chain(&shared));
     }
 
     #[test]
