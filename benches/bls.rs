@@ -3,21 +3,27 @@
 //! directory region pays to check another region's checkpoint (`RegionCheckpoint::verify`:
 //! set root, key decompression, one aggregate pairing check) by that region's CN-set size.
 
-use alloy_primitives::B256;
+use alloy_primitives::{Address, B256, U256};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use kaon::chain::directory::RegionEntry;
+use kaon::chain::migration::{Adoption, MoveRecord, SealCheck};
 use kaon::chain::region_checkpoint::RegionCheckpoint;
+use kaon::chain::servicechain::RegionRoots;
 use kaon::consensus::certificate::{
     aggregate_commit_votes, certificate_claim, verify_certificate, verify_certificates,
 };
 use kaon::consensus::selection::{CnSet, Committee};
 use kaon::crypto::bls::{SecretKey, Signature};
 use kaon::crypto::hash::sha256;
+use kaon::exec::{Account, ChainSnapshot, SnapshotError, SnapshotSize, MAX_SNAPSHOT_BYTES};
 use kaon::types::block::HEADER_VERSION;
+use kaon::types::system::MAX_SYSTEM_TX_BYTES;
+use kaon::types::SegmentCommitment;
 use kaon::types::{
     BlockHash, ChainId, CnIndex, CommitCertificate, Header, Height, Round, SealedHeader, Vote,
     VoteKind,
 };
+use std::collections::BTreeMap;
 use std::hint::black_box;
 
 struct Fixture {
@@ -124,15 +130,6 @@ fn region_checkpoint(sk: &[SecretKey]) -> (RegionCheckpoint, RegionEntry) {
         next_cn_set: Vec::new(),
         segments: Vec::new(),
     };
-    let hash = header.hash();
-    let committee = set.whole_committee(header.height, Round(0));
-    let msg = Vote::signing_message(VoteKind::Commit, header.height, Round(0), hash);
-    let votes: Vec<_> = committee
-        .members
-        .iter()
-        .map(|&cn| (cn, sk[cn.0 as usize].sign(&msg)))
-        .collect();
-    let seal = aggregate_commit_votes(&committee, &votes).unwrap();
     let entry = RegionEntry {
         region: header.region,
         genesis_hash: B256::repeat_byte(3),
@@ -141,10 +138,101 @@ fn region_checkpoint(sk: &[SecretKey]) -> (RegionCheckpoint, RegionEntry) {
     };
     let checkpoint = RegionCheckpoint {
         directory: ChainId(1000),
-        sealed: SealedHeader { header, seal },
+        sealed: seal(sk, header),
         cn_set,
     };
     (checkpoint, entry)
+}
+
+/// `header` sealed by all of `sk` (its region's whole CN set).
+fn seal(sk: &[SecretKey], header: Header) -> SealedHeader {
+    let set = CnSet::new(sk.iter().map(SecretKey::public_key).collect()).unwrap();
+    let committee = set.whole_committee(header.height, Round(0));
+    let msg = Vote::signing_message(VoteKind::Commit, header.height, Round(0), header.hash());
+    let votes: Vec<_> = committee
+        .members
+        .iter()
+        .map(|&cn| (cn, sk[cn.0 as usize].sign(&msg)))
+        .collect();
+    let seal = aggregate_commit_votes(&committee, &votes).unwrap();
+    SealedHeader { header, seal }
+}
+
+/// The adoption by region 1000 of a chain region 1 001 000 (sealed by all of `sk`) froze
+/// with a state of `accounts` plain accounts, and the set root region 1000 trusts for it.
+fn adoption(sk: &[SecretKey], accounts: usize) -> (Adoption, B256) {
+    let (checkpoint, entry) = region_checkpoint(sk);
+    let state: BTreeMap<Address, Account> = (0..accounts as u64)
+        .map(|i| {
+            let mut a = [0u8; 20];
+            a[..8].copy_from_slice(&i.to_be_bytes());
+            (Address::from(a), Account::with_balance(U256::from(i + 1)))
+        })
+        .collect();
+    let snapshot =
+        ChainSnapshot::build::<SnapshotError>(&state, &BTreeMap::new(), |_| Ok(None)).unwrap();
+    let record = MoveRecord {
+        chain: ChainId(1_001_001),
+        source: ChainId(1_001_000),
+        target: ChainId(1000),
+        height: Height(5),
+        owner: Address::ZERO,
+        final_root: B256::repeat_byte(4),
+        snapshot_root: snapshot.root(),
+    };
+    let roots = RegionRoots {
+        moves: record.fold(B256::ZERO),
+        ..Default::default()
+    };
+    let mut header = checkpoint.sealed.header;
+    header.segments = vec![SegmentCommitment {
+        chain_id: header.region,
+        tx_count: 1,
+        tx_root: B256::ZERO,
+        receipts_root: B256::ZERO,
+        state_root: roots.state_root(),
+    }];
+    let adoption = Adoption {
+        region: ChainId(1000),
+        sealed: seal(sk, header),
+        cn_set: checkpoint.cn_set,
+        roots,
+        previous_moves: B256::ZERO,
+        record,
+        snapshot,
+    };
+    (adoption, entry.cn_set_root)
+}
+
+/// What a region's segment 0 pays to adopt a moved chain (one adoption a block at most): the
+/// largest state a move carries, and a small one, against one BLS verification.
+fn adoption_vs_single(c: &mut Criterion) {
+    let mut g = c.benchmark_group("migration");
+    g.sample_size(20);
+    let sk = keys(4);
+    let msg = B256::repeat_byte(7);
+    let sig = sk[0].sign(msg.as_slice());
+    let pk = sk[0].public_key();
+    g.bench_function("single_verify", |b| {
+        b.iter(|| assert!(black_box(&sig).verify(&pk, msg.as_slice())))
+    });
+    let largest = MAX_SNAPSHOT_BYTES / SnapshotSize::ACCOUNT;
+    for accounts in [10, largest] {
+        let (adoption, trusted) = adoption(&sk, accounts);
+        assert!(adoption.to_system_tx().len() <= MAX_SYSTEM_TX_BYTES);
+        g.bench_with_input(
+            BenchmarkId::new("adoption_verify_accounts", accounts),
+            &adoption,
+            |b, a| {
+                b.iter(|| {
+                    black_box(a)
+                        .verify(ChainId(1000), Some(trusted), false, SealCheck::Verify)
+                        .unwrap()
+                })
+            },
+        );
+    }
+    g.finish();
 }
 
 fn checkpoint_vs_single(c: &mut Criterion) {
@@ -174,6 +262,7 @@ criterion_group!(
     benches,
     single_vs_certificate,
     batch_vs_one_by_one,
-    checkpoint_vs_single
+    checkpoint_vs_single,
+    adoption_vs_single
 );
 criterion_main!(benches);

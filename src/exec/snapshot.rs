@@ -68,9 +68,9 @@ pub struct SnapshotSize(usize);
 
 impl SnapshotSize {
     /// Account: address, nonce, balance, code hash.
-    const ACCOUNT: usize = 20 + 8 + 32 + 32;
+    pub const ACCOUNT: usize = 20 + 8 + 32 + 32;
     /// Slot: address, slot, value.
-    const SLOT: usize = 20 + 32 + 32;
+    pub const SLOT: usize = 20 + 32 + 32;
 
     pub fn account(&mut self) -> Result<(), SnapshotError> {
         self.add(Self::ACCOUNT)
