@@ -255,6 +255,7 @@ impl Region {
             0 => root.to_path_buf(),
             _ => root.join(format!("region-{id}")),
         };
+        write_operator_files(&datadir, &genesis, &keys)?;
         let tracker = Arc::new(FinalityTracker::default());
         let nodes = start_nodes(rt, &keys, &genesis, &datadir, &tracker)?;
         let rns = start_rns(config, r, &genesis, &nodes, &datadir)?;
@@ -729,6 +730,25 @@ fn print_rpc(
     if let Some(first) = regions.first().and_then(|r| r.chains.first()) {
         writeln!(out, "  (http://{addr}/ is servicechain {first})")?;
     }
+    if let [source, target, ..] = regions {
+        if let Some(chain) = source.chains.first() {
+            let keys: String = (0..source.keys.len() * 2 / 3 + 1)
+                .map(|i| {
+                    format!(
+                        " --key-file {}",
+                        source.datadir.join(format!("cn{i}/cn.key")).display()
+                    )
+                })
+                .collect();
+            writeln!(
+                out,
+                "move servicechain {chain} to region {}:\n  kaon region move --genesis {} --chain {chain} --to {}{keys} --rpc http://{addr}",
+                target.id,
+                source.datadir.join("genesis.json").display(),
+                target.id,
+            )?;
+        }
+    }
     writeln!(
         out,
         "development accounts, {} ether each on every servicechain; mnemonic \"{}\":",
@@ -742,6 +762,37 @@ fn print_rpc(
             a.address,
             hex::encode(a.secret)
         )?;
+    }
+    Ok(())
+}
+
+/// Writes a region's `genesis.json` and each CN's `cn<i>/cn.key` into its datadir as `kaon
+/// init` lays them out, where missing, so the operator commands (`kaon region move`, `kaon
+/// region create`) work against a devnet as against separate processes.
+fn write_operator_files(
+    datadir: &std::path::Path,
+    genesis: &Genesis,
+    keys: &[SecretKey],
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(datadir)?;
+    let path = datadir.join("genesis.json");
+    match Genesis::load(&path) {
+        Ok(written) if written.hash() == genesis.hash() => {}
+        Ok(_) => {
+            tracing::warn!(path = %path.display(), "a genesis.json of another network is in the devnet's datadir; left as it is")
+        }
+        Err(_) if !path.exists() => genesis.save(&path)?,
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "unreadable genesis.json in the devnet's datadir; left as it is")
+        }
+    }
+    for (i, key) in keys.iter().enumerate() {
+        let dir = datadir.join(format!("cn{i}"));
+        std::fs::create_dir_all(&dir)?;
+        let file = dir.join("cn.key");
+        if !file.exists() {
+            super::keyfile::write_secret(&file, &hex::encode(key.to_bytes()))?;
+        }
     }
     Ok(())
 }

@@ -514,6 +514,25 @@ fn a_busy_servicechain_moves_to_another_region_and_keeps_its_accounts_and_histor
         message.contains("not one this regionchain knows"),
         "{refused}"
     );
+    // The real order as `kaon region move` builds it from the files the devnet wrote into its
+    // datadir (the first region's genesis and CN keys, laid out as `kaon init` does).
+    let request = kaon::node::region_move::MoveRequest {
+        genesis: dir.path().join("genesis.json"),
+        chain: ChainId(1001),
+        target: ChainId(SECOND_REGION),
+        key_files: (0..3)
+            .map(|i| dir.path().join(format!("cn{i}/cn.key")))
+            .collect(),
+        approvals: Vec::new(),
+        rpc: url.clone(),
+        target_rpc: None,
+        timeout: INCLUSION,
+    };
+    let built = kaon::node::region_move::build(&request).unwrap();
+    assert_eq!(
+        format!("0x{}", hex::encode(built.to_system_tx())),
+        order(SECOND_REGION)
+    );
     region_1000.ok("kaon_sendSystemTransaction", json!([order(SECOND_REGION)]));
 
     // The source froze it and serves the adoption; the record names the freezing block.
