@@ -4,7 +4,8 @@
 //! set root, key decompression, one aggregate pairing check) by that region's CN-set size.
 
 use alloy_primitives::{Address, B256, U256};
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use criterion::measurement::WallTime;
+use criterion::{criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion};
 use kaon::chain::directory::RegionEntry;
 use kaon::chain::migration::{Adoption, MoveRecord, SealCheck};
 use kaon::chain::region_checkpoint::RegionCheckpoint;
@@ -204,18 +205,23 @@ fn adoption(sk: &[SecretKey], accounts: usize) -> (Adoption, B256) {
     (adoption, entry.cn_set_root)
 }
 
+/// The reference every group compares with: one BLS verification by `key`, in the same run.
+fn single_verify(g: &mut BenchmarkGroup<'_, WallTime>, key: &SecretKey) {
+    let msg = B256::repeat_byte(7);
+    let sig = key.sign(msg.as_slice());
+    let pk = key.public_key();
+    g.bench_function("single_verify", |b| {
+        b.iter(|| assert!(black_box(&sig).verify(&pk, msg.as_slice())))
+    });
+}
+
 /// What a region's segment 0 pays to adopt a moved chain (one adoption a block at most): the
 /// largest state a move carries, and a small one, against one BLS verification.
 fn adoption_vs_single(c: &mut Criterion) {
     let mut g = c.benchmark_group("migration");
     g.sample_size(20);
     let sk = keys(4);
-    let msg = B256::repeat_byte(7);
-    let sig = sk[0].sign(msg.as_slice());
-    let pk = sk[0].public_key();
-    g.bench_function("single_verify", |b| {
-        b.iter(|| assert!(black_box(&sig).verify(&pk, msg.as_slice())))
-    });
+    single_verify(&mut g, &sk[0]);
     let largest = MAX_SNAPSHOT_BYTES / SnapshotSize::ACCOUNT;
     for accounts in [10, largest] {
         let (adoption, trusted) = adoption(&sk, accounts);
@@ -239,12 +245,7 @@ fn checkpoint_vs_single(c: &mut Criterion) {
     let mut g = c.benchmark_group("region_checkpoint");
     g.sample_size(20);
     let sk = keys(100);
-    let msg = B256::repeat_byte(7);
-    let sig = sk[0].sign(msg.as_slice());
-    let pk = sk[0].public_key();
-    g.bench_function("single_verify", |b| {
-        b.iter(|| assert!(black_box(&sig).verify(&pk, msg.as_slice())))
-    });
+    single_verify(&mut g, &sk[0]);
     for n in [4usize, 100] {
         let (checkpoint, entry) = region_checkpoint(&sk[..n]);
         g.bench_with_input(BenchmarkId::new("verify", n), &checkpoint, |b, cp| {

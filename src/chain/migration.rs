@@ -281,9 +281,12 @@ impl Adoption {
         seal: SealCheck,
     ) -> Result<(), MigrationError> {
         let record = &self.record;
-        if self.region != here || record.target != here {
+        if let Some(got) = [self.region, record.target]
+            .into_iter()
+            .find(|r| *r != here)
+        {
             return Err(MigrationError::WrongRegion {
-                got: record.target,
+                got,
                 expected: here,
             });
         }
