@@ -354,10 +354,17 @@ impl CnApp {
 
     /// The EVM's view of block `height` stamped `timestamp_ms` on a parent with `parent_mix`.
     fn context(&self, height: Height, timestamp_ms: u64, parent_mix: B256) -> BlockContext {
-        let credits = Arc::clone(&self.region_read().pop.credits);
+        let (credits, numbering) = {
+            let region = self.region_read();
+            (
+                Arc::clone(&region.pop.credits),
+                Arc::clone(&region.numbering),
+            )
+        };
         BlockContext::new(height, timestamp_ms, parent_mix)
             .with_block_hashes(Arc::clone(&self.hashes))
             .with_credits(credits)
+            .with_numbering(numbering)
     }
 
     /// Executes a block's segments: 0 on the regionchain, the rest on the EVM in parallel.

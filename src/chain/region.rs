@@ -38,7 +38,7 @@ use crate::consensus::selection::CnSet;
 use crate::crypto::bls::PublicKeyBytes;
 use crate::crypto::hash::{merkle_root, sha256_concat};
 use crate::exec::InvalidReason;
-use crate::exec::{ChainSnapshot, SnapshotError, StateError};
+use crate::exec::{ChainSnapshot, Numbering, SnapshotError, StateError};
 use crate::types::codec::canonical;
 use crate::types::system::{self, SystemKind};
 use crate::types::{BlockHash, ChainId, Header, Height, Segment, SegmentCommitment};
@@ -73,8 +73,9 @@ pub struct RegionState {
     pub moved: BTreeMap<ChainId, MovedChain>,
     /// Commitment to every move, in order ([`MoveRecord::fold`]).
     pub moves_root: B256,
-    /// Chains moved here from another region, with the record they were adopted by.
-    pub adopted: BTreeMap<ChainId, MoveRecord>,
+    /// How the chains moved here from another region number their blocks: on from where
+    /// they were frozen (shared with every block's EVM context).
+    pub numbering: Arc<Numbering>,
     pub checkpoints: Checkpoints,
     pub pop: PopState,
     /// Where share verification reads `C(h)`.
@@ -470,7 +471,7 @@ impl RegionState {
             registry: Registry::default(),
             moved: BTreeMap::new(),
             moves_root: B256::ZERO,
-            adopted: BTreeMap::new(),
+            numbering: Arc::default(),
             checkpoints: Checkpoints::new(checkpoint_interval),
             pop: PopState::new(Default::default()),
             segments: Arc::new(NoSegments),
@@ -700,7 +701,11 @@ impl RegionState {
         for chain in &execution.registered {
             self.registry.insert(chain.chain_id, chain.entry);
             if let Some((record, _)) = &chain.adopted {
-                self.adopted.insert(chain.chain_id, *record);
+                Arc::make_mut(&mut self.numbering).adopt(
+                    chain.chain_id,
+                    record.height.0,
+                    container.height,
+                );
             }
         }
         if let Some(record) = execution.moved {
@@ -711,6 +716,7 @@ impl RegionState {
             };
             self.moves_root = execution.roots.moves;
             self.moved.insert(record.chain, moved);
+            Arc::make_mut(&mut self.numbering).move_away(record.chain, record.height);
         }
         debug_assert_eq!(self.registry.root(), execution.registry_root);
         self.pop.apply(

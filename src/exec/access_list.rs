@@ -187,7 +187,7 @@ fn trace(
     StateError,
 > {
     let (block, env) = call_env(ctx, chain, req, gas_limit);
-    let db = SegmentDb::new(chain, state, &ctx.block_hashes);
+    let db = SegmentDb::new(chain, state, ctx);
     let tracer = Tracer::new(excluded, &req.access_list);
     let mut evm = build_inspected_evm(db, chain, block, tracer);
     evm.ctx.cfg.disable_nonce_check = true;

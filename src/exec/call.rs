@@ -237,7 +237,7 @@ fn simulate(
     gas_limit: u64,
 ) -> Result<Result<Ran, InvalidReason>, StateError> {
     let (block, env) = call_env(ctx, chain, req, gas_limit);
-    let db = SegmentDb::new(chain, state, &ctx.block_hashes);
+    let db = SegmentDb::new(chain, state, ctx);
     let mut evm = build_evm(db, chain, block);
     evm.ctx.cfg.disable_nonce_check = true;
     let ran = transact(&mut evm, env);
@@ -253,7 +253,7 @@ pub(super) fn call_env(
     req: &CallRequest,
     gas_limit: u64,
 ) -> (BlockEnv, TxEnv) {
-    let mut block = block_env(ctx);
+    let mut block = block_env(ctx, chain);
     if req.fee_cap().is_none() {
         block.basefee = 0;
     }

@@ -8,7 +8,7 @@
 use super::commitment::next_state_root;
 use super::receipt::{logs_bloom, Halt, InvalidReason, Log, Receipt, TxOutcome};
 use super::state::{Account, Prior, SegmentDiff, StateError, StateRead, EMPTY_CODE_HASH};
-use super::{segment_commitment, BlockContext, Executor, RecentHashes, SegmentExecution};
+use super::{segment_commitment, BlockContext, Executor, SegmentExecution};
 use crate::crypto::tx::{RecoveredTx, SignedTransaction, Transaction, TxKind};
 use crate::types::{ChainId, Segment};
 use alloy_primitives::map::{AddressMap, B256Map, HashMap};
@@ -44,7 +44,7 @@ pub struct EvmExecutor;
 pub(super) struct SegmentDb<'a> {
     chain: ChainId,
     state: &'a dyn StateRead,
-    hashes: &'a RecentHashes,
+    ctx: &'a BlockContext,
     accounts: AddressMap<Option<Account>>,
     storage: HashMap<(Address, U256), U256>,
     code: B256Map<Bytecode>,
@@ -59,11 +59,11 @@ pub(super) struct SegmentDb<'a> {
 }
 
 impl<'a> SegmentDb<'a> {
-    pub(super) fn new(chain: ChainId, state: &'a dyn StateRead, hashes: &'a RecentHashes) -> Self {
+    pub(super) fn new(chain: ChainId, state: &'a dyn StateRead, ctx: &'a BlockContext) -> Self {
         Self {
             chain,
             state,
-            hashes,
+            ctx,
             accounts: AddressMap::default(),
             storage: HashMap::default(),
             code: B256Map::default(),
@@ -231,14 +231,14 @@ impl Database for SegmentDb<'_> {
     }
 
     fn block_hash(&mut self, number: u64) -> Result<B256, StateError> {
-        Ok(self.hashes.get(number).unwrap_or_default())
+        Ok(self.ctx.block_hash(self.chain, number).unwrap_or_default())
     }
 }
 
-/// The EVM's block environment for `ctx`.
-pub(super) fn block_env(ctx: &BlockContext) -> BlockEnv {
+/// The EVM's block environment for `ctx` on `chain`.
+pub(super) fn block_env(ctx: &BlockContext, chain: ChainId) -> BlockEnv {
     BlockEnv {
-        number: U256::from(ctx.height.0),
+        number: U256::from(ctx.number(chain)),
         beneficiary: ctx.coinbase,
         timestamp: U256::from(ctx.timestamp_ms / 1000),
         gas_limit: ctx.gas_limit,
@@ -483,11 +483,11 @@ impl Executor for EvmExecutor {
         let chain = segment.chain_id;
         let _span =
             tracing::trace_span!("execute_segment", %chain, txs = segment.txs.len()).entered();
-        let mut db = SegmentDb::new(chain, state, &ctx.block_hashes);
+        let mut db = SegmentDb::new(chain, state, ctx);
         for (to, amount) in ctx.credits.get(&chain).into_iter().flatten() {
             db.credit(*to, *amount)?;
         }
-        let mut evm = build_evm(db, chain, block_env(ctx));
+        let mut evm = build_evm(db, chain, block_env(ctx, chain));
         let mut receipts = Vec::with_capacity(segment.txs.len());
         let mut senders_seen = BTreeSet::new();
         let mut cumulative = 0u64;

@@ -18,6 +18,7 @@ mod access_list;
 mod call;
 mod commitment;
 mod evm;
+mod numbering;
 mod receipt;
 mod snapshot;
 mod state;
@@ -26,6 +27,7 @@ pub use access_list::{AccessListError, AccessListOutcome, MAX_ACCESS_LIST_RUNS};
 pub use call::{revert_reason, CallOutcome, CallRequest, EstimateError};
 pub use commitment::next_state_root;
 pub use evm::{EvmExecutor, SPEC};
+pub use numbering::{ChainNumbers, Numbering};
 pub use receipt::{
     bloom_of, logs_bloom, receipts_root, Halt, InvalidReason, Log, LogFields, LogFilter, Receipt,
     TxOutcome,
@@ -101,7 +103,7 @@ impl RecentHashes {
 /// What the EVM sees of the block being executed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BlockContext {
-    /// `NUMBER`: the container height.
+    /// The container height (`NUMBER` on a chain that never moved, [`Self::number`]).
     pub height: Height,
     /// The header's timestamp; `TIMESTAMP` is this in whole seconds.
     pub timestamp_ms: u64,
@@ -118,6 +120,8 @@ pub struct BlockContext {
     /// Reward withdrawals credited before each servicechain's transactions
     /// (reward withdrawals, `chain::withdrawal`).
     pub credits: Arc<Credits>,
+    /// How chains adopted from another region number their blocks.
+    pub numbering: Arc<Numbering>,
 }
 
 impl BlockContext {
@@ -133,7 +137,27 @@ impl BlockContext {
             gas_limit: SEGMENT_GAS_LIMIT,
             block_hashes: Arc::default(),
             credits: Arc::default(),
+            numbering: Arc::default(),
         }
+    }
+
+    /// The same context with `numbering` for the chains adopted from another region.
+    pub fn with_numbering(mut self, numbering: Arc<Numbering>) -> Self {
+        self.numbering = numbering;
+        self
+    }
+
+    /// `NUMBER` on `chain`: its own number of this block ([`Numbering`]).
+    pub fn number(&self, chain: ChainId) -> u64 {
+        self.numbering
+            .number(chain, self.height.0)
+            .unwrap_or(self.height.0)
+    }
+
+    /// `BLOCKHASH(number)` on `chain`: the hash of its block `number` if this region holds it
+    /// in the window (a chain's blocks from before its adoption read as unknown).
+    pub fn block_hash(&self, chain: ChainId, number: u64) -> Option<B256> {
+        self.block_hashes.get(self.numbering.height(chain, number)?)
     }
 
     /// The same context with `credits` applied before the segments' transactions.

@@ -122,6 +122,31 @@ pub fn hand_off(regions: &[Arc<ChainRpc>], stop: &AtomicBool) -> anyhow::Result<
 }
 
 impl RegionRouter {
+    /// The region `chain` moved away from, and the first of its numbers it does not hold
+    /// (the freezing block's height: the region serving the chain now numbers on from it).
+    fn left(&self, chain: ChainId) -> Option<(&ChainRpc, u64)> {
+        self.regions
+            .iter()
+            .find_map(|r| Some((&**r, r.moved(chain)?.height.0)))
+    }
+
+    /// The region holding `chain`'s block `number`: the one it moved away from for a block
+    /// before its move, the one serving it for every later block.
+    fn at_number(&self, chain: ChainId, number: u64) -> Result<&ChainRpc, BackendError> {
+        match self.left(chain) {
+            Some((left, moved_at)) if number < moved_at => Ok(left),
+            _ => self.of(chain),
+        }
+    }
+
+    /// The region holding the state of `chain` that `at` names.
+    fn at_state(&self, chain: ChainId, at: StateAt) -> Result<&ChainRpc, BackendError> {
+        match at {
+            StateAt::Historical(number) => self.at_number(chain, number),
+            _ => self.of(chain),
+        }
+    }
+
     /// `read` from the region serving `chain`, and where that finds nothing, from the regions
     /// `chain` moved away from (its blocks, transactions and receipts before the move).
     fn with_history<T>(
@@ -156,7 +181,8 @@ impl RpcBackend for RegionRouter {
         number: u64,
         full: bool,
     ) -> Result<Option<RpcBlock>, BackendError> {
-        self.of(chain)?.block_by_number(chain, number, full)
+        self.at_number(chain, number)?
+            .block_by_number(chain, number, full)
     }
 
     fn block_by_hash(
@@ -185,19 +211,19 @@ impl RpcBackend for RegionRouter {
         chain: ChainId,
         number: u64,
     ) -> Result<Option<Vec<RpcReceipt>>, BackendError> {
-        self.of(chain)?.block_receipts(chain, number)
+        self.at_number(chain, number)?.block_receipts(chain, number)
     }
 
     fn balance(&self, chain: ChainId, address: Address, at: StateAt) -> Result<U256, BackendError> {
-        self.of(chain)?.balance(chain, address, at)
+        self.at_state(chain, at)?.balance(chain, address, at)
     }
 
     fn nonce(&self, chain: ChainId, address: Address, at: StateAt) -> Result<u64, BackendError> {
-        self.of(chain)?.nonce(chain, address, at)
+        self.at_state(chain, at)?.nonce(chain, address, at)
     }
 
     fn code(&self, chain: ChainId, address: Address, at: StateAt) -> Result<Bytes, BackendError> {
-        self.of(chain)?.code(chain, address, at)
+        self.at_state(chain, at)?.code(chain, address, at)
     }
 
     fn storage(
@@ -207,7 +233,7 @@ impl RpcBackend for RegionRouter {
         slot: B256,
         at: StateAt,
     ) -> Result<B256, BackendError> {
-        self.of(chain)?.storage(chain, address, slot, at)
+        self.at_state(chain, at)?.storage(chain, address, slot, at)
     }
 
     fn call(
@@ -216,7 +242,7 @@ impl RpcBackend for RegionRouter {
         request: &CallRequest,
         at: StateAt,
     ) -> Result<Bytes, BackendError> {
-        self.of(chain)?.call(chain, request, at)
+        self.at_state(chain, at)?.call(chain, request, at)
     }
 
     fn estimate_gas(
@@ -225,7 +251,7 @@ impl RpcBackend for RegionRouter {
         request: &CallRequest,
         at: StateAt,
     ) -> Result<u64, BackendError> {
-        self.of(chain)?.estimate_gas(chain, request, at)
+        self.at_state(chain, at)?.estimate_gas(chain, request, at)
     }
 
     fn create_access_list(
@@ -234,7 +260,8 @@ impl RpcBackend for RegionRouter {
         request: &CallRequest,
         at: StateAt,
     ) -> Result<RpcAccessList, BackendError> {
-        self.of(chain)?.create_access_list(chain, request, at)
+        self.at_state(chain, at)?
+            .create_access_list(chain, request, at)
     }
 
     fn send_raw_transaction(
@@ -247,8 +274,29 @@ impl RpcBackend for RegionRouter {
             .send_raw_transaction(chain, tx)
     }
 
+    /// A range across a move is read in two parts: before it from the region the chain left,
+    /// from it on from the region serving it.
     fn logs(&self, chain: ChainId, query: &LogQuery) -> Result<Vec<RpcLog>, BackendError> {
-        self.of(chain)?.logs(chain, query)
+        let Some((left, moved_at)) = self.left(chain) else {
+            return self.of(chain)?.logs(chain, query);
+        };
+        let mut logs = Vec::new();
+        if query.from_block < moved_at {
+            let before = LogQuery {
+                to_block: query.to_block.min(moved_at - 1),
+                ..query.clone()
+            };
+            logs = left.logs(chain, &before)?;
+        }
+        if query.to_block >= moved_at && logs.len() < query.limit {
+            let after = LogQuery {
+                from_block: query.from_block.max(moved_at),
+                limit: query.limit - logs.len(),
+                ..query.clone()
+            };
+            logs.extend(self.of(chain)?.logs(chain, &after)?);
+        }
+        Ok(logs)
     }
 
     fn gas_price(&self, chain: ChainId) -> Result<u128, BackendError> {

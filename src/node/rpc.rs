@@ -26,7 +26,7 @@ use crate::consensus::selection::set_root;
 use crate::crypto::hash::keccak256;
 use crate::crypto::tx::{RecoveredTx, SignedTransaction};
 use crate::exec::{
-    self, BlockContext, EvmExecutor, StateRead, TxOutcome, BASE_FEE_WEI, FEE_COLLECTOR,
+    self, BlockContext, EvmExecutor, Numbering, StateRead, TxOutcome, BASE_FEE_WEI, FEE_COLLECTOR,
     SEGMENT_GAS_LIMIT, TRANSFER_GAS,
 };
 use crate::net::sync::ChainReader;
@@ -266,6 +266,21 @@ impl ChainRpc {
     pub fn moved(&self, chain: ChainId) -> Option<MoveRecord> {
         let region = self.regionchain.read().unwrap_or_else(|e| e.into_inner());
         region.moved.get(&chain).map(|m| m.record)
+    }
+
+    /// How this region's chains number their blocks: by height, except those adopted from
+    /// another region, which count on from where they were frozen.
+    fn numbering(&self) -> Arc<Numbering> {
+        let region = self.regionchain.read().unwrap_or_else(|e| e.into_inner());
+        Arc::clone(&region.numbering)
+    }
+
+    /// This region's height of `chain`'s block `number`; a block of an adopted chain from
+    /// before its adoption is in the region it left ("header not found" here).
+    fn height_of(&self, chain: ChainId, number: u64) -> Result<u64, BackendError> {
+        self.numbering()
+            .height(chain, number)
+            .ok_or(BackendError::UnknownBlock)
     }
 
     /// The adoption that starts `chain`, which this region moved, in its target region:
@@ -509,29 +524,46 @@ impl ChainRpc {
         self.chain.block_at(Height(height)).map_err(internal)
     }
 
-    /// Runs `read` against the state `at` names: the latest committed state, or the state
-    /// after an older block read from the retained history.
+    /// Runs `read` against the state `at` names on `chain`: the latest committed state, or
+    /// the state after an older block read from the retained history.
     fn read_state<T>(
         &self,
+        chain: ChainId,
         at: StateAt,
         read: impl FnOnce(&dyn StateRead) -> Result<T, BackendError>,
     ) -> Result<T, BackendError> {
         match at {
-            StateAt::Historical(n) if n < self.head_height()? => {
-                let view = self.state.store().state_at(n).map_err(history_error)?;
-                read(&view)
+            StateAt::Historical(number) => {
+                self.read_state_after(self.height_of(chain, number)?, read)
             }
             _ => read(&*self.state),
         }
     }
 
-    /// The EVM context a call at `at` runs in: the next block's after the head, block
-    /// `n + 1`'s for an older block `n`.
-    fn call_context(&self, at: StateAt) -> Result<BlockContext, BackendError> {
+    /// Runs `read` against the state after this region's block `height` (the latest committed
+    /// state from the head on).
+    fn read_state_after<T>(
+        &self,
+        height: u64,
+        read: impl FnOnce(&dyn StateRead) -> Result<T, BackendError>,
+    ) -> Result<T, BackendError> {
+        if height < self.head_height()? {
+            let view = self.state.store().state_at(height).map_err(history_error)?;
+            return read(&view);
+        }
+        read(&*self.state)
+    }
+
+    /// The EVM context a call at `at` on `chain` runs in: the next block's after the head,
+    /// block `n + 1`'s for an older block `n`.
+    fn call_context(&self, chain: ChainId, at: StateAt) -> Result<BlockContext, BackendError> {
         let n = match at {
-            StateAt::Historical(n) if n < self.head_height()? => n,
+            StateAt::Historical(number) => self.height_of(chain, number)?,
             _ => return self.next_context(),
         };
+        if n >= self.head_height()? {
+            return self.next_context();
+        }
         let next = n + 1; // n < head, so no overflow
         let timestamp_ms = self
             .container(next)?
@@ -542,7 +574,7 @@ impl ChainRpc {
             Some(b) if n > 0 => b.header().mix,
             _ => self.genesis.mix,
         };
-        Ok(BlockContext::new(Height(next), timestamp_ms, mix))
+        Ok(BlockContext::new(Height(next), timestamp_ms, mix).with_numbering(self.numbering()))
     }
 
     /// The EVM context of the block after the head (the head's mix is read once per head).
@@ -560,20 +592,23 @@ impl ChainRpc {
                 mix
             }
         };
-        Ok(BlockContext::new(
-            Height(head + 1),
-            crate::chain::app::now_ms(),
-            mix,
-        ))
+        Ok(
+            BlockContext::new(Height(head + 1), crate::chain::app::now_ms(), mix)
+                .with_numbering(self.numbering()),
+        )
     }
 
+    /// Block `block` as `chain` sees it (`None`: `chain` was adopted here after it).
     fn rpc_block(
         &self,
         chain: ChainId,
         block: &Block,
         full: bool,
-    ) -> Result<RpcBlock, BackendError> {
+    ) -> Result<Option<RpcBlock>, BackendError> {
         let header = block.header();
+        let Some(number) = self.numbering().number(chain, header.height.0) else {
+            return Ok(None);
+        };
         let position = header.segments.iter().position(|s| s.chain_id == chain);
         let commitment = position.map(|i| &header.segments[i]);
         let receipts = match position {
@@ -593,7 +628,7 @@ impl ChainRpc {
         let transactions = if full {
             let location = |index| TxLocation {
                 block_hash: block.hash().0,
-                block_number: header.height.0,
+                block_number: number,
                 block_timestamp: header.timestamp_ms / 1000,
                 index,
                 base_fee_per_gas: Some(BASE_FEE_WEI),
@@ -607,8 +642,8 @@ impl ChainRpc {
         } else {
             BlockTransactions::Hashes(txs.iter().map(keccak256).collect())
         };
-        Ok(RpcBlock {
-            number: header.height.0,
+        Ok(Some(RpcBlock {
+            number,
             hash: block.hash().0,
             parent_hash: header.parent.0,
             timestamp: header.timestamp_ms / 1000,
@@ -631,17 +666,31 @@ impl ChainRpc {
                 + position.map_or(0, |i| alloy_rlp::Encodable::length(&block.segments[i])))
                 as u64,
             transactions,
-        })
+        }))
     }
 
     /// The state commitment of `chain` after block `height`, for a block without a segment of
     /// that chain (genesis, or an idle block): read from the retained history, zero where the
     /// history no longer reaches.
     fn state_root_at(&self, chain: ChainId, height: u64) -> B256 {
-        self.read_state(StateAt::Historical(height), |state| {
-            state.state_root(chain).map_err(internal)
-        })
-        .unwrap_or(B256::ZERO)
+        self.read_state_after(height, |state| state.state_root(chain).map_err(internal))
+            .unwrap_or(B256::ZERO)
+    }
+
+    /// This region's block `height` as `chain` sees it.
+    fn block_at(
+        &self,
+        chain: ChainId,
+        height: u64,
+        full: bool,
+    ) -> Result<Option<RpcBlock>, BackendError> {
+        if height == 0 {
+            return Ok(Some(self.genesis_block(chain)));
+        }
+        match self.container(height)? {
+            Some(block) => self.rpc_block(chain, &block, full),
+            None => Ok(None),
+        }
     }
 
     fn genesis_block(&self, chain: ChainId) -> RpcBlock {
@@ -741,13 +790,14 @@ impl ChainRpc {
     /// and `eth_createAccessList` share on a servicechain.
     fn simulate<T>(
         &self,
+        chain: ChainId,
         request: &CallRequest,
         at: StateAt,
         run: impl FnOnce(&dyn StateRead, &BlockContext, &exec::CallRequest) -> Result<T, BackendError>,
     ) -> Result<T, BackendError> {
-        let ctx = self.call_context(at)?;
+        let ctx = self.call_context(chain, at)?;
         let request = Self::to_exec_request(request);
-        self.read_state(at, |state| run(state, &ctx, &request))
+        self.read_state(chain, at, |state| run(state, &ctx, &request))
     }
 
     /// The regionchain has no EVM: `what` cannot be answered there.
@@ -890,8 +940,9 @@ impl RpcBackend for ChainRpc {
                 .contains(chain)
     }
 
-    fn head(&self, _chain: ChainId) -> Result<u64, BackendError> {
-        self.head_height()
+    fn head(&self, chain: ChainId) -> Result<u64, BackendError> {
+        let head = self.head_height()?;
+        Ok(self.numbering().last(chain, head).unwrap_or(head))
     }
 
     fn block_by_number(
@@ -900,11 +951,8 @@ impl RpcBackend for ChainRpc {
         number: u64,
         full: bool,
     ) -> Result<Option<RpcBlock>, BackendError> {
-        if number == 0 {
-            return Ok(Some(self.genesis_block(chain)));
-        }
-        match self.container(number)? {
-            Some(block) => self.rpc_block(chain, &block, full).map(Some),
+        match self.numbering().height(chain, number) {
+            Some(height) => self.block_at(chain, height, full),
             None => Ok(None),
         }
     }
@@ -919,7 +967,7 @@ impl RpcBackend for ChainRpc {
             return Ok(Some(self.genesis_block(chain)));
         }
         match self.state.store().height_of(&hash.0).map_err(internal)? {
-            Some(height) => self.block_by_number(chain, height, full),
+            Some(height) => self.block_at(chain, height, full),
             None => Ok(None),
         }
     }
@@ -942,9 +990,12 @@ impl RpcBackend for ChainRpc {
         if segment.chain_id != chain || chain == self.region {
             return Ok(None);
         }
+        let Some(number) = self.numbering().number(chain, at.height) else {
+            return Ok(None);
+        };
         let location = TxLocation {
             block_hash: block.hash().0,
-            block_number: at.height,
+            block_number: number,
             block_timestamp: block.header().timestamp_ms / 1000,
             index: u64::from(at.index),
             base_fee_per_gas: Some(BASE_FEE_WEI),
@@ -965,13 +1016,9 @@ impl RpcBackend for ChainRpc {
         let Some(tx) = self.transaction(chain, hash)? else {
             return Ok(None);
         };
-        let location = tx.location.unwrap_or(TxLocation {
-            block_hash: B256::ZERO,
-            block_number: found.location.height,
-            block_timestamp: 0,
-            index: u64::from(found.location.index),
-            base_fee_per_gas: Some(BASE_FEE_WEI),
-        });
+        let Some(location) = tx.location else {
+            return Ok(None);
+        };
         Ok(Some(rpc_receipt(
             hash,
             &tx,
@@ -982,7 +1029,7 @@ impl RpcBackend for ChainRpc {
     }
 
     fn balance(&self, chain: ChainId, address: Address, at: StateAt) -> Result<U256, BackendError> {
-        self.read_state(at, |state| {
+        self.read_state(chain, at, |state| {
             Ok(state
                 .account(chain, &address)
                 .map_err(internal)?
@@ -993,12 +1040,14 @@ impl RpcBackend for ChainRpc {
     fn nonce(&self, chain: ChainId, address: Address, at: StateAt) -> Result<u64, BackendError> {
         match at {
             StateAt::Pending => self.pending_nonce(chain, address),
-            _ => self.read_state(at, |state| state.nonce(chain, &address).map_err(internal)),
+            _ => self.read_state(chain, at, |state| {
+                state.nonce(chain, &address).map_err(internal)
+            }),
         }
     }
 
     fn code(&self, chain: ChainId, address: Address, at: StateAt) -> Result<Bytes, BackendError> {
-        self.read_state(at, |state| {
+        self.read_state(chain, at, |state| {
             let Some(account) = state.account(chain, &address).map_err(internal)? else {
                 return Ok(Bytes::new());
             };
@@ -1019,7 +1068,7 @@ impl RpcBackend for ChainRpc {
         slot: B256,
         at: StateAt,
     ) -> Result<B256, BackendError> {
-        self.read_state(at, |state| {
+        self.read_state(chain, at, |state| {
             let value = state
                 .storage(chain, &address, &U256::from_be_bytes(slot.0))
                 .map_err(internal)?;
@@ -1040,7 +1089,7 @@ impl RpcBackend for ChainRpc {
             }
             return self.reserve_call(request);
         }
-        let outcome = self.simulate(request, at, |state, ctx, req| {
+        let outcome = self.simulate(chain, request, at, |state, ctx, req| {
             self.executor.call(state, ctx, chain, req).map_err(internal)
         })?;
         match outcome.outcome {
@@ -1061,7 +1110,7 @@ impl RpcBackend for ChainRpc {
         at: StateAt,
     ) -> Result<u64, BackendError> {
         self.refuse_on_region(chain, "nothing to estimate")?;
-        self.simulate(request, at, |state, ctx, req| {
+        self.simulate(chain, request, at, |state, ctx, req| {
             self.executor
                 .estimate_gas(state, ctx, chain, req)
                 .map_err(|e| match e {
@@ -1081,7 +1130,7 @@ impl RpcBackend for ChainRpc {
         at: StateAt,
     ) -> Result<RpcAccessList, BackendError> {
         self.refuse_on_region(chain, "no access list to create")?;
-        let found = self.simulate(request, at, |state, ctx, req| {
+        let found = self.simulate(chain, request, at, |state, ctx, req| {
             self.executor
                 .create_access_list(state, ctx, chain, req)
                 .map_err(|e| match e {
@@ -1123,13 +1172,18 @@ impl RpcBackend for ChainRpc {
     }
 
     fn logs(&self, chain: ChainId, query: &LogQuery) -> Result<Vec<RpcLog>, BackendError> {
+        let numbering = self.numbering();
+        // Blocks of a chain that came or left are partly in another region.
+        let Some(heights) = numbering.heights(chain, query.from_block, query.to_block) else {
+            return Ok(Vec::new());
+        };
         let events = self
             .state
             .store()
             .logs(
                 chain,
-                query.from_block,
-                query.to_block,
+                *heights.start(),
+                *heights.end(),
                 &query.filter,
                 query.limit,
             )
@@ -1152,7 +1206,7 @@ impl RpcBackend for ChainRpc {
                 address: e.log.address,
                 topics: e.log.topics,
                 data: e.log.data,
-                block_number: e.height,
+                block_number: numbering.number(chain, e.height).unwrap_or(e.height),
                 block_hash,
                 block_timestamp,
                 transaction_hash: e.tx_hash,
@@ -1183,17 +1237,28 @@ impl RpcBackend for ChainRpc {
         let oldest = newest.saturating_add(1).saturating_sub(block_count);
         let mut ratios = Vec::with_capacity(block_count as usize);
         let mut rewards = Vec::with_capacity(block_count as usize);
+        let numbering = self.numbering();
         for n in oldest..=newest {
-            let used = self
-                .state
-                .store()
-                .receipts_of(n, chain)
-                .map_err(internal)?
+            // An adopted chain's blocks from before its adoption count as empty here.
+            let height = numbering.height(chain, n);
+            let receipts = match height {
+                Some(height) => self
+                    .state
+                    .store()
+                    .receipts_of(height, chain)
+                    .map_err(internal)?,
+                None => None,
+            };
+            let used = receipts
                 .and_then(|r| r.receipts.last().map(|l| l.cumulative_gas_used))
                 .unwrap_or(0);
             ratios.push(used as f64 / SEGMENT_GAS_LIMIT as f64);
             if !percentiles.is_empty() {
-                rewards.push(fee_oracle::rewards(&self.paid_tips(chain, n)?, percentiles));
+                let paid = match height {
+                    Some(height) => self.paid_tips(chain, height)?,
+                    None => Vec::new(),
+                };
+                rewards.push(fee_oracle::rewards(&paid, percentiles));
             }
         }
         Ok(RpcFeeHistory {
@@ -1211,10 +1276,16 @@ impl RpcBackend for ChainRpc {
         chain: ChainId,
         number: u64,
     ) -> Result<Option<Vec<RpcReceipt>>, BackendError> {
-        if number == 0 || chain == self.region {
+        if chain == self.region {
             return Ok((number <= self.head_height()?).then(Vec::new));
         }
-        let Some(block) = self.container(number)? else {
+        let Some(height) = self.numbering().height(chain, number) else {
+            return Ok(None);
+        };
+        if height == 0 {
+            return Ok(Some(Vec::new()));
+        }
+        let Some(block) = self.container(height)? else {
             return Ok(None);
         };
         let Some(position) = block.segments.iter().position(|s| s.chain_id == chain) else {
@@ -1223,7 +1294,7 @@ impl RpcBackend for ChainRpc {
         let receipts = self
             .state
             .store()
-            .segment_receipts(number, position as u32)
+            .segment_receipts(height, position as u32)
             .map_err(internal)?
             .map(|r| r.receipts)
             .unwrap_or_default();
@@ -1713,7 +1784,8 @@ fn push_heads(
             // Only subscribed chains: nothing per block for the (possibly 100 000) others; and
             // only this region's (one server may serve several regions, each with a pusher).
             let chains = server.subscribed_chains();
-            for chain in chains.into_iter().filter(|&c| backend.has_chain(c)) {
+            // A chain moved away is pushed by the region serving it now.
+            for chain in chains.into_iter().filter(|&c| backend.serves(c)) {
                 notify(backend, server, chain, height);
             }
         }
@@ -1721,13 +1793,18 @@ fn push_heads(
     }
 }
 
+/// Pushes `chain`'s block at this region's `height` to its subscribers, numbered as the chain
+/// numbers it.
 fn notify(backend: &ChainRpc, server: &crate::rpc::RpcServer, chain: ChainId, height: u64) {
-    if let Ok(Some(block)) = backend.block_by_number(chain, height, false) {
+    let Some(number) = backend.numbering().number(chain, height) else {
+        return;
+    };
+    if let Ok(Some(block)) = backend.block_by_number(chain, number, false) {
         server.notify_head(chain, &block);
     }
     let query = LogQuery {
-        from_block: height,
-        to_block: height,
+        from_block: number,
+        to_block: number,
         filter: Default::default(),
         limit: 10_000,
     };
@@ -1978,6 +2055,77 @@ mod tests {
         assert_eq!(rpc.block_receipts(CHAIN, 2).unwrap(), None);
     }
 
+    /// A fixture of `blocks` blocks, the sender's balance `100 * height` after each, whose
+    /// region numbers `CHAIN` as `number` says.
+    fn numbered(blocks: u64, number: impl FnOnce(&mut Numbering)) -> Fixture {
+        let mut f = Fixture::new();
+        for height in 1..=blocks {
+            f.push(Contents {
+                accounts: vec![(sender(), account(height, 100 * height))],
+                ..Default::default()
+            });
+        }
+        let mut region = f.rpc.regionchain.write().unwrap();
+        number(Arc::make_mut(&mut region.numbering));
+        drop(region);
+        f
+    }
+
+    #[test]
+    fn a_chain_moved_away_ends_before_its_freezing_block_here() {
+        let f = numbered(5, |n| n.move_away(CHAIN, Height(3)));
+        let rpc = &f.rpc;
+        assert_eq!(rpc.head(CHAIN).unwrap(), 2);
+        assert_eq!(rpc.head(REGION).unwrap(), 5);
+        let two = rpc.block_by_number(CHAIN, 2, false).unwrap().unwrap();
+        assert_eq!(two.hash, f.blocks[1].hash().0);
+        assert_eq!(rpc.block_by_number(CHAIN, 3, false).unwrap(), None);
+        let after = rpc.block_by_hash(CHAIN, f.blocks[3].hash().0, false);
+        assert_eq!(after.unwrap(), None);
+        assert_eq!(rpc.block_receipts(CHAIN, 3).unwrap(), None);
+        // The region's own chain still has every block.
+        assert!(rpc.block_by_number(REGION, 5, false).unwrap().is_some());
+    }
+
+    #[test]
+    fn an_adopted_chain_numbers_this_regions_blocks_on_from_its_freeze() {
+        // Frozen at 100 where it was, adopted here by block 2.
+        let f = numbered(5, |n| n.adopt(CHAIN, 100, Height(2)));
+        let rpc = &f.rpc;
+        assert_eq!(rpc.head(CHAIN).unwrap(), 103);
+        for (number, height) in [(100, 2), (101, 3), (103, 5)] {
+            let block = rpc.block_by_number(CHAIN, number, true).unwrap().unwrap();
+            assert_eq!(
+                (block.number, block.hash),
+                (number, f.blocks[height - 1].hash().0)
+            );
+            let by_hash = rpc.block_by_hash(CHAIN, block.hash, false).unwrap();
+            assert_eq!(by_hash.map(|b| b.number), Some(number));
+            assert_eq!(rpc.block_receipts(CHAIN, number).unwrap(), Some(Vec::new()));
+        }
+        // Blocks from before the adoption are the other region's.
+        for number in [0, 1, 99] {
+            assert_eq!(rpc.block_by_number(CHAIN, number, false).unwrap(), None);
+            assert_eq!(rpc.block_receipts(CHAIN, number).unwrap(), None);
+        }
+        let before = rpc.block_by_hash(CHAIN, f.blocks[0].hash().0, false);
+        assert_eq!(before.unwrap(), None);
+        assert_eq!(rpc.block_by_number(CHAIN, u64::MAX, false).unwrap(), None);
+        // State reads and calls name the chain's numbers.
+        let balance = |at| rpc.balance(CHAIN, sender(), at);
+        assert_eq!(balance(StateAt::Historical(101)), Ok(U256::from(300)));
+        assert_eq!(
+            balance(StateAt::Historical(99)),
+            Err(BackendError::UnknownBlock)
+        );
+        let ctx = rpc.call_context(CHAIN, StateAt::Historical(101)).unwrap();
+        assert_eq!((ctx.height, ctx.number(CHAIN)), (Height(4), 102));
+        let next = rpc.call_context(CHAIN, StateAt::Latest).unwrap();
+        assert_eq!(next.number(CHAIN), 104);
+        // The region's own chain numbers by height.
+        assert_eq!(rpc.head(REGION).unwrap(), 5);
+    }
+
     #[test]
     fn state_below_the_head_is_read_from_history_and_at_the_head_from_the_latest() {
         let mut f = Fixture::new();
@@ -2033,11 +2181,11 @@ mod tests {
         f.push(Contents::default());
         f.push(Contents::default());
         let context = |at| {
-            let ctx = f.rpc.call_context(at).unwrap();
+            let ctx = f.rpc.call_context(CHAIN, at).unwrap();
             (ctx.height.0, ctx.prevrandao)
         };
         // Block n + 1's number and time, block n's mix (its PREVRANDAO).
-        let after_one = f.rpc.call_context(StateAt::Historical(1)).unwrap();
+        let after_one = f.rpc.call_context(CHAIN, StateAt::Historical(1)).unwrap();
         assert_eq!(after_one.timestamp_ms, f.blocks[1].header().timestamp_ms);
         assert_eq!(context(StateAt::Historical(1)), (2, mix(1)));
         assert_eq!(context(StateAt::Historical(0)), (1, genesis().mix));

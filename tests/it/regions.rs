@@ -470,6 +470,27 @@ fn a_busy_servicechain_moves_to_another_region_and_keeps_its_accounts_and_histor
     );
     chain.ok("eth_sendRawTransaction", json!([raw_hex(&store)]));
     chain.receipt_within(store.hash(), INCLUSION, "the store was not included");
+    // A contract that logs on every call, called once before the move (once after, below).
+    let logger = owner_tx(
+        &owner.secret,
+        2,
+        alloy_primitives::TxKind::Create,
+        LOGGER_INIT,
+    );
+    chain.ok("eth_sendRawTransaction", json!([raw_hex(&logger)]));
+    let logger = chain.receipt_within(logger.hash(), INCLUSION, "the logger was not deployed");
+    let logger: Address = serde_json::from_value(logger["contractAddress"].clone()).unwrap();
+    let log_call = |nonce| {
+        owner_tx(
+            &owner.secret,
+            nonce,
+            alloy_primitives::TxKind::Call(logger),
+            "",
+        )
+    };
+    let logged_before = log_call(3);
+    chain.ok("eth_sendRawTransaction", json!([raw_hex(&logged_before)]));
+    let logged_before = chain.receipt_within(logged_before.hash(), INCLUSION, "the first log");
     let wallet = {
         let url = chain_url(&url, 1001);
         std::thread::spawn(move || send_through_a_move(url, txs))
@@ -548,8 +569,9 @@ fn a_busy_servicechain_moves_to_another_region_and_keeps_its_accounts_and_histor
     let record = &moved["record"];
     assert_eq!(record["target"], json!(SECOND_REGION), "{record}");
     let frozen_at = record["height"].as_u64().unwrap();
+    // The chain's last block in the first region is the one before the freezing block.
     let frozen_nonce = {
-        let at = format!("{frozen_at:#x}");
+        let at = format!("{:#x}", frozen_at - 1);
         chain.nonce(sender.address, &at)
     };
 
@@ -631,4 +653,112 @@ fn a_busy_servicechain_moves_to_another_region_and_keeps_its_accounts_and_histor
         "included at {included_at}"
     );
     assert_eq!(chain.nonce(late_sender.address, "latest"), 2);
+
+    // Block numbers go on from the freeze, and every block reads by number through the same
+    // URL: before the move from the first region, after it from the second.
+    let mut last = 0;
+    for hash in &hashes {
+        let receipt = chain.ok("eth_getTransactionReceipt", json!([hash]));
+        let number = quantity(&receipt["blockNumber"]);
+        assert!(
+            number >= last,
+            "{hash} in block {number} after block {last}"
+        );
+        last = number;
+        let block = chain.ok(
+            "eth_getBlockByNumber",
+            json!([receipt["blockNumber"], false]),
+        );
+        assert_eq!(
+            block["hash"], receipt["blockHash"],
+            "block {number}: {block}"
+        );
+        assert!(block["transactions"]
+            .as_array()
+            .unwrap()
+            .contains(&json!(hash)));
+    }
+    let first_number =
+        quantity(&chain.ok("eth_getTransactionReceipt", json!([hashes[0]]))["blockNumber"]);
+    assert!(
+        first_number < frozen_at && last >= frozen_at,
+        "{first_number}..{last} around {frozen_at}"
+    );
+    assert!(quantity(&chain.ok("eth_blockNumber", json!([]))) >= last);
+    // The EVM's NUMBER is the chain's number too: in a call at the head (the next block's) …
+    let head_before = quantity(&chain.ok("eth_blockNumber", json!([])));
+    let called = chain.ok(
+        "eth_call",
+        json!([{ "data": "0x4360005260206000f3" }, "latest"]),
+    );
+    let head_after = quantity(&chain.ok("eth_blockNumber", json!([])));
+    let called = U256::from_be_slice(
+        &hex::decode(called.as_str().unwrap().trim_start_matches("0x")).unwrap(),
+    );
+    assert!(
+        (U256::from(head_before + 1)..=U256::from(head_after + 1)).contains(&called),
+        "NUMBER {called} in a call after head {head_before}..{head_after}"
+    );
+    // … and in a block: a contract whose creation stores NUMBER stores its receipt's number.
+    let stamp = owner_tx(
+        &owner.secret,
+        5,
+        alloy_primitives::TxKind::Create,
+        "4360005500",
+    );
+    let logged_after = log_call(4);
+    for tx in [&logged_after, &stamp] {
+        chain.ok("eth_sendRawTransaction", json!([raw_hex(tx)]));
+    }
+    let stamp = chain.receipt_within(stamp.hash(), INCLUSION, "the number stamp");
+    let stored = chain.ok(
+        "eth_getStorageAt",
+        json!([stamp["contractAddress"], "0x0", "latest"]),
+    );
+    assert_eq!(
+        U256::from_be_slice(
+            &hex::decode(stored.as_str().unwrap().trim_start_matches("0x")).unwrap()
+        ),
+        U256::from(quantity(&stamp["blockNumber"])),
+        "{stamp}"
+    );
+    // Logs across the move come back from both regions in one query, numbered as their receipts.
+    let logged_after = chain.receipt_within(logged_after.hash(), INCLUSION, "the second log");
+    let logs = chain.ok(
+        "eth_getLogs",
+        json!([{ "fromBlock": "0x0", "toBlock": "latest", "address": logger }]),
+    );
+    let numbered: Vec<_> = logs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| (l["blockNumber"].clone(), l["blockHash"].clone()))
+        .collect();
+    let expected: Vec<_> = [&logged_before, &logged_after]
+        .iter()
+        .map(|r| (r["blockNumber"].clone(), r["blockHash"].clone()))
+        .collect();
+    assert_eq!(numbered, expected, "{logs}");
+}
+
+/// Init code of a contract whose every call logs (`LOG0` of nothing): returns the runtime
+/// `PUSH1 0 PUSH1 0 LOG0 STOP`.
+const LOGGER_INIT: &str = "6560006000a0006000526006601af3";
+
+/// `owner`'s transaction `nonce` on chain 1001 carrying `input` (hex).
+fn owner_tx(
+    owner: &[u8; 32],
+    nonce: u64,
+    to: alloy_primitives::TxKind,
+    input: &str,
+) -> kaon::crypto::tx::SignedTransaction {
+    crate::history::sign(owner, nonce, to, 0, hex::decode(input).unwrap().into())
+}
+
+/// A JSON-RPC quantity.
+fn quantity(value: &Value) -> u64 {
+    let hex = value
+        .as_str()
+        .unwrap_or_else(|| panic!("not a quantity: {value}"));
+    u64::from_str_radix(hex.trim_start_matches("0x"), 16).unwrap()
 }
