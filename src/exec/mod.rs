@@ -149,9 +149,7 @@ impl BlockContext {
 
     /// `NUMBER` on `chain`: its own number of this block ([`Numbering`]).
     pub fn number(&self, chain: ChainId) -> u64 {
-        self.numbering
-            .number(chain, self.height.0)
-            .unwrap_or(self.height.0)
+        self.numbering.evm_number(chain, self.height.0)
     }
 
     /// `BLOCKHASH(number)` on `chain`: the hash of its block `number` if this region holds it

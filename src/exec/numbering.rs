@@ -65,13 +65,24 @@ impl ChainNumbers {
         self.before_until(height).then_some(height)
     }
 
-    /// The chain's newest number among this region's blocks up to `head`.
-    pub fn last(&self, head: u64) -> Option<u64> {
-        let head = match self.until {
-            Some(until) => head.min(until.0.checked_sub(1)?),
-            None => head,
-        };
-        self.number(head)
+    /// The chain's number of this region's block `height` held within the chain's blocks
+    /// here: its first number before them, the number after its last one past them.
+    fn clamped(&self, height: u64) -> u64 {
+        let height = height.max(self.from.0);
+        let height = self.until.map_or(height, |until| height.min(until.0));
+        self.first.saturating_add(height - self.from.0)
+    }
+
+    /// The chain's newest number among this region's blocks up to `head`: the one before its
+    /// first here while the adopting block is not in yet, its last here once it moved away.
+    pub fn last(&self, head: u64) -> u64 {
+        self.clamped(head.saturating_add(1)).saturating_sub(1)
+    }
+
+    /// `NUMBER` of this region's block `height` for the chain: its number, or the chain's next
+    /// one where `height` is past its blocks here (a call on a chain that moved away).
+    pub fn evm_number(&self, height: u64) -> u64 {
+        self.clamped(height)
     }
 
     /// This region's heights of the chain's blocks `from..=to` that are here.
@@ -134,12 +145,21 @@ impl Numbering {
     }
 
     /// `chain`'s newest number among this region's blocks up to `head` (`head` for a chain
-    /// that never moved; `None` before an adoption).
-    pub fn last(&self, chain: ChainId, head: u64) -> Option<u64> {
-        match self.get(chain) {
-            Some(numbers) => numbers.last(head),
-            None => Some(head),
-        }
+    /// that never moved).
+    pub fn last(&self, chain: ChainId, head: u64) -> u64 {
+        self.get(chain).map_or(head, |numbers| numbers.last(head))
+    }
+
+    /// `NUMBER` on `chain` in this region's block `height` ([`ChainNumbers::evm_number`]).
+    pub fn evm_number(&self, chain: ChainId, height: u64) -> u64 {
+        self.get(chain)
+            .map_or(height, |numbers| numbers.evm_number(height))
+    }
+
+    /// Whether `chain` came here from another region.
+    pub fn adopted(&self, chain: ChainId) -> bool {
+        self.get(chain)
+            .is_some_and(|n| n.until.is_none() && n.from.0 > 0)
     }
 
     /// This region's heights of `chain`'s blocks `from..=to` that are here.
@@ -171,7 +191,11 @@ mod tests {
         assert_eq!(younger.number(MOVED, 40), Some(133));
         assert_eq!(younger.number(MOVED, 41), Some(134));
         assert_eq!(younger.height(MOVED, 134), Some(41));
-        assert_eq!(younger.last(MOVED, 41), Some(134));
+        assert_eq!(younger.last(MOVED, 41), 134);
+        // Before the adopting block is stored, the chain's head is where it was frozen.
+        assert_eq!(younger.last(MOVED, 39), 132);
+        assert_eq!(younger.evm_number(MOVED, 39), 133);
+        assert!(younger.adopted(MOVED) && !younger.adopted(STAYED));
         // … or at 500 (an older one).
         let older = adopted(133, 500);
         assert_eq!(older.number(MOVED, 501), Some(134));
@@ -194,7 +218,8 @@ mod tests {
         assert_eq!(numbering.heights(MOVED, 100, 132), None);
         assert_eq!(numbering.number(STAYED, 39), Some(39));
         assert_eq!(numbering.height(STAYED, 132), Some(132));
-        assert_eq!(numbering.last(STAYED, 132), Some(132));
+        assert_eq!(numbering.last(STAYED, 132), 132);
+        assert_eq!(numbering.evm_number(STAYED, 132), 132);
         assert_eq!(numbering.heights(STAYED, 5, 7), Some(5..=7));
     }
 
@@ -205,8 +230,12 @@ mod tests {
         assert_eq!(numbering.number(MOVED, 132), Some(132));
         assert_eq!(numbering.number(MOVED, 133), None);
         assert_eq!(numbering.height(MOVED, 133), None);
-        assert_eq!(numbering.last(MOVED, 200), Some(132));
-        assert_eq!(numbering.last(MOVED, 100), Some(100));
+        assert_eq!(numbering.last(MOVED, 200), 132);
+        assert_eq!(numbering.last(MOVED, 100), 100);
+        // A call on it after the move sees the number its next block would have had.
+        assert_eq!(numbering.evm_number(MOVED, 200), 133);
+        assert_eq!(numbering.evm_number(MOVED, 100), 100);
+        assert!(!numbering.adopted(MOVED));
         assert_eq!(numbering.heights(MOVED, 130, 200), Some(130..=132));
         assert_eq!(numbering.heights(MOVED, 133, 200), None);
     }

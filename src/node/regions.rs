@@ -48,6 +48,11 @@ impl RegionRouter {
             .filter(|r| r.has_chain(chain) && (!serving || r.serves(chain)));
         match (holders.next(), holders.next()) {
             (Some(only), None) => Ok(only),
+            // The region it moved to has adopted it while this node has not applied the
+            // freeze in the region it left yet: the adopting one answers.
+            (Some(a), Some(b)) if a.adopted(chain) != b.adopted(chain) => {
+                Ok(if a.adopted(chain) { a } else { b })
+            }
             (Some(a), Some(b)) => Err(BackendError::Execution(format!(
                 "chain {chain} is held by regions {} and {}",
                 a.region(),
@@ -314,7 +319,7 @@ impl RpcBackend for RegionRouter {
         newest: u64,
         percentiles: &[f64],
     ) -> Result<RpcFeeHistory, BackendError> {
-        self.of(chain)?
+        self.at_number(chain, newest)?
             .fee_history(chain, block_count, newest, percentiles)
     }
 
@@ -343,7 +348,7 @@ impl RpcBackend for RegionRouter {
         chain: ChainId,
         block_hash: B256,
     ) -> Result<Option<Value>, BackendError> {
-        self.of(chain)?.checkpoint_proof(chain, block_hash)
+        self.with_history(chain, |r| r.checkpoint_proof(chain, block_hash))
     }
 
     fn evidence(

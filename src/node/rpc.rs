@@ -262,6 +262,11 @@ impl ChainRpc {
         self.outbox.keep_departed();
     }
 
+    /// Whether `chain` came to this region from another one.
+    pub fn adopted(&self, chain: ChainId) -> bool {
+        self.numbering().adopted(chain)
+    }
+
     /// Where and when this region moved `chain` away, if it did.
     pub fn moved(&self, chain: ChainId) -> Option<MoveRecord> {
         let region = self.regionchain.read().unwrap_or_else(|e| e.into_inner());
@@ -295,6 +300,11 @@ impl ChainRpc {
             }
         };
         let record = moved.record;
+        // The regionchain state runs ahead of the block log: the freeze is applied before its
+        // block is stored, and until then there is no adoption to give yet.
+        if record.height.0 > self.head_height()? {
+            return Ok(None);
+        }
         let block = self.container(record.height.0)?.ok_or_else(|| {
             BackendError::Execution(format!("block {} is not stored here", record.height))
         })?;
@@ -677,7 +687,8 @@ impl ChainRpc {
             .unwrap_or(B256::ZERO)
     }
 
-    /// This region's block `height` as `chain` sees it.
+    /// This region's block `height` as `chain` sees it (`None` where it is not one of the
+    /// chain's blocks: before it came here).
     fn block_at(
         &self,
         chain: ChainId,
@@ -685,7 +696,8 @@ impl ChainRpc {
         full: bool,
     ) -> Result<Option<RpcBlock>, BackendError> {
         if height == 0 {
-            return Ok(Some(self.genesis_block(chain)));
+            let ours = self.numbering().number(chain, 0).is_some();
+            return Ok(ours.then(|| self.genesis_block(chain)));
         }
         match self.container(height)? {
             Some(block) => self.rpc_block(chain, &block, full),
@@ -942,7 +954,7 @@ impl RpcBackend for ChainRpc {
 
     fn head(&self, chain: ChainId) -> Result<u64, BackendError> {
         let head = self.head_height()?;
-        Ok(self.numbering().last(chain, head).unwrap_or(head))
+        Ok(self.numbering().last(chain, head))
     }
 
     fn block_by_number(
@@ -963,10 +975,11 @@ impl RpcBackend for ChainRpc {
         hash: B256,
         full: bool,
     ) -> Result<Option<RpcBlock>, BackendError> {
-        if hash == self.genesis.hash.0 {
-            return Ok(Some(self.genesis_block(chain)));
-        }
-        match self.state.store().height_of(&hash.0).map_err(internal)? {
+        let height = match hash == self.genesis.hash.0 {
+            true => Some(0),
+            false => self.state.store().height_of(&hash.0).map_err(internal)?,
+        };
+        match height {
             Some(height) => self.block_at(chain, height, full),
             None => Ok(None),
         }
@@ -1784,8 +1797,9 @@ fn push_heads(
             // Only subscribed chains: nothing per block for the (possibly 100 000) others; and
             // only this region's (one server may serve several regions, each with a pusher).
             let chains = server.subscribed_chains();
-            // A chain moved away is pushed by the region serving it now.
-            for chain in chains.into_iter().filter(|&c| backend.serves(c)) {
+            // A block outside a moved chain's blocks here is left to the region holding it
+            // (`notify` numbers each block or skips it).
+            for chain in chains.into_iter().filter(|&c| backend.has_chain(c)) {
                 notify(backend, server, chain, height);
             }
         }
