@@ -7,7 +7,7 @@ use alloy_primitives::{Address, B256, U256};
 use criterion::measurement::WallTime;
 use criterion::{criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion};
 use kaon::chain::directory::RegionEntry;
-use kaon::chain::migration::{Adoption, MoveRecord, SealCheck};
+use kaon::chain::migration::{Adopting, Adoption, AdoptionChunk, MoveRecord, SealCheck};
 use kaon::chain::region_checkpoint::RegionCheckpoint;
 use kaon::chain::servicechain::RegionRoots;
 use kaon::consensus::certificate::{
@@ -16,7 +16,9 @@ use kaon::consensus::certificate::{
 use kaon::consensus::selection::{CnSet, Committee};
 use kaon::crypto::bls::{SecretKey, Signature};
 use kaon::crypto::hash::sha256;
-use kaon::exec::{Account, ChainSnapshot, SnapshotError, SnapshotSize, MAX_SNAPSHOT_BYTES};
+use kaon::exec::{
+    chunked_root, Account, ChainSnapshot, SnapshotError, SnapshotSize, MAX_CHUNK_BYTES,
+};
 use kaon::types::block::HEADER_VERSION;
 use kaon::types::system::MAX_SYSTEM_TX_BYTES;
 use kaon::types::SegmentCommitment;
@@ -179,7 +181,7 @@ fn adoption(sk: &[SecretKey], accounts: usize) -> (Adoption, B256) {
         height: Height(5),
         owner: Address::ZERO,
         final_root: B256::repeat_byte(4),
-        snapshot_root: snapshot.root(),
+        snapshot_root: chunked_root(&[snapshot.root()]),
     };
     let roots = RegionRoots {
         moves: record.fold(B256::ZERO),
@@ -200,6 +202,7 @@ fn adoption(sk: &[SecretKey], accounts: usize) -> (Adoption, B256) {
         roots,
         previous_moves: B256::ZERO,
         record,
+        chunk_roots: vec![snapshot.root()],
         snapshot,
     };
     (adoption, entry.cn_set_root)
@@ -215,14 +218,15 @@ fn single_verify(g: &mut BenchmarkGroup<'_, WallTime>, key: &SecretKey) {
     });
 }
 
-/// What a region's segment 0 pays to adopt a moved chain (one adoption a block at most): the
-/// largest state a move carries, and a small one, against one BLS verification.
+/// What a region's segment 0 pays to adopt a moved chain (one adoption a block at most): a
+/// full first chunk of state (a larger state's further chunks are hashed only), and a small
+/// state, against one BLS verification.
 fn adoption_vs_single(c: &mut Criterion) {
     let mut g = c.benchmark_group("migration");
     g.sample_size(20);
     let sk = keys(4);
     single_verify(&mut g, &sk[0]);
-    let largest = MAX_SNAPSHOT_BYTES / SnapshotSize::ACCOUNT;
+    let largest = MAX_CHUNK_BYTES / SnapshotSize::ACCOUNT;
     for accounts in [10, largest] {
         let (adoption, trusted) = adoption(&sk, accounts);
         assert!(adoption.to_system_tx().len() <= MAX_SYSTEM_TX_BYTES);
@@ -238,6 +242,25 @@ fn adoption_vs_single(c: &mut Criterion) {
             },
         );
     }
+    // A further chunk of a larger state: checked against its recorded root (no signature).
+    let (adoption, _) = adoption(&sk, largest);
+    let chunk = AdoptionChunk {
+        region: ChainId(1000),
+        chain: adoption.record.chain,
+        index: 1,
+        snapshot: adoption.snapshot.clone(),
+    };
+    let open = Adopting {
+        record: adoption.record,
+        chunk_roots: vec![adoption.chunk_roots[0]; 2],
+        chunks: vec![Some(adoption.snapshot.clone()), None],
+    };
+    assert!(chunk.to_system_tx().len() <= MAX_SYSTEM_TX_BYTES);
+    g.bench_with_input(
+        BenchmarkId::new("chunk_check_accounts", largest),
+        &chunk,
+        |b, chunk| b.iter(|| open.check(black_box(chunk)).unwrap()),
+    );
     g.finish();
 }
 

@@ -10,7 +10,7 @@
 //! committed block's execution is handed to [`CommittedState`], which serves it to readers
 //! until the persist stage has written it to RocksDB after the block log.
 
-use super::migration::{Adoption, MoveOrder, SealCheck, MAX_SEGMENTS_BESIDE_A_MOVE};
+use super::migration::{Adoption, AdoptionChunk, MoveOrder, SealCheck, MAX_SEGMENTS_BESIDE_A_MOVE};
 use super::posc::{Penalty, ProbeAttestation};
 use super::region::{RegionExecution, RegionState};
 use super::region_checkpoint::RegionCheckpoint;
@@ -92,6 +92,11 @@ impl CnState {
                 SystemKind::MoveServicechain,
                 MAX_QUEUED_ADOPTIONS,
                 MAX_SYSTEM_BYTES / 64,
+            ),
+            (
+                SystemKind::AdoptionChunk,
+                MAX_QUEUED_CHUNKS,
+                MAX_SYSTEM_BYTES / 4,
             ),
         ] {
             let of_kind = |tx: &[u8]| system::split(tx).is_ok_and(|(k, _)| k == kind);
@@ -208,6 +213,8 @@ pub const MAX_QUEUED_ATTESTATIONS: usize = 256;
 pub const MAX_QUEUED_CHECKPOINTS: usize = 64;
 /// Adoptions of moved servicechains a CN queues (each up to a system transaction's size).
 pub const MAX_QUEUED_ADOPTIONS: usize = 4;
+/// Chunks of adopted states a CN queues (a move sends them all at once; bytes bind first).
+pub const MAX_QUEUED_CHUNKS: usize = 64;
 
 /// Wall clock in milliseconds since the Unix epoch (read by drivers, never by the consensus
 /// state machine or this application: they are given the time).
@@ -660,6 +667,13 @@ impl CnApp {
     /// of a chain not served here, and adoptions that do not prove themselves (their seal
     /// aside). Each kind is a small share of the queue, so this stays cheap.
     fn hopeless_system_txs(&self, txs: &[Bytes]) -> HashSet<Bytes> {
+        // Chains whose adoption is queued (its chunks wait for it).
+        let adoptions: HashSet<ChainId> = txs
+            .iter()
+            .filter(|tx| system::split(tx).is_ok_and(|(k, _)| k == SystemKind::AdoptServicechain))
+            .filter_map(|tx| Adoption::from_system_tx(tx).ok())
+            .map(|a| a.record.chain)
+            .collect();
         let region = self.region_read();
         let hopeless_one = |tx: &Bytes| match system::split(tx).map(|(k, _)| k) {
             Ok(SystemKind::RegionCheckpoint) => {
@@ -674,7 +688,8 @@ impl CnApp {
             }),
             Ok(SystemKind::AdoptServicechain) => Adoption::from_system_tx(tx).map_or(true, |a| {
                 let source = a.record.source;
-                let held = region.registry.contains(a.record.chain);
+                let chain = a.record.chain;
+                let held = region.registry.contains(chain) || region.adopting.contains_key(&chain);
                 a.verify(
                     region.region,
                     region.trusted_set(source),
@@ -682,6 +697,14 @@ impl CnApp {
                     SealCheck::Trust,
                 )
                 .is_err()
+            }),
+            // A chunk waits for its adoption while that is queued or open.
+            Ok(SystemKind::AdoptionChunk) => AdoptionChunk::from_system_tx(tx).map_or(true, |c| {
+                c.region != region.region
+                    || match region.adopting.get(&c.chain) {
+                        Some(adopting) => adopting.check(&c).is_err(),
+                        None => !adoptions.contains(&c.chain),
+                    }
             }),
             _ => false,
         };
@@ -717,6 +740,7 @@ impl CnApp {
             // Segment 0 looks at one of each (a move reads a chain's state, an adoption
             // hashes one and checks a seal).
             SystemKind::MoveServicechain | SystemKind::AdoptServicechain => 1,
+            SystemKind::AdoptionChunk => super::migration::MAX_CHUNKS_PER_BLOCK,
             _ => MAX_SYSTEM_TXS_PER_BLOCK,
         };
         let mut taken: HashMap<u8, usize> = HashMap::new();

@@ -7,16 +7,19 @@
 //!   its state is taken whole: ChainSnapshot,
 //!   MoveRecord {final root, snapshot root} folded
 //!   into the `moves` root of F's state root
-//!                     sealed header F + roots + record + snapshot
+//!                     sealed header F + roots + record + chunk roots + chunk 0
 //!                     ─────────────── Adoption ───────────────► segment 0: checked against the
-//!                                                                source's trusted CN set, the
-//!                                                                chain starts from the snapshot
+//!                                                                source's trusted CN set
+//!                     chunk 1, 2, … of the state
+//!                     ───────────── AdoptionChunk ────────────► each checked against its root;
+//!                                                                with the last one in, the
+//!                                                                chain starts from the state
 //! ```
 //!
 //! The target trusts nothing it is sent: the header's seal is checked against the CN set it
 //! trusts for the source (the one its checkpoints of the source follow), the record against
-//! the `moves` part of that header's segment-0 state root, and the snapshot against the
-//! record's snapshot root. The chain's commitment goes on from where it was frozen.
+//! the `moves` part of that header's segment-0 state root, the chunk roots against the
+//! record's snapshot root, and each chunk against its root. The chain's commitment goes on from where it was frozen.
 
 use super::directory::in_span;
 use super::region_checkpoint::{verify_seal, RegionCheckpointError};
@@ -25,7 +28,7 @@ use crate::consensus::governance::{check_approval, sign_approval, GovernanceErro
 use crate::consensus::selection::{set_root, CnSet};
 use crate::crypto::bls::{PublicKeyBytes, SecretKey, SignatureBytes};
 use crate::crypto::hash::sha256_concat;
-use crate::exec::{ChainSnapshot, SnapshotError, StateError};
+use crate::exec::{chunked_root, ChainSnapshot, SnapshotError, StateError, MAX_CHUNKS};
 use crate::types::codec::canonical;
 use crate::types::system::{self, SystemKind, SystemTxError};
 use crate::types::{ChainId, CnIndex, Height, SealedHeader, SignerBitmap};
@@ -40,6 +43,11 @@ const MOVE_DOMAIN: &[u8] = b"KAON/move-servicechain/v1";
 /// the adoption, which must fit one system transaction beside the chain's state.
 pub const MAX_SEGMENTS_BESIDE_A_MOVE: usize = 256;
 const MOVE_RECORD_DOMAIN: &[u8] = b"KAON/moved/v1";
+/// Adoptions a region holds open at once while their states arrive (each up to
+/// [`crate::exec::MAX_SNAPSHOT_BYTES`] in memory until its last chunk is in).
+pub const MAX_OPEN_ADOPTIONS: usize = 4;
+/// Chunks of adopted states one block takes (2 MiB of state): each is hashed, no signature.
+pub const MAX_CHUNKS_PER_BLOCK: usize = 16;
 
 /// The source region's order to move one of its servicechains to another region.
 #[derive(Debug, Clone, PartialEq, Eq, RlpEncodable, RlpDecodable)]
@@ -66,7 +74,7 @@ pub struct MoveRecord {
     pub owner: Address,
     /// The chain's state commitment when frozen.
     pub final_root: B256,
-    /// [`ChainSnapshot::root`] of its state then.
+    /// [`chunked_root`] of its state then, cut into chunks ([`ChainSnapshot::chunks`]).
     pub snapshot_root: B256,
 }
 
@@ -79,7 +87,8 @@ impl MoveRecord {
 
 /// The target region's system transaction that starts a moved chain: the source's sealed
 /// header at the freeze with the CN set that sealed it, the source's regionchain roots there,
-/// the `moves` root before the record, the record and the chain's state.
+/// the `moves` root before the record, the record, the root of each chunk of the chain's
+/// state and the first chunk (the others follow as [`AdoptionChunk`]s).
 #[derive(Debug, Clone, PartialEq, Eq, RlpEncodable, RlpDecodable)]
 pub struct Adoption {
     /// The region taking the chain (so the adoption is not replayed elsewhere).
@@ -89,7 +98,82 @@ pub struct Adoption {
     pub roots: RegionRoots,
     pub previous_moves: B256,
     pub record: MoveRecord,
+    pub chunk_roots: Vec<B256>,
+    /// Chunk 0 of the state.
     pub snapshot: ChainSnapshot,
+}
+
+/// One more chunk of the state of a chain whose adoption is open in the target region.
+#[derive(Debug, Clone, PartialEq, Eq, RlpEncodable, RlpDecodable)]
+pub struct AdoptionChunk {
+    /// The region taking the chain.
+    pub region: ChainId,
+    pub chain: ChainId,
+    /// Its place among the state's chunks (1 or more: chunk 0 came with the adoption).
+    pub index: u32,
+    pub snapshot: ChainSnapshot,
+}
+
+/// An adoption whose state is still arriving: the record, the root of each chunk and the
+/// chunks in so far. The chain is held (no other adoption of it) but not served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Adopting {
+    pub record: MoveRecord,
+    pub chunk_roots: Vec<B256>,
+    pub chunks: Vec<Option<ChainSnapshot>>,
+}
+
+impl Adopting {
+    /// The adoption, its first chunk in, waiting for the others.
+    pub fn open(adoption: Adoption) -> Self {
+        let mut chunks = vec![None; adoption.chunk_roots.len()];
+        chunks[0] = Some(adoption.snapshot);
+        Self {
+            record: adoption.record,
+            chunk_roots: adoption.chunk_roots,
+            chunks,
+        }
+    }
+
+    /// Whether chunk `index` is in.
+    pub fn has(&self, index: u32) -> bool {
+        self.chunks.get(index as usize).is_some_and(Option::is_some)
+    }
+
+    /// Checks `chunk` against the root the record committed for its place; one already in,
+    /// or a place past the last, is refused.
+    pub fn check(&self, chunk: &AdoptionChunk) -> Result<(), MigrationError> {
+        let chain = self.record.chain;
+        let Some(root) = self.chunk_roots.get(chunk.index as usize) else {
+            return Err(MigrationError::NoSuchChunk {
+                chain,
+                index: chunk.index,
+                chunks: self.chunk_roots.len(),
+            });
+        };
+        if self.has(chunk.index) {
+            return Err(MigrationError::ChunkIn {
+                chain,
+                index: chunk.index,
+            });
+        }
+        chunk.snapshot.check()?;
+        if chunk.snapshot.root() != *root {
+            return Err(MigrationError::SnapshotNotRecorded);
+        }
+        Ok(())
+    }
+
+    /// Chunks still to come.
+    pub fn missing(&self) -> usize {
+        self.chunks.iter().filter(|c| c.is_none()).count()
+    }
+
+    /// The whole state, once every chunk is in.
+    pub fn state(&self) -> Option<ChainSnapshot> {
+        let chunks: Option<Vec<ChainSnapshot>> = self.chunks.iter().cloned().collect();
+        chunks.map(ChainSnapshot::merge)
+    }
 }
 
 /// Why a move or an adoption was refused (its system transaction is then marked invalid).
@@ -148,6 +232,22 @@ pub enum MigrationError {
     RecordNotCommitted,
     #[error("the snapshot does not hash to the record's snapshot root")]
     SnapshotNotRecorded,
+    #[error("the state of a move is cut into 1 to {MAX_CHUNKS} chunks, not {0}")]
+    ChunkCount(usize),
+    #[error("no adoption of chain {0} is open here (its adoption comes first)")]
+    NotAdopting(ChainId),
+    #[error("chain {chain}'s state has {chunks} chunks; there is no chunk {index}")]
+    NoSuchChunk {
+        chain: ChainId,
+        index: u32,
+        chunks: usize,
+    },
+    #[error("chunk {index} of chain {chain}'s state is already in")]
+    ChunkIn { chain: ChainId, index: u32 },
+    #[error("{0} adoptions are open here; this one waits for one of them to complete")]
+    TooManyOpen(usize),
+    #[error("this block takes {MAX_CHUNKS_PER_BLOCK} chunks of adopted state; this one waits for the next")]
+    ChunksPerBlock,
     #[error(transparent)]
     BadSnapshot(#[from] SnapshotError),
     #[error(transparent)]
@@ -252,6 +352,23 @@ impl MoveOrder {
     }
 }
 
+impl AdoptionChunk {
+    pub fn to_system_tx(&self) -> Bytes {
+        system::encode(SystemKind::AdoptionChunk, self)
+    }
+
+    pub fn from_system_tx(raw: &[u8]) -> Result<Self, MigrationError> {
+        system::decode(raw, SystemKind::AdoptionChunk).map_err(|e| framing("adoption chunk", e))
+    }
+}
+
+/// The state a move records, cut into chunks: the chunks and the record's snapshot root.
+pub fn cut_state(snapshot: &ChainSnapshot) -> Result<(Vec<ChainSnapshot>, B256), SnapshotError> {
+    let chunks = snapshot.chunks()?;
+    let roots: Vec<B256> = chunks.iter().map(ChainSnapshot::root).collect();
+    Ok((chunks, chunked_root(&roots)))
+}
+
 /// How an adoption's header seal is treated (see `region::Seals`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SealCheck {
@@ -326,8 +443,15 @@ impl Adoption {
         if record.fold(self.previous_moves) != self.roots.moves {
             return Err(MigrationError::RecordNotCommitted);
         }
+        let chunks = self.chunk_roots.len();
+        if !(1..=MAX_CHUNKS).contains(&chunks) {
+            return Err(MigrationError::ChunkCount(chunks));
+        }
+        if chunked_root(&self.chunk_roots) != record.snapshot_root {
+            return Err(MigrationError::SnapshotNotRecorded);
+        }
         self.snapshot.check()?;
-        if self.snapshot.root() != record.snapshot_root {
+        if self.snapshot.root() != self.chunk_roots[0] {
             return Err(MigrationError::SnapshotNotRecorded);
         }
         if seal == SealCheck::Verify {
@@ -338,7 +462,7 @@ impl Adoption {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::chain::region_checkpoint::tests::{cn_keys, reseal, sealed, HERE, OTHER};
     use crate::crypto::bls::SecretKey;
@@ -374,16 +498,32 @@ mod tests {
     /// An adoption into HERE of chain `OTHER + 1`, frozen at OTHER's height 5, with roots and
     /// record consistent with the sealed header; and the set root HERE trusts for OTHER.
     fn adoption() -> (Adoption, B256) {
+        let (adoption, trusted, _) = adoption_of(&snapshot());
+        (adoption, trusted)
+    }
+
+    /// [`adoption`] of `state`, with the chunks after the first.
+    pub(crate) fn adoption_of(state: &ChainSnapshot) -> (Adoption, B256, Vec<ChainSnapshot>) {
+        adoption_for(state, ChainId(OTHER.0 + 1))
+    }
+
+    /// [`adoption_of`] for `chain`.
+    pub(crate) fn adoption_for(
+        state: &ChainSnapshot,
+        chain: ChainId,
+    ) -> (Adoption, B256, Vec<ChainSnapshot>) {
         let keys = cn_keys("other");
-        let snapshot = snapshot();
+        let (mut chunks, snapshot_root) = cut_state(state).unwrap();
+        let chunk_roots = chunks.iter().map(ChainSnapshot::root).collect();
+        let snapshot = chunks.remove(0);
         let record = MoveRecord {
-            chain: ChainId(OTHER.0 + 1),
+            chain,
             source: OTHER,
             target: HERE,
             height: Height(5),
             owner: Address::ZERO,
             final_root: B256::repeat_byte(7),
-            snapshot_root: snapshot.root(),
+            snapshot_root,
         };
         let previous_moves = B256::repeat_byte(9);
         let roots = RegionRoots {
@@ -397,9 +537,89 @@ mod tests {
             roots,
             previous_moves,
             record,
+            chunk_roots,
             snapshot,
         };
-        (adoption, set_root(&compressed(&keys)))
+        (adoption, set_root(&compressed(&keys)), chunks)
+    }
+
+    /// A state of 3 000 accounts: more than one chunk.
+    fn large_state() -> ChainSnapshot {
+        state_of(3_000)
+    }
+
+    /// A state of `n` accounts, balances 1 to `n`.
+    pub(crate) fn state_of(n: u64) -> ChainSnapshot {
+        let accounts: std::collections::BTreeMap<Address, Account> = (0..n)
+            .map(|i| {
+                let mut a = [0u8; 20];
+                a[..8].copy_from_slice(&i.to_be_bytes());
+                (Address::from(a), Account::with_balance(U256::from(i + 1)))
+            })
+            .collect();
+        ChainSnapshot::build::<SnapshotError>(&accounts, &Default::default(), |_| Ok(None)).unwrap()
+    }
+
+    #[test]
+    fn a_state_in_chunks_is_taken_chunk_by_chunk_each_against_its_recorded_root() {
+        let state = large_state();
+        let (a, trusted, rest) = adoption_of(&state);
+        assert!(rest.len() >= 2, "{} chunks after the first", rest.len());
+        a.verify(HERE, Some(trusted), false, SealCheck::Verify)
+            .unwrap();
+        let chain = a.record.chain;
+        let chunk = |index: usize, snapshot: &ChainSnapshot| AdoptionChunk {
+            region: HERE,
+            chain,
+            index: index as u32,
+            snapshot: snapshot.clone(),
+        };
+        let decoded = AdoptionChunk::from_system_tx(&chunk(1, &rest[0]).to_system_tx()).unwrap();
+        assert_eq!(decoded, chunk(1, &rest[0]));
+        let mut adopting = Adopting::open(a.clone());
+        assert_eq!(adopting.missing(), rest.len());
+        // A chunk edited in transit, put in another place, or past the last, is refused.
+        let mut richer = rest[0].clone();
+        richer.accounts[0].balance += U256::from(1);
+        assert_eq!(
+            adopting.check(&chunk(1, &richer)),
+            Err(MigrationError::SnapshotNotRecorded)
+        );
+        assert_eq!(
+            adopting.check(&chunk(2, &rest[0])),
+            Err(MigrationError::SnapshotNotRecorded)
+        );
+        assert!(matches!(
+            adopting.check(&chunk(rest.len() + 1, &rest[0])),
+            Err(MigrationError::NoSuchChunk { .. })
+        ));
+        assert!(matches!(
+            adopting.check(&chunk(0, &a.snapshot)),
+            Err(MigrationError::ChunkIn { index: 0, .. })
+        ));
+        for (i, c) in rest.iter().enumerate() {
+            assert_eq!(adopting.state(), None);
+            adopting.check(&chunk(i + 1, c)).unwrap();
+            adopting.chunks[i + 1] = Some(c.clone());
+            assert!(matches!(
+                adopting.check(&chunk(i + 1, c)),
+                Err(MigrationError::ChunkIn { .. })
+            ));
+        }
+        assert_eq!(adopting.missing(), 0);
+        assert_eq!(adopting.state(), Some(state));
+        // The chunk roots must be the recorded ones, and there is at least one.
+        let mut fewer = a.clone();
+        fewer.chunk_roots.pop();
+        assert_eq!(
+            fewer.verify(HERE, Some(trusted), false, SealCheck::Trust),
+            Err(MigrationError::SnapshotNotRecorded)
+        );
+        fewer.chunk_roots.clear();
+        assert_eq!(
+            fewer.verify(HERE, Some(trusted), false, SealCheck::Trust),
+            Err(MigrationError::ChunkCount(0))
+        );
     }
 
     #[test]
@@ -424,7 +644,8 @@ mod tests {
         assert_eq!(check(&richer), Err(MigrationError::SnapshotNotRecorded));
         // A record the header does not commit (its snapshot root made to match a forged state).
         let mut forged = richer.clone();
-        forged.record.snapshot_root = forged.snapshot.root();
+        forged.chunk_roots = vec![forged.snapshot.root()];
+        forged.record.snapshot_root = chunked_root(&forged.chunk_roots);
         assert_eq!(check(&forged), Err(MigrationError::RecordNotCommitted));
         // Roots other than the header's.
         let mut roots = a.clone();

@@ -22,7 +22,10 @@ use super::directory::{in_span, Directory, DirectoryError, RegionCreation, Regio
 /// replaying a block this node executed before, whose certified commitment the caller
 /// compares with the outcome).
 use super::migration::SealCheck as Seals;
-use super::migration::{Adoption, FrozenState, MigrationError, MoveOrder, MoveRecord, NoState};
+use super::migration::{
+    cut_state, Adopting, Adoption, AdoptionChunk, FrozenState, MigrationError, MoveOrder,
+    MoveRecord, NoState, MAX_CHUNKS_PER_BLOCK, MAX_OPEN_ADOPTIONS,
+};
 use super::pop::{NoSegments, PopDelta, PopState, SegmentSource, ShareError, ShareSubmission};
 use super::posc::{Penalty, PoscError, ProbeAttestation, RnRegistration};
 use super::region_checkpoint::{
@@ -76,6 +79,8 @@ pub struct RegionState {
     /// How the chains moved here from another region number their blocks: on from where
     /// they were frozen (shared with every block's EVM context).
     pub numbering: Arc<Numbering>,
+    /// Adoptions whose state is still arriving in chunks: held, not served.
+    pub adopting: BTreeMap<ChainId, Adopting>,
     pub checkpoints: Checkpoints,
     pub pop: PopState,
     /// Where share verification reads `C(h)`.
@@ -116,6 +121,10 @@ pub struct RegionExecution {
     pub region_heads: Vec<RegionHead>,
     pub registered: Vec<NewChain>,
     pub registry_root: B256,
+    /// Adoptions this segment opened whose state has more chunks to come.
+    pub opened: Vec<Adopting>,
+    /// Chunks of adopted states this segment took.
+    pub chunks: Vec<AdoptionChunk>,
     /// The chain this segment froze and moved away.
     pub moved: Option<MoveRecord>,
     /// Why this node could not read the state a move needed (the execution is then void).
@@ -206,6 +215,8 @@ struct Draft<'a> {
     /// Whether an adoption was looked at (one per segment, accepted or not: each costs a
     /// pairing and hashing a snapshot).
     adoption_tried: bool,
+    opened: Vec<Adopting>,
+    chunks: Vec<AdoptionChunk>,
     shares: Vec<ShareSubmission>,
     registrations: Vec<RnRegistration>,
     penalties: Vec<Penalty>,
@@ -227,6 +238,7 @@ impl Draft<'_> {
             }
             SystemKind::MoveServicechain => self.move_chain(MoveOrder::from_system_tx(raw)?),
             SystemKind::AdoptServicechain => self.adopt(Adoption::from_system_tx(raw)?),
+            SystemKind::AdoptionChunk => self.adopt_chunk(AdoptionChunk::from_system_tx(raw)?),
             SystemKind::ProbeAttestation => {
                 ProbeAttestation::from_system_tx(raw)?;
                 Err(PoscError::BareAttestation.into())
@@ -395,6 +407,14 @@ impl Draft<'_> {
                 .into());
             }
         };
+        // Cut as the adoption carries it; a contract too large for a chunk is refused alike
+        // everywhere.
+        let snapshot_root = cut_state(&snapshot)
+            .map_err(|e| MigrationError::Snapshot {
+                chain: order.chain,
+                reason: e.to_string(),
+            })?
+            .1;
         let record = MoveRecord {
             chain: order.chain,
             source: base.region,
@@ -402,7 +422,7 @@ impl Draft<'_> {
             height: self.height,
             owner: entry.owner,
             final_root,
-            snapshot_root: snapshot.root(),
+            snapshot_root,
         };
         self.moved = Some(record);
         Ok(())
@@ -417,21 +437,83 @@ impl Draft<'_> {
         }
         let base = self.base;
         let chain = adoption.record.chain;
-        let held =
-            base.registry.contains(chain) || self.registered.iter().any(|c| c.chain_id == chain);
+        let held = base.registry.contains(chain)
+            || base.adopting.contains_key(&chain)
+            || self.registered.iter().any(|c| c.chain_id == chain)
+            || self.opened.iter().any(|a| a.record.chain == chain);
+        let more_to_come = adoption.chunk_roots.len() > 1;
+        let open = base.adopting.len() + self.opened.len();
+        if more_to_come && open >= MAX_OPEN_ADOPTIONS {
+            self.retry.push(self.index);
+            return Err(MigrationError::TooManyOpen(open).into());
+        }
         let trusted = base.trusted_set(adoption.record.source);
         adoption.verify(base.region, trusted, held, self.seals)?;
+        match more_to_come {
+            true => self.opened.push(Adopting::open(adoption)),
+            false => self.register_adopted(adoption.record, adoption.snapshot),
+        }
+        Ok(())
+    }
+
+    /// Registers a chain moved here, its whole state in.
+    fn register_adopted(&mut self, record: MoveRecord, state: ChainSnapshot) {
         let entry = ChainEntry {
-            owner: adoption.record.owner,
+            owner: record.owner,
             registered_at: self.height,
         };
-        self.registry_root = Registry::fold(self.registry_root, chain, &entry);
+        self.registry_root = Registry::fold(self.registry_root, record.chain, &entry);
         self.registered.push(NewChain {
-            chain_id: chain,
+            chain_id: record.chain,
             entry,
             alloc: Vec::new(),
-            adopted: Some((adoption.record, adoption.snapshot)),
+            adopted: Some((record, state)),
         });
+    }
+
+    /// Takes one more chunk of an open adoption's state, checked against the root the source
+    /// recorded for its place; with the last one in, the chain is registered. A chunk whose
+    /// adoption is not open yet (or past this block's [`MAX_CHUNKS_PER_BLOCK`]) waits queued.
+    fn adopt_chunk(&mut self, chunk: AdoptionChunk) -> Result<(), SystemTxRefusal> {
+        let base = self.base;
+        if chunk.region != base.region {
+            return Err(MigrationError::WrongRegion {
+                got: chunk.region,
+                expected: base.region,
+            }
+            .into());
+        }
+        if self.chunks.len() >= MAX_CHUNKS_PER_BLOCK {
+            self.retry.push(self.index);
+            return Err(MigrationError::ChunksPerBlock.into());
+        }
+        let chain = chunk.chain;
+        let opened = self.opened.iter().find(|a| a.record.chain == chain);
+        let Some(adopting) = opened.or_else(|| base.adopting.get(&chain)) else {
+            self.retry.push(self.index);
+            return Err(MigrationError::NotAdopting(chain).into());
+        };
+        let in_block = self.chunks.iter().filter(|c| c.chain == chain);
+        if in_block.clone().any(|c| c.index == chunk.index) {
+            return Err(MigrationError::ChunkIn {
+                chain,
+                index: chunk.index,
+            }
+            .into());
+        }
+        adopting.check(&chunk)?;
+        let complete = match adopting.missing().saturating_sub(in_block.count()) {
+            1 => Some(adopting.clone()),
+            _ => None,
+        };
+        self.chunks.push(chunk);
+        if let Some(mut whole) = complete {
+            for c in self.chunks.iter().filter(|c| c.chain == chain) {
+                whole.chunks[c.index as usize] = Some(c.snapshot.clone());
+            }
+            let state = whole.state().expect("every chunk is in");
+            self.register_adopted(whole.record, state);
+        }
         Ok(())
     }
 
@@ -472,6 +554,7 @@ impl RegionState {
             moved: BTreeMap::new(),
             moves_root: B256::ZERO,
             numbering: Arc::default(),
+            adopting: BTreeMap::new(),
             checkpoints: Checkpoints::new(checkpoint_interval),
             pop: PopState::new(Default::default()),
             segments: Arc::new(NoSegments),
@@ -618,6 +701,8 @@ impl RegionState {
             index: 0,
             retry: Vec::new(),
             adoption_tried: false,
+            opened: Vec::new(),
+            chunks: Vec::new(),
             shares: Vec::new(),
             registrations: Vec::new(),
             penalties: Vec::new(),
@@ -677,6 +762,8 @@ impl RegionState {
             region_heads: draft.region_heads,
             registered: draft.registered,
             registry_root: draft.registry_root,
+            opened: draft.opened,
+            chunks: draft.chunks,
             moved: draft.moved,
             state_error: draft.state_error,
             retry: draft.retry,
@@ -698,7 +785,17 @@ impl RegionState {
         for head in &execution.region_heads {
             self.region_heads.insert(head.region, *head);
         }
+        for adopting in &execution.opened {
+            self.adopting
+                .insert(adopting.record.chain, adopting.clone());
+        }
+        for chunk in &execution.chunks {
+            if let Some(adopting) = self.adopting.get_mut(&chunk.chain) {
+                adopting.chunks[chunk.index as usize] = Some(chunk.snapshot.clone());
+            }
+        }
         for chain in &execution.registered {
+            self.adopting.remove(&chain.chain_id);
             self.registry.insert(chain.chain_id, chain.entry);
             if let Some((record, _)) = &chain.adopted {
                 Arc::make_mut(&mut self.numbering).adopt(
@@ -857,6 +954,86 @@ mod tests {
         let refused = state.execute_refusing_moves(Height(1), &segment(vec![order]));
         assert!(refused.moved.is_none());
         assert_ne!(refused.commitment, execution.commitment);
+    }
+
+    fn refused_for(execution: &RegionExecution, i: usize, reason: &str) {
+        let refusal = execution.refusals[i].as_deref().unwrap_or_default();
+        assert!(refusal.contains(reason), "tx {i}: {:?}", execution.refusals);
+    }
+
+    #[test]
+    fn an_adoption_in_chunks_takes_each_chunk_once_and_registers_the_chain_with_the_last() {
+        use crate::chain::migration::tests::{adoption_for, adoption_of, state_of};
+        let mut state = directory_region();
+        // 25 000 accounts: 18 chunks, more than one block takes.
+        let whole = state_of(25_000);
+        let (adoption, _, rest) = adoption_of(&whole);
+        assert_eq!(rest.len() + 1, 18);
+        let chain = adoption.record.chain;
+        let chunk = |i: usize, snapshot: &ChainSnapshot| {
+            AdoptionChunk {
+                region: HERE,
+                chain,
+                index: i as u32,
+                snapshot: snapshot.clone(),
+            }
+            .to_system_tx()
+        };
+        let mut forged = rest[2].clone();
+        forged.accounts[0].balance += alloy_primitives::U256::from(1);
+        let mut txs = vec![
+            chunk(1, &rest[0]),
+            adoption.to_system_tx(),
+            chunk(2, &rest[1]),
+            chunk(2, &rest[1]),
+            chunk(3, &forged),
+        ];
+        txs.extend((3..=17).map(|i| chunk(i, &rest[i - 1])));
+        txs.push(chunk(1, &rest[0]));
+        let first = state.execute(Height(1), &segment(txs));
+        // Before its adoption, a chunk waits queued; a chunk already in, or another than the
+        // recorded one, is refused; past 16 chunks in a block, one waits.
+        refused_for(&first, 0, "no adoption of chain");
+        assert_eq!(first.refusals[1], None);
+        refused_for(&first, 3, "already in");
+        refused_for(&first, 4, "does not hash to the record");
+        refused_for(&first, 20, "this block takes 16 chunks");
+        assert_eq!(first.retry, [0, 20]);
+        assert_eq!((first.opened.len(), first.chunks.len()), (1, 16));
+        assert!(first.registered.is_empty());
+        let header = |h| Header {
+            segments: Vec::new(),
+            ..sealed(&cn_keys("here"), h, 3, &[]).header
+        };
+        state.apply(&first, &Committed::of(&header(1)));
+        assert!(!state.serves(chain) && state.adopting.contains_key(&chain));
+        // The same adoption again is refused while it is open; the last chunk completes it.
+        let second = state.execute(
+            Height(2),
+            &segment(vec![adoption.to_system_tx(), chunk(1, &rest[0])]),
+        );
+        refused_for(&second, 0, "already held");
+        assert_eq!(second.refusals[1], None);
+        let registered = &second.registered[0];
+        assert_eq!(registered.chain_id, chain);
+        assert_eq!(
+            registered.adopted.as_ref().map(|(_, s)| s),
+            Some(&whole),
+            "the whole state, merged in order"
+        );
+        state.apply(&second, &Committed::of(&header(2)));
+        assert!(state.serves(chain) && state.adopting.is_empty());
+        assert_eq!(state.numbering.number(chain, 2), Some(5));
+        // At most four adoptions are open at once: a fifth waits queued.
+        let mut full = directory_region();
+        for c in 2..6 {
+            let (open, _, _) = adoption_for(&whole, ChainId(OTHER.0 + c));
+            full.adopting
+                .insert(open.record.chain, Adopting::open(open));
+        }
+        let fifth = full.execute(Height(1), &segment(vec![adoption.to_system_tx()]));
+        refused_for(&fifth, 0, "4 adoptions are open here");
+        assert_eq!(fifth.retry, [0]);
     }
 
     #[test]

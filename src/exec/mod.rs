@@ -33,8 +33,8 @@ pub use receipt::{
     TxOutcome,
 };
 pub use snapshot::{
-    ChainSnapshot, SnapshotAccount, SnapshotError, SnapshotSize, SnapshotSlot, MAX_SNAPSHOT_BYTES,
-    MAX_SNAPSHOT_ENTRIES,
+    chunked_root, ChainSnapshot, SnapshotAccount, SnapshotError, SnapshotSize, SnapshotSlot,
+    MAX_CHUNKS, MAX_CHUNK_BYTES, MAX_SNAPSHOT_BYTES, MAX_SNAPSHOT_ENTRIES,
 };
 pub use state::{
     genesis_diff, genesis_diffs, Account, MemoryState, Prior, SegmentDiff, StateError, StateRead,

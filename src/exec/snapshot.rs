@@ -7,20 +7,34 @@
 //! storage slot, in key order — which the source region computes when it freezes the chain and
 //! the target recomputes from the bytes it is sent. Contract code is bound by the accounts'
 //! code hashes.
+//!
+//! A state larger than one system transaction travels in chunks ([`ChainSnapshot::chunks`]):
+//! consecutive runs of accounts, then of slots, of at most [`MAX_CHUNK_BYTES`] each, every
+//! contract's code in the chunk of its account. Each chunk is a snapshot of its own with its
+//! own root, and what the source records is [`chunked_root`] over those roots in order, so
+//! the target checks every chunk on arrival, not only once the last one is in.
 
 use super::commitment::next_state_root;
 use super::state::{Account, SegmentDiff, EMPTY_CODE_HASH};
-use crate::crypto::hash::keccak256;
+use crate::crypto::hash::{keccak256, sha256_concat};
 use crate::types::ChainId;
 use alloy_primitives::{Address, Bytes, B256, U256};
 use alloy_rlp::{RlpDecodable, RlpEncodable};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
-/// Bytes a snapshot may hold, as counted by [`SnapshotSize`]: it travels inside one system
-/// transaction (256 KiB), with the sealed header that proves it.
-pub const MAX_SNAPSHOT_BYTES: usize = 128 << 10;
+/// Bytes of state a move carries, as counted by [`SnapshotSize`]: about 180 000 accounts.
+/// The freezing block reads it whole on every node, and the target holds its chunks until the
+/// last one is in.
+pub const MAX_SNAPSHOT_BYTES: usize = 16 << 20;
 /// Most entries (accounts and slots) a snapshot within [`MAX_SNAPSHOT_BYTES`] can hold.
 pub const MAX_SNAPSHOT_ENTRIES: usize = MAX_SNAPSHOT_BYTES / SnapshotSize::SLOT;
+/// Bytes one chunk holds: it travels inside one system transaction (256 KiB), the first one
+/// with the sealed header that proves the move.
+pub const MAX_CHUNK_BYTES: usize = 128 << 10;
+/// Most chunks a move's state is cut into (a chunk is cut when the next entry would not fit,
+/// so each holds more than 100 KiB: the largest contract code is 24 KiB).
+pub const MAX_CHUNKS: usize = 256;
+const CHUNKED_ROOT_DOMAIN: &[u8] = b"KAON/moved-state/v1";
 
 /// One account of a snapshot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, RlpEncodable, RlpDecodable)]
@@ -53,6 +67,8 @@ pub struct ChainSnapshot {
 pub enum SnapshotError {
     #[error("the chain's state exceeds {MAX_SNAPSHOT_BYTES} bytes, the most a move carries yet")]
     TooLarge,
+    #[error("a contract's code of {0} bytes does not fit a {MAX_CHUNK_BYTES}-byte chunk")]
+    CodeTooLarge(usize),
     #[error("accounts or storage slots are not in strictly ascending key order")]
     NotInOrder,
     #[error("contract {0} has no code in the snapshot")]
@@ -65,6 +81,72 @@ pub enum SnapshotError {
 /// after every entry: a chain too large to move is refused the same way on every node.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SnapshotSize(usize);
+
+/// [`ChainSnapshot::root`] of each chunk, in order, as one root: what a move records.
+pub fn chunked_root(chunk_roots: &[B256]) -> B256 {
+    let parts: Vec<&[u8]> = std::iter::once(CHUNKED_ROOT_DOMAIN)
+        .chain(chunk_roots.iter().map(|r| r.as_slice()))
+        .collect();
+    sha256_concat(&parts)
+}
+
+/// Cuts a snapshot into chunks as its entries come, in order ([`ChainSnapshot::chunks`]).
+#[derive(Default)]
+struct Cutter {
+    done: Vec<ChainSnapshot>,
+    chunk: ChainSnapshot,
+    /// Bytes in `chunk`, as [`SnapshotSize`] counts them.
+    used: usize,
+    /// Code hashes whose code `chunk` carries.
+    codes: HashSet<B256>,
+}
+
+impl Cutter {
+    /// Starts a new chunk if `bytes` more do not fit the current one (never an empty one).
+    fn make_room(&mut self, bytes: usize) {
+        if self.used > 0 && self.used.saturating_add(bytes) > MAX_CHUNK_BYTES {
+            self.done.push(std::mem::take(&mut self.chunk));
+            self.codes.clear();
+            self.used = 0;
+        }
+    }
+
+    fn account(
+        &mut self,
+        account: &SnapshotAccount,
+        code: Option<&Bytes>,
+    ) -> Result<(), SnapshotError> {
+        let code_len = code.map_or(0, |c| c.len());
+        if SnapshotSize::ACCOUNT + code_len > MAX_CHUNK_BYTES {
+            return Err(SnapshotError::CodeTooLarge(code_len));
+        }
+        let carried = |cutter: &Self| code.is_some() && cutter.codes.contains(&account.code_hash);
+        let first_needs = SnapshotSize::ACCOUNT + if carried(self) { 0 } else { code_len };
+        self.make_room(first_needs);
+        self.chunk.accounts.push(*account);
+        self.used += SnapshotSize::ACCOUNT;
+        if let Some(code) = code.filter(|_| !carried(self)) {
+            self.chunk.code.push(code.clone());
+            self.codes.insert(account.code_hash);
+            self.used += code.len();
+        }
+        Ok(())
+    }
+
+    fn slot(&mut self, slot: &SnapshotSlot) {
+        self.make_room(SnapshotSize::SLOT);
+        self.chunk.storage.push(*slot);
+        self.used += SnapshotSize::SLOT;
+    }
+
+    fn finish(mut self) -> Result<Vec<ChainSnapshot>, SnapshotError> {
+        self.done.push(self.chunk);
+        match self.done.len() > MAX_CHUNKS {
+            true => Err(SnapshotError::TooLarge),
+            false => Ok(self.done),
+        }
+    }
+}
 
 impl SnapshotSize {
     /// Account: address, nonce, balance, code hash.
@@ -128,6 +210,34 @@ impl ChainSnapshot {
         }
         snapshot.code = codes.into_values().collect();
         Ok(snapshot)
+    }
+
+    /// The snapshot cut into chunks of at most [`MAX_CHUNK_BYTES`] (one, possibly empty, for
+    /// a small state): accounts in order, each contract's code in the chunk of its account,
+    /// then slots in order. The same state always gives the same chunks.
+    pub fn chunks(&self) -> Result<Vec<ChainSnapshot>, SnapshotError> {
+        let codes: BTreeMap<B256, &Bytes> = self.code.iter().map(|c| (keccak256(c), c)).collect();
+        let mut cutter = Cutter::default();
+        for account in &self.accounts {
+            cutter.account(account, codes.get(&account.code_hash).copied())?;
+        }
+        for slot in &self.storage {
+            cutter.slot(slot);
+        }
+        cutter.finish()
+    }
+
+    /// The state `chunks` were cut from ([`Self::chunks`]), each contract's code once.
+    pub fn merge(chunks: impl IntoIterator<Item = ChainSnapshot>) -> Self {
+        let mut whole = Self::default();
+        let mut codes = BTreeMap::new();
+        for chunk in chunks {
+            whole.accounts.extend(chunk.accounts);
+            whole.storage.extend(chunk.storage);
+            codes.extend(chunk.code.into_iter().map(|c| (keccak256(&c), c)));
+        }
+        whole.code = codes.into_values().collect();
+        whole
     }
 
     /// The snapshot's root: its state written as one diff onto an empty chain.
@@ -283,6 +393,82 @@ mod tests {
         let mut zero = s;
         zero.storage[0].value = U256::ZERO;
         assert_eq!(zero.check(), Err(SnapshotError::NotInOrder));
+    }
+
+    /// A state of `accounts` accounts (every fifth a contract, two codes shared among them)
+    /// and `slots` slots.
+    fn large(accounts: u64, slots: u64) -> ChainSnapshot {
+        let codes = [
+            Bytes::from(vec![0x60; 3_000]),
+            Bytes::from(vec![0x5b; 20_000]),
+        ];
+        let address = |i: u64| {
+            let mut a = [0u8; 20];
+            a[..8].copy_from_slice(&i.to_be_bytes());
+            Address::from(a)
+        };
+        let accounts: BTreeMap<Address, Account> = (0..accounts)
+            .map(|i| {
+                let mut account = Account::with_balance(U256::from(i + 1));
+                if i % 5 == 0 {
+                    account.code_hash = keccak256(&codes[(i / 5 % 2) as usize]);
+                }
+                (address(i), account)
+            })
+            .collect();
+        let storage = (0..slots)
+            .map(|i| ((address(0), U256::from(i)), U256::from(i + 1)))
+            .collect();
+        ChainSnapshot::build::<SnapshotError>(&accounts, &storage, |hash| {
+            Ok(codes.iter().find(|c| keccak256(c) == *hash).cloned())
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn a_large_state_is_cut_into_chunks_that_each_hold_together_and_merge_back() {
+        let whole = large(3_000, 4_000);
+        let chunks = whole.chunks().unwrap();
+        assert!(chunks.len() > 3, "{} chunks", chunks.len());
+        for chunk in &chunks {
+            chunk.check().unwrap();
+            let mut size = 0;
+            size += chunk.accounts.len() * SnapshotSize::ACCOUNT;
+            size += chunk.storage.len() * SnapshotSize::SLOT;
+            size += chunk.code.iter().map(|c| c.len()).sum::<usize>();
+            assert!(size <= MAX_CHUNK_BYTES, "{size}");
+        }
+        assert_eq!(ChainSnapshot::merge(chunks.clone()), whole);
+        assert_eq!(whole.chunks().unwrap(), chunks);
+        // The recorded root binds every chunk and their order.
+        let roots: Vec<B256> = chunks.iter().map(ChainSnapshot::root).collect();
+        let mut swapped = roots.clone();
+        swapped.swap(0, 1);
+        assert_ne!(chunked_root(&swapped), chunked_root(&roots));
+        assert_ne!(chunked_root(&roots[1..]), chunked_root(&roots));
+        // A small state is one chunk.
+        assert_eq!(snapshot().chunks().unwrap(), vec![snapshot()]);
+        assert_eq!(ChainSnapshot::default().chunks().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_code_too_large_for_a_chunk_is_named() {
+        let code = Bytes::from(vec![0; MAX_CHUNK_BYTES]);
+        let contract = SnapshotAccount {
+            address: Address::repeat_byte(1),
+            nonce: 1,
+            balance: U256::ZERO,
+            code_hash: keccak256(&code),
+        };
+        let snapshot = ChainSnapshot {
+            accounts: vec![contract],
+            storage: Vec::new(),
+            code: vec![code],
+        };
+        assert_eq!(
+            snapshot.chunks(),
+            Err(SnapshotError::CodeTooLarge(MAX_CHUNK_BYTES))
+        );
     }
 
     #[test]

@@ -153,18 +153,72 @@ pub fn run(request: &MoveRequest, out: &mut dyn std::io::Write) -> anyhow::Resul
         std::thread::sleep(Duration::from_millis(250));
     };
     writeln!(out, "frozen: {}", moved["record"])?;
+    let target_rpc = request.target_rpc.as_deref().unwrap_or(&request.rpc);
+    let target = RnClient::new(&endpoint(target_rpc, order.target));
+    let remaining = request.timeout.saturating_sub(started.elapsed());
+    let chunks = deliver(&source, &moved, &target, order.chain, remaining)?;
+    writeln!(
+        out,
+        "chain {} adopted by region {} ({chunks} chunk(s) of state); it is served there",
+        order.chain, order.target
+    )?;
+    Ok(())
+}
+
+/// How often [`deliver`] looks whether the target took the whole state, sending again what
+/// it has not taken.
+const DELIVERY_ROUND: Duration = Duration::from_millis(500);
+
+/// Sends a frozen chain's adoption (`moved`, `kaon_getAdoption` of the `source` endpoint) and
+/// every further chunk of its state to the `target` region's endpoint, until the target
+/// serves `chain` or `within` passes; returns how many chunks the state had. A chunk the
+/// target refuses for now (its adoption not in yet, a full block or queue) is sent again each
+/// round; one it already holds is not.
+pub fn deliver(
+    source: &RnClient,
+    moved: &Value,
+    target: &RnClient,
+    chain: ChainId,
+    within: Duration,
+) -> anyhow::Result<u64> {
     let adoption = moved["adoption"]
         .as_str()
         .context("kaon_getAdoption answered no adoption")?;
-    let target_rpc = request.target_rpc.as_deref().unwrap_or(&request.rpc);
-    let answer = RnClient::new(&endpoint(target_rpc, order.target))
-        .call("kaon_sendSystemTransaction", json!([adoption]))?;
-    writeln!(
-        out,
-        "adoption sent to region {}: {answer}; chain {} is served there once its next block commits",
-        order.target, order.chain
-    )?;
-    Ok(())
+    let chunks = moved["chunks"].as_u64().unwrap_or(1);
+    let mut waiting = (1..chunks)
+        .map(|i| {
+            let part = source.call("kaon_getAdoption", json!([i]))?;
+            let raw = part["chunk"].as_str().context("no chunk in the answer")?;
+            Ok((i, raw.to_owned()))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    target.call("kaon_sendSystemTransaction", json!([adoption]))?;
+    let started = Instant::now();
+    loop {
+        if serves(target, chain)? {
+            return Ok(chunks);
+        }
+        waiting.retain(|(_, raw)| {
+            let sent = target.call("kaon_sendSystemTransaction", json!([raw]));
+            // One the target holds already is not sent again.
+            !sent.is_err_and(|e| e.to_string().contains("already in"))
+        });
+        anyhow::ensure!(
+            started.elapsed() < within,
+            "region did not adopt chain {chain} within {within:?}: {} of {} chunks not taken (look at the refusals in the target RN's log)",
+            waiting.len(),
+            chunks
+        );
+        std::thread::sleep(DELIVERY_ROUND);
+    }
+}
+
+/// Whether the region behind `target` lists `chain` among its servicechains.
+fn serves(target: &RnClient, chain: ChainId) -> anyhow::Result<bool> {
+    let listed = target.call("kaon_servicechains", json!([]))?;
+    Ok(listed["servicechains"]
+        .as_array()
+        .is_some_and(|chains| chains.iter().any(|c| c["chainId"] == json!(chain.0))))
 }
 
 #[cfg(test)]

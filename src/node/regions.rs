@@ -378,9 +378,9 @@ impl RpcBackend for RegionRouter {
         self.of(chain)?.submit_share(chain, height, miner, counter)
     }
 
-    fn adoption(&self, chain: ChainId) -> Result<Option<Value>, BackendError> {
+    fn adoption(&self, chain: ChainId, chunk: Option<u64>) -> Result<Option<Value>, BackendError> {
         match self.regions.iter().find(|r| r.moved(chain).is_some()) {
-            Some(source) => source.adoption(chain),
+            Some(source) => source.adoption(chain, chunk),
             None => Ok(None),
         }
     }

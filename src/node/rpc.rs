@@ -17,7 +17,7 @@
 //! so a client sees geth's error messages and a hash means the RN holds the transaction until
 //! it is included; `pending` nonces count only what the RN holds without a gap.
 
-use crate::chain::migration::{Adoption, MoveRecord};
+use crate::chain::migration::{cut_state, Adoption, AdoptionChunk, MoveRecord};
 use crate::chain::pop::{PopState, RESERVE_ADDRESS};
 use crate::chain::region::RegionState;
 use crate::chain::servicechain::segment_hash;
@@ -26,8 +26,8 @@ use crate::consensus::selection::set_root;
 use crate::crypto::hash::keccak256;
 use crate::crypto::tx::{RecoveredTx, SignedTransaction};
 use crate::exec::{
-    self, BlockContext, EvmExecutor, Numbering, StateRead, TxOutcome, BASE_FEE_WEI, FEE_COLLECTOR,
-    SEGMENT_GAS_LIMIT, TRANSFER_GAS,
+    self, BlockContext, ChainSnapshot, EvmExecutor, Numbering, StateRead, TxOutcome, BASE_FEE_WEI,
+    FEE_COLLECTOR, SEGMENT_GAS_LIMIT, TRANSFER_GAS,
 };
 use crate::net::sync::ChainReader;
 use crate::rpc::fee_oracle::{self, GasPriceOracle, PaidTip};
@@ -44,6 +44,14 @@ use anyhow::Context;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
+
+/// The system transactions that start a moved chain in its target region, in the order they
+/// are sent: the adoption (with chunk 0 of the state), then chunk 1, 2, ….
+#[derive(Debug)]
+struct AdoptionTxs {
+    record: MoveRecord,
+    txs: Vec<Bytes>,
+}
 
 /// Blocks `kaon_regions` reads back to measure a region's recent load.
 pub const UTILISATION_BLOCKS: u64 = 32;
@@ -120,6 +128,9 @@ pub struct ChainRpc {
     suggested_tips: Mutex<HashMap<ChainId, (u64, u128)>>,
     /// `kaon_regions`' load figures, for the head they were read at.
     recent_load: Mutex<Option<RecentLoad>>,
+    /// The system transactions that start the last moved chain asked for in its target
+    /// region ([`Self::adoption_txs`]): a move's client reads them one by one.
+    adoption_txs: Mutex<Option<(ChainId, Arc<AdoptionTxs>)>>,
     /// The committed transactions per second this region was measured to sustain, against
     /// which its load is reported (`[rpc] region_capacity_tps`; `None`: not stated).
     capacity_tps: Option<f64>,
@@ -161,6 +172,7 @@ impl ChainRpc {
             head_mix: Mutex::default(),
             suggested_tips: Mutex::default(),
             recent_load: Mutex::default(),
+            adoption_txs: Mutex::default(),
             capacity_tps: None,
         }
     }
@@ -290,8 +302,12 @@ impl ChainRpc {
 
     /// The adoption that starts `chain`, which this region moved, in its target region:
     /// the sealed header of the freezing block with the set that sealed it, the roots and the
-    /// record it commits, and the chain's state read here and checked against the record.
-    fn adoption_of(&self, chain: ChainId) -> Result<Option<Adoption>, BackendError> {
+    /// record it commits, and the chain's state read here, checked against the record and cut
+    /// into chunks (the adoption carries the first, the others are returned beside it).
+    fn adoption_of(
+        &self,
+        chain: ChainId,
+    ) -> Result<Option<(Adoption, Vec<ChainSnapshot>)>, BackendError> {
         let (moved, set) = {
             let region = self.regionchain.read().unwrap_or_else(|e| e.into_inner());
             match region.moved.get(&chain) {
@@ -319,20 +335,61 @@ impl ChainRpc {
             )));
         }
         let (snapshot, root) = self.state.snapshot(chain).map_err(internal)?;
-        if root != record.final_root || snapshot.root() != record.snapshot_root {
+        let (mut chunks, snapshot_root) = cut_state(&snapshot).map_err(internal)?;
+        if root != record.final_root || snapshot_root != record.snapshot_root {
             return Err(BackendError::Internal(format!(
                 "this node's state of chain {chain} is not the one its move recorded"
             )));
         }
-        Ok(Some(Adoption {
+        let chunk_roots = chunks.iter().map(ChainSnapshot::root).collect();
+        let first = chunks.remove(0); // one chunk at least
+        let adoption = Adoption {
             region: record.target,
             sealed: block.sealed,
             cn_set,
             roots: moved.roots,
             previous_moves: moved.previous_moves,
             record,
-            snapshot,
-        }))
+            chunk_roots,
+            snapshot: first,
+        };
+        Ok(Some((adoption, chunks)))
+    }
+
+    /// [`Self::adoption_of`] as system transactions: the adoption, then chunk 1, 2, … —
+    /// cut once and kept for the last chain asked.
+    fn adoption_txs(&self, chain: ChainId) -> Result<Option<Arc<AdoptionTxs>>, BackendError> {
+        let cached = self
+            .adoption_txs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .filter(|(c, _)| *c == chain)
+            .map(|(_, txs)| Arc::clone(txs));
+        if cached.is_some() {
+            return Ok(cached);
+        }
+        let Some((adoption, rest)) = self.adoption_of(chain)? else {
+            return Ok(None);
+        };
+        let chunk = |(i, snapshot)| {
+            AdoptionChunk {
+                region: adoption.region,
+                chain,
+                index: i as u32 + 1,
+                snapshot,
+            }
+            .to_system_tx()
+        };
+        let txs = Arc::new(AdoptionTxs {
+            record: adoption.record,
+            txs: std::iter::once(adoption.to_system_tx())
+                .chain(rest.into_iter().enumerate().map(chunk))
+                .collect(),
+        });
+        *self.adoption_txs.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((chain, Arc::clone(&txs)));
+        Ok(Some(txs))
     }
 
     /// This region for `kaon_regions`: its id, servicechains, head, and its load over the
@@ -1395,10 +1452,31 @@ impl RpcBackend for ChainRpc {
         Ok(Value::Array(vec![self.region_summary()?]))
     }
 
-    fn adoption(&self, chain: ChainId) -> Result<Option<Value>, BackendError> {
-        Ok(self.adoption_of(chain)?.map(
-            |adoption| json!({ "record": adoption.record, "adoption": adoption.to_system_tx() }),
-        ))
+    fn adoption(&self, chain: ChainId, chunk: Option<u64>) -> Result<Option<Value>, BackendError> {
+        let Some(adoption) = self.adoption_txs(chain)? else {
+            return Ok(None);
+        };
+        let chunks = adoption.txs.len();
+        Ok(Some(match chunk {
+            None => json!({
+                "record": adoption.record,
+                "adoption": adoption.txs[0],
+                "chunks": chunks,
+            }),
+            Some(i) => {
+                let tx = usize::try_from(i)
+                    .ok()
+                    .filter(|&i| i > 0)
+                    .and_then(|i| adoption.txs.get(i))
+                    .ok_or_else(|| {
+                        BackendError::InvalidParams(format!(
+                            "chain {chain}'s state has chunks 1 to {} beside the adoption; there is no chunk {i}",
+                            chunks - 1
+                        ))
+                    })?;
+                json!({ "index": i, "chunk": tx })
+            }
+        }))
     }
 
     fn evidence(
@@ -1511,6 +1589,7 @@ impl RpcBackend for ChainRpc {
                 | SystemKind::RegionCheckpoint
                 | SystemKind::MoveServicechain
                 | SystemKind::AdoptServicechain
+                | SystemKind::AdoptionChunk
         ) {
             return Err(BackendError::InvalidParams(format!(
                 "{kind:?} is not submitted by clients"

@@ -378,7 +378,8 @@ mod tests {
         let (snapshot, root) = region.states.take(chain).unwrap();
         assert_eq!(root, first.header().segments[1].state_root);
         assert_eq!(moved.record.final_root, root);
-        assert_eq!(moved.record.snapshot_root, snapshot.root());
+        let recorded = crate::chain::migration::cut_state(&snapshot).unwrap().1;
+        assert_eq!(moved.record.snapshot_root, recorded);
         let paid = snapshot
             .accounts
             .iter()
@@ -541,6 +542,52 @@ mod tests {
         assert_eq!(proposed, [&at(1)]);
         assert!(body.segments[0].txs.contains(&other_kind));
         assert!(!shared.system.lock().unwrap().contains(&untrusted));
+    }
+
+    #[test]
+    fn a_chunk_of_adopted_state_waits_for_its_adoption_and_an_orphan_one_is_not_proposed() {
+        use crate::chain::migration::tests::{adoption_of, state_of};
+        use crate::chain::migration::AdoptionChunk;
+        use crate::chain::region_checkpoint::tests::{cn_keys, entry};
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = open(dir.path());
+        let shared = CnState {
+            pool: Arc::new(Mutex::new(Mempool::new(Default::default(), [REGION]))),
+            state: Arc::clone(ledger.state()),
+            system: Arc::default(),
+        };
+        let mut app = CnApp::new(REGION, set(7), shared.clone(), 100, genesis());
+        app.configure_region(|mut r| {
+            r.directory.insert(entry(&cn_keys("other")));
+            r
+        });
+        let (adoption, _, rest) = adoption_of(&state_of(3_000));
+        let chunk = |chain: ChainId, index: u32| {
+            AdoptionChunk {
+                region: REGION,
+                chain,
+                index,
+                snapshot: rest[index as usize - 1].clone(),
+            }
+            .to_system_tx()
+        };
+        let chain = adoption.record.chain;
+        // Chunks queued before their adoption, and one of an adoption that is nowhere.
+        let orphan = chunk(ChainId(chain.0 + 7), 1);
+        for tx in [
+            chunk(chain, 1),
+            orphan.clone(),
+            adoption.to_system_tx(),
+            chunk(chain, 2),
+        ] {
+            assert!(shared.add_system_tx(tx));
+        }
+        let body = app.build(Height(1), &genesis(), 101);
+        let proposed = &body.segments[0].txs;
+        assert!(proposed.contains(&adoption.to_system_tx()));
+        assert!(proposed.contains(&chunk(chain, 1)) && proposed.contains(&chunk(chain, 2)));
+        assert!(!proposed.contains(&orphan));
+        assert!(!shared.system.lock().unwrap().contains(&orphan));
     }
 
     #[test]

@@ -282,10 +282,15 @@ pub trait RpcBackend: Send + Sync + 'static {
         ))
     }
 
-    /// `kaon_getAdoption`: for a servicechain its region moved away, the move's record and
-    /// the adoption system transaction that starts it in the target region; `None` if
-    /// `chain` was not moved.
-    fn adoption(&self, _chain: ChainId) -> Result<Option<serde_json::Value>, BackendError> {
+    /// `kaon_getAdoption`: for a servicechain its region moved away, the move's record, the
+    /// adoption system transaction that starts it in the target region and how many chunks
+    /// its state has; with `chunk` = i, the system transaction carrying chunk i (1 or more);
+    /// `None` if `chain` was not moved.
+    fn adoption(
+        &self,
+        _chain: ChainId,
+        _chunk: Option<u64>,
+    ) -> Result<Option<serde_json::Value>, BackendError> {
         Err(BackendError::Execution(
             "this node does not move servicechains".into(),
         ))

@@ -47,6 +47,9 @@ pub enum SystemKind {
     /// A region's start of a servicechain moved to it
     /// ([`crate::chain::migration::Adoption`]).
     AdoptServicechain = 11,
+    /// One more chunk of the state of a chain being adopted
+    /// ([`crate::chain::migration::AdoptionChunk`]).
+    AdoptionChunk = 12,
 }
 
 impl SystemKind {
@@ -63,6 +66,7 @@ impl SystemKind {
             9 => Some(Self::RegionCheckpoint),
             10 => Some(Self::MoveServicechain),
             11 => Some(Self::AdoptServicechain),
+            12 => Some(Self::AdoptionChunk),
             _ => None,
         }
     }

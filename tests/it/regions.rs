@@ -491,6 +491,12 @@ fn a_busy_servicechain_moves_to_another_region_and_keeps_its_accounts_and_histor
     let logged_before = log_call(3);
     chain.ok("eth_sendRawTransaction", json!([raw_hex(&logged_before)]));
     let logged_before = chain.receipt_within(logged_before.hash(), INCLUSION, "the first log");
+    // A contract holding more state than one chunk carries: its creation writes slots 1 to
+    // BIG_SLOTS (each holding its own number).
+    let big = big_state_tx(&owner.secret, 4);
+    chain.ok("eth_sendRawTransaction", json!([raw_hex(&big)]));
+    let big = chain.receipt_within(big.hash(), INCLUSION, "the large state was not written");
+    assert_eq!(big["status"], json!("0x1"), "{big}");
     let wallet = {
         let url = chain_url(&url, 1001);
         std::thread::spawn(move || send_through_a_move(url, txs))
@@ -593,7 +599,17 @@ fn a_busy_servicechain_moves_to_another_region_and_keeps_its_accounts_and_histor
     );
     let message = refused["error"]["message"].as_str().unwrap_or_default();
     assert!(message.contains("does not hash to the record"), "{refused}");
-    second_regionchain.ok("kaon_sendSystemTransaction", json!([adoption]));
+    // The real adoption and every further chunk of the state, as `kaon region move` sends
+    // them.
+    let chunks = kaon::node::region_move::deliver(
+        &kaon::node::miner::RnClient::new(&chain_url(&url, 1001)),
+        &moved,
+        &kaon::node::miner::RnClient::new(&chain_url(&url, SECOND_REGION)),
+        ChainId(1001),
+        INCLUSION,
+    )
+    .unwrap();
+    assert!(chunks >= 2, "the state should span chunks: {chunks}");
 
     // Every transfer, before and after the move, included exactly once: the nonce is the count
     // and the recipient holds the sum; each receipt is readable through the chain's one URL.
@@ -628,6 +644,13 @@ fn a_busy_servicechain_moves_to_another_region_and_keeps_its_accounts_and_histor
         ),
         U256::from(42)
     );
+    // So did the large state: its slots read in the new region.
+    let big_contract = &big["contractAddress"];
+    for slot in [1, BIG_SLOTS / 2, BIG_SLOTS] {
+        let at = format!("{slot:#x}");
+        let value = chain.ok("eth_getStorageAt", json!([big_contract, at, "latest"]));
+        assert_eq!(quantity_word(&value), slot, "slot {slot}");
+    }
     // The second region lists it; the first refuses its transactions, naming where it went.
     let regions = region_1000.ok("kaon_regions", json!([]));
     assert!(
@@ -702,11 +725,11 @@ fn a_busy_servicechain_moves_to_another_region_and_keeps_its_accounts_and_histor
     // … and in a block: a contract whose creation stores NUMBER stores its receipt's number.
     let stamp = owner_tx(
         &owner.secret,
-        5,
+        6,
         alloy_primitives::TxKind::Create,
         "4360005500",
     );
-    let logged_after = log_call(4);
+    let logged_after = log_call(5);
     for tx in [&logged_after, &stamp] {
         chain.ok("eth_sendRawTransaction", json!([raw_hex(tx)]));
     }
@@ -741,6 +764,30 @@ fn a_busy_servicechain_moves_to_another_region_and_keeps_its_accounts_and_histor
     assert_eq!(numbered, expected, "{logs}");
 }
 
+/// Slots the large state's contract writes: 252 KiB of state, more than one chunk.
+const BIG_SLOTS: u64 = 3_000;
+
+/// `owner`'s creation (nonce `nonce`) of a contract whose constructor writes slot `i` = `i`
+/// for `i` from [`BIG_SLOTS`] down to 1: `PUSH2 n; JUMPDEST; DUP1; DUP1; SSTORE; PUSH1 1;
+/// SWAP1; SUB; DUP1; PUSH1 3; JUMPI; STOP`.
+fn big_state_tx(owner: &[u8; 32], nonce: u64) -> kaon::crypto::tx::SignedTransaction {
+    use kaon::crypto::tx::{Eip1559Tx, Transaction};
+    let init = format!("61{BIG_SLOTS:04x}5b808055600190038060035700");
+    Transaction::from(Eip1559Tx {
+        chain_id: ChainId(1001),
+        nonce,
+        max_priority_fee_per_gas: 1_000_000_000,
+        max_fee_per_gas: 3_000_000_000,
+        gas_limit: 70_000_000,
+        to: alloy_primitives::TxKind::Create,
+        value: U256::ZERO,
+        input: hex::decode(init).unwrap().into(),
+        access_list: Default::default(),
+    })
+    .sign(owner)
+    .unwrap()
+}
+
 /// Init code of a contract whose every call logs (`LOG0` of nothing): returns the runtime
 /// `PUSH1 0 PUSH1 0 LOG0 STOP`.
 const LOGGER_INIT: &str = "6560006000a0006000526006601af3";
@@ -753,6 +800,12 @@ fn owner_tx(
     input: &str,
 ) -> kaon::crypto::tx::SignedTransaction {
     crate::history::sign(owner, nonce, to, 0, hex::decode(input).unwrap().into())
+}
+
+/// A 32-byte storage word as a number (fits 64 bits).
+fn quantity_word(value: &Value) -> u64 {
+    let word = hex::decode(value.as_str().unwrap().trim_start_matches("0x")).unwrap();
+    U256::from_be_slice(&word).to::<u64>()
 }
 
 /// A JSON-RPC quantity.

@@ -107,7 +107,7 @@ methods! {
     KaonServicechains = "kaon_servicechains", Blocking, 0;
     KaonRegions = "kaon_regions", Blocking, 0;
     KaonGetCheckpointProof = "kaon_getCheckpointProof", Blocking, 1;
-    KaonGetAdoption = "kaon_getAdoption", Blocking, 0;
+    KaonGetAdoption = "kaon_getAdoption", Blocking, 1;
     KaonGetEvidence = "kaon_getEvidence", Blocking, 2;
     KaonPopState = "kaon_popState", Blocking, 1;
     KaonGetWork = "kaon_getWork", Blocking, 0;
@@ -235,7 +235,10 @@ fn run(cx: &Cx<'_>, method: Method, params: Option<&RawValue>) -> MethodResult {
         EthFeeHistory => fees::fee_history(cx, &p),
         KaonServicechains => to_raw(&cx.shared.backend.servicechains(cx.chain)?),
         KaonRegions => to_raw(&cx.shared.backend.regions()?),
-        KaonGetAdoption => to_raw(&cx.shared.backend.adoption(cx.chain)?),
+        KaonGetAdoption => {
+            let chunk = p.optional::<super::params::CountArg>(0)?.map(|c| c.0);
+            to_raw(&cx.shared.backend.adoption(cx.chain, chunk)?)
+        }
         KaonGetCheckpointProof => {
             let hash = p.required(0)?;
             to_raw(&cx.shared.backend.checkpoint_proof(cx.chain, hash)?)
