@@ -254,6 +254,7 @@ fn adoption_vs_single(c: &mut Criterion) {
         record: adoption.record,
         chunk_roots: vec![adoption.chunk_roots[0]; 2],
         chunks: vec![Some(adoption.snapshot.clone()), None],
+        progress: Height(1),
     };
     assert!(chunk.to_system_tx().len() <= MAX_SYSTEM_TX_BYTES);
     g.bench_with_input(

@@ -10,7 +10,9 @@
 //! committed block's execution is handed to [`CommittedState`], which serves it to readers
 //! until the persist stage has written it to RocksDB after the block log.
 
-use super::migration::{Adoption, AdoptionChunk, MoveOrder, SealCheck, MAX_SEGMENTS_BESIDE_A_MOVE};
+use super::migration::{
+    Adoption, AdoptionChunk, MoveOrder, SealCheck, MAX_OPEN_ADOPTIONS, MAX_SEGMENTS_BESIDE_A_MOVE,
+};
 use super::posc::{Penalty, ProbeAttestation};
 use super::region::{RegionExecution, RegionState};
 use super::region_checkpoint::RegionCheckpoint;
@@ -752,8 +754,15 @@ impl CnApp {
             MoveOrder::from_system_tx(tx).is_ok_and(|o| credits.contains_key(&o.chain))
         };
         let mut checkpointed = HashSet::new();
+        // An adoption with chunks to come waits in the queue while every place is taken, so
+        // it does not hold back the adoptions behind it.
+        let places_taken = self.region_read().adopting.len() >= MAX_OPEN_ADOPTIONS;
+        let waits_for_a_place = |tx: &Bytes| {
+            places_taken && Adoption::from_system_tx(tx).is_ok_and(|a| a.chunk_roots.len() > 1)
+        };
         txs.retain(|tx| match system::split(tx) {
             Ok(_) if hopeless.contains(tx) => false,
+            Ok((SystemKind::AdoptServicechain, _)) if waits_for_a_place(tx) => false,
             // Waits in the queue until the chain's owed rewards are paid.
             Ok((SystemKind::MoveServicechain, _)) if owed_move(tx) => false,
             Ok((SystemKind::RegionCheckpoint, _))

@@ -46,8 +46,12 @@ const MOVE_RECORD_DOMAIN: &[u8] = b"KAON/moved/v1";
 /// Adoptions a region holds open at once while their states arrive (each up to
 /// [`crate::exec::MAX_SNAPSHOT_BYTES`] in memory until its last chunk is in).
 pub const MAX_OPEN_ADOPTIONS: usize = 4;
-/// Chunks of adopted states one block takes (2 MiB of state): each is hashed, no signature.
+/// Chunks of adopted states one block looks at, taken or not (2 MiB of state): each is
+/// hashed, no signature.
 pub const MAX_CHUNKS_PER_BLOCK: usize = 16;
+/// Blocks an open adoption waits for its next chunk before it is closed, its place freed
+/// (the adoption can be sent again: the source keeps serving it).
+pub const ADOPTION_PATIENCE: u64 = 4096;
 
 /// The source region's order to move one of its servicechains to another region.
 #[derive(Debug, Clone, PartialEq, Eq, RlpEncodable, RlpDecodable)]
@@ -121,18 +125,28 @@ pub struct Adopting {
     pub record: MoveRecord,
     pub chunk_roots: Vec<B256>,
     pub chunks: Vec<Option<ChainSnapshot>>,
+    /// The block that opened it or took its last chunk ([`ADOPTION_PATIENCE`]).
+    pub progress: Height,
 }
 
 impl Adopting {
-    /// The adoption, its first chunk in, waiting for the others.
-    pub fn open(adoption: Adoption) -> Self {
-        let mut chunks = vec![None; adoption.chunk_roots.len()];
+    /// The adoption (verified: it has one chunk root at least), opened by block `at` with
+    /// its first chunk in, waiting for the others.
+    pub fn open(adoption: Adoption, at: Height) -> Self {
+        debug_assert!(!adoption.chunk_roots.is_empty());
+        let mut chunks = vec![None; adoption.chunk_roots.len().max(1)];
         chunks[0] = Some(adoption.snapshot);
         Self {
             record: adoption.record,
             chunk_roots: adoption.chunk_roots,
             chunks,
+            progress: at,
         }
+    }
+
+    /// Whether it has waited past [`ADOPTION_PATIENCE`] for a chunk at block `height`.
+    pub fn stalled(&self, height: Height) -> bool {
+        height.0.saturating_sub(self.progress.0) >= ADOPTION_PATIENCE
     }
 
     /// Whether chunk `index` is in.
@@ -576,7 +590,9 @@ pub(crate) mod tests {
         };
         let decoded = AdoptionChunk::from_system_tx(&chunk(1, &rest[0]).to_system_tx()).unwrap();
         assert_eq!(decoded, chunk(1, &rest[0]));
-        let mut adopting = Adopting::open(a.clone());
+        let mut adopting = Adopting::open(a.clone(), Height(5));
+        assert!(!adopting.stalled(Height(5 + ADOPTION_PATIENCE - 1)));
+        assert!(adopting.stalled(Height(5 + ADOPTION_PATIENCE)));
         assert_eq!(adopting.missing(), rest.len());
         // A chunk edited in transit, put in another place, or past the last, is refused.
         let mut richer = rest[0].clone();

@@ -217,6 +217,8 @@ struct Draft<'a> {
     adoption_tried: bool,
     opened: Vec<Adopting>,
     chunks: Vec<AdoptionChunk>,
+    /// Chunks hashed against their roots in this segment, taken or not.
+    chunks_tried: usize,
     shares: Vec<ShareSubmission>,
     registrations: Vec<RnRegistration>,
     penalties: Vec<Penalty>,
@@ -441,16 +443,17 @@ impl Draft<'_> {
             || base.adopting.contains_key(&chain)
             || self.registered.iter().any(|c| c.chain_id == chain)
             || self.opened.iter().any(|a| a.record.chain == chain);
+        let trusted = base.trusted_set(adoption.record.source);
+        adoption.verify(base.region, trusted, held, self.seals)?;
+        // After the whole check: only a proven adoption waits for a place.
         let more_to_come = adoption.chunk_roots.len() > 1;
         let open = base.adopting.len() + self.opened.len();
         if more_to_come && open >= MAX_OPEN_ADOPTIONS {
             self.retry.push(self.index);
             return Err(MigrationError::TooManyOpen(open).into());
         }
-        let trusted = base.trusted_set(adoption.record.source);
-        adoption.verify(base.region, trusted, held, self.seals)?;
         match more_to_come {
-            true => self.opened.push(Adopting::open(adoption)),
+            true => self.opened.push(Adopting::open(adoption, self.height)),
             false => self.register_adopted(adoption.record, adoption.snapshot),
         }
         Ok(())
@@ -483,10 +486,6 @@ impl Draft<'_> {
             }
             .into());
         }
-        if self.chunks.len() >= MAX_CHUNKS_PER_BLOCK {
-            self.retry.push(self.index);
-            return Err(MigrationError::ChunksPerBlock.into());
-        }
         let chain = chunk.chain;
         let opened = self.opened.iter().find(|a| a.record.chain == chain);
         let Some(adopting) = opened.or_else(|| base.adopting.get(&chain)) else {
@@ -501,6 +500,12 @@ impl Draft<'_> {
             }
             .into());
         }
+        // Counted before the hashing, taken or not: a block's junk chunks cost a bounded work.
+        if self.chunks_tried >= MAX_CHUNKS_PER_BLOCK {
+            self.retry.push(self.index);
+            return Err(MigrationError::ChunksPerBlock.into());
+        }
+        self.chunks_tried += 1;
         adopting.check(&chunk)?;
         let complete = match adopting.missing().saturating_sub(in_block.count()) {
             1 => Some(adopting.clone()),
@@ -521,7 +526,9 @@ impl Draft<'_> {
         registration.verify(self.base.region)?;
         let spec = registration.spec;
         let taken = self.base.registry.contains(spec.chain_id)
-            || self.registered.iter().any(|c| c.chain_id == spec.chain_id);
+            || self.base.adopting.contains_key(&spec.chain_id)
+            || self.registered.iter().any(|c| c.chain_id == spec.chain_id)
+            || self.opened.iter().any(|a| a.record.chain == spec.chain_id);
         if taken {
             return Err(RegistryError::AlreadyRegistered(spec.chain_id).into());
         }
@@ -566,6 +573,22 @@ impl RegionState {
     pub fn with_states(mut self, states: Arc<dyn FrozenState>) -> Self {
         self.states = states;
         self
+    }
+
+    /// Whether a chunk of adopted state would be taken now, without executing a segment (the
+    /// last chunk's segment would merge the whole state): for an RN checking one it is sent.
+    pub fn check_chunk(&self, raw: &[u8]) -> Result<(), MigrationError> {
+        let chunk = AdoptionChunk::from_system_tx(raw)?;
+        if chunk.region != self.region {
+            return Err(MigrationError::WrongRegion {
+                got: chunk.region,
+                expected: self.region,
+            });
+        }
+        self.adopting
+            .get(&chunk.chain)
+            .ok_or(MigrationError::NotAdopting(chunk.chain))?
+            .check(&chunk)
     }
 
     /// Whether `chain` is one of this region's servicechains now: registered (or adopted)
@@ -703,6 +726,7 @@ impl RegionState {
             adoption_tried: false,
             opened: Vec::new(),
             chunks: Vec::new(),
+            chunks_tried: 0,
             shares: Vec::new(),
             registrations: Vec::new(),
             penalties: Vec::new(),
@@ -792,8 +816,12 @@ impl RegionState {
         for chunk in &execution.chunks {
             if let Some(adopting) = self.adopting.get_mut(&chunk.chain) {
                 adopting.chunks[chunk.index as usize] = Some(chunk.snapshot.clone());
+                adopting.progress = container.height;
             }
         }
+        // An adoption whose chunks stopped coming frees its place.
+        self.adopting
+            .retain(|_, adopting| !adopting.stalled(container.height));
         for chain in &execution.registered {
             self.adopting.remove(&chain.chain_id);
             self.registry.insert(chain.chain_id, chain.entry);
@@ -964,6 +992,7 @@ mod tests {
     #[test]
     fn an_adoption_in_chunks_takes_each_chunk_once_and_registers_the_chain_with_the_last() {
         use crate::chain::migration::tests::{adoption_for, adoption_of, state_of};
+        use crate::chain::migration::ADOPTION_PATIENCE;
         let mut state = directory_region();
         // 25 000 accounts: 18 chunks, more than one block takes.
         let whole = state_of(25_000);
@@ -992,14 +1021,16 @@ mod tests {
         txs.push(chunk(1, &rest[0]));
         let first = state.execute(Height(1), &segment(txs));
         // Before its adoption, a chunk waits queued; a chunk already in, or another than the
-        // recorded one, is refused; past 16 chunks in a block, one waits.
+        // recorded one, is refused; past 16 chunks hashed in a block (the forged one counts),
+        // the others wait.
         refused_for(&first, 0, "no adoption of chain");
         assert_eq!(first.refusals[1], None);
         refused_for(&first, 3, "already in");
         refused_for(&first, 4, "does not hash to the record");
+        refused_for(&first, 19, "this block takes 16 chunks");
         refused_for(&first, 20, "this block takes 16 chunks");
-        assert_eq!(first.retry, [0, 20]);
-        assert_eq!((first.opened.len(), first.chunks.len()), (1, 16));
+        assert_eq!(first.retry, [0, 19, 20]);
+        assert_eq!((first.opened.len(), first.chunks.len()), (1, 15));
         assert!(first.registered.is_empty());
         let header = |h| Header {
             segments: Vec::new(),
@@ -1007,13 +1038,17 @@ mod tests {
         };
         state.apply(&first, &Committed::of(&header(1)));
         assert!(!state.serves(chain) && state.adopting.contains_key(&chain));
-        // The same adoption again is refused while it is open; the last chunk completes it.
+        // The same adoption again is refused while it is open; the last chunks complete it.
         let second = state.execute(
             Height(2),
-            &segment(vec![adoption.to_system_tx(), chunk(1, &rest[0])]),
+            &segment(vec![
+                adoption.to_system_tx(),
+                chunk(1, &rest[0]),
+                chunk(17, &rest[16]),
+            ]),
         );
         refused_for(&second, 0, "already held");
-        assert_eq!(second.refusals[1], None);
+        assert_eq!(second.refusals[1..], [None, None]);
         let registered = &second.registered[0];
         assert_eq!(registered.chain_id, chain);
         assert_eq!(
@@ -1029,11 +1064,21 @@ mod tests {
         for c in 2..6 {
             let (open, _, _) = adoption_for(&whole, ChainId(OTHER.0 + c));
             full.adopting
-                .insert(open.record.chain, Adopting::open(open));
+                .insert(open.record.chain, Adopting::open(open, Height(1)));
         }
         let fifth = full.execute(Height(1), &segment(vec![adoption.to_system_tx()]));
         refused_for(&fifth, 0, "4 adoptions are open here");
         assert_eq!(fifth.retry, [0]);
+        // One whose chunks stopped coming is closed, its place freed.
+        let header_at = |h: u64| Header {
+            segments: Vec::new(),
+            ..sealed(&cn_keys("here"), h, 3, &[]).header
+        };
+        let idle = full.execute(Height(2), &segment(Vec::new()));
+        full.apply(&idle, &Committed::of(&header_at(ADOPTION_PATIENCE)));
+        assert_eq!(full.adopting.len(), 4);
+        full.apply(&idle, &Committed::of(&header_at(1 + ADOPTION_PATIENCE)));
+        assert!(full.adopting.is_empty());
     }
 
     #[test]

@@ -128,15 +128,18 @@ pub fn run(request: &MoveRequest, out: &mut dyn std::io::Write) -> anyhow::Resul
     let order = build(request)?;
     let endpoint =
         |base: &str, chain: ChainId| format!("{}/chain/{chain}", base.trim_end_matches('/'));
-    let raw = format!("0x{}", hex::encode(order.to_system_tx()));
-    RnClient::new(&endpoint(&request.rpc, order.region))
-        .call("kaon_sendSystemTransaction", json!([raw]))?;
-    writeln!(
-        out,
-        "move of chain {} to region {} sent to region {}; waiting for the freeze",
-        order.chain, order.target, order.region
-    )?;
     let source = RnClient::new(&endpoint(&request.rpc, order.chain));
+    // Run again after an interrupted delivery, the chain is frozen already: deliver only.
+    if source.call("kaon_getAdoption", json!([]))?.is_null() {
+        let raw = format!("0x{}", hex::encode(order.to_system_tx()));
+        RnClient::new(&endpoint(&request.rpc, order.region))
+            .call("kaon_sendSystemTransaction", json!([raw]))?;
+        writeln!(
+            out,
+            "move of chain {} to region {} sent to region {}; waiting for the freeze",
+            order.chain, order.target, order.region
+        )?;
+    }
     let started = Instant::now();
     let moved: Value = loop {
         let moved = source.call("kaon_getAdoption", json!([]))?;
@@ -171,9 +174,9 @@ const DELIVERY_ROUND: Duration = Duration::from_millis(500);
 
 /// Sends a frozen chain's adoption (`moved`, `kaon_getAdoption` of the `source` endpoint) and
 /// every further chunk of its state to the `target` region's endpoint, until the target
-/// serves `chain` or `within` passes; returns how many chunks the state had. A chunk the
-/// target refuses for now (its adoption not in yet, a full block or queue) is sent again each
-/// round; one it already holds is not.
+/// serves `chain` or `within` passes; returns how many chunks the state had. What the target
+/// refuses for now (a chunk before its adoption, a full block or queue) or may have lost (a
+/// restarted CN's queue) is sent again each round; what it holds already is not.
 pub fn deliver(
     source: &RnClient,
     moved: &Value,
@@ -185,23 +188,26 @@ pub fn deliver(
         .as_str()
         .context("kaon_getAdoption answered no adoption")?;
     let chunks = moved["chunks"].as_u64().unwrap_or(1);
-    let mut waiting = (1..chunks)
-        .map(|i| {
+    let mut waiting = std::iter::once(Ok((0, adoption.to_owned())))
+        .chain((1..chunks).map(|i| {
             let part = source.call("kaon_getAdoption", json!([i]))?;
             let raw = part["chunk"].as_str().context("no chunk in the answer")?;
             Ok((i, raw.to_owned()))
-        })
+        }))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    target.call("kaon_sendSystemTransaction", json!([adoption]))?;
     let started = Instant::now();
     loop {
         if serves(target, chain)? {
             return Ok(chunks);
         }
+        // Sent again each round until the target holds it: the adoption too (an open one is
+        // "already held"), should a CN restart before taking it.
         waiting.retain(|(_, raw)| {
             let sent = target.call("kaon_sendSystemTransaction", json!([raw]));
-            // One the target holds already is not sent again.
-            !sent.is_err_and(|e| e.to_string().contains("already in"))
+            !sent.is_err_and(|e| {
+                let e = e.to_string();
+                e.contains("already in") || e.contains("already held")
+            })
         });
         anyhow::ensure!(
             started.elapsed() < within,

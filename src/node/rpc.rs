@@ -53,6 +53,10 @@ struct AdoptionTxs {
     txs: Vec<Bytes>,
 }
 
+/// Moved chains whose adoption transactions an RN keeps cut ([`ChainRpc::adoption_txs`]): as
+/// many as a target region adopts at once, each up to 32 MiB of chunks.
+const ADOPTIONS_KEPT: usize = crate::chain::migration::MAX_OPEN_ADOPTIONS;
+
 /// Blocks `kaon_regions` reads back to measure a region's recent load.
 pub const UTILISATION_BLOCKS: u64 = 32;
 
@@ -128,9 +132,10 @@ pub struct ChainRpc {
     suggested_tips: Mutex<HashMap<ChainId, (u64, u128)>>,
     /// `kaon_regions`' load figures, for the head they were read at.
     recent_load: Mutex<Option<RecentLoad>>,
-    /// The system transactions that start the last moved chain asked for in its target
-    /// region ([`Self::adoption_txs`]): a move's client reads them one by one.
-    adoption_txs: Mutex<Option<(ChainId, Arc<AdoptionTxs>)>>,
+    /// The system transactions that start the moved chains last asked for in their target
+    /// regions ([`Self::adoption_txs`]): a move's client reads them one by one. The lock is
+    /// held while a state is read and cut, so concurrent asks do that once.
+    adoption_txs: Mutex<Vec<(ChainId, Arc<AdoptionTxs>)>>,
     /// The committed transactions per second this region was measured to sustain, against
     /// which its load is reported (`[rpc] region_capacity_tps`; `None`: not stated).
     capacity_tps: Option<f64>,
@@ -357,17 +362,11 @@ impl ChainRpc {
     }
 
     /// [`Self::adoption_of`] as system transactions: the adoption, then chunk 1, 2, … —
-    /// cut once and kept for the last chain asked.
+    /// cut once and kept for the last [`ADOPTIONS_KEPT`] chains asked.
     fn adoption_txs(&self, chain: ChainId) -> Result<Option<Arc<AdoptionTxs>>, BackendError> {
-        let cached = self
-            .adoption_txs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-            .filter(|(c, _)| *c == chain)
-            .map(|(_, txs)| Arc::clone(txs));
-        if cached.is_some() {
-            return Ok(cached);
+        let mut kept = self.adoption_txs.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, txs)) = kept.iter().find(|(c, _)| *c == chain) {
+            return Ok(Some(Arc::clone(txs)));
         }
         let Some((adoption, rest)) = self.adoption_of(chain)? else {
             return Ok(None);
@@ -387,8 +386,10 @@ impl ChainRpc {
                 .chain(rest.into_iter().enumerate().map(chunk))
                 .collect(),
         });
-        *self.adoption_txs.lock().unwrap_or_else(|e| e.into_inner()) =
-            Some((chain, Arc::clone(&txs)));
+        if kept.len() >= ADOPTIONS_KEPT {
+            kept.remove(0);
+        }
+        kept.push((chain, Arc::clone(&txs)));
         Ok(Some(txs))
     }
 
@@ -1602,7 +1603,10 @@ impl RpcBackend for ChainRpc {
                 chain_id: region.region,
                 txs: vec![raw.clone()],
             };
-            region.execute(next, &segment).refusals.remove(0)
+            match kind {
+                SystemKind::AdoptionChunk => region.check_chunk(&raw).err().map(|e| e.to_string()),
+                _ => region.execute(next, &segment).refusals.remove(0),
+            }
         };
         if let Some(reason) = refusal {
             return Err(BackendError::InvalidParams(format!(
