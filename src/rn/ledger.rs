@@ -495,25 +495,33 @@ mod tests {
         );
     }
 
-    #[test]
-    fn region_checkpoints_get_a_bounded_share_of_the_queue_and_hopeless_ones_are_not_proposed() {
-        use crate::chain::app::MAX_QUEUED_CHECKPOINTS;
-        use crate::chain::region_checkpoint::tests::{checkpoint, cn_keys, entry, sealed};
-        use crate::chain::region_checkpoint::RegionCheckpoint;
-        use alloy_primitives::Bytes;
-        let dir = tempfile::tempdir().unwrap();
-        let ledger = open(dir.path());
+    /// A CN's application over a ledger in `dir`, its system transaction queue, and a
+    /// directory listing region OTHER (signed by `cn_keys("other")`).
+    fn proposer_knowing_other(dir: &Path) -> (Ledger, CnState, CnApp) {
+        use crate::chain::region_checkpoint::tests::{cn_keys, entry};
+        let ledger = open(dir);
         let shared = CnState {
             pool: Arc::new(Mutex::new(Mempool::new(Default::default(), [REGION]))),
             state: Arc::clone(ledger.state()),
             system: Arc::default(),
         };
         let mut app = CnApp::new(REGION, set(7), shared.clone(), 100, genesis());
-        let keys = cn_keys("other");
         app.configure_region(|mut r| {
-            r.directory.insert(entry(&keys));
+            r.directory.insert(entry(&cn_keys("other")));
             r
         });
+        (ledger, shared, app)
+    }
+
+    #[test]
+    fn region_checkpoints_get_a_bounded_share_of_the_queue_and_hopeless_ones_are_not_proposed() {
+        use crate::chain::app::MAX_QUEUED_CHECKPOINTS;
+        use crate::chain::region_checkpoint::tests::{checkpoint, cn_keys, sealed};
+        use crate::chain::region_checkpoint::RegionCheckpoint;
+        use alloy_primitives::Bytes;
+        let dir = tempfile::tempdir().unwrap();
+        let (_ledger, shared, mut app) = proposer_knowing_other(dir.path());
+        let keys = cn_keys("other");
         let at = |h| checkpoint(&keys, sealed(&keys, h, 3, &[])).to_system_tx();
         // Sealed by a set the directory does not trust: can never be accepted.
         let forger = cn_keys("forger");
@@ -548,19 +556,8 @@ mod tests {
     fn a_chunk_of_adopted_state_waits_for_its_adoption_and_an_orphan_one_is_not_proposed() {
         use crate::chain::migration::tests::{adoption_of, state_of};
         use crate::chain::migration::AdoptionChunk;
-        use crate::chain::region_checkpoint::tests::{cn_keys, entry};
         let dir = tempfile::tempdir().unwrap();
-        let ledger = open(dir.path());
-        let shared = CnState {
-            pool: Arc::new(Mutex::new(Mempool::new(Default::default(), [REGION]))),
-            state: Arc::clone(ledger.state()),
-            system: Arc::default(),
-        };
-        let mut app = CnApp::new(REGION, set(7), shared.clone(), 100, genesis());
-        app.configure_region(|mut r| {
-            r.directory.insert(entry(&cn_keys("other")));
-            r
-        });
+        let (_ledger, shared, mut app) = proposer_knowing_other(dir.path());
         let (adoption, _, rest) = adoption_of(&state_of(3_000));
         let chunk = |chain: ChainId, index: u32| {
             AdoptionChunk {
