@@ -278,6 +278,13 @@ impl Mempool {
             self.remove_by_hash(&tx.tx().hash());
         }
         self.chains.remove(&chain);
+        self.hand_on(chain, leaving);
+    }
+
+    /// Keeps `leaving`, transactions of `chain` which moved away, for whoever hands them on
+    /// (up to [`MAX_DEPARTED`] and [`MAX_DEPARTED_BYTES`] in all); drops them where nothing
+    /// does.
+    pub fn hand_on(&mut self, chain: ChainId, leaving: Vec<RecoveredTx>) {
         if let Some(departed) = &mut self.departed {
             let size = |txs: &[RecoveredTx]| txs.iter().map(|t| t.tx().raw().len()).sum::<usize>();
             let mut bytes = size(departed);

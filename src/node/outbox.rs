@@ -109,11 +109,8 @@ impl Outbox {
         held
     }
 
-    /// Holds `tx` (whose sender's committed next nonce is `account_nonce`), makes it durable
-    /// in the journal, and queues it for the CNs; a refusal leaves nothing new held (a
-    /// transaction it replaced is held again).
-    /// Accepted transactions of chains that moved to another region, taken out of the pool
-    /// to be handed on.
+    /// Keeps accepted transactions of chains that move to another region, taken out of the
+    /// pool, to be handed on ([`Self::take_departed`]).
     pub fn keep_departed(&self) {
         self.pool
             .lock()
@@ -121,6 +118,7 @@ impl Outbox {
             .keep_departed();
     }
 
+    /// The kept transactions of chains that moved away, oldest first.
     pub fn take_departed(&self) -> Vec<RecoveredTx> {
         self.pool
             .lock()
@@ -128,6 +126,18 @@ impl Outbox {
             .take_departed()
     }
 
+    /// Keeps `txs`, acknowledged before a restart for a chain that has moved away since, to
+    /// be handed on like those the pool held at the move (dropped where nothing hands on).
+    pub fn depart(&self, chain: ChainId, txs: Vec<RecoveredTx>) {
+        self.pool
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .hand_on(chain, txs);
+    }
+
+    /// Holds `tx` (whose sender's committed next nonce is `account_nonce`), makes it durable
+    /// in the journal, and queues it for the CNs; a refusal leaves nothing new held (a
+    /// transaction it replaced is held again).
     pub fn submit(&self, tx: RecoveredTx, account_nonce: u64) -> Result<(), Refusal> {
         let (raw, hash) = (tx.tx().raw().clone(), tx.tx().hash());
         let Some(journal) = self.journal.get() else {

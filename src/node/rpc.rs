@@ -42,7 +42,7 @@ use crate::types::{Block, BlockHash, ChainId, CnIndex, Height, Segment};
 use alloy_primitives::{Address, Bloom, Bytes, B256, U256};
 use anyhow::Context;
 use serde_json::{json, Value};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 
 /// The system transactions that start a moved chain in its target region, in the order they
@@ -1687,7 +1687,8 @@ impl ServedRpc {
 
 /// Reads the journal at `path` back into the pool through the same rules as a new
 /// submission (what has been included since is refused as "nonce too low"), then attaches it
-/// to `outbox`, rewritten with what is held.
+/// to `outbox`, rewritten with what is held. Transactions of chains this region moved away
+/// since go to the outbox's hand-off instead (kept only where one runs).
 fn reopen_journal(
     path: &std::path::Path,
     backend: &ChainRpc,
@@ -1705,11 +1706,22 @@ fn reopen_journal(
         crate::storage::txjournal::MAX_JOURNAL_BYTES
     );
     let (mut held, mut refused, mut keep) = (0usize, 0usize, Vec::new());
+    // Of chains moved away since they were acknowledged: handed on, not journaled again.
+    let mut departing: BTreeMap<ChainId, Vec<RecoveredTx>> = BTreeMap::new();
     for raw in recovered.transactions {
-        let again = SignedTransaction::decode(&raw)
+        let decoded = SignedTransaction::decode(&raw)
             .ok()
-            .and_then(|tx| Some((tx.chain_id()?, tx)))
-            .map(|(chain, tx)| backend.send_raw_transaction(chain, tx));
+            .and_then(|tx| Some((tx.chain_id()?, tx)));
+        if let Some((chain, tx)) = decoded
+            .as_ref()
+            .filter(|(c, _)| backend.moved(*c).is_some())
+        {
+            if let Ok(tx) = RecoveredTx::recover(tx.clone()) {
+                departing.entry(*chain).or_default().push(tx);
+            }
+            continue;
+        }
+        let again = decoded.map(|(chain, tx)| backend.send_raw_transaction(chain, tx));
         match again {
             Some(Ok(_)) => held += 1,
             // Included since (or a duplicate in the journal): nothing left to hold.
@@ -1721,6 +1733,10 @@ fn reopen_journal(
         }
     }
     let kept = keep.len();
+    let departed: usize = departing.values().map(Vec::len).sum();
+    for (chain, txs) in departing {
+        outbox.depart(chain, txs);
+    }
     outbox
         .attach_journal(journal, keep)
         .with_context(|| format!("rewriting the transaction journal {}", path.display()))?;
@@ -1728,6 +1744,7 @@ fn reopen_journal(
         held,
         refused,
         kept,
+        departed,
         torn_bytes = recovered.torn_bytes,
         "transaction journal read back"
     );
@@ -1780,7 +1797,7 @@ pub fn serve_regions(
     let region = ChainId(first.genesis.region);
     let backends = regions
         .iter()
-        .map(|served| region_backend(served, limits.region_capacity_tps))
+        .map(|served| region_backend(served, limits.region_capacity_tps, regions.len() > 1))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let config = crate::rpc::RpcConfig {
         default_chain: first
@@ -1840,13 +1857,19 @@ pub fn serve_regions(
 }
 
 /// One region's backend over its RN, with the outbox its accepted transactions wait in (its
-/// journal read back first).
+/// journal read back first; with `hands_off`, what it held for chains moved away since is
+/// kept for the endpoint's hand-off).
 fn region_backend(
     served: &ServedRegion<'_>,
     capacity_tps: Option<f64>,
+    hands_off: bool,
 ) -> anyhow::Result<(Arc<ChainRpc>, Arc<super::outbox::Outbox>)> {
     let rn = &served.rn;
     let outbox = Arc::new(super::outbox::Outbox::new(Arc::clone(&rn.state().pool)));
+    if hands_off {
+        // Before the journal is read back: what it holds for moved chains is handed on.
+        outbox.keep_departed();
+    }
     let backend = Arc::new(
         ChainRpc::new(
             ChainId(served.genesis.region),
@@ -2166,6 +2189,58 @@ mod tests {
         number(Arc::make_mut(&mut region.numbering));
         drop(region);
         f
+    }
+
+    #[test]
+    fn a_journal_read_back_hands_on_what_it_held_for_a_chain_moved_away_since() {
+        use crate::chain::region::MovedChain;
+        use crate::node::outbox::Outbox;
+        let f = Fixture::new();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(TX_JOURNAL);
+        // Acknowledged, and so journaled, before the move.
+        reopen_journal(&path, &f.rpc, &f.rpc.outbox).unwrap();
+        let tx = signed(|_| {});
+        f.rpc.send_raw_transaction(CHAIN, tx.clone()).unwrap();
+        let record = MoveRecord {
+            chain: CHAIN,
+            source: REGION,
+            target: ChainId(1_001_000),
+            height: Height(1),
+            owner: Address::ZERO,
+            final_root: B256::ZERO,
+            snapshot_root: B256::ZERO,
+        };
+        let moved = MovedChain {
+            record,
+            previous_moves: B256::ZERO,
+            roots: Default::default(),
+        };
+        f.rpc
+            .regionchain
+            .write()
+            .unwrap()
+            .moved
+            .insert(CHAIN, moved);
+        // Restarted where a hand-off runs: the transaction is kept for it, and the journal
+        // no longer holds it (the new region's journal will).
+        let restarted = || {
+            let pool = Mempool::new(MempoolConfig::default(), [CHAIN]);
+            Outbox::new(Arc::new(Mutex::new(pool)))
+        };
+        let handing_on = restarted();
+        handing_on.keep_departed();
+        reopen_journal(&path, &f.rpc, &handing_on).unwrap();
+        let departed: Vec<B256> = handing_on
+            .take_departed()
+            .iter()
+            .map(|t| t.tx().hash())
+            .collect();
+        assert_eq!(departed, [tx.hash()]);
+        let again = restarted();
+        again.keep_departed();
+        reopen_journal(&path, &f.rpc, &again).unwrap();
+        assert!(again.take_departed().is_empty());
     }
 
     #[test]
