@@ -57,6 +57,15 @@ struct AdoptionTxs {
 /// many as a target region adopts at once, each up to 32 MiB of chunks.
 const ADOPTIONS_KEPT: usize = crate::chain::migration::MAX_OPEN_ADOPTIONS;
 
+/// A region's moves as `kaon_regions` and the metrics show them ([`ChainRpc::moves`]).
+struct Moves {
+    moved_away: Vec<Value>,
+    adopting: Vec<Value>,
+    open: usize,
+    /// Chunks the open adoptions still wait for.
+    missing: usize,
+}
+
 /// Blocks `kaon_regions` reads back to measure a region's recent load.
 pub const UTILISATION_BLOCKS: u64 = 32;
 
@@ -439,6 +448,7 @@ impl ChainRpc {
             let anchor = region.anchor.as_ref().map(|a| a.region.0);
             (chains, directory, checkpoints, anchor)
         };
+        let moves = self.moves();
         let load = self.recent_load(head)?;
         let finality = self.link.finality();
         let head_age_ms = load.head_age_ms(crate::chain::app::now_ms());
@@ -459,7 +469,43 @@ impl ChainRpc {
             "directory": directory,
             "directoryRegion": anchor,
             "checkpoints": checkpoints,
+            "movedAway": moves.moved_away,
+            "adopting": moves.adopting,
         }))
+    }
+
+    /// The chains this region moved away and the adoptions whose state is still arriving,
+    /// for `kaon_regions` and the metrics.
+    fn moves(&self) -> Moves {
+        let region = self.regionchain.read().unwrap_or_else(|e| e.into_inner());
+        let moved_away = region
+            .moved
+            .values()
+            .map(|m| {
+                let r = &m.record;
+                json!({ "chain": r.chain.0, "target": r.target.0, "height": r.height.0 })
+            })
+            .collect();
+        let adopting: Vec<Value> = region
+            .adopting
+            .values()
+            .map(|a| {
+                json!({
+                    "chain": a.record.chain.0,
+                    "source": a.record.source.0,
+                    "chunks": a.chunk_roots.len(),
+                    "missing": a.missing(),
+                    "lastProgress": a.progress.0,
+                })
+            })
+            .collect();
+        let missing = region.adopting.values().map(|a| a.missing()).sum();
+        Moves {
+            moved_away,
+            open: adopting.len(),
+            adopting,
+            missing,
+        }
     }
 
     /// Committed transactions per second as a share of the stated capacity.
@@ -477,6 +523,7 @@ impl ChainRpc {
         let load = self.recent_load(self.head_height()?)?;
         let finality = self.link.finality();
         let now_ms = crate::chain::app::now_ms();
+        let moves = self.moves();
         let gauges = [
             (
                 "kaon_region_head_age_seconds",
@@ -517,6 +564,16 @@ impl ChainRpc {
                 "kaon_region_finality_max_seconds",
                 "Worst time from a block's timestamp to its being readable at this node, last blocks",
                 finality.map(|f| f.max_ms as f64 / 1e3),
+            ),
+            (
+                "kaon_region_adoptions_open",
+                "Adoptions of chains moved here whose state is still arriving in chunks (at most 4; each closes after 4096 blocks without a chunk)",
+                Some(moves.open as f64),
+            ),
+            (
+                "kaon_region_adoption_chunks_missing",
+                "Chunks of state the open adoptions still wait for",
+                Some(moves.missing as f64),
             ),
         ];
         for (name, help, value) in gauges {
@@ -2691,5 +2748,42 @@ mod tests {
         // A capacity that is no positive number is not stated.
         f.rpc = f.rpc.with_capacity(Some(f64::NAN));
         assert_eq!(f.rpc.region_summary().unwrap()["utilisation"], Value::Null);
+    }
+
+    #[test]
+    fn an_open_adoption_is_shown_with_the_chunks_it_waits_for_in_the_summary_and_metrics() {
+        use crate::chain::migration::tests::{adoption_of, state_of};
+        use crate::chain::migration::Adopting;
+        let f = Fixture::new();
+        let (adoption, _, rest) = adoption_of(&state_of(3_000));
+        let chain = adoption.record.chain;
+        let open = Adopting::open(adoption, Height(3));
+        f.rpc
+            .regionchain
+            .write()
+            .unwrap()
+            .adopting
+            .insert(chain, open);
+        let summary = f.rpc.region_summary().unwrap();
+        assert_eq!(
+            summary["adopting"],
+            json!([{
+                "chain": chain.0,
+                "source": 1_001_000,
+                "chunks": rest.len() + 1,
+                "missing": rest.len(),
+                "lastProgress": 3,
+            }])
+        );
+        assert_eq!(summary["movedAway"], json!([]));
+        let mut m = crate::telemetry::Metrics::default();
+        f.rpc.load_metrics(&mut m, &[("region", "1000")]).unwrap();
+        let samples = crate::telemetry::parse_exposition(&m.render()).unwrap();
+        let at = |name: &str| samples.get(&format!("{name}{{region=\"1000\"}}")).copied();
+        assert_eq!(at("kaon_region_adoptions_open"), Some(1.0));
+        assert_eq!(
+            at("kaon_region_adoption_chunks_missing"),
+            Some(rest.len() as f64)
+        );
     }
 }

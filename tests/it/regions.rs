@@ -653,6 +653,12 @@ fn a_busy_servicechain_moves_to_another_region_and_keeps_its_accounts_and_histor
     }
     // The second region lists it; the first refuses its transactions, naming where it went.
     let regions = region_1000.ok("kaon_regions", json!([]));
+    assert_eq!(
+        regions[0]["movedAway"],
+        json!([{ "chain": 1001, "target": SECOND_REGION, "height": frozen_at }]),
+        "{regions}"
+    );
+    assert_eq!(regions[1]["adopting"], json!([]), "{regions}");
     assert!(
         regions[1]["servicechains"]
             .as_array()
