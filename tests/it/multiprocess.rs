@@ -685,25 +685,35 @@ fn two_regions_of_processes_and_one_rn_following_both() {
         String::from_utf8_lossy(&approval.stderr)
     );
     let approval = String::from_utf8(approval.stdout).unwrap();
-    let moved = Command::new(KAON)
-        .args(["--log", "warn", "region", "move", "--genesis"])
-        .arg(dir.path().join("genesis.json"))
-        .args(["--chain", "1001", "--to", "1001000"])
-        .args(["--approval", approval.trim()])
-        .args(
-            key_files
-                .iter()
-                .take(2)
-                .flat_map(|k| ["--key-file", k.as_str()]),
-        )
-        .args(["--rpc", &format!("http://127.0.0.1:{rpc_port}")])
-        .output()
-        .unwrap();
-    assert!(
-        moved.status.success(),
-        "kaon region move failed: {}",
-        String::from_utf8_lossy(&moved.stderr)
-    );
+    let run_move = || {
+        let moved = Command::new(KAON)
+            .args(["--log", "warn", "region", "move", "--genesis"])
+            .arg(dir.path().join("genesis.json"))
+            .args(["--chain", "1001", "--to", "1001000"])
+            .args(["--approval", approval.trim()])
+            .args(
+                key_files
+                    .iter()
+                    .take(2)
+                    .flat_map(|k| ["--key-file", k.as_str()]),
+            )
+            .args(["--rpc", &format!("http://127.0.0.1:{rpc_port}")])
+            .output()
+            .unwrap();
+        assert!(
+            moved.status.success(),
+            "kaon region move failed: {}",
+            String::from_utf8_lossy(&moved.stderr)
+        );
+        String::from_utf8(moved.stdout).unwrap()
+    };
+    let first = run_move();
+    assert!(first.contains("sent to region 1000"), "{first}");
+    // Run again (as after an interrupted delivery): the chain is frozen already, so no order
+    // is sent, and the delivery finds it adopted.
+    let again = run_move();
+    assert!(!again.contains("sent to region"), "{again}");
+    assert!(again.contains("adopted by region 1001000"), "{again}");
     let start = Instant::now();
     loop {
         let regions = rpc(&url(1000), "kaon_regions", serde_json::json!([])).unwrap_or_default();
