@@ -376,11 +376,26 @@ impl AdoptionChunk {
     }
 }
 
-/// The state a move records, cut into chunks: the chunks and the record's snapshot root.
-pub fn cut_state(snapshot: &ChainSnapshot) -> Result<(Vec<ChainSnapshot>, B256), SnapshotError> {
+/// The state a move records, cut into chunks ([`cut_state`]), each chunk's root hashed once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CutState {
+    pub chunks: Vec<ChainSnapshot>,
+    /// [`ChainSnapshot::root`] of each chunk, in order.
+    pub roots: Vec<B256>,
+}
+
+impl CutState {
+    /// The record's snapshot root: [`chunked_root`] of the chunks' roots.
+    pub fn snapshot_root(&self) -> B256 {
+        chunked_root(&self.roots)
+    }
+}
+
+/// `snapshot` cut into chunks as a move carries it.
+pub fn cut_state(snapshot: &ChainSnapshot) -> Result<CutState, SnapshotError> {
     let chunks = snapshot.chunks()?;
-    let roots: Vec<B256> = chunks.iter().map(ChainSnapshot::root).collect();
-    Ok((chunks, chunked_root(&roots)))
+    let roots = chunks.iter().map(ChainSnapshot::root).collect();
+    Ok(CutState { chunks, roots })
 }
 
 /// How an adoption's header seal is treated (see `region::Seals`).
@@ -527,8 +542,9 @@ pub(crate) mod tests {
         chain: ChainId,
     ) -> (Adoption, B256, Vec<ChainSnapshot>) {
         let keys = cn_keys("other");
-        let (mut chunks, snapshot_root) = cut_state(state).unwrap();
-        let chunk_roots = chunks.iter().map(ChainSnapshot::root).collect();
+        let cut = cut_state(state).unwrap();
+        let snapshot_root = cut.snapshot_root();
+        let (mut chunks, chunk_roots) = (cut.chunks, cut.roots);
         let snapshot = chunks.remove(0);
         let record = MoveRecord {
             chain,

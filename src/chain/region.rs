@@ -416,7 +416,7 @@ impl Draft<'_> {
                 chain: order.chain,
                 reason: e.to_string(),
             })?
-            .1;
+            .snapshot_root();
         let record = MoveRecord {
             chain: order.chain,
             source: base.region,
@@ -438,11 +438,7 @@ impl Draft<'_> {
             return Err(MigrationError::OnePerBlock.into());
         }
         let base = self.base;
-        let chain = adoption.record.chain;
-        let held = base.registry.contains(chain)
-            || base.adopting.contains_key(&chain)
-            || self.registered.iter().any(|c| c.chain_id == chain)
-            || self.opened.iter().any(|a| a.record.chain == chain);
+        let held = self.holds(adoption.record.chain);
         let trusted = base.trusted_set(adoption.record.source);
         adoption.verify(base.region, trusted, held, self.seals)?;
         // After the whole check: only a proven adoption waits for a place.
@@ -459,19 +455,45 @@ impl Draft<'_> {
         Ok(())
     }
 
-    /// Registers a chain moved here, its whole state in.
-    fn register_adopted(&mut self, record: MoveRecord, state: ChainSnapshot) {
+    /// Whether `chain` is held here or becomes so in this segment: registered, adopted, or
+    /// being adopted.
+    fn holds(&self, chain: ChainId) -> bool {
+        self.base.registry.contains(chain)
+            || self.base.adopting.contains_key(&chain)
+            || self.registered.iter().any(|c| c.chain_id == chain)
+            || self.opened.iter().any(|a| a.record.chain == chain)
+    }
+
+    /// Registers `chain` for `owner` in this segment, with its genesis allocations or the
+    /// state it was adopted with.
+    fn record_registration(
+        &mut self,
+        chain: ChainId,
+        owner: alloy_primitives::Address,
+        alloc: Vec<GenesisAlloc>,
+        adopted: Option<(MoveRecord, ChainSnapshot)>,
+    ) {
         let entry = ChainEntry {
-            owner: record.owner,
+            owner,
             registered_at: self.height,
         };
-        self.registry_root = Registry::fold(self.registry_root, record.chain, &entry);
+        self.registry_root = Registry::fold(self.registry_root, chain, &entry);
         self.registered.push(NewChain {
-            chain_id: record.chain,
+            chain_id: chain,
             entry,
-            alloc: Vec::new(),
-            adopted: Some((record, state)),
+            alloc,
+            adopted,
         });
+    }
+
+    /// Registers a chain moved here, its whole state in.
+    fn register_adopted(&mut self, record: MoveRecord, state: ChainSnapshot) {
+        self.record_registration(
+            record.chain,
+            record.owner,
+            Vec::new(),
+            Some((record, state)),
+        );
     }
 
     /// Takes one more chunk of an open adoption's state, checked against the root the source
@@ -525,24 +547,10 @@ impl Draft<'_> {
     fn register(&mut self, registration: Registration) -> Result<(), SystemTxRefusal> {
         registration.verify(self.base.region)?;
         let spec = registration.spec;
-        let taken = self.base.registry.contains(spec.chain_id)
-            || self.base.adopting.contains_key(&spec.chain_id)
-            || self.registered.iter().any(|c| c.chain_id == spec.chain_id)
-            || self.opened.iter().any(|a| a.record.chain == spec.chain_id);
-        if taken {
+        if self.holds(spec.chain_id) {
             return Err(RegistryError::AlreadyRegistered(spec.chain_id).into());
         }
-        let entry = ChainEntry {
-            owner: spec.owner,
-            registered_at: self.height,
-        };
-        self.registry_root = Registry::fold(self.registry_root, spec.chain_id, &entry);
-        self.registered.push(NewChain {
-            chain_id: spec.chain_id,
-            entry,
-            alloc: spec.alloc,
-            adopted: None,
-        });
+        self.record_registration(spec.chain_id, spec.owner, spec.alloc, None);
         Ok(())
     }
 }

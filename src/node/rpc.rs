@@ -349,13 +349,13 @@ impl ChainRpc {
             )));
         }
         let (snapshot, root) = self.state.snapshot(chain).map_err(internal)?;
-        let (mut chunks, snapshot_root) = cut_state(&snapshot).map_err(internal)?;
-        if root != record.final_root || snapshot_root != record.snapshot_root {
+        let cut = cut_state(&snapshot).map_err(internal)?;
+        if root != record.final_root || cut.snapshot_root() != record.snapshot_root {
             return Err(BackendError::Internal(format!(
                 "this node's state of chain {chain} is not the one its move recorded"
             )));
         }
-        let chunk_roots = chunks.iter().map(ChainSnapshot::root).collect();
+        let (mut chunks, chunk_roots) = (cut.chunks, cut.roots);
         let first = chunks.remove(0); // one chunk at least
         let adoption = Adoption {
             region: record.target,

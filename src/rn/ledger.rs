@@ -378,7 +378,9 @@ mod tests {
         let (snapshot, root) = region.states.take(chain).unwrap();
         assert_eq!(root, first.header().segments[1].state_root);
         assert_eq!(moved.record.final_root, root);
-        let recorded = crate::chain::migration::cut_state(&snapshot).unwrap().1;
+        let recorded = crate::chain::migration::cut_state(&snapshot)
+            .unwrap()
+            .snapshot_root();
         assert_eq!(moved.record.snapshot_root, recorded);
         let paid = snapshot
             .accounts
