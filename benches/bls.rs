@@ -143,6 +143,7 @@ fn region_checkpoint(sk: &[SecretKey]) -> (RegionCheckpoint, RegionEntry) {
         directory: ChainId(1000),
         sealed: seal(sk, header),
         cn_set,
+        listing: None,
     };
     (checkpoint, entry)
 }

@@ -678,13 +678,10 @@ impl CnApp {
             .collect();
         let region = self.region_read();
         let hopeless_one = |tx: &Bytes| match system::split(tx).map(|(k, _)| k) {
-            Ok(SystemKind::RegionCheckpoint) => {
-                RegionCheckpoint::from_system_tx(tx).map_or(true, |c| {
-                    let listed = region.listed(c.region());
-                    let last = region.region_heads.get(&c.region());
-                    c.precheck(region.region, listed, last).is_err()
-                })
-            }
+            Ok(SystemKind::RegionCheckpoint) => RegionCheckpoint::from_system_tx(tx)
+                .map_or(true, |c| {
+                    region.check_checkpoint(&c, SealCheck::Trust).is_err()
+                }),
             Ok(SystemKind::MoveServicechain) => MoveOrder::from_system_tx(tx).map_or(true, |o| {
                 !region.serves(o.chain) || o.verify(region.region, &region.set).is_err()
             }),

@@ -36,6 +36,8 @@ pub const MAX_RN_SEEDS: usize = 16;
 pub const MAX_RN_SEED_BYTES: usize = 256;
 
 const CREATION_DOMAIN: &[u8] = b"KAON/region-create/v1";
+/// Tags the hash of a directory's entries.
+const DIRECTORY_DOMAIN: &[u8] = b"KAON/directory/v1";
 
 /// One region as the directory lists it.
 #[derive(Debug, Clone, PartialEq, Eq, RlpEncodable, RlpDecodable)]
@@ -72,6 +74,11 @@ pub enum DirectoryError {
     WrongDirectory { got: ChainId, expected: ChainId },
     #[error("region {region}'s ids overlap those of region {with}")]
     Overlaps { region: ChainId, with: ChainId },
+    #[error(
+        "region {here} is not the directory region: regions are created in region {directory}'s \
+         regionchain, and this one copies its directory from there"
+    )]
+    NotDirectoryRegion { here: ChainId, directory: ChainId },
     #[error("region {0}'s ids do not fit in 1..={MAX_CHAIN_ID}")]
     OutOfRange(ChainId),
     #[error("at most {MAX_RN_SEEDS} RN seeds of at most {MAX_RN_SEED_BYTES} bytes each")]
@@ -168,25 +175,78 @@ impl RegionCreation {
 }
 
 /// The regions a regionchain's directory lists, by id (the directory's own region is not an
-/// entry: its genesis is the one every node of it already holds).
+/// entry: its genesis is the one every node of it already holds), with the root its state
+/// commits to. The directory region builds it from creations; every other region copies it
+/// from a checkpoint of the directory region ([`Self::from_listing`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Directory(BTreeMap<ChainId, RegionEntry>);
+pub struct Directory {
+    entries: BTreeMap<ChainId, RegionEntry>,
+    root: B256,
+}
+
+/// Why a directory carried by a checkpoint of the directory region was refused.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum ListingError {
+    #[error("the listed regions are not in strictly increasing id order")]
+    Unordered,
+    #[error("the listing drops or changes region {0}, which this regionchain lists")]
+    Drops(ChainId),
+}
 
 impl Directory {
     pub fn insert(&mut self, entry: RegionEntry) {
-        self.0.insert(entry.region, entry);
+        self.entries.insert(entry.region, entry);
+        self.root = Self::root_of(self.entries.values());
     }
 
     pub fn get(&self, region: ChainId) -> Option<&RegionEntry> {
-        self.0.get(&region)
+        self.entries.get(&region)
     }
 
     pub fn entries(&self) -> impl Iterator<Item = &RegionEntry> {
-        self.0.values()
+        self.entries.values()
     }
 
     pub fn ids(&self) -> impl Iterator<Item = ChainId> + '_ {
-        self.0.keys().copied()
+        self.entries.keys().copied()
+    }
+
+    /// What the regionchain's state root commits to: a hash over the entries in id order, zero
+    /// while there is none (a regionchain without a directory hashes as before directories).
+    pub fn root(&self) -> B256 {
+        self.root
+    }
+
+    fn root_of<'a>(entries: impl ExactSizeIterator<Item = &'a RegionEntry>) -> B256 {
+        if entries.len() == 0 {
+            return B256::ZERO;
+        }
+        let encoded: Vec<Vec<u8>> = entries.map(canonical).collect();
+        let parts: Vec<&[u8]> = std::iter::once(DIRECTORY_DOMAIN)
+            .chain(encoded.iter().map(Vec::as_slice))
+            .collect();
+        sha256_concat(&parts)
+    }
+
+    /// The directory `entries` list (in strictly increasing id order, as
+    /// [`Self::entries`] gives them), when it keeps every entry this one has unchanged: the
+    /// directory region only adds regions, so a listing that drops or edits one is not its.
+    pub fn from_listing(&self, entries: &[RegionEntry]) -> Result<Directory, ListingError> {
+        if entries.windows(2).any(|w| w[0].region >= w[1].region) {
+            return Err(ListingError::Unordered);
+        }
+        let listed: BTreeMap<ChainId, RegionEntry> =
+            entries.iter().map(|e| (e.region, e.clone())).collect();
+        if let Some(dropped) = self
+            .entries()
+            .find(|kept| listed.get(&kept.region) != Some(kept))
+        {
+            return Err(ListingError::Drops(dropped.region));
+        }
+        Ok(Directory {
+            root: Self::root_of(listed.values()),
+            entries: listed,
+        })
     }
 }
 
@@ -227,6 +287,43 @@ mod tests {
             .map(|(i, k)| (CnIndex(i as u32), k))
             .collect();
         approve_creation(HERE, &set(keys), entry, &approvers).unwrap()
+    }
+
+    #[test]
+    fn a_listing_is_copied_only_in_order_and_keeping_every_entry_listed() {
+        let mut here = Directory::default();
+        assert_eq!(here.root(), B256::ZERO, "no directory, no root");
+        here.insert(entry(NEXT));
+        let one = here.root();
+        assert_ne!(one, B256::ZERO);
+        let later = [entry(NEXT), entry(NEXT + REGION_ID_SPAN)];
+        let copied = here.from_listing(&later).unwrap();
+        assert_eq!(
+            copied.ids().collect::<Vec<_>>(),
+            [later[0].region, later[1].region]
+        );
+        // The same root as the directory region's, built by creations.
+        let mut built = here.clone();
+        built.insert(later[1].clone());
+        assert_eq!(copied.root(), built.root());
+        assert_ne!(copied.root(), one);
+        // Out of order or repeated: one directory has one encoding.
+        let swapped = [later[1].clone(), later[0].clone()];
+        assert_eq!(here.from_listing(&swapped), Err(ListingError::Unordered));
+        let twice = [later[0].clone(), later[0].clone()];
+        assert_eq!(here.from_listing(&twice), Err(ListingError::Unordered));
+        // Dropping or editing an entry this directory has.
+        let dropping = [later[1].clone()];
+        assert_eq!(
+            here.from_listing(&dropping),
+            Err(ListingError::Drops(ChainId(NEXT)))
+        );
+        let mut edited = later.clone();
+        edited[0].rn_seeds.push("127.0.0.1:1".into());
+        assert_eq!(
+            here.from_listing(&edited),
+            Err(ListingError::Drops(ChainId(NEXT)))
+        );
     }
 
     #[test]

@@ -12,16 +12,17 @@
 //! - PoSC ([`super::posc`]): RN registrations, and penalties of RNs a quorum of CNs found
 //!   unresponsive (slashing beyond the limit).
 //! - Regions ([`super::directory`], [`super::region_checkpoint`]): creations add a region to
-//!   the directory; checkpoints record the other regions' sealed headers. Both are folded into
-//!   the governance root.
+//!   the directory region's directory; checkpoints record the other regions' sealed headers
+//!   (folded into the governance root), and a checkpoint of the directory region may carry its
+//!   directory, which every other region copies, so each region checkpoints every other one.
 //!
-//! The segment's state root is [`RegionRoots::state_root`] over the four parts.
+//! The segment's state root is [`RegionRoots::state_root`] over its parts.
 
 use super::directory::{in_span, Directory, DirectoryError, RegionCreation, RegionEntry};
 /// Whether segment 0 verifies the seals region checkpoints and adoptions carry (`Trust`:
 /// replaying a block this node executed before, whose certified commitment the caller
 /// compares with the outcome).
-use super::migration::SealCheck as Seals;
+pub use super::migration::SealCheck as Seals;
 use super::migration::{
     cut_state, Adopting, Adoption, AdoptionChunk, FrozenState, MigrationError, MoveOrder,
     MoveRecord, NoState, MAX_CHUNKS_PER_BLOCK, MAX_OPEN_ADOPTIONS,
@@ -29,7 +30,8 @@ use super::migration::{
 use super::pop::{NoSegments, PopDelta, PopState, SegmentSource, ShareError, ShareSubmission};
 use super::posc::{Penalty, PoscError, ProbeAttestation, RnRegistration};
 use super::region_checkpoint::{
-    RegionCheckpoint, RegionCheckpointError, RegionHead, MAX_REGION_CHECKPOINTS_PER_CONTAINER,
+    verify_seal, RegionCheckpoint, RegionCheckpointError, RegionHead,
+    MAX_REGION_CHECKPOINTS_PER_CONTAINER,
 };
 use super::servicechain::{
     ChainEntry, Checkpoint, Checkpoints, GenesisAlloc, RegionRoots, Registration, Registry,
@@ -89,6 +91,14 @@ pub struct RegionState {
     pub states: Arc<dyn FrozenState>,
 }
 
+/// What an accepted region checkpoint records ([`RegionState::check_checkpoint`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recorded {
+    pub head: RegionHead,
+    /// The directory region's directory, when the checkpoint carried it.
+    pub directory: Option<Directory>,
+}
+
 /// A chain this region moved away, with what the target needs to check it: the roots of the
 /// freezing block's segment 0 and the `moves` root before the record.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,8 +125,9 @@ pub struct RegionExecution {
     /// The pending change after this segment.
     pub pending: Option<(Height, Vec<PublicKeyBytes>)>,
     pub governance_root: B256,
-    /// Regions this segment added to the directory.
-    pub created: Vec<RegionEntry>,
+    /// The directory after this segment, when it changed: regions created here (the
+    /// directory region), or the directory copied from a checkpoint of the directory region.
+    pub directory: Option<Directory>,
     /// Other regions' headers this segment checkpointed, in order.
     pub region_heads: Vec<RegionHead>,
     pub registered: Vec<NewChain>,
@@ -195,7 +206,8 @@ struct Draft<'a> {
     height: Height,
     pending: Option<(Height, Vec<PublicKeyBytes>)>,
     governance_root: B256,
-    created: Vec<RegionEntry>,
+    /// The directory as this segment changed it.
+    directory: Option<Directory>,
     region_heads: Vec<RegionHead>,
     /// Regions whose checkpoint this segment looked at, accepted or not.
     checkpoints_tried: Vec<ChainId>,
@@ -299,15 +311,28 @@ impl Draft<'_> {
         Ok(())
     }
 
+    /// The directory as this segment has it so far.
+    fn directory(&self) -> &Directory {
+        self.directory.as_ref().unwrap_or(&self.base.directory)
+    }
+
     fn create_region(&mut self, creation: RegionCreation) -> Result<(), SystemTxRefusal> {
         let base = self.base;
-        let listed = std::iter::once(base.region)
-            .chain(base.directory.ids())
-            .chain(self.created.iter().map(|e| e.region));
+        // Only the directory region lists regions; the others copy its directory.
+        if let Some(anchor) = &base.anchor {
+            return Err(DirectoryError::NotDirectoryRegion {
+                here: base.region,
+                directory: anchor.region,
+            }
+            .into());
+        }
+        let listed = std::iter::once(base.region).chain(self.directory().ids());
         creation.verify(base.region, &base.set, listed)?;
         self.governance_root =
             sha256_concat(&[self.governance_root.as_slice(), &canonical(&creation)]);
-        self.created.push(creation.entry);
+        self.directory
+            .get_or_insert_with(|| base.directory.clone())
+            .insert(creation.entry);
         Ok(())
     }
 
@@ -326,14 +351,10 @@ impl Draft<'_> {
             return Err(RegionCheckpointError::TooManyInBlock.into());
         }
         self.checkpoints_tried.push(region);
-        let last = base.region_heads.get(&region);
-        let head = match self.seals {
-            Seals::Verify => checkpoint.verify(base.region, base.listed(region), last)?,
-            Seals::Trust => {
-                checkpoint.precheck(base.region, base.listed(region), last)?;
-                checkpoint.head()
-            }
-        };
+        let Recorded { head, directory } = base.check_checkpoint(&checkpoint, self.seals)?;
+        if directory.is_some() {
+            self.directory = directory;
+        }
         self.governance_root = sha256_concat(&[
             self.governance_root.as_slice(),
             REGION_HEAD_DOMAIN,
@@ -614,6 +635,34 @@ impl RegionState {
         }
     }
 
+    /// Checks `checkpoint` as segment 0 would now — the region listed, the height, the trusted
+    /// set, a directory listing only in a checkpoint of the directory region and only the one
+    /// its header commits to — and the seal unless `seals` is [`Seals::Trust`]; what it would
+    /// record.
+    pub fn check_checkpoint(
+        &self,
+        checkpoint: &RegionCheckpoint,
+        seals: Seals,
+    ) -> Result<Recorded, RegionCheckpointError> {
+        let region = checkpoint.region();
+        let last = self.region_heads.get(&region);
+        checkpoint.precheck(self.region, self.listed(region), last)?;
+        let directory = match &checkpoint.listing {
+            None => None,
+            Some(_) if self.anchor.as_ref().is_none_or(|a| a.region != region) => {
+                return Err(RegionCheckpointError::ListingNotFromDirectory(region))
+            }
+            Some(listing) => Some(listing.check(&checkpoint.sealed.header, &self.directory)?),
+        };
+        if seals == Seals::Verify {
+            verify_seal(&checkpoint.sealed, &checkpoint.cn_set)?;
+        }
+        Ok(Recorded {
+            head: checkpoint.head(),
+            directory,
+        })
+    }
+
     /// Names the directory region (from genesis) whose headers this regionchain checkpoints.
     pub fn with_directory_anchor(mut self, anchor: Option<RegionEntry>) -> Self {
         self.anchor = anchor;
@@ -662,6 +711,7 @@ impl RegionState {
             checkpoints: self.checkpoints.head(),
             pop: self.pop.root,
             moves: self.moves_root,
+            directory: self.directory.root(),
         }
     }
 
@@ -720,7 +770,7 @@ impl RegionState {
             height,
             pending: self.pending.clone(),
             governance_root: self.governance_root,
-            created: Vec::new(),
+            directory: None,
             region_heads: Vec::new(),
             checkpoints_tried: Vec::new(),
             registered: Vec::new(),
@@ -752,6 +802,7 @@ impl RegionState {
                 })
             })
             .collect();
+        let directory_root = draft.directory().root();
         let receipts: Vec<B256> = refusals
             .iter()
             .map(|refusal| match refusal {
@@ -779,6 +830,7 @@ impl RegionState {
                 .moved
                 .as_ref()
                 .map_or(self.moves_root, |m| m.fold(self.moves_root)),
+            directory: directory_root,
         };
         RegionExecution {
             commitment: SegmentCommitment {
@@ -790,7 +842,7 @@ impl RegionState {
             },
             pending: draft.pending,
             governance_root: draft.governance_root,
-            created: draft.created,
+            directory: draft.directory,
             region_heads: draft.region_heads,
             registered: draft.registered,
             registry_root: draft.registry_root,
@@ -811,8 +863,8 @@ impl RegionState {
     pub fn apply(&mut self, execution: &RegionExecution, container: &Committed<'_>) {
         self.governance_root = execution.governance_root;
         self.pending = execution.pending.clone();
-        for entry in &execution.created {
-            self.directory.insert(entry.clone());
+        if let Some(directory) = &execution.directory {
+            self.directory = directory.clone();
         }
         for head in &execution.region_heads {
             self.region_heads.insert(head.region, *head);
@@ -893,10 +945,13 @@ impl RegionState {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::chain::directory::approve_creation;
     use crate::chain::region_checkpoint::tests::{
         checkpoint, cn_keys, entry, reseal, sealed, HERE, OTHER,
     };
+    use crate::chain::region_checkpoint::Listing;
     use crate::crypto::bls::SecretKey;
+    use crate::types::{CnIndex, SealedHeader};
 
     /// Region HERE, whose directory lists OTHER.
     fn directory_region() -> RegionState {
@@ -1087,6 +1142,149 @@ mod tests {
         assert_eq!(full.adopting.len(), 4);
         full.apply(&idle, &Committed::of(&header_at(1 + ADOPTION_PATIENCE)));
         assert!(full.adopting.is_empty());
+    }
+
+    const THIRD: ChainId = ChainId(2_001_000);
+
+    fn set_of(keys: &[SecretKey]) -> Arc<CnSet> {
+        Arc::new(CnSet::new(keys.iter().map(SecretKey::public_key).collect()).unwrap())
+    }
+
+    /// Region `region`'s entry, genesis set `keys`.
+    fn entry_of(region: ChainId, keys: &[SecretKey]) -> RegionEntry {
+        RegionEntry {
+            region,
+            ..entry(keys)
+        }
+    }
+
+    /// Region `region`'s header at `height` whose segment 0 commits to `roots`, sealed by
+    /// `keys`.
+    fn committing(
+        keys: &[SecretKey],
+        region: ChainId,
+        height: u64,
+        roots: RegionRoots,
+    ) -> SealedHeader {
+        let mut header = sealed(keys, height, 4, &[]).header;
+        header.region = region;
+        header.segments = vec![SegmentCommitment {
+            chain_id: region,
+            tx_count: 0,
+            tx_root: B256::ZERO,
+            receipts_root: B256::ZERO,
+            state_root: roots.state_root(),
+        }];
+        reseal(keys, header)
+    }
+
+    /// A checkpoint of directory region OTHER at `height` carrying `directory`'s listing.
+    fn listing(keys: &[SecretKey], height: u64, directory: &RegionState) -> RegionCheckpoint {
+        let roots = directory.roots();
+        RegionCheckpoint {
+            listing: Some(Listing::of(roots, &directory.directory)),
+            ..checkpoint(keys, committing(keys, OTHER, height, roots))
+        }
+    }
+
+    fn refusal(state: &RegionState, height: u64, tx: alloy_primitives::Bytes) -> String {
+        let execution = state.execute(Height(height), &segment(vec![tx]));
+        assert!(execution.directory.is_none());
+        execution.refusals[0].clone().unwrap_or_default()
+    }
+
+    #[test]
+    fn a_region_copies_its_directory_regions_listing_and_then_checkpoints_every_region_listed() {
+        let (own, dir_keys, third_keys) = (cn_keys("here"), cn_keys("other"), cn_keys("third"));
+        // Directory region OTHER lists this region and THIRD.
+        let mut platform = RegionState::new(OTHER, set_of(&dir_keys), 16);
+        platform.directory.insert(entry_of(HERE, &own));
+        platform.directory.insert(entry_of(THIRD, &third_keys));
+        assert_ne!(platform.roots().directory, B256::ZERO);
+        // This region's genesis names OTHER as the directory region.
+        let mut state = RegionState::new(HERE, set_of(&own), 16)
+            .with_directory_anchor(Some(entry_of(OTHER, &dir_keys)));
+        let third_at = |height| {
+            checkpoint(
+                &third_keys,
+                committing(&third_keys, THIRD, height, platform.roots()),
+            )
+        };
+        assert!(refusal(&state, 1, third_at(3).to_system_tx()).contains("not in this directory"));
+
+        let listed = listing(&dir_keys, 5, &platform);
+        assert_eq!(
+            RegionCheckpoint::from_system_tx(&listed.to_system_tx()).unwrap(),
+            listed
+        );
+        // An entry added after sealing, or roots other than the header's: not proven.
+        let mut added = listed.clone();
+        let extra = entry_of(ChainId(3_001_000), &cn_keys("forger"));
+        added.listing.as_mut().unwrap().entries.push(extra);
+        let mut other_roots = listed.clone();
+        other_roots.listing.as_mut().unwrap().roots.directory = B256::repeat_byte(3);
+        // A directory that holds together, but of a state other than the header's.
+        let mut bigger = platform.clone();
+        bigger
+            .directory
+            .insert(entry_of(ChainId(3_001_000), &cn_keys("forger")));
+        let other_state = RegionCheckpoint {
+            listing: Some(Listing::of(bigger.roots(), &bigger.directory)),
+            ..listed.clone()
+        };
+        for forged in [added, other_roots, other_state] {
+            let reason = refusal(&state, 1, forged.to_system_tx());
+            assert!(
+                reason.contains("not the one the header's segment 0"),
+                "{reason}"
+            );
+        }
+
+        let execution = state.execute(Height(1), &segment(vec![listed.to_system_tx()]));
+        assert_eq!(execution.refusals, [None]);
+        assert_eq!(execution.directory.as_ref(), Some(&platform.directory));
+        assert_eq!(execution.roots.directory, platform.directory.root());
+        let root_before = state.root();
+        let header = Header {
+            segments: Vec::new(),
+            ..sealed(&own, 1, 3, &[]).header
+        };
+        state.apply(&execution, &Committed::of(&header));
+        assert_eq!(state.directory, platform.directory);
+        assert_ne!(state.root(), root_before, "the state root commits to it");
+
+        // THIRD is checkpointed here now, from its genesis set on.
+        let accepted = state.execute(Height(2), &segment(vec![third_at(3).to_system_tx()]));
+        assert_eq!(accepted.refusals, [None]);
+        assert_eq!(accepted.region_heads[0].region, THIRD);
+        // Only the directory region's checkpoints carry a listing (this one's header commits
+        // to it).
+        let carrying = RegionCheckpoint {
+            listing: listed.listing.clone(),
+            ..third_at(3)
+        };
+        let reason = refusal(&state, 2, carrying.to_system_tx());
+        assert!(reason.contains("only the directory region's"), "{reason}");
+        // A later listing that drops a region this one lists, though its header commits to it.
+        let mut shrunk = RegionState::new(OTHER, set_of(&dir_keys), 16);
+        shrunk.directory.insert(entry_of(THIRD, &third_keys));
+        let reason = refusal(&state, 2, listing(&dir_keys, 6, &shrunk).to_system_tx());
+        assert!(reason.contains("drops or changes region 1000"), "{reason}");
+        // Regions are created in the directory region only.
+        let approvers: Vec<_> = own
+            .iter()
+            .enumerate()
+            .map(|(i, k)| (CnIndex(i as u32), k))
+            .collect();
+        let creation = approve_creation(
+            HERE,
+            &state.set,
+            entry_of(ChainId(4_001_000), &cn_keys("fourth")),
+            &approvers,
+        )
+        .unwrap();
+        let reason = refusal(&state, 2, creation.to_system_tx());
+        assert!(reason.contains("not the directory region"), "{reason}");
     }
 
     #[test]

@@ -1,25 +1,32 @@
-//! Checkpoints of other regions' headers in the directory region's regionchain
-//! (`docs/regions.md`, "Checkpoints between regions").
+//! Checkpoints of other regions' headers in a regionchain (`docs/regions.md`, "Checkpoints
+//! between regions").
 //!
-//! A [`RegionCheckpoint`] carries a sealed header of a region the directory lists and the CN
-//! set that sealed it. The directory region's segment 0 accepts it when the set is the one it
-//! trusts for that region — the directory entry's genesis set until a checkpointed header
-//! announces a change, then the announced one — and strictly more than two thirds of that
-//! whole set signed the header's commit, and the header is above the last one recorded. The
-//! recorded [`RegionHead`]s are folded into the governance root, so the directory region's
-//! headers commit to every other region's progress: the platform-wide loose ordering of the
-//! seed, and a root a client of the directory region can check another region's block
-//! against (by its parent links down from a checkpointed header).
+//! A [`RegionCheckpoint`] carries a sealed header of a region the receiving regionchain lists
+//! and the CN set that sealed it. Segment 0 accepts it when the set is the one it trusts for
+//! that region — the listed entry's genesis set until a checkpointed header announces a
+//! change, then the announced one — and strictly more than two thirds of that whole set
+//! signed the header's commit, and the header is above the last one recorded. The recorded
+//! [`RegionHead`]s are folded into the governance root, so each region's headers commit to
+//! every other region's progress: the platform-wide loose ordering of the seed, and a root a
+//! client of one region can check another region's block against (by its parent links down
+//! from a checkpointed header).
+//!
+//! The directory region lists the regions it created; every other region lists the regions
+//! its copy of that directory holds. The copy comes with the directory region's checkpoints:
+//! one may carry a [`Listing`] — the directory and the roots of the header's segment 0 — which
+//! the receiver takes only when the roots hash to the state root that segment commits to, the
+//! entries to the roots' `directory` part, and it keeps every entry already listed.
 //!
 //! Anyone may relay a checkpoint (an RN that follows both regions does, `node::relay`): it
 //! proves itself, so a relayer is trusted with nothing but liveness.
 
-use super::directory::RegionEntry;
+use super::directory::{Directory, ListingError, RegionEntry};
+use super::servicechain::RegionRoots;
 use crate::consensus::certificate::{verify_certificate, CertificateError};
 use crate::consensus::selection::{set_root, CnSet, SelectionError};
 use crate::crypto::bls::PublicKeyBytes;
 use crate::types::system::{self, SystemKind, SystemTxError};
-use crate::types::{BlockHash, ChainId, Height, SealedHeader};
+use crate::types::{BlockHash, ChainId, Header, Height, SealedHeader};
 use alloy_primitives::{Bytes, B256};
 use alloy_rlp::{RlpDecodable, RlpEncodable};
 use thiserror::Error;
@@ -31,6 +38,7 @@ pub const MAX_REGION_CHECKPOINTS_PER_CONTAINER: usize = 16;
 
 /// The system transaction that records another region's header.
 #[derive(Debug, Clone, PartialEq, Eq, RlpEncodable, RlpDecodable)]
+#[rlp(trailing)]
 pub struct RegionCheckpoint {
     /// The regionchain recording it (the directory's region), so it is not replayed elsewhere.
     pub directory: ChainId,
@@ -38,6 +46,50 @@ pub struct RegionCheckpoint {
     pub sealed: SealedHeader,
     /// The CN set in force at the header's height, in order (its root is the header's).
     pub cn_set: Vec<PublicKeyBytes>,
+    /// In a checkpoint of the directory region only: the directory it lists at that header,
+    /// which the receiving regionchain copies (absent: its directory stays as it is).
+    pub listing: Option<Listing>,
+}
+
+/// The directory region's directory at a header, with the roots of that header's segment 0
+/// that prove it: the roots hash to the segment's state root, and the entries to the roots'
+/// `directory` part.
+#[derive(Debug, Clone, PartialEq, Eq, RlpEncodable, RlpDecodable)]
+pub struct Listing {
+    pub roots: RegionRoots,
+    pub entries: Vec<RegionEntry>,
+}
+
+impl Listing {
+    /// What `directory`'s state `roots` list (the relay's side).
+    pub fn of(roots: RegionRoots, directory: &Directory) -> Self {
+        Self {
+            roots,
+            entries: directory.entries().cloned().collect(),
+        }
+    }
+
+    /// The directory this listing proves `header` commits to, for a regionchain whose
+    /// directory is `current` now.
+    pub fn check(
+        &self,
+        header: &Header,
+        current: &Directory,
+    ) -> Result<Directory, RegionCheckpointError> {
+        let committed = header
+            .segments
+            .first()
+            .filter(|s| s.chain_id == header.region)
+            .map(|s| s.state_root);
+        if committed != Some(self.roots.state_root()) {
+            return Err(RegionCheckpointError::ListingUnproven);
+        }
+        let directory = current.from_listing(&self.entries)?;
+        if directory.root() != self.roots.directory {
+            return Err(RegionCheckpointError::ListingUnproven);
+        }
+        Ok(directory)
+    }
 }
 
 /// What the directory region has recorded of another region's chain.
@@ -82,6 +134,14 @@ pub enum RegionCheckpointError {
     },
     #[error("the CN set carried ({carried}) is not the header's ({header})")]
     SetNotHeaders { carried: B256, header: B256 },
+    #[error(
+        "a checkpoint of region {0} carries a directory listing; only the directory region's do"
+    )]
+    ListingNotFromDirectory(ChainId),
+    #[error("the directory listing is not the one the header's segment 0 commits to")]
+    ListingUnproven,
+    #[error("directory listing: {0}")]
+    Listing(#[from] ListingError),
     #[error("region {0} already has a checkpoint in this block")]
     AlreadyInBlock(ChainId),
     #[error("at most {MAX_REGION_CHECKPOINTS_PER_CONTAINER} region checkpoints per block")]
@@ -285,6 +345,7 @@ pub(crate) mod tests {
             directory: HERE,
             sealed,
             cn_set: compressed(keys),
+            listing: None,
         }
     }
 

@@ -259,6 +259,9 @@ pub struct RegionRoots {
     /// Servicechains moved to other regions ([`super::migration::MoveRecord::fold`]); zero
     /// until the first, and then only part of the state root.
     pub moves: B256,
+    /// The regions the regionchain lists ([`super::directory::Directory::root`]); zero while
+    /// it lists none, and then only part of the state root.
+    pub directory: B256,
 }
 
 impl RegionRoots {
@@ -271,12 +274,16 @@ impl RegionRoots {
             self.checkpoints.as_slice(),
             self.pop.as_slice(),
             self.moves.as_slice(),
+            self.directory.as_slice(),
         ];
-        // A regionchain that never moved a chain hashes as it did before moves existed.
-        match self.moves == B256::ZERO {
-            true => sha256_concat(&parts[..4]),
-            false => sha256_concat(&parts),
-        }
+        // A regionchain that never moved a chain and lists no region hashes as it did before
+        // moves and directories existed; the part count tells the three layouts apart.
+        let count = match (self.moves == B256::ZERO, self.directory == B256::ZERO) {
+            (true, true) => 4,
+            (false, true) => 5,
+            (_, false) => 6,
+        };
+        sha256_concat(&parts[..count])
     }
 }
 

@@ -81,6 +81,9 @@ pub struct DevnetConfig {
     /// Blocks of state history the ranger nodes keep readable (`None`: all; CNs keep their
     /// default window).
     pub history_blocks: Option<u64>,
+    /// How often the regions' headers are relayed into each other's regionchains (with
+    /// several regions; tests shorten it).
+    pub relay_interval: Duration,
 }
 
 impl Default for DevnetConfig {
@@ -108,6 +111,7 @@ impl Default for DevnetConfig {
             por_bits: 14,
             miner_pace: 1 << 16,
             history_blocks: None,
+            relay_interval: super::relay::RELAY_INTERVAL,
         }
     }
 }
@@ -446,8 +450,8 @@ pub fn run(
         Some(rpc) => spawn_miner(config, rpc, &stop)?,
         None => None,
     };
-    // Every other region's headers are checkpointed into the first region's regionchain and
-    // the first's into every other's, relayed from each region's RN 0 (`node::relay`).
+    // Every region's headers are checkpointed into every other region's regionchain, relayed
+    // from each region's RN 0 (`node::relay`).
     let relay = match regions.first().and_then(|r| r.rns.first()) {
         Some(_) => {
             let relayed = regions
@@ -457,8 +461,8 @@ pub fn run(
                     Some(super::relay::RelayedRegion::new(rn.view(), &r.genesis))
                 })
                 .collect::<anyhow::Result<Vec<_>>>()?;
-            let routes = super::relay::platform_routes(&relayed[0], &relayed[1..]);
-            super::relay::spawn(routes, Arc::clone(&stop))?
+            let routes = super::relay::platform_routes(&relayed);
+            super::relay::spawn(routes, config.relay_interval, Arc::clone(&stop))?
         }
         None => None,
     };

@@ -120,19 +120,14 @@ pub fn run_rn(spec: &RnSpec, out: &mut dyn Write) -> anyhow::Result<()> {
         });
     }
     let (rt, stop) = (&process.rt, &process.stop);
-    // The directory region's regionchain records the others' headers, and each of theirs the
-    // directory region's.
-    let mut relayed = followed
+    // Each followed region's regionchain records the others' headers (and the directory
+    // region's checkpoints carry its directory to the others).
+    let relayed = followed
         .iter()
         .map(|f| super::relay::RelayedRegion::new(f.rn.view(), &f.genesis))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    // The directory region is the one whose genesis names none (the others name it); the
-    // config lists the regions in any order.
-    if let Some(k) = followed.iter().position(|f| f.genesis.directory.is_none()) {
-        relayed.swap(0, k);
-    }
-    let routes = super::relay::platform_routes(&relayed[0], &relayed[1..]);
-    let relay = super::relay::spawn(routes, Arc::clone(stop))?;
+    let routes = super::relay::platform_routes(&relayed);
+    let relay = super::relay::spawn(routes, super::relay::RELAY_INTERVAL, Arc::clone(stop))?;
     let rpc = spec
         .rpc
         .map(|addr| {

@@ -1,13 +1,14 @@
 //! Relaying regions' headers into each other's regionchains
 //! ([`crate::chain::region_checkpoint`]): a process that follows several regions (`kaon rn`
 //! from a config of several regions, `kaon devnet --regions R`) sends, every
-//! [`RELAY_INTERVAL`], each other region's latest audited sealed header into the directory
-//! region's regionchain, and the directory region's into each other region's (whose genesis
-//! names it).
+//! [`RELAY_INTERVAL`], each region's latest audited sealed header into every other region's
+//! regionchain. A checkpoint of the directory region into a region whose copy of the
+//! directory differs carries the directory ([`Listing`]), which that region copies; the
+//! regions it lists are then checkpointed there too.
 //!
 //! ```text
-//!  region A's RN ─ audited blocks ─► relay ─► RegionCheckpoint ─► region B's CNs
-//!                                      ▲
+//!  region A's RN ─ audited blocks (+ A's directory) ─► relay ─► RegionCheckpoint ─► B's CNs
+//!                                                       ▲
 //!  region B's RN ─ what B lists, the last checkpoint of A it recorded
 //! ```
 //!
@@ -16,12 +17,13 @@
 //! that announced it, so the relay checkpoints any announcing header first; it checks each
 //! checkpoint as the receiving regionchain will before sending it.
 
-use crate::chain::region_checkpoint::RegionCheckpoint;
+use crate::chain::region::Seals;
+use crate::chain::region_checkpoint::{verify_seal, Listing, RegionCheckpoint};
 use crate::consensus::selection::set_root;
 use crate::crypto::bls::PublicKeyBytes;
 use crate::rn::RnView;
 use crate::types::system::MAX_SYSTEM_TX_BYTES;
-use crate::types::{ChainId, Height};
+use crate::types::{ChainId, Header, Height};
 use alloy_primitives::B256;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -71,22 +73,23 @@ pub struct Route {
     pub from: RelayedRegion,
 }
 
-/// The routes of a platform followed by one process: every other region's headers into the
-/// first region's (the directory's), and the first region's into every other's.
-pub fn platform_routes(first: &RelayedRegion, others: &[RelayedRegion]) -> Vec<Route> {
-    others
+/// The routes of a platform followed by one process: every region's headers into every other
+/// region's regionchain. A region other than the directory region knows the others once it
+/// has copied the directory from a checkpoint of the directory region (which this relay, or
+/// another, sends it); until then the routes into it from them wait.
+pub fn platform_routes(regions: &[RelayedRegion]) -> Vec<Route> {
+    regions
         .iter()
-        .flat_map(|other| {
-            [
-                Route {
-                    into: first.view.clone(),
-                    from: other.clone(),
-                },
-                Route {
-                    into: other.view.clone(),
-                    from: first.clone(),
-                },
-            ]
+        .enumerate()
+        .flat_map(|(i, into)| {
+            regions
+                .iter()
+                .enumerate()
+                .filter(move |(j, _)| *j != i)
+                .map(|(_, from)| Route {
+                    into: into.view.clone(),
+                    from: from.clone(),
+                })
         })
         .collect()
 }
@@ -116,12 +119,14 @@ struct Followed {
     failing: Option<String>,
 }
 
-/// Starts the relay thread over `routes` until `stop`; no routes, no thread. The thread is
+/// Starts the relay thread over `routes`, a pass every `interval` (normally
+/// [`RELAY_INTERVAL`]), until `stop`; no routes, no thread. The thread is
 /// critical: a region followed from a genesis other than the one the receiving regionchain
 /// records for it (the directory's entry, or the anchor a region's genesis names) stops the
 /// process ([`Followed::check_genesis`]).
 pub fn spawn(
     routes: Vec<Route>,
+    interval: Duration,
     stop: Arc<AtomicBool>,
 ) -> std::io::Result<Option<std::thread::JoinHandle<anyhow::Result<()>>>> {
     if routes.is_empty() {
@@ -154,7 +159,7 @@ pub fn spawn(
                     let outcome = route.relay().map_err(|e| format!("{e:#}"));
                     route.log(outcome);
                 }
-                next = Instant::now() + RELAY_INTERVAL;
+                next = Instant::now() + interval;
             }
             std::thread::sleep(POLL);
         }
@@ -195,16 +200,23 @@ impl Followed {
     /// one recorded (and none sent is still waiting to be).
     fn relay(&mut self) -> anyhow::Result<()> {
         self.note_current_set();
-        let (here, entry, last) = {
+        let (here, listed, last, directory) = {
             let state = self.into.region().read().unwrap_or_else(|e| e.into_inner());
+            let from_directory = state
+                .anchor
+                .as_ref()
+                .is_some_and(|a| a.region == self.region);
             (
                 state.region,
-                state.listed(self.region).cloned(),
+                state.listed(self.region).is_some(),
                 state.region_heads.get(&self.region).copied(),
+                from_directory.then(|| state.directory.root()),
             )
         };
         // Not listed (yet): nothing would be accepted.
-        let Some(entry) = entry else { return Ok(()) };
+        if !listed {
+            return Ok(());
+        }
         let recorded = last.map_or(Height(0), |l| l.height);
         let waiting = self
             .sent
@@ -216,18 +228,39 @@ impl Followed {
         let Some(target) = self.target(recorded, head)? else {
             return Ok(());
         };
-        let checkpoint = self.checkpoint(here, target)?;
+        let mut checkpoint = self.checkpoint(here, target)?;
+        if let Some(theirs) = directory {
+            checkpoint.listing = self.listing(&checkpoint.sealed.header, theirs);
+        }
         let raw = checkpoint.to_system_tx();
         anyhow::ensure!(
             raw.len() <= MAX_SYSTEM_TX_BYTES,
             "the header at height {target} makes a checkpoint of {} bytes, above the {MAX_SYSTEM_TX_BYTES}-byte system transaction limit",
             raw.len()
         );
-        checkpoint.verify(here, Some(&entry), last.as_ref())?;
+        // As the receiving regionchain will check it: the cheap checks under its state's lock,
+        // the pairing after.
+        self.into
+            .region()
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .check_checkpoint(&checkpoint, Seals::Trust)?;
+        verify_seal(&checkpoint.sealed, &checkpoint.cn_set)?;
         self.into.forward_txs(vec![raw])?;
         self.sent = Some((target, Instant::now()));
         tracing::debug!(region = %self.region, height = %target, "region checkpoint relayed");
         Ok(())
+    }
+
+    /// This (directory) region's directory for a region whose copy has root `theirs`, when it
+    /// differs and this region's state now is the one `header` commits to; otherwise none
+    /// (a later pass carries it, once the state and the header sent agree).
+    fn listing(&self, header: &Header, theirs: B256) -> Option<Listing> {
+        let state = self.view.region().read().unwrap_or_else(|e| e.into_inner());
+        let roots = state.roots();
+        let committed = header.segments.first().map(|s| s.state_root);
+        (roots.directory != theirs && committed == Some(roots.state_root()))
+            .then(|| Listing::of(roots, &state.directory))
     }
 
     /// Remembers the CN set in force at this region's head now.
@@ -292,6 +325,7 @@ impl Followed {
             directory,
             sealed: block.sealed,
             cn_set,
+            listing: None,
         })
     }
 

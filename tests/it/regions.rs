@@ -155,6 +155,7 @@ fn forged_checkpoint(region: ChainId) -> String {
         directory: ChainId(1000),
         sealed: SealedHeader { header, seal },
         cn_set: keys.iter().map(|k| k.public_key().to_bytes()).collect(),
+        listing: None,
     };
     format!("0x{}", hex::encode(checkpoint.to_system_tx()))
 }
@@ -331,6 +332,43 @@ fn two_regions_run_side_by_side_behind_one_endpoint() {
     );
     let directory = wait_for_directory(&region_1000, 2);
     assert_eq!(directory[1]["region"], json!(THIRD_REGION), "{directory:?}");
+    // The second region copies that directory from a checkpoint of the first region (the
+    // relay attaches it, proven by the header's segment 0): the same entries, itself included.
+    let started = Instant::now();
+    let fields = |entries: &Value| -> Vec<Value> {
+        let entries = entries.as_array().cloned().unwrap_or_default();
+        entries
+            .iter()
+            .map(|e| json!([e["region"], e["genesisHash"], e["cnSetRoot"], e["rnSeeds"]]))
+            .collect()
+    };
+    while fields(&summary(1)["directory"]) != fields(&json!(directory)) {
+        assert!(
+            started.elapsed() < INCLUSION,
+            "the second region never copied the directory {directory:?}: {}",
+            summary(1)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Only the directory region creates regions.
+    let elsewhere = {
+        let entry = RegionEntry {
+            region: ChainId(THIRD_REGION + REGION_ID_SPAN),
+            genesis_hash: B256::repeat_byte(5),
+            cn_set_root: B256::repeat_byte(6),
+            rn_seeds: vec![],
+        };
+        let approvers: Vec<(CnIndex, &SecretKey)> = keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| (CnIndex(i as u32), k))
+            .collect();
+        let creation = approve_creation(ChainId(SECOND_REGION), &set, entry, &approvers).unwrap();
+        format!("0x{}", hex::encode(creation.to_system_tx()))
+    };
+    let refused = region_2_call(&url, "kaon_sendSystemTransaction", json!([elsewhere]));
+    let message = refused["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("not the directory region"), "{refused}");
 
     // A servicechain registered in the second region is served from it at once, under the
     // same endpoint; the first region may not register an id inside the second's.
@@ -387,6 +425,68 @@ fn two_regions_run_side_by_side_behind_one_endpoint() {
         .post_status(&json!({"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []}));
     assert_eq!(answer.0, 404, "{}", answer.1);
     assert!(answer.1.contains("unknown chain 3001"), "{}", answer.1);
+}
+
+/// `method` on the second region's regionchain.
+fn region_2_call(url: &str, method: &str, params: Value) -> Value {
+    Client::new(chain_url(url, SECOND_REGION)).call(method, params)
+}
+
+/// Polls `url`'s `kaon_regions` until region `at` has checkpointed a header of region `of`;
+/// that record.
+fn wait_for_peer_checkpoint(url: &str, at: u64, of: u64) -> Value {
+    let client = Client::new(chain_url(url, at));
+    let started = Instant::now();
+    loop {
+        let regions = client.ok("kaon_regions", json!([]));
+        let summary = regions
+            .as_array()
+            .and_then(|all| all.iter().find(|r| r["region"] == json!(at)))
+            .cloned()
+            .unwrap_or_default();
+        let recorded = summary["checkpoints"]
+            .as_array()
+            .and_then(|c| c.iter().find(|c| c["region"] == json!(of)))
+            .cloned();
+        if let Some(recorded) = recorded {
+            return recorded;
+        }
+        assert!(
+            started.elapsed() < INCLUSION,
+            "region {at} never checkpointed region {of}: {summary}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn regions_other_than_the_directory_region_checkpoint_each_other_directly() {
+    let dir = tempfile::tempdir().unwrap();
+    let devnet = Devnet::start_with(DevnetConfig {
+        regions: 3,
+        servicechains: 1,
+        relay_interval: Duration::from_secs(1),
+        ..Devnet::config(dir.path())
+    });
+    let url = devnet.url();
+    let regions = [1000, SECOND_REGION, 1000 + 2 * REGION_ID_SPAN];
+    // Every region records every other one's headers, each recorded hash the other's block at
+    // that height. The second and third regions' geneses name neither each other: each knows
+    // the other from the directory it copied from the first region's checkpoints.
+    for at in regions {
+        for of in regions.into_iter().filter(|&of| of != at) {
+            let recorded = wait_for_peer_checkpoint(&url, at, of);
+            let height = recorded["height"].as_u64().unwrap();
+            let block = Client::new(chain_url(&url, of)).ok(
+                "eth_getBlockByNumber",
+                json!([format!("{height:#x}"), false]),
+            );
+            assert_eq!(
+                recorded["hash"], block["hash"],
+                "{at} of {of}: {recorded} {block}"
+            );
+        }
+    }
 }
 
 /// Sends `txs` one after another on `url`'s chain as a wallet does: each until it is
