@@ -34,6 +34,11 @@ pub const REGION_ID_SPAN: u64 = 1_000_000;
 /// Most RN addresses one entry lists, and the longest each may be.
 pub const MAX_RN_SEEDS: usize = 16;
 pub const MAX_RN_SEED_BYTES: usize = 256;
+/// Most regions a directory lists, and most bytes their entries take: the directory region's
+/// checkpoints carry the whole directory (and a head per region) to the other regions inside
+/// one system transaction, beside a header.
+pub const MAX_REGIONS: usize = 256;
+pub const MAX_DIRECTORY_BYTES: usize = 64 * 1024;
 
 const CREATION_DOMAIN: &[u8] = b"KAON/region-create/v1";
 /// Tags the hash of a directory's entries.
@@ -79,6 +84,8 @@ pub enum DirectoryError {
          regionchain, and this one copies its directory from there"
     )]
     NotDirectoryRegion { here: ChainId, directory: ChainId },
+    #[error("the directory is full: at most {MAX_REGIONS} regions in {MAX_DIRECTORY_BYTES} bytes")]
+    Full,
     #[error("region {0}'s ids do not fit in 1..={MAX_CHAIN_ID}")]
     OutOfRange(ChainId),
     #[error("at most {MAX_RN_SEEDS} RN seeds of at most {MAX_RN_SEED_BYTES} bytes each")]
@@ -177,11 +184,13 @@ impl RegionCreation {
 /// The regions a regionchain's directory lists, by id (the directory's own region is not an
 /// entry: its genesis is the one every node of it already holds), with the root its state
 /// commits to. The directory region builds it from creations; every other region copies it
-/// from a checkpoint of the directory region ([`Self::from_listing`]).
+/// from a checkpoint of the directory region ([`Self::updated_to`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Directory {
     entries: BTreeMap<ChainId, RegionEntry>,
     root: B256,
+    /// The entries' encoded size.
+    bytes: usize,
 }
 
 /// Why a directory carried by a checkpoint of the directory region was refused.
@@ -189,6 +198,8 @@ pub struct Directory {
 pub enum ListingError {
     #[error("the listed regions are not in strictly increasing id order")]
     Unordered,
+    #[error("a directory lists at most {MAX_REGIONS} regions in {MAX_DIRECTORY_BYTES} bytes")]
+    TooLarge,
     #[error("the listing drops or changes region {0}, which this regionchain lists")]
     Drops(ChainId),
 }
@@ -197,6 +208,18 @@ impl Directory {
     pub fn insert(&mut self, entry: RegionEntry) {
         self.entries.insert(entry.region, entry);
         self.root = Self::root_of(self.entries.values());
+        self.bytes = Self::bytes_of(self.entries.values());
+    }
+
+    /// Whether `entry` can join without the directory outgrowing [`MAX_REGIONS`] and
+    /// [`MAX_DIRECTORY_BYTES`].
+    pub fn has_room_for(&self, entry: &RegionEntry) -> bool {
+        self.entries.len() < MAX_REGIONS
+            && self.bytes + canonical(entry).len() <= MAX_DIRECTORY_BYTES
+    }
+
+    fn bytes_of<'a>(entries: impl Iterator<Item = &'a RegionEntry>) -> usize {
+        entries.map(|e| canonical(e).len()).sum()
     }
 
     pub fn get(&self, region: ChainId) -> Option<&RegionEntry> {
@@ -228,12 +251,17 @@ impl Directory {
         sha256_concat(&parts)
     }
 
-    /// The directory `entries` list (in strictly increasing id order, as
-    /// [`Self::entries`] gives them), when it keeps every entry this one has unchanged: the
-    /// directory region only adds regions, so a listing that drops or edits one is not its.
-    pub fn from_listing(&self, entries: &[RegionEntry]) -> Result<Directory, ListingError> {
+    /// This directory updated to the one `entries` list (in strictly increasing id order, as
+    /// [`Self::entries`] gives them, within the size limits), when it keeps every entry this
+    /// one has unchanged: the directory region only adds regions, so a listing that drops or
+    /// edits one is not its.
+    pub fn updated_to(&self, entries: &[RegionEntry]) -> Result<Directory, ListingError> {
         if entries.windows(2).any(|w| w[0].region >= w[1].region) {
             return Err(ListingError::Unordered);
+        }
+        let bytes = Self::bytes_of(entries.iter());
+        if entries.len() > MAX_REGIONS || bytes > MAX_DIRECTORY_BYTES {
+            return Err(ListingError::TooLarge);
         }
         let listed: BTreeMap<ChainId, RegionEntry> =
             entries.iter().map(|e| (e.region, e.clone())).collect();
@@ -246,6 +274,7 @@ impl Directory {
         Ok(Directory {
             root: Self::root_of(listed.values()),
             entries: listed,
+            bytes,
         })
     }
 }
@@ -297,7 +326,7 @@ mod tests {
         let one = here.root();
         assert_ne!(one, B256::ZERO);
         let later = [entry(NEXT), entry(NEXT + REGION_ID_SPAN)];
-        let copied = here.from_listing(&later).unwrap();
+        let copied = here.updated_to(&later).unwrap();
         assert_eq!(
             copied.ids().collect::<Vec<_>>(),
             [later[0].region, later[1].region]
@@ -309,21 +338,50 @@ mod tests {
         assert_ne!(copied.root(), one);
         // Out of order or repeated: one directory has one encoding.
         let swapped = [later[1].clone(), later[0].clone()];
-        assert_eq!(here.from_listing(&swapped), Err(ListingError::Unordered));
+        assert_eq!(here.updated_to(&swapped), Err(ListingError::Unordered));
         let twice = [later[0].clone(), later[0].clone()];
-        assert_eq!(here.from_listing(&twice), Err(ListingError::Unordered));
+        assert_eq!(here.updated_to(&twice), Err(ListingError::Unordered));
         // Dropping or editing an entry this directory has.
         let dropping = [later[1].clone()];
         assert_eq!(
-            here.from_listing(&dropping),
+            here.updated_to(&dropping),
             Err(ListingError::Drops(ChainId(NEXT)))
         );
         let mut edited = later.clone();
         edited[0].rn_seeds.push("127.0.0.1:1".into());
         assert_eq!(
-            here.from_listing(&edited),
+            here.updated_to(&edited),
             Err(ListingError::Drops(ChainId(NEXT)))
         );
+    }
+
+    #[test]
+    fn a_directory_has_room_for_a_bounded_number_of_regions_and_bytes() {
+        let mut many = Directory::default();
+        for i in 0..MAX_REGIONS as u64 {
+            let next = entry(NEXT + i * REGION_ID_SPAN);
+            assert!(many.has_room_for(&next), "entry {i}");
+            many.insert(next);
+        }
+        let one_more = entry(NEXT + MAX_REGIONS as u64 * REGION_ID_SPAN);
+        assert!(!many.has_room_for(&one_more));
+        let listed: Vec<_> = many.entries().cloned().chain([one_more]).collect();
+        assert_eq!(
+            Directory::default().updated_to(&listed),
+            Err(ListingError::TooLarge)
+        );
+        // Entries with every seed at its longest fill the bytes first.
+        let fat = |i: u64| RegionEntry {
+            rn_seeds: vec!["x".repeat(MAX_RN_SEED_BYTES); MAX_RN_SEEDS],
+            ..entry(NEXT + i * REGION_ID_SPAN)
+        };
+        let fit = MAX_DIRECTORY_BYTES / canonical(&fat(0)).len();
+        let mut heavy = Directory::default();
+        for i in 0..fit as u64 {
+            assert!(heavy.has_room_for(&fat(i)), "entry {i}");
+            heavy.insert(fat(i));
+        }
+        assert!(!heavy.has_room_for(&fat(fit as u64)));
     }
 
     #[test]

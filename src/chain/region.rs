@@ -30,7 +30,7 @@ use super::migration::{
 use super::pop::{NoSegments, PopDelta, PopState, SegmentSource, ShareError, ShareSubmission};
 use super::posc::{Penalty, PoscError, ProbeAttestation, RnRegistration};
 use super::region_checkpoint::{
-    verify_seal, RegionCheckpoint, RegionCheckpointError, RegionHead,
+    platform_root, verify_seal, Platform, RegionCheckpoint, RegionCheckpointError, RegionHead,
     MAX_REGION_CHECKPOINTS_PER_CONTAINER,
 };
 use super::servicechain::{
@@ -94,9 +94,21 @@ pub struct RegionState {
 /// What an accepted region checkpoint records ([`RegionState::check_checkpoint`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Recorded {
-    pub head: RegionHead,
-    /// The directory region's directory, when the checkpoint carried it.
-    pub directory: Option<Directory>,
+    /// The header's head (none for the last recorded header sent again with a listing).
+    pub head: Option<RegionHead>,
+    /// The directory region's view of the platform, when the checkpoint carried it.
+    pub platform: Option<Platform>,
+}
+
+/// Records `head` in `heads` where it is further on than the one there (an accepted
+/// checkpoint always is; a head copied from the directory region may not be).
+fn record_head(heads: &mut BTreeMap<ChainId, RegionHead>, head: RegionHead) {
+    if heads
+        .get(&head.region)
+        .is_none_or(|h| h.height < head.height)
+    {
+        heads.insert(head.region, head);
+    }
 }
 
 /// A chain this region moved away, with what the target needs to check it: the roots of the
@@ -128,7 +140,8 @@ pub struct RegionExecution {
     /// The directory after this segment, when it changed: regions created here (the
     /// directory region), or the directory copied from a checkpoint of the directory region.
     pub directory: Option<Directory>,
-    /// Other regions' headers this segment checkpointed, in order.
+    /// Other regions' heads this segment recorded, in order: checkpointed here, or taken from
+    /// the directory region's listing (where it is further on).
     pub region_heads: Vec<RegionHead>,
     pub registered: Vec<NewChain>,
     pub registry_root: B256,
@@ -326,6 +339,9 @@ impl Draft<'_> {
             }
             .into());
         }
+        if !self.directory().has_room_for(&creation.entry) {
+            return Err(DirectoryError::Full.into());
+        }
         let listed = std::iter::once(base.region).chain(self.directory().ids());
         creation.verify(base.region, &base.set, listed)?;
         self.governance_root =
@@ -351,17 +367,32 @@ impl Draft<'_> {
             return Err(RegionCheckpointError::TooManyInBlock.into());
         }
         self.checkpoints_tried.push(region);
-        let Recorded { head, directory } = base.check_checkpoint(&checkpoint, self.seals)?;
-        if directory.is_some() {
-            self.directory = directory;
+        let Recorded { head, platform } = base.check_checkpoint(&checkpoint, self.seals)?;
+        if let Some(head) = head {
+            self.governance_root = sha256_concat(&[
+                self.governance_root.as_slice(),
+                REGION_HEAD_DOMAIN,
+                &canonical(&head),
+            ]);
+            self.region_heads.push(head);
         }
-        self.governance_root = sha256_concat(&[
-            self.governance_root.as_slice(),
-            REGION_HEAD_DOMAIN,
-            &canonical(&head),
-        ]);
-        self.region_heads.push(head);
+        if let Some(platform) = platform {
+            self.take_platform(platform);
+        }
         Ok(())
+    }
+
+    /// Copies the directory region's view of the platform: its directory, and its heads of
+    /// the regions it lists (other than this one), so this regionchain trusts each region's
+    /// CN set as far as the directory region followed it, not from that region's genesis.
+    /// A head is kept only where it is further on than the one recorded here
+    /// ([`record_head`]); the state root commits to the heads through its `directory` part.
+    fn take_platform(&mut self, platform: Platform) {
+        let base = self.base;
+        let taken = |h: &RegionHead| base.takes_head(&platform.directory, h);
+        self.region_heads
+            .extend(platform.heads.iter().copied().filter(taken));
+        self.directory = Some(platform.directory);
     }
 
     /// Freezes one of this region's servicechains and records its state for the target: a
@@ -646,21 +677,59 @@ impl RegionState {
     ) -> Result<Recorded, RegionCheckpointError> {
         let region = checkpoint.region();
         let last = self.region_heads.get(&region);
-        checkpoint.precheck(self.region, self.listed(region), last)?;
-        let directory = match &checkpoint.listing {
+        // The header recorded last, sent again for the listing it carries (a checkpoint
+        // without one, relayed by anyone, may have taken that height first): checked already.
+        let again = checkpoint.listing.is_some()
+            && last.is_some_and(|l| l.hash == checkpoint.sealed.hash());
+        match again {
+            true if checkpoint.directory != self.region => {
+                return Err(RegionCheckpointError::WrongDirectory {
+                    got: checkpoint.directory,
+                    expected: self.region,
+                })
+            }
+            true => {}
+            false => checkpoint.precheck(self.region, self.listed(region), last)?,
+        }
+        let platform = match &checkpoint.listing {
             None => None,
             Some(_) if self.anchor.as_ref().is_none_or(|a| a.region != region) => {
                 return Err(RegionCheckpointError::ListingNotFromDirectory(region))
             }
             Some(listing) => Some(listing.check(&checkpoint.sealed.header, &self.directory)?),
         };
-        if seals == Seals::Verify {
+        // Sent again, it must bring something, or anyone could fill blocks with it.
+        if again && platform.as_ref().is_some_and(|p| !self.would_take(p)) {
+            return Err(RegionCheckpointError::NothingNew(region));
+        }
+        if !again && seals == Seals::Verify {
             verify_seal(&checkpoint.sealed, &checkpoint.cn_set)?;
         }
         Ok(Recorded {
-            head: checkpoint.head(),
-            directory,
+            head: (!again).then(|| checkpoint.head()),
+            platform,
         })
+    }
+
+    /// Whether copying `platform` would change this regionchain: an entry it lacks, or a head
+    /// further on than its own ([`Draft::take_platform`] takes those).
+    fn would_take(&self, platform: &Platform) -> bool {
+        platform.directory != self.directory
+            || platform
+                .heads
+                .iter()
+                .any(|h| self.takes_head(&platform.directory, h))
+    }
+
+    /// Whether a head of the directory region's view is taken here: of another region it
+    /// lists, further on than this regionchain's own.
+    fn takes_head(&self, directory: &Directory, head: &RegionHead) -> bool {
+        head.region != self.region
+            && directory.get(head.region).is_some()
+            && self
+                .region_heads
+                .get(&head.region)
+                .is_none_or(|mine| mine.height < head.height)
     }
 
     /// Names the directory region (from genesis) whose headers this regionchain checkpoints.
@@ -711,7 +780,7 @@ impl RegionState {
             checkpoints: self.checkpoints.head(),
             pop: self.pop.root,
             moves: self.moves_root,
-            directory: self.directory.root(),
+            directory: platform_root(&self.directory, self.region_heads.values()),
         }
     }
 
@@ -802,7 +871,13 @@ impl RegionState {
                 })
             })
             .collect();
-        let directory_root = draft.directory().root();
+        let directory_root = {
+            let mut heads = self.region_heads.clone();
+            for head in &draft.region_heads {
+                record_head(&mut heads, *head);
+            }
+            platform_root(draft.directory(), heads.values())
+        };
         let receipts: Vec<B256> = refusals
             .iter()
             .map(|refusal| match refusal {
@@ -867,7 +942,7 @@ impl RegionState {
             self.directory = directory.clone();
         }
         for head in &execution.region_heads {
-            self.region_heads.insert(head.region, *head);
+            record_head(&mut self.region_heads, *head);
         }
         for adopting in &execution.opened {
             self.adopting
@@ -951,7 +1026,7 @@ mod tests {
     };
     use crate::chain::region_checkpoint::Listing;
     use crate::crypto::bls::SecretKey;
-    use crate::types::{CnIndex, SealedHeader};
+    use crate::types::{BlockHash, CnIndex, SealedHeader};
 
     /// Region HERE, whose directory lists OTHER.
     fn directory_region() -> RegionState {
@@ -1182,8 +1257,21 @@ mod tests {
     fn listing(keys: &[SecretKey], height: u64, directory: &RegionState) -> RegionCheckpoint {
         let roots = directory.roots();
         RegionCheckpoint {
-            listing: Some(Listing::of(roots, &directory.directory)),
+            listing: Some(listed_view(directory)),
             ..checkpoint(keys, committing(keys, OTHER, height, roots))
+        }
+    }
+
+    /// `state`'s view of the platform as a listing.
+    fn listed_view(state: &RegionState) -> Listing {
+        Listing::of(state.roots(), &state.directory, state.region_heads.values())
+    }
+
+    /// A committed container at `height` for [`RegionState::apply`].
+    fn container(height: u64) -> Header {
+        Header {
+            segments: Vec::new(),
+            ..sealed(&cn_keys("here"), height, 3, &[]).header
         }
     }
 
@@ -1229,7 +1317,7 @@ mod tests {
             .directory
             .insert(entry_of(ChainId(3_001_000), &cn_keys("forger")));
         let other_state = RegionCheckpoint {
-            listing: Some(Listing::of(bigger.roots(), &bigger.directory)),
+            listing: Some(listed_view(&bigger)),
             ..listed.clone()
         };
         for forged in [added, other_roots, other_state] {
@@ -1243,7 +1331,9 @@ mod tests {
         let execution = state.execute(Height(1), &segment(vec![listed.to_system_tx()]));
         assert_eq!(execution.refusals, [None]);
         assert_eq!(execution.directory.as_ref(), Some(&platform.directory));
-        assert_eq!(execution.roots.directory, platform.directory.root());
+        // Its view: the copied directory and its own head of the directory region.
+        let view = platform_root(&platform.directory, execution.region_heads.iter());
+        assert_eq!(execution.roots.directory, view);
         let root_before = state.root();
         let header = Header {
             segments: Vec::new(),
@@ -1285,6 +1375,94 @@ mod tests {
         .unwrap();
         let reason = refusal(&state, 2, creation.to_system_tx());
         assert!(reason.contains("not the directory region"), "{reason}");
+    }
+
+    #[test]
+    fn a_copy_takes_the_directory_regions_trust_in_each_set_and_may_come_with_the_last_header() {
+        let (own, dir_keys) = (cn_keys("here"), cn_keys("other"));
+        let (third_keys, rotated) = (cn_keys("third"), cn_keys("third-later"));
+        // The directory region followed THIRD through a change to the `rotated` set.
+        let mut platform = RegionState::new(OTHER, set_of(&dir_keys), 16);
+        platform.directory.insert(entry_of(HERE, &own));
+        platform.directory.insert(entry_of(THIRD, &third_keys));
+        let followed = RegionHead {
+            region: THIRD,
+            height: Height(40),
+            hash: BlockHash(B256::repeat_byte(4)),
+            set_root: set_of(&rotated).root(),
+        };
+        platform.region_heads.insert(THIRD, followed);
+        let mut state = RegionState::new(HERE, set_of(&own), 16)
+            .with_directory_anchor(Some(entry_of(OTHER, &dir_keys)));
+        // The directory region's header recorded first without the listing (anyone relays)...
+        let bare = checkpoint(&dir_keys, committing(&dir_keys, OTHER, 5, platform.roots()));
+        let first = state.execute(Height(1), &segment(vec![bare.to_system_tx()]));
+        assert_eq!(first.refusals, [None]);
+        state.apply(&first, &Committed::of(&container(1)));
+        // ...then the same header again with it: the copy is taken, the head stays.
+        let again = RegionCheckpoint {
+            listing: Some(listed_view(&platform)),
+            ..bare.clone()
+        };
+        // Not with a head edited on the way (a relay trusting its own set for THIRD).
+        let mut edited_head = again.clone();
+        edited_head.listing.as_mut().unwrap().heads[0].set_root = set_of(&own).root();
+        let reason = refusal(&state, 2, edited_head.to_system_tx());
+        assert!(reason.contains("not the one the header's"), "{reason}");
+        let execution = state.execute(Height(2), &segment(vec![again.to_system_tx()]));
+        assert_eq!(execution.refusals, [None]);
+        assert_eq!(execution.directory.as_ref(), Some(&platform.directory));
+        assert_eq!(execution.region_heads, [followed]);
+        state.apply(&execution, &Committed::of(&container(2)));
+        assert_eq!(state.region_heads[&OTHER], first.region_heads[0]);
+        assert_eq!(state.region_heads[&THIRD], followed);
+        // Once more, it brings nothing: refused, so it cannot fill blocks.
+        let reason = refusal(&state, 3, again.to_system_tx());
+        assert!(reason.contains("changes nothing"), "{reason}");
+        // Another header at the recorded height is not "the same again".
+        let mut edited = again.clone();
+        edited.sealed.header.timestamp_ms += 1;
+        let reason = refusal(&state, 3, edited.to_system_tx());
+        assert!(reason.contains("not above"), "{reason}");
+        // THIRD's set is trusted as far as the directory region followed it: its genesis set
+        // no longer seals, the rotated one does above the copied head.
+        let third = |keys: &[SecretKey], height| {
+            checkpoint(
+                keys,
+                committing(keys, THIRD, height, RegionRoots::default()),
+            )
+        };
+        let reason = refusal(&state, 3, third(&third_keys, 41).to_system_tx());
+        assert!(reason.contains("trusts"), "{reason}");
+        let reason = refusal(&state, 3, third(&rotated, 40).to_system_tx());
+        assert!(reason.contains("not above"), "{reason}");
+        let accepted = state.execute(
+            Height(3),
+            &segment(vec![third(&rotated, 41).to_system_tx()]),
+        );
+        assert_eq!(accepted.refusals, [None]);
+    }
+
+    #[test]
+    fn a_full_directory_takes_no_more_regions() {
+        let own = cn_keys("here");
+        let mut state = RegionState::new(HERE, set_of(&own), 16);
+        let span = crate::chain::directory::REGION_ID_SPAN;
+        for i in 1..=crate::chain::directory::MAX_REGIONS as u64 {
+            state
+                .directory
+                .insert(entry_of(ChainId(HERE.0 + i * span), &own));
+        }
+        let approvers: Vec<_> = own
+            .iter()
+            .enumerate()
+            .map(|(i, k)| (CnIndex(i as u32), k))
+            .collect();
+        let next = ChainId(HERE.0 + 1000 * span);
+        let creation =
+            approve_creation(HERE, &state.set, entry_of(next, &own), &approvers).unwrap();
+        let reason = refusal(&state, 1, creation.to_system_tx());
+        assert!(reason.contains("directory is full"), "{reason}");
     }
 
     #[test]

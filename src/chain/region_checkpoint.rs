@@ -20,11 +20,13 @@
 //! Anyone may relay a checkpoint (an RN that follows both regions does, `node::relay`): it
 //! proves itself, so a relayer is trusted with nothing but liveness.
 
-use super::directory::{Directory, ListingError, RegionEntry};
+use super::directory::{Directory, ListingError, RegionEntry, MAX_REGIONS};
 use super::servicechain::RegionRoots;
 use crate::consensus::certificate::{verify_certificate, CertificateError};
 use crate::consensus::selection::{set_root, CnSet, SelectionError};
 use crate::crypto::bls::PublicKeyBytes;
+use crate::crypto::hash::sha256_concat;
+use crate::types::codec::canonical;
 use crate::types::system::{self, SystemKind, SystemTxError};
 use crate::types::{BlockHash, ChainId, Header, Height, SealedHeader};
 use alloy_primitives::{Bytes, B256};
@@ -35,47 +37,83 @@ use thiserror::Error;
 /// decompressing a CN set and a pairing), so a block's cost stays bounded whatever the queue
 /// holds.
 pub const MAX_REGION_CHECKPOINTS_PER_CONTAINER: usize = 16;
+/// Tags the hash of a regionchain's view of the platform.
+const PLATFORM_DOMAIN: &[u8] = b"KAON/platform/v1";
 
 /// The system transaction that records another region's header.
 #[derive(Debug, Clone, PartialEq, Eq, RlpEncodable, RlpDecodable)]
-#[rlp(trailing)]
+#[rlp(trailing(canonical))]
 pub struct RegionCheckpoint {
-    /// The regionchain recording it (the directory's region), so it is not replayed elsewhere.
+    /// The regionchain recording it, so it is not replayed elsewhere.
     pub directory: ChainId,
     /// The other region's header and its commit certificate.
     pub sealed: SealedHeader,
     /// The CN set in force at the header's height, in order (its root is the header's).
     pub cn_set: Vec<PublicKeyBytes>,
-    /// In a checkpoint of the directory region only: the directory it lists at that header,
-    /// which the receiving regionchain copies (absent: its directory stays as it is).
+    /// In a checkpoint of the directory region only: the platform as it records it at that
+    /// header, which the receiving regionchain copies (absent: its copy stays as it is).
     pub listing: Option<Listing>,
 }
 
-/// The directory region's directory at a header, with the roots of that header's segment 0
-/// that prove it: the roots hash to the segment's state root, and the entries to the roots'
-/// `directory` part.
+/// The directory region's view of the platform at a header — its directory and its last
+/// checkpoint of each region — with the roots of that header's segment 0 that prove it: the
+/// roots hash to the segment's state root, and the entries and heads to the roots' `directory`
+/// part ([`platform_root`]).
 #[derive(Debug, Clone, PartialEq, Eq, RlpEncodable, RlpDecodable)]
 pub struct Listing {
     pub roots: RegionRoots,
     pub entries: Vec<RegionEntry>,
+    /// In strictly increasing region order.
+    pub heads: Vec<RegionHead>,
+}
+
+/// What a regionchain commits to of the platform (its state root's `directory` part): the
+/// regions its directory lists and its last checkpoint of each other region, in id order;
+/// zero while it has neither (a single region hashes as before regions existed).
+pub fn platform_root<'a>(
+    directory: &Directory,
+    heads: impl ExactSizeIterator<Item = &'a RegionHead>,
+) -> B256 {
+    if directory.root() == B256::ZERO && heads.len() == 0 {
+        return B256::ZERO;
+    }
+    let heads: Vec<Vec<u8>> = heads.map(canonical).collect();
+    let entries = directory.root();
+    let parts: Vec<&[u8]> = [PLATFORM_DOMAIN, entries.as_slice()]
+        .into_iter()
+        .chain(heads.iter().map(Vec::as_slice))
+        .collect();
+    sha256_concat(&parts)
+}
+
+/// What a regionchain takes from a proven [`Listing`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Platform {
+    pub directory: Directory,
+    pub heads: Vec<RegionHead>,
 }
 
 impl Listing {
-    /// What `directory`'s state `roots` list (the relay's side).
-    pub fn of(roots: RegionRoots, directory: &Directory) -> Self {
+    /// The directory region's view of the platform, from its state (the relay's side).
+    pub fn of<'a>(
+        roots: RegionRoots,
+        directory: &Directory,
+        heads: impl Iterator<Item = &'a RegionHead>,
+    ) -> Self {
         Self {
             roots,
             entries: directory.entries().cloned().collect(),
+            heads: heads.copied().collect(),
         }
     }
 
-    /// The directory this listing proves `header` commits to, for a regionchain whose
-    /// directory is `current` now.
+    /// The view this listing proves `header` commits to, for a regionchain whose directory is
+    /// `current` now.
     pub fn check(
         &self,
         header: &Header,
         current: &Directory,
-    ) -> Result<Directory, RegionCheckpointError> {
+    ) -> Result<Platform, RegionCheckpointError> {
         let committed = header
             .segments
             .first()
@@ -84,15 +122,22 @@ impl Listing {
         if committed != Some(self.roots.state_root()) {
             return Err(RegionCheckpointError::ListingUnproven);
         }
-        let directory = current.from_listing(&self.entries)?;
-        if directory.root() != self.roots.directory {
+        let directory = current.updated_to(&self.entries)?;
+        let ordered = self.heads.windows(2).all(|w| w[0].region < w[1].region);
+        if !ordered || self.heads.len() > MAX_REGIONS {
             return Err(RegionCheckpointError::ListingUnproven);
         }
-        Ok(directory)
+        if platform_root(&directory, self.heads.iter()) != self.roots.directory {
+            return Err(RegionCheckpointError::ListingUnproven);
+        }
+        Ok(Platform {
+            directory,
+            heads: self.heads.clone(),
+        })
     }
 }
 
-/// What the directory region has recorded of another region's chain.
+/// What a regionchain has recorded of another region's chain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, RlpEncodable, RlpDecodable)]
 pub struct RegionHead {
     pub region: ChainId,
@@ -140,6 +185,10 @@ pub enum RegionCheckpointError {
     ListingNotFromDirectory(ChainId),
     #[error("the directory listing is not the one the header's segment 0 commits to")]
     ListingUnproven,
+    #[error(
+        "the header of region {0} recorded last, sent again with a listing that changes nothing"
+    )]
+    NothingNew(ChainId),
     #[error("directory listing: {0}")]
     Listing(#[from] ListingError),
     #[error("region {0} already has a checkpoint in this block")]
@@ -371,6 +420,37 @@ pub(crate) mod tests {
         );
         let later = checkpoint(&keys, sealed(&keys, 6, 4, &[]));
         assert!(later.verify(HERE, Some(&entry(&keys)), Some(&head)).is_ok());
+    }
+
+    #[test]
+    fn a_checkpoint_without_a_listing_has_one_encoding() {
+        use alloy_rlp::Encodable;
+        let keys = cn_keys("other");
+        let cp = checkpoint(&keys, sealed(&keys, 5, 3, &[]));
+        // The same fields followed by an empty string where the listing would be.
+        let mut fields = Vec::new();
+        cp.directory.encode(&mut fields);
+        cp.sealed.encode(&mut fields);
+        cp.cn_set.encode(&mut fields);
+        fields.push(alloy_rlp::EMPTY_STRING_CODE);
+        let mut raw = vec![
+            crate::types::system::SYSTEM_TX_PREFIX,
+            SystemKind::RegionCheckpoint as u8,
+        ];
+        alloy_rlp::Header {
+            list: true,
+            payload_length: fields.len(),
+        }
+        .encode(&mut raw);
+        raw.extend_from_slice(&fields);
+        assert!(matches!(
+            RegionCheckpoint::from_system_tx(&raw),
+            Err(RegionCheckpointError::Malformed(_))
+        ));
+        assert_eq!(
+            RegionCheckpoint::from_system_tx(&cp.to_system_tx()).unwrap(),
+            cp
+        );
     }
 
     #[test]

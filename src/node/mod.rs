@@ -3,8 +3,8 @@
 //! ([`chaos`]) over separate processes ([`cluster`]) behind a fault-injecting UDP proxy
 //! ([`netem`]) and with a fillable datadir ([`tmpfs`]), the PoR miner
 //! client, `kaon withdraw`, the RPC backend over a ranger node ([`rpc`]) and the forwarding of
-//! accepted transactions to the CNs ([`outbox`]), and the relay of other regions' headers into
-//! the directory region ([`relay`]). Everything here wires lower modules together;
+//! accepted transactions to the CNs ([`outbox`]), and the relay of regions' headers into each
+//! other's regionchains ([`relay`]). Everything here wires lower modules together;
 //! the chain's rules live in [`crate::chain`].
 
 pub mod accounts;

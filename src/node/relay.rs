@@ -17,14 +17,15 @@
 //! that announced it, so the relay checkpoints any announcing header first; it checks each
 //! checkpoint as the receiving regionchain will before sending it.
 
+use crate::chain::region::RegionState;
 use crate::chain::region::Seals;
-use crate::chain::region_checkpoint::{verify_seal, Listing, RegionCheckpoint};
+use crate::chain::region_checkpoint::{verify_seal, Listing, RegionCheckpoint, RegionHead};
 use crate::consensus::selection::set_root;
 use crate::crypto::bls::PublicKeyBytes;
 use crate::rn::RnView;
 use crate::types::system::MAX_SYSTEM_TX_BYTES;
-use crate::types::{ChainId, Header, Height};
-use alloy_primitives::B256;
+use crate::types::{ChainId, Height};
+use alloy_primitives::{Bytes, B256};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -110,6 +111,8 @@ struct Followed {
     sets: HashMap<B256, Vec<PublicKeyBytes>>,
     /// The last checkpoint sent: its height and when.
     sent: Option<(Height, Instant)>,
+    /// When a checkpoint carrying this (directory) region's listing was last sent.
+    listing_sent: Option<Instant>,
     /// A search for a set that sealed a header ([`Self::learn_sets`]): the set's root and the
     /// next height to read down from.
     learning: Option<(B256, Height)>,
@@ -144,6 +147,7 @@ pub fn spawn(
                 announcing: None,
                 sets: HashMap::from([(set_root(&genesis), genesis)]),
                 sent: None,
+                listing_sent: None,
                 learning: None,
                 genesis_hash: route.from.genesis_hash,
                 failing: None,
@@ -197,47 +201,43 @@ impl Followed {
     }
 
     /// One pass: sends the next checkpoint of this region when its head moved past the last
-    /// one recorded (and none sent is still waiting to be).
+    /// one recorded (and none sent is still waiting to be). Into a region that lacks some of
+    /// this directory region's view, the checkpoint of the head carries it — or, when the
+    /// head is the header recorded last, it is sent again for that.
     fn relay(&mut self) -> anyhow::Result<()> {
         self.note_current_set();
-        let (here, listed, last, directory) = {
-            let state = self.into.region().read().unwrap_or_else(|e| e.into_inner());
-            let from_directory = state
-                .anchor
-                .as_ref()
-                .is_some_and(|a| a.region == self.region);
-            (
-                state.region,
-                state.listed(self.region).is_some(),
-                state.region_heads.get(&self.region).copied(),
-                from_directory.then(|| state.directory.root()),
-            )
-        };
         // Not listed (yet): nothing would be accepted.
-        if !listed {
+        let Some(receiver) = self.receiver() else {
             return Ok(());
-        }
-        let recorded = last.map_or(Height(0), |l| l.height);
+        };
+        let recorded = receiver.last.map_or(Height(0), |l| l.height);
         let waiting = self
             .sent
             .is_some_and(|(h, at)| h > recorded && at.elapsed() < RESEND_AFTER);
         let head = self.view.head().0;
-        if waiting || head <= recorded {
-            return Ok(());
-        }
-        let Some(target) = self.target(recorded, head)? else {
+        let listing_due = receiver.wants_listing
+            && self
+                .listing_sent
+                .is_none_or(|at| at.elapsed() >= RESEND_AFTER);
+        let listing = match listing_due {
+            true => self.listing_at(head)?,
+            false => None,
+        };
+        let (target, listing) = match listing {
+            Some(listing) if head == recorded => (head, Some(listing)),
+            _ if waiting || head <= recorded => return Ok(()),
+            listing => {
+                let Some(target) = self.target(recorded, head)? else {
+                    return Ok(());
+                };
+                (target, listing.filter(|_| target == head))
+            }
+        };
+        let mut checkpoint = self.checkpoint(receiver.here, target)?;
+        checkpoint.listing = listing;
+        let Some(raw) = self.encoded(&mut checkpoint, target > recorded)? else {
             return Ok(());
         };
-        let mut checkpoint = self.checkpoint(here, target)?;
-        if let Some(theirs) = directory {
-            checkpoint.listing = self.listing(&checkpoint.sealed.header, theirs);
-        }
-        let raw = checkpoint.to_system_tx();
-        anyhow::ensure!(
-            raw.len() <= MAX_SYSTEM_TX_BYTES,
-            "the header at height {target} makes a checkpoint of {} bytes, above the {MAX_SYSTEM_TX_BYTES}-byte system transaction limit",
-            raw.len()
-        );
         // As the receiving regionchain will check it: the cheap checks under its state's lock,
         // the pairing after.
         self.into
@@ -247,20 +247,74 @@ impl Followed {
             .check_checkpoint(&checkpoint, Seals::Trust)?;
         verify_seal(&checkpoint.sealed, &checkpoint.cn_set)?;
         self.into.forward_txs(vec![raw])?;
-        self.sent = Some((target, Instant::now()));
-        tracing::debug!(region = %self.region, height = %target, "region checkpoint relayed");
+        let now = Instant::now();
+        if checkpoint.listing.is_some() {
+            self.listing_sent = Some(now);
+        }
+        if target > recorded {
+            self.sent = Some((target, now));
+        }
+        tracing::debug!(region = %self.region, height = %target, listing = checkpoint.listing.is_some(), "region checkpoint relayed");
         Ok(())
     }
 
-    /// This (directory) region's directory for a region whose copy has root `theirs`, when it
-    /// differs and this region's state now is the one `header` commits to; otherwise none
-    /// (a later pass carries it, once the state and the header sent agree).
-    fn listing(&self, header: &Header, theirs: B256) -> Option<Listing> {
+    /// The receiving regionchain as this pass needs it, when it lists this region.
+    fn receiver(&self) -> Option<Receiver> {
+        let into = self.into.region().read().unwrap_or_else(|e| e.into_inner());
+        into.listed(self.region)?;
+        let from_directory = into
+            .anchor
+            .as_ref()
+            .is_some_and(|a| a.region == self.region);
+        let wants_listing = from_directory && {
+            let from = self.view.region().read().unwrap_or_else(|e| e.into_inner());
+            wants_listing(&into, &from)
+        };
+        Some(Receiver {
+            here: into.region,
+            last: into.region_heads.get(&self.region).copied(),
+            wants_listing,
+        })
+    }
+
+    /// This (directory) region's view of the platform, when its state now is the one the
+    /// header at `head` commits to (the state may be a block ahead of the stored head: a later
+    /// pass carries it then).
+    fn listing_at(&self, head: Height) -> anyhow::Result<Option<Listing>> {
+        let block = self
+            .view
+            .block_by_height(head)?
+            .ok_or_else(|| anyhow::anyhow!("block {head} is not stored"))?;
+        let committed = block.header().segments.first().map(|s| s.state_root);
         let state = self.view.region().read().unwrap_or_else(|e| e.into_inner());
         let roots = state.roots();
-        let committed = header.segments.first().map(|s| s.state_root);
-        (roots.directory != theirs && committed == Some(roots.state_root()))
-            .then(|| Listing::of(roots, &state.directory))
+        Ok((committed == Some(roots.state_root()))
+            .then(|| Listing::of(roots, &state.directory, state.region_heads.values())))
+    }
+
+    /// `checkpoint` as a system transaction within the size limit: without its listing when
+    /// only that makes it too large (the header still moves on; the listing is logged as not
+    /// carried), none when nothing is left to send (`moves_on` false: the listing was all).
+    fn encoded(
+        &self,
+        checkpoint: &mut RegionCheckpoint,
+        moves_on: bool,
+    ) -> anyhow::Result<Option<Bytes>> {
+        let height = checkpoint.sealed.header.height;
+        let mut raw = checkpoint.to_system_tx();
+        if raw.len() > MAX_SYSTEM_TX_BYTES && checkpoint.listing.take().is_some() {
+            tracing::warn!(region = %self.region, %height, bytes = raw.len(), "the directory region's listing does not fit in a checkpoint beside its header; sent without it");
+            if !moves_on {
+                return Ok(None);
+            }
+            raw = checkpoint.to_system_tx();
+        }
+        anyhow::ensure!(
+            raw.len() <= MAX_SYSTEM_TX_BYTES,
+            "the header at height {height} makes a checkpoint of {} bytes, above the {MAX_SYSTEM_TX_BYTES}-byte system transaction limit",
+            raw.len()
+        );
+        Ok(Some(raw))
     }
 
     /// Remembers the CN set in force at this region's head now.
@@ -361,6 +415,30 @@ impl Followed {
     }
 }
 
+/// What one pass needs of the receiving regionchain.
+struct Receiver {
+    here: ChainId,
+    /// Its last checkpoint of the relayed region.
+    last: Option<RegionHead>,
+    /// Whether it lacks some of the relayed (directory) region's view ([`wants_listing`]).
+    wants_listing: bool,
+}
+
+/// Whether regionchain `into` lacks some of directory region `from`'s view of the platform: an
+/// entry of its directory, or a head further on than `into`'s whose CN set `into` does not
+/// trust (it would refuse that region's checkpoints until it took the head).
+fn wants_listing(into: &RegionState, from: &RegionState) -> bool {
+    let behind = |h: &RegionHead| {
+        h.region != into.region
+            && into
+                .region_heads
+                .get(&h.region)
+                .is_none_or(|mine| mine.height < h.height)
+            && into.trusted_set(h.region) != Some(h.set_root)
+    };
+    into.directory.root() != from.directory.root() || from.region_heads.values().any(behind)
+}
+
 /// The region an RN follows (its regionchain's id).
 fn region_of(view: &RnView) -> ChainId {
     view.region()
@@ -373,7 +451,7 @@ fn region_of(view: &RnView) -> ChainId {
 /// region its genesis anchors) with a genesis other than `followed`; passes when it does not
 /// record it.
 fn check_recorded_genesis(
-    state: &crate::chain::region::RegionState,
+    state: &RegionState,
     region: ChainId,
     followed: B256,
 ) -> anyhow::Result<()> {
@@ -401,6 +479,39 @@ mod tests {
         let keys = cn_keys("here");
         let set = CnSet::new(keys.iter().map(SecretKey::public_key).collect()).unwrap();
         RegionState::new(region, Arc::new(set), 1)
+    }
+
+    #[test]
+    fn a_region_wants_the_listing_while_it_lacks_an_entry_or_a_set_the_directory_followed() {
+        let third = ChainId(OTHER.0 + crate::chain::directory::REGION_ID_SPAN);
+        let listed = |region| crate::chain::directory::RegionEntry {
+            region,
+            ..entry(&cn_keys("third"))
+        };
+        let mut directory = state(HERE);
+        directory.directory.insert(listed(OTHER));
+        directory.directory.insert(listed(third));
+        let mut other = state(OTHER).with_directory_anchor(Some(listed(HERE)));
+        assert!(wants_listing(&other, &directory), "no entry copied yet");
+        other.directory = directory.directory.clone();
+        assert!(!wants_listing(&other, &directory));
+        // The directory region follows the third region to another set.
+        let head = |height, set: u8| RegionHead {
+            region: third,
+            height: Height(height),
+            hash: crate::types::BlockHash(B256::repeat_byte(1)),
+            set_root: B256::repeat_byte(set),
+        };
+        directory.region_heads.insert(third, head(40, 9));
+        assert!(
+            wants_listing(&other, &directory),
+            "the set it trusts is behind"
+        );
+        // Taken, or followed further here already: nothing to send.
+        other.region_heads.insert(third, head(40, 9));
+        assert!(!wants_listing(&other, &directory));
+        other.region_heads.insert(third, head(50, 8));
+        assert!(!wants_listing(&other, &directory));
     }
 
     #[test]

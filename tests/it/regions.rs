@@ -487,6 +487,57 @@ fn regions_other_than_the_directory_region_checkpoint_each_other_directly() {
             );
         }
     }
+
+    // Knowing each other, the second region moves its servicechain to the third, as
+    // `kaon region move` does it from the files the devnet wrote; the chain keeps its accounts
+    // behind the same URL and goes on in the third region.
+    let (second, third) = (regions[1], regions[2]);
+    let moving = ChainId(second + 1);
+    let chain = Client::new(chain_url(&url, moving.0));
+    let sender = developer_accounts(DEV_ACCOUNTS).swap_remove(0);
+    let send = |nonce: u64, value: u64| {
+        let tx = transfer_on(moving, RECIPIENT, &sender.secret, nonce, value);
+        send_through_a_move(chain_url(&url, moving.0), vec![tx]);
+    };
+    send(0, 5);
+    let source = dir.path().join(format!("region-{second}"));
+    let request = kaon::node::region_move::MoveRequest {
+        genesis: source.join("genesis.json"),
+        chain: moving,
+        target: ChainId(third),
+        key_files: (0..3)
+            .map(|i| source.join(format!("cn{i}/cn.key")))
+            .collect(),
+        approvals: Vec::new(),
+        // The endpoint itself, not one chain's path on it.
+        rpc: url.split("/chain/").next().unwrap().to_owned(),
+        target_rpc: None,
+        timeout: INCLUSION,
+    };
+    let mut out = Vec::new();
+    kaon::node::region_move::run(&request, &mut out).unwrap();
+    let summaries = Client::new(chain_url(&url, 1000)).ok("kaon_regions", json!([]));
+    let summary = |region: u64| {
+        summaries
+            .as_array()
+            .and_then(|all| all.iter().find(|r| r["region"] == json!(region)))
+            .cloned()
+            .unwrap_or_default()
+    };
+    assert!(
+        summary(third)["servicechains"]
+            .as_array()
+            .is_some_and(|chains| chains.contains(&json!(moving.0))),
+        "{summaries}"
+    );
+    assert_eq!(
+        summary(second)["movedAway"][0]["target"],
+        json!(third),
+        "{summaries}"
+    );
+    send(1, 7);
+    assert_eq!(chain.nonce(sender.address, "latest"), 2);
+    assert_eq!(balance(&chain, RECIPIENT), U256::from(12));
 }
 
 /// Sends `txs` one after another on `url`'s chain as a wallet does: each until it is
