@@ -680,7 +680,7 @@ impl CnApp {
         let hopeless_one = |tx: &Bytes| match system::split(tx).map(|(k, _)| k) {
             Ok(SystemKind::RegionCheckpoint) => RegionCheckpoint::from_system_tx(tx)
                 .map_or(true, |c| {
-                    region.check_checkpoint(&c, SealCheck::Trust).is_err()
+                    region.check_checkpoint(&c, &[], SealCheck::Trust).is_err()
                 }),
             Ok(SystemKind::MoveServicechain) => MoveOrder::from_system_tx(tx).map_or(true, |o| {
                 !region.serves(o.chain) || o.verify(region.region, &region.set).is_err()
@@ -742,6 +742,11 @@ impl CnApp {
             SystemKind::AdoptionChunk => super::migration::MAX_CHUNKS_PER_BLOCK,
             _ => MAX_SYSTEM_TXS_PER_BLOCK,
         };
+        // A checkpoint carrying the directory region's listing goes first: segment 0 looks at
+        // it only there (it changes the trust the other checkpoints are checked against).
+        txs.sort_by_key(|tx| {
+            !RegionCheckpoint::from_system_tx(tx).is_ok_and(|c| c.listing.is_some())
+        });
         let mut taken: HashMap<u8, usize> = HashMap::new();
         // Segment 0 looks at one checkpoint per region: another waits for the next container;
         // one that can never be accepted leaves the queue unproposed.

@@ -137,8 +137,9 @@ pub struct RegionExecution {
     /// The pending change after this segment.
     pub pending: Option<(Height, Vec<PublicKeyBytes>)>,
     pub governance_root: B256,
-    /// The directory after this segment, when it changed: regions created here (the
-    /// directory region), or the directory copied from a checkpoint of the directory region.
+    /// The directory after this segment, when it was written: regions created here (the
+    /// directory region), or the directory copied from a checkpoint of the directory region
+    /// (which may equal the one before, the listing bringing heads only).
     pub directory: Option<Directory>,
     /// Other regions' heads this segment recorded, in order: checkpointed here, or taken from
     /// the directory region's listing (where it is further on).
@@ -224,6 +225,9 @@ struct Draft<'a> {
     region_heads: Vec<RegionHead>,
     /// Regions whose checkpoint this segment looked at, accepted or not.
     checkpoints_tried: Vec<ChainId>,
+    /// Heads this segment took from the directory region's listing: the later checkpoints of
+    /// those regions are checked against them.
+    copied: Vec<RegionHead>,
     registered: Vec<NewChain>,
     registry_root: B256,
     moved: Option<MoveRecord>,
@@ -366,8 +370,14 @@ impl Draft<'_> {
         if self.checkpoints_tried.len() >= MAX_REGION_CHECKPOINTS_PER_CONTAINER {
             return Err(RegionCheckpointError::TooManyInBlock.into());
         }
+        // A listing may change the trust every later checkpoint is checked against, so it is
+        // looked at only first (a proposer puts it there).
+        if checkpoint.listing.is_some() && !self.checkpoints_tried.is_empty() {
+            return Err(RegionCheckpointError::ListingNotFirst.into());
+        }
         self.checkpoints_tried.push(region);
-        let Recorded { head, platform } = base.check_checkpoint(&checkpoint, self.seals)?;
+        let Recorded { head, platform } =
+            base.check_checkpoint(&checkpoint, &self.copied, self.seals)?;
         if let Some(head) = head {
             self.governance_root = sha256_concat(&[
                 self.governance_root.as_slice(),
@@ -389,9 +399,9 @@ impl Draft<'_> {
     /// ([`record_head`]); the state root commits to the heads through its `directory` part.
     fn take_platform(&mut self, platform: Platform) {
         let base = self.base;
-        let taken = |h: &RegionHead| base.takes_head(&platform.directory, h);
-        self.region_heads
-            .extend(platform.heads.iter().copied().filter(taken));
+        let taken = |h: &&RegionHead| base.takes_head(&platform.directory, h);
+        self.copied = platform.heads.iter().filter(taken).copied().collect();
+        self.region_heads.extend(&self.copied);
         self.directory = Some(platform.directory);
     }
 
@@ -667,29 +677,30 @@ impl RegionState {
     }
 
     /// Checks `checkpoint` as segment 0 would now — the region listed, the height, the trusted
-    /// set, a directory listing only in a checkpoint of the directory region and only the one
+    /// set (from `copied`, the heads a listing earlier in the segment brought, where it holds
+    /// the region), a listing only in a checkpoint of the directory region and only the one
     /// its header commits to — and the seal unless `seals` is [`Seals::Trust`]; what it would
     /// record.
     pub fn check_checkpoint(
         &self,
         checkpoint: &RegionCheckpoint,
+        copied: &[RegionHead],
         seals: Seals,
     ) -> Result<Recorded, RegionCheckpointError> {
         let region = checkpoint.region();
-        let last = self.region_heads.get(&region);
+        let last = copied
+            .iter()
+            .find(|h| h.region == region)
+            .or(self.region_heads.get(&region));
         // The header recorded last, sent again for the listing it carries (a checkpoint
-        // without one, relayed by anyone, may have taken that height first): checked already.
+        // without one, relayed by anyone, may have taken that height first): its height and
+        // set were checked when it was recorded; the rest is checked as for any checkpoint.
         let again = checkpoint.listing.is_some()
             && last.is_some_and(|l| l.hash == checkpoint.sealed.hash());
-        match again {
-            true if checkpoint.directory != self.region => {
-                return Err(RegionCheckpointError::WrongDirectory {
-                    got: checkpoint.directory,
-                    expected: self.region,
-                })
-            }
-            true => {}
-            false => checkpoint.precheck(self.region, self.listed(region), last)?,
+        if again {
+            checkpoint.precheck_again(self.region)?;
+        } else {
+            checkpoint.precheck(self.region, self.listed(region), last)?;
         }
         let platform = match &checkpoint.listing {
             None => None,
@@ -702,7 +713,7 @@ impl RegionState {
         if again && platform.as_ref().is_some_and(|p| !self.would_take(p)) {
             return Err(RegionCheckpointError::NothingNew(region));
         }
-        if !again && seals == Seals::Verify {
+        if seals == Seals::Verify {
             verify_seal(&checkpoint.sealed, &checkpoint.cn_set)?;
         }
         Ok(Recorded {
@@ -719,6 +730,20 @@ impl RegionState {
                 .heads
                 .iter()
                 .any(|h| self.takes_head(&platform.directory, h))
+    }
+
+    /// Whether this regionchain lacks some of directory region `from`'s view of the platform
+    /// that a listing would bring and that matters: an entry, or a head further on than its own
+    /// ([`Self::takes_head`]) whose CN set it does not trust (it would refuse that region's
+    /// checkpoints until it took it). What a relay sends a listing for.
+    pub fn lacks_trust_of(&self, from: &RegionState) -> bool {
+        let untrusted = |h: &&RegionHead| self.trusted_set(h.region) != Some(h.set_root);
+        self.directory != from.directory
+            || from
+                .region_heads
+                .values()
+                .filter(untrusted)
+                .any(|h| self.takes_head(&from.directory, h))
     }
 
     /// Whether a head of the directory region's view is taken here: of another region it
@@ -842,6 +867,7 @@ impl RegionState {
             directory: None,
             region_heads: Vec::new(),
             checkpoints_tried: Vec::new(),
+            copied: Vec::new(),
             registered: Vec::new(),
             registry_root: self.registry.root(),
             moved: None,
@@ -1394,6 +1420,8 @@ mod tests {
         platform.region_heads.insert(THIRD, followed);
         let mut state = RegionState::new(HERE, set_of(&own), 16)
             .with_directory_anchor(Some(entry_of(OTHER, &dir_keys)));
+        // An earlier copy listed THIRD already: trusted from its genesis set so far.
+        state.directory = platform.directory.clone();
         // The directory region's header recorded first without the listing (anyone relays)...
         let bare = checkpoint(&dir_keys, committing(&dir_keys, OTHER, 5, platform.roots()));
         let first = state.execute(Height(1), &segment(vec![bare.to_system_tx()]));
@@ -1409,8 +1437,37 @@ mod tests {
         edited_head.listing.as_mut().unwrap().heads[0].set_root = set_of(&own).root();
         let reason = refusal(&state, 2, edited_head.to_system_tx());
         assert!(reason.contains("not the one the header's"), "{reason}");
-        let execution = state.execute(Height(2), &segment(vec![again.to_system_tx()]));
-        assert_eq!(execution.refusals, [None]);
+        // Nor with other bytes beside the header: another set carried, a seal short of quorum.
+        let mut swapped = again.clone();
+        swapped.cn_set.reverse();
+        let reason = refusal(&state, 2, swapped.to_system_tx());
+        assert!(reason.contains("is not the header's"), "{reason}");
+        let mut unsealed = again.clone();
+        unsealed.sealed.seal.signers =
+            crate::types::SignerBitmap(alloy_primitives::Bytes::from_static(&[0b0011]));
+        let reason = refusal(&state, 2, unsealed.to_system_tx());
+        assert!(reason.contains("commit certificate"), "{reason}");
+        // THIRD's genesis set (retired there) sealing a header beside it: checked against the
+        // trust the listing brought when it comes after it, and the listing refused when it
+        // comes second (it must come first, or that checkpoint would pass on the old trust).
+        let third = |keys: &[SecretKey], height| {
+            checkpoint(
+                keys,
+                committing(keys, THIRD, height, RegionRoots::default()),
+            )
+        };
+        let retired = third(&third_keys, 50).to_system_tx();
+        let second = state.execute(
+            Height(2),
+            &segment(vec![retired.clone(), again.to_system_tx()]),
+        );
+        assert!(second.refusals[1]
+            .as_deref()
+            .is_some_and(|r| r.contains("must be the first")));
+        let execution = state.execute(Height(2), &segment(vec![again.to_system_tx(), retired]));
+        assert_eq!(execution.refusals[0], None);
+        let reason = execution.refusals[1].clone().unwrap_or_default();
+        assert!(reason.contains("trusts"), "{reason}");
         assert_eq!(execution.directory.as_ref(), Some(&platform.directory));
         assert_eq!(execution.region_heads, [followed]);
         state.apply(&execution, &Committed::of(&container(2)));
@@ -1426,12 +1483,6 @@ mod tests {
         assert!(reason.contains("not above"), "{reason}");
         // THIRD's set is trusted as far as the directory region followed it: its genesis set
         // no longer seals, the rotated one does above the copied head.
-        let third = |keys: &[SecretKey], height| {
-            checkpoint(
-                keys,
-                committing(keys, THIRD, height, RegionRoots::default()),
-            )
-        };
         let reason = refusal(&state, 3, third(&third_keys, 41).to_system_tx());
         assert!(reason.contains("trusts"), "{reason}");
         let reason = refusal(&state, 3, third(&rotated, 40).to_system_tx());

@@ -13,9 +13,14 @@
 //!
 //! The directory region lists the regions it created; every other region lists the regions
 //! its copy of that directory holds. The copy comes with the directory region's checkpoints:
-//! one may carry a [`Listing`] — the directory and the roots of the header's segment 0 — which
-//! the receiver takes only when the roots hash to the state root that segment commits to, the
-//! entries to the roots' `directory` part, and it keeps every entry already listed.
+//! one may carry a [`Listing`] — the directory, the directory region's head of each region, and
+//! the roots of the header's segment 0 — which the receiver takes only when the roots hash to
+//! the state root that segment commits to, the entries and heads to the roots' `directory`
+//! part ([`platform_root`]), and it keeps every entry already listed; it then takes each head
+//! further on than its own, so its trust in a region's CN set starts where the directory
+//! region's stands. The header recorded last may come again with a listing (a checkpoint
+//! without one can take its height first); a listing is looked at only as the first
+//! checkpoint of a block, so every later one is checked against the trust it brought.
 //!
 //! Anyone may relay a checkpoint (an RN that follows both regions does, `node::relay`): it
 //! proves itself, so a relayer is trusted with nothing but liveness.
@@ -86,6 +91,15 @@ pub fn platform_root<'a>(
     sha256_concat(&parts)
 }
 
+/// The regionchain state root `header`'s segment 0 commits to (none if it has no segment 0).
+pub fn committed_state_root(header: &Header) -> Option<B256> {
+    header
+        .segments
+        .first()
+        .filter(|s| s.chain_id == header.region)
+        .map(|s| s.state_root)
+}
+
 /// What a regionchain takes from a proven [`Listing`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Platform {
@@ -94,7 +108,8 @@ pub struct Platform {
 }
 
 impl Listing {
-    /// The directory region's view of the platform, from its state (the relay's side).
+    /// A regionchain's view of the platform — its `roots`, `directory` and `heads` — as a
+    /// listing (the relay's side, from the directory region's state).
     pub fn of<'a>(
         roots: RegionRoots,
         directory: &Directory,
@@ -114,12 +129,7 @@ impl Listing {
         header: &Header,
         current: &Directory,
     ) -> Result<Platform, RegionCheckpointError> {
-        let committed = header
-            .segments
-            .first()
-            .filter(|s| s.chain_id == header.region)
-            .map(|s| s.state_root);
-        if committed != Some(self.roots.state_root()) {
+        if committed_state_root(header) != Some(self.roots.state_root()) {
             return Err(RegionCheckpointError::ListingUnproven);
         }
         let directory = current.updated_to(&self.entries)?;
@@ -189,6 +199,8 @@ pub enum RegionCheckpointError {
         "the header of region {0} recorded last, sent again with a listing that changes nothing"
     )]
     NothingNew(ChainId),
+    #[error("a checkpoint carrying a listing must be the first region checkpoint of its block")]
+    ListingNotFirst,
     #[error("directory listing: {0}")]
     Listing(#[from] ListingError),
     #[error("region {0} already has a checkpoint in this block")]
@@ -253,14 +265,29 @@ impl RegionCheckpoint {
                 trusted,
             });
         }
-        let carried = set_root(&self.cn_set);
-        if carried != header.cn_set_root {
-            return Err(RegionCheckpointError::SetNotHeaders {
-                carried,
-                header: header.cn_set_root,
+        self.carries_headers_set()
+    }
+
+    /// What is checked without signature work of the header recorded last, sent again with a
+    /// listing: the regionchain, and the carried set the header's (its height and set were
+    /// checked when it was recorded, and the seal is checked as for any checkpoint).
+    pub fn precheck_again(&self, here: ChainId) -> Result<(), RegionCheckpointError> {
+        if self.directory != here {
+            return Err(RegionCheckpointError::WrongDirectory {
+                got: self.directory,
+                expected: here,
             });
         }
-        Ok(())
+        self.carries_headers_set()
+    }
+
+    fn carries_headers_set(&self) -> Result<(), RegionCheckpointError> {
+        let carried = set_root(&self.cn_set);
+        let header = self.sealed.header.cn_set_root;
+        match carried == header {
+            true => Ok(()),
+            false => Err(RegionCheckpointError::SetNotHeaders { carried, header }),
+        }
     }
 
     /// Checks the checkpoint in regionchain `here`, whose directory lists the region as

@@ -19,7 +19,9 @@
 
 use crate::chain::region::RegionState;
 use crate::chain::region::Seals;
-use crate::chain::region_checkpoint::{verify_seal, Listing, RegionCheckpoint, RegionHead};
+use crate::chain::region_checkpoint::{
+    committed_state_root, verify_seal, Listing, RegionCheckpoint, RegionHead,
+};
 use crate::consensus::selection::set_root;
 use crate::crypto::bls::PublicKeyBytes;
 use crate::rn::RnView;
@@ -203,40 +205,31 @@ impl Followed {
     /// One pass: sends the next checkpoint of this region when its head moved past the last
     /// one recorded (and none sent is still waiting to be). Into a region that lacks some of
     /// this directory region's view, the checkpoint of the head carries it — or, when the
-    /// head is the header recorded last, it is sent again for that.
+    /// head is the header recorded last, that header goes again for it.
     fn relay(&mut self) -> anyhow::Result<()> {
         self.note_current_set();
         // Not listed (yet): nothing would be accepted.
         let Some(receiver) = self.receiver() else {
             return Ok(());
         };
-        let recorded = receiver.last.map_or(Height(0), |l| l.height);
-        let waiting = self
-            .sent
-            .is_some_and(|(h, at)| h > recorded && at.elapsed() < RESEND_AFTER);
-        let head = self.view.head().0;
-        let listing_due = receiver.wants_listing
-            && self
-                .listing_sent
-                .is_none_or(|at| at.elapsed() >= RESEND_AFTER);
-        let listing = match listing_due {
-            true => self.listing_at(head)?,
-            false => None,
+        let Some((target, listing)) = self.next_checkpoint(&receiver)? else {
+            return Ok(());
         };
-        let (target, listing) = match listing {
-            Some(listing) if head == recorded => (head, Some(listing)),
-            _ if waiting || head <= recorded => return Ok(()),
-            listing => {
-                let Some(target) = self.target(recorded, head)? else {
-                    return Ok(());
-                };
-                (target, listing.filter(|_| target == head))
-            }
-        };
+        let recorded = receiver.recorded();
         let mut checkpoint = self.checkpoint(receiver.here, target)?;
         checkpoint.listing = listing;
-        let Some(raw) = self.encoded(&mut checkpoint, target > recorded)? else {
-            return Ok(());
+        let tried_listing = checkpoint.listing.is_some();
+        let encoded = self.encoded(&mut checkpoint);
+        if tried_listing {
+            // Carried or left out for its size: not tried again for a while either way.
+            self.listing_sent = Some(Instant::now());
+        }
+        let raw = match encoded? {
+            Some(raw) => raw,
+            None if target > recorded => self.encoded(&mut checkpoint)?.ok_or_else(|| {
+                anyhow::anyhow!("the header at height {target} does not fit in a checkpoint")
+            })?,
+            None => anyhow::bail!("the directory region's listing does not fit in a checkpoint beside its header at height {target} ({MAX_SYSTEM_TX_BYTES} bytes)"),
         };
         // As the receiving regionchain will check it: the cheap checks under its state's lock,
         // the pairing after.
@@ -244,21 +237,50 @@ impl Followed {
             .region()
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .check_checkpoint(&checkpoint, Seals::Trust)?;
+            .check_checkpoint(&checkpoint, &[], Seals::Trust)?;
         verify_seal(&checkpoint.sealed, &checkpoint.cn_set)?;
         self.into.forward_txs(vec![raw])?;
-        let now = Instant::now();
-        if checkpoint.listing.is_some() {
-            self.listing_sent = Some(now);
-        }
         if target > recorded {
-            self.sent = Some((target, now));
+            self.sent = Some((target, Instant::now()));
         }
         tracing::debug!(region = %self.region, height = %target, listing = checkpoint.listing.is_some(), "region checkpoint relayed");
         Ok(())
     }
 
-    /// The receiving regionchain as this pass needs it, when it lists this region.
+    /// The height to checkpoint now and the listing it carries: the head again for the
+    /// listing alone when it is the header recorded last, else the next height above the last
+    /// recorded (with the listing when that is the head); none while a checkpoint sent is
+    /// still waiting to be recorded or the head has not moved.
+    fn next_checkpoint(
+        &mut self,
+        receiver: &Receiver,
+    ) -> anyhow::Result<Option<(Height, Option<Listing>)>> {
+        let recorded = receiver.recorded();
+        let head = self.view.head().0;
+        let listing_due = receiver.lacks_trust
+            && self
+                .listing_sent
+                .is_none_or(|at| at.elapsed() >= RESEND_AFTER);
+        let listing = match listing_due {
+            true => self.listing_at(head)?,
+            false => None,
+        };
+        if listing.is_some() && head == recorded {
+            return Ok(Some((head, listing)));
+        }
+        let waiting = self
+            .sent
+            .is_some_and(|(h, at)| h > recorded && at.elapsed() < RESEND_AFTER);
+        if waiting || head <= recorded {
+            return Ok(None);
+        }
+        let target = self.target(recorded, head)?;
+        Ok(target.map(|t| (t, listing.filter(|_| t == head))))
+    }
+
+    /// The receiving regionchain as this pass needs it, when it lists this region. Locks the
+    /// receiving region's state, then this one's: no other thread holds one while waiting
+    /// for the other (an RN's apply takes its own region's alone).
     fn receiver(&self) -> Option<Receiver> {
         let into = self.into.region().read().unwrap_or_else(|e| e.into_inner());
         into.listed(self.region)?;
@@ -266,14 +288,14 @@ impl Followed {
             .anchor
             .as_ref()
             .is_some_and(|a| a.region == self.region);
-        let wants_listing = from_directory && {
+        let lacks_trust = from_directory && {
             let from = self.view.region().read().unwrap_or_else(|e| e.into_inner());
-            wants_listing(&into, &from)
+            into.lacks_trust_of(&from)
         };
         Some(Receiver {
             here: into.region,
             last: into.region_heads.get(&self.region).copied(),
-            wants_listing,
+            lacks_trust,
         })
     }
 
@@ -285,29 +307,22 @@ impl Followed {
             .view
             .block_by_height(head)?
             .ok_or_else(|| anyhow::anyhow!("block {head} is not stored"))?;
-        let committed = block.header().segments.first().map(|s| s.state_root);
+        let committed = committed_state_root(block.header());
         let state = self.view.region().read().unwrap_or_else(|e| e.into_inner());
         let roots = state.roots();
         Ok((committed == Some(roots.state_root()))
             .then(|| Listing::of(roots, &state.directory, state.region_heads.values())))
     }
 
-    /// `checkpoint` as a system transaction within the size limit: without its listing when
-    /// only that makes it too large (the header still moves on; the listing is logged as not
-    /// carried), none when nothing is left to send (`moves_on` false: the listing was all).
-    fn encoded(
-        &self,
-        checkpoint: &mut RegionCheckpoint,
-        moves_on: bool,
-    ) -> anyhow::Result<Option<Bytes>> {
+    /// `checkpoint` as a system transaction within the size limit; none when only its listing
+    /// makes it too large (the listing is then taken out, logged, for the caller to send the
+    /// header alone if that moves anything on).
+    fn encoded(&self, checkpoint: &mut RegionCheckpoint) -> anyhow::Result<Option<Bytes>> {
         let height = checkpoint.sealed.header.height;
-        let mut raw = checkpoint.to_system_tx();
+        let raw = checkpoint.to_system_tx();
         if raw.len() > MAX_SYSTEM_TX_BYTES && checkpoint.listing.take().is_some() {
-            tracing::warn!(region = %self.region, %height, bytes = raw.len(), "the directory region's listing does not fit in a checkpoint beside its header; sent without it");
-            if !moves_on {
-                return Ok(None);
-            }
-            raw = checkpoint.to_system_tx();
+            tracing::warn!(region = %self.region, %height, bytes = raw.len(), "the directory region's listing does not fit in a checkpoint beside its header; left out");
+            return Ok(None);
         }
         anyhow::ensure!(
             raw.len() <= MAX_SYSTEM_TX_BYTES,
@@ -420,23 +435,16 @@ struct Receiver {
     here: ChainId,
     /// Its last checkpoint of the relayed region.
     last: Option<RegionHead>,
-    /// Whether it lacks some of the relayed (directory) region's view ([`wants_listing`]).
-    wants_listing: bool,
+    /// Whether it lacks some of the relayed (directory) region's view that matters
+    /// ([`RegionState::lacks_trust_of`]).
+    lacks_trust: bool,
 }
 
-/// Whether regionchain `into` lacks some of directory region `from`'s view of the platform: an
-/// entry of its directory, or a head further on than `into`'s whose CN set `into` does not
-/// trust (it would refuse that region's checkpoints until it took the head).
-fn wants_listing(into: &RegionState, from: &RegionState) -> bool {
-    let behind = |h: &RegionHead| {
-        h.region != into.region
-            && into
-                .region_heads
-                .get(&h.region)
-                .is_none_or(|mine| mine.height < h.height)
-            && into.trusted_set(h.region) != Some(h.set_root)
-    };
-    into.directory.root() != from.directory.root() || from.region_heads.values().any(behind)
+impl Receiver {
+    /// The height of its last checkpoint of the relayed region (0: none).
+    fn recorded(&self) -> Height {
+        self.last.map_or(Height(0), |l| l.height)
+    }
 }
 
 /// The region an RN follows (its regionchain's id).
@@ -482,7 +490,7 @@ mod tests {
     }
 
     #[test]
-    fn a_region_wants_the_listing_while_it_lacks_an_entry_or_a_set_the_directory_followed() {
+    fn a_region_lacks_the_listing_while_it_misses_an_entry_or_a_set_the_directory_followed() {
         let third = ChainId(OTHER.0 + crate::chain::directory::REGION_ID_SPAN);
         let listed = |region| crate::chain::directory::RegionEntry {
             region,
@@ -492,9 +500,9 @@ mod tests {
         directory.directory.insert(listed(OTHER));
         directory.directory.insert(listed(third));
         let mut other = state(OTHER).with_directory_anchor(Some(listed(HERE)));
-        assert!(wants_listing(&other, &directory), "no entry copied yet");
+        assert!(other.lacks_trust_of(&directory), "no entry copied yet");
         other.directory = directory.directory.clone();
-        assert!(!wants_listing(&other, &directory));
+        assert!(!other.lacks_trust_of(&directory));
         // The directory region follows the third region to another set.
         let head = |height, set: u8| RegionHead {
             region: third,
@@ -504,14 +512,14 @@ mod tests {
         };
         directory.region_heads.insert(third, head(40, 9));
         assert!(
-            wants_listing(&other, &directory),
+            other.lacks_trust_of(&directory),
             "the set it trusts is behind"
         );
         // Taken, or followed further here already: nothing to send.
         other.region_heads.insert(third, head(40, 9));
-        assert!(!wants_listing(&other, &directory));
+        assert!(!other.lacks_trust_of(&directory));
         other.region_heads.insert(third, head(50, 8));
-        assert!(!wants_listing(&other, &directory));
+        assert!(!other.lacks_trust_of(&directory));
     }
 
     #[test]
