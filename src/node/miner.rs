@@ -117,14 +117,27 @@ pub struct RnClient {
 
 impl RnClient {
     pub fn new(url: &str) -> Self {
+        Self::with_timeout(url, Duration::from_secs(10))
+    }
+
+    /// A client whose every request ends within `timeout`.
+    pub fn with_timeout(url: &str, timeout: Duration) -> Self {
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(10)))
+            .timeout_global(Some(timeout))
             .build()
             .into();
         Self {
             url: url.to_string(),
             agent,
+        }
+    }
+
+    /// A client of `url` sharing this one's connections and timeout.
+    pub fn at(&self, url: &str) -> Self {
+        Self {
+            url: url.to_string(),
+            agent: self.agent.clone(),
         }
     }
 

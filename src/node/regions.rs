@@ -8,14 +8,15 @@
 //!
 //! May import: `rpc` (the backend trait and its types) and [`super::rpc::ChainRpc`].
 
+use super::miner::RnClient;
 use super::rpc::ChainRpc;
 use crate::crypto::tx::{RecoveredTx, SignedTransaction};
 use crate::rpc::{
     BackendError, CallRequest, LogQuery, RpcAccessList, RpcBackend, RpcBlock, RpcFeeHistory,
-    RpcLog, RpcReceipt, RpcTransaction, StateAt, SubmitError, SyncProgress,
+    RpcLog, RpcReceipt, RpcTransaction, StateAt, SubmitError, SyncProgress, Upstream,
 };
 use crate::types::ChainId;
-use alloy_primitives::{Address, Bytes, B256, U256};
+use alloy_primitives::{hex, Address, Bytes, B256, U256};
 use serde_json::Value;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -71,17 +72,49 @@ const HAND_OFF_INTERVAL: Duration = Duration::from_millis(250);
 /// before it is dropped.
 const HAND_OFF_PATIENCE: Duration = Duration::from_secs(600);
 
+/// How often a transaction waiting for a remote endpoint's region to adopt its chain is sent
+/// there again.
+const REMOTE_RETRY: Duration = Duration::from_secs(2);
+/// Longest one hand-off to a remote endpoint may take, and most of them per pass: an
+/// unreachable endpoint delays the local hand-offs by at most their product.
+const REMOTE_TIMEOUT: Duration = Duration::from_secs(2);
+const REMOTE_SENDS_PER_PASS: usize = 8;
+
+/// A moved chain's transaction waiting to be handed on.
+struct Departing {
+    tx: RecoveredTx,
+    since: Instant,
+    /// Not sent to a remote endpoint before this.
+    next_try: Instant,
+}
+
+/// What became of one attempt to hand a transaction on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HandedOn {
+    Taken,
+    /// Not yet (the chain's state still arriving, a full pool, the remote endpoint
+    /// unreachable or not serving the chain yet): tried again until the patience runs out.
+    Later,
+    Refused,
+}
+
 /// Hands what each region's RN accepted for a chain that moved away, and did not include
-/// before the move, to the region that serves the chain now, through that region's own
-/// admission (its pool, journal and CNs), until `stop`: so a move loses no acknowledged
-/// transaction, and none runs twice (the nonces moved with the state). A transaction waits
-/// [`HAND_OFF_PATIENCE`] for the chain's adoption; at most [`crate::mempool::MAX_DEPARTED`]
-/// per region wait at once.
-pub fn hand_off(regions: &[Arc<ChainRpc>], stop: &AtomicBool) -> anyhow::Result<()> {
+/// before the move, to the region that serves the chain now, until `stop`: through that
+/// region's own admission (its pool, journal and CNs) when this process follows it, else to
+/// the `[rn] remote` endpoint serving the move's target region (`remotes`) as
+/// `eth_sendRawTransaction`. So a move loses no acknowledged transaction, and none runs twice
+/// (the nonces moved with the state). A transaction waits [`HAND_OFF_PATIENCE`] for the
+/// chain's adoption; at most [`crate::mempool::MAX_DEPARTED`] per region wait at once.
+pub fn hand_off(
+    regions: &[Arc<ChainRpc>],
+    remotes: &[Upstream],
+    stop: &AtomicBool,
+) -> anyhow::Result<()> {
     for region in regions {
         region.keep_departed();
     }
-    let mut waiting: Vec<(Instant, RecoveredTx)> = Vec::new();
+    let client = RnClient::with_timeout("", REMOTE_TIMEOUT);
+    let mut waiting: Vec<Departing> = Vec::new();
     while !stop.load(Ordering::Relaxed) {
         for region in regions {
             let room = (crate::mempool::MAX_DEPARTED * regions.len()).saturating_sub(waiting.len());
@@ -91,39 +124,137 @@ pub fn hand_off(regions: &[Arc<ChainRpc>], stop: &AtomicBool) -> anyhow::Result<
                     .take_departed()
                     .into_iter()
                     .take(room)
-                    .map(|tx| (now, tx)),
+                    .map(|tx| Departing {
+                        tx,
+                        since: now,
+                        next_try: now,
+                    }),
             );
         }
-        waiting.retain(|(since, tx)| {
-            let Some(chain) = tx.tx().chain_id() else {
-                return false;
+        let mut remote = Remote {
+            upstreams: remotes,
+            client: &client,
+            sends_left: REMOTE_SENDS_PER_PASS,
+        };
+        waiting.retain_mut(|departing| {
+            let outcome = match departing.tx.tx().chain_id() {
+                None => HandedOn::Refused,
+                Some(chain) => match regions.iter().find(|r| r.serves(chain)) {
+                    Some(serving) => hand_to(serving, chain, &departing.tx),
+                    None => remote.hand_to(regions, chain, departing),
+                },
             };
-            let Some(serving) = regions.iter().find(|r| r.serves(chain)) else {
-                return since.elapsed() < HAND_OFF_PATIENCE;
-            };
-            match serving.send_raw_transaction(chain, tx.tx().clone()) {
-                Ok(hash) => {
-                    tracing::debug!(%chain, %hash, region = %serving.region(), "moved chain's transaction handed to its new region");
-                    false
-                }
-                // For now only (its state just arriving, a full pool): tried again next tick.
-                Err(
-                    e @ (SubmitError::InsufficientFunds { .. }
-                    | SubmitError::PoolFull
-                    | SubmitError::Unavailable(_)),
-                ) => {
-                    tracing::debug!(%chain, hash = %tx.tx().hash(), error = %e, "moved chain's transaction not taken yet");
-                    since.elapsed() < HAND_OFF_PATIENCE
-                }
-                Err(e) => {
-                    tracing::debug!(%chain, hash = %tx.tx().hash(), error = %e, "moved chain's transaction not taken by its new region");
-                    false
-                }
+            match outcome {
+                HandedOn::Taken | HandedOn::Refused => false,
+                HandedOn::Later => departing.since.elapsed() < HAND_OFF_PATIENCE,
             }
         });
         std::thread::sleep(HAND_OFF_INTERVAL);
     }
     Ok(())
+}
+
+/// Hands `tx` to `serving`, a region this process follows that serves `chain` now.
+fn hand_to(serving: &ChainRpc, chain: ChainId, tx: &RecoveredTx) -> HandedOn {
+    match serving.send_raw_transaction(chain, tx.tx().clone()) {
+        Ok(hash) => {
+            tracing::debug!(%chain, %hash, region = %serving.region(), "moved chain's transaction handed to its new region");
+            HandedOn::Taken
+        }
+        // For now only (its state just arriving, a full pool): tried again next tick.
+        Err(
+            e @ (SubmitError::InsufficientFunds { .. }
+            | SubmitError::PoolFull
+            | SubmitError::Unavailable(_)),
+        ) => {
+            tracing::debug!(%chain, hash = %tx.tx().hash(), error = %e, "moved chain's transaction not taken yet");
+            HandedOn::Later
+        }
+        Err(e) => {
+            tracing::debug!(%chain, hash = %tx.tx().hash(), error = %e, "moved chain's transaction not taken by its new region");
+            HandedOn::Refused
+        }
+    }
+}
+
+/// The `[rn] remote` endpoints as one hand-off pass uses them.
+struct Remote<'a> {
+    upstreams: &'a [Upstream],
+    client: &'a RnClient,
+    /// Sends this pass may still make ([`REMOTE_SENDS_PER_PASS`]).
+    sends_left: usize,
+}
+
+impl Remote<'_> {
+    /// Sends `departing` to the remote endpoint serving the region `chain` moved to (from the
+    /// move record of the followed region it left), at most every [`REMOTE_RETRY`]; waits
+    /// while no followed region records the move yet, while the target is a followed region
+    /// (which takes it once it serves the chain), and while the endpoint does not serve the
+    /// chain yet.
+    fn hand_to(
+        &mut self,
+        regions: &[Arc<ChainRpc>],
+        chain: ChainId,
+        departing: &mut Departing,
+    ) -> HandedOn {
+        let hash = departing.tx.tx().hash();
+        let Some(target) = regions
+            .iter()
+            .find_map(|r| r.moved(chain))
+            .map(|m| m.target)
+        else {
+            return HandedOn::Later;
+        };
+        // A followed region adopts it: handed on there once it serves the chain.
+        if regions.iter().any(|r| r.region() == target) {
+            return HandedOn::Later;
+        }
+        let Some(upstream) = self.upstreams.iter().find(|u| u.holds(target)) else {
+            // Nowhere to send it: dropped, the wallet sends again (`docs/regions.md`).
+            tracing::debug!(%chain, %target, %hash, "moved chain's transaction dropped: no [rn] remote serves its new region");
+            return HandedOn::Refused;
+        };
+        let now = Instant::now();
+        if now < departing.next_try || self.sends_left == 0 {
+            return HandedOn::Later;
+        }
+        self.sends_left -= 1;
+        departing.next_try = now + REMOTE_RETRY;
+        let raw = format!("0x{}", hex::encode(departing.tx.tx().raw()));
+        let endpoint = self.client.at(&upstream.chain_url(chain));
+        match endpoint.call("eth_sendRawTransaction", serde_json::json!([raw])) {
+            Ok(_) => {
+                tracing::debug!(%chain, %target, %hash, "moved chain's transaction handed to its new region's endpoint");
+                HandedOn::Taken
+            }
+            Err(e) => {
+                let message = format!("{e:#}");
+                tracing::debug!(%chain, %target, %hash, error = %message, "moved chain's transaction not taken by the remote endpoint");
+                remote_outcome(&message)
+            }
+        }
+    }
+}
+
+/// What a remote endpoint's refusal of a handed-on transaction means: known already is
+/// taken; an endpoint not (yet) serving the chain, unreachable, busy, or short of the state
+/// still arriving is later; anything else (a nonce used, a bad signature) is final.
+fn remote_outcome(message: &str) -> HandedOn {
+    const LATER: [&str; 5] = [
+        "unknown chain",
+        "moved to region",
+        "insufficient funds",
+        "txpool is full",
+        // Not answered at all (RnClient names the endpoint it could not reach).
+        "eth_sendRawTransaction to ",
+    ];
+    if message.contains("already known") {
+        HandedOn::Taken
+    } else if LATER.iter().any(|m| message.contains(m)) {
+        HandedOn::Later
+    } else {
+        HandedOn::Refused
+    }
 }
 
 impl RegionRouter {
@@ -387,5 +518,30 @@ impl RpcBackend for RegionRouter {
 
     fn send_system_transaction(&self, chain: ChainId, raw: Bytes) -> Result<Value, BackendError> {
         self.of(chain)?.send_system_transaction(chain, raw)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_remote_refusal_is_final_only_when_it_can_never_be_taken() {
+        let outcome = |message: &str| remote_outcome(&format!("eth_sendRawTransaction: {message}"));
+        assert_eq!(outcome("already known"), HandedOn::Taken);
+        for later in [
+            "unknown chain 1001",
+            "chain 1001 moved to region 1001000",
+            "insufficient funds for gas * price + value: have 0 want 1",
+            "txpool is full",
+        ] {
+            assert_eq!(outcome(later), HandedOn::Later, "{later}");
+        }
+        let unreachable = "eth_sendRawTransaction to http://127.0.0.1:9/chain/1001: io: refused";
+        assert_eq!(remote_outcome(unreachable), HandedOn::Later);
+        assert_eq!(
+            outcome("nonce too low: next nonce 2, tx nonce 1"),
+            HandedOn::Refused
+        );
     }
 }

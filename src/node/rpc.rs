@@ -1852,9 +1852,13 @@ pub fn serve_regions(
 ) -> anyhow::Result<ServedRpc> {
     let first = regions.first().context("no region to serve")?;
     let region = ChainId(first.genesis.region);
+    // Transactions of chains that move away are handed on where another region is served
+    // here, or reachable through an `[rn] remote` endpoint.
+    let hands_off = regions.len() > 1 || !limits.upstreams.is_empty();
+    let remotes = limits.upstreams.clone();
     let backends = regions
         .iter()
-        .map(|served| region_backend(served, limits.region_capacity_tps, regions.len() > 1))
+        .map(|served| region_backend(served, limits.region_capacity_tps, hands_off))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let config = crate::rpc::RpcConfig {
         default_chain: first
@@ -1877,10 +1881,10 @@ pub fn serve_regions(
     let stop = Arc::clone(stop);
     let mut threads = Vec::new();
     let served_backends: Vec<Arc<ChainRpc>> = backends.iter().map(|(b, _)| Arc::clone(b)).collect();
-    if served_backends.len() > 1 {
+    if hands_off {
         let (regions, stop) = (served_backends.clone(), Arc::clone(&stop));
         threads.push(crate::pipeline::spawn_critical("rpc-handoff", move || {
-            super::regions::hand_off(&regions, &stop)
+            super::regions::hand_off(&regions, &remotes, &stop)
         })?);
     }
     for (served, (backend, outbox)) in regions.iter().zip(backends) {

@@ -75,11 +75,11 @@ impl Upstream {
         Ok(())
     }
 
-    fn holds(&self, chain: ChainId) -> bool {
+    pub(crate) fn holds(&self, chain: ChainId) -> bool {
         (self.first..=self.last).contains(&chain)
     }
 
-    fn chain_url(&self, chain: ChainId) -> String {
+    pub(crate) fn chain_url(&self, chain: ChainId) -> String {
         format!("{}/chain/{chain}", self.url.trim_end_matches('/'))
     }
 }

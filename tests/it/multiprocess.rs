@@ -653,6 +653,18 @@ fn two_regions_of_processes_and_one_rn_following_both() {
         "{unknown:?}"
     );
 
+    // A transfer the single-region RN acknowledges for the first region's chain that cannot be
+    // included before the chain moves (its sender's nonce 0 is not sent yet): at the move that
+    // RN hands it on to the endpoint serving the chain's new region ([rn] remote).
+    let late = kaon::node::loadgen::dev_account(3);
+    let gap = kaon::node::loadgen::transfer(kaon::types::ChainId(1001), 1, &late.secret, to);
+    let gap_hash = rpc(
+        &front(1001),
+        "eth_sendRawTransaction",
+        serde_json::json!([gap]),
+    )
+    .expect("the single-region RN acknowledges a transfer queued behind a nonce gap");
+
     // The first region's chain moves to the second with the operator's command: the first
     // region's CNs freeze it, the adoption goes to the second; the same URL then answers the
     // same balances from the second region and takes a transfer there.
@@ -737,6 +749,33 @@ fn two_regions_of_processes_and_one_rn_following_both() {
         "after its chain moved to the second region",
     );
     assert_eq!(balance(1001), serde_json::json!("0x1"));
+    // The gap filled in the new region, the transfer the single-region RN acknowledged before
+    // the move is included there too: handed on, not lost.
+    let first = kaon::node::loadgen::transfer(kaon::types::ChainId(1001), 0, &late.secret, to);
+    send_and_wait(
+        &url(1001),
+        &first,
+        "filling the gap in the chain's new region",
+    );
+    let start = Instant::now();
+    loop {
+        let receipt = rpc(
+            &url(1001),
+            "eth_getTransactionReceipt",
+            serde_json::json!([gap_hash]),
+        )
+        .unwrap_or_default();
+        if !receipt.is_null() {
+            assert_eq!(receipt["status"], serde_json::json!("0x1"), "{receipt}");
+            break;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "the transfer acknowledged by the single-region RN before the move was lost"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(balance(1001), serde_json::json!("0x3"));
 }
 
 /// `kaon init --regions 2 --cns 4 --servicechains 1` into `dir` from port `base`, with `extra`
