@@ -373,6 +373,8 @@ impl Draft<'_> {
         // A listing may change the trust every later checkpoint is checked against, so it is
         // looked at only first (a proposer puts it there).
         if checkpoint.listing.is_some() && !self.checkpoints_tried.is_empty() {
+            // For this block only: it stays queued for a block that puts it first.
+            self.retry.push(self.index);
             return Err(RegionCheckpointError::ListingNotFirst.into());
         }
         self.checkpoints_tried.push(region);

@@ -117,14 +117,25 @@ pub struct RnClient {
 
 impl RnClient {
     pub fn new(url: &str) -> Self {
-        Self::with_timeout(url, Duration::from_secs(10))
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(10)))
+            .build()
+            .into();
+        Self {
+            url: url.to_string(),
+            agent,
+        }
     }
 
-    /// A client whose every request ends within `timeout`.
+    /// A client whose every request ends within `timeout`, going to `url` itself (no redirect,
+    /// no proxy from the environment).
     pub fn with_timeout(url: &str, timeout: Duration) -> Self {
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(timeout))
+            .max_redirects(0)
+            .proxy(None)
             .build()
             .into();
         Self {

@@ -18,6 +18,7 @@ use crate::rpc::{
 use crate::types::ChainId;
 use alloy_primitives::{hex, Address, Bytes, B256, U256};
 use serde_json::Value;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -75,10 +76,11 @@ const HAND_OFF_PATIENCE: Duration = Duration::from_secs(600);
 /// How often a transaction waiting for a remote endpoint's region to adopt its chain is sent
 /// there again.
 const REMOTE_RETRY: Duration = Duration::from_secs(2);
-/// Longest one hand-off to a remote endpoint may take, and most of them per pass: an
-/// unreachable endpoint delays the local hand-offs by at most their product.
+/// Longest one request to a remote endpoint may take, and how long one pass goes on sending
+/// to remote endpoints: an unreachable or slow endpoint delays the local hand-offs by at most
+/// their sum a pass.
 const REMOTE_TIMEOUT: Duration = Duration::from_secs(2);
-const REMOTE_SENDS_PER_PASS: usize = 8;
+const REMOTE_PASS_BUDGET: Duration = Duration::from_millis(500);
 
 /// A moved chain's transaction waiting to be handed on.
 struct Departing {
@@ -119,23 +121,26 @@ pub fn hand_off(
         for region in regions {
             let room = (crate::mempool::MAX_DEPARTED * regions.len()).saturating_sub(waiting.len());
             let now = Instant::now();
-            waiting.extend(
-                region
-                    .take_departed()
-                    .into_iter()
-                    .take(room)
-                    .map(|tx| Departing {
-                        tx,
-                        since: now,
-                        next_try: now,
-                    }),
-            );
+            let departed = region.take_departed();
+            if departed.len() > room {
+                tracing::warn!(dropped = departed.len() - room, region = %region.region(), "moved chains' transactions dropped: the hand-off holds as many as it may");
+            }
+            waiting.extend(departed.into_iter().take(room).map(|tx| Departing {
+                tx,
+                since: now,
+                next_try: now,
+            }));
         }
+        // The least recently tried first, so none waits behind others that keep waiting.
+        waiting.sort_by_key(|d| d.next_try);
         let mut remote = Remote {
             upstreams: remotes,
             client: &client,
-            sends_left: REMOTE_SENDS_PER_PASS,
+            until: Instant::now() + REMOTE_PASS_BUDGET,
+            serving: HashMap::new(),
         };
+        let before = waiting.len();
+        let mut expired = 0;
         waiting.retain_mut(|departing| {
             let outcome = match departing.tx.tx().chain_id() {
                 None => HandedOn::Refused,
@@ -144,11 +149,16 @@ pub fn hand_off(
                     None => remote.hand_to(regions, chain, departing),
                 },
             };
-            match outcome {
+            let keep = match outcome {
                 HandedOn::Taken | HandedOn::Refused => false,
                 HandedOn::Later => departing.since.elapsed() < HAND_OFF_PATIENCE,
-            }
+            };
+            expired += usize::from(!keep && outcome == HandedOn::Later);
+            keep
         });
+        if expired > 0 {
+            tracing::warn!(expired, waiting = before - expired, "moved chains' transactions dropped: not taken by their new region within the hand-off's patience");
+        }
         std::thread::sleep(HAND_OFF_INTERVAL);
     }
     Ok(())
@@ -181,8 +191,11 @@ fn hand_to(serving: &ChainRpc, chain: ChainId, tx: &RecoveredTx) -> HandedOn {
 struct Remote<'a> {
     upstreams: &'a [Upstream],
     client: &'a RnClient,
-    /// Sends this pass may still make ([`REMOTE_SENDS_PER_PASS`]).
-    sends_left: usize,
+    /// When this pass stops sending ([`REMOTE_PASS_BUDGET`]).
+    until: Instant,
+    /// Whether the endpoint serving a target region serves a chain, asked once a pass: before
+    /// it does, a transaction sent there could be forwarded on to the region it left.
+    serving: HashMap<(ChainId, ChainId), bool>,
 }
 
 impl Remote<'_> {
@@ -211,17 +224,24 @@ impl Remote<'_> {
         }
         let Some(upstream) = self.upstreams.iter().find(|u| u.holds(target)) else {
             // Nowhere to send it: dropped, the wallet sends again (`docs/regions.md`).
-            tracing::debug!(%chain, %target, %hash, "moved chain's transaction dropped: no [rn] remote serves its new region");
+            tracing::warn!(%chain, %target, %hash, "moved chain's transaction dropped: no [rn] remote serves its new region");
             return HandedOn::Refused;
         };
         let now = Instant::now();
-        if now < departing.next_try || self.sends_left == 0 {
+        if now < departing.next_try || now >= self.until {
             return HandedOn::Later;
         }
-        self.sends_left -= 1;
         departing.next_try = now + REMOTE_RETRY;
+        let client = self.client;
+        let serves = *self.serving.entry((target, chain)).or_insert_with(|| {
+            let regionchain = client.at(&upstream.chain_url(target));
+            serves_chain(&regionchain, chain)
+        });
+        if !serves {
+            return HandedOn::Later;
+        }
         let raw = format!("0x{}", hex::encode(departing.tx.tx().raw()));
-        let endpoint = self.client.at(&upstream.chain_url(chain));
+        let endpoint = client.at(&upstream.chain_url(chain));
         match endpoint.call("eth_sendRawTransaction", serde_json::json!([raw])) {
             Ok(_) => {
                 tracing::debug!(%chain, %target, %hash, "moved chain's transaction handed to its new region's endpoint");
@@ -236,24 +256,38 @@ impl Remote<'_> {
     }
 }
 
-/// What a remote endpoint's refusal of a handed-on transaction means: known already is
-/// taken; an endpoint not (yet) serving the chain, unreachable, busy, or short of the state
-/// still arriving is later; anything else (a nonce used, a bad signature) is final.
+/// Whether the regionchain endpoint `regionchain` lists `chain` among its servicechains
+/// (false when it cannot say).
+fn serves_chain(regionchain: &RnClient, chain: ChainId) -> bool {
+    regionchain
+        .call("kaon_servicechains", serde_json::json!([]))
+        .is_ok_and(|listed| {
+            listed["servicechains"]
+                .as_array()
+                .is_some_and(|chains| chains.iter().any(|c| c["chainId"] == chain.0))
+        })
+}
+
+/// What a remote endpoint's refusal of a handed-on transaction means: known already is taken;
+/// a refusal of the transaction itself (its nonce used, its fee or gas, its encoding or
+/// signature) is final; anything else — the endpoint unreachable, busy, timing out, not
+/// serving the chain yet, short of the state still arriving — is tried again later.
 fn remote_outcome(message: &str) -> HandedOn {
-    const LATER: [&str; 5] = [
-        "unknown chain",
-        "moved to region",
-        "insufficient funds",
-        "txpool is full",
-        // Not answered at all (RnClient names the endpoint it could not reach).
-        "eth_sendRawTransaction to ",
+    const FINAL: [&str; 7] = [
+        "nonce too low",
+        "underpriced",
+        "intrinsic gas too low",
+        "exceeds block gas limit",
+        "invalid transaction",
+        "invalid sender",
+        "signature",
     ];
     if message.contains("already known") {
         HandedOn::Taken
-    } else if LATER.iter().any(|m| message.contains(m)) {
-        HandedOn::Later
-    } else {
+    } else if FINAL.iter().any(|m| message.contains(m)) {
         HandedOn::Refused
+    } else {
+        HandedOn::Later
     }
 }
 
@@ -539,9 +573,21 @@ mod tests {
         }
         let unreachable = "eth_sendRawTransaction to http://127.0.0.1:9/chain/1001: io: refused";
         assert_eq!(remote_outcome(unreachable), HandedOn::Later);
-        assert_eq!(
-            outcome("nonce too low: next nonce 2, tx nonce 1"),
-            HandedOn::Refused
-        );
+        for busy in [
+            "busy: 16 requests are being forwarded; try again",
+            "request timed out",
+            "state backend: closed",
+        ] {
+            assert_eq!(outcome(busy), HandedOn::Later, "{busy}");
+        }
+        let html = "eth_sendRawTransaction: the answer is not JSON";
+        assert_eq!(remote_outcome(html), HandedOn::Later);
+        for refused in [
+            "nonce too low: next nonce 2, tx nonce 1",
+            "replacement transaction underpriced",
+            "intrinsic gas too low: gas 1, minimum needed 21000",
+        ] {
+            assert_eq!(outcome(refused), HandedOn::Refused, "{refused}");
+        }
     }
 }

@@ -219,12 +219,12 @@ impl Followed {
         let mut checkpoint = self.checkpoint(receiver.here, target)?;
         checkpoint.listing = listing;
         let tried_listing = checkpoint.listing.is_some();
-        let encoded = self.encoded(&mut checkpoint);
-        if tried_listing {
-            // Carried or left out for its size: not tried again for a while either way.
+        let encoded = self.encoded(&mut checkpoint)?;
+        if tried_listing && checkpoint.listing.is_none() {
+            // Left out for its size: not tried again for a while.
             self.listing_sent = Some(Instant::now());
         }
-        let raw = match encoded? {
+        let raw = match encoded {
             Some(raw) => raw,
             None if target > recorded => self.encoded(&mut checkpoint)?.ok_or_else(|| {
                 anyhow::anyhow!("the header at height {target} does not fit in a checkpoint")
@@ -240,8 +240,12 @@ impl Followed {
             .check_checkpoint(&checkpoint, &[], Seals::Trust)?;
         verify_seal(&checkpoint.sealed, &checkpoint.cn_set)?;
         self.into.forward_txs(vec![raw])?;
+        let now = Instant::now();
+        if checkpoint.listing.is_some() {
+            self.listing_sent = Some(now);
+        }
         if target > recorded {
-            self.sent = Some((target, Instant::now()));
+            self.sent = Some((target, now));
         }
         tracing::debug!(region = %self.region, height = %target, listing = checkpoint.listing.is_some(), "region checkpoint relayed");
         Ok(())
