@@ -220,7 +220,8 @@ pub fn deliver(
 }
 
 /// Whether the region behind `target` lists `chain` among its servicechains.
-fn serves(target: &RnClient, chain: ChainId) -> anyhow::Result<bool> {
+/// Whether the regionchain endpoint `target` lists `chain` among its servicechains.
+pub(crate) fn serves(target: &RnClient, chain: ChainId) -> anyhow::Result<bool> {
     let listed = target.call("kaon_servicechains", json!([]))?;
     Ok(listed["servicechains"]
         .as_array()

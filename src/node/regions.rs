@@ -235,7 +235,8 @@ impl Remote<'_> {
         let client = self.client;
         let serves = *self.serving.entry((target, chain)).or_insert_with(|| {
             let regionchain = client.at(&upstream.chain_url(target));
-            serves_chain(&regionchain, chain)
+            // Unanswered counts as not yet.
+            super::region_move::serves(&regionchain, chain).unwrap_or(false)
         });
         if !serves {
             return HandedOn::Later;
@@ -254,18 +255,6 @@ impl Remote<'_> {
             }
         }
     }
-}
-
-/// Whether the regionchain endpoint `regionchain` lists `chain` among its servicechains
-/// (false when it cannot say).
-fn serves_chain(regionchain: &RnClient, chain: ChainId) -> bool {
-    regionchain
-        .call("kaon_servicechains", serde_json::json!([]))
-        .is_ok_and(|listed| {
-            listed["servicechains"]
-                .as_array()
-                .is_some_and(|chains| chains.iter().any(|c| c["chainId"] == chain.0))
-        })
 }
 
 /// What a remote endpoint's refusal of a handed-on transaction means: known already is taken;
