@@ -11,6 +11,9 @@ use sha2::{Digest, Sha256};
 
 pub use alloy_primitives::keccak256;
 
+#[cfg(target_arch = "x86_64")]
+mod sha_ni;
+
 /// SHA-256 of one contiguous byte string.
 pub fn sha256(data: &[u8]) -> B256 {
     B256::from(<[u8; 32]>::from(Sha256::digest(data)))
@@ -29,23 +32,61 @@ pub fn sha256_concat(parts: &[&[u8]]) -> B256 {
 /// the empty tree's root is zero). Inner nodes hash `0x01 ‖ left ‖ right` and leaves enter as
 /// given, so an inner node can never be passed off as a leaf.
 pub fn merkle_root(leaves: &[B256]) -> B256 {
-    if leaves.is_empty() {
-        return B256::ZERO;
+    match leaves {
+        [] => B256::ZERO,
+        [only] => *only,
+        _ => {
+            let mut level = parents(leaves);
+            while level.len() > 1 {
+                level = parents(&level);
+            }
+            level[0]
+        }
     }
-    let mut level: Vec<B256> = leaves.to_vec();
-    while level.len() > 1 {
-        level = level
-            .chunks(2)
-            .map(|pair| merkle_parent(&pair[0], pair.get(1).unwrap_or(&pair[0])))
-            .collect();
+}
+
+/// The level above `level` (at least one node): parent `i` hashes nodes `2i` and `2i + 1`, an
+/// odd last node paired with itself. Parents are hashed two at a time ([`raw::compress_pair`]).
+fn parents(level: &[B256]) -> Vec<B256> {
+    let children = |parent: usize| {
+        let left = &level[2 * parent];
+        (left, level.get(2 * parent + 1).unwrap_or(left))
+    };
+    let count = level.len().div_ceil(2);
+    let mut out = Vec::with_capacity(count);
+    for first in (0..count - 1).step_by(2) {
+        out.extend(merkle_parent_pair(children(first), children(first + 1)));
     }
-    level[0]
+    if count % 2 == 1 {
+        let (left, right) = children(count - 1);
+        out.push(merkle_parent(left, right));
+    }
+    out
 }
 
 /// `sha256(0x01 ‖ left ‖ right)`, hand-padded into its two blocks: the digest API's
 /// buffering costs about as much as the compressions themselves, and block commitments hash
 /// a parent for every transaction and receipt.
 fn merkle_parent(left: &B256, right: &B256) -> B256 {
+    let [first, second] = parent_blocks(left, right);
+    let mut state = raw::H0;
+    raw::compress(&mut state, &first);
+    raw::compress(&mut state, &second);
+    raw::to_bytes(&state)
+}
+
+/// Two [`merkle_parent`]s at once.
+fn merkle_parent_pair(a: (&B256, &B256), b: (&B256, &B256)) -> [B256; 2] {
+    let [a_first, a_second] = parent_blocks(a.0, a.1);
+    let [b_first, b_second] = parent_blocks(b.0, b.1);
+    let (mut a_state, mut b_state) = (raw::H0, raw::H0);
+    raw::compress_pair([&mut a_state, &mut b_state], [&a_first, &b_first]);
+    raw::compress_pair([&mut a_state, &mut b_state], [&a_second, &b_second]);
+    [raw::to_bytes(&a_state), raw::to_bytes(&b_state)]
+}
+
+/// The two padded blocks of `0x01 ‖ left ‖ right`.
+fn parent_blocks(left: &B256, right: &B256) -> [[u8; 64]; 2] {
     /// Bits hashed: the tag and two children.
     const BITS: u64 = (1 + 32 + 32) * 8;
     let mut first = [0u8; 64];
@@ -56,10 +97,35 @@ fn merkle_parent(left: &B256, right: &B256) -> B256 {
     second[0] = right[31];
     second[1] = 0x80;
     second[56..].copy_from_slice(&BITS.to_be_bytes());
-    let mut state = raw::H0;
-    raw::compress(&mut state, &first);
-    raw::compress(&mut state, &second);
-    raw::to_bytes(&state)
+    [first, second]
+}
+
+/// Bytes a message may have to fit, padded, in one block.
+const ONE_BLOCK: usize = 64 - 1 - 8;
+
+/// SHA-256 of `a` and of `b`; two messages of at most 55 bytes are hashed as one padded block
+/// each, both at once (a transfer's receipt leaf is about 25 bytes).
+pub fn sha256_pair(a: &[u8], b: &[u8]) -> [B256; 2] {
+    match (one_block(a), one_block(b)) {
+        (Some(a_block), Some(b_block)) => {
+            let (mut a_state, mut b_state) = (raw::H0, raw::H0);
+            raw::compress_pair([&mut a_state, &mut b_state], [&a_block, &b_block]);
+            [raw::to_bytes(&a_state), raw::to_bytes(&b_state)]
+        }
+        _ => [sha256(a), sha256(b)],
+    }
+}
+
+/// `message` padded into its single block, if it fits in one.
+fn one_block(message: &[u8]) -> Option<[u8; 64]> {
+    if message.len() > ONE_BLOCK {
+        return None;
+    }
+    let mut block = [0u8; 64];
+    block[..message.len()].copy_from_slice(message);
+    block[message.len()] = 0x80;
+    block[56..].copy_from_slice(&((message.len() as u64) * 8).to_be_bytes());
+    Some(block)
 }
 
 /// SHA-256 by its compression function, for hot paths that pad their own blocks.
@@ -78,6 +144,20 @@ pub(crate) mod raw {
     /// One compression of `block` into `state`.
     pub fn compress(state: &mut [u32; 8], block: &[u8; 64]) {
         sha2::compress256(state, std::slice::from_ref(Block::from_slice(block)));
+    }
+
+    /// `blocks[i]` compressed into `states[i]`, both lanes interleaved on SHA-NI
+    /// ([`super::sha_ni`]); one after the other elsewhere.
+    pub fn compress_pair(states: [&mut [u32; 8]; 2], blocks: [&[u8; 64]; 2]) {
+        #[cfg(target_arch = "x86_64")]
+        if super::sha_ni::available() {
+            // SAFETY: `available` found the extensions `compress_pair` is compiled for.
+            unsafe { super::sha_ni::compress_pair(states, blocks) };
+            return;
+        }
+        let [a, b] = states;
+        compress(a, blocks[0]);
+        compress(b, blocks[1]);
     }
 
     /// The digest a final `state` stands for.
@@ -101,10 +181,7 @@ pub fn merkle_proof(leaves: &[B256], mut index: usize) -> Option<Vec<B256>> {
     while level.len() > 1 {
         let sibling = index ^ 1;
         path.push(*level.get(sibling).unwrap_or(&level[index]));
-        level = level
-            .chunks(2)
-            .map(|pair| merkle_parent(&pair[0], pair.get(1).unwrap_or(&pair[0])))
-            .collect();
+        level = parents(&level);
         index /= 2;
     }
     Some(path)
@@ -192,6 +269,69 @@ mod tests {
                 merkle_parent(&left, &right),
                 sha256_concat(&[&[1u8], left.as_slice(), right.as_slice()])
             );
+        }
+    }
+
+    /// A deterministic stream of test bytes.
+    fn bytes(seed: u64, len: usize) -> Vec<u8> {
+        (0..len as u64)
+            .map(|i| sha256(&(seed * 1_000 + i / 32).to_be_bytes())[(i % 32) as usize])
+            .collect()
+    }
+
+    /// Both lanes of a paired compression equal a compression each, from any state.
+    #[test]
+    fn a_paired_compression_equals_two_single_ones() {
+        for seed in 0..32u64 {
+            let block = |s: u64| <[u8; 64]>::try_from(bytes(s, 64)).unwrap();
+            let (a_block, b_block) = (block(2 * seed), block(2 * seed + 1));
+            let mut a_state = raw::H0;
+            raw::compress(&mut a_state, &block(seed + 100));
+            let b_state = raw::H0;
+            let (mut a_paired, mut b_paired) = (a_state, b_state);
+            raw::compress_pair([&mut a_paired, &mut b_paired], [&a_block, &b_block]);
+            let (mut a_single, mut b_single) = (a_state, b_state);
+            raw::compress(&mut a_single, &a_block);
+            raw::compress(&mut b_single, &b_block);
+            assert_eq!((a_paired, b_paired), (a_single, b_single), "seed {seed}");
+        }
+    }
+
+    /// Every length pairing, across the one-block limit (55) and beyond two blocks.
+    #[test]
+    fn sha256_pair_is_the_digest_of_each_message() {
+        for a_len in (0..=70).chain([119, 120, 200]) {
+            for b_len in [0, 1, 31, 54, 55, 56, 64, 130] {
+                let (a, b) = (bytes(a_len as u64, a_len), bytes(b_len as u64 + 7, b_len));
+                assert_eq!(
+                    sha256_pair(&a, &b),
+                    [sha256(&a), sha256(&b)],
+                    "{a_len} {b_len}"
+                );
+            }
+        }
+    }
+
+    /// The level-by-level root with paired parents equals the tree written out one parent at a
+    /// time, for every size from 1 to 40 leaves (odd levels of every shape).
+    #[test]
+    fn merkle_root_equals_the_tree_hashed_parent_by_parent() {
+        fn by_digest(level: &[B256]) -> B256 {
+            if level.len() == 1 {
+                return level[0];
+            }
+            let up: Vec<B256> = level
+                .chunks(2)
+                .map(|pair| {
+                    let right = pair.get(1).unwrap_or(&pair[0]);
+                    sha256_concat(&[&[1u8], pair[0].as_slice(), right.as_slice()])
+                })
+                .collect();
+            by_digest(&up)
+        }
+        for n in 1..=40u64 {
+            let leaves: Vec<B256> = (0..n).map(|i| sha256(&i.to_be_bytes())).collect();
+            assert_eq!(merkle_root(&leaves), by_digest(&leaves), "{n} leaves");
         }
     }
 

@@ -45,15 +45,17 @@ pub(super) struct SegmentDb<'a> {
     chain: ChainId,
     state: &'a dyn StateRead,
     ctx: &'a BlockContext,
+    /// Every account the segment read or wrote, as it stands now.
     accounts: AddressMap<Option<Account>>,
     storage: HashMap<(Address, U256), U256>,
     code: B256Map<Bytecode>,
-    /// What the segment wrote, last value per key, ordered only once at the end: the same
-    /// few accounts are written by transaction after transaction.
-    written_accounts: AddressMap<Option<Account>>,
-    written_storage: HashMap<(Address, U256), U256>,
-    /// The committed value of each key, taken at its first write: the block's history.
+    /// The committed value of each account the segment wrote, taken at its first write (the
+    /// block's history); its keys are the written accounts, whose last values `accounts`
+    /// holds, ordered only once at the end: the same few accounts are written by transaction
+    /// after transaction.
     prior_accounts: AddressMap<Option<Account>>,
+    /// What the segment wrote to storage, last value per key.
+    written_storage: HashMap<(Address, U256), U256>,
     prior_storage: HashMap<(Address, U256), U256>,
     new_code: BTreeMap<B256, Bytes>,
 }
@@ -67,9 +69,8 @@ impl<'a> SegmentDb<'a> {
             accounts: AddressMap::default(),
             storage: HashMap::default(),
             code: B256Map::default(),
-            written_accounts: AddressMap::default(),
-            written_storage: HashMap::default(),
             prior_accounts: AddressMap::default(),
+            written_storage: HashMap::default(),
             prior_storage: HashMap::default(),
             new_code: BTreeMap::new(),
         }
@@ -101,12 +102,14 @@ impl<'a> SegmentDb<'a> {
         current: Option<Account>,
         account: Option<Account>,
     ) {
-        if !self.written_accounts.contains_key(&address) {
-            // Not written yet by this segment: `current` is the committed value.
-            self.prior_accounts.insert(address, current);
-        }
         self.accounts.insert(address, account);
-        self.written_accounts.insert(address, account);
+        self.note_prior(address, current);
+    }
+
+    /// Keeps `current` as `address`'s committed value if this is the segment's first write
+    /// of it.
+    fn note_prior(&mut self, address: Address, current: Option<Account>) {
+        self.prior_accounts.entry(address).or_insert(current);
     }
 
     /// Writes `value` to `slot` of `address`.
@@ -150,9 +153,17 @@ impl<'a> SegmentDb<'a> {
                         .insert(changed.info.code_hash, code.original_bytes());
                 }
             }
-            let current = self.account(address)?;
-            if current != new {
-                self.write_account(address, current, new);
+            // The account is cached (the EVM loaded it): replace it in place, one lookup.
+            if let Some(cached) = self.accounts.get_mut(&address) {
+                let current = std::mem::replace(cached, new);
+                if current != new {
+                    self.note_prior(address, current);
+                }
+            } else {
+                let current = self.account(address)?;
+                if current != new {
+                    self.write_account(address, current, new);
+                }
             }
             if new.is_none() {
                 continue;
@@ -166,7 +177,11 @@ impl<'a> SegmentDb<'a> {
 
     /// What the segment wrote, with the commitment that follows `previous_root`.
     fn into_diff(self, previous_root: B256) -> SegmentDiff {
-        let accounts: BTreeMap<_, _> = self.written_accounts.into_iter().collect();
+        let accounts: BTreeMap<_, _> = self
+            .prior_accounts
+            .keys()
+            .map(|address| (*address, self.accounts.get(address).copied().flatten()))
+            .collect();
         let storage: BTreeMap<_, _> = self.written_storage.into_iter().collect();
         let state_root = next_state_root(previous_root, &accounts, &storage);
         SegmentDiff {
@@ -307,7 +322,10 @@ fn tx_env(tx: &Transaction, sender: Address) -> TxEnv {
         chain_id: tx.chain_id().map(ChainId::get),
         access_list: tx.access_list().cloned().unwrap_or_default(),
         gas_priority_fee: tx.max_priority_fee_per_gas(),
-        ..TxEnv::default()
+        // Listed rather than `..TxEnv::default()`, which runs revm's builder per transaction.
+        blob_hashes: Vec::new(),
+        max_fee_per_blob_gas: 0,
+        authorization_list: Vec::new(),
     }
 }
 

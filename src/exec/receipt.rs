@@ -14,7 +14,7 @@
 //! The receipts root is the SHA-256 Merkle root ([`merkle_root`]) of the leaves
 //! `sha256(0x00 ‖ rlp(receipt))`, so one receipt can be proven with `merkle_proof`.
 
-use crate::crypto::hash::{merkle_root, sha256};
+use crate::crypto::hash::{merkle_root, sha256, sha256_pair};
 use alloy_primitives::{Address, Bloom, BloomInput, Bytes, B256};
 use alloy_rlp::{Decodable, Encodable, RlpDecodable, RlpEncodable};
 
@@ -407,17 +407,27 @@ impl LogFilter {
 
 /// Merkle root over the receipts' canonical encodings, in segment order.
 pub fn receipts_root(receipts: &[Receipt]) -> B256 {
-    let mut leaf = Vec::new();
-    let leaves: Vec<B256> = receipts
-        .iter()
-        .map(|r| {
-            leaf.clear();
-            leaf.push(0u8);
-            r.encode(&mut leaf);
-            sha256(&leaf)
-        })
-        .collect();
+    let mut leaves = Vec::with_capacity(receipts.len());
+    let (mut first, mut second) = (Vec::new(), Vec::new());
+    // Two at a time: a transfer's leaf is one block, and two blocks hash at once.
+    for pair in receipts.chunks(2) {
+        leaf_bytes(&pair[0], &mut first);
+        match pair.get(1) {
+            Some(next) => {
+                leaf_bytes(next, &mut second);
+                leaves.extend(sha256_pair(&first, &second));
+            }
+            None => leaves.push(sha256(&first)),
+        }
+    }
     merkle_root(&leaves)
+}
+
+/// `0x00 ‖ rlp(receipt)` into `out`: what a receipt's leaf hashes.
+fn leaf_bytes(receipt: &Receipt, out: &mut Vec<u8>) {
+    out.clear();
+    out.push(0u8);
+    receipt.encode(out);
 }
 
 #[cfg(test)]
@@ -531,6 +541,37 @@ mod tests {
             topics: vec![]
         }
         .may_match(&Bloom::ZERO));
+    }
+
+    /// The root hashes every leaf as `sha256(0x00 ‖ rlp)`, whether a leaf takes the paired
+    /// one-block path (a transfer's) or not (one with logs), in any mix and count.
+    #[test]
+    fn receipts_root_is_the_merkle_root_of_each_leaf_digest() {
+        let transfer = Receipt {
+            logs: Vec::new(),
+            contract_address: None,
+            ..sample(TxOutcome::Success)
+        };
+        assert!(
+            transfer.length() < 55,
+            "a transfer's leaf must take the one-block path"
+        );
+        for count in 0..7usize {
+            let receipts: Vec<Receipt> = (0..count)
+                .map(|i| match i % 3 {
+                    0 => sample(TxOutcome::Success),
+                    _ => Receipt {
+                        cumulative_gas_used: 21_000 * (i as u64 + 1),
+                        ..transfer.clone()
+                    },
+                })
+                .collect();
+            let leaves: Vec<B256> = receipts
+                .iter()
+                .map(|r| sha256(&[&[0u8][..], &r.encoded()].concat()))
+                .collect();
+            assert_eq!(receipts_root(&receipts), merkle_root(&leaves), "{count}");
+        }
     }
 
     #[test]
