@@ -60,16 +60,34 @@ pub(super) struct SegmentDb<'a> {
     new_code: BTreeMap<B256, Bytes>,
 }
 
+/// Accounts a segment's maps are sized for per transaction, before the first one runs: a
+/// transfer touches its sender and recipient (and every transaction the one coinbase), and
+/// growing a map rehashes everything it holds.
+const ACCOUNTS_PER_TX: usize = 2;
+/// The most accounts sized for up front; a larger segment's maps grow as they go.
+const PRESIZED_ACCOUNTS: usize = 512;
+
 impl<'a> SegmentDb<'a> {
     pub(super) fn new(chain: ChainId, state: &'a dyn StateRead, ctx: &'a BlockContext) -> Self {
+        Self::for_txs(chain, state, ctx, 0)
+    }
+
+    /// A database sized for a segment of `txs` transactions.
+    pub(super) fn for_txs(
+        chain: ChainId,
+        state: &'a dyn StateRead,
+        ctx: &'a BlockContext,
+        txs: usize,
+    ) -> Self {
+        let accounts = (txs.saturating_mul(ACCOUNTS_PER_TX) + 1).min(PRESIZED_ACCOUNTS);
         Self {
             chain,
             state,
             ctx,
-            accounts: AddressMap::default(),
+            accounts: AddressMap::with_capacity_and_hasher(accounts, Default::default()),
             storage: HashMap::default(),
             code: B256Map::default(),
-            prior_accounts: AddressMap::default(),
+            prior_accounts: AddressMap::with_capacity_and_hasher(accounts, Default::default()),
             written_storage: HashMap::default(),
             prior_storage: HashMap::default(),
             new_code: BTreeMap::new(),
@@ -501,7 +519,7 @@ impl Executor for EvmExecutor {
         let chain = segment.chain_id;
         let _span =
             tracing::trace_span!("execute_segment", %chain, txs = segment.txs.len()).entered();
-        let mut db = SegmentDb::new(chain, state, ctx);
+        let mut db = SegmentDb::for_txs(chain, state, ctx, segment.txs.len());
         for (to, amount) in ctx.credits.get(&chain).into_iter().flatten() {
             db.credit(*to, *amount)?;
         }
