@@ -12,6 +12,8 @@ use sha2::{Digest, Sha256};
 pub use alloy_primitives::keccak256;
 
 #[cfg(target_arch = "x86_64")]
+// Only `available` is used by a debug build outside unit tests (see `raw::compress_pair`).
+#[cfg_attr(all(debug_assertions, not(test)), allow(dead_code))]
 mod sha_ni;
 
 /// SHA-256 of one contiguous byte string.
@@ -147,9 +149,12 @@ pub(crate) mod raw {
     }
 
     /// `blocks[i]` compressed into `states[i]`, both lanes interleaved on SHA-NI
-    /// ([`super::sha_ni`]); one after the other elsewhere.
+    /// ([`super::sha_ni`]); one after the other elsewhere. A debug build of the library (other
+    /// than its own unit tests, which hold the lanes against `sha2`) takes `sha2` too: this
+    /// crate is compiled without optimization there, where every intrinsic stays a call and
+    /// the lanes run tens of times slower than `sha2`, which is always optimized.
     pub fn compress_pair(states: [&mut [u32; 8]; 2], blocks: [&[u8; 64]; 2]) {
-        #[cfg(target_arch = "x86_64")]
+        #[cfg(all(target_arch = "x86_64", any(test, not(debug_assertions))))]
         if super::sha_ni::available() {
             // SAFETY: `available` found the extensions `compress_pair` is compiled for.
             unsafe { super::sha_ni::compress_pair(states, blocks) };
@@ -243,13 +248,10 @@ impl std::fmt::Display for Sha256Backend {
 
 /// Detects the SHA-256 backend of this CPU.
 pub fn sha256_backend() -> Sha256Backend {
-    #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
-    {
-        if std::arch::is_x86_feature_detected!("sha")
-            && std::arch::is_x86_feature_detected!("sse4.1")
-        {
-            return Sha256Backend::ShaNi;
-        }
+    // The same test that picks the paired path; `sha2` asks for no more than it.
+    #[cfg(target_arch = "x86_64")]
+    if sha_ni::available() {
+        return Sha256Backend::ShaNi;
     }
     Sha256Backend::Software
 }

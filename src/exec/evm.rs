@@ -198,7 +198,7 @@ impl<'a> SegmentDb<'a> {
         let accounts: BTreeMap<_, _> = self
             .prior_accounts
             .keys()
-            .map(|address| (*address, self.accounts.get(address).copied().flatten()))
+            .map(|address| (*address, self.accounts[address]))
             .collect();
         let storage: BTreeMap<_, _> = self.written_storage.into_iter().collect();
         let state_root = next_state_root(previous_root, &accounts, &storage);
