@@ -932,7 +932,7 @@ fn mine(args: &MineArgs) -> anyhow::Result<()> {
     );
     let report = crate::por::cpu::bench(&segment, miner, &target, duration, profile.chunk());
     println!(
-        "reference: {:.1} M raw SHA-256 compressions/s per core (two interleaved) x {} threads / {} per nonce = ceiling {:.1} M H/s",
+        "reference: {:.1} M raw SHA-256 compressions/s per core (two chains at once) x {} threads / {} per nonce = ceiling {:.1} M H/s",
         report.raw_per_core / 1e6,
         report.threads,
         crate::por::cpu::COMPRESSIONS_PER_NONCE,

@@ -253,6 +253,10 @@ pub fn sha256_backend() -> Sha256Backend {
     if sha_ni::available() {
         return Sha256Backend::ShaNi;
     }
+    #[cfg(target_arch = "x86")]
+    if std::arch::is_x86_feature_detected!("sha") && std::arch::is_x86_feature_detected!("sse4.1") {
+        return Sha256Backend::ShaNi;
+    }
     Sha256Backend::Software
 }
 

@@ -126,6 +126,8 @@ pub fn mine_chunked(
 ) -> Vec<Found> {
     assert!(segment.len() >= STRIP_LEN, "segment shorter than a strip");
     let positions = strip_positions(segment.len());
+    // Counters stop at u64::MAX: `start + count` never wraps.
+    let count = count.min(u64::MAX - start);
     let size = chunk.max(1);
     let chunks = count.div_ceil(size);
     let mut found: Vec<Found> = (0..chunks)
@@ -259,4 +261,47 @@ pub fn bench(
 /// tasks per thread for larger chunks.
 pub fn call_counters(chunk: u64, threads: usize) -> u64 {
     chunk.max(1 << 16).saturating_mul(threads.max(1) as u64 * 4)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::por::{synthetic_segment, target_for_bits};
+
+    /// The paired path (SHA-NI lanes in this build) gives each counter's hash of the single
+    /// path, and a range gives the shares a counter-by-counter loop finds, for empty, one,
+    /// odd and even ranges and at the top of the counter space.
+    #[test]
+    fn two_counters_at_a_time_find_what_one_at_a_time_finds() {
+        let segment = synthetic_segment(1 << 12, 3);
+        let miner = Address::repeat_byte(0x77);
+        let positions = strip_positions(segment.len());
+        let mut pads = [Pads::new(miner), Pads::new(miner)];
+        for first in [0, 1, (1 << 32) - 1, u64::MAX - 1] {
+            let pair = [first, first + 1];
+            let single = pair.map(|c| hash_counter(&segment, positions, &mut Pads::new(miner), c));
+            assert_eq!(
+                hash_counter_pair(&segment, positions, &mut pads, pair),
+                single
+            );
+        }
+        let target = target_for_bits(3);
+        for (from, to) in [(5, 5), (5, 6), (5, 12), (6, 12), (u64::MAX - 7, u64::MAX)] {
+            let one_by_one: Vec<Found> = (from..to)
+                .map(|counter| Found {
+                    counter,
+                    hash: hash_counter(&segment, positions, &mut pads[0], counter),
+                })
+                .filter(|f| meets(&f.hash, &target))
+                .collect();
+            assert_eq!(
+                mine_range(&segment, positions, miner, &target, from, to),
+                one_by_one,
+                "{from}..{to}"
+            );
+        }
+        // A count past the top stops at u64::MAX instead of wrapping.
+        let top = mine_chunked(&segment, miner, &target, u64::MAX - 7, 100, 3);
+        assert!(top.iter().all(|f| f.counter >= u64::MAX - 7));
+    }
 }
