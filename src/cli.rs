@@ -837,6 +837,14 @@ pub struct ConsensusBenchArgs {
     /// Milliseconds between empty blocks when nothing waits.
     #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..=60_000))]
     pub idle_ms: u64,
+    /// Proposals carry their payloads instead of naming them by id (the compact form every
+    /// CN fills from its pool is the default).
+    #[arg(long)]
+    pub full_proposals: bool,
+    /// Clients do not gossip their payloads: every CN must ask each proposer for its proposal
+    /// in full (what the fall-back of compact proposals costs).
+    #[arg(long)]
+    pub no_gossip: bool,
 }
 
 fn bench_consensus(args: &ConsensusBenchArgs, datadir: &Option<PathBuf>) -> anyhow::Result<()> {
@@ -855,6 +863,8 @@ fn bench_consensus(args: &ConsensusBenchArgs, datadir: &Option<PathBuf>) -> anyh
         batch_ms: args.batch_ms,
         idle_ms: args.idle_ms,
         datadir: datadir.clone(),
+        compact: !args.full_proposals,
+        no_gossip: args.no_gossip,
     };
     let report = bench::run(&config);
     if scratch {

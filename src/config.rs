@@ -172,6 +172,9 @@ pub struct PipelineConfig {
     /// waiting, before it proposes (so a burst goes into one block). Without waiting
     /// transactions it proposes after the genesis round interval (empty blocks at that pace).
     pub proposal_batch_ms: u64,
+    /// Proposals name their transactions by hash, and each CN fills them from its pool
+    /// (`docs/consensus.md`, "Compact proposals"); false sends every proposal in full.
+    pub compact_proposals: bool,
 }
 
 /// Bounds on the connections anyone may open (`docs/ranger.md`, "Slots"): ranger nodes on a
@@ -248,6 +251,7 @@ impl Default for PipelineConfig {
         Self {
             link_capacity: 64,
             proposal_batch_ms: 10,
+            compact_proposals: true,
         }
     }
 }

@@ -39,7 +39,7 @@ use super::proposal::{self, ProposalError};
 use super::selection::{CnSet, Committee};
 use super::tally::{Recorded, Tally};
 use super::verifier::SigCache;
-use crate::crypto::bls::SecretKey;
+use crate::crypto::bls::{SecretKey, SignatureBytes};
 use crate::types::{
     Block, BlockHash, CnIndex, CommitCertificate, ConsensusMessage, Height, PreparedCertificate,
     Proposal, QuorumCertificate, Round, RoundChange, Vote, VoteKind,
@@ -267,6 +267,18 @@ impl Machine {
 
     pub fn round(&self) -> Round {
         self.round
+    }
+
+    /// Whether CN `cn` proposes `round` at the current height, a round this node still takes
+    /// proposals for (its current round up to the window ahead).
+    pub fn proposes(&self, cn: CnIndex, round: Round) -> bool {
+        round >= self.round && self.within_window(round) && self.proposer_of(round) == cn
+    }
+
+    /// Whether `sig` is CN `cn`'s (in the current set) over `msg`; remembered in the signature
+    /// cache the machine's own checks consult.
+    pub fn is_signed_by(&self, cn: CnIndex, msg: &[u8], sig: &SignatureBytes) -> bool {
+        self.sigs.verify(&self.set, cn, msg, sig)
     }
 
     /// The CN set in force at the height being decided.
@@ -684,8 +696,13 @@ impl Machine {
         app: &mut dyn Application,
         out: &mut Vec<Output>,
     ) {
-        if matches!(msg, ConsensusMessage::SyncRequest(_)) {
-            return; // the node serves these from its store
+        if matches!(
+            msg,
+            ConsensusMessage::SyncRequest(_)
+                | ConsensusMessage::ProposalRequest(_)
+                | ConsensusMessage::CompactProposal(_)
+        ) {
+            return; // the node serves these, or fills them into proposals first
         }
         let height = msg.height();
         if height > self.height() {
@@ -716,8 +733,10 @@ impl Machine {
             ConsensusMessage::RoundChange(rc) => self.on_round_change(*rc, out),
             ConsensusMessage::Decided(block) => self.on_decided(*block, app, out),
             ConsensusMessage::Certificate(qc) => self.on_certificate(*qc, out),
-            // Served by the node from its store; consensus state does not change.
-            ConsensusMessage::SyncRequest(_) => {}
+            // The node's to serve or fill (returned above); consensus state does not change.
+            ConsensusMessage::SyncRequest(_)
+            | ConsensusMessage::ProposalRequest(_)
+            | ConsensusMessage::CompactProposal(_) => {}
         }
     }
 
@@ -1479,6 +1498,9 @@ fn message_size(msg: &ConsensusMessage) -> usize {
         ConsensusMessage::Decided(block) => block.length(),
         ConsensusMessage::RoundChange(rc) => rc.length() + SMALL,
         ConsensusMessage::Certificate(qc) => qc.length() + SMALL,
-        ConsensusMessage::Vote(_) | ConsensusMessage::SyncRequest(_) => SMALL,
+        ConsensusMessage::CompactProposal(c) => c.length() + SMALL,
+        ConsensusMessage::Vote(_)
+        | ConsensusMessage::SyncRequest(_)
+        | ConsensusMessage::ProposalRequest(_) => SMALL,
     }
 }

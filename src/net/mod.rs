@@ -33,7 +33,7 @@ use crate::types::codec::{decode_frame, Kind};
 use crate::types::{CnIndex, ConsensusMessage, TxBatch};
 use handshake::{Credential, Peer, Side};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -114,6 +114,9 @@ pub struct NetStats {
     pub frames_sent: AtomicU64,
     pub frames_received: AtomicU64,
     pub dropped_queue_full: AtomicU64,
+    /// Transaction gossip frames not queued for a peer whose queue held
+    /// [`GOSSIP_QUEUE_BYTES`] or more.
+    pub dropped_gossip: AtomicU64,
     pub dropped_inbound_full: AtomicU64,
     pub bad_frames: AtomicU64,
     pub rejected_handshakes: AtomicU64,
@@ -237,16 +240,39 @@ pub struct Network {
     stats: Arc<NetStats>,
 }
 
-/// A dialled CN: its bounded send queue, and whether a connection to it is up now.
+/// Bytes queued for one peer (not yet handed to its connection) beyond which nothing more is
+/// queued: the largest frame (a proposal of a full block with its justification, 128 MiB)
+/// fits with almost as much again.
+pub const PEER_QUEUE_BYTES: usize = 256 << 20;
+/// Bytes queued for one peer beyond which transaction gossip is dropped (consensus frames still
+/// go): about a third of a second of gossip at 50 MB/s. A deeper gossip backlog only delays
+/// the proposals queued behind it, and holds transactions a peer may need to fill a compact
+/// proposal ([`crate::pipeline::compact`]) until seconds after it arrives.
+pub const GOSSIP_QUEUE_BYTES: usize = 16 << 20;
+
+/// A dialled CN: its bounded send queue (by frames and by bytes), and whether a connection to
+/// it is up now.
 struct PeerLink {
     cn: CnIndex,
     queue: mpsc::Sender<Arc<Vec<u8>>>,
+    /// Bytes of the frames in `queue`.
+    queued: Arc<AtomicUsize>,
     up: Arc<AtomicBool>,
 }
 
 impl PeerLink {
     fn is_up(&self) -> bool {
         self.up.load(Ordering::Relaxed)
+    }
+
+    /// Counts `len` more queued bytes if they fit under `budget` (atomically: senders on other
+    /// threads cannot overshoot it together).
+    fn reserve(&self, len: usize, budget: usize) -> bool {
+        self.queued
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |q| {
+                q.checked_add(len).filter(|total| *total <= budget)
+            })
+            .is_ok()
     }
 }
 
@@ -365,6 +391,7 @@ impl Network {
     pub fn connect(&mut self, rt: &tokio::runtime::Handle, peers: &[(CnIndex, SocketAddr)]) {
         for &(cn, addr) in peers {
             let (queue, rx) = mpsc::channel(self.queue_depth);
+            let queued = Arc::new(AtomicUsize::new(0));
             let up = Arc::new(AtomicBool::new(false));
             let kick = Arc::new(tokio::sync::Notify::new());
             self.identity
@@ -378,10 +405,16 @@ impl Network {
                 addr,
                 stats: Arc::clone(&self.stats),
                 up: Arc::clone(&up),
+                queued: Arc::clone(&queued),
                 kick,
             };
             rt.spawn(dialler.run(rx));
-            self.peers.push(PeerLink { cn, queue, up });
+            self.peers.push(PeerLink {
+                cn,
+                queue,
+                queued,
+                up,
+            });
         }
     }
 
@@ -397,14 +430,37 @@ impl Network {
     /// Queues `frame` for every peer; never blocks.
     pub fn broadcast(&self, frame: Arc<Vec<u8>>) {
         for peer in &self.peers {
-            self.enqueue(&peer.queue, Arc::clone(&frame));
+            self.enqueue(peer, Arc::clone(&frame));
         }
+    }
+
+    /// Queues transaction gossip for every peer whose queue holds less than
+    /// [`GOSSIP_QUEUE_BYTES`]; dropped (and counted) for the others. Never blocks.
+    pub fn broadcast_gossip(&self, frame: Arc<Vec<u8>>) {
+        for peer in &self.peers {
+            if peer.reserve(frame.len(), GOSSIP_QUEUE_BYTES) {
+                self.queue_reserved(peer, Arc::clone(&frame));
+            } else {
+                self.stats.dropped_gossip.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Bytes of gossip every peer whose link is up would take now: a node that admits no more
+    /// transactions than this never has to drop their gossip (backpressure).
+    pub fn gossip_room(&self) -> usize {
+        self.peers
+            .iter()
+            .filter(|p| p.is_up())
+            .map(|p| GOSSIP_QUEUE_BYTES.saturating_sub(p.queued.load(Ordering::Relaxed)))
+            .min()
+            .unwrap_or(GOSSIP_QUEUE_BYTES)
     }
 
     /// Queues `frame` for one peer; never blocks.
     pub fn send(&self, to: CnIndex, frame: Arc<Vec<u8>>) {
         if let Some(peer) = self.peers.iter().find(|p| p.cn == to) {
-            self.enqueue(&peer.queue, frame);
+            self.enqueue(peer, frame);
         }
     }
 
@@ -416,7 +472,7 @@ impl Network {
     pub fn send_to_key(&self, key: &crate::crypto::bls::PublicKey, frame: Arc<Vec<u8>>) {
         let configured = self.configured_index(key);
         match configured.and_then(|cn| self.peers.iter().find(|p| p.cn == cn)) {
-            Some(peer) => self.enqueue(&peer.queue, frame),
+            Some(peer) => self.enqueue(peer, frame),
             None => self.broadcast(frame),
         }
     }
@@ -447,12 +503,29 @@ impl Network {
             .checked_rem(candidates.len())
             .and_then(|i| candidates.get(i))
         {
-            self.enqueue(&peer.queue, frame);
+            self.enqueue(peer, frame);
         }
     }
 
-    fn enqueue(&self, queue: &mpsc::Sender<Arc<Vec<u8>>>, frame: Arc<Vec<u8>>) {
-        if queue.try_send(frame).is_err() {
+    /// Queues `frame` for `peer` unless its queue is full by frames or by
+    /// [`PEER_QUEUE_BYTES`]; never blocks.
+    fn enqueue(&self, peer: &PeerLink, frame: Arc<Vec<u8>>) {
+        // Counted before the frame is queued, so the writer never subtracts bytes not added.
+        if peer.reserve(frame.len(), PEER_QUEUE_BYTES) {
+            self.queue_reserved(peer, frame);
+        } else {
+            self.stats
+                .dropped_queue_full
+                .fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Queues `frame`, whose bytes `peer.queued` already counts (given back if the queue is
+    /// full by frames).
+    fn queue_reserved(&self, peer: &PeerLink, frame: Arc<Vec<u8>>) {
+        let len = frame.len();
+        if peer.queue.try_send(frame).is_err() {
+            peer.queued.fetch_sub(len, Ordering::Relaxed);
             self.stats
                 .dropped_queue_full
                 .fetch_add(1, Ordering::Relaxed);
@@ -763,13 +836,19 @@ pub(crate) async fn pump(
     queue: &mut mpsc::Receiver<Arc<Vec<u8>>>,
     stats: &NetStats,
     heartbeat: Option<&Heartbeat>,
+    queued: Option<&AtomicUsize>,
 ) -> bool {
     // Without a heartbeat the silence timer never fires.
     let every = heartbeat.map_or(Duration::MAX, |h| h.every);
     loop {
         let frame = tokio::select! {
             frame = queue.recv() => match frame {
-                Some(frame) => frame,
+                Some(frame) => {
+                    if let Some(queued) = queued {
+                        queued.fetch_sub(frame.len(), Ordering::Relaxed);
+                    }
+                    frame
+                }
                 None => return true,
             },
             _ = conn.closed() => return false,
@@ -801,6 +880,8 @@ struct Dialler {
     stats: Arc<NetStats>,
     /// Set while a connection to the peer lives.
     up: Arc<AtomicBool>,
+    /// Bytes of the frames in its queue.
+    queued: Arc<AtomicUsize>,
     /// Cuts a reconnect backoff short (the peer connected to us).
     kick: Arc<tokio::sync::Notify>,
 }
@@ -817,7 +898,8 @@ impl Dialler {
                     backoff = Duration::from_millis(50);
                     let _live = LiveLink::new(&self.stats.cn_peers);
                     let _up = LinkUp::new(&self.up);
-                    if pump(&conn, &mut stream, &mut queue, &self.stats, None).await {
+                    let queued = Some(&*self.queued);
+                    if pump(&conn, &mut stream, &mut queue, &self.stats, None, queued).await {
                         return;
                     }
                 }

@@ -498,6 +498,7 @@ async fn cn_link(
                     &mut queue,
                     &shared.stats,
                     Some(&heartbeat),
+                    None,
                 )
                 .await;
                 shared.unregister(id);
@@ -717,7 +718,7 @@ async fn run_rn_peer(
     tokio::select! {
         _ = serve => {}
         _ = read_gossip(shared, id, &score, recv) => {}
-        _ = pump(&conn, &mut send, &mut rx, &shared.stats, None) => {}
+        _ = pump(&conn, &mut send, &mut rx, &shared.stats, None, None) => {}
     }
     shared.unregister(id);
     conn.close(0u32.into(), b"done");

@@ -23,7 +23,7 @@ use crate::pipeline::Supervisor;
 use crate::storage::blocklog::{BlockLog, BlockLogOptions};
 use crate::types::codec::encode_frame;
 use crate::types::{Block, BlockHash, ChainId, CnIndex, Height, Segment, TxBatch};
-use alloy_primitives::Bytes;
+use alloy_primitives::{Bytes, B256};
 use anyhow::Context;
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -67,6 +67,12 @@ pub struct BenchConfig {
     pub idle_ms: u64,
     /// Each CN's WAL and logs go in a subdirectory of this.
     pub datadir: PathBuf,
+    /// Proposals name their payloads by id (filled from each CN's pool) instead of carrying
+    /// them ([`crate::pipeline::compact`]).
+    pub compact: bool,
+    /// Clients do not gossip: each CN holds only its own client's payloads, so every compact
+    /// proposal is asked of its proposer in full (the fall-back's cost, and its test).
+    pub no_gossip: bool,
 }
 
 /// What a run measured.
@@ -88,6 +94,12 @@ pub struct BenchReport {
     pub uncommitted: u64,
     /// Payloads CN 0 saw committed a second time.
     pub duplicates: u64,
+    /// How proposals crossed the network ("compact" or "full").
+    pub proposals: &'static str,
+    /// Compact proposals a CN could not fill from its pool in time and asked for in full.
+    pub asked_full: u64,
+    /// Payloads those lacked.
+    pub missing_when_asked: u64,
     pub blocks: u64,
     /// Payloads committed per second in the measured window (after a warm-up).
     pub committed_rate: f64,
@@ -106,7 +118,8 @@ impl std::fmt::Display for BenchReport {
             "consensus bench: {} nodes, {}-byte payloads, offered {}/s: committed {:.0}/s, \
              latency mean {:.1} ms, p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms \
              (client send -> commit), \
-             {} blocks, {} uncommitted, {} duplicates, {} deferred",
+             {} blocks, {} uncommitted, {} duplicates, {} deferred, \
+             {} proposals, {} asked in full ({} payloads missing)",
             self.nodes,
             self.payload_bytes,
             self.offered_rate,
@@ -118,7 +131,10 @@ impl std::fmt::Display for BenchReport {
             self.blocks,
             self.uncommitted,
             self.duplicates,
-            self.deferred
+            self.deferred,
+            self.proposals,
+            self.asked_full,
+            self.missing_when_asked
         )
     }
 }
@@ -202,6 +218,13 @@ impl PayloadPool {
 
     fn is_committed(&self, (client, seq): PayloadId) -> bool {
         self.committed.get(&client).is_some_and(|c| c.contains(seq))
+    }
+
+    /// Takes a payload from a client: only while the pool is less than half full, so the
+    /// gossip of payloads the other CNs took always finds room here (every pool holds every
+    /// client's payloads; one that refused some could fill no compact proposal naming them).
+    fn admit(&mut self, payload: Bytes) -> bool {
+        self.bytes.saturating_add(payload.len()) <= self.capacity / 2 && self.insert(payload)
     }
 
     /// Takes a payload; false when it is malformed, held, committed or the pool is full.
@@ -288,7 +311,34 @@ impl Application for OpaqueApp {
     }
 }
 
+/// A payload's id in a compact proposal: its header (send time, client, sequence number),
+/// zero-padded. Unique among honest clients' payloads; a block filled from a colliding id
+/// fails its header's transaction root like any wrong block.
+fn payload_id(payload: &Bytes) -> B256 {
+    let mut id = B256::ZERO;
+    let head = &payload[..payload.len().min(MIN_PAYLOAD_BYTES)];
+    id[..head.len()].copy_from_slice(head);
+    id
+}
+
 impl StageApp for OpaqueApp {
+    fn tx_id(&self, tx: &Bytes) -> B256 {
+        payload_id(tx)
+    }
+
+    fn pooled_txs(&self, ids: &[B256]) -> Vec<Option<Bytes>> {
+        let pool = self.pool();
+        ids.iter()
+            .map(|id| {
+                let header = PayloadHeader::decode(id.as_slice())?;
+                pool.held
+                    .get(&header.id())
+                    .filter(|p| payload_id(p) == *id)
+                    .cloned()
+            })
+            .collect()
+    }
+
     fn has_work(&self) -> bool {
         !self.pool().held.is_empty()
     }
@@ -405,6 +455,7 @@ struct BenchNode {
     parts: Supervisor,
     pool: Arc<Mutex<PayloadPool>>,
     net: Arc<Network>,
+    compact: Arc<crate::pipeline::compact::CompactStats>,
 }
 
 /// A CN's network, bound (so every address is known before anyone dials).
@@ -492,7 +543,12 @@ fn start_node(
         proposal_batch: Duration::from_millis(config.batch_ms),
         catch_up: Default::default(),
         sync_turn: 0,
+        compact: crate::pipeline::compact::CompactProposals::new(
+            config.compact,
+            Arc::clone(&status.compact),
+        ),
     };
+    let compact = Arc::clone(&status.compact);
     let mut parts = Supervisor::new(format!("bench CN {}", me.0));
     let closing = Arc::clone(&net);
     parts.on_stop(move || closing.close());
@@ -522,7 +578,12 @@ fn start_node(
         }
         Ok(())
     })?;
-    Ok(BenchNode { parts, pool, net })
+    Ok(BenchNode {
+        parts,
+        pool,
+        net,
+        compact,
+    })
 }
 
 /// Counters the clients share.
@@ -535,10 +596,10 @@ struct Offered {
 }
 
 /// Client `client`: offers `rate` payloads a second to its CN's pool and gossips each tick's
-/// payloads to the other CNs, until `until`.
+/// payloads to the other CNs through `net` (unless `None`), until `until`.
 fn run_client(
     client: u32,
-    node: (&Arc<Mutex<PayloadPool>>, &Network),
+    node: (&Arc<Mutex<PayloadPool>>, Option<&Network>),
     rate: f64,
     payload_bytes: usize,
     until: Instant,
@@ -549,7 +610,10 @@ fn run_client(
     let per_tick = (TICK_BYTES / payload_bytes).max(1) as u64;
     let (mut seq, mut due) = (0u64, 0u64);
     while Instant::now() < until {
-        due = ((start.elapsed().as_secs_f64() * rate) as u64).min(seq + per_tick);
+        // No more than the peers' gossip queues take: a CN that admitted more would drop
+        // their gossip, and the others could fill no proposal naming them (backpressure).
+        let room = net.map_or(usize::MAX, |net| net.gossip_room() / (payload_bytes + 8)) as u64;
+        due = ((start.elapsed().as_secs_f64() * rate) as u64).min(seq + per_tick.min(room));
         let sent_us = now_us();
         let mut accepted = Vec::new();
         {
@@ -563,7 +627,7 @@ fn run_client(
                     seq: s,
                 }
                 .encode(payload_bytes);
-                if !pool.insert(payload.clone()) {
+                if !pool.admit(payload.clone()) {
                     break;
                 }
                 accepted.push(payload);
@@ -572,7 +636,9 @@ fn run_client(
         let taken = accepted.len() as u64;
         seq += taken;
         offered.sent.fetch_add(taken, Ordering::Relaxed);
-        gossip(net, accepted, payload_bytes);
+        if let Some(net) = net {
+            gossip(net, accepted, payload_bytes);
+        }
         std::thread::sleep(CLIENT_TICK);
     }
     // What the last tick could not place (payloads due after it are simply past the run).
@@ -589,7 +655,7 @@ fn gossip(net: &Network, payloads: Vec<Bytes>, payload_bytes: usize) {
         let frame = encode_frame(&TxBatch {
             txs: chunk.to_vec(),
         });
-        net.broadcast(Arc::new(frame));
+        net.broadcast_gossip(Arc::new(frame));
     }
 }
 
@@ -666,7 +732,8 @@ fn measure(
     let rate = config.rate as f64 / nodes.len() as f64;
     std::thread::scope(|scope| {
         for (i, node) in nodes.iter().enumerate() {
-            let (offered, pool, net) = (&offered, &node.pool, &*node.net);
+            let (offered, pool) = (&offered, &node.pool);
+            let net = (!config.no_gossip).then_some(&*node.net);
             scope.spawn(move || {
                 run_client(
                     i as u32,
@@ -699,6 +766,15 @@ fn measure(
         committed: recorder.committed,
         uncommitted: sent.saturating_sub(recorder.committed),
         duplicates: recorder.duplicates,
+        proposals: if config.compact { "compact" } else { "full" },
+        asked_full: nodes
+            .iter()
+            .map(|n| n.compact.asked_full.load(Ordering::Relaxed))
+            .sum(),
+        missing_when_asked: nodes
+            .iter()
+            .map(|n| n.compact.missing_when_asked.load(Ordering::Relaxed))
+            .sum(),
         blocks: recorder.blocks,
         committed_rate: recorder.committed_in_window as f64 / window_s.max(1e-6),
         latency_mean_ms: latency.mean_ms(),
@@ -756,6 +832,8 @@ mod tests {
                 batch_ms: 1,
                 idle_ms: 1,
                 datadir: PathBuf::new(),
+                compact: true,
+                no_gossip: false,
             }),
             &key,
             CnIndex(0),

@@ -17,7 +17,8 @@ use crate::net::sync::ChainReader;
 use crate::net::{Inbound, Network};
 use crate::storage::blocklog::BlockLog;
 use crate::types::codec::encode_frame;
-use crate::types::{Block, CnIndex, ConsensusMessage, Height};
+use crate::types::{Block, CnIndex, ConsensusMessage, Height, Proposal};
+use alloy_primitives::{Bytes, B256};
 use anyhow::Context;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
@@ -69,6 +70,8 @@ pub struct ConsensusStatus {
     pub votes_cast: AtomicU64,
     /// Decided blocks verified in batches ahead of their height while catching up.
     pub batch_verified: AtomicU64,
+    /// What became of compact proposals, and of requests for this node's in full.
+    pub compact: Arc<super::compact::CompactStats>,
     /// Peer messages the state machine refused, by reason.
     pub rejections: std::sync::Mutex<crate::consensus::machine::Rejections>,
     /// Hashes of the last committed blocks, for agreement checks across nodes.
@@ -102,6 +105,10 @@ pub trait StageApp: Application {
     fn has_work(&self) -> bool;
     /// Applies a block the machine committed; an error halts the node.
     fn apply_committed(&mut self, block: &Block) -> anyhow::Result<()>;
+    /// The id a compact proposal names `tx` by ([`crate::types::CompactProposal`]).
+    fn tx_id(&self, tx: &Bytes) -> B256;
+    /// The pooled transactions `ids` name, in order; `None` for each this node does not hold.
+    fn pooled_txs(&self, ids: &[B256]) -> Vec<Option<Bytes>>;
 }
 
 impl StageApp for CnApp {
@@ -111,6 +118,18 @@ impl StageApp for CnApp {
 
     fn apply_committed(&mut self, block: &Block) -> anyhow::Result<()> {
         Ok(self.commit(block)?)
+    }
+
+    /// The transaction's Ethereum hash, by which the pool holds it.
+    fn tx_id(&self, tx: &Bytes) -> B256 {
+        crate::crypto::hash::keccak256(tx)
+    }
+
+    fn pooled_txs(&self, ids: &[B256]) -> Vec<Option<Bytes>> {
+        let pool = self.shared().pool.lock().unwrap_or_else(|e| e.into_inner());
+        ids.iter()
+            .map(|id| pool.get(id).map(|tx| tx.tx().raw().clone()))
+            .collect()
     }
 }
 
@@ -130,6 +149,8 @@ pub struct ConsensusStage<A: StageApp = CnApp> {
     pub catch_up: CatchUpLog,
     /// Counts requests for decided blocks, to ask the peers in turn.
     pub sync_turn: usize,
+    /// This node's proposals kept for peers, and others' compact proposals being filled.
+    pub compact: super::compact::CompactProposals,
 }
 
 /// Blocks whose timestamp is older than this are being caught up on, not followed.
@@ -291,20 +312,119 @@ impl<A: StageApp> ConsensusStage<A> {
                 // Look at the pool again within a batching window.
                 wait = wait.min(self.proposal_batch.max(Duration::from_millis(1)));
             }
+            if self.compact.is_waiting() {
+                wait = wait.min(super::compact::FILL_RETRY);
+            }
             let first = match self.inbound.recv_timeout(wait) {
-                Ok(first) => first,
+                Ok(first) => Some(first),
                 Err(true) => return Ok(()),
-                Err(false) => continue,
+                Err(false) => None,
             };
-            let mut batch = vec![first];
+            let mut batch: Vec<_> = first.into_iter().collect();
             batch.extend(self.inbound.drain_ready(INBOUND_BATCH));
             for (peer, msg) in in_catch_up_order(batch) {
-                match msg {
-                    ConsensusMessage::SyncRequest(from) => self.serve(peer, from, &mut recent),
-                    msg => self.step(Input::Message(msg), &mut timers, &mut recent)?,
+                self.on_peer_message(peer, msg, &mut timers, &mut recent)?;
+            }
+            self.retry_compact(&mut timers, &mut recent)?;
+        }
+    }
+
+    /// One message from authenticated peer `peer` (numbered as its link is).
+    fn on_peer_message(
+        &mut self,
+        peer: CnIndex,
+        msg: ConsensusMessage,
+        timers: &mut Timers,
+        recent: &mut Served,
+    ) -> anyhow::Result<()> {
+        match msg {
+            ConsensusMessage::SyncRequest(from) => self.serve(peer, from, recent),
+            ConsensusMessage::ProposalRequest(req) => {
+                if let Some(p) = self.compact.answer(peer, req) {
+                    let frame = encode_frame(&ConsensusMessage::Proposal(Box::new((*p).clone())));
+                    self.net.send(peer, Arc::new(frame));
                 }
             }
+            ConsensusMessage::CompactProposal(c) => {
+                let app = &self.app;
+                let (machine, net) = (&self.machine, &self.net);
+                let action = self.compact.receive(
+                    peer,
+                    *c,
+                    Instant::now(),
+                    |ids| app.pooled_txs(ids),
+                    |c| from_its_proposer(machine, |key| net.configured_index(key), peer, c),
+                );
+                if let Some(action) = action {
+                    self.carry_out(action, timers, recent)?;
+                }
+            }
+            ConsensusMessage::Proposal(p) => {
+                let (height, round) = (p.block.header().height, p.round);
+                self.compact.received_full(peer, height, round);
+                self.step(
+                    Input::Message(ConsensusMessage::Proposal(p)),
+                    timers,
+                    recent,
+                )?;
+            }
+            msg => self.step(Input::Message(msg), timers, recent)?,
         }
+        Ok(())
+    }
+
+    /// Looks again for the transactions waiting compact proposals lack (see
+    /// [`super::compact::CompactProposals::retry`]).
+    fn retry_compact(&mut self, timers: &mut Timers, recent: &mut Served) -> anyhow::Result<()> {
+        if !self.compact.is_waiting() {
+            return Ok(());
+        }
+        let (app, machine) = (&self.app, &self.machine);
+        let at = super::compact::Position {
+            height: machine.height(),
+            round: machine.round(),
+            proposes: |cn, round| machine.proposes(cn, round),
+        };
+        let actions = self
+            .compact
+            .retry(&at, Instant::now(), |ids| app.pooled_txs(ids));
+        for action in actions {
+            self.carry_out(action, timers, recent)?;
+        }
+        Ok(())
+    }
+
+    fn carry_out(
+        &mut self,
+        action: super::compact::Action,
+        timers: &mut Timers,
+        recent: &mut Served,
+    ) -> anyhow::Result<()> {
+        match action {
+            super::compact::Action::Deliver(p) => self.step(
+                Input::Message(ConsensusMessage::Proposal(p)),
+                timers,
+                recent,
+            ),
+            super::compact::Action::Ask(peer, req) => {
+                let frame = encode_frame(&ConsensusMessage::ProposalRequest(req));
+                self.net.send(peer, Arc::new(frame));
+                Ok(())
+            }
+        }
+    }
+
+    /// Broadcasts this node's proposal: compact when enabled (kept to send in full to a peer
+    /// that asks), else in full.
+    fn broadcast_proposal(&mut self, p: Box<Proposal>) {
+        if !self.compact.enabled {
+            let frame = encode_frame(&ConsensusMessage::Proposal(p));
+            return self.net.broadcast(Arc::new(frame));
+        }
+        let compact = super::compact::compact(&p, |tx| self.app.tx_id(tx));
+        let frame = encode_frame(&ConsensusMessage::CompactProposal(Box::new(compact)));
+        self.net.broadcast(Arc::new(frame));
+        self.compact.keep_own(Arc::from(p));
     }
 
     /// Responsive proposing. The machine asks for this node's round-0 proposal after the block
@@ -412,6 +532,7 @@ impl<A: StageApp> ConsensusStage<A> {
         for output in outputs {
             match output {
                 Output::Persist(_) => {}
+                Output::Broadcast(ConsensusMessage::Proposal(p)) => self.broadcast_proposal(p),
                 Output::Broadcast(msg) => self.net.broadcast(Arc::new(encode_frame(&msg))),
                 // Numbered in the machine's current set, which a CN-set change renumbers:
                 // the network finds the peer by key.
@@ -549,6 +670,42 @@ impl<A: StageApp> ConsensusStage<A> {
     }
 }
 
+/// Whether compact proposal `c`, received on `peer`'s link, may be filled and acted on: it is
+/// for the machine's current height from that round's proposer (a round the machine still
+/// takes proposals for) or for the next height, came from the link of the CN it names as
+/// proposer, and carries that CN's valid signature (checked through the machine's signature
+/// cache, so the proposal's own check later costs nothing more). The next height's proposer
+/// is not known yet (it depends on the block before): its signature is checked against the
+/// current CN set, and its round and proposer once that height is current.
+fn from_its_proposer(
+    machine: &Machine,
+    link_of: impl Fn(&crate::crypto::bls::PublicKey) -> Option<CnIndex>,
+    peer: CnIndex,
+    c: &crate::types::CompactProposal,
+) -> bool {
+    let height = c.sealed.header.height;
+    let current = height == machine.height();
+    if !current && height != machine.height().next() {
+        return false;
+    }
+    if current && !machine.proposes(c.proposer, c.round) {
+        return false;
+    }
+    let Ok(key) = machine.cn_set().key(c.proposer) else {
+        return false;
+    };
+    if link_of(key) != Some(peer) {
+        return false;
+    }
+    let vote = crate::types::Vote::signing_message(
+        crate::types::VoteKind::Prepare,
+        height,
+        c.round,
+        c.sealed.hash(),
+    );
+    machine.is_signed_by(c.proposer, &vote, &c.signature)
+}
+
 /// Routes authenticated peer messages: consensus traffic to the consensus stage, transaction
 /// gossip to ingress. Never blocks the network: full links drop and count.
 pub fn route_inbound(
@@ -574,6 +731,84 @@ mod tests {
     use crate::link::link;
     use crate::types::{BlockHash, TxBatch};
     use alloy_primitives::B256;
+
+    /// A compact proposal for `height`, `round` naming CN `proposer`, signed with `signer`'s key.
+    fn compact_by(
+        height: u64,
+        round: u32,
+        proposer: u32,
+        signer: &crate::crypto::bls::SecretKey,
+    ) -> crate::types::CompactProposal {
+        let block = crate::net::sync::tests::block(height, BlockHash(B256::ZERO), 0);
+        let round = crate::types::Round(round);
+        let vote = crate::types::Vote::signing_message(
+            crate::types::VoteKind::Prepare,
+            Height(height),
+            round,
+            block.hash(),
+        );
+        crate::types::CompactProposal {
+            round,
+            proposer: CnIndex(proposer),
+            signature: signer.sign(&vote).to_bytes(),
+            sealed: block.sealed,
+            segments: Vec::new(),
+            justification: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_compact_proposal_is_acted_on_only_from_its_proposers_link_signed_and_near_the_tip() {
+        use crate::consensus::machine::{Params, Tip, VoteRouting};
+        use crate::crypto::bls::SecretKey;
+        use crate::types::Round;
+        let keys: Vec<SecretKey> = (1..=4u8)
+            .map(|s| SecretKey::from_seed(&[s; 32]).unwrap())
+            .collect();
+        let public = keys.iter().map(|k| k.public_key()).collect();
+        let set = Arc::new(crate::consensus::selection::CnSet::new(public).unwrap());
+        let params = Params {
+            region: crate::types::ChainId(1000),
+            committee_size: 4,
+            block_interval_ms: 1000,
+            base_timeout_ms: 1000,
+            max_timeout_ms: 10_000,
+            votes: VoteRouting::Leader,
+        };
+        let tip = Tip {
+            height: Height(0),
+            hash: BlockHash(B256::ZERO),
+            mix: B256::ZERO,
+            timestamp_ms: 0,
+        };
+        let sigs = Arc::new(crate::consensus::verifier::SigCache::new());
+        let machine = Machine::new(params, CnIndex(0), keys[0].clone(), set.clone(), sigs, tip);
+        let link_of = |key: &crate::crypto::bls::PublicKey| {
+            let i = set.keys().iter().position(|k| k == key)?;
+            Some(CnIndex(i as u32))
+        };
+        let ok = |c: &crate::types::CompactProposal, peer: u32| {
+            from_its_proposer(&machine, link_of, CnIndex(peer), c)
+        };
+        let p = (0..4)
+            .find(|&i| machine.proposes(CnIndex(i), Round(0)))
+            .expect("round 0 has a proposer");
+        let other = (p + 1) % 4;
+        let by = |h, r, cn: u32| compact_by(h, r, cn, &keys[cn as usize]);
+        assert!(ok(&by(1, 0, p), p), "current height, its proposer");
+        assert!(
+            ok(&by(2, 0, other), other),
+            "next height: its proposer is not known yet"
+        );
+        assert!(!ok(&by(3, 0, p), p), "two heights ahead");
+        assert!(!ok(&by(1, 0, p), other), "relayed by another CN");
+        assert!(
+            !ok(&compact_by(1, 0, p, &keys[other as usize]), p),
+            "signed by another key"
+        );
+        assert!(!ok(&by(1, 0, other), other), "not the round's proposer");
+        assert!(!ok(&by(1, u32::MAX, p), p), "a round beyond the window");
+    }
 
     fn decided(height: u64) -> ConsensusMessage {
         let block = crate::net::sync::tests::block(height, BlockHash(B256::ZERO), 0);

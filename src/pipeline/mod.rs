@@ -7,6 +7,7 @@
 //! it instead of growing a queue. [`topology`] is the one place where stages and links are
 //! created.
 
+pub mod compact;
 pub mod consensus;
 pub mod persist;
 pub mod pool;

@@ -295,6 +295,10 @@ impl BoundCn {
             proposal_batch: std::time::Duration::from_millis(spec.pipeline.proposal_batch_ms),
             catch_up: Default::default(),
             sync_turn: 0,
+            compact: super::compact::CompactProposals::new(
+                spec.pipeline.compact_proposals,
+                Arc::clone(&status.compact),
+            ),
         };
         let router_ingress = ingress.clone();
         let router_dropped = Arc::clone(&dropped_inbound);
@@ -492,7 +496,7 @@ impl Submitter {
     pub fn submit(&self, txs: Vec<alloy_primitives::Bytes>) -> anyhow::Result<()> {
         let batch = crate::types::TxBatch { txs };
         self.net
-            .broadcast(Arc::new(crate::types::codec::encode_frame(&batch)));
+            .broadcast_gossip(Arc::new(crate::types::codec::encode_frame(&batch)));
         self.ingress.send(batch.txs)?;
         Ok(())
     }
@@ -556,6 +560,11 @@ impl CnMetrics {
             l
         };
         let plain = labels.to_vec();
+        let outcome = |outcome: &'static str| {
+            let mut l = labels.to_vec();
+            l.push(("outcome", outcome));
+            l
+        };
         let pooled = self.shared.pool.lock().map_or(0, |p| p.len());
         // One read: the gauge and the chain head must agree within a scrape.
         let height = c.height.load(Relaxed);
@@ -632,6 +641,36 @@ impl CnMetrics {
                 c.wal_records.load(Relaxed),
             ),
             (
+                "kaon_compact_proposals_total",
+                "Compact proposals received, by what became of them",
+                &outcome("filled"),
+                c.compact.filled.load(Relaxed),
+            ),
+            (
+                "kaon_compact_proposals_total",
+                "Compact proposals received, by what became of them",
+                &outcome("filled_late"),
+                c.compact.filled_late.load(Relaxed),
+            ),
+            (
+                "kaon_compact_proposals_total",
+                "Compact proposals received, by what became of them",
+                &outcome("asked_full"),
+                c.compact.asked_full.load(Relaxed),
+            ),
+            (
+                "kaon_compact_proposals_total",
+                "Compact proposals received, by what became of them",
+                &outcome("dropped"),
+                c.compact.dropped.load(Relaxed),
+            ),
+            (
+                "kaon_full_proposals_served_total",
+                "This CN's proposals sent in full to a peer that could not fill them",
+                &plain,
+                c.compact.served_full.load(Relaxed),
+            ),
+            (
                 "kaon_votes_cast_total",
                 "Votes this CN cast",
                 &plain,
@@ -696,6 +735,12 @@ impl CnMetrics {
                 "Frames dropped",
                 &with("inbound_full"),
                 n.dropped_inbound_full.load(Relaxed),
+            ),
+            (
+                "kaon_net_dropped_total",
+                "Frames dropped",
+                &with("gossip_backlog"),
+                n.dropped_gossip.load(Relaxed),
             ),
             (
                 "kaon_net_dropped_total",

@@ -223,6 +223,40 @@ pub struct Proposal {
     pub justification: Vec<RoundChange>,
 }
 
+/// A proposal as it crosses the network between CNs that already hold its transactions: the
+/// header and the proposer's signature as in [`Proposal`], and per segment the ids of its
+/// transactions instead of their bytes. A receiver fills it from its own pool into the
+/// [`Proposal`] it names (the header's transaction roots then check every byte, as for a
+/// full proposal); one it cannot fill in time it asks the proposer for in full
+/// ([`ProposalRequest`]). An id is what the application names a pooled transaction by: its
+/// Ethereum hash in a CN.
+#[derive(Debug, Clone, PartialEq, Eq, RlpEncodable, RlpDecodable)]
+pub struct CompactProposal {
+    pub round: Round,
+    pub proposer: CnIndex,
+    /// The proposer's prepare-vote signature over `(h, round, block hash)`.
+    pub signature: SignatureBytes,
+    pub sealed: SealedHeader,
+    /// One per segment of the block, in order.
+    pub segments: Vec<CompactSegment>,
+    pub justification: Vec<RoundChange>,
+}
+
+/// A segment of a [`CompactProposal`]: its chain and its transactions' ids, in block order.
+#[derive(Debug, Clone, PartialEq, Eq, RlpEncodable, RlpDecodable)]
+pub struct CompactSegment {
+    pub chain_id: super::ChainId,
+    pub tx_ids: Vec<alloy_primitives::B256>,
+}
+
+/// "Send me your proposal of `round` at `height` in full": from a CN that could not fill the
+/// compact one from its pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, RlpEncodable, RlpDecodable)]
+pub struct ProposalRequest {
+    pub height: Height,
+    pub round: Round,
+}
+
 /// "Round `round` of height `height` should start": sent on timeout, carrying the sender's
 /// highest prepared certificate and that block.
 #[derive(Debug, Clone, PartialEq, Eq, RlpEncodable, RlpDecodable)]
@@ -282,6 +316,10 @@ pub enum ConsensusMessage {
     SyncRequest(Height),
     /// A prepare or commit quorum aggregated by the round's leader.
     Certificate(Box<QuorumCertificate>),
+    /// A proposal naming its transactions by id (turned into a [`Proposal`] by the node).
+    CompactProposal(Box<CompactProposal>),
+    /// "Send me that proposal in full" (served by the node, not consensus).
+    ProposalRequest(ProposalRequest),
 }
 
 impl ConsensusMessage {
@@ -291,6 +329,8 @@ impl ConsensusMessage {
     const TAG_DECIDED: u8 = 3;
     const TAG_SYNC_REQUEST: u8 = 4;
     const TAG_CERTIFICATE: u8 = 5;
+    const TAG_COMPACT_PROPOSAL: u8 = 6;
+    const TAG_PROPOSAL_REQUEST: u8 = 7;
 
     fn tag(&self) -> u8 {
         match self {
@@ -300,6 +340,8 @@ impl ConsensusMessage {
             Self::Decided(_) => Self::TAG_DECIDED,
             Self::SyncRequest(_) => Self::TAG_SYNC_REQUEST,
             Self::Certificate(_) => Self::TAG_CERTIFICATE,
+            Self::CompactProposal(_) => Self::TAG_COMPACT_PROPOSAL,
+            Self::ProposalRequest(_) => Self::TAG_PROPOSAL_REQUEST,
         }
     }
 
@@ -311,6 +353,8 @@ impl ConsensusMessage {
             Self::Decided(b) => b.as_ref(),
             Self::SyncRequest(h) => h,
             Self::Certificate(c) => c.as_ref(),
+            Self::CompactProposal(c) => c.as_ref(),
+            Self::ProposalRequest(r) => r,
         }
     }
 
@@ -318,9 +362,13 @@ impl ConsensusMessage {
     pub fn sender(&self) -> Option<CnIndex> {
         match self {
             Self::Proposal(p) => Some(p.proposer),
+            Self::CompactProposal(c) => Some(c.proposer),
             Self::Vote(v) => Some(v.voter),
             Self::RoundChange(rc) => Some(rc.sender),
-            Self::Decided(_) | Self::SyncRequest(_) | Self::Certificate(_) => None,
+            Self::Decided(_)
+            | Self::SyncRequest(_)
+            | Self::Certificate(_)
+            | Self::ProposalRequest(_) => None,
         }
     }
 
@@ -333,6 +381,8 @@ impl ConsensusMessage {
             Self::Decided(b) => b.header().height,
             Self::SyncRequest(h) => *h,
             Self::Certificate(c) => c.height,
+            Self::CompactProposal(c) => c.sealed.header.height,
+            Self::ProposalRequest(r) => r.height,
         }
     }
 }
@@ -374,6 +424,12 @@ impl Decodable for ConsensusMessage {
             Self::TAG_SYNC_REQUEST => Self::SyncRequest(Height::decode(&mut body)?),
             Self::TAG_CERTIFICATE => {
                 Self::Certificate(Box::new(QuorumCertificate::decode(&mut body)?))
+            }
+            Self::TAG_COMPACT_PROPOSAL => {
+                Self::CompactProposal(Box::new(CompactProposal::decode(&mut body)?))
+            }
+            Self::TAG_PROPOSAL_REQUEST => {
+                Self::ProposalRequest(ProposalRequest::decode(&mut body)?)
             }
             _ => return Err(alloy_rlp::Error::Custom("unknown consensus message tag")),
         };

@@ -17,7 +17,8 @@ pub use block::{
 };
 pub use codec::{CodecError, WireMessage};
 pub use consensus::{
-    ConsensusMessage, EquivocationEvidence, PorShare, PreparedCertificate, Proposal,
-    QuorumCertificate, RandomReveal, RoundChange, Vote, VoteKind,
+    CompactProposal, CompactSegment, ConsensusMessage, EquivocationEvidence, PorShare,
+    PreparedCertificate, Proposal, ProposalRequest, QuorumCertificate, RandomReveal, RoundChange,
+    Vote, VoteKind,
 };
 pub use primitives::{BlockHash, ChainId, CnIndex, Height, Round, SegmentId, SignerBitmap};

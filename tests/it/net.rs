@@ -566,3 +566,33 @@ fn requests_in_turn_skip_a_peer_that_is_down() {
     }
     shutdown(rt, [n0, n2]);
 }
+
+/// A peer that never answers keeps its frames queued: transaction gossip stops being queued at
+/// `GOSSIP_QUEUE_BYTES`, every frame at `PEER_QUEUE_BYTES`, however few frames that is; a
+/// peer that is down does not hold back gossip to the others (`gossip_room`).
+#[test]
+fn a_peer_queue_is_bounded_by_bytes_and_gossip_stops_first() {
+    use kaon::net::{GOSSIP_QUEUE_BYTES, PEER_QUEUE_BYTES};
+    const MIB: usize = 1 << 20;
+    let rt = runtime();
+    let set = cn_set(2);
+    let (mut n0, _inbox0) = node(&rt, NetConfig::new(localhost()), 0, key(1), &set);
+    let gone = std::net::UdpSocket::bind(localhost())
+        .and_then(|s| s.local_addr())
+        .expect("an ephemeral UDP port");
+    n0.connect(rt.handle(), &[(CnIndex(1), gone)]);
+    let frame = Arc::new(vec![0u8; MIB]);
+    let stats = Arc::clone(n0.stats());
+    for _ in 0..GOSSIP_QUEUE_BYTES / MIB + 1 {
+        n0.broadcast_gossip(Arc::clone(&frame));
+    }
+    assert_eq!(stats.dropped_gossip.load(Ordering::Relaxed), 1);
+    assert_eq!(n0.gossip_room(), GOSSIP_QUEUE_BYTES, "its link is down");
+    for _ in GOSSIP_QUEUE_BYTES / MIB..PEER_QUEUE_BYTES / MIB {
+        n0.broadcast(Arc::clone(&frame));
+    }
+    assert_eq!(stats.dropped_queue_full.load(Ordering::Relaxed), 0);
+    n0.broadcast(Arc::clone(&frame));
+    assert_eq!(stats.dropped_queue_full.load(Ordering::Relaxed), 1);
+    shutdown(rt, [n0]);
+}

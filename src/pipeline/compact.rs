@@ -1,0 +1,699 @@
+//! Compact proposals. A CN receives every transaction by gossip before a proposal names it, so
+//! the proposal need not carry it a second time: the proposer broadcasts its block's header and
+//! its transactions' ids ([`CompactProposal`]), and each receiver fills it from its own pool
+//! into the [`Proposal`] the consensus machine checks exactly as before. The header's
+//! transaction roots bind every byte, so filling cannot change what is voted on: a wrong or
+//! forged id yields a block whose roots do not match, refused like any bad proposal.
+//!
+//! A receiver missing some transactions (gossip still in ingress, or a transaction its pool
+//! refused) looks again every [`FILL_RETRY`] for [`FILL_WAIT`], then asks the proposer for the
+//! proposal in full ([`ProposalRequest`]), again every [`ASK_AGAIN`] while the round lasts; the
+//! proposer keeps its last [`OWN_KEPT`] proposals and answers each peer at most
+//! [`MAX_ANSWERS`] times for each. A proposer that never answers costs its round, as one that
+//! sends nothing does.
+//!
+//! Bounds against a hostile peer: nothing is filled before the caller's admission check (the
+//! link of the CN that signed it, that CN's valid signature, this node's current or next
+//! height, and at the current height the round's proposer within the round window); ids are
+//! distinct and fill at most [`MAX_BLOCK_BYTES`]; one proposal waits per peer and height, and
+//! one for the next height waits unlooked-at until that height is current (and its proposer
+//! known).
+
+use crate::types::block::MAX_BLOCK_BYTES;
+use crate::types::{
+    Block, CnIndex, CompactProposal, CompactSegment, Height, Proposal, ProposalRequest, Round,
+    Segment,
+};
+use alloy_primitives::{Bytes, B256};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use thiserror::Error;
+
+/// How long a compact proposal waits for missing transactions before its proposer is asked for
+/// it in full.
+pub const FILL_WAIT: Duration = Duration::from_millis(20);
+/// How often a waiting compact proposal is looked up again.
+pub const FILL_RETRY: Duration = Duration::from_millis(2);
+/// How long after asking for a proposal in full a node asks again (the answer may have been
+/// dropped on a full queue or a broken link).
+pub const ASK_AGAIN: Duration = Duration::from_millis(100);
+/// This node's own proposals kept to answer [`ProposalRequest`]s.
+pub const OWN_KEPT: usize = 8;
+/// Times a peer is sent one kept proposal in full at most.
+pub const MAX_ANSWERS: u8 = 3;
+
+/// Why a compact proposal was dropped unfilled.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum CompactError {
+    #[error("names {named} segments where its header commits to {committed}")]
+    SegmentCount { named: usize, committed: usize },
+    #[error("segment {0}: chain or transaction count differs from its header")]
+    SegmentShape(usize),
+    #[error(
+        "not from its proposer's link with its valid signature, or for another height or round"
+    )]
+    Inadmissible,
+    #[error("names a transaction twice")]
+    RepeatedId,
+    #[error("fills more than a block's {MAX_BLOCK_BYTES} bytes")]
+    TooLarge,
+}
+
+/// The compact form of `p`, naming each transaction by `id`.
+pub fn compact(p: &Proposal, id: impl Fn(&Bytes) -> B256) -> CompactProposal {
+    CompactProposal {
+        round: p.round,
+        proposer: p.proposer,
+        signature: p.signature,
+        sealed: p.block.sealed.clone(),
+        segments: p
+            .block
+            .segments
+            .iter()
+            .map(|s| CompactSegment {
+                chain_id: s.chain_id,
+                tx_ids: s.txs.iter().map(&id).collect(),
+            })
+            .collect(),
+        justification: p.justification.clone(),
+    }
+}
+
+/// A compact proposal being filled from the pool: the transactions found so far.
+#[derive(Debug)]
+pub struct Filling {
+    compact: CompactProposal,
+    /// One per transaction of the block, in block order.
+    txs: Vec<Option<Bytes>>,
+    missing: usize,
+    /// Bytes of the transactions found.
+    bytes: usize,
+    since: Instant,
+    /// When the pool was last looked at for it.
+    looked: Instant,
+    /// When its proposer was last asked for it in full.
+    asked: Option<Instant>,
+}
+
+impl Filling {
+    /// Starts filling `compact`, refusing one whose segments do not have the shape its header
+    /// commits to (the ids then cannot be the block's).
+    pub fn new(compact: CompactProposal, now: Instant) -> Result<Self, CompactError> {
+        let committed = &compact.sealed.header.segments;
+        if committed.len() != compact.segments.len() {
+            return Err(CompactError::SegmentCount {
+                named: compact.segments.len(),
+                committed: committed.len(),
+            });
+        }
+        for (i, (segment, c)) in compact.segments.iter().zip(committed).enumerate() {
+            if segment.chain_id != c.chain_id || segment.tx_ids.len() != c.tx_count as usize {
+                return Err(CompactError::SegmentShape(i));
+            }
+        }
+        // Bounded by the frame that carried the ids.
+        let count = compact.segments.iter().map(|s| s.tx_ids.len()).sum();
+        let mut seen = std::collections::HashSet::with_capacity(count);
+        if !compact
+            .segments
+            .iter()
+            .flat_map(|s| &s.tx_ids)
+            .all(|id| seen.insert(id))
+        {
+            return Err(CompactError::RepeatedId);
+        }
+        Ok(Self {
+            compact,
+            txs: vec![None; count],
+            missing: count,
+            bytes: 0,
+            since: now,
+            looked: now,
+            asked: None,
+        })
+    }
+
+    /// Height and round of the proposal.
+    pub fn key(&self) -> (Height, Round) {
+        (self.compact.sealed.header.height, self.compact.round)
+    }
+
+    /// The compact proposal being filled.
+    pub fn compact(&self) -> &CompactProposal {
+        &self.compact
+    }
+
+    /// Looks up the transactions still missing in `pooled` (which answers one entry per id, in
+    /// order); returns how many are still missing, or that they fill more than a block holds.
+    pub fn fill(
+        &mut self,
+        pooled: impl FnOnce(&[B256]) -> Vec<Option<Bytes>>,
+    ) -> Result<usize, CompactError> {
+        if self.missing == 0 {
+            return Ok(0);
+        }
+        let ids = self.compact.segments.iter().flat_map(|s| &s.tx_ids);
+        let (slots, ids): (Vec<usize>, Vec<B256>) = ids
+            .enumerate()
+            .filter(|(i, _)| self.txs[*i].is_none())
+            .map(|(i, id)| (i, *id))
+            .unzip();
+        for (slot, found) in slots.into_iter().zip(pooled(&ids)) {
+            if let Some(tx) = found {
+                self.bytes = self.bytes.saturating_add(tx.len());
+                self.txs[slot] = Some(tx);
+                self.missing -= 1;
+            }
+        }
+        if self.bytes > MAX_BLOCK_BYTES {
+            return Err(CompactError::TooLarge);
+        }
+        Ok(self.missing)
+    }
+
+    /// Transactions not found yet.
+    pub fn missing(&self) -> usize {
+        self.missing
+    }
+
+    /// Whether its proposer should be asked for it in full now.
+    fn ask_due(&self, now: Instant) -> bool {
+        match self.asked {
+            None => now.duration_since(self.since) >= FILL_WAIT,
+            Some(at) => now.duration_since(at) >= ASK_AGAIN,
+        }
+    }
+
+    /// The full proposal, once nothing is missing.
+    pub fn into_proposal(self) -> Option<Box<Proposal>> {
+        if self.missing > 0 {
+            return None;
+        }
+        let mut txs = self.txs.into_iter().flatten();
+        let segments = self
+            .compact
+            .segments
+            .into_iter()
+            .map(|s| Segment {
+                chain_id: s.chain_id,
+                txs: txs.by_ref().take(s.tx_ids.len()).collect(),
+            })
+            .collect();
+        Some(Box::new(Proposal {
+            round: self.compact.round,
+            proposer: self.compact.proposer,
+            signature: self.compact.signature,
+            block: Block {
+                sealed: self.compact.sealed,
+                segments,
+            },
+            justification: self.compact.justification,
+        }))
+    }
+}
+
+/// Counters of compact proposals, for metrics.
+#[derive(Debug, Default)]
+pub struct CompactStats {
+    /// Filled from the pool on arrival.
+    pub filled: AtomicU64,
+    /// Filled after waiting for gossip.
+    pub filled_late: AtomicU64,
+    /// Asked of their proposer in full.
+    pub asked_full: AtomicU64,
+    /// Transactions those lacked when asked for.
+    pub missing_when_asked: AtomicU64,
+    /// This node's proposals sent in full on request.
+    pub served_full: AtomicU64,
+    /// Dropped: malformed, unsigned, not from their proposer, or for another height.
+    pub dropped: AtomicU64,
+}
+
+impl CompactStats {
+    fn count(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// What the consensus stage should do after a compact-proposal event.
+#[derive(Debug)]
+pub enum Action {
+    /// Hand this proposal to the machine.
+    Deliver(Box<Proposal>),
+    /// Send this request to the peer.
+    Ask(CnIndex, ProposalRequest),
+}
+
+/// A CN's compact-proposal state: its own recent proposals and the compact ones it is filling.
+#[derive(Debug)]
+pub struct CompactProposals {
+    /// Whether this node broadcasts its proposals compact (it fills others' either way).
+    pub enabled: bool,
+    own: BTreeMap<(Height, Round), Arc<Proposal>>,
+    /// At most one per peer and height (this node's current and next).
+    waiting: HashMap<(CnIndex, Height), Filling>,
+    /// Times each (height, round, peer) was sent a kept proposal in full.
+    answered: BTreeMap<(Height, Round, CnIndex), u8>,
+    pub stats: Arc<CompactStats>,
+}
+
+/// Where this node stands, for [`CompactProposals::retry`].
+pub struct Position<F: Fn(CnIndex, Round) -> bool> {
+    pub height: Height,
+    pub round: Round,
+    /// Whether a CN proposes a round at `height` that this node still takes proposals for.
+    pub proposes: F,
+}
+
+impl CompactProposals {
+    /// Counting into `stats`.
+    pub fn new(enabled: bool, stats: Arc<CompactStats>) -> Self {
+        Self {
+            enabled,
+            own: BTreeMap::new(),
+            waiting: HashMap::new(),
+            answered: BTreeMap::new(),
+            stats,
+        }
+    }
+
+    /// Keeps this node's proposal to answer requests for it in full.
+    pub fn keep_own(&mut self, p: Arc<Proposal>) {
+        self.own.insert((p.block.header().height, p.round), p);
+        while self.own.len() > OWN_KEPT {
+            self.own.pop_first();
+        }
+        if let Some(&(oldest, _)) = self.own.keys().next() {
+            self.answered = self.answered.split_off(&(oldest, Round(0), CnIndex(0)));
+        }
+    }
+
+    /// This node's proposal `req` names, if kept and not sent to `peer` in full
+    /// [`MAX_ANSWERS`] times already.
+    pub fn answer(&mut self, peer: CnIndex, req: ProposalRequest) -> Option<Arc<Proposal>> {
+        let p = self.own.get(&(req.height, req.round))?;
+        let sent = self
+            .answered
+            .entry((req.height, req.round, peer))
+            .or_insert(0);
+        if *sent >= MAX_ANSWERS {
+            return None;
+        }
+        *sent += 1;
+        CompactStats::count(&self.stats.served_full);
+        Some(Arc::clone(p))
+    }
+
+    /// Takes a compact proposal from `peer` once `admissible` (the caller's check of sender,
+    /// height, round and signature) holds: delivers it filled, or keeps it waiting (one per
+    /// peer and height; a later round replaces an earlier one).
+    pub fn receive(
+        &mut self,
+        peer: CnIndex,
+        compact: CompactProposal,
+        now: Instant,
+        pooled: impl FnOnce(&[B256]) -> Vec<Option<Bytes>>,
+        admissible: impl FnOnce(&CompactProposal) -> bool,
+    ) -> Option<Action> {
+        if !admissible(&compact) {
+            return self.drop_one(peer, &CompactError::Inadmissible);
+        }
+        let mut filling = match Filling::new(compact, now) {
+            Ok(filling) => filling,
+            Err(e) => return self.drop_one(peer, &e),
+        };
+        match filling.fill(pooled) {
+            Err(e) => return self.drop_one(peer, &e),
+            Ok(0) => {
+                CompactStats::count(&self.stats.filled);
+                return filling.into_proposal().map(Action::Deliver);
+            }
+            Ok(_) => {}
+        }
+        let (height, _) = filling.key();
+        let newer = self
+            .waiting
+            .get(&(peer, height))
+            .is_none_or(|w| w.key() < filling.key());
+        if !newer {
+            return self.drop_one(peer, &CompactError::Inadmissible);
+        }
+        self.waiting.insert((peer, height), filling);
+        None
+    }
+
+    fn drop_one(&self, peer: CnIndex, why: &CompactError) -> Option<Action> {
+        tracing::debug!(%peer, error = %why, "compact proposal dropped");
+        CompactStats::count(&self.stats.dropped);
+        None
+    }
+
+    /// A full proposal arrived from `peer`: the compact one waiting for it is done.
+    pub fn received_full(&mut self, peer: CnIndex, height: Height, round: Round) {
+        if self
+            .waiting
+            .get(&(peer, height))
+            .is_some_and(|w| w.key() == (height, round))
+        {
+            self.waiting.remove(&(peer, height));
+        }
+    }
+
+    /// Whether a compact proposal waits (the stage then looks again every [`FILL_RETRY`]).
+    pub fn is_waiting(&self) -> bool {
+        !self.waiting.is_empty()
+    }
+
+    /// Looks up what the waiting proposals of the current height still miss, each at most
+    /// every [`FILL_RETRY`]: those now complete are delivered; those of a passed height or
+    /// round, or not from the round's proposer, are dropped; those waiting longer than
+    /// [`FILL_WAIT`] are asked of their proposer in full, again every [`ASK_AGAIN`]. Those of
+    /// the next height wait untouched.
+    pub fn retry<F: Fn(CnIndex, Round) -> bool>(
+        &mut self,
+        at: &Position<F>,
+        now: Instant,
+        mut pooled: impl FnMut(&[B256]) -> Vec<Option<Bytes>>,
+    ) -> Vec<Action> {
+        let stats = Arc::clone(&self.stats);
+        self.waiting.retain(|_, w| {
+            let (height, round) = w.key();
+            let current = height == at.height;
+            let keep = height > at.height
+                || (current && round >= at.round && (at.proposes)(w.compact.proposer, round));
+            if !keep {
+                CompactStats::count(&stats.dropped);
+            }
+            keep
+        });
+        let mut actions = Vec::new();
+        let due: Vec<(CnIndex, Height)> = self
+            .waiting
+            .iter()
+            .filter(|((_, h), w)| *h == at.height && now.duration_since(w.looked) >= FILL_RETRY)
+            .map(|(key, _)| *key)
+            .collect();
+        for key in due {
+            let Some(w) = self.waiting.get_mut(&key) else {
+                continue;
+            };
+            w.looked = now;
+            match w.fill(&mut pooled) {
+                Ok(0) => {
+                    if let Some(p) = self.waiting.remove(&key).and_then(Filling::into_proposal) {
+                        CompactStats::count(&self.stats.filled_late);
+                        actions.push(Action::Deliver(p));
+                    }
+                }
+                Ok(missing) if w.ask_due(now) => {
+                    w.asked = Some(now);
+                    CompactStats::count(&self.stats.asked_full);
+                    (self.stats.missing_when_asked).fetch_add(missing as u64, Ordering::Relaxed);
+                    let (height, round) = w.key();
+                    actions.push(Action::Ask(key.0, ProposalRequest { height, round }));
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    self.waiting.remove(&key);
+                    self.drop_one(key.0, &e);
+                }
+            }
+        }
+        actions
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::hash::keccak256;
+
+    fn proposal(height: u64, round: u32, segments: &[&[&[u8]]]) -> Proposal {
+        let mut block = crate::net::sync::tests::block(height, Default::default(), 0);
+        block.segments = segments
+            .iter()
+            .enumerate()
+            .map(|(i, txs)| Segment {
+                chain_id: crate::types::ChainId(1001 + i as u64),
+                txs: txs.iter().map(|t| Bytes::copy_from_slice(t)).collect(),
+            })
+            .collect();
+        block.sealed.header.segments = block
+            .segments
+            .iter()
+            .map(|s| crate::types::SegmentCommitment {
+                chain_id: s.chain_id,
+                tx_count: s.txs.len() as u32,
+                tx_root: s.tx_root(),
+                receipts_root: B256::ZERO,
+                state_root: B256::ZERO,
+            })
+            .collect();
+        Proposal {
+            round: Round(round),
+            proposer: CnIndex(1),
+            signature: Default::default(),
+            block,
+            justification: Vec::new(),
+        }
+    }
+
+    /// A pool holding `txs`, answering by Keccak id.
+    fn pool_of(txs: &[&[u8]]) -> impl Fn(&[B256]) -> Vec<Option<Bytes>> {
+        let by_id: HashMap<B256, Bytes> = txs
+            .iter()
+            .map(|t| (keccak256(t), Bytes::copy_from_slice(t)))
+            .collect();
+        move |ids| ids.iter().map(|id| by_id.get(id).cloned()).collect()
+    }
+
+    fn compact_of(p: &Proposal) -> CompactProposal {
+        compact(p, |tx| keccak256(tx))
+    }
+
+    #[test]
+    fn a_compact_proposal_filled_from_the_pool_is_the_proposal_it_names() {
+        let p = proposal(5, 2, &[&[b"a", b"bb"], &[], &[b"ccc"]]);
+        let c = compact_of(&p);
+        let mut filling = Filling::new(c, Instant::now()).unwrap();
+        assert_eq!(filling.fill(pool_of(&[b"ccc", b"bb", b"a", b"zz"])), Ok(0));
+        assert_eq!(*filling.into_proposal().unwrap(), p);
+    }
+
+    #[test]
+    fn what_the_pool_lacks_is_looked_up_again_and_only_that() {
+        let p = proposal(5, 0, &[&[b"a", b"bb", b"ccc"]]);
+        let mut filling = Filling::new(compact_of(&p), Instant::now()).unwrap();
+        assert_eq!(filling.fill(pool_of(&[b"a"])), Ok(2));
+        let mut asked = Vec::new();
+        assert_eq!(
+            filling.fill(|ids| {
+                asked = ids.to_vec();
+                pool_of(&[b"bb", b"ccc"])(ids)
+            }),
+            Ok(0)
+        );
+        assert_eq!(asked, vec![keccak256(b"bb"), keccak256(b"ccc")]);
+        assert_eq!(*filling.into_proposal().unwrap(), p);
+    }
+
+    #[test]
+    fn ids_that_do_not_match_the_header_shape_are_refused() {
+        let p = proposal(5, 0, &[&[b"a", b"bb"]]);
+        let mut short = compact_of(&p);
+        short.segments[0].tx_ids.pop();
+        assert_eq!(
+            Filling::new(short, Instant::now()).unwrap_err(),
+            CompactError::SegmentShape(0)
+        );
+        let mut moved = compact_of(&p);
+        moved.segments[0].chain_id = crate::types::ChainId(7);
+        assert!(Filling::new(moved, Instant::now()).is_err());
+        let mut extra = compact_of(&p);
+        extra.segments.push(extra.segments[0].clone());
+        assert_eq!(
+            Filling::new(extra, Instant::now()).unwrap_err(),
+            CompactError::SegmentCount {
+                named: 2,
+                committed: 1
+            }
+        );
+    }
+
+    #[test]
+    fn a_forged_id_fills_a_block_the_header_roots_refuse() {
+        let p = proposal(5, 0, &[&[b"a", b"bb"]]);
+        let mut forged = compact_of(&p);
+        forged.segments[0].tx_ids[1] = keccak256(b"other");
+        let mut filling = Filling::new(forged, Instant::now()).unwrap();
+        assert_eq!(filling.fill(pool_of(&[b"a", b"other"])), Ok(0));
+        let filled = filling.into_proposal().unwrap();
+        assert_eq!(
+            crate::consensus::proposal::check_body(&filled.block),
+            Err(crate::consensus::proposal::ProposalError::Body(
+                "transaction root"
+            ))
+        );
+    }
+
+    #[test]
+    fn repeated_ids_and_fills_beyond_a_block_are_refused() {
+        let p = proposal(5, 0, &[&[b"a", b"bb"]]);
+        let mut twice = compact_of(&p);
+        twice.segments[0].tx_ids[1] = twice.segments[0].tx_ids[0];
+        assert_eq!(
+            Filling::new(twice, Instant::now()).unwrap_err(),
+            CompactError::RepeatedId
+        );
+        let mut filling = Filling::new(compact_of(&p), Instant::now()).unwrap();
+        let huge = Bytes::from(vec![0u8; MAX_BLOCK_BYTES / 2 + 1]);
+        let answer = |ids: &[B256]| ids.iter().map(|_| Some(huge.clone())).collect();
+        assert_eq!(filling.fill(answer), Err(CompactError::TooLarge));
+    }
+
+    /// Node at `height`, round 0, where CN 1 proposes every round.
+    fn at(height: u64) -> Position<impl Fn(CnIndex, Round) -> bool> {
+        Position {
+            height: Height(height),
+            round: Round(0),
+            proposes: |cn: CnIndex, _: Round| cn == CnIndex(1),
+        }
+    }
+
+    #[test]
+    fn a_waiting_proposal_is_delivered_once_gossip_lands_or_asked_for_after_the_wait() {
+        let t0 = Instant::now();
+        let mut state = CompactProposals::new(true, Arc::default());
+        let p = proposal(7, 0, &[&[b"a", b"bb"]]);
+        let empty = pool_of(&[]);
+        let peer = CnIndex(1);
+        assert!(state
+            .receive(peer, compact_of(&p), t0, &empty, |_| true)
+            .is_none());
+        assert!(state.is_waiting());
+        assert!(state.retry(&at(7), t0 + FILL_RETRY, &empty).is_empty());
+        let ask = |actions: Vec<Action>| {
+            matches!(
+                actions.as_slice(),
+                [Action::Ask(
+                    CnIndex(1),
+                    ProposalRequest {
+                        height: Height(7),
+                        round: Round(0)
+                    }
+                )]
+            )
+        };
+        assert!(ask(state.retry(&at(7), t0 + FILL_WAIT, &empty)));
+        let soon = t0 + FILL_WAIT + FILL_RETRY;
+        assert!(
+            state.retry(&at(7), soon, &empty).is_empty(),
+            "asked just now"
+        );
+        assert!(ask(state.retry(&at(7), t0 + FILL_WAIT + ASK_AGAIN, &empty)));
+        let full = pool_of(&[b"a", b"bb"]);
+        let later = t0 + 2 * (FILL_WAIT + ASK_AGAIN);
+        match state.retry(&at(7), later, &full).as_slice() {
+            [Action::Deliver(filled)] => assert_eq!(**filled, p),
+            other => panic!("expected the filled proposal, got {other:?}"),
+        }
+        assert!(!state.is_waiting());
+        assert_eq!(state.stats.asked_full.load(Ordering::Relaxed), 2);
+        assert_eq!(state.stats.filled_late.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn nothing_inadmissible_is_filled_and_the_pool_is_not_looked_at_more_often_than_the_retry() {
+        let t0 = Instant::now();
+        let mut state = CompactProposals::new(true, Arc::default());
+        let p = proposal(7, 0, &[&[b"a"]]);
+        let looked = std::cell::Cell::new(0);
+        let counting = |ids: &[B256]| {
+            looked.set(looked.get() + 1);
+            pool_of(&[b"a"])(ids)
+        };
+        let refused = state.receive(CnIndex(1), compact_of(&p), t0, counting, |_| false);
+        assert!(refused.is_none());
+        assert_eq!(looked.get(), 0, "an inadmissible proposal is not filled");
+        let empty = pool_of(&[]);
+        state.receive(CnIndex(1), compact_of(&p), t0, &empty, |_| true);
+        let missing = |ids: &[B256]| {
+            looked.set(looked.get() + 1);
+            empty(ids)
+        };
+        let mut lookups = |now| state.retry(&at(7), now, missing).len();
+        lookups(t0);
+        lookups(t0 + FILL_RETRY / 2);
+        assert_eq!(looked.get(), 0, "looked at again before the retry interval");
+    }
+
+    #[test]
+    fn waiting_proposals_of_passed_heights_rounds_or_other_proposers_are_dropped() {
+        let t0 = Instant::now();
+        let mut state = CompactProposals::new(true, Arc::default());
+        let empty = pool_of(&[]);
+        let at_round = |h, r| compact_of(&proposal(h, r, &[&[b"x"]]));
+        let peer = CnIndex(1);
+        state.receive(peer, at_round(7, 1), t0, &empty, |_| true);
+        state.receive(peer, at_round(7, 0), t0, &empty, |_| true);
+        assert_eq!(
+            state.waiting[&(peer, Height(7))].key(),
+            (Height(7), Round(1))
+        );
+        state.receive(peer, at_round(8, 0), t0, &empty, |_| true);
+        assert_eq!(
+            state.waiting.len(),
+            2,
+            "the next height waits beside the current one"
+        );
+        state.received_full(peer, Height(7), Round(0));
+        assert_eq!(
+            state.waiting.len(),
+            2,
+            "a full copy of another round changes nothing"
+        );
+        let later = Position {
+            height: Height(7),
+            round: Round(2),
+            proposes: |_: CnIndex, _: Round| true,
+        };
+        assert!(state.retry(&later, t0, &empty).is_empty());
+        assert_eq!(state.waiting.len(), 1, "round 1 has passed");
+        let someone_else = Position {
+            height: Height(8),
+            round: Round(0),
+            proposes: |cn: CnIndex, _: Round| cn == CnIndex(2),
+        };
+        assert!(state.retry(&someone_else, t0, &empty).is_empty());
+        assert!(!state.is_waiting(), "not the round's proposer");
+        assert_eq!(state.stats.dropped.load(Ordering::Relaxed), 3);
+    }
+
+    #[test]
+    fn own_proposals_are_answered_a_few_times_per_peer_and_only_the_last_few_are_kept() {
+        let mut state = CompactProposals::new(true, Arc::default());
+        for height in 1..=OWN_KEPT as u64 + 2 {
+            state.keep_own(Arc::new(proposal(height, 0, &[&[b"a"]])));
+        }
+        let req = |h| ProposalRequest {
+            height: Height(h),
+            round: Round(0),
+        };
+        assert!(state.answer(CnIndex(3), req(1)).is_none(), "no longer kept");
+        let last = OWN_KEPT as u64 + 2;
+        for _ in 0..MAX_ANSWERS {
+            assert!(state.answer(CnIndex(3), req(last)).is_some());
+        }
+        assert!(
+            state.answer(CnIndex(3), req(last)).is_none(),
+            "answered enough"
+        );
+        assert!(state.answer(CnIndex(0), req(last)).is_some());
+        assert_eq!(
+            state.stats.served_full.load(Ordering::Relaxed),
+            u64::from(MAX_ANSWERS) + 1
+        );
+    }
+}
