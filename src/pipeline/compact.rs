@@ -235,6 +235,17 @@ impl CompactStats {
     fn count(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
     }
+
+    /// Compact proposals received, by outcome (the metric's `outcome` label).
+    pub fn outcomes(&self) -> [(&'static str, u64); 4] {
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        [
+            ("filled", load(&self.filled)),
+            ("filled_late", load(&self.filled_late)),
+            ("asked_full", load(&self.asked_full)),
+            ("dropped", load(&self.dropped)),
+        ]
+    }
 }
 
 /// What the consensus stage should do after a compact-proposal event.

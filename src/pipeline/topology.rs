@@ -641,30 +641,6 @@ impl CnMetrics {
                 c.wal_records.load(Relaxed),
             ),
             (
-                "kaon_compact_proposals_total",
-                "Compact proposals received, by what became of them",
-                &outcome("filled"),
-                c.compact.filled.load(Relaxed),
-            ),
-            (
-                "kaon_compact_proposals_total",
-                "Compact proposals received, by what became of them",
-                &outcome("filled_late"),
-                c.compact.filled_late.load(Relaxed),
-            ),
-            (
-                "kaon_compact_proposals_total",
-                "Compact proposals received, by what became of them",
-                &outcome("asked_full"),
-                c.compact.asked_full.load(Relaxed),
-            ),
-            (
-                "kaon_compact_proposals_total",
-                "Compact proposals received, by what became of them",
-                &outcome("dropped"),
-                c.compact.dropped.load(Relaxed),
-            ),
-            (
                 "kaon_full_proposals_served_total",
                 "This CN's proposals sent in full to a peer that could not fill them",
                 &plain,
@@ -769,6 +745,14 @@ impl CnMetrics {
         ];
         for (name, help, labels, value) in counters {
             m.counter(name, help, labels, value);
+        }
+        for (what, value) in c.compact.outcomes() {
+            m.counter(
+                "kaon_compact_proposals_total",
+                "Compact proposals received, by what became of them",
+                &outcome(what),
+                value,
+            );
         }
         for (reason, value) in self.pool.refusals() {
             m.counter(
