@@ -63,7 +63,7 @@ pub fn locate(set: &CnSet, key: &SecretKey) -> CnIndex {
 /// full; bounds memory against a peer flooding far-future rounds. Round changes beyond it
 /// still count towards a round jump (each member's highest one is kept), so nodes any number
 /// of rounds apart converge.
-const MAX_ROUNDS_AHEAD: u32 = 16;
+pub(crate) const MAX_ROUNDS_AHEAD: u32 = 16;
 /// Rounds behind the current one whose votes and accepted proposals are still kept (a late
 /// commit quorum there still decides); older ones are dropped, so a long asynchronous period
 /// costs no peer-supplied memory per round it went through (this node's own votes, two small

@@ -435,10 +435,13 @@ impl Network {
     }
 
     /// Queues transaction gossip for every peer whose queue holds less than
-    /// [`GOSSIP_QUEUE_BYTES`]; dropped (and counted) for the others. Never blocks.
+    /// [`GOSSIP_QUEUE_BYTES`] and has a quarter of its frames free (many small gossip frames
+    /// must not fill it either, or consensus frames would be dropped); dropped (and counted)
+    /// for the others. Never blocks.
     pub fn broadcast_gossip(&self, frame: Arc<Vec<u8>>) {
         for peer in &self.peers {
-            if peer.reserve(frame.len(), GOSSIP_QUEUE_BYTES) {
+            let frames_free = peer.queue.capacity() > self.queue_depth / 4;
+            if frames_free && peer.reserve(frame.len(), GOSSIP_QUEUE_BYTES) {
                 self.queue_reserved(peer, Arc::clone(&frame));
             } else {
                 self.stats.dropped_gossip.fetch_add(1, Ordering::Relaxed);

@@ -15,7 +15,7 @@ pub const THP_ENV: &str = "KAON_THP";
 /// What [`huge_pages`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HugePages {
-    /// Kept, as the operator asked (`KAON_THP=1`).
+    /// Kept: the operator asked (`KAON_THP=1`), or the platform has no per-process switch.
     Kept,
     /// Turned off for this process.
     Off,
@@ -49,7 +49,7 @@ fn turn_huge_pages_off() -> HugePages {
 /// Elsewhere there is no per-process switch (and no transparent huge pages as Linux has them).
 #[cfg(not(target_os = "linux"))]
 fn turn_huge_pages_off() -> HugePages {
-    HugePages::Refused(0)
+    HugePages::Kept
 }
 
 /// Whether this process has transparent huge pages turned off (`PR_GET_THP_DISABLE`).

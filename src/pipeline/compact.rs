@@ -25,7 +25,7 @@ use crate::types::{
     Segment,
 };
 use alloy_primitives::{Bytes, B256};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -43,6 +43,9 @@ pub const ASK_AGAIN: Duration = Duration::from_millis(100);
 pub const OWN_KEPT: usize = 8;
 /// Times a peer is sent one kept proposal in full at most.
 pub const MAX_ANSWERS: u8 = 3;
+/// Transaction ids one compact proposal may name: a block's bytes in transactions of 64 bytes
+/// (32 MiB of ids; a frame could carry four times as many).
+pub const MAX_COMPACT_IDS: usize = MAX_BLOCK_BYTES / 64;
 
 /// Why a compact proposal was dropped unfilled.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
@@ -55,6 +58,10 @@ pub enum CompactError {
         "not from its proposer's link with its valid signature, or for another height or round"
     )]
     Inadmissible,
+    #[error("seen before, or a later round of its proposer waits")]
+    Superseded,
+    #[error("names more than {MAX_COMPACT_IDS} transactions")]
+    TooMany,
     #[error("names a transaction twice")]
     RepeatedId,
     #[error("fills more than a block's {MAX_BLOCK_BYTES} bytes")]
@@ -91,8 +98,11 @@ pub struct Filling {
     /// Bytes of the transactions found.
     bytes: usize,
     since: Instant,
-    /// When the pool was last looked at for it.
-    looked: Instant,
+    /// When the pool is looked at for it next, and the wait after that (doubling from
+    /// [`FILL_RETRY`] up to [`ASK_AGAIN`]: a proposal whose transactions do not come costs
+    /// fewer and fewer lookups).
+    next_look: Instant,
+    look_every: Duration,
     /// When its proposer was last asked for it in full.
     asked: Option<Instant>,
 }
@@ -113,8 +123,10 @@ impl Filling {
                 return Err(CompactError::SegmentShape(i));
             }
         }
-        // Bounded by the frame that carried the ids.
-        let count = compact.segments.iter().map(|s| s.tx_ids.len()).sum();
+        let count: usize = compact.segments.iter().map(|s| s.tx_ids.len()).sum();
+        if count > MAX_COMPACT_IDS {
+            return Err(CompactError::TooMany);
+        }
         let mut seen = std::collections::HashSet::with_capacity(count);
         if !compact
             .segments
@@ -130,7 +142,8 @@ impl Filling {
             missing: count,
             bytes: 0,
             since: now,
-            looked: now,
+            next_look: now + FILL_RETRY,
+            look_every: FILL_RETRY,
             asked: None,
         })
     }
@@ -176,6 +189,12 @@ impl Filling {
     /// Transactions not found yet.
     pub fn missing(&self) -> usize {
         self.missing
+    }
+
+    /// Notes a look at the pool at `now`; the next comes twice as late, at most [`ASK_AGAIN`].
+    fn looked(&mut self, now: Instant) {
+        self.look_every = (self.look_every * 2).min(ASK_AGAIN);
+        self.next_look = now + self.look_every;
     }
 
     /// Whether its proposer should be asked for it in full now.
@@ -267,6 +286,9 @@ pub struct CompactProposals {
     waiting: HashMap<(CnIndex, Height), Filling>,
     /// Times each (height, round, peer) was sent a kept proposal in full.
     answered: BTreeMap<(Height, Round, CnIndex), u8>,
+    /// Compact proposals admitted, by (height, round, peer): a copy sent again is not filled
+    /// again (forgotten once the height has passed).
+    seen: BTreeSet<(Height, Round, CnIndex)>,
     pub stats: Arc<CompactStats>,
 }
 
@@ -286,6 +308,7 @@ impl CompactProposals {
             own: BTreeMap::new(),
             waiting: HashMap::new(),
             answered: BTreeMap::new(),
+            seen: BTreeSet::new(),
             stats,
         }
     }
@@ -331,6 +354,14 @@ impl CompactProposals {
         if !admissible(&compact) {
             return self.drop_one(peer, &CompactError::Inadmissible);
         }
+        let (height, round) = (compact.sealed.header.height, compact.round);
+        let superseded = self
+            .waiting
+            .get(&(peer, height))
+            .is_some_and(|w| w.key().1 >= round);
+        if superseded || !self.seen.insert((height, round, peer)) {
+            return self.drop_one(peer, &CompactError::Superseded);
+        }
         let mut filling = match Filling::new(compact, now) {
             Ok(filling) => filling,
             Err(e) => return self.drop_one(peer, &e),
@@ -343,16 +374,20 @@ impl CompactProposals {
             }
             Ok(_) => {}
         }
-        let (height, _) = filling.key();
-        let newer = self
-            .waiting
-            .get(&(peer, height))
-            .is_none_or(|w| w.key() < filling.key());
-        if !newer {
-            return self.drop_one(peer, &CompactError::Inadmissible);
-        }
         self.waiting.insert((peer, height), filling);
         None
+    }
+
+    /// Forgets what concerns heights below `height` (called as the node's height moves):
+    /// proposals still waiting there are dropped.
+    pub fn advance(&mut self, height: Height) {
+        if self.seen.first().is_some_and(|(h, _, _)| *h < height) {
+            self.seen = self.seen.split_off(&(height, Round(0), CnIndex(0)));
+        }
+        let before = self.waiting.len();
+        self.waiting.retain(|(_, h), _| *h >= height);
+        let passed = (before - self.waiting.len()) as u64;
+        self.stats.dropped.fetch_add(passed, Ordering::Relaxed);
     }
 
     fn drop_one(&self, peer: CnIndex, why: &CompactError) -> Option<Action> {
@@ -372,13 +407,14 @@ impl CompactProposals {
         }
     }
 
-    /// Whether a compact proposal waits (the stage then looks again every [`FILL_RETRY`]).
-    pub fn is_waiting(&self) -> bool {
-        !self.waiting.is_empty()
+    /// Whether a compact proposal of `height` waits (the stage then looks again within
+    /// [`FILL_RETRY`]; those of the next height wait for their height).
+    pub fn is_waiting_at(&self, height: Height) -> bool {
+        self.waiting.keys().any(|(_, h)| *h == height)
     }
 
-    /// Looks up what the waiting proposals of the current height still miss, each at most
-    /// every [`FILL_RETRY`]: those now complete are delivered; those of a passed height or
+    /// Looks up what the waiting proposals of the current height still miss, each when its
+    /// next look is due (see [`Filling`]): those now complete are delivered; those of a passed height or
     /// round, or not from the round's proposer, are dropped; those waiting longer than
     /// [`FILL_WAIT`] are asked of their proposer in full, again every [`ASK_AGAIN`]. Those of
     /// the next height wait untouched.
@@ -403,14 +439,14 @@ impl CompactProposals {
         let due: Vec<(CnIndex, Height)> = self
             .waiting
             .iter()
-            .filter(|((_, h), w)| *h == at.height && now.duration_since(w.looked) >= FILL_RETRY)
+            .filter(|((_, h), w)| *h == at.height && now >= w.next_look)
             .map(|(key, _)| *key)
             .collect();
         for key in due {
             let Some(w) = self.waiting.get_mut(&key) else {
                 continue;
             };
-            w.looked = now;
+            w.looked(now);
             match w.fill(&mut pooled) {
                 Ok(0) => {
                     if let Some(p) = self.waiting.remove(&key).and_then(Filling::into_proposal) {
@@ -583,7 +619,7 @@ mod tests {
         assert!(state
             .receive(peer, compact_of(&p), t0, &empty, |_| true)
             .is_none());
-        assert!(state.is_waiting());
+        assert!(state.is_waiting_at(Height(7)));
         assert!(state.retry(&at(7), t0 + FILL_RETRY, &empty).is_empty());
         let ask = |actions: Vec<Action>| {
             matches!(
@@ -610,7 +646,7 @@ mod tests {
             [Action::Deliver(filled)] => assert_eq!(**filled, p),
             other => panic!("expected the filled proposal, got {other:?}"),
         }
-        assert!(!state.is_waiting());
+        assert!(!state.is_waiting_at(Height(7)));
         assert_eq!(state.stats.asked_full.load(Ordering::Relaxed), 2);
         assert_eq!(state.stats.filled_late.load(Ordering::Relaxed), 1);
     }
@@ -638,6 +674,47 @@ mod tests {
         lookups(t0);
         lookups(t0 + FILL_RETRY / 2);
         assert_eq!(looked.get(), 0, "looked at again before the retry interval");
+    }
+
+    #[test]
+    fn a_copy_sent_again_is_not_filled_again_until_the_height_is_forgotten() {
+        let t0 = Instant::now();
+        let mut state = CompactProposals::new(true, Arc::default());
+        let p = proposal(7, 0, &[&[b"a"]]);
+        let looked = std::cell::Cell::new(0);
+        let counting = |ids: &[B256]| {
+            looked.set(looked.get() + 1);
+            pool_of(&[b"a"])(ids)
+        };
+        for _ in 0..3 {
+            state.receive(CnIndex(1), compact_of(&p), t0, counting, |_| true);
+        }
+        assert_eq!(looked.get(), 1, "filled once, copies dropped unfilled");
+        assert_eq!(state.stats.filled.load(Ordering::Relaxed), 1);
+        assert_eq!(state.stats.dropped.load(Ordering::Relaxed), 2);
+        let empty = pool_of(&[]);
+        let waits = compact_of(&proposal(7, 1, &[&[b"b"]]));
+        state.receive(CnIndex(2), waits, t0, &empty, |_| true);
+        assert!(state.is_waiting_at(Height(7)));
+        state.advance(Height(8));
+        assert!(state.seen.is_empty(), "a passed height is forgotten");
+        assert!(
+            state.waiting.is_empty(),
+            "and what still waited there is dropped"
+        );
+    }
+
+    #[test]
+    fn a_proposal_naming_more_ids_than_a_block_could_hold_is_refused() {
+        let mut p = proposal(5, 0, &[&[b"a"]]);
+        let count = MAX_COMPACT_IDS + 1;
+        p.block.sealed.header.segments[0].tx_count = count as u32;
+        let mut c = compact_of(&p);
+        c.segments[0].tx_ids = vec![B256::ZERO; count];
+        assert_eq!(
+            Filling::new(c, Instant::now()).unwrap_err(),
+            CompactError::TooMany
+        );
     }
 
     #[test]
@@ -678,7 +755,7 @@ mod tests {
             proposes: |cn: CnIndex, _: Round| cn == CnIndex(2),
         };
         assert!(state.retry(&someone_else, t0, &empty).is_empty());
-        assert!(!state.is_waiting(), "not the round's proposer");
+        assert!(state.waiting.is_empty(), "not the round's proposer");
         assert_eq!(state.stats.dropped.load(Ordering::Relaxed), 3);
     }
 

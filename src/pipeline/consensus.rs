@@ -312,7 +312,7 @@ impl<A: StageApp> ConsensusStage<A> {
                 // Look at the pool again within a batching window.
                 wait = wait.min(self.proposal_batch.max(Duration::from_millis(1)));
             }
-            if self.compact.is_waiting() {
+            if self.compact.is_waiting_at(self.machine.height()) {
                 wait = wait.min(super::compact::FILL_RETRY);
             }
             let first = match self.inbound.recv_timeout(wait) {
@@ -376,7 +376,7 @@ impl<A: StageApp> ConsensusStage<A> {
     /// Looks again for the transactions waiting compact proposals lack (see
     /// [`super::compact::CompactProposals::retry`]).
     fn retry_compact(&mut self, timers: &mut Timers, recent: &mut Served) -> anyhow::Result<()> {
-        if !self.compact.is_waiting() {
+        if !self.compact.is_waiting_at(self.machine.height()) {
             return Ok(());
         }
         let (app, machine) = (&self.app, &self.machine);
@@ -475,6 +475,7 @@ impl<A: StageApp> ConsensusStage<A> {
         self.status
             .height
             .store(self.machine.height().0, Ordering::Relaxed);
+        self.compact.advance(self.machine.height());
         self.status
             .best_known
             .store(self.machine.best_known_height().0, Ordering::Relaxed);
@@ -691,6 +692,11 @@ fn from_its_proposer(
     if current && !machine.proposes(c.proposer, c.round) {
         return false;
     }
+    // The next height starts at round 0; its rounds are bounded as the machine bounds rounds
+    // ahead, so a member cannot make this node check a signature per round number.
+    if !current && c.round.0 > crate::consensus::machine::MAX_ROUNDS_AHEAD {
+        return false;
+    }
     let Ok(key) = machine.cn_set().key(c.proposer) else {
         return false;
     };
@@ -807,7 +813,24 @@ mod tests {
             "signed by another key"
         );
         assert!(!ok(&by(1, 0, other), other), "not the round's proposer");
-        assert!(!ok(&by(1, u32::MAX, p), p), "a round beyond the window");
+        // A round past the window whose proposer is `p`: refused for the window alone.
+        let beyond = (17..10_000)
+            .find(|&r| set.committee(B256::ZERO, Height(1), Round(r), 4).proposer == CnIndex(p))
+            .expect("p proposes some round");
+        let last = set
+            .committee(B256::ZERO, Height(1), Round(16), 4)
+            .proposer
+            .0;
+        assert!(ok(&by(1, 16, last), last), "the window's last round");
+        assert!(!ok(&by(1, beyond, p), p), "a round beyond the window");
+        assert!(
+            !ok(&compact_by(2, 0, other, &keys[p as usize]), other),
+            "next height, wrong key"
+        );
+        assert!(
+            !ok(&by(2, 17, other), other),
+            "next height, a round beyond the window"
+        );
     }
 
     fn decided(height: u64) -> ConsensusMessage {

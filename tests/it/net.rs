@@ -596,3 +596,30 @@ fn a_peer_queue_is_bounded_by_bytes_and_gossip_stops_first() {
     assert_eq!(stats.dropped_queue_full.load(Ordering::Relaxed), 1);
     shutdown(rt, [n0]);
 }
+
+/// Small gossip frames stop being queued while a quarter of a peer's frames are still free, so
+/// consensus frames behind them are never dropped for want of a slot.
+#[test]
+fn small_gossip_frames_leave_room_in_a_peer_queue_for_consensus_frames() {
+    let rt = runtime();
+    let set = cn_set(2);
+    let mut config = NetConfig::new(localhost());
+    config.queue_depth = 16;
+    let (mut n0, _inbox0) = node(&rt, config, 0, key(1), &set);
+    let gone = std::net::UdpSocket::bind(localhost())
+        .and_then(|s| s.local_addr())
+        .expect("an ephemeral UDP port");
+    n0.connect(rt.handle(), &[(CnIndex(1), gone)]);
+    let stats = Arc::clone(n0.stats());
+    for _ in 0..16 {
+        n0.broadcast_gossip(Arc::new(vec![0u8; 200]));
+    }
+    assert_eq!(stats.dropped_gossip.load(Ordering::Relaxed), 4);
+    for height in 0..4 {
+        n0.broadcast(frame_of(&ConsensusMessage::SyncRequest(Height(height))));
+    }
+    assert_eq!(stats.dropped_queue_full.load(Ordering::Relaxed), 0);
+    n0.broadcast(frame_of(&ConsensusMessage::SyncRequest(Height(4))));
+    assert_eq!(stats.dropped_queue_full.load(Ordering::Relaxed), 1);
+    shutdown(rt, [n0]);
+}
