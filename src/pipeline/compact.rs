@@ -25,7 +25,7 @@ use crate::types::{
     Segment,
 };
 use alloy_primitives::{Bytes, B256};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -192,9 +192,13 @@ impl Filling {
     }
 
     /// Notes a look at the pool at `now`; the next comes twice as late, at most [`ASK_AGAIN`].
+    /// The look is never later than the moment its proposer is to be asked (again).
     fn looked(&mut self, now: Instant) {
         self.look_every = (self.look_every * 2).min(ASK_AGAIN);
-        self.next_look = now + self.look_every;
+        let ask_at = self
+            .asked
+            .map_or(self.since + FILL_WAIT, |at| at + ASK_AGAIN);
+        self.next_look = (now + self.look_every).min(ask_at.max(now + FILL_RETRY));
     }
 
     /// Whether its proposer should be asked for it in full now.
@@ -286,9 +290,10 @@ pub struct CompactProposals {
     waiting: HashMap<(CnIndex, Height), Filling>,
     /// Times each (height, round, peer) was sent a kept proposal in full.
     answered: BTreeMap<(Height, Round, CnIndex), u8>,
-    /// Compact proposals admitted, by (height, round, peer): a copy sent again is not filled
-    /// again (forgotten once the height has passed).
-    seen: BTreeSet<(Height, Round, CnIndex)>,
+    /// Headers of the compact proposals admitted, by (height, round, peer): a copy sent again
+    /// is not filled again, while a second, different header (equivocation) is, once, so the
+    /// machine sees both (forgotten once the height or round has passed).
+    seen: BTreeMap<(Height, Round, CnIndex), Vec<crate::types::BlockHash>>,
     pub stats: Arc<CompactStats>,
 }
 
@@ -308,7 +313,7 @@ impl CompactProposals {
             own: BTreeMap::new(),
             waiting: HashMap::new(),
             answered: BTreeMap::new(),
-            seen: BTreeSet::new(),
+            seen: BTreeMap::new(),
             stats,
         }
     }
@@ -351,17 +356,24 @@ impl CompactProposals {
         pooled: impl FnOnce(&[B256]) -> Vec<Option<Bytes>>,
         admissible: impl FnOnce(&CompactProposal) -> bool,
     ) -> Option<Action> {
-        if !admissible(&compact) {
-            return self.drop_one(peer, &CompactError::Inadmissible);
-        }
         let (height, round) = (compact.sealed.header.height, compact.round);
+        let hash = compact.sealed.hash();
+        let seen = self.seen.get(&(height, round, peer));
+        let repeated = seen.is_some_and(|hashes| hashes.contains(&hash) || hashes.len() >= 2);
         let superseded = self
             .waiting
             .get(&(peer, height))
             .is_some_and(|w| w.key().1 >= round);
-        if superseded || !self.seen.insert((height, round, peer)) {
+        if repeated || superseded {
             return self.drop_one(peer, &CompactError::Superseded);
         }
+        if !admissible(&compact) {
+            return self.drop_one(peer, &CompactError::Inadmissible);
+        }
+        self.seen
+            .entry((height, round, peer))
+            .or_default()
+            .push(hash);
         let mut filling = match Filling::new(compact, now) {
             Ok(filling) => filling,
             Err(e) => return self.drop_one(peer, &e),
@@ -378,16 +390,17 @@ impl CompactProposals {
         None
     }
 
-    /// Forgets what concerns heights below `height` (called as the node's height moves):
-    /// proposals still waiting there are dropped.
-    pub fn advance(&mut self, height: Height) {
-        if self.seen.first().is_some_and(|(h, _, _)| *h < height) {
-            self.seen = self.seen.split_off(&(height, Round(0), CnIndex(0)));
-        }
+    /// Forgets what concerns heights and rounds before `height`, `round` (called as the
+    /// node moves on): proposals still waiting at passed heights are dropped.
+    pub fn advance(&mut self, height: Height, round: Round) {
+        self.seen
+            .retain(|(h, r, _), _| *h > height || (*h == height && *r >= round));
         let before = self.waiting.len();
         self.waiting.retain(|(_, h), _| *h >= height);
-        let passed = (before - self.waiting.len()) as u64;
-        self.stats.dropped.fetch_add(passed, Ordering::Relaxed);
+        let passed = before - self.waiting.len();
+        if passed > 0 {
+            (self.stats.dropped).fetch_add(passed as u64, Ordering::Relaxed);
+        }
     }
 
     fn drop_one(&self, peer: CnIndex, why: &CompactError) -> Option<Action> {
@@ -692,16 +705,61 @@ mod tests {
         assert_eq!(looked.get(), 1, "filled once, copies dropped unfilled");
         assert_eq!(state.stats.filled.load(Ordering::Relaxed), 1);
         assert_eq!(state.stats.dropped.load(Ordering::Relaxed), 2);
+        // A different header for the same round (equivocation) is filled once, so the machine
+        // sees both; copies of it are not.
+        let mut twin = compact_of(&p);
+        twin.sealed.header.timestamp_ms += 1;
+        let first = state.receive(CnIndex(1), twin.clone(), t0, counting, |_| true);
+        assert!(first.is_some(), "the second header is delivered");
+        let again = state.receive(CnIndex(1), twin, t0, counting, |_| true);
+        assert!(again.is_none(), "a copy of it is not");
+        assert_eq!(looked.get(), 2);
+        assert_eq!(state.stats.filled.load(Ordering::Relaxed), 2);
         let empty = pool_of(&[]);
         let waits = compact_of(&proposal(7, 1, &[&[b"b"]]));
         state.receive(CnIndex(2), waits, t0, &empty, |_| true);
         assert!(state.is_waiting_at(Height(7)));
-        state.advance(Height(8));
+        state.advance(Height(7), Round(1));
+        assert!(
+            state.seen.keys().all(|(_, r, _)| *r >= Round(1)),
+            "a passed round is forgotten"
+        );
+        state.advance(Height(8), Round(0));
         assert!(state.seen.is_empty(), "a passed height is forgotten");
         assert!(
             state.waiting.is_empty(),
             "and what still waited there is dropped"
         );
+    }
+
+    #[test]
+    fn lookups_back_off_but_never_past_the_moment_to_ask() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut state = CompactProposals::new(true, Arc::default());
+        state.receive(
+            CnIndex(1),
+            compact_of(&proposal(7, 0, &[&[b"a"]])),
+            t0,
+            pool_of(&[]),
+            |_| true,
+        );
+        let looks = std::cell::Cell::new(Vec::new());
+        let mut look_at = |after: Duration| {
+            let record = |ids: &[B256]| {
+                let mut v = looks.take();
+                v.push(after.as_millis());
+                looks.set(v);
+                pool_of(&[])(ids)
+            };
+            state.retry(&at(7), t0 + after, record)
+        };
+        for t in 1..=30 {
+            look_at(ms(t));
+        }
+        // 2 ms, then 4 and 8 ms more; then at 20 ms, when the wait ends and the proposer is
+        // asked; then the 2 ms floor after it (the next comes 64 ms later).
+        assert_eq!(looks.take(), vec![2, 6, 14, 20, 22]);
     }
 
     #[test]

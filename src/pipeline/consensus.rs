@@ -475,7 +475,7 @@ impl<A: StageApp> ConsensusStage<A> {
         self.status
             .height
             .store(self.machine.height().0, Ordering::Relaxed);
-        self.compact.advance(self.machine.height());
+        (self.compact).advance(self.machine.height(), self.machine.round());
         self.status
             .best_known
             .store(self.machine.best_known_height().0, Ordering::Relaxed);
