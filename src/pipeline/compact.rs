@@ -529,6 +529,18 @@ mod tests {
         move |ids| ids.iter().map(|id| by_id.get(id).cloned()).collect()
     }
 
+    /// A pool holding `txs` that counts its lookups in `looked`.
+    fn counting_pool<'a>(
+        txs: &[&[u8]],
+        looked: &'a std::cell::Cell<u32>,
+    ) -> impl Fn(&[B256]) -> Vec<Option<Bytes>> + 'a {
+        let pool = pool_of(txs);
+        move |ids| {
+            looked.set(looked.get() + 1);
+            pool(ids)
+        }
+    }
+
     fn compact_of(p: &Proposal) -> CompactProposal {
         compact(p, |tx| keccak256(tx))
     }
@@ -670,19 +682,13 @@ mod tests {
         let mut state = CompactProposals::new(true, Arc::default());
         let p = proposal(7, 0, &[&[b"a"]]);
         let looked = std::cell::Cell::new(0);
-        let counting = |ids: &[B256]| {
-            looked.set(looked.get() + 1);
-            pool_of(&[b"a"])(ids)
-        };
+        let counting = &counting_pool(&[b"a"], &looked);
         let refused = state.receive(CnIndex(1), compact_of(&p), t0, counting, |_| false);
         assert!(refused.is_none());
         assert_eq!(looked.get(), 0, "an inadmissible proposal is not filled");
         let empty = pool_of(&[]);
         state.receive(CnIndex(1), compact_of(&p), t0, &empty, |_| true);
-        let missing = |ids: &[B256]| {
-            looked.set(looked.get() + 1);
-            empty(ids)
-        };
+        let missing = &counting_pool(&[], &looked);
         let mut lookups = |now| state.retry(&at(7), now, missing).len();
         lookups(t0);
         lookups(t0 + FILL_RETRY / 2);
@@ -695,10 +701,7 @@ mod tests {
         let mut state = CompactProposals::new(true, Arc::default());
         let p = proposal(7, 0, &[&[b"a"]]);
         let looked = std::cell::Cell::new(0);
-        let counting = |ids: &[B256]| {
-            looked.set(looked.get() + 1);
-            pool_of(&[b"a"])(ids)
-        };
+        let counting = &counting_pool(&[b"a"], &looked);
         for _ in 0..3 {
             state.receive(CnIndex(1), compact_of(&p), t0, counting, |_| true);
         }
