@@ -19,6 +19,7 @@ use super::status::{RnStatus, SyncPhase, FOLLOWING_SLACK};
 use crate::consensus::audit::{verify_head, HeadClaimError};
 use crate::consensus::machine::Params;
 use crate::link::LinkSender;
+use crate::net::handshake::Peer;
 use crate::net::rn::{PeerId, RnNetwork, Source};
 use crate::types::sync::{BlockRangeRequest, BlockRangeResponse, MAX_RANGE_BYTES};
 use crate::types::{Block, Height};
@@ -79,6 +80,23 @@ impl ClaimChecks {
     }
 }
 
+/// The source asked next, in turn: among all of them while catching up, but at the head only
+/// among the CNs when any is linked ([`RnNetwork::sources`] lists them first). A long poll
+/// waits on the source's own head, and an RN's head moves only when it fetches the block
+/// itself: two RNs at the head polling each other each waited the whole poll (2 s) for a
+/// block the other was not fetching, while the CNs had committed it long before.
+fn next_source(sources: &[Source], turn: usize, at_head: bool) -> Option<Source> {
+    let cns = sources
+        .iter()
+        .take_while(|s| !matches!(s.peer, Peer::Rn(_)))
+        .count();
+    let asked = match (at_head, cns) {
+        (true, 1..) => &sources[..cns],
+        _ => sources,
+    };
+    asked.get(turn % asked.len().max(1)).copied()
+}
+
 /// The sync driver's thread state.
 pub struct SyncDriver {
     pub net: Arc<RnNetwork>,
@@ -115,12 +133,12 @@ impl SyncDriver {
                 self.pause(IDLE_PAUSE);
                 continue;
             }
+            let at_head = cursor == head + 1 && self.status.phase() == SyncPhase::Following;
             let sources = self.net.sources();
-            let Some(source) = sources.get(turn % sources.len().max(1)).copied() else {
+            let Some(source) = next_source(&sources, turn, at_head) else {
                 self.pause(IDLE_PAUSE);
                 continue;
             };
-            let at_head = cursor == head + 1 && self.status.phase() == SyncPhase::Following;
             let request = BlockRangeRequest {
                 from: Height(cursor),
                 max_blocks: self.config.batch_blocks,
@@ -261,7 +279,6 @@ mod tests {
     use super::*;
     use crate::consensus::selection::CnSet;
     use crate::crypto::bls::SecretKey;
-    use crate::net::handshake::Peer;
     use crate::net::rn::RnNetConfig;
     use crate::net::sync::tests::block;
     use crate::types::sync::{MAX_RANGE_BLOCKS, MAX_WAIT_MS};
@@ -273,6 +290,36 @@ mod tests {
             id,
             peer: Peer::Cn(CnIndex(id as u32)),
         }
+    }
+
+    #[test]
+    fn at_the_head_only_cns_are_long_polled_when_any_is_linked() {
+        let rn = |id: PeerId| Source {
+            id,
+            peer: Peer::Rn(crate::crypto::bls::PublicKeyBytes([id as u8; 48])),
+        };
+        let mixed = [source(1), source(2), rn(3)];
+        let asked = |sources: &[Source], at_head| {
+            (0..6)
+                .map(|turn| next_source(sources, turn, at_head).unwrap().id)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            asked(&mixed, true),
+            [1, 2, 1, 2, 1, 2],
+            "the RN is never long-polled"
+        );
+        assert_eq!(
+            asked(&mixed, false),
+            [1, 2, 3, 1, 2, 3],
+            "catching up asks everyone"
+        );
+        assert_eq!(
+            asked(&[rn(3), rn(4)], true),
+            [3, 4, 3, 4, 3, 4],
+            "RNs when no CN is linked"
+        );
+        assert_eq!(next_source(&[], 5, true), None);
     }
 
     /// A driver whose node has audited up to `head` and is connected to no one: every block

@@ -2,6 +2,8 @@
 // it: sign N transfers from development account 0 with explicit nonces, send them all
 // concurrently through ethers (JSON-RPC batches of up to 100), then wait until the chain's
 // nonce shows every one included. The same script runs against `kaon devnet` and anvil.
+// The provider's cache is off: by default ethers answers a repeated call from a promise up
+// to 250 ms old, so the poll would see inclusion up to 250 ms late.
 //
 //   node tests/e2e/burst.mjs [URL] [N]      (default http://127.0.0.1:8545, 1000)
 //
@@ -15,6 +17,7 @@ const n = Number(process.argv[3] ?? 1000);
 const provider = new JsonRpcProvider(url, undefined, {
   batchMaxCount: 100,
   staticNetwork: true,
+  cacheTimeout: -1,
 });
 const account = HDNodeWallet.fromPhrase(MNEMONIC, undefined, "m/44'/60'/0'/0/0");
 const wallet = new Wallet(account.privateKey, provider);
