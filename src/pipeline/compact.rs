@@ -3,7 +3,10 @@
 //! its transactions' ids ([`CompactProposal`]), and each receiver fills it from its own pool
 //! into the [`Proposal`] the consensus machine checks exactly as before. The header's
 //! transaction roots bind every byte, so filling cannot change what is voted on: a wrong or
-//! forged id yields a block whose roots do not match, refused like any bad proposal.
+//! forged id yields a block whose roots do not match, refused like any bad proposal. What the
+//! proposer did not take from its pool (a CN's system transactions) is carried whole, by
+//! position ([`crate::types::CarriedTx`]): positions strictly ascending within the block, bytes
+//! counted with the filled ones.
 //!
 //! A receiver missing some transactions (gossip still in ingress, or a transaction its pool
 //! refused) looks again every [`FILL_RETRY`] for [`FILL_WAIT`], then asks the proposer for the
@@ -21,8 +24,8 @@
 
 use crate::types::block::MAX_BLOCK_BYTES;
 use crate::types::{
-    Block, CnIndex, CompactProposal, CompactSegment, Height, Proposal, ProposalRequest, Round,
-    Segment,
+    Block, CarriedTx, CnIndex, CompactProposal, CompactSegment, Height, Proposal, ProposalRequest,
+    Round, Segment,
 };
 use alloy_primitives::{Bytes, B256};
 use std::collections::{BTreeMap, HashMap};
@@ -64,12 +67,32 @@ pub enum CompactError {
     TooMany,
     #[error("names a transaction twice")]
     RepeatedId,
+    #[error("carries a transaction at position {0}: out of order or past the block's end")]
+    CarriedPosition(u32),
     #[error("fills more than a block's {MAX_BLOCK_BYTES} bytes")]
     TooLarge,
 }
 
-/// The compact form of `p`, naming each transaction by `id`.
-pub fn compact(p: &Proposal, id: impl Fn(&Bytes) -> B256) -> CompactProposal {
+/// The compact form of `p`, naming each transaction by `id`. What `pooled` (this node's pool,
+/// one answer per id) does not hold is carried whole: a receiver would not hold it either, and
+/// naming it would send the whole proposal again through the fall-back.
+pub fn compact(
+    p: &Proposal,
+    id: impl Fn(&Bytes) -> B256,
+    pooled: impl FnOnce(&[B256]) -> Vec<Option<Bytes>>,
+) -> CompactProposal {
+    let txs = || p.block.segments.iter().flat_map(|s| &s.txs);
+    let ids: Vec<B256> = txs().map(id).collect();
+    let held = pooled(&ids);
+    let carried = (txs().zip(&held).enumerate())
+        .filter(|(_, (_, held))| held.is_none())
+        .map(|(position, (tx, _))| CarriedTx {
+            // A block holds far fewer than 2^32 transactions.
+            position: position as u32,
+            tx: tx.clone(),
+        })
+        .collect();
+    let mut ids = ids.into_iter();
     CompactProposal {
         round: p.round,
         proposer: p.proposer,
@@ -81,10 +104,11 @@ pub fn compact(p: &Proposal, id: impl Fn(&Bytes) -> B256) -> CompactProposal {
             .iter()
             .map(|s| CompactSegment {
                 chain_id: s.chain_id,
-                tx_ids: s.txs.iter().map(&id).collect(),
+                tx_ids: ids.by_ref().take(s.txs.len()).collect(),
             })
             .collect(),
         justification: p.justification.clone(),
+        carried,
     }
 }
 
@@ -136,7 +160,7 @@ impl Filling {
         {
             return Err(CompactError::RepeatedId);
         }
-        Ok(Self {
+        let mut filling = Self {
             compact,
             txs: vec![None; count],
             missing: count,
@@ -145,7 +169,30 @@ impl Filling {
             next_look: now + FILL_RETRY,
             look_every: FILL_RETRY,
             asked: None,
-        })
+        };
+        filling.take_carried()?;
+        Ok(filling)
+    }
+
+    /// Puts the carried transactions in their places: positions ascending and within the
+    /// block, bytes within a block's.
+    fn take_carried(&mut self) -> Result<(), CompactError> {
+        let carried = std::mem::take(&mut self.compact.carried);
+        let mut next = 0usize;
+        for CarriedTx { position, tx } in carried {
+            let slot = position as usize;
+            if slot < next || slot >= self.txs.len() {
+                return Err(CompactError::CarriedPosition(position));
+            }
+            next = slot + 1;
+            self.bytes = self.bytes.saturating_add(tx.len());
+            if self.bytes > MAX_BLOCK_BYTES {
+                return Err(CompactError::TooLarge);
+            }
+            self.txs[slot] = Some(tx);
+            self.missing -= 1;
+        }
+        Ok(())
     }
 
     /// Height and round of the proposal.
@@ -541,8 +588,13 @@ mod tests {
         }
     }
 
+    /// The compact form of `p` from a proposer whose pool holds every transaction.
     fn compact_of(p: &Proposal) -> CompactProposal {
-        compact(p, |tx| keccak256(tx))
+        compact(
+            p,
+            |tx| keccak256(tx),
+            |ids| vec![Some(Bytes::new()); ids.len()],
+        )
     }
 
     #[test]
@@ -607,6 +659,62 @@ mod tests {
             Err(crate::consensus::proposal::ProposalError::Body(
                 "transaction root"
             ))
+        );
+    }
+
+    #[test]
+    fn what_the_proposer_did_not_take_from_its_pool_is_carried_and_fills_with_no_lookup() {
+        let p = proposal(5, 0, &[&[b"s"], &[b"a", b"bb", b"ccc"]]);
+        // The proposer's pool holds the servicechain transactions, not the system one `s`
+        // nor `bb` (which came to it some other way).
+        let c = compact(&p, |tx| keccak256(tx), pool_of(&[b"a", b"ccc"]));
+        let carried: Vec<(u32, &[u8])> = (c.carried.iter())
+            .map(|t| (t.position, t.tx.as_ref()))
+            .collect();
+        assert_eq!(carried, [(0, &b"s"[..]), (2, &b"bb"[..])]);
+        assert_eq!(
+            c.segments[1].tx_ids.len(),
+            3,
+            "every transaction is still named"
+        );
+        let mut filling = Filling::new(c.clone(), Instant::now()).unwrap();
+        assert_eq!(filling.missing(), 2);
+        assert_eq!(filling.fill(pool_of(&[b"a", b"ccc"])), Ok(0));
+        assert_eq!(*filling.into_proposal().unwrap(), p);
+        // A receiver holding nothing still has the carried ones.
+        let mut filling = Filling::new(c, Instant::now()).unwrap();
+        assert_eq!(filling.fill(pool_of(&[])), Ok(2));
+    }
+
+    #[test]
+    fn carried_transactions_out_of_order_past_the_block_or_too_large_are_refused() {
+        let p = proposal(5, 0, &[&[b"a", b"bb", b"ccc"]]);
+        let c = compact(&p, |tx| keccak256(tx), pool_of(&[]));
+        assert_eq!(c.carried.len(), 3);
+        let refused = |edit: &dyn Fn(&mut CompactProposal)| {
+            let mut c = c.clone();
+            edit(&mut c);
+            Filling::new(c, Instant::now()).unwrap_err()
+        };
+        assert_eq!(
+            refused(&|c| c.carried.swap(0, 1)),
+            CompactError::CarriedPosition(0)
+        );
+        assert_eq!(
+            refused(&|c| c.carried[1].position = 0),
+            CompactError::CarriedPosition(0)
+        );
+        assert_eq!(
+            refused(&|c| c.carried[2].position = 3),
+            CompactError::CarriedPosition(3)
+        );
+        let huge = Bytes::from(vec![0u8; MAX_BLOCK_BYTES / 2 + 1]);
+        assert_eq!(
+            refused(&|c| {
+                c.carried[0].tx = huge.clone();
+                c.carried[1].tx = huge.clone();
+            }),
+            CompactError::TooLarge
         );
     }
 

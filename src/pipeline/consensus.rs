@@ -421,7 +421,8 @@ impl<A: StageApp> ConsensusStage<A> {
             let frame = encode_frame(&ConsensusMessage::Proposal(p));
             return self.net.broadcast(Arc::new(frame));
         }
-        let compact = super::compact::compact(&p, |tx| self.app.tx_id(tx));
+        let compact =
+            super::compact::compact(&p, |tx| self.app.tx_id(tx), |ids| self.app.pooled_txs(ids));
         let frame = encode_frame(&ConsensusMessage::CompactProposal(Box::new(compact)));
         self.net.broadcast(Arc::new(frame));
         self.compact.keep_own(Arc::from(p));
@@ -760,6 +761,7 @@ mod tests {
             sealed: block.sealed,
             segments: Vec::new(),
             justification: Vec::new(),
+            carried: Vec::new(),
         }
     }
 

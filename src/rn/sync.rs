@@ -80,21 +80,16 @@ impl ClaimChecks {
     }
 }
 
-/// The source asked next, in turn: among all of them while catching up, but at the head only
-/// among the CNs when any is linked ([`RnNetwork::sources`] lists them first). A long poll
-/// waits on the source's own head, and an RN's head moves only when it fetches the block
-/// itself: two RNs at the head polling each other each waited the whole poll (2 s) for a
-/// block the other was not fetching, while the CNs had committed it long before.
-fn next_source(sources: &[Source], turn: usize, at_head: bool) -> Option<Source> {
-    let cns = sources
-        .iter()
-        .take_while(|s| !matches!(s.peer, Peer::Rn(_)))
-        .count();
-    let asked = match (at_head, cns) {
-        (true, 1..) => &sources[..cns],
-        _ => sources,
-    };
-    asked.get(turn % asked.len().max(1)).copied()
+/// Whether a request to `source` may wait on the server for the next block (a long poll): at
+/// the head, a CN always, an RN only when no CN is linked. A long poll waits on the source's
+/// own head, and an RN's head moves only when it gets the block itself (CNs do not gossip
+/// blocks to RNs): two RNs at the head polling each other each waited the whole poll (2 s)
+/// for a block neither was fetching, while the CNs had committed it long before. An RN is
+/// still asked in its turn, without waiting, so CNs that withhold blocks cannot stall this
+/// node while an RN has them.
+fn long_polls(source: &Source, at_head: bool, sources: &[Source]) -> bool {
+    let is_rn = |s: &Source| matches!(s.peer, Peer::Rn(_));
+    at_head && (!is_rn(source) || sources.iter().all(is_rn))
 }
 
 /// The sync driver's thread state.
@@ -135,7 +130,7 @@ impl SyncDriver {
             }
             let at_head = cursor == head + 1 && self.status.phase() == SyncPhase::Following;
             let sources = self.net.sources();
-            let Some(source) = next_source(&sources, turn, at_head) else {
+            let Some(source) = sources.get(turn % sources.len().max(1)).copied() else {
                 self.pause(IDLE_PAUSE);
                 continue;
             };
@@ -143,10 +138,9 @@ impl SyncDriver {
                 from: Height(cursor),
                 max_blocks: self.config.batch_blocks,
                 max_bytes: self.config.batch_bytes,
-                wait_ms: if at_head {
-                    self.config.follow_wait_ms
-                } else {
-                    0
+                wait_ms: match long_polls(&source, at_head, &sources) {
+                    true => self.config.follow_wait_ms,
+                    false => 0,
                 },
             };
             let response = match self.fetch(source, &request) {
@@ -299,27 +293,26 @@ mod tests {
             peer: Peer::Rn(crate::crypto::bls::PublicKeyBytes([id as u8; 48])),
         };
         let mixed = [source(1), source(2), rn(3)];
-        let asked = |sources: &[Source], at_head| {
-            (0..6)
-                .map(|turn| next_source(sources, turn, at_head).unwrap().id)
+        let polled = |sources: &[Source], at_head| {
+            (sources.iter())
+                .map(|s| long_polls(s, at_head, sources))
                 .collect::<Vec<_>>()
         };
         assert_eq!(
-            asked(&mixed, true),
-            [1, 2, 1, 2, 1, 2],
-            "the RN is never long-polled"
+            polled(&mixed, true),
+            [true, true, false],
+            "the RN is asked, not polled"
         );
         assert_eq!(
-            asked(&mixed, false),
-            [1, 2, 3, 1, 2, 3],
-            "catching up asks everyone"
+            polled(&mixed, false),
+            [false; 3],
+            "catching up waits on no one"
         );
         assert_eq!(
-            asked(&[rn(3), rn(4)], true),
-            [3, 4, 3, 4, 3, 4],
+            polled(&[rn(3), rn(4)], true),
+            [true, true],
             "RNs when no CN is linked"
         );
-        assert_eq!(next_source(&[], 5, true), None);
     }
 
     /// A driver whose node has audited up to `head` and is connected to no one: every block

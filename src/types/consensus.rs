@@ -229,7 +229,8 @@ pub struct Proposal {
 /// [`Proposal`] it names (the header's transaction roots then check every byte, as for a
 /// full proposal); one it cannot fill in time it asks the proposer for in full
 /// ([`ProposalRequest`]). An id is what the application names a pooled transaction by: its
-/// Ethereum hash in a CN.
+/// Ethereum hash in a CN. What the proposer did not take from its pool travels whole in
+/// `carried`: no receiver's pool would hold it either.
 #[derive(Debug, Clone, PartialEq, Eq, RlpEncodable, RlpDecodable)]
 pub struct CompactProposal {
     pub round: Round,
@@ -240,6 +241,17 @@ pub struct CompactProposal {
     /// One per segment of the block, in order.
     pub segments: Vec<CompactSegment>,
     pub justification: Vec<RoundChange>,
+    /// The transactions not from the proposer's pool (a CN's regionchain system transactions:
+    /// its probe attestations, PoR shares, checkpoints), in ascending block position.
+    pub carried: Vec<CarriedTx>,
+}
+
+/// A transaction a [`CompactProposal`] carries whole, at its position in the block's order
+/// (segments one after the other).
+#[derive(Debug, Clone, PartialEq, Eq, RlpEncodable, RlpDecodable)]
+pub struct CarriedTx {
+    pub position: u32,
+    pub tx: alloy_primitives::Bytes,
 }
 
 /// A segment of a [`CompactProposal`]: its chain and its transactions' ids, in block order.

@@ -17,7 +17,7 @@ pub use block::{
 };
 pub use codec::{CodecError, WireMessage};
 pub use consensus::{
-    CompactProposal, CompactSegment, ConsensusMessage, EquivocationEvidence, PorShare,
+    CarriedTx, CompactProposal, CompactSegment, ConsensusMessage, EquivocationEvidence, PorShare,
     PreparedCertificate, Proposal, ProposalRequest, QuorumCertificate, RandomReveal, RoundChange,
     Vote, VoteKind,
 };
