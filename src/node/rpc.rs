@@ -649,8 +649,9 @@ impl ChainRpc {
         self.chain.block_at(Height(height)).map_err(internal)
     }
 
-    /// Runs `read` against the state `at` names on `chain`: the latest committed state, or
-    /// the state after an older block read from the retained history.
+    /// Runs `read` against the state `at` names on `chain`: the latest written state
+    /// ([`crate::storage::state::WrittenState`]: never ahead of the receipts and blocks that
+    /// explain it), or the state after an older block read from the retained history.
     fn read_state<T>(
         &self,
         chain: ChainId,
@@ -661,7 +662,7 @@ impl ChainRpc {
             StateAt::Historical(number) => {
                 self.read_state_after(self.height_of(chain, number)?, read)
             }
-            _ => read(&*self.state),
+            _ => read(&self.state.written()),
         }
     }
 
@@ -676,7 +677,7 @@ impl ChainRpc {
             let view = self.state.store().state_at(height).map_err(history_error)?;
             return read(&view);
         }
-        read(&*self.state)
+        read(&self.state.written())
     }
 
     /// The EVM context a call at `at` on `chain` runs in: the next block's after the head,
@@ -2380,6 +2381,47 @@ mod tests {
             [0, 1]
         );
         assert_eq!(nonce(StateAt::Latest), 2);
+    }
+
+    #[test]
+    fn the_latest_state_is_the_written_one_not_a_block_applied_and_not_yet_written() {
+        let mut f = Fixture::new();
+        f.push(Contents {
+            accounts: vec![(sender(), account(1, 900))],
+            ..Default::default()
+        });
+        // Block 2 applied, its receipts not yet written with it: the sender's nonce moves to
+        // 2 in the applied state only.
+        let diff = SegmentDiff {
+            chain_id: CHAIN,
+            accounts: [(sender(), Some(account(2, 800)))].into_iter().collect(),
+            storage: Default::default(),
+            code: Default::default(),
+            state_root: B256::repeat_byte(2),
+            prior: None,
+        };
+        let execution = exec::SegmentExecution {
+            commitment: f.blocks[0].header().segments[1].clone(),
+            receipts: Vec::new(),
+            bloom: Default::default(),
+            diff,
+            nonces: Vec::new(),
+        };
+        f.rpc
+            .state
+            .committed(crate::storage::state::PendingBlock::new(
+                Height(2),
+                BlockHash(B256::repeat_byte(2)),
+                Vec::new(),
+                vec![(1, execution)],
+            ));
+        assert_eq!(f.rpc.state.nonce(CHAIN, &sender()).unwrap(), 2, "applied");
+        for at in [StateAt::Latest, StateAt::Historical(1)] {
+            assert_eq!(f.rpc.nonce(CHAIN, sender(), at).unwrap(), 1, "{at:?}");
+            assert_eq!(f.rpc.balance(CHAIN, sender(), at).unwrap(), U256::from(900));
+        }
+        // The next nonce a wallet is told counts from what is applied.
+        assert_eq!(f.rpc.nonce(CHAIN, sender(), StateAt::Pending).unwrap(), 2);
     }
 
     #[test]

@@ -682,8 +682,20 @@ mod tests {
         assert_eq!(filling.fill(pool_of(&[b"a", b"ccc"])), Ok(0));
         assert_eq!(*filling.into_proposal().unwrap(), p);
         // A receiver holding nothing still has the carried ones.
-        let mut filling = Filling::new(c, Instant::now()).unwrap();
+        let mut filling = Filling::new(c.clone(), Instant::now()).unwrap();
         assert_eq!(filling.fill(pool_of(&[])), Ok(2));
+        // One whose pool holds a carried one too is asked only for the others, and each
+        // transaction counts once.
+        let mut filling = Filling::new(c, Instant::now()).unwrap();
+        let mut asked = Vec::new();
+        let pool = pool_of(&[b"s", b"a", b"bb", b"ccc"]);
+        let left = filling.fill(|ids| {
+            asked = ids.to_vec();
+            pool(ids)
+        });
+        assert_eq!(left, Ok(0));
+        assert_eq!(asked, [keccak256(b"a"), keccak256(b"ccc")]);
+        assert_eq!(*filling.into_proposal().unwrap(), p);
     }
 
     #[test]

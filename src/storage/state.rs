@@ -864,6 +864,20 @@ impl CommittedState {
         Ok((snapshot, root))
     }
 
+    /// The state as written, for clients ([`WrittenState`]).
+    pub fn written(&self) -> WrittenState<'_> {
+        WrittenState(self)
+    }
+
+    /// Whether a block applied and not yet written created `chain` (registered or adopted
+    /// it: its genesis diff is held with the block).
+    fn created_pending(&self, chain: ChainId) -> bool {
+        let pending = self.pending.read().unwrap_or_else(|e| e.into_inner());
+        pending
+            .iter()
+            .any(|block| block.by_chain.get(&chain).is_some_and(|(_, g)| g.is_some()))
+    }
+
     /// The newest held value `find` reads out of `chain`'s pending diffs.
     fn pending<T>(&self, chain: ChainId, find: impl Fn(&SegmentDiff) -> Option<T>) -> Option<T> {
         let pending = self.pending.read().unwrap_or_else(|e| e.into_inner());
@@ -901,5 +915,106 @@ impl StateRead for CommittedState {
             Some(root) => Ok(root),
             None => Ok(self.store.state_root(chain)?),
         }
+    }
+}
+
+/// The state as written to RocksDB, which a block's receipts and index join in the same batch:
+/// what clients read, so that a nonce or balance never shows a block whose receipts cannot be
+/// read yet (through the applied state a wallet saw its nonce complete while the receipt of
+/// its last transfer was `null`, and the head one block behind). A chain that a block applied
+/// and not yet written created (registered or adopted) has nothing written: it is read with
+/// the applied blocks, so it never reads as empty once it is served.
+pub struct WrittenState<'a>(&'a CommittedState);
+
+impl WrittenState<'_> {
+    fn of(&self, chain: ChainId) -> &dyn StateRead {
+        match self.0.created_pending(chain) {
+            true => self.0,
+            false => &*self.0.store,
+        }
+    }
+}
+
+impl StateRead for WrittenState<'_> {
+    fn account(&self, chain: ChainId, address: &Address) -> Result<Option<Account>, StateError> {
+        self.of(chain).account(chain, address)
+    }
+
+    fn storage(&self, chain: ChainId, address: &Address, slot: &U256) -> Result<U256, StateError> {
+        self.of(chain).storage(chain, address, slot)
+    }
+
+    fn code(&self, chain: ChainId, code_hash: &B256) -> Result<Option<Bytes>, StateError> {
+        self.of(chain).code(chain, code_hash)
+    }
+
+    fn state_root(&self, chain: ChainId) -> Result<B256, StateError> {
+        self.of(chain).state_root(chain)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::SegmentCommitment;
+
+    const CHAIN: ChainId = ChainId(1001);
+    const NEW: ChainId = ChainId(1002);
+
+    fn account(nonce: u64) -> Account {
+        Account {
+            nonce,
+            ..Default::default()
+        }
+    }
+
+    fn diff(chain_id: ChainId, address: Address, nonce: u64) -> SegmentDiff {
+        SegmentDiff {
+            chain_id,
+            accounts: [(address, Some(account(nonce)))].into_iter().collect(),
+            storage: Default::default(),
+            code: Default::default(),
+            state_root: B256::repeat_byte(nonce as u8),
+            prior: None,
+        }
+    }
+
+    fn execution(diff: SegmentDiff) -> SegmentExecution {
+        SegmentExecution {
+            commitment: SegmentCommitment {
+                chain_id: diff.chain_id,
+                tx_count: 0,
+                tx_root: B256::ZERO,
+                receipts_root: B256::ZERO,
+                state_root: diff.state_root,
+            },
+            receipts: Vec::new(),
+            bloom: Default::default(),
+            diff,
+            nonces: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn clients_read_the_written_state_and_a_chain_created_in_an_applied_block_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path()).unwrap());
+        let (a, b) = (Address::repeat_byte(1), Address::repeat_byte(2));
+        let state = CommittedState::open(store, &[(CHAIN, a, U256::from(5))]).unwrap();
+        // Block 1 applied, not written: it moves `a`'s nonce on CHAIN and creates NEW with `b`.
+        state.committed(PendingBlock::new(
+            Height(1),
+            BlockHash(B256::repeat_byte(1)),
+            vec![diff(NEW, b, 7)],
+            vec![(1, execution(diff(CHAIN, a, 1)))],
+        ));
+        assert_eq!(state.nonce(CHAIN, &a).unwrap(), 1, "applied");
+        let written = state.written();
+        assert_eq!(written.nonce(CHAIN, &a).unwrap(), 0, "written");
+        assert_eq!(
+            written.nonce(NEW, &b).unwrap(),
+            7,
+            "a chain created in the applied block"
+        );
     }
 }

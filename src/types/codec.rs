@@ -19,6 +19,16 @@ pub const WIRE_VERSION: u8 = 1;
 
 /// Bytes the frame adds around the payload: version, kind, checksum.
 pub const FRAME_OVERHEAD: usize = 2 + 4;
+/// Fewest encoded bytes per RLP item, on average, of a payload holding more than
+/// [`ITEM_ALLOWANCE`] items. A decoded item costs up to ≈ 48 bytes of memory (a `Bytes` or a
+/// `B256` and its slot in a vector) however short its encoding: an empty transaction is one
+/// byte, so a 128 MiB consensus frame of them decoded into some 6 GiB. With this floor a
+/// payload decodes into at most ≈ 6 times its size. Real frames average more: ≈ 13 bytes an
+/// item for an empty block (its header's small integers), 33 for a compact proposal's ids,
+/// ≈ 110 for a block or batch of transfers.
+pub const MIN_BYTES_PER_ITEM: usize = 8;
+/// Items any payload may hold whatever its size (small messages are mostly small fields).
+pub const ITEM_ALLOWANCE: usize = 4096;
 
 /// What a frame carries; the receiver names the kind it expects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,6 +103,8 @@ pub enum CodecError {
     TrailingBytes(usize),
     #[error("invalid value: {0}")]
     Invalid(&'static str),
+    #[error("payload of {len} bytes holds more than {max} RLP items (at least {MIN_BYTES_PER_ITEM} bytes an item beyond the first {ITEM_ALLOWANCE})")]
+    TooManyItems { len: usize, max: usize },
 }
 
 /// The canonical (hashed, signed) bytes of a value.
@@ -149,5 +161,121 @@ pub fn decode_frame<T: WireMessage>(frame: &[u8]) -> Result<T, CodecError> {
             got: body[1],
         });
     }
-    decode_exact(&body[2..])
+    let payload = &body[2..];
+    check_items(payload)?;
+    decode_exact(payload)
+}
+
+/// Refuses a payload with more RLP items (lists and strings, at every depth) than its size
+/// allows ([`MIN_BYTES_PER_ITEM`]), before anything is decoded or allocated. One pass over
+/// the headers: a list's items follow its header, a string's payload is skipped, so nesting
+/// costs no recursion.
+fn check_items(payload: &[u8]) -> Result<(), CodecError> {
+    let max = ITEM_ALLOWANCE.saturating_add(payload.len() / MIN_BYTES_PER_ITEM);
+    let mut rest = payload;
+    let mut items = 0usize;
+    while !rest.is_empty() {
+        let header = alloy_rlp::Header::decode(&mut rest)?;
+        items += 1;
+        if items > max {
+            return Err(CodecError::TooManyItems {
+                len: payload.len(),
+                max,
+            });
+        }
+        if !header.list {
+            rest = rest
+                .get(header.payload_length..)
+                .ok_or(alloy_rlp::Error::InputTooShort)?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::sync::BlockRangeResponse;
+    use crate::types::{BlockHash, Height, TxBatch};
+    use alloy_primitives::Bytes;
+
+    /// A frame of `kind` around `payload`, however malformed the payload.
+    fn frame(kind: Kind, payload: &[u8]) -> Vec<u8> {
+        let mut out = vec![WIRE_VERSION, kind as u8];
+        out.extend_from_slice(payload);
+        let crc = crc32c::crc32c(&out);
+        out.extend_from_slice(&crc.to_le_bytes());
+        out
+    }
+
+    fn batch(count: usize, tx_len: usize) -> TxBatch {
+        TxBatch {
+            txs: vec![Bytes::from(vec![0xab; tx_len]); count],
+        }
+    }
+
+    #[test]
+    fn a_frame_of_one_byte_items_is_refused_before_it_is_decoded() {
+        let empty = encode_frame(&batch(100_000, 0));
+        assert!(matches!(
+            decode_frame::<TxBatch>(&empty),
+            Err(CodecError::TooManyItems { .. })
+        ));
+        // Within the allowance, or with items of a transfer's size, batches decode.
+        let few = batch(ITEM_ALLOWANCE - 2, 0);
+        assert_eq!(decode_frame::<TxBatch>(&encode_frame(&few)).unwrap(), few);
+        let transfers = batch(50_000, 110);
+        assert_eq!(
+            decode_frame::<TxBatch>(&encode_frame(&transfers)).unwrap(),
+            transfers
+        );
+    }
+
+    /// The RLP list header for a payload of `len` bytes.
+    fn list_header(len: usize) -> Vec<u8> {
+        if len < 56 {
+            return vec![0xc0 + len as u8];
+        }
+        let bytes = len.to_be_bytes();
+        let skip = bytes.iter().take_while(|b| **b == 0).count();
+        let mut header = vec![0xf7 + (8 - skip) as u8];
+        header.extend_from_slice(&bytes[skip..]);
+        header
+    }
+
+    #[test]
+    fn deeply_nested_lists_are_refused_before_a_recursive_decoder_sees_them() {
+        // Lists nested 500 000 deep, each holding only the next: the decoder would recurse
+        // once per level.
+        let mut headers = Vec::new();
+        let mut len = 1; // the innermost empty list
+        for _ in 0..500_000 {
+            let header = list_header(len);
+            len += header.len();
+            headers.push(header);
+        }
+        let mut payload: Vec<u8> = headers.into_iter().rev().flatten().collect();
+        payload.push(0xc0);
+        assert!(matches!(
+            decode_frame::<TxBatch>(&frame(Kind::TxBatch, &payload)),
+            Err(CodecError::TooManyItems { .. })
+        ));
+    }
+
+    #[test]
+    fn a_range_of_empty_blocks_is_within_the_item_floor() {
+        let mut blocks = Vec::new();
+        let mut parent = BlockHash::default();
+        for h in 1..=256 {
+            let block = crate::net::sync::tests::block(h, parent, 0);
+            parent = block.hash();
+            blocks.push(block);
+        }
+        let response = BlockRangeResponse {
+            head: Height(256),
+            blocks,
+        };
+        let decoded = decode_frame::<BlockRangeResponse>(&encode_frame(&response)).unwrap();
+        assert_eq!(decoded, response);
+    }
 }
