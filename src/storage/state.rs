@@ -869,13 +869,19 @@ impl CommittedState {
         WrittenState(self)
     }
 
-    /// Whether a block applied and not yet written created `chain` (registered or adopted
-    /// it: its genesis diff is held with the block).
-    fn created_pending(&self, chain: ChainId) -> bool {
+    /// The value `find` reads out of the genesis diff of `chain` held with a block applied and
+    /// not yet written: the state a registration or adoption created, none of the blocks
+    /// after it.
+    fn pending_genesis<T>(
+        &self,
+        chain: ChainId,
+        find: impl Fn(&SegmentDiff) -> Option<T>,
+    ) -> Option<T> {
         let pending = self.pending.read().unwrap_or_else(|e| e.into_inner());
-        pending
-            .iter()
-            .any(|block| block.by_chain.get(&chain).is_some_and(|(_, g)| g.is_some()))
+        pending.iter().find_map(|block| {
+            let (_, genesis) = block.by_chain.get(&chain)?;
+            find(&block.genesis[(*genesis)?])
+        })
     }
 
     /// The newest held value `find` reads out of `chain`'s pending diffs.
@@ -922,34 +928,52 @@ impl StateRead for CommittedState {
 /// what clients read, so that a nonce or balance never shows a block whose receipts cannot be
 /// read yet (through the applied state a wallet saw its nonce complete while the receipt of
 /// its last transfer was `null`, and the head one block behind). A chain that a block applied
-/// and not yet written created (registered or adopted) has nothing written: it is read with
-/// the applied blocks, so it never reads as empty once it is served.
+/// and not yet written created (registered or adopted) has nothing written: it reads as the
+/// state that block created (its genesis diff), never as empty and never ahead of the blocks
+/// after it, so reads of it only move forward.
 pub struct WrittenState<'a>(&'a CommittedState);
 
 impl WrittenState<'_> {
-    fn of(&self, chain: ChainId) -> &dyn StateRead {
-        match self.0.created_pending(chain) {
-            true => self.0,
-            false => &*self.0.store,
+    fn read<T>(
+        &self,
+        chain: ChainId,
+        created: impl Fn(&SegmentDiff) -> Option<T>,
+        written: impl FnOnce(&Store) -> Result<T>,
+    ) -> Result<T, StateError> {
+        match self.0.pending_genesis(chain, created) {
+            Some(value) => Ok(value),
+            None => Ok(written(&self.0.store)?),
         }
     }
 }
 
 impl StateRead for WrittenState<'_> {
     fn account(&self, chain: ChainId, address: &Address) -> Result<Option<Account>, StateError> {
-        self.of(chain).account(chain, address)
+        self.read(
+            chain,
+            |d| d.accounts.get(address).copied(),
+            |s| s.account(chain, address),
+        )
     }
 
     fn storage(&self, chain: ChainId, address: &Address, slot: &U256) -> Result<U256, StateError> {
-        self.of(chain).storage(chain, address, slot)
+        self.read(
+            chain,
+            |d| d.storage.get(&(*address, *slot)).copied(),
+            |s| s.storage(chain, address, slot),
+        )
     }
 
     fn code(&self, chain: ChainId, code_hash: &B256) -> Result<Option<Bytes>, StateError> {
-        self.of(chain).code(chain, code_hash)
+        self.read(
+            chain,
+            |d| d.code.get(code_hash).cloned().map(Some),
+            |s| s.code(chain, code_hash),
+        )
     }
 
     fn state_root(&self, chain: ChainId) -> Result<B256, StateError> {
-        self.of(chain).state_root(chain)
+        self.read(chain, |d| Some(d.state_root), |s| s.state_root(chain))
     }
 }
 
@@ -1008,13 +1032,27 @@ mod tests {
             vec![diff(NEW, b, 7)],
             vec![(1, execution(diff(CHAIN, a, 1)))],
         ));
+        // Block 2 applied too: it moves `b` on the new chain.
+        state.committed(PendingBlock::new(
+            Height(2),
+            BlockHash(B256::repeat_byte(2)),
+            Vec::new(),
+            vec![(1, execution(diff(NEW, b, 8)))],
+        ));
         assert_eq!(state.nonce(CHAIN, &a).unwrap(), 1, "applied");
+        assert_eq!(state.nonce(NEW, &b).unwrap(), 8, "applied");
         let written = state.written();
         assert_eq!(written.nonce(CHAIN, &a).unwrap(), 0, "written");
         assert_eq!(
             written.nonce(NEW, &b).unwrap(),
             7,
-            "a chain created in the applied block"
+            "a chain created in an applied block reads as created, not ahead"
+        );
+        assert_eq!(written.state_root(NEW).unwrap(), B256::repeat_byte(7));
+        assert_eq!(
+            written.nonce(NEW, &a).unwrap(),
+            0,
+            "not in its genesis: empty"
         );
     }
 }

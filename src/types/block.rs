@@ -163,4 +163,6 @@ impl WireMessage for TxBatch {
     const KIND: Kind = Kind::TxBatch;
     // Room for 64 maximal (128 KiB) transactions or thousands of transfers.
     const MAX_PAYLOAD: usize = 8 << 20;
+    // Pooled transactions only, never a block: empty ones from an RN link are refused unread.
+    const ITEM_FLOOR: bool = true;
 }
