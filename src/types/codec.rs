@@ -202,7 +202,10 @@ fn check_items(payload: &[u8]) -> Result<(), CodecError> {
 mod tests {
     use super::*;
     use crate::types::sync::BlockRangeResponse;
-    use crate::types::{BlockHash, Height, TxBatch};
+    use crate::types::{
+        Block, BlockHash, ChainId, CnIndex, CommitCertificate, Header, Height, Round, SealedHeader,
+        Segment, SignerBitmap, TxBatch,
+    };
     use alloy_primitives::Bytes;
 
     fn batch(count: usize, tx_len: usize) -> TxBatch {
@@ -250,16 +253,38 @@ mod tests {
     fn frames_that_carry_blocks_are_not_floored() {
         // A block of many tiny (undecodable, so valid and marked) transactions must still
         // read back from the log and the network.
-        let mut block = crate::net::sync::tests::block(1, BlockHash::default(), 1);
-        block.segments[0].txs = vec![Bytes::from_static(&[0x01]); 3 * ITEM_ALLOWANCE];
+        let block = Block {
+            sealed: SealedHeader {
+                header: Header {
+                    version: crate::types::block::HEADER_VERSION,
+                    region: ChainId(1000),
+                    height: Height(1),
+                    round: Round(0),
+                    parent: BlockHash::default(),
+                    timestamp_ms: 1,
+                    proposer: CnIndex(0),
+                    random_reveal: Default::default(),
+                    mix: Default::default(),
+                    cn_set_root: Default::default(),
+                    next_cn_set: Vec::new(),
+                    segments: Vec::new(),
+                },
+                seal: CommitCertificate {
+                    round: Round(0),
+                    signers: SignerBitmap::default(),
+                    aggregate: Default::default(),
+                },
+            },
+            segments: vec![Segment {
+                chain_id: ChainId(1001),
+                txs: vec![Bytes::from_static(&[0x01]); 3 * ITEM_ALLOWANCE],
+            }],
+        };
         let response = BlockRangeResponse {
             head: Height(1),
             blocks: vec![block.clone()],
         };
-        assert_eq!(
-            decode_frame::<crate::types::Block>(&encode_frame(&block)).unwrap(),
-            block
-        );
+        assert_eq!(decode_frame::<Block>(&encode_frame(&block)).unwrap(), block);
         assert_eq!(
             decode_frame::<BlockRangeResponse>(&encode_frame(&response)).unwrap(),
             response
